@@ -1,0 +1,147 @@
+/// What the server runtime needs to know of one generated method, and what a
+/// client sends on the wire to name it.
+public struct RPCMethodDescriptor: Sendable, Hashable, CustomStringConvertible {
+    /// The fully qualified service name, e.g. `roster.v1.MatchService`.
+    public let service: String
+    /// The method name as written in the schema, e.g. `MatchMany`.
+    public let method: String
+    /// The number the wire protocol carries: `serviceID << 16 | methodNumber`.
+    public let id: UInt32
+
+    public init(service: String, method: String, id: UInt32) {
+        self.service = service
+        self.method = method
+        self.id = id
+    }
+
+    /// `roster.v1.MatchService/MatchMany`, the form logs and metrics use.
+    public var description: String { "\(service)/\(method)" }
+}
+
+/// Key/value pairs that travel with a call: an auth token, a trace id.
+///
+/// Keys are compared exactly; lower-case ASCII keys are the convention.
+public struct Metadata: Sendable, Hashable, ExpressibleByDictionaryLiteral {
+    public var entries: [(key: String, value: String)] { storage.map { ($0.key, $0.value) } }
+    @usableFromInline var storage: [Entry]
+
+    @usableFromInline
+    struct Entry: Sendable, Hashable {
+        var key: String
+        var value: String
+    }
+
+    public init() { storage = [] }
+
+    public init(dictionaryLiteral elements: (String, String)...) {
+        storage = elements.map { Entry(key: $0.0, value: $0.1) }
+    }
+
+    /// The first value stored under `key`.
+    public subscript(key: String) -> String? {
+        get { storage.first { $0.key == key }?.value }
+        set {
+            storage.removeAll { $0.key == key }
+            if let newValue { storage.append(Entry(key: key, value: newValue)) }
+        }
+    }
+
+    public mutating func append(_ value: String, forKey key: String) {
+        storage.append(Entry(key: key, value: value))
+    }
+
+    public var isEmpty: Bool { storage.isEmpty }
+    public var count: Int { storage.count }
+}
+
+/// Per-call settings a client chooses.
+public struct CallOptions: Sendable {
+    /// How long the call may take, measured by the server from receipt;
+    /// `nil` means the transport's default.
+    public var timeout: Duration?
+    public var metadata: Metadata
+
+    public init(timeout: Duration? = nil, metadata: Metadata = [:]) {
+        self.timeout = timeout
+        self.metadata = metadata
+    }
+
+    public static let defaults = CallOptions()
+}
+
+/// What a handler knows about the call it is serving.
+public struct RPCContext: Sendable {
+    public let method: RPCMethodDescriptor
+    public let metadata: Metadata
+    /// When the call must be answered by, on the server's monotonic clock.
+    public let deadline: ContinuousClock.Instant?
+    /// The remote address, for logs.
+    public let peer: String
+
+    public init(method: RPCMethodDescriptor, metadata: Metadata, deadline: ContinuousClock.Instant?, peer: String) {
+        self.method = method
+        self.metadata = metadata
+        self.deadline = deadline
+        self.peer = peer
+    }
+}
+
+/// One method as the server runtime dispatches it: request bytes in, a
+/// response message out.
+///
+/// A handler that never suspends (a lookup in memory) is `inline`: the runtime
+/// runs it on the connection's event loop with no task hop. Anything that
+/// awaits is `async`: the request is decoded on the event loop, then the
+/// handler runs in a task.
+public struct RPCServerMethod: Sendable {
+    public typealias InlineBody = @Sendable (UnsafeRawBufferPointer, RPCContext) throws -> any ProtoMessage
+    public typealias AsyncBody = @Sendable (RPCContext) async throws -> any ProtoMessage
+    public typealias Decoder = @Sendable (UnsafeRawBufferPointer) throws -> AsyncBody
+
+    public enum Body: Sendable {
+        case inline(InlineBody)
+        case async(Decoder)
+    }
+
+    public let descriptor: RPCMethodDescriptor
+    public let body: Body
+
+    public init(_ descriptor: RPCMethodDescriptor, body: Body) {
+        self.descriptor = descriptor
+        self.body = body
+    }
+
+    /// A method whose handler runs inline on the event loop.
+    public static func inline<Request: ProtoMessage, Response: ProtoMessage>(
+        _ descriptor: RPCMethodDescriptor,
+        _ handler: @escaping @Sendable (Request, RPCContext) throws -> Response
+    ) -> RPCServerMethod {
+        RPCServerMethod(descriptor, body: .inline { bytes, context in
+            try handler(try Request(decoding: bytes), context)
+        })
+    }
+
+    /// A method whose handler may suspend.
+    public static func async<Request: ProtoMessage, Response: ProtoMessage>(
+        _ descriptor: RPCMethodDescriptor,
+        _ handler: @escaping @Sendable (Request, RPCContext) async throws -> Response
+    ) -> RPCServerMethod {
+        RPCServerMethod(descriptor, body: .async { bytes in
+            let request = try Request(decoding: bytes)
+            return { context in try await handler(request, context) }
+        })
+    }
+}
+
+/// A service implementation the server can host: generated protocols provide
+/// `methods` from the handler functions a type implements.
+public protocol RPCService: Sendable {
+    var methods: [RPCServerMethod] { get }
+}
+
+/// What a generated client calls: something that can carry one unary call.
+public protocol RPCClientTransport: Sendable {
+    func unary<Request: ProtoMessage, Response: ProtoMessage>(
+        _ method: RPCMethodDescriptor, request: Request, options: CallOptions
+    ) async throws -> Response
+}
