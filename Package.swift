@@ -21,6 +21,6 @@ let package = Package(
         .target(name: "RosterAPI", dependencies: ["RosterRPC"]),
 
         .testTarget(name: "IDLCompilerTests", dependencies: ["IDLCompiler"]),
-        .testTarget(name: "WireTests", dependencies: ["RosterRPC", "IDLCompiler"]),
+        .testTarget(name: "WireTests", dependencies: ["RosterRPC", "RosterAPI", "IDLCompiler"]),
     ]
 )

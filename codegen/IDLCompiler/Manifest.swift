@@ -37,6 +37,11 @@ public struct Drift: Sendable, Hashable, CustomStringConvertible {
     public var path: String
     public var kind: Kind
 
+    public init(path: String, kind: Kind) {
+        self.path = path
+        self.kind = kind
+    }
+
     public var description: String {
         switch kind {
         case .missing: return "\(path): missing; the schema generates it"
@@ -51,7 +56,11 @@ extension IDLCompiler {
     /// relative to `root`.
     public static func run(_ job: Manifest.Job, root: URL) throws -> Result<[GeneratedFile], CompileFailure> {
         let sources = try job.inputs.map { path in
-            (path: path, text: try String(contentsOf: resolve(path, root), encoding: .utf8))
+            do {
+                return (path: path, text: try String(contentsOf: resolve(path, root), encoding: .utf8))
+            } catch {
+                throw UnreadableSchema(path: path, reason: (error as NSError).localizedDescription)
+            }
         }
         return compile(sources, options: CompileOptions(swiftOut: job.swiftOut, protoOut: job.protoOut,
                                                         legacyOptional: job.legacyOptional ?? false))
@@ -97,4 +106,11 @@ extension IDLCompiler {
             try Data(file.contents.utf8).write(to: url, options: .atomic)
         }
     }
+}
+
+/// A schema file that could not be read.
+public struct UnreadableSchema: Error, CustomStringConvertible {
+    public var path: String
+    public var reason: String
+    public var description: String { "cannot read \(path): \(reason)" }
 }

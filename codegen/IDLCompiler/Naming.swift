@@ -78,12 +78,10 @@ enum Naming {
         "try", "await", "async", "some", "any", "consume", "borrowing", "consuming", "Type", "Protocol",
     ]
 
-    /// Members every generated message has; a field with one of these names
-    /// gets a trailing underscore.
-    static let messageMembers: Set<String> = [
-        "unknownFields", "serializedSize", "encode", "merge", "serializedBytes", "serializedData",
-        "hashValue", "hash", "init", "description", "debugDescription",
-    ]
+    /// Properties every generated message has; a field with one of these
+    /// names gets a trailing underscore. (Methods such as `encode(to:)` or
+    /// `hash(into:)` do not clash with properties named `encode` or `hash`.)
+    static let messageMembers: Set<String> = ["unknownFields", "serializedSize", "hashValue"]
 
     static func propertyName(_ field: String) -> String {
         let name = lowerCamel(field)

@@ -40,7 +40,11 @@ struct Parser {
     private func isKeyword(_ word: String) -> Bool { current.kind == .identifier(word) }
 
     private mutating func fail(_ expected: String) -> Recover {
-        sink.error(current.location, "unexpected \(current.display); expected \(expected)")
+        // One mistake often trips several rules at the same token (a missing
+        // ';' at the end of the file also leaves a block open): report the first.
+        if sink.diagnostics.last?.location != current.location {
+            sink.error(current.location, "unexpected \(current.display); expected \(expected)")
+        }
         return Recover()
     }
 
@@ -202,7 +206,9 @@ struct Parser {
             try expectSymbol(">")
             type = .map(key: key, keyLocation: keyLocation, value: value)
         } else {
-            guard case .identifier = current.kind else { throw fail("a field type, 'message', 'enum', 'reserved' or '}'") }
+            if case .identifier = current.kind {} else if !isSymbol(".") {
+                throw fail("a field type, 'message', 'enum', 'reserved' or '}'")
+            }
             type = try parseFieldType()
         }
         let (name, location) = try expectIdentifier("a field name")

@@ -84,7 +84,7 @@ for job in jobs {
     do {
         result = try IDLCompiler.run(job, root: root)
     } catch {
-        fail("roster-idl: \(error.localizedDescription)", status: 1)
+        fail("roster-idl: \(error)", status: 1)
     }
     switch result {
     case .failure(let failure):

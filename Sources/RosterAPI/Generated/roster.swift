@@ -9,16 +9,16 @@ public struct MatchRequest: ProtoMessage {
     /// The advertiser whose list is asked about (its folder name in the lake).
     public var advertiserId: String = ""
     /// The MD5 of the normalised email: exactly 16 bytes.
-    public var hash_: Data = Data()
+    public var hash: Data = Data()
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
     public init() {}
 
-    public init(advertiserId: String = "", hash_: Data = Data()) {
+    public init(advertiserId: String = "", hash: Data = Data()) {
         self.advertiserId = advertiserId
-        self.hash_ = hash_
+        self.hash = hash
     }
 }
 
@@ -323,7 +323,7 @@ extension MatchRequest {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
             case 1: self.advertiserId = try reader.read(StringCodec.self, tag)
-            case 2: self.hash_ = try reader.read(BytesCodec.self, tag)
+            case 2: self.hash = try reader.read(BytesCodec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -332,13 +332,13 @@ extension MatchRequest {
     public var serializedSize: Int {
         var size = unknownFields.count
         if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserId) }
-        if !self.hash_.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 2, self.hash_) }
+        if !self.hash.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 2, self.hash) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
         if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserId) }
-        if !self.hash_.isEmpty { writer.write(BytesCodec.self, field: 2, self.hash_) }
+        if !self.hash.isEmpty { writer.write(BytesCodec.self, field: 2, self.hash) }
         writer.writeUnknown(unknownFields)
     }
 }
