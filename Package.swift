@@ -8,6 +8,14 @@ let package = Package(
         .executable(name: "roster-idl", targets: ["roster-idl"]),
         .library(name: "RosterRPC", targets: ["RosterRPC"]),
         .library(name: "RosterAPI", targets: ["RosterAPI"]),
+        .library(name: "RosterTransport", targets: ["RosterTransport"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // The schema compiler: standard library and Foundation only.
@@ -15,12 +23,39 @@ let package = Package(
         .executableTarget(name: "roster-idl", dependencies: ["IDLCompiler"], path: "codegen/roster-idl"),
 
         // The runtime generated code stands on: protobuf wire format, status codes,
-        // the protocols generated services and clients implement.
+        // the protocols generated services and clients implement. No networking.
         .target(name: "RosterRPC"),
         // Messages and service stubs generated from schema/ (committed; see docs/IDL.md).
         .target(name: "RosterAPI", dependencies: ["RosterRPC"]),
+        // The wire protocol (docs/PROTOCOL.md) over TCP on SwiftNIO: server and client.
+        .target(name: "RosterTransport", dependencies: [
+            "RosterRPC",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // Prometheus text exposition of swift-metrics on an HTTP /metrics endpoint.
+        .target(name: "RosterMetrics", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
 
         .testTarget(name: "IDLCompilerTests", dependencies: ["IDLCompiler"]),
         .testTarget(name: "WireTests", dependencies: ["RosterRPC", "RosterAPI", "IDLCompiler"]),
+        .testTarget(name: "TransportTests", dependencies: [
+            "RosterRPC", "RosterTransport", "RosterMetrics", "IDLCompiler",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
     ]
 )

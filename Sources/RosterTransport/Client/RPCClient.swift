@@ -1,0 +1,285 @@
+import Logging
+import NIOCore
+import NIOPosix
+import RosterRPC
+import Synchronization
+
+/// A channel to one server: the transport generated clients run over.
+///
+///     let client = RPCClient(host: "127.0.0.1", port: 7070)
+///     let match = MatchService.Client(transport: client)
+///     let reply = try await match.match(MatchRequest(advertiserId: "acme", hash: hash))
+///
+/// It owns `configuration.connections` connections, opened on first use and
+/// used in turn; each carries any number of concurrent calls. A connection
+/// that fails to open is retried after an exponential backoff, during which
+/// calls fail fast with `UNAVAILABLE`. When a server drains a connection, new
+/// calls go to a fresh one, and calls it refused unprocessed are sent again.
+public final class RPCClient: RPCClientTransport, Sendable {
+    public struct Configuration: Sendable {
+        /// Connections to spread calls over.
+        public var connections: Int
+        public var connectTimeout: TimeAmount
+        public var initialBackoff: TimeAmount
+        public var maxBackoff: TimeAmount
+        public var maxFrameSize: Int
+        /// Applied to calls whose options give no timeout.
+        public var defaultTimeout: Duration?
+        /// How often a call the server refused unprocessed (while draining) is
+        /// sent again on another connection.
+        public var maxTransparentRetries: Int
+
+        public init(
+            connections: Int = 1, connectTimeout: TimeAmount = .seconds(5), initialBackoff: TimeAmount = .milliseconds(100),
+            maxBackoff: TimeAmount = .seconds(5), maxFrameSize: Int = WireProtocol.defaultMaxFrameSize,
+            defaultTimeout: Duration? = nil, maxTransparentRetries: Int = 3
+        ) {
+            self.connections = max(1, connections)
+            self.connectTimeout = connectTimeout
+            self.initialBackoff = initialBackoff
+            self.maxBackoff = maxBackoff
+            self.maxFrameSize = maxFrameSize
+            self.defaultTimeout = defaultTimeout
+            self.maxTransparentRetries = maxTransparentRetries
+        }
+    }
+
+    public let host: String
+    public let port: Int
+    public let configuration: Configuration
+    private let group: any EventLoopGroup
+    private let slots: [ConnectionSlot]
+    private let turn = Atomic<Int>(0)
+    private let isClosed = Atomic<Bool>(false)
+
+    public init(host: String, port: Int, configuration: Configuration = .init(),
+                group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.host = host
+        self.port = port
+        self.configuration = configuration
+        self.group = group
+        let (initial, maximum) = (configuration.initialBackoff, configuration.maxBackoff)
+        self.slots = (0..<configuration.connections).map { _ in
+            ConnectionSlot(group: group) { failures in RPCClient.backoff(failures: failures, initial: initial, maximum: maximum) }
+        }
+    }
+
+    public convenience init(address: SocketAddress, configuration: Configuration = .init(),
+                            group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.init(host: address.ipAddress ?? "127.0.0.1", port: address.port ?? 0, configuration: configuration, group: group)
+    }
+
+    public func unary<Request: ProtoMessage, Response: ProtoMessage>(
+        _ method: RPCMethodDescriptor, request: Request, options: CallOptions
+    ) async throws -> Response {
+        var retries = 0
+        while true {
+            do {
+                return try await attempt(method, request: request, options: options)
+            } catch let failure as CallFailure {
+                if failure.retryable, retries < configuration.maxTransparentRetries {
+                    retries += 1
+                    continue
+                }
+                throw failure.error
+            }
+        }
+    }
+
+    private func attempt<Request: ProtoMessage, Response: ProtoMessage>(
+        _ method: RPCMethodDescriptor, request: Request, options: CallOptions
+    ) async throws -> Response {
+        guard !isClosed.load(ordering: .relaxed) else { throw RPCError(.unavailable, "client is closed") }
+        let slot = slots[turn.wrappingAdd(1, ordering: .relaxed).oldValue % slots.count]
+        let connection = try await slot.connection(connect: connect).get()
+
+        let id = connection.nextCallID()
+        let timeout = options.timeout ?? configuration.defaultTimeout
+        let head = RequestHead(methodID: method.id, timeoutMilliseconds: timeout.map(Self.milliseconds) ?? 0, metadata: options.metadata)
+        let frame = FrameWriter.request(callID: id, head: head, message: request, allocator: connection.channel.allocator)
+        let payloadSize = frame.readableBytes - WireProtocol.headerLength
+        guard payloadSize <= configuration.maxFrameSize else {
+            throw RPCError(.resourceExhausted, "request of \(payloadSize) bytes exceeds the frame limit of \(configuration.maxFrameSize)")
+        }
+        let response = connection.channel.eventLoop.makePromise(of: Frame.self)
+        let command = ClientCommand.call(id: id, frame: frame, timeout: timeout.map { .nanoseconds(Self.nanoseconds($0)) }, response: response)
+        connection.channel.writeAndFlush(command).whenFailure { error in
+            // The handler never saw the call (the pipeline is gone): nothing was sent.
+            response.fail(CallFailure(error: RPCError(.unavailable, "connection closed: \(error)"), retryable: true))
+        }
+
+        let reply = try await withTaskCancellationHandler {
+            try await response.futureResult.get()
+        } onCancel: {
+            connection.channel.writeAndFlush(ClientCommand.cancel(id: id), promise: nil)
+        }
+        return try Self.decode(reply, method: method)
+    }
+
+    private static func decode<Response: ProtoMessage>(_ frame: Frame, method: RPCMethodDescriptor) throws -> Response {
+        var payload = frame.payload
+        guard let raw = payload.readInteger(as: UInt8.self) else {
+            throw RPCError(.internal, "empty RESPONSE payload for \(method)")
+        }
+        let code = RPCStatusCode(rawValue: raw) ?? .unknown
+        guard code == .ok else {
+            let error = RPCError(code, payload.readString(length: payload.readableBytes) ?? "")
+            if frame.flags & FrameFlags.notProcessed != 0 { throw CallFailure(error: error, retryable: true) }
+            throw error
+        }
+        do {
+            return try payload.withUnsafeReadableBytes { try Response(decoding: $0) }
+        } catch {
+            throw RPCError(.internal, "response of \(method) does not decode: \(error)")
+        }
+    }
+
+    /// Measures one round trip on a connection (opening it if needed).
+    public func ping() async throws -> Duration {
+        let slot = slots[turn.wrappingAdd(1, ordering: .relaxed).oldValue % slots.count]
+        let connection = try await slot.connection(connect: connect).get()
+        let start = NIODeadline.now()
+        let promise = connection.channel.eventLoop.makePromise(of: NIODeadline.self)
+        connection.channel.writeAndFlush(ClientCommand.ping(promise)).whenFailure { promise.fail($0) }
+        let end = try await promise.futureResult.get()
+        return .nanoseconds((end - start).nanoseconds)
+    }
+
+    /// Closes every connection; later calls fail with `UNAVAILABLE`.
+    public func close() async {
+        isClosed.store(true, ordering: .relaxed)
+        for slot in slots {
+            if let channel = slot.close() { try? await channel.close() }
+        }
+    }
+
+    private func connect(_ slot: ConnectionSlot) -> EventLoopFuture<ClientConnection> {
+        let maxFrameSize = configuration.maxFrameSize
+        return ClientBootstrap(group: group)
+            .connectTimeout(configuration.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
+                    try sync.addHandler(ClientConnectionHandler(onGoAway: { [weak slot] in slot?.forget(channel) }))
+                }
+            }
+            .connect(host: host, port: port)
+            .map { ClientConnection(channel: $0) }
+            .flatMapErrorThrowing { [host, port] error in
+                throw RPCError(.unavailable, "cannot connect to \(host):\(port): \(error)")
+            }
+    }
+
+    /// `initial` doubling per failure up to `maximum`, with ±20 % jitter so that
+    /// many clients do not reconnect in step.
+    static func backoff(failures: Int, initial: TimeAmount, maximum: TimeAmount) -> TimeAmount {
+        let base = initial.nanoseconds << min(max(failures - 1, 0), 20)
+        let capped = min(base, maximum.nanoseconds)
+        return .nanoseconds(Int64(Double(capped) * Double.random(in: 0.8...1.2)))
+    }
+
+    static func milliseconds(_ d: Duration) -> UInt32 {
+        let ms = (nanoseconds(d) + 999_999) / 1_000_000
+        return UInt32(clamping: max(1, ms))
+    }
+
+    static func nanoseconds(_ d: Duration) -> Int64 {
+        let (seconds, attoseconds) = d.components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}
+
+/// One open connection and its call-id counter.
+final class ClientConnection: Sendable {
+    let channel: any Channel
+    private let ids = Atomic<UInt32>(0)
+
+    init(channel: any Channel) { self.channel = channel }
+
+    /// Ids are unique among the calls in flight on this connection; 0 is never used.
+    func nextCallID() -> UInt32 {
+        while true {
+            let id = ids.wrappingAdd(1, ordering: .relaxed).newValue
+            if id != 0 { return id }
+        }
+    }
+}
+
+/// One of a client's connections: opened lazily, reopened after it closes,
+/// with a backoff after failed attempts.
+final class ConnectionSlot: Sendable {
+    private enum State {
+        case idle(failures: Int)
+        case connecting(EventLoopFuture<ClientConnection>)
+        case ready(ClientConnection)
+        case backingOff(until: NIODeadline, failures: Int, error: RPCError)
+    }
+
+    private let state = Mutex(State.idle(failures: 0))
+    private let group: any EventLoopGroup
+    private let backoff: @Sendable (Int) -> TimeAmount
+
+    init(group: any EventLoopGroup, backoff: @escaping @Sendable (Int) -> TimeAmount) {
+        self.group = group
+        self.backoff = backoff
+    }
+
+    func connection(connect: (ConnectionSlot) -> EventLoopFuture<ClientConnection>) -> EventLoopFuture<ClientConnection> {
+        // Callbacks are registered after the lock is released: a future that is
+        // already complete may run them at once, and they take the lock too.
+        let (future, startedWithFailures) = state.withLock { state -> (EventLoopFuture<ClientConnection>, Int?) in
+            let failures: Int
+            switch state {
+            case .ready(let connection) where connection.channel.isActive:
+                return (connection.channel.eventLoop.makeSucceededFuture(connection), nil)
+            case .ready:
+                failures = 0
+            case .connecting(let future):
+                return (future, nil)
+            case .backingOff(let until, _, let error) where NIODeadline.now() < until:
+                // Fail fast while backing off rather than queueing calls behind a dead server.
+                let wait = (until - .now()).nanoseconds / 1_000_000
+                return (group.next().makeFailedFuture(RPCError(.unavailable, "\(error.message); retrying in \(wait) ms")), nil)
+            case .backingOff(_, let count, _), .idle(let count):
+                failures = count
+            }
+            let future = connect(self)
+            state = .connecting(future)
+            return (future, failures)
+        }
+        if let failures = startedWithFailures {
+            future.whenComplete { [self] result in
+                switch result {
+                case .success(let connection):
+                    state.withLock { $0 = .ready(connection) }
+                    connection.channel.closeFuture.whenComplete { [weak self] _ in self?.forget(connection.channel) }
+                case .failure(let error):
+                    let count = failures + 1
+                    let until = NIODeadline.now() + backoff(count)
+                    let error = (error as? RPCError) ?? RPCError(.unavailable, "\(error)")
+                    state.withLock { $0 = .backingOff(until: until, failures: count, error: error) }
+                }
+            }
+        }
+        return future
+    }
+
+    /// Drops a connection that closed or is draining, so the next call opens another.
+    func forget(_ channel: any Channel) {
+        state.withLock { state in
+            if case .ready(let connection) = state, connection.channel === channel {
+                state = .idle(failures: 0)
+            }
+        }
+    }
+
+    func close() -> (any Channel)? {
+        state.withLock { state in
+            defer { state = .idle(failures: 0) }
+            if case .ready(let connection) = state { return connection.channel }
+            return nil
+        }
+    }
+}

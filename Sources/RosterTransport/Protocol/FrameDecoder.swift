@@ -1,0 +1,57 @@
+import NIOCore
+
+/// Splits the byte stream into the peer's preface and then frames.
+///
+/// The length in each header is checked against `maxFrameSize` as soon as the
+/// ten header bytes are in, before any of the body is buffered: a peer that
+/// announces a 4 GiB frame is refused without the server holding more than a
+/// header of it. Payloads are slices of the receive buffer (no copy).
+public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
+    public typealias InboundOut = InboundFrame
+
+    private let maxFrameSize: Int
+    private var sawPreface = false
+
+    public init(maxFrameSize: Int = WireProtocol.defaultMaxFrameSize) {
+        self.maxFrameSize = maxFrameSize
+    }
+
+    public mutating func decode(buffer: inout ByteBuffer) throws -> InboundFrame? {
+        if !sawPreface {
+            guard buffer.readableBytes >= WireProtocol.prefaceLength else {
+                // A peer that is not speaking this protocol is usually evident from the first bytes.
+                if let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self), first != UInt8(WireProtocol.magic >> 24) {
+                    throw ProtocolViolation(.invalidArgument, "bad connection preface: expected magic 'ROST'")
+                }
+                return nil
+            }
+            let magic = buffer.readInteger(as: UInt32.self)!
+            let version = buffer.readInteger(as: UInt16.self)!
+            _ = buffer.readInteger(as: UInt16.self)
+            guard magic == WireProtocol.magic else {
+                throw ProtocolViolation(.invalidArgument, "bad connection preface: expected magic 'ROST'")
+            }
+            guard version == WireProtocol.version else {
+                throw ProtocolViolation(.failedPrecondition, "unsupported protocol version \(version); this side speaks \(WireProtocol.version)")
+            }
+            sawPreface = true
+            return .preface(version: version)
+        }
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
+        guard Int(length) <= maxFrameSize else {
+            throw ProtocolViolation(.resourceExhausted, "frame of \(length) bytes exceeds the limit of \(maxFrameSize)")
+        }
+        guard buffer.readableBytes >= WireProtocol.headerLength + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: 4)
+        let type = buffer.readInteger(as: UInt8.self)!
+        let flags = buffer.readInteger(as: UInt8.self)!
+        let callID = buffer.readInteger(as: UInt32.self)!
+        let payload = buffer.readSlice(length: Int(length))!
+        return .frame(Frame(rawType: type, flags: flags, callID: callID, payload: payload))
+    }
+
+    public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> InboundFrame? {
+        // Whatever is left after EOF is a truncated frame; it is dropped with the connection.
+        try decode(buffer: &buffer)
+    }
+}

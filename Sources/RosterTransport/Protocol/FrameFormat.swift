@@ -1,0 +1,211 @@
+import NIOCore
+import RosterRPC
+
+/// The Roster wire protocol, version 1. docs/PROTOCOL.md describes it byte
+/// by byte; this file is its single source of numbers.
+public enum WireProtocol {
+    /// `ROST`: the first four bytes each side sends.
+    public static let magic: UInt32 = 0x524F_5354
+    public static let version: UInt16 = 1
+    /// Magic (4) + version (2) + reserved (2).
+    public static let prefaceLength = 8
+    /// Length (4) + type (1) + flags (1) + call id (4).
+    public static let headerLength = 10
+    public static let defaultMaxFrameSize = 4 * 1024 * 1024
+    /// Bytes a REQUEST payload has before its metadata entries.
+    static let requestFixedLength = 4 + 4 + 2
+}
+
+/// What a frame is, from its type byte.
+public enum FrameType: UInt8, Sendable {
+    case request = 0x01
+    case response = 0x02
+    case cancel = 0x03
+    case ping = 0x04
+    case goAway = 0x05
+}
+
+/// Bits of a frame's flags byte.
+public enum FrameFlags {
+    /// On PING: this is the answer (pong).
+    public static let ack: UInt8 = 0x01
+    /// On RESPONSE: the call was refused before its handler ran (the server
+    /// is draining), so the client may send it again on another connection.
+    public static let notProcessed: UInt8 = 0x02
+}
+
+/// One frame as read off the wire. The payload is a slice of the receive
+/// buffer, not a copy.
+public struct Frame: Sendable {
+    public var rawType: UInt8
+    public var flags: UInt8
+    public var callID: UInt32
+    public var payload: ByteBuffer
+
+    public var type: FrameType? { FrameType(rawValue: rawType) }
+}
+
+/// What the frame decoder passes on: the peer's preface once, then frames.
+public enum InboundFrame: Sendable {
+    case preface(version: UInt16)
+    case frame(Frame)
+}
+
+/// A connection-level protocol violation. The side that detects it sends a
+/// GOAWAY carrying `code` and `message`, then closes the connection.
+public struct ProtocolViolation: Error, Sendable, CustomStringConvertible {
+    public var code: RPCStatusCode
+    public var message: String
+
+    public init(_ code: RPCStatusCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code): \(message)" }
+}
+
+/// The fixed part of a REQUEST payload, followed by the encoded request.
+public struct RequestHead: Sendable {
+    public var methodID: UInt32
+    /// Milliseconds the caller will wait; 0 means no deadline.
+    public var timeoutMilliseconds: UInt32
+    public var metadata: Metadata
+
+    public init(methodID: UInt32, timeoutMilliseconds: UInt32, metadata: Metadata) {
+        self.methodID = methodID
+        self.timeoutMilliseconds = timeoutMilliseconds
+        self.metadata = metadata
+    }
+
+    /// Reads the head from the front of a REQUEST payload and leaves the
+    /// reader index on the first byte of the encoded request.
+    static func read(from payload: inout ByteBuffer) throws(ProtocolViolation) -> RequestHead {
+        guard let methodID = payload.readInteger(as: UInt32.self),
+              let timeout = payload.readInteger(as: UInt32.self),
+              let count = payload.readInteger(as: UInt16.self)
+        else { throw ProtocolViolation(.invalidArgument, "REQUEST payload shorter than its fixed head") }
+        var metadata = Metadata()
+        for _ in 0..<count {
+            guard let keyLength = payload.readInteger(as: UInt16.self),
+                  let key = payload.readString(length: Int(keyLength)),
+                  let valueLength = payload.readInteger(as: UInt16.self),
+                  let value = payload.readString(length: Int(valueLength))
+            else { throw ProtocolViolation(.invalidArgument, "REQUEST metadata runs past the end of the frame") }
+            metadata.append(value, forKey: key)
+        }
+        return RequestHead(methodID: methodID, timeoutMilliseconds: timeout, metadata: metadata)
+    }
+
+    var encodedLength: Int {
+        var n = WireProtocol.requestFixedLength
+        for (key, value) in metadata.entries { n += 4 + key.utf8.count + value.utf8.count }
+        return n
+    }
+
+    func write(to buffer: inout ByteBuffer) {
+        buffer.writeInteger(methodID)
+        buffer.writeInteger(timeoutMilliseconds)
+        buffer.writeInteger(UInt16(metadata.count))
+        for (key, value) in metadata.entries {
+            buffer.writeInteger(UInt16(key.utf8.count))
+            buffer.writeString(key)
+            buffer.writeInteger(UInt16(value.utf8.count))
+            buffer.writeString(value)
+        }
+    }
+}
+
+/// Builds frames straight into outgoing buffers: the header, then the
+/// payload written in place (a message encodes directly into the buffer).
+public enum FrameWriter {
+    public static func writePreface(into buffer: inout ByteBuffer) {
+        buffer.writeInteger(WireProtocol.magic)
+        buffer.writeInteger(WireProtocol.version)
+        buffer.writeInteger(UInt16(0))
+    }
+
+    static func writeHeader(into buffer: inout ByteBuffer, length: Int, type: FrameType, flags: UInt8 = 0, callID: UInt32) {
+        buffer.writeInteger(UInt32(length))
+        buffer.writeInteger(type.rawValue)
+        buffer.writeInteger(flags)
+        buffer.writeInteger(callID)
+    }
+
+    /// Writes `message`'s protobuf encoding, exactly `size` bytes, with no copy.
+    static func writeMessage(_ message: any ProtoMessage, size: Int, into buffer: inout ByteBuffer) {
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { bytes in
+            message.encode(into: UnsafeMutableRawBufferPointer(rebasing: bytes[..<size]))
+        }
+    }
+
+    public static func request(
+        callID: UInt32, head: RequestHead, message: some ProtoMessage, allocator: ByteBufferAllocator
+    ) -> ByteBuffer {
+        let size = message.serializedSize
+        let payload = head.encodedLength + size
+        var buffer = allocator.buffer(capacity: WireProtocol.headerLength + payload)
+        writeHeader(into: &buffer, length: payload, type: .request, callID: callID)
+        head.write(to: &buffer)
+        writeMessage(message, size: size, into: &buffer)
+        return buffer
+    }
+
+    public static func okResponse(callID: UInt32, message: any ProtoMessage, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let size = message.serializedSize
+        var buffer = allocator.buffer(capacity: WireProtocol.headerLength + 1 + size)
+        writeHeader(into: &buffer, length: 1 + size, type: .response, callID: callID)
+        buffer.writeInteger(RPCStatusCode.ok.rawValue)
+        writeMessage(message, size: size, into: &buffer)
+        return buffer
+    }
+
+    public static func errorResponse(callID: UInt32, error: RPCError, flags: UInt8 = 0, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let text = error.message.utf8
+        var buffer = allocator.buffer(capacity: WireProtocol.headerLength + 1 + text.count)
+        writeHeader(into: &buffer, length: 1 + text.count, type: .response, flags: flags, callID: callID)
+        buffer.writeInteger(error.code.rawValue)
+        buffer.writeBytes(text)
+        return buffer
+    }
+
+    public static func cancel(callID: UInt32, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: WireProtocol.headerLength)
+        writeHeader(into: &buffer, length: 0, type: .cancel, callID: callID)
+        return buffer
+    }
+
+    public static func ping(_ opaque: UInt64, ack: Bool, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: WireProtocol.headerLength + 8)
+        writeHeader(into: &buffer, length: 8, type: .ping, flags: ack ? FrameFlags.ack : 0, callID: 0)
+        buffer.writeInteger(opaque)
+        return buffer
+    }
+
+    public static func goAway(code: RPCStatusCode, lastCallID: UInt32, message: String, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let text = message.utf8
+        var buffer = allocator.buffer(capacity: WireProtocol.headerLength + 5 + text.count)
+        writeHeader(into: &buffer, length: 5 + text.count, type: .goAway, callID: 0)
+        buffer.writeInteger(code.rawValue)
+        buffer.writeInteger(lastCallID)
+        buffer.writeBytes(text)
+        return buffer
+    }
+}
+
+/// Decodes a GOAWAY payload.
+struct GoAway: Sendable {
+    var code: RPCStatusCode
+    var lastCallID: UInt32
+    var message: String
+
+    init(payload: ByteBuffer) throws(ProtocolViolation) {
+        var payload = payload
+        guard let raw = payload.readInteger(as: UInt8.self), let last = payload.readInteger(as: UInt32.self) else {
+            throw ProtocolViolation(.invalidArgument, "GOAWAY payload shorter than 5 bytes")
+        }
+        code = RPCStatusCode(rawValue: raw) ?? .unknown
+        lastCallID = last
+        message = payload.readString(length: payload.readableBytes) ?? ""
+    }
+}

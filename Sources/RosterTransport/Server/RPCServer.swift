@@ -1,0 +1,166 @@
+import Logging
+import NIOCore
+import NIOPosix
+import RosterRPC
+import ServiceLifecycle
+import Synchronization
+
+/// Hosts generated services on a TCP port.
+///
+/// Run it as a swift-service-lifecycle `Service` (SIGTERM/SIGINT then drain
+/// it: new calls are refused, calls in flight finish, connections close, and
+/// `run()` returns), or drive it by hand with `start()`, `drain()` and
+/// `waitUntilClosed()`.
+public final class RPCServer: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        /// 0 lets the system choose; `localAddress` tells which.
+        public var port: Int
+        public var maxConnections: Int
+        /// Reading from a connection pauses while this many calls are running on it.
+        public var maxConcurrentCallsPerConnection: Int
+        public var maxFrameSize: Int
+        /// A connection with no traffic and no calls for this long is closed.
+        public var idleTimeout: TimeAmount?
+        /// Applied to calls that carry no deadline of their own.
+        public var defaultTimeout: TimeAmount?
+        /// How long a draining connection may take before it is closed anyway.
+        public var drainTimeout: TimeAmount
+
+        public init(
+            host: String = "127.0.0.1", port: Int = 0, maxConnections: Int = 4096,
+            maxConcurrentCallsPerConnection: Int = 1024, maxFrameSize: Int = WireProtocol.defaultMaxFrameSize,
+            idleTimeout: TimeAmount? = .minutes(5), defaultTimeout: TimeAmount? = nil, drainTimeout: TimeAmount = .seconds(30)
+        ) {
+            self.host = host
+            self.port = port
+            self.maxConnections = maxConnections
+            self.maxConcurrentCallsPerConnection = maxConcurrentCallsPerConnection
+            self.maxFrameSize = maxFrameSize
+            self.idleTimeout = idleTimeout
+            self.defaultTimeout = defaultTimeout
+            self.drainTimeout = drainTimeout
+        }
+    }
+
+    private struct State {
+        var listener: (any Channel)?
+        var connections: [ObjectIdentifier: any Channel] = [:]
+        var draining = false
+    }
+
+    public let configuration: Configuration
+    private let router: MethodRouter
+    private let metrics: ServerMetrics
+    private let logger: Logger
+    private let group: any EventLoopGroup
+    private let state = Mutex(State())
+    private let closed: EventLoopPromise<Void>
+
+    public init(
+        configuration: Configuration = .init(), services: [any RPCService], logger: Logger = Logger(label: "roster.rpc.server"),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) throws(RPCServerError) {
+        self.configuration = configuration
+        self.router = try MethodRouter(services: services)
+        self.metrics = ServerMetrics(router: router)
+        self.logger = logger
+        self.group = group
+        self.closed = group.next().makePromise()
+    }
+
+    /// The address the server listens on, once started.
+    public var localAddress: SocketAddress? {
+        state.withLock { $0.listener?.localAddress }
+    }
+
+    /// Binds the listening socket.
+    public func start() async throws {
+        let configuration = self.configuration
+        let router = self.router
+        let metrics = self.metrics
+        let logger = self.logger
+        let listener = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard self.admit(channel) else {
+                        logger.warning("refusing connection: limit reached", metadata: ["limit": "\(configuration.maxConnections)"])
+                        var buffer = channel.allocator.buffer(capacity: 64)
+                        FrameWriter.writePreface(into: &buffer)
+                        buffer.writeImmutableBuffer(FrameWriter.goAway(
+                            code: .resourceExhausted, lastCallID: 0,
+                            message: "connection limit of \(configuration.maxConnections) reached", allocator: channel.allocator))
+                        channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+                        return
+                    }
+                    let sync = channel.pipeline.syncOperations
+                    if let idle = configuration.idleTimeout {
+                        try sync.addHandler(IdleStateHandler(allTimeout: idle))
+                    }
+                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
+                    try sync.addHandler(ServerConnectionHandler(router: router, configuration: configuration, metrics: metrics, logger: logger))
+                }
+            }
+            .bind(host: configuration.host, port: configuration.port)
+            .get()
+        state.withLock { $0.listener = listener }
+        logger.info("listening", metadata: ["address": "\(listener.localAddress?.description ?? "?")"])
+    }
+
+    /// Counts a new connection against the limit and forgets it when it closes.
+    private func admit(_ channel: any Channel) -> Bool {
+        let admitted = state.withLock { state -> Bool in
+            guard !state.draining, state.connections.count < configuration.maxConnections else { return false }
+            state.connections[ObjectIdentifier(channel)] = channel
+            return true
+        }
+        guard admitted else { return false }
+        metrics.connections.increment()
+        channel.closeFuture.whenComplete { [self] _ in
+            metrics.connections.decrement()
+            let finished = state.withLock { state -> Bool in
+                state.connections[ObjectIdentifier(channel)] = nil
+                return state.draining && state.connections.isEmpty
+            }
+            if finished { closed.succeed() }
+        }
+        return true
+    }
+
+    /// Stops accepting connections and drains every open one. Returns at once;
+    /// `waitUntilClosed()` returns when the last connection has closed.
+    public func drain() {
+        let (listener, connections) = state.withLock { state -> ((any Channel)?, [any Channel]) in
+            guard !state.draining else { return (nil, []) }
+            state.draining = true
+            return (state.listener, Array(state.connections.values))
+        }
+        guard let listener else { return }
+        logger.info("draining", metadata: ["connections": "\(connections.count)"])
+        listener.close().whenComplete { [self] _ in
+            if state.withLock({ $0.connections.isEmpty }) { closed.succeed() }
+        }
+        for connection in connections {
+            connection.triggerUserOutboundEvent(DrainEvent(), promise: nil)
+        }
+    }
+
+    public func waitUntilClosed() async {
+        try? await closed.futureResult.get()
+    }
+
+    /// Starts the server if needed, serves until graceful shutdown, drains.
+    public func run() async throws {
+        if localAddress == nil { try await start() }
+        await withGracefulShutdownHandler {
+            await waitUntilClosed()
+        } onGracefulShutdown: {
+            self.drain()
+        }
+        logger.info("stopped")
+    }
+}

@@ -1,0 +1,360 @@
+import Logging
+import NIOCore
+import RosterRPC
+
+/// Asks a connection to drain: refuse new calls, finish those in flight, close.
+struct DrainEvent: Sendable {}
+
+/// Serves the calls of one connection.
+///
+/// Everything here runs on the connection's event loop. An inline handler is
+/// called right here, with the request decoded straight from the receive
+/// buffer, and its response encoded straight into the send buffer; an async
+/// handler runs in a task and hops back to the loop to answer. The handler
+/// owns the per-connection limits: in-flight calls (reading pauses while the
+/// cap is reached or the peer is not reading its responses), deadlines,
+/// cancellation and the drain handshake.
+final class ServerConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = InboundFrame
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private struct Call {
+        var task: Task<Void, Never>
+        var timer: Scheduled<Void>?
+        var method: RPCMethodDescriptor
+        var started: NIODeadline
+    }
+
+    private enum State {
+        case awaitingPreface
+        case open
+        /// GOAWAY sent; waiting for the PING that follows it to come back
+        /// (then every request the peer sent before seeing GOAWAY has arrived)
+        /// and for in-flight calls to finish.
+        case draining(pingAcknowledged: Bool)
+        case closed
+    }
+
+    private let router: MethodRouter
+    private let configuration: RPCServer.Configuration
+    private let metrics: ServerMetrics
+    private let logger: Logger
+    private var state = State.awaitingPreface
+    private var calls: [UInt32: Call] = [:]
+    private var lastCallID: UInt32 = 0
+    private var readPending = false
+    private var flushScheduled = false
+    private var context: ChannelHandlerContext!
+    private var peer = "unknown"
+    private static let drainPingPayload: UInt64 = 0x4452_4149_4E00_0000 // "DRAIN"
+
+    init(router: MethodRouter, configuration: RPCServer.Configuration, metrics: ServerMetrics, logger: Logger) {
+        self.router = router
+        self.configuration = configuration
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        peer = context.channel.remoteAddress?.description ?? "unknown"
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .preface:
+            var buffer = context.channel.allocator.buffer(capacity: WireProtocol.prefaceLength)
+            FrameWriter.writePreface(into: &buffer)
+            context.write(wrapOutboundOut(buffer), promise: nil)
+            state = .open
+        case .frame(let frame):
+            do {
+                try handle(frame)
+            } catch {
+                connectionError(error)
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    private func handle(_ frame: Frame) throws(ProtocolViolation) {
+        switch frame.type {
+        case .request:
+            try handleRequest(frame)
+        case .cancel:
+            if let call = calls.removeValue(forKey: frame.callID) {
+                call.task.cancel()
+                call.timer?.cancel()
+                metrics.finished(call.method, code: .cancelled, since: call.started)
+                afterCallRemoved()
+            }
+        case .ping:
+            var payload = frame.payload
+            guard let opaque = payload.readInteger(as: UInt64.self) else {
+                throw ProtocolViolation(.invalidArgument, "PING payload must be 8 bytes")
+            }
+            if frame.flags & FrameFlags.ack == 0 {
+                context.write(wrapOutboundOut(FrameWriter.ping(opaque, ack: true, allocator: context.channel.allocator)), promise: nil)
+            } else if opaque == Self.drainPingPayload, case .draining = state {
+                state = .draining(pingAcknowledged: true)
+                closeIfDrained()
+            }
+        case .goAway:
+            // The client is leaving: finish what is in flight, then close.
+            if case .open = state { state = .draining(pingAcknowledged: true) }
+            closeIfDrained()
+        case .response, nil:
+            throw ProtocolViolation(.invalidArgument, "unexpected frame type 0x\(String(frame.rawType, radix: 16)) from a client")
+        }
+    }
+
+    private func handleRequest(_ frame: Frame) throws(ProtocolViolation) {
+        guard frame.callID != 0 else { throw ProtocolViolation(.invalidArgument, "REQUEST with call id 0") }
+        guard calls[frame.callID] == nil else {
+            throw ProtocolViolation(.invalidArgument, "REQUEST reuses call id \(frame.callID), which is still in flight")
+        }
+        var payload = frame.payload
+        let head = try RequestHead.read(from: &payload)
+        lastCallID = max(lastCallID, frame.callID)
+        let callID = frame.callID
+
+        if case .draining = state {
+            respond(callID, error: RPCError(.unavailable, "server is draining; retry on a new connection"),
+                    flags: FrameFlags.notProcessed)
+            return
+        }
+        guard let method = router.methods[head.methodID] else {
+            metrics.unknownMethod()
+            respond(callID, error: RPCError(.unimplemented, "unknown method id 0x\(String(head.methodID, radix: 16))"))
+            return
+        }
+        let started = NIODeadline.now()
+        let timeout = head.timeoutMilliseconds > 0
+            ? TimeAmount.milliseconds(Int64(head.timeoutMilliseconds)) : configuration.defaultTimeout
+        let callContext = RPCContext(
+            method: method.descriptor, metadata: head.metadata,
+            deadline: timeout.map { .now + .nanoseconds($0.nanoseconds) }, peer: peer)
+
+        switch method.body {
+        case .inline(let body):
+            // Runs on the event loop: no task, no hop, no copy of the request bytes.
+            let result: Result<any ProtoMessage, any Error>
+            do {
+                result = .success(try payload.withUnsafeReadableBytes { try body($0, callContext) })
+            } catch {
+                result = .failure(error)
+            }
+            complete(callID, method: method.descriptor, started: started, result: result)
+
+        case .async(let decode):
+            let run: RPCServerMethod.AsyncBody
+            do {
+                run = try payload.withUnsafeReadableBytes { try decode($0) }
+            } catch {
+                complete(callID, method: method.descriptor, started: started, result: .failure(error))
+                return
+            }
+            let loop = context.eventLoop
+            let handler = NIOLoopBound(self, eventLoop: loop)
+            metrics.inFlight.increment()
+            let task = Task {
+                let result: Result<any ProtoMessage, any Error>
+                do { result = .success(try await run(callContext)) } catch { result = .failure(error) }
+                loop.execute { handler.value.asyncCallFinished(callID, result: result) }
+            }
+            var call = Call(task: task, timer: nil, method: method.descriptor, started: started)
+            if let timeout {
+                call.timer = loop.scheduleTask(in: timeout) { handler.value.deadlineExpired(callID) }
+            }
+            calls[callID] = call
+        }
+    }
+
+    private func asyncCallFinished(_ callID: UInt32, result: Result<any ProtoMessage, any Error>) {
+        // A call that expired or was cancelled has already been answered or abandoned.
+        guard let call = calls.removeValue(forKey: callID) else { return }
+        call.timer?.cancel()
+        metrics.inFlight.decrement()
+        complete(callID, method: call.method, started: call.started, result: result)
+        scheduleFlush()
+        afterCallRemoved()
+    }
+
+    private func deadlineExpired(_ callID: UInt32) {
+        guard let call = calls.removeValue(forKey: callID) else { return }
+        call.task.cancel()
+        metrics.inFlight.decrement()
+        let elapsed = (NIODeadline.now() - call.started).nanoseconds / 1_000_000
+        complete(callID, method: call.method, started: call.started,
+                 result: .failure(RPCError(.deadlineExceeded, "deadline exceeded after \(elapsed) ms")))
+        scheduleFlush()
+        afterCallRemoved()
+    }
+
+    /// Answers a call and records its outcome.
+    private func complete(_ callID: UInt32, method: RPCMethodDescriptor, started: NIODeadline, result: Result<any ProtoMessage, any Error>) {
+        switch result {
+        case .success(let response):
+            context.write(wrapOutboundOut(FrameWriter.okResponse(callID: callID, message: response, allocator: context.channel.allocator)), promise: nil)
+            metrics.finished(method, code: .ok, since: started)
+        case .failure(let error):
+            let rpcError = mapError(error, method: method)
+            respond(callID, error: rpcError)
+            metrics.finished(method, code: rpcError.code, since: started)
+        }
+    }
+
+    private func mapError(_ error: any Error, method: RPCMethodDescriptor) -> RPCError {
+        switch error {
+        case let error as RPCError:
+            return error
+        case let error as ProtoDecodingError:
+            return RPCError(.invalidArgument, "request does not decode as the input of \(method): \(error)")
+        case is CancellationError:
+            return RPCError(.cancelled, "call cancelled")
+        default:
+            // The detail goes to the log, not to the caller.
+            logger.error("handler failed", metadata: ["method": "\(method)", "error": "\(error)", "peer": "\(peer)"])
+            return RPCError(.internal, "internal error in \(method)")
+        }
+    }
+
+    private func respond(_ callID: UInt32, error: RPCError, flags: UInt8 = 0) {
+        context.write(wrapOutboundOut(FrameWriter.errorResponse(callID: callID, error: error, flags: flags, allocator: context.channel.allocator)), promise: nil)
+    }
+
+    /// Coalesces the flushes of calls that finish in the same loop tick.
+    private func scheduleFlush() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            handler.value.flushScheduled = false
+            handler.value.context.flush()
+        }
+    }
+
+    private func afterCallRemoved() {
+        resumeReadingIfPossible()
+        closeIfDrained()
+    }
+
+    // MARK: Backpressure
+
+    func read(context: ChannelHandlerContext) {
+        if calls.count >= configuration.maxConcurrentCallsPerConnection || !context.channel.isWritable {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        resumeReadingIfPossible()
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func resumeReadingIfPossible() {
+        guard readPending, calls.count < configuration.maxConcurrentCallsPerConnection, context.channel.isWritable else { return }
+        readPending = false
+        context.read()
+    }
+
+    // MARK: Drain, idle, errors, close
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        if event is DrainEvent {
+            startDraining(reason: "server is shutting down")
+            promise?.succeed()
+        } else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .all, calls.isEmpty {
+            logger.debug("closing idle connection", metadata: ["peer": "\(peer)"])
+            startDraining(reason: "idle timeout")
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    private func startDraining(reason: String) {
+        switch state {
+        case .awaitingPreface:
+            state = .closed
+            context.close(promise: nil)
+        case .open:
+            state = .draining(pingAcknowledged: false)
+            let allocator = context.channel.allocator
+            context.write(wrapOutboundOut(FrameWriter.goAway(code: .ok, lastCallID: lastCallID, message: reason, allocator: allocator)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(FrameWriter.ping(Self.drainPingPayload, ack: false, allocator: allocator)), promise: nil)
+            // A peer that never answers the PING does not hold the server up for ever.
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: configuration.drainTimeout) { handler.value.forceClose() }
+        case .draining, .closed:
+            break
+        }
+    }
+
+    private func closeIfDrained() {
+        guard case .draining(pingAcknowledged: true) = state, calls.isEmpty else { return }
+        state = .closed
+        // Close once everything written so far has gone out.
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+
+    private func forceClose() {
+        guard case .draining = state else { return }
+        state = .closed
+        context.close(promise: nil)
+    }
+
+    private func connectionError(_ error: any Error) {
+        let violation = (error as? ProtocolViolation) ?? ProtocolViolation(.internal, "connection error")
+        logger.debug("closing connection after protocol error", metadata: ["peer": "\(peer)", "error": "\(violation)"])
+        if case .closed = state { return }
+        if case .awaitingPreface = state {
+            // The peer may not speak this protocol at all; it still gets a readable answer.
+            var buffer = context.channel.allocator.buffer(capacity: WireProtocol.prefaceLength)
+            FrameWriter.writePreface(into: &buffer)
+            context.write(wrapOutboundOut(buffer), promise: nil)
+        }
+        state = .closed
+        let goAway = FrameWriter.goAway(code: violation.code, lastCallID: lastCallID, message: violation.message, allocator: context.channel.allocator)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(goAway)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is ProtocolViolation {
+            connectionError(error)
+        } else {
+            logger.debug("connection error", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            state = .closed
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        state = .closed
+        for (_, call) in calls {
+            call.task.cancel()
+            call.timer?.cancel()
+            metrics.inFlight.decrement()
+            metrics.finished(call.method, code: .cancelled, since: call.started)
+        }
+        calls.removeAll()
+        context.fireChannelInactive()
+    }
+}
