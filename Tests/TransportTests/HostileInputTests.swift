@@ -185,3 +185,32 @@ final class HostileInputTests: XCTestCase {
         try await raw.channel.close()
     }
 }
+
+/// The worked example in docs/PROTOCOL.md, byte for byte.
+final class ProtocolDocumentTests: XCTestCase {
+    func testDocumentedExchange() async throws {
+        let (server, port) = try await startServer([EchoService()], configuration: .init(drainTimeout: .milliseconds(200)))
+        let raw = try await RawConnection.connect(port: port)
+        let request: [UInt8] = [
+            0x52, 0x4F, 0x53, 0x54, 0x00, 0x01, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x12, 0x01, 0x00, 0x00, 0x00, 0x00, 0x01,
+            0x00, 0x64, 0x00, 0x01,
+            0x00, 0x00, 0x00, 0xFA,
+            0x00, 0x01,
+            0x00, 0x01, 0x61, 0x00, 0x01, 0x62,
+            0x10, 0x07,
+        ]
+        try await raw.send(request)
+        let expected: [UInt8] = [
+            0x52, 0x4F, 0x53, 0x54, 0x00, 0x01, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x03, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01,
+            0x00,
+            0x10, 0x07,
+        ]
+        try await waitUntil { raw.bytes.count >= expected.count }
+        XCTAssertEqual(raw.bytes, expected)
+        try await raw.channel.close()
+        server.drain()
+        await server.waitUntilClosed()
+    }
+}
