@@ -9,6 +9,8 @@ let package = Package(
         .library(name: "RosterRPC", targets: ["RosterRPC"]),
         .library(name: "RosterAPI", targets: ["RosterAPI"]),
         .library(name: "RosterTransport", targets: ["RosterTransport"]),
+        .library(name: "SegmentStore", targets: ["SegmentStore"]),
+        .library(name: "MatchServer", targets: ["MatchServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -46,6 +48,14 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
+        // Immutable sorted segments of 16-byte keys (docs/STORAGE.md): writer and mmap reader.
+        .target(name: "SegmentStore"),
+        // The match server: MatchService and MatchAdmin over segments, with atomic version swaps.
+        .target(name: "MatchServer", dependencies: [
+            "RosterAPI", "RosterRPC", "SegmentStore",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
         .testTarget(name: "IDLCompilerTests", dependencies: ["IDLCompiler"]),
         .testTarget(name: "WireTests", dependencies: ["RosterRPC", "RosterAPI", "IDLCompiler"]),
         .testTarget(name: "TransportTests", dependencies: [
@@ -56,6 +66,11 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore"]),
+        .testTarget(name: "MatchServerTests", dependencies: [
+            "MatchServer", "RosterAPI", "RosterRPC", "RosterTransport", "SegmentStore",
+            .product(name: "Logging", package: "swift-log"),
         ]),
     ]
 )

@@ -1,0 +1,152 @@
+import Foundation
+import Logging
+import RosterAPI
+import RosterRPC
+import SegmentStore
+
+/// Who may call what: match calls need a client (or admin) token, admin
+/// calls an admin token, both sent as `authorization: Bearer <token>`.
+public struct AccessPolicy: Sendable {
+    public var clientTokens: Set<String>
+    public var adminTokens: Set<String>
+    /// Local development only: every call is allowed.
+    public var disabled: Bool
+
+    public init(clientTokens: Set<String> = [], adminTokens: Set<String> = [], disabled: Bool = false) {
+        self.clientTokens = clientTokens
+        self.adminTokens = adminTokens
+        self.disabled = disabled
+    }
+
+    public static let open = AccessPolicy(disabled: true)
+
+    /// Tokens from `ROSTER_CLIENT_TOKENS` and `ROSTER_ADMIN_TOKENS` (comma-separated).
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> AccessPolicy {
+        func tokens(_ name: String) -> Set<String> {
+            Set((environment[name] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        }
+        return AccessPolicy(clientTokens: tokens("ROSTER_CLIENT_TOKENS"), adminTokens: tokens("ROSTER_ADMIN_TOKENS"))
+    }
+
+    private func token(_ context: RPCContext) -> String? {
+        guard let header = context.metadata["authorization"], header.hasPrefix("Bearer ") else { return nil }
+        return String(header.dropFirst(7))
+    }
+
+    func authorizeClient(_ context: RPCContext) throws(RPCError) {
+        guard !disabled else { return }
+        guard let token = token(context), clientTokens.contains(token) || adminTokens.contains(token) else {
+            throw RPCError(.unauthenticated, "a valid client token is required (authorization: Bearer <token>)")
+        }
+    }
+
+    func authorizeAdmin(_ context: RPCContext) throws(RPCError) {
+        guard !disabled else { return }
+        guard let token = token(context) else {
+            throw RPCError(.unauthenticated, "an admin token is required (authorization: Bearer <token>)")
+        }
+        if adminTokens.contains(token) { return }
+        if clientTokens.contains(token) { throw RPCError(.permissionDenied, "a client token cannot make admin calls") }
+        throw RPCError(.unauthenticated, "unknown token")
+    }
+}
+
+/// `MatchService`: answered inline on the event loop, straight from the
+/// memory-mapped segments.
+public struct MatchHandler: MatchService.InlineHandler {
+    public let catalog: MatchCatalog
+    public let access: AccessPolicy
+    /// The most hashes one MatchMany may carry.
+    public let maxBatch: Int
+
+    public init(catalog: MatchCatalog, access: AccessPolicy, maxBatch: Int = 100_000) {
+        self.catalog = catalog
+        self.access = access
+        self.maxBatch = maxBatch
+    }
+
+    private func list(_ advertiser: String) throws(RPCError) -> ListVersion {
+        guard let list = catalog.current(advertiser) else {
+            throw RPCError(.notFound, "advertiser '\(advertiser)' has no published list")
+        }
+        return list
+    }
+
+    public func match(_ request: MatchRequest, context: RPCContext) throws -> MatchResponse {
+        try access.authorizeClient(context)
+        guard request.hash.count == 16 else {
+            throw RPCError(.invalidArgument, "hash must be 16 bytes (an MD5), got \(request.hash.count)")
+        }
+        let list = try list(request.advertiserId)
+        let key = request.hash.withUnsafeBytes { Key16($0.baseAddress!) }
+        return MatchResponse(matched: list.contains(key), version: list.version)
+    }
+
+    public func matchMany(_ request: MatchManyRequest, context: RPCContext) throws -> MatchManyResponse {
+        try access.authorizeClient(context)
+        let bytes = request.hashes.count
+        guard bytes % 16 == 0 else {
+            throw RPCError(.invalidArgument, "hashes must be 16 bytes each; hash \(bytes / 16) has only \(bytes % 16) bytes")
+        }
+        let count = bytes / 16
+        guard count <= maxBatch else {
+            throw RPCError(.invalidArgument, "batch of \(count) hashes exceeds the limit of \(maxBatch)")
+        }
+        let list = try list(request.advertiserId)
+        var bitmap = Data(count: (count + 7) / 8)
+        request.hashes.withUnsafeBytes { keys in
+            bitmap.withUnsafeMutableBytes { out in
+                if count > 0 {
+                    list.lookup(keys.baseAddress!, count: count, into: out.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                }
+            }
+        }
+        let matched = bitmap.reduce(0) { $0 + $1.nonzeroBitCount }
+        return MatchManyResponse(matched: bitmap, count: UInt32(count), matchedCount: UInt32(matched), version: list.version)
+    }
+}
+
+/// `MatchAdmin`: publish and unpublish. Async, because opening a segment
+/// reads it whole to verify its checksums.
+public struct AdminHandler: MatchAdmin.Handler {
+    public let catalog: MatchCatalog
+    public let access: AccessPolicy
+
+    public init(catalog: MatchCatalog, access: AccessPolicy) {
+        self.catalog = catalog
+        self.access = access
+    }
+
+    public func publish(_ request: PublishRequest, context: RPCContext) async throws -> PublishResponse {
+        try access.authorizeAdmin(context)
+        guard !request.advertiserId.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
+        guard request.version > 0 else { throw RPCError(.invalidArgument, "version must be at least 1") }
+        do {
+            switch try catalog.publish(advertiser: request.advertiserId, version: request.version,
+                                       paths: request.segments.map(\.path)) {
+            case .published(let previous): return PublishResponse(previousVersion: previous)
+            case .alreadyLive: return PublishResponse(previousVersion: request.version)
+            }
+        } catch {
+            switch error {
+            case .staleVersion(let requested, let live):
+                throw RPCError(.failedPrecondition, "version \(requested) is not newer than the live version \(live)")
+            case .badSegment(let segmentError):
+                throw RPCError(.failedPrecondition, "refused: \(segmentError); the previous version keeps serving")
+            case .mismatch(let message):
+                throw RPCError(.invalidArgument, message)
+            case .manifest(let message):
+                throw RPCError(.internal, "cannot record the new version: \(message)")
+            }
+        }
+    }
+
+    public func unpublish(_ request: UnpublishRequest, context: RPCContext) async throws -> UnpublishResponse {
+        try access.authorizeAdmin(context)
+        do {
+            return UnpublishResponse(removedVersion: try catalog.unpublish(advertiser: request.advertiserId))
+        } catch {
+            throw RPCError(.internal, "cannot record the change: \(error)")
+        }
+    }
+}

@@ -1,0 +1,168 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// An open, memory-mapped, verified segment: a sorted set of 16-byte keys.
+///
+/// The file is mapped read-only; the only memory a lookup touches is the
+/// mapping (16 bytes a key plus the index), so there is no Swift object or
+/// hash-table entry per key. The mapping lives as long as the object:
+/// in-flight lookups hold a reference, so a segment replaced by a newer
+/// version is unmapped only after the last of them returns.
+public final class Segment: @unchecked Sendable {
+    public let info: SegmentInfo
+    private let base: UnsafeRawPointer
+    private let mappedSize: Int
+    private let index: UnsafePointer<UInt64>
+    private let keys: UnsafeRawPointer
+    private let shift: UInt64
+    private let bits: Int
+
+    /// Opens and checks `path`: sizes, header checksum and, when `verify` is
+    /// true, the checksums of the index and of every key.
+    public init(path: String, verify: Bool = true) throws(SegmentError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SegmentError(path, "cannot open: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw SegmentError(path, "cannot stat: \(String(cString: strerror(errno)))") }
+        let size = Int(st.st_size)
+        guard size >= SegmentFormat.headerSize else {
+            throw SegmentError(path, "truncated: \(size) bytes, smaller than the \(SegmentFormat.headerSize)-byte header")
+        }
+        guard let mapped = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
+            throw SegmentError(path, "cannot map: \(String(cString: strerror(errno)))")
+        }
+        let base = UnsafeRawPointer(mapped)
+        do {
+            let info = try Segment.check(base: base, size: size, path: path, verify: verify)
+            self.info = info
+        } catch {
+            munmap(mapped, size)
+            throw error
+        }
+        self.base = base
+        self.mappedSize = size
+        self.bits = info.indexBits
+        self.shift = UInt64(64 - info.indexBits)
+        self.index = (base + SegmentFormat.headerSize).assumingMemoryBound(to: UInt64.self)
+        self.keys = base + SegmentFormat.headerSize + SegmentFormat.indexBytes(bits: info.indexBits)
+        // Lookups jump around; read-ahead would only waste page cache.
+        madvise(mapped, size, MADV_RANDOM)
+    }
+
+    deinit {
+        munmap(UnsafeMutableRawPointer(mutating: base), mappedSize)
+    }
+
+    public var count: Int { info.keyCount }
+
+    private static func check(base: UnsafeRawPointer, size: Int, path: String, verify: Bool) throws(SegmentError) -> SegmentInfo {
+        func u64(_ offset: Int) -> UInt64 { UInt64(littleEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) }
+        guard UInt32(littleEndian: base.loadUnaligned(as: UInt32.self)) == SegmentFormat.magic else {
+            throw SegmentError(path, "not a segment file (bad magic)")
+        }
+        let version = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: SegmentFormat.versionOffset, as: UInt16.self))
+        guard version == SegmentFormat.version else { throw SegmentError(path, "unsupported format version \(version)") }
+        let headerHash = XXH64.hash(UnsafeRawBufferPointer(start: base, count: SegmentFormat.headerChecksumOffset))
+        guard headerHash == u64(SegmentFormat.headerChecksumOffset) else { throw SegmentError(path, "header checksum mismatch") }
+        let bits = Int(base.load(fromByteOffset: SegmentFormat.indexBitsOffset, as: UInt8.self))
+        guard bits <= SegmentFormat.maxIndexBits else { throw SegmentError(path, "index bits \(bits) exceed \(SegmentFormat.maxIndexBits)") }
+        let count = u64(SegmentFormat.keyCountOffset)
+        guard count <= UInt64(Int.max / 32) else { throw SegmentError(path, "implausible key count \(count)") }
+        let n = Int(count)
+        let expected = SegmentFormat.fileSize(keys: n, bits: bits)
+        guard size == expected else {
+            throw SegmentError(path, size < expected
+                ? "truncated: \(size) bytes, \(expected) expected for \(n) keys"
+                : "\(size - expected) unexpected bytes after the keys")
+        }
+        let idLength = Int(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: SegmentFormat.advertiserLengthOffset, as: UInt16.self)))
+        guard idLength <= SegmentFormat.maxAdvertiserIDLength else { throw SegmentError(path, "advertiser id too long") }
+        let advertiser = String(decoding: UnsafeRawBufferPointer(start: base + SegmentFormat.advertiserOffset, count: idLength), as: UTF8.self)
+
+        let indexStart = SegmentFormat.headerSize
+        let indexBytes = SegmentFormat.indexBytes(bits: bits)
+        guard u64(indexStart + (1 << bits) * 8) == count else { throw SegmentError(path, "index does not end at the key count") }
+        if verify {
+            let indexHash = XXH64.hash(UnsafeRawBufferPointer(start: base + indexStart, count: indexBytes))
+            guard indexHash == u64(SegmentFormat.indexChecksumOffset) else { throw SegmentError(path, "index checksum mismatch") }
+            let keysHash = XXH64.hash(UnsafeRawBufferPointer(start: base + indexStart + indexBytes, count: 16 * n))
+            guard keysHash == u64(SegmentFormat.keysChecksumOffset) else { throw SegmentError(path, "key checksum mismatch") }
+        }
+        let keys = base + indexStart + indexBytes
+        return SegmentInfo(
+            path: path, advertiserID: advertiser, listVersion: u64(SegmentFormat.listVersionOffset), keyCount: n, indexBits: bits,
+            firstKey: n > 0 ? Key16(keys) : nil, lastKey: n > 0 ? Key16(keys + 16 * (n - 1)) : nil)
+    }
+
+    // MARK: Lookups
+
+    @inline(__always)
+    private func bucketBounds(_ hi: UInt64) -> (Int, Int) {
+        let b = bits == 0 ? 0 : Int(truncatingIfNeeded: hi >> shift)
+        return (Int(truncatingIfNeeded: UInt64(littleEndian: index[b])), Int(truncatingIfNeeded: UInt64(littleEndian: index[b + 1])))
+    }
+
+    @inline(__always)
+    private func search(_ hi: UInt64, _ lo: UInt64, _ low: Int, _ high: Int) -> Bool {
+        var l = low
+        var r = high
+        while l < r {
+            let m = (l + r) >> 1
+            let p = keys + m << 4
+            let kh = UInt64(bigEndian: p.loadUnaligned(as: UInt64.self))
+            if kh < hi {
+                l = m + 1
+            } else if kh > hi {
+                r = m
+            } else {
+                let kl = UInt64(bigEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                if kl == lo { return true }
+                if kl < lo { l = m + 1 } else { r = m }
+            }
+        }
+        return false
+    }
+
+    public func contains(_ key: Key16) -> Bool {
+        let (l, r) = bucketBounds(key.hi)
+        return search(key.hi, key.lo, l, r)
+    }
+
+    /// Looks up `count` keys stored back to back at `keys` (16 bytes each)
+    /// and sets bit i of `bitmap` (LSB first) for each key found.
+    ///
+    /// The batch is done in two passes: first every key's bucket bounds (the
+    /// index loads are independent, so the CPU overlaps their cache misses),
+    /// then the searches within the buckets.
+    public func lookup(_ keysToFind: UnsafeRawPointer, count: Int, into bitmap: UnsafeMutablePointer<UInt8>) {
+        let chunk = 64
+        var bounds = [(Int, Int)](repeating: (0, 0), count: min(chunk, count))
+        var start = 0
+        while start < count {
+            let n = min(chunk, count - start)
+            for i in 0..<n {
+                let hi = UInt64(bigEndian: keysToFind.loadUnaligned(fromByteOffset: (start + i) << 4, as: UInt64.self))
+                bounds[i] = bucketBounds(hi)
+            }
+            for i in 0..<n {
+                let p = keysToFind + ((start + i) << 4)
+                let hi = UInt64(bigEndian: p.loadUnaligned(as: UInt64.self))
+                let lo = UInt64(bigEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                if search(hi, lo, bounds[i].0, bounds[i].1) {
+                    bitmap[(start + i) >> 3] |= UInt8(1) << UInt8((start + i) & 7)
+                }
+            }
+            start += n
+        }
+    }
+
+    /// Every key in order (for tests and merges).
+    public func key(at i: Int) -> Key16 {
+        precondition(i >= 0 && i < count)
+        return Key16(keys + i << 4)
+    }
+}

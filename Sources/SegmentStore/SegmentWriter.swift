@@ -1,0 +1,176 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// Writes one segment file from keys given in strictly increasing order.
+///
+/// Keys stream to disk through a small buffer, so memory does not depend on
+/// the number of keys (apart from the bucket counts, at most 128 MiB for the
+/// largest index). The file appears atomically: it is written under a
+/// temporary name, synced, then renamed, so a reader never sees half a
+/// segment and a crash leaves at worst a stray temporary file.
+public final class SegmentWriter {
+    public let path: String
+    private let temporaryPath: String
+    private let advertiserID: String
+    private let listVersion: UInt64
+    private let bits: Int
+    private var fd: Int32
+    private var buffer: [UInt8] = []
+    private var bucketCounts: [UInt64]
+    private var keysHash = XXH64()
+    private var count = 0
+    private var last: Key16?
+    private var first: Key16?
+    private static let bufferSize = 1 << 20
+
+    /// - Parameter estimatedKeys: an upper bound on the keys to come; it sizes
+    ///   the index (a lower real count only makes buckets smaller).
+    public init(path: String, advertiserID: String, listVersion: UInt64, estimatedKeys: Int) throws(SegmentError) {
+        guard advertiserID.utf8.count <= SegmentFormat.maxAdvertiserIDLength else {
+            throw SegmentError(path, "advertiser id longer than \(SegmentFormat.maxAdvertiserIDLength) bytes")
+        }
+        self.path = path
+        self.advertiserID = advertiserID
+        self.listVersion = listVersion
+        self.bits = SegmentFormat.indexBits(forKeys: estimatedKeys)
+        self.bucketCounts = [UInt64](repeating: 0, count: 1 << bits)
+        self.temporaryPath = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        fd = open(temporaryPath, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw SegmentError(path, "cannot create \(temporaryPath): \(String(cString: strerror(errno)))") }
+        buffer.reserveCapacity(Self.bufferSize)
+        let keysStart = off_t(SegmentFormat.headerSize + SegmentFormat.indexBytes(bits: bits))
+        guard lseek(fd, keysStart, SEEK_SET) == keysStart else {
+            close(fd)
+            throw SegmentError(path, "cannot seek: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    public var keyCount: Int { count }
+
+    /// Adds the next key; it must be greater than the one before.
+    public func append(_ key: Key16) throws(SegmentError) {
+        if let last, !(last < key) {
+            throw SegmentError(path, last == key ? "duplicate key \(key)" : "key \(key) is out of order after \(last)")
+        }
+        if first == nil { first = key }
+        last = key
+        count += 1
+        bucketCounts[bits == 0 ? 0 : Int(key.hi >> UInt64(64 - bits))] += 1
+        let at = buffer.count
+        buffer.append(contentsOf: repeatElement(0, count: 16))
+        buffer.withUnsafeMutableBytes { key.store(to: $0.baseAddress! + at) }
+        if buffer.count >= Self.bufferSize { try flush() }
+    }
+
+    private func flush() throws(SegmentError) {
+        guard !buffer.isEmpty else { return }
+        buffer.withUnsafeBytes { keysHash.update($0) }
+        try writeAll(buffer, at: nil)
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    private func writeAll(_ bytes: [UInt8], at offset: Int?) throws(SegmentError) {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { b -> Int in
+                let p = b.baseAddress! + done
+                if let offset { return pwrite(fd, p, b.count - done, off_t(offset + done)) }
+                return write(fd, p, b.count - done)
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SegmentError(path, "write failed: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+
+    /// Writes the index and header, syncs, and renames the file into place.
+    public func finish() throws(SegmentError) -> SegmentInfo {
+        do throws(SegmentError) {
+            try flush()
+            // Index entry i: the number of keys in buckets before i; entry 2^bits = n.
+            var index = [UInt8](repeating: 0, count: SegmentFormat.indexBytes(bits: bits))
+            var running: UInt64 = 0
+            index.withUnsafeMutableBytes { out in
+                for i in 0..<bucketCounts.count {
+                    out.storeBytes(of: running.littleEndian, toByteOffset: i * 8, as: UInt64.self)
+                    running += bucketCounts[i]
+                }
+                out.storeBytes(of: running.littleEndian, toByteOffset: bucketCounts.count * 8, as: UInt64.self)
+            }
+            try writeAll(index, at: SegmentFormat.headerSize)
+
+            var header = [UInt8](repeating: 0, count: SegmentFormat.headerSize)
+            let indexHash = index.withUnsafeBytes { XXH64.hash($0) }
+            let keysHashValue = keysHash.finalize()
+            header.withUnsafeMutableBytes { h in
+                h.storeBytes(of: SegmentFormat.magic.littleEndian, toByteOffset: SegmentFormat.magicOffset, as: UInt32.self)
+                h.storeBytes(of: SegmentFormat.version.littleEndian, toByteOffset: SegmentFormat.versionOffset, as: UInt16.self)
+                h.storeBytes(of: UInt8(bits), toByteOffset: SegmentFormat.indexBitsOffset, as: UInt8.self)
+                h.storeBytes(of: UInt64(count).littleEndian, toByteOffset: SegmentFormat.keyCountOffset, as: UInt64.self)
+                h.storeBytes(of: listVersion.littleEndian, toByteOffset: SegmentFormat.listVersionOffset, as: UInt64.self)
+                h.storeBytes(of: indexHash.littleEndian, toByteOffset: SegmentFormat.indexChecksumOffset, as: UInt64.self)
+                h.storeBytes(of: keysHashValue.littleEndian, toByteOffset: SegmentFormat.keysChecksumOffset, as: UInt64.self)
+                let id = Array(advertiserID.utf8)
+                h.storeBytes(of: UInt16(id.count).littleEndian, toByteOffset: SegmentFormat.advertiserLengthOffset, as: UInt16.self)
+                for (i, byte) in id.enumerated() { h[SegmentFormat.advertiserOffset + i] = byte }
+                let headerHash = XXH64.hash(UnsafeRawBufferPointer(rebasing: h[..<SegmentFormat.headerChecksumOffset]))
+                h.storeBytes(of: headerHash.littleEndian, toByteOffset: SegmentFormat.headerChecksumOffset, as: UInt64.self)
+            }
+            try writeAll(header, at: 0)
+            guard fsync(fd) == 0 else { throw SegmentError(path, "fsync failed: \(String(cString: strerror(errno)))") }
+            close(fd)
+            fd = -1
+            guard rename(temporaryPath, path) == 0 else {
+                throw SegmentError(path, "cannot rename into place: \(String(cString: strerror(errno)))")
+            }
+            syncDirectory(of: path)
+            return SegmentInfo(path: path, advertiserID: advertiserID, listVersion: listVersion, keyCount: count,
+                               indexBits: bits, firstKey: first, lastKey: last)
+        } catch {
+            if fd >= 0 { close(fd) }
+            fd = -1
+            unlink(temporaryPath)
+            throw error
+        }
+    }
+
+    /// Abandons the segment: nothing appears at `path`.
+    public func discard() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+        unlink(temporaryPath)
+    }
+
+    deinit {
+        if fd >= 0 {
+            close(fd)
+            unlink(temporaryPath)
+        }
+    }
+}
+
+/// Makes a rename durable: fsync the folder that holds `path`.
+func syncDirectory(of path: String) {
+    let dir = (path as NSString).deletingLastPathComponent
+    let fd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_CLOEXEC)
+    if fd >= 0 {
+        fsync(fd)
+        close(fd)
+    }
+}
+
+extension SegmentWriter {
+    /// Writes `keys` (sorted, unique) as one segment.
+    public static func create(_ keys: some Sequence<Key16>, count: Int, at path: String, advertiserID: String,
+                             listVersion: UInt64) throws(SegmentError) -> SegmentInfo {
+        let writer = try SegmentWriter(path: path, advertiserID: advertiserID, listVersion: listVersion, estimatedKeys: count)
+        for key in keys { try writer.append(key) }
+        return try writer.finish()
+    }
+}

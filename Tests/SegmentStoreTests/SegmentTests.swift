@@ -1,0 +1,176 @@
+import Foundation
+import SegmentStore
+import XCTest
+
+final class SegmentTests: XCTestCase {
+    private var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("roster-seg-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    private func randomKeys(_ n: Int, seed: UInt64) -> [Key16] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<n).map { _ in Key16(hi: rng.next(), lo: rng.next()) }
+    }
+
+    private func write(_ keys: [Key16], name: String = "a.seg", advertiser: String = "acme", version: UInt64 = 1) throws -> String {
+        let sorted = Array(Set(keys)).sorted()
+        let path = dir.appendingPathComponent(name).path
+        _ = try SegmentWriter.create(sorted, count: sorted.count, at: path, advertiserID: advertiser, listVersion: version)
+        return path
+    }
+
+    func testXXH64MatchesTheReferenceVectors() {
+        // Values from the reference implementation (python-xxhash).
+        let vectors: [([UInt8], UInt64)] = [
+            ([], 0xEF46_DB37_51D8_E999),
+            (Array("a".utf8), 0xD24E_C4F1_A98C_6E5B),
+            (Array("abc".utf8), 0x44BC_2CF5_AD77_0999),
+            (Array((0..<768).map { UInt8($0 % 256) }), 0x8E03_C838_C596_036F),
+            (Array(repeating: UInt8(ascii: "x"), count: 31), 0x60DD_0D01_083B_99F0),
+            (Array(repeating: UInt8(ascii: "y"), count: 32), 0x64DA_1F1D_3495_CE66),
+            (Array(repeating: UInt8(ascii: "z"), count: 33), 0xC524_1253_C64E_0268),
+            (Array(String(repeating: "0123456789abcdef", count: 5).utf8) + Array("abc".utf8), 0x1FA2_7725_EE6F_CB52),
+        ]
+        for (input, expected) in vectors {
+            XCTAssertEqual(input.withUnsafeBytes { XXH64.hash($0) }, expected, "\(input.count) bytes")
+            // Streaming in uneven pieces gives the same hash.
+            var hasher = XXH64()
+            var i = 0
+            var step = 1
+            while i < input.count {
+                let end = min(input.count, i + step)
+                input[i..<end].withUnsafeBytes { hasher.update($0) }
+                i = end
+                step = step * 2 + 1
+            }
+            XCTAssertEqual(hasher.finalize(), expected)
+        }
+    }
+
+    func testLookupsAgreeWithASetOnRandomData() throws {
+        var keys = randomKeys(120_000, seed: 1)
+        keys += [Key16(hi: 0, lo: 0), Key16(hi: .max, lo: .max), Key16(hi: 0, lo: 1), Key16(hi: .max, lo: .max - 1)]
+        let path = try write(keys)
+        let segment = try Segment(path: path)
+        let reference = Set(keys)
+        XCTAssertEqual(segment.count, reference.count)
+        XCTAssertEqual(segment.info.advertiserID, "acme")
+        XCTAssertEqual(segment.info.firstKey, Key16(hi: 0, lo: 0))
+        XCTAssertEqual(segment.info.lastKey, Key16(hi: .max, lo: .max))
+
+        // Every member is found; first and last included.
+        for key in keys { XCTAssertTrue(segment.contains(key)) }
+        // Misses: fresh random keys, and neighbours of members.
+        let misses = randomKeys(50_000, seed: 2) + keys.prefix(5_000).map { Key16(hi: $0.hi, lo: $0.lo &+ 1) }
+        for key in misses { XCTAssertEqual(segment.contains(key), reference.contains(key), "\(key)") }
+
+        // The batch path agrees with the single path.
+        let batch = Array(keys.prefix(3_000)) + misses.prefix(3_000)
+        var bytes = [UInt8]()
+        for key in batch { bytes += key.bytes }
+        var bitmap = [UInt8](repeating: 0, count: (batch.count + 7) / 8)
+        bytes.withUnsafeBytes { b in bitmap.withUnsafeMutableBufferPointer { segment.lookup(b.baseAddress!, count: batch.count, into: $0.baseAddress!) } }
+        for (i, key) in batch.enumerated() {
+            XCTAssertEqual(bitmap[i / 8] >> (i % 8) & 1 == 1, reference.contains(key), "batch index \(i)")
+        }
+    }
+
+    func testSingleKeyAndEmptySegments() throws {
+        let one = try Segment(path: write([Key16(hi: 7, lo: 9)], name: "one.seg"))
+        XCTAssertEqual(one.count, 1)
+        XCTAssertEqual(one.info.indexBits, 0)
+        XCTAssertTrue(one.contains(Key16(hi: 7, lo: 9)))
+        XCTAssertFalse(one.contains(Key16(hi: 7, lo: 8)))
+        XCTAssertFalse(one.contains(Key16(hi: 0, lo: 0)))
+
+        let empty = try Segment(path: write([], name: "empty.seg"))
+        XCTAssertEqual(empty.count, 0)
+        XCTAssertNil(empty.info.firstKey)
+        XCTAssertFalse(empty.contains(Key16(hi: 0, lo: 0)))
+        XCTAssertFalse(empty.contains(Key16(hi: .max, lo: .max)))
+    }
+
+    func testKeysWithTheSameTopBitsShareABucket() throws {
+        // Many keys in one bucket, and a bucket run at both ends of the key space.
+        var keys = (0..<5_000).map { Key16(hi: 0x1234_0000_0000_0000 | UInt64($0), lo: UInt64($0)) }
+        keys += (0..<100).map { Key16(hi: UInt64($0), lo: 0) } + (0..<100).map { Key16(hi: .max - UInt64($0), lo: .max) }
+        let segment = try Segment(path: write(keys + randomKeys(20_000, seed: 5)))
+        for key in keys { XCTAssertTrue(segment.contains(key)) }
+        XCTAssertFalse(segment.contains(Key16(hi: 0x1234_0000_0000_0000 | 5_000, lo: 5_000)))
+    }
+
+    func testWriterRejectsUnsortedAndDuplicateKeys() throws {
+        let path = dir.appendingPathComponent("bad.seg").path
+        let writer = try SegmentWriter(path: path, advertiserID: "a", listVersion: 1, estimatedKeys: 10)
+        try writer.append(Key16(hi: 1, lo: 1))
+        XCTAssertThrowsError(try writer.append(Key16(hi: 1, lo: 1))) { XCTAssertTrue("\($0)".contains("duplicate key")) }
+        XCTAssertThrowsError(try writer.append(Key16(hi: 0, lo: 5))) { XCTAssertTrue("\($0)".contains("out of order")) }
+        writer.discard()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), [], "no temporary file left behind")
+        XCTAssertThrowsError(try SegmentWriter(path: path, advertiserID: String(repeating: "x", count: 65), listVersion: 1, estimatedKeys: 1))
+    }
+
+    func testCorruptOrTruncatedSegmentsAreRefusedWithTheirPath() throws {
+        let path = try write(randomKeys(10_000, seed: 3))
+        let good = try Data(contentsOf: URL(fileURLWithPath: path))
+
+        func refusal(_ bytes: Data) -> String? {
+            let p = dir.appendingPathComponent("broken-\(UUID().uuidString).seg").path
+            FileManager.default.createFile(atPath: p, contents: bytes)
+            do {
+                _ = try Segment(path: p)
+                return nil
+            } catch {
+                XCTAssertEqual(error.path, p, "the error names the file")
+                return error.reason
+            }
+        }
+        var flipped = good
+        flipped[good.count - 5] ^= 0x01
+        XCTAssertEqual(refusal(flipped), "key checksum mismatch")
+        var index = good
+        index[SegmentFormat.headerSize + 16] ^= 0x80
+        XCTAssertEqual(refusal(index), "index checksum mismatch")
+        var header = good
+        header[SegmentFormat.headerSize - 20] ^= 0x01
+        XCTAssertEqual(refusal(header), "header checksum mismatch")
+        XCTAssertEqual(refusal(good.prefix(good.count - 16)), "truncated: \(good.count - 16) bytes, \(good.count) expected for 10000 keys")
+        XCTAssertEqual(refusal(good + Data([0])), "1 unexpected bytes after the keys")
+        XCTAssertEqual(refusal(good.prefix(50)), "truncated: 50 bytes, smaller than the 128-byte header")
+        XCTAssertEqual(refusal(Data(repeating: 0, count: 500)), "not a segment file (bad magic)")
+        XCTAssertEqual(refusal(Data()), "truncated: 0 bytes, smaller than the 128-byte header")
+        XCTAssertThrowsError(try Segment(path: dir.appendingPathComponent("missing.seg").path)) {
+            XCTAssertTrue("\($0)".contains("cannot open"))
+        }
+        // The good file still opens.
+        XCTAssertEqual(try Segment(path: path).count, 10_000)
+    }
+
+    func testIndexBits() {
+        XCTAssertEqual(SegmentFormat.indexBits(forKeys: 0), 0)
+        XCTAssertEqual(SegmentFormat.indexBits(forKeys: 15), 0)
+        XCTAssertEqual(SegmentFormat.indexBits(forKeys: 16), 1)
+        XCTAssertEqual(SegmentFormat.indexBits(forKeys: 10_000_000), 20)
+        XCTAssertEqual(SegmentFormat.indexBits(forKeys: 6_000_000_000), 24)
+    }
+}
+
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
