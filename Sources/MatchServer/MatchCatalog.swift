@@ -140,8 +140,10 @@ public final class MatchCatalog: Sendable {
         }
         var segments: [Segment] = []
         for path in paths {
+            let url: URL
+            do { url = try resolve(path) } catch { throw .mismatch(error.reason + ": \(path)") }
             do {
-                let segment = try Segment(path: resolve(path).path)
+                let segment = try Segment(path: url.path)
                 guard segment.info.advertiserID == advertiser, segment.info.listVersion == version else {
                     throw PublishError.mismatch("segment \(path) belongs to advertiser '\(segment.info.advertiserID)' version \(segment.info.listVersion), not '\(advertiser)' version \(version)")
                 }

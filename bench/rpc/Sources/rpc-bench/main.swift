@@ -63,11 +63,15 @@ struct GRPCBenchService: RegistrableRPCService {
 
 // MARK: - Servers (child processes)
 
+/// Tells the parent process the port, unbuffered.
+func announce(port: Int) {
+    FileHandle.standardOutput.write(Data("ready \(port)\n".utf8))
+}
+
 func serveRoster(port: Int) async throws {
     let server = try RPCServer(configuration: .init(port: port, idleTimeout: nil), services: [RosterBench()])
     try await server.start()
-    print("ready \(server.localAddress!.port!)")
-    fflush(stdout)
+    announce(port: server.localAddress!.port!)
     await server.waitUntilClosed()
 }
 
@@ -78,8 +82,7 @@ func serveGRPC(port: Int) async throws {
     try await withThrowingDiscardingTaskGroup { group in
         group.addTask { try await server.serve() }
         if let address = try await server.listeningAddress?.ipv4 {
-            print("ready \(address.port)")
-            fflush(stdout)
+            announce(port: address.port)
         }
     }
 }

@@ -1,0 +1,271 @@
+import Foundation
+import Logging
+import MatchServer
+import RosterAPI
+import RosterRPC
+import RosterTransport
+import SegmentStore
+import XCTest
+
+/// The match server end to end over loopback: publish segments through
+/// MatchAdmin, query through MatchService.
+final class MatchServerTests: XCTestCase {
+    private var root: URL!
+    private var server: RPCServer!
+    private var client: RPCClient!
+    private var catalog: MatchCatalog!
+
+    static let clientToken = "client-secret"
+    static let adminToken = "admin-secret"
+    static let access = AccessPolicy(clientTokens: [clientToken], adminTokens: [adminToken])
+    let asClient = CallOptions(metadata: ["authorization": "Bearer \(clientToken)"])
+    let asAdmin = CallOptions(metadata: ["authorization": "Bearer \(adminToken)"])
+
+    var logger: Logger {
+        var l = Logger(label: "test")
+        l.logLevel = .critical
+        return l
+    }
+
+    override func setUp() async throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("roster-match-\(UUID().uuidString)")
+        try await startServer()
+    }
+
+    override func tearDown() async throws {
+        await client?.close()
+        server?.drain()
+        await server?.waitUntilClosed()
+        try? FileManager.default.removeItem(at: root)
+    }
+
+    private func startServer() async throws {
+        catalog = try MatchCatalog(root: root, logger: logger)
+        server = try RPCServer(configuration: .init(drainTimeout: .milliseconds(200)), services: [
+            MatchHandler(catalog: catalog, access: Self.access), AdminHandler(catalog: catalog, access: Self.access),
+        ], logger: logger)
+        try await server.start()
+        client = RPCClient(address: server.localAddress!)
+    }
+
+    private var match: MatchService.Client<RPCClient> { MatchService.Client(transport: client) }
+    private var admin: MatchAdmin.Client<RPCClient> { MatchAdmin.Client(transport: client) }
+
+    /// Writes `keys` as segment files for (advertiser, version) under the root.
+    private func writeSegments(_ keys: [Key16], advertiser: String, version: UInt64, parts: Int = 1) throws -> [SegmentRef] {
+        let sorted = Array(Set(keys)).sorted()
+        let dir = "segments/\(advertiser)/\(version)"
+        try FileManager.default.createDirectory(at: root.appendingPathComponent(dir), withIntermediateDirectories: true)
+        let chunk = max(1, (sorted.count + parts - 1) / parts)
+        return try (0..<parts).map { part in
+            let slice = sorted.count == 0 ? [] : Array(sorted[min(sorted.count, part * chunk)..<min(sorted.count, (part + 1) * chunk)])
+            let path = "\(dir)/\(part).seg"
+            _ = try SegmentWriter.create(slice, count: slice.count, at: root.appendingPathComponent(path).path,
+                                         advertiserID: advertiser, listVersion: version)
+            return SegmentRef(path: path, keyCount: UInt64(slice.count))
+        }
+    }
+
+    private func publish(_ keys: [Key16], advertiser: String, version: UInt64, parts: Int = 1) async throws -> PublishResponse {
+        let segments = try writeSegments(keys, advertiser: advertiser, version: version, parts: parts)
+        return try await admin.publish(PublishRequest(advertiserId: advertiser, version: version, segments: segments), options: asAdmin)
+    }
+
+    private func randomKeys(_ n: Int, seed: UInt64) -> [Key16] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<n).map { _ in Key16(hi: rng.next(), lo: rng.next()) }
+    }
+
+    private func data(_ keys: [Key16]) -> Data { Data(keys.flatMap(\.bytes)) }
+
+    func testMatchAndMatchManyAgreeWithASet() async throws {
+        let members = randomKeys(100_000, seed: 1) + [Key16(hi: 0, lo: 0), Key16(hi: .max, lo: .max)]
+        let response = try await publish(members, advertiser: "acme", version: 1, parts: 3)
+        XCTAssertEqual(response.previousVersion, 0)
+        let reference = Set(members)
+        let probes = Array(members.prefix(500)) + randomKeys(500, seed: 2) + [members[members.count - 1], members[members.count - 2]]
+
+        for key in probes.prefix(200) {
+            let reply = try await match.match(MatchRequest(advertiserId: "acme", hash: Data(key.bytes)), options: asClient)
+            XCTAssertEqual(reply.matched, reference.contains(key))
+            XCTAssertEqual(reply.version, 1)
+        }
+        let many = try await match.matchMany(MatchManyRequest(advertiserId: "acme", hashes: data(probes)), options: asClient)
+        XCTAssertEqual(many.count, UInt32(probes.count))
+        XCTAssertEqual(many.version, 1)
+        var matched = 0
+        for (i, key) in probes.enumerated() {
+            let bit = many.matched[i / 8] >> (i % 8) & 1 == 1
+            XCTAssertEqual(bit, reference.contains(key), "index \(i)")
+            if bit { matched += 1 }
+        }
+        XCTAssertEqual(many.matchedCount, UInt32(matched))
+        XCTAssertEqual(many.matched.count, (probes.count + 7) / 8)
+    }
+
+    func testSingleKeyAndEmptyAdvertisers() async throws {
+        _ = try await publish([Key16(hi: 1, lo: 2)], advertiser: "one", version: 1)
+        _ = try await publish([], advertiser: "none", version: 1)
+        let hit = try await match.match(MatchRequest(advertiserId: "one", hash: Data(Key16(hi: 1, lo: 2).bytes)), options: asClient)
+        XCTAssertTrue(hit.matched)
+        let miss = try await match.match(MatchRequest(advertiserId: "none", hash: Data(Key16(hi: 1, lo: 2).bytes)), options: asClient)
+        XCTAssertFalse(miss.matched)
+        let empty = try await match.matchMany(MatchManyRequest(advertiserId: "one", hashes: Data()), options: asClient)
+        XCTAssertEqual(empty.count, 0)
+    }
+
+    func testBadRequests() async throws {
+        _ = try await publish(randomKeys(10, seed: 3), advertiser: "acme", version: 1)
+        await assertStatus(.notFound) { _ = try await self.match.match(MatchRequest(advertiserId: "ghost", hash: Data(count: 16)), options: self.asClient) }
+        let short = await assertStatus(.invalidArgument) {
+            _ = try await self.match.match(MatchRequest(advertiserId: "acme", hash: Data(count: 15)), options: self.asClient)
+        }
+        XCTAssertEqual(short?.message, "hash must be 16 bytes (an MD5), got 15")
+        let ragged = await assertStatus(.invalidArgument) {
+            _ = try await self.match.matchMany(MatchManyRequest(advertiserId: "acme", hashes: Data(count: 16 * 7 + 5)), options: self.asClient)
+        }
+        XCTAssertEqual(ragged?.message, "hashes must be 16 bytes each; hash 7 has only 5 bytes")
+    }
+
+    func testTokens() async throws {
+        let request = MatchRequest(advertiserId: "acme", hash: Data(count: 16))
+        await assertStatus(.unauthenticated) { _ = try await self.match.match(request) }
+        await assertStatus(.unauthenticated) {
+            _ = try await self.match.match(request, options: CallOptions(metadata: ["authorization": "Bearer wrong"]))
+        }
+        let publish = PublishRequest(advertiserId: "acme", version: 1)
+        await assertStatus(.unauthenticated) { _ = try await self.admin.publish(publish) }
+        await assertStatus(.permissionDenied) { _ = try await self.admin.publish(publish, options: self.asClient) }
+        // An admin token may also query.
+        await assertStatus(.notFound) { _ = try await self.match.match(request, options: self.asAdmin) }
+    }
+
+    func testVersionSwapUnderConcurrentQueriesNeverMixesVersions() async throws {
+        // Version v holds exactly the keys whose index is congruent to v mod 3,
+        // so a reply's bitmap says which version answered, bit by bit.
+        let keys = randomKeys(3_000, seed: 4)
+        func members(_ version: UInt64) -> [Key16] { keys.enumerated().filter { UInt64($0.offset) % 3 == version % 3 }.map(\.element) }
+        _ = try await publish(members(1), advertiser: "acme", version: 1)
+        let probe = data(keys)
+        let stub = match
+        let options = asClient
+
+        let queries = Task {
+            var seen = Set<UInt64>()
+            for _ in 0..<300 {
+                let reply = try await stub.matchMany(MatchManyRequest(advertiserId: "acme", hashes: probe), options: options)
+                for i in 0..<keys.count {
+                    let bit = reply.matched[i / 8] >> (i % 8) & 1 == 1
+                    if bit != (UInt64(i) % 3 == reply.version % 3) {
+                        XCTFail("reply of version \(reply.version) disagrees with it at key \(i)")
+                        return seen
+                    }
+                }
+                seen.insert(reply.version)
+            }
+            return seen
+        }
+        for version in UInt64(2)...6 {
+            let response = try await publish(members(version), advertiser: "acme", version: version)
+            XCTAssertEqual(response.previousVersion, version - 1)
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let seen = try await queries.value
+        XCTAssertGreaterThan(seen.count, 1, "queries ran across swaps")
+        let last = try await match.match(MatchRequest(advertiserId: "acme", hash: Data(keys[0].bytes)), options: asClient)
+        XCTAssertEqual(last.version, 6)
+    }
+
+    func testStaleAndRepeatedPublishes() async throws {
+        _ = try await publish(randomKeys(10, seed: 5), advertiser: "acme", version: 5)
+        let again = try await admin.publish(
+            PublishRequest(advertiserId: "acme", version: 5, segments: try writeSegments(randomKeys(10, seed: 5), advertiser: "acme", version: 5)),
+            options: asAdmin)
+        XCTAssertEqual(again.previousVersion, 5, "publishing the live version again changes nothing")
+        let stale = await assertStatus(.failedPrecondition) {
+            _ = try await self.publish(self.randomKeys(10, seed: 6), advertiser: "acme", version: 4)
+        }
+        XCTAssertEqual(stale?.message, "version 4 is not newer than the live version 5")
+        let wrongOwner = try writeSegments(randomKeys(10, seed: 7), advertiser: "other", version: 6)
+        await assertStatus(.invalidArgument) {
+            _ = try await self.admin.publish(PublishRequest(advertiserId: "acme", version: 6, segments: wrongOwner), options: self.asAdmin)
+        }
+        await assertStatus(.invalidArgument) {
+            _ = try await self.admin.publish(PublishRequest(advertiserId: "acme", version: 7, segments: [SegmentRef(path: "../../etc/passwd")]), options: self.asAdmin)
+        }
+    }
+
+    func testCorruptSegmentIsRefusedAndThePreviousVersionKeepsServing() async throws {
+        let keys = randomKeys(1_000, seed: 8)
+        _ = try await publish(keys, advertiser: "acme", version: 1)
+        let bad = try writeSegments(randomKeys(1_000, seed: 9), advertiser: "acme", version: 2)
+        let url = root.appendingPathComponent(bad[0].path)
+        var bytes = try Data(contentsOf: url)
+        bytes[bytes.count - 1] ^= 0xFF
+        try bytes.write(to: url)
+        let refused = await assertStatus(.failedPrecondition) {
+            _ = try await self.admin.publish(PublishRequest(advertiserId: "acme", version: 2, segments: bad), options: self.asAdmin)
+        }
+        XCTAssertTrue(refused?.message.contains(url.lastPathComponent) == true, refused?.message ?? "")
+        XCTAssertTrue(refused?.message.contains("key checksum mismatch") == true, refused?.message ?? "")
+        // Truncated, too.
+        let truncated = try writeSegments(randomKeys(1_000, seed: 10), advertiser: "acme", version: 3)
+        let turl = root.appendingPathComponent(truncated[0].path)
+        try Data(try Data(contentsOf: turl).prefix(500)).write(to: turl)
+        await assertStatus(.failedPrecondition) {
+            _ = try await self.admin.publish(PublishRequest(advertiserId: "acme", version: 3, segments: truncated), options: self.asAdmin)
+        }
+        let reply = try await match.match(MatchRequest(advertiserId: "acme", hash: Data(keys[0].bytes)), options: asClient)
+        XCTAssertTrue(reply.matched)
+        XCTAssertEqual(reply.version, 1)
+    }
+
+    func testRestartReloadsTheNewestVersions() async throws {
+        let a = randomKeys(500, seed: 11)
+        _ = try await publish(randomKeys(500, seed: 12), advertiser: "acme", version: 1)
+        _ = try await publish(a, advertiser: "acme", version: 2)
+        _ = try await publish(randomKeys(50, seed: 13), advertiser: "beta", version: 7)
+        _ = try await publish(randomKeys(50, seed: 14), advertiser: "gone", version: 1)
+        let removed = try await admin.unpublish(UnpublishRequest(advertiserId: "gone"), options: asAdmin)
+        XCTAssertEqual(removed.removedVersion, 1)
+
+        await client.close()
+        server.drain()
+        await server.waitUntilClosed()
+        try await startServer()
+
+        XCTAssertEqual(catalog.advertisers, ["acme": 2, "beta": 7])
+        let reply = try await match.match(MatchRequest(advertiserId: "acme", hash: Data(a[0].bytes)), options: asClient)
+        XCTAssertTrue(reply.matched)
+        XCTAssertEqual(reply.version, 2)
+        await assertStatus(.notFound) { _ = try await self.match.match(MatchRequest(advertiserId: "gone", hash: Data(count: 16)), options: self.asClient) }
+    }
+}
+
+@discardableResult
+func assertStatus(_ code: RPCStatusCode, file: StaticString = #filePath, line: UInt = #line,
+                  _ body: () async throws -> Void) async -> RPCError? {
+    do {
+        try await body()
+        XCTFail("expected \(code), got success", file: file, line: line)
+        return nil
+    } catch let error as RPCError {
+        XCTAssertEqual(error.code, code, error.message, file: file, line: line)
+        return error
+    } catch {
+        XCTFail("expected RPCError \(code), got \(error)", file: file, line: line)
+        return nil
+    }
+}
+
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
