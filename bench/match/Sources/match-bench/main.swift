@@ -1,0 +1,499 @@
+// match-bench: how fast Roster answers membership questions.
+//
+//   match-bench lookup  [--keys 1000000,10000000]   in-process ns per lookup, single and batched
+//   match-bench network [--keys 10000000] [--seconds 5] [--redis PATH]
+//                        the match server and redis-server over loopback, same
+//                        hashes, same connections, same pipelining depth
+//
+// The network driver speaks both protocols from raw sockets with the same
+// loop (write a window of requests, read the replies, repeat), so neither
+// side pays for a heavier client than the other.
+
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import MatchServer
+import RosterAPI
+import RosterRPC
+import RosterTransport
+import SegmentStore
+
+// MARK: - Keys
+
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+func makeKeys(_ n: Int, seed: UInt64) -> [Key16] {
+    var rng = SplitMix64(seed: seed)
+    var keys = (0..<n).map { _ in Key16(hi: rng.next(), lo: rng.next()) }
+    keys.sort()
+    return keys
+}
+
+/// Half members, half fresh random keys, shuffled; as packed 16-byte records.
+func makeProbes(_ members: [Key16], count: Int, seed: UInt64) -> [UInt8] {
+    var rng = SplitMix64(seed: seed)
+    var out = [UInt8]()
+    out.reserveCapacity(count * 16)
+    for i in 0..<count {
+        let key = i % 2 == 0 ? members[Int(rng.next() % UInt64(members.count))] : Key16(hi: rng.next(), lo: rng.next())
+        out += key.bytes
+    }
+    return out
+}
+
+func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+// MARK: - In-process lookups
+
+func lookupBench(sizes: [Int]) throws {
+    print("| keys | single lookup ns | batched (1000) ns/key | file bytes/key |")
+    print("| ---: | ---: | ---: | ---: |")
+    for n in sizes {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("match-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let keys = makeKeys(n, seed: 42)
+        let path = dir.appendingPathComponent("s.seg").path
+        var unique = keys
+        unique.removeAll(keepingCapacity: true)
+        for k in keys where unique.last != k { unique.append(k) }
+        _ = try SegmentWriter.create(unique, count: unique.count, at: path, advertiserID: "bench", listVersion: 1)
+        let segment = try Segment(path: path)
+        let fileBytes = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        let probeCount = 2_000_000
+        let probes = makeProbes(unique, count: probeCount, seed: 7)
+
+        // Warm the mapping so page faults are not measured.
+        var hits = 0
+        probes.withUnsafeBytes { p in for i in 0..<probeCount where segment.contains(Key16(p.baseAddress! + i * 16)) { hits += 1 } }
+
+        var t0 = now()
+        var found = 0
+        probes.withUnsafeBytes { p in for i in 0..<probeCount where segment.contains(Key16(p.baseAddress! + i * 16)) { found += 1 } }
+        let single = Double(now() - t0) / Double(probeCount)
+
+        var bitmap = [UInt8](repeating: 0, count: 125)
+        t0 = now()
+        var batchFound = 0
+        probes.withUnsafeBytes { p in
+            var i = 0
+            while i < probeCount {
+                for j in 0..<bitmap.count { bitmap[j] = 0 }
+                bitmap.withUnsafeMutableBufferPointer { segment.lookup(p.baseAddress! + i * 16, count: 1000, into: $0.baseAddress!) }
+                batchFound += bitmap.reduce(0) { $0 + $1.nonzeroBitCount }
+                i += 1000
+            }
+        }
+        let batched = Double(now() - t0) / Double(probeCount)
+        precondition(found == hits && batchFound == found, "lookups disagree")
+        print(String(format: "| %d | %.0f | %.0f | %.2f |", n, single, batched, Double(fileBytes) / Double(n)))
+    }
+}
+
+// MARK: - Raw socket driver
+
+final class Socket {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = UInt16(port).bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard rc == 0 else { throw CocoaError(.fileReadUnknown) }
+    }
+
+    deinit { close(fd) }
+
+    func sendAll(_ bytes: [UInt8]) {
+        var done = 0
+        bytes.withUnsafeBytes { b in
+            while done < b.count {
+                let n = send(fd, b.baseAddress! + done, b.count - done, Int32(MSG_NOSIGNAL))
+                if n <= 0 { fatalError("send failed") }
+                done += n
+            }
+        }
+    }
+
+    /// Reads whatever is available (blocking for at least one byte).
+    func receive(into buffer: inout [UInt8]) {
+        var chunk = [UInt8](repeating: 0, count: 256 * 1024)
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+        if n <= 0 { fatalError("connection closed") }
+        buffer.append(contentsOf: chunk[0..<n])
+    }
+}
+
+/// A protocol the driver can speak: encode request i, and find complete replies.
+protocol Wire {
+    func preface() -> [UInt8]
+    func request(_ probes: UnsafeRawPointer, batch: Int, id: UInt32) -> [UInt8]
+    /// Parses one reply from `buffer` at `offset`; returns its length and the number of hits, or nil if incomplete.
+    func reply(_ buffer: [UInt8], at offset: Int) -> (length: Int, hits: Int)?
+}
+
+struct RosterWire: Wire {
+    let advertiser: String
+    func preface() -> [UInt8] { [0x52, 0x4F, 0x53, 0x54, 0, 1, 0, 0] }
+    func request(_ probes: UnsafeRawPointer, batch: Int, id: UInt32) -> [UInt8] {
+        let message: [UInt8]
+        let method: UInt32
+        if batch == 1 {
+            message = MatchRequest(advertiserId: advertiser, hash: Data(bytes: probes, count: 16)).serializedBytes()
+            method = MatchService.Method.match.id
+        } else {
+            message = MatchManyRequest(advertiserId: advertiser, hashes: Data(bytes: probes, count: 16 * batch)).serializedBytes()
+            method = MatchService.Method.matchMany.id
+        }
+        var out = [UInt8]()
+        out.reserveCapacity(20 + message.count)
+        let length = UInt32(10 + message.count)
+        out += withUnsafeBytes(of: length.bigEndian, Array.init) + [0x01, 0] + withUnsafeBytes(of: id.bigEndian, Array.init)
+        out += withUnsafeBytes(of: method.bigEndian, Array.init) + [0, 0, 0, 0, 0, 0]
+        return out + message
+    }
+    func reply(_ b: [UInt8], at o: Int) -> (length: Int, hits: Int)? {
+        guard b.count - o >= 10 else { return nil }
+        let length = Int(b[o]) << 24 | Int(b[o + 1]) << 16 | Int(b[o + 2]) << 8 | Int(b[o + 3])
+        guard b.count - o >= 10 + length else { return nil }
+        precondition(b[o + 10] == 0, "call failed with status \(b[o + 10])")
+        let body = Array(b[(o + 11)..<(o + 10 + length)])
+        if let many = try? MatchManyResponse(serializedBytes: body), many.count > 0 {
+            return (10 + length, Int(many.matchedCount))
+        }
+        let one = try! MatchResponse(serializedBytes: body)
+        return (10 + length, one.matched ? 1 : 0)
+    }
+}
+
+struct RedisWire: Wire {
+    func preface() -> [UInt8] { [] }
+    func request(_ probes: UnsafeRawPointer, batch: Int, id: UInt32) -> [UInt8] {
+        let command = batch == 1 ? "SISMEMBER" : "SMISMEMBER"
+        var out = Array("*\(2 + batch)\r\n$\(command.utf8.count)\r\n\(command)\r\n$1\r\ns\r\n".utf8)
+        for i in 0..<batch {
+            out += Array("$16\r\n".utf8)
+            out += UnsafeRawBufferPointer(start: probes + i * 16, count: 16)
+            out += [13, 10]
+        }
+        return out
+    }
+    func reply(_ b: [UInt8], at o: Int) -> (length: Int, hits: Int)? {
+        // ":1\r\n" or "*N\r\n" followed by N integer replies.
+        func line(_ from: Int) -> (Int, Int)? { // value, next offset
+            var i = from + 1
+            var value = 0
+            while i < b.count, b[i] != 13 { value = value * 10 + Int(b[i] - 48); i += 1 }
+            guard i + 1 < b.count else { return nil }
+            return (value, i + 2)
+        }
+        guard o < b.count else { return nil }
+        if b[o] == UInt8(ascii: ":") {
+            guard let (v, next) = line(o) else { return nil }
+            return (next - o, v)
+        }
+        precondition(b[o] == UInt8(ascii: "*"), "unexpected redis reply")
+        guard let (n, first) = line(o) else { return nil }
+        var at = first
+        var hits = 0
+        for _ in 0..<n {
+            guard at < b.count, let (v, next) = line(at) else { return nil }
+            hits += v
+            at = next
+        }
+        return (at - o, hits)
+    }
+}
+
+struct LoadResult {
+    var requests = 0
+    var keys = 0
+    var seconds = 0.0
+    var latencies: [UInt64] = []
+    func p(_ q: Double) -> Double {
+        latencies.isEmpty ? .nan : Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * q))]) / 1000
+    }
+}
+
+/// Closed loop per connection: write `depth` requests at once, read their replies, repeat.
+func closedLoop(wire: Wire, port: Int, connections: Int, depth: Int, batch: Int, probes: [UInt8], seconds: Double) -> LoadResult {
+    let results = NSLock()
+    var total = LoadResult()
+    let group = DispatchGroup()
+    let probeCount = probes.count / 16
+    let start = now()
+    let warmEnd = start + 500_000_000
+    let end = warmEnd + UInt64(seconds * 1e9)
+    for c in 0..<connections {
+        group.enter()
+        Thread {
+            let socket = try! Socket(port: port)
+            socket.sendAll(wire.preface())
+            var local = LoadResult()
+            var cursor = (c * 7919 * batch) % probeCount
+            var id: UInt32 = 0
+            var buffer = [UInt8]()
+            probes.withUnsafeBytes { p in
+                while true {
+                    let t0 = now()
+                    if t0 >= end { break }
+                    var out = [UInt8]()
+                    for _ in 0..<depth {
+                        if cursor + batch > probeCount { cursor = 0 }
+                        id &+= 1
+                        out += wire.request(p.baseAddress! + cursor * 16, batch: batch, id: id == 0 ? 1 : id)
+                        cursor += batch
+                    }
+                    socket.sendAll(out)
+                    var got = 0
+                    var offset = 0
+                    while got < depth {
+                        while let (length, _) = wire.reply(buffer, at: offset) {
+                            offset += length
+                            got += 1
+                            if t0 >= warmEnd { local.latencies.append(now() - t0) }
+                            if got == depth { break }
+                        }
+                        if got < depth { socket.receive(into: &buffer) }
+                    }
+                    buffer.removeFirst(offset)
+                    if t0 >= warmEnd {
+                        local.requests += depth
+                        local.keys += depth * batch
+                    }
+                }
+            }
+            results.lock()
+            total.requests += local.requests
+            total.keys += local.keys
+            total.latencies += local.latencies
+            results.unlock()
+            group.leave()
+        }.start()
+    }
+    group.wait()
+    total.seconds = Double(end - warmEnd) / 1e9
+    total.latencies.sort()
+    return total
+}
+
+/// Open loop: one request every 1/rate s on one connection, latency from the
+/// intended send time (so a stall shows as queueing, not as missing samples).
+func openLoop(wire: Wire, port: Int, rate: Int, probes: [UInt8], seconds: Double) -> LoadResult {
+    let socket = try! Socket(port: port)
+    socket.sendAll(wire.preface())
+    let interval = 1_000_000_000 / UInt64(rate)
+    let total = Int(Double(rate) * seconds)
+    let intended = (0..<total).map { UInt64($0) * interval }
+    var latencies = [UInt64](repeating: 0, count: total)
+    let start = now() + 50_000_000
+    let reader = Thread {
+        var buffer = [UInt8]()
+        var offset = 0
+        var got = 0
+        while got < total {
+            while got < total, let (length, _) = wire.reply(buffer, at: offset) {
+                offset += length
+                latencies[got] = now() - (start + intended[got])
+                got += 1
+            }
+            if offset > 1 << 20 { buffer.removeFirst(offset); offset = 0 }
+            if got < total { socket.receive(into: &buffer) }
+        }
+    }
+    let done = DispatchSemaphore(value: 0)
+    let readerDone = Thread { reader.main(); done.signal() }
+    readerDone.start()
+    probes.withUnsafeBytes { p in
+        for i in 0..<total {
+            let due = start + intended[i]
+            while now() < due {}
+            socket.sendAll(wire.request(p.baseAddress! + (i % (probes.count / 16)) * 16, batch: 1, id: UInt32(i + 1)))
+        }
+    }
+    done.wait()
+    var result = LoadResult(requests: total, keys: total, seconds: seconds, latencies: latencies)
+    result.latencies.sort()
+    return result
+}
+
+// MARK: - Servers
+
+func rss(pid: Int32) -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return 0 }
+    return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
+}
+
+func spawn(_ path: String, _ arguments: [String]) throws -> (Process, Pipe) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    return (process, pipe)
+}
+
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+func serve(root: String, port: Int) async throws {
+    let catalog = try MatchCatalog(root: URL(fileURLWithPath: root))
+    let server = try RPCServer(configuration: .init(port: port, idleTimeout: nil),
+                               services: [MatchHandler(catalog: catalog, access: .open), AdminHandler(catalog: catalog, access: .open)])
+    try await server.start()
+    FileHandle.standardOutput.write(Data("ready \(server.localAddress!.port!)\n".utf8))
+    await server.waitUntilClosed()
+}
+
+/// Sends one RESP command and waits for its reply (for loading and INFO).
+func redisCommand(_ socket: Socket, _ parts: [[UInt8]]) -> [UInt8] {
+    var out = Array("*\(parts.count)\r\n".utf8)
+    for p in parts { out += Array("$\(p.count)\r\n".utf8) + p + [13, 10] }
+    socket.sendAll(out)
+    var buffer = [UInt8]()
+    while true {
+        socket.receive(into: &buffer)
+        if buffer.first == UInt8(ascii: "$"), let crlf = buffer.firstIndex(of: 10) {
+            let n = Int(String(decoding: buffer[1..<(crlf - 1)], as: UTF8.self)) ?? 0
+            if buffer.count >= crlf + 1 + n + 2 { return Array(buffer[(crlf + 1)..<(crlf + 1 + n)]) }
+        } else if buffer.last == 10 {
+            return buffer
+        }
+    }
+}
+
+func redisUsedMemory(_ socket: Socket) -> Int {
+    let info = String(decoding: redisCommand(socket, [Array("INFO".utf8), Array("memory".utf8)]), as: UTF8.self)
+    let line = info.split(separator: "\r\n").first { $0.hasPrefix("used_memory:") } ?? "used_memory:0"
+    return Int(line.split(separator: ":")[1]) ?? 0
+}
+
+func networkBench(keys n: Int, seconds: Double, redisPath: String) async throws {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent("match-bench-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: root.appendingPathComponent("segments"), withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: root) }
+    var members = makeKeys(n, seed: 42)
+    var unique = [Key16]()
+    unique.reserveCapacity(n)
+    for k in members where unique.last != k { unique.append(k) }
+    members = []
+    _ = try SegmentWriter.create(unique, count: unique.count, at: root.appendingPathComponent("segments/0.seg").path,
+                                 advertiserID: "bench", listVersion: 1)
+    let probes = makeProbes(unique, count: 1_000_000, seed: 9)
+
+    // Roster.
+    let (roster, rosterPipe) = try spawn(CommandLine.arguments[0], ["serve", root.path, "0"])
+    defer { roster.terminate() }
+    var line = Data()
+    while !line.contains(10) { line.append(rosterPipe.fileHandleForReading.availableData) }
+    let rosterPort = Int(String(decoding: line, as: UTF8.self).split(separator: " ")[1].trimmingCharacters(in: .whitespacesAndNewlines))!
+    let rssBefore = rss(pid: roster.processIdentifier)
+    let client = RPCClient(host: "127.0.0.1", port: rosterPort)
+    _ = try await MatchAdmin.Client(transport: client).publish(PublishRequest(advertiserId: "bench", version: 1, segments: [SegmentRef(path: "segments/0.seg")]))
+    await client.close()
+
+    // Redis.
+    let redisPort = freePort()
+    let (redis, _) = try spawn(redisPath, ["--port", "\(redisPort)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    defer { redis.terminate() }
+    var redisSocket: Socket?
+    for _ in 0..<100 where redisSocket == nil {
+        redisSocket = try? Socket(port: redisPort)
+        if redisSocket == nil { usleep(50_000) }
+    }
+    guard let admin = redisSocket else { fatalError("redis-server did not start") }
+    let memoryBefore = redisUsedMemory(admin)
+    var i = 0
+    while i < unique.count {
+        let end = min(unique.count, i + 1000)
+        _ = redisCommand(admin, [Array("SADD".utf8), Array("s".utf8)] + unique[i..<end].map(\.bytes))
+        i = end
+    }
+    let memoryAfter = redisUsedMemory(admin)
+
+    let rosterWire = RosterWire(advertiser: "bench")
+    let redisWire = RedisWire()
+    // Touch every page of the mapping once, as a long-running server would have.
+    _ = closedLoop(wire: rosterWire, port: rosterPort, connections: 1, depth: 16, batch: 1000, probes: probes, seconds: 0.5)
+    let rssAfter = rss(pid: roster.processIdentifier)
+
+    print("| call | connections x depth | system | calls/s | keys/s | p50 µs | p99 µs | keys/s ratio |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for (name, batch, connections, depth) in [("Match / SISMEMBER", 1, 1, 64), ("Match / SISMEMBER", 1, 4, 64),
+                                              ("MatchMany 100 / SMISMEMBER 100", 100, 1, 8), ("MatchMany 100 / SMISMEMBER 100", 100, 4, 8),
+                                              ("MatchMany 1000 / SMISMEMBER 1000", 1000, 1, 4), ("MatchMany 1000 / SMISMEMBER 1000", 1000, 4, 4)] {
+        let ours = closedLoop(wire: rosterWire, port: rosterPort, connections: connections, depth: depth, batch: batch, probes: probes, seconds: seconds)
+        let theirs = closedLoop(wire: redisWire, port: redisPort, connections: connections, depth: depth, batch: batch, probes: probes, seconds: seconds)
+        for (system, r) in [("roster", ours), ("redis", theirs)] {
+            let ratio = system == "roster" ? String(format: "%.2fx", Double(ours.keys) / Double(max(1, theirs.keys))) : ""
+            print(String(format: "| %@ | %d x %d | %@ | %.0f | %.0f | %.0f | %.0f | %@ |", name, connections, depth, system,
+                         Double(r.requests) / r.seconds, Double(r.keys) / r.seconds, r.p(0.5), r.p(0.99), ratio))
+        }
+    }
+    print()
+    print("| open loop, Match at 10,000 calls/s for \(Int(seconds)) s | p50 µs | p99 µs | p99.9 µs | max µs |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for (system, wire, port) in [("roster", rosterWire as Wire, rosterPort), ("redis", redisWire as Wire, redisPort)] {
+        let r = openLoop(wire: wire, port: port, rate: 10_000, probes: probes, seconds: seconds)
+        print(String(format: "| %@ | %.0f | %.0f | %.0f | %.0f |", system, r.p(0.5), r.p(0.99), r.p(0.999),
+                     Double(r.latencies.last ?? 0) / 1000))
+    }
+    print()
+    let ours = Double(rssAfter - rssBefore) / Double(unique.count)
+    let redisPerKey = Double(memoryAfter - memoryBefore) / Double(unique.count)
+    print("| memory for \(unique.count) keys | bytes/key |")
+    print("| --- | ---: |")
+    print(String(format: "| roster (server RSS growth, segments mapped and touched) | %.1f |", ours))
+    print(String(format: "| redis (used_memory growth) | %.1f |", redisPerKey))
+    print(String(format: "| ratio roster / redis | %.2f |", ours / redisPerKey))
+}
+
+// MARK: - Main
+
+let args = Array(CommandLine.arguments.dropFirst())
+func option(_ name: String) -> String? {
+    guard let i = args.firstIndex(of: name), i + 1 < args.count else { return nil }
+    return args[i + 1]
+}
+switch args.first {
+case "serve":
+    try await serve(root: args[1], port: Int(args[2]) ?? 0)
+case "lookup":
+    let sizes = (option("--keys") ?? "1000000,10000000").split(separator: ",").compactMap { Int($0) }
+    try lookupBench(sizes: sizes)
+case "network":
+    try await networkBench(keys: Int(option("--keys") ?? "10000000") ?? 10_000_000,
+                           seconds: Double(option("--seconds") ?? "5") ?? 5,
+                           redisPath: option("--redis") ?? "/usr/bin/redis-server")
+default:
+    FileHandle.standardError.write(Data("usage: match-bench lookup [--keys N,M] | network [--keys N] [--seconds S] [--redis PATH]\n".utf8))
+    exit(2)
+}
