@@ -47,6 +47,11 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private var flushScheduled = false
     private var context: ChannelHandlerContext!
     private var peer = "unknown"
+    /// Responses not yet handed to the channel. Calls answered in the same
+    /// read (or loop tick) share one buffer and one write, instead of one
+    /// allocation and one pending write each.
+    private var outgoing: ByteBuffer!
+    private static let outgoingCapacity = 16 * 1024
     private static let drainPingPayload: UInt64 = 0x4452_4149_4E00_0000 // "DRAIN"
 
     init(router: MethodRouter, configuration: RPCServer.Configuration, metrics: ServerMetrics, logger: Logger) {
@@ -59,6 +64,20 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         peer = context.channel.remoteAddress?.description ?? "unknown"
+        outgoing = context.channel.allocator.buffer(capacity: Self.outgoingCapacity)
+    }
+
+    /// Hands the batched responses to the channel (without flushing).
+    private func writeOutgoing() {
+        guard outgoing.readableBytes > 0 else { return }
+        context.write(wrapOutboundOut(outgoing), promise: nil)
+        outgoing = context.channel.allocator.buffer(capacity: Self.outgoingCapacity)
+    }
+
+    /// Writes a frame that must follow every response queued before it.
+    private func writeFrame(_ frame: ByteBuffer) {
+        writeOutgoing()
+        context.write(wrapOutboundOut(frame), promise: nil)
     }
 
     // MARK: Inbound
@@ -68,7 +87,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         case .preface:
             var buffer = context.channel.allocator.buffer(capacity: WireProtocol.prefaceLength)
             FrameWriter.writePreface(into: &buffer)
-            context.write(wrapOutboundOut(buffer), promise: nil)
+            writeFrame(buffer)
             state = .open
         case .frame(let frame):
             do {
@@ -80,6 +99,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        writeOutgoing()
         context.flush()
     }
 
@@ -100,7 +120,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 throw ProtocolViolation(.invalidArgument, "PING payload must be 8 bytes")
             }
             if frame.flags & FrameFlags.ack == 0 {
-                context.write(wrapOutboundOut(FrameWriter.ping(opaque, ack: true, allocator: context.channel.allocator)), promise: nil)
+                writeFrame(FrameWriter.ping(opaque, ack: true, allocator: context.channel.allocator))
             } else if opaque == Self.drainPingPayload, case .draining = state {
                 state = .draining(pingAcknowledged: true)
                 closeIfDrained()
@@ -201,7 +221,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private func complete(_ callID: UInt32, method: RPCMethodDescriptor, started: NIODeadline, result: Result<any ProtoMessage, any Error>) {
         switch result {
         case .success(let response):
-            context.write(wrapOutboundOut(FrameWriter.okResponse(callID: callID, message: response, allocator: context.channel.allocator)), promise: nil)
+            FrameWriter.appendOKResponse(callID: callID, message: response, to: &outgoing)
             metrics.finished(method, code: .ok, since: started)
         case .failure(let error):
             let rpcError = mapError(error, method: method)
@@ -226,7 +246,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     private func respond(_ callID: UInt32, error: RPCError, flags: UInt8 = 0) {
-        context.write(wrapOutboundOut(FrameWriter.errorResponse(callID: callID, error: error, flags: flags, allocator: context.channel.allocator)), promise: nil)
+        FrameWriter.appendErrorResponse(callID: callID, error: error, flags: flags, to: &outgoing)
     }
 
     /// Coalesces the flushes of calls that finish in the same loop tick.
@@ -236,6 +256,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.eventLoop.execute {
             handler.value.flushScheduled = false
+            handler.value.writeOutgoing()
             handler.value.context.flush()
         }
     }
@@ -294,7 +315,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         case .open:
             state = .draining(pingAcknowledged: false)
             let allocator = context.channel.allocator
-            context.write(wrapOutboundOut(FrameWriter.goAway(code: .ok, lastCallID: lastCallID, message: reason, allocator: allocator)), promise: nil)
+            writeFrame(FrameWriter.goAway(code: .ok, lastCallID: lastCallID, message: reason, allocator: allocator))
             context.writeAndFlush(wrapOutboundOut(FrameWriter.ping(Self.drainPingPayload, ack: false, allocator: allocator)), promise: nil)
             // A peer that never answers the PING does not hold the server up for ever.
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -308,6 +329,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard case .draining(pingAcknowledged: true) = state, calls.isEmpty else { return }
         state = .closed
         // Close once everything written so far has gone out.
+        writeOutgoing()
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
             channel.close(promise: nil)
@@ -328,10 +350,11 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             // The peer may not speak this protocol at all; it still gets a readable answer.
             var buffer = context.channel.allocator.buffer(capacity: WireProtocol.prefaceLength)
             FrameWriter.writePreface(into: &buffer)
-            context.write(wrapOutboundOut(buffer), promise: nil)
+            writeFrame(buffer)
         }
         state = .closed
         let goAway = FrameWriter.goAway(code: violation.code, lastCallID: lastCallID, message: violation.message, allocator: context.channel.allocator)
+        writeOutgoing()
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(goAway)).whenComplete { _ in channel.close(promise: nil) }
     }
