@@ -56,6 +56,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Ingest groundwork: the lake interface with its local-folder default,
+        // and the byte-level line parser with the block boundary rule.
+        .target(name: "DataLake"),
+        .target(name: "HashParsing", dependencies: ["DataLake", "SegmentStore"]),
+
         .testTarget(name: "IDLCompilerTests", dependencies: ["IDLCompiler"]),
         .testTarget(name: "WireTests", dependencies: ["RosterRPC", "RosterAPI", "IDLCompiler"]),
         .testTarget(name: "TransportTests", dependencies: [
@@ -68,6 +73,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore"]),
+        .testTarget(name: "IngestTests", dependencies: ["DataLake", "HashParsing", "SegmentStore"]),
         .testTarget(name: "MatchServerTests", dependencies: [
             "MatchServer", "RosterAPI", "RosterRPC", "RosterTransport", "SegmentStore",
             .product(name: "Logging", package: "swift-log"),

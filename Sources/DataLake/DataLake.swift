@@ -1,0 +1,152 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// One file in the lake, as `list` and `head` describe it.
+public struct LakeObject: Sendable, Hashable {
+    /// `<advertiser-id>/<file>`, with `/` separators.
+    public var path: String
+    public var size: Int64
+    /// Changes whenever the content may have changed: an S3 ETag, or for a
+    /// folder the modification time and inode.
+    public var etag: String
+    public var modified: Date
+
+    public init(path: String, size: Int64, etag: String, modified: Date) {
+        self.path = path
+        self.size = size
+        self.etag = etag
+        self.modified = modified
+    }
+
+    /// The advertiser a path belongs to: its first component.
+    public var advertiserID: String? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        return parts.count == 2 && !parts[0].isEmpty && !parts[1].isEmpty ? String(parts[0]) : nil
+    }
+}
+
+/// Why the lake could not answer.
+public enum LakeError: Error, Sendable, Equatable, CustomStringConvertible {
+    case notFound(String)
+    /// The object is not the one the caller had: size or etag changed.
+    case changed(path: String, expected: String, found: String)
+    case io(path: String, reason: String)
+    case invalidPath(String)
+
+    public var description: String {
+        switch self {
+        case .notFound(let p): return "\(p): no such object in the lake"
+        case .changed(let p, let expected, let found): return "\(p): changed while being read (etag \(expected) → \(found))"
+        case .io(let p, let reason): return "\(p): \(reason)"
+        case .invalidPath(let p): return "\(p): not a valid lake path"
+        }
+    }
+}
+
+/// Where member lists come from: one object per list, listed, described and
+/// read by byte range — the operations an object store offers, so that an
+/// S3-compatible lake (ListObjectsV2, HEAD, ranged GET with If-Match) can
+/// stand in for the local folder without the coordinator or workers changing.
+public protocol DataLake: Sendable {
+    /// Objects whose path starts with `prefix`, in path order, starting after
+    /// `after` (exclusive), at most `limit` of them.
+    func list(prefix: String, after: String?, limit: Int) async throws(LakeError) -> [LakeObject]
+    /// Size and etag of one object.
+    func head(_ path: String) async throws(LakeError) -> LakeObject
+    /// `length` bytes from `offset` (fewer at the end of the object). With
+    /// `ifMatch`, fails with `.changed` if the object is no longer that version.
+    func read(_ path: String, offset: Int64, length: Int, ifMatch etag: String?) async throws(LakeError) -> [UInt8]
+}
+
+/// The embedded default: a local folder laid out as `<lake>/<advertiser-id>/<file>`.
+///
+/// Files whose names start with `.` are ignored (editors' and copiers'
+/// temporary files), as are files directly in the root and deeper folders.
+/// Drop a file into an advertiser's folder (ideally by writing elsewhere and
+/// renaming it in) and it becomes that advertiser's new list.
+public struct LocalFolderLake: DataLake {
+    public let root: URL
+
+    public init(root: URL) {
+        self.root = root
+    }
+
+    private func url(_ path: String) throws(LakeError) -> URL {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, parts.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) else {
+            throw .invalidPath(path)
+        }
+        return root.appendingPathComponent(path)
+    }
+
+    public func list(prefix: String, after: String?, limit: Int) async throws(LakeError) -> [LakeObject] {
+        let fm = FileManager.default
+        guard let advertisers = try? fm.contentsOfDirectory(atPath: root.path) else {
+            throw .io(path: root.path, reason: "cannot list the lake folder")
+        }
+        var out: [LakeObject] = []
+        for advertiser in advertisers.sorted() where !advertiser.hasPrefix(".") {
+            var isDirectory: ObjCBool = false
+            guard fm.fileExists(atPath: root.appendingPathComponent(advertiser).path, isDirectory: &isDirectory), isDirectory.boolValue,
+                  let files = try? fm.contentsOfDirectory(atPath: root.appendingPathComponent(advertiser).path) else { continue }
+            for file in files.sorted() where !file.hasPrefix(".") {
+                let path = "\(advertiser)/\(file)"
+                guard path.hasPrefix(prefix), after.map({ path > $0 }) ?? true else { continue }
+                guard let object = try? describe(path), object.size >= 0 else { continue }
+                out.append(object)
+            }
+        }
+        out.sort { $0.path < $1.path }
+        return Array(out.prefix(limit))
+    }
+
+    /// Regular files only; the etag is the modification time in nanoseconds,
+    /// the size and the inode, so a replaced or rewritten file gets a new one.
+    private func describe(_ path: String) throws(LakeError) -> LakeObject {
+        let target = try url(path)
+        var st = Glibc.stat()
+        guard stat(target.path, &st) == 0 else {
+            throw errno == ENOENT ? .notFound(path) : .io(path: path, reason: String(cString: strerror(errno)))
+        }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw .notFound(path) }
+        let nanos = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+        return LakeObject(path: path, size: Int64(st.st_size), etag: "\(nanos)-\(st.st_size)-\(st.st_ino)",
+                          modified: Date(timeIntervalSince1970: Double(nanos) / 1e9))
+    }
+
+    public func head(_ path: String) async throws(LakeError) -> LakeObject {
+        try describe(path)
+    }
+
+    public func read(_ path: String, offset: Int64, length: Int, ifMatch etag: String?) async throws(LakeError) -> [UInt8] {
+        let target = try url(path)
+        let fd = open(target.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw errno == ENOENT ? .notFound(path) : .io(path: path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        if let etag {
+            // Check the open file itself, so a rename-over between head and read is caught.
+            var st = Glibc.stat()
+            fstat(fd, &st)
+            let nanos = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+            let found = "\(nanos)-\(st.st_size)-\(st.st_ino)"
+            guard found == etag else { throw .changed(path: path, expected: etag, found: found) }
+        }
+        var buffer = [UInt8](repeating: 0, count: max(0, length))
+        var done = 0
+        while done < length {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, length - done, off_t(offset) + off_t(done)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io(path: path, reason: String(cString: strerror(errno)))
+            }
+            if n == 0 { break }
+            done += n
+        }
+        buffer.removeLast(length - done)
+        return buffer
+    }
+}

@@ -1,0 +1,77 @@
+import SegmentStore
+
+/// What is wrong with a line that is not a hash.
+public enum InvalidLineKind: String, Sendable, Hashable, CaseIterable {
+    /// 40 or 64 hex digits: a SHA-1 or SHA-256, not an MD5.
+    case wrongHashType = "wrong_hash_type"
+    /// Contains `@`: an email that was never hashed. Its content is never kept or logged.
+    case unhashedEmail = "unhashed_email"
+    /// Anything else that is not 32 hex digits.
+    case malformed
+}
+
+/// The result of reading one line.
+public enum ParsedLine: Equatable, Sendable {
+    case key(Key16)
+    /// Blank, or the file's header line: skipped, not counted as invalid.
+    case skipped
+    case invalid(InvalidLineKind)
+}
+
+/// Parses member-list lines, on bytes (never a `String` per line).
+///
+/// A valid line is 32 hex digits in either case, with optional surrounding
+/// spaces, tabs and CR, and (at the start of the file) a UTF-8 byte-order
+/// mark. Blank lines are skipped. The file's first line is skipped when it is
+/// not a hash (a header such as `email_md5`), unless it looks like a hash of
+/// another kind or an email, which are data errors, not headers.
+public enum LineParser {
+    /// Hex digit values, 0xFF for bytes that are not hex digits.
+    static let hexValue: [UInt8] = {
+        var table = [UInt8](repeating: 0xFF, count: 256)
+        for (i, c) in "0123456789".utf8.enumerated() { table[Int(c)] = UInt8(i) }
+        for (i, c) in "abcdef".utf8.enumerated() { table[Int(c)] = UInt8(10 + i) }
+        for (i, c) in "ABCDEF".utf8.enumerated() { table[Int(c)] = UInt8(10 + i) }
+        return table
+    }()
+
+    @inline(__always)
+    static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0B || b == 0x0C }
+
+    /// Parses the line `bytes[start..<end]` (without its `\n`).
+    /// `isFirstLineOfFile` enables the BOM and header rules.
+    public static func parse(_ bytes: UnsafeRawBufferPointer, isFirstLineOfFile: Bool) -> ParsedLine {
+        var s = 0
+        var e = bytes.count
+        if isFirstLineOfFile, e >= 3, bytes[0] == 0xEF, bytes[1] == 0xBB, bytes[2] == 0xBF { s = 3 }
+        while s < e, isSpace(bytes[s]) { s += 1 }
+        while e > s, isSpace(bytes[e - 1]) { e -= 1 }
+        let n = e - s
+        if n == 0 { return .skipped }
+        if n == 32 {
+            var hi: UInt64 = 0
+            var lo: UInt64 = 0
+            var bad = false
+            for i in 0..<16 {
+                let v = hexValue[Int(bytes[s + i])]
+                bad = bad || v == 0xFF
+                hi = hi << 4 | UInt64(v & 0x0F)
+            }
+            for i in 16..<32 {
+                let v = hexValue[Int(bytes[s + i])]
+                bad = bad || v == 0xFF
+                lo = lo << 4 | UInt64(v & 0x0F)
+            }
+            if !bad { return .key(Key16(hi: hi, lo: lo)) }
+        }
+        let kind = classify(UnsafeRawBufferPointer(rebasing: bytes[s..<e]))
+        if isFirstLineOfFile, kind == .malformed { return .skipped }
+        return .invalid(kind)
+    }
+
+    static func classify(_ line: UnsafeRawBufferPointer) -> InvalidLineKind {
+        if line.contains(UInt8(ascii: "@")) { return .unhashedEmail }
+        if line.count == 40 || line.count == 64, line.allSatisfy({ hexValue[Int($0)] != 0xFF }) { return .wrongHashType }
+        return .malformed
+    }
+}

@@ -1,0 +1,138 @@
+import DataLake
+import Foundation
+import HashParsing
+import SegmentStore
+import XCTest
+
+final class BlockParserTests: XCTestCase {
+    private var root: URL!
+    private var lake: LocalFolderLake!
+
+    override func setUpWithError() throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("roster-lake-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: root.appendingPathComponent("acme"), withIntermediateDirectories: true)
+        lake = LocalFolderLake(root: root)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: root)
+    }
+
+    private func put(_ bytes: [UInt8], name: String = "list.txt") async throws -> LakeObject {
+        try Data(bytes).write(to: root.appendingPathComponent("acme/\(name)"))
+        return try await lake.head("acme/\(name)")
+    }
+
+    /// Parses every block of `object` and returns the keys in file order plus the summed stats.
+    private func parseAll(_ object: LakeObject, blockSize: Int64, chunkSize: Int = 7) async throws -> ([Key16], BlockStats) {
+        var keys: [Key16] = []
+        var total = BlockStats()
+        for block in BlockRange.split(size: object.size, blockSize: blockSize) {
+            let stats = try await BlockParser(chunkSize: chunkSize).parse(lake, object: object, block: block) { keys.append($0) }
+            total.lines += stats.lines
+            total.keys += stats.keys
+            total.skipped += stats.skipped
+            for (k, v) in stats.invalid { total.invalid[k, default: 0] += v }
+        }
+        return (keys, total)
+    }
+
+    /// The reference: split on '\\n' in one piece, by a different route.
+    private func reference(_ text: [UInt8]) -> [Key16] {
+        var out: [Key16] = []
+        for (i, raw) in text.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+            var s = String(decoding: raw, as: UTF8.self)
+            if i == 0, s.hasPrefix("\u{FEFF}") { s.removeFirst() }
+            s = s.trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: "\r")))
+            if s.count == 32, let hi = UInt64(s.prefix(16), radix: 16), let lo = UInt64(s.suffix(16), radix: 16) {
+                out.append(Key16(hi: hi, lo: lo))
+            }
+        }
+        return out
+    }
+
+    func testEveryRecordBelongsToExactlyOneBlockWhateverTheOffsets() async throws {
+        var rng = SystemRandomNumberGenerator()
+        var text = Array("email_md5\r\n".utf8)
+        for i in 0..<60 {
+            let hex = (0..<32).map { _ in "0123456789abcdefABCDEF".randomElement(using: &rng)! }
+            text += Array(String(hex).utf8)
+            text += i % 7 == 0 ? Array("\r\n".utf8) : i % 11 == 0 ? Array("  \n\n".utf8) : [UInt8(ascii: "\n")]
+        }
+        text += Array("ffffffffffffffffffffffffffffffff".utf8) // no final newline
+        let object = try await put(text)
+        let expected = reference(text)
+        XCTAssertEqual(expected.count, 61)
+        // Block size 1 puts a boundary at every offset; the others put boundaries
+        // at every position within a line, for lines split across several reads.
+        let sizes = Array(Int64(1)...70) + stride(from: Int64(71), through: Int64(text.count + 1), by: 37)
+        for blockSize in sizes {
+            let (keys, stats) = try await parseAll(object, blockSize: blockSize, chunkSize: blockSize % 2 == 0 ? 7 : 64)
+            XCTAssertEqual(keys, expected, "block size \(blockSize)")
+            XCTAssertEqual(stats.invalidCount, 0, "block size \(blockSize)")
+        }
+    }
+
+    func testLineRules() async throws {
+        let text = Array("\u{FEFF}D41D8CD98F00B204E9800998ECF8427E\n".utf8)
+            + Array("\t d41d8cd98f00b204e9800998ecf8427f \r\n\n".utf8)
+            + Array("da39a3ee5e6b4b0d3255bfef95601890afd80709\n".utf8) // SHA-1
+            + Array("someone@example.com\n".utf8)
+            + Array("not a hash\n".utf8)
+            + Array(repeating: UInt8(ascii: "x"), count: 10_000) + [10]
+        let object = try await put(text)
+        let (keys, stats) = try await parseAll(object, blockSize: 16)
+        XCTAssertEqual(keys.map(\.description), ["d41d8cd98f00b204e9800998ecf8427e", "d41d8cd98f00b204e9800998ecf8427f"])
+        XCTAssertEqual(stats.invalid, [.wrongHashType: 1, .unhashedEmail: 1, .malformed: 2])
+        XCTAssertEqual(stats.skipped, 1, "the blank line")
+        XCTAssertEqual(stats.lines, 7)
+    }
+
+    func testHeaderIsSkippedOnlyOnTheFirstLine() {
+        let header = Array("email_md5".utf8)
+        header.withUnsafeBytes { XCTAssertEqual(LineParser.parse($0, isFirstLineOfFile: true), .skipped) }
+        header.withUnsafeBytes { XCTAssertEqual(LineParser.parse($0, isFirstLineOfFile: false), .invalid(.malformed)) }
+        let email = Array("a@b.c".utf8)
+        email.withUnsafeBytes { XCTAssertEqual(LineParser.parse($0, isFirstLineOfFile: true), .invalid(.unhashedEmail)) }
+    }
+
+    func testEmptyFileAndSamples() async throws {
+        let empty = try await put([], name: "empty.txt")
+        let (keys, stats) = try await parseAll(empty, blockSize: 4)
+        XCTAssertEqual(keys, [])
+        XCTAssertEqual(stats.lines, 0)
+        let bad = try await put(Array(String(repeating: "nope\n", count: 30).utf8), name: "bad.txt")
+        let sampled = try await BlockParser().parse(lake, object: bad, block: BlockRange(start: 0, end: bad.size)) { _ in }
+        XCTAssertEqual(sampled.samples.count, 10)
+        XCTAssertEqual(sampled.samples.first?.lineInBlock, 1, "line 0 is taken as a header")
+        XCTAssertEqual(sampled.invalid[.malformed], 29)
+    }
+
+    func testLakeListHeadAndChangeDetection() async throws {
+        let object = try await put(Array("0123456789abcdef0123456789abcdef\n".utf8))
+        try Data().write(to: root.appendingPathComponent("acme/.partial"))
+        try FileManager.default.createDirectory(at: root.appendingPathComponent("beta"), withIntermediateDirectories: true)
+        try Data([1]).write(to: root.appendingPathComponent("beta/b.txt"))
+        let lake = self.lake!
+        let all = try await lake.list(prefix: "", after: nil, limit: 100)
+        XCTAssertEqual(all.map(\.path), ["acme/list.txt", "beta/b.txt"])
+        XCTAssertEqual(all.first?.advertiserID, "acme")
+        let after = try await lake.list(prefix: "", after: "acme/list.txt", limit: 100)
+        XCTAssertEqual(after.map(\.path), ["beta/b.txt"])
+        let tail = try await lake.read("acme/list.txt", offset: 30, length: 100, ifMatch: object.etag)
+        XCTAssertEqual(tail.count, 3)
+
+        // A replacement (a new file renamed over the old one) changes the etag, and reads notice.
+        let replacement = root.appendingPathComponent("acme/.next")
+        try Data("ffffffffffffffffffffffffffffffff\n".utf8).write(to: replacement)
+        XCTAssertEqual(rename(replacement.path, root.appendingPathComponent("acme/list.txt").path), 0)
+        do {
+            _ = try await lake.read("acme/list.txt", offset: 0, length: 10, ifMatch: object.etag)
+            XCTFail("a changed object must not be read")
+        } catch {
+            guard case .changed = error else { return XCTFail("\(error)") }
+        }
+        do { _ = try await lake.head("../etc/passwd"); XCTFail("escaping path") } catch { XCTAssertEqual(error, .invalidPath("../etc/passwd")) }
+        do { _ = try await lake.head("acme/missing"); XCTFail("missing") } catch { XCTAssertEqual(error, .notFound("acme/missing")) }
+    }
+}
