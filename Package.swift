@@ -61,10 +61,13 @@ let package = Package(
         .target(name: "DataLake"),
         .target(name: "HashParsing", dependencies: ["DataLake", "SegmentStore"]),
 
+        // Helpers shared by the test targets (seeded random numbers, status assertions).
+        .target(name: "TestSupport", dependencies: ["RosterRPC"], path: "Tests/TestSupport"),
+
         .testTarget(name: "IDLCompilerTests", dependencies: ["IDLCompiler"]),
-        .testTarget(name: "WireTests", dependencies: ["RosterRPC", "RosterAPI", "IDLCompiler"]),
+        .testTarget(name: "WireTests", dependencies: ["RosterRPC", "RosterAPI", "IDLCompiler", "TestSupport"]),
         .testTarget(name: "TransportTests", dependencies: [
-            "RosterRPC", "RosterTransport", "RosterMetrics", "IDLCompiler",
+            "RosterRPC", "RosterTransport", "RosterMetrics", "IDLCompiler", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -72,10 +75,10 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
-        .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore"]),
+        .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore", "TestSupport"]),
         .testTarget(name: "IngestTests", dependencies: ["DataLake", "HashParsing", "SegmentStore"]),
         .testTarget(name: "MatchServerTests", dependencies: [
-            "MatchServer", "RosterAPI", "RosterRPC", "RosterTransport", "SegmentStore",
+            "MatchServer", "RosterAPI", "RosterRPC", "RosterTransport", "SegmentStore", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ]

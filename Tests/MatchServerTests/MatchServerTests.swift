@@ -5,6 +5,7 @@ import RosterAPI
 import RosterRPC
 import RosterTransport
 import SegmentStore
+import TestSupport
 import XCTest
 
 /// The match server end to end over loopback: publish segments through
@@ -239,33 +240,5 @@ final class MatchServerTests: XCTestCase {
         XCTAssertTrue(reply.matched)
         XCTAssertEqual(reply.version, 2)
         await assertStatus(.notFound) { _ = try await self.match.match(MatchRequest(advertiserId: "gone", hash: Data(count: 16)), options: self.asClient) }
-    }
-}
-
-@discardableResult
-func assertStatus(_ code: RPCStatusCode, file: StaticString = #filePath, line: UInt = #line,
-                  _ body: () async throws -> Void) async -> RPCError? {
-    do {
-        try await body()
-        XCTFail("expected \(code), got success", file: file, line: line)
-        return nil
-    } catch let error as RPCError {
-        XCTAssertEqual(error.code, code, error.message, file: file, line: line)
-        return error
-    } catch {
-        XCTFail("expected RPCError \(code), got \(error)", file: file, line: line)
-        return nil
-    }
-}
-
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

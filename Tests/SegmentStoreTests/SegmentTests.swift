@@ -1,5 +1,6 @@
 import Foundation
 import SegmentStore
+import TestSupport
 import XCTest
 
 final class SegmentTests: XCTestCase {
@@ -160,17 +161,5 @@ final class SegmentTests: XCTestCase {
         XCTAssertEqual(SegmentFormat.indexBits(forKeys: 16), 1)
         XCTAssertEqual(SegmentFormat.indexBits(forKeys: 10_000_000), 20)
         XCTAssertEqual(SegmentFormat.indexBits(forKeys: 6_000_000_000), 24)
-    }
-}
-
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -177,33 +177,3 @@ final class CallTests: XCTestCase {
         server.drain()
     }
 }
-
-/// Runs `body`, expecting an `RPCError` with `code`; returns the error.
-@discardableResult
-func assertStatus(_ code: RPCStatusCode, file: StaticString = #filePath, line: UInt = #line,
-                  _ body: () async throws -> Void) async -> RPCError? {
-    do {
-        try await body()
-        XCTFail("expected \(code), got success", file: file, line: line)
-        return nil
-    } catch let error as RPCError {
-        XCTAssertEqual(error.code, code, error.message, file: file, line: line)
-        return error
-    } catch {
-        XCTFail("expected RPCError \(code), got \(error)", file: file, line: line)
-        return nil
-    }
-}
-
-/// Polls `condition` every 10 ms for up to `timeout`.
-func waitUntil(timeout: Duration = .seconds(5), file: StaticString = #filePath, line: UInt = #line,
-               _ condition: () -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while !condition() {
-        if ContinuousClock.now > deadline {
-            XCTFail("condition not met within \(timeout)", file: file, line: line)
-            return
-        }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-}

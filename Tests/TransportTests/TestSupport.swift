@@ -6,6 +6,7 @@ import RosterRPC
 import RosterTransport
 import Synchronization
 import XCTest
+@_exported import TestSupport
 
 /// The async echo: sleeps, fails or echoes as the request asks, and counts
 /// the calls that saw their task cancelled.
