@@ -28,6 +28,11 @@ public struct AccessPolicy: Sendable {
         return AccessPolicy(clientTokens: tokens("ROSTER_CLIENT_TOKENS"), adminTokens: tokens("ROSTER_ADMIN_TOKENS"))
     }
 
+    /// Says loudly that tokens are off: fine on a laptop, never in production.
+    public func warnIfDisabled(_ logger: Logger) {
+        if disabled { logger.warning("token checks are OFF: any client may query and publish (local development only)") }
+    }
+
     private func token(_ context: RPCContext) -> String? {
         guard let header = context.metadata["authorization"], header.hasPrefix("Bearer ") else { return nil }
         return String(header.dropFirst(7))
@@ -59,10 +64,12 @@ public struct MatchHandler: MatchService.InlineHandler {
     /// The most hashes one MatchMany may carry.
     public let maxBatch: Int
 
-    public init(catalog: MatchCatalog, access: AccessPolicy, maxBatch: Int = 100_000) {
+    public init(catalog: MatchCatalog, access: AccessPolicy, maxBatch: Int = 100_000,
+                logger: Logger = Logger(label: "roster.match")) {
         self.catalog = catalog
         self.access = access
         self.maxBatch = maxBatch
+        access.warnIfDisabled(logger)
     }
 
     private func list(_ advertiser: String) throws(RPCError) -> ListVersion {

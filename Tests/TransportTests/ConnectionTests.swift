@@ -101,3 +101,24 @@ final class ConnectionTests: XCTestCase {
         await client.close()
     }
 }
+
+/// SIGTERM, delivered to this very process, drains the server through
+/// swift-service-lifecycle: the call in flight completes and `run()` returns.
+final class SignalTests: XCTestCase {
+    func testSIGTERMDrainsTheServer() async throws {
+        let echo = EchoService()
+        let server = try RPCServer(services: [echo], logger: quietLogger)
+        let group = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm], logger: quietLogger)
+        let running = Task { try await group.run() }
+        // The group installs its signal handlers before it starts the services.
+        try await waitUntil { server.localAddress != nil }
+        let client = RPCClient(address: server.localAddress!)
+        let slow = Task { try await Echo.Client(transport: client).echo(EchoRequest(index: 9, delayMs: 200)) }
+        try await waitUntil { echo.started.load(ordering: .relaxed) == 1 }
+        kill(getpid(), SIGTERM)
+        let reply = try await slow.value
+        XCTAssertEqual(reply.index, 9)
+        try await running.value
+        await client.close()
+    }
+}
