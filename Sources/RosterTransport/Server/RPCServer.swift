@@ -101,7 +101,6 @@ public final class RPCServer: Service, Sendable {
                     if let idle = configuration.idleTimeout {
                         try sync.addHandler(IdleStateHandler(allTimeout: idle))
                     }
-                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
                     try sync.addHandler(ServerConnectionHandler(router: router, configuration: configuration, metrics: metrics, logger: logger))
                 }
             }

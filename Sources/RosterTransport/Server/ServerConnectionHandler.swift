@@ -15,7 +15,7 @@ struct DrainEvent: Sendable {}
 /// cap is reached or the peer is not reading its responses), deadlines,
 /// cancellation and the drain handshake.
 final class ServerConnectionHandler: ChannelDuplexHandler {
-    typealias InboundIn = InboundFrame
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -54,7 +54,14 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private static let outgoingCapacity = 16 * 1024
     private static let drainPingPayload: UInt64 = 0x4452_4149_4E00_0000 // "DRAIN"
 
+    /// Frames are cut here rather than in a separate ByteToMessageHandler:
+    /// one handler per call fewer, and no boxing of each frame into NIOAny.
+    private var decoder: FrameDecoder
+    /// Bytes of a frame not yet complete.
+    private var cumulation: ByteBuffer?
+
     init(router: MethodRouter, configuration: RPCServer.Configuration, metrics: ServerMetrics, logger: Logger) {
+        self.decoder = FrameDecoder(maxFrameSize: configuration.maxFrameSize)
         self.router = router
         self.configuration = configuration
         self.metrics = metrics
@@ -83,7 +90,33 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        var buffer = unwrapInboundIn(data)
+        if var pending = cumulation {
+            cumulation = nil
+            pending.writeBuffer(&buffer)
+            buffer = pending
+        }
+        do {
+            while !isClosed, let inbound = try decoder.decode(buffer: &buffer) {
+                process(inbound)
+            }
+        } catch {
+            connectionError(error)
+            return
+        }
+        if buffer.readableBytes > 0, !isClosed {
+            buffer.discardReadBytes()
+            cumulation = buffer
+        }
+    }
+
+    private var isClosed: Bool {
+        if case .closed = state { return true }
+        return false
+    }
+
+    private func process(_ inbound: InboundFrame) {
+        switch inbound {
         case .preface:
             var buffer = context.channel.allocator.buffer(capacity: WireProtocol.prefaceLength)
             FrameWriter.writePreface(into: &buffer)
