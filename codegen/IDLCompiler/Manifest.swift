@@ -97,14 +97,19 @@ extension IDLCompiler {
 
     /// Writes generated files under `root`, creating folders, and leaves files
     /// whose contents are already right untouched (so builds do not redo work).
-    public static func write(_ files: [GeneratedFile], root: URL) throws {
+    /// Returns the paths it wrote.
+    @discardableResult
+    public static func write(_ files: [GeneratedFile], root: URL) throws -> [String] {
         let fm = FileManager.default
+        var written: [String] = []
         for file in files {
             let url = resolve(file.path, root)
             if (try? String(contentsOf: url, encoding: .utf8)) == file.contents { continue }
             try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             try Data(file.contents.utf8).write(to: url, options: .atomic)
+            written.append(file.path)
         }
+        return written
     }
 }
 

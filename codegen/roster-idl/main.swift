@@ -100,8 +100,13 @@ for job in jobs {
         } else if job.swiftOut == nil && job.protoOut == nil {
             // Checking the schema alone is a useful job too.
         } else {
-            do { try IDLCompiler.write(files, root: root) } catch { fail("roster-idl: \(error)", status: 1) }
-            for f in files { print("wrote \(f.path)") }
+            do {
+                let written = try IDLCompiler.write(files, root: root)
+                for path in written { print("wrote \(path)") }
+                if written.isEmpty { print("up to date: \(files.map(\.path).joined(separator: ", "))") }
+            } catch {
+                fail("roster-idl: \(error)", status: 1)
+            }
         }
     }
 }
