@@ -85,20 +85,18 @@ public final class MatchCatalog: Sendable {
         guard let data = try? Data(contentsOf: manifestURL) else { return }
         let file = try JSONDecoder().decode(ManifestFile.self, from: data)
         var loaded: [String: ListVersion] = [:]
-        var kept = ManifestFile()
         for (advertiser, entry) in file.advertisers.sorted(by: { $0.key < $1.key }) {
             do {
                 let segments = try entry.segments.map { (path) throws(SegmentError) in try Segment(path: resolve(path).path) }
                 loaded[advertiser] = ListVersion(advertiserID: advertiser, version: entry.version, segments: segments)
-                kept.advertisers[advertiser] = entry
             } catch {
+                // Kept on record in the manifest; a new publish replaces it.
                 logger.error("cannot reload advertiser; it is not served", metadata: [
                     "advertiser": "\(advertiser)", "version": "\(entry.version)", "error": "\(error)"])
-                kept.advertisers[advertiser] = entry // keep it on record; a new publish replaces it
             }
         }
         live.withLock { $0 = loaded }
-        manifest.withLock { $0 = kept }
+        manifest.withLock { $0 = file }
         logger.info("reloaded", metadata: ["advertisers": "\(loaded.count)"])
     }
 

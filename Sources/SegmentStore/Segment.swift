@@ -159,10 +159,4 @@ public final class Segment: @unchecked Sendable {
             start += n
         }
     }
-
-    /// Every key in order (for tests and merges).
-    public func key(at i: Int) -> Key16 {
-        precondition(i >= 0 && i < count)
-        return Key16(keys + i << 4)
-    }
 }

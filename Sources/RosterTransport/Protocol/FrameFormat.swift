@@ -151,12 +151,6 @@ public enum FrameWriter {
         return buffer
     }
 
-    public static func okResponse(callID: UInt32, message: any ProtoMessage, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: WireProtocol.headerLength + 1 + message.serializedSize)
-        appendOKResponse(callID: callID, message: message, to: &buffer)
-        return buffer
-    }
-
     /// Appends an OK RESPONSE to `buffer`, which may already hold other frames:
     /// a server answering a batch of calls writes them all into one buffer.
     public static func appendOKResponse(callID: UInt32, message: any ProtoMessage, to buffer: inout ByteBuffer) {
@@ -164,12 +158,6 @@ public enum FrameWriter {
         writeHeader(into: &buffer, length: 1 + size, type: .response, callID: callID)
         buffer.writeInteger(RPCStatusCode.ok.rawValue)
         writeMessage(message, size: size, into: &buffer)
-    }
-
-    public static func errorResponse(callID: UInt32, error: RPCError, flags: UInt8 = 0, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: WireProtocol.headerLength + 1 + error.message.utf8.count)
-        appendErrorResponse(callID: callID, error: error, flags: flags, to: &buffer)
-        return buffer
     }
 
     public static func appendErrorResponse(callID: UInt32, error: RPCError, flags: UInt8 = 0, to buffer: inout ByteBuffer) {
