@@ -61,6 +61,22 @@ let package = Package(
         .target(name: "DataLake"),
         .target(name: "HashParsing", dependencies: ["DataLake", "SegmentStore"]),
 
+        // System SQLite (Debian libsqlite3-dev) and a thin Swift layer over it.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .target(name: "SQLite", dependencies: ["CSQLite"]),
+        // The ingest coordinator: catalog, pull scheduling, leases, publishing.
+        .target(name: "IngestCoordinator", dependencies: [
+            "RosterAPI", "RosterRPC", "DataLake", "HashParsing", "SegmentStore", "SQLite",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // Stateless block workers: parse blocks into runs, merge runs into segments.
+        .target(name: "IngestWorker", dependencies: [
+            "RosterAPI", "RosterRPC", "DataLake", "HashParsing", "SegmentStore",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+
         // Helpers shared by the test targets (seeded random numbers, status assertions).
         .target(name: "TestSupport", dependencies: ["RosterRPC"], path: "Tests/TestSupport"),
 
@@ -76,7 +92,11 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore", "TestSupport"]),
-        .testTarget(name: "IngestTests", dependencies: ["DataLake", "HashParsing", "SegmentStore"]),
+        .testTarget(name: "IngestTests", dependencies: [
+            "DataLake", "HashParsing", "SegmentStore", "IngestCoordinator", "IngestWorker", "MatchServer",
+            "RosterAPI", "RosterRPC", "RosterTransport", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "MatchServerTests", dependencies: [
             "MatchServer", "RosterAPI", "RosterRPC", "RosterTransport", "SegmentStore", "TestSupport",
             .product(name: "Logging", package: "swift-log"),

@@ -127,6 +127,23 @@ public final class Segment: @unchecked Sendable {
         return false
     }
 
+    /// The key at `i` (0 ..< count), in order.
+    public func key(at i: Int) -> Key16 {
+        precondition(i >= 0 && i < info.keyCount)
+        return Key16(keys + i << 4)
+    }
+
+    /// The index of the first key not less than `key` (count if none):
+    /// where a key range starts, for merging runs by range.
+    public func lowerBound(_ key: Key16) -> Int {
+        var (l, r) = bucketBounds(key.hi)
+        while l < r {
+            let m = (l + r) >> 1
+            if Key16(keys + m << 4) < key { l = m + 1 } else { r = m }
+        }
+        return l
+    }
+
     public func contains(_ key: Key16) -> Bool {
         let (l, r) = bucketBounds(key.hi)
         return search(key.hi, key.lo, l, r)

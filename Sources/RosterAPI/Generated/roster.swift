@@ -4,6 +4,99 @@
 import Foundation
 import RosterRPC
 
+/// Where a file version is in its life.
+public enum FileState: ProtoEnum {
+    case unspecified // = 0
+    /// Split into blocks; no block parsed yet.
+    case queued // = 1
+    /// Workers are parsing its blocks.
+    case parsing // = 2
+    /// Its sorted runs are being merged into segments.
+    case merging // = 3
+    /// Merged; being made live on the match server.
+    case publishing // = 4
+    /// Served by the match server.
+    case live // = 5
+    /// A block or merge failed too often, or the file could not be read.
+    case failed // = 6
+    /// Too many invalid lines: the whole version was refused.
+    case rejected // = 7
+    /// A newer file of the same advertiser, or a change to this file, replaced it before it went live.
+    case superseded // = 8
+    /// Was live; a newer version replaced it.
+    case retired // = 9
+    /// A number this version of the schema does not name; kept so it re-encodes unchanged.
+    case unrecognized(Int32)
+
+    public init() { self = .unspecified }
+
+    public init(rawValue: Int32) {
+        switch rawValue {
+        case 0: self = .unspecified
+        case 1: self = .queued
+        case 2: self = .parsing
+        case 3: self = .merging
+        case 4: self = .publishing
+        case 5: self = .live
+        case 6: self = .failed
+        case 7: self = .rejected
+        case 8: self = .superseded
+        case 9: self = .retired
+        default: self = .unrecognized(rawValue)
+        }
+    }
+
+    public var rawValue: Int32 {
+        switch self {
+        case .unspecified: return 0
+        case .queued: return 1
+        case .parsing: return 2
+        case .merging: return 3
+        case .publishing: return 4
+        case .live: return 5
+        case .failed: return 6
+        case .rejected: return 7
+        case .superseded: return 8
+        case .retired: return 9
+        case .unrecognized(let value): return value
+        }
+    }
+
+    public static let allCases: [FileState] = [.unspecified, .queued, .parsing, .merging, .publishing, .live, .failed, .rejected, .superseded, .retired]
+}
+
+public enum TaskKind: ProtoEnum {
+    case unspecified // = 0
+    /// Parse one block of a file into a sorted run.
+    case parse // = 1
+    /// Merge one key range of all of a version's runs into one segment.
+    case merge // = 2
+    /// A number this version of the schema does not name; kept so it re-encodes unchanged.
+    case unrecognized(Int32)
+
+    public init() { self = .unspecified }
+
+    public init(rawValue: Int32) {
+        switch rawValue {
+        case 0: self = .unspecified
+        case 1: self = .parse
+        case 2: self = .merge
+        default: self = .unrecognized(rawValue)
+        }
+    }
+
+    public var rawValue: Int32 {
+        switch self {
+        case .unspecified: return 0
+        case .parse: return 1
+        case .merge: return 2
+        case .unrecognized(let value): return value
+        }
+    }
+
+    public static let allCases: [TaskKind] = [.unspecified, .parse, .merge]
+}
+
 /// Is one email hash a member of one advertiser's list?
 public struct MatchRequest: ProtoMessage {
     /// The advertiser whose list is asked about (its folder name in the lake).
@@ -164,6 +257,493 @@ public struct UnpublishResponse: ProtoMessage {
     }
 }
 
+public struct SubmitFileRequest: ProtoMessage {
+    /// The file's path in the lake: `<advertiser-id>/<file>`.
+    public var path: String = ""
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(path: String = "") {
+        self.path = path
+    }
+}
+
+public struct SubmitFileResponse: ProtoMessage {
+    public var fileId: UInt64 = 0
+    public var advertiserId: String = ""
+    /// False when this exact file (path and etag) was already known: nothing new was queued.
+    public var queued: Bool = false
+    public var state: FileState = .unspecified
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        fileId: UInt64 = 0,
+        advertiserId: String = "",
+        queued: Bool = false,
+        state: FileState = .unspecified
+    ) {
+        self.fileId = fileId
+        self.advertiserId = advertiserId
+        self.queued = queued
+        self.state = state
+    }
+}
+
+/// The first invalid lines of a file, by kind; their content is never kept.
+public struct InvalidLine: ProtoMessage {
+    /// 1-based line number in the file.
+    public var line: UInt64 = 0
+    /// "wrong_hash_type", "unhashed_email" or "malformed".
+    public var kind: String = ""
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(line: UInt64 = 0, kind: String = "") {
+        self.line = line
+        self.kind = kind
+    }
+}
+
+public struct FileStatus: ProtoMessage {
+    public var fileId: UInt64 = 0
+    public var advertiserId: String = ""
+    public var path: String = ""
+    public var size: UInt64 = 0
+    public var etag: String = ""
+    public var state: FileState = .unspecified
+    public var blocksTotal: UInt32 = 0
+    public var blocksDone: UInt32 = 0
+    public var bytesDone: UInt64 = 0
+    public var mergesTotal: UInt32 = 0
+    public var mergesDone: UInt32 = 0
+    /// Parsed bytes per second since the first block was leased.
+    public var bytesPerSecond: Double = 0
+    /// Seconds until live at the current rate; 0 when unknown or finished.
+    public var etaSeconds: Double = 0
+    public var lines: UInt64 = 0
+    /// Valid keys read (duplicates included).
+    public var keys: UInt64 = 0
+    /// Distinct keys served, once merged.
+    public var distinctKeys: UInt64 = 0
+    public var invalidLines: UInt64 = 0
+    public var invalidByKind: [String: UInt64] = [:]
+    public var invalidSamples: [InvalidLine] = []
+    /// Why the file failed, was rejected or superseded.
+    public var error: String = ""
+    /// Unix time in milliseconds.
+    public var submittedAtMs: Int64 = 0
+    public var liveAtMs: Int64 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        fileId: UInt64 = 0,
+        advertiserId: String = "",
+        path: String = "",
+        size: UInt64 = 0,
+        etag: String = "",
+        state: FileState = .unspecified,
+        blocksTotal: UInt32 = 0,
+        blocksDone: UInt32 = 0,
+        bytesDone: UInt64 = 0,
+        mergesTotal: UInt32 = 0,
+        mergesDone: UInt32 = 0,
+        bytesPerSecond: Double = 0,
+        etaSeconds: Double = 0,
+        lines: UInt64 = 0,
+        keys: UInt64 = 0,
+        distinctKeys: UInt64 = 0,
+        invalidLines: UInt64 = 0,
+        invalidByKind: [String: UInt64] = [:],
+        invalidSamples: [InvalidLine] = [],
+        error: String = "",
+        submittedAtMs: Int64 = 0,
+        liveAtMs: Int64 = 0
+    ) {
+        self.fileId = fileId
+        self.advertiserId = advertiserId
+        self.path = path
+        self.size = size
+        self.etag = etag
+        self.state = state
+        self.blocksTotal = blocksTotal
+        self.blocksDone = blocksDone
+        self.bytesDone = bytesDone
+        self.mergesTotal = mergesTotal
+        self.mergesDone = mergesDone
+        self.bytesPerSecond = bytesPerSecond
+        self.etaSeconds = etaSeconds
+        self.lines = lines
+        self.keys = keys
+        self.distinctKeys = distinctKeys
+        self.invalidLines = invalidLines
+        self.invalidByKind = invalidByKind
+        self.invalidSamples = invalidSamples
+        self.error = error
+        self.submittedAtMs = submittedAtMs
+        self.liveAtMs = liveAtMs
+    }
+}
+
+public struct ListFilesRequest: ProtoMessage {
+    /// Only this advertiser's files when set.
+    public var advertiserId: String = ""
+    /// Only files in these states when non-empty.
+    public var states: [FileState] = []
+    /// At most this many, newest first (default 100).
+    public var limit: UInt32 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        advertiserId: String = "",
+        states: [FileState] = [],
+        limit: UInt32 = 0
+    ) {
+        self.advertiserId = advertiserId
+        self.states = states
+        self.limit = limit
+    }
+}
+
+public struct ListFilesResponse: ProtoMessage {
+    public var files: [FileStatus] = []
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(files: [FileStatus] = []) {
+        self.files = files
+    }
+}
+
+public struct StatusRequest: ProtoMessage {
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+}
+
+public struct StatusResponse: ProtoMessage {
+    /// Files not yet live, failed or rejected, oldest first, and the most recent others.
+    public var files: [FileStatus] = []
+    public var advertisersLive: UInt32 = 0
+    public var workersSeen: UInt32 = 0
+    public var tasksQueued: UInt32 = 0
+    public var tasksLeased: UInt32 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        files: [FileStatus] = [],
+        advertisersLive: UInt32 = 0,
+        workersSeen: UInt32 = 0,
+        tasksQueued: UInt32 = 0,
+        tasksLeased: UInt32 = 0
+    ) {
+        self.files = files
+        self.advertisersLive = advertisersLive
+        self.workersSeen = workersSeen
+        self.tasksQueued = tasksQueued
+        self.tasksLeased = tasksLeased
+    }
+}
+
+public struct SetWeightRequest: ProtoMessage {
+    public var advertiserId: String = ""
+    /// Scheduling weight, > 0 (default 1): a weight of 2 halves waiting.
+    public var weight: Double = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(advertiserId: String = "", weight: Double = 0) {
+        self.advertiserId = advertiserId
+        self.weight = weight
+    }
+}
+
+public struct SetWeightResponse: ProtoMessage {
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+}
+
+public struct ScanRequest: ProtoMessage {
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+}
+
+public struct ScanResponse: ProtoMessage {
+    /// Files queued by this scan.
+    public var queued: [FileStatus] = []
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(queued: [FileStatus] = []) {
+        self.queued = queued
+    }
+}
+
+/// One leased piece of work. Everything a stateless worker needs is here.
+public struct IngestTask: ProtoMessage {
+    public var taskId: UInt64 = 0
+    public var kind: TaskKind = .unspecified
+    /// Proof of the lease: reports carrying another token are ignored.
+    public var leaseToken: String = ""
+    public var attempt: UInt32 = 0
+    public var advertiserId: String = ""
+    /// The list version being built (the file id).
+    public var version: UInt64 = 0
+    /// Parse: the lake object and the byte range [start, end) whose lines to parse.
+    public var lakePath: String = ""
+    public var etag: String = ""
+    public var start: UInt64 = 0
+    public var end: UInt64 = 0
+    /// Where in the segment store to write the output (unique to this attempt).
+    public var outputPath: String = ""
+    /// Merge: the runs to merge, and the key range [key_low, key_high) by the
+    /// first 8 bytes of each key read big-endian (key_high 0 means the end).
+    public var runs: [String] = []
+    public var keyLow: UInt64 = 0
+    public var keyHigh: UInt64 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        taskId: UInt64 = 0,
+        kind: TaskKind = .unspecified,
+        leaseToken: String = "",
+        attempt: UInt32 = 0,
+        advertiserId: String = "",
+        version: UInt64 = 0,
+        lakePath: String = "",
+        etag: String = "",
+        start: UInt64 = 0,
+        end: UInt64 = 0,
+        outputPath: String = "",
+        runs: [String] = [],
+        keyLow: UInt64 = 0,
+        keyHigh: UInt64 = 0
+    ) {
+        self.taskId = taskId
+        self.kind = kind
+        self.leaseToken = leaseToken
+        self.attempt = attempt
+        self.advertiserId = advertiserId
+        self.version = version
+        self.lakePath = lakePath
+        self.etag = etag
+        self.start = start
+        self.end = end
+        self.outputPath = outputPath
+        self.runs = runs
+        self.keyLow = keyLow
+        self.keyHigh = keyHigh
+    }
+}
+
+public struct LeaseTasksRequest: ProtoMessage {
+    public var workerId: String = ""
+    /// At most this many tasks (default 1).
+    public var max: UInt32 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(workerId: String = "", max: UInt32 = 0) {
+        self.workerId = workerId
+        self.max = max
+    }
+}
+
+public struct LeaseTasksResponse: ProtoMessage {
+    public var tasks: [IngestTask] = []
+    /// Renew before this many milliseconds pass.
+    public var leaseMs: UInt32 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(tasks: [IngestTask] = [], leaseMs: UInt32 = 0) {
+        self.tasks = tasks
+        self.leaseMs = leaseMs
+    }
+}
+
+public struct HeartbeatRequest: ProtoMessage {
+    public var workerId: String = ""
+    public var taskIds: [UInt64] = []
+    public var leaseTokens: [String] = []
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        workerId: String = "",
+        taskIds: [UInt64] = [],
+        leaseTokens: [String] = []
+    ) {
+        self.workerId = workerId
+        self.taskIds = taskIds
+        self.leaseTokens = leaseTokens
+    }
+}
+
+public struct HeartbeatResponse: ProtoMessage {
+    /// Tasks whose lease is no longer this worker's: stop working on them.
+    public var lostTaskIds: [UInt64] = []
+    public var leaseMs: UInt32 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(lostTaskIds: [UInt64] = [], leaseMs: UInt32 = 0) {
+        self.lostTaskIds = lostTaskIds
+        self.leaseMs = leaseMs
+    }
+}
+
+public struct CompleteTaskRequest: ProtoMessage {
+    public var workerId: String = ""
+    public var taskId: UInt64 = 0
+    public var leaseToken: String = ""
+    /// Parse results.
+    public var lines: UInt64 = 0
+    public var keys: UInt64 = 0
+    public var skipped: UInt64 = 0
+    public var invalidByKind: [String: UInt64] = [:]
+    public var invalidSamples: [InvalidLine] = []
+    /// Distinct keys in the output (run or segment).
+    public var outputKeys: UInt64 = 0
+    /// Bytes parsed (the block's size) for rates.
+    public var bytes: UInt64 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        workerId: String = "",
+        taskId: UInt64 = 0,
+        leaseToken: String = "",
+        lines: UInt64 = 0,
+        keys: UInt64 = 0,
+        skipped: UInt64 = 0,
+        invalidByKind: [String: UInt64] = [:],
+        invalidSamples: [InvalidLine] = [],
+        outputKeys: UInt64 = 0,
+        bytes: UInt64 = 0
+    ) {
+        self.workerId = workerId
+        self.taskId = taskId
+        self.leaseToken = leaseToken
+        self.lines = lines
+        self.keys = keys
+        self.skipped = skipped
+        self.invalidByKind = invalidByKind
+        self.invalidSamples = invalidSamples
+        self.outputKeys = outputKeys
+        self.bytes = bytes
+    }
+}
+
+public struct CompleteTaskResponse: ProtoMessage {
+    /// False when the report was ignored: the lease was lost or the task was already done.
+    public var accepted: Bool = false
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(accepted: Bool = false) {
+        self.accepted = accepted
+    }
+}
+
+public struct FailTaskRequest: ProtoMessage {
+    public var workerId: String = ""
+    public var taskId: UInt64 = 0
+    public var leaseToken: String = ""
+    public var error: String = ""
+    /// The lake object no longer matches the leased etag: the version is abandoned and the file re-queued.
+    public var fileChanged: Bool = false
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        workerId: String = "",
+        taskId: UInt64 = 0,
+        leaseToken: String = "",
+        error: String = "",
+        fileChanged: Bool = false
+    ) {
+        self.workerId = workerId
+        self.taskId = taskId
+        self.leaseToken = leaseToken
+        self.error = error
+        self.fileChanged = fileChanged
+    }
+}
+
+public struct FailTaskResponse: ProtoMessage {
+    public var accepted: Bool = false
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(accepted: Bool = false) {
+        self.accepted = accepted
+    }
+}
+
 /// Membership queries: what high-RPS clients call.
 public enum MatchService {
     /// The fully qualified service name.
@@ -312,6 +892,155 @@ extension MatchAdmin.InlineHandler {
         [
             .inline(MatchAdmin.Method.publish) { try self.publish($0, context: $1) },
             .inline(MatchAdmin.Method.unpublish) { try self.unpublish($0, context: $1) },
+        ]
+    }
+}
+
+/// The ingest coordinator: users submit files and watch them; workers pull work.
+public enum Coordinator {
+    /// The fully qualified service name.
+    public static let name = "roster.v1.Coordinator"
+    /// The service id, the high 16 bits of each method id on the wire.
+    public static let id: UInt16 = 3
+
+    /// The service's methods as the wire protocol names them.
+    public enum Method {
+        /// Queues a lake file as its advertiser's next list (a new file replaces the list).
+        public static let submitFile = RPCMethodDescriptor(service: Coordinator.name, method: "SubmitFile", id: 0x0003_0001)
+        /// Files being ingested and recent ones, with progress and invalid-line reports.
+        public static let status = RPCMethodDescriptor(service: Coordinator.name, method: "Status", id: 0x0003_0002)
+        public static let listFiles = RPCMethodDescriptor(service: Coordinator.name, method: "ListFiles", id: 0x0003_0003)
+        /// Looks for new or changed files in the lake now, not at the next periodic scan.
+        public static let scan = RPCMethodDescriptor(service: Coordinator.name, method: "Scan", id: 0x0003_0004)
+        public static let setWeight = RPCMethodDescriptor(service: Coordinator.name, method: "SetWeight", id: 0x0003_0005)
+        /// Pull: the highest-priority tasks, leased to the caller.
+        public static let leaseTasks = RPCMethodDescriptor(service: Coordinator.name, method: "LeaseTasks", id: 0x0003_000A)
+        /// Renews the caller's leases.
+        public static let heartbeat = RPCMethodDescriptor(service: Coordinator.name, method: "Heartbeat", id: 0x0003_000B)
+        /// Reports a finished task; idempotent.
+        public static let completeTask = RPCMethodDescriptor(service: Coordinator.name, method: "CompleteTask", id: 0x0003_000C)
+        public static let failTask = RPCMethodDescriptor(service: Coordinator.name, method: "FailTask", id: 0x0003_000D)
+        public static let all: [RPCMethodDescriptor] = [submitFile, status, listFiles, scan, setWeight, leaseTasks, heartbeat, completeTask, failTask]
+    }
+
+    /// Implement this to serve `roster.v1.Coordinator` with handlers that may suspend.
+    public protocol Handler: RPCService {
+        /// Queues a lake file as its advertiser's next list (a new file replaces the list).
+        func submitFile(_ request: SubmitFileRequest, context: RPCContext) async throws -> SubmitFileResponse
+        /// Files being ingested and recent ones, with progress and invalid-line reports.
+        func status(_ request: StatusRequest, context: RPCContext) async throws -> StatusResponse
+        func listFiles(_ request: ListFilesRequest, context: RPCContext) async throws -> ListFilesResponse
+        /// Looks for new or changed files in the lake now, not at the next periodic scan.
+        func scan(_ request: ScanRequest, context: RPCContext) async throws -> ScanResponse
+        func setWeight(_ request: SetWeightRequest, context: RPCContext) async throws -> SetWeightResponse
+        /// Pull: the highest-priority tasks, leased to the caller.
+        func leaseTasks(_ request: LeaseTasksRequest, context: RPCContext) async throws -> LeaseTasksResponse
+        /// Renews the caller's leases.
+        func heartbeat(_ request: HeartbeatRequest, context: RPCContext) async throws -> HeartbeatResponse
+        /// Reports a finished task; idempotent.
+        func completeTask(_ request: CompleteTaskRequest, context: RPCContext) async throws -> CompleteTaskResponse
+        func failTask(_ request: FailTaskRequest, context: RPCContext) async throws -> FailTaskResponse
+    }
+
+    /// Implement this instead of `Handler` when no handler ever suspends (an in-memory
+    /// lookup, say): the runtime then calls them on the connection's event loop,
+    /// with no task hop.
+    public protocol InlineHandler: RPCService {
+        /// Queues a lake file as its advertiser's next list (a new file replaces the list).
+        func submitFile(_ request: SubmitFileRequest, context: RPCContext) throws -> SubmitFileResponse
+        /// Files being ingested and recent ones, with progress and invalid-line reports.
+        func status(_ request: StatusRequest, context: RPCContext) throws -> StatusResponse
+        func listFiles(_ request: ListFilesRequest, context: RPCContext) throws -> ListFilesResponse
+        /// Looks for new or changed files in the lake now, not at the next periodic scan.
+        func scan(_ request: ScanRequest, context: RPCContext) throws -> ScanResponse
+        func setWeight(_ request: SetWeightRequest, context: RPCContext) throws -> SetWeightResponse
+        /// Pull: the highest-priority tasks, leased to the caller.
+        func leaseTasks(_ request: LeaseTasksRequest, context: RPCContext) throws -> LeaseTasksResponse
+        /// Renews the caller's leases.
+        func heartbeat(_ request: HeartbeatRequest, context: RPCContext) throws -> HeartbeatResponse
+        /// Reports a finished task; idempotent.
+        func completeTask(_ request: CompleteTaskRequest, context: RPCContext) throws -> CompleteTaskResponse
+        func failTask(_ request: FailTaskRequest, context: RPCContext) throws -> FailTaskResponse
+    }
+
+    /// A typed client for `roster.v1.Coordinator`.
+    public struct Client<Transport: RPCClientTransport>: Sendable {
+        public let transport: Transport
+
+        public init(transport: Transport) { self.transport = transport }
+
+        /// Queues a lake file as its advertiser's next list (a new file replaces the list).
+        public func submitFile(_ request: SubmitFileRequest, options: CallOptions = .defaults) async throws -> SubmitFileResponse {
+            try await transport.unary(Method.submitFile, request: request, options: options)
+        }
+
+        /// Files being ingested and recent ones, with progress and invalid-line reports.
+        public func status(_ request: StatusRequest, options: CallOptions = .defaults) async throws -> StatusResponse {
+            try await transport.unary(Method.status, request: request, options: options)
+        }
+
+        public func listFiles(_ request: ListFilesRequest, options: CallOptions = .defaults) async throws -> ListFilesResponse {
+            try await transport.unary(Method.listFiles, request: request, options: options)
+        }
+
+        /// Looks for new or changed files in the lake now, not at the next periodic scan.
+        public func scan(_ request: ScanRequest, options: CallOptions = .defaults) async throws -> ScanResponse {
+            try await transport.unary(Method.scan, request: request, options: options)
+        }
+
+        public func setWeight(_ request: SetWeightRequest, options: CallOptions = .defaults) async throws -> SetWeightResponse {
+            try await transport.unary(Method.setWeight, request: request, options: options)
+        }
+
+        /// Pull: the highest-priority tasks, leased to the caller.
+        public func leaseTasks(_ request: LeaseTasksRequest, options: CallOptions = .defaults) async throws -> LeaseTasksResponse {
+            try await transport.unary(Method.leaseTasks, request: request, options: options)
+        }
+
+        /// Renews the caller's leases.
+        public func heartbeat(_ request: HeartbeatRequest, options: CallOptions = .defaults) async throws -> HeartbeatResponse {
+            try await transport.unary(Method.heartbeat, request: request, options: options)
+        }
+
+        /// Reports a finished task; idempotent.
+        public func completeTask(_ request: CompleteTaskRequest, options: CallOptions = .defaults) async throws -> CompleteTaskResponse {
+            try await transport.unary(Method.completeTask, request: request, options: options)
+        }
+
+        public func failTask(_ request: FailTaskRequest, options: CallOptions = .defaults) async throws -> FailTaskResponse {
+            try await transport.unary(Method.failTask, request: request, options: options)
+        }
+    }
+}
+
+extension Coordinator.Handler {
+    public var methods: [RPCServerMethod] {
+        [
+            .async(Coordinator.Method.submitFile) { try await self.submitFile($0, context: $1) },
+            .async(Coordinator.Method.status) { try await self.status($0, context: $1) },
+            .async(Coordinator.Method.listFiles) { try await self.listFiles($0, context: $1) },
+            .async(Coordinator.Method.scan) { try await self.scan($0, context: $1) },
+            .async(Coordinator.Method.setWeight) { try await self.setWeight($0, context: $1) },
+            .async(Coordinator.Method.leaseTasks) { try await self.leaseTasks($0, context: $1) },
+            .async(Coordinator.Method.heartbeat) { try await self.heartbeat($0, context: $1) },
+            .async(Coordinator.Method.completeTask) { try await self.completeTask($0, context: $1) },
+            .async(Coordinator.Method.failTask) { try await self.failTask($0, context: $1) },
+        ]
+    }
+}
+
+extension Coordinator.InlineHandler {
+    public var methods: [RPCServerMethod] {
+        [
+            .inline(Coordinator.Method.submitFile) { try self.submitFile($0, context: $1) },
+            .inline(Coordinator.Method.status) { try self.status($0, context: $1) },
+            .inline(Coordinator.Method.listFiles) { try self.listFiles($0, context: $1) },
+            .inline(Coordinator.Method.scan) { try self.scan($0, context: $1) },
+            .inline(Coordinator.Method.setWeight) { try self.setWeight($0, context: $1) },
+            .inline(Coordinator.Method.leaseTasks) { try self.leaseTasks($0, context: $1) },
+            .inline(Coordinator.Method.heartbeat) { try self.heartbeat($0, context: $1) },
+            .inline(Coordinator.Method.completeTask) { try self.completeTask($0, context: $1) },
+            .inline(Coordinator.Method.failTask) { try self.failTask($0, context: $1) },
         ]
     }
 }
@@ -539,6 +1268,645 @@ extension UnpublishResponse {
 
     public func encode(to writer: inout ProtoWriter) {
         if self.removedVersion != 0 { writer.write(UInt64Codec.self, field: 1, self.removedVersion) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension SubmitFileRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.path = try reader.read(StringCodec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.path.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.path) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.path.isEmpty { writer.write(StringCodec.self, field: 1, self.path) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension SubmitFileResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.fileId = try reader.read(UInt64Codec.self, tag)
+            case 2: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 3: self.queued = try reader.read(BoolCodec.self, tag)
+            case 4: self.state = try reader.read(EnumCodec<FileState>.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if self.fileId != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.fileId) }
+        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 2, self.advertiserId) }
+        if self.queued { size += ProtoSize.field(BoolCodec.self, field: 3, self.queued) }
+        if self.state.rawValue != 0 { size += ProtoSize.field(EnumCodec<FileState>.self, field: 4, self.state) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if self.fileId != 0 { writer.write(UInt64Codec.self, field: 1, self.fileId) }
+        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 2, self.advertiserId) }
+        if self.queued { writer.write(BoolCodec.self, field: 3, self.queued) }
+        if self.state.rawValue != 0 { writer.write(EnumCodec<FileState>.self, field: 4, self.state) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension InvalidLine {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.line = try reader.read(UInt64Codec.self, tag)
+            case 2: self.kind = try reader.read(StringCodec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if self.line != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.line) }
+        if !self.kind.isEmpty { size += ProtoSize.field(StringCodec.self, field: 2, self.kind) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if self.line != 0 { writer.write(UInt64Codec.self, field: 1, self.line) }
+        if !self.kind.isEmpty { writer.write(StringCodec.self, field: 2, self.kind) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension FileStatus {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.fileId = try reader.read(UInt64Codec.self, tag)
+            case 2: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 3: self.path = try reader.read(StringCodec.self, tag)
+            case 4: self.size = try reader.read(UInt64Codec.self, tag)
+            case 5: self.etag = try reader.read(StringCodec.self, tag)
+            case 6: self.state = try reader.read(EnumCodec<FileState>.self, tag)
+            case 7: self.blocksTotal = try reader.read(UInt32Codec.self, tag)
+            case 8: self.blocksDone = try reader.read(UInt32Codec.self, tag)
+            case 9: self.bytesDone = try reader.read(UInt64Codec.self, tag)
+            case 10: self.mergesTotal = try reader.read(UInt32Codec.self, tag)
+            case 11: self.mergesDone = try reader.read(UInt32Codec.self, tag)
+            case 12: self.bytesPerSecond = try reader.read(DoubleCodec.self, tag)
+            case 13: self.etaSeconds = try reader.read(DoubleCodec.self, tag)
+            case 14: self.lines = try reader.read(UInt64Codec.self, tag)
+            case 15: self.keys = try reader.read(UInt64Codec.self, tag)
+            case 16: self.distinctKeys = try reader.read(UInt64Codec.self, tag)
+            case 17: self.invalidLines = try reader.read(UInt64Codec.self, tag)
+            case 18: try reader.readMapEntry(StringCodec.self, UInt64Codec.self, tag, into: &self.invalidByKind)
+            case 19: try reader.readRepeated(MessageCodec<InvalidLine>.self, tag, into: &self.invalidSamples)
+            case 20: self.error = try reader.read(StringCodec.self, tag)
+            case 21: self.submittedAtMs = try reader.read(Int64Codec.self, tag)
+            case 22: self.liveAtMs = try reader.read(Int64Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if self.fileId != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.fileId) }
+        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 2, self.advertiserId) }
+        if !self.path.isEmpty { size += ProtoSize.field(StringCodec.self, field: 3, self.path) }
+        if self.size != 0 { size += ProtoSize.field(UInt64Codec.self, field: 4, self.size) }
+        if !self.etag.isEmpty { size += ProtoSize.field(StringCodec.self, field: 5, self.etag) }
+        if self.state.rawValue != 0 { size += ProtoSize.field(EnumCodec<FileState>.self, field: 6, self.state) }
+        if self.blocksTotal != 0 { size += ProtoSize.field(UInt32Codec.self, field: 7, self.blocksTotal) }
+        if self.blocksDone != 0 { size += ProtoSize.field(UInt32Codec.self, field: 8, self.blocksDone) }
+        if self.bytesDone != 0 { size += ProtoSize.field(UInt64Codec.self, field: 9, self.bytesDone) }
+        if self.mergesTotal != 0 { size += ProtoSize.field(UInt32Codec.self, field: 10, self.mergesTotal) }
+        if self.mergesDone != 0 { size += ProtoSize.field(UInt32Codec.self, field: 11, self.mergesDone) }
+        if self.bytesPerSecond.bitPattern != 0 { size += ProtoSize.field(DoubleCodec.self, field: 12, self.bytesPerSecond) }
+        if self.etaSeconds.bitPattern != 0 { size += ProtoSize.field(DoubleCodec.self, field: 13, self.etaSeconds) }
+        if self.lines != 0 { size += ProtoSize.field(UInt64Codec.self, field: 14, self.lines) }
+        if self.keys != 0 { size += ProtoSize.field(UInt64Codec.self, field: 15, self.keys) }
+        if self.distinctKeys != 0 { size += ProtoSize.field(UInt64Codec.self, field: 16, self.distinctKeys) }
+        if self.invalidLines != 0 { size += ProtoSize.field(UInt64Codec.self, field: 17, self.invalidLines) }
+        size += ProtoSize.map(StringCodec.self, UInt64Codec.self, field: 18, self.invalidByKind)
+        size += ProtoSize.repeated(MessageCodec<InvalidLine>.self, field: 19, self.invalidSamples)
+        if !self.error.isEmpty { size += ProtoSize.field(StringCodec.self, field: 20, self.error) }
+        if self.submittedAtMs != 0 { size += ProtoSize.field(Int64Codec.self, field: 21, self.submittedAtMs) }
+        if self.liveAtMs != 0 { size += ProtoSize.field(Int64Codec.self, field: 22, self.liveAtMs) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if self.fileId != 0 { writer.write(UInt64Codec.self, field: 1, self.fileId) }
+        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 2, self.advertiserId) }
+        if !self.path.isEmpty { writer.write(StringCodec.self, field: 3, self.path) }
+        if self.size != 0 { writer.write(UInt64Codec.self, field: 4, self.size) }
+        if !self.etag.isEmpty { writer.write(StringCodec.self, field: 5, self.etag) }
+        if self.state.rawValue != 0 { writer.write(EnumCodec<FileState>.self, field: 6, self.state) }
+        if self.blocksTotal != 0 { writer.write(UInt32Codec.self, field: 7, self.blocksTotal) }
+        if self.blocksDone != 0 { writer.write(UInt32Codec.self, field: 8, self.blocksDone) }
+        if self.bytesDone != 0 { writer.write(UInt64Codec.self, field: 9, self.bytesDone) }
+        if self.mergesTotal != 0 { writer.write(UInt32Codec.self, field: 10, self.mergesTotal) }
+        if self.mergesDone != 0 { writer.write(UInt32Codec.self, field: 11, self.mergesDone) }
+        if self.bytesPerSecond.bitPattern != 0 { writer.write(DoubleCodec.self, field: 12, self.bytesPerSecond) }
+        if self.etaSeconds.bitPattern != 0 { writer.write(DoubleCodec.self, field: 13, self.etaSeconds) }
+        if self.lines != 0 { writer.write(UInt64Codec.self, field: 14, self.lines) }
+        if self.keys != 0 { writer.write(UInt64Codec.self, field: 15, self.keys) }
+        if self.distinctKeys != 0 { writer.write(UInt64Codec.self, field: 16, self.distinctKeys) }
+        if self.invalidLines != 0 { writer.write(UInt64Codec.self, field: 17, self.invalidLines) }
+        writer.writeMap(StringCodec.self, UInt64Codec.self, field: 18, self.invalidByKind)
+        writer.writeRepeated(MessageCodec<InvalidLine>.self, field: 19, self.invalidSamples)
+        if !self.error.isEmpty { writer.write(StringCodec.self, field: 20, self.error) }
+        if self.submittedAtMs != 0 { writer.write(Int64Codec.self, field: 21, self.submittedAtMs) }
+        if self.liveAtMs != 0 { writer.write(Int64Codec.self, field: 22, self.liveAtMs) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension ListFilesRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 2: try reader.readPackable(EnumCodec<FileState>.self, tag, into: &self.states)
+            case 3: self.limit = try reader.read(UInt32Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserId) }
+        size += ProtoSize.packed(EnumCodec<FileState>.self, field: 2, self.states)
+        if self.limit != 0 { size += ProtoSize.field(UInt32Codec.self, field: 3, self.limit) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserId) }
+        writer.writePacked(EnumCodec<FileState>.self, field: 2, self.states)
+        if self.limit != 0 { writer.write(UInt32Codec.self, field: 3, self.limit) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension ListFilesResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: try reader.readRepeated(MessageCodec<FileStatus>.self, tag, into: &self.files)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        size += ProtoSize.repeated(MessageCodec<FileStatus>.self, field: 1, self.files)
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        writer.writeRepeated(MessageCodec<FileStatus>.self, field: 1, self.files)
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension StatusRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        unknownFields.count
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension StatusResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: try reader.readRepeated(MessageCodec<FileStatus>.self, tag, into: &self.files)
+            case 2: self.advertisersLive = try reader.read(UInt32Codec.self, tag)
+            case 3: self.workersSeen = try reader.read(UInt32Codec.self, tag)
+            case 4: self.tasksQueued = try reader.read(UInt32Codec.self, tag)
+            case 5: self.tasksLeased = try reader.read(UInt32Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        size += ProtoSize.repeated(MessageCodec<FileStatus>.self, field: 1, self.files)
+        if self.advertisersLive != 0 { size += ProtoSize.field(UInt32Codec.self, field: 2, self.advertisersLive) }
+        if self.workersSeen != 0 { size += ProtoSize.field(UInt32Codec.self, field: 3, self.workersSeen) }
+        if self.tasksQueued != 0 { size += ProtoSize.field(UInt32Codec.self, field: 4, self.tasksQueued) }
+        if self.tasksLeased != 0 { size += ProtoSize.field(UInt32Codec.self, field: 5, self.tasksLeased) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        writer.writeRepeated(MessageCodec<FileStatus>.self, field: 1, self.files)
+        if self.advertisersLive != 0 { writer.write(UInt32Codec.self, field: 2, self.advertisersLive) }
+        if self.workersSeen != 0 { writer.write(UInt32Codec.self, field: 3, self.workersSeen) }
+        if self.tasksQueued != 0 { writer.write(UInt32Codec.self, field: 4, self.tasksQueued) }
+        if self.tasksLeased != 0 { writer.write(UInt32Codec.self, field: 5, self.tasksLeased) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension SetWeightRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 2: self.weight = try reader.read(DoubleCodec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserId) }
+        if self.weight.bitPattern != 0 { size += ProtoSize.field(DoubleCodec.self, field: 2, self.weight) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserId) }
+        if self.weight.bitPattern != 0 { writer.write(DoubleCodec.self, field: 2, self.weight) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension SetWeightResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        unknownFields.count
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension ScanRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        unknownFields.count
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension ScanResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: try reader.readRepeated(MessageCodec<FileStatus>.self, tag, into: &self.queued)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        size += ProtoSize.repeated(MessageCodec<FileStatus>.self, field: 1, self.queued)
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        writer.writeRepeated(MessageCodec<FileStatus>.self, field: 1, self.queued)
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension IngestTask {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.taskId = try reader.read(UInt64Codec.self, tag)
+            case 2: self.kind = try reader.read(EnumCodec<TaskKind>.self, tag)
+            case 3: self.leaseToken = try reader.read(StringCodec.self, tag)
+            case 4: self.attempt = try reader.read(UInt32Codec.self, tag)
+            case 5: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 6: self.version = try reader.read(UInt64Codec.self, tag)
+            case 7: self.lakePath = try reader.read(StringCodec.self, tag)
+            case 8: self.etag = try reader.read(StringCodec.self, tag)
+            case 9: self.start = try reader.read(UInt64Codec.self, tag)
+            case 10: self.end = try reader.read(UInt64Codec.self, tag)
+            case 11: self.outputPath = try reader.read(StringCodec.self, tag)
+            case 12: try reader.readRepeated(StringCodec.self, tag, into: &self.runs)
+            case 13: self.keyLow = try reader.read(UInt64Codec.self, tag)
+            case 14: self.keyHigh = try reader.read(UInt64Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if self.taskId != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.taskId) }
+        if self.kind.rawValue != 0 { size += ProtoSize.field(EnumCodec<TaskKind>.self, field: 2, self.kind) }
+        if !self.leaseToken.isEmpty { size += ProtoSize.field(StringCodec.self, field: 3, self.leaseToken) }
+        if self.attempt != 0 { size += ProtoSize.field(UInt32Codec.self, field: 4, self.attempt) }
+        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 5, self.advertiserId) }
+        if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 6, self.version) }
+        if !self.lakePath.isEmpty { size += ProtoSize.field(StringCodec.self, field: 7, self.lakePath) }
+        if !self.etag.isEmpty { size += ProtoSize.field(StringCodec.self, field: 8, self.etag) }
+        if self.start != 0 { size += ProtoSize.field(UInt64Codec.self, field: 9, self.start) }
+        if self.end != 0 { size += ProtoSize.field(UInt64Codec.self, field: 10, self.end) }
+        if !self.outputPath.isEmpty { size += ProtoSize.field(StringCodec.self, field: 11, self.outputPath) }
+        size += ProtoSize.repeated(StringCodec.self, field: 12, self.runs)
+        if self.keyLow != 0 { size += ProtoSize.field(UInt64Codec.self, field: 13, self.keyLow) }
+        if self.keyHigh != 0 { size += ProtoSize.field(UInt64Codec.self, field: 14, self.keyHigh) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if self.taskId != 0 { writer.write(UInt64Codec.self, field: 1, self.taskId) }
+        if self.kind.rawValue != 0 { writer.write(EnumCodec<TaskKind>.self, field: 2, self.kind) }
+        if !self.leaseToken.isEmpty { writer.write(StringCodec.self, field: 3, self.leaseToken) }
+        if self.attempt != 0 { writer.write(UInt32Codec.self, field: 4, self.attempt) }
+        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 5, self.advertiserId) }
+        if self.version != 0 { writer.write(UInt64Codec.self, field: 6, self.version) }
+        if !self.lakePath.isEmpty { writer.write(StringCodec.self, field: 7, self.lakePath) }
+        if !self.etag.isEmpty { writer.write(StringCodec.self, field: 8, self.etag) }
+        if self.start != 0 { writer.write(UInt64Codec.self, field: 9, self.start) }
+        if self.end != 0 { writer.write(UInt64Codec.self, field: 10, self.end) }
+        if !self.outputPath.isEmpty { writer.write(StringCodec.self, field: 11, self.outputPath) }
+        writer.writeRepeated(StringCodec.self, field: 12, self.runs)
+        if self.keyLow != 0 { writer.write(UInt64Codec.self, field: 13, self.keyLow) }
+        if self.keyHigh != 0 { writer.write(UInt64Codec.self, field: 14, self.keyHigh) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension LeaseTasksRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.workerId = try reader.read(StringCodec.self, tag)
+            case 2: self.max = try reader.read(UInt32Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.workerId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.workerId) }
+        if self.max != 0 { size += ProtoSize.field(UInt32Codec.self, field: 2, self.max) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.workerId.isEmpty { writer.write(StringCodec.self, field: 1, self.workerId) }
+        if self.max != 0 { writer.write(UInt32Codec.self, field: 2, self.max) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension LeaseTasksResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: try reader.readRepeated(MessageCodec<IngestTask>.self, tag, into: &self.tasks)
+            case 2: self.leaseMs = try reader.read(UInt32Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        size += ProtoSize.repeated(MessageCodec<IngestTask>.self, field: 1, self.tasks)
+        if self.leaseMs != 0 { size += ProtoSize.field(UInt32Codec.self, field: 2, self.leaseMs) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        writer.writeRepeated(MessageCodec<IngestTask>.self, field: 1, self.tasks)
+        if self.leaseMs != 0 { writer.write(UInt32Codec.self, field: 2, self.leaseMs) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension HeartbeatRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.workerId = try reader.read(StringCodec.self, tag)
+            case 2: try reader.readPackable(UInt64Codec.self, tag, into: &self.taskIds)
+            case 3: try reader.readRepeated(StringCodec.self, tag, into: &self.leaseTokens)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.workerId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.workerId) }
+        size += ProtoSize.packed(UInt64Codec.self, field: 2, self.taskIds)
+        size += ProtoSize.repeated(StringCodec.self, field: 3, self.leaseTokens)
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.workerId.isEmpty { writer.write(StringCodec.self, field: 1, self.workerId) }
+        writer.writePacked(UInt64Codec.self, field: 2, self.taskIds)
+        writer.writeRepeated(StringCodec.self, field: 3, self.leaseTokens)
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension HeartbeatResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: try reader.readPackable(UInt64Codec.self, tag, into: &self.lostTaskIds)
+            case 2: self.leaseMs = try reader.read(UInt32Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        size += ProtoSize.packed(UInt64Codec.self, field: 1, self.lostTaskIds)
+        if self.leaseMs != 0 { size += ProtoSize.field(UInt32Codec.self, field: 2, self.leaseMs) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        writer.writePacked(UInt64Codec.self, field: 1, self.lostTaskIds)
+        if self.leaseMs != 0 { writer.write(UInt32Codec.self, field: 2, self.leaseMs) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension CompleteTaskRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.workerId = try reader.read(StringCodec.self, tag)
+            case 2: self.taskId = try reader.read(UInt64Codec.self, tag)
+            case 3: self.leaseToken = try reader.read(StringCodec.self, tag)
+            case 4: self.lines = try reader.read(UInt64Codec.self, tag)
+            case 5: self.keys = try reader.read(UInt64Codec.self, tag)
+            case 6: self.skipped = try reader.read(UInt64Codec.self, tag)
+            case 7: try reader.readMapEntry(StringCodec.self, UInt64Codec.self, tag, into: &self.invalidByKind)
+            case 8: try reader.readRepeated(MessageCodec<InvalidLine>.self, tag, into: &self.invalidSamples)
+            case 9: self.outputKeys = try reader.read(UInt64Codec.self, tag)
+            case 10: self.bytes = try reader.read(UInt64Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.workerId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.workerId) }
+        if self.taskId != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.taskId) }
+        if !self.leaseToken.isEmpty { size += ProtoSize.field(StringCodec.self, field: 3, self.leaseToken) }
+        if self.lines != 0 { size += ProtoSize.field(UInt64Codec.self, field: 4, self.lines) }
+        if self.keys != 0 { size += ProtoSize.field(UInt64Codec.self, field: 5, self.keys) }
+        if self.skipped != 0 { size += ProtoSize.field(UInt64Codec.self, field: 6, self.skipped) }
+        size += ProtoSize.map(StringCodec.self, UInt64Codec.self, field: 7, self.invalidByKind)
+        size += ProtoSize.repeated(MessageCodec<InvalidLine>.self, field: 8, self.invalidSamples)
+        if self.outputKeys != 0 { size += ProtoSize.field(UInt64Codec.self, field: 9, self.outputKeys) }
+        if self.bytes != 0 { size += ProtoSize.field(UInt64Codec.self, field: 10, self.bytes) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.workerId.isEmpty { writer.write(StringCodec.self, field: 1, self.workerId) }
+        if self.taskId != 0 { writer.write(UInt64Codec.self, field: 2, self.taskId) }
+        if !self.leaseToken.isEmpty { writer.write(StringCodec.self, field: 3, self.leaseToken) }
+        if self.lines != 0 { writer.write(UInt64Codec.self, field: 4, self.lines) }
+        if self.keys != 0 { writer.write(UInt64Codec.self, field: 5, self.keys) }
+        if self.skipped != 0 { writer.write(UInt64Codec.self, field: 6, self.skipped) }
+        writer.writeMap(StringCodec.self, UInt64Codec.self, field: 7, self.invalidByKind)
+        writer.writeRepeated(MessageCodec<InvalidLine>.self, field: 8, self.invalidSamples)
+        if self.outputKeys != 0 { writer.write(UInt64Codec.self, field: 9, self.outputKeys) }
+        if self.bytes != 0 { writer.write(UInt64Codec.self, field: 10, self.bytes) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension CompleteTaskResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.accepted = try reader.read(BoolCodec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if self.accepted { size += ProtoSize.field(BoolCodec.self, field: 1, self.accepted) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if self.accepted { writer.write(BoolCodec.self, field: 1, self.accepted) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension FailTaskRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.workerId = try reader.read(StringCodec.self, tag)
+            case 2: self.taskId = try reader.read(UInt64Codec.self, tag)
+            case 3: self.leaseToken = try reader.read(StringCodec.self, tag)
+            case 4: self.error = try reader.read(StringCodec.self, tag)
+            case 5: self.fileChanged = try reader.read(BoolCodec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.workerId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.workerId) }
+        if self.taskId != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.taskId) }
+        if !self.leaseToken.isEmpty { size += ProtoSize.field(StringCodec.self, field: 3, self.leaseToken) }
+        if !self.error.isEmpty { size += ProtoSize.field(StringCodec.self, field: 4, self.error) }
+        if self.fileChanged { size += ProtoSize.field(BoolCodec.self, field: 5, self.fileChanged) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.workerId.isEmpty { writer.write(StringCodec.self, field: 1, self.workerId) }
+        if self.taskId != 0 { writer.write(UInt64Codec.self, field: 2, self.taskId) }
+        if !self.leaseToken.isEmpty { writer.write(StringCodec.self, field: 3, self.leaseToken) }
+        if !self.error.isEmpty { writer.write(StringCodec.self, field: 4, self.error) }
+        if self.fileChanged { writer.write(BoolCodec.self, field: 5, self.fileChanged) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension FailTaskResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.accepted = try reader.read(BoolCodec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if self.accepted { size += ProtoSize.field(BoolCodec.self, field: 1, self.accepted) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if self.accepted { writer.write(BoolCodec.self, field: 1, self.accepted) }
         writer.writeUnknown(unknownFields)
     }
 }

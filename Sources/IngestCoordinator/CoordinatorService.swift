@@ -1,0 +1,286 @@
+import DataLake
+import Foundation
+import Logging
+import RosterAPI
+import RosterRPC
+import SegmentStore
+import ServiceLifecycle
+
+/// The ingest coordinator: serves the `Coordinator` RPCs and runs the
+/// background jobs that move versions forward — periodic lake scans,
+/// publishing merged versions to the match server, and deleting what is no
+/// longer needed from the segment store.
+///
+/// All state is in the `IngestCatalog`; this type holds nothing that a
+/// restart would lose. Killed at any moment, a new process on the same
+/// catalog carries on: leases held by live workers stay valid, versions
+/// waiting to be published are published, and garbage is collected.
+public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coordinator.Handler, Service, Sendable {
+    public struct Configuration: Sendable {
+        /// How often to look for new and changed files in the lake; nil: only on `Scan` and `SubmitFile`.
+        public var scanInterval: Duration?
+        /// How often to retry publishing and collecting when nothing wakes the loop earlier.
+        public var publishInterval: Duration
+        /// Sent as `authorization: Bearer <token>` on MatchAdmin calls.
+        public var adminToken: String?
+
+        public init(scanInterval: Duration? = .seconds(10), publishInterval: Duration = .milliseconds(500), adminToken: String? = nil) {
+            self.scanInterval = scanInterval
+            self.publishInterval = publishInterval
+            self.adminToken = adminToken
+        }
+    }
+
+    public let catalog: IngestCatalog
+    private let lake: any DataLake
+    private let store: any SegmentStorage
+    private let matchAdmin: MatchAdmin.Client<AdminTransport>
+    private let configuration: Configuration
+    private let logger: Logger
+    private let clock: @Sendable () -> Double
+    private let wake: AsyncStream<Void>.Continuation
+    private let wakeups: AsyncStream<Void>
+
+    public init(catalog: IngestCatalog, lake: any DataLake, store: any SegmentStorage, matchAdmin: MatchAdmin.Client<AdminTransport>,
+                configuration: Configuration = .init(), logger: Logger = Logger(label: "roster.coordinator"),
+                clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+        self.catalog = catalog
+        self.lake = lake
+        self.store = store
+        self.matchAdmin = matchAdmin
+        self.configuration = configuration
+        self.logger = logger
+        self.clock = clock
+        (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    // MARK: Background jobs
+
+    /// Runs the scan and publish loops until cancelled or graceful shutdown.
+    public func run() async throws {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.publishLoop() }
+            if let interval = configuration.scanInterval {
+                group.addTask {
+                    while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                        do { _ = try await self.scanLake() } catch { self.logger.warning("scan failed", metadata: ["error": "\(error)"]) }
+                        try? await Task.sleep(for: interval)
+                    }
+                }
+            }
+            await withGracefulShutdownHandler {
+                await group.next()
+            } onGracefulShutdown: {
+                self.wake.finish()
+            }
+            group.cancelAll()
+        }
+    }
+
+    private func publishLoop() async {
+        wake.yield()
+        await withTaskGroup(of: Void.self) { group in
+            // A ticker, so that failed publishes are retried without a wake-up.
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: self.configuration.publishInterval)
+                    self.wake.yield()
+                }
+            }
+            for await _ in wakeups {
+                if Task.isCancelled { break }
+                await publishPending()
+                await collectGarbage()
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Makes every merged version live on the match server, oldest first.
+    public func publishPending() async {
+        let pending: [IngestCatalog.Publication]
+        do { pending = try catalog.pendingPublications() } catch {
+            logger.error("cannot read the catalog", metadata: ["error": "\(error)"])
+            return
+        }
+        for publication in pending {
+            var request = PublishRequest()
+            request.advertiserId = publication.advertiserID
+            request.version = publication.fileID
+            request.segments = publication.segments
+            var options = CallOptions.defaults
+            options.timeout = .seconds(60)
+            if let token = configuration.adminToken { options.metadata["authorization"] = "Bearer \(token)" }
+            do {
+                let response = try await matchAdmin.publish(request, options: options)
+                try catalog.markLive(file: publication.fileID, now: clock())
+                logger.info("live", metadata: ["advertiser": "\(publication.advertiserID)", "version": "\(publication.fileID)",
+                                               "previous": "\(response.previousVersion)"])
+            } catch let error as RPCError where [.failedPrecondition, .invalidArgument].contains(error.code) {
+                let stale = error.message.contains("not newer")
+                logger.error("match server refused a version", metadata: ["version": "\(publication.fileID)", "error": "\(error.message)"])
+                try? catalog.markPublishFailed(file: publication.fileID, state: stale ? .superseded : .failed,
+                                               error: "match server refused it: \(error.message)", now: clock())
+            } catch {
+                // Unreachable or unauthorised: keep the version and try again later.
+                logger.warning("cannot publish yet", metadata: ["version": "\(publication.fileID)", "error": "\(error)"])
+                return
+            }
+        }
+    }
+
+    /// Deletes runs of live versions and everything of ended ones.
+    public func collectGarbage() async {
+        guard let items = try? catalog.collectable() else { return }
+        for item in items {
+            do {
+                for prefix in item.prefixes { try await store.removeAll(under: prefix) }
+                try catalog.markCollected(file: item.file)
+            } catch {
+                logger.warning("cannot collect", metadata: ["file": "\(item.file)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Queues the newest file of each advertiser folder if it is new, and
+    /// abandons versions whose file changed or vanished while in progress.
+    public func scanLake() async throws -> [FileStatus] {
+        for active in try catalog.activeFiles() {
+            do {
+                let object = try await lake.head(active.path)
+                if object.etag != active.etag {
+                    try catalog.abandon(file: active.id, error: "the file changed while it was being ingested", now: clock())
+                }
+            } catch LakeError.notFound {
+                try catalog.abandon(file: active.id, error: "the file disappeared from the lake", now: clock())
+            }
+        }
+        var newest: [String: LakeObject] = [:]
+        var after: String?
+        while true {
+            let page = try await lake.list(prefix: "", after: after, limit: 1000)
+            for object in page {
+                guard let advertiser = object.advertiserID else { continue }
+                if let current = newest[advertiser], (current.modified, current.path) >= (object.modified, object.path) { continue }
+                newest[advertiser] = object
+            }
+            guard page.count == 1000, let last = page.last else { break }
+            after = last.path
+        }
+        var queued: [FileStatus] = []
+        for object in newest.values.sorted(by: { $0.path < $1.path }) where try !catalog.isKnown(path: object.path, etag: object.etag) {
+            let submission = try catalog.submit(object, now: clock())
+            if submission.queued {
+                logger.info("queued", metadata: ["path": "\(object.path)", "version": "\(submission.fileID)", "bytes": "\(object.size)"])
+                queued.append(contentsOf: try catalog.files(advertiser: submission.advertiserID, states: [], limit: 1, now: clock()))
+            }
+        }
+        return queued
+    }
+
+    // MARK: RPCs
+
+    public func submitFile(_ request: SubmitFileRequest, context: RPCContext) async throws -> SubmitFileResponse {
+        let object: LakeObject
+        do {
+            object = try await lake.head(request.path)
+        } catch {
+            switch error {
+            case .notFound: throw RPCError(.notFound, "\(request.path): no such file in the lake")
+            case .invalidPath: throw RPCError(.invalidArgument, "\(request.path): not a valid lake path (<advertiser-id>/<file>)")
+            default: throw RPCError(.unavailable, "cannot reach the lake: \(error)")
+            }
+        }
+        guard object.advertiserID != nil else {
+            throw RPCError(.invalidArgument, "\(request.path): files go in an advertiser's folder: <advertiser-id>/<file>")
+        }
+        let submission = try catalog.submit(object, now: clock())
+        if submission.queued {
+            logger.info("submitted", metadata: ["path": "\(object.path)", "version": "\(submission.fileID)", "bytes": "\(object.size)"])
+        }
+        var response = SubmitFileResponse()
+        response.fileId = submission.fileID
+        response.advertiserId = submission.advertiserID
+        response.queued = submission.queued
+        response.state = submission.state
+        return response
+    }
+
+    public func status(_ request: StatusRequest, context: RPCContext) async throws -> StatusResponse {
+        try catalog.status(now: clock())
+    }
+
+    public func listFiles(_ request: ListFilesRequest, context: RPCContext) async throws -> ListFilesResponse {
+        var response = ListFilesResponse()
+        response.files = try catalog.files(advertiser: request.advertiserId, states: request.states,
+                                           limit: request.limit == 0 ? 100 : Int(min(request.limit, 10_000)), now: clock())
+        return response
+    }
+
+    public func scan(_ request: ScanRequest, context: RPCContext) async throws -> ScanResponse {
+        var response = ScanResponse()
+        do {
+            response.queued = try await scanLake()
+        } catch let error as LakeError {
+            throw RPCError(.unavailable, "cannot scan the lake: \(error)")
+        }
+        return response
+    }
+
+    public func setWeight(_ request: SetWeightRequest, context: RPCContext) async throws -> SetWeightResponse {
+        guard !request.advertiserId.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
+        do {
+            try catalog.setWeight(advertiser: request.advertiserId, weight: request.weight)
+        } catch let error as IngestError {
+            throw RPCError(.invalidArgument, error.description)
+        }
+        return SetWeightResponse()
+    }
+
+    public func leaseTasks(_ request: LeaseTasksRequest, context: RPCContext) async throws -> LeaseTasksResponse {
+        guard !request.workerId.isEmpty else { throw RPCError(.invalidArgument, "worker_id is empty") }
+        var response = LeaseTasksResponse()
+        response.tasks = try catalog.lease(worker: request.workerId, max: Int(min(max(request.max, 1), 64)), now: clock())
+        response.leaseMs = UInt32(catalog.policy.leaseDuration * 1000)
+        return response
+    }
+
+    public func heartbeat(_ request: HeartbeatRequest, context: RPCContext) async throws -> HeartbeatResponse {
+        guard request.taskIds.count == request.leaseTokens.count else {
+            throw RPCError(.invalidArgument, "task_ids and lease_tokens differ in length")
+        }
+        var response = HeartbeatResponse()
+        response.lostTaskIds = try catalog.heartbeat(worker: request.workerId, tasks: Array(zip(request.taskIds, request.leaseTokens)),
+                                                     now: clock())
+        response.leaseMs = UInt32(catalog.policy.leaseDuration * 1000)
+        return response
+    }
+
+    public func completeTask(_ request: CompleteTaskRequest, context: RPCContext) async throws -> CompleteTaskResponse {
+        let progress = try catalog.complete(request, now: clock())
+        if progress == nil {
+            logger.info("ignored a report for a lease no longer held", metadata: ["task": "\(request.taskId)", "worker": "\(request.workerId)"])
+        }
+        if progress == .readyToPublish || progress == .rejected { wake.yield() }
+        var response = CompleteTaskResponse()
+        response.accepted = progress != nil
+        return response
+    }
+
+    public func failTask(_ request: FailTaskRequest, context: RPCContext) async throws -> FailTaskResponse {
+        let outcome = try catalog.fail(request, now: clock())
+        var response = FailTaskResponse()
+        response.accepted = outcome != .ignored
+        switch outcome {
+        case .fileChanged(let path):
+            logger.warning("file changed during ingest; starting over", metadata: ["path": "\(path)"])
+            if let object = try? await lake.head(path) { _ = try catalog.submit(object, now: clock()) }
+        case .failed:
+            logger.error("version failed", metadata: ["task": "\(request.taskId)", "error": "\(request.error)"])
+            wake.yield()
+        case .retrying, .ignored:
+            break
+        }
+        return response
+    }
+}

@@ -1,0 +1,532 @@
+import DataLake
+import HashParsing
+import Foundation
+import RosterAPI
+import SQLite
+
+/// The coordinator's durable state: every file version, its tasks, their
+/// leases and attempts, in one SQLite database.
+///
+/// Every operation is one transaction, so the catalog moves from one
+/// consistent state to the next and a process killed at any point restarts
+/// from the last committed one. Time is passed in (seconds since 1970), so
+/// leases survive restarts and tests control the clock.
+public final class IngestCatalog: @unchecked Sendable {
+    // The connection is used only under `lock` (checked by hand: Database is
+    // not Sendable, and every access below goes through read/write).
+    private let database: Database
+    private let lock = NSLock()
+    public let policy: IngestPolicy
+
+    public init(path: String, policy: IngestPolicy = IngestPolicy()) throws {
+        let database = try Database(path: path)
+        try database.migrate(CatalogSchema.migrations)
+        self.database = database
+        self.policy = policy
+    }
+
+    @discardableResult
+    private func write<T>(_ body: (Database) throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try database.transaction { try body(database) }
+    }
+
+    private func read<T>(_ body: (Database) throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body(database)
+    }
+
+    // MARK: Submission
+
+    public struct Submission: Sendable {
+        public var fileID: UInt64
+        public var advertiserID: String
+        public var queued: Bool
+        public var state: FileState
+    }
+
+    /// Records `object` as its advertiser's next list version, split into
+    /// parse tasks, unless the same path and etag is already queued, in
+    /// progress or live. Older unfinished versions of the advertiser are
+    /// superseded: a new file replaces the list.
+    public func submit(_ object: LakeObject, now: Double) throws -> Submission {
+        guard let advertiser = object.advertiserID else {
+            throw IngestError.invalidPath(object.path)
+        }
+        return try write { db in
+            let active: [FileState] = [.queued, .parsing, .merging, .publishing, .live]
+            let existing = try db.rows(
+                "SELECT id, state FROM files WHERE path = ? AND etag = ? ORDER BY id DESC LIMIT 1", object.path, object.etag
+            ) { (UInt64($0.int(0)), FileState(rawValue: Int32($0.int(1)))) }.first
+            if let existing, active.contains(existing.1) {
+                return Submission(fileID: existing.0, advertiserID: advertiser, queued: false, state: existing.1)
+            }
+            try db.run("INSERT OR IGNORE INTO advertisers(id) VALUES (?)", advertiser)
+            // Unfinished older versions are replaced by this one.
+            let older = try db.rows(
+                "SELECT id FROM files WHERE advertiser_id = ? AND state IN (1, 2, 3)", advertiser) { UInt64($0.int(0)) }
+            for id in older {
+                try abandon(db, file: id, state: .superseded, error: "replaced by a newer file (\(object.path))", now: now)
+            }
+            let blocks = BlockRange.split(size: object.size, blockSize: policy.blockSize)
+            try db.run("""
+                INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """, advertiser, object.path, object.size, object.etag, Int(FileState.queued.rawValue), now, blocks.count)
+            let id = db.lastInsertRowID
+            for (seq, block) in blocks.enumerated() {
+                try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end) VALUES (?, ?, ?, ?, ?)",
+                           id, Int(TaskKind.parse.rawValue), seq, block.start, block.end)
+            }
+            return Submission(fileID: UInt64(id), advertiserID: advertiser, queued: true, state: .queued)
+        }
+    }
+
+    /// Ends an unfinished version: its tasks are cancelled, so late reports are ignored.
+    private func abandon(_ db: Database, file: UInt64, state: FileState, error: String, now: Double) throws {
+        try db.run("UPDATE files SET state = ?, error = ?, ended_at = ? WHERE id = ?", Int(state.rawValue), error, now, file)
+        try db.run("UPDATE tasks SET state = ?, lease_token = NULL WHERE file_id = ? AND state IN (0, 1)",
+                   TaskState.cancelled.rawValue, file)
+    }
+
+    /// Ends an unfinished version because its file changed or vanished.
+    public func abandon(file: UInt64, error: String, now: Double) throws {
+        try write { db in
+            let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { $0.int(0) }.first
+            guard let state, [1, 2, 3].contains(state) else { return }
+            try abandon(db, file: file, state: .superseded, error: error, now: now)
+        }
+    }
+
+    public func setWeight(advertiser: String, weight: Double) throws {
+        guard weight > 0, weight.isFinite else { throw IngestError.invalidArgument("weight must be a positive number, not \(weight)") }
+        try write { db in
+            try db.run("INSERT INTO advertisers(id, weight) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET weight = excluded.weight",
+                       advertiser, weight)
+        }
+    }
+
+    // MARK: Leasing
+
+    /// Leases up to `max` tasks to `worker`, highest priority first (see
+    /// `Priority`); expired leases go back to the queue first.
+    public func lease(worker: String, max: Int, now: Double) throws -> [IngestTask] {
+        try write { db in
+            try db.run("INSERT INTO workers(id, last_seen) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen",
+                       worker, now)
+            try expireLeases(db, now: now)
+            struct Candidate { var file: UInt64; var score: Double }
+            let candidates = try db.rows("""
+                SELECT f.id, f.state, f.submitted_at, a.weight,
+                       (SELECT COALESCE(SUM(CASE WHEN t.kind = 1 THEN t.range_end - t.range_start ELSE 0 END), 0)
+                          FROM tasks t WHERE t.file_id = f.id AND t.state IN (0, 1)),
+                       f.size
+                FROM files f JOIN advertisers a ON a.id = f.advertiser_id
+                WHERE f.state IN (1, 2, 3) AND EXISTS (SELECT 1 FROM tasks t WHERE t.file_id = f.id AND t.state = 0)
+                """) { row -> Candidate in
+                let merging = FileState(rawValue: Int32(row.int(1))) == .merging
+                let remaining = merging ? row.int(5) : row.int(4)
+                let score = Priority.score(weight: row.double(3), waited: now - row.double(2), remainingBytes: remaining,
+                                           blockSize: policy.blockSize, merging: merging, agingSeconds: policy.agingSeconds)
+                return Candidate(file: UInt64(row.int(0)), score: score)
+            }.sorted { $0.score != $1.score ? $0.score > $1.score : $0.file < $1.file }
+
+            var leased: [IngestTask] = []
+            for candidate in candidates where leased.count < max {
+                let ids = try db.rows("SELECT id FROM tasks WHERE file_id = ? AND state = 0 ORDER BY kind, seq LIMIT ?",
+                                      candidate.file, max - leased.count) { UInt64($0.int(0)) }
+                for id in ids {
+                    leased.append(try leaseTask(db, id: id, worker: worker, now: now))
+                }
+                try db.run("UPDATE files SET state = ?, started_at = COALESCE(started_at, ?) WHERE id = ? AND state = ?",
+                           Int(FileState.parsing.rawValue), now, candidate.file, Int(FileState.queued.rawValue))
+            }
+            return leased
+        }
+    }
+
+    private func leaseTask(_ db: Database, id: UInt64, worker: String, now: Double) throws -> IngestTask {
+        let token = Self.newToken()
+        try db.run("""
+            UPDATE tasks SET state = 1, attempts = attempts + 1, lease_token = ?, worker = ?, lease_expires = ? WHERE id = ?
+            """, token, worker, now + policy.leaseDuration, id)
+        var task = IngestTask()
+        var fileID: UInt64 = 0
+        try db.query("""
+            SELECT t.kind, t.seq, t.range_start, t.range_end, t.attempts, t.file_id, f.advertiser_id, f.path, f.etag
+            FROM tasks t JOIN files f ON f.id = t.file_id WHERE t.id = ?
+            """, id) { row in
+            task.taskId = id
+            task.kind = TaskKind(rawValue: Int32(row.int(0)))
+            task.leaseToken = token
+            task.attempt = UInt32(row.int(4))
+            fileID = UInt64(row.int(5))
+            task.advertiserId = row.string(6)
+            task.version = fileID
+            task.lakePath = row.string(7)
+            task.etag = row.string(8)
+            let seq = row.int(1)
+            let suffix = "a\(task.attempt)-\(token.prefix(8))"
+            if task.kind == .parse {
+                task.start = UInt64(row.int(2))
+                task.end = UInt64(row.int(3))
+                task.outputPath = "runs/\(task.advertiserId)/\(fileID)/block-\(seq)-\(suffix).run"
+            } else {
+                task.keyLow = UInt64(bitPattern: row.int(2))
+                task.keyHigh = UInt64(bitPattern: row.int(3))
+                task.outputPath = "segments/\(task.advertiserId)/\(fileID)/part-\(seq)-\(suffix).seg"
+            }
+        }
+        if task.kind == .merge {
+            task.runs = try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind = 1 ORDER BY seq", fileID) { $0.string(0) }
+        }
+        try db.run("UPDATE tasks SET output = ? WHERE id = ?", task.outputPath, id)
+        try db.run("INSERT OR REPLACE INTO attempts(task_id, attempt, worker, leased_at) VALUES (?, ?, ?, ?)",
+                   id, task.attempt, worker, now)
+        return task
+    }
+
+    private static func newToken() -> String {
+        var g = SystemRandomNumberGenerator()
+        return String(format: "%016llx%016llx", g.next() as UInt64, g.next() as UInt64)
+    }
+
+    /// Puts tasks whose lease ran out back in the queue, or fails their file
+    /// version once they have used all their attempts.
+    private func expireLeases(_ db: Database, now: Double) throws {
+        let expired = try db.rows("SELECT id, attempts, worker FROM tasks WHERE state = 1 AND lease_expires < ?", now) {
+            (UInt64($0.int(0)), Int($0.int(1)), $0.string(2))
+        }
+        for (id, attempts, worker) in expired {
+            try db.run("UPDATE attempts SET outcome = 'expired', ended_at = ? WHERE task_id = ? AND attempt = ?", now, id, attempts)
+            try retryOrFail(db, task: id, attempts: attempts, error: "lease expired on worker \(worker)", now: now)
+        }
+    }
+
+    private func retryOrFail(_ db: Database, task: UInt64, attempts: Int, error: String, now: Double) throws {
+        if attempts >= policy.maxAttempts {
+            let (file, label) = try taskLabel(db, task)
+            try abandon(db, file: file, state: .failed, error: "\(label) failed \(attempts) times; last: \(error)", now: now)
+        } else {
+            try db.run("UPDATE tasks SET state = 0, lease_token = NULL, lease_expires = NULL WHERE id = ?", task)
+        }
+    }
+
+    private func taskLabel(_ db: Database, _ task: UInt64) throws -> (UInt64, String) {
+        try db.rows("SELECT file_id, kind, seq FROM tasks WHERE id = ?", task) { row in
+            (UInt64(row.int(0)), (row.int(1) == 1 ? "block " : "merge ") + String(row.int(2)))
+        }.first ?? (0, "task \(task)")
+    }
+
+    /// Renews the leases `worker` still holds; returns the tasks it has lost.
+    public func heartbeat(worker: String, tasks: [(UInt64, String)], now: Double) throws -> [UInt64] {
+        try write { db in
+            try db.run("INSERT INTO workers(id, last_seen) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen",
+                       worker, now)
+            var lost: [UInt64] = []
+            for (id, token) in tasks {
+                let renewed = try db.run("UPDATE tasks SET lease_expires = ? WHERE id = ? AND state = 1 AND lease_token = ?",
+                                         now + policy.leaseDuration, id, token)
+                if renewed == 0 { lost.append(id) }
+            }
+            return lost
+        }
+    }
+
+    // MARK: Reports
+
+    public enum Progress: Sendable, Equatable {
+        case none
+        /// All parse tasks are done and the version was sent to merging.
+        case merging
+        /// Too many invalid lines.
+        case rejected
+        /// All merges are done: the version can be published.
+        case readyToPublish
+    }
+
+    /// Records a finished task. Ignored (returns nil) unless `token` still
+    /// holds the lease: a late or repeated report changes nothing.
+    public func complete(_ report: CompleteTaskRequest, now: Double) throws -> Progress? {
+        try write { db in
+            guard let (file, kind, attempt) = try db.rows(
+                "SELECT file_id, kind, attempts FROM tasks WHERE id = ? AND state = 1 AND lease_token = ?",
+                report.taskId, report.leaseToken, map: { (UInt64($0.int(0)), TaskKind(rawValue: Int32($0.int(1))), Int($0.int(2))) }).first
+            else { return nil }
+            let invalid = Self.encodeCounts(report.invalidByKind)
+            let samples = report.invalidSamples.map { "\($0.line):\($0.kind)" }.joined(separator: ",")
+            try db.run("""
+                UPDATE tasks SET state = 2, lease_token = NULL, lines = ?, keys = ?, skipped = ?, output_keys = ?, bytes = ?,
+                    invalid = ?, samples = ?, done_at = ? WHERE id = ?
+                """, report.lines, report.keys, report.skipped, report.outputKeys, report.bytes, invalid, samples, now, report.taskId)
+            try db.run("UPDATE attempts SET outcome = 'done', ended_at = ? WHERE task_id = ? AND attempt = ?", now, report.taskId, attempt)
+            let open = try db.rows("SELECT COUNT(*) FROM tasks WHERE file_id = ? AND kind = ? AND state != 2",
+                                   file, Int(kind.rawValue)) { $0.int(0) }.first ?? 0
+            guard open == 0 else { return Progress.none }
+            if kind == .parse { return try finishParsing(db, file: file, now: now) }
+            let distinct = try db.rows("SELECT SUM(output_keys) FROM tasks WHERE file_id = ? AND kind = 2", file) { $0.int(0) }.first ?? 0
+            try db.run("UPDATE files SET state = ?, distinct_keys = ? WHERE id = ?", Int(FileState.publishing.rawValue), distinct, file)
+            return .readyToPublish
+        }
+    }
+
+    private func finishParsing(_ db: Database, file: UInt64, now: Double) throws -> Progress {
+        var lines: Int64 = 0, invalid: Int64 = 0, runKeys: Int64 = 0
+        try db.query("SELECT lines, invalid, output_keys FROM tasks WHERE file_id = ? AND kind = 1", file) { row in
+            lines += row.int(0)
+            invalid += Self.decodeCounts(row.string(1)).values.reduce(0) { $0 + Int64($1) }
+            runKeys += row.int(2)
+        }
+        if invalid > 0, Double(invalid) > policy.invalidThreshold * Double(lines) {
+            let percent = String(format: "%.3f", 100 * Double(invalid) / Double(max(1, lines)))
+            let limit = String(format: "%.3f", 100 * policy.invalidThreshold)
+            try abandon(db, file: file, state: .rejected,
+                        error: "\(invalid) of \(lines) lines are invalid (\(percent)%, limit \(limit)%)", now: now)
+            return .rejected
+        }
+        let ranges = policy.mergeRanges(keys: runKeys)
+        for (seq, range) in ranges.enumerated() {
+            try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end) VALUES (?, ?, ?, ?, ?)",
+                       file, Int(TaskKind.merge.rawValue), seq, range.low, range.high)
+        }
+        try db.run("UPDATE files SET state = ?, merges_total = ? WHERE id = ?", Int(FileState.merging.rawValue), ranges.count, file)
+        return .merging
+    }
+
+    public enum FailureOutcome: Sendable, Equatable {
+        case ignored
+        case retrying
+        case failed
+        /// The lake object changed: the version was abandoned; the caller should look at the file again.
+        case fileChanged(path: String)
+    }
+
+    /// Records a failed attempt: the task is retried until it has failed
+    /// `maxAttempts` times, then its version fails.
+    public func fail(_ report: FailTaskRequest, now: Double) throws -> FailureOutcome {
+        try write { db in
+            guard let (file, attempt) = try db.rows(
+                "SELECT file_id, attempts FROM tasks WHERE id = ? AND state = 1 AND lease_token = ?",
+                report.taskId, report.leaseToken, map: { (UInt64($0.int(0)), Int($0.int(1))) }).first
+            else { return .ignored }
+            try db.run("UPDATE attempts SET outcome = 'failed', ended_at = ?, error = ? WHERE task_id = ? AND attempt = ?",
+                       now, report.error, report.taskId, attempt)
+            if report.fileChanged {
+                let path = try db.rows("SELECT path FROM files WHERE id = ?", file) { $0.string(0) }.first ?? ""
+                try abandon(db, file: file, state: .superseded, error: "the file changed while it was being ingested", now: now)
+                return .fileChanged(path: path)
+            }
+            try retryOrFail(db, task: report.taskId, attempts: attempt, error: report.error, now: now)
+            let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { FileState(rawValue: Int32($0.int(0))) }.first
+            return state == .failed ? .failed : .retrying
+        }
+    }
+
+    // MARK: Publishing and garbage collection
+
+    public struct Publication: Sendable, Equatable {
+        public var fileID: UInt64
+        public var advertiserID: String
+        public var segments: [SegmentRef]
+    }
+
+    /// Versions whose merges are all done, waiting to be made live.
+    public func pendingPublications() throws -> [Publication] {
+        try read { db in
+            let files = try db.rows("SELECT id, advertiser_id FROM files WHERE state = ? ORDER BY id",
+                                    Int(FileState.publishing.rawValue)) { (UInt64($0.int(0)), $0.string(1)) }
+            return try files.map { id, advertiser in
+                let segments = try db.rows("SELECT output, output_keys FROM tasks WHERE file_id = ? AND kind = 2 ORDER BY seq", id) { row in
+                    var ref = SegmentRef()
+                    ref.path = row.string(0)
+                    ref.keyCount = UInt64(row.int(1))
+                    return ref
+                }
+                return Publication(fileID: id, advertiserID: advertiser, segments: segments)
+            }
+        }
+    }
+
+    /// Records that `file` is live; the advertiser's previous live version is retired.
+    public func markLive(file: UInt64, now: Double) throws {
+        try write { db in
+            guard let advertiser = try db.rows("SELECT advertiser_id FROM files WHERE id = ? AND state = ?",
+                                               file, Int(FileState.publishing.rawValue), map: { $0.string(0) }).first else { return }
+            try db.run("UPDATE files SET state = ?, ended_at = ? WHERE advertiser_id = ? AND state = ? AND id < ?",
+                       Int(FileState.retired.rawValue), now, advertiser, Int(FileState.live.rawValue), file)
+            try db.run("UPDATE files SET state = ?, live_at = ?, ended_at = ? WHERE id = ?", Int(FileState.live.rawValue), now, now, file)
+            try db.run("UPDATE advertisers SET live_file_id = ? WHERE id = ?", file, advertiser)
+        }
+    }
+
+    /// Records that the match server refused `file` for good (a newer version is live there).
+    public func markPublishFailed(file: UInt64, state: FileState, error: String, now: Double) throws {
+        try write { db in try abandon(db, file: file, state: state, error: error, now: now) }
+    }
+
+    /// Store folders that are no longer needed: all of a live version's runs,
+    /// and everything of versions that ended without being live or were retired.
+    public func collectable() throws -> [(file: UInt64, prefixes: [String])] {
+        try read { db in
+            try db.rows("""
+                SELECT id, advertiser_id, state FROM files
+                WHERE (state = 5 AND collected = 0) OR (state IN (6, 7, 8, 9) AND collected < 2)
+                """) { row in
+                let id = UInt64(row.int(0)), advertiser = row.string(1)
+                var prefixes = ["runs/\(advertiser)/\(id)"]
+                if row.int(2) != Int64(FileState.live.rawValue) { prefixes.append("segments/\(advertiser)/\(id)") }
+                return (id, prefixes)
+            }
+        }
+    }
+
+    /// Marks what `collectable` listed for `file` as deleted: 1 = its runs
+    /// (it is live), 2 = everything.
+    public func markCollected(file: UInt64) throws {
+        try write { db in
+            try db.run("UPDATE files SET collected = CASE WHEN state = 5 THEN 1 ELSE 2 END WHERE id = ?", file)
+        }
+    }
+
+    // MARK: Status
+
+    /// Active files (their path and etag), for change detection.
+    public func activeFiles() throws -> [(id: UInt64, path: String, etag: String)] {
+        try read { db in
+            try db.rows("SELECT id, path, etag FROM files WHERE state IN (1, 2, 3)") { (UInt64($0.int(0)), $0.string(1), $0.string(2)) }
+        }
+    }
+
+    /// Whether a version of exactly this object was ever submitted.
+    public func isKnown(path: String, etag: String) throws -> Bool {
+        try read { db in
+            try db.rows("SELECT 1 FROM files WHERE path = ? AND etag = ? LIMIT 1", path, etag) { _ in true }.first ?? false
+        }
+    }
+
+    public func files(advertiser: String?, states: [FileState], limit: Int, now: Double) throws -> [FileStatus] {
+        try read { db in
+            var sql = "SELECT id FROM files"
+            var clauses: [String] = []
+            var args: [SQLBindable] = []
+            if let advertiser, !advertiser.isEmpty {
+                clauses.append("advertiser_id = ?")
+                args.append(advertiser)
+            }
+            if !states.isEmpty { clauses.append("state IN (\(states.map { String($0.rawValue) }.joined(separator: ",")))") }
+            if !clauses.isEmpty { sql += " WHERE " + clauses.joined(separator: " AND ") }
+            sql += " ORDER BY id DESC LIMIT \(max(1, limit))"
+            let ids = try db.rows(sql, arguments: args) { UInt64($0.int(0)) }
+            return try ids.map { try fileStatus(db, $0, now: now) }
+        }
+    }
+
+    public func status(now: Double) throws -> StatusResponse {
+        try read { db in
+            var response = StatusResponse()
+            let unfinished = try db.rows("SELECT id FROM files WHERE state IN (1, 2, 3, 4) ORDER BY id") { UInt64($0.int(0)) }
+            let recent = try db.rows("SELECT id FROM files WHERE state NOT IN (1, 2, 3, 4) ORDER BY id DESC LIMIT 20") { UInt64($0.int(0)) }
+            response.files = try (unfinished + recent.reversed()).map { try fileStatus(db, $0, now: now) }
+            response.advertisersLive = UInt32(try db.rows("SELECT COUNT(*) FROM advertisers WHERE live_file_id IS NOT NULL") { $0.int(0) }.first ?? 0)
+            response.workersSeen = UInt32(try db.rows("SELECT COUNT(*) FROM workers WHERE last_seen > ?", now - 3 * policy.leaseDuration) { $0.int(0) }.first ?? 0)
+            try db.query("SELECT state, COUNT(*) FROM tasks WHERE state IN (0, 1) GROUP BY state") { row in
+                if row.int(0) == 0 { response.tasksQueued = UInt32(row.int(1)) } else { response.tasksLeased = UInt32(row.int(1)) }
+            }
+            return response
+        }
+    }
+
+    private func fileStatus(_ db: Database, _ id: UInt64, now: Double) throws -> FileStatus {
+        var status = FileStatus()
+        var startedAt: Double?
+        var endedAt: Double?
+        try db.query("""
+            SELECT advertiser_id, path, size, etag, state, blocks_total, merges_total, distinct_keys, error,
+                   submitted_at, started_at, live_at, ended_at FROM files WHERE id = ?
+            """, id) { row in
+            status.fileId = id
+            status.advertiserId = row.string(0)
+            status.path = row.string(1)
+            status.size = UInt64(row.int(2))
+            status.etag = row.string(3)
+            status.state = FileState(rawValue: Int32(row.int(4)))
+            status.blocksTotal = UInt32(row.int(5))
+            status.mergesTotal = UInt32(row.int(6))
+            status.distinctKeys = UInt64(row.int(7))
+            status.error = row.string(8)
+            status.submittedAtMs = Int64(row.double(9) * 1000)
+            startedAt = row.isNull(10) ? nil : row.double(10)
+            status.liveAtMs = row.isNull(11) ? 0 : Int64(row.double(11) * 1000)
+            endedAt = row.isNull(12) ? nil : row.double(12)
+        }
+        var invalid: [String: UInt64] = [:]
+        var lineOffset: UInt64 = 0
+        var contiguous = true
+        try db.query("SELECT kind, state, lines, keys, bytes, invalid, samples FROM tasks WHERE file_id = ? ORDER BY kind, seq", id) { row in
+            let done = row.int(1) == TaskState.done.rawValue
+            if row.int(0) == Int64(TaskKind.merge.rawValue) {
+                if done { status.mergesDone += 1 }
+                return
+            }
+            guard done else {
+                contiguous = false
+                return
+            }
+            status.blocksDone += 1
+            status.bytesDone += UInt64(row.int(4))
+            status.lines += UInt64(row.int(2))
+            status.keys += UInt64(row.int(3))
+            for (kind, count) in Self.decodeCounts(row.string(5)) { invalid[kind, default: 0] += count }
+            // Samples carry their line within the block; they get file line
+            // numbers once every earlier block is done.
+            if contiguous {
+                for sample in row.string(6).split(separator: ",") where status.invalidSamples.count < 10 {
+                    let parts = sample.split(separator: ":", maxSplits: 1)
+                    guard parts.count == 2, let line = UInt64(parts[0]) else { continue }
+                    var entry = InvalidLine()
+                    entry.line = lineOffset + line + 1
+                    entry.kind = String(parts[1])
+                    status.invalidSamples.append(entry)
+                }
+            }
+            lineOffset += UInt64(row.int(2))
+        }
+        status.invalidByKind = invalid
+        status.invalidLines = invalid.values.reduce(0, +)
+        if let startedAt {
+            let elapsed = max(0.001, (endedAt ?? now) - startedAt)
+            status.bytesPerSecond = Double(status.bytesDone) / elapsed
+            if endedAt == nil, status.bytesPerSecond > 0, status.bytesDone < status.size {
+                status.etaSeconds = Double(status.size - status.bytesDone) / status.bytesPerSecond
+            }
+        }
+        return status
+    }
+
+    static func encodeCounts(_ counts: [String: UInt64]) -> String {
+        counts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+    }
+
+    static func decodeCounts(_ text: String) -> [String: UInt64] {
+        var out: [String: UInt64] = [:]
+        for part in text.split(separator: ",") {
+            let kv = part.split(separator: "=", maxSplits: 1)
+            if kv.count == 2, let n = UInt64(kv[1]) { out[String(kv[0]), default: 0] += n }
+        }
+        return out
+    }
+}
+
+public enum IngestError: Error, Sendable, CustomStringConvertible {
+    case invalidPath(String)
+    case invalidArgument(String)
+
+    public var description: String {
+        switch self {
+        case .invalidPath(let path): "'\(path)' is not <advertiser-id>/<file> in the lake"
+        case .invalidArgument(let message): message
+        }
+    }
+}

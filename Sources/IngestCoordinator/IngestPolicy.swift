@@ -1,0 +1,62 @@
+import Foundation
+
+/// The coordinator's knobs. Defaults suit production; tests shrink them.
+public struct IngestPolicy: Sendable {
+    /// Bytes per parse block (the last block of a file is shorter).
+    public var blockSize: Int64 = 64 << 20
+    /// How long a lease lasts without a heartbeat.
+    public var leaseDuration: Double = 30
+    /// Leases of one task that may fail or expire before its file version fails.
+    public var maxAttempts = 4
+    /// A version whose invalid lines exceed this fraction of its lines is rejected.
+    public var invalidThreshold = 0.001
+    /// The waiting time that doubles a file's priority (see `Priority`).
+    public var agingSeconds: Double = 120
+    /// Distinct-key bytes per merge task: a version's runs are merged in
+    /// key ranges of about this many bytes, in parallel.
+    public var mergeTargetBytes: Int64 = 128 << 20
+    /// At most this many merge tasks (segments) per version; a power of two.
+    public var maxMergeTasks = 64
+
+    public init() {}
+
+    /// Key ranges for merging `keys` distinct-ish keys: a power of two of
+    /// them, by the first bits of the key (MD5 keys are uniform).
+    public func mergeRanges(keys: Int64) -> [(low: UInt64, high: UInt64)] {
+        let wanted = max(1, (keys * 16 + mergeTargetBytes - 1) / max(1, mergeTargetBytes))
+        var count = 1
+        while count < wanted && count < maxMergeTasks { count <<= 1 }
+        let bits = count.trailingZeroBitCount
+        guard bits > 0 else { return [(0, 0)] }
+        return (0..<count).map { p in
+            let low = UInt64(p) << UInt64(64 - bits)
+            let high = p == count - 1 ? 0 : UInt64(p + 1) << UInt64(64 - bits)
+            return (low, high)
+        }
+    }
+}
+
+/// Which file's tasks a worker gets next.
+///
+/// `priority = weight × (1 + waited / agingSeconds) / (1 + log2(1 + remainingBytes / blockSize)) × (merging ? 2 : 1)`
+///
+/// - **Size** divides, through a logarithm of the *remaining* work: a 10 KB
+///   file (1 block) scores 1/2 while a 100 GB file (1,600 blocks) scores
+///   about 1/11.6, so small files overtake the rest of a huge one at once.
+///   A logarithm rather than the size itself, so that a big file is slowed,
+///   not parked: its score is within a factor of 12 of the smallest file's.
+/// - **Waiting** multiplies, linearly and without bound: a file that has
+///   waited `agingSeconds × 11` catches up with a newly arrived small file,
+///   so no file starves however many small files keep coming.
+/// - **Weight** (per advertiser, default 1) multiplies: weight 2 is served as
+///   if it had waited twice as long.
+/// - A file that is **merging** is doubled: it is nearly live, and finishing
+///   it frees its runs.
+public enum Priority {
+    public static func score(weight: Double, waited: Double, remainingBytes: Int64, blockSize: Int64,
+                             merging: Bool, agingSeconds: Double) -> Double {
+        let blocks = Double(max(0, remainingBytes)) / Double(max(1, blockSize))
+        let age = 1 + max(0, waited) / max(0.001, agingSeconds)
+        return max(0.0001, weight) * age / (1 + log2(1 + blocks)) * (merging ? 2 : 1)
+    }
+}

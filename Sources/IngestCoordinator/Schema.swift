@@ -1,0 +1,83 @@
+/// The coordinator's catalog schema, one migration per version
+/// (`PRAGMA user_version`). Append only: a released migration never changes.
+enum CatalogSchema {
+    static let migrations: [String] = [
+        // 1: advertisers, files (one row per list version), tasks (parse
+        // blocks and merge partitions), attempts (every lease of a task),
+        // workers (last seen).
+        """
+        CREATE TABLE advertisers(
+            id TEXT PRIMARY KEY,
+            weight REAL NOT NULL DEFAULT 1,
+            live_file_id INTEGER
+        );
+        CREATE TABLE files(
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            advertiser_id TEXT NOT NULL REFERENCES advertisers(id),
+            path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            etag TEXT NOT NULL,
+            state INTEGER NOT NULL,
+            submitted_at REAL NOT NULL,
+            started_at REAL,
+            live_at REAL,
+            ended_at REAL,
+            blocks_total INTEGER NOT NULL,
+            merges_total INTEGER NOT NULL DEFAULT 0,
+            distinct_keys INTEGER NOT NULL DEFAULT 0,
+            error TEXT NOT NULL DEFAULT '',
+            collected INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX files_by_path ON files(path, etag);
+        CREATE INDEX files_by_state ON files(state);
+        CREATE INDEX files_by_advertiser ON files(advertiser_id, id);
+        CREATE TABLE tasks(
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            file_id INTEGER NOT NULL REFERENCES files(id),
+            kind INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            range_start INTEGER NOT NULL,
+            range_end INTEGER NOT NULL,
+            state INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            lease_token TEXT,
+            worker TEXT,
+            lease_expires REAL,
+            output TEXT,
+            lines INTEGER NOT NULL DEFAULT 0,
+            keys INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,
+            output_keys INTEGER NOT NULL DEFAULT 0,
+            bytes INTEGER NOT NULL DEFAULT 0,
+            invalid TEXT NOT NULL DEFAULT '',
+            samples TEXT NOT NULL DEFAULT '',
+            done_at REAL,
+            UNIQUE(file_id, kind, seq)
+        );
+        CREATE INDEX tasks_by_state ON tasks(state, file_id, kind, seq);
+        CREATE TABLE attempts(
+            task_id INTEGER NOT NULL REFERENCES tasks(id),
+            attempt INTEGER NOT NULL,
+            worker TEXT NOT NULL,
+            leased_at REAL NOT NULL,
+            ended_at REAL,
+            outcome TEXT NOT NULL DEFAULT 'leased',
+            error TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY(task_id, attempt)
+        );
+        CREATE TABLE workers(
+            id TEXT PRIMARY KEY,
+            last_seen REAL NOT NULL
+        );
+        """,
+    ]
+}
+
+/// A task's state in the `tasks` table.
+enum TaskState: Int64 {
+    case queued = 0
+    case leased = 1
+    case done = 2
+    /// Its file version was abandoned: never leased again.
+    case cancelled = 3
+}

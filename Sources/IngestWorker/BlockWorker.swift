@@ -1,0 +1,227 @@
+import DataLake
+import Foundation
+import HashParsing
+import Logging
+import RosterAPI
+import RosterRPC
+import SegmentStore
+import ServiceLifecycle
+import Synchronization
+
+/// A stateless ingest worker: it pulls tasks from the coordinator, does
+/// them, and reports back, all through the generated `Coordinator.Client`.
+///
+/// Parse tasks read one block's lines from the lake into keys, sort and
+/// de-duplicate them, and write a run (a small segment) under a name unique
+/// to the attempt. Merge tasks merge one key range of a version's runs into
+/// a segment. A heartbeat renews the leases of running tasks; a task whose
+/// lease is lost is cancelled here, and its output is simply never
+/// reported, so a slow or partitioned worker cannot corrupt a version.
+public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable {
+    public struct Configuration: Sendable {
+        /// The name the coordinator knows this worker by (unique per process).
+        public var id: String
+        /// Tasks this worker runs at once.
+        public var slots: Int
+        /// Wait between polls when there is no work (doubling up to `maxIdlePoll`).
+        public var idlePoll: Duration
+        public var maxIdlePoll: Duration
+        public var parser: BlockParser
+
+        public init(id: String = "worker-\(ProcessInfo.processInfo.hostName)-\(getpid())", slots: Int = 1,
+                    idlePoll: Duration = .milliseconds(20), maxIdlePoll: Duration = .milliseconds(250),
+                    parser: BlockParser = BlockParser()) {
+            self.id = id
+            self.slots = max(1, slots)
+            self.idlePoll = idlePoll
+            self.maxIdlePoll = maxIdlePoll
+            self.parser = parser
+        }
+    }
+
+    private struct Held {
+        var token: String
+        var cancel: @Sendable () -> Void
+    }
+
+    public let configuration: Configuration
+    private let coordinator: Coordinator.Client<Transport>
+    private let lake: any DataLake
+    private let store: any SegmentStorage
+    private let logger: Logger
+    private let held = Mutex<[UInt64: Held]>([:])
+    private let leaseMilliseconds = Atomic<UInt32>(10_000)
+    private let completed = Atomic<Int>(0)
+
+    public init(configuration: Configuration, coordinator: Coordinator.Client<Transport>, lake: any DataLake,
+                store: any SegmentStorage, logger: Logger = Logger(label: "roster.worker")) {
+        self.configuration = configuration
+        self.coordinator = coordinator
+        self.lake = lake
+        self.store = store
+        var logger = logger
+        logger[metadataKey: "worker"] = "\(configuration.id)"
+        self.logger = logger
+    }
+
+    /// Tasks this worker has finished and reported.
+    public var tasksCompleted: Int { completed.load(ordering: .relaxed) }
+
+    /// Pulls and runs tasks until cancelled or, under swift-service-lifecycle,
+    /// until graceful shutdown (the tasks in hand are finished first).
+    public func run() async throws {
+        await withTaskGroup(of: Void.self) { group in
+            for slot in 0..<configuration.slots {
+                group.addTask { await self.slotLoop(slot) }
+            }
+            group.addTask { await self.heartbeatLoop() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private var stopping: Bool { Task.isCancelled || Task.isShuttingDownGracefully }
+
+    private func slotLoop(_ slot: Int) async {
+        var idle = configuration.idlePoll
+        while !stopping {
+            let tasks: [IngestTask]
+            do {
+                var request = LeaseTasksRequest()
+                request.workerId = configuration.id
+                request.max = 1
+                let response = try await coordinator.leaseTasks(request)
+                if response.leaseMs > 0 { leaseMilliseconds.store(response.leaseMs, ordering: .relaxed) }
+                tasks = response.tasks
+            } catch {
+                logger.debug("cannot lease", metadata: ["error": "\(error)"])
+                tasks = []
+            }
+            if tasks.isEmpty {
+                try? await Task.sleep(for: idle)
+                idle = min(idle * 2, configuration.maxIdlePoll)
+                continue
+            }
+            idle = configuration.idlePoll
+            for task in tasks { await perform(task) }
+        }
+    }
+
+    private func heartbeatLoop() async {
+        while !Task.isCancelled {
+            let interval = Duration.milliseconds(max(10, Int(leaseMilliseconds.load(ordering: .relaxed)) / 3))
+            try? await Task.sleep(for: interval)
+            let current = held.withLock { $0.map { ($0.key, $0.value.token) } }
+            guard !current.isEmpty else { continue }
+            var request = HeartbeatRequest()
+            request.workerId = configuration.id
+            request.taskIds = current.map(\.0)
+            request.leaseTokens = current.map(\.1)
+            guard let response = try? await coordinator.heartbeat(request) else { continue }
+            for id in response.lostTaskIds {
+                logger.warning("lease lost; abandoning task", metadata: ["task": "\(id)"])
+                held.withLock { $0[id] }?.cancel()
+            }
+        }
+    }
+
+    /// Runs one task and reports its outcome.
+    func perform(_ task: IngestTask) async {
+        let work = Task { try await self.execute(task) }
+        held.withLock { $0[task.taskId] = Held(token: task.leaseToken, cancel: { work.cancel() }) }
+        defer { held.withLock { _ = $0.removeValue(forKey: task.taskId) } }
+        do {
+            var report = try await work.value
+            report.workerId = configuration.id
+            report.taskId = task.taskId
+            report.leaseToken = task.leaseToken
+            let accepted = try await withRetries { try await self.coordinator.completeTask(report).accepted }
+            if accepted { completed.add(1, ordering: .relaxed) }
+            logger.debug("task done", metadata: ["task": "\(task.taskId)", "accepted": "\(accepted)"])
+        } catch is CancellationError {
+            // The lease was lost (or the worker is stopping): say nothing; the coordinator re-queues it.
+        } catch {
+            var failure = FailTaskRequest()
+            failure.workerId = configuration.id
+            failure.taskId = task.taskId
+            failure.leaseToken = task.leaseToken
+            if let lakeError = error as? LakeError, case .changed = lakeError { failure.fileChanged = true }
+            failure.error = "\(error)"
+            logger.warning("task failed", metadata: ["task": "\(task.taskId)", "error": "\(error)"])
+            _ = try? await withRetries { try await self.coordinator.failTask(failure) }
+        }
+    }
+
+    private func withRetries<T>(_ body: () async throws -> T) async throws -> T {
+        var delay = Duration.milliseconds(50)
+        for _ in 0..<4 {
+            do { return try await body() } catch let error as RPCError where error.code == .unavailable {
+                try await Task.sleep(for: delay)
+                delay *= 2
+            }
+        }
+        return try await body()
+    }
+
+    private func execute(_ task: IngestTask) async throws -> CompleteTaskRequest {
+        switch task.kind {
+        case .parse: return try await parse(task)
+        case .merge: return try await merge(task)
+        default: throw RPCError(.invalidArgument, "unknown task kind \(task.kind.rawValue)")
+        }
+    }
+
+    private func parse(_ task: IngestTask) async throws -> CompleteTaskRequest {
+        let object = LakeObject(path: task.lakePath, size: Int64(task.end), etag: task.etag, modified: Date(timeIntervalSince1970: 0))
+        var keys: [Key16] = []
+        keys.reserveCapacity(Int(task.end - task.start) / 33 + 16)
+        let stats = try await configuration.parser.parse(
+            lake, object: object, block: BlockRange(start: Int64(task.start), end: Int64(task.end))) { keys.append($0) }
+        try Task.checkCancellation()
+        let distinct = KeySorter.sortAndDeduplicate(&keys)
+        try Task.checkCancellation()
+        let local = try store.prepareWrite(task.outputPath)
+        _ = try SegmentWriter.create(keys.prefix(distinct), count: distinct, at: local, advertiserID: task.advertiserId,
+                                     listVersion: task.version)
+        try await store.commit(task.outputPath)
+
+        var report = CompleteTaskRequest()
+        report.lines = UInt64(stats.lines)
+        report.keys = UInt64(stats.keys)
+        report.skipped = UInt64(stats.skipped)
+        report.outputKeys = UInt64(distinct)
+        report.bytes = task.end - task.start
+        report.invalidByKind = Dictionary(uniqueKeysWithValues: stats.invalid.map { ($0.key.rawValue, UInt64($0.value)) })
+        report.invalidSamples = stats.samples.map {
+            var line = InvalidLine()
+            line.line = UInt64($0.lineInBlock)
+            line.kind = $0.kind.rawValue
+            return line
+        }
+        return report
+    }
+
+    private func merge(_ task: IngestTask) async throws -> CompleteTaskRequest {
+        var runs: [Segment] = []
+        for path in task.runs {
+            runs.append(try Segment(path: try await store.localFile(path), verify: true))
+        }
+        let estimated = RunMerger.count(runs: runs, low: task.keyLow, high: task.keyHigh)
+        let local = try store.prepareWrite(task.outputPath)
+        let writer = try SegmentWriter(path: local, advertiserID: task.advertiserId, listVersion: task.version,
+                                       estimatedKeys: estimated)
+        let written: Int
+        do {
+            written = try RunMerger.merge(runs: runs, low: task.keyLow, high: task.keyHigh, into: writer,
+                                          isCancelled: { Task.isCancelled })
+            _ = try writer.finish()
+        } catch {
+            writer.discard()
+            throw error
+        }
+        try await store.commit(task.outputPath)
+        var report = CompleteTaskRequest()
+        report.outputKeys = UInt64(written)
+        return report
+    }
+}

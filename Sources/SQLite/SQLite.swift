@@ -1,0 +1,205 @@
+import CSQLite
+import Foundation
+
+/// An SQLite failure: the result code, and SQLite's message with the statement.
+public struct SQLiteError: Error, CustomStringConvertible, Sendable {
+    public var code: Int32
+    public var message: String
+
+    public var description: String { "sqlite error \(code): \(message)" }
+}
+
+/// A value bound to or read from a statement.
+public enum SQLValue: Sendable, Equatable {
+    case null
+    case integer(Int64)
+    case real(Double)
+    case text(String)
+    case blob([UInt8])
+}
+
+public protocol SQLBindable {
+    var sqlValue: SQLValue { get }
+}
+
+extension Int: SQLBindable { public var sqlValue: SQLValue { .integer(Int64(self)) } }
+extension Int64: SQLBindable { public var sqlValue: SQLValue { .integer(self) } }
+extension UInt64: SQLBindable { public var sqlValue: SQLValue { .integer(Int64(bitPattern: self)) } }
+extension UInt32: SQLBindable { public var sqlValue: SQLValue { .integer(Int64(self)) } }
+extension Double: SQLBindable { public var sqlValue: SQLValue { .real(self) } }
+extension String: SQLBindable { public var sqlValue: SQLValue { .text(self) } }
+extension Bool: SQLBindable { public var sqlValue: SQLValue { .integer(self ? 1 : 0) } }
+extension SQLValue: SQLBindable { public var sqlValue: SQLValue { self } }
+extension Optional: SQLBindable where Wrapped: SQLBindable {
+    public var sqlValue: SQLValue { self?.sqlValue ?? .null }
+}
+
+/// One result row; columns by index.
+public struct Row {
+    fileprivate let statement: OpaquePointer
+
+    public func int(_ i: Int32) -> Int64 { sqlite3_column_int64(statement, i) }
+    public func double(_ i: Int32) -> Double { sqlite3_column_double(statement, i) }
+    public func isNull(_ i: Int32) -> Bool { sqlite3_column_type(statement, i) == SQLITE_NULL }
+    public func string(_ i: Int32) -> String {
+        guard let p = sqlite3_column_text(statement, i) else { return "" }
+        return String(cString: p)
+    }
+    public func optionalString(_ i: Int32) -> String? { isNull(i) ? nil : string(i) }
+}
+
+/// One SQLite connection, used from one thread at a time (the owner serialises).
+///
+/// A deliberately thin layer: SQL in, rows out, typed errors, prepared
+/// statements cached by text. Opened in WAL mode with `synchronous=FULL`,
+/// so a committed transaction survives a process kill and a power cut.
+public final class Database {
+    private var handle: OpaquePointer?
+    private var cache: [String: OpaquePointer] = [:]
+    public let path: String
+
+    public init(path: String) throws(SQLiteError) {
+        self.path = path
+        var db: OpaquePointer?
+        let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
+        let rc = sqlite3_open_v2(path, &db, flags, nil)
+        guard rc == SQLITE_OK, let db else {
+            let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+            sqlite3_close(db)
+            throw SQLiteError(code: rc, message: "cannot open \(path): \(message)")
+        }
+        handle = db
+        sqlite3_busy_timeout(db, 5000)
+        try execute("PRAGMA journal_mode=WAL")
+        try execute("PRAGMA synchronous=FULL")
+        try execute("PRAGMA foreign_keys=ON")
+    }
+
+    deinit {
+        for statement in cache.values { sqlite3_finalize(statement) }
+        sqlite3_close_v2(handle)
+    }
+
+    private func error(_ rc: Int32, _ sql: String) -> SQLiteError {
+        SQLiteError(code: rc, message: "\(String(cString: sqlite3_errmsg(handle))) in: \(sql)")
+    }
+
+    /// Runs one or more statements that return no rows and take no parameters.
+    public func execute(_ sql: String) throws(SQLiteError) {
+        var message: UnsafeMutablePointer<CChar>?
+        let rc = sqlite3_exec(handle, sql, nil, nil, &message)
+        if rc != SQLITE_OK {
+            let text = message.map { String(cString: $0) } ?? "error"
+            sqlite3_free(message)
+            throw SQLiteError(code: rc, message: "\(text) in: \(sql)")
+        }
+    }
+
+    private func prepared(_ sql: String, _ arguments: [SQLBindable]) throws(SQLiteError) -> OpaquePointer {
+        let statement: OpaquePointer
+        if let cached = cache[sql] {
+            statement = cached
+            sqlite3_reset(statement)
+            sqlite3_clear_bindings(statement)
+        } else {
+            var s: OpaquePointer?
+            let rc = sqlite3_prepare_v2(handle, sql, -1, &s, nil)
+            guard rc == SQLITE_OK, let s else { throw error(rc, sql) }
+            cache[sql] = s
+            statement = s
+        }
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        for (i, argument) in arguments.enumerated() {
+            let index = Int32(i + 1)
+            let rc: Int32
+            switch argument.sqlValue {
+            case .null: rc = sqlite3_bind_null(statement, index)
+            case .integer(let v): rc = sqlite3_bind_int64(statement, index, v)
+            case .real(let v): rc = sqlite3_bind_double(statement, index, v)
+            case .text(let v): rc = sqlite3_bind_text(statement, index, v, -1, transient)
+            case .blob(let v): rc = v.withUnsafeBytes { sqlite3_bind_blob(statement, index, $0.baseAddress, Int32($0.count), transient) }
+            }
+            guard rc == SQLITE_OK else { throw error(rc, sql) }
+        }
+        return statement
+    }
+
+    /// Runs a statement, calling `row` for each result row.
+    public func query(_ sql: String, _ arguments: SQLBindable..., row: (Row) throws -> Void) throws {
+        try query(sql, arguments: arguments, row: row)
+    }
+
+    public func query(_ sql: String, arguments: [SQLBindable], row: (Row) throws -> Void) throws {
+        let statement = try prepared(sql, arguments)
+        defer { sqlite3_reset(statement) }
+        while true {
+            let rc = sqlite3_step(statement)
+            if rc == SQLITE_DONE { return }
+            guard rc == SQLITE_ROW else { throw error(rc, sql) }
+            try row(Row(statement: statement))
+        }
+    }
+
+    /// Runs a statement and maps its rows.
+    public func rows<T>(_ sql: String, _ arguments: SQLBindable..., map: (Row) throws -> T) throws -> [T] {
+        try rows(sql, arguments: arguments, map: map)
+    }
+
+    public func rows<T>(_ sql: String, arguments: [SQLBindable], map: (Row) throws -> T) throws -> [T] {
+        let statement = try prepared(sql, arguments)
+        defer { sqlite3_reset(statement) }
+        var out: [T] = []
+        while true {
+            let rc = sqlite3_step(statement)
+            if rc == SQLITE_DONE { return out }
+            guard rc == SQLITE_ROW else { throw error(rc, sql) }
+            out.append(try map(Row(statement: statement)))
+        }
+    }
+
+    /// Runs a statement that returns no rows; returns the rows it changed.
+    @discardableResult
+    public func run(_ sql: String, _ arguments: SQLBindable...) throws(SQLiteError) -> Int {
+        let statement = try prepared(sql, arguments)
+        defer { sqlite3_reset(statement) }
+        let rc = sqlite3_step(statement)
+        guard rc == SQLITE_DONE || rc == SQLITE_ROW else { throw error(rc, sql) }
+        return Int(sqlite3_changes(handle))
+    }
+
+    public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
+
+    /// Runs `body` in one `BEGIN IMMEDIATE` transaction: all of it commits or none of it.
+    public func transaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    /// The schema version (`PRAGMA user_version`).
+    public var userVersion: Int {
+        get throws { try rows("PRAGMA user_version") { Int($0.int(0)) }.first ?? 0 }
+    }
+
+    /// Applies the migrations after the current `user_version`, each in its
+    /// own transaction with the version bump, so a crash never leaves a
+    /// half-migrated catalog. A catalog newer than this program is refused.
+    public func migrate(_ migrations: [String]) throws {
+        let current = try userVersion
+        guard current <= migrations.count else {
+            throw SQLiteError(code: SQLITE_ERROR, message: "\(path) has schema version \(current); this program knows only up to \(migrations.count)")
+        }
+        for (i, sql) in migrations.enumerated() where i >= current {
+            try transaction {
+                try execute(sql)
+                try execute("PRAGMA user_version = \(i + 1)")
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+import DataLake
+import Foundation
+import HashParsing
+import IngestCoordinator
+import IngestWorker
+import Logging
+import MatchServer
+import RosterAPI
+import RosterRPC
+import RosterTransport
+import SegmentStore
+import TestSupport
+import XCTest
+
+/// The whole ingest path in one test process: a lake folder, a match
+/// server, a coordinator and workers, each on its own loopback port (0),
+/// talking only through the generated clients.
+final class IngestHarness: @unchecked Sendable {
+    let root: URL
+    let lakeRoot: URL
+    let storeRoot: URL
+    let catalogPath: String
+    let policy: IngestPolicy
+    var matchServer: RPCServer!
+    var matchCatalog: MatchCatalog!
+    var coordinatorServer: RPCServer!
+    var coordinator: CoordinatorService<RPCClient>!
+    var coordinatorTask: Task<Void, Error>?
+    var workerTasks: [Task<Void, Error>] = []
+    var clients: [RPCClient] = []
+
+    init(policy: IngestPolicy) throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("roster-ingest-\(UUID().uuidString)")
+        lakeRoot = root.appendingPathComponent("lake")
+        storeRoot = root.appendingPathComponent("store")
+        catalogPath = root.appendingPathComponent("catalog.sqlite").path
+        for url in [lakeRoot, storeRoot] { try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true) }
+        self.policy = policy
+    }
+
+    static func testPolicy(blockSize: Int64 = 4096, lease: Double = 5) -> IngestPolicy {
+        var policy = IngestPolicy()
+        policy.blockSize = blockSize
+        policy.leaseDuration = lease
+        policy.mergeTargetBytes = 2048
+        policy.maxMergeTasks = 4
+        return policy
+    }
+
+    func client(_ server: RPCServer) -> RPCClient {
+        let client = RPCClient(address: server.localAddress!)
+        clients.append(client)
+        return client
+    }
+
+    func startMatchServer() async throws {
+        matchCatalog = try MatchCatalog(root: storeRoot, logger: Logger(label: "test.match"))
+        matchServer = try RPCServer(configuration: .init(drainTimeout: .milliseconds(100)), services: [
+            MatchHandler(catalog: matchCatalog, access: .open), AdminHandler(catalog: matchCatalog, access: .open),
+        ])
+        try await matchServer.start()
+    }
+
+    func startCoordinator() async throws {
+        let catalog = try IngestCatalog(path: catalogPath, policy: policy)
+        coordinator = CoordinatorService(
+            catalog: catalog, lake: LocalFolderLake(root: lakeRoot), store: LocalSegmentStorage(root: storeRoot),
+            matchAdmin: MatchAdmin.Client(transport: client(matchServer)),
+            configuration: .init(scanInterval: nil, publishInterval: .milliseconds(30)))
+        coordinatorServer = try RPCServer(configuration: .init(drainTimeout: .milliseconds(100)), services: [coordinator])
+        try await coordinatorServer.start()
+        let service = coordinator!
+        coordinatorTask = Task { try await service.run() }
+    }
+
+    /// Stops the coordinator abruptly: its server closes and its loops stop;
+    /// nothing is flushed or handed over (the catalog is all that remains).
+    func killCoordinator() async {
+        coordinatorTask?.cancel()
+        _ = try? await coordinatorTask?.value
+        coordinatorServer.drain()
+        await coordinatorServer.waitUntilClosed()
+        coordinator = nil
+    }
+
+    var coordinatorClient: Coordinator.Client<RPCClient> { Coordinator.Client(transport: client(coordinatorServer)) }
+    var matchClient: MatchService.Client<RPCClient> { MatchService.Client(transport: client(matchServer)) }
+
+    @discardableResult
+    func startWorker(id: String, parser: BlockParser = BlockParser(chunkSize: 1000)) -> BlockWorker<RPCClient> {
+        let worker = BlockWorker(
+            configuration: .init(id: id, idlePoll: .milliseconds(5), maxIdlePoll: .milliseconds(20), parser: parser),
+            coordinator: Coordinator.Client(transport: client(coordinatorServer)),
+            lake: LocalFolderLake(root: lakeRoot), store: LocalSegmentStorage(root: storeRoot))
+        workerTasks.append(Task { try await worker.run() })
+        return worker
+    }
+
+    func stopWorkers() async {
+        for task in workerTasks { task.cancel() }
+        for task in workerTasks { _ = try? await task.value }
+        workerTasks = []
+    }
+
+    func shutdown() async {
+        await stopWorkers()
+        if coordinator != nil { await killCoordinator() }
+        matchServer?.drain()
+        await matchServer?.waitUntilClosed()
+        for client in clients { await client.close() }
+        try? FileManager.default.removeItem(at: root)
+    }
+
+    /// Writes a file into the lake at `<advertiser>/<name>`; returns its lake path.
+    @discardableResult
+    func drop(_ contents: [UInt8], advertiser: String, name: String) throws -> String {
+        let folder = lakeRoot.appendingPathComponent(advertiser)
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try Data(contents).write(to: folder.appendingPathComponent(name))
+        return "\(advertiser)/\(name)"
+    }
+
+    func submit(_ path: String) async throws -> SubmitFileResponse {
+        var request = SubmitFileRequest()
+        request.path = path
+        return try await coordinatorClient.submitFile(request)
+    }
+
+    func fileStatus(_ id: UInt64) async throws -> FileStatus? {
+        var request = ListFilesRequest()
+        request.limit = 10_000
+        return try await coordinatorClient.listFiles(request).files.first { $0.fileId == id }
+    }
+
+    /// Waits until file `id` reaches one of `states` (or any terminal state) and returns its status.
+    func waitForFile(_ id: UInt64, timeout: Duration = .seconds(20)) async throws -> FileStatus {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if let status = try await fileStatus(id), [.live, .failed, .rejected, .superseded, .retired].contains(status.state) {
+                return status
+            }
+            if ContinuousClock.now > deadline {
+                let status = try await fileStatus(id)
+                throw HarnessError.timeout("file \(id) stuck in \(String(describing: status?.state)) (\(status?.blocksDone ?? 0)/\(status?.blocksTotal ?? 0) blocks)")
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// Asks the match server about every key in `keys`, in batches.
+    func matched(_ advertiser: String, _ keys: [Key16]) async throws -> [Bool] {
+        var out: [Bool] = []
+        for start in stride(from: 0, to: keys.count, by: 5000) {
+            let batch = keys[start..<min(keys.count, start + 5000)]
+            var request = MatchManyRequest()
+            request.advertiserId = advertiser
+            request.hashes = Data(batch.flatMap(\.bytes))
+            let response = try await matchClient.matchMany(request)
+            for i in 0..<batch.count { out.append((response.matched[i >> 3] >> UInt8(i & 7)) & 1 == 1) }
+        }
+        return out
+    }
+}
+
+enum HarnessError: Error { case timeout(String) }
+
+/// An independent reading of a member file: the reference the served set
+/// is compared with. Deliberately simple (String-based), unlike the parser.
+enum ReferenceParser {
+    static func keys(_ contents: [UInt8]) -> Set<Key16> {
+        var out = Set<Key16>()
+        var bytes = contents[...]
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
+        // Split on bytes: as a String, "\r\n" is one Character and would not split on "\n".
+        for line in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            let trimmed = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard trimmed.count == 32, trimmed.allSatisfy(\.isHexDigit) else { continue }
+            var bytes: [UInt8] = []
+            var index = trimmed.startIndex
+            for _ in 0..<16 {
+                let next = trimmed.index(index, offsetBy: 2)
+                bytes.append(UInt8(trimmed[index..<next], radix: 16)!)
+                index = next
+            }
+            out.insert(Key16(bytes: bytes)!)
+        }
+        return out
+    }
+
+    static func hex(_ key: Key16, uppercase: Bool = false) -> String {
+        let s = key.bytes.map { String(format: "%02x", $0) }.joined()
+        return uppercase ? s.uppercased() : s
+    }
+
+    static func randomKeys(_ n: Int, seed: UInt64) -> [Key16] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<n).map { _ in Key16(hi: rng.next(), lo: rng.next()) }
+    }
+}
