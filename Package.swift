@@ -93,7 +93,7 @@ let package = Package(
         ]),
         .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore", "TestSupport"]),
         .testTarget(name: "IngestTests", dependencies: [
-            "DataLake", "HashParsing", "SegmentStore", "IngestCoordinator", "IngestWorker", "MatchServer",
+            "DataLake", "HashParsing", "SegmentStore", "IngestCoordinator", "IngestWorker", "MatchServer", "SQLite",
             "RosterAPI", "RosterRPC", "RosterTransport", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),

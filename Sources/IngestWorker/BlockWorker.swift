@@ -138,8 +138,9 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             let accepted = try await withRetries { try await self.coordinator.completeTask(report).accepted }
             if accepted { completed.add(1, ordering: .relaxed) }
             logger.debug("task done", metadata: ["task": "\(task.taskId)", "accepted": "\(accepted)"])
-        } catch is CancellationError {
-            // The lease was lost (or the worker is stopping): say nothing; the coordinator re-queues it.
+        } catch where error is CancellationError || Task.isCancelled {
+            // The lease was lost or the worker is stopping: say nothing; the
+            // lease expires and the coordinator hands the task out again.
         } catch {
             var failure = FailTaskRequest()
             failure.workerId = configuration.id

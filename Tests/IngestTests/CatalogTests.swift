@@ -1,0 +1,92 @@
+import DataLake
+import Foundation
+import IngestCoordinator
+import RosterAPI
+import SQLite
+import XCTest
+
+final class CatalogTests: XCTestCase {
+    private func temporaryPath() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("catalog-\(UUID().uuidString).sqlite").path
+    }
+
+    private func object(_ path: String, size: Int64, etag: String = "e1") -> LakeObject {
+        LakeObject(path: path, size: size, etag: etag, modified: Date(timeIntervalSince1970: 0))
+    }
+
+    func testMigrationsApplyOnceAndANewerCatalogIsRefused() throws {
+        let path = temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var policy = IngestPolicy()
+        policy.blockSize = 100
+        do {
+            let catalog = try IngestCatalog(path: path, policy: policy)
+            _ = try catalog.submit(object("a/f", size: 250), now: 1)
+        }
+        // Reopening keeps the data and does not re-run migrations.
+        let reopened = try IngestCatalog(path: path, policy: policy)
+        XCTAssertEqual(try reopened.files(advertiser: "a", states: [], limit: 10, now: 2).first?.blocksTotal, 3)
+        let db = try Database(path: path)
+        XCTAssertEqual(try db.userVersion, 1)
+        try db.execute("PRAGMA user_version = 99")
+        XCTAssertThrowsError(try IngestCatalog(path: path, policy: policy)) { error in
+            XCTAssertTrue("\(error)".contains("schema version 99"), "\(error)")
+        }
+    }
+
+    func testPathOutsideAnAdvertiserFolderIsRefused() throws {
+        let path = temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let catalog = try IngestCatalog(path: path)
+        XCTAssertThrowsError(try catalog.submit(object("loose.txt", size: 10), now: 0))
+    }
+
+    func testANewFileSupersedesAnUnfinishedOlderOne() throws {
+        let path = temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let catalog = try IngestCatalog(path: path)
+        let first = try catalog.submit(object("a/1", size: 10), now: 0)
+        let leased = try catalog.lease(worker: "w", max: 1, now: 1)
+        XCTAssertEqual(leased.count, 1)
+        let second = try catalog.submit(object("a/2", size: 10), now: 2)
+        let states = try catalog.files(advertiser: "a", states: [], limit: 10, now: 3).map { ($0.fileId, $0.state) }
+        XCTAssertEqual(states.first { $0.0 == first.fileID }?.1, .superseded)
+        XCTAssertEqual(states.first { $0.0 == second.fileID }?.1, .queued)
+        // The superseded version's lease is void: its report is ignored.
+        var report = CompleteTaskRequest()
+        report.taskId = leased[0].taskId
+        report.leaseToken = leased[0].leaseToken
+        XCTAssertNil(try catalog.complete(report, now: 4))
+        XCTAssertEqual(try catalog.lease(worker: "w", max: 5, now: 5).map(\.version), [second.fileID])
+    }
+
+    func testPriorityFavoursSmallRemainingWorkAndAgesWithoutBound() {
+        let block: Int64 = 64 << 20
+        func score(_ bytes: Int64, waited: Double, weight: Double = 1) -> Double {
+            Priority.score(weight: weight, waited: waited, remainingBytes: bytes, blockSize: block, merging: false, agingSeconds: 120)
+        }
+        // A new 10 KB file beats a 100 GB file that has waited a minute.
+        XCTAssertGreaterThan(score(10_000, waited: 0), score(100 << 30, waited: 60))
+        // ...but a big file that has waited long enough beats a new small one: no starvation.
+        XCTAssertGreaterThan(score(100 << 30, waited: 3600), score(10_000, waited: 0))
+        // Weight 2 counts like waiting.
+        XCTAssertGreaterThan(score(1 << 30, waited: 0, weight: 2), score(1 << 30, waited: 60))
+        XCTAssertEqual(Priority.score(weight: 1, waited: 0, remainingBytes: 0, blockSize: block, merging: true, agingSeconds: 120),
+                       2 * score(0, waited: 0))
+    }
+
+    func testMergeRangesPartitionTheKeySpace() {
+        var policy = IngestPolicy()
+        policy.mergeTargetBytes = 1000
+        policy.maxMergeTasks = 8
+        XCTAssertEqual(policy.mergeRanges(keys: 10).count, 1)
+        XCTAssertEqual(policy.mergeRanges(keys: 10).first?.low, 0)
+        XCTAssertEqual(policy.mergeRanges(keys: 10).first?.high, 0)
+        let ranges = policy.mergeRanges(keys: 300) // 4,800 bytes: 5 wanted, rounded to 8
+        XCTAssertEqual(ranges.count, 8)
+        XCTAssertEqual(ranges.first?.low, 0)
+        XCTAssertEqual(ranges.last?.high, 0, "the last range runs to the end of the key space")
+        for (a, b) in zip(ranges, ranges.dropFirst()) { XCTAssertEqual(a.high, b.low) }
+        XCTAssertEqual(policy.mergeRanges(keys: 1_000_000).count, 8, "capped")
+    }
+}

@@ -1,0 +1,157 @@
+import Foundation
+import IngestCoordinator
+import RosterAPI
+import RosterRPC
+import SegmentStore
+import TestSupport
+import XCTest
+
+/// Workers that die, coordinators that are killed, tasks that keep failing.
+final class IngestFaultTests: XCTestCase {
+    private var harness: IngestHarness!
+
+    override func tearDown() async throws {
+        await harness?.shutdown()
+        harness = nil
+    }
+
+    private func lines(_ keys: [Key16]) -> [UInt8] { Array(keys.map { ReferenceParser.hex($0) + "\n" }.joined().utf8) }
+
+    private func lease(_ worker: String, max: UInt32 = 1) async throws -> LeaseTasksResponse {
+        var request = LeaseTasksRequest()
+        request.workerId = worker
+        request.max = max
+        return try await harness.coordinatorClient.leaseTasks(request)
+    }
+
+    /// A worker leases a block and dies: its lease expires, another worker
+    /// does the block, and the dead worker's late report is ignored.
+    func testBlockOfADeadWorkerRunsAgainAndItsLateReportIsIgnored() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy(lease: 0.4))
+        try await harness.startMatchServer()
+        try await harness.startCoordinator()
+        let keys = ReferenceParser.randomKeys(1000, seed: 40)
+        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "dead", name: "f.txt")).fileId
+
+        let dead = try await lease("doomed", max: 3)
+        XCTAssertEqual(dead.tasks.count, 3)
+        XCTAssertEqual(dead.tasks.map(\.start), [0, 4096, 8192], "blocks in order, first block first")
+        XCTAssertEqual(dead.leaseMs, 400)
+
+        harness.startWorker(id: "alive")
+        let status = try await harness.waitForFile(id)
+        XCTAssertEqual(status.state, .live, status.error)
+        XCTAssertEqual(status.keys, 1000, "no block counted twice")
+        XCTAssertEqual(status.distinctKeys, 1000)
+        let hits = try await harness.matched("dead", keys)
+        XCTAssertTrue(hits.allSatisfy { $0 })
+
+        // The dead worker wakes up and reports: ignored, nothing changes.
+        var late = CompleteTaskRequest()
+        late.workerId = "doomed"
+        late.taskId = dead.tasks[0].taskId
+        late.leaseToken = dead.tasks[0].leaseToken
+        late.keys = 999_999
+        let answer = try await harness.coordinatorClient.completeTask(late)
+        XCTAssertFalse(answer.accepted)
+        let after = try await harness.fileStatus(id)
+        XCTAssertEqual(after?.keys, 1000)
+        XCTAssertEqual(after?.state, .live)
+    }
+
+    func testHeartbeatKeepsALeaseAndReportsLostOnes() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy(lease: 0.3))
+        try await harness.startMatchServer()
+        try await harness.startCoordinator()
+        _ = try await harness.submit(try harness.drop(lines(ReferenceParser.randomKeys(300, seed: 41)), advertiser: "hb", name: "f.txt"))
+        let held = try await lease("keeper", max: 2).tasks
+        XCTAssertEqual(held.count, 2)
+        var beat = HeartbeatRequest()
+        beat.workerId = "keeper"
+        beat.taskIds = [held[0].taskId]
+        beat.leaseTokens = [held[0].leaseToken]
+        for _ in 0..<5 {
+            try await Task.sleep(for: .milliseconds(100))
+            let response = try await harness.coordinatorClient.heartbeat(beat)
+            XCTAssertEqual(response.lostTaskIds, [])
+        }
+        // Task 1 was renewed for 500 ms; task 2 expired and was leased again.
+        let other = try await lease("other", max: 5).tasks
+        XCTAssertTrue(other.contains { $0.taskId == held[1].taskId })
+        XCTAssertFalse(other.contains { $0.taskId == held[0].taskId })
+        beat.taskIds = [held[1].taskId]
+        beat.leaseTokens = [held[1].leaseToken]
+        let lost = try await harness.coordinatorClient.heartbeat(beat)
+        XCTAssertEqual(lost.lostTaskIds, [held[1].taskId])
+    }
+
+    /// A block that fails on every attempt fails its version, with the
+    /// error; the previous version keeps serving.
+    func testVersionFailsAfterMaxAttemptsAndThePreviousKeepsServing() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy())
+        try await harness.startMatchServer()
+        try await harness.startCoordinator()
+        let good = ReferenceParser.randomKeys(200, seed: 42)
+        harness.startWorker(id: "w")
+        let v1 = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(good), advertiser: "flaky", name: "1.txt")).fileId)
+        XCTAssertEqual(v1.state, .live)
+        await harness.stopWorkers()
+
+        let v2 = try await harness.submit(try harness.drop(lines(ReferenceParser.randomKeys(50, seed: 43)), advertiser: "flaky", name: "2.txt"))
+        for attempt in 1...4 {
+            let leased = try await lease("breaker")
+            let task = try XCTUnwrap(leased.tasks.first)
+            XCTAssertEqual(task.attempt, UInt32(attempt))
+            var failure = FailTaskRequest()
+            failure.workerId = "breaker"
+            failure.taskId = task.taskId
+            failure.leaseToken = task.leaseToken
+            failure.error = "disk full (attempt \(attempt))"
+            let answer = try await harness.coordinatorClient.failTask(failure)
+            XCTAssertTrue(answer.accepted)
+        }
+        let failed = try await harness.waitForFile(v2.fileId)
+        XCTAssertEqual(failed.state, .failed)
+        XCTAssertTrue(failed.error.contains("block 0 failed 4 times; last: disk full (attempt 4)"), failed.error)
+        let nothing = try await lease("breaker")
+        XCTAssertEqual(nothing.tasks.count, 0, "a failed version hands out no more work")
+        XCTAssertEqual(harness.matchCatalog.current("flaky")?.version, v1.fileId)
+        let hits = try await harness.matched("flaky", good)
+        XCTAssertTrue(hits.allSatisfy { $0 })
+    }
+
+    /// The coordinator is stopped abruptly mid-ingest; a new one on the same
+    /// catalog finishes the job with the same result.
+    func testCoordinatorRestartedMidIngestReachesTheSameResult() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy(lease: 0.5))
+        try await harness.startMatchServer()
+        try await harness.startCoordinator()
+        let keys = ReferenceParser.randomKeys(4000, seed: 44)
+        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "restart", name: "f.txt")).fileId
+        // Some blocks are leased by a worker that never reports: after the
+        // restart their leases still stand until they expire.
+        let orphaned = try await lease("vanished", max: 5)
+        XCTAssertEqual(orphaned.tasks.count, 5)
+        harness.startWorker(id: "w1")
+        try await waitUntil(timeout: .seconds(10)) {
+            (try? self.blocksDone(id)) ?? 0 >= 10
+        }
+        await harness.stopWorkers()
+        await harness.killCoordinator()
+
+        try await harness.startCoordinator()
+        harness.startWorker(id: "w2")
+        harness.startWorker(id: "w3")
+        let status = try await harness.waitForFile(id)
+        XCTAssertEqual(status.state, .live, status.error)
+        XCTAssertEqual(status.keys, 4000)
+        XCTAssertEqual(status.distinctKeys, 4000)
+        let hits = try await harness.matched("restart", keys)
+        XCTAssertTrue(hits.allSatisfy { $0 })
+    }
+
+    private func blocksDone(_ id: UInt64) throws -> UInt32 {
+        try harness.coordinator.catalog.files(advertiser: nil, states: [], limit: 100, now: Date().timeIntervalSince1970)
+            .first { $0.fileId == id }?.blocksDone ?? 0
+    }
+}
