@@ -24,9 +24,9 @@ final class RobustnessTests: XCTestCase {
     }
 
     /// Runs the inputs for one decoder on every core.
-    private func hammer<M: ProtoMessage>(_ type: M.Type, seed: UInt64, seeds samples: [[UInt8]]) {
+    private func hammer<M: ProtoMessage>(_ type: M.Type, seed: UInt64, seeds samples: [[UInt8]], inputs: Int = inputsPerDecoder) {
         let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
-        let perWorker = Self.inputsPerDecoder / workers + 1
+        let perWorker = inputs / workers + 1
         let decoded = Counter()
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             var rng = SplitMix64(seed: seed &+ UInt64(worker) &* 0x1000_0001)
@@ -47,6 +47,18 @@ final class RobustnessTests: XCTestCase {
         var random = RandomValues(seed: 77)
         random.longArrays = false // small samples keep 100,000 decodes quick
         return (0..<64).map { _ in make(&random) }.filter { !$0.isEmpty }
+    }
+
+    /// Every message of the API schema, from the generated registry: 20,000
+    /// inputs each, seeded with valid encodings of unrelated messages.
+    func testEveryAPIMessageDecoderSurvivesHostileInput() {
+        let seeds = samples { $0.document().serializedBytes() } + samples { $0.scalars().serializedBytes() }
+        for (i, type) in RosterSchema.messages.enumerated() {
+            func run<M: ProtoJSONMessage>(_ type: M.Type) {
+                hammer(type, seed: 1000 + UInt64(i), seeds: seeds, inputs: 20_000)
+            }
+            run(type)
+        }
     }
 
     func testFixtureDecodersSurviveHostileInput() {

@@ -8,7 +8,7 @@
 struct SwiftEmitter {
     let file: SchemaFile
     let runtimeModule: String
-    private var w = CodeWriter()
+    var w = CodeWriter()
 
     init(file: SchemaFile, runtimeModule: String = "RosterRPC") {
         self.file = file
@@ -50,6 +50,9 @@ struct SwiftEmitter {
                 emitCodec(m)
             }
         }
+        var enums = file.enums
+        for m in all { enums += m.enums }
+        emitJSONSection(messages: all, enums: enums, services: file.services, sourceName: sourceName)
     }
 
     // MARK: Enums

@@ -1910,3 +1910,849 @@ extension FailTaskResponse {
         writer.writeUnknown(unknownFields)
     }
 }
+
+// MARK: - JSON mapping
+
+extension FileState: ProtoJSONEnum {
+    public var protoName: String? {
+        switch self {
+        case .unspecified: return "FILE_STATE_UNSPECIFIED"
+        case .queued: return "FILE_STATE_QUEUED"
+        case .parsing: return "FILE_STATE_PARSING"
+        case .merging: return "FILE_STATE_MERGING"
+        case .publishing: return "FILE_STATE_PUBLISHING"
+        case .live: return "FILE_STATE_LIVE"
+        case .failed: return "FILE_STATE_FAILED"
+        case .rejected: return "FILE_STATE_REJECTED"
+        case .superseded: return "FILE_STATE_SUPERSEDED"
+        case .retired: return "FILE_STATE_RETIRED"
+        case .unrecognized: return nil
+        }
+    }
+
+    public init?(protoName: String) {
+        switch protoName {
+        case "FILE_STATE_UNSPECIFIED": self = .unspecified
+        case "FILE_STATE_QUEUED": self = .queued
+        case "FILE_STATE_PARSING": self = .parsing
+        case "FILE_STATE_MERGING": self = .merging
+        case "FILE_STATE_PUBLISHING": self = .publishing
+        case "FILE_STATE_LIVE": self = .live
+        case "FILE_STATE_FAILED": self = .failed
+        case "FILE_STATE_REJECTED": self = .rejected
+        case "FILE_STATE_SUPERSEDED": self = .superseded
+        case "FILE_STATE_RETIRED": self = .retired
+        default: return nil
+        }
+    }
+}
+
+extension TaskKind: ProtoJSONEnum {
+    public var protoName: String? {
+        switch self {
+        case .unspecified: return "TASK_KIND_UNSPECIFIED"
+        case .parse: return "TASK_KIND_PARSE"
+        case .merge: return "TASK_KIND_MERGE"
+        case .unrecognized: return nil
+        }
+    }
+
+    public init?(protoName: String) {
+        switch protoName {
+        case "TASK_KIND_UNSPECIFIED": self = .unspecified
+        case "TASK_KIND_PARSE": self = .parse
+        case "TASK_KIND_MERGE": self = .merge
+        default: return nil
+        }
+    }
+}
+
+extension MatchRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.MatchRequest"
+    public static let schemaDefinition = "/// Is one email hash a member of one advertiser's list?\nmessage MatchRequest {\n  /// The advertiser whose list is asked about (its folder name in the lake).\n  string advertiser_id = 1;\n  /// The MD5 of the normalised email: exactly 16 bytes.\n  bytes hash = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("hash", BytesCodec.self, self.hash)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "hash": self.hash = try JSONReader.singular(BytesCodec.self, value, field: "hash")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "hash"])
+            }
+        }
+    }
+}
+
+extension MatchResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.MatchResponse"
+    public static let schemaDefinition = "message MatchResponse {\n  bool matched = 1;\n  /// The list version that answered.\n  uint64 version = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("matched", BoolCodec.self, self.matched)
+        object.singular("version", UInt64Codec.self, self.version)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "matched": self.matched = try JSONReader.singular(BoolCodec.self, value, field: "matched")
+            case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["matched", "version"])
+            }
+        }
+    }
+}
+
+extension MatchManyRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.MatchManyRequest"
+    public static let schemaDefinition = "/// Many hashes of one advertiser at once.\nmessage MatchManyRequest {\n  string advertiser_id = 1;\n  /// N hashes of 16 bytes each, back to back (N × 16 bytes): one packed field\n  /// costs about a microsecond per thousand keys to encode, a repeated field\n  /// of strings about seventy.\n  bytes hashes = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("hashes", BytesCodec.self, self.hashes)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "hashes": self.hashes = try JSONReader.singular(BytesCodec.self, value, field: "hashes")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "hashes"])
+            }
+        }
+    }
+}
+
+extension MatchManyResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.MatchManyResponse"
+    public static let schemaDefinition = "message MatchManyResponse {\n  /// One bit per hash, in request order: bit i is (matched[i / 8] >> (i % 8)) & 1.\n  bytes matched = 1;\n  /// How many hashes were asked about (the bitmap's length in bits).\n  uint32 count = 2;\n  /// How many of them matched.\n  uint32 matched_count = 3;\n  uint64 version = 4;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("matched", BytesCodec.self, self.matched)
+        object.singular("count", UInt32Codec.self, self.count)
+        object.singular("matchedCount", UInt32Codec.self, self.matchedCount)
+        object.singular("version", UInt64Codec.self, self.version)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "matched": self.matched = try JSONReader.singular(BytesCodec.self, value, field: "matched")
+            case "count": self.count = try JSONReader.singular(UInt32Codec.self, value, field: "count")
+            case "matchedCount", "matched_count": self.matchedCount = try JSONReader.singular(UInt32Codec.self, value, field: "matchedCount")
+            case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["matched", "count", "matchedCount", "version"])
+            }
+        }
+    }
+}
+
+extension SegmentRef: ProtoJSONMessage {
+    public static let protoName = "roster.v1.SegmentRef"
+    public static let schemaDefinition = "/// One immutable segment file of sorted 16-byte keys.\nmessage SegmentRef {\n  /// Path relative to the segment store's root.\n  string path = 1;\n  uint64 key_count = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("path", StringCodec.self, self.path)
+        object.singular("keyCount", UInt64Codec.self, self.keyCount)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "path": self.path = try JSONReader.singular(StringCodec.self, value, field: "path")
+            case "keyCount", "key_count": self.keyCount = try JSONReader.singular(UInt64Codec.self, value, field: "keyCount")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["path", "keyCount"])
+            }
+        }
+    }
+}
+
+extension PublishRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.PublishRequest"
+    public static let schemaDefinition = "message PublishRequest {\n  string advertiser_id = 1;\n  /// Must be greater than the version being served.\n  uint64 version = 2;\n  repeated SegmentRef segments = 3;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("version", UInt64Codec.self, self.version)
+        object.repeatedMessages("segments", self.segments)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
+            case "segments": self.segments = try JSONReader.repeated(MessageCodec<SegmentRef>.self, value, field: "segments")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "version", "segments"])
+            }
+        }
+    }
+}
+
+extension PublishResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.PublishResponse"
+    public static let schemaDefinition = "message PublishResponse {\n  /// The version that was live before, 0 if none.\n  uint64 previous_version = 1;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("previousVersion", UInt64Codec.self, self.previousVersion)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "previousVersion", "previous_version": self.previousVersion = try JSONReader.singular(UInt64Codec.self, value, field: "previousVersion")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["previousVersion"])
+            }
+        }
+    }
+}
+
+extension UnpublishRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.UnpublishRequest"
+    public static let schemaDefinition = "message UnpublishRequest {\n  string advertiser_id = 1;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId"])
+            }
+        }
+    }
+}
+
+extension UnpublishResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.UnpublishResponse"
+    public static let schemaDefinition = "message UnpublishResponse {\n  /// The version that was removed, 0 if the advertiser had none.\n  uint64 removed_version = 1;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("removedVersion", UInt64Codec.self, self.removedVersion)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "removedVersion", "removed_version": self.removedVersion = try JSONReader.singular(UInt64Codec.self, value, field: "removedVersion")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["removedVersion"])
+            }
+        }
+    }
+}
+
+extension SubmitFileRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.SubmitFileRequest"
+    public static let schemaDefinition = "message SubmitFileRequest {\n  /// The file's path in the lake: `<advertiser-id>/<file>`.\n  string path = 1;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("path", StringCodec.self, self.path)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "path": self.path = try JSONReader.singular(StringCodec.self, value, field: "path")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["path"])
+            }
+        }
+    }
+}
+
+extension SubmitFileResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.SubmitFileResponse"
+    public static let schemaDefinition = "message SubmitFileResponse {\n  uint64 file_id = 1;\n  string advertiser_id = 2;\n  /// False when this exact file (path and etag) was already known: nothing new was queued.\n  bool queued = 3;\n  FileState state = 4;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("fileId", UInt64Codec.self, self.fileId)
+        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("queued", BoolCodec.self, self.queued)
+        object.singular("state", EnumCodec<FileState>.self, self.state)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "fileId", "file_id": self.fileId = try JSONReader.singular(UInt64Codec.self, value, field: "fileId")
+            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "queued": self.queued = try JSONReader.singular(BoolCodec.self, value, field: "queued")
+            case "state": self.state = try JSONReader.singular(EnumCodec<FileState>.self, value, field: "state")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["fileId", "advertiserId", "queued", "state"])
+            }
+        }
+    }
+}
+
+extension InvalidLine: ProtoJSONMessage {
+    public static let protoName = "roster.v1.InvalidLine"
+    public static let schemaDefinition = "/// The first invalid lines of a file, by kind; their content is never kept.\nmessage InvalidLine {\n  /// 1-based line number in the file.\n  uint64 line = 1;\n  /// \"wrong_hash_type\", \"unhashed_email\" or \"malformed\".\n  string kind = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("line", UInt64Codec.self, self.line)
+        object.singular("kind", StringCodec.self, self.kind)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "line": self.line = try JSONReader.singular(UInt64Codec.self, value, field: "line")
+            case "kind": self.kind = try JSONReader.singular(StringCodec.self, value, field: "kind")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["line", "kind"])
+            }
+        }
+    }
+}
+
+extension FileStatus: ProtoJSONMessage {
+    public static let protoName = "roster.v1.FileStatus"
+    public static let schemaDefinition = "message FileStatus {\n  uint64 file_id = 1;\n  string advertiser_id = 2;\n  string path = 3;\n  uint64 size = 4;\n  string etag = 5;\n  FileState state = 6;\n  uint32 blocks_total = 7;\n  uint32 blocks_done = 8;\n  uint64 bytes_done = 9;\n  uint32 merges_total = 10;\n  uint32 merges_done = 11;\n  /// Parsed bytes per second since the first block was leased.\n  double bytes_per_second = 12;\n  /// Seconds until live at the current rate; 0 when unknown or finished.\n  double eta_seconds = 13;\n  uint64 lines = 14;\n  /// Valid keys read (duplicates included).\n  uint64 keys = 15;\n  /// Distinct keys served, once merged.\n  uint64 distinct_keys = 16;\n  uint64 invalid_lines = 17;\n  map<string, uint64> invalid_by_kind = 18;\n  repeated InvalidLine invalid_samples = 19;\n  /// Why the file failed, was rejected or superseded.\n  string error = 20;\n  /// Unix time in milliseconds.\n  int64 submitted_at_ms = 21;\n  int64 live_at_ms = 22;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("fileId", UInt64Codec.self, self.fileId)
+        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("path", StringCodec.self, self.path)
+        object.singular("size", UInt64Codec.self, self.size)
+        object.singular("etag", StringCodec.self, self.etag)
+        object.singular("state", EnumCodec<FileState>.self, self.state)
+        object.singular("blocksTotal", UInt32Codec.self, self.blocksTotal)
+        object.singular("blocksDone", UInt32Codec.self, self.blocksDone)
+        object.singular("bytesDone", UInt64Codec.self, self.bytesDone)
+        object.singular("mergesTotal", UInt32Codec.self, self.mergesTotal)
+        object.singular("mergesDone", UInt32Codec.self, self.mergesDone)
+        object.singular("bytesPerSecond", DoubleCodec.self, self.bytesPerSecond)
+        object.singular("etaSeconds", DoubleCodec.self, self.etaSeconds)
+        object.singular("lines", UInt64Codec.self, self.lines)
+        object.singular("keys", UInt64Codec.self, self.keys)
+        object.singular("distinctKeys", UInt64Codec.self, self.distinctKeys)
+        object.singular("invalidLines", UInt64Codec.self, self.invalidLines)
+        object.map("invalidByKind", StringCodec.self, UInt64Codec.self, self.invalidByKind)
+        object.repeatedMessages("invalidSamples", self.invalidSamples)
+        object.singular("error", StringCodec.self, self.error)
+        object.singular("submittedAtMs", Int64Codec.self, self.submittedAtMs)
+        object.singular("liveAtMs", Int64Codec.self, self.liveAtMs)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "fileId", "file_id": self.fileId = try JSONReader.singular(UInt64Codec.self, value, field: "fileId")
+            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "path": self.path = try JSONReader.singular(StringCodec.self, value, field: "path")
+            case "size": self.size = try JSONReader.singular(UInt64Codec.self, value, field: "size")
+            case "etag": self.etag = try JSONReader.singular(StringCodec.self, value, field: "etag")
+            case "state": self.state = try JSONReader.singular(EnumCodec<FileState>.self, value, field: "state")
+            case "blocksTotal", "blocks_total": self.blocksTotal = try JSONReader.singular(UInt32Codec.self, value, field: "blocksTotal")
+            case "blocksDone", "blocks_done": self.blocksDone = try JSONReader.singular(UInt32Codec.self, value, field: "blocksDone")
+            case "bytesDone", "bytes_done": self.bytesDone = try JSONReader.singular(UInt64Codec.self, value, field: "bytesDone")
+            case "mergesTotal", "merges_total": self.mergesTotal = try JSONReader.singular(UInt32Codec.self, value, field: "mergesTotal")
+            case "mergesDone", "merges_done": self.mergesDone = try JSONReader.singular(UInt32Codec.self, value, field: "mergesDone")
+            case "bytesPerSecond", "bytes_per_second": self.bytesPerSecond = try JSONReader.singular(DoubleCodec.self, value, field: "bytesPerSecond")
+            case "etaSeconds", "eta_seconds": self.etaSeconds = try JSONReader.singular(DoubleCodec.self, value, field: "etaSeconds")
+            case "lines": self.lines = try JSONReader.singular(UInt64Codec.self, value, field: "lines")
+            case "keys": self.keys = try JSONReader.singular(UInt64Codec.self, value, field: "keys")
+            case "distinctKeys", "distinct_keys": self.distinctKeys = try JSONReader.singular(UInt64Codec.self, value, field: "distinctKeys")
+            case "invalidLines", "invalid_lines": self.invalidLines = try JSONReader.singular(UInt64Codec.self, value, field: "invalidLines")
+            case "invalidByKind", "invalid_by_kind": self.invalidByKind = try JSONReader.map(StringCodec.self, UInt64Codec.self, value, field: "invalidByKind")
+            case "invalidSamples", "invalid_samples": self.invalidSamples = try JSONReader.repeated(MessageCodec<InvalidLine>.self, value, field: "invalidSamples")
+            case "error": self.error = try JSONReader.singular(StringCodec.self, value, field: "error")
+            case "submittedAtMs", "submitted_at_ms": self.submittedAtMs = try JSONReader.singular(Int64Codec.self, value, field: "submittedAtMs")
+            case "liveAtMs", "live_at_ms": self.liveAtMs = try JSONReader.singular(Int64Codec.self, value, field: "liveAtMs")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["fileId", "advertiserId", "path", "size", "etag", "state", "blocksTotal", "blocksDone", "bytesDone", "mergesTotal", "mergesDone", "bytesPerSecond", "etaSeconds", "lines", "keys", "distinctKeys", "invalidLines", "invalidByKind", "invalidSamples", "error", "submittedAtMs", "liveAtMs"])
+            }
+        }
+    }
+}
+
+extension ListFilesRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.ListFilesRequest"
+    public static let schemaDefinition = "message ListFilesRequest {\n  /// Only this advertiser's files when set.\n  string advertiser_id = 1;\n  /// Only files in these states when non-empty.\n  repeated FileState states = 2;\n  /// At most this many, newest first (default 100).\n  uint32 limit = 3;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.repeated("states", EnumCodec<FileState>.self, self.states)
+        object.singular("limit", UInt32Codec.self, self.limit)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "states": self.states = try JSONReader.repeated(EnumCodec<FileState>.self, value, field: "states")
+            case "limit": self.limit = try JSONReader.singular(UInt32Codec.self, value, field: "limit")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "states", "limit"])
+            }
+        }
+    }
+}
+
+extension ListFilesResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.ListFilesResponse"
+    public static let schemaDefinition = "message ListFilesResponse {\n  repeated FileStatus files = 1;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.repeatedMessages("files", self.files)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "files": self.files = try JSONReader.repeated(MessageCodec<FileStatus>.self, value, field: "files")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["files"])
+            }
+        }
+    }
+}
+
+extension StatusRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.StatusRequest"
+    public static let schemaDefinition = "message StatusRequest {\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        let object = JSONObjectWriter(includeDefaults: includeDefaults)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, _) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: [])
+            }
+        }
+    }
+}
+
+extension StatusResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.StatusResponse"
+    public static let schemaDefinition = "message StatusResponse {\n  /// Files not yet live, failed or rejected, oldest first, and the most recent others.\n  repeated FileStatus files = 1;\n  uint32 advertisers_live = 2;\n  uint32 workers_seen = 3;\n  uint32 tasks_queued = 4;\n  uint32 tasks_leased = 5;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.repeatedMessages("files", self.files)
+        object.singular("advertisersLive", UInt32Codec.self, self.advertisersLive)
+        object.singular("workersSeen", UInt32Codec.self, self.workersSeen)
+        object.singular("tasksQueued", UInt32Codec.self, self.tasksQueued)
+        object.singular("tasksLeased", UInt32Codec.self, self.tasksLeased)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "files": self.files = try JSONReader.repeated(MessageCodec<FileStatus>.self, value, field: "files")
+            case "advertisersLive", "advertisers_live": self.advertisersLive = try JSONReader.singular(UInt32Codec.self, value, field: "advertisersLive")
+            case "workersSeen", "workers_seen": self.workersSeen = try JSONReader.singular(UInt32Codec.self, value, field: "workersSeen")
+            case "tasksQueued", "tasks_queued": self.tasksQueued = try JSONReader.singular(UInt32Codec.self, value, field: "tasksQueued")
+            case "tasksLeased", "tasks_leased": self.tasksLeased = try JSONReader.singular(UInt32Codec.self, value, field: "tasksLeased")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["files", "advertisersLive", "workersSeen", "tasksQueued", "tasksLeased"])
+            }
+        }
+    }
+}
+
+extension SetWeightRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.SetWeightRequest"
+    public static let schemaDefinition = "message SetWeightRequest {\n  string advertiser_id = 1;\n  /// Scheduling weight, > 0 (default 1): a weight of 2 halves waiting.\n  double weight = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("weight", DoubleCodec.self, self.weight)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "weight": self.weight = try JSONReader.singular(DoubleCodec.self, value, field: "weight")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "weight"])
+            }
+        }
+    }
+}
+
+extension SetWeightResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.SetWeightResponse"
+    public static let schemaDefinition = "message SetWeightResponse {\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        let object = JSONObjectWriter(includeDefaults: includeDefaults)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, _) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: [])
+            }
+        }
+    }
+}
+
+extension ScanRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.ScanRequest"
+    public static let schemaDefinition = "message ScanRequest {\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        let object = JSONObjectWriter(includeDefaults: includeDefaults)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, _) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: [])
+            }
+        }
+    }
+}
+
+extension ScanResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.ScanResponse"
+    public static let schemaDefinition = "message ScanResponse {\n  /// Files queued by this scan.\n  repeated FileStatus queued = 1;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.repeatedMessages("queued", self.queued)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "queued": self.queued = try JSONReader.repeated(MessageCodec<FileStatus>.self, value, field: "queued")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["queued"])
+            }
+        }
+    }
+}
+
+extension IngestTask: ProtoJSONMessage {
+    public static let protoName = "roster.v1.IngestTask"
+    public static let schemaDefinition = "/// One leased piece of work. Everything a stateless worker needs is here.\nmessage IngestTask {\n  uint64 task_id = 1;\n  TaskKind kind = 2;\n  /// Proof of the lease: reports carrying another token are ignored.\n  string lease_token = 3;\n  uint32 attempt = 4;\n  string advertiser_id = 5;\n  /// The list version being built (the file id).\n  uint64 version = 6;\n  /// Parse: the lake object and the byte range [start, end) whose lines to parse.\n  string lake_path = 7;\n  string etag = 8;\n  uint64 start = 9;\n  uint64 end = 10;\n  /// Where in the segment store to write the output (unique to this attempt).\n  string output_path = 11;\n  /// Merge: the runs to merge, and the key range [key_low, key_high) by the\n  /// first 8 bytes of each key read big-endian (key_high 0 means the end).\n  repeated string runs = 12;\n  uint64 key_low = 13;\n  uint64 key_high = 14;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("taskId", UInt64Codec.self, self.taskId)
+        object.singular("kind", EnumCodec<TaskKind>.self, self.kind)
+        object.singular("leaseToken", StringCodec.self, self.leaseToken)
+        object.singular("attempt", UInt32Codec.self, self.attempt)
+        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("version", UInt64Codec.self, self.version)
+        object.singular("lakePath", StringCodec.self, self.lakePath)
+        object.singular("etag", StringCodec.self, self.etag)
+        object.singular("start", UInt64Codec.self, self.start)
+        object.singular("end", UInt64Codec.self, self.end)
+        object.singular("outputPath", StringCodec.self, self.outputPath)
+        object.repeated("runs", StringCodec.self, self.runs)
+        object.singular("keyLow", UInt64Codec.self, self.keyLow)
+        object.singular("keyHigh", UInt64Codec.self, self.keyHigh)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "taskId", "task_id": self.taskId = try JSONReader.singular(UInt64Codec.self, value, field: "taskId")
+            case "kind": self.kind = try JSONReader.singular(EnumCodec<TaskKind>.self, value, field: "kind")
+            case "leaseToken", "lease_token": self.leaseToken = try JSONReader.singular(StringCodec.self, value, field: "leaseToken")
+            case "attempt": self.attempt = try JSONReader.singular(UInt32Codec.self, value, field: "attempt")
+            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
+            case "lakePath", "lake_path": self.lakePath = try JSONReader.singular(StringCodec.self, value, field: "lakePath")
+            case "etag": self.etag = try JSONReader.singular(StringCodec.self, value, field: "etag")
+            case "start": self.start = try JSONReader.singular(UInt64Codec.self, value, field: "start")
+            case "end": self.end = try JSONReader.singular(UInt64Codec.self, value, field: "end")
+            case "outputPath", "output_path": self.outputPath = try JSONReader.singular(StringCodec.self, value, field: "outputPath")
+            case "runs": self.runs = try JSONReader.repeated(StringCodec.self, value, field: "runs")
+            case "keyLow", "key_low": self.keyLow = try JSONReader.singular(UInt64Codec.self, value, field: "keyLow")
+            case "keyHigh", "key_high": self.keyHigh = try JSONReader.singular(UInt64Codec.self, value, field: "keyHigh")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["taskId", "kind", "leaseToken", "attempt", "advertiserId", "version", "lakePath", "etag", "start", "end", "outputPath", "runs", "keyLow", "keyHigh"])
+            }
+        }
+    }
+}
+
+extension LeaseTasksRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.LeaseTasksRequest"
+    public static let schemaDefinition = "message LeaseTasksRequest {\n  string worker_id = 1;\n  /// At most this many tasks (default 1).\n  uint32 max = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("workerId", StringCodec.self, self.workerId)
+        object.singular("max", UInt32Codec.self, self.max)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "workerId", "worker_id": self.workerId = try JSONReader.singular(StringCodec.self, value, field: "workerId")
+            case "max": self.max = try JSONReader.singular(UInt32Codec.self, value, field: "max")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "max"])
+            }
+        }
+    }
+}
+
+extension LeaseTasksResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.LeaseTasksResponse"
+    public static let schemaDefinition = "message LeaseTasksResponse {\n  repeated IngestTask tasks = 1;\n  /// Renew before this many milliseconds pass.\n  uint32 lease_ms = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.repeatedMessages("tasks", self.tasks)
+        object.singular("leaseMs", UInt32Codec.self, self.leaseMs)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "tasks": self.tasks = try JSONReader.repeated(MessageCodec<IngestTask>.self, value, field: "tasks")
+            case "leaseMs", "lease_ms": self.leaseMs = try JSONReader.singular(UInt32Codec.self, value, field: "leaseMs")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["tasks", "leaseMs"])
+            }
+        }
+    }
+}
+
+extension HeartbeatRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.HeartbeatRequest"
+    public static let schemaDefinition = "message HeartbeatRequest {\n  string worker_id = 1;\n  repeated uint64 task_ids = 2;\n  repeated string lease_tokens = 3;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("workerId", StringCodec.self, self.workerId)
+        object.repeated("taskIds", UInt64Codec.self, self.taskIds)
+        object.repeated("leaseTokens", StringCodec.self, self.leaseTokens)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "workerId", "worker_id": self.workerId = try JSONReader.singular(StringCodec.self, value, field: "workerId")
+            case "taskIds", "task_ids": self.taskIds = try JSONReader.repeated(UInt64Codec.self, value, field: "taskIds")
+            case "leaseTokens", "lease_tokens": self.leaseTokens = try JSONReader.repeated(StringCodec.self, value, field: "leaseTokens")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "taskIds", "leaseTokens"])
+            }
+        }
+    }
+}
+
+extension HeartbeatResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.HeartbeatResponse"
+    public static let schemaDefinition = "message HeartbeatResponse {\n  /// Tasks whose lease is no longer this worker's: stop working on them.\n  repeated uint64 lost_task_ids = 1;\n  uint32 lease_ms = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.repeated("lostTaskIds", UInt64Codec.self, self.lostTaskIds)
+        object.singular("leaseMs", UInt32Codec.self, self.leaseMs)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "lostTaskIds", "lost_task_ids": self.lostTaskIds = try JSONReader.repeated(UInt64Codec.self, value, field: "lostTaskIds")
+            case "leaseMs", "lease_ms": self.leaseMs = try JSONReader.singular(UInt32Codec.self, value, field: "leaseMs")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["lostTaskIds", "leaseMs"])
+            }
+        }
+    }
+}
+
+extension CompleteTaskRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.CompleteTaskRequest"
+    public static let schemaDefinition = "message CompleteTaskRequest {\n  string worker_id = 1;\n  uint64 task_id = 2;\n  string lease_token = 3;\n  /// Parse results.\n  uint64 lines = 4;\n  uint64 keys = 5;\n  uint64 skipped = 6;\n  map<string, uint64> invalid_by_kind = 7;\n  repeated InvalidLine invalid_samples = 8;\n  /// Distinct keys in the output (run or segment).\n  uint64 output_keys = 9;\n  /// Bytes parsed (the block's size) for rates.\n  uint64 bytes = 10;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("workerId", StringCodec.self, self.workerId)
+        object.singular("taskId", UInt64Codec.self, self.taskId)
+        object.singular("leaseToken", StringCodec.self, self.leaseToken)
+        object.singular("lines", UInt64Codec.self, self.lines)
+        object.singular("keys", UInt64Codec.self, self.keys)
+        object.singular("skipped", UInt64Codec.self, self.skipped)
+        object.map("invalidByKind", StringCodec.self, UInt64Codec.self, self.invalidByKind)
+        object.repeatedMessages("invalidSamples", self.invalidSamples)
+        object.singular("outputKeys", UInt64Codec.self, self.outputKeys)
+        object.singular("bytes", UInt64Codec.self, self.bytes)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "workerId", "worker_id": self.workerId = try JSONReader.singular(StringCodec.self, value, field: "workerId")
+            case "taskId", "task_id": self.taskId = try JSONReader.singular(UInt64Codec.self, value, field: "taskId")
+            case "leaseToken", "lease_token": self.leaseToken = try JSONReader.singular(StringCodec.self, value, field: "leaseToken")
+            case "lines": self.lines = try JSONReader.singular(UInt64Codec.self, value, field: "lines")
+            case "keys": self.keys = try JSONReader.singular(UInt64Codec.self, value, field: "keys")
+            case "skipped": self.skipped = try JSONReader.singular(UInt64Codec.self, value, field: "skipped")
+            case "invalidByKind", "invalid_by_kind": self.invalidByKind = try JSONReader.map(StringCodec.self, UInt64Codec.self, value, field: "invalidByKind")
+            case "invalidSamples", "invalid_samples": self.invalidSamples = try JSONReader.repeated(MessageCodec<InvalidLine>.self, value, field: "invalidSamples")
+            case "outputKeys", "output_keys": self.outputKeys = try JSONReader.singular(UInt64Codec.self, value, field: "outputKeys")
+            case "bytes": self.bytes = try JSONReader.singular(UInt64Codec.self, value, field: "bytes")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "taskId", "leaseToken", "lines", "keys", "skipped", "invalidByKind", "invalidSamples", "outputKeys", "bytes"])
+            }
+        }
+    }
+}
+
+extension CompleteTaskResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.CompleteTaskResponse"
+    public static let schemaDefinition = "message CompleteTaskResponse {\n  /// False when the report was ignored: the lease was lost or the task was already done.\n  bool accepted = 1;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("accepted", BoolCodec.self, self.accepted)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "accepted": self.accepted = try JSONReader.singular(BoolCodec.self, value, field: "accepted")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["accepted"])
+            }
+        }
+    }
+}
+
+extension FailTaskRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.FailTaskRequest"
+    public static let schemaDefinition = "message FailTaskRequest {\n  string worker_id = 1;\n  uint64 task_id = 2;\n  string lease_token = 3;\n  string error = 4;\n  /// The lake object no longer matches the leased etag: the version is abandoned and the file re-queued.\n  bool file_changed = 5;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("workerId", StringCodec.self, self.workerId)
+        object.singular("taskId", UInt64Codec.self, self.taskId)
+        object.singular("leaseToken", StringCodec.self, self.leaseToken)
+        object.singular("error", StringCodec.self, self.error)
+        object.singular("fileChanged", BoolCodec.self, self.fileChanged)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "workerId", "worker_id": self.workerId = try JSONReader.singular(StringCodec.self, value, field: "workerId")
+            case "taskId", "task_id": self.taskId = try JSONReader.singular(UInt64Codec.self, value, field: "taskId")
+            case "leaseToken", "lease_token": self.leaseToken = try JSONReader.singular(StringCodec.self, value, field: "leaseToken")
+            case "error": self.error = try JSONReader.singular(StringCodec.self, value, field: "error")
+            case "fileChanged", "file_changed": self.fileChanged = try JSONReader.singular(BoolCodec.self, value, field: "fileChanged")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "taskId", "leaseToken", "error", "fileChanged"])
+            }
+        }
+    }
+}
+
+extension FailTaskResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.FailTaskResponse"
+    public static let schemaDefinition = "message FailTaskResponse {\n  bool accepted = 1;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("accepted", BoolCodec.self, self.accepted)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "accepted": self.accepted = try JSONReader.singular(BoolCodec.self, value, field: "accepted")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["accepted"])
+            }
+        }
+    }
+}
+
+/// Every message and method of roster.rdl, for tools that work from JSON.
+public enum RosterSchema {
+    public static let messages: [any ProtoJSONMessage.Type] = [
+        MatchRequest.self,
+        MatchResponse.self,
+        MatchManyRequest.self,
+        MatchManyResponse.self,
+        SegmentRef.self,
+        PublishRequest.self,
+        PublishResponse.self,
+        UnpublishRequest.self,
+        UnpublishResponse.self,
+        SubmitFileRequest.self,
+        SubmitFileResponse.self,
+        InvalidLine.self,
+        FileStatus.self,
+        ListFilesRequest.self,
+        ListFilesResponse.self,
+        StatusRequest.self,
+        StatusResponse.self,
+        SetWeightRequest.self,
+        SetWeightResponse.self,
+        ScanRequest.self,
+        ScanResponse.self,
+        IngestTask.self,
+        LeaseTasksRequest.self,
+        LeaseTasksResponse.self,
+        HeartbeatRequest.self,
+        HeartbeatResponse.self,
+        CompleteTaskRequest.self,
+        CompleteTaskResponse.self,
+        FailTaskRequest.self,
+        FailTaskResponse.self,
+    ]
+
+    public static let methods: [MethodDescription] = [
+        MethodDescription(descriptor: MatchService.Method.match, requestType: MatchRequest.self, responseType: MatchResponse.self, doc: "Whether one hash is in the advertiser's current list. NOT_FOUND for an\nadvertiser with no published list, INVALID_ARGUMENT for a hash that is\nnot 16 bytes."),
+        MethodDescription(descriptor: MatchService.Method.matchMany, requestType: MatchManyRequest.self, responseType: MatchManyResponse.self, doc: "The same question for a batch of hashes, answered from one version."),
+        MethodDescription(descriptor: MatchAdmin.Method.publish, requestType: PublishRequest.self, responseType: PublishResponse.self, doc: "Makes a version live atomically: queries see the old version or the new\none, never a mix."),
+        MethodDescription(descriptor: MatchAdmin.Method.unpublish, requestType: UnpublishRequest.self, responseType: UnpublishResponse.self, doc: "Stops serving an advertiser."),
+        MethodDescription(descriptor: Coordinator.Method.submitFile, requestType: SubmitFileRequest.self, responseType: SubmitFileResponse.self, doc: "Queues a lake file as its advertiser's next list (a new file replaces the list)."),
+        MethodDescription(descriptor: Coordinator.Method.status, requestType: StatusRequest.self, responseType: StatusResponse.self, doc: "Files being ingested and recent ones, with progress and invalid-line reports."),
+        MethodDescription(descriptor: Coordinator.Method.listFiles, requestType: ListFilesRequest.self, responseType: ListFilesResponse.self, doc: ""),
+        MethodDescription(descriptor: Coordinator.Method.scan, requestType: ScanRequest.self, responseType: ScanResponse.self, doc: "Looks for new or changed files in the lake now, not at the next periodic scan."),
+        MethodDescription(descriptor: Coordinator.Method.setWeight, requestType: SetWeightRequest.self, responseType: SetWeightResponse.self, doc: ""),
+        MethodDescription(descriptor: Coordinator.Method.leaseTasks, requestType: LeaseTasksRequest.self, responseType: LeaseTasksResponse.self, doc: "Pull: the highest-priority tasks, leased to the caller."),
+        MethodDescription(descriptor: Coordinator.Method.heartbeat, requestType: HeartbeatRequest.self, responseType: HeartbeatResponse.self, doc: "Renews the caller's leases."),
+        MethodDescription(descriptor: Coordinator.Method.completeTask, requestType: CompleteTaskRequest.self, responseType: CompleteTaskResponse.self, doc: "Reports a finished task; idempotent."),
+        MethodDescription(descriptor: Coordinator.Method.failTask, requestType: FailTaskRequest.self, responseType: FailTaskResponse.self, doc: ""),
+    ]
+}

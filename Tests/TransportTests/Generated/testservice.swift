@@ -214,3 +214,68 @@ extension EchoResponse {
         writer.writeUnknown(unknownFields)
     }
 }
+
+// MARK: - JSON mapping
+
+extension EchoRequest: ProtoJSONMessage {
+    public static let protoName = "test.v1.EchoRequest"
+    public static let schemaDefinition = "message EchoRequest {\n  bytes payload = 1;\n  /// Which call this is; echoed back so replies can be matched to requests.\n  uint32 index = 2;\n  /// The async handler sleeps this long before answering.\n  uint32 delay_ms = 3;\n  /// Non-zero: throw an RPCError with this status code.\n  uint32 fail_with = 4;\n  /// Throw an error that is not an RPCError.\n  bool fail_plainly = 5;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("payload", BytesCodec.self, self.payload)
+        object.singular("index", UInt32Codec.self, self.index)
+        object.singular("delayMs", UInt32Codec.self, self.delayMs)
+        object.singular("failWith", UInt32Codec.self, self.failWith)
+        object.singular("failPlainly", BoolCodec.self, self.failPlainly)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "payload": self.payload = try JSONReader.singular(BytesCodec.self, value, field: "payload")
+            case "index": self.index = try JSONReader.singular(UInt32Codec.self, value, field: "index")
+            case "delayMs", "delay_ms": self.delayMs = try JSONReader.singular(UInt32Codec.self, value, field: "delayMs")
+            case "failWith", "fail_with": self.failWith = try JSONReader.singular(UInt32Codec.self, value, field: "failWith")
+            case "failPlainly", "fail_plainly": self.failPlainly = try JSONReader.singular(BoolCodec.self, value, field: "failPlainly")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["payload", "index", "delayMs", "failWith", "failPlainly"])
+            }
+        }
+    }
+}
+
+extension EchoResponse: ProtoJSONMessage {
+    public static let protoName = "test.v1.EchoResponse"
+    public static let schemaDefinition = "message EchoResponse {\n  bytes payload = 1;\n  uint32 index = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("payload", BytesCodec.self, self.payload)
+        object.singular("index", UInt32Codec.self, self.index)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "payload": self.payload = try JSONReader.singular(BytesCodec.self, value, field: "payload")
+            case "index": self.index = try JSONReader.singular(UInt32Codec.self, value, field: "index")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["payload", "index"])
+            }
+        }
+    }
+}
+
+/// Every message and method of testservice.rdl, for tools that work from JSON.
+public enum TestserviceSchema {
+    public static let messages: [any ProtoJSONMessage.Type] = [
+        EchoRequest.self,
+        EchoResponse.self,
+    ]
+
+    public static let methods: [MethodDescription] = [
+        MethodDescription(descriptor: Echo.Method.echo, requestType: EchoRequest.self, responseType: EchoResponse.self, doc: ""),
+        MethodDescription(descriptor: InlineEcho.Method.echo, requestType: EchoRequest.self, responseType: EchoResponse.self, doc: ""),
+    ]
+}

@@ -717,3 +717,322 @@ extension Tree {
         writer.writeUnknown(unknownFields)
     }
 }
+
+// MARK: - JSON mapping
+
+extension Color: ProtoJSONEnum {
+    public var protoName: String? {
+        switch self {
+        case .unspecified: return "COLOR_UNSPECIFIED"
+        case .red: return "COLOR_RED"
+        case .green: return "COLOR_GREEN"
+        case .blue: return "COLOR_BLUE"
+        case .unrecognized: return nil
+        }
+    }
+
+    public init?(protoName: String) {
+        switch protoName {
+        case "COLOR_UNSPECIFIED": self = .unspecified
+        case "COLOR_RED": self = .red
+        case "COLOR_GREEN": self = .green
+        case "COLOR_BLUE": self = .blue
+        default: return nil
+        }
+    }
+}
+
+extension Document.Kind: ProtoJSONEnum {
+    public var protoName: String? {
+        switch self {
+        case .plain: return "KIND_PLAIN"
+        case .quote: return "KIND_QUOTE"
+        case .unrecognized: return nil
+        }
+    }
+
+    public init?(protoName: String) {
+        switch protoName {
+        case "KIND_PLAIN": self = .plain
+        case "KIND_QUOTE": self = .quote
+        default: return nil
+        }
+    }
+}
+
+extension Scalars: ProtoJSONMessage {
+    public static let protoName = "fixture.v1.Scalars"
+    public static let schemaDefinition = "/// Every scalar type, singular, with implicit presence.\nmessage Scalars {\n  bool flag = 1;\n  int32 i32 = 2;\n  int64 i64 = 3;\n  uint32 u32 = 4;\n  uint64 u64 = 5;\n  sint32 s32 = 6;\n  sint64 s64 = 7;\n  fixed32 f32 = 8;\n  fixed64 f64 = 9;\n  sfixed32 sf32 = 10;\n  sfixed64 sf64 = 11;\n  float real32 = 12;\n  double real64 = 13;\n  string text = 14;\n  bytes blob = 15;\n  Color color = 16;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("flag", BoolCodec.self, self.flag)
+        object.singular("i32", Int32Codec.self, self.i32)
+        object.singular("i64", Int64Codec.self, self.i64)
+        object.singular("u32", UInt32Codec.self, self.u32)
+        object.singular("u64", UInt64Codec.self, self.u64)
+        object.singular("s32", SInt32Codec.self, self.s32)
+        object.singular("s64", SInt64Codec.self, self.s64)
+        object.singular("f32", Fixed32Codec.self, self.f32)
+        object.singular("f64", Fixed64Codec.self, self.f64)
+        object.singular("sf32", SFixed32Codec.self, self.sf32)
+        object.singular("sf64", SFixed64Codec.self, self.sf64)
+        object.singular("real32", FloatCodec.self, self.real32)
+        object.singular("real64", DoubleCodec.self, self.real64)
+        object.singular("text", StringCodec.self, self.text)
+        object.singular("blob", BytesCodec.self, self.blob)
+        object.singular("color", EnumCodec<Color>.self, self.color)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "flag": self.flag = try JSONReader.singular(BoolCodec.self, value, field: "flag")
+            case "i32": self.i32 = try JSONReader.singular(Int32Codec.self, value, field: "i32")
+            case "i64": self.i64 = try JSONReader.singular(Int64Codec.self, value, field: "i64")
+            case "u32": self.u32 = try JSONReader.singular(UInt32Codec.self, value, field: "u32")
+            case "u64": self.u64 = try JSONReader.singular(UInt64Codec.self, value, field: "u64")
+            case "s32": self.s32 = try JSONReader.singular(SInt32Codec.self, value, field: "s32")
+            case "s64": self.s64 = try JSONReader.singular(SInt64Codec.self, value, field: "s64")
+            case "f32": self.f32 = try JSONReader.singular(Fixed32Codec.self, value, field: "f32")
+            case "f64": self.f64 = try JSONReader.singular(Fixed64Codec.self, value, field: "f64")
+            case "sf32": self.sf32 = try JSONReader.singular(SFixed32Codec.self, value, field: "sf32")
+            case "sf64": self.sf64 = try JSONReader.singular(SFixed64Codec.self, value, field: "sf64")
+            case "real32": self.real32 = try JSONReader.singular(FloatCodec.self, value, field: "real32")
+            case "real64": self.real64 = try JSONReader.singular(DoubleCodec.self, value, field: "real64")
+            case "text": self.text = try JSONReader.singular(StringCodec.self, value, field: "text")
+            case "blob": self.blob = try JSONReader.singular(BytesCodec.self, value, field: "blob")
+            case "color": self.color = try JSONReader.singular(EnumCodec<Color>.self, value, field: "color")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["flag", "i32", "i64", "u32", "u64", "s32", "s64", "f32", "f64", "sf32", "sf64", "real32", "real64", "text", "blob", "color"])
+            }
+        }
+    }
+}
+
+extension Repeats: ProtoJSONMessage {
+    public static let protoName = "fixture.v1.Repeats"
+    public static let schemaDefinition = "/// Every scalar type, repeated: packed on the wire except strings and bytes.\nmessage Repeats {\n  repeated bool flags = 1;\n  repeated int32 i32s = 2;\n  repeated int64 i64s = 3;\n  repeated uint32 u32s = 4;\n  repeated uint64 u64s = 5;\n  repeated sint32 s32s = 6;\n  repeated sint64 s64s = 7;\n  repeated fixed32 f32s = 8;\n  repeated fixed64 f64s = 9;\n  repeated sfixed32 sf32s = 10;\n  repeated sfixed64 sf64s = 11;\n  repeated float real32s = 12;\n  repeated double real64s = 13;\n  repeated string texts = 14;\n  repeated bytes blobs = 15;\n  repeated Color colors = 16;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.repeated("flags", BoolCodec.self, self.flags)
+        object.repeated("i32s", Int32Codec.self, self.i32s)
+        object.repeated("i64s", Int64Codec.self, self.i64s)
+        object.repeated("u32s", UInt32Codec.self, self.u32s)
+        object.repeated("u64s", UInt64Codec.self, self.u64s)
+        object.repeated("s32s", SInt32Codec.self, self.s32s)
+        object.repeated("s64s", SInt64Codec.self, self.s64s)
+        object.repeated("f32s", Fixed32Codec.self, self.f32s)
+        object.repeated("f64s", Fixed64Codec.self, self.f64s)
+        object.repeated("sf32s", SFixed32Codec.self, self.sf32s)
+        object.repeated("sf64s", SFixed64Codec.self, self.sf64s)
+        object.repeated("real32s", FloatCodec.self, self.real32s)
+        object.repeated("real64s", DoubleCodec.self, self.real64s)
+        object.repeated("texts", StringCodec.self, self.texts)
+        object.repeated("blobs", BytesCodec.self, self.blobs)
+        object.repeated("colors", EnumCodec<Color>.self, self.colors)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "flags": self.flags = try JSONReader.repeated(BoolCodec.self, value, field: "flags")
+            case "i32s": self.i32s = try JSONReader.repeated(Int32Codec.self, value, field: "i32s")
+            case "i64s": self.i64s = try JSONReader.repeated(Int64Codec.self, value, field: "i64s")
+            case "u32s": self.u32s = try JSONReader.repeated(UInt32Codec.self, value, field: "u32s")
+            case "u64s": self.u64s = try JSONReader.repeated(UInt64Codec.self, value, field: "u64s")
+            case "s32s": self.s32s = try JSONReader.repeated(SInt32Codec.self, value, field: "s32s")
+            case "s64s": self.s64s = try JSONReader.repeated(SInt64Codec.self, value, field: "s64s")
+            case "f32s": self.f32s = try JSONReader.repeated(Fixed32Codec.self, value, field: "f32s")
+            case "f64s": self.f64s = try JSONReader.repeated(Fixed64Codec.self, value, field: "f64s")
+            case "sf32s": self.sf32s = try JSONReader.repeated(SFixed32Codec.self, value, field: "sf32s")
+            case "sf64s": self.sf64s = try JSONReader.repeated(SFixed64Codec.self, value, field: "sf64s")
+            case "real32s": self.real32s = try JSONReader.repeated(FloatCodec.self, value, field: "real32s")
+            case "real64s": self.real64s = try JSONReader.repeated(DoubleCodec.self, value, field: "real64s")
+            case "texts": self.texts = try JSONReader.repeated(StringCodec.self, value, field: "texts")
+            case "blobs": self.blobs = try JSONReader.repeated(BytesCodec.self, value, field: "blobs")
+            case "colors": self.colors = try JSONReader.repeated(EnumCodec<Color>.self, value, field: "colors")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["flags", "i32s", "i64s", "u32s", "u64s", "s32s", "s64s", "f32s", "f64s", "sf32s", "sf64s", "real32s", "real64s", "texts", "blobs", "colors"])
+            }
+        }
+    }
+}
+
+extension Optionals: ProtoJSONMessage {
+    public static let protoName = "fixture.v1.Optionals"
+    public static let schemaDefinition = "/// Optional scalars have presence: a default value is still sent.\nmessage Optionals {\n  optional int32 maybe_int = 1;\n  optional string maybe_text = 2;\n  optional Color maybe_color = 3;\n  optional double maybe_real = 4;\n  optional bool maybe_flag = 5;\n  optional bytes maybe_blob = 6;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.optional("maybeInt", Int32Codec.self, self.maybeInt)
+        object.optional("maybeText", StringCodec.self, self.maybeText)
+        object.optional("maybeColor", EnumCodec<Color>.self, self.maybeColor)
+        object.optional("maybeReal", DoubleCodec.self, self.maybeReal)
+        object.optional("maybeFlag", BoolCodec.self, self.maybeFlag)
+        object.optional("maybeBlob", BytesCodec.self, self.maybeBlob)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "maybeInt", "maybe_int": self.maybeInt = try JSONReader.optional(Int32Codec.self, value, field: "maybeInt")
+            case "maybeText", "maybe_text": self.maybeText = try JSONReader.optional(StringCodec.self, value, field: "maybeText")
+            case "maybeColor", "maybe_color": self.maybeColor = try JSONReader.optional(EnumCodec<Color>.self, value, field: "maybeColor")
+            case "maybeReal", "maybe_real": self.maybeReal = try JSONReader.optional(DoubleCodec.self, value, field: "maybeReal")
+            case "maybeFlag", "maybe_flag": self.maybeFlag = try JSONReader.optional(BoolCodec.self, value, field: "maybeFlag")
+            case "maybeBlob", "maybe_blob": self.maybeBlob = try JSONReader.optional(BytesCodec.self, value, field: "maybeBlob")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["maybeInt", "maybeText", "maybeColor", "maybeReal", "maybeFlag", "maybeBlob"])
+            }
+        }
+    }
+}
+
+extension Document: ProtoJSONMessage {
+    public static let protoName = "fixture.v1.Document"
+    public static let schemaDefinition = "/// Nested types, messages, maps and reserved fields.\nmessage Document {\n  string document_id = 1;\n  Scalars scalars = 2;\n  repeated Section sections = 3;\n  map<string, int64> counters = 5;\n  map<int32, Section> sections_by_number = 6;\n  map<bool, string> flags = 7;\n  map<uint64, Color> colors = 10;\n  map<sint32, bytes> blobs = 11;\n  Kind kind = 12;\n  Section.Paragraph lead = 13;\n  Repeats repeats = 14;\n  Optionals optionals = 15;\n  int32 max_numbered = 536870911;\n  message Section { … }\n  enum Kind { KIND_PLAIN, KIND_QUOTE }\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("documentId", StringCodec.self, self.documentId)
+        object.message("scalars", self.scalars)
+        object.repeatedMessages("sections", self.sections)
+        object.map("counters", StringCodec.self, Int64Codec.self, self.counters)
+        object.map("sectionsByNumber", Int32Codec.self, MessageCodec<Document.Section>.self, self.sectionsByNumber)
+        object.map("flags", BoolCodec.self, StringCodec.self, self.flags)
+        object.map("colors", UInt64Codec.self, EnumCodec<Color>.self, self.colors)
+        object.map("blobs", SInt32Codec.self, BytesCodec.self, self.blobs)
+        object.singular("kind", EnumCodec<Document.Kind>.self, self.kind)
+        object.message("lead", self.lead)
+        object.message("repeats", self.repeats)
+        object.message("optionals", self.optionals)
+        object.singular("maxNumbered", Int32Codec.self, self.maxNumbered)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "documentId", "document_id": self.documentId = try JSONReader.singular(StringCodec.self, value, field: "documentId")
+            case "scalars": self.scalars = try JSONReader.optional(MessageCodec<Scalars>.self, value, field: "scalars")
+            case "sections": self.sections = try JSONReader.repeated(MessageCodec<Document.Section>.self, value, field: "sections")
+            case "counters": self.counters = try JSONReader.map(StringCodec.self, Int64Codec.self, value, field: "counters")
+            case "sectionsByNumber", "sections_by_number": self.sectionsByNumber = try JSONReader.map(Int32Codec.self, MessageCodec<Document.Section>.self, value, field: "sectionsByNumber")
+            case "flags": self.flags = try JSONReader.map(BoolCodec.self, StringCodec.self, value, field: "flags")
+            case "colors": self.colors = try JSONReader.map(UInt64Codec.self, EnumCodec<Color>.self, value, field: "colors")
+            case "blobs": self.blobs = try JSONReader.map(SInt32Codec.self, BytesCodec.self, value, field: "blobs")
+            case "kind": self.kind = try JSONReader.singular(EnumCodec<Document.Kind>.self, value, field: "kind")
+            case "lead": self.lead = try JSONReader.optional(MessageCodec<Document.Section.Paragraph>.self, value, field: "lead")
+            case "repeats": self.repeats = try JSONReader.optional(MessageCodec<Repeats>.self, value, field: "repeats")
+            case "optionals": self.optionals = try JSONReader.optional(MessageCodec<Optionals>.self, value, field: "optionals")
+            case "maxNumbered", "max_numbered": self.maxNumbered = try JSONReader.singular(Int32Codec.self, value, field: "maxNumbered")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["documentId", "scalars", "sections", "counters", "sectionsByNumber", "flags", "colors", "blobs", "kind", "lead", "repeats", "optionals", "maxNumbered"])
+            }
+        }
+    }
+}
+
+extension Document.Section: ProtoJSONMessage {
+    public static let protoName = "fixture.v1.Document.Section"
+    public static let schemaDefinition = "/// A nested message.\nmessage Section {\n  string title = 1;\n  repeated Paragraph paragraphs = 2;\n  message Paragraph { … }\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("title", StringCodec.self, self.title)
+        object.repeatedMessages("paragraphs", self.paragraphs)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "title": self.title = try JSONReader.singular(StringCodec.self, value, field: "title")
+            case "paragraphs": self.paragraphs = try JSONReader.repeated(MessageCodec<Document.Section.Paragraph>.self, value, field: "paragraphs")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["title", "paragraphs"])
+            }
+        }
+    }
+}
+
+extension Document.Section.Paragraph: ProtoJSONMessage {
+    public static let protoName = "fixture.v1.Document.Section.Paragraph"
+    public static let schemaDefinition = "message Paragraph {\n  string body = 1;\n  Kind kind = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("body", StringCodec.self, self.body)
+        object.singular("kind", EnumCodec<Document.Kind>.self, self.kind)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "body": self.body = try JSONReader.singular(StringCodec.self, value, field: "body")
+            case "kind": self.kind = try JSONReader.singular(EnumCodec<Document.Kind>.self, value, field: "kind")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["body", "kind"])
+            }
+        }
+    }
+}
+
+extension Empty: ProtoJSONMessage {
+    public static let protoName = "fixture.v1.Empty"
+    public static let schemaDefinition = "/// A message with no fields.\nmessage Empty {\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        let object = JSONObjectWriter(includeDefaults: includeDefaults)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, _) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: [])
+            }
+        }
+    }
+}
+
+extension Tree: ProtoJSONMessage {
+    public static let protoName = "fixture.v1.Tree"
+    public static let schemaDefinition = "/// A recursive message, for the nesting-depth limit.\nmessage Tree {\n  string label = 1;\n  repeated Tree children = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("label", StringCodec.self, self.label)
+        object.repeatedMessages("children", self.children)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "label": self.label = try JSONReader.singular(StringCodec.self, value, field: "label")
+            case "children": self.children = try JSONReader.repeated(MessageCodec<Tree>.self, value, field: "children")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["label", "children"])
+            }
+        }
+    }
+}
+
+/// Every message and method of everything.rdl, for tools that work from JSON.
+public enum EverythingSchema {
+    public static let messages: [any ProtoJSONMessage.Type] = [
+        Scalars.self,
+        Repeats.self,
+        Optionals.self,
+        Document.self,
+        Document.Section.self,
+        Document.Section.Paragraph.self,
+        Empty.self,
+        Tree.self,
+    ]
+
+    public static let methods: [MethodDescription] = [
+        MethodDescription(descriptor: Library.Method.get, requestType: Document.self, responseType: Document.self, doc: "Fetches one document."),
+        MethodDescription(descriptor: Library.Method.ping, requestType: Empty.self, responseType: Empty.self, doc: ""),
+    ]
+}

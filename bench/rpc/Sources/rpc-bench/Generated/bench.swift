@@ -113,3 +113,37 @@ extension Payload {
         writer.writeUnknown(unknownFields)
     }
 }
+
+// MARK: - JSON mapping
+
+extension Payload: ProtoJSONMessage {
+    public static let protoName = "bench.v1.Payload"
+    public static let schemaDefinition = "message Payload {\n  bytes data = 1;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("data", BytesCodec.self, self.data)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "data": self.data = try JSONReader.singular(BytesCodec.self, value, field: "data")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["data"])
+            }
+        }
+    }
+}
+
+/// Every message and method of bench.rdl, for tools that work from JSON.
+public enum BenchSchema {
+    public static let messages: [any ProtoJSONMessage.Type] = [
+        Payload.self,
+    ]
+
+    public static let methods: [MethodDescription] = [
+        MethodDescription(descriptor: Bench.Method.echo, requestType: Payload.self, responseType: Payload.self, doc: "Answers with the request: the echo-sized call (~32 B each way)."),
+        MethodDescription(descriptor: Bench.Method.sink, requestType: Payload.self, responseType: Payload.self, doc: "Answers a large request with 128 bytes: the MatchMany-sized call\n(16 KB of hashes in, a bitmap out)."),
+    ]
+}
