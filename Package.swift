@@ -11,6 +11,9 @@ let package = Package(
         .library(name: "RosterTransport", targets: ["RosterTransport"]),
         .library(name: "SegmentStore", targets: ["SegmentStore"]),
         .library(name: "MatchServer", targets: ["MatchServer"]),
+        // What another SwiftPM package depends on to call Roster.
+        .library(name: "RosterClient", targets: ["RosterClient"]),
+        .executable(name: "roster", targets: ["roster"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -18,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // The schema compiler: standard library and Foundation only.
@@ -73,6 +78,23 @@ let package = Package(
         // Stateless block workers: parse blocks into runs, merge runs into segments.
         .target(name: "IngestWorker", dependencies: [
             "RosterAPI", "RosterRPC", "DataLake", "HashParsing", "SegmentStore",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+
+        // The client library: generated stubs, the transport, and a small
+        // membership client with email hashing.
+        .target(name: "RosterClient", dependencies: ["RosterAPI", "RosterRPC", "RosterTransport"]),
+        // Open-loop load generation with HdrHistogram latencies (no coordinated omission).
+        .target(name: "LoadHarness", dependencies: [
+            "RosterRPC",
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+        ]),
+        // The one binary users run: every service, and a command for every RPC.
+        .executableTarget(name: "roster", dependencies: [
+            "RosterClient", "MatchServer", "IngestCoordinator", "IngestWorker", "DataLake", "SegmentStore",
+            "LoadHarness", "RosterMetrics",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),

@@ -23,11 +23,17 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         public var publishInterval: Duration
         /// Sent as `authorization: Bearer <token>` on MatchAdmin calls.
         public var adminToken: String?
+        /// Scans leave alone files modified more recently than this: a file
+        /// being copied into a folder is not ingested half-written. (`SubmitFile`
+        /// does not wait: the caller says the file is complete.)
+        public var scanSettleTime: Double
 
-        public init(scanInterval: Duration? = .seconds(10), publishInterval: Duration = .milliseconds(500), adminToken: String? = nil) {
+        public init(scanInterval: Duration? = .seconds(10), publishInterval: Duration = .milliseconds(500), adminToken: String? = nil,
+                    scanSettleTime: Double = 1) {
             self.scanInterval = scanInterval
             self.publishInterval = publishInterval
             self.adminToken = adminToken
+            self.scanSettleTime = scanSettleTime
         }
     }
 
@@ -160,7 +166,8 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         while true {
             let page = try await lake.list(prefix: "", after: after, limit: 1000)
             for object in page {
-                guard let advertiser = object.advertiserID else { continue }
+                guard let advertiser = object.advertiserID, Self.isListFile(object.path),
+                      clock() - object.modified.timeIntervalSince1970 >= configuration.scanSettleTime else { continue }
                 if let current = newest[advertiser], (current.modified, current.path) >= (object.modified, object.path) { continue }
                 newest[advertiser] = object
             }
@@ -176,6 +183,13 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             }
         }
         return queued
+    }
+
+    /// Hidden files and the usual partial-download names are not lists:
+    /// write under such a name, then rename into place.
+    static func isListFile(_ path: String) -> Bool {
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        return !name.hasPrefix(".") && ![".tmp", ".part", ".partial", ".crdownload"].contains { name.hasSuffix($0) }
     }
 
     // MARK: RPCs

@@ -1,0 +1,361 @@
+import ArgumentParser
+import Foundation
+import RosterClient
+
+extension ClientOptions {
+    var callOptions: CallOptions {
+        var options = CallOptions.defaults
+        options.timeout = .milliseconds(Int64(timeout * 1000))
+        return options
+    }
+
+    func adminOptions() -> CallOptions {
+        var options = callOptions
+        if let adminToken { options.metadata["authorization"] = "Bearer \(adminToken)" }
+        return options
+    }
+
+    func matchOptions() -> CallOptions {
+        var options = callOptions
+        if let token { options.metadata["authorization"] = "Bearer \(token)" }
+        return options
+    }
+
+    func coordinatorClient() -> (Coordinator.Client<RPCClient>, RPCClient) {
+        let rpc = RPCClient(host: coordinator.host, port: coordinator.port)
+        return (Coordinator.Client(transport: rpc), rpc)
+    }
+}
+
+struct SubmitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "submit",
+        abstract: "Queue a lake file for ingest now (without waiting for the next scan).",
+        discussion: """
+            The path is the file's place in the lake: <advertiser-id>/<file>.
+
+            Examples:
+              roster submit acme/members-2026-11.txt
+              roster submit acme/members.txt --wait
+            """)
+
+    @OptionGroup var client: ClientOptions
+
+    @Argument(help: "The file's path in the lake: <advertiser-id>/<file>.")
+    var path: String
+
+    @Flag(help: "Wait until the file is live (or fails), showing progress.")
+    var wait = false
+
+    func run() async throws {
+        let (coordinator, rpc) = client.coordinatorClient()
+        defer { Task { await rpc.close() } }
+        var request = SubmitFileRequest()
+        request.path = path
+        let response = try await userFacing("cannot submit \(path)") {
+            try await coordinator.submitFile(request, options: client.callOptions)
+        }
+        print(response.queued
+              ? "queued \(path) as version \(response.fileId) of \(response.advertiserId)"
+              : "\(path) is already known as version \(response.fileId) (\(StatusFormat.state(response.state)))")
+        guard wait else { return }
+        let final = try await StatusFormat.watch(coordinator: coordinator, options: client.callOptions, only: response.fileId)
+        if let final, final.state != .live {
+            throw CLIError("version \(final.fileId) ended \(StatusFormat.state(final.state)): \(final.error)")
+        }
+    }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show files being ingested and recent ones: state, blocks, bytes, rate, ETA, invalid lines.",
+        discussion: """
+            Examples:
+              roster status
+              roster status --watch
+              roster status --json
+            """)
+
+    @OptionGroup var client: ClientOptions
+
+    @Flag(help: "Redraw progress every second until every file has finished.")
+    var watch = false
+
+    @Flag(help: "Print the StatusResponse as JSON.")
+    var json = false
+
+    func run() async throws {
+        let (coordinator, rpc) = client.coordinatorClient()
+        defer { Task { await rpc.close() } }
+        if watch {
+            _ = try await StatusFormat.watch(coordinator: coordinator, options: client.callOptions, only: nil)
+            return
+        }
+        let status = try await userFacing("cannot get the status") {
+            try await coordinator.status(StatusRequest(), options: client.callOptions)
+        }
+        if json {
+            print(status.jsonText(includeDefaults: true))
+        } else {
+            print(StatusFormat.table(status))
+        }
+    }
+}
+
+enum StatusFormat {
+    static func state(_ state: FileState) -> String {
+        switch state {
+        case .queued: "queued"
+        case .parsing: "parsing"
+        case .merging: "merging"
+        case .publishing: "publishing"
+        case .live: "live"
+        case .failed: "failed"
+        case .rejected: "rejected"
+        case .superseded: "superseded"
+        case .retired: "retired"
+        case .unspecified: "?"
+        case .unrecognized(let n): "state \(n)"
+        }
+    }
+
+    static func bytes(_ n: Double) -> String {
+        let units = ["B", "KB", "MB", "GB", "TB"]
+        var value = n
+        var unit = 0
+        while value >= 1000 && unit < units.count - 1 {
+            value /= 1000
+            unit += 1
+        }
+        return unit == 0 ? "\(Int(value)) B" : String(format: "%.1f %@", value, units[unit])
+    }
+
+    static func bar(_ fraction: Double, width: Int = 20) -> String {
+        let filled = Int((max(0, min(1, fraction)) * Double(width)).rounded())
+        return "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "]"
+    }
+
+    static func line(_ file: FileStatus) -> String {
+        let done = file.blocksTotal == 0 ? 0 : Double(file.blocksDone) / Double(file.blocksTotal)
+        var parts = [
+            String(format: "%-6llu", file.fileId),
+            file.path.padding(toLength: max(24, file.path.count), withPad: " ", startingAt: 0),
+            state(file.state).padding(toLength: 10, withPad: " ", startingAt: 0),
+            bar(file.state == .live ? 1 : done),
+            "\(file.blocksDone)/\(file.blocksTotal) blocks",
+            "\(bytes(Double(file.bytesDone)))/\(bytes(Double(file.size)))",
+        ]
+        if file.bytesPerSecond > 0 { parts.append("\(bytes(file.bytesPerSecond))/s") }
+        if file.etaSeconds > 0 { parts.append(String(format: "ETA %.0fs", file.etaSeconds)) }
+        if file.state == .merging { parts.append("merges \(file.mergesDone)/\(file.mergesTotal)") }
+        if file.state == .live { parts.append("\(file.distinctKeys) keys") }
+        if file.invalidLines > 0 {
+            let kinds = file.invalidByKind.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            let lines = file.invalidSamples.prefix(5).map { "\($0.line)" }.joined(separator: ",")
+            parts.append("invalid \(file.invalidLines) (\(kinds); lines \(lines))")
+        }
+        if !file.error.isEmpty { parts.append("— \(file.error)") }
+        return parts.joined(separator: "  ")
+    }
+
+    static func table(_ status: StatusResponse) -> String {
+        var out = "\(status.advertisersLive) advertisers live, \(status.workersSeen) workers, "
+            + "\(status.tasksQueued) tasks queued, \(status.tasksLeased) leased\n"
+        if status.files.isEmpty { return out + "no files yet" }
+        out += "ID      PATH                      STATE       PROGRESS\n"
+        out += status.files.map(line).joined(separator: "\n")
+        return out
+    }
+
+    static let finished: [FileState] = [.live, .failed, .rejected, .superseded, .retired]
+
+    /// Redraws progress each second until the watched files finish; returns the last status of `only`.
+    static func watch(coordinator: Coordinator.Client<RPCClient>, options: CallOptions, only: UInt64?) async throws -> FileStatus? {
+        let tty = isatty(STDOUT_FILENO) != 0
+        var drawn = 0
+        while true {
+            let status = try await userFacing("cannot get the status") { try await coordinator.status(StatusRequest(), options: options) }
+            let files = only.map { id in status.files.filter { $0.fileId == id } } ?? status.files
+            let text = files.isEmpty ? "no files" : files.map(line).joined(separator: "\n")
+            if tty && drawn > 0 { print("\u{1B}[\(drawn)A\u{1B}[J", terminator: "") }
+            print(text)
+            flushOutput()
+            drawn = text.split(separator: "\n", omittingEmptySubsequences: false).count
+            let active = files.filter { !finished.contains($0.state) }
+            if active.isEmpty && (only == nil || !files.isEmpty) { return files.first }
+            if only != nil && files.isEmpty {
+                throw CLIError("version \(only!) is no longer listed")
+            }
+            try await Task.sleep(for: .seconds(1))
+        }
+    }
+}
+
+struct MatchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "match",
+        abstract: "Ask whether hashes or emails are members of an advertiser's list.",
+        discussion: """
+            Examples:
+              roster match --advertiser acme --hash 0cc175b9c0f1b6a831c399e269772661
+              roster match --advertiser acme --email " Ann@Example.com "     (trimmed, lowercased, MD5)
+              roster match --advertiser acme --file hashes.txt               (one MatchMany call per 10,000)
+            Exit status: 0 when every key asked about is a member, 3 when some are not, 1 on error.
+            """)
+
+    @OptionGroup var client: ClientOptions
+
+    @Option(help: "The advertiser id.")
+    var advertiser: String
+
+    @Option(help: "An MD5 hash, 32 hex digits.")
+    var hash: String?
+
+    @Option(help: "An email address; hashed here as MD5 of the trimmed, lowercased address.")
+    var email: String?
+
+    @Option(help: "A file of hashes, one per line, asked with MatchMany.")
+    var file: String?
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func validate() throws {
+        guard [hash, email, file].compactMap({ $0 }).count == 1 else {
+            throw ValidationError("give exactly one of --hash, --email or --file")
+        }
+        if let hash, MemberHash(hex: hash) == nil {
+            throw ValidationError("--hash must be 32 hex digits (an MD5), got \(hash.count) characters")
+        }
+    }
+
+    func run() async throws {
+        let rpc = RPCClient(host: client.match.host, port: client.match.port)
+        defer { Task { await rpc.close() } }
+        let stub = MatchService.Client(transport: rpc)
+        if let file {
+            let hashes = try readHashes(file)
+            var matched = 0
+            var lines: [String] = []
+            for start in stride(from: 0, to: hashes.count, by: 10_000) {
+                let batch = hashes[start..<min(hashes.count, start + 10_000)]
+                var packed = Data(capacity: batch.count * 16)
+                for h in batch { packed.append(h.bytes) }
+                let response = try await userFacing("match failed") {
+                    try await stub.matchMany(MatchManyRequest(advertiserId: advertiser, hashes: packed), options: client.matchOptions())
+                }
+                for (i, h) in batch.enumerated() {
+                    let hit = (response.matched[i >> 3] >> UInt8(i & 7)) & 1 == 1
+                    if hit { matched += 1 }
+                    lines.append(json ? "{\"hash\": \"\(h.hex)\", \"matched\": \(hit)}" : "\(h.hex)\t\(hit ? "member" : "not a member")")
+                }
+            }
+            print(json ? "[\n  " + lines.joined(separator: ",\n  ") + "\n]" : lines.joined(separator: "\n"))
+            if !json { print("\(matched) of \(hashes.count) are members of \(advertiser)") }
+            if matched < hashes.count { throw ExitCode(3) }
+            return
+        }
+        let key = hash.flatMap { MemberHash(hex: $0) } ?? MemberHash(email: email ?? "")
+        let response = try await userFacing("match failed") {
+            try await stub.match(MatchRequest(advertiserId: advertiser, hash: key.bytes), options: client.matchOptions())
+        }
+        if json {
+            print("{\"hash\": \"\(key.hex)\", \"matched\": \(response.matched), \"version\": \"\(response.version)\"}")
+        } else {
+            print("\(key.hex) is \(response.matched ? "a member" : "not a member") of \(advertiser) (version \(response.version))")
+        }
+        if !response.matched { throw ExitCode(3) }
+    }
+
+    private func readHashes(_ path: String) throws -> [MemberHash] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read \(path)") }
+        var out: [MemberHash] = []
+        for (n, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+            let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            if text.isEmpty { continue }
+            guard let hash = MemberHash(hex: text) else { throw CLIError("\(path):\(n + 1): not a 32-hex-digit hash") }
+            out.append(hash)
+        }
+        guard !out.isEmpty else { throw CLIError("\(path) holds no hashes") }
+        return out
+    }
+}
+
+struct CallCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "call",
+        abstract: "Call any RPC with a JSON request; prints the JSON response (defaults shown).",
+        discussion: """
+            JSON follows the protobuf mapping: lowerCamelCase field names (schema names work too),
+            64-bit integers as strings, bytes as base64, enums by name.
+            MatchService calls go to --match with --token; MatchAdmin to --match with --admin-token;
+            Coordinator calls to --coordinator.
+
+            Examples:
+              roster call --list
+              roster call --describe Coordinator.SubmitFile
+              roster call Coordinator.SubmitFile '{"path": "acme/members.txt"}'
+              roster call MatchService.Match '{"advertiserId": "acme", "hash": "DMF1ucDxtqgxw5niaXcmYQ=="}'
+            """)
+
+    @OptionGroup var client: ClientOptions
+
+    @Flag(help: "List every RPC.")
+    var list = false
+
+    @Option(help: "Print the request and response messages of one RPC (Service.Method).")
+    var describe: String?
+
+    @Argument(help: "Service.Method, e.g. Coordinator.Status.")
+    var method: String?
+
+    @Argument(help: "The request as JSON (default {}; - reads standard input).")
+    var request: String?
+
+    static func find(_ name: String) throws -> MethodDescription {
+        if let method = RosterSchema.methods.first(where: { $0.shortName == name || "\($0.descriptor.service).\($0.descriptor.method)" == name }) {
+            return method
+        }
+        throw CLIError("no RPC named \(name); `roster call --list` shows them all")
+    }
+
+    func run() async throws {
+        if list {
+            for m in RosterSchema.methods {
+                let doc = m.doc.split(separator: "\n").first.map { "  — " + $0 } ?? ""
+                print("\(m.shortName)(\(m.requestType.protoName.split(separator: ".").last!)) returns "
+                      + "(\(m.responseType.protoName.split(separator: ".").last!))\(doc)")
+            }
+            return
+        }
+        if let describe {
+            let m = try Self.find(describe)
+            if !m.doc.isEmpty { print(m.doc.split(separator: "\n").map { "/// " + $0 }.joined(separator: "\n")) }
+            print("rpc \(m.descriptor.method)(\(m.requestType.protoName)) returns (\(m.responseType.protoName)); // id 0x\(String(m.descriptor.id, radix: 16))\n")
+            print(m.requestType.schemaDefinition + "\n")
+            print(m.responseType.schemaDefinition)
+            print("\nDefault request as JSON:\n" + m.requestType.init().jsonText(includeDefaults: true))
+            return
+        }
+        guard let name = method else { throw ValidationError("name an RPC (Service.Method), or use --list") }
+        let m = try Self.find(name)
+        var text = request ?? "{}"
+        if text == "-" { text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
+        let json: JSONValue
+        do {
+            json = try JSONValue(parsing: text)
+            _ = try m.requestType.init(json: json)
+        } catch {
+            throw CLIError("bad request for \(m.shortName): \(error)")
+        }
+        let service = m.descriptor.service
+        let (endpoint, options): (Endpoint, CallOptions) = service == Coordinator.name
+            ? (client.coordinator, client.callOptions)
+            : service == MatchAdmin.name ? (client.match, client.adminOptions()) : (client.match, client.matchOptions())
+        let rpc = RPCClient(host: endpoint.host, port: endpoint.port)
+        defer { Task { await rpc.close() } }
+        let response = try await userFacing("\(m.shortName) failed") { try await m.call(json, on: rpc, options: options) }
+        print(response.serialized(pretty: true))
+    }
+}

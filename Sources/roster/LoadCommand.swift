@@ -1,0 +1,187 @@
+import ArgumentParser
+import Foundation
+import LoadHarness
+import RosterClient
+
+/// `30s`, `500ms`, `2m` or plain seconds.
+struct DurationArgument: ExpressibleByArgument {
+    var duration: Duration
+
+    init?(argument: String) {
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60)]
+        for (suffix, scale) in units where argument.hasSuffix(suffix) {
+            guard let n = Double(argument.dropLast(suffix.count)), n > 0 else { return nil }
+            duration = .milliseconds(Int64(n * scale * 1000))
+            return
+        }
+        guard let n = Double(argument), n > 0 else { return nil }
+        duration = .milliseconds(Int64(n * 1000))
+    }
+}
+
+struct LoadCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "load",
+        abstract: "Open-loop load on the match server at a fixed rate, with latency percentiles.",
+        discussion: """
+            Calls are sent on a fixed schedule (--rate per second) whatever the server does, and each
+            latency is measured from the call's intended send time, so queueing is never hidden
+            (no coordinated omission). A line of stats is printed every second, then a report.
+
+            Examples:
+              roster load --advertiser acme --rate 10000 --duration 30s
+              roster load --advertiser acme --rate 2000 --batch 100 --hashes members.txt --hit-ratio 0.3
+              roster load --advertiser acme --rate 10000 --duration 30s --json --hgrm latency.hgrm
+            """)
+
+    @OptionGroup var client: ClientOptions
+
+    @Option(help: "The advertiser to query.")
+    var advertiser: String
+
+    @Option(help: "Calls per second.")
+    var rate: Double = 1000
+
+    @Option(help: "How long to run (30s, 500ms, 2m).")
+    var duration: DurationArgument = DurationArgument(argument: "10s")!
+
+    @Option(help: "TCP connections to the match server.")
+    var connections: Int = 4
+
+    @Option(help: "Most calls in flight at once; a call waits for a free slot (and that wait counts).")
+    var concurrency: Int = 512
+
+    @Option(help: "Hashes per call: 1 sends Match, more sends MatchMany.")
+    var batch: Int = 1
+
+    @Option(help: "A file of member hashes (one per line) to draw hits from.")
+    var hashes: String?
+
+    @Option(help: "Fraction of queried hashes drawn from --hashes (the rest are random).")
+    var hitRatio: Double = 0.5
+
+    @Flag(help: "Print the report as JSON.")
+    var json = false
+
+    @Option(help: "Write the latency percentile distribution (.hgrm, milliseconds) to this file.")
+    var hgrm: String?
+
+    func validate() throws {
+        guard rate > 0 && rate <= 1_000_000 else { throw ValidationError("--rate must be between 0 and 1,000,000") }
+        guard (1...256).contains(connections) else { throw ValidationError("--connections must be between 1 and 256") }
+        guard (1...100_000).contains(concurrency) else { throw ValidationError("--concurrency must be between 1 and 100,000") }
+        guard (1...100_000).contains(batch) else { throw ValidationError("--batch must be between 1 and 100,000") }
+        guard (0...1).contains(hitRatio) else { throw ValidationError("--hit-ratio must be between 0 and 1") }
+    }
+
+    func run() async throws {
+        let members = try hashes.map(readHashes) ?? []
+        let keyPool = KeyPool(members: members, hitRatio: members.isEmpty ? 0 : hitRatio, size: 65_536)
+        let rpc = RPCClient(host: client.match.host, port: client.match.port, configuration: .init(connections: connections))
+        let stub = MatchService.Client(transport: rpc)
+        let options = client.matchOptions()
+        // Fail fast, with one line, if the server is not there or the advertiser is unknown.
+        _ = try await userFacing("cannot reach the match server at \(client.match)") {
+            try await stub.match(MatchRequest(advertiserId: advertiser, hash: keyPool.hash(0)), options: options)
+        }
+        let generator = LoadGenerator(configuration: .init(rate: rate, duration: duration.duration, concurrency: concurrency, keysPerCall: batch))
+        let quiet = json
+        let batchSize = self.batch
+        let advertiserID = self.advertiser
+        let requests = (0..<256).map { n in
+            MatchManyRequest(advertiserId: advertiserID, hashes: keyPool.batch(n * batchSize, count: batchSize))
+        }
+        let report = await generator.run(onTick: { tick in
+            guard !quiet else { return }
+            print(String(format: "%3ds  %7d calls/s  p50 %7.2f ms  p99 %7.2f ms  in flight %5d  errors %d%@",
+                         tick.second, tick.calls, tick.p50.ms, tick.p99.ms, tick.inFlight, tick.errors,
+                         tick.lag > .milliseconds(100) ? String(format: "  (sender %.0f ms behind)", tick.lag.ms) : ""))
+            flushOutput()
+        }) { i in
+            if batchSize == 1 {
+                _ = try await stub.match(MatchRequest(advertiserId: advertiserID, hash: keyPool.hash(i)), options: options)
+            } else {
+                _ = try await stub.matchMany(requests[i & 255], options: options)
+            }
+        }
+        await rpc.close()
+        if let hgrm {
+            do { try report.hgrm.write(toFile: hgrm, atomically: true, encoding: .utf8) } catch {
+                throw CLIError("cannot write \(hgrm): \(error.localizedDescription)")
+            }
+        }
+        print(json ? Self.json(report, batch: batch) : Self.text(report, batch: batch))
+        if let shortfall = report.shortfall, !json { print("NOTE: \(shortfall)") }
+    }
+
+    static func text(_ r: LoadReport, batch: Int) -> String {
+        var lines = [
+            String(format: "asked %.0f calls/s for %.1f s; achieved %.0f calls/s (%.0f keys/s), %d calls in %.1f s",
+                   r.asked, r.duration.secondsValue, r.callsPerSecond, r.keysPerSecond, r.calls, r.elapsed.secondsValue),
+            String(format: "latency from intended send time: p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms",
+                   r.percentile(50).ms, r.percentile(90).ms, r.percentile(99).ms, r.percentile(99.9).ms, r.max.ms),
+        ]
+        if r.errors.isEmpty {
+            lines.append("errors: none")
+        } else {
+            lines.append("errors: " + r.errors.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func json(_ r: LoadReport, batch: Int) -> String {
+        let value = JSONValue.object([
+            ("askedCallsPerSecond", .number(String(format: "%.1f", r.asked))),
+            ("durationSeconds", .number(String(format: "%.3f", r.elapsed.secondsValue))),
+            ("calls", .number(String(r.calls))),
+            ("batch", .number(String(batch))),
+            ("callsPerSecond", .number(String(format: "%.1f", r.callsPerSecond))),
+            ("keysPerSecond", .number(String(format: "%.1f", r.keysPerSecond))),
+            ("latencyMs", .object([50, 90, 99, 99.9].map { p in (String(format: "p%g", p), .number(String(format: "%.3f", r.percentile(p).ms))) }
+                + [("max", .number(String(format: "%.3f", r.max.ms)))])),
+            ("errors", .object(r.errors.sorted { $0.key.rawValue < $1.key.rawValue }.map { ("\($0.key)", .number(String($0.value))) })),
+            ("heldRate", .bool(r.heldRate)),
+            ("maxSenderLagMs", .number(String(format: "%.3f", r.maxLag.ms))),
+        ])
+        return value.serialized(pretty: true)
+    }
+
+    private func readHashes(_ path: String) throws -> [Data] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read \(path)") }
+        var out: [Data] = []
+        for line in data.split(separator: UInt8(ascii: "\n")) {
+            if let h = MemberHash(hex: String(decoding: line, as: UTF8.self)) { out.append(h.bytes) }
+            if out.count >= 1_000_000 { break }
+        }
+        guard !out.isEmpty else { throw CLIError("\(path) holds no 32-hex-digit hashes") }
+        return out
+    }
+}
+
+/// Precomputed keys to query: a mix of known members and random hashes.
+struct KeyPool: Sendable {
+    let keys: [Data]
+
+    init(members: [Data], hitRatio: Double, size: Int) {
+        var rng = SystemRandomNumberGenerator()
+        keys = (0..<size).map { _ in
+            if !members.isEmpty, Double.random(in: 0..<1, using: &rng) < hitRatio {
+                return members[Int.random(in: 0..<members.count, using: &rng)]
+            }
+            return Data((0..<16).map { _ in UInt8.random(in: 0...255, using: &rng) })
+        }
+    }
+
+    func hash(_ i: Int) -> Data { keys[i % keys.count] }
+
+    func batch(_ start: Int, count: Int) -> Data {
+        var out = Data(capacity: count * 16)
+        for i in 0..<count { out.append(keys[(start + i) % keys.count]) }
+        return out
+    }
+}
+
+extension Duration {
+    var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    var ms: Double { secondsValue * 1000 }
+}

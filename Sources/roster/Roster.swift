@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import Logging
+
+@main
+struct Roster: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Membership lists from a data lake, served over the network.",
+        discussion: """
+            Run everything on this machine:   roster dev
+            Drop a list into the lake:        cp members.txt roster-data/lake/acme/
+            Ask about one email:              roster match --advertiser acme --email ann@example.com
+            Watch files ingest:               roster status --watch
+            """,
+        subcommands: [
+            DevCommand.self, CoordinatorCommand.self, WorkerCommand.self, MatchServerCommand.self,
+            SubmitCommand.self, StatusCommand.self, MatchCommand.self, CallCommand.self, LoadCommand.self,
+        ])
+}
+
+/// A one-line error for the user; ArgumentParser prints it as `Error: ...` and exits 1.
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// `host:port`, `[::1]:port` or just `port` (on 127.0.0.1).
+struct Endpoint: ExpressibleByArgument, CustomStringConvertible, Sendable {
+    var host: String
+    var port: Int
+
+    init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    init?(argument: String) {
+        if let port = Int(argument) {
+            self.init(host: "127.0.0.1", port: port)
+        } else if argument.hasPrefix("["), let close = argument.firstIndex(of: "]") {
+            let host = String(argument[argument.index(after: argument.startIndex)..<close])
+            let rest = argument[argument.index(after: close)...]
+            guard rest.hasPrefix(":"), let port = Int(rest.dropFirst()) else { return nil }
+            self.init(host: host, port: port)
+        } else {
+            let parts = argument.split(separator: ":")
+            guard parts.count == 2, let port = Int(parts[1]), !parts[0].isEmpty else { return nil }
+            self.init(host: String(parts[0]), port: port)
+        }
+        guard (0...65535).contains(port) else { return nil }
+    }
+
+    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    var defaultValueDescription: String { description }
+}
+
+enum Defaults {
+    static let coordinator = Endpoint(host: "127.0.0.1", port: 7400)
+    static let match = Endpoint(host: "127.0.0.1", port: 7401)
+}
+
+/// Where to find the services, for client commands.
+struct ClientOptions: ParsableArguments {
+    @Option(help: "The coordinator's address (host:port).")
+    var coordinator: Endpoint = Endpoint(argument: ProcessInfo.processInfo.environment["ROSTER_COORDINATOR"] ?? "") ?? Defaults.coordinator
+
+    @Option(help: "The match server's address (host:port).")
+    var match: Endpoint = Endpoint(argument: ProcessInfo.processInfo.environment["ROSTER_MATCH"] ?? "") ?? Defaults.match
+
+    @Option(help: "Client token for match calls (default: $ROSTER_TOKEN).")
+    var token: String? = ProcessInfo.processInfo.environment["ROSTER_TOKEN"]
+
+    @Option(help: "Admin token for MatchAdmin calls (default: $ROSTER_ADMIN_TOKEN).")
+    var adminToken: String? = ProcessInfo.processInfo.environment["ROSTER_ADMIN_TOKEN"]
+
+    @Option(help: "Seconds to wait for each call.")
+    var timeout: Double = 10
+}
+
+struct LoggingOptions: ParsableArguments {
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = Logger.Level(rawValue: ProcessInfo.processInfo.environment["ROSTER_LOG_LEVEL"] ?? "") ?? .info
+
+    func bootstrap() {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Runs `body`, turning transport and RPC failures into one-line errors.
+func userFacing<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let error as CLIError {
+        throw error
+    } catch {
+        throw CLIError("\(what): \(error)")
+    }
+}
+
+/// Flushes standard output, so that lines reach a pipe (a test, `tee`) as they are printed.
+func flushOutput() {
+    fflush(nil)
+}

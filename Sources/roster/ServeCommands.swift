@@ -1,0 +1,211 @@
+import ArgumentParser
+import Foundation
+import IngestWorker
+import Logging
+import MatchServer
+import RosterClient
+import RosterMetrics
+import ServiceLifecycle
+
+struct DevCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dev",
+        abstract: "Run the whole system on this machine: coordinator, workers and match server on a local data folder.",
+        discussion: """
+            Files dropped into <data>/lake/<advertiser-id>/ are ingested (the folder is scanned every
+            --scan-interval seconds) and served. Ctrl-C shuts everything down cleanly.
+
+            Tokens are off unless ROSTER_CLIENT_TOKENS / ROSTER_ADMIN_TOKENS are set.
+
+            Examples:
+              roster dev
+              roster dev --data /tmp/roster --workers 4 --match-port 0 --coordinator-port 0
+            """)
+
+    @OptionGroup var data: DataOptions
+    @OptionGroup var ingest: IngestOptions
+    @OptionGroup var logging: LoggingOptions
+
+    @Option(help: "Block workers to run.")
+    var workers: Int = 2
+
+    @Option(help: "Port of the match server (0: any free port).")
+    var matchPort: Int = Defaults.match.port
+
+    @Option(help: "Port of the coordinator (0: any free port).")
+    var coordinatorPort: Int = Defaults.coordinator.port
+
+    @Option(help: "Serve Prometheus metrics on this port (off by default).")
+    var metricsPort: Int?
+
+    func validate() throws {
+        guard workers >= 0 && workers <= 64 else { throw ValidationError("--workers must be between 0 and 64") }
+    }
+
+    func run() async throws {
+        logging.bootstrap()
+        let logger = Logger(label: "roster.dev")
+        try data.createFolders()
+        var services: [any Service] = []
+        if let metricsPort {
+            let endpoint = MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: "127.0.0.1", port: metricsPort)
+            services.append(endpoint)
+        }
+        // Local development: tokens only if the environment names some.
+        var access = AccessPolicy.fromEnvironment()
+        if access.clientTokens.isEmpty && access.adminTokens.isEmpty { access = .open }
+        let (matchServer, _) = try ServiceFactory.matchServer(
+            store: data.storeURL, endpoint: Endpoint(host: "127.0.0.1", port: matchPort), access: access,
+            logger: Logger(label: "roster.match"))
+        let match = try await ServiceFactory.start(matchServer, "match server")
+        let adminToken = access.adminTokens.first
+        let (coordinatorServer, coordinator, _) = try ServiceFactory.coordinator(
+            data: data, ingest: ingest, endpoint: Endpoint(host: "127.0.0.1", port: coordinatorPort), match: match,
+            adminToken: adminToken, logger: Logger(label: "roster.coordinator"))
+        let coordinatorAddress = try await ServiceFactory.start(coordinatorServer, "coordinator")
+        services += [matchServer, coordinatorServer, coordinator]
+        for i in 0..<workers {
+            let (worker, _) = ServiceFactory.worker(id: "dev-worker-\(i)", slots: 1, coordinator: coordinatorAddress, data: data,
+                                                    logger: Logger(label: "roster.worker"))
+            services.append(worker)
+        }
+        print("""
+            roster dev is running.
+              lake:         \(data.lakeURL.path)/<advertiser-id>/<file>
+              store:        \(data.storeURL.path)
+              catalog:      \(data.catalogPath)
+              match server: \(match)
+              coordinator:  \(coordinatorAddress)
+              workers:      \(workers)
+
+            Drop a file:  mkdir -p \(data.lakeURL.path)/acme && cp members.txt \(data.lakeURL.path)/acme/
+            Watch it:     roster status --watch --coordinator \(coordinatorAddress)
+            Query it:     roster match --match \(match) --advertiser acme --email someone@example.com
+            Load-test:    roster load --match \(match) --advertiser acme --rate 10000 --duration 30s
+            Stop:         Ctrl-C
+            """)
+        flushOutput()
+        try await ServiceFactory.runUntilSignalled(services, logger: logger)
+        print("roster dev stopped.")
+    }
+}
+
+struct CoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator",
+        abstract: "Run the ingest coordinator: catalog, scheduling, leases, publishing.",
+        discussion: """
+            Examples:
+              roster coordinator --data /srv/roster --match 10.0.0.5:7401
+              roster coordinator --port 7400 --block-size 134217728 --lease 60
+            """)
+
+    @OptionGroup var data: DataOptions
+    @OptionGroup var ingest: IngestOptions
+    @OptionGroup var logging: LoggingOptions
+
+    @Option(help: "Address to listen on.")
+    var listen: Endpoint = Endpoint(host: "0.0.0.0", port: Defaults.coordinator.port)
+
+    @Option(help: "The match server to publish to.")
+    var match: Endpoint = Defaults.match
+
+    @Option(help: "Admin token for the match server (default: $ROSTER_ADMIN_TOKEN).")
+    var adminToken: String? = ProcessInfo.processInfo.environment["ROSTER_ADMIN_TOKEN"]
+
+    func run() async throws {
+        logging.bootstrap()
+        try data.createFolders()
+        let logger = Logger(label: "roster.coordinator")
+        let (server, service, _) = try ServiceFactory.coordinator(
+            data: data, ingest: ingest, endpoint: listen, match: match, adminToken: adminToken, logger: logger)
+        let address = try await ServiceFactory.start(server, "coordinator")
+        print("coordinator listening on \(address); catalog \(data.catalogPath); lake \(data.lakeURL.path)")
+        flushOutput()
+        try await ServiceFactory.runUntilSignalled([server, service], logger: logger)
+    }
+}
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Run a stateless block worker that pulls tasks from a coordinator.",
+        discussion: """
+            Examples:
+              roster worker --coordinator 10.0.0.4:7400 --lake /mnt/lake --store /mnt/store
+              roster worker --slots 2
+            """)
+
+    @OptionGroup var data: DataOptions
+    @OptionGroup var logging: LoggingOptions
+
+    @Option(help: "The coordinator to pull tasks from.")
+    var coordinator: Endpoint = Defaults.coordinator
+
+    @Option(help: "Tasks to run at once.")
+    var slots: Int = 1
+
+    @Option(help: "This worker's name (default: worker-<host>-<pid>).")
+    var id: String?
+
+    func run() async throws {
+        logging.bootstrap()
+        let logger = Logger(label: "roster.worker")
+        let (worker, _) = ServiceFactory.worker(
+            id: id ?? "worker-\(ProcessInfo.processInfo.hostName)-\(getpid())", slots: max(1, slots),
+            coordinator: coordinator, data: data, logger: logger)
+        print("worker \(worker.configuration.id) pulling from \(coordinator)")
+        flushOutput()
+        try await ServiceFactory.runUntilSignalled([worker], logger: logger)
+    }
+}
+
+struct MatchServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "match-server",
+        abstract: "Run a match server over a segment store.",
+        discussion: """
+            Tokens come from ROSTER_CLIENT_TOKENS and ROSTER_ADMIN_TOKENS (comma-separated);
+            both are required unless --no-auth is given.
+
+            Examples:
+              roster match-server --store /mnt/store --listen 0.0.0.0:7401
+              ROSTER_CLIENT_TOKENS=abc ROSTER_ADMIN_TOKENS=xyz roster match-server
+              roster match-server --no-auth --listen 127.0.0.1:0
+            """)
+
+    @OptionGroup var data: DataOptions
+    @OptionGroup var logging: LoggingOptions
+
+    @Option(help: "Address to listen on.")
+    var listen: Endpoint = Endpoint(host: "0.0.0.0", port: Defaults.match.port)
+
+    @Option(help: "Serve Prometheus metrics on this port (off by default).")
+    var metricsPort: Int?
+
+    @Flag(help: "Serve without token checks (local development only).")
+    var noAuth = false
+
+    func run() async throws {
+        logging.bootstrap()
+        try data.createFolders()
+        let logger = Logger(label: "roster.match")
+        var access = AccessPolicy.fromEnvironment()
+        if noAuth {
+            access = .open
+        } else if access.clientTokens.isEmpty || access.adminTokens.isEmpty {
+            throw CLIError("set ROSTER_CLIENT_TOKENS and ROSTER_ADMIN_TOKENS (comma-separated), or pass --no-auth for local development")
+        }
+        var services: [any Service] = []
+        if let metricsPort {
+            services.append(MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: "127.0.0.1", port: metricsPort))
+        }
+        let (server, catalog) = try ServiceFactory.matchServer(
+            store: data.storeURL, endpoint: listen, access: access, logger: logger)
+        let address = try await ServiceFactory.start(server, "match server")
+        print("match server listening on \(address); serving \(catalog.advertisers.count) advertisers from \(data.storeURL.path)")
+        flushOutput()
+        services.append(server)
+        try await ServiceFactory.runUntilSignalled(services, logger: logger)
+    }
+}

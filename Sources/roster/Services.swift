@@ -1,0 +1,135 @@
+import ArgumentParser
+import DataLake
+import Foundation
+import IngestCoordinator
+import IngestWorker
+import Logging
+import MatchServer
+import RosterClient
+import RosterMetrics
+import SegmentStore
+import ServiceLifecycle
+
+/// The data folder of one deployment: `lake/`, `store/` (runs, segments and
+/// the match manifest) and `catalog.sqlite`, each overridable.
+struct DataOptions: ParsableArguments {
+    @Option(help: "The data folder (lake, segment store, catalog).")
+    var data: String = ProcessInfo.processInfo.environment["ROSTER_DATA"] ?? "./roster-data"
+
+    @Option(help: "The lake folder: <lake>/<advertiser-id>/<file> (default: <data>/lake).")
+    var lake: String?
+
+    @Option(help: "The segment store folder shared by workers and match servers (default: <data>/store).")
+    var store: String?
+
+    var dataURL: URL { URL(fileURLWithPath: data).standardizedFileURL }
+    var lakeURL: URL { lake.map { URL(fileURLWithPath: $0).standardizedFileURL } ?? dataURL.appendingPathComponent("lake") }
+    var storeURL: URL { store.map { URL(fileURLWithPath: $0).standardizedFileURL } ?? dataURL.appendingPathComponent("store") }
+    var catalogPath: String { dataURL.appendingPathComponent("catalog.sqlite").path }
+
+    func createFolders() throws {
+        for url in [dataURL, lakeURL, storeURL] {
+            do {
+                try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+            } catch {
+                throw CLIError("cannot create \(url.path): \(error.localizedDescription)")
+            }
+        }
+    }
+}
+
+/// The coordinator's policy knobs as flags.
+struct IngestOptions: ParsableArguments {
+    @Option(help: "Block size in bytes (default 64 MiB).")
+    var blockSize: Int64 = 64 << 20
+
+    @Option(help: "Lease length in seconds; workers renew at a third of it.")
+    var lease: Double = 30
+
+    @Option(help: "Failed or expired attempts of one task before its file version fails.")
+    var maxAttempts: Int = 4
+
+    @Option(help: "Largest fraction of invalid lines a file may have (0.001 = 0.1%).")
+    var invalidThreshold: Double = 0.001
+
+    @Option(help: "Seconds between lake scans (0: scan only on submit or Scan).")
+    var scanInterval: Double = 2
+
+    func policy() throws -> IngestPolicy {
+        guard blockSize >= 1024 else { throw CLIError("--block-size must be at least 1024 bytes") }
+        guard lease > 0 else { throw CLIError("--lease must be positive") }
+        guard maxAttempts >= 1 else { throw CLIError("--max-attempts must be at least 1") }
+        guard (0...1).contains(invalidThreshold) else { throw CLIError("--invalid-threshold must be between 0 and 1") }
+        var policy = IngestPolicy()
+        policy.blockSize = blockSize
+        policy.leaseDuration = lease
+        policy.maxAttempts = maxAttempts
+        policy.invalidThreshold = invalidThreshold
+        return policy
+    }
+
+    var scanDuration: Duration? { scanInterval > 0 ? .milliseconds(Int64(scanInterval * 1000)) : nil }
+}
+
+enum ServiceFactory {
+    static func matchServer(store: URL, endpoint: Endpoint, access: AccessPolicy, logger: Logger) throws -> (RPCServer, MatchCatalog) {
+        let catalog: MatchCatalog
+        do {
+            catalog = try MatchCatalog(root: store, logger: logger)
+        } catch {
+            throw CLIError("cannot load the match manifest in \(store.path): \(error)")
+        }
+        access.warnIfDisabled(logger)
+        let server = try RPCServer(
+            configuration: .init(host: endpoint.host, port: endpoint.port),
+            services: [MatchHandler(catalog: catalog, access: access), AdminHandler(catalog: catalog, access: access)],
+            logger: logger)
+        return (server, catalog)
+    }
+
+    static func coordinator(data: DataOptions, ingest: IngestOptions, endpoint: Endpoint, match: Endpoint,
+                            adminToken: String?, logger: Logger) throws -> (RPCServer, CoordinatorService<RPCClient>, RPCClient) {
+        let catalog: IngestCatalog
+        do {
+            catalog = try IngestCatalog(path: data.catalogPath, policy: try ingest.policy())
+        } catch let error as CLIError {
+            throw error
+        } catch {
+            throw CLIError("cannot open the catalog \(data.catalogPath): \(error)")
+        }
+        let matchClient = RPCClient(host: match.host, port: match.port)
+        let service = CoordinatorService(
+            catalog: catalog, lake: LocalFolderLake(root: data.lakeURL), store: LocalSegmentStorage(root: data.storeURL),
+            matchAdmin: MatchAdmin.Client(transport: matchClient),
+            configuration: .init(scanInterval: ingest.scanDuration, adminToken: adminToken), logger: logger)
+        let server = try RPCServer(configuration: .init(host: endpoint.host, port: endpoint.port), services: [service], logger: logger)
+        return (server, service, matchClient)
+    }
+
+    static func worker(id: String, slots: Int, coordinator: Endpoint, data: DataOptions, logger: Logger) -> (BlockWorker<RPCClient>, RPCClient) {
+        let client = RPCClient(host: coordinator.host, port: coordinator.port)
+        let worker = BlockWorker(
+            configuration: .init(id: id, slots: slots), coordinator: Coordinator.Client(transport: client),
+            lake: LocalFolderLake(root: data.lakeURL), store: LocalSegmentStorage(root: data.storeURL), logger: logger)
+        return (worker, client)
+    }
+
+
+    /// Starts `server` now, so that its address (port 0 resolved) can be printed.
+    static func start(_ server: RPCServer, _ what: String) async throws -> Endpoint {
+        do {
+            try await server.start()
+        } catch {
+            throw CLIError("cannot start the \(what) on \(server.configuration.host):\(server.configuration.port): \(error)")
+        }
+        let address = server.localAddress
+        return Endpoint(host: server.configuration.host, port: address?.port ?? server.configuration.port)
+    }
+
+    /// Runs `services` until SIGINT or SIGTERM, then shuts them down gracefully (in reverse order).
+    static func runUntilSignalled(_ services: [any Service], logger: Logger) async throws {
+        let group = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
