@@ -113,6 +113,10 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        .testTarget(name: "LoadHarnessTests", dependencies: [
+            "LoadHarness", "RosterAPI", "RosterRPC", "RosterTransport",
+        ]),
+        .testTarget(name: "CLITests", dependencies: ["roster", "RosterClient", "TestSupport"]),
         .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore", "TestSupport"]),
         .testTarget(name: "IngestTests", dependencies: [
             "DataLake", "HashParsing", "SegmentStore", "IngestCoordinator", "IngestWorker", "MatchServer", "SQLite",

@@ -1,0 +1,231 @@
+import Foundation
+import RosterClient
+import XCTest
+
+/// The `roster` binary, run as a subprocess the way users run it.
+final class CLITests: XCTestCase {
+    private var root: URL!
+    private var services: [RosterService] = []
+
+    override func setUpWithError() throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("roster-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() {
+        for service in services { service.stop(SIGKILL) }
+        try? FileManager.default.removeItem(at: root)
+    }
+
+    private func emails(_ range: Range<Int>) -> [String] { range.map { "user\($0)@example.com" } }
+
+    private func listFile(_ emails: [String]) -> String {
+        "email_md5\n" + emails.map { MemberHash(email: $0).hex + "\n" }.joined()
+    }
+
+    private func drop(_ text: String, advertiser: String, name: String, lake: URL) throws {
+        let folder = lake.appendingPathComponent(advertiser)
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        // Written under a temporary name and renamed, as the lake layout asks.
+        let temporary = folder.appendingPathComponent(".\(name).tmp")
+        try Data(text.utf8).write(to: temporary)
+        try FileManager.default.moveItem(at: temporary, to: folder.appendingPathComponent(name))
+    }
+
+    private func startDev() throws -> (dev: RosterService, match: String, coordinator: String) {
+        let dev = try RosterService(["dev", "--data", root.path, "--match-port", "0", "--coordinator-port", "0",
+                                     "--scan-interval", "0.2", "--block-size", "1024", "--workers", "2"])
+        services.append(dev)
+        let match = try dev.waitForLine("match server:")
+        let coordinator = try dev.waitForLine("coordinator:")
+        return (dev, match, coordinator)
+    }
+
+    func testDevIngestsADroppedFileAndAnswersMatches() throws {
+        let (dev, match, coordinator) = try startDev()
+        XCTAssertTrue(dev.stdout.contains("lake:"), dev.stdout)
+        let members = emails(0..<300)
+        try drop(listFile(members), advertiser: "acme", name: "members.txt", lake: root.appendingPathComponent("lake"))
+
+        try eventually("the dropped file to be served") {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", " User7@Example.COM "]).status == 0
+        }
+        let hit = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--hash", MemberHash(email: members[42]).hex])
+        XCTAssertEqual(hit.status, 0, hit.stderr)
+        XCTAssertTrue(hit.stdout.contains("is a member of acme"), hit.stdout)
+        let miss = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", "stranger@example.com"])
+        XCTAssertEqual(miss.status, 3, "not a member: exit 3")
+        XCTAssertTrue(miss.stdout.contains("is not a member"), miss.stdout)
+
+        // --file asks through MatchMany.
+        let hashes = root.appendingPathComponent("ask.txt")
+        try Data((emails(290..<310).map { MemberHash(email: $0).hex }.joined(separator: "\n")).utf8).write(to: hashes)
+        let many = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--file", hashes.path])
+        XCTAssertEqual(many.status, 3, many.stderr)
+        XCTAssertTrue(many.stdout.contains("10 of 20 are members of acme"), many.stdout)
+
+        let status = try RosterBinary.run(["status", "--coordinator", coordinator])
+        XCTAssertEqual(status.status, 0, status.stderr)
+        XCTAssertTrue(status.stdout.contains("acme/members.txt"), status.stdout)
+        XCTAssertTrue(status.stdout.contains("live"), status.stdout)
+        XCTAssertTrue(status.stdout.contains("300 keys"), status.stdout)
+
+        let again = try RosterBinary.run(["submit", "--coordinator", coordinator, "acme/members.txt"])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertTrue(again.stdout.contains("already known"), again.stdout)
+
+        // A replacement goes live through `submit --wait`.
+        try drop(listFile(emails(1000..<1010)), advertiser: "acme", name: "v2.txt", lake: root.appendingPathComponent("lake"))
+        let submitted = try RosterBinary.run(["submit", "--coordinator", coordinator, "acme/v2.txt", "--wait"])
+        XCTAssertEqual(submitted.status, 0, submitted.stderr)
+        XCTAssertTrue(submitted.stdout.contains("live"), submitted.stdout)
+        let replaced = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", members[0]])
+        XCTAssertEqual(replaced.status, 3, "the old list is gone")
+
+        // Ctrl-C stops everything cleanly.
+        XCTAssertEqual(dev.stop(SIGINT), 0, dev.stderr)
+        XCTAssertTrue(dev.stdout.contains("roster dev stopped."), dev.stdout)
+    }
+
+    func testCallWorksForEveryRPC() throws {
+        let (_, match, coordinator) = try startDev()
+        try drop(listFile(emails(0..<50)), advertiser: "acme", name: "m.txt", lake: root.appendingPathComponent("lake"))
+        let hash = MemberHash(email: "user3@example.com").bytes.base64EncodedString()
+        let requests: [String: String] = [
+            "MatchService.Match": #"{"advertiserId": "acme", "hash": "\#(hash)"}"#,
+            "MatchService.MatchMany": #"{"advertiserId": "acme", "hashes": "\#(hash)"}"#,
+            "MatchAdmin.Publish": #"{"advertiserId": "cli-empty", "version": "1"}"#,
+            "MatchAdmin.Unpublish": #"{"advertiserId": "cli-empty"}"#,
+            "Coordinator.SubmitFile": #"{"path": "acme/m.txt"}"#,
+            "Coordinator.Status": "{}",
+            "Coordinator.ListFiles": #"{"advertiserId": "acme", "limit": 5}"#,
+            "Coordinator.Scan": "{}",
+            "Coordinator.SetWeight": #"{"advertiserId": "acme", "weight": 2.5}"#,
+            "Coordinator.LeaseTasks": #"{"workerId": "cli-test", "max": 0}"#,
+            "Coordinator.Heartbeat": #"{"workerId": "cli-test"}"#,
+            "Coordinator.CompleteTask": #"{"workerId": "cli-test", "taskId": "999999", "leaseToken": "x"}"#,
+            "Coordinator.FailTask": #"{"workerId": "cli-test", "taskId": "999999", "leaseToken": "x"}"#,
+        ]
+        XCTAssertEqual(Set(requests.keys), Set(RosterSchema.methods.map(\.shortName)), "a request for every RPC of the schema")
+        try eventually("acme to be live") {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", "user3@example.com"]).status == 0
+        }
+        for (method, json) in requests.sorted(by: { $0.key < $1.key }) {
+            let result = try RosterBinary.run(["call", "--match", match, "--coordinator", coordinator, method, json])
+            XCTAssertEqual(result.status, 0, "\(method): \(result.stderr)")
+            let response = try JSONValue(parsing: result.stdout)
+            guard case .object = response else { return XCTFail("\(method) printed \(result.stdout)") }
+            switch method {
+            case "MatchService.Match": XCTAssertEqual(response["matched"], .bool(true))
+            case "MatchService.MatchMany": XCTAssertEqual(response["matchedCount"], .number("1"))
+            case "Coordinator.SubmitFile": XCTAssertEqual(response["queued"], .bool(false), "defaults are shown")
+            case "Coordinator.CompleteTask": XCTAssertEqual(response["accepted"], .bool(false))
+            case "Coordinator.LeaseTasks": XCTAssertEqual(response["tasks"], .array([]))
+            default: break
+            }
+        }
+        let stdinCall = try RosterBinary.run(["call", "--coordinator", coordinator, "Coordinator.ListFiles", "-"], stdin: #"{"limit": 1}"#)
+        XCTAssertEqual(stdinCall.status, 0, stdinCall.stderr)
+
+        let list = try RosterBinary.run(["call", "--list"])
+        XCTAssertEqual(list.stdout.split(separator: "\n").count, RosterSchema.methods.count)
+        let describe = try RosterBinary.run(["call", "--describe", "Coordinator.SubmitFile"])
+        XCTAssertTrue(describe.stdout.contains("message SubmitFileRequest {"), describe.stdout)
+        XCTAssertTrue(describe.stdout.contains("string path = 1;"), describe.stdout)
+        XCTAssertTrue(describe.stdout.contains(#""path": """#), "the default request is shown: \(describe.stdout)")
+    }
+
+    /// Every command refuses bad input with an `Error:` line and a non-zero
+    /// exit, never a crash or a stack trace.
+    func testBadInputGivesAClearErrorAndNonZeroExit() throws {
+        let unreachable = "127.0.0.1:1"
+        let cases: [([String], String)] = [
+            (["match", "--advertiser", "a", "--hash", "xyz"], "--hash must be 32 hex digits"),
+            (["match", "--advertiser", "a"], "give exactly one of --hash, --email or --file"),
+            (["match", "--match", unreachable, "--advertiser", "a", "--email", "a@b.c"], "match failed: UNAVAILABLE"),
+            (["match", "--advertiser", "a", "--file", "/nonexistent/hashes.txt"], "cannot read /nonexistent/hashes.txt"),
+            (["call", "Nope.Nothing"], "no RPC named Nope.Nothing"),
+            (["call", "Coordinator.Status", "{bad"], "bad request for Coordinator.Status: invalid JSON at 1:2"),
+            (["call", "Coordinator.ListFiles", #"{"limit": "lots"}"#], "field 'limit': lots is not a valid UInt32"),
+            (["call", "--coordinator", unreachable, "Coordinator.Status"], "Coordinator.Status failed: UNAVAILABLE"),
+            (["status", "--coordinator", unreachable], "cannot get the status: UNAVAILABLE"),
+            (["submit", "--coordinator", unreachable, "a/b.txt"], "cannot submit a/b.txt: UNAVAILABLE"),
+            (["submit"], "Missing expected argument '<path>'"),
+            (["load", "--advertiser", "a", "--rate", "0"], "--rate must be between 0 and 1,000,000"),
+            (["load", "--advertiser", "a", "--duration", "soon"], "The value 'soon' is invalid for '--duration"),
+            (["load", "--match", unreachable, "--advertiser", "a"], "cannot reach the match server at 127.0.0.1:1"),
+            (["match-server", "--data", root.path, "--listen", "127.0.0.1:0"], "set ROSTER_CLIENT_TOKENS and ROSTER_ADMIN_TOKENS"),
+            (["coordinator", "--data", root.path, "--block-size", "10"], "--block-size must be at least 1024 bytes"),
+            (["dev", "--workers", "1000"], "--workers must be between 0 and 64"),
+            (["frobnicate"], "Unexpected argument 'frobnicate'"),
+            (["match", "--match", "nohost", "--advertiser", "a", "--email", "x"], "The value 'nohost' is invalid for '--match"),
+        ]
+        for (args, expected) in cases {
+            let result = try RosterBinary.run(args, timeout: 20)
+            XCTAssertNotEqual(result.status, 0, "roster \(args.joined(separator: " ")) should fail")
+            let firstLine = result.stderr.split(separator: "\n").first.map(String.init) ?? ""
+            XCTAssertTrue(firstLine.hasPrefix("Error: "), "roster \(args.joined(separator: " ")): \(result.stderr)")
+            XCTAssertTrue(result.stderr.contains(expected), "roster \(args.joined(separator: " ")): expected '\(expected)' in \(result.stderr)")
+            for crash in ["Fatal error", "Stack dump", "Current stack trace", "Segmentation"] {
+                XCTAssertFalse(result.stderr.contains(crash), "roster \(args.joined(separator: " ")) crashed: \(result.stderr)")
+            }
+        }
+    }
+
+    func testEveryCommandHasHelpWithExamples() throws {
+        for command in ["dev", "coordinator", "worker", "match-server", "submit", "status", "match", "call", "load"] {
+            let result = try RosterBinary.run([command, "--help"])
+            XCTAssertEqual(result.status, 0, command)
+            XCTAssertTrue(result.stdout.contains("Example"), "\(command) --help has examples: \(result.stdout)")
+        }
+    }
+
+    /// The services as separate processes; the coordinator is killed with
+    /// SIGKILL mid-ingest, started again on the same catalog and port, and
+    /// the file still goes live whole.
+    func testCoordinatorKilledMidIngestCarriesOnAfterRestart() throws {
+        let data = root.path
+        let matchServer = try RosterService(["match-server", "--no-auth", "--data", data, "--listen", "127.0.0.1:0"])
+        services.append(matchServer)
+        let matchLine = try matchServer.waitForLine("match server listening on")
+        let match = String(matchLine.split(separator: ";")[0])
+        let coordinatorArgs = ["coordinator", "--data", data, "--match", match, "--block-size", "1024", "--lease", "1",
+                               "--scan-interval", "0"]
+        var coordinatorProcess = try RosterService(coordinatorArgs + ["--listen", "127.0.0.1:0"])
+        services.append(coordinatorProcess)
+        let coordinator = String(try coordinatorProcess.waitForLine("coordinator listening on").split(separator: ";")[0])
+        let worker = try RosterService(["worker", "--data", data, "--coordinator", coordinator, "--log-level", "error"])
+        services.append(worker)
+
+        let members = emails(0..<6000) // ~200 KB: about 200 blocks of 1 KiB
+        try drop(listFile(members), advertiser: "big", name: "all.txt", lake: root.appendingPathComponent("lake"))
+        let submitted = try RosterBinary.run(["submit", "--coordinator", coordinator, "big/all.txt"])
+        XCTAssertEqual(submitted.status, 0, submitted.stderr)
+
+        func blocksDone() throws -> Int {
+            let result = try RosterBinary.run(["call", "--coordinator", coordinator, "Coordinator.ListFiles", "{}"])
+            guard result.status == 0, case .array(let files)? = try JSONValue(parsing: result.stdout)["files"],
+                  case .number(let done)? = files.first?["blocksDone"] else { return -1 }
+            return Int(done) ?? -1
+        }
+        try eventually("some blocks to be done") { try blocksDone() >= 5 }
+        XCTAssertEqual(coordinatorProcess.stop(SIGKILL), SIGKILL)
+
+        coordinatorProcess = try RosterService(coordinatorArgs + ["--listen", coordinator])
+        services.append(coordinatorProcess)
+        _ = try coordinatorProcess.waitForLine("coordinator listening on")
+        try eventually(timeout: 60, "the file to go live after the restart") {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "big", "--email", members[5999]]).status == 0
+        }
+        let hashes = root.appendingPathComponent("all-hashes.txt")
+        try Data(members.map { MemberHash(email: $0).hex }.joined(separator: "\n").utf8).write(to: hashes)
+        let all = try RosterBinary.run(["match", "--match", match, "--advertiser", "big", "--file", hashes.path])
+        XCTAssertEqual(all.status, 0, all.stderr)
+        XCTAssertTrue(all.stdout.contains("6000 of 6000 are members of big"), String(all.stdout.suffix(200)))
+        let files = try RosterBinary.run(["call", "--coordinator", coordinator, "Coordinator.ListFiles", "{}"])
+        let file = try JSONValue(parsing: files.stdout)["files"]
+        guard case .array(let list)? = file else { return XCTFail(files.stdout) }
+        XCTAssertEqual(list.first?["distinctKeys"], .string("6000"))
+        XCTAssertEqual(list.first?["keys"], .string("6000"), "no block counted twice")
+    }
+}
