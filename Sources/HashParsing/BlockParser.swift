@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import DataLake
 import SegmentStore
 
@@ -67,93 +72,181 @@ public struct BlockParser: Sendable {
     public func parse(
         _ lake: some DataLake, object: LakeObject, block: BlockRange, sink: (Key16) throws -> Void
     ) async throws -> BlockStats {
-        var stats = BlockStats()
+        var keys: [Key16] = []
+        let stats = try await parse(lake, object: object, block: block, into: &keys)
+        for key in keys { try sink(key) }
+        return stats
+    }
+
+    /// Parses the lines `block` owns in `object`, appending every valid key
+    /// to `keys` in file order: the fast path workers use.
+    ///
+    /// Lines are read straight out of each chunk the lake returns; only a
+    /// line cut by a chunk boundary is copied. A line of exactly 32 hex
+    /// digits (optionally followed by CR) is decoded inline; anything else
+    /// goes through `LineParser`, which knows the rules for whitespace,
+    /// headers and invalid lines.
+    public func parse(
+        _ lake: some DataLake, object: LakeObject, block: BlockRange, into keys: inout [Key16]
+    ) async throws -> BlockStats {
+        var state = LineState(maxLineLength: maxLineLength, maxSamples: maxSamples, lineStart: block.start)
         var position = max(0, block.start - 1)
         // Before the first owned line: skip to just after the first '\n' at or after start-1.
         var seekingLineStart = block.start > 0
-        var lineStart = block.start
-        var line: [UInt8] = []
-        line.reserveCapacity(maxLineLength)
-        var overlong = false
-        var overlongHasAt = false
-        var done = false
-
-        func finishLine(_ parser: BlockParser) throws {
-            let result: ParsedLine
-            if overlong {
-                result = .invalid(overlongHasAt ? .unhashedEmail : .malformed)
-            } else {
-                result = line.withUnsafeBytes { LineParser.parse($0, isFirstLineOfFile: lineStart == 0) }
-            }
-            switch result {
-            case .key(let key):
-                try sink(key)
-                stats.keys += 1
-            case .skipped:
-                stats.skipped += 1
-            case .invalid(let kind):
-                stats.invalid[kind, default: 0] += 1
-                if stats.samples.count < parser.maxSamples {
-                    stats.samples.append(InvalidLineSample(lineInBlock: stats.lines, kind: kind))
-                }
-            }
-            stats.lines += 1
-            line.removeAll(keepingCapacity: true)
-            overlong = false
-            overlongHasAt = false
-        }
-
-        while !done {
-            if !seekingLineStart && lineStart >= block.end { break }
+        while true {
+            if !seekingLineStart && state.lineStart >= block.end { break }
             let chunk = try await lake.read(object.path, offset: position, length: chunkSize, ifMatch: object.etag)
             if chunk.isEmpty {
                 // End of the object: a last line without '\n' still counts.
-                if !seekingLineStart && (!line.isEmpty || overlong) && lineStart < block.end { try finishLine(self) }
+                if !seekingLineStart && state.hasPending && state.lineStart < block.end { state.finishPending(into: &keys) }
                 break
             }
-            var i = 0
-            while i < chunk.count {
+            let done = chunk.withUnsafeBytes { raw -> Bool in
+                let base = raw.baseAddress!
+                let count = raw.count
+                var i = 0
                 if seekingLineStart {
-                    guard let nl = chunk[i...].firstIndex(of: UInt8(ascii: "\n")) else {
-                        i = chunk.count
-                        break
-                    }
-                    i = nl + 1
+                    guard let nl = memchr(base, 0x0A, count) else { return false }
+                    i = base.distance(to: UnsafeRawPointer(nl)) + 1
                     seekingLineStart = false
-                    lineStart = position + Int64(i)
-                    if lineStart >= block.end {
-                        done = true
-                        break
-                    }
-                    continue
+                    state.lineStart = position + Int64(i)
+                    if state.lineStart >= block.end { return true }
                 }
-                // Inside an owned line: copy up to the next '\n'.
-                let nl = chunk[i...].firstIndex(of: UInt8(ascii: "\n"))
-                let stop = nl ?? chunk.count
-                if !overlong {
-                    if line.count + (stop - i) > maxLineLength {
-                        overlong = true
-                        overlongHasAt = line.contains(UInt8(ascii: "@"))
-                        line.removeAll(keepingCapacity: true)
+                while i < count {
+                    guard let found = memchr(base + i, 0x0A, count - i) else {
+                        state.carry(UnsafeRawBufferPointer(start: base + i, count: count - i))
+                        return false
+                    }
+                    let e = base.distance(to: UnsafeRawPointer(found))
+                    if state.hasPending {
+                        state.carry(UnsafeRawBufferPointer(start: base + i, count: e - i))
+                        state.finishPending(into: &keys)
                     } else {
-                        line.append(contentsOf: chunk[i..<stop])
+                        state.line(UnsafeRawBufferPointer(start: base + i, count: e - i), into: &keys)
                     }
+                    i = e + 1
+                    state.lineStart = position + Int64(i)
+                    if state.lineStart >= block.end { return true }
                 }
-                if overlong, !overlongHasAt, chunk[i..<stop].contains(UInt8(ascii: "@")) { overlongHasAt = true }
-                guard let nl else {
-                    i = chunk.count
-                    break
-                }
-                try finishLine(self)
-                i = nl + 1
-                lineStart = position + Int64(i)
-                if lineStart >= block.end {
-                    done = true
-                    break
-                }
+                return false
             }
+            if done { break }
             position += Int64(chunk.count)
         }
-        return stats
+        return state.stats
+    }
+}
+
+/// The per-line work of `BlockParser`, and the one line carried across chunks.
+struct LineState {
+    let maxLineLength: Int
+    let maxSamples: Int
+    /// File offset where the current line starts.
+    var lineStart: Int64
+    var stats = BlockStats()
+    private var pending: [UInt8] = []
+    private var overlong = false
+    private var overlongHasAt = false
+
+    init(maxLineLength: Int, maxSamples: Int, lineStart: Int64) {
+        self.maxLineLength = maxLineLength
+        self.maxSamples = maxSamples
+        self.lineStart = lineStart
+        pending.reserveCapacity(maxLineLength)
+    }
+
+    var hasPending: Bool { !pending.isEmpty || overlong }
+
+    /// Keeps part of a line that continues in the next chunk. Past
+    /// `maxLineLength` the bytes are dropped (only whether they held an '@').
+    mutating func carry(_ bytes: UnsafeRawBufferPointer) {
+        if !overlong && pending.count + bytes.count <= maxLineLength {
+            pending.append(contentsOf: bytes)
+            return
+        }
+        if !overlong {
+            overlong = true
+            overlongHasAt = pending.contains(UInt8(ascii: "@"))
+            pending.removeAll(keepingCapacity: true)
+        }
+        if !overlongHasAt, bytes.contains(UInt8(ascii: "@")) { overlongHasAt = true }
+    }
+
+    mutating func finishPending(into keys: inout [Key16]) {
+        if overlong {
+            record(.invalid(overlongHasAt ? .unhashedEmail : .malformed), into: &keys)
+        } else {
+            let line = pending
+            line.withUnsafeBytes { self.line($0, into: &keys) }
+        }
+        pending.removeAll(keepingCapacity: true)
+        overlong = false
+        overlongHasAt = false
+    }
+
+    /// One whole line (without its '\n').
+    @inline(__always)
+    mutating func line(_ bytes: UnsafeRawBufferPointer, into keys: inout [Key16]) {
+        let n = bytes.count
+        if lineStart != 0, n == 32 || (n == 33 && bytes[32] == 0x0D), let key = HexKey.decode(bytes.baseAddress!) {
+            keys.append(key)
+            stats.keys += 1
+            stats.lines += 1
+            return
+        }
+        if n > maxLineLength {
+            record(.invalid(memchr(bytes.baseAddress!, Int32(UInt8(ascii: "@")), n) != nil ? .unhashedEmail : .malformed), into: &keys)
+            return
+        }
+        record(LineParser.parse(bytes, isFirstLineOfFile: lineStart == 0), into: &keys)
+    }
+
+    private mutating func record(_ result: ParsedLine, into keys: inout [Key16]) {
+        switch result {
+        case .key(let key):
+            keys.append(key)
+            stats.keys += 1
+        case .skipped:
+            stats.skipped += 1
+        case .invalid(let kind):
+            stats.invalid[kind, default: 0] += 1
+            if stats.samples.count < maxSamples {
+                stats.samples.append(InvalidLineSample(lineInBlock: stats.lines, kind: kind))
+            }
+        }
+        stats.lines += 1
+    }
+}
+
+/// Decodes 32 hex digits without branches per digit.
+enum HexKey {
+    /// 0x00-0x0F for hex digits, 0x10 for anything else.
+    // Written once, then only read.
+    private nonisolated(unsafe) static let table: UnsafePointer<UInt8> = {
+        let p = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
+        for i in 0..<256 { p[i] = 0x10 }
+        for (i, c) in "0123456789".utf8.enumerated() { p[Int(c)] = UInt8(i) }
+        for (i, c) in "abcdef".utf8.enumerated() { p[Int(c)] = UInt8(10 + i) }
+        for (i, c) in "ABCDEF".utf8.enumerated() { p[Int(c)] = UInt8(10 + i) }
+        return UnsafePointer(p)
+    }()
+
+    @inline(__always)
+    static func decode(_ p: UnsafeRawPointer) -> Key16? {
+        let t = table
+        var hi: UInt64 = 0
+        var lo: UInt64 = 0
+        var bad: UInt8 = 0
+        for i in 0..<16 {
+            let v = t[Int(p.load(fromByteOffset: i, as: UInt8.self))]
+            bad |= v
+            hi = hi << 4 | UInt64(v)
+        }
+        for i in 16..<32 {
+            let v = t[Int(p.load(fromByteOffset: i, as: UInt8.self))]
+            bad |= v
+            lo = lo << 4 | UInt64(v)
+        }
+        return bad & 0x10 == 0 ? Key16(hi: hi, lo: lo) : nil
     }
 }

@@ -44,6 +44,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     private let configuration: Configuration
     private let logger: Logger
     private let clock: @Sendable () -> Double
+    private let work = WorkSignal()
     private let wake: AsyncStream<Void>.Continuation
     private let wakeups: AsyncStream<Void>
 
@@ -178,6 +179,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         for object in newest.values.sorted(by: { $0.path < $1.path }) where try !catalog.isKnown(path: object.path, etag: object.etag) {
             let submission = try catalog.submit(object, now: clock())
             if submission.queued {
+                work.notify()
                 logger.info("queued", metadata: ["path": "\(object.path)", "version": "\(submission.fileID)", "bytes": "\(object.size)"])
                 queued.append(contentsOf: try catalog.files(advertiser: submission.advertiserID, states: [], limit: 1, now: clock()))
             }
@@ -210,6 +212,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         }
         let submission = try catalog.submit(object, now: clock())
         if submission.queued {
+            work.notify()
             logger.info("submitted", metadata: ["path": "\(object.path)", "version": "\(submission.fileID)", "bytes": "\(object.size)"])
         }
         var response = SubmitFileResponse()
@@ -254,7 +257,15 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     public func leaseTasks(_ request: LeaseTasksRequest, context: RPCContext) async throws -> LeaseTasksResponse {
         guard !request.workerId.isEmpty else { throw RPCError(.invalidArgument, "worker_id is empty") }
         var response = LeaseTasksResponse()
-        response.tasks = try catalog.lease(worker: request.workerId, max: Int(min(max(request.max, 1), 64)), now: clock())
+        let most = Int(min(max(request.max, 1), 64))
+        response.tasks = try catalog.lease(worker: request.workerId, max: most, now: clock())
+        // Long poll: wait for work to appear rather than have idle workers poll.
+        let deadline = ContinuousClock.now + .milliseconds(Int(min(request.waitMs, 10_000)))
+        while response.tasks.isEmpty && ContinuousClock.now < deadline && !Task.isCancelled {
+            // Re-check at least once a second: leases expire without a signal.
+            await work.wait(timeout: min(.seconds(1), deadline - ContinuousClock.now))
+            response.tasks = try catalog.lease(worker: request.workerId, max: most, now: clock())
+        }
         response.leaseMs = UInt32(catalog.policy.leaseDuration * 1000)
         return response
     }
@@ -276,6 +287,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             logger.info("ignored a report for a lease no longer held", metadata: ["task": "\(request.taskId)", "worker": "\(request.workerId)"])
         }
         if progress == .readyToPublish || progress == .rejected { wake.yield() }
+        if progress == .merging { work.notify() }
         var response = CompleteTaskResponse()
         response.accepted = progress != nil
         return response
@@ -289,10 +301,13 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         case .fileChanged(let path):
             logger.warning("file changed during ingest; starting over", metadata: ["path": "\(path)"])
             if let object = try? await lake.head(path) { _ = try catalog.submit(object, now: clock()) }
+            work.notify()
         case .failed:
             logger.error("version failed", metadata: ["task": "\(request.taskId)", "error": "\(request.error)"])
             wake.yield()
-        case .retrying, .ignored:
+        case .retrying:
+            work.notify()
+        case .ignored:
             break
         }
         return response

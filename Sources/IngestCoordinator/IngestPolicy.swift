@@ -14,9 +14,9 @@ public struct IngestPolicy: Sendable {
     public var agingSeconds: Double = 120
     /// Distinct-key bytes per merge task: a version's runs are merged in
     /// key ranges of about this many bytes, in parallel.
-    public var mergeTargetBytes: Int64 = 128 << 20
+    public var mergeTargetBytes: Int64 = 32 << 20
     /// At most this many merge tasks (segments) per version; a power of two.
-    public var maxMergeTasks = 64
+    public var maxMergeTasks = 4096
 
     public init() {}
 

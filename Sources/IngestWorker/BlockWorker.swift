@@ -27,10 +27,19 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         public var idlePoll: Duration
         public var maxIdlePoll: Duration
         public var parser: BlockParser
+        /// A merge whose key range holds fewer than this many bytes of keys
+        /// (twice: the keys and a sort buffer) gathers and sorts them; larger
+        /// ones stream through a heap merge in constant memory.
+        public var mergeMemoryLimit: Int
+        /// How long a lease request may wait at the coordinator for work to
+        /// appear (long poll): idle workers then pick up new work at once
+        /// without polling.
+        public var longPollMilliseconds: UInt32 = 2000
 
         public init(id: String = "worker-\(ProcessInfo.processInfo.hostName)-\(getpid())", slots: Int = 1,
                     idlePoll: Duration = .milliseconds(20), maxIdlePoll: Duration = .milliseconds(250),
-                    parser: BlockParser = BlockParser()) {
+                    parser: BlockParser = BlockParser(), mergeMemoryLimit: Int = 512 << 20) {
+            self.mergeMemoryLimit = mergeMemoryLimit
             self.id = id
             self.slots = max(1, slots)
             self.idlePoll = idlePoll
@@ -90,6 +99,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
                 var request = LeaseTasksRequest()
                 request.workerId = configuration.id
                 request.max = 1
+                request.waitMs = configuration.longPollMilliseconds
                 let response = try await coordinator.leaseTasks(request)
                 if response.leaseMs > 0 { leaseMilliseconds.store(response.leaseMs, ordering: .relaxed) }
                 tasks = response.tasks
@@ -174,17 +184,28 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
 
     private func parse(_ task: IngestTask) async throws -> CompleteTaskRequest {
         let object = LakeObject(path: task.lakePath, size: Int64(task.end), etag: task.etag, modified: Date(timeIntervalSince1970: 0))
+        let clock = ContinuousClock()
+        let started = clock.now
         var keys: [Key16] = []
         keys.reserveCapacity(Int(task.end - task.start) / 33 + 16)
         let stats = try await configuration.parser.parse(
             lake, object: object, block: BlockRange(start: Int64(task.start), end: Int64(task.end))) { keys.append($0) }
         try Task.checkCancellation()
+        let parsed = clock.now
         let distinct = KeySorter.sortAndDeduplicate(&keys)
         try Task.checkCancellation()
+        let sorted = clock.now
         let local = try store.prepareWrite(task.outputPath)
-        _ = try SegmentWriter.create(keys.prefix(distinct), count: distinct, at: local, advertiserID: task.advertiserId,
+        _ = try keys.withUnsafeBufferPointer { all in
+            try SegmentWriter.create(UnsafeBufferPointer(rebasing: all[..<distinct]), at: local, advertiserID: task.advertiserId,
                                      listVersion: task.version)
+        }
         try await store.commit(task.outputPath)
+        logger.debug("parsed block", metadata: [
+            "task": "\(task.taskId)", "bytes": "\(task.end - task.start)", "keys": "\(stats.keys)",
+            "parse_ms": "\((parsed - started).milliseconds)", "sort_ms": "\((sorted - parsed).milliseconds)",
+            "write_ms": "\((clock.now - sorted).milliseconds)",
+        ])
 
         var report = CompleteTaskRequest()
         report.lines = UInt64(stats.lines)
@@ -203,6 +224,8 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     }
 
     private func merge(_ task: IngestTask) async throws -> CompleteTaskRequest {
+        let clock = ContinuousClock()
+        let started = clock.now
         var runs: [Segment] = []
         for path in task.runs {
             runs.append(try Segment(path: try await store.localFile(path), verify: true))
@@ -213,16 +236,26 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
                                        estimatedKeys: estimated)
         let written: Int
         do {
-            written = try RunMerger.merge(runs: runs, low: task.keyLow, high: task.keyHigh, into: writer,
-                                          isCancelled: { Task.isCancelled })
+            if estimated * 32 <= configuration.mergeMemoryLimit {
+                written = try RunMerger.gatherAndSort(runs: runs, low: task.keyLow, high: task.keyHigh, into: writer)
+            } else {
+                written = try RunMerger.merge(runs: runs, low: task.keyLow, high: task.keyHigh, into: writer,
+                                              isCancelled: { Task.isCancelled })
+            }
             _ = try writer.finish()
         } catch {
             writer.discard()
             throw error
         }
         try await store.commit(task.outputPath)
+        logger.debug("merged", metadata: ["task": "\(task.taskId)", "runs": "\(runs.count)", "keys": "\(written)",
+                                          "ms": "\((clock.now - started).milliseconds)"])
         var report = CompleteTaskRequest()
         report.outputKeys = UInt64(written)
         return report
     }
+}
+
+extension Duration {
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
 }

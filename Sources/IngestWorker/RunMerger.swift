@@ -8,53 +8,85 @@ import SegmentStore
 /// keeps one cursor per run in a heap, and the writer streams through a
 /// small buffer.
 public enum RunMerger {
+    /// Merges by gathering the range's keys from every run and sorting them
+    /// (a radix sort is two passes; a heap merge costs log₂ runs compares per
+    /// key): the fast path while the range fits in `memoryLimit` bytes.
+    public static func gatherAndSort(runs: [Segment], low: UInt64, high: UInt64, into writer: SegmentWriter) throws -> Int {
+        let total = count(runs: runs, low: low, high: high)
+        var keys = [Key16](unsafeUninitializedCapacity: total) { buffer, initialized in
+            var at = 0
+            for run in runs {
+                let start = run.lowerBound(Key16(hi: low, lo: 0))
+                let end = high == 0 ? run.count : run.lowerBound(Key16(hi: high, lo: 0))
+                let base = run.keyBytes
+                for i in start..<max(start, end) {
+                    (buffer.baseAddress! + at).initialize(to: Key16(base + i * 16))
+                    at += 1
+                }
+            }
+            initialized = at
+        }
+        let distinct = KeySorter.sortAndDeduplicate(&keys)
+        try keys.withUnsafeBufferPointer { try writer.append(contentsOf: UnsafeBufferPointer(rebasing: $0[..<distinct])) }
+        return distinct
+    }
+
     /// Returns the number of distinct keys written.
     public static func merge(runs: [Segment], low: UInt64, high: UInt64, into writer: SegmentWriter,
                              isCancelled: () -> Bool = { false }) throws -> Int {
+        /// A run's next key, and where the rest of its range is.
         struct Cursor {
-            var segment: Segment
-            var next: Int
-            var end: Int
             var key: Key16
+            var next: UnsafeRawPointer
+            var end: UnsafeRawPointer
         }
         var heap: [Cursor] = []
         for run in runs {
             let start = run.lowerBound(Key16(hi: low, lo: 0))
             let end = high == 0 ? run.count : run.lowerBound(Key16(hi: high, lo: 0))
-            if start < end { heap.append(Cursor(segment: run, next: start + 1, end: end, key: run.key(at: start))) }
+            guard start < end else { continue }
+            let base = run.keyBytes
+            heap.append(Cursor(key: Key16(base + start * 16), next: base + (start + 1) * 16, end: base + end * 16))
         }
-        // A binary min-heap on the cursors' current keys.
-        func siftDown(_ i: Int) {
-            var i = i
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < heap.count && heap[l].key < heap[m].key { m = l }
-                if r < heap.count && heap[r].key < heap[m].key { m = r }
-                if m == i { return }
-                heap.swapAt(i, m)
-                i = m
-            }
-        }
-        for i in stride(from: heap.count / 2 - 1, through: 0, by: -1) { siftDown(i) }
-        var last: Key16?
         var written = 0
-        while !heap.isEmpty {
-            let key = heap[0].key
-            if key != last {
-                try writer.append(key)
-                last = key
-                written += 1
-                if written & 0xFFFFF == 0, isCancelled() { throw CancellationError() }
+        var last: Key16?
+        try withExtendedLifetime(runs) {
+            try heap.withUnsafeMutableBufferPointer { h in
+                var size = h.count
+                // A binary min-heap on the cursors' current keys.
+                func siftDown(_ i: Int) {
+                    var i = i
+                    let item = h[i]
+                    while true {
+                        let l = 2 * i + 1
+                        guard l < size else { break }
+                        var m = l
+                        if l + 1 < size && h[l + 1].key < h[l].key { m = l + 1 }
+                        guard h[m].key < item.key else { break }
+                        h[i] = h[m]
+                        i = m
+                    }
+                    h[i] = item
+                }
+                for i in stride(from: size / 2 - 1, through: 0, by: -1) { siftDown(i) }
+                while size > 0 {
+                    let key = h[0].key
+                    if key != last {
+                        try writer.append(key)
+                        last = key
+                        written += 1
+                        if written & 0xFFFFF == 0, isCancelled() { throw CancellationError() }
+                    }
+                    if h[0].next < h[0].end {
+                        h[0].key = Key16(h[0].next)
+                        h[0].next += 16
+                    } else {
+                        size -= 1
+                        h[0] = h[size]
+                    }
+                    if size > 1 { siftDown(0) }
+                }
             }
-            if heap[0].next < heap[0].end {
-                heap[0].key = heap[0].segment.key(at: heap[0].next)
-                heap[0].next += 1
-            } else {
-                heap.swapAt(0, heap.count - 1)
-                heap.removeLast()
-            }
-            if !heap.isEmpty { siftDown(0) }
         }
         return written
     }

@@ -127,6 +127,10 @@ public final class Segment: @unchecked Sendable {
         return false
     }
 
+    /// The keys as stored: `count` × 16 bytes, big-endian, ascending. Valid
+    /// while the segment is alive (for sequential readers such as merges).
+    public var keyBytes: UnsafeRawPointer { keys }
+
     /// The key at `i` (0 ..< count), in order.
     public func key(at i: Int) -> Key16 {
         precondition(i >= 0 && i < info.keyCount)

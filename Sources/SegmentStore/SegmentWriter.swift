@@ -19,7 +19,9 @@ public final class SegmentWriter {
     private let listVersion: UInt64
     private let bits: Int
     private var fd: Int32
-    private var buffer: [UInt8] = []
+    /// Keys waiting to be written, already in file byte order.
+    private let buffer: UnsafeMutableRawPointer
+    private var buffered = 0
     private var bucketCounts: [UInt64]
     private var keysHash = XXH64()
     private var count = 0
@@ -40,8 +42,11 @@ public final class SegmentWriter {
         self.bucketCounts = [UInt64](repeating: 0, count: 1 << bits)
         self.temporaryPath = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         fd = open(temporaryPath, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw SegmentError(path, "cannot create \(temporaryPath): \(String(cString: strerror(errno)))") }
-        buffer.reserveCapacity(Self.bufferSize)
+        guard fd >= 0 else {
+            buffer = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16)
+            throw SegmentError(path, "cannot create \(temporaryPath): \(String(cString: strerror(errno)))")
+        }
+        buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 16)
         let keysStart = off_t(SegmentFormat.headerSize + SegmentFormat.indexBytes(bits: bits))
         guard lseek(fd, keysStart, SEEK_SET) == keysStart else {
             close(fd)
@@ -52,6 +57,7 @@ public final class SegmentWriter {
     public var keyCount: Int { count }
 
     /// Adds the next key; it must be greater than the one before.
+    @inline(__always)
     public func append(_ key: Key16) throws(SegmentError) {
         if let last, !(last < key) {
             throw SegmentError(path, last == key ? "duplicate key \(key)" : "key \(key) is out of order after \(last)")
@@ -60,27 +66,67 @@ public final class SegmentWriter {
         last = key
         count += 1
         bucketCounts[bits == 0 ? 0 : Int(key.hi >> UInt64(64 - bits))] += 1
-        let at = buffer.count
-        buffer.append(contentsOf: repeatElement(0, count: 16))
-        buffer.withUnsafeMutableBytes { key.store(to: $0.baseAddress! + at) }
-        if buffer.count >= Self.bufferSize { try flush() }
+        key.store(to: buffer + buffered)
+        buffered += 16
+        if buffered == Self.bufferSize { try flush() }
+    }
+
+    /// Adds keys in increasing order: the bulk form of `append(_:)`.
+    public func append(contentsOf keys: UnsafeBufferPointer<Key16>) throws(SegmentError) {
+        guard let firstNew = keys.first else { return }
+        if let last, !(last < firstNew) {
+            throw SegmentError(path, last == firstNew ? "duplicate key \(firstNew)" : "key \(firstNew) is out of order after \(last)")
+        }
+        for i in 1..<max(1, keys.count) where !(keys[i - 1] < keys[i]) {
+            throw SegmentError(path, keys[i - 1] == keys[i] ? "duplicate key \(keys[i])" : "key \(keys[i]) is out of order after \(keys[i - 1])")
+        }
+        if first == nil { first = firstNew }
+        last = keys[keys.count - 1]
+        count += keys.count
+        let shift = UInt64(64 - bits)
+        bucketCounts.withUnsafeMutableBufferPointer { buckets in
+            if bits == 0 {
+                buckets[0] += UInt64(keys.count)
+            } else {
+                for key in keys { buckets[Int(key.hi >> shift)] += 1 }
+            }
+        }
+        var i = 0
+        while i < keys.count {
+            let n = min(keys.count - i, (Self.bufferSize - buffered) / 16)
+            let out = buffer + buffered
+            for j in 0..<n {
+                let key = keys[i + j]
+                (out + j << 4).storeBytes(of: key.hi.bigEndian, as: UInt64.self)
+                (out + j << 4).storeBytes(of: key.lo.bigEndian, toByteOffset: 8, as: UInt64.self)
+            }
+            buffered += n * 16
+            i += n
+            if buffered == Self.bufferSize { try flush() }
+        }
     }
 
     private func flush() throws(SegmentError) {
-        guard !buffer.isEmpty else { return }
-        buffer.withUnsafeBytes { keysHash.update($0) }
-        try writeAll(buffer, at: nil)
-        buffer.removeAll(keepingCapacity: true)
+        guard buffered > 0 else { return }
+        let bytes = UnsafeRawBufferPointer(start: buffer, count: buffered)
+        keysHash.update(bytes)
+        try writeAll(bytes, at: nil)
+        buffered = 0
     }
 
     private func writeAll(_ bytes: [UInt8], at offset: Int?) throws(SegmentError) {
+        let result = bytes.withUnsafeBytes { b -> SegmentError? in
+            do throws(SegmentError) { try writeAll(b, at: offset) } catch { return error }
+            return nil
+        }
+        if let result { throw result }
+    }
+
+    private func writeAll(_ bytes: UnsafeRawBufferPointer, at offset: Int?) throws(SegmentError) {
         var done = 0
         while done < bytes.count {
-            let n = bytes.withUnsafeBytes { b -> Int in
-                let p = b.baseAddress! + done
-                if let offset { return pwrite(fd, p, b.count - done, off_t(offset + done)) }
-                return write(fd, p, b.count - done)
-            }
+            let p = bytes.baseAddress! + done
+            let n = offset.map { pwrite(fd, p, bytes.count - done, off_t($0 + done)) } ?? write(fd, p, bytes.count - done)
             if n < 0 {
                 if errno == EINTR { continue }
                 throw SegmentError(path, "write failed: \(String(cString: strerror(errno)))")
@@ -152,6 +198,7 @@ public final class SegmentWriter {
             close(fd)
             unlink(temporaryPath)
         }
+        buffer.deallocate()
     }
 }
 
@@ -171,6 +218,19 @@ extension SegmentWriter {
                              listVersion: UInt64) throws(SegmentError) -> SegmentInfo {
         let writer = try SegmentWriter(path: path, advertiserID: advertiserID, listVersion: listVersion, estimatedKeys: count)
         for key in keys { try writer.append(key) }
+        return try writer.finish()
+    }
+
+    /// Writes sorted, unique `keys` as one segment, in bulk.
+    public static func create(_ keys: UnsafeBufferPointer<Key16>, at path: String, advertiserID: String,
+                             listVersion: UInt64) throws(SegmentError) -> SegmentInfo {
+        let writer = try SegmentWriter(path: path, advertiserID: advertiserID, listVersion: listVersion, estimatedKeys: keys.count)
+        do {
+            try writer.append(contentsOf: keys)
+        } catch {
+            writer.discard()
+            throw error
+        }
         return try writer.finish()
     }
 }

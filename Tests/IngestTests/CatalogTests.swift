@@ -3,6 +3,9 @@ import Foundation
 import IngestCoordinator
 import RosterAPI
 import SQLite
+import IngestWorker
+import SegmentStore
+import TestSupport
 import XCTest
 
 final class CatalogTests: XCTestCase {
@@ -88,5 +91,62 @@ final class CatalogTests: XCTestCase {
         XCTAssertEqual(ranges.last?.high, 0, "the last range runs to the end of the key space")
         for (a, b) in zip(ranges, ranges.dropFirst()) { XCTAssertEqual(a.high, b.low) }
         XCTAssertEqual(policy.mergeRanges(keys: 1_000_000).count, 8, "capped")
+    }
+}
+
+final class KeySorterTests: XCTestCase {
+    func testSortAndDeduplicateAgreesWithTheStandardLibrary() {
+        var rng = SplitMix64(seed: 3)
+        for n in [0, 1, 2, 100, 2047, 2048, 5000, 100_000] {
+            // Duplicates, and a skewed part (shared top bits) besides uniform keys.
+            var keys = (0..<n).map { i -> Key16 in
+                i % 5 == 0 ? Key16(hi: 0xAB00_0000_0000_0000 | (rng.next() & 0xFF), lo: rng.next() & 3) : Key16(hi: rng.next(), lo: rng.next())
+            }
+            if n > 10 { keys += keys.prefix(n / 10) }
+            let expected = Array(Set(keys)).sorted()
+            let count = KeySorter.sortAndDeduplicate(&keys)
+            XCTAssertEqual(Array(keys.prefix(count)), expected, "n = \(n)")
+        }
+    }
+}
+
+final class RunMergerTests: XCTestCase {
+    /// Both merge paths give the sorted, distinct keys of the range, for whole and partial ranges.
+    func testHeapMergeAndGatherSortAgreeWithAReference() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("runs-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var rng = SplitMix64(seed: 11)
+        let shared = (0..<500).map { _ in Key16(hi: rng.next(), lo: rng.next()) }
+        var all = Set<Key16>()
+        var runs: [Segment] = []
+        for r in 0..<5 {
+            var keys = Set(shared.shuffled(using: &rng).prefix(200))
+            for _ in 0..<3000 { keys.insert(Key16(hi: rng.next(), lo: rng.next())) }
+            if r == 0 { keys.insert(Key16(hi: 0, lo: 0)); keys.insert(Key16(hi: .max, lo: .max)) }
+            all.formUnion(keys)
+            let path = dir.appendingPathComponent("run-\(r).run").path
+            _ = try SegmentWriter.create(keys.sorted(), count: keys.count, at: path, advertiserID: "a", listVersion: 1)
+            runs.append(try Segment(path: path))
+        }
+        runs.append(try Segment(path: { () throws -> String in
+            let path = dir.appendingPathComponent("empty.run").path
+            _ = try SegmentWriter.create([Key16](), count: 0, at: path, advertiserID: "a", listVersion: 1)
+            return path
+        }()))
+        for (low, high) in [(UInt64(0), UInt64(0)), (0, 1 << 62), (1 << 62, 3 << 62), (3 << 62, 0)] {
+            let expected = all.filter { $0.hi >= low && (high == 0 || $0.hi < high) }.sorted()
+            for method in ["heap", "sort"] {
+                let path = dir.appendingPathComponent("out-\(method)-\(low)-\(high).seg").path
+                let writer = try SegmentWriter(path: path, advertiserID: "a", listVersion: 1, estimatedKeys: expected.count)
+                let written = method == "heap"
+                    ? try RunMerger.merge(runs: runs, low: low, high: high, into: writer)
+                    : try RunMerger.gatherAndSort(runs: runs, low: low, high: high, into: writer)
+                _ = try writer.finish()
+                let segment = try Segment(path: path)
+                XCTAssertEqual(written, expected.count, method)
+                XCTAssertEqual((0..<segment.count).map { segment.key(at: $0) }, expected, "\(method) \(low)..<\(high)")
+            }
+        }
     }
 }

@@ -59,6 +59,25 @@ final class IngestFaultTests: XCTestCase {
         XCTAssertEqual(after?.state, .live)
     }
 
+    /// An idle worker's lease request waits at the coordinator and gets work
+    /// as soon as it is submitted.
+    func testLongPollLeaseReturnsAsSoonAsWorkArrives() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy())
+        try await harness.startMatchServer()
+        try await harness.startCoordinator()
+        let empty = try await harness.coordinatorClient.leaseTasks(LeaseTasksRequest(workerId: "idle", max: 1, waitMs: 100))
+        XCTAssertEqual(empty.tasks.count, 0, "nothing to do: the wait ends empty")
+
+        let client = harness.coordinatorClient
+        let started = ContinuousClock.now
+        async let waiting = client.leaseTasks(LeaseTasksRequest(workerId: "idle", max: 1, waitMs: 5000))
+        try await Task.sleep(for: .milliseconds(200))
+        _ = try await harness.submit(try harness.drop(lines(ReferenceParser.randomKeys(10, seed: 45)), advertiser: "lp", name: "f.txt"))
+        let leased = try await waiting
+        XCTAssertEqual(leased.tasks.count, 1)
+        XCTAssertLessThan(ContinuousClock.now - started, .seconds(3), "woken by the submission, not by the timeout")
+    }
+
     func testHeartbeatKeepsALeaseAndReportsLostOnes() async throws {
         harness = try IngestHarness(policy: IngestHarness.testPolicy(lease: 0.3))
         try await harness.startMatchServer()

@@ -579,15 +579,23 @@ public struct LeaseTasksRequest: ProtoMessage {
     public var workerId: String = ""
     /// At most this many tasks (default 1).
     public var max: UInt32 = 0
+    /// When there is no work, wait up to this long for some (long poll) rather
+    /// than answer at once; capped at 10 seconds.
+    public var waitMs: UInt32 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
     public init() {}
 
-    public init(workerId: String = "", max: UInt32 = 0) {
+    public init(
+        workerId: String = "",
+        max: UInt32 = 0,
+        waitMs: UInt32 = 0
+    ) {
         self.workerId = workerId
         self.max = max
+        self.waitMs = waitMs
     }
 }
 
@@ -1687,6 +1695,7 @@ extension LeaseTasksRequest {
             switch tag.fieldNumber {
             case 1: self.workerId = try reader.read(StringCodec.self, tag)
             case 2: self.max = try reader.read(UInt32Codec.self, tag)
+            case 3: self.waitMs = try reader.read(UInt32Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -1696,12 +1705,14 @@ extension LeaseTasksRequest {
         var size = unknownFields.count
         if !self.workerId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.workerId) }
         if self.max != 0 { size += ProtoSize.field(UInt32Codec.self, field: 2, self.max) }
+        if self.waitMs != 0 { size += ProtoSize.field(UInt32Codec.self, field: 3, self.waitMs) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
         if !self.workerId.isEmpty { writer.write(StringCodec.self, field: 1, self.workerId) }
         if self.max != 0 { writer.write(UInt32Codec.self, field: 2, self.max) }
+        if self.waitMs != 0 { writer.write(UInt32Codec.self, field: 3, self.waitMs) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -2511,12 +2522,13 @@ extension IngestTask: ProtoJSONMessage {
 
 extension LeaseTasksRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.LeaseTasksRequest"
-    public static let schemaDefinition = "message LeaseTasksRequest {\n  string worker_id = 1;\n  /// At most this many tasks (default 1).\n  uint32 max = 2;\n}"
+    public static let schemaDefinition = "message LeaseTasksRequest {\n  string worker_id = 1;\n  /// At most this many tasks (default 1).\n  uint32 max = 2;\n  /// When there is no work, wait up to this long for some (long poll) rather\n  /// than answer at once; capped at 10 seconds.\n  uint32 wait_ms = 3;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.singular("workerId", StringCodec.self, self.workerId)
         object.singular("max", UInt32Codec.self, self.max)
+        object.singular("waitMs", UInt32Codec.self, self.waitMs)
         return object.value
     }
 
@@ -2525,7 +2537,8 @@ extension LeaseTasksRequest: ProtoJSONMessage {
             switch key {
             case "workerId", "worker_id": self.workerId = try JSONReader.singular(StringCodec.self, value, field: "workerId")
             case "max": self.max = try JSONReader.singular(UInt32Codec.self, value, field: "max")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "max"])
+            case "waitMs", "wait_ms": self.waitMs = try JSONReader.singular(UInt32Codec.self, value, field: "waitMs")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "max", "waitMs"])
             }
         }
     }

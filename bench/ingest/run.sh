@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# End-to-end ingest benchmark: generated lists of the given sizes, ingested by
+# a coordinator, 2 workers and a match server (separate processes, release
+# build), timed from submission to live; the same file through
+# `LC_ALL=C sort -u` in the same run as the reference cost.
+#
+#   bash bench/ingest/run.sh 100M 1G 4G
+#
+# Prints one row per size: MB/s (submission to live), seconds, peak RSS of
+# every process, and sort -u's time and RSS. With 4G it also submits a 10 KB
+# file while the big one ingests and reports how long that one took to go live.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+WORK=${BENCH_DIR:-/tmp/roster-ingest-bench}
+mkdir -p "$WORK"
+gcc -O2 -o "$WORK/genlist" bench/ingest/genlist.c
+swift build -c release --product roster >/dev/null
+BIN="$ROOT/.build/release/roster"
+
+size_bytes() {
+  case "$1" in
+    *K) echo $(( ${1%K} * 1000 ));; *M) echo $(( ${1%M} * 1000000 ));; *G) echo $(( ${1%G} * 1000000000 ));; *) echo "$1";;
+  esac
+}
+peak_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+field() { python3 -c "import json,sys; f=[x for x in json.load(sys.stdin)['files'] if x['fileId']=='$1']; print(f[0]['$2'] if f else '')"; }
+
+printf "%-6s %10s %8s %10s %10s %10s %10s %12s %9s %8s\n" size MB/s seconds coord_MB worker1_MB worker2_MB match_MB "sort-u_s" sort_MB ratio
+for SIZE in "$@"; do
+  BYTES=$(size_bytes "$SIZE")
+  DATA="$WORK/data-$SIZE"
+  rm -rf "$DATA"; mkdir -p "$DATA/lake/big" "$DATA/lake/small"
+  "$WORK/genlist" "$BYTES" 42 > "$DATA/lake/big/list.txt"
+  ACTUAL=$(stat -c %s "$DATA/lake/big/list.txt")
+  sync
+
+  # The reference: sort -u of the same file, same machine, same run.
+  /usr/bin/time -f "%e %M" -o "$WORK/sort.time" env LC_ALL=C sort -u -S 25% -T "$WORK" "$DATA/lake/big/list.txt" > /dev/null
+  read -r SORT_S SORT_KB < "$WORK/sort.time"
+
+  "$BIN" match-server --no-auth --data "$DATA" --listen 127.0.0.1:0 --log-level warning > "$WORK/match.out" 2>&1 &
+  MATCH_PID=$!
+  until grep -q "listening on" "$WORK/match.out"; do sleep 0.05; done
+  MATCH=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/match.out")
+  "$BIN" coordinator --data "$DATA" --listen 127.0.0.1:0 --match "$MATCH" --scan-interval 0 --log-level warning > "$WORK/coord.out" 2>&1 &
+  COORD_PID=$!
+  until grep -q "listening on" "$WORK/coord.out"; do sleep 0.05; done
+  COORD=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/coord.out")
+  "$BIN" worker --data "$DATA" --coordinator "$COORD" --id w1 --log-level ${WORKER_LOG:-warning} > "$WORK/w1.out" 2>&1 &
+  W1=$!
+  "$BIN" worker --data "$DATA" --coordinator "$COORD" --id w2 --log-level ${WORKER_LOG:-warning} > "$WORK/w2.out" 2>&1 &
+  W2=$!
+  sleep 0.5
+
+  ID=$("$BIN" call --coordinator "$COORD" Coordinator.SubmitFile '{"path": "big/list.txt"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['fileId'])")
+  SMALL_ID=""
+  if [ "$BYTES" -ge 2000000000 ]; then
+    sleep 3
+    "$WORK/genlist" 10000 7 > "$DATA/lake/small/.list.tmp" && mv "$DATA/lake/small/.list.tmp" "$DATA/lake/small/list.txt"
+    SMALL_ID=$("$BIN" call --coordinator "$COORD" Coordinator.SubmitFile '{"path": "small/list.txt"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['fileId'])")
+  fi
+  while :; do
+    STATE=$("$BIN" call --coordinator "$COORD" Coordinator.ListFiles '{}' | field "$ID" state)
+    case "$STATE" in FILE_STATE_LIVE|FILE_STATE_FAILED|FILE_STATE_REJECTED) break;; esac
+    sleep 0.2
+  done
+  LIST=$("$BIN" call --coordinator "$COORD" Coordinator.ListFiles '{}')
+  SUB=$(echo "$LIST" | field "$ID" submittedAtMs); LIVE=$(echo "$LIST" | field "$ID" liveAtMs)
+  KEYS=$(echo "$LIST" | field "$ID" distinctKeys)
+  SECONDS_TAKEN=$(python3 -c "print(($LIVE-$SUB)/1000)")
+  MBS=$(python3 -c "print(round($ACTUAL/1e6/(($LIVE-$SUB)/1000),1))")
+  RATIO=$(python3 -c "print(round($SORT_S/(($LIVE-$SUB)/1000),1))")
+  printf "%-6s %10s %8s %10s %10s %10s %10s %12s %9s %8s\n" "$SIZE" "$MBS" "$SECONDS_TAKEN" \
+    $(( $(peak_kb $COORD_PID) / 1024 )) $(( $(peak_kb $W1) / 1024 )) $(( $(peak_kb $W2) / 1024 )) $(( $(peak_kb $MATCH_PID) / 1024 )) \
+    "$SORT_S" $(( SORT_KB / 1024 )) "${RATIO}x"
+  echo "       state $STATE, $KEYS distinct keys, $ACTUAL bytes"
+  if [ -n "$SMALL_ID" ]; then
+    S_SUB=$(echo "$LIST" | field "$SMALL_ID" submittedAtMs); S_LIVE=$(echo "$LIST" | field "$SMALL_ID" liveAtMs)
+    echo "       10 KB file submitted during the ingest went live in $(python3 -c "print(($S_LIVE-$S_SUB)/1000)") s"
+  fi
+  kill -INT $W1 $W2 $COORD_PID $MATCH_PID; wait $W1 $W2 $COORD_PID $MATCH_PID 2>/dev/null || true
+  rm -rf "$DATA"
+done
