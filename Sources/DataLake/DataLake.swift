@@ -135,18 +135,23 @@ public struct LocalFolderLake: DataLake {
             let found = "\(nanos)-\(st.st_size)-\(st.st_ino)"
             guard found == etag else { throw .changed(path: path, expected: etag, found: found) }
         }
-        var buffer = [UInt8](repeating: 0, count: max(0, length))
-        var done = 0
-        while done < length {
-            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, length - done, off_t(offset) + off_t(done)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .io(path: path, reason: String(cString: strerror(errno)))
+        var failure: Int32 = 0
+        // Uninitialised: the bytes are read straight in, no zero-filling first.
+        let buffer = [UInt8](unsafeUninitializedCapacity: max(0, length)) { out, initialized in
+            var done = 0
+            while done < length {
+                let n = pread(fd, out.baseAddress! + done, length - done, off_t(offset) + off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    failure = errno
+                    break
+                }
+                if n == 0 { break }
+                done += n
             }
-            if n == 0 { break }
-            done += n
+            initialized = done
         }
-        buffer.removeLast(length - done)
+        if failure != 0 { throw .io(path: path, reason: String(cString: strerror(failure))) }
         return buffer
     }
 }

@@ -60,7 +60,7 @@ public struct BlockParser: Sendable {
     public var maxLineLength: Int
     public var maxSamples: Int
 
-    public init(chunkSize: Int = 1 << 20, maxLineLength: Int = 4096, maxSamples: Int = 10) {
+    public init(chunkSize: Int = 4 << 20, maxLineLength: Int = 4096, maxSamples: Int = 10) {
         self.chunkSize = chunkSize
         self.maxLineLength = maxLineLength
         self.maxSamples = maxSamples
@@ -113,6 +113,19 @@ public struct BlockParser: Sendable {
                     if state.lineStart >= block.end { return true }
                 }
                 while i < count {
+                    // The common case first: a 32-hex-digit line ending in '\n',
+                    // wholly in this chunk, not the file's first line.
+                    if !state.hasPending && state.lineStart != 0 {
+                        let (parsed, next) = HexKey.run(base, from: i, count: count, position: position, end: block.end, into: &keys)
+                        if parsed > 0 {
+                            state.stats.keys += parsed
+                            state.stats.lines += parsed
+                            i = next
+                            state.lineStart = position + Int64(i)
+                            if state.lineStart >= block.end { return true }
+                            continue
+                        }
+                    }
                     guard let found = memchr(base + i, 0x0A, count - i) else {
                         state.carry(UnsafeRawBufferPointer(start: base + i, count: count - i))
                         return false
@@ -230,6 +243,23 @@ enum HexKey {
         for (i, c) in "ABCDEF".utf8.enumerated() { p[Int(c)] = UInt8(10 + i) }
         return UnsafePointer(p)
     }()
+
+    /// Decodes consecutive 33-byte lines (32 hex digits and '\n') starting
+    /// at `i`, until a line is not one or the block ends; returns how many
+    /// and where the next line starts.
+    @inline(__always)
+    static func run(_ base: UnsafeRawPointer, from start: Int, count: Int, position: Int64, end: Int64,
+                    into keys: inout [Key16]) -> (Int, Int) {
+        var i = start
+        var n = 0
+        while i + 33 <= count, base.load(fromByteOffset: i + 32, as: UInt8.self) == 0x0A, position + Int64(i) < end,
+              let key = decode(base + i) {
+            keys.append(key)
+            n += 1
+            i += 33
+        }
+        return (n, i)
+    }
 
     @inline(__always)
     static func decode(_ p: UnsafeRawPointer) -> Key16? {

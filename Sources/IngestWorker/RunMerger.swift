@@ -13,19 +13,27 @@ public enum RunMerger {
     /// key): the fast path while the range fits in `memoryLimit` bytes.
     public static func gatherAndSort(runs: [Segment], low: UInt64, high: UInt64, into writer: SegmentWriter) throws -> Int {
         let total = count(runs: runs, low: low, high: high)
+        var corrupt: String?
         var keys = [Key16](unsafeUninitializedCapacity: total) { buffer, initialized in
             var at = 0
             for run in runs {
                 let start = run.lowerBound(Key16(hi: low, lo: 0))
                 let end = high == 0 ? run.count : run.lowerBound(Key16(hi: high, lo: 0))
                 let base = run.keyBytes
+                var previous: Key16?
                 for i in start..<max(start, end) {
-                    (buffer.baseAddress! + at).initialize(to: Key16(base + i * 16))
+                    let key = Key16(base + i * 16)
+                    // Runs are opened without hashing all of them (a merge reads
+                    // only its range); a damaged key almost surely breaks the order.
+                    if let previous, !(previous < key) { corrupt = "\(run.info.path): keys out of order at \(i)" }
+                    previous = key
+                    (buffer.baseAddress! + at).initialize(to: key)
                     at += 1
                 }
             }
             initialized = at
         }
+        if let corrupt { throw SegmentError(corrupt, "run is damaged; its block must be parsed again") }
         let distinct = KeySorter.sortAndDeduplicate(&keys)
         try keys.withUnsafeBufferPointer { try writer.append(contentsOf: UnsafeBufferPointer(rebasing: $0[..<distinct])) }
         return distinct
