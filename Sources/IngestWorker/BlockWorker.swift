@@ -79,6 +79,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     /// Pulls and runs tasks until cancelled or, under swift-service-lifecycle,
     /// until graceful shutdown (the tasks in hand are finished first).
     public func run() async throws {
+        MemoryTuning.returnLargeBuffersToTheSystem()
         await withTaskGroup(of: Void.self) { group in
             for slot in 0..<configuration.slots {
                 group.addTask { await self.slotLoop(slot) }
