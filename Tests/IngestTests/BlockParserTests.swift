@@ -1,7 +1,8 @@
 import DataLake
 import Foundation
-import HashParsing
+@testable import HashParsing
 import SegmentStore
+import TestSupport
 import XCTest
 
 final class BlockParserTests: XCTestCase {
@@ -134,5 +135,26 @@ final class BlockParserTests: XCTestCase {
         }
         do { _ = try await lake.head("../etc/passwd"); XCTFail("escaping path") } catch { XCTAssertEqual(error, .invalidPath("../etc/passwd")) }
         do { _ = try await lake.head("acme/missing"); XCTFail("missing") } catch { XCTAssertEqual(error, .notFound("acme/missing")) }
+    }
+}
+
+final class HexDecodingTests: XCTestCase {
+    /// The pair-table decoder agrees with the digit-table one on every byte value in
+    /// every position, and on random hex in both cases.
+    func testPairDecoderAgreesWithTheDigitDecoder() {
+        var rng = SplitMix64(seed: 17)
+        let hex = Array("0123456789abcdefABCDEF".utf8)
+        for _ in 0..<2000 {
+            var line = (0..<32).map { _ in hex[Int(rng.next() % UInt64(hex.count))] }
+            line.withUnsafeBytes { XCTAssertEqual(HexKey.decode($0.baseAddress!), HexKey.decodeScalar($0.baseAddress!)) }
+            XCTAssertNotNil(line.withUnsafeBytes { HexKey.decode($0.baseAddress!) })
+            let position = Int(rng.next() % 32)
+            for byte in 0...255 {
+                line[position] = UInt8(byte)
+                line.withUnsafeBytes { XCTAssertEqual(HexKey.decode($0.baseAddress!), HexKey.decodeScalar($0.baseAddress!), "byte \(byte) at \(position)") }
+            }
+        }
+        let known = Array("00112233445566778899AaBbCcDdEeFf".utf8)
+        XCTAssertEqual(known.withUnsafeBytes { HexKey.decode($0.baseAddress!) }, Key16(hi: 0x0011_2233_4455_6677, lo: 0x8899_AABB_CCDD_EEFF))
     }
 }

@@ -83,6 +83,12 @@ for SIZE in "$@"; do
     S_SUB=$(echo "$LIST" | field "$SMALL_ID" submittedAtMs); S_LIVE=$(echo "$LIST" | field "$SMALL_ID" liveAtMs)
     echo "       10 KB file submitted during the ingest went live in $(python3 -c "print(($S_LIVE-$S_SUB)/1000)") s"
   fi
+  if command -v sqlite3 >/dev/null; then
+    sqlite3 "$DATA/catalog.sqlite" "SELECT printf('       phases: parse %.2f s (first lease to last block), merge %.2f s, publish %.2f s',
+        (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 1) - f.started_at,
+        (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 2) - (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 1),
+        f.live_at - (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 2)) FROM files f WHERE f.id = $ID"
+  fi
   kill -INT $W1 $W2 $COORD_PID $MATCH_PID; wait $W1 $W2 $COORD_PID $MATCH_PID 2>/dev/null || true
   rm -rf "$DATA"
 done
