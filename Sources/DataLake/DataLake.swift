@@ -60,6 +60,18 @@ public protocol DataLake: Sendable {
     /// `length` bytes from `offset` (fewer at the end of the object). With
     /// `ifMatch`, fails with `.changed` if the object is no longer that version.
     func read(_ path: String, offset: Int64, length: Int, ifMatch etag: String?) async throws(LakeError) -> [UInt8]
+    /// The same into a caller's buffer (up to its size), so a reader can reuse
+    /// one buffer for a whole block; returns how many bytes were read.
+    func read(_ path: String, offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch etag: String?) async throws(LakeError) -> Int
+}
+
+extension DataLake {
+    /// By default, through `read(_:offset:length:ifMatch:)` and a copy.
+    public func read(_ path: String, offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch etag: String?) async throws(LakeError) -> Int {
+        let bytes = try await read(path, offset: offset, length: buffer.count, ifMatch: etag)
+        bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
+        return bytes.count
+    }
 }
 
 /// The embedded default: a local folder laid out as `<lake>/<advertiser-id>/<file>`.
@@ -123,6 +135,25 @@ public struct LocalFolderLake: DataLake {
     }
 
     public func read(_ path: String, offset: Int64, length: Int, ifMatch etag: String?) async throws(LakeError) -> [UInt8] {
+        var failure: LakeError?
+        // Uninitialised: the bytes are read straight in, no zero-filling first.
+        let buffer = [UInt8](unsafeUninitializedCapacity: max(0, length)) { out, initialized in
+            do throws(LakeError) {
+                initialized = try readSync(path, offset: offset, into: UnsafeMutableRawBufferPointer(out), ifMatch: etag)
+            } catch {
+                failure = error
+                initialized = 0
+            }
+        }
+        if let failure { throw failure }
+        return buffer
+    }
+
+    public func read(_ path: String, offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch etag: String?) async throws(LakeError) -> Int {
+        try readSync(path, offset: offset, into: buffer, ifMatch: etag)
+    }
+
+    private func readSync(_ path: String, offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch etag: String?) throws(LakeError) -> Int {
         let target = try url(path)
         let fd = open(target.path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw errno == ENOENT ? .notFound(path) : .io(path: path, reason: String(cString: strerror(errno))) }
@@ -135,23 +166,17 @@ public struct LocalFolderLake: DataLake {
             let found = "\(nanos)-\(st.st_size)-\(st.st_ino)"
             guard found == etag else { throw .changed(path: path, expected: etag, found: found) }
         }
-        var failure: Int32 = 0
-        // Uninitialised: the bytes are read straight in, no zero-filling first.
-        let buffer = [UInt8](unsafeUninitializedCapacity: max(0, length)) { out, initialized in
-            var done = 0
-            while done < length {
-                let n = pread(fd, out.baseAddress! + done, length - done, off_t(offset) + off_t(done))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = errno
-                    break
-                }
-                if n == 0 { break }
-                done += n
+        let length = buffer.count
+        var done = 0
+        while done < length {
+            let n = pread(fd, buffer.baseAddress! + done, length - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io(path: path, reason: String(cString: strerror(errno)))
             }
-            initialized = done
+            if n == 0 { break }
+            done += n
         }
-        if failure != 0 { throw .io(path: path, reason: String(cString: strerror(failure))) }
-        return buffer
+        return done
     }
 }

@@ -93,15 +93,19 @@ public struct BlockParser: Sendable {
         var position = max(0, block.start - 1)
         // Before the first owned line: skip to just after the first '\n' at or after start-1.
         var seekingLineStart = block.start > 0
+        // One buffer for the whole block, refilled chunk by chunk.
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
+        defer { buffer.deallocate() }
         while true {
             if !seekingLineStart && state.lineStart >= block.end { break }
-            let chunk = try await lake.read(object.path, offset: position, length: chunkSize, ifMatch: object.etag)
+            let filled = try await lake.read(object.path, offset: position, into: buffer, ifMatch: object.etag)
+            let chunk = UnsafeRawBufferPointer(rebasing: buffer[..<filled])
             if chunk.isEmpty {
                 // End of the object: a last line without '\n' still counts.
                 if !seekingLineStart && state.hasPending && state.lineStart < block.end { state.finishPending(into: &keys) }
                 break
             }
-            let done = chunk.withUnsafeBytes { raw -> Bool in
+            let done = { (raw: UnsafeRawBufferPointer) -> Bool in
                 let base = raw.baseAddress!
                 let count = raw.count
                 var i = 0
@@ -142,7 +146,7 @@ public struct BlockParser: Sendable {
                     if state.lineStart >= block.end { return true }
                 }
                 return false
-            }
+            }(chunk)
             if done { break }
             position += Int64(chunk.count)
         }
