@@ -116,6 +116,7 @@ let package = Package(
         .testTarget(name: "LoadHarnessTests", dependencies: [
             "LoadHarness", "RosterAPI", "RosterRPC", "RosterTransport",
         ]),
+        .testTarget(name: "RosterClientTests", dependencies: ["RosterClient", "MatchServer", "SegmentStore"]),
         .testTarget(name: "CLITests", dependencies: ["roster", "RosterClient", "TestSupport"]),
         .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore", "TestSupport"]),
         .testTarget(name: "IngestTests", dependencies: [
