@@ -227,23 +227,20 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     private func merge(_ task: IngestTask) async throws -> CompleteTaskRequest {
         let clock = ContinuousClock()
         let started = clock.now
-        var runs: [Segment] = []
-        for path in task.runs {
-            // Header, sizes and index are checked; the keys' checksum is not
-            // (each merge reads a slice of every run; hashing every run whole
-            // for every slice would cost more than the merge). Order is checked
-            // while merging instead.
-            runs.append(try Segment(path: try await store.localFile(path), verify: false))
-        }
-        let estimated = RunMerger.count(runs: runs, low: task.keyLow, high: task.keyHigh)
+        var paths: [String] = []
+        for path in task.runs { paths.append(try await store.localFile(path)) }
+        let ranges = try RunMerger.ranges(runPaths: paths, low: task.keyLow, high: task.keyHigh)
+        let estimated = ranges.reduce(0) { $0 + $1.count }
         let local = try store.prepareWrite(task.outputPath)
         let writer = try SegmentWriter(path: local, advertiserID: task.advertiserId, listVersion: task.version,
                                        estimatedKeys: estimated)
         let written: Int
         do {
             if estimated * 32 <= configuration.mergeMemoryLimit {
-                written = try RunMerger.gatherAndSort(runs: runs, low: task.keyLow, high: task.keyHigh, into: writer)
+                written = try RunMerger.gatherAndSort(runPaths: paths, ranges: ranges, low: task.keyLow, high: task.keyHigh, into: writer)
             } else {
+                // Too big to hold: stream through a heap over the mapped runs.
+                let runs = try paths.map { try Segment(path: $0, verify: false) }
                 written = try RunMerger.merge(runs: runs, low: task.keyLow, high: task.keyHigh, into: writer,
                                               isCancelled: { Task.isCancelled })
             }
@@ -253,7 +250,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             throw error
         }
         try await store.commit(task.outputPath)
-        logger.debug("merged", metadata: ["task": "\(task.taskId)", "runs": "\(runs.count)", "keys": "\(written)",
+        logger.debug("merged", metadata: ["task": "\(task.taskId)", "runs": "\(paths.count)", "keys": "\(written)",
                                           "ms": "\((clock.now - started).milliseconds)"])
         var report = CompleteTaskRequest()
         report.outputKeys = UInt64(written)

@@ -8,26 +8,32 @@ import SegmentStore
 /// keeps one cursor per run in a heap, and the writer streams through a
 /// small buffer.
 public enum RunMerger {
-    /// Merges by bucketing: the range's keys go straight from the runs into
-    /// buckets on their next bits (a counting pass, then a scatter pass), each
-    /// bucket of a few keys is insertion-sorted and de-duplicated, and the
-    /// result is written in one go. Two passes over the input against the
-    /// log₂ runs compares per key of a heap merge: the fast path while the
-    /// range fits in memory.
-    public static func gatherAndSort(runs: [Segment], low: UInt64, high: UInt64, into writer: SegmentWriter) throws -> Int {
-        struct Slice {
-            var base: UnsafeRawPointer
-            var start: Int
-            var end: Int
-            var path: String
+    /// The key range's bounds in each run, read with `pread` (see `SegmentFile`).
+    public static func ranges(runPaths: [String], low: UInt64, high: UInt64) throws -> [Range<Int>] {
+        try runPaths.map { path in
+            let file = try SegmentFile(path: path)
+            let start = try file.lowerBound(Key16(hi: low, lo: 0))
+            let end = high == 0 ? file.keyCount : try file.lowerBound(Key16(hi: high, lo: 0))
+            return start..<max(start, end)
         }
-        let slices = runs.map { run -> Slice in
-            let start = run.lowerBound(Key16(hi: low, lo: 0))
-            let end = high == 0 ? run.count : run.lowerBound(Key16(hi: high, lo: 0))
-            return Slice(base: run.keyBytes, start: start, end: max(start, end), path: run.info.path)
-        }
-        let total = slices.reduce(0) { $0 + $1.end - $1.start }
+    }
+
+    /// Merges by bucketing: the range's keys are read from every run (with
+    /// `pread`, into memory this task owns: about twice the range's size,
+    /// whatever the number of runs), counted into buckets on the bits below
+    /// the range's common prefix, scattered, and each bucket of a few keys is
+    /// insertion-sorted and de-duplicated. Two passes, against the log₂ runs
+    /// compares per key of a heap merge: the path for ranges that fit in memory.
+    public static func gatherAndSort(runPaths: [String], ranges: [Range<Int>], low: UInt64, high: UInt64,
+                                     into writer: SegmentWriter) throws -> Int {
+        let total = ranges.reduce(0) { $0 + $1.count }
         guard total > 0 else { return 0 }
+        var gathered: [Key16] = []
+        gathered.reserveCapacity(total)
+        for (path, range) in zip(runPaths, ranges) {
+            let file = try SegmentFile(path: path)
+            try file.readKeys(range, into: &gathered)
+        }
         // Buckets of about eight keys on the bits below the range's common prefix.
         var bits = 1
         while bits < 24 && (total >> bits) > 8 { bits += 1 }
@@ -36,66 +42,53 @@ public enum RunMerger {
         bits = min(bits, max(1, significant))
         let shift = UInt64(max(0, significant - bits))
         let buckets = 1 << bits
-        var corrupt: String?
-        let distinct = try withExtendedLifetime(runs) { () throws -> Int in
-            var starts = [Int](repeating: 0, count: buckets + 1)
+        var starts = [Int](repeating: 0, count: buckets + 1)
+        gathered.withUnsafeBufferPointer { keys in
             starts.withUnsafeMutableBufferPointer { starts in
-                for slice in slices {
-                    for i in slice.start..<slice.end {
-                        let hi = UInt64(bigEndian: slice.base.loadUnaligned(fromByteOffset: i << 4, as: UInt64.self))
-                        starts[Int((hi &- low) >> shift) + 1] += 1
-                    }
-                }
+                for key in keys { starts[Int((key.hi &- low) >> shift) + 1] += 1 }
                 for b in 0..<buckets { starts[b + 1] += starts[b] }
             }
-            var keys = [Key16](unsafeUninitializedCapacity: total) { out, initialized in
-                var next = starts
-                next.withUnsafeMutableBufferPointer { next in
-                    for slice in slices {
-                        var previous: Key16?
-                        for i in slice.start..<slice.end {
-                            let key = Key16(slice.base + i << 4)
-                            // Runs are opened without hashing them whole (a merge reads only
-                            // its range); a damaged key almost surely breaks the order.
-                            if let previous, !(previous < key) { corrupt = "\(slice.path): keys out of order at \(i)" }
-                            previous = key
-                            let b = Int((key.hi &- low) >> shift)
-                            (out.baseAddress! + next[b]).initialize(to: key)
-                            next[b] += 1
-                        }
-                    }
-                }
-                initialized = total
-            }
-            if let corrupt { throw SegmentError(corrupt, "run is damaged; its block must be parsed again") }
-            // Sort each bucket, dropping duplicates, compacting to the front.
-            let count = keys.withUnsafeMutableBufferPointer { k -> Int in
-                var out = 0
-                starts.withUnsafeBufferPointer { starts in
-                    for b in 0..<buckets {
-                        let start = starts[b], end = starts[b + 1]
-                        guard start < end else { continue }
-                        for i in (start + 1)..<end {
-                            let key = k[i]
-                            var j = i
-                            while j > start && key < k[j - 1] {
-                                k[j] = k[j - 1]
-                                j -= 1
-                            }
-                            k[j] = key
-                        }
-                        for i in start..<end where out == 0 || k[out - 1] != k[i] {
-                            k[out] = k[i]
-                            out += 1
-                        }
-                    }
-                }
-                return out
-            }
-            try keys.withUnsafeBufferPointer { try writer.append(contentsOf: UnsafeBufferPointer(rebasing: $0[..<count])) }
-            return count
         }
-        return distinct
+        var sorted = [Key16](unsafeUninitializedCapacity: total) { out, initialized in
+            var next = starts
+            gathered.withUnsafeBufferPointer { keys in
+                next.withUnsafeMutableBufferPointer { next in
+                    for key in keys {
+                        let b = Int((key.hi &- low) >> shift)
+                        (out.baseAddress! + next[b]).initialize(to: key)
+                        next[b] += 1
+                    }
+                }
+            }
+            initialized = total
+        }
+        gathered = []
+        // Sort each bucket, dropping duplicates, compacting to the front.
+        let count = sorted.withUnsafeMutableBufferPointer { k -> Int in
+            var out = 0
+            starts.withUnsafeBufferPointer { starts in
+                for b in 0..<buckets {
+                    let start = starts[b], end = starts[b + 1]
+                    guard start < end else { continue }
+                    for i in (start + 1)..<end {
+                        let key = k[i]
+                        var j = i
+                        while j > start && key < k[j - 1] {
+                            k[j] = k[j - 1]
+                            j -= 1
+                        }
+                        k[j] = key
+                    }
+                    for i in start..<end where out == 0 || k[out - 1] != k[i] {
+                        k[out] = k[i]
+                        out += 1
+                    }
+                }
+            }
+            return out
+        }
+        try sorted.withUnsafeBufferPointer { try writer.append(contentsOf: UnsafeBufferPointer(rebasing: $0[..<count])) }
+        return count
     }
 
     /// Returns the number of distinct keys written.
@@ -156,14 +149,5 @@ public enum RunMerger {
             }
         }
         return written
-    }
-
-    /// How many keys the runs hold in [low, high): an upper bound for the segment's index.
-    public static func count(runs: [Segment], low: UInt64, high: UInt64) -> Int {
-        runs.reduce(0) { total, run in
-            let start = run.lowerBound(Key16(hi: low, lo: 0))
-            let end = high == 0 ? run.count : run.lowerBound(Key16(hi: high, lo: 0))
-            return total + max(0, end - start)
-        }
     }
 }

@@ -35,6 +35,10 @@ public final class Segment: @unchecked Sendable {
         guard let mapped = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
             throw SegmentError(path, "cannot map: \(String(cString: strerror(errno)))")
         }
+        // Lookups jump around: read-ahead and fault-around would only map
+        // (and count as this process's memory) pages no lookup asked for.
+        // Said before the first access, which is the header check.
+        madvise(mapped, size, MADV_RANDOM)
         let base = UnsafeRawPointer(mapped)
         do {
             let info = try Segment.check(base: base, size: size, path: path, verify: verify)
@@ -49,8 +53,6 @@ public final class Segment: @unchecked Sendable {
         self.shift = UInt64(64 - info.indexBits)
         self.index = (base + SegmentFormat.headerSize).assumingMemoryBound(to: UInt64.self)
         self.keys = base + SegmentFormat.headerSize + SegmentFormat.indexBytes(bits: info.indexBits)
-        // Lookups jump around; read-ahead would only waste page cache.
-        madvise(mapped, size, MADV_RANDOM)
     }
 
     deinit {

@@ -120,6 +120,7 @@ final class RunMergerTests: XCTestCase {
         let shared = (0..<500).map { _ in Key16(hi: rng.next(), lo: rng.next()) }
         var all = Set<Key16>()
         var runs: [Segment] = []
+        var paths: [String] = []
         for r in 0..<5 {
             var keys = Set(shared.shuffled(using: &rng).prefix(200))
             for _ in 0..<3000 { keys.insert(Key16(hi: rng.next(), lo: rng.next())) }
@@ -128,12 +129,12 @@ final class RunMergerTests: XCTestCase {
             let path = dir.appendingPathComponent("run-\(r).run").path
             _ = try SegmentWriter.create(keys.sorted(), count: keys.count, at: path, advertiserID: "a", listVersion: 1)
             runs.append(try Segment(path: path))
+            paths.append(path)
         }
-        runs.append(try Segment(path: { () throws -> String in
-            let path = dir.appendingPathComponent("empty.run").path
-            _ = try SegmentWriter.create([Key16](), count: 0, at: path, advertiserID: "a", listVersion: 1)
-            return path
-        }()))
+        let empty = dir.appendingPathComponent("empty.run").path
+        _ = try SegmentWriter.create([Key16](), count: 0, at: empty, advertiserID: "a", listVersion: 1)
+        runs.append(try Segment(path: empty))
+        paths.append(empty)
         for (low, high) in [(UInt64(0), UInt64(0)), (0, 1 << 62), (1 << 62, 3 << 62), (3 << 62, 0)] {
             let expected = all.filter { $0.hi >= low && (high == 0 || $0.hi < high) }.sorted()
             for method in ["heap", "sort"] {
@@ -141,12 +142,67 @@ final class RunMergerTests: XCTestCase {
                 let writer = try SegmentWriter(path: path, advertiserID: "a", listVersion: 1, estimatedKeys: expected.count)
                 let written = method == "heap"
                     ? try RunMerger.merge(runs: runs, low: low, high: high, into: writer)
-                    : try RunMerger.gatherAndSort(runs: runs, low: low, high: high, into: writer)
+                    : try RunMerger.gatherAndSort(runPaths: paths, ranges: try RunMerger.ranges(runPaths: paths, low: low, high: high),
+                                                  low: low, high: high, into: writer)
                 _ = try writer.finish()
                 let segment = try Segment(path: path)
                 XCTAssertEqual(written, expected.count, method)
                 XCTAssertEqual((0..<segment.count).map { segment.key(at: $0) }, expected, "\(method) \(low)..<\(high)")
             }
         }
+    }
+}
+
+final class SegmentFileTests: XCTestCase {
+    private func openError(_ path: String) -> String {
+        do {
+            _ = try SegmentFile(path: path)
+            return "opened"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    func testPreadReaderAgreesWithTheMappedSegmentAndRefusesDamage() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("segfile-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var rng = SplitMix64(seed: 21)
+        let keys = Set((0..<5000).map { _ in Key16(hi: rng.next(), lo: rng.next()) }).sorted()
+        let path = dir.appendingPathComponent("r.run").path
+        _ = try SegmentWriter.create(keys, count: keys.count, at: path, advertiserID: "a", listVersion: 1)
+        let mapped = try Segment(path: path)
+        let file = try SegmentFile(path: path)
+        XCTAssertEqual(file.keyCount, keys.count)
+        for probe in keys.prefix(50) + (0..<50).map({ _ in Key16(hi: rng.next(), lo: rng.next()) }) + [Key16(hi: 0, lo: 0), Key16(hi: .max, lo: .max)] {
+            XCTAssertEqual(try file.lowerBound(probe), mapped.lowerBound(probe))
+        }
+        var read: [Key16] = []
+        try file.readKeys(100..<4000, into: &read)
+        XCTAssertEqual(read, Array(keys[100..<4000]))
+
+        // Two keys swapped in place: the header is intact, the order is not.
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let keysStart = bytes.count - keys.count * 16
+        let a = bytes.subdata(in: keysStart + 16 * 10..<keysStart + 16 * 11)
+        let b = bytes.subdata(in: keysStart + 16 * 11..<keysStart + 16 * 12)
+        bytes.replaceSubrange(keysStart + 16 * 10..<keysStart + 16 * 11, with: b)
+        bytes.replaceSubrange(keysStart + 16 * 11..<keysStart + 16 * 12, with: a)
+        let damaged = dir.appendingPathComponent("damaged.run").path
+        try bytes.write(to: URL(fileURLWithPath: damaged))
+        var out: [Key16] = []
+        do {
+            let file = try SegmentFile(path: damaged)
+            try file.readKeys(0..<keys.count, into: &out)
+            XCTFail("a damaged run must be refused")
+        } catch {
+            XCTAssertTrue("\(error)".contains("out of order"), "\(error)")
+        }
+        let truncated = dir.appendingPathComponent("truncated.run").path
+        try bytes.prefix(bytes.count - 16).write(to: URL(fileURLWithPath: truncated))
+        XCTAssertTrue(openError(truncated).contains("does not match"), openError(truncated))
+        let garbage = dir.appendingPathComponent("garbage.run").path
+        try Data(repeating: 7, count: 300).write(to: URL(fileURLWithPath: garbage))
+        XCTAssertTrue(openError(garbage).contains("bad magic"), openError(garbage))
     }
 }
