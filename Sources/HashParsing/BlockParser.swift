@@ -237,17 +237,6 @@ struct LineState {
 
 /// Decodes 32 hex digits without branches per digit.
 enum HexKey {
-    /// 0x00-0x0F for hex digits, 0x10 for anything else.
-    // Written once, then only read.
-    private nonisolated(unsafe) static let table: UnsafePointer<UInt8> = {
-        let p = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
-        for i in 0..<256 { p[i] = 0x10 }
-        for (i, c) in "0123456789".utf8.enumerated() { p[Int(c)] = UInt8(i) }
-        for (i, c) in "abcdef".utf8.enumerated() { p[Int(c)] = UInt8(10 + i) }
-        for (i, c) in "ABCDEF".utf8.enumerated() { p[Int(c)] = UInt8(10 + i) }
-        return UnsafePointer(p)
-    }()
-
     /// Decodes consecutive 33-byte lines (32 hex digits and '\n') starting
     /// at `i`, until a line is not one or the block ends; returns how many
     /// and where the next line starts.
@@ -271,9 +260,10 @@ enum HexKey {
     private nonisolated(unsafe) static let pairs: UnsafePointer<UInt16> = {
         let p = UnsafeMutablePointer<UInt16>.allocate(capacity: 65536)
         p.initialize(repeating: 0x100, count: 65536)
-        for a in 0..<256 where table[a] < 0x10 {
-            for b in 0..<256 where table[b] < 0x10 {
-                p[a | b << 8] = UInt16(table[a]) << 4 | UInt16(table[b])
+        let digit = LineParser.hexValue
+        for a in 0..<256 where digit[a] < 0x10 {
+            for b in 0..<256 where digit[b] < 0x10 {
+                p[a | b << 8] = UInt16(digit[a]) << 4 | UInt16(digit[b])
             }
         }
         return UnsafePointer(p)
@@ -297,24 +287,5 @@ enum HexKey {
             lo = lo << 8 | UInt64(v & 0xFF)
         }
         return bad & 0x100 == 0 ? Key16(hi: hi, lo: lo) : nil
-    }
-
-    /// The scalar decoder, kept as the reference the SIMD one is tested against.
-    static func decodeScalar(_ p: UnsafeRawPointer) -> Key16? {
-        let t = table
-        var hi: UInt64 = 0
-        var lo: UInt64 = 0
-        var bad: UInt8 = 0
-        for i in 0..<16 {
-            let v = t[Int(p.load(fromByteOffset: i, as: UInt8.self))]
-            bad |= v
-            hi = hi << 4 | UInt64(v)
-        }
-        for i in 16..<32 {
-            let v = t[Int(p.load(fromByteOffset: i, as: UInt8.self))]
-            bad |= v
-            lo = lo << 4 | UInt64(v)
-        }
-        return bad & 0x10 == 0 ? Key16(hi: hi, lo: lo) : nil
     }
 }

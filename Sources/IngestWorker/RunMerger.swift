@@ -18,11 +18,10 @@ public enum RunMerger {
         }
     }
 
-    /// Merges by bucketing: the range's keys are read from every run (with
+    /// Merges by sorting: the range's keys are read from every run (with
     /// `pread`, into memory this task owns: about twice the range's size,
-    /// whatever the number of runs), counted into buckets on the bits below
-    /// the range's common prefix, scattered, and each bucket of a few keys is
-    /// insertion-sorted and de-duplicated. Two passes, against the log₂ runs
+    /// whatever the number of runs) and bucket-sorted on the bits below the
+    /// range's common prefix (`KeySorter`). Two passes, against the log₂ runs
     /// compares per key of a heap merge: the path for ranges that fit in memory.
     public static func gatherAndSort(runPaths: [String], ranges: [Range<Int>], low: UInt64, high: UInt64,
                                      into writer: SegmentWriter) throws -> Int {
@@ -34,60 +33,10 @@ public enum RunMerger {
             let file = try SegmentFile(path: path)
             try file.readKeys(range, into: &gathered)
         }
-        // Buckets of about eight keys on the bits below the range's common prefix.
-        var bits = 1
-        while bits < 24 && (total >> bits) > 8 { bits += 1 }
         let span = high &- low // 0 means the whole key space
-        let significant = span == 0 ? 64 : 64 - (span - 1).leadingZeroBitCount
-        bits = min(bits, max(1, significant))
-        let shift = UInt64(max(0, significant - bits))
-        let buckets = 1 << bits
-        var starts = [Int](repeating: 0, count: buckets + 1)
-        gathered.withUnsafeBufferPointer { keys in
-            starts.withUnsafeMutableBufferPointer { starts in
-                for key in keys { starts[Int((key.hi &- low) >> shift) + 1] += 1 }
-                for b in 0..<buckets { starts[b + 1] += starts[b] }
-            }
-        }
-        var sorted = [Key16](unsafeUninitializedCapacity: total) { out, initialized in
-            var next = starts
-            gathered.withUnsafeBufferPointer { keys in
-                next.withUnsafeMutableBufferPointer { next in
-                    for key in keys {
-                        let b = Int((key.hi &- low) >> shift)
-                        (out.baseAddress! + next[b]).initialize(to: key)
-                        next[b] += 1
-                    }
-                }
-            }
-            initialized = total
-        }
-        gathered = []
-        // Sort each bucket, dropping duplicates, compacting to the front.
-        let count = sorted.withUnsafeMutableBufferPointer { k -> Int in
-            var out = 0
-            starts.withUnsafeBufferPointer { starts in
-                for b in 0..<buckets {
-                    let start = starts[b], end = starts[b + 1]
-                    guard start < end else { continue }
-                    for i in (start + 1)..<end {
-                        let key = k[i]
-                        var j = i
-                        while j > start && key < k[j - 1] {
-                            k[j] = k[j - 1]
-                            j -= 1
-                        }
-                        k[j] = key
-                    }
-                    for i in start..<end where out == 0 || k[out - 1] != k[i] {
-                        k[out] = k[i]
-                        out += 1
-                    }
-                }
-            }
-            return out
-        }
-        try sorted.withUnsafeBufferPointer { try writer.append(contentsOf: UnsafeBufferPointer(rebasing: $0[..<count])) }
+        let count = KeySorter.sortAndDeduplicate(&gathered, low: low,
+                                                 significantBits: span == 0 ? 64 : 64 - (span - 1).leadingZeroBitCount)
+        try gathered.withUnsafeBufferPointer { try writer.append(contentsOf: UnsafeBufferPointer(rebasing: $0[..<count])) }
         return count
     }
 

@@ -235,7 +235,7 @@ struct MatchCommand: AsyncParsableCommand {
         defer { Task { await rpc.close() } }
         let stub = MatchService.Client(transport: rpc)
         if let file {
-            let hashes = try readHashes(file)
+            let hashes = try readHashFile(file)
             var matched = 0
             var lines: [String] = []
             for start in stride(from: 0, to: hashes.count, by: 10_000) {
@@ -267,19 +267,25 @@ struct MatchCommand: AsyncParsableCommand {
         }
         if !response.matched { throw ExitCode(3) }
     }
+}
 
-    private func readHashes(_ path: String) throws -> [MemberHash] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read \(path)") }
-        var out: [MemberHash] = []
-        for (n, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
-            let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            if text.isEmpty { continue }
-            guard let hash = MemberHash(hex: text) else { throw CLIError("\(path):\(n + 1): not a 32-hex-digit hash") }
-            out.append(hash)
+/// Reads a file of hashes, one per line (blank lines skipped). A line that
+/// is not 32 hex digits is an error naming it, or, with `skipInvalid`, is
+/// left out (a member list with a header). At most `limit` hashes are read.
+func readHashFile(_ path: String, skipInvalid: Bool = false, limit: Int = .max) throws -> [MemberHash] {
+    guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read \(path)") }
+    var out: [MemberHash] = []
+    for (n, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() where out.count < limit {
+        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        if text.isEmpty { continue }
+        guard let hash = MemberHash(hex: text) else {
+            if skipInvalid { continue }
+            throw CLIError("\(path):\(n + 1): not a 32-hex-digit hash")
         }
-        guard !out.isEmpty else { throw CLIError("\(path) holds no hashes") }
-        return out
+        out.append(hash)
     }
+    guard !out.isEmpty else { throw CLIError("\(path) holds no 32-hex-digit hashes") }
+    return out
 }
 
 struct CallCommand: AsyncParsableCommand {

@@ -75,7 +75,7 @@ struct LoadCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let members = try hashes.map(readHashes) ?? []
+        let members = try hashes.map { try readHashFile($0, skipInvalid: true, limit: 1_000_000).map(\.bytes) } ?? []
         let keyPool = KeyPool(members: members, hitRatio: members.isEmpty ? 0 : hitRatio, size: 65_536)
         let rpc = RPCClient(host: client.match.host, port: client.match.port, configuration: .init(connections: connections))
         let stub = MatchService.Client(transport: rpc)
@@ -144,17 +144,6 @@ struct LoadCommand: AsyncParsableCommand {
             ("maxSenderLagMs", .number(String(format: "%.3f", r.maxLag.ms))),
         ])
         return value.serialized(pretty: true)
-    }
-
-    private func readHashes(_ path: String) throws -> [Data] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read \(path)") }
-        var out: [Data] = []
-        for line in data.split(separator: UInt8(ascii: "\n")) {
-            if let h = MemberHash(hex: String(decoding: line, as: UTF8.self)) { out.append(h.bytes) }
-            if out.count >= 1_000_000 { break }
-        }
-        guard !out.isEmpty else { throw CLIError("\(path) holds no 32-hex-digit hashes") }
-        return out
     }
 }
 

@@ -137,48 +137,16 @@ extension FieldPlan {
     /// The JSON name: the lowerCamelCase property name, unescaped.
     var jsonName: String { property }
 
-    private var jsonCodec: String {
-        switch decl.type {
-        case .scalar(let s): return FieldPlan.codecName(s)
-        case .named:
-            switch decl.resolved {
-            case .message(let m): return "MessageCodec<\(m.scopedName)>"
-            case .enum(let e): return "EnumCodec<\(e.scopedName)>"
-            case nil: return "Never"
-            }
-        case .map: return "Never"
-        }
-    }
-
-    private var isMessageField: Bool {
-        if case .message = decl.resolved { return true }
-        return false
-    }
-
-    private var jsonMapCodecs: (String, String)? {
-        guard case .map(let key, _, let value) = decl.type else { return nil }
-        func codec(_ t: TypeExpr) -> String {
-            switch t {
-            case .scalar(let s): return FieldPlan.codecName(s)
-            default:
-                switch decl.resolved {
-                case .message(let m): return "MessageCodec<\(m.scopedName)>"
-                case .enum(let e): return "EnumCodec<\(e.scopedName)>"
-                case nil: return "Never"
-                }
-            }
-        }
-        return (codec(key), codec(value))
-    }
+    private var jsonCodec: String { codec(decl.type) }
 
     var jsonWriteStatement: String {
         let p = "self.\(property)"
         let n = "\"\(jsonName)\""
-        if let (k, v) = jsonMapCodecs { return "object.map(\(n), \(k).self, \(v).self, \(p))" }
+        if let (k, v) = mapCodecs { return "object.map(\(n), \(k).self, \(v).self, \(p))" }
         switch decl.label {
-        case .repeated where isMessageField: return "object.repeatedMessages(\(n), \(p))"
+        case .repeated where isMessage: return "object.repeatedMessages(\(n), \(p))"
         case .repeated: return "object.repeated(\(n), \(jsonCodec).self, \(p))"
-        case _ where isMessageField: return "object.message(\(n), \(p))"
+        case _ where isMessage: return "object.message(\(n), \(p))"
         case .optional: return "object.optional(\(n), \(jsonCodec).self, \(p))"
         case .singular: return "object.singular(\(n), \(jsonCodec).self, \(p))"
         }
@@ -187,10 +155,10 @@ extension FieldPlan {
     var jsonReadStatement: String {
         let p = "self.\(property)"
         let n = "field: \"\(jsonName)\""
-        if let (k, v) = jsonMapCodecs { return "\(p) = try JSONReader.map(\(k).self, \(v).self, value, \(n))" }
+        if let (k, v) = mapCodecs { return "\(p) = try JSONReader.map(\(k).self, \(v).self, value, \(n))" }
         switch decl.label {
         case .repeated: return "\(p) = try JSONReader.repeated(\(jsonCodec).self, value, \(n))"
-        case _ where isMessageField: return "\(p) = try JSONReader.optional(\(jsonCodec).self, value, \(n))"
+        case _ where isMessage: return "\(p) = try JSONReader.optional(\(jsonCodec).self, value, \(n))"
         case .optional: return "\(p) = try JSONReader.optional(\(jsonCodec).self, value, \(n))"
         case .singular: return "\(p) = try JSONReader.singular(\(jsonCodec).self, value, \(n))"
         }

@@ -255,7 +255,7 @@ struct FieldPlan {
         self.property = Naming.propertyName(decl.name)
     }
 
-    private var isMessage: Bool {
+    var isMessage: Bool {
         if case .message = decl.resolved { return true }
         return false
     }
@@ -283,7 +283,7 @@ struct FieldPlan {
     }
 
     /// The codec of one element.
-    private func codec(_ t: TypeExpr) -> String {
+    func codec(_ t: TypeExpr) -> String {
         switch t {
         case .scalar(let s): return FieldPlan.codecName(s)
         case .named:
@@ -339,7 +339,7 @@ struct FieldPlan {
         }
     }
 
-    private var mapCodecs: (String, String)? {
+    var mapCodecs: (String, String)? {
         if case .map(let key, _, let value) = decl.type { return (codec(key), codec(value)) }
         return nil
     }
