@@ -60,14 +60,21 @@ public enum KeySorter {
                 for b in 0..<buckets {
                     let start = starts[b], end = starts[b + 1]
                     guard start < end else { continue }
-                    for i in (start + 1)..<end {
-                        let key = k[i]
-                        var j = i
-                        while j > start && key < k[j - 1] {
-                            k[j] = k[j - 1]
-                            j -= 1
+                    if end - start > 32 {
+                        // Skewed input (say, hashes that are small numbers) can put
+                        // many keys in one bucket: sort those in n log n, not n².
+                        var bucket = UnsafeMutableBufferPointer(rebasing: k[start..<end])
+                        bucket.sort()
+                    } else {
+                        for i in (start + 1)..<end {
+                            let key = k[i]
+                            var j = i
+                            while j > start && key < k[j - 1] {
+                                k[j] = k[j - 1]
+                                j -= 1
+                            }
+                            k[j] = key
                         }
-                        k[j] = key
                     }
                     for i in start..<end where out == 0 || k[out - 1] != k[i] {
                         k[out] = k[i]

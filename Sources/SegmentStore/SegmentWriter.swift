@@ -71,35 +71,38 @@ public final class SegmentWriter {
         if buffered == Self.bufferSize { try flush() }
     }
 
-    /// Adds keys in increasing order: the bulk form of `append(_:)`.
+    /// Adds keys in increasing order: the bulk form of `append(_:)`. One
+    /// pass checks the order, counts index buckets and copies the keys out in
+    /// file byte order.
     public func append(contentsOf keys: UnsafeBufferPointer<Key16>) throws(SegmentError) {
-        guard let firstNew = keys.first else { return }
-        if let last, !(last < firstNew) {
-            throw SegmentError(path, last == firstNew ? "duplicate key \(firstNew)" : "key \(firstNew) is out of order after \(last)")
-        }
-        for i in 1..<max(1, keys.count) where !(keys[i - 1] < keys[i]) {
-            throw SegmentError(path, keys[i - 1] == keys[i] ? "duplicate key \(keys[i])" : "key \(keys[i]) is out of order after \(keys[i - 1])")
-        }
-        if first == nil { first = firstNew }
-        last = keys[keys.count - 1]
-        count += keys.count
-        let shift = UInt64(64 - bits)
-        bucketCounts.withUnsafeMutableBufferPointer { buckets in
-            if bits == 0 {
-                buckets[0] += UInt64(keys.count)
-            } else {
-                for key in keys { buckets[Int(key.hi >> shift)] += 1 }
-            }
-        }
+        guard !keys.isEmpty else { return }
+        var previous = last
         var i = 0
+        let shift = UInt64(64 - bits)
         while i < keys.count {
             let n = min(keys.count - i, (Self.bufferSize - buffered) / 16)
             let out = buffer + buffered
-            for j in 0..<n {
-                let key = keys[i + j]
-                (out + j << 4).storeBytes(of: key.hi.bigEndian, as: UInt64.self)
-                (out + j << 4).storeBytes(of: key.lo.bigEndian, toByteOffset: 8, as: UInt64.self)
+            var outOfOrder: Int?
+            bucketCounts.withUnsafeMutableBufferPointer { buckets in
+                for j in 0..<n {
+                    let key = keys[i + j]
+                    if let p = previous, !(p < key) {
+                        outOfOrder = i + j
+                        return
+                    }
+                    previous = key
+                    buckets[bits == 0 ? 0 : Int(key.hi >> shift)] += 1
+                    (out + j << 4).storeBytes(of: key.hi.bigEndian, as: UInt64.self)
+                    (out + j << 4).storeBytes(of: key.lo.bigEndian, toByteOffset: 8, as: UInt64.self)
+                }
             }
+            if let bad = outOfOrder {
+                let before = bad == 0 ? last! : keys[bad - 1]
+                throw SegmentError(path, before == keys[bad] ? "duplicate key \(keys[bad])" : "key \(keys[bad]) is out of order after \(before)")
+            }
+            if first == nil { first = keys[0] }
+            last = previous
+            count += n
             buffered += n * 16
             i += n
             if buffered == Self.bufferSize { try flush() }

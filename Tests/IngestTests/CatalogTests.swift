@@ -107,6 +107,12 @@ final class KeySorterTests: XCTestCase {
             let count = KeySorter.sortAndDeduplicate(&keys)
             XCTAssertEqual(Array(keys.prefix(count)), expected, "n = \(n)")
         }
+        // Keys that differ only in their last bytes all land in one bucket:
+        // that bucket must not be insertion-sorted (it would take minutes).
+        var sequential = (0..<200_000).map { Key16(hi: 0, lo: UInt64($0 * 7919 % 200_000)) }
+        XCTAssertEqual(KeySorter.sortAndDeduplicate(&sequential), 200_000)
+        XCTAssertEqual(sequential.first, Key16(hi: 0, lo: 0))
+        XCTAssertEqual(sequential.last, Key16(hi: 0, lo: 199_999))
     }
 }
 

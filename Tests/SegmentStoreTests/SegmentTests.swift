@@ -119,6 +119,27 @@ final class SegmentTests: XCTestCase {
         XCTAssertThrowsError(try SegmentWriter(path: path, advertiserID: String(repeating: "x", count: 65), listVersion: 1, estimatedKeys: 1))
     }
 
+    /// The bulk writer gives the same file as key-by-key appends, and refuses
+    /// the same mistakes, within a batch and across batches.
+    func testBulkAppendMatchesSingleAppendsAndRejectsDisorder() throws {
+        let keys = randomKeys(300_000, seed: 5).sorted() // several 1 MiB buffers
+        let one = dir.appendingPathComponent("one.seg").path
+        _ = try SegmentWriter.create(keys, count: keys.count, at: one, advertiserID: "a", listVersion: 1)
+        let bulk = dir.appendingPathComponent("bulk.seg").path
+        _ = try keys.withUnsafeBufferPointer { try SegmentWriter.create($0, at: bulk, advertiserID: "a", listVersion: 1) }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: one)), try Data(contentsOf: URL(fileURLWithPath: bulk)))
+
+        let writer = try SegmentWriter(path: dir.appendingPathComponent("bad.seg").path, advertiserID: "a", listVersion: 1, estimatedKeys: 10)
+        try [Key16(hi: 1, lo: 1), Key16(hi: 2, lo: 0)].withUnsafeBufferPointer { try writer.append(contentsOf: $0) }
+        XCTAssertThrowsError(try [Key16(hi: 2, lo: 0)].withUnsafeBufferPointer { try writer.append(contentsOf: $0) }) {
+            XCTAssertTrue("\($0)".contains("duplicate key"), "\($0)")
+        }
+        XCTAssertThrowsError(try [Key16(hi: 3, lo: 0), Key16(hi: 2, lo: 9)].withUnsafeBufferPointer { try writer.append(contentsOf: $0) }) {
+            XCTAssertTrue("\($0)".contains("out of order after"), "\($0)")
+        }
+        writer.discard()
+    }
+
     func testCorruptOrTruncatedSegmentsAreRefusedWithTheirPath() throws {
         let path = try write(randomKeys(10_000, seed: 3))
         let good = try Data(contentsOf: URL(fileURLWithPath: path))
