@@ -21,9 +21,19 @@ extension ClientOptions {
         return options
     }
 
-    func coordinatorClient() -> (Coordinator.Client<RPCClient>, RPCClient) {
-        let rpc = RPCClient(host: coordinator.host, port: coordinator.port)
-        return (Coordinator.Client(transport: rpc), rpc)
+}
+
+/// Runs `body` with a client for `endpoint`, and closes the client after it,
+/// whether `body` returns or throws.
+func withRPCClient<T>(_ endpoint: Endpoint, connections: Int = 1, _ body: (RPCClient) async throws -> T) async throws -> T {
+    let rpc = RPCClient(host: endpoint.host, port: endpoint.port, configuration: .init(connections: connections))
+    do {
+        let result = try await body(rpc)
+        await rpc.close()
+        return result
+    } catch {
+        await rpc.close()
+        throw error
     }
 }
 
@@ -48,8 +58,10 @@ struct SubmitCommand: AsyncParsableCommand {
     var wait = false
 
     func run() async throws {
-        let (coordinator, rpc) = client.coordinatorClient()
-        defer { Task { await rpc.close() } }
+        try await withRPCClient(client.coordinator) { try await submit(Coordinator.Client(transport: $0)) }
+    }
+
+    private func submit(_ coordinator: Coordinator.Client<RPCClient>) async throws {
         var request = SubmitFileRequest()
         request.path = path
         let response = try await userFacing("cannot submit \(path)") {
@@ -86,8 +98,10 @@ struct StatusCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let (coordinator, rpc) = client.coordinatorClient()
-        defer { Task { await rpc.close() } }
+        try await withRPCClient(client.coordinator) { try await show(Coordinator.Client(transport: $0)) }
+    }
+
+    private func show(_ coordinator: Coordinator.Client<RPCClient>) async throws {
         if watch {
             _ = try await StatusFormat.watch(coordinator: coordinator, options: client.callOptions, only: nil)
             return
@@ -231,9 +245,10 @@ struct MatchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let rpc = RPCClient(host: client.match.host, port: client.match.port)
-        defer { Task { await rpc.close() } }
-        let stub = MatchService.Client(transport: rpc)
+        try await withRPCClient(client.match) { try await ask(MatchService.Client(transport: $0)) }
+    }
+
+    private func ask(_ stub: MatchService.Client<RPCClient>) async throws {
         if let file {
             let hashes = try readHashFile(file)
             var matched = 0
@@ -359,9 +374,9 @@ struct CallCommand: AsyncParsableCommand {
         let (endpoint, options): (Endpoint, CallOptions) = service == Coordinator.name
             ? (client.coordinator, client.callOptions)
             : service == MatchAdmin.name ? (client.match, client.adminOptions()) : (client.match, client.matchOptions())
-        let rpc = RPCClient(host: endpoint.host, port: endpoint.port)
-        defer { Task { await rpc.close() } }
-        let response = try await userFacing("\(m.shortName) failed") { try await m.call(json, on: rpc, options: options) }
+        let response = try await withRPCClient(endpoint) { rpc in
+            try await userFacing("\(m.shortName) failed") { try await m.call(json, on: rpc, options: options) }
+        }
         print(response.serialized(pretty: true))
     }
 }

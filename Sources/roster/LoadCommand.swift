@@ -77,34 +77,34 @@ struct LoadCommand: AsyncParsableCommand {
     func run() async throws {
         let members = try hashes.map { try readHashFile($0, skipInvalid: true, limit: 1_000_000).map(\.bytes) } ?? []
         let keyPool = KeyPool(members: members, hitRatio: members.isEmpty ? 0 : hitRatio, size: 65_536)
-        let rpc = RPCClient(host: client.match.host, port: client.match.port, configuration: .init(connections: connections))
-        let stub = MatchService.Client(transport: rpc)
-        let options = client.matchOptions()
-        // Fail fast, with one line, if the server is not there or the advertiser is unknown.
-        _ = try await userFacing("cannot reach the match server at \(client.match)") {
-            try await stub.match(MatchRequest(advertiserId: advertiser, hash: keyPool.hash(0)), options: options)
-        }
-        let generator = LoadGenerator(configuration: .init(rate: rate, duration: duration.duration, concurrency: concurrency, keysPerCall: batch))
-        let quiet = json
-        let batchSize = self.batch
-        let advertiserID = self.advertiser
-        let requests = (0..<256).map { n in
-            MatchManyRequest(advertiserId: advertiserID, hashes: keyPool.batch(n * batchSize, count: batchSize))
-        }
-        let report = await generator.run(onTick: { tick in
-            guard !quiet else { return }
-            print(String(format: "%3ds  %7d calls/s  p50 %7.2f ms  p99 %7.2f ms  in flight %5d  errors %d%@",
-                         tick.second, tick.calls, tick.p50.ms, tick.p99.ms, tick.inFlight, tick.errors,
-                         tick.lag > .milliseconds(100) ? String(format: "  (sender %.0f ms behind)", tick.lag.ms) : ""))
-            flushOutput()
-        }) { i in
-            if batchSize == 1 {
-                _ = try await stub.match(MatchRequest(advertiserId: advertiserID, hash: keyPool.hash(i)), options: options)
-            } else {
-                _ = try await stub.matchMany(requests[i & 255], options: options)
+        let report = try await withRPCClient(client.match, connections: connections) { rpc in
+            let stub = MatchService.Client(transport: rpc)
+            let options = client.matchOptions()
+            // Fail fast, with one line, if the server is not there or the advertiser is unknown.
+            _ = try await userFacing("cannot reach the match server at \(client.match)") {
+                try await stub.match(MatchRequest(advertiserId: advertiser, hash: keyPool.hash(0)), options: options)
+            }
+            let generator = LoadGenerator(configuration: .init(rate: rate, duration: duration.duration, concurrency: concurrency, keysPerCall: batch))
+            let quiet = json
+            let batchSize = self.batch
+            let advertiserID = self.advertiser
+            let requests = (0..<256).map { n in
+                MatchManyRequest(advertiserId: advertiserID, hashes: keyPool.batch(n * batchSize, count: batchSize))
+            }
+            return await generator.run(onTick: { tick in
+                guard !quiet else { return }
+                print(String(format: "%3ds  %7d calls/s  p50 %7.2f ms  p99 %7.2f ms  in flight %5d  errors %d%@",
+                             tick.second, tick.calls, tick.p50.ms, tick.p99.ms, tick.inFlight, tick.errors,
+                             tick.lag > .milliseconds(100) ? String(format: "  (sender %.0f ms behind)", tick.lag.ms) : ""))
+                flushOutput()
+            }) { i in
+                if batchSize == 1 {
+                    _ = try await stub.match(MatchRequest(advertiserId: advertiserID, hash: keyPool.hash(i)), options: options)
+                } else {
+                    _ = try await stub.matchMany(requests[i & 255], options: options)
+                }
             }
         }
-        await rpc.close()
         if let hgrm {
             do { try report.hgrm.write(toFile: hgrm, atomically: true, encoding: .utf8) } catch {
                 throw CLIError("cannot write \(hgrm): \(error.localizedDescription)")
