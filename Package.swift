@@ -13,6 +13,10 @@ let package = Package(
         .library(name: "MatchServer", targets: ["MatchServer"]),
         // What another SwiftPM package depends on to call Roster.
         .library(name: "RosterClient", targets: ["RosterClient"]),
+        // For bench/ingest/micro, which measures the workers' hot loops.
+        .library(name: "IngestWorker", targets: ["IngestWorker"]),
+        .library(name: "HashParsing", targets: ["HashParsing"]),
+        .library(name: "DataLake", targets: ["DataLake"]),
         .executable(name: "roster", targets: ["roster"]),
     ],
     dependencies: [
