@@ -27,9 +27,13 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         /// being copied into a folder is not ingested half-written. (`SubmitFile`
         /// does not wait: the caller says the file is complete.)
         public var scanSettleTime: Double
+        /// Tokens callers must present (`authorization: Bearer <token>`) on
+        /// every Coordinator call; empty: no check (local development).
+        public var callerTokens: Set<String>
 
         public init(scanInterval: Duration? = .seconds(10), publishInterval: Duration = .milliseconds(500), adminToken: String? = nil,
-                    scanSettleTime: Double = 1) {
+                    scanSettleTime: Double = 1, callerTokens: Set<String> = []) {
+            self.callerTokens = callerTokens
             self.scanInterval = scanInterval
             self.publishInterval = publishInterval
             self.adminToken = adminToken
@@ -196,7 +200,17 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
 
     // MARK: RPCs
 
+    /// Refuses a call without one of `callerTokens`, when there are any.
+    private func authorize(_ context: RPCContext) throws(RPCError) {
+        guard !configuration.callerTokens.isEmpty else { return }
+        guard let header = context.metadata["authorization"], header.hasPrefix("Bearer "),
+              configuration.callerTokens.contains(String(header.dropFirst(7))) else {
+            throw RPCError(.unauthenticated, "a valid coordinator token is required (authorization: Bearer <token>)")
+        }
+    }
+
     public func submitFile(_ request: SubmitFileRequest, context: RPCContext) async throws -> SubmitFileResponse {
+        try authorize(context)
         let object: LakeObject
         do {
             object = try await lake.head(request.path)
@@ -224,10 +238,12 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func status(_ request: StatusRequest, context: RPCContext) async throws -> StatusResponse {
-        try catalog.status(now: clock())
+        try authorize(context)
+        return try catalog.status(now: clock())
     }
 
     public func listFiles(_ request: ListFilesRequest, context: RPCContext) async throws -> ListFilesResponse {
+        try authorize(context)
         var response = ListFilesResponse()
         response.files = try catalog.files(advertiser: request.advertiserId, states: request.states,
                                            limit: request.limit == 0 ? 100 : Int(min(request.limit, 10_000)), now: clock())
@@ -235,6 +251,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func scan(_ request: ScanRequest, context: RPCContext) async throws -> ScanResponse {
+        try authorize(context)
         var response = ScanResponse()
         do {
             response.queued = try await scanLake()
@@ -245,6 +262,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func setWeight(_ request: SetWeightRequest, context: RPCContext) async throws -> SetWeightResponse {
+        try authorize(context)
         guard !request.advertiserId.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
         do {
             try catalog.setWeight(advertiser: request.advertiserId, weight: request.weight)
@@ -255,6 +273,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func leaseTasks(_ request: LeaseTasksRequest, context: RPCContext) async throws -> LeaseTasksResponse {
+        try authorize(context)
         guard !request.workerId.isEmpty else { throw RPCError(.invalidArgument, "worker_id is empty") }
         var response = LeaseTasksResponse()
         let most = Int(min(max(request.max, 1), 64))
@@ -271,6 +290,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func heartbeat(_ request: HeartbeatRequest, context: RPCContext) async throws -> HeartbeatResponse {
+        try authorize(context)
         guard request.taskIds.count == request.leaseTokens.count else {
             throw RPCError(.invalidArgument, "task_ids and lease_tokens differ in length")
         }
@@ -282,6 +302,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func completeTask(_ request: CompleteTaskRequest, context: RPCContext) async throws -> CompleteTaskResponse {
+        try authorize(context)
         let progress = try catalog.complete(request, now: clock())
         if progress == nil {
             logger.info("ignored a report for a lease no longer held", metadata: ["task": "\(request.taskId)", "worker": "\(request.workerId)"])
@@ -294,6 +315,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func failTask(_ request: FailTaskRequest, context: RPCContext) async throws -> FailTaskResponse {
+        try authorize(context)
         let outcome = try catalog.fail(request, now: clock())
         var response = FailTaskResponse()
         response.accepted = outcome != .ignored

@@ -35,6 +35,8 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         /// appear (long poll): idle workers then pick up new work at once
         /// without polling.
         public var longPollMilliseconds: UInt32 = 2000
+        /// Sent as `authorization: Bearer <token>` on every coordinator call.
+        public var token: String?
 
         public init(id: String = "worker-\(ProcessInfo.processInfo.hostName)-\(getpid())", slots: Int = 1,
                     idlePoll: Duration = .milliseconds(20), maxIdlePoll: Duration = .milliseconds(250),
@@ -73,6 +75,12 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         self.logger = logger
     }
 
+    private var options: CallOptions {
+        var options = CallOptions.defaults
+        if let token = configuration.token { options.metadata["authorization"] = "Bearer \(token)" }
+        return options
+    }
+
     /// Tasks this worker has finished and reported.
     public var tasksCompleted: Int { completed.load(ordering: .relaxed) }
 
@@ -101,7 +109,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
                 request.workerId = configuration.id
                 request.max = 1
                 request.waitMs = configuration.longPollMilliseconds
-                let response = try await coordinator.leaseTasks(request)
+                let response = try await coordinator.leaseTasks(request, options: options)
                 if response.leaseMs > 0 { leaseMilliseconds.store(response.leaseMs, ordering: .relaxed) }
                 tasks = response.tasks
             } catch {
@@ -128,7 +136,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             request.workerId = configuration.id
             request.taskIds = current.map(\.0)
             request.leaseTokens = current.map(\.1)
-            guard let response = try? await coordinator.heartbeat(request) else { continue }
+            guard let response = try? await coordinator.heartbeat(request, options: options) else { continue }
             for id in response.lostTaskIds {
                 logger.warning("lease lost; abandoning task", metadata: ["task": "\(id)"])
                 held.withLock { $0[id] }?.cancel()
@@ -146,7 +154,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             report.workerId = configuration.id
             report.taskId = task.taskId
             report.leaseToken = task.leaseToken
-            let accepted = try await withRetries { try await self.coordinator.completeTask(report).accepted }
+            let accepted = try await withRetries { try await self.coordinator.completeTask(report, options: self.options).accepted }
             if accepted { completed.add(1, ordering: .relaxed) }
             logger.debug("task done", metadata: ["task": "\(task.taskId)", "accepted": "\(accepted)"])
         } catch where error is CancellationError || Task.isCancelled {
@@ -160,7 +168,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             if let lakeError = error as? LakeError, case .changed = lakeError { failure.fileChanged = true }
             failure.error = "\(error)"
             logger.warning("task failed", metadata: ["task": "\(task.taskId)", "error": "\(error)"])
-            _ = try? await withRetries { try await self.coordinator.failTask(failure) }
+            _ = try? await withRetries { try await self.coordinator.failTask(failure, options: self.options) }
         }
     }
 

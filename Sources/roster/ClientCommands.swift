@@ -15,6 +15,12 @@ extension ClientOptions {
         return options
     }
 
+    func coordinatorOptions() -> CallOptions {
+        var options = callOptions
+        if let coordinatorToken { options.metadata["authorization"] = "Bearer \(coordinatorToken)" }
+        return options
+    }
+
     func matchOptions() -> CallOptions {
         var options = callOptions
         if let token { options.metadata["authorization"] = "Bearer \(token)" }
@@ -65,13 +71,13 @@ struct SubmitCommand: AsyncParsableCommand {
         var request = SubmitFileRequest()
         request.path = path
         let response = try await userFacing("cannot submit \(path)") {
-            try await coordinator.submitFile(request, options: client.callOptions)
+            try await coordinator.submitFile(request, options: client.coordinatorOptions())
         }
         print(response.queued
               ? "queued \(path) as version \(response.fileId) of \(response.advertiserId)"
               : "\(path) is already known as version \(response.fileId) (\(StatusFormat.state(response.state)))")
         guard wait else { return }
-        let final = try await StatusFormat.watch(coordinator: coordinator, options: client.callOptions, only: response.fileId)
+        let final = try await StatusFormat.watch(coordinator: coordinator, options: client.coordinatorOptions(), only: response.fileId)
         if let final, final.state != .live {
             throw CLIError("version \(final.fileId) ended \(StatusFormat.state(final.state)): \(final.error)")
         }
@@ -103,11 +109,11 @@ struct StatusCommand: AsyncParsableCommand {
 
     private func show(_ coordinator: Coordinator.Client<RPCClient>) async throws {
         if watch {
-            _ = try await StatusFormat.watch(coordinator: coordinator, options: client.callOptions, only: nil)
+            _ = try await StatusFormat.watch(coordinator: coordinator, options: client.coordinatorOptions(), only: nil)
             return
         }
         let status = try await userFacing("cannot get the status") {
-            try await coordinator.status(StatusRequest(), options: client.callOptions)
+            try await coordinator.status(StatusRequest(), options: client.coordinatorOptions())
         }
         if json {
             print(status.jsonText(includeDefaults: true))
@@ -311,7 +317,7 @@ struct CallCommand: AsyncParsableCommand {
             JSON follows the protobuf mapping: lowerCamelCase field names (schema names work too),
             64-bit integers as strings, bytes as base64, enums by name.
             MatchService calls go to --match with --token; MatchAdmin to --match with --admin-token;
-            Coordinator calls to --coordinator.
+            Coordinator calls to --coordinator with --coordinator-token.
 
             Examples:
               roster call --list
@@ -372,7 +378,7 @@ struct CallCommand: AsyncParsableCommand {
         }
         let service = m.descriptor.service
         let (endpoint, options): (Endpoint, CallOptions) = service == Coordinator.name
-            ? (client.coordinator, client.callOptions)
+            ? (client.coordinator, client.coordinatorOptions())
             : service == MatchAdmin.name ? (client.match, client.adminOptions()) : (client.match, client.matchOptions())
         let response = try await withRPCClient(endpoint) { rpc in
             try await userFacing("\(m.shortName) failed") { try await m.call(json, on: rpc, options: options) }

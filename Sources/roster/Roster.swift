@@ -73,6 +73,9 @@ struct ClientOptions: ParsableArguments {
     @Option(help: "Admin token for MatchAdmin calls (default: $ROSTER_ADMIN_TOKEN).")
     var adminToken: String? = ProcessInfo.processInfo.environment["ROSTER_ADMIN_TOKEN"]
 
+    @Option(help: "Token for Coordinator calls (default: $ROSTER_COORDINATOR_TOKEN).")
+    var coordinatorToken: String? = ProcessInfo.processInfo.environment["ROSTER_COORDINATOR_TOKEN"]
+
     @Option(help: "Seconds to wait for each call.")
     var timeout: Double = 10
 }
@@ -102,6 +105,12 @@ func userFacing<T>(_ what: String, _ body: () async throws -> T) async throws ->
     } catch {
         throw CLIError("\(what): \(error)")
     }
+}
+
+/// Comma-separated tokens from the environment variable `name`.
+func tokens(fromEnvironment name: String) -> Set<String> {
+    Set((ProcessInfo.processInfo.environment[name] ?? "").split(separator: ",")
+        .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
 }
 
 /// Flushes standard output, so that lines reach a pipe (a test, `tee`) as they are printed.

@@ -15,7 +15,8 @@ struct DevCommand: AsyncParsableCommand {
             Files dropped into <data>/lake/<advertiser-id>/ are ingested (the folder is scanned every
             --scan-interval seconds) and served. Ctrl-C shuts everything down cleanly.
 
-            Tokens are off unless ROSTER_CLIENT_TOKENS / ROSTER_ADMIN_TOKENS are set.
+            Tokens are off unless ROSTER_CLIENT_TOKENS / ROSTER_ADMIN_TOKENS (match server) and
+            ROSTER_COORDINATOR_TOKENS (coordinator) are set.
 
             Examples:
               roster dev
@@ -59,14 +60,15 @@ struct DevCommand: AsyncParsableCommand {
             logger: Logger(label: "roster.match"))
         let match = try await ServiceFactory.start(matchServer, "match server")
         let adminToken = access.adminTokens.first
+        let coordinatorTokens = tokens(fromEnvironment: "ROSTER_COORDINATOR_TOKENS")
         let (coordinatorServer, coordinator, _) = try ServiceFactory.coordinator(
             data: data, ingest: ingest, endpoint: Endpoint(host: "127.0.0.1", port: coordinatorPort), match: match,
-            adminToken: adminToken, logger: Logger(label: "roster.coordinator"))
+            adminToken: adminToken, callerTokens: coordinatorTokens, logger: Logger(label: "roster.coordinator"))
         let coordinatorAddress = try await ServiceFactory.start(coordinatorServer, "coordinator")
         services += [matchServer, coordinatorServer, coordinator]
         for i in 0..<workers {
-            let (worker, _) = ServiceFactory.worker(id: "dev-worker-\(i)", slots: 1, coordinator: coordinatorAddress, data: data,
-                                                    logger: Logger(label: "roster.worker"))
+            let (worker, _) = ServiceFactory.worker(id: "dev-worker-\(i)", slots: 1, coordinator: coordinatorAddress,
+                                                    token: coordinatorTokens.first, data: data, logger: Logger(label: "roster.worker"))
             services.append(worker)
         }
         print("""
@@ -95,9 +97,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
         commandName: "coordinator",
         abstract: "Run the ingest coordinator: catalog, scheduling, leases, publishing.",
         discussion: """
+            Callers (workers, users) present a token from ROSTER_COORDINATOR_TOKENS
+            (comma-separated), required unless --no-auth is given.
+
             Examples:
-              roster coordinator --data /srv/roster --match 10.0.0.5:7401
-              roster coordinator --port 7400 --block-size 134217728 --lease 60
+              ROSTER_COORDINATOR_TOKENS=w1 roster coordinator --data /srv/roster --match 10.0.0.5:7401
+              roster coordinator --no-auth --listen 127.0.0.1:7400 --block-size 134217728 --lease 60
             """)
 
     @OptionGroup var data: DataOptions
@@ -113,12 +118,21 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Admin token for the match server (default: $ROSTER_ADMIN_TOKEN).")
     var adminToken: String? = ProcessInfo.processInfo.environment["ROSTER_ADMIN_TOKEN"]
 
+    @Flag(help: "Accept calls without a token (local development only).")
+    var noAuth = false
+
     func run() async throws {
         logging.bootstrap()
+        let callerTokens = tokens(fromEnvironment: "ROSTER_COORDINATOR_TOKENS")
+        if callerTokens.isEmpty && !noAuth {
+            throw CLIError("set ROSTER_COORDINATOR_TOKENS (comma-separated tokens workers and users present), or pass --no-auth for local development")
+        }
         try data.createFolders()
         let logger = Logger(label: "roster.coordinator")
         let (server, service, _) = try ServiceFactory.coordinator(
-            data: data, ingest: ingest, endpoint: listen, match: match, adminToken: adminToken, logger: logger)
+            data: data, ingest: ingest, endpoint: listen, match: match, adminToken: adminToken,
+            callerTokens: noAuth ? [] : callerTokens, logger: logger)
+        if noAuth { logger.warning("coordinator token checks are OFF: anyone who can connect may submit files and lease work") }
         let address = try await ServiceFactory.start(server, "coordinator")
         print("coordinator listening on \(address); catalog \(data.catalogPath); lake \(data.lakeURL.path)")
         flushOutput()
@@ -132,7 +146,7 @@ struct WorkerCommand: AsyncParsableCommand {
         abstract: "Run a stateless block worker that pulls tasks from a coordinator.",
         discussion: """
             Examples:
-              roster worker --coordinator 10.0.0.4:7400 --lake /mnt/lake --store /mnt/store
+              ROSTER_COORDINATOR_TOKEN=w1 roster worker --coordinator 10.0.0.4:7400 --lake /mnt/lake --store /mnt/store
               roster worker --slots 2
             """)
 
@@ -148,12 +162,15 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "This worker's name (default: worker-<host>-<pid>).")
     var id: String?
 
+    @Option(help: "Token to present to the coordinator (default: $ROSTER_COORDINATOR_TOKEN).")
+    var token: String? = ProcessInfo.processInfo.environment["ROSTER_COORDINATOR_TOKEN"]
+
     func run() async throws {
         logging.bootstrap()
         let logger = Logger(label: "roster.worker")
         let (worker, _) = ServiceFactory.worker(
             id: id ?? "worker-\(ProcessInfo.processInfo.hostName)-\(getpid())", slots: max(1, slots),
-            coordinator: coordinator, data: data, logger: logger)
+            coordinator: coordinator, token: token, data: data, logger: logger)
         print("worker \(worker.configuration.id) pulling from \(coordinator)")
         flushOutput()
         try await ServiceFactory.runUntilSignalled([worker], logger: logger)

@@ -88,7 +88,7 @@ enum ServiceFactory {
     }
 
     static func coordinator(data: DataOptions, ingest: IngestOptions, endpoint: Endpoint, match: Endpoint,
-                            adminToken: String?, logger: Logger) throws -> (RPCServer, CoordinatorService<RPCClient>, RPCClient) {
+                            adminToken: String?, callerTokens: Set<String>, logger: Logger) throws -> (RPCServer, CoordinatorService<RPCClient>, RPCClient) {
         let catalog: IngestCatalog
         do {
             catalog = try IngestCatalog(path: data.catalogPath, policy: try ingest.policy())
@@ -101,15 +101,18 @@ enum ServiceFactory {
         let service = CoordinatorService(
             catalog: catalog, lake: LocalFolderLake(root: data.lakeURL), store: LocalSegmentStorage(root: data.storeURL),
             matchAdmin: MatchAdmin.Client(transport: matchClient),
-            configuration: .init(scanInterval: ingest.scanDuration, adminToken: adminToken), logger: logger)
+            configuration: .init(scanInterval: ingest.scanDuration, adminToken: adminToken, callerTokens: callerTokens), logger: logger)
         let server = try RPCServer(configuration: .init(host: endpoint.host, port: endpoint.port), services: [service], logger: logger)
         return (server, service, matchClient)
     }
 
-    static func worker(id: String, slots: Int, coordinator: Endpoint, data: DataOptions, logger: Logger) -> (BlockWorker<RPCClient>, RPCClient) {
+    static func worker(id: String, slots: Int, coordinator: Endpoint, token: String?, data: DataOptions,
+                       logger: Logger) -> (BlockWorker<RPCClient>, RPCClient) {
         let client = RPCClient(host: coordinator.host, port: coordinator.port)
+        var configuration = BlockWorker<RPCClient>.Configuration(id: id, slots: slots)
+        configuration.token = token
         let worker = BlockWorker(
-            configuration: .init(id: id, slots: slots), coordinator: Coordinator.Client(transport: client),
+            configuration: configuration, coordinator: Coordinator.Client(transport: client),
             lake: LocalFolderLake(root: data.lakeURL), store: LocalSegmentStorage(root: data.storeURL), logger: logger)
         return (worker, client)
     }

@@ -155,7 +155,8 @@ final class CLITests: XCTestCase {
             (["load", "--advertiser", "a", "--duration", "soon"], "The value 'soon' is invalid for '--duration"),
             (["load", "--match", unreachable, "--advertiser", "a"], "cannot reach the match server at 127.0.0.1:1"),
             (["match-server", "--data", root.path, "--listen", "127.0.0.1:0"], "set ROSTER_CLIENT_TOKENS and ROSTER_ADMIN_TOKENS"),
-            (["coordinator", "--data", root.path, "--block-size", "10"], "--block-size must be at least 1024 bytes"),
+            (["coordinator", "--data", root.path, "--no-auth", "--block-size", "10"], "--block-size must be at least 1024 bytes"),
+            (["coordinator", "--data", root.path, "--listen", "127.0.0.1:0"], "set ROSTER_COORDINATOR_TOKENS"),
             (["dev", "--workers", "1000"], "--workers must be between 0 and 64"),
             (["frobnicate"], "Unexpected argument 'frobnicate'"),
             (["match", "--match", "nohost", "--advertiser", "a", "--email", "x"], "The value 'nohost' is invalid for '--match"),
@@ -191,19 +192,26 @@ final class CLITests: XCTestCase {
         let match = String(matchLine.split(separator: ";")[0])
         let coordinatorArgs = ["coordinator", "--data", data, "--match", match, "--block-size", "1024", "--lease", "1",
                                "--scan-interval", "0"]
-        var coordinatorProcess = try RosterService(coordinatorArgs + ["--listen", "127.0.0.1:0"])
+        // Callers of this coordinator need a token: the worker and every command below present one.
+        let tokens = ["ROSTER_COORDINATOR_TOKENS": "cli-secret"]
+        var coordinatorProcess = try RosterService(coordinatorArgs + ["--listen", "127.0.0.1:0"], environment: tokens)
         services.append(coordinatorProcess)
         let coordinator = String(try coordinatorProcess.waitForLine("coordinator listening on").split(separator: ";")[0])
-        let worker = try RosterService(["worker", "--data", data, "--coordinator", coordinator, "--log-level", "error"])
+        let worker = try RosterService(["worker", "--data", data, "--coordinator", coordinator, "--log-level", "error",
+                                        "--token", "cli-secret"])
         services.append(worker)
+        let refused = try RosterBinary.run(["status", "--coordinator", coordinator])
+        XCTAssertEqual(refused.status, 1)
+        XCTAssertTrue(refused.stderr.contains("UNAUTHENTICATED"), refused.stderr)
 
         let members = emails(0..<6000) // ~200 KB: about 200 blocks of 1 KiB
         try drop(listFile(members), advertiser: "big", name: "all.txt", lake: root.appendingPathComponent("lake"))
-        let submitted = try RosterBinary.run(["submit", "--coordinator", coordinator, "big/all.txt"])
+        let submitted = try RosterBinary.run(["submit", "--coordinator", coordinator, "--coordinator-token", "cli-secret", "big/all.txt"])
         XCTAssertEqual(submitted.status, 0, submitted.stderr)
 
         func blocksDone() throws -> Int {
-            let result = try RosterBinary.run(["call", "--coordinator", coordinator, "Coordinator.ListFiles", "{}"])
+            let result = try RosterBinary.run(["call", "--coordinator", coordinator, "--coordinator-token", "cli-secret",
+                                               "Coordinator.ListFiles", "{}"])
             guard result.status == 0, case .array(let files)? = try JSONValue(parsing: result.stdout)["files"],
                   case .number(let done)? = files.first?["blocksDone"] else { return -1 }
             return Int(done) ?? -1
@@ -211,7 +219,7 @@ final class CLITests: XCTestCase {
         try eventually("some blocks to be done") { try blocksDone() >= 5 }
         XCTAssertEqual(coordinatorProcess.stop(SIGKILL), SIGKILL)
 
-        coordinatorProcess = try RosterService(coordinatorArgs + ["--listen", coordinator])
+        coordinatorProcess = try RosterService(coordinatorArgs + ["--listen", coordinator], environment: tokens)
         services.append(coordinatorProcess)
         _ = try coordinatorProcess.waitForLine("coordinator listening on")
         try eventually(timeout: 60, "the file to go live after the restart") {
@@ -222,7 +230,8 @@ final class CLITests: XCTestCase {
         let all = try RosterBinary.run(["match", "--match", match, "--advertiser", "big", "--file", hashes.path])
         XCTAssertEqual(all.status, 0, all.stderr)
         XCTAssertTrue(all.stdout.contains("6000 of 6000 are members of big"), String(all.stdout.suffix(200)))
-        let files = try RosterBinary.run(["call", "--coordinator", coordinator, "Coordinator.ListFiles", "{}"])
+        let files = try RosterBinary.run(["call", "--coordinator", coordinator, "--coordinator-token", "cli-secret",
+                                          "Coordinator.ListFiles", "{}"])
         let file = try JSONValue(parsing: files.stdout)["files"]
         guard case .array(let list)? = file else { return XCTFail(files.stdout) }
         XCTAssertEqual(list.first?["distinctKeys"], .string("6000"))

@@ -78,6 +78,25 @@ final class IngestFaultTests: XCTestCase {
         XCTAssertLessThan(ContinuousClock.now - started, .seconds(3), "woken by the submission, not by the timeout")
     }
 
+    /// With caller tokens configured, the coordinator refuses calls without
+    /// one, and a worker presenting one ingests as usual.
+    func testCoordinatorTokensAreRequiredWhenConfigured() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy())
+        try await harness.startMatchServer()
+        try await harness.startCoordinator(callerTokens: ["s3cret"])
+        await assertStatus(.unauthenticated) { _ = try await self.lease("no-token") }
+        var wrong = CallOptions.defaults
+        wrong.metadata["authorization"] = "Bearer guess"
+        await assertStatus(.unauthenticated) { _ = try await self.harness.coordinatorClient.status(StatusRequest(), options: wrong) }
+
+        harness.callOptions.metadata["authorization"] = "Bearer s3cret"
+        harness.startWorker(id: "trusted", token: "s3cret")
+        let keys = ReferenceParser.randomKeys(100, seed: 46)
+        let status = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(keys), advertiser: "tok", name: "f.txt")).fileId)
+        XCTAssertEqual(status.state, .live)
+        XCTAssertEqual(status.distinctKeys, 100)
+    }
+
     func testHeartbeatKeepsALeaseAndReportsLostOnes() async throws {
         harness = try IngestHarness(policy: IngestHarness.testPolicy(lease: 0.3))
         try await harness.startMatchServer()

@@ -61,12 +61,12 @@ final class IngestHarness: @unchecked Sendable {
         try await matchServer.start()
     }
 
-    func startCoordinator() async throws {
+    func startCoordinator(callerTokens: Set<String> = []) async throws {
         let catalog = try IngestCatalog(path: catalogPath, policy: policy)
         coordinator = CoordinatorService(
             catalog: catalog, lake: LocalFolderLake(root: lakeRoot), store: LocalSegmentStorage(root: storeRoot),
             matchAdmin: MatchAdmin.Client(transport: client(matchServer)),
-            configuration: .init(scanInterval: nil, publishInterval: .milliseconds(30)))
+            configuration: .init(scanInterval: nil, publishInterval: .milliseconds(30), callerTokens: callerTokens))
         coordinatorServer = try RPCServer(configuration: .init(drainTimeout: .milliseconds(100)), services: [coordinator])
         try await coordinatorServer.start()
         let service = coordinator!
@@ -87,9 +87,11 @@ final class IngestHarness: @unchecked Sendable {
     var matchClient: MatchService.Client<RPCClient> { MatchService.Client(transport: client(matchServer)) }
 
     @discardableResult
-    func startWorker(id: String, parser: BlockParser = BlockParser(chunkSize: 1000)) -> BlockWorker<RPCClient> {
+    func startWorker(id: String, parser: BlockParser = BlockParser(chunkSize: 1000), token: String? = nil) -> BlockWorker<RPCClient> {
+        var configuration = BlockWorker<RPCClient>.Configuration(id: id, idlePoll: .milliseconds(5), maxIdlePoll: .milliseconds(20), parser: parser)
+        configuration.token = token
         let worker = BlockWorker(
-            configuration: .init(id: id, idlePoll: .milliseconds(5), maxIdlePoll: .milliseconds(20), parser: parser),
+            configuration: configuration,
             coordinator: Coordinator.Client(transport: client(coordinatorServer)),
             lake: LocalFolderLake(root: lakeRoot), store: LocalSegmentStorage(root: storeRoot))
         workerTasks.append(Task { try await worker.run() })
@@ -120,16 +122,19 @@ final class IngestHarness: @unchecked Sendable {
         return "\(advertiser)/\(name)"
     }
 
+    /// Options carrying `token` as a bearer token, for coordinators started with caller tokens.
+    var callOptions = CallOptions.defaults
+
     func submit(_ path: String) async throws -> SubmitFileResponse {
         var request = SubmitFileRequest()
         request.path = path
-        return try await coordinatorClient.submitFile(request)
+        return try await coordinatorClient.submitFile(request, options: callOptions)
     }
 
     func fileStatus(_ id: UInt64) async throws -> FileStatus? {
         var request = ListFilesRequest()
         request.limit = 10_000
-        return try await coordinatorClient.listFiles(request).files.first { $0.fileId == id }
+        return try await coordinatorClient.listFiles(request, options: callOptions).files.first { $0.fileId == id }
     }
 
     /// Waits until file `id` reaches one of `states` (or any terminal state) and returns its status.

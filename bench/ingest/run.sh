@@ -47,7 +47,7 @@ for SIZE in "$@"; do
   MATCH_PID=$!
   until grep -q "listening on" "$WORK/match.out"; do sleep 0.05; done
   MATCH=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/match.out")
-  "$BIN" coordinator --data "$DATA" --listen 127.0.0.1:0 --match "$MATCH" --scan-interval 0 --log-level warning > "$WORK/coord.out" 2>&1 &
+  "$BIN" coordinator --no-auth --data "$DATA" --listen 127.0.0.1:0 --match "$MATCH" --scan-interval 0 --log-level warning > "$WORK/coord.out" 2>&1 &
   COORD_PID=$!
   until grep -q "listening on" "$WORK/coord.out"; do sleep 0.05; done
   COORD=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/coord.out")
