@@ -110,6 +110,11 @@ struct StatusCommand: AsyncParsableCommand {
     private func show(_ coordinator: Coordinator.Client<RPCClient>) async throws {
         if watch {
             _ = try await StatusFormat.watch(coordinator: coordinator, options: client.coordinatorOptions(), only: nil)
+            // Everything has finished: the final table.
+            let status = try await userFacing("cannot get the status") {
+                try await coordinator.status(StatusRequest(), options: client.coordinatorOptions())
+            }
+            print("\n" + StatusFormat.table(status))
             return
         }
         let status = try await userFacing("cannot get the status") {

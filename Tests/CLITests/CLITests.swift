@@ -70,6 +70,12 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(status.stdout.contains("live"), status.stdout)
         XCTAssertTrue(status.stdout.contains("300 keys"), status.stdout)
 
+        // --watch ends once every file has finished, with the final table.
+        let watched = try RosterBinary.run(["status", "--watch", "--coordinator", coordinator])
+        XCTAssertEqual(watched.status, 0, watched.stderr)
+        XCTAssertTrue(watched.stdout.contains("[####################]"), watched.stdout)
+        XCTAssertTrue(watched.stdout.contains("ID      PATH"), "final table: \(watched.stdout)")
+
         let again = try RosterBinary.run(["submit", "--coordinator", coordinator, "acme/members.txt"])
         XCTAssertEqual(again.status, 0, again.stderr)
         XCTAssertTrue(again.stdout.contains("already known"), again.stdout)
