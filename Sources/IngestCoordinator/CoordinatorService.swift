@@ -119,9 +119,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             request.advertiserId = publication.advertiserID
             request.version = publication.fileID
             request.segments = publication.segments
-            var options = CallOptions.defaults
-            options.timeout = .seconds(60)
-            if let token = configuration.adminToken { options.metadata["authorization"] = "Bearer \(token)" }
+            let options = CallOptions(timeout: .seconds(60)).bearer(configuration.adminToken)
             do {
                 let response = try await matchAdmin.publish(request, options: options)
                 try catalog.markLive(file: publication.fileID, now: clock())
@@ -203,8 +201,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     /// Refuses a call without one of `callerTokens`, when there are any.
     private func authorize(_ context: RPCContext) throws(RPCError) {
         guard !configuration.callerTokens.isEmpty else { return }
-        guard let header = context.metadata["authorization"], header.hasPrefix("Bearer "),
-              configuration.callerTokens.contains(String(header.dropFirst(7))) else {
+        guard let token = context.bearerToken, configuration.callerTokens.contains(token) else {
             throw RPCError(.unauthenticated, "a valid coordinator token is required (authorization: Bearer <token>)")
         }
     }

@@ -76,9 +76,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     }
 
     private var options: CallOptions {
-        var options = CallOptions.defaults
-        if let token = configuration.token { options.metadata["authorization"] = "Bearer \(token)" }
-        return options
+        CallOptions.defaults.bearer(configuration.token)
     }
 
     /// Tasks this worker has finished and reported.

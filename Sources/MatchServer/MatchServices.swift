@@ -33,21 +33,16 @@ public struct AccessPolicy: Sendable {
         if disabled { logger.warning("token checks are OFF: any client may query and publish (local development only)") }
     }
 
-    private func token(_ context: RPCContext) -> String? {
-        guard let header = context.metadata["authorization"], header.hasPrefix("Bearer ") else { return nil }
-        return String(header.dropFirst(7))
-    }
-
     func authorizeClient(_ context: RPCContext) throws(RPCError) {
         guard !disabled else { return }
-        guard let token = token(context), clientTokens.contains(token) || adminTokens.contains(token) else {
+        guard let token = context.bearerToken, clientTokens.contains(token) || adminTokens.contains(token) else {
             throw RPCError(.unauthenticated, "a valid client token is required (authorization: Bearer <token>)")
         }
     }
 
     func authorizeAdmin(_ context: RPCContext) throws(RPCError) {
         guard !disabled else { return }
-        guard let token = token(context) else {
+        guard let token = context.bearerToken else {
             throw RPCError(.unauthenticated, "an admin token is required (authorization: Bearer <token>)")
         }
         if adminTokens.contains(token) { return }

@@ -26,10 +26,7 @@ public struct MatchClient: Sendable {
     }
 
     public var options: CallOptions {
-        var options = CallOptions.defaults
-        options.timeout = timeout
-        if let token { options.metadata["authorization"] = "Bearer \(token)" }
-        return options
+        CallOptions(timeout: timeout).bearer(token)
     }
 
     public var stub: MatchService.Client<RPCClient> { MatchService.Client(transport: rpc) }

@@ -9,24 +9,9 @@ extension ClientOptions {
         return options
     }
 
-    func adminOptions() -> CallOptions {
-        var options = callOptions
-        if let adminToken { options.metadata["authorization"] = "Bearer \(adminToken)" }
-        return options
-    }
-
-    func coordinatorOptions() -> CallOptions {
-        var options = callOptions
-        if let coordinatorToken { options.metadata["authorization"] = "Bearer \(coordinatorToken)" }
-        return options
-    }
-
-    func matchOptions() -> CallOptions {
-        var options = callOptions
-        if let token { options.metadata["authorization"] = "Bearer \(token)" }
-        return options
-    }
-
+    func adminOptions() -> CallOptions { callOptions.bearer(adminToken) }
+    func coordinatorOptions() -> CallOptions { callOptions.bearer(coordinatorToken) }
+    func matchOptions() -> CallOptions { callOptions.bearer(token) }
 }
 
 /// Runs `body` with a client for `endpoint`, and closes the client after it,
