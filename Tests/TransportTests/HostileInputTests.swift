@@ -147,6 +147,30 @@ final class HostileInputTests: XCTestCase {
         XCTAssertEqual(finished.payload.first, 0, "the call in flight completes")
     }
 
+    func testIdleConnectionIsDrainedAndABusyOneIsNot() async throws {
+        let (idleServer, idlePort) = try await startServer(
+            [InlineEchoService()], configuration: .init(idleTimeout: .milliseconds(200), drainTimeout: .milliseconds(300)))
+        defer { idleServer.drain() }
+        let quiet = try await RawConnection.connect(port: idlePort)
+        let busy = try await RawConnection.connect(port: idlePort)
+        try await quiet.send(preface)
+        try await busy.send(preface)
+        // The busy connection sends a request every 25 ms for 800 ms: four idle periods.
+        let started = ContinuousClock.now
+        for i in 1...32 {
+            try await busy.send(requestFrame(callID: UInt32(i), methodID: InlineEcho.Method.echo.id,
+                                             message: EchoRequest(index: UInt32(i)).serializedBytes()))
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        try await waitUntil { quiet.frames.contains { $0.type == 0x05 } }
+        XCTAssertEqual(goAway(quiet)?.1, "idle timeout")
+        let closed = await quiet.waitForClose()
+        XCTAssertTrue(closed, "and was closed (it never answers the drain PING)")
+        XCTAssertLessThan(ContinuousClock.now - started, .seconds(3))
+        XCTAssertFalse(busy.frames.contains { $0.type == 0x05 }, "a connection with requests is not idle")
+        try await waitUntil { busy.frames.filter { $0.type == 0x02 }.count == 32 }
+    }
+
     func testAReaderThatNeverReadsCannotGrowTheServerWithoutBound() async throws {
         // The raw client never reads: responses back up in the server's socket,
         // the server stops reading, and the client's writes stall. Without

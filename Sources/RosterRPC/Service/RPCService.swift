@@ -94,7 +94,14 @@ public struct RPCContext: Sendable {
 /// awaits is `async`: the request is decoded on the event loop, then the
 /// handler runs in a task.
 public struct RPCServerMethod: Sendable {
-    public typealias InlineBody = @Sendable (UnsafeRawBufferPointer, RPCContext) throws -> any ProtoMessage
+    /// Receives an inline handler's response: its encoded size, then a
+    /// function that writes exactly that many bytes into the space given.
+    /// The transport writes the response straight into its send buffer, so
+    /// the response is never boxed or copied on the way.
+    public typealias ResponseSink = (_ size: Int, _ encode: (UnsafeMutableRawBufferPointer) -> Void) -> Void
+    /// Decodes the request, runs the handler, and passes the response to the
+    /// sink (once, as its last step, and only if the handler succeeded).
+    public typealias InlineBody = @Sendable (UnsafeRawBufferPointer, RPCContext, ResponseSink) throws -> Void
     public typealias AsyncBody = @Sendable (RPCContext) async throws -> any ProtoMessage
     public typealias Decoder = @Sendable (UnsafeRawBufferPointer) throws -> AsyncBody
 
@@ -112,16 +119,27 @@ public struct RPCServerMethod: Sendable {
     }
 
     /// A method whose handler runs inline on the event loop.
+    ///
+    /// Inlinable so that it is specialised where the generated code names the
+    /// concrete request and response types: decoding and encoding then run
+    /// without generic metadata lookups or witness-table calls.
+    @inlinable
     public static func inline<Request: ProtoMessage, Response: ProtoMessage>(
         _ descriptor: RPCMethodDescriptor,
         _ handler: @escaping @Sendable (Request, RPCContext) throws -> Response
     ) -> RPCServerMethod {
-        RPCServerMethod(descriptor, body: .inline { bytes, context in
-            try handler(try Request(decoding: bytes), context)
+        RPCServerMethod(descriptor, body: .inline { bytes, context, sink in
+            let response = try handler(try Request(decoding: bytes), context)
+            let size = response.serializedSize
+            sink(size) { buffer in
+                let written = response.encode(into: buffer)
+                assert(written == size, "serializedSize disagrees with encode(to:)")
+            }
         })
     }
 
     /// A method whose handler may suspend.
+    @inlinable
     public static func async<Request: ProtoMessage, Response: ProtoMessage>(
         _ descriptor: RPCMethodDescriptor,
         _ handler: @escaping @Sendable (Request, RPCContext) async throws -> Response

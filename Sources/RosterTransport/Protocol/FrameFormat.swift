@@ -155,9 +155,19 @@ public enum FrameWriter {
     /// a server answering a batch of calls writes them all into one buffer.
     public static func appendOKResponse(callID: UInt32, message: any ProtoMessage, to buffer: inout ByteBuffer) {
         let size = message.serializedSize
-        writeHeader(into: &buffer, length: 1 + size, type: .response, callID: callID)
-        buffer.writeInteger(RPCStatusCode.ok.rawValue)
-        writeMessage(message, size: size, into: &buffer)
+        appendOKResponse(callID: callID, size: size, to: &buffer) { message.encode(into: $0) }
+    }
+
+    /// Appends an OK RESPONSE whose `size`-byte body `encode` writes in place.
+    public static func appendOKResponse(
+        callID: UInt32, size: Int, to buffer: inout ByteBuffer, encode: (UnsafeMutableRawBufferPointer) -> Void
+    ) {
+        // Header and status in one write: length, type, flags, call id, status.
+        buffer.writeMultipleIntegers(UInt32(1 + size), FrameType.response.rawValue, UInt8(0), callID, RPCStatusCode.ok.rawValue)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { bytes in
+            encode(UnsafeMutableRawBufferPointer(rebasing: bytes[..<size]))
+            return size
+        }
     }
 
     public static func appendErrorResponse(callID: UInt32, error: RPCError, flags: UInt8 = 0, to buffer: inout ByteBuffer) {

@@ -20,7 +20,8 @@ public final class RPCServer: Service, Sendable {
         /// Reading from a connection pauses while this many calls are running on it.
         public var maxConcurrentCallsPerConnection: Int
         public var maxFrameSize: Int
-        /// A connection with no traffic and no calls for this long is closed.
+        /// A connection that sends no request and has no call in flight for
+        /// this long is drained and closed (within one and a half times it).
         public var idleTimeout: TimeAmount?
         /// Applied to calls that carry no deadline of their own.
         public var defaultTimeout: TimeAmount?
@@ -50,7 +51,7 @@ public final class RPCServer: Service, Sendable {
     }
 
     public let configuration: Configuration
-    private let router: MethodRouter
+    private let routes: RouteTable
     private let metrics: ServerMetrics
     private let logger: Logger
     private let group: any EventLoopGroup
@@ -62,8 +63,9 @@ public final class RPCServer: Service, Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) throws(RPCServerError) {
         self.configuration = configuration
-        self.router = try MethodRouter(services: services)
-        self.metrics = ServerMetrics(router: router)
+        let metrics = ServerMetrics()
+        self.routes = RouteTable(router: try MethodRouter(services: services), metrics: metrics)
+        self.metrics = metrics
         self.logger = logger
         self.group = group
         self.closed = group.next().makePromise()
@@ -77,7 +79,7 @@ public final class RPCServer: Service, Sendable {
     /// Binds the listening socket.
     public func start() async throws {
         let configuration = self.configuration
-        let router = self.router
+        let routes = self.routes
         let metrics = self.metrics
         let logger = self.logger
         let listener = try await ServerBootstrap(group: group)
@@ -98,10 +100,7 @@ public final class RPCServer: Service, Sendable {
                         return
                     }
                     let sync = channel.pipeline.syncOperations
-                    if let idle = configuration.idleTimeout {
-                        try sync.addHandler(IdleStateHandler(allTimeout: idle))
-                    }
-                    try sync.addHandler(ServerConnectionHandler(router: router, configuration: configuration, metrics: metrics, logger: logger))
+                    try sync.addHandler(ServerConnectionHandler(routes: routes, configuration: configuration, metrics: metrics, logger: logger))
                 }
             }
             .bind(host: configuration.host, port: configuration.port)

@@ -22,7 +22,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     private struct Call {
         var task: Task<Void, Never>
         var timer: Scheduled<Void>?
-        var method: RPCMethodDescriptor
+        var route: Route
         var started: NIODeadline
     }
 
@@ -36,7 +36,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         case closed
     }
 
-    private let router: MethodRouter
+    private let routes: RouteTable
     private let configuration: RPCServer.Configuration
     private let metrics: ServerMetrics
     private let logger: Logger
@@ -60,9 +60,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// Bytes of a frame not yet complete.
     private var cumulation: ByteBuffer?
 
-    init(router: MethodRouter, configuration: RPCServer.Configuration, metrics: ServerMetrics, logger: Logger) {
+    init(routes: RouteTable, configuration: RPCServer.Configuration, metrics: ServerMetrics, logger: Logger) {
         self.decoder = FrameDecoder(maxFrameSize: configuration.maxFrameSize)
-        self.router = router
+        self.routes = routes
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
@@ -72,6 +72,46 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         self.context = context
         peer = context.channel.remoteAddress?.description ?? "unknown"
         outgoing = context.channel.allocator.buffer(capacity: Self.outgoingCapacity)
+        if let idle = configuration.idleTimeout { scheduleIdleCheck(in: .nanoseconds(idle.nanoseconds / 2)) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleCheck?.cancel()
+        idleCheck = nil
+    }
+
+    // MARK: Idle connections
+    //
+    // Checked here by a timer rather than by NIO's IdleStateHandler, which
+    // would sit in the pipeline and allocate a promise for every write to
+    // learn when it completed. A read sets a flag; a timer every half idle
+    // period looks at it. Two quiet checks in a row with no call in flight
+    // drain the connection: it closes after between one and one and a half
+    // idle periods without a request.
+
+    private var sawRequestBytes = false
+    private var quietChecks = 0
+    private var idleCheck: Scheduled<Void>?
+
+    private func scheduleIdleCheck(in delay: TimeAmount) {
+        let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+        idleCheck = context.eventLoop.scheduleTask(in: delay) { handler.value.checkIdle(every: delay) }
+    }
+
+    private func checkIdle(every delay: TimeAmount) {
+        guard case .open = state else { return }
+        if sawRequestBytes || !calls.isEmpty {
+            sawRequestBytes = false
+            quietChecks = 0
+        } else {
+            quietChecks += 1
+            if quietChecks >= 2 {
+                logger.debug("closing idle connection", metadata: ["peer": "\(peer)"])
+                startDraining(reason: "idle timeout")
+                return
+            }
+        }
+        scheduleIdleCheck(in: delay)
     }
 
     /// Hands the batched responses to the channel (without flushing).
@@ -91,6 +131,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
+        sawRequestBytes = true
         if var pending = cumulation {
             cumulation = nil
             pending.writeBuffer(&buffer)
@@ -144,7 +185,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             if let call = calls.removeValue(forKey: frame.callID) {
                 call.task.cancel()
                 call.timer?.cancel()
-                metrics.finished(call.method, code: .cancelled, since: call.started)
+                call.route.metrics.finished(code: .cancelled, since: call.started)
                 afterCallRemoved()
             }
         case .ping:
@@ -182,7 +223,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                     flags: FrameFlags.notProcessed)
             return
         }
-        guard let method = router.methods[head.methodID] else {
+        guard let route = routes.route(head.methodID) else {
             metrics.unknownMethod()
             respond(callID, error: RPCError(.unimplemented, "unknown method id 0x\(String(head.methodID, radix: 16))"))
             return
@@ -191,26 +232,30 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let timeout = head.timeoutMilliseconds > 0
             ? TimeAmount.milliseconds(Int64(head.timeoutMilliseconds)) : configuration.defaultTimeout
         let callContext = RPCContext(
-            method: method.descriptor, metadata: head.metadata,
+            method: route.descriptor, metadata: head.metadata,
             deadline: timeout.map { .now + .nanoseconds($0.nanoseconds) }, peer: peer)
 
-        switch method.body {
+        switch route.method.body {
         case .inline(let body):
-            // Runs on the event loop: no task, no hop, no copy of the request bytes.
-            let result: Result<any ProtoMessage, any Error>
+            // Runs on the event loop: no task, no hop, no copy of the request
+            // bytes, and the response is encoded straight into the send buffer.
             do {
-                result = .success(try payload.withUnsafeReadableBytes { try body($0, callContext) })
+                try payload.withUnsafeReadableBytes { request in
+                    try body(request, callContext) { size, encode in
+                        FrameWriter.appendOKResponse(callID: callID, size: size, to: &outgoing, encode: encode)
+                    }
+                }
+                route.metrics.finished(code: .ok, since: started)
             } catch {
-                result = .failure(error)
+                fail(callID, route: route, started: started, error: error)
             }
-            complete(callID, method: method.descriptor, started: started, result: result)
 
         case .async(let decode):
             let run: RPCServerMethod.AsyncBody
             do {
                 run = try payload.withUnsafeReadableBytes { try decode($0) }
             } catch {
-                complete(callID, method: method.descriptor, started: started, result: .failure(error))
+                fail(callID, route: route, started: started, error: error)
                 return
             }
             let loop = context.eventLoop
@@ -221,7 +266,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 do { result = .success(try await run(callContext)) } catch { result = .failure(error) }
                 loop.execute { handler.value.asyncCallFinished(callID, result: result) }
             }
-            var call = Call(task: task, timer: nil, method: method.descriptor, started: started)
+            var call = Call(task: task, timer: nil, route: route, started: started)
             if let timeout {
                 call.timer = loop.scheduleTask(in: timeout) { handler.value.deadlineExpired(callID) }
             }
@@ -234,7 +279,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard let call = calls.removeValue(forKey: callID) else { return }
         call.timer?.cancel()
         metrics.inFlight.decrement()
-        complete(callID, method: call.method, started: call.started, result: result)
+        complete(callID, route: call.route, started: call.started, result: result)
         scheduleFlush()
         afterCallRemoved()
     }
@@ -244,23 +289,28 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         call.task.cancel()
         metrics.inFlight.decrement()
         let elapsed = (NIODeadline.now() - call.started).nanoseconds / 1_000_000
-        complete(callID, method: call.method, started: call.started,
-                 result: .failure(RPCError(.deadlineExceeded, "deadline exceeded after \(elapsed) ms")))
+        fail(callID, route: call.route, started: call.started,
+             error: RPCError(.deadlineExceeded, "deadline exceeded after \(elapsed) ms"))
         scheduleFlush()
         afterCallRemoved()
     }
 
-    /// Answers a call and records its outcome.
-    private func complete(_ callID: UInt32, method: RPCMethodDescriptor, started: NIODeadline, result: Result<any ProtoMessage, any Error>) {
+    /// Answers an async call and records its outcome.
+    private func complete(_ callID: UInt32, route: Route, started: NIODeadline, result: Result<any ProtoMessage, any Error>) {
         switch result {
         case .success(let response):
             FrameWriter.appendOKResponse(callID: callID, message: response, to: &outgoing)
-            metrics.finished(method, code: .ok, since: started)
+            route.metrics.finished(code: .ok, since: started)
         case .failure(let error):
-            let rpcError = mapError(error, method: method)
-            respond(callID, error: rpcError)
-            metrics.finished(method, code: rpcError.code, since: started)
+            fail(callID, route: route, started: started, error: error)
         }
+    }
+
+    /// Answers a call that failed and records its status.
+    private func fail(_ callID: UInt32, route: Route, started: NIODeadline, error: any Error) {
+        let rpcError = mapError(error, method: route.descriptor)
+        respond(callID, error: rpcError)
+        route.metrics.finished(code: rpcError.code, since: started)
     }
 
     private func mapError(_ error: any Error, method: RPCMethodDescriptor) -> RPCError {
@@ -328,15 +378,6 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             promise?.succeed()
         } else {
             context.triggerUserOutboundEvent(event, promise: promise)
-        }
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .all, calls.isEmpty {
-            logger.debug("closing idle connection", metadata: ["peer": "\(peer)"])
-            startDraining(reason: "idle timeout")
-        } else {
-            context.fireUserInboundEventTriggered(event)
         }
     }
 
@@ -408,7 +449,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             call.task.cancel()
             call.timer?.cancel()
             metrics.inFlight.decrement()
-            metrics.finished(call.method, code: .cancelled, since: call.started)
+            call.route.metrics.finished(code: .cancelled, since: call.started)
         }
         calls.removeAll()
         context.fireChannelInactive()

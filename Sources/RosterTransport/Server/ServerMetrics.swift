@@ -21,6 +21,44 @@ struct MethodRouter: Sendable {
     }
 }
 
+/// A hosted method with its metrics, resolved once so that a call costs one
+/// table lookup and no dictionary or label work.
+final class Route: Sendable {
+    let method: RPCServerMethod
+    let metrics: MethodMetrics
+
+    init(method: RPCServerMethod, metrics: MethodMetrics) {
+        self.method = method
+        self.metrics = metrics
+    }
+
+    var descriptor: RPCMethodDescriptor { method.descriptor }
+}
+
+/// Finds the route for a wire method id: an array indexed by service id and
+/// method number (ids are small and dense), not a hashed lookup per call.
+struct RouteTable: Sendable {
+    private let services: [[Route?]]
+
+    init(router: MethodRouter, metrics: ServerMetrics) {
+        var services: [[Route?]] = []
+        for (id, method) in router.methods {
+            let service = Int(id >> 16), number = Int(id & 0xFFFF)
+            while services.count <= service { services.append([]) }
+            while services[service].count <= number { services[service].append(nil) }
+            services[service][number] = Route(method: method, metrics: metrics.forMethod(method.descriptor))
+        }
+        self.services = services
+    }
+
+    @inline(__always)
+    func route(_ id: UInt32) -> Route? {
+        let service = Int(id >> 16), number = Int(id & 0xFFFF)
+        guard service < services.count, number < services[service].count else { return nil }
+        return services[service][number]
+    }
+}
+
 /// A mistake in how a server was put together.
 public enum RPCServerError: Error, Sendable, CustomStringConvertible {
     case duplicateMethodID(UInt32, RPCMethodDescriptor, RPCMethodDescriptor)
@@ -43,35 +81,40 @@ public enum RPCServerError: Error, Sendable, CustomStringConvertible {
 /// - `roster_rpc_server_inflight_calls`: async calls running now.
 /// - `roster_rpc_server_connections`: open connections.
 final class ServerMetrics: Sendable {
-    private let calls: [UInt32: [Counter]]
-    private let durations: [UInt32: Timer]
     private let unknown: Counter
     let inFlight: Meter
     let connections: Meter
 
-    init(router: MethodRouter) {
-        var calls: [UInt32: [Counter]] = [:]
-        var durations: [UInt32: Timer] = [:]
-        for (id, method) in router.methods {
-            let name = method.descriptor.description
-            calls[id] = RPCStatusCode.allCases.map {
-                Counter(label: "roster_rpc_server_calls_total", dimensions: [("method", name), ("code", $0.description)])
-            }
-            durations[id] = Timer(label: "roster_rpc_server_call_duration_seconds", dimensions: [("method", name)],
-                                  preferredDisplayUnit: .seconds)
-        }
-        self.calls = calls
-        self.durations = durations
+    init() {
         unknown = Counter(label: "roster_rpc_server_calls_total", dimensions: [("method", "unknown"), ("code", "UNIMPLEMENTED")])
         inFlight = Meter(label: "roster_rpc_server_inflight_calls")
         connections = Meter(label: "roster_rpc_server_connections")
     }
 
-    func finished(_ method: RPCMethodDescriptor, code: RPCStatusCode, since start: NIODeadline) {
-        // allCases is in raw-value order from 0, so the code indexes the array.
-        calls[method.id]?[Int(code.rawValue)].increment()
-        durations[method.id]?.recordNanoseconds((NIODeadline.now() - start).nanoseconds)
+    func forMethod(_ descriptor: RPCMethodDescriptor) -> MethodMetrics {
+        MethodMetrics(descriptor)
     }
 
     func unknownMethod() { unknown.increment() }
+}
+
+/// One method's call counters (one per status code) and duration timer.
+final class MethodMetrics: Sendable {
+    private let calls: [Counter]
+    private let duration: Timer
+
+    init(_ descriptor: RPCMethodDescriptor) {
+        let name = descriptor.description
+        // allCases is in raw-value order from 0, so a code indexes the array.
+        calls = RPCStatusCode.allCases.map {
+            Counter(label: "roster_rpc_server_calls_total", dimensions: [("method", name), ("code", $0.description)])
+        }
+        duration = Timer(label: "roster_rpc_server_call_duration_seconds", dimensions: [("method", name)],
+                         preferredDisplayUnit: .seconds)
+    }
+
+    func finished(code: RPCStatusCode, since start: NIODeadline) {
+        calls[Int(code.rawValue)].increment()
+        duration.recordNanoseconds((NIODeadline.now() - start).nanoseconds)
+    }
 }

@@ -1,7 +1,7 @@
 // match-bench: how fast Roster answers membership questions.
 //
 //   match-bench lookup  [--keys 1000000,10000000]   in-process ns per lookup, single and batched
-//   match-bench network [--keys 10000000] [--seconds 5] [--redis PATH]
+//   match-bench network [--keys 10000000] [--seconds 2] [--rounds 5] [--server PATH|self] [--redis PATH]
 //                        the match server and redis-server over loopback, same
 //                        hashes, same connections, same pipelining depth
 //
@@ -356,6 +356,23 @@ func openLoop(wire: Wire, port: Int, rate: Int, probes: [UInt8], seconds: Double
 
 // MARK: - Servers
 
+/// CPU time a process has used so far, in microseconds, in user space and in the kernel.
+struct CPUTime {
+    var user = 0.0
+    var system = 0.0
+    static func - (a: CPUTime, b: CPUTime) -> CPUTime { CPUTime(user: a.user - b.user, system: a.system - b.system) }
+    static func / (a: CPUTime, n: Double) -> CPUTime { CPUTime(user: a.user / n, system: a.system / n) }
+}
+
+func cpuTime(pid: Int32) -> CPUTime {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = text.lastIndex(of: ")") else { return CPUTime() }
+    // Fields after the command name: state is field 3, utime 14, stime 15.
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    let tick = 1e6 / Double(sysconf(Int32(_SC_CLK_TCK)))
+    return CPUTime(user: (Double(fields[11]) ?? 0) * tick, system: (Double(fields[12]) ?? 0) * tick)
+}
+
 func rss(pid: Int32) -> Int {
     guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return 0 }
@@ -421,7 +438,7 @@ func progress(_ text: String) {
     FileHandle.standardError.write(Data("[match-bench] \(text)\n".utf8))
 }
 
-func networkBench(keys n: Int, seconds: Double, redisPath: String) async throws {
+func networkBench(keys n: Int, seconds: Double, roundCount: Int, serverPath: String, redisPath: String) async throws {
     progress("generating \(n) keys")
     let root = FileManager.default.temporaryDirectory.appendingPathComponent("match-bench-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: root.appendingPathComponent("segments"), withIntermediateDirectories: true)
@@ -437,15 +454,32 @@ func networkBench(keys n: Int, seconds: Double, redisPath: String) async throws 
 
     // Roster.
     progress("starting the match server")
-    // MATCH_BENCH_WRAPPER (e.g. "valgrind --tool=callgrind") runs the server under a profiler.
-    let wrapper = ProcessInfo.processInfo.environment["MATCH_BENCH_WRAPPER"].map { $0.split(separator: " ").map(String.init) } ?? []
-    let (roster, rosterPipe) = wrapper.isEmpty
-        ? try spawn(CommandLine.arguments[0], ["serve", root.path, "0"])
-        : try spawn("/usr/bin/env", wrapper + [CommandLine.arguments[0], "serve", root.path, "0"])
-    defer { roster.terminate() }
+    // The server measured is the shipped binary, `roster match-server`, built
+    // by the root package with its own compiler settings (`--server PATH`;
+    // `--server self` runs the same library in this process's own binary).
+    let (roster, rosterPipe): (Process, Pipe)
+    if serverPath == "self" {
+        (roster, rosterPipe) = try spawn(CommandLine.arguments[0], ["serve", root.path, "0"])
+    } else {
+        guard FileManager.default.isExecutableFile(atPath: serverPath) else {
+            fatalError("no roster binary at \(serverPath): run `swift build -c release --product roster` in the project root, or pass --server PATH")
+        }
+        (roster, rosterPipe) = try spawn(serverPath, ["match-server", "--no-auth", "--data", root.path, "--store", root.path,
+                                                      "--listen", "127.0.0.1:0", "--log-level", "error"])
+    }
+    defer { kill(roster.processIdentifier, SIGKILL); roster.waitUntilExit() }
     var line = Data()
-    while !line.contains(10) { line.append(rosterPipe.fileHandleForReading.availableData) }
-    let rosterPort = Int(String(decoding: line, as: UTF8.self).split(separator: " ")[1].trimmingCharacters(in: .whitespacesAndNewlines))!
+    while !line.contains(10) {
+        let chunk = rosterPipe.fileHandleForReading.availableData
+        if chunk.isEmpty { fatalError("the match server exited before it was ready") }
+        line.append(chunk)
+    }
+    // "ready <port>" from `serve`, "match server listening on 127.0.0.1:<port>; ..." from roster.
+    let text = String(decoding: line, as: UTF8.self)
+    let portText = serverPath == "self"
+        ? text.split(separator: " ")[1]
+        : text.split(separator: ";")[0].split(separator: ":").last!
+    let rosterPort = Int(portText.trimmingCharacters(in: .whitespacesAndNewlines))!
     let rssBefore = rss(pid: roster.processIdentifier)
     let client = RPCClient(host: "127.0.0.1", port: rosterPort)
     _ = try await MatchAdmin.Client(transport: client).publish(PublishRequest(advertiserId: "bench", version: 1, segments: [SegmentRef(path: "segments/0.seg")]))
@@ -455,7 +489,10 @@ func networkBench(keys n: Int, seconds: Double, redisPath: String) async throws 
     // Redis.
     let redisPort = freePort()
     let (redis, _) = try spawn(redisPath, ["--port", "\(redisPort)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-    defer { redis.terminate() }
+    // SIGKILL, not SIGTERM: the child inherits a signal mask with SIGTERM
+    // blocked from the spawning thread, and a left-over redis-server would
+    // take CPU from every later run.
+    defer { kill(redis.processIdentifier, SIGKILL); redis.waitUntilExit() }
     var redisSocket: Socket?
     for _ in 0..<100 where redisSocket == nil {
         redisSocket = try? Socket(port: redisPort)
@@ -479,19 +516,38 @@ func networkBench(keys n: Int, seconds: Double, redisPath: String) async throws 
     _ = closedLoop(wire: rosterWire, port: rosterPort, connections: 1, depth: 16, batch: 1000, probes: probes, seconds: 0.5)
     let rssAfter = rss(pid: roster.processIdentifier)
 
-    print("| call | connections x depth | system | calls/s | keys/s | p50 µs | p99 µs | keys/s ratio |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("Medians of \(roundCount) alternating rounds of \(Int(seconds)) s each.")
+    print()
+    print("| call | connections x depth | system | calls/s | keys/s | p50 µs | p99 µs | server CPU µs/call user + sys | keys/s ratio |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     let only = ProcessInfo.processInfo.environment["MATCH_BENCH_ONLY_MATCH"] != nil
     let openOnly = ProcessInfo.processInfo.environment["MATCH_BENCH_ONLY_OPEN_LOOP"] != nil
-    for (name, batch, connections, depth) in (only ? [("Match / SISMEMBER", 1, 1, 64)] : openOnly ? [] : [("Match / SISMEMBER", 1, 1, 64), ("Match / SISMEMBER", 1, 4, 64),
+    for (name, batch, connections, depth) in (only ? [("Match / SISMEMBER", 1, 1, Int(ProcessInfo.processInfo.environment["MATCH_BENCH_DEPTH"] ?? "64") ?? 64)] : openOnly ? [] : [("Match / SISMEMBER", 1, 1, 64), ("Match / SISMEMBER", 1, 4, 64),
                                               ("MatchMany 100 / SMISMEMBER 100", 100, 1, 8), ("MatchMany 100 / SMISMEMBER 100", 100, 4, 8),
                                               ("MatchMany 1000 / SMISMEMBER 1000", 1000, 1, 4), ("MatchMany 1000 / SMISMEMBER 1000", 1000, 4, 4)]) {
-        let ours = closedLoop(wire: rosterWire, port: rosterPort, connections: connections, depth: depth, batch: batch, probes: probes, seconds: seconds)
-        let theirs = closedLoop(wire: redisWire, port: redisPort, connections: connections, depth: depth, batch: batch, probes: probes, seconds: seconds)
-        for (system, r) in [("roster", ours), ("redis", theirs)] {
-            let ratio = system == "roster" ? String(format: "%.2fx", Double(ours.keys) / Double(max(1, theirs.keys))) : ""
-            print(String(format: "| %@ | %d x %d | %@ | %.0f | %.0f | %.0f | %.0f | %@ |", name, connections, depth, system,
-                         Double(r.requests) / r.seconds, Double(r.keys) / r.seconds, r.p(0.5), r.p(0.99), ratio))
+        // Rounds alternate the two systems so a burst of noise on this shared
+        // machine hits both; the ratio is the median of the per-round ratios.
+        // Server CPU per call counts the 0.5 s warm-up's calls' share for both.
+        var rounds: [(ours: LoadResult, theirs: LoadResult, ourCPU: CPUTime, theirCPU: CPUTime)] = []
+        for _ in 0..<roundCount {
+            let rosterCPU0 = cpuTime(pid: roster.processIdentifier)
+            let ours = closedLoop(wire: rosterWire, port: rosterPort, connections: connections, depth: depth, batch: batch, probes: probes, seconds: seconds)
+            let ourCPU = (cpuTime(pid: roster.processIdentifier) - rosterCPU0) / (Double(ours.requests) * (1 + 0.5 / seconds))
+            let redisCPU0 = cpuTime(pid: redis.processIdentifier)
+            let theirs = closedLoop(wire: redisWire, port: redisPort, connections: connections, depth: depth, batch: batch, probes: probes, seconds: seconds)
+            let theirCPU = (cpuTime(pid: redis.processIdentifier) - redisCPU0) / (Double(theirs.requests) * (1 + 0.5 / seconds))
+            rounds.append((ours, theirs, ourCPU, theirCPU))
+        }
+        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+        let ratio = median(rounds.map { Double($0.ours.keys) / Double(max(1, $0.theirs.keys)) })
+        for system in ["roster", "redis"] {
+            let results = rounds.map { system == "roster" ? $0.ours : $0.theirs }
+            let cpu = rounds.map { system == "roster" ? $0.ourCPU : $0.theirCPU }
+            print(String(format: "| %@ | %d x %d | %@ | %.0f | %.0f | %.0f | %.0f | %.2f + %.2f | %@ |", name, connections, depth, system,
+                         median(results.map { Double($0.requests) / $0.seconds }), median(results.map { Double($0.keys) / $0.seconds }),
+                         median(results.map { $0.p(0.5) }), median(results.map { $0.p(0.99) }),
+                         median(cpu.map(\.user)), median(cpu.map(\.system)),
+                         system == "roster" ? String(format: "%.2fx", ratio) : ""))
         }
     }
     if only { return }
@@ -528,9 +584,11 @@ case "lookup":
     try lookupBench(sizes: sizes)
 case "network":
     try await networkBench(keys: Int(option("--keys") ?? "10000000") ?? 10_000_000,
-                           seconds: Double(option("--seconds") ?? "5") ?? 5,
+                           seconds: Double(option("--seconds") ?? "2") ?? 2,
+                           roundCount: Int(option("--rounds") ?? "5") ?? 5,
+                           serverPath: option("--server") ?? "../../.build/release/roster",
                            redisPath: option("--redis") ?? "/usr/bin/redis-server")
 default:
-    FileHandle.standardError.write(Data("usage: match-bench lookup [--keys N,M] | network [--keys N] [--seconds S] [--redis PATH]\n".utf8))
+    FileHandle.standardError.write(Data("usage: match-bench lookup [--keys N,M] | network [--keys N] [--seconds S] [--rounds R] [--server PATH|self] [--redis PATH]\n".utf8))
     exit(2)
 }
