@@ -7,15 +7,30 @@ public struct MemberHash: Hashable, Sendable, CustomStringConvertible {
 
     /// From 32 hex digits (either case; surrounding whitespace ignored).
     public init?(hex: some StringProtocol) {
-        let text = hex.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard text.utf8.count == 32 else { return nil }
-        var out = Data(capacity: 16)
-        var iterator = text.utf8.makeIterator()
-        while let high = iterator.next(), let low = iterator.next() {
-            guard let h = Self.nibble(high), let l = Self.nibble(low) else { return nil }
-            out.append(h << 4 | l)
+        var text = hex
+        guard let bytes = text.withUTF8Bytes({ Self.decode($0) }) else { return nil }
+        self.bytes = bytes
+    }
+
+    /// From 32 hex digits in UTF-8 (either case; surrounding ASCII whitespace,
+    /// CR included, ignored): a line of a hash file, with no String made.
+    public init?(hexUTF8 line: UnsafeRawBufferPointer) {
+        guard let bytes = Self.decode(line) else { return nil }
+        self.bytes = bytes
+    }
+
+    private static func decode(_ line: UnsafeRawBufferPointer) -> Data? {
+        func isSpace(_ c: UInt8) -> Bool { c == 0x20 || (0x09...0x0D).contains(c) }
+        var start = 0, end = line.count
+        while start < end, isSpace(line[start]) { start += 1 }
+        while end > start, isSpace(line[end - 1]) { end -= 1 }
+        guard end - start == 32 else { return nil }
+        var out = [UInt8](repeating: 0, count: 16)
+        for i in 0..<16 {
+            guard let h = nibble(line[start + 2 * i]), let l = nibble(line[start + 2 * i + 1]) else { return nil }
+            out[i] = h << 4 | l
         }
-        bytes = out
+        return Data(out)
     }
 
     /// From an email: trimmed, lowercased, then MD5.
@@ -39,5 +54,14 @@ public struct MemberHash: Hashable, Sendable, CustomStringConvertible {
         case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
         default: return nil
         }
+    }
+}
+
+extension StringProtocol {
+    /// Runs `body` over the string's UTF-8 bytes, contiguous (copied once if
+    /// the string is not stored contiguously).
+    fileprivate mutating func withUTF8Bytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        if let result = utf8.withContiguousStorageIfAvailable({ body(UnsafeRawBufferPointer($0)) }) { return result }
+        return Array(utf8).withUnsafeBytes(body)
     }
 }

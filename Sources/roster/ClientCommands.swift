@@ -286,15 +286,26 @@ struct MatchCommand: AsyncParsableCommand {
 func readHashFile(_ path: String, skipInvalid: Bool = false, limit: Int = .max) throws -> [MemberHash] {
     guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read \(path)") }
     var out: [MemberHash] = []
-    for (n, line) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() where out.count < limit {
-        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        if text.isEmpty { continue }
-        guard let hash = MemberHash(hex: text) else {
-            if skipInvalid { continue }
-            throw CLIError("\(path):\(n + 1): not a 32-hex-digit hash")
+    // Bytes, not a String per line: a million-line file reads in well under a second.
+    var badLine: Int?
+    data.withUnsafeBytes { (file: UnsafeRawBufferPointer) in
+        var lineStart = 0, lineNumber = 0
+        while lineStart < file.count, out.count < limit {
+            lineNumber += 1
+            let rest = UnsafeRawBufferPointer(rebasing: file[lineStart...])
+            let length = rest.firstIndex(of: UInt8(ascii: "\n")) ?? rest.count
+            let line = UnsafeRawBufferPointer(rebasing: rest[..<length])
+            lineStart += length + 1
+            if line.allSatisfy({ $0 == 0x20 || (0x09...0x0D).contains($0) }) { continue }
+            if let hash = MemberHash(hexUTF8: line) {
+                out.append(hash)
+            } else if !skipInvalid {
+                badLine = lineNumber
+                return
+            }
         }
-        out.append(hash)
     }
+    if let badLine { throw CLIError("\(path):\(badLine): not a 32-hex-digit hash") }
     guard !out.isEmpty else { throw CLIError("\(path) holds no 32-hex-digit hashes") }
     return out
 }

@@ -145,7 +145,10 @@ final class CLITests: XCTestCase {
     /// exit, never a crash or a stack trace.
     func testBadInputGivesAClearErrorAndNonZeroExit() throws {
         let unreachable = "127.0.0.1:1"
+        let badFile = root.appendingPathComponent("bad-hashes.txt")
+        try Data("0cc175b9c0f1b6a831c399e269772661\r\n\n  92eb5ffee6ae2fec3ad71c777531578f \nnot-a-hash\n".utf8).write(to: badFile)
         let cases: [([String], String)] = [
+            (["match", "--advertiser", "a", "--file", badFile.path], "\(badFile.path):4: not a 32-hex-digit hash"),
             (["match", "--advertiser", "a", "--hash", "xyz"], "--hash must be 32 hex digits"),
             (["match", "--advertiser", "a"], "give exactly one of --hash, --email or --file"),
             (["match", "--match", unreachable, "--advertiser", "a", "--email", "a@b.c"], "match failed: UNAVAILABLE"),

@@ -29,6 +29,15 @@ final class RosterClientTests: XCTestCase {
         XCTAssertNil(MemberHash(hex: "0cc175b9c0f1b6a831c399e26977266"), "31 digits")
         XCTAssertNil(MemberHash(hex: "0cc175b9c0f1b6a831c399e26977266g"), "not hex")
         XCTAssertNil(MemberHash(bytes: Data(count: 15)))
+        // The byte-level form hash files are read with: ASCII whitespace and CR trimmed.
+        func line(_ text: String) -> MemberHash? { Array(text.utf8).withUnsafeBytes { MemberHash(hexUTF8: $0) } }
+        XCTAssertEqual(line("\t0cc175b9c0f1b6a831c399e269772661\r"), MemberHash(email: "a"))
+        XCTAssertEqual(line("0CC175B9C0F1B6A831C399E269772661"), MemberHash(email: "a"))
+        XCTAssertNil(line(""))
+        XCTAssertNil(line("0cc175b9c0f1b6a831c399e2697726610"), "33 digits")
+        XCTAssertNil(line("0cc175b9c0f1b6a8 1c399e269772661"), "a space inside")
+        XCTAssertNil(line("0cc175b9c0f1b6a831c399e26977266é"), "not ASCII")
+        XCTAssertEqual(MemberHash(hex: "0cc175b9c0f1b6a831c399e269772661"[...]), MemberHash(email: "a"), "a Substring")
     }
 
     /// The library end to end: a match server in process, asked through `MatchClient`.
