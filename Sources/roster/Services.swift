@@ -79,10 +79,10 @@ enum ServiceFactory {
         } catch {
             throw CLIError("cannot load the match manifest in \(store.path): \(error)")
         }
-        access.warnIfDisabled(logger)
+        // MatchHandler logs the warning if token checks are off.
         let server = try RPCServer(
             configuration: .init(host: endpoint.host, port: endpoint.port),
-            services: [MatchHandler(catalog: catalog, access: access), AdminHandler(catalog: catalog, access: access)],
+            services: [MatchHandler(catalog: catalog, access: access, logger: logger), AdminHandler(catalog: catalog, access: access)],
             logger: logger)
         return (server, catalog)
     }
