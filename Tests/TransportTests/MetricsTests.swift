@@ -18,10 +18,13 @@ final class MetricsTests: XCTestCase {
         let registry = Self.registry
         let endpoint = MetricsEndpoint(registry: registry)
         try await endpoint.start()
-        let (server, port) = try await startServer([EchoService()])
+        let (server, port) = try await startServer([EchoService(), InlineEchoService()])
         let client = RPCClient(host: "127.0.0.1", port: port)
         let stub = Echo.Client(transport: client)
         for i in 0..<3 { _ = try await stub.echo(EchoRequest(index: UInt32(i))) }
+        // Inline calls are all counted and one in 16 is timed.
+        let inline = InlineEcho.Client(transport: client)
+        for i in 0..<40 { _ = try await inline.echo(EchoRequest(index: UInt32(i))) }
         await assertStatus(.notFound) { try await stub.echo(EchoRequest(failWith: 5)) }
 
         let url = URL(string: "http://127.0.0.1:\(endpoint.localAddress!.port!)/metrics")!
@@ -30,7 +33,9 @@ final class MetricsTests: XCTestCase {
         let text = String(decoding: data, as: UTF8.self)
         XCTAssertTrue(text.contains(#"roster_rpc_server_calls_total{method="test.v1.Echo/Echo",code="OK"} 3"#), text)
         XCTAssertTrue(text.contains(#"roster_rpc_server_calls_total{method="test.v1.Echo/Echo",code="NOT_FOUND"} 1"#), text)
-        XCTAssertTrue(text.contains("roster_rpc_server_call_duration_seconds"), text)
+        XCTAssertTrue(text.contains(#"roster_rpc_server_call_duration_seconds_count{method="test.v1.Echo/Echo"} 4"#), text)
+        XCTAssertTrue(text.contains(#"roster_rpc_server_calls_total{method="test.v1.InlineEcho/Echo",code="OK"} 40"#), text)
+        XCTAssertTrue(text.contains(#"roster_rpc_server_call_duration_seconds_count{method="test.v1.InlineEcho/Echo"} 2"#), text)
         XCTAssertTrue(text.contains("roster_rpc_server_connections 1"), text)
 
         let (_, missing) = try await URLSession.shared.data(from: URL(string: "http://127.0.0.1:\(endpoint.localAddress!.port!)/nope")!)
