@@ -153,6 +153,7 @@ final class HostileInputTests: XCTestCase {
         defer { idleServer.drain() }
         let quiet = try await RawConnection.connect(port: idlePort)
         let busy = try await RawConnection.connect(port: idlePort)
+        let mute = try await RawConnection.connect(port: idlePort) // never even sends the preface
         try await quiet.send(preface)
         try await busy.send(preface)
         // The busy connection sends a request every 25 ms for 800 ms: four idle periods.
@@ -162,12 +163,14 @@ final class HostileInputTests: XCTestCase {
                                              message: EchoRequest(index: UInt32(i)).serializedBytes()))
             try await Task.sleep(for: .milliseconds(25))
         }
+        XCTAssertFalse(busy.frames.contains { $0.type == 0x05 }, "a connection with requests is not idle")
         try await waitUntil { quiet.frames.contains { $0.type == 0x05 } }
         XCTAssertEqual(goAway(quiet)?.1, "idle timeout")
         let closed = await quiet.waitForClose()
         XCTAssertTrue(closed, "and was closed (it never answers the drain PING)")
+        let muteClosed = await mute.waitForClose()
+        XCTAssertTrue(muteClosed, "a connection that never sent its preface is closed too")
         XCTAssertLessThan(ContinuousClock.now - started, .seconds(3))
-        XCTAssertFalse(busy.frames.contains { $0.type == 0x05 }, "a connection with requests is not idle")
         try await waitUntil { busy.frames.filter { $0.type == 0x02 }.count == 32 }
     }
 

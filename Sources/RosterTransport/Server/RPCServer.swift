@@ -63,9 +63,8 @@ public final class RPCServer: Service, Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) throws(RPCServerError) {
         self.configuration = configuration
-        let metrics = ServerMetrics()
-        self.routes = RouteTable(router: try MethodRouter(services: services), metrics: metrics)
-        self.metrics = metrics
+        self.routes = RouteTable(router: try MethodRouter(services: services))
+        self.metrics = ServerMetrics()
         self.logger = logger
         self.group = group
         self.closed = group.next().makePromise()

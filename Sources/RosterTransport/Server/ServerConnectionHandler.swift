@@ -101,7 +101,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     private func checkIdle(every delay: TimeAmount) {
-        guard case .open = state else { return }
+        switch state {
+        case .awaitingPreface, .open: break
+        case .draining, .closed: return
+        }
         if sawRequestBytes || !calls.isEmpty {
             sawRequestBytes = false
             quietChecks = 0

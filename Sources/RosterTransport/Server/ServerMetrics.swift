@@ -40,13 +40,13 @@ final class Route: Sendable {
 struct RouteTable: Sendable {
     private let services: [[Route?]]
 
-    init(router: MethodRouter, metrics: ServerMetrics) {
+    init(router: MethodRouter) {
         var services: [[Route?]] = []
         for (id, method) in router.methods {
             let service = Int(id >> 16), number = Int(id & 0xFFFF)
             while services.count <= service { services.append([]) }
             while services[service].count <= number { services[service].append(nil) }
-            services[service][number] = Route(method: method, metrics: metrics.forMethod(method.descriptor))
+            services[service][number] = Route(method: method, metrics: MethodMetrics(method.descriptor))
         }
         self.services = services
     }
@@ -90,10 +90,6 @@ final class ServerMetrics: Sendable {
         unknown = Counter(label: "roster_rpc_server_calls_total", dimensions: [("method", "unknown"), ("code", "UNIMPLEMENTED")])
         inFlight = Meter(label: "roster_rpc_server_inflight_calls")
         connections = Meter(label: "roster_rpc_server_connections")
-    }
-
-    func forMethod(_ descriptor: RPCMethodDescriptor) -> MethodMetrics {
-        MethodMetrics(descriptor)
     }
 
     func unknownMethod() { unknown.increment() }
