@@ -7,7 +7,8 @@
 #   bash bench/ingest/run.sh 100M 1G 4G
 #
 # Prints one row per size: MB/s (submission to live), seconds, peak RSS of
-# every process, and sort -u's time and RSS (SKIP_SORT=1 leaves sort -u out). With 4G it also submits a 10 KB
+# every process, and sort -u's time and RSS (SKIP_SORT=1 leaves sort -u out;
+# SLOTS=N gives each worker N concurrent tasks, default 1). With 4G it also submits a 10 KB
 # file while the big one ingests and reports how long that one took to go live.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -51,9 +52,9 @@ for SIZE in "$@"; do
   COORD_PID=$!
   until grep -q "listening on" "$WORK/coord.out"; do sleep 0.05; done
   COORD=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/coord.out")
-  "$BIN" worker --data "$DATA" --coordinator "$COORD" --id w1 --log-level ${WORKER_LOG:-warning} > "$WORK/w1.out" 2>&1 &
+  "$BIN" worker --data "$DATA" --coordinator "$COORD" --id w1 --slots ${SLOTS:-1} --log-level ${WORKER_LOG:-warning} > "$WORK/w1.out" 2>&1 &
   W1=$!
-  "$BIN" worker --data "$DATA" --coordinator "$COORD" --id w2 --log-level ${WORKER_LOG:-warning} > "$WORK/w2.out" 2>&1 &
+  "$BIN" worker --data "$DATA" --coordinator "$COORD" --id w2 --slots ${SLOTS:-1} --log-level ${WORKER_LOG:-warning} > "$WORK/w2.out" 2>&1 &
   W2=$!
   sleep 0.5
 
