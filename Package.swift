@@ -1,10 +1,13 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-/// Release builds of the modules on a Match call's path skip Swift's dynamic
-/// exclusivity checks (a runtime bookkeeping call on every access to a class's
-/// stored property): measured with bench/match, they were about a fifth of the
-/// server's user CPU per call. Debug builds, and so the tests, keep them.
+/// Release builds of the server-side modules on a Match call's path skip
+/// Swift's dynamic exclusivity checks (a runtime bookkeeping call on every
+/// access to a class's stored property): measured with bench/match, they were
+/// about a fifth of the server's user CPU per call. Debug builds, and so the
+/// tests, keep them. Only server modules carry the flag: SwiftPM refuses
+/// unsafe flags in a versioned dependency, and the client library
+/// (RosterClient and what it depends on) must stay usable as one.
 let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
 let package = Package(
@@ -15,6 +18,7 @@ let package = Package(
         .library(name: "RosterRPC", targets: ["RosterRPC"]),
         .library(name: "RosterAPI", targets: ["RosterAPI"]),
         .library(name: "RosterTransport", targets: ["RosterTransport"]),
+        .library(name: "RosterServer", targets: ["RosterServer"]),
         .library(name: "SegmentStore", targets: ["SegmentStore"]),
         .library(name: "MatchServer", targets: ["MatchServer"]),
         // What another SwiftPM package depends on to call Roster.
@@ -41,12 +45,20 @@ let package = Package(
 
         // The runtime generated code stands on: protobuf wire format, status codes,
         // the protocols generated services and clients implement. No networking.
-        .target(name: "RosterRPC", swiftSettings: hotPath),
+        .target(name: "RosterRPC"),
         // Messages and service stubs generated from schema/ (committed; see docs/IDL.md).
-        .target(name: "RosterAPI", dependencies: ["RosterRPC"], swiftSettings: hotPath),
-        // The wire protocol (docs/PROTOCOL.md) over TCP on SwiftNIO: server and client.
+        .target(name: "RosterAPI", dependencies: ["RosterRPC"]),
+        // The wire protocol (docs/PROTOCOL.md) over TCP on SwiftNIO: framing and the client.
         .target(name: "RosterTransport", dependencies: [
             "RosterRPC",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The server side of the wire protocol: connections, dispatch to the
+        // generated handlers, drain, metrics. Apart from the client library.
+        .target(name: "RosterServer", dependencies: [
+            "RosterRPC", "RosterTransport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -102,7 +114,7 @@ let package = Package(
         ]),
         // The one binary users run: every service, and a command for every RPC.
         .executableTarget(name: "roster", dependencies: [
-            "RosterClient", "MatchServer", "IngestCoordinator", "IngestWorker", "DataLake", "SegmentStore",
+            "RosterClient", "RosterServer", "MatchServer", "IngestCoordinator", "IngestWorker", "DataLake", "SegmentStore",
             "LoadHarness", "RosterMetrics",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
@@ -115,7 +127,7 @@ let package = Package(
         .testTarget(name: "IDLCompilerTests", dependencies: ["IDLCompiler"]),
         .testTarget(name: "WireTests", dependencies: ["RosterRPC", "RosterAPI", "IDLCompiler", "TestSupport"]),
         .testTarget(name: "TransportTests", dependencies: [
-            "RosterRPC", "RosterTransport", "RosterMetrics", "IDLCompiler", "TestSupport",
+            "RosterRPC", "RosterTransport", "RosterServer", "RosterMetrics", "IDLCompiler", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -124,18 +136,18 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .testTarget(name: "LoadHarnessTests", dependencies: [
-            "LoadHarness", "RosterAPI", "RosterRPC", "RosterTransport",
+            "LoadHarness", "RosterAPI", "RosterRPC", "RosterTransport", "RosterServer",
         ]),
-        .testTarget(name: "RosterClientTests", dependencies: ["RosterClient", "MatchServer", "SegmentStore"]),
+        .testTarget(name: "RosterClientTests", dependencies: ["RosterClient", "RosterServer", "MatchServer", "SegmentStore"]),
         .testTarget(name: "CLITests", dependencies: ["roster", "RosterClient", "TestSupport"]),
         .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore", "TestSupport"]),
         .testTarget(name: "IngestTests", dependencies: [
             "DataLake", "HashParsing", "SegmentStore", "IngestCoordinator", "IngestWorker", "MatchServer", "SQLite",
-            "RosterAPI", "RosterRPC", "RosterTransport", "TestSupport",
+            "RosterAPI", "RosterRPC", "RosterTransport", "RosterServer", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "MatchServerTests", dependencies: [
-            "MatchServer", "RosterAPI", "RosterRPC", "RosterTransport", "SegmentStore", "TestSupport",
+            "MatchServer", "RosterAPI", "RosterRPC", "RosterTransport", "RosterServer", "SegmentStore", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ]

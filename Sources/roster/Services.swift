@@ -7,6 +7,7 @@ import Logging
 import MatchServer
 import RosterClient
 import RosterMetrics
+import RosterServer
 import SegmentStore
 import ServiceLifecycle
 

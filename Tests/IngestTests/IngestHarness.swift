@@ -7,6 +7,7 @@ import Logging
 import MatchServer
 import RosterAPI
 import RosterRPC
+import RosterServer
 import RosterTransport
 import SegmentStore
 import TestSupport

@@ -2,6 +2,7 @@ import Foundation
 import LoadHarness
 import RosterAPI
 import RosterRPC
+import RosterServer
 import RosterTransport
 import Synchronization
 import XCTest

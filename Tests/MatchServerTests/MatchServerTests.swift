@@ -3,6 +3,7 @@ import Logging
 import MatchServer
 import RosterAPI
 import RosterRPC
+import RosterServer
 import RosterTransport
 import SegmentStore
 import TestSupport

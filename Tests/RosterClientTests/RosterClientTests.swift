@@ -1,6 +1,7 @@
 import Foundation
 import MatchServer
 import RosterClient
+import RosterServer
 import SegmentStore
 import XCTest
 

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import RosterRPC
+import RosterServer
 import RosterTransport
 import ServiceLifecycle
 import XCTest

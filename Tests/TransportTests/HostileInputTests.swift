@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import RosterRPC
+import RosterServer
 import RosterTransport
 import XCTest
 

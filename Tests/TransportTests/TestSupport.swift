@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import RosterRPC
+import RosterServer
 import RosterTransport
 import Synchronization
 import XCTest

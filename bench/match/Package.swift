@@ -16,6 +16,7 @@ let package = Package(
             .product(name: "RosterAPI", package: "Roster"),
             .product(name: "RosterRPC", package: "Roster"),
             .product(name: "RosterTransport", package: "Roster"),
+            .product(name: "RosterServer", package: "Roster"),
         ])
     ],
     // The driver shares sockets and result buffers between plain threads on

@@ -19,6 +19,7 @@ let package = Package(
             dependencies: [
                 .product(name: "RosterRPC", package: "Roster"),
                 .product(name: "RosterTransport", package: "Roster"),
+                .product(name: "RosterServer", package: "Roster"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "NIOCore", package: "swift-nio"),

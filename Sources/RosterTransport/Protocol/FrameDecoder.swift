@@ -1,4 +1,5 @@
 import NIOCore
+import RosterRPC
 
 /// Splits the byte stream into the peer's preface and then frames.
 ///
@@ -9,13 +10,16 @@ import NIOCore
 public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
     public typealias InboundOut = InboundFrame
 
-    private let maxFrameSize: Int
-    private var sawPreface = false
+    @usableFromInline let maxFrameSize: Int
+    @usableFromInline var sawPreface = false
 
     public init(maxFrameSize: Int = WireProtocol.defaultMaxFrameSize) {
         self.maxFrameSize = maxFrameSize
     }
 
+    /// Inlinable: it runs once per frame on the server's hot path, and is
+    /// then compiled into the server module with that module's settings.
+    @inlinable
     public mutating func decode(buffer: inout ByteBuffer) throws -> InboundFrame? {
         if !sawPreface {
             guard buffer.readableBytes >= WireProtocol.prefaceLength else {

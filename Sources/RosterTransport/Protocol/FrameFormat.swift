@@ -42,6 +42,14 @@ public struct Frame: Sendable {
     public var callID: UInt32
     public var payload: ByteBuffer
 
+    @inlinable
+    public init(rawType: UInt8, flags: UInt8, callID: UInt32, payload: ByteBuffer) {
+        self.rawType = rawType
+        self.flags = flags
+        self.callID = callID
+        self.payload = payload
+    }
+
     public var type: FrameType? { FrameType(rawValue: rawType) }
 }
 
@@ -80,7 +88,7 @@ public struct RequestHead: Sendable {
 
     /// Reads the head from the front of a REQUEST payload and leaves the
     /// reader index on the first byte of the encoded request.
-    static func read(from payload: inout ByteBuffer) throws(ProtocolViolation) -> RequestHead {
+    package static func read(from payload: inout ByteBuffer) throws(ProtocolViolation) -> RequestHead {
         guard let methodID = payload.readInteger(as: UInt32.self),
               let timeout = payload.readInteger(as: UInt32.self),
               let count = payload.readInteger(as: UInt16.self)
@@ -159,6 +167,8 @@ public enum FrameWriter {
     }
 
     /// Appends an OK RESPONSE whose `size`-byte body `encode` writes in place.
+    /// Inlinable: the server's hot path, compiled into the server module.
+    @inlinable
     public static func appendOKResponse(
         callID: UInt32, size: Int, to buffer: inout ByteBuffer, encode: (UnsafeMutableRawBufferPointer) -> Void
     ) {

@@ -17,6 +17,7 @@ import Foundation
 import MatchServer
 import RosterAPI
 import RosterRPC
+import RosterServer
 import RosterTransport
 import SegmentStore
 

@@ -15,6 +15,7 @@ import GRPCNIOTransportHTTP2
 import NIOCore
 import NIOPosix
 import RosterRPC
+import RosterServer
 import RosterTransport
 
 // MARK: - Services

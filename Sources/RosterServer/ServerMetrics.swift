@@ -2,6 +2,7 @@ import CoreMetrics
 import Metrics
 import NIOCore
 import RosterRPC
+import RosterTransport
 
 /// The dispatch table: method id → method, built once from the hosted services.
 struct MethodRouter: Sendable {

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import RosterRPC
+import RosterTransport
 
 /// Asks a connection to drain: refuse new calls, finish those in flight, close.
 struct DrainEvent: Sendable {}
