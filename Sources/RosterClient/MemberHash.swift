@@ -7,8 +7,7 @@ public struct MemberHash: Hashable, Sendable, CustomStringConvertible {
 
     /// From 32 hex digits (either case; surrounding whitespace ignored).
     public init?(hex: some StringProtocol) {
-        var text = hex
-        guard let bytes = text.withUTF8Bytes({ Self.decode($0) }) else { return nil }
+        guard let bytes = hex.withUTF8Bytes({ Self.decode($0) }) else { return nil }
         self.bytes = bytes
     }
 
@@ -60,7 +59,7 @@ public struct MemberHash: Hashable, Sendable, CustomStringConvertible {
 extension StringProtocol {
     /// Runs `body` over the string's UTF-8 bytes, contiguous (copied once if
     /// the string is not stored contiguously).
-    fileprivate mutating func withUTF8Bytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+    fileprivate func withUTF8Bytes<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
         if let result = utf8.withContiguousStorageIfAvailable({ body(UnsafeRawBufferPointer($0)) }) { return result }
         return Array(utf8).withUnsafeBytes(body)
     }

@@ -64,11 +64,17 @@ public final class RPCServer: Service, Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) throws(RPCServerError) {
         self.configuration = configuration
-        self.routes = RouteTable(router: try MethodRouter(services: services))
+        self.routes = try RouteTable(services: services)
         self.metrics = ServerMetrics()
         self.logger = logger
         self.group = group
         self.closed = group.next().makePromise()
+    }
+
+    deinit {
+        // A server dropped without being started (or before it closed) must
+        // not leave its promise unfulfilled; a second completion is ignored.
+        closed.succeed()
     }
 
     /// The address the server listens on, once started.

@@ -4,24 +4,6 @@ import NIOCore
 import RosterRPC
 import RosterTransport
 
-/// The dispatch table: method id → method, built once from the hosted services.
-struct MethodRouter: Sendable {
-    let methods: [UInt32: RPCServerMethod]
-
-    init(services: [any RPCService]) throws(RPCServerError) {
-        var methods: [UInt32: RPCServerMethod] = [:]
-        for service in services {
-            for method in service.methods {
-                if let existing = methods[method.descriptor.id] {
-                    throw .duplicateMethodID(method.descriptor.id, existing.descriptor, method.descriptor)
-                }
-                methods[method.descriptor.id] = method
-            }
-        }
-        self.methods = methods
-    }
-}
-
 /// A hosted method with its metrics, resolved once so that a call costs one
 /// table lookup and no dictionary or label work.
 final class Route: Sendable {
@@ -36,18 +18,25 @@ final class Route: Sendable {
     var descriptor: RPCMethodDescriptor { method.descriptor }
 }
 
-/// Finds the route for a wire method id: an array indexed by service id and
-/// method number (ids are small and dense), not a hashed lookup per call.
+/// The dispatch table, built once from the hosted services: an array indexed
+/// by service id and method number (ids are small and dense), so a call costs
+/// one indexed lookup, not a hashed one.
 struct RouteTable: Sendable {
     private let services: [[Route?]]
 
-    init(router: MethodRouter) {
+    init(services hosted: [any RPCService]) throws(RPCServerError) {
         var services: [[Route?]] = []
-        for (id, method) in router.methods {
-            let service = Int(id >> 16), number = Int(id & 0xFFFF)
-            while services.count <= service { services.append([]) }
-            while services[service].count <= number { services[service].append(nil) }
-            services[service][number] = Route(method: method, metrics: MethodMetrics(method.descriptor))
+        for service in hosted {
+            for method in service.methods {
+                let id = method.descriptor.id
+                let serviceID = Int(id >> 16), number = Int(id & 0xFFFF)
+                while services.count <= serviceID { services.append([]) }
+                while services[serviceID].count <= number { services[serviceID].append(nil) }
+                if let existing = services[serviceID][number] {
+                    throw .duplicateMethodID(id, existing.descriptor, method.descriptor)
+                }
+                services[serviceID][number] = Route(method: method, metrics: MethodMetrics(method.descriptor))
+            }
         }
         self.services = services
     }

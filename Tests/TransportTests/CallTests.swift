@@ -1,11 +1,19 @@
 import Foundation
 import NIOCore
 import RosterRPC
+import RosterServer
 import RosterTransport
 import XCTest
 
 /// Calls over loopback between a real server and client.
 final class CallTests: XCTestCase {
+    func testTwoServicesWithOneMethodIDAreRefused() throws {
+        XCTAssertThrowsError(try RPCServer(services: [EchoService(), InlineEchoService(), EchoService()])) { error in
+            XCTAssertEqual("\(error)", "method id 0x\(String(Echo.Method.echo.id, radix: 16)) is served by both test.v1.Echo/Echo and test.v1.Echo/Echo")
+        }
+        XCTAssertNoThrow(try RPCServer(services: [EchoService(), InlineEchoService()]))
+    }
+
     func testTenThousandConcurrentCallsOnOneConnectionAnsweredOutOfOrder() async throws {
         let echo = EchoService()
         let (server, port) = try await startServer([echo, InlineEchoService()])
