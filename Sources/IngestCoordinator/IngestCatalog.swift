@@ -155,7 +155,7 @@ public final class IngestCatalog: @unchecked Sendable {
         var task = IngestTask()
         var fileID: UInt64 = 0
         try db.query("""
-            SELECT t.kind, t.seq, t.range_start, t.range_end, t.attempts, t.file_id, f.advertiser_id, f.path, f.etag
+            SELECT t.kind, t.seq, t.range_start, t.range_end, t.attempts, t.file_id, f.advertiser_id, f.path, f.etag, f.size
             FROM tasks t JOIN files f ON f.id = t.file_id WHERE t.id = ?
             """, id) { row in
             task.taskId = id
@@ -173,6 +173,7 @@ public final class IngestCatalog: @unchecked Sendable {
                 task.start = UInt64(row.int(2))
                 task.end = UInt64(row.int(3))
                 task.outputPath = "runs/\(task.advertiserId)/\(fileID)/block-\(seq)-\(suffix).run"
+                task.partitionBits = UInt32(policy.runPartitionBits(fileSize: row.int(9)))
             } else {
                 task.keyLow = UInt64(bitPattern: row.int(2))
                 task.keyHigh = UInt64(bitPattern: row.int(3))

@@ -20,13 +20,28 @@ public struct IngestPolicy: Sendable {
 
     public init() {}
 
-    /// Key ranges for merging `keys` distinct-ish keys: a power of two of
-    /// them, by the first bits of the key (MD5 keys are uniform).
-    public func mergeRanges(keys: Int64) -> [(low: UInt64, high: UInt64)] {
+    /// log₂ of the number of merge ranges for `keys` keys.
+    public func mergeRangeBits(keys: Int64) -> Int {
         let wanted = max(1, (keys * 16 + mergeTargetBytes - 1) / max(1, mergeTargetBytes))
         var count = 1
         while count < wanted && count < maxMergeTasks { count <<= 1 }
-        let bits = count.trailingZeroBitCount
+        return count.trailingZeroBitCount
+    }
+
+    /// How finely the runs of a file of `size` bytes group their keys: as
+    /// finely as its merges can split, so every merge range is a whole number
+    /// of groups. A key takes at least 33 bytes (32 digits and a newline; the
+    /// last line may lack it), so the file holds at most (size + 1) / 33 keys,
+    /// and the ranges made from the real count are never finer.
+    public func runPartitionBits(fileSize: Int64) -> Int {
+        mergeRangeBits(keys: (max(0, fileSize) + 1) / 33)
+    }
+
+    /// Key ranges for merging `keys` distinct-ish keys: a power of two of
+    /// them, by the first bits of the key (MD5 keys are uniform).
+    public func mergeRanges(keys: Int64) -> [(low: UInt64, high: UInt64)] {
+        let bits = mergeRangeBits(keys: keys)
+        let count = 1 << bits
         guard bits > 0 else { return [(0, 0)] }
         return (0..<count).map { p in
             let low = UInt64(p) << UInt64(64 - bits)

@@ -11,8 +11,8 @@ import Synchronization
 /// A stateless ingest worker: it pulls tasks from the coordinator, does
 /// them, and reports back, all through the generated `Coordinator.Client`.
 ///
-/// Parse tasks read one block's lines from the lake into keys, sort and
-/// de-duplicate them, and write a run (a small segment) under a name unique
+/// Parse tasks read one block's lines from the lake into keys and write
+/// them as a run, grouped by key range (`RunFormat`), under a name unique
 /// to the attempt. Merge tasks merge one key range of a version's runs into
 /// a segment. A heartbeat renews the leases of running tasks; a task whose
 /// lease is lost is cancelled here, and its output is simply never
@@ -27,10 +27,11 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         public var idlePoll: Duration
         public var maxIdlePoll: Duration
         public var parser: BlockParser
-        /// A merge whose key range holds fewer than this many bytes of keys
-        /// (twice: the keys and a sort buffer) gathers and sorts them; larger
-        /// ones stream through a heap merge in constant memory.
+        /// Bytes of keys a merge holds at once, twice over (the keys and a
+        /// sort buffer). A range with more keys is sorted externally, in
+        /// chunks of this size (see `RunMerger`).
         public var mergeMemoryLimit: Int
+
         /// How long a lease request may wait at the coordinator for work to
         /// appear (long poll): idle workers then pick up new work at once
         /// without polling.
@@ -196,29 +197,25 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         var keys: [Key16] = []
         keys.reserveCapacity(Int(task.end - task.start) / 33 + 16)
         let stats = try await configuration.parser.parse(
-            lake, object: object, block: BlockRange(start: Int64(task.start), end: Int64(task.end))) { keys.append($0) }
+            lake, object: object, block: BlockRange(start: Int64(task.start), end: Int64(task.end)), into: &keys)
         try Task.checkCancellation()
         let parsed = clock.now
-        let distinct = KeySorter.sortAndDeduplicate(&keys)
-        try Task.checkCancellation()
-        let sorted = clock.now
         let local = try store.prepareWrite(task.outputPath)
-        _ = try keys.withUnsafeBufferPointer { all in
-            try SegmentWriter.create(UnsafeBufferPointer(rebasing: all[..<distinct]), at: local, advertiserID: task.advertiserId,
-                                     listVersion: task.version)
+        _ = try keys.withUnsafeBufferPointer {
+            try RunWriter.write($0, partitionBits: Int(task.partitionBits), listVersion: task.version, to: local,
+                                durable: true)
         }
         try await store.commit(task.outputPath)
         logger.debug("parsed block", metadata: [
             "task": "\(task.taskId)", "bytes": "\(task.end - task.start)", "keys": "\(stats.keys)",
-            "parse_ms": "\((parsed - started).milliseconds)", "sort_ms": "\((sorted - parsed).milliseconds)",
-            "write_ms": "\((clock.now - sorted).milliseconds)",
+            "parse_ms": "\((parsed - started).milliseconds)", "write_ms": "\((clock.now - parsed).milliseconds)",
         ])
 
         var report = CompleteTaskRequest()
         report.lines = UInt64(stats.lines)
         report.keys = UInt64(stats.keys)
         report.skipped = UInt64(stats.skipped)
-        report.outputKeys = UInt64(distinct)
+        report.outputKeys = UInt64(keys.count)
         report.bytes = task.end - task.start
         report.invalidByKind = Dictionary(uniqueKeysWithValues: stats.invalid.map { ($0.key.rawValue, UInt64($0.value)) })
         report.invalidSamples = stats.samples.map {
@@ -235,21 +232,17 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         let started = clock.now
         var paths: [String] = []
         for path in task.runs { paths.append(try await store.localFile(path)) }
-        let ranges = try RunMerger.ranges(runPaths: paths, low: task.keyLow, high: task.keyHigh)
-        let estimated = ranges.reduce(0) { $0 + $1.count }
+        let covered = try RunMerger.keysCovering(runPaths: paths, low: task.keyLow, high: task.keyHigh)
         let local = try store.prepareWrite(task.outputPath)
         let writer = try SegmentWriter(path: local, advertiserID: task.advertiserId, listVersion: task.version,
-                                       estimatedKeys: estimated)
+                                       estimatedKeys: covered)
         let written: Int
+        var merged = clock.now
         do {
-            if estimated * 32 <= configuration.mergeMemoryLimit {
-                written = try RunMerger.gatherAndSort(runPaths: paths, ranges: ranges, low: task.keyLow, high: task.keyHigh, into: writer)
-            } else {
-                // Too big to hold: stream through a heap over the mapped runs.
-                let runs = try paths.map { try Segment(path: $0, verify: false) }
-                written = try RunMerger.merge(runs: runs, low: task.keyLow, high: task.keyHigh, into: writer,
-                                              isCancelled: { Task.isCancelled })
-            }
+            written = try RunMerger.merge(runPaths: paths, low: task.keyLow, high: task.keyHigh, coveredKeys: covered,
+                                          memoryLimit: configuration.mergeMemoryLimit, scratch: local, into: writer,
+                                          isCancelled: { Task.isCancelled })
+            merged = clock.now
             _ = try writer.finish()
         } catch {
             writer.discard()
@@ -257,7 +250,8 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         }
         try await store.commit(task.outputPath)
         logger.debug("merged", metadata: ["task": "\(task.taskId)", "runs": "\(paths.count)", "keys": "\(written)",
-                                          "ms": "\((clock.now - started).milliseconds)"])
+                                          "ms": "\((clock.now - started).milliseconds)",
+                                          "finish_ms": "\((clock.now - merged).milliseconds)"])
         var report = CompleteTaskRequest()
         report.outputKeys = UInt64(written)
         return report

@@ -1,48 +1,90 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import SegmentStore
 
-/// Merges a key range of several sorted runs into one segment, dropping
+/// Merges one key range of a version's runs into one segment, dropping
 /// duplicates.
 ///
-/// Memory is bounded whatever the sizes: the runs are memory-mapped and
-/// read in order (the page cache, not the process, holds them), the merge
-/// keeps one cursor per run in a heap, and the writer streams through a
-/// small buffer.
+/// Runs are grouped by key range, not sorted (see `RunFormat`), so merging
+/// is sorting, in memory bounded whatever the sizes:
+/// - When the range's keys fit in the memory limit (32 bytes a key: the keys
+///   and a sort buffer), which with 32 MiB ranges they always do, the range
+///   is read from every run with `pread` and bucket-sorted on the bits below
+///   the range's common prefix (`KeySorter`): two passes over the keys.
+/// - Otherwise (a range crowded by skewed keys) it is an external sort:
+///   chunks that fit are sorted and written as scratch segments, which a
+///   heap then merges.
 public enum RunMerger {
-    /// The key range's bounds in each run, read with `pread` (see `SegmentFile`).
-    public static func ranges(runPaths: [String], low: UInt64, high: UInt64) throws -> [Range<Int>] {
-        try runPaths.map { path in
-            let file = try SegmentFile(path: path)
-            let start = try file.lowerBound(Key16(hi: low, lo: 0))
-            let end = high == 0 ? file.keyCount : try file.lowerBound(Key16(hi: high, lo: 0))
-            return start..<max(start, end)
-        }
+    /// How many keys the runs' partitions covering `[low, high)` hold: an
+    /// upper bound on the merged count (duplicates are still in).
+    public static func keysCovering(runPaths: [String], low: UInt64, high: UInt64) throws -> Int {
+        try runPaths.reduce(0) { $0 + (try RunFile(path: $1).keysCovering(low: low, high: high)) }
     }
 
-    /// Merges by sorting: the range's keys are read from every run (with
-    /// `pread`, into memory this task owns: about twice the range's size,
-    /// whatever the number of runs) and bucket-sorted on the bits below the
-    /// range's common prefix (`KeySorter`). Two passes, against the log₂ runs
-    /// compares per key of a heap merge: the path for ranges that fit in memory.
-    public static func gatherAndSort(runPaths: [String], ranges: [Range<Int>], low: UInt64, high: UInt64,
-                                     into writer: SegmentWriter) throws -> Int {
-        let total = ranges.reduce(0) { $0 + $1.count }
-        guard total > 0 else { return 0 }
-        var gathered: [Key16] = []
-        gathered.reserveCapacity(total)
-        for (path, range) in zip(runPaths, ranges) {
-            let file = try SegmentFile(path: path)
-            try file.readKeys(range, into: &gathered)
-        }
-        let span = high &- low // 0 means the whole key space
-        let count = KeySorter.sortAndDeduplicate(&gathered, low: low,
-                                                 significantBits: span == 0 ? 64 : 64 - (span - 1).leadingZeroBitCount)
-        try gathered.withUnsafeBufferPointer { try writer.append(contentsOf: UnsafeBufferPointer(rebasing: $0[..<count])) }
-        return count
-    }
-
-    /// Returns the number of distinct keys written.
-    public static func merge(runs: [Segment], low: UInt64, high: UInt64, into writer: SegmentWriter,
+    /// Writes the distinct keys of `[low, high)` (`high` 0: the end of the
+    /// key space) from every run to `writer`; returns how many.
+    ///
+    /// - Parameters:
+    ///   - coveredKeys: `keysCovering(runPaths:low:high:)`.
+    ///   - memoryLimit: bytes of keys to hold at once (twice over, to sort).
+    ///   - scratch: a path prefix for the external sort's scratch files,
+    ///     which are removed before returning.
+    public static func merge(runPaths: [String], low: UInt64, high: UInt64, coveredKeys: Int, memoryLimit: Int,
+                             scratch: String, into writer: SegmentWriter,
                              isCancelled: () -> Bool = { false }) throws -> Int {
+        let capacity = max(1024, memoryLimit / 32)
+        let span = high &- low // 0 means the whole key space
+        let significantBits = span == 0 ? 64 : 64 - (span - 1).leadingZeroBitCount
+        var keys: [Key16] = []
+        keys.reserveCapacity(min(coveredKeys, capacity))
+
+        if coveredKeys <= capacity {
+            for path in runPaths {
+                try RunFile(path: path).forEachKey(low: low, high: high) { keys.append(contentsOf: $0) }
+                if isCancelled() { throw CancellationError() }
+            }
+            let count = KeySorter.sortAndDeduplicate(&keys, low: low, significantBits: significantBits)
+            try keys.withUnsafeBufferPointer { try writer.append(contentsOf: UnsafeBufferPointer(rebasing: $0[..<count])) }
+            return count
+        }
+
+        var spills: [String] = []
+        defer { for path in spills { unlink(path) } }
+        func spill() throws {
+            let count = KeySorter.sortAndDeduplicate(&keys, low: low, significantBits: significantBits)
+            let path = "\(scratch).spill-\(spills.count)"
+            spills.append(path)
+            _ = try keys.withUnsafeBufferPointer {
+                try SegmentWriter.create(UnsafeBufferPointer(rebasing: $0[..<count]), at: path, advertiserID: "",
+                                         listVersion: 0, durable: false)
+            }
+            keys.removeAll(keepingCapacity: true)
+        }
+        for path in runPaths {
+            try RunFile(path: path).forEachKey(low: low, high: high) { chunk in
+                var rest = chunk[...]
+                while !rest.isEmpty {
+                    let take = min(rest.count, capacity - keys.count)
+                    keys.append(contentsOf: rest.prefix(take))
+                    rest = rest.dropFirst(take)
+                    if keys.count == capacity { try spill() }
+                }
+            }
+            if isCancelled() { throw CancellationError() }
+        }
+        if !keys.isEmpty { try spill() }
+        keys = []
+        let sorted = try spills.map { try Segment(path: $0, verify: false) }
+        return try mergeSorted(sorted, low: low, high: high, into: writer, isCancelled: isCancelled)
+    }
+
+    /// Merges the key range of sorted segments through a heap, in constant
+    /// memory (the segments are mapped); returns the number of distinct keys written.
+    public static func mergeSorted(_ runs: [Segment], low: UInt64, high: UInt64, into writer: SegmentWriter,
+                                   isCancelled: () -> Bool = { false }) throws -> Int {
         /// A run's next key, and where the rest of its range is.
         struct Cursor {
             var key: Key16

@@ -18,6 +18,7 @@ public final class SegmentWriter {
     private let advertiserID: String
     private let listVersion: UInt64
     private let bits: Int
+    private let durable: Bool
     private var fd: Int32
     /// Keys waiting to be written, already in file byte order.
     private let buffer: UnsafeMutableRawPointer
@@ -29,9 +30,14 @@ public final class SegmentWriter {
     private var first: Key16?
     private static let bufferSize = 1 << 20
 
-    /// - Parameter estimatedKeys: an upper bound on the keys to come; it sizes
-    ///   the index (a lower real count only makes buckets smaller).
-    public init(path: String, advertiserID: String, listVersion: UInt64, estimatedKeys: Int) throws(SegmentError) {
+    /// - Parameters:
+    ///   - estimatedKeys: an upper bound on the keys to come; it sizes the
+    ///     index (a lower real count only makes buckets smaller).
+    ///   - durable: sync the file and its folder before the rename; off only
+    ///     for scratch files that a crash may lose.
+    public init(path: String, advertiserID: String, listVersion: UInt64, estimatedKeys: Int,
+                durable: Bool = true) throws(SegmentError) {
+        self.durable = durable
         guard advertiserID.utf8.count <= SegmentFormat.maxAdvertiserIDLength else {
             throw SegmentError(path, "advertiser id longer than \(SegmentFormat.maxAdvertiserIDLength) bytes")
         }
@@ -172,13 +178,13 @@ public final class SegmentWriter {
                 h.storeBytes(of: headerHash.littleEndian, toByteOffset: SegmentFormat.headerChecksumOffset, as: UInt64.self)
             }
             try writeAll(header, at: 0)
-            guard fsync(fd) == 0 else { throw SegmentError(path, "fsync failed: \(String(cString: strerror(errno)))") }
+            guard !durable || fsync(fd) == 0 else { throw SegmentError(path, "fsync failed: \(String(cString: strerror(errno)))") }
             close(fd)
             fd = -1
             guard rename(temporaryPath, path) == 0 else {
                 throw SegmentError(path, "cannot rename into place: \(String(cString: strerror(errno)))")
             }
-            syncDirectory(of: path)
+            if durable { syncDirectory(of: path) }
             return SegmentInfo(path: path, advertiserID: advertiserID, listVersion: listVersion, keyCount: count,
                                indexBits: bits, firstKey: first, lastKey: last)
         } catch {
@@ -226,8 +232,9 @@ extension SegmentWriter {
 
     /// Writes sorted, unique `keys` as one segment, in bulk.
     public static func create(_ keys: UnsafeBufferPointer<Key16>, at path: String, advertiserID: String,
-                             listVersion: UInt64) throws(SegmentError) -> SegmentInfo {
-        let writer = try SegmentWriter(path: path, advertiserID: advertiserID, listVersion: listVersion, estimatedKeys: keys.count)
+                             listVersion: UInt64, durable: Bool = true) throws(SegmentError) -> SegmentInfo {
+        let writer = try SegmentWriter(path: path, advertiserID: advertiserID, listVersion: listVersion, estimatedKeys: keys.count,
+                                       durable: durable)
         do {
             try writer.append(contentsOf: keys)
         } catch {

@@ -92,6 +92,22 @@ final class CatalogTests: XCTestCase {
         for (a, b) in zip(ranges, ranges.dropFirst()) { XCTAssertEqual(a.high, b.low) }
         XCTAssertEqual(policy.mergeRanges(keys: 1_000_000).count, 8, "capped")
     }
+
+    /// Runs are grouped at least as finely as any merge of their file splits:
+    /// a file of `size` bytes holds at most (size + 1) / 33 keys.
+    func testRunPartitionsAreNeverCoarserThanTheMergeRanges() {
+        var policy = IngestPolicy()
+        policy.mergeTargetBytes = 1000
+        for size in [0, 1, 32, 33, 65, 66, 2_000, 3_300, 33_000, 10_000_000] as [Int64] {
+            let bits = policy.runPartitionBits(fileSize: size)
+            let mostKeys = (size + 1) / 33
+            for keys in [0, mostKeys / 2, mostKeys] {
+                XCTAssertLessThanOrEqual(policy.mergeRanges(keys: keys).count, 1 << bits, "size \(size), keys \(keys)")
+            }
+        }
+        XCTAssertEqual(IngestPolicy().runPartitionBits(fileSize: 1_000_000_000), 4, "a 1 GB file: 16 merge ranges")
+        XCTAssertEqual(IngestPolicy().runPartitionBits(fileSize: 100_000), 0)
+    }
 }
 
 final class KeySorterTests: XCTestCase {
@@ -117,98 +133,112 @@ final class KeySorterTests: XCTestCase {
 }
 
 final class RunMergerTests: XCTestCase {
-    /// Both merge paths give the sorted, distinct keys of the range, for whole and partial ranges.
-    func testHeapMergeAndGatherSortAgreeWithAReference() throws {
+    /// Both merge paths (in memory, and the external sort with a tiny memory
+    /// limit) give the sorted, distinct keys of the range, for whole and
+    /// partial ranges, over runs grouped more finely, as finely, and more
+    /// coarsely than the ranges, with duplicates within and across runs.
+    func testBothMergePathsAgreeWithAReference() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("runs-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         var rng = SplitMix64(seed: 11)
         let shared = (0..<500).map { _ in Key16(hi: rng.next(), lo: rng.next()) }
         var all = Set<Key16>()
-        var runs: [Segment] = []
         var paths: [String] = []
-        for r in 0..<5 {
-            var keys = Set(shared.shuffled(using: &rng).prefix(200))
-            for _ in 0..<3000 { keys.insert(Key16(hi: rng.next(), lo: rng.next())) }
-            if r == 0 { keys.insert(Key16(hi: 0, lo: 0)); keys.insert(Key16(hi: .max, lo: .max)) }
+        for (r, bits) in [0, 1, 2, 3, 6].enumerated() {
+            var keys = Array(shared.shuffled(using: &rng).prefix(200))
+            for _ in 0..<3000 { keys.append(Key16(hi: rng.next(), lo: rng.next())) }
+            keys += keys.prefix(100) // duplicates within the run
+            if r == 0 { keys += [Key16(hi: 0, lo: 0), Key16(hi: .max, lo: .max)] }
             all.formUnion(keys)
             let path = dir.appendingPathComponent("run-\(r).run").path
-            _ = try SegmentWriter.create(keys.sorted(), count: keys.count, at: path, advertiserID: "a", listVersion: 1)
-            runs.append(try Segment(path: path))
+            try keys.withUnsafeBufferPointer { _ = try RunWriter.write($0, partitionBits: bits, listVersion: 1, to: path, durable: false) }
             paths.append(path)
         }
         let empty = dir.appendingPathComponent("empty.run").path
-        _ = try SegmentWriter.create([Key16](), count: 0, at: empty, advertiserID: "a", listVersion: 1)
-        runs.append(try Segment(path: empty))
+        try [Key16]().withUnsafeBufferPointer { _ = try RunWriter.write($0, partitionBits: 2, listVersion: 1, to: empty, durable: true) }
         paths.append(empty)
-        for (low, high) in [(UInt64(0), UInt64(0)), (0, 1 << 62), (1 << 62, 3 << 62), (3 << 62, 0)] {
+        for (low, high) in [(UInt64(0), UInt64(0)), (0, 1 << 62), (1 << 62, 3 << 62), (3 << 62, 0), (5 << 59, 6 << 59)] {
             let expected = all.filter { $0.hi >= low && (high == 0 || $0.hi < high) }.sorted()
-            for method in ["heap", "sort"] {
-                let path = dir.appendingPathComponent("out-\(method)-\(low)-\(high).seg").path
-                let writer = try SegmentWriter(path: path, advertiserID: "a", listVersion: 1, estimatedKeys: expected.count)
-                let written = method == "heap"
-                    ? try RunMerger.merge(runs: runs, low: low, high: high, into: writer)
-                    : try RunMerger.gatherAndSort(runPaths: paths, ranges: try RunMerger.ranges(runPaths: paths, low: low, high: high),
-                                                  low: low, high: high, into: writer)
+            let covered = try RunMerger.keysCovering(runPaths: paths, low: low, high: high)
+            XCTAssertGreaterThanOrEqual(covered, expected.count)
+            for limit in [1 << 30, 1024 * 32] {
+                let path = dir.appendingPathComponent("out-\(limit)-\(low)-\(high).seg").path
+                let writer = try SegmentWriter(path: path, advertiserID: "a", listVersion: 1, estimatedKeys: covered)
+                let written = try RunMerger.merge(runPaths: paths, low: low, high: high, coveredKeys: covered, memoryLimit: limit,
+                                                  scratch: path, into: writer)
                 _ = try writer.finish()
                 let segment = try Segment(path: path)
-                XCTAssertEqual(written, expected.count, method)
-                XCTAssertEqual((0..<segment.count).map { segment.key(at: $0) }, expected, "\(method) \(low)..<\(high)")
+                XCTAssertEqual(written, expected.count, "limit \(limit)")
+                XCTAssertEqual((0..<segment.count).map { segment.key(at: $0) }, expected, "limit \(limit), \(low)..<\(high)")
             }
         }
+        let left = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains("spill") || $0.contains(".tmp") }
+        XCTAssertEqual(left, [], "scratch files are removed")
     }
 }
 
-final class SegmentFileTests: XCTestCase {
+final class RunFileTests: XCTestCase {
     private func openError(_ path: String) -> String {
         do {
-            _ = try SegmentFile(path: path)
-            return "opened"
+            let file = try RunFile(path: path)
+            try file.forEachKey(low: 0, high: 0) { _ in }
+            return "read"
         } catch {
             return "\(error)"
         }
     }
 
-    func testPreadReaderAgreesWithTheMappedSegmentAndRefusesDamage() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("segfile-\(UUID().uuidString)")
+    /// Every key comes back from the range it belongs to, whatever the
+    /// grouping and however the reads are chunked; damage of any kind is refused.
+    func testRunsGroupKeysAndRefuseDamage() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("runfile-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         var rng = SplitMix64(seed: 21)
-        let keys = Set((0..<5000).map { _ in Key16(hi: rng.next(), lo: rng.next()) }).sorted()
-        let path = dir.appendingPathComponent("r.run").path
-        _ = try SegmentWriter.create(keys, count: keys.count, at: path, advertiserID: "a", listVersion: 1)
-        let mapped = try Segment(path: path)
-        let file = try SegmentFile(path: path)
-        XCTAssertEqual(file.keyCount, keys.count)
-        for probe in keys.prefix(50) + (0..<50).map({ _ in Key16(hi: rng.next(), lo: rng.next()) }) + [Key16(hi: 0, lo: 0), Key16(hi: .max, lo: .max)] {
-            XCTAssertEqual(try file.lowerBound(probe), mapped.lowerBound(probe))
+        var keys = (0..<5000).map { _ in Key16(hi: rng.next(), lo: rng.next()) }
+        keys += keys.prefix(300)
+        keys += (0..<50).map { Key16(hi: 0xAB00_0000_0000_0000 | UInt64($0), lo: 1) } // crowded in one partition
+        for bits in [0, 1, 4, 12] {
+            let path = dir.appendingPathComponent("r\(bits).run").path
+            XCTAssertEqual(try keys.withUnsafeBufferPointer { try RunWriter.write($0, partitionBits: bits, listVersion: 9, to: path, durable: false) },
+                           keys.count)
+            let file = try RunFile(path: path)
+            XCTAssertEqual(file.keyCount, keys.count)
+            XCTAssertEqual(file.partitionBits, bits)
+            XCTAssertEqual(file.listVersion, 9)
+            for (low, high) in [(UInt64(0), UInt64(0)), (0, 1 << 63), (1 << 60, 3 << 60), (0xAB00_0000_0000_0000, 0xAB00_0000_0000_0010),
+                                (UInt64.max - 5, 0)] {
+                var read: [Key16] = []
+                var chunks = 0
+                try file.forEachKey(low: low, high: high, chunkKeys: 37) { read.append(contentsOf: $0); chunks += 1 }
+                let expected = keys.filter { $0.hi >= low && (high == 0 || $0.hi < high) }
+                XCTAssertEqual(read.sorted(), expected.sorted(), "bits \(bits), \(low)..<\(high)")
+                XCTAssertGreaterThanOrEqual(try file.keysCovering(low: low, high: high), expected.count)
+            }
         }
-        var read: [Key16] = []
-        try file.readKeys(100..<4000, into: &read)
-        XCTAssertEqual(read, Array(keys[100..<4000]))
 
-        // Two keys swapped in place: the header is intact, the order is not.
-        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
-        let keysStart = bytes.count - keys.count * 16
-        let a = bytes.subdata(in: keysStart + 16 * 10..<keysStart + 16 * 11)
-        let b = bytes.subdata(in: keysStart + 16 * 11..<keysStart + 16 * 12)
-        bytes.replaceSubrange(keysStart + 16 * 10..<keysStart + 16 * 11, with: b)
-        bytes.replaceSubrange(keysStart + 16 * 11..<keysStart + 16 * 12, with: a)
-        let damaged = dir.appendingPathComponent("damaged.run").path
-        try bytes.write(to: URL(fileURLWithPath: damaged))
-        var out: [Key16] = []
-        do {
-            let file = try SegmentFile(path: damaged)
-            try file.readKeys(0..<keys.count, into: &out)
-            XCTFail("a damaged run must be refused")
-        } catch {
-            XCTAssertTrue("\(error)".contains("out of order"), "\(error)")
+        let path = dir.appendingPathComponent("r4.run").path
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        func damaged(_ name: String, _ change: (inout Data) -> Void) throws -> String {
+            var copy = bytes
+            change(&copy)
+            let damagedPath = dir.appendingPathComponent(name).path
+            try copy.write(to: URL(fileURLWithPath: damagedPath))
+            return openError(damagedPath)
         }
-        let truncated = dir.appendingPathComponent("truncated.run").path
-        try bytes.prefix(bytes.count - 16).write(to: URL(fileURLWithPath: truncated))
-        XCTAssertTrue(openError(truncated).contains("does not match"), openError(truncated))
-        let garbage = dir.appendingPathComponent("garbage.run").path
-        try Data(repeating: 7, count: 300).write(to: URL(fileURLWithPath: garbage))
-        XCTAssertTrue(openError(garbage).contains("bad magic"), openError(garbage))
+        XCTAssertEqual(openError(path), "read")
+        let keyByte = bytes.count - 16 * 100 + 3
+        XCTAssertTrue(try damaged("flipped.run") { $0[keyByte] ^= 0x01 }.contains("checksum mismatch"))
+        // A key moved to another partition's place: caught even before the checksum.
+        let outside = try damaged("moved.run") { $0[bytes.count - 16 * 4000] ^= 0x80 }
+        XCTAssertTrue(outside.contains("outside its partition") || outside.contains("checksum mismatch"), outside)
+        XCTAssertTrue(try damaged("header.run") { $0[9] ^= 0x01 }.contains("header checksum mismatch"))
+        let table = try damaged("table.run") { $0[RunFormat.headerSize + 8 * 5] ^= 0x04 }
+        XCTAssertTrue(table.contains("damaged") || table.contains("out of range"), table)
+        XCTAssertTrue(try damaged("truncated.run") { $0.removeLast(16) }.contains("does not match"))
+        XCTAssertTrue(try damaged("garbage.run") { $0 = Data(repeating: 7, count: 300) }.contains("bad magic"))
+        XCTAssertTrue(try damaged("empty.run") { $0 = Data() }.contains("truncated"))
+        XCTAssertTrue(openError(dir.appendingPathComponent("missing.run").path).contains("cannot open"))
     }
 }

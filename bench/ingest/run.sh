@@ -25,6 +25,9 @@ size_bytes() {
   esac
 }
 peak_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# CPU seconds (user + system) a process has used so far, and the bytes it has sent to the disk.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+disk_mb() { awk '/^write_bytes/ {printf "%d", $2 / 1e6}' "/proc/$1/io" 2>/dev/null || echo 0; }
 field() { python3 -c "import json,sys; f=[x for x in json.load(sys.stdin)['files'] if x['fileId']=='$1']; print(f[0]['$2'] if f else '')"; }
 
 printf "%-6s %10s %8s %10s %10s %10s %10s %12s %9s %8s\n" size MB/s seconds coord_MB worker1_MB worker2_MB match_MB "sort-u_s" sort_MB ratio
@@ -54,8 +57,7 @@ for SIZE in "$@"; do
   COORD=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/coord.out")
   "$BIN" worker --data "$DATA" --coordinator "$COORD" --id w1 --slots ${SLOTS:-1} --log-level ${WORKER_LOG:-warning} > "$WORK/w1.out" 2>&1 &
   W1=$!
-  "$BIN" worker --data "$DATA" --coordinator "$COORD" --id w2 --slots ${SLOTS:-1} --log-level ${WORKER_LOG:-warning} > "$WORK/w2.out" 2>&1 &
-  W2=$!
+  if [ "${WORKERS:-2}" -ge 2 ]; then "$BIN" worker --data "$DATA" --coordinator "$COORD" --id w2 --slots ${SLOTS:-1} --log-level ${WORKER_LOG:-warning} > "$WORK/w2.out" 2>&1 & W2=$!; else W2=$W1; fi
   sleep 0.5
 
   ID=$("$BIN" call --coordinator "$COORD" Coordinator.SubmitFile '{"path": "big/list.txt"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['fileId'])")
@@ -84,6 +86,8 @@ for SIZE in "$@"; do
     S_SUB=$(echo "$LIST" | field "$SMALL_ID" submittedAtMs); S_LIVE=$(echo "$LIST" | field "$SMALL_ID" liveAtMs)
     echo "       10 KB file submitted during the ingest went live in $(python3 -c "print(($S_LIVE-$S_SUB)/1000)") s"
   fi
+  echo "       CPU s coord / w1 / w2 / match: $(cpu_s $COORD_PID) / $(cpu_s $W1) / $(cpu_s $W2) / $(cpu_s $MATCH_PID);" \
+    "written to disk MB: $(disk_mb $COORD_PID) / $(disk_mb $W1) / $(disk_mb $W2) / $(disk_mb $MATCH_PID)"
   if command -v sqlite3 >/dev/null; then
     sqlite3 "$DATA/catalog.sqlite" "SELECT printf('       phases: parse %.2f s (first lease to last block), merge %.2f s, publish %.2f s',
         (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 1) - f.started_at,

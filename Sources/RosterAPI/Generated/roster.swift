@@ -536,6 +536,9 @@ public struct IngestTask: ProtoMessage {
     public var runs: [String] = []
     public var keyLow: UInt64 = 0
     public var keyHigh: UInt64 = 0
+    /// Parse: group the run's keys by their top `partition_bits` bits, so that
+    /// every merge range of the version is a whole number of groups.
+    public var partitionBits: UInt32 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -556,7 +559,8 @@ public struct IngestTask: ProtoMessage {
         outputPath: String = "",
         runs: [String] = [],
         keyLow: UInt64 = 0,
-        keyHigh: UInt64 = 0
+        keyHigh: UInt64 = 0,
+        partitionBits: UInt32 = 0
     ) {
         self.taskId = taskId
         self.kind = kind
@@ -572,6 +576,7 @@ public struct IngestTask: ProtoMessage {
         self.runs = runs
         self.keyLow = keyLow
         self.keyHigh = keyHigh
+        self.partitionBits = partitionBits
     }
 }
 
@@ -1646,6 +1651,7 @@ extension IngestTask {
             case 12: try reader.readRepeated(StringCodec.self, tag, into: &self.runs)
             case 13: self.keyLow = try reader.read(UInt64Codec.self, tag)
             case 14: self.keyHigh = try reader.read(UInt64Codec.self, tag)
+            case 15: self.partitionBits = try reader.read(UInt32Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -1667,6 +1673,7 @@ extension IngestTask {
         size += ProtoSize.repeated(StringCodec.self, field: 12, self.runs)
         if self.keyLow != 0 { size += ProtoSize.field(UInt64Codec.self, field: 13, self.keyLow) }
         if self.keyHigh != 0 { size += ProtoSize.field(UInt64Codec.self, field: 14, self.keyHigh) }
+        if self.partitionBits != 0 { size += ProtoSize.field(UInt32Codec.self, field: 15, self.partitionBits) }
         return size
     }
 
@@ -1685,6 +1692,7 @@ extension IngestTask {
         writer.writeRepeated(StringCodec.self, field: 12, self.runs)
         if self.keyLow != 0 { writer.write(UInt64Codec.self, field: 13, self.keyLow) }
         if self.keyHigh != 0 { writer.write(UInt64Codec.self, field: 14, self.keyHigh) }
+        if self.partitionBits != 0 { writer.write(UInt32Codec.self, field: 15, self.partitionBits) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -2476,7 +2484,7 @@ extension ScanResponse: ProtoJSONMessage {
 
 extension IngestTask: ProtoJSONMessage {
     public static let protoName = "roster.v1.IngestTask"
-    public static let schemaDefinition = "/// One leased piece of work. Everything a stateless worker needs is here.\nmessage IngestTask {\n  uint64 task_id = 1;\n  TaskKind kind = 2;\n  /// Proof of the lease: reports carrying another token are ignored.\n  string lease_token = 3;\n  uint32 attempt = 4;\n  string advertiser_id = 5;\n  /// The list version being built (the file id).\n  uint64 version = 6;\n  /// Parse: the lake object and the byte range [start, end) whose lines to parse.\n  string lake_path = 7;\n  string etag = 8;\n  uint64 start = 9;\n  uint64 end = 10;\n  /// Where in the segment store to write the output (unique to this attempt).\n  string output_path = 11;\n  /// Merge: the runs to merge, and the key range [key_low, key_high) by the\n  /// first 8 bytes of each key read big-endian (key_high 0 means the end).\n  repeated string runs = 12;\n  uint64 key_low = 13;\n  uint64 key_high = 14;\n}"
+    public static let schemaDefinition = "/// One leased piece of work. Everything a stateless worker needs is here.\nmessage IngestTask {\n  uint64 task_id = 1;\n  TaskKind kind = 2;\n  /// Proof of the lease: reports carrying another token are ignored.\n  string lease_token = 3;\n  uint32 attempt = 4;\n  string advertiser_id = 5;\n  /// The list version being built (the file id).\n  uint64 version = 6;\n  /// Parse: the lake object and the byte range [start, end) whose lines to parse.\n  string lake_path = 7;\n  string etag = 8;\n  uint64 start = 9;\n  uint64 end = 10;\n  /// Where in the segment store to write the output (unique to this attempt).\n  string output_path = 11;\n  /// Merge: the runs to merge, and the key range [key_low, key_high) by the\n  /// first 8 bytes of each key read big-endian (key_high 0 means the end).\n  repeated string runs = 12;\n  uint64 key_low = 13;\n  uint64 key_high = 14;\n  /// Parse: group the run's keys by their top `partition_bits` bits, so that\n  /// every merge range of the version is a whole number of groups.\n  uint32 partition_bits = 15;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -2494,6 +2502,7 @@ extension IngestTask: ProtoJSONMessage {
         object.repeated("runs", StringCodec.self, self.runs)
         object.singular("keyLow", UInt64Codec.self, self.keyLow)
         object.singular("keyHigh", UInt64Codec.self, self.keyHigh)
+        object.singular("partitionBits", UInt32Codec.self, self.partitionBits)
         return object.value
     }
 
@@ -2514,7 +2523,8 @@ extension IngestTask: ProtoJSONMessage {
             case "runs": self.runs = try JSONReader.repeated(StringCodec.self, value, field: "runs")
             case "keyLow", "key_low": self.keyLow = try JSONReader.singular(UInt64Codec.self, value, field: "keyLow")
             case "keyHigh", "key_high": self.keyHigh = try JSONReader.singular(UInt64Codec.self, value, field: "keyHigh")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["taskId", "kind", "leaseToken", "attempt", "advertiserId", "version", "lakePath", "etag", "start", "end", "outputPath", "runs", "keyLow", "keyHigh"])
+            case "partitionBits", "partition_bits": self.partitionBits = try JSONReader.singular(UInt32Codec.self, value, field: "partitionBits")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["taskId", "kind", "leaseToken", "attempt", "advertiserId", "version", "lakePath", "etag", "start", "end", "outputPath", "runs", "keyLow", "keyHigh", "partitionBits"])
             }
         }
     }

@@ -3,7 +3,8 @@
 // - parsing one 64 MiB block from a file in the page cache (BlockParser),
 //   against only reading it (the floor);
 // - sorting its keys: the library's one-level bucket sort, a two-level
-//   variant, and the standard library's sort.
+//   variant, and the standard library's sort;
+// - writing them as a run, and merging one key range of sixteen runs.
 import DataLake
 import Foundation
 import HashParsing
@@ -148,3 +149,61 @@ for _ in 0..<5 {
 let textBytes = Double(text.count)
 @MainActor func mbps(_ d: Duration) -> Int { Int(textBytes / 1e6 / (Double(d.components.attoseconds) / 1e18 + Double(d.components.seconds))) }
 print("parse 64 MiB block: best \(parseTimes.min()!) (\(mbps(parseTimes.min()!)) MB/s); read only: best \(readTimes.min()!) (\(mbps(readTimes.min()!)) MB/s)")
+
+// Writing one block's keys as a run (grouped on 4 bits, as for a 1 GB file;
+// not synced), against its parts: hashing the bytes and writing them out.
+var runTimes: [Duration] = [], hashTimes: [Duration] = [], writeTimes: [Duration] = []
+let runPath = dir.appendingPathComponent("block.run").path
+let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: n * 16, alignment: 16)
+defer { bytes.deallocate() }
+for i in 0..<n * 16 { bytes[i] = UInt8(truncatingIfNeeded: i &* 2654435761 >> 7) }
+var sink: UInt64 = 0
+for _ in 0..<5 {
+    runTimes.append(try clock.measure {
+        _ = try input.withUnsafeBufferPointer { try RunWriter.write($0, partitionBits: 4, listVersion: 1, to: runPath, durable: false) }
+    })
+    hashTimes.append(clock.measure { sink &+= XXH64.hash(UnsafeRawBufferPointer(bytes)) })
+    writeTimes.append(clock.measure {
+        let fd = open(runPath + ".raw", O_CREAT | O_TRUNC | O_WRONLY, 0o644)
+        var done = 0
+        while done < bytes.count { done += write(fd, bytes.baseAddress! + done, bytes.count - done) }
+        close(fd)
+        unlink(runPath + ".raw")
+    })
+}
+print("write a run (\(n) keys, 4 bits): best \(runTimes.min()!); XXH64 of its \((n * 16) >> 20) MiB: best \(hashTimes.min()!); plain file write: best \(writeTimes.min()!) (\(sink & 1))")
+
+// One merge task of a 1 GB file: a 1/16 key range of 16 runs (4 bits), its
+// parts timed apart: reading the range from the runs, sorting, writing the segment.
+var runPaths: [String] = []
+for r in 0..<16 {
+    let keys = (0..<n).map { _ in Key16(hi: rng.next(), lo: rng.next()) }
+    let path = dir.appendingPathComponent("run-\(r).run").path
+    _ = try keys.withUnsafeBufferPointer { try RunWriter.write($0, partitionBits: 4, listVersion: 1, to: path, durable: false) }
+    runPaths.append(path)
+}
+let (low, high): (UInt64, UInt64) = (5 << 60, 6 << 60)
+var mergeTimes: [Duration] = [], gatherTimes: [Duration] = [], sortTimes: [Duration] = [], segmentTimes: [Duration] = []
+for _ in 0..<5 {
+    let covered = try RunMerger.keysCovering(runPaths: runPaths, low: low, high: high)
+    let out = dir.appendingPathComponent("merged.seg").path
+    mergeTimes.append(try clock.measure {
+        let writer = try SegmentWriter(path: out, advertiserID: "a", listVersion: 1, estimatedKeys: covered, durable: false)
+        _ = try RunMerger.merge(runPaths: runPaths, low: low, high: high, coveredKeys: covered, memoryLimit: 512 << 20,
+                                scratch: out, into: writer)
+        _ = try writer.finish()
+    })
+    var gathered: [Key16] = []
+    gatherTimes.append(try clock.measure {
+        gathered.reserveCapacity(covered)
+        for path in runPaths { try RunFile(path: path).forEachKey(low: low, high: high) { gathered.append(contentsOf: $0) } }
+    })
+    var count = 0
+    sortTimes.append(clock.measure { count = KeySorter.sortAndDeduplicate(&gathered, low: low, significantBits: 60) })
+    segmentTimes.append(try clock.measure {
+        _ = try gathered.withUnsafeBufferPointer {
+            try SegmentWriter.create(UnsafeBufferPointer(rebasing: $0[..<count]), at: out, advertiserID: "a", listVersion: 1, durable: false)
+        }
+    })
+}
+print("merge a range of 16 runs (\(n) keys): best \(mergeTimes.min()!); read \(gatherTimes.min()!), sort \(sortTimes.min()!), write \(segmentTimes.min()!)")
