@@ -32,6 +32,9 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         /// chunks of this size (see `RunMerger`).
         public var mergeMemoryLimit: Int
 
+        /// A slot keeps its key array and scratch buffer between tasks up to
+        /// this size each (larger ones, from a crowded merge range, are freed).
+        public var retainedMemoryPerBuffer = 128 << 20
         /// How long a lease request may wait at the coordinator for work to
         /// appear (long poll): idle workers then pick up new work at once
         /// without polling.
@@ -100,6 +103,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     private var stopping: Bool { Task.isCancelled || Task.isShuttingDownGracefully }
 
     private func slotLoop(_ slot: Int) async {
+        let memory = SlotMemory()
         var idle = configuration.idlePoll
         while !stopping {
             let tasks: [IngestTask]
@@ -121,7 +125,10 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
                 continue
             }
             idle = configuration.idlePoll
-            for task in tasks { await perform(task) }
+            for task in tasks {
+                await perform(task, memory: memory)
+                memory.trim(toAtMost: configuration.retainedMemoryPerBuffer)
+            }
         }
     }
 
@@ -144,8 +151,8 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     }
 
     /// Runs one task and reports its outcome.
-    func perform(_ task: IngestTask) async {
-        let work = Task { try await self.execute(task) }
+    func perform(_ task: IngestTask, memory: SlotMemory) async {
+        let work = Task { try await self.execute(task, memory: memory) }
         held.withLock { $0[task.taskId] = Held(token: task.leaseToken, cancel: { work.cancel() }) }
         defer { held.withLock { _ = $0.removeValue(forKey: task.taskId) } }
         do {
@@ -182,28 +189,28 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         return try await body()
     }
 
-    private func execute(_ task: IngestTask) async throws -> CompleteTaskRequest {
+    private func execute(_ task: IngestTask, memory: SlotMemory) async throws -> CompleteTaskRequest {
         switch task.kind {
-        case .parse: return try await parse(task)
-        case .merge: return try await merge(task)
+        case .parse: return try await parse(task, memory: memory)
+        case .merge: return try await merge(task, memory: memory)
         default: throw RPCError(.invalidArgument, "unknown task kind \(task.kind.rawValue)")
         }
     }
 
-    private func parse(_ task: IngestTask) async throws -> CompleteTaskRequest {
+    private func parse(_ task: IngestTask, memory: SlotMemory) async throws -> CompleteTaskRequest {
         let object = LakeObject(path: task.lakePath, size: Int64(task.end), etag: task.etag, modified: Date(timeIntervalSince1970: 0))
         let clock = ContinuousClock()
         let started = clock.now
-        var keys: [Key16] = []
-        keys.reserveCapacity(Int(task.end - task.start) / 33 + 16)
+        memory.keys.removeAll(keepingCapacity: true)
+        memory.keys.reserveCapacity(Int(task.end - task.start) / 33 + 16)
         let stats = try await configuration.parser.parse(
-            lake, object: object, block: BlockRange(start: Int64(task.start), end: Int64(task.end)), into: &keys)
+            lake, object: object, block: BlockRange(start: Int64(task.start), end: Int64(task.end)), into: &memory.keys)
         try Task.checkCancellation()
         let parsed = clock.now
         let local = try store.prepareWrite(task.outputPath)
-        _ = try keys.withUnsafeBufferPointer {
+        let keyCount = try memory.keys.withUnsafeBufferPointer {
             try RunWriter.write($0, partitionBits: Int(task.partitionBits), listVersion: task.version, to: local,
-                                durable: true)
+                                durable: true, scratch: memory.scratch)
         }
         try await store.commit(task.outputPath)
         logger.debug("parsed block", metadata: [
@@ -215,7 +222,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         report.lines = UInt64(stats.lines)
         report.keys = UInt64(stats.keys)
         report.skipped = UInt64(stats.skipped)
-        report.outputKeys = UInt64(keys.count)
+        report.outputKeys = UInt64(keyCount)
         report.bytes = task.end - task.start
         report.invalidByKind = Dictionary(uniqueKeysWithValues: stats.invalid.map { ($0.key.rawValue, UInt64($0.value)) })
         report.invalidSamples = stats.samples.map {
@@ -227,7 +234,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         return report
     }
 
-    private func merge(_ task: IngestTask) async throws -> CompleteTaskRequest {
+    private func merge(_ task: IngestTask, memory: SlotMemory) async throws -> CompleteTaskRequest {
         let clock = ContinuousClock()
         let started = clock.now
         var paths: [String] = []
@@ -241,7 +248,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         do {
             written = try RunMerger.merge(runPaths: paths, low: task.keyLow, high: task.keyHigh, coveredKeys: covered,
                                           memoryLimit: configuration.mergeMemoryLimit, scratch: local, into: writer,
-                                          isCancelled: { Task.isCancelled })
+                                          keys: &memory.keys, buffer: memory.scratch, isCancelled: { Task.isCancelled })
             merged = clock.now
             _ = try writer.finish()
         } catch {
@@ -255,6 +262,20 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         var report = CompleteTaskRequest()
         report.outputKeys = UInt64(written)
         return report
+    }
+}
+
+/// What a slot keeps from task to task: the keys of a block or a merge
+/// range, and a scratch buffer for a run image or a sort (`ScratchBuffer`
+/// says why). A slot runs one task at a time, hence the unchecked `Sendable`.
+final class SlotMemory: @unchecked Sendable {
+    var keys: [Key16] = []
+    let scratch = ScratchBuffer()
+
+    /// Frees a buffer larger than `limit` bytes.
+    func trim(toAtMost limit: Int) {
+        if keys.capacity * MemoryLayout<Key16>.stride > limit { keys = [] }
+        scratch.shrink(toAtMost: limit)
     }
 }
 

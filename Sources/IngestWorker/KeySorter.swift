@@ -27,64 +27,67 @@ public enum KeySorter {
     /// `[low, low + 2^significantBits)`: a merge range, whose keys share
     /// their top bits, buckets on the bits below them.
     public static func sortAndDeduplicate(_ keys: inout [Key16], low: UInt64, significantBits: Int) -> Int {
+        let scratch = ScratchBuffer()
+        let sorted = keys.withUnsafeBufferPointer { sortAndDeduplicate($0, low: low, significantBits: significantBits, in: scratch) }
+        keys.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: sorted) }
+        return sorted.count
+    }
+
+    /// Sorts `keys` (first eight bytes in `[low, low + 2^significantBits)`)
+    /// into `scratch`; returns the distinct keys, in order, which stay valid
+    /// until `scratch` is used again.
+    public static func sortAndDeduplicate(_ keys: UnsafeBufferPointer<Key16>, low: UInt64, significantBits: Int,
+                                          in scratch: ScratchBuffer) -> UnsafeBufferPointer<Key16> {
         let n = keys.count
-        guard n > 1 else { return n }
         var bits = 1
         while bits < 24 && (n >> bits) > 8 { bits += 1 }
         bits = max(0, min(bits, significantBits))
         let shift = UInt64(max(0, significantBits - bits))
         let buckets = 1 << bits
-        var starts = [Int](repeating: 0, count: buckets + 1)
-        keys.withUnsafeBufferPointer { k in
-            starts.withUnsafeMutableBufferPointer { starts in
-                for key in k { starts[Int((key.hi &- low) >> shift) + 1] += 1 }
-                for b in 0..<buckets { starts[b + 1] += starts[b] }
-            }
+        // The output, then the bucket starts and the scatter's cursors.
+        let memory = scratch.bytes(n * 16 + 2 * (buckets + 1) * 8)
+        let k = UnsafeMutableBufferPointer(start: memory.bindMemory(to: Key16.self, capacity: n), count: n)
+        guard n > 1 else {
+            if n == 1 { k[0] = keys[0] }
+            return UnsafeBufferPointer(k)
         }
-        var sorted = [Key16](unsafeUninitializedCapacity: n) { out, initialized in
-            var next = starts
-            keys.withUnsafeBufferPointer { k in
-                next.withUnsafeMutableBufferPointer { next in
-                    for key in k {
-                        let b = Int((key.hi &- low) >> shift)
-                        (out.baseAddress! + next[b]).initialize(to: key)
-                        next[b] += 1
+        let starts = UnsafeMutableBufferPointer(start: (memory + n * 16).bindMemory(to: Int.self, capacity: buckets + 1),
+                                                count: buckets + 1)
+        let next = UnsafeMutableBufferPointer(start: starts.baseAddress! + buckets + 1, count: buckets + 1)
+        starts.update(repeating: 0)
+        for key in keys { starts[Int((key.hi &- low) >> shift) + 1] += 1 }
+        for b in 0..<buckets { starts[b + 1] += starts[b] }
+        _ = next.update(fromContentsOf: starts)
+        for key in keys {
+            let b = Int((key.hi &- low) >> shift)
+            k[next[b]] = key
+            next[b] += 1
+        }
+        var out = 0
+        for b in 0..<buckets {
+            let start = starts[b], end = starts[b + 1]
+            guard start < end else { continue }
+            if end - start > 32 {
+                // Skewed input (say, hashes that are small numbers) can put
+                // many keys in one bucket: sort those in n log n, not n².
+                var bucket = UnsafeMutableBufferPointer(rebasing: k[start..<end])
+                bucket.sort()
+            } else {
+                for i in (start + 1)..<end {
+                    let key = k[i]
+                    var j = i
+                    while j > start && key < k[j - 1] {
+                        k[j] = k[j - 1]
+                        j -= 1
                     }
+                    k[j] = key
                 }
             }
-            initialized = n
-        }
-        let distinct = sorted.withUnsafeMutableBufferPointer { k -> Int in
-            var out = 0
-            starts.withUnsafeBufferPointer { starts in
-                for b in 0..<buckets {
-                    let start = starts[b], end = starts[b + 1]
-                    guard start < end else { continue }
-                    if end - start > 32 {
-                        // Skewed input (say, hashes that are small numbers) can put
-                        // many keys in one bucket: sort those in n log n, not n².
-                        var bucket = UnsafeMutableBufferPointer(rebasing: k[start..<end])
-                        bucket.sort()
-                    } else {
-                        for i in (start + 1)..<end {
-                            let key = k[i]
-                            var j = i
-                            while j > start && key < k[j - 1] {
-                                k[j] = k[j - 1]
-                                j -= 1
-                            }
-                            k[j] = key
-                        }
-                    }
-                    for i in start..<end where out == 0 || k[out - 1] != k[i] {
-                        k[out] = k[i]
-                        out += 1
-                    }
-                }
+            for i in start..<end where out == 0 || k[out - 1] != k[i] {
+                k[out] = k[i]
+                out += 1
             }
-            return out
         }
-        swap(&keys, &sorted)
-        return distinct
+        return UnsafeBufferPointer(rebasing: k[..<out])
     }
 }

@@ -32,13 +32,15 @@ public enum RunMerger {
     ///   - memoryLimit: bytes of keys to hold at once (twice over, to sort).
     ///   - scratch: a path prefix for the external sort's scratch files,
     ///     which are removed before returning.
+    ///   - keys, buffer: memory to reuse (see `ScratchBuffer`): the keys
+    ///     read, and the sort's output.
     public static func merge(runPaths: [String], low: UInt64, high: UInt64, coveredKeys: Int, memoryLimit: Int,
-                             scratch: String, into writer: SegmentWriter,
-                             isCancelled: () -> Bool = { false }) throws -> Int {
+                             scratch: String, into writer: SegmentWriter, keys: inout [Key16],
+                             buffer: ScratchBuffer = ScratchBuffer(), isCancelled: () -> Bool = { false }) throws -> Int {
         let capacity = max(1024, memoryLimit / 32)
         let span = high &- low // 0 means the whole key space
         let significantBits = span == 0 ? 64 : 64 - (span - 1).leadingZeroBitCount
-        var keys: [Key16] = []
+        keys.removeAll(keepingCapacity: true)
         keys.reserveCapacity(min(coveredKeys, capacity))
 
         if coveredKeys <= capacity {
@@ -46,21 +48,22 @@ public enum RunMerger {
                 try RunFile(path: path).forEachKey(low: low, high: high) { keys.append(contentsOf: $0) }
                 if isCancelled() { throw CancellationError() }
             }
-            let count = KeySorter.sortAndDeduplicate(&keys, low: low, significantBits: significantBits)
-            try keys.withUnsafeBufferPointer { try writer.append(contentsOf: UnsafeBufferPointer(rebasing: $0[..<count])) }
-            return count
+            let sorted = keys.withUnsafeBufferPointer {
+                KeySorter.sortAndDeduplicate($0, low: low, significantBits: significantBits, in: buffer)
+            }
+            try writer.append(contentsOf: sorted)
+            return sorted.count
         }
 
         var spills: [String] = []
         defer { for path in spills { unlink(path) } }
         func spill() throws {
-            let count = KeySorter.sortAndDeduplicate(&keys, low: low, significantBits: significantBits)
+            let sorted = keys.withUnsafeBufferPointer {
+                KeySorter.sortAndDeduplicate($0, low: low, significantBits: significantBits, in: buffer)
+            }
             let path = "\(scratch).spill-\(spills.count)"
             spills.append(path)
-            _ = try keys.withUnsafeBufferPointer {
-                try SegmentWriter.create(UnsafeBufferPointer(rebasing: $0[..<count]), at: path, advertiserID: "",
-                                         listVersion: 0, durable: false)
-            }
+            _ = try SegmentWriter.create(sorted, at: path, advertiserID: "", listVersion: 0, durable: false)
             keys.removeAll(keepingCapacity: true)
         }
         for path in runPaths {
@@ -76,7 +79,6 @@ public enum RunMerger {
             if isCancelled() { throw CancellationError() }
         }
         if !keys.isEmpty { try spill() }
-        keys = []
         let sorted = try spills.map { try Segment(path: $0, verify: false) }
         return try mergeSorted(sorted, low: low, high: high, into: writer, isCancelled: isCancelled)
     }

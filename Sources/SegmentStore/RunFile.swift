@@ -47,24 +47,25 @@ public enum RunWriter {
     /// Writes `keys` (in any order, duplicates allowed) as a run grouped on
     /// their top `partitionBits` bits, atomically (a temporary name, then a
     /// rename). With `durable` the file and its folder are synced first.
+    /// The file is built in `scratch` (fresh memory when nil).
     ///
     /// - Returns: the number of keys written.
     @discardableResult
     public static func write(_ keys: UnsafeBufferPointer<Key16>, partitionBits: Int, listVersion: UInt64,
-                             to path: String, durable: Bool) throws(SegmentError) -> Int {
+                             to path: String, durable: Bool, scratch: ScratchBuffer? = nil) throws(SegmentError) -> Int {
         let bits = min(max(0, partitionBits), RunFormat.maxPartitionBits)
         let partitions = 1 << bits
         let keysOffset = RunFormat.headerSize + RunFormat.tableBytes(bits: bits)
         let size = RunFormat.fileSize(keys: keys.count, bits: bits)
-        let file = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
-        defer { file.deallocate() }
+        let buffer = scratch ?? ScratchBuffer()
+        // The file image, then the scatter's cursors.
+        let file = buffer.bytes(size + (partitions + 1) * 8)
         file.initializeMemory(as: UInt8.self, repeating: 0, count: keysOffset)
 
         // Partition starts (the table's first part), then every key scattered
         // to its partition in file byte order.
         let starts = (file + RunFormat.headerSize).bindMemory(to: UInt64.self, capacity: partitions + 1)
-        let next = UnsafeMutablePointer<Int>.allocate(capacity: partitions + 1)
-        defer { next.deallocate() }
+        let next = (file + size).bindMemory(to: Int.self, capacity: partitions + 1)
         next.initialize(repeating: 0, count: partitions + 1)
         for key in keys { next[RunFormat.partition(key.hi, bits: bits) + 1] += 1 }
         for p in 0..<partitions { next[p + 1] += next[p] }
@@ -189,7 +190,7 @@ public final class RunFile {
     /// against its checksum, and each key against its partition; a damaged
     /// file throws (possibly after some chunks were delivered: the caller
     /// discards its output).
-    public func forEachKey(low: UInt64, high: UInt64, chunkKeys: Int = 1 << 16,
+    public func forEachKey(low: UInt64, high: UInt64, chunkKeys: Int = 1 << 15,
                            _ body: (UnsafeBufferPointer<Key16>) throws -> Void) throws {
         let partitions = RunFormat.partitions(low: low, high: high, bits: partitionBits)
         guard !partitions.isEmpty else { return }

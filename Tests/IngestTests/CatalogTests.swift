@@ -158,6 +158,9 @@ final class RunMergerTests: XCTestCase {
         let empty = dir.appendingPathComponent("empty.run").path
         try [Key16]().withUnsafeBufferPointer { _ = try RunWriter.write($0, partitionBits: 2, listVersion: 1, to: empty, durable: true) }
         paths.append(empty)
+        // Memory reused from merge to merge, as a worker slot does.
+        var keys: [Key16] = []
+        let buffer = ScratchBuffer()
         for (low, high) in [(UInt64(0), UInt64(0)), (0, 1 << 62), (1 << 62, 3 << 62), (3 << 62, 0), (5 << 59, 6 << 59)] {
             let expected = all.filter { $0.hi >= low && (high == 0 || $0.hi < high) }.sorted()
             let covered = try RunMerger.keysCovering(runPaths: paths, low: low, high: high)
@@ -166,7 +169,7 @@ final class RunMergerTests: XCTestCase {
                 let path = dir.appendingPathComponent("out-\(limit)-\(low)-\(high).seg").path
                 let writer = try SegmentWriter(path: path, advertiserID: "a", listVersion: 1, estimatedKeys: covered)
                 let written = try RunMerger.merge(runPaths: paths, low: low, high: high, coveredKeys: covered, memoryLimit: limit,
-                                                  scratch: path, into: writer)
+                                                  scratch: path, into: writer, keys: &keys, buffer: buffer)
                 _ = try writer.finish()
                 let segment = try Segment(path: path)
                 XCTAssertEqual(written, expected.count, "limit \(limit)")
@@ -240,5 +243,25 @@ final class RunFileTests: XCTestCase {
         XCTAssertTrue(try damaged("garbage.run") { $0 = Data(repeating: 7, count: 300) }.contains("bad magic"))
         XCTAssertTrue(try damaged("empty.run") { $0 = Data() }.contains("truncated"))
         XCTAssertTrue(openError(dir.appendingPathComponent("missing.run").path).contains("cannot open"))
+    }
+}
+
+final class ScratchBufferTests: XCTestCase {
+    /// The buffer is reused while big enough, grows when asked for more, and
+    /// gives its memory back only when over the limit.
+    func testScratchIsReusedAndShrunkPastTheLimit() {
+        let scratch = ScratchBuffer()
+        let first = scratch.bytes(100_000)
+        XCTAssertGreaterThanOrEqual(scratch.capacity, 100_000)
+        XCTAssertEqual(scratch.bytes(50_000), first, "a smaller request reuses the memory")
+        XCTAssertEqual(Int(bitPattern: first) % 64, 0)
+        _ = scratch.bytes(1_000_000)
+        XCTAssertGreaterThanOrEqual(scratch.capacity, 1_000_000)
+        scratch.shrink(toAtMost: 2_000_000)
+        XCTAssertGreaterThanOrEqual(scratch.capacity, 1_000_000, "within the limit: kept")
+        scratch.shrink(toAtMost: 500_000)
+        XCTAssertEqual(scratch.capacity, 0, "over the limit: released")
+        scratch.bytes(10).storeBytes(of: 7, as: UInt8.self)
+        XCTAssertGreaterThanOrEqual(scratch.capacity, 10)
     }
 }
