@@ -135,8 +135,13 @@ public final class IngestCatalog: @unchecked Sendable {
 
             var leased: [IngestTask] = []
             for candidate in candidates where leased.count < max {
-                let ids = try db.rows("SELECT id FROM tasks WHERE file_id = ? AND state = 0 ORDER BY kind, seq LIMIT ?",
-                                      candidate.file, max - leased.count) { UInt64($0.int(0)) }
+                // Merges only once every block is parsed (again, after a lost run).
+                let ids = try db.rows("""
+                    SELECT id FROM tasks WHERE file_id = ? AND state = 0 AND (kind = ? OR NOT EXISTS
+                        (SELECT 1 FROM tasks p WHERE p.file_id = ? AND p.kind = ? AND p.state != 2))
+                    ORDER BY kind, seq LIMIT ?
+                    """, candidate.file, Int(TaskKind.parse.rawValue), candidate.file, Int(TaskKind.parse.rawValue),
+                    max - leased.count) { UInt64($0.int(0)) }
                 for id in ids {
                     leased.append(try leaseTask(db, id: id, worker: worker, now: now))
                 }
@@ -274,6 +279,13 @@ public final class IngestCatalog: @unchecked Sendable {
     }
 
     private func finishParsing(_ db: Database, file: UInt64, now: Double) throws -> Progress {
+        // Blocks parsed again after a lost run: the merges exist already.
+        let merges = try db.rows("SELECT COUNT(*) FROM tasks WHERE file_id = ? AND kind = ?",
+                                 file, Int(TaskKind.merge.rawValue)) { $0.int(0) }.first ?? 0
+        if merges > 0 {
+            try db.run("UPDATE files SET state = ? WHERE id = ?", Int(FileState.merging.rawValue), file)
+            return .merging
+        }
         var lines: Int64 = 0, invalid: Int64 = 0, runKeys: Int64 = 0
         try db.query("SELECT lines, invalid, output_keys FROM tasks WHERE file_id = ? AND kind = 1", file) { row in
             lines += row.int(0)
@@ -319,9 +331,29 @@ public final class IngestCatalog: @unchecked Sendable {
                 try abandon(db, file: file, state: .superseded, error: "the file changed while it was being ingested", now: now)
                 return .fileChanged(path: path)
             }
+            if !report.lostRuns.isEmpty { try reparse(db, file: file, lostRuns: Set(report.lostRuns)) }
             try retryOrFail(db, task: report.taskId, attempts: attempt, error: report.error, now: now)
             let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { FileState(rawValue: Int32($0.int(0))) }.first
             return state == .failed ? .failed : .retrying
+        }
+    }
+
+    /// Puts the blocks whose runs a merge could not read back in the queue
+    /// and the version back to parsing; its merges wait until they are done.
+    /// Runs are not synced to disk (a crash may lose them) because they are
+    /// rebuilt this way. The merge's own attempt still counts, so a run
+    /// that keeps coming out unreadable ends in a failed version, not a loop.
+    private func reparse(_ db: Database, file: UInt64, lostRuns: Set<String>) throws {
+        let done = try db.rows("SELECT id, output FROM tasks WHERE file_id = ? AND kind = ? AND state = 2",
+                               file, Int(TaskKind.parse.rawValue)) { (UInt64($0.int(0)), $0.string(1)) }
+        var requeued = 0
+        for (id, output) in done where lostRuns.contains(output) {
+            try db.run("UPDATE tasks SET state = 0, lease_token = NULL, lease_expires = NULL WHERE id = ?", id)
+            requeued += 1
+        }
+        if requeued > 0 {
+            try db.run("UPDATE files SET state = ? WHERE id = ? AND state = ?",
+                       Int(FileState.parsing.rawValue), file, Int(FileState.merging.rawValue))
         }
     }
 

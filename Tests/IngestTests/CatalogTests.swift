@@ -63,6 +63,59 @@ final class CatalogTests: XCTestCase {
         XCTAssertEqual(try catalog.lease(worker: "w", max: 5, now: 5).map(\.version), [second.fileID])
     }
 
+    /// A merge reports lost runs: exactly those blocks go back to the queue,
+    /// the merges wait for them, and finishing them again adds no merges.
+    func testLostRunsSendTheirBlocksBackAndHoldTheMerges() throws {
+        let path = temporaryPath()
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        var policy = IngestPolicy()
+        policy.blockSize = 100
+        policy.mergeTargetBytes = 16
+        policy.maxMergeTasks = 2
+        let catalog = try IngestCatalog(path: path, policy: policy)
+        let file = try catalog.submit(object("a/f", size: 300), now: 0).fileID
+        func complete(_ task: IngestTask, now: Double) throws -> IngestCatalog.Progress? {
+            var report = CompleteTaskRequest()
+            report.taskId = task.taskId
+            report.leaseToken = task.leaseToken
+            report.lines = 3
+            report.keys = 3
+            report.outputKeys = 3
+            return try catalog.complete(report, now: now)
+        }
+        let blocks = try catalog.lease(worker: "w", max: 10, now: 1)
+        XCTAssertEqual(blocks.map(\.kind), [.parse, .parse, .parse])
+        XCTAssertEqual(try blocks.map { try complete($0, now: 2) }, [IngestCatalog.Progress.none, IngestCatalog.Progress.none, .merging])
+        let merges = try catalog.lease(worker: "w", max: 10, now: 3)
+        XCTAssertEqual(merges.map(\.kind), [.merge, .merge])
+        XCTAssertEqual(merges[0].runs, blocks.map(\.outputPath))
+
+        var failure = FailTaskRequest()
+        failure.taskId = merges[0].taskId
+        failure.leaseToken = merges[0].leaseToken
+        failure.error = "cannot read"
+        failure.lostRuns = [blocks[1].outputPath, "runs/a/elsewhere.run"]
+        XCTAssertEqual(try catalog.fail(failure, now: 4), .retrying)
+        XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 4).first?.state, .parsing)
+        // Only block 1 comes back; merge 0 waits for it although it is queued.
+        let again = try catalog.lease(worker: "w", max: 10, now: 5)
+        XCTAssertEqual(again.map(\.taskId), [blocks[1].taskId])
+        guard again.count == 1 else { return }
+        XCTAssertEqual(again[0].attempt, 2)
+        XCTAssertNotEqual(again[0].outputPath, blocks[1].outputPath, "a new name for the new attempt")
+        XCTAssertEqual(try catalog.lease(worker: "w", max: 10, now: 6).count, 0, "merges wait while a block is parsed again")
+        XCTAssertEqual(try complete(again[0], now: 7), .merging)
+        let retried = try catalog.lease(worker: "w", max: 10, now: 8)
+        XCTAssertEqual(retried.map(\.taskId), [merges[0].taskId], "the same merge, not a new one")
+        let merge = try XCTUnwrap(retried.first)
+        XCTAssertEqual(merge.runs, [blocks[0].outputPath, again[0].outputPath, blocks[2].outputPath])
+        XCTAssertEqual(try complete(merge, now: 9), IngestCatalog.Progress.none)
+        XCTAssertEqual(try complete(merges[1], now: 9), .readyToPublish)
+        XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 10).first?.mergesTotal, 2)
+        XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 10).first?.keys, 9)
+        XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 10).first?.fileId, file)
+    }
+
     func testPriorityFavoursSmallRemainingWorkAndAgesWithoutBound() {
         let block: Int64 = 64 << 20
         func score(_ bytes: Int64, waited: Double, weight: Double = 1) -> Double {

@@ -3,6 +3,7 @@ import IngestCoordinator
 import RosterAPI
 import RosterRPC
 import SegmentStore
+import SQLite
 import TestSupport
 import XCTest
 
@@ -158,6 +159,46 @@ final class IngestFaultTests: XCTestCase {
         XCTAssertTrue(hits.allSatisfy { $0 })
     }
 
+    /// Runs are not synced, so a crash can lose one after its block was
+    /// reported. Here one run vanishes and another is cut short before the
+    /// merges read them: the merge names both, their blocks are parsed
+    /// again, and the version goes live with every key, counted once.
+    func testRunsLostBeforeTheMergeAreParsedAgain() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy())
+        try await harness.startMatchServer()
+        try await harness.startCoordinator()
+        let keys = ReferenceParser.randomKeys(1000, seed: 50)
+        let store = LosingStorage(LocalSegmentStorage(root: harness.storeRoot), lose: "/block-1-", damage: "/block-4-")
+        harness.startWorker(id: "w", store: store)
+        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "lossy", name: "f.txt")).fileId
+        let status = try await harness.waitForFile(id)
+        XCTAssertEqual(status.state, .live, status.error)
+        XCTAssertEqual(store.harmed, 2, "one run lost, one damaged")
+        XCTAssertEqual(status.keys, 1000, "the blocks parsed again replace their counts")
+        XCTAssertEqual(status.distinctKeys, 1000)
+        XCTAssertEqual(status.blocksDone, status.blocksTotal)
+        XCTAssertEqual(status.mergesDone, status.mergesTotal)
+        XCTAssertEqual(status.mergesTotal, 4)
+        let hits = try await harness.matched("lossy", keys)
+        XCTAssertTrue(hits.allSatisfy { $0 })
+        let strangers = try await harness.matched("lossy", ReferenceParser.randomKeys(500, seed: 51))
+        XCTAssertFalse(strangers.contains(true))
+
+        // The catalog's record of attempts, read straight from its database.
+        let db = try Database(path: harness.catalogPath)
+        let attempts = try db.rows("""
+            SELECT CASE t.kind WHEN 1 THEN 'block ' ELSE 'merge ' END || t.seq, a.outcome, a.error
+            FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.file_id = ? ORDER BY a.task_id, a.attempt
+            """, id) { (label: $0.string(0), outcome: $0.string(1), error: $0.string(2)) }
+        XCTAssertEqual(attempts.filter { $0.label == "block 1" }.count, 2, "block 1 parsed twice")
+        XCTAssertEqual(attempts.filter { $0.label == "block 4" }.count, 2, "block 4 parsed twice")
+        XCTAssertEqual(attempts.filter { $0.label == "block 2" }.count, 1)
+        XCTAssertEqual(Set(attempts.filter { $0.label.hasPrefix("merge") }.map(\.label)).count, 4, "no merge task added twice")
+        let merges = attempts.filter { $0.label == "merge 0" }
+        XCTAssertEqual(merges.map(\.outcome), ["failed", "done"])
+        XCTAssertTrue(merges[0].error.contains("cannot read 2 run(s)"), merges[0].error)
+    }
+
     /// The coordinator is stopped abruptly mid-ingest; a new one on the same
     /// catalog finishes the job with the same result.
     func testCoordinatorRestartedMidIngestReachesTheSameResult() async throws {
@@ -191,5 +232,41 @@ final class IngestFaultTests: XCTestCase {
     private func blocksDone(_ id: UInt64) throws -> UInt32 {
         try harness.coordinator.catalog.files(advertiser: nil, states: [], limit: 100, now: Date().timeIntervalSince1970)
             .first { $0.fileId == id }?.blocksDone ?? 0
+    }
+}
+
+/// A segment store that loses one run and truncates another the first time
+/// a merge asks for them, as a crash before they reached the disk would.
+final class LosingStorage: SegmentStorage, @unchecked Sendable {
+    private let base: LocalSegmentStorage
+    private let lose: String
+    private let damage: String
+    private let lock = NSLock()
+    private var done: Set<String> = []
+
+    init(_ base: LocalSegmentStorage, lose: String, damage: String) {
+        self.base = base
+        self.lose = lose
+        self.damage = damage
+    }
+
+    var harmed: Int { lock.withLock { done.count } }
+
+    func prepareWrite(_ path: String) throws -> String { try base.prepareWrite(path) }
+    func commit(_ path: String) async throws { try await base.commit(path) }
+    func removeAll(under prefix: String) async throws { try await base.removeAll(under: prefix) }
+
+    func localFile(_ path: String) async throws -> String {
+        let local = try await base.localFile(path)
+        guard let harm = [lose, damage].first(where: { path.contains($0) }),
+              lock.withLock({ done.insert(harm).inserted }) else { return local }
+        if harm == lose {
+            try FileManager.default.removeItem(atPath: local)
+        } else {
+            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: local))
+            try handle.truncate(atOffset: try handle.seekToEnd() - 16)
+            try handle.close()
+        }
+        return local
     }
 }

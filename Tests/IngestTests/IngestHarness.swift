@@ -88,13 +88,14 @@ final class IngestHarness: @unchecked Sendable {
     var matchClient: MatchService.Client<RPCClient> { MatchService.Client(transport: client(matchServer)) }
 
     @discardableResult
-    func startWorker(id: String, parser: BlockParser = BlockParser(chunkSize: 1000), token: String? = nil) -> BlockWorker<RPCClient> {
+    func startWorker(id: String, parser: BlockParser = BlockParser(chunkSize: 1000), token: String? = nil,
+                     store: (any SegmentStorage)? = nil) -> BlockWorker<RPCClient> {
         var configuration = BlockWorker<RPCClient>.Configuration(id: id, idlePoll: .milliseconds(5), maxIdlePoll: .milliseconds(20), parser: parser)
         configuration.token = token
         let worker = BlockWorker(
             configuration: configuration,
             coordinator: Coordinator.Client(transport: client(coordinatorServer)),
-            lake: LocalFolderLake(root: lakeRoot), store: LocalSegmentStorage(root: storeRoot))
+            lake: LocalFolderLake(root: lakeRoot), store: store ?? LocalSegmentStorage(root: storeRoot))
         workerTasks.append(Task { try await worker.run() })
         return worker
     }

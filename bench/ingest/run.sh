@@ -16,8 +16,9 @@ ROOT=$(pwd)
 WORK=${BENCH_DIR:-/tmp/roster-ingest-bench}
 mkdir -p "$WORK"
 gcc -O2 -o "$WORK/genlist" bench/ingest/genlist.c
-swift build -c release --product roster >/dev/null
-BIN="$ROOT/.build/release/roster"
+# ROSTER_BIN=path runs another build (say, to compare two side by side).
+if [ -z "${ROSTER_BIN:-}" ]; then swift build -c release --product roster >/dev/null; fi
+BIN=${ROSTER_BIN:-"$ROOT/.build/release/roster"}
 
 size_bytes() {
   case "$1" in

@@ -723,6 +723,10 @@ public struct FailTaskRequest: ProtoMessage {
     public var error: String = ""
     /// The lake object no longer matches the leased etag: the version is abandoned and the file re-queued.
     public var fileChanged: Bool = false
+    /// Merge: runs the task could not read (missing, or failing their checks,
+    /// as when a host crashed before they reached its disk). Their blocks are
+    /// parsed again before the merge is retried.
+    public var lostRuns: [String] = []
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -734,13 +738,15 @@ public struct FailTaskRequest: ProtoMessage {
         taskId: UInt64 = 0,
         leaseToken: String = "",
         error: String = "",
-        fileChanged: Bool = false
+        fileChanged: Bool = false,
+        lostRuns: [String] = []
     ) {
         self.workerId = workerId
         self.taskId = taskId
         self.leaseToken = leaseToken
         self.error = error
         self.fileChanged = fileChanged
+        self.lostRuns = lostRuns
     }
 }
 
@@ -1883,6 +1889,7 @@ extension FailTaskRequest {
             case 3: self.leaseToken = try reader.read(StringCodec.self, tag)
             case 4: self.error = try reader.read(StringCodec.self, tag)
             case 5: self.fileChanged = try reader.read(BoolCodec.self, tag)
+            case 6: try reader.readRepeated(StringCodec.self, tag, into: &self.lostRuns)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -1895,6 +1902,7 @@ extension FailTaskRequest {
         if !self.leaseToken.isEmpty { size += ProtoSize.field(StringCodec.self, field: 3, self.leaseToken) }
         if !self.error.isEmpty { size += ProtoSize.field(StringCodec.self, field: 4, self.error) }
         if self.fileChanged { size += ProtoSize.field(BoolCodec.self, field: 5, self.fileChanged) }
+        size += ProtoSize.repeated(StringCodec.self, field: 6, self.lostRuns)
         return size
     }
 
@@ -1904,6 +1912,7 @@ extension FailTaskRequest {
         if !self.leaseToken.isEmpty { writer.write(StringCodec.self, field: 3, self.leaseToken) }
         if !self.error.isEmpty { writer.write(StringCodec.self, field: 4, self.error) }
         if self.fileChanged { writer.write(BoolCodec.self, field: 5, self.fileChanged) }
+        writer.writeRepeated(StringCodec.self, field: 6, self.lostRuns)
         writer.writeUnknown(unknownFields)
     }
 }
@@ -2682,7 +2691,7 @@ extension CompleteTaskResponse: ProtoJSONMessage {
 
 extension FailTaskRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.FailTaskRequest"
-    public static let schemaDefinition = "message FailTaskRequest {\n  string worker_id = 1;\n  uint64 task_id = 2;\n  string lease_token = 3;\n  string error = 4;\n  /// The lake object no longer matches the leased etag: the version is abandoned and the file re-queued.\n  bool file_changed = 5;\n}"
+    public static let schemaDefinition = "message FailTaskRequest {\n  string worker_id = 1;\n  uint64 task_id = 2;\n  string lease_token = 3;\n  string error = 4;\n  /// The lake object no longer matches the leased etag: the version is abandoned and the file re-queued.\n  bool file_changed = 5;\n  /// Merge: runs the task could not read (missing, or failing their checks,\n  /// as when a host crashed before they reached its disk). Their blocks are\n  /// parsed again before the merge is retried.\n  repeated string lost_runs = 6;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -2691,6 +2700,7 @@ extension FailTaskRequest: ProtoJSONMessage {
         object.singular("leaseToken", StringCodec.self, self.leaseToken)
         object.singular("error", StringCodec.self, self.error)
         object.singular("fileChanged", BoolCodec.self, self.fileChanged)
+        object.repeated("lostRuns", StringCodec.self, self.lostRuns)
         return object.value
     }
 
@@ -2702,7 +2712,8 @@ extension FailTaskRequest: ProtoJSONMessage {
             case "leaseToken", "lease_token": self.leaseToken = try JSONReader.singular(StringCodec.self, value, field: "leaseToken")
             case "error": self.error = try JSONReader.singular(StringCodec.self, value, field: "error")
             case "fileChanged", "file_changed": self.fileChanged = try JSONReader.singular(BoolCodec.self, value, field: "fileChanged")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "taskId", "leaseToken", "error", "fileChanged"])
+            case "lostRuns", "lost_runs": self.lostRuns = try JSONReader.repeated(StringCodec.self, value, field: "lostRuns")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "taskId", "leaseToken", "error", "fileChanged", "lostRuns"])
             }
         }
     }
