@@ -70,7 +70,7 @@ public final class IngestCatalog: @unchecked Sendable {
             for id in older {
                 try abandon(db, file: id, state: .superseded, error: "replaced by a newer file (\(object.path))", now: now)
             }
-            let blocks = BlockRange.split(size: object.size, blockSize: policy.blockSize)
+            let blocks = BlockRange.split(size: object.size, blockSize: policy.blockSize(forFileSize: object.size))
             try db.run("""
                 INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total)
                 VALUES (?, ?, ?, ?, ?, ?, ?)

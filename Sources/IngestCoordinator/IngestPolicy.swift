@@ -2,8 +2,14 @@ import Foundation
 
 /// The coordinator's knobs. Defaults suit production; tests shrink them.
 public struct IngestPolicy: Sendable {
-    /// Bytes per parse block (the last block of a file is shorter).
+    /// Bytes per parse block (the last block of a file is shorter): the
+    /// most; see `blockSize(forFileSize:)`.
     public var blockSize: Int64 = 64 << 20
+    /// A file smaller than this many full blocks is cut into this many
+    /// smaller ones, down to `minimumBlockSize`, so that every worker gets a
+    /// share of it (see `blockSize(forFileSize:)`).
+    public var minimumBlocks: Int64 = 8
+    public var minimumBlockSize: Int64 = 4 << 20
     /// How long a lease lasts without a heartbeat.
     public var leaseDuration: Double = 30
     /// Leases of one task that may fail or expire before its file version fails.
@@ -19,6 +25,16 @@ public struct IngestPolicy: Sendable {
     public var maxMergeTasks = 4096
 
     public init() {}
+
+    /// The block size for a file of `size` bytes: `blockSize`, or smaller
+    /// for a file of fewer than `minimumBlocks` blocks, though not below
+    /// `minimumBlockSize`. A 100 MB file cut into 64 MiB blocks is a 64 MiB
+    /// block and a 36 MB one: one worker parses twice as long as the other
+    /// and the rest wait. Cut into eight 12.5 MB blocks, it is shared evenly.
+    public func blockSize(forFileSize size: Int64) -> Int64 {
+        let even = (max(0, size) + minimumBlocks - 1) / max(1, minimumBlocks)
+        return min(blockSize, max(minimumBlockSize, even))
+    }
 
     /// log₂ of the number of merge ranges for `keys` keys.
     public func mergeRangeBits(keys: Int64) -> Int {

@@ -41,8 +41,11 @@ struct DataOptions: ParsableArguments {
 
 /// The coordinator's policy knobs as flags.
 struct IngestOptions: ParsableArguments {
-    @Option(help: "Block size in bytes (default 64 MiB).")
+    @Option(help: "Block size in bytes (default 64 MiB); a file of fewer than 8 blocks is cut into 8, of at least 4 MiB.")
     var blockSize: Int64 = 64 << 20
+
+    @Option(help: "Bytes of keys per merge task (default 32 MiB): a version's merges split the key space into about size / this many ranges.")
+    var mergeBytes: Int64 = 32 << 20
 
     @Option(help: "Lease length in seconds; workers renew at a third of it.")
     var lease: Double = 30
@@ -58,11 +61,13 @@ struct IngestOptions: ParsableArguments {
 
     func policy() throws -> IngestPolicy {
         guard blockSize >= 1024 else { throw CLIError("--block-size must be at least 1024 bytes") }
+        guard mergeBytes >= 1024 else { throw CLIError("--merge-bytes must be at least 1024 bytes") }
         guard lease > 0 else { throw CLIError("--lease must be positive") }
         guard maxAttempts >= 1 else { throw CLIError("--max-attempts must be at least 1") }
         guard (0...1).contains(invalidThreshold) else { throw CLIError("--invalid-threshold must be between 0 and 1") }
         var policy = IngestPolicy()
         policy.blockSize = blockSize
+        policy.mergeTargetBytes = mergeBytes
         policy.leaseDuration = lease
         policy.maxAttempts = maxAttempts
         policy.invalidThreshold = invalidThreshold

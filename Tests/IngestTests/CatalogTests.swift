@@ -146,6 +146,19 @@ final class CatalogTests: XCTestCase {
         XCTAssertEqual(policy.mergeRanges(keys: 1_000_000).count, 8, "capped")
     }
 
+    /// Small files are cut into several blocks so every worker gets a share;
+    /// big ones into blocks of the configured size.
+    func testBlockSizeShrinksForSmallFilesButNotBelowTheMinimum() {
+        let policy = IngestPolicy()
+        XCTAssertEqual(policy.blockSize(forFileSize: 10_000), 4 << 20, "one block")
+        XCTAssertEqual(policy.blockSize(forFileSize: 100_000_000), 12_500_000, "eight blocks")
+        XCTAssertEqual(policy.blockSize(forFileSize: 1_000_000_000), 64 << 20)
+        XCTAssertEqual(policy.blockSize(forFileSize: 0), 4 << 20)
+        var small = IngestPolicy()
+        small.blockSize = 4096
+        XCTAssertEqual(small.blockSize(forFileSize: 100_000_000), 4096, "never above the configured size")
+    }
+
     /// Runs are grouped at least as finely as any merge of their file splits:
     /// a file of `size` bytes holds at most (size + 1) / 33 keys.
     func testRunPartitionsAreNeverCoarserThanTheMergeRanges() {

@@ -8,7 +8,9 @@
 #
 # Prints one row per size: MB/s (submission to live), seconds, peak RSS of
 # every process, and sort -u's time and RSS (SKIP_SORT=1 leaves sort -u out;
-# SLOTS=N gives each worker N concurrent tasks, default 1). With 4G it also submits a 10 KB
+# SLOTS=N gives each worker N concurrent tasks, default 1; WORKERS=1 runs one
+# worker instead of two; MERGE_BYTES=n sets the coordinator's --merge-bytes;
+# ROSTER_BIN=path runs another build of roster). With 4G it also submits a 10 KB
 # file while the big one ingests and reports how long that one took to go live.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -52,7 +54,7 @@ for SIZE in "$@"; do
   MATCH_PID=$!
   until grep -q "listening on" "$WORK/match.out"; do sleep 0.05; done
   MATCH=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/match.out")
-  "$BIN" coordinator --no-auth --data "$DATA" --listen 127.0.0.1:0 --match "$MATCH" --scan-interval 0 --log-level warning > "$WORK/coord.out" 2>&1 &
+  "$BIN" coordinator --no-auth --data "$DATA" --listen 127.0.0.1:0 --match "$MATCH" --scan-interval 0 ${MERGE_BYTES:+--merge-bytes $MERGE_BYTES} --log-level warning > "$WORK/coord.out" 2>&1 &
   COORD_PID=$!
   until grep -q "listening on" "$WORK/coord.out"; do sleep 0.05; done
   COORD=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/coord.out")
