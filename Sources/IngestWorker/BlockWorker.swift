@@ -104,6 +104,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
 
     private func slotLoop(_ slot: Int) async {
         let memory = SlotMemory()
+        var syncing: Task<Void, Never>?
         var idle = configuration.idlePoll
         while !stopping {
             let tasks: [IngestTask]
@@ -120,16 +121,23 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
                 tasks = []
             }
             if tasks.isEmpty {
+                await syncing?.value
+                syncing = nil
                 try? await Task.sleep(for: idle)
                 idle = min(idle * 2, configuration.maxIdlePoll)
                 continue
             }
             idle = configuration.idlePoll
             for task in tasks {
-                await perform(task, memory: memory)
+                let committing = await perform(task, memory: memory)
                 memory.trim(toAtMost: configuration.retainedMemoryPerBuffer)
+                // At most one segment syncing per slot: the previous one has
+                // had a whole task's time.
+                await syncing?.value
+                syncing = committing
             }
         }
+        await syncing?.value
     }
 
     private func heartbeatLoop() async {
@@ -151,32 +159,71 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     }
 
     /// Runs one task and reports its outcome.
-    func perform(_ task: IngestTask, memory: SlotMemory) async {
+    ///
+    /// A merge's segment still has to reach the disk (`UncommittedSegment`):
+    /// that is disk time, not CPU time, so it is synced and reported in the
+    /// returned background task while the slot goes on to its next task.
+    /// The lease is held, and renewed by the heartbeat, until the report.
+    func perform(_ task: IngestTask, memory: SlotMemory) async -> Task<Void, Never>? {
         let work = Task { try await self.execute(task, memory: memory) }
         held.withLock { $0[task.taskId] = Held(token: task.leaseToken, cancel: { work.cancel() }) }
-        defer { held.withLock { _ = $0.removeValue(forKey: task.taskId) } }
         do {
-            var report = try await work.value
-            report.workerId = configuration.id
-            report.taskId = task.taskId
-            report.leaseToken = task.leaseToken
-            let accepted = try await withRetries { try await self.coordinator.completeTask(report, options: self.options).accepted }
-            if accepted { completed.add(1, ordering: .relaxed) }
-            logger.debug("task done", metadata: ["task": "\(task.taskId)", "accepted": "\(accepted)"])
+            let (report, segment) = try await work.value
+            guard let segment else {
+                await complete(task, report)
+                return nil
+            }
+            return Task {
+                do {
+                    try segment.commit()
+                    try await self.store.commit(task.outputPath)
+                    await self.complete(task, report)
+                } catch {
+                    segment.discard()
+                    await self.fail(task, error)
+                }
+            }
         } catch where error is CancellationError || Task.isCancelled {
             // The lease was lost or the worker is stopping: say nothing; the
             // lease expires and the coordinator hands the task out again.
+            release(task)
         } catch {
-            var failure = FailTaskRequest()
-            failure.workerId = configuration.id
-            failure.taskId = task.taskId
-            failure.leaseToken = task.leaseToken
-            if let lakeError = error as? LakeError, case .changed = lakeError { failure.fileChanged = true }
-            if let lost = error as? RunsLost { failure.lostRuns = lost.runs }
-            failure.error = "\(error)"
-            logger.warning("task failed", metadata: ["task": "\(task.taskId)", "error": "\(error)"])
-            _ = try? await withRetries { try await self.coordinator.failTask(failure, options: self.options) }
+            await fail(task, error)
         }
+        return nil
+    }
+
+    private func release(_ task: IngestTask) {
+        held.withLock { _ = $0.removeValue(forKey: task.taskId) }
+    }
+
+    private func complete(_ task: IngestTask, _ report: CompleteTaskRequest) async {
+        defer { release(task) }
+        var report = report
+        report.workerId = configuration.id
+        report.taskId = task.taskId
+        report.leaseToken = task.leaseToken
+        do {
+            let accepted = try await withRetries { try await self.coordinator.completeTask(report, options: self.options).accepted }
+            if accepted { completed.add(1, ordering: .relaxed) }
+            logger.debug("task done", metadata: ["task": "\(task.taskId)", "accepted": "\(accepted)"])
+        } catch {
+            // The coordinator is unreachable: the lease expires and the task runs again.
+            logger.warning("cannot report a finished task", metadata: ["task": "\(task.taskId)", "error": "\(error)"])
+        }
+    }
+
+    private func fail(_ task: IngestTask, _ error: any Error) async {
+        defer { release(task) }
+        var failure = FailTaskRequest()
+        failure.workerId = configuration.id
+        failure.taskId = task.taskId
+        failure.leaseToken = task.leaseToken
+        if let lakeError = error as? LakeError, case .changed = lakeError { failure.fileChanged = true }
+        if let lost = error as? RunsLost { failure.lostRuns = lost.runs }
+        failure.error = "\(error)"
+        logger.warning("task failed", metadata: ["task": "\(task.taskId)", "error": "\(error)"])
+        _ = try? await withRetries { try await self.coordinator.failTask(failure, options: self.options) }
     }
 
     private func withRetries<T>(_ body: () async throws -> T) async throws -> T {
@@ -190,9 +237,10 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         return try await body()
     }
 
-    private func execute(_ task: IngestTask, memory: SlotMemory) async throws -> CompleteTaskRequest {
+    /// Does a task; a merge's segment is returned sealed but not yet committed.
+    private func execute(_ task: IngestTask, memory: SlotMemory) async throws -> (CompleteTaskRequest, UncommittedSegment?) {
         switch task.kind {
-        case .parse: return try await parse(task, memory: memory)
+        case .parse: return (try await parse(task, memory: memory), nil)
         case .merge: return try await merge(task, memory: memory)
         default: throw RPCError(.invalidArgument, "unknown task kind \(task.kind.rawValue)")
         }
@@ -239,7 +287,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         return report
     }
 
-    private func merge(_ task: IngestTask, memory: SlotMemory) async throws -> CompleteTaskRequest {
+    private func merge(_ task: IngestTask, memory: SlotMemory) async throws -> (CompleteTaskRequest, UncommittedSegment) {
         let clock = ContinuousClock()
         let started = clock.now
         var paths: [String] = []
@@ -256,31 +304,28 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     }
 
     private func merge(_ task: IngestTask, runs paths: [String], memory: SlotMemory, started: ContinuousClock.Instant) async throws
-        -> CompleteTaskRequest {
+        -> (CompleteTaskRequest, UncommittedSegment) {
         let clock = ContinuousClock()
         let covered = try RunMerger.keysCovering(runPaths: paths, low: task.keyLow, high: task.keyHigh)
         let local = try store.prepareWrite(task.outputPath)
         let writer = try SegmentWriter(path: local, advertiserID: task.advertiserId, listVersion: task.version,
                                        estimatedKeys: covered)
         let written: Int
-        var merged = clock.now
+        let segment: UncommittedSegment
         do {
             written = try RunMerger.merge(runPaths: paths, low: task.keyLow, high: task.keyHigh, coveredKeys: covered,
                                           memoryLimit: configuration.mergeMemoryLimit, scratch: local, into: writer,
                                           keys: &memory.keys, buffer: memory.scratch, isCancelled: { Task.isCancelled })
-            merged = clock.now
-            _ = try writer.finish()
+            segment = try writer.seal()
         } catch {
             writer.discard()
             throw error
         }
-        try await store.commit(task.outputPath)
         logger.debug("merged", metadata: ["task": "\(task.taskId)", "runs": "\(paths.count)", "keys": "\(written)",
-                                          "ms": "\((clock.now - started).milliseconds)",
-                                          "finish_ms": "\((clock.now - merged).milliseconds)"])
+                                          "ms": "\((clock.now - started).milliseconds)"])
         var report = CompleteTaskRequest()
         report.outputKeys = UInt64(written)
-        return report
+        return (report, segment)
     }
 }
 

@@ -146,6 +146,15 @@ public final class SegmentWriter {
 
     /// Writes the index and header, syncs, and renames the file into place.
     public func finish() throws(SegmentError) -> SegmentInfo {
+        let written = try seal()
+        try written.commit()
+        return written.info
+    }
+
+    /// Writes the index and header and closes the file, which stays under
+    /// its temporary name until `commit()`: syncing is disk time, which a
+    /// caller can spend on other work.
+    public func seal() throws(SegmentError) -> UncommittedSegment {
         do throws(SegmentError) {
             try flush()
             // Index entry i: the number of keys in buckets before i; entry 2^bits = n.
@@ -178,15 +187,11 @@ public final class SegmentWriter {
                 h.storeBytes(of: headerHash.littleEndian, toByteOffset: SegmentFormat.headerChecksumOffset, as: UInt64.self)
             }
             try writeAll(header, at: 0)
-            guard !durable || fsync(fd) == 0 else { throw SegmentError(path, "fsync failed: \(String(cString: strerror(errno)))") }
             close(fd)
             fd = -1
-            guard rename(temporaryPath, path) == 0 else {
-                throw SegmentError(path, "cannot rename into place: \(String(cString: strerror(errno)))")
-            }
-            if durable { syncDirectory(of: path) }
-            return SegmentInfo(path: path, advertiserID: advertiserID, listVersion: listVersion, keyCount: count,
-                               indexBits: bits, firstKey: first, lastKey: last)
+            let info = SegmentInfo(path: path, advertiserID: advertiserID, listVersion: listVersion, keyCount: count,
+                                   indexBits: bits, firstKey: first, lastKey: last)
+            return UncommittedSegment(info: info, temporaryPath: temporaryPath, durable: durable)
         } catch {
             if fd >= 0 { close(fd) }
             fd = -1
@@ -208,6 +213,40 @@ public final class SegmentWriter {
             unlink(temporaryPath)
         }
         buffer.deallocate()
+    }
+}
+
+/// A segment written in full under a temporary name (`SegmentWriter.seal()`).
+public struct UncommittedSegment: Sendable {
+    public let info: SegmentInfo
+    let temporaryPath: String
+    let durable: Bool
+
+    /// Syncs the file (when durable), renames it into place and syncs its
+    /// folder, so that after a crash the segment is either whole at its
+    /// path or absent. On failure the temporary file is removed.
+    public func commit() throws(SegmentError) {
+        if durable {
+            let fd = open(temporaryPath, O_RDONLY | O_CLOEXEC)
+            let synced = fd >= 0 && fsync(fd) == 0
+            let reason = String(cString: strerror(errno))
+            if fd >= 0 { close(fd) }
+            guard synced else {
+                unlink(temporaryPath)
+                throw SegmentError(info.path, "fsync failed: \(reason)")
+            }
+        }
+        guard rename(temporaryPath, info.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporaryPath)
+            throw SegmentError(info.path, "cannot rename into place: \(reason)")
+        }
+        if durable { syncDirectory(of: info.path) }
+    }
+
+    /// Abandons it: nothing appears at its path.
+    public func discard() {
+        unlink(temporaryPath)
     }
 }
 

@@ -119,6 +119,29 @@ final class SegmentTests: XCTestCase {
         XCTAssertThrowsError(try SegmentWriter(path: path, advertiserID: String(repeating: "x", count: 65), listVersion: 1, estimatedKeys: 1))
     }
 
+    /// A sealed segment appears at its path only when committed, whole; a
+    /// discarded one leaves nothing behind.
+    func testSealedSegmentAppearsOnlyWhenCommitted() throws {
+        let keys = Array(Set(randomKeys(500, seed: 12))).sorted()
+        let path = dir.appendingPathComponent("sealed.seg").path
+        let writer = try SegmentWriter(path: path, advertiserID: "a", listVersion: 3, estimatedKeys: keys.count)
+        try keys.withUnsafeBufferPointer { try writer.append(contentsOf: $0) }
+        let sealed = try writer.seal()
+        XCTAssertEqual(sealed.info.keyCount, 500)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path), "not in place before the commit")
+        try sealed.commit()
+        let segment = try Segment(path: path)
+        XCTAssertEqual(segment.count, 500)
+        XCTAssertEqual(segment.info.listVersion, 3)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), ["sealed.seg"], "no temporary file left")
+
+        let other = dir.appendingPathComponent("discarded.seg").path
+        let second = try SegmentWriter(path: other, advertiserID: "a", listVersion: 3, estimatedKeys: 1)
+        try second.append(Key16(hi: 1, lo: 2))
+        try second.seal().discard()
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), ["sealed.seg"])
+    }
+
     /// The bulk writer gives the same file as key-by-key appends, and refuses
     /// the same mistakes, within a batch and across batches.
     func testBulkAppendMatchesSingleAppendsAndRejectsDisorder() throws {
