@@ -173,6 +173,15 @@ final class CatalogTests: XCTestCase {
         }
         XCTAssertEqual(IngestPolicy().runPartitionBits(fileSize: 1_000_000_000), 4, "a 1 GB file: 16 merge ranges")
         XCTAssertEqual(IngestPolicy().runPartitionBits(fileSize: 100_000), 0)
+        XCTAssertEqual(IngestPolicy().runPartitionBits(fileSize: 100_000_000), 3, "a 100 MB file: 8 smaller merge ranges")
+        XCTAssertEqual(IngestPolicy().mergeRanges(keys: 3_000_000).count, 8)
+        XCTAssertEqual(IngestPolicy().mergeRanges(keys: 200_000).count, 2, "3.2 MB of keys: two ranges of at least 1 MiB")
+        XCTAssertEqual(IngestPolicy().mergeRanges(keys: 1000).count, 1)
+        var policy2 = IngestPolicy()
+        policy2.mergeTargetBytes = 1000
+        for keys in stride(from: Int64(0), to: 2_000_000, by: 997) {
+            XCTAssertLessThanOrEqual(policy2.mergeRangeBits(keys: keys), policy2.mergeRangeBits(keys: keys + 997), "never decreasing")
+        }
     }
 }
 
