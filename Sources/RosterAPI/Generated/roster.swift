@@ -11,7 +11,7 @@ public enum FileState: ProtoEnum {
     case queued // = 1
     /// Workers are parsing its blocks.
     case parsing // = 2
-    /// Its sorted runs are being merged into segments.
+    /// Its runs are being merged into segments.
     case merging // = 3
     /// Merged; being made live on the match server.
     case publishing // = 4
@@ -67,7 +67,7 @@ public enum FileState: ProtoEnum {
 
 public enum TaskKind: ProtoEnum {
     case unspecified // = 0
-    /// Parse one block of a file into a sorted run.
+    /// Parse one block of a file into a run (its keys grouped by key range).
     case parse // = 1
     /// Merge one key range of all of a version's runs into one segment.
     case merge // = 2

@@ -93,8 +93,13 @@ var rng = SplitMix64(state: 42)
 let input = (0..<n).map { _ in Key16(hi: rng.next(), lo: rng.next()) }
 let clock = ContinuousClock()
 var results: [String: [Duration]] = [:]
+let sortScratch = ScratchBuffer()
 for round in 0..<5 {
-    for (name, sort) in [("library one-level", { (k: inout [Key16]) in KeySorter.sortAndDeduplicate(&k) }),
+    for (name, sort) in [("library one-level (reused scratch, as workers do)", { (k: inout [Key16]) -> Int in
+                             let sorted = k.withUnsafeBufferPointer { KeySorter.sortAndDeduplicate($0, low: 0, significantBits: 64, in: sortScratch) }
+                             k.withUnsafeMutableBufferPointer { _ = $0.update(fromContentsOf: sorted) }
+                             return sorted.count
+                         }),
                          ("two-level", { (k: inout [Key16]) in twoLevel(&k) }),
                          ("stdlib sort", { (k: inout [Key16]) in k.sort(); return k.count })] as [(String, (inout [Key16]) -> Int)] {
         var keys = input
