@@ -43,44 +43,39 @@ public enum RunMerger {
         keys.removeAll(keepingCapacity: true)
         keys.reserveCapacity(min(coveredKeys, capacity))
 
-        if coveredKeys <= capacity {
-            for path in runPaths {
-                try RunFile(path: path).forEachKey(low: low, high: high) { keys.append(contentsOf: $0) }
-                if isCancelled() { throw CancellationError() }
-            }
-            let sorted = keys.withUnsafeBufferPointer {
-                KeySorter.sortAndDeduplicate($0, low: low, significantBits: significantBits, in: buffer)
-            }
-            try writer.append(contentsOf: sorted)
-            return sorted.count
-        }
-
         var spills: [String] = []
         defer { for path in spills { unlink(path) } }
+        func sorted() -> UnsafeBufferPointer<Key16> {
+            keys.withUnsafeBufferPointer { KeySorter.sortAndDeduplicate($0, low: low, significantBits: significantBits, in: buffer) }
+        }
         func spill() throws {
-            let sorted = keys.withUnsafeBufferPointer {
-                KeySorter.sortAndDeduplicate($0, low: low, significantBits: significantBits, in: buffer)
-            }
             let path = "\(scratch).spill-\(spills.count)"
             spills.append(path)
-            _ = try SegmentWriter.create(sorted, at: path, advertiserID: "", listVersion: 0, durable: false)
+            _ = try SegmentWriter.create(sorted(), at: path, advertiserID: "", listVersion: 0, durable: false)
             keys.removeAll(keepingCapacity: true)
         }
         for path in runPaths {
             try RunFile(path: path).forEachKey(low: low, high: high) { chunk in
                 var rest = chunk[...]
                 while !rest.isEmpty {
+                    // Full, and more to come: sort what is held aside.
+                    if keys.count == capacity { try spill() }
                     let take = min(rest.count, capacity - keys.count)
                     keys.append(contentsOf: rest.prefix(take))
                     rest = rest.dropFirst(take)
-                    if keys.count == capacity { try spill() }
                 }
             }
             if isCancelled() { throw CancellationError() }
         }
+        guard !spills.isEmpty else {
+            // The range fit in memory, as it does unless its keys are skewed.
+            let distinct = sorted()
+            try writer.append(contentsOf: distinct)
+            return distinct.count
+        }
         if !keys.isEmpty { try spill() }
-        let sorted = try spills.map { try Segment(path: $0, verify: false) }
-        return try mergeSorted(sorted, low: low, high: high, into: writer, isCancelled: isCancelled)
+        let sortedSpills = try spills.map { try Segment(path: $0, verify: false) }
+        return try mergeSorted(sortedSpills, low: low, high: high, into: writer, isCancelled: isCancelled)
     }
 
     /// Merges the key range of sorted segments through a heap, in constant

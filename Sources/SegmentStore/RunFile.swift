@@ -91,7 +91,16 @@ public enum RunWriter {
         let headerSum = XXH64.hash(UnsafeRawBufferPointer(start: file, count: RunFormat.headerChecksumOffset))
         file.storeBytes(of: headerSum.littleEndian, toByteOffset: RunFormat.headerChecksumOffset, as: UInt64.self)
 
-        try FileOutput.writeAtomically(UnsafeRawBufferPointer(start: file, count: size), to: path, durable: durable)
+        let (output, fd) = try TemporaryFile.create(for: path, durable: durable)
+        do throws(SegmentError) {
+            try output.writeAll(fd, UnsafeRawBufferPointer(start: file, count: size))
+            close(fd)
+        } catch {
+            close(fd)
+            output.discard()
+            throw error
+        }
+        try output.commit()
         return keys.count
     }
 }
@@ -245,39 +254,5 @@ public final class RunFile {
             }
             try keys.withUnsafeBufferPointer { try body($0) }
         }
-    }
-}
-
-/// Writes whole files atomically: under a temporary name, then renamed.
-enum FileOutput {
-    static func writeAtomically(_ bytes: UnsafeRawBufferPointer, to path: String, durable: Bool) throws(SegmentError) {
-        let temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = open(temporary, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw SegmentError(path, "cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        var done = 0
-        while done < bytes.count {
-            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                let reason = String(cString: strerror(errno))
-                close(fd)
-                unlink(temporary)
-                throw SegmentError(path, "write failed: \(reason)")
-            }
-            done += n
-        }
-        if durable && fsync(fd) != 0 {
-            let reason = String(cString: strerror(errno))
-            close(fd)
-            unlink(temporary)
-            throw SegmentError(path, "fsync failed: \(reason)")
-        }
-        close(fd)
-        guard rename(temporary, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporary)
-            throw SegmentError(path, "cannot rename into place: \(reason)")
-        }
-        if durable { syncDirectory(of: path) }
     }
 }

@@ -14,11 +14,10 @@ import Foundation
 /// segment and a crash leaves at worst a stray temporary file.
 public final class SegmentWriter {
     public let path: String
-    private let temporaryPath: String
+    private let file: TemporaryFile
     private let advertiserID: String
     private let listVersion: UInt64
     private let bits: Int
-    private let durable: Bool
     private var fd: Int32
     /// Keys waiting to be written, already in file byte order.
     private let buffer: UnsafeMutableRawPointer
@@ -37,7 +36,6 @@ public final class SegmentWriter {
     ///     for scratch files that a crash may lose.
     public init(path: String, advertiserID: String, listVersion: UInt64, estimatedKeys: Int,
                 durable: Bool = true) throws(SegmentError) {
-        self.durable = durable
         guard advertiserID.utf8.count <= SegmentFormat.maxAdvertiserIDLength else {
             throw SegmentError(path, "advertiser id longer than \(SegmentFormat.maxAdvertiserIDLength) bytes")
         }
@@ -46,18 +44,15 @@ public final class SegmentWriter {
         self.listVersion = listVersion
         self.bits = SegmentFormat.indexBits(forKeys: estimatedKeys)
         self.bucketCounts = [UInt64](repeating: 0, count: 1 << bits)
-        self.temporaryPath = path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        fd = open(temporaryPath, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            buffer = UnsafeMutableRawPointer.allocate(byteCount: 16, alignment: 16)
-            throw SegmentError(path, "cannot create \(temporaryPath): \(String(cString: strerror(errno)))")
-        }
-        buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 16)
+        (file, fd) = try TemporaryFile.create(for: path, durable: durable)
         let keysStart = off_t(SegmentFormat.headerSize + SegmentFormat.indexBytes(bits: bits))
         guard lseek(fd, keysStart, SEEK_SET) == keysStart else {
+            let reason = String(cString: strerror(errno))
             close(fd)
-            throw SegmentError(path, "cannot seek: \(String(cString: strerror(errno)))")
+            file.discard()
+            throw SegmentError(path, "cannot seek: \(reason)")
         }
+        buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 16)
     }
 
     public var keyCount: Int { count }
@@ -132,16 +127,7 @@ public final class SegmentWriter {
     }
 
     private func writeAll(_ bytes: UnsafeRawBufferPointer, at offset: Int?) throws(SegmentError) {
-        var done = 0
-        while done < bytes.count {
-            let p = bytes.baseAddress! + done
-            let n = offset.map { pwrite(fd, p, bytes.count - done, off_t($0 + done)) } ?? write(fd, p, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SegmentError(path, "write failed: \(String(cString: strerror(errno)))")
-            }
-            done += n
-        }
+        try file.writeAll(fd, bytes, at: offset)
     }
 
     /// Writes the index and header, syncs, and renames the file into place.
@@ -191,11 +177,11 @@ public final class SegmentWriter {
             fd = -1
             let info = SegmentInfo(path: path, advertiserID: advertiserID, listVersion: listVersion, keyCount: count,
                                    indexBits: bits, firstKey: first, lastKey: last)
-            return UncommittedSegment(info: info, temporaryPath: temporaryPath, durable: durable)
+            return UncommittedSegment(info: info, file: file)
         } catch {
             if fd >= 0 { close(fd) }
             fd = -1
-            unlink(temporaryPath)
+            file.discard()
             throw error
         }
     }
@@ -204,13 +190,13 @@ public final class SegmentWriter {
     public func discard() {
         if fd >= 0 { close(fd) }
         fd = -1
-        unlink(temporaryPath)
+        file.discard()
     }
 
     deinit {
         if fd >= 0 {
             close(fd)
-            unlink(temporaryPath)
+            file.discard()
         }
         buffer.deallocate()
     }
@@ -219,44 +205,18 @@ public final class SegmentWriter {
 /// A segment written in full under a temporary name (`SegmentWriter.seal()`).
 public struct UncommittedSegment: Sendable {
     public let info: SegmentInfo
-    let temporaryPath: String
-    let durable: Bool
+    let file: TemporaryFile
 
-    /// Syncs the file (when durable), renames it into place and syncs its
-    /// folder, so that after a crash the segment is either whole at its
-    /// path or absent. On failure the temporary file is removed.
+    /// Syncs the segment (when durable) and renames it into place, so that
+    /// after a crash it is either whole at its path or absent. On failure
+    /// the temporary file is removed.
     public func commit() throws(SegmentError) {
-        if durable {
-            let fd = open(temporaryPath, O_RDONLY | O_CLOEXEC)
-            let synced = fd >= 0 && fsync(fd) == 0
-            let reason = String(cString: strerror(errno))
-            if fd >= 0 { close(fd) }
-            guard synced else {
-                unlink(temporaryPath)
-                throw SegmentError(info.path, "fsync failed: \(reason)")
-            }
-        }
-        guard rename(temporaryPath, info.path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporaryPath)
-            throw SegmentError(info.path, "cannot rename into place: \(reason)")
-        }
-        if durable { syncDirectory(of: info.path) }
+        try file.commit()
     }
 
     /// Abandons it: nothing appears at its path.
     public func discard() {
-        unlink(temporaryPath)
-    }
-}
-
-/// Makes a rename durable: fsync the folder that holds `path`.
-func syncDirectory(of path: String) {
-    let dir = (path as NSString).deletingLastPathComponent
-    let fd = open(dir.isEmpty ? "." : dir, O_RDONLY | O_CLOEXEC)
-    if fd >= 0 {
-        fsync(fd)
-        close(fd)
+        file.discard()
     }
 }
 
