@@ -82,6 +82,17 @@ public final class RPCServer: Service, Sendable {
         state.withLock { $0.listener?.localAddress }
     }
 
+    /// The connections open now (for tests that look at their sockets).
+    @_spi(Testing) public var openConnections: [any Channel] {
+        state.withLock { Array($0.connections.values) }
+    }
+
+    /// Connection handlers still in memory, open or not (for the test that
+    /// proves closed connections are freed).
+    @_spi(Testing) public var liveConnectionHandlers: Int {
+        metrics.liveHandlers.load(ordering: .relaxed)
+    }
+
     /// Binds the listening socket.
     public func start() async throws {
         let configuration = self.configuration
@@ -91,7 +102,10 @@ public final class RPCServer: Service, Sendable {
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // TCP_NODELAY is a TCP-level option: `.socketOption(.tcp_nodelay)`
+            // would set option 1 at SOL_SOCKET, which is SO_DEBUG (refused
+            // without CAP_NET_ADMIN, and Nagle stays on).
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {

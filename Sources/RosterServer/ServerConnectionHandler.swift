@@ -69,6 +69,11 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
+        metrics.liveHandlers.add(1, ordering: .relaxed)
+    }
+
+    deinit {
+        metrics.liveHandlers.subtract(1, ordering: .relaxed)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -78,9 +83,18 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         if let idle = configuration.idleTimeout { scheduleIdleCheck(in: .nanoseconds(idle.nanoseconds / 2)) }
     }
 
+    /// The handler holds its context and the context its handler: the cycle
+    /// is broken here, and the buffers let go, or every closed connection
+    /// (and the partial frame it left, up to the frame limit) stays in
+    /// memory for good.
     func handlerRemoved(context: ChannelHandlerContext) {
         idleCheck?.cancel()
         idleCheck = nil
+        drainTimer?.cancel()
+        drainTimer = nil
+        cumulation = nil
+        outgoing = nil
+        self.context = nil
     }
 
     // MARK: Idle connections
@@ -92,6 +106,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     // drain the connection: it closes after between one and one and a half
     // idle periods without a request.
 
+    private var drainTimer: Scheduled<Void>?
+    /// When the current read began: where the deadlines of its requests start.
+    private var readStarted = NIODeadline.now()
     private var sawRequestBytes = false
     private var quietChecks = 0
     private var idleCheck: Scheduled<Void>?
@@ -138,6 +155,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         sawRequestBytes = true
+        readStarted = .now()
         if var pending = cumulation {
             cumulation = nil
             pending.writeBuffer(&buffer)
@@ -236,9 +254,25 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
         let timeout = head.timeoutMilliseconds > 0
             ? TimeAmount.milliseconds(Int64(head.timeoutMilliseconds)) : configuration.defaultTimeout
+        // The deadline counts from when the read that brought the request
+        // began: calls queued behind slow ones in the same read have waited.
+        // A call whose deadline passed before it could run is not run.
+        let deadline = timeout.map { readStarted + $0 }
+        var contextDeadline: ContinuousClock.Instant?
+        if let deadline {
+            let now = NIODeadline.now()
+            contextDeadline = ContinuousClock.now + .nanoseconds((deadline - now).nanoseconds)
+            if now >= deadline {
+                let waited = (now - readStarted).nanoseconds / 1_000_000
+                route.metrics.finished(code: .deadlineExceeded, since: nil)
+                respond(callID, error: RPCError(.deadlineExceeded,
+                    "deadline of \(timeout!.nanoseconds / 1_000_000) ms passed before the call ran (queued \(waited) ms behind earlier calls)"))
+                return
+            }
+        }
         let callContext = RPCContext(
             method: route.descriptor, metadata: head.metadata,
-            deadline: timeout.map { .now + .nanoseconds($0.nanoseconds) }, peer: peer)
+            deadline: contextDeadline, peer: peer)
 
         switch route.method.body {
         case .inline(let body):
@@ -277,8 +311,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
                 loop.execute { handler.value.asyncCallFinished(callID, result: result) }
             }
             var call = Call(task: task, timer: nil, route: route, started: started)
-            if let timeout {
-                call.timer = loop.scheduleTask(in: timeout) { handler.value.deadlineExpired(callID) }
+            if let deadline {
+                call.timer = loop.scheduleTask(deadline: deadline) { handler.value.deadlineExpired(callID) }
             }
             calls[callID] = call
         }
@@ -348,9 +382,11 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         flushScheduled = true
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.eventLoop.execute {
-            handler.value.flushScheduled = false
-            handler.value.writeOutgoing()
-            handler.value.context.flush()
+            let handler = handler.value
+            handler.flushScheduled = false
+            guard handler.context != nil else { return } // removed meanwhile
+            handler.writeOutgoing()
+            handler.context.flush()
         }
     }
 
@@ -403,7 +439,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             context.writeAndFlush(wrapOutboundOut(FrameWriter.ping(Self.drainPingPayload, ack: false, allocator: allocator)), promise: nil)
             // A peer that never answers the PING does not hold the server up for ever.
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-            context.eventLoop.scheduleTask(in: configuration.drainTimeout) { handler.value.forceClose() }
+            drainTimer = context.eventLoop.scheduleTask(in: configuration.drainTimeout) { handler.value.forceClose() }
         case .draining, .closed:
             break
         }

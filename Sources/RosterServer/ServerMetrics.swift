@@ -3,6 +3,7 @@ import Metrics
 import NIOCore
 import RosterRPC
 import RosterTransport
+import Synchronization
 
 /// A hosted method with its metrics, resolved once so that a call costs one
 /// table lookup and no dictionary or label work.
@@ -75,6 +76,9 @@ final class ServerMetrics: Sendable {
     private let unknown: Counter
     let inFlight: Meter
     let connections: Meter
+    /// Connection handlers not yet deinitialised. Not exported: a test uses it
+    /// to prove that a closed connection leaves nothing behind.
+    let liveHandlers = Atomic<Int>(0)
 
     init() {
         unknown = Counter(label: "roster_rpc_server_calls_total", dimensions: [("method", "unknown"), ("code", "UNIMPLEMENTED")])

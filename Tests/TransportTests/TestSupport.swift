@@ -35,9 +35,18 @@ final class EchoService: Echo.Handler {
     }
 }
 
-/// The inline echo, answered on the event loop.
+/// The inline echo, answered on the event loop. `delay_ms` blocks the loop
+/// that long (standing for a large MatchMany); `runs` counts the calls that ran.
 struct InlineEchoService: InlineEcho.InlineHandler {
+    let runs = Counter()
+
+    final class Counter: Sendable {
+        let value = Atomic<Int>(0)
+    }
+
     func echo(_ request: EchoRequest, context: RPCContext) throws -> EchoResponse {
+        runs.value.add(1, ordering: .relaxed)
+        if request.delayMs > 0 { usleep(UInt32(request.delayMs) * 1000) }
         if request.failWith != 0 {
             throw RPCError(RPCStatusCode(rawValue: UInt8(request.failWith)) ?? .unknown, "inline failure")
         }
@@ -146,10 +155,10 @@ final class RawConnection: Sendable {
 let preface: [UInt8] = [0x52, 0x4F, 0x53, 0x54, 0x00, 0x01, 0x00, 0x00]
 
 /// A REQUEST frame, built by hand.
-func requestFrame(callID: UInt32, methodID: UInt32, message: [UInt8], type: UInt8 = 0x01) -> [UInt8] {
+func requestFrame(callID: UInt32, methodID: UInt32, message: [UInt8], type: UInt8 = 0x01, timeoutMilliseconds: UInt32 = 0) -> [UInt8] {
     var payload: [UInt8] = []
     payload += withUnsafeBytes(of: methodID.bigEndian, Array.init)
-    payload += [0, 0, 0, 0] // no timeout
+    payload += withUnsafeBytes(of: timeoutMilliseconds.bigEndian, Array.init)
     payload += [0, 0] // no metadata
     payload += message
     var frame: [UInt8] = withUnsafeBytes(of: UInt32(payload.count).bigEndian, Array.init)

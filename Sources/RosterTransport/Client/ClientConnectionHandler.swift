@@ -52,6 +52,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         self.context = context
     }
 
+    /// Breaks the handler ↔ context cycle, or every closed connection stays in memory.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         var preface = context.channel.allocator.buffer(capacity: WireProtocol.prefaceLength)
         FrameWriter.writePreface(into: &preface)
@@ -99,8 +104,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         flushScheduled = true
         let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.eventLoop.execute {
-            handler.value.flushScheduled = false
-            handler.value.context.flush()
+            let handler = handler.value
+            handler.flushScheduled = false
+            handler.context?.flush()
         }
     }
 

@@ -72,10 +72,13 @@ public final class RPCClient: RPCClientTransport, Sendable {
     public func unary<Request: ProtoMessage, Response: ProtoMessage>(
         _ method: RPCMethodDescriptor, request: Request, options: CallOptions
     ) async throws -> Response {
+        // One deadline for the whole call: connecting and transparent
+        // retries spend from it, and the call fails here when it passes.
+        let deadline = (options.timeout ?? configuration.defaultTimeout).map { NIODeadline.now() + .nanoseconds(Self.nanoseconds($0)) }
         var retries = 0
         while true {
             do {
-                return try await attempt(method, request: request, options: options)
+                return try await attempt(method, request: request, options: options, deadline: deadline)
             } catch let failure as CallFailure {
                 if failure.retryable, retries < configuration.maxTransparentRetries {
                     retries += 1
@@ -87,22 +90,28 @@ public final class RPCClient: RPCClientTransport, Sendable {
     }
 
     private func attempt<Request: ProtoMessage, Response: ProtoMessage>(
-        _ method: RPCMethodDescriptor, request: Request, options: CallOptions
+        _ method: RPCMethodDescriptor, request: Request, options: CallOptions, deadline: NIODeadline?
     ) async throws -> Response {
         guard !isClosed.load(ordering: .relaxed) else { throw RPCError(.unavailable, "client is closed") }
         let slot = slots[turn.wrappingAdd(1, ordering: .relaxed).oldValue % slots.count]
         let connection = try await slot.connection(connect: connect).get()
 
         let id = connection.nextCallID()
-        let timeout = options.timeout ?? configuration.defaultTimeout
-        let head = RequestHead(methodID: method.id, timeoutMilliseconds: timeout.map(Self.milliseconds) ?? 0, metadata: options.metadata)
+        var timeout: TimeAmount?
+        if let deadline {
+            let left = deadline - .now()
+            guard left.nanoseconds > 0 else { throw RPCError(.deadlineExceeded, "deadline passed before the call was sent") }
+            timeout = left
+        }
+        let head = RequestHead(methodID: method.id, timeoutMilliseconds: timeout.map { Self.milliseconds(.nanoseconds($0.nanoseconds)) } ?? 0,
+                               metadata: options.metadata)
         let frame = FrameWriter.request(callID: id, head: head, message: request, allocator: connection.channel.allocator)
         let payloadSize = frame.readableBytes - WireProtocol.headerLength
         guard payloadSize <= configuration.maxFrameSize else {
             throw RPCError(.resourceExhausted, "request of \(payloadSize) bytes exceeds the frame limit of \(configuration.maxFrameSize)")
         }
         let response = connection.channel.eventLoop.makePromise(of: Frame.self)
-        let command = ClientCommand.call(id: id, frame: frame, timeout: timeout.map { .nanoseconds(Self.nanoseconds($0)) }, response: response)
+        let command = ClientCommand.call(id: id, frame: frame, timeout: timeout, response: response)
         connection.channel.writeAndFlush(command).whenFailure { error in
             // The handler never saw the call (the pipeline is gone): nothing was sent.
             response.fail(CallFailure(error: RPCError(.unavailable, "connection closed: \(error)"), retryable: true))
@@ -145,6 +154,11 @@ public final class RPCClient: RPCClientTransport, Sendable {
         return .nanoseconds((end - start).nanoseconds)
     }
 
+    /// The connections open now (for tests that look at their sockets).
+    @_spi(Testing) public var openConnections: [any Channel] {
+        slots.compactMap { $0.openChannel }
+    }
+
     /// Closes every connection; later calls fail with `UNAVAILABLE`.
     public func close() async {
         isClosed.store(true, ordering: .relaxed)
@@ -157,7 +171,8 @@ public final class RPCClient: RPCClientTransport, Sendable {
         let maxFrameSize = configuration.maxFrameSize
         return ClientBootstrap(group: group)
             .connectTimeout(configuration.connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            // At IPPROTO_TCP: see RPCServer.start().
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
@@ -272,6 +287,13 @@ final class ConnectionSlot: Sendable {
             if case .ready(let connection) = state, connection.channel === channel {
                 state = .idle(failures: 0)
             }
+        }
+    }
+
+    var openChannel: (any Channel)? {
+        state.withLock { state in
+            if case .ready(let connection) = state { return connection.channel }
+            return nil
         }
     }
 
