@@ -93,6 +93,34 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(dev.stdout.contains("roster dev stopped."), dev.stdout)
     }
 
+    /// Nothing needs root: the whole system and the CLI run as nobody.
+    /// (Setting TCP_NODELAY at the wrong level once made every connection
+    /// of a non-root process fail.)
+    func testDevAndTheCLIWorkAsAnUnprivilegedUser() throws {
+        let user = try RosterBinary.unprivilegedUser()
+        if let user { XCTAssertEqual(chown(root.path, user, user), 0) }
+        let dev = try RosterService(["dev", "--data", root.path, "--match-port", "0", "--coordinator-port", "0",
+                                     "--scan-interval", "0", "--workers", "1"], as: user)
+        services.append(dev)
+        let match = try dev.waitForLine("match server:")
+        let coordinator = try dev.waitForLine("coordinator:")
+        let lake = root.appendingPathComponent("lake")
+        try drop(listFile(emails(0..<50)), advertiser: "acme", name: "members.txt", lake: lake)
+        if let user {
+            for path in [lake.appendingPathComponent("acme").path, lake.appendingPathComponent("acme/members.txt").path] {
+                XCTAssertEqual(chown(path, user, user), 0)
+            }
+        }
+        let submitted = try RosterBinary.run(["submit", "--coordinator", coordinator, "acme/members.txt", "--wait"], as: user)
+        XCTAssertEqual(submitted.status, 0, submitted.stderr + dev.stderr)
+        let status = try RosterBinary.run(["status", "--coordinator", coordinator], as: user)
+        XCTAssertEqual(status.status, 0, status.stderr)
+        XCTAssertTrue(status.stdout.contains("live"), status.stdout)
+        let hit = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", "user7@example.com"], as: user)
+        XCTAssertEqual(hit.status, 0, hit.stderr)
+        XCTAssertEqual(dev.stop(SIGINT), 0, dev.stderr)
+    }
+
     func testCallWorksForEveryRPC() throws {
         let (_, match, coordinator) = try startDev()
         try drop(listFile(emails(0..<50)), advertiser: "acme", name: "m.txt", lake: root.appendingPathComponent("lake"))

@@ -20,11 +20,35 @@ enum RosterBinary {
         var stderr: String
     }
 
+    /// An unprivileged user to run as (nobody) when the tests run as root;
+    /// nil when they already run as another user. Throws XCTSkip when root
+    /// has no `setpriv` (required under CI).
+    static func unprivilegedUser() throws -> UInt32? {
+        guard getuid() == 0 else { return nil }
+        guard FileManager.default.isExecutableFile(atPath: setpriv) else {
+            if ProcessInfo.processInfo.environment["CI"] == "true" { XCTFail("CI runs as root and has no \(setpriv) (util-linux)") }
+            throw XCTSkip("running as root without \(setpriv): cannot drop privileges")
+        }
+        return 65534
+    }
+
+    static let setpriv = "/usr/bin/setpriv"
+
+    /// Points `process` at the binary, as `user` when given (through setpriv).
+    static func prepare(_ process: Process, _ args: [String], as user: UInt32?) {
+        if let user {
+            process.executableURL = URL(fileURLWithPath: setpriv)
+            process.arguments = ["--reuid=\(user)", "--regid=\(user)", "--clear-groups", "--", url.path] + args
+        } else {
+            process.executableURL = url
+            process.arguments = args
+        }
+    }
+
     /// Runs `roster args...` to completion (killed after `timeout`).
-    static func run(_ args: [String], stdin: String? = nil, timeout: TimeInterval = 30) throws -> Result {
+    static func run(_ args: [String], stdin: String? = nil, timeout: TimeInterval = 30, as user: UInt32? = nil) throws -> Result {
         let process = Process()
-        process.executableURL = url
-        process.arguments = args
+        prepare(process, args, as: user)
         var environment = ProcessInfo.processInfo.environment
         for key in ["ROSTER_TOKEN", "ROSTER_ADMIN_TOKEN", "ROSTER_CLIENT_TOKENS", "ROSTER_ADMIN_TOKENS", "ROSTER_COORDINATOR", "ROSTER_MATCH"] {
             environment[key] = nil
@@ -65,9 +89,8 @@ final class RosterService: @unchecked Sendable {
     private var output = ""
     private var errors = ""
 
-    init(_ args: [String], environment extra: [String: String] = [:]) throws {
-        process.executableURL = RosterBinary.url
-        process.arguments = args
+    init(_ args: [String], environment extra: [String: String] = [:], as user: UInt32? = nil) throws {
+        RosterBinary.prepare(process, args, as: user)
         var environment = ProcessInfo.processInfo.environment
         for key in ["ROSTER_CLIENT_TOKENS", "ROSTER_ADMIN_TOKENS"] { environment[key] = nil }
         environment.merge(extra) { $1 }
