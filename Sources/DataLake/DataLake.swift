@@ -36,6 +36,8 @@ public enum LakeError: Error, Sendable, Equatable, CustomStringConvertible {
     case changed(path: String, expected: String, found: String)
     case io(path: String, reason: String)
     case invalidPath(String)
+    /// A symbolic link whose target lies outside the lake: never followed.
+    case outsideLake(path: String, target: String)
 
     public var description: String {
         switch self {
@@ -43,6 +45,8 @@ public enum LakeError: Error, Sendable, Equatable, CustomStringConvertible {
         case .changed(let p, let expected, let found): return "\(p): changed while being read (etag \(expected) → \(found))"
         case .io(let p, let reason): return "\(p): \(reason)"
         case .invalidPath(let p): return "\(p): not a valid lake path"
+        case .outsideLake(let p, let target):
+            return "\(p): a symbolic link to \(target), outside the lake; links are followed only to files inside the lake"
         }
     }
 }
@@ -102,9 +106,9 @@ public struct LocalFolderLake: DataLake {
         }
         var out: [LakeObject] = []
         for advertiser in advertisers.sorted() where !advertiser.hasPrefix(".") {
-            var isDirectory: ObjCBool = false
-            guard fm.fileExists(atPath: root.appendingPathComponent(advertiser).path, isDirectory: &isDirectory), isDirectory.boolValue,
-                  let files = try? fm.contentsOfDirectory(atPath: root.appendingPathComponent(advertiser).path) else { continue }
+            // A folder that is a link out of the lake is skipped like its files.
+            guard let folder = try? inside(root.appendingPathComponent(advertiser).path, lakePath: advertiser),
+                  isDirectory(folder), let files = try? fm.contentsOfDirectory(atPath: folder) else { continue }
             for file in files.sorted() where !file.hasPrefix(".") {
                 let path = "\(advertiser)/\(file)"
                 guard path.hasPrefix(prefix), after.map({ path > $0 }) ?? true else { continue }
@@ -116,18 +120,55 @@ public struct LocalFolderLake: DataLake {
         return Array(out.prefix(limit))
     }
 
-    /// Regular files only; the etag is the modification time in nanoseconds,
-    /// the size and the inode, so a replaced or rewritten file gets a new one.
-    private func describe(_ path: String) throws(LakeError) -> LakeObject {
-        let target = try url(path)
+    private func isDirectory(_ path: String) -> Bool {
         var st = Glibc.stat()
-        guard stat(target.path, &st) == 0 else {
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// `filesystemPath` itself when no link is involved; otherwise the path
+    /// it resolves to, which must lie inside the lake. A link out of the
+    /// lake (to `/etc/passwd`, say) is refused: whoever can write into one
+    /// advertiser's folder must not make Roster read any file the process
+    /// can read. Links that stay inside the lake are followed.
+    private func inside(_ filesystemPath: String, lakePath: String) throws(LakeError) -> String {
+        var st = Glibc.stat()
+        let folder = (filesystemPath as NSString).deletingLastPathComponent
+        let linked = (lstat(filesystemPath, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK)
+            || (folder != root.path && lstat(folder, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK)
+        guard linked else { return filesystemPath }
+        guard let real = Self.realPath(filesystemPath) else { throw .notFound(lakePath) }
+        let lake = Self.realPath(root.path) ?? root.path
+        guard real.hasPrefix(lake.hasSuffix("/") ? lake : lake + "/") else { throw .outsideLake(path: lakePath, target: real) }
+        return real
+    }
+
+    private static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    /// The file to open for `path`, checked by `inside`.
+    private func fileToOpen(_ path: String) throws(LakeError) -> String {
+        try inside(try url(path).path, lakePath: path)
+    }
+
+    /// Regular files only; the etag is the modification time in nanoseconds,
+    /// the size and the inode, so a replaced or rewritten file gets a new
+    /// one. `modified` is the later of the modification and status-change
+    /// times: a file moved into the lake (which keeps its old mtime) counts
+    /// as new when it arrives.
+    private func describe(_ path: String) throws(LakeError) -> LakeObject {
+        let target = try fileToOpen(path)
+        var st = Glibc.stat()
+        guard stat(target, &st) == 0 else {
             throw errno == ENOENT ? .notFound(path) : .io(path: path, reason: String(cString: strerror(errno)))
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw .notFound(path) }
         let nanos = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+        let changed = Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec)
         return LakeObject(path: path, size: Int64(st.st_size), etag: "\(nanos)-\(st.st_size)-\(st.st_ino)",
-                          modified: Date(timeIntervalSince1970: Double(nanos) / 1e9))
+                          modified: Date(timeIntervalSince1970: Double(max(nanos, changed)) / 1e9))
     }
 
     public func head(_ path: String) async throws(LakeError) -> LakeObject {
@@ -154,8 +195,8 @@ public struct LocalFolderLake: DataLake {
     }
 
     private func readSync(_ path: String, offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch etag: String?) throws(LakeError) -> Int {
-        let target = try url(path)
-        let fd = open(target.path, O_RDONLY | O_CLOEXEC)
+        let target = try fileToOpen(path)
+        let fd = open(target, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw errno == ENOENT ? .notFound(path) : .io(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         if let etag {

@@ -5,6 +5,7 @@ import RosterAPI
 import RosterRPC
 import SegmentStore
 import ServiceLifecycle
+import Synchronization
 
 /// The ingest coordinator: serves the `Coordinator` RPCs and runs the
 /// background jobs that move versions forward — periodic lake scans,
@@ -23,8 +24,10 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         public var publishInterval: Duration
         /// Sent as `authorization: Bearer <token>` on MatchAdmin calls.
         public var adminToken: String?
-        /// Scans leave alone files modified more recently than this: a file
-        /// being copied into a folder is not ingested half-written. (`SubmitFile`
+        /// Files modified more recently than this are left alone until they
+        /// have been quiet this long: a file being copied into a folder, or
+        /// rewritten in place, is not ingested half-written. This holds for
+        /// scans and for a file that changed during its ingest. (`SubmitFile`
         /// does not wait: the caller says the file is complete.)
         public var scanSettleTime: Double
         /// Tokens callers must present (`authorization: Bearer <token>`) on
@@ -51,6 +54,9 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     private let work = WorkSignal()
     private let wake: AsyncStream<Void>.Continuation
     private let wakeups: AsyncStream<Void>
+    /// Paths whose file changed under an ingest: queued again once they
+    /// have settled (checked on every publish-loop tick).
+    private let settling = Mutex<Set<String>>([])
 
     public init(catalog: IngestCatalog, lake: any DataLake, store: any SegmentStorage, matchAdmin: MatchAdmin.Client<AdminTransport>,
                 configuration: Configuration = .init(), logger: Logger = Logger(label: "roster.coordinator"),
@@ -100,11 +106,42 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             }
             for await _ in wakeups {
                 if Task.isCancelled { break }
+                await requeueSettled()
                 await publishPending()
                 await collectGarbage()
             }
             group.cancelAll()
         }
+    }
+
+    /// Queues the files that changed under an ingest once they have been
+    /// quiet for the settle time; forgets those that vanished.
+    public func requeueSettled() async {
+        let paths = settling.withLock { $0 }
+        for path in paths.sorted() {
+            do {
+                let object = try await lake.head(path)
+                guard clock() - object.modified.timeIntervalSince1970 >= configuration.scanSettleTime else { continue }
+                settling.withLock { _ = $0.remove(path) }
+                guard try catalog.isNewest(object) else { continue }
+                let submission = try catalog.submit(object, now: clock())
+                if submission.queued {
+                    work.notify()
+                    logger.info("queued again after it settled", metadata: ["path": "\(path)", "version": "\(submission.fileID)"])
+                }
+            } catch LakeError.notFound {
+                settling.withLock { _ = $0.remove(path) }
+            } catch {
+                logger.warning("cannot look at a changed file yet", metadata: ["path": "\(path)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Remembers a file that changed during its ingest, to queue it again
+    /// once it has settled.
+    private func watchUntilSettled(_ path: String) {
+        settling.withLock { _ = $0.insert(path) }
+        wake.yield()
     }
 
     /// Makes every merged version live on the match server, oldest first.
@@ -115,6 +152,24 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             return
         }
         for publication in pending {
+            // Only the object every block was read from goes live: a file
+            // rewritten after its last block was read is not published.
+            do {
+                let object = try await lake.head(publication.path)
+                guard object.etag == publication.etag else {
+                    try catalog.markPublishFailed(file: publication.fileID, state: .superseded,
+                                                  error: "the file changed after it was read; its new contents are queued once settled", now: clock())
+                    watchUntilSettled(publication.path)
+                    continue
+                }
+            } catch LakeError.notFound {
+                try? catalog.markPublishFailed(file: publication.fileID, state: .superseded,
+                                               error: "the file disappeared from the lake before it went live", now: clock())
+                continue
+            } catch {
+                logger.warning("cannot check the file before publishing", metadata: ["path": "\(publication.path)", "error": "\(error)"])
+                return
+            }
             var request = PublishRequest()
             request.advertiserId = publication.advertiserID
             request.version = publication.fileID
@@ -159,6 +214,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
                 let object = try await lake.head(active.path)
                 if object.etag != active.etag {
                     try catalog.abandon(file: active.id, error: "the file changed while it was being ingested", now: clock())
+                watchUntilSettled(active.path)
                 }
             } catch LakeError.notFound {
                 try catalog.abandon(file: active.id, error: "the file disappeared from the lake", now: clock())
@@ -179,6 +235,14 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         }
         var queued: [FileStatus] = []
         for object in newest.values.sorted(by: { $0.path < $1.path }) where try !catalog.isKnown(path: object.path, etag: object.etag) {
+            if let problem = IngestPolicy.problem(withAdvertiserID: object.advertiserID ?? "") {
+                try catalog.refuse(object, reason: problem, now: clock())
+                logger.error("refused a file", metadata: ["path": "\(object.path)", "error": "\(problem)"])
+                continue
+            }
+            // Only a file newer than every file the advertiser was given
+            // replaces its list: deleting the newest never revives an older one.
+            guard try catalog.isNewest(object) else { continue }
             let submission = try catalog.submit(object, now: clock())
             if submission.queued {
                 work.notify()
@@ -215,11 +279,15 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             switch error {
             case .notFound: throw RPCError(.notFound, "\(request.path): no such file in the lake")
             case .invalidPath: throw RPCError(.invalidArgument, "\(request.path): not a valid lake path (<advertiser-id>/<file>)")
+            case .outsideLake: throw RPCError(.invalidArgument, error.description)
             default: throw RPCError(.unavailable, "cannot reach the lake: \(error)")
             }
         }
-        guard object.advertiserID != nil else {
+        guard let advertiser = object.advertiserID else {
             throw RPCError(.invalidArgument, "\(request.path): files go in an advertiser's folder: <advertiser-id>/<file>")
+        }
+        if let problem = IngestPolicy.problem(withAdvertiserID: advertiser) {
+            throw RPCError(.invalidArgument, "\(request.path): \(problem)")
         }
         let submission = try catalog.submit(object, now: clock())
         if submission.queued {
@@ -318,9 +386,8 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         response.accepted = outcome != .ignored
         switch outcome {
         case .fileChanged(let path):
-            logger.warning("file changed during ingest; starting over", metadata: ["path": "\(path)"])
-            if let object = try? await lake.head(path) { _ = try catalog.submit(object, now: clock()) }
-            work.notify()
+            logger.warning("file changed during ingest; it is queued again once it has settled", metadata: ["path": "\(path)"])
+            watchUntilSettled(path)
         case .failed:
             logger.error("version failed", metadata: ["task": "\(request.taskId)", "error": "\(request.error)"])
             wake.yield()

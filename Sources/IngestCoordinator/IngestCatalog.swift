@@ -55,6 +55,7 @@ public final class IngestCatalog: @unchecked Sendable {
         guard let advertiser = object.advertiserID else {
             throw IngestError.invalidPath(object.path)
         }
+        if let problem = IngestPolicy.problem(withAdvertiserID: advertiser) { throw IngestError.invalidArgument(problem) }
         return try write { db in
             let active: [FileState] = [.queued, .parsing, .merging, .publishing, .live]
             let existing = try db.rows(
@@ -72,15 +73,50 @@ public final class IngestCatalog: @unchecked Sendable {
             }
             let blocks = BlockRange.split(size: object.size, blockSize: policy.blockSize(forFileSize: object.size))
             try db.run("""
-                INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
-                """, advertiser, object.path, object.size, object.etag, Int(FileState.queued.rawValue), now, blocks.count)
+                INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total, modified)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """, advertiser, object.path, object.size, object.etag, Int(FileState.queued.rawValue), now, blocks.count,
+                object.modified.timeIntervalSince1970)
             let id = db.lastInsertRowID
+            try db.run("""
+                UPDATE advertisers SET newest_modified = ?, newest_path = ?
+                WHERE id = ? AND (newest_modified IS NULL OR newest_modified < ? OR (newest_modified = ? AND newest_path < ?))
+                """, object.modified.timeIntervalSince1970, object.path, advertiser,
+                object.modified.timeIntervalSince1970, object.modified.timeIntervalSince1970, object.path)
             for (seq, block) in blocks.enumerated() {
                 try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end) VALUES (?, ?, ?, ?, ?)",
                            id, Int(TaskKind.parse.rawValue), seq, block.start, block.end)
             }
             return Submission(fileID: UInt64(id), advertiserID: advertiser, queued: true, state: .queued)
+        }
+    }
+
+    /// Records `object` as refused without ingesting it (an advertiser id
+    /// that cannot be served, say), so that status shows why and later
+    /// scans do not try it again.
+    public func refuse(_ object: LakeObject, reason: String, now: Double) throws {
+        guard let advertiser = object.advertiserID else { throw IngestError.invalidPath(object.path) }
+        try write { db in
+            try db.run("INSERT OR IGNORE INTO advertisers(id) VALUES (?)", advertiser)
+            try db.run("""
+                INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total, error, ended_at, modified, collected)
+                VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 2)
+                """, advertiser, object.path, object.size, object.etag, Int(FileState.rejected.rawValue), now, reason, now,
+                object.modified.timeIntervalSince1970)
+        }
+    }
+
+    /// Whether `object` is newer (by modification time, then path) than
+    /// every file its advertiser was given before. The scan queues only
+    /// such files: deleting the newest file never brings back an older one.
+    public func isNewest(_ object: LakeObject) throws -> Bool {
+        guard let advertiser = object.advertiserID else { return false }
+        let modified = object.modified.timeIntervalSince1970
+        return try read { db in
+            guard let (newest, path) = try db.rows(
+                "SELECT newest_modified, newest_path FROM advertisers WHERE id = ? AND newest_modified IS NOT NULL", advertiser,
+                map: { ($0.double(0), $0.string(1)) }).first else { return true }
+            return (modified, object.path) > (newest, path)
         }
     }
 
@@ -124,8 +160,9 @@ public final class IngestCatalog: @unchecked Sendable {
                           FROM tasks t WHERE t.file_id = f.id AND t.state IN (0, 1)),
                        f.size
                 FROM files f JOIN advertisers a ON a.id = f.advertiser_id
-                WHERE f.state IN (1, 2, 3) AND EXISTS (SELECT 1 FROM tasks t WHERE t.file_id = f.id AND t.state = 0)
-                """) { row -> Candidate in
+                WHERE f.state IN (1, 2, 3) AND EXISTS (SELECT 1 FROM tasks t WHERE t.file_id = f.id AND t.state = 0
+                                                       AND (t.not_before IS NULL OR t.not_before <= ?))
+                """, now) { row -> Candidate in
                 let merging = FileState(rawValue: Int32(row.int(1))) == .merging
                 let remaining = merging ? row.int(5) : row.int(4)
                 let score = Priority.score(weight: row.double(3), waited: now - row.double(2), remainingBytes: remaining,
@@ -137,10 +174,10 @@ public final class IngestCatalog: @unchecked Sendable {
             for candidate in candidates where leased.count < max {
                 // Merges only once every block is parsed (again, after a lost run).
                 let ids = try db.rows("""
-                    SELECT id FROM tasks WHERE file_id = ? AND state = 0 AND (kind = ? OR NOT EXISTS
+                    SELECT id FROM tasks WHERE file_id = ? AND state = 0 AND (not_before IS NULL OR not_before <= ?) AND (kind = ? OR NOT EXISTS
                         (SELECT 1 FROM tasks p WHERE p.file_id = ? AND p.kind = ? AND p.state != 2))
                     ORDER BY kind, seq LIMIT ?
-                    """, candidate.file, Int(TaskKind.parse.rawValue), candidate.file, Int(TaskKind.parse.rawValue),
+                    """, candidate.file, now, Int(TaskKind.parse.rawValue), candidate.file, Int(TaskKind.parse.rawValue),
                     max - leased.count) { UInt64($0.int(0)) }
                 for id in ids {
                     leased.append(try leaseTask(db, id: id, worker: worker, now: now))
@@ -202,21 +239,35 @@ public final class IngestCatalog: @unchecked Sendable {
     /// Puts tasks whose lease ran out back in the queue, or fails their file
     /// version once they have used all their attempts.
     private func expireLeases(_ db: Database, now: Double) throws {
-        let expired = try db.rows("SELECT id, attempts, worker FROM tasks WHERE state = 1 AND lease_expires < ?", now) {
-            (UInt64($0.int(0)), Int($0.int(1)), $0.string(2))
+        let expired = try db.rows("SELECT id, attempts, worker, expiries FROM tasks WHERE state = 1 AND lease_expires < ?", now) {
+            (UInt64($0.int(0)), Int($0.int(1)), $0.string(2), Int($0.int(3)) + 1)
         }
-        for (id, attempts, worker) in expired {
+        for (id, attempts, worker, expiries) in expired {
             try db.run("UPDATE attempts SET outcome = 'expired', ended_at = ? WHERE task_id = ? AND attempt = ?", now, id, attempts)
-            try retryOrFail(db, task: id, attempts: attempts, error: "lease expired on worker \(worker)", now: now)
+            try db.run("UPDATE tasks SET expiries = ? WHERE id = ?", expiries, id)
+            if expiries >= policy.maxLeaseExpiries {
+                let (file, label) = try taskLabel(db, id)
+                try abandon(db, file: file, state: .failed,
+                            error: "\(label): its lease expired \(expiries) times (workers died or stalled on it); last on worker \(worker)",
+                            now: now)
+            } else {
+                // At once: the worker died, the file is not at fault.
+                try db.run("UPDATE tasks SET state = 0, lease_token = NULL, lease_expires = NULL WHERE id = ?", id)
+            }
         }
     }
 
-    private func retryOrFail(_ db: Database, task: UInt64, attempts: Int, error: String, now: Double) throws {
-        if attempts >= policy.maxAttempts {
+    /// After a reported failure: the task goes back to the queue after a
+    /// backoff (`wait`), or its version fails once it has failed
+    /// `maxAttempts` times.
+    private func retryOrFail(_ db: Database, task: UInt64, failures: Int, error: String, wait: Double, now: Double) throws {
+        try db.run("UPDATE tasks SET failures = ? WHERE id = ?", failures, task)
+        if failures >= policy.maxAttempts {
             let (file, label) = try taskLabel(db, task)
-            try abandon(db, file: file, state: .failed, error: "\(label) failed \(attempts) times; last: \(error)", now: now)
+            try abandon(db, file: file, state: .failed, error: "\(label) failed \(failures) times; last: \(error)", now: now)
         } else {
-            try db.run("UPDATE tasks SET state = 0, lease_token = NULL, lease_expires = NULL WHERE id = ?", task)
+            try db.run("UPDATE tasks SET state = 0, lease_token = NULL, lease_expires = NULL, not_before = ? WHERE id = ?",
+                       now + wait, task)
         }
     }
 
@@ -320,9 +371,9 @@ public final class IngestCatalog: @unchecked Sendable {
     /// `maxAttempts` times, then its version fails.
     public func fail(_ report: FailTaskRequest, now: Double) throws -> FailureOutcome {
         try write { db in
-            guard let (file, attempt) = try db.rows(
-                "SELECT file_id, attempts FROM tasks WHERE id = ? AND state = 1 AND lease_token = ?",
-                report.taskId, report.leaseToken, map: { (UInt64($0.int(0)), Int($0.int(1))) }).first
+            guard let (file, attempt, failures) = try db.rows(
+                "SELECT file_id, attempts, failures FROM tasks WHERE id = ? AND state = 1 AND lease_token = ?",
+                report.taskId, report.leaseToken, map: { (UInt64($0.int(0)), Int($0.int(1)), Int($0.int(2)) + 1) }).first
             else { return .ignored }
             try db.run("UPDATE attempts SET outcome = 'failed', ended_at = ?, error = ? WHERE task_id = ? AND attempt = ?",
                        now, report.error, report.taskId, attempt)
@@ -331,8 +382,10 @@ public final class IngestCatalog: @unchecked Sendable {
                 try abandon(db, file: file, state: .superseded, error: "the file changed while it was being ingested", now: now)
                 return .fileChanged(path: path)
             }
+            // A merge that lost runs waits for their blocks anyway: no backoff.
             if !report.lostRuns.isEmpty { try reparse(db, file: file, lostRuns: Set(report.lostRuns)) }
-            try retryOrFail(db, task: report.taskId, attempts: attempt, error: report.error, now: now)
+            try retryOrFail(db, task: report.taskId, failures: failures, error: report.error,
+                            wait: report.lostRuns.isEmpty ? policy.backoff(failures: failures) : 0, now: now)
             let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { FileState(rawValue: Int32($0.int(0))) }.first
             return state == .failed ? .failed : .retrying
         }
@@ -363,21 +416,24 @@ public final class IngestCatalog: @unchecked Sendable {
         public var fileID: UInt64
         public var advertiserID: String
         public var segments: [SegmentRef]
+        /// The lake object every block was read from.
+        public var path: String
+        public var etag: String
     }
 
     /// Versions whose merges are all done, waiting to be made live.
     public func pendingPublications() throws -> [Publication] {
         try read { db in
-            let files = try db.rows("SELECT id, advertiser_id FROM files WHERE state = ? ORDER BY id",
-                                    Int(FileState.publishing.rawValue)) { (UInt64($0.int(0)), $0.string(1)) }
-            return try files.map { id, advertiser in
+            let files = try db.rows("SELECT id, advertiser_id, path, etag FROM files WHERE state = ? ORDER BY id",
+                                    Int(FileState.publishing.rawValue)) { (UInt64($0.int(0)), $0.string(1), $0.string(2), $0.string(3)) }
+            return try files.map { id, advertiser, path, etag in
                 let segments = try db.rows("SELECT output, output_keys FROM tasks WHERE file_id = ? AND kind = 2 ORDER BY seq", id) { row in
                     var ref = SegmentRef()
                     ref.path = row.string(0)
                     ref.keyCount = UInt64(row.int(1))
                     return ref
                 }
-                return Publication(fileID: id, advertiserID: advertiser, segments: segments)
+                return Publication(fileID: id, advertiserID: advertiser, segments: segments, path: path, etag: etag)
             }
         }
     }

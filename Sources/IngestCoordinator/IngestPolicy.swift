@@ -1,4 +1,5 @@
 import Foundation
+import SegmentStore
 
 /// The coordinator's knobs. Defaults suit production; tests shrink them.
 public struct IngestPolicy: Sendable {
@@ -12,8 +13,18 @@ public struct IngestPolicy: Sendable {
     public var minimumBlockSize: Int64 = 4 << 20
     /// How long a lease lasts without a heartbeat.
     public var leaseDuration: Double = 30
-    /// Leases of one task that may fail or expire before its file version fails.
+    /// Reported failures of one task before its file version fails.
     public var maxAttempts = 4
+    /// Expired leases of one task (its worker died or stalled) before its
+    /// file version fails: more than `maxAttempts`, since a killed worker is
+    /// not the file's fault, but bounded, since a file that kills every
+    /// worker that reads it must not loop for ever.
+    public var maxLeaseExpiries = 8
+    /// Seconds before a failed task is handed out again, doubling with each
+    /// failure up to `maxRetryBackoff`, ±20% jitter: a missing file or a
+    /// full disk does not burn every attempt within a second.
+    public var retryBackoff: Double = 1
+    public var maxRetryBackoff: Double = 60
     /// A version whose invalid lines exceed this fraction of its lines is rejected.
     public var invalidThreshold = 0.001
     /// The waiting time that doubles a file's priority (see `Priority`).
@@ -30,6 +41,24 @@ public struct IngestPolicy: Sendable {
     public var minimumMergeBytes: Int64 = 1 << 20
 
     public init() {}
+
+    /// The wait before the next attempt after `failures` reported failures.
+    public func backoff(failures: Int, jitter: Double = Double.random(in: 0.8...1.2)) -> Double {
+        let base = retryBackoff * Double(1 << min(max(failures - 1, 0), 20))
+        return min(base, maxRetryBackoff) * jitter
+    }
+
+    /// Why an advertiser id cannot be served, or nil if it can: segments
+    /// record it in at most `SegmentFormat.maxAdvertiserIDLength` bytes.
+    public static func problem(withAdvertiserID id: String) -> String? {
+        let length = id.utf8.count
+        guard length <= maxAdvertiserIDLength else {
+            return "advertiser id '\(id.prefix(16))…' is \(length) bytes long; at most \(maxAdvertiserIDLength) are allowed"
+        }
+        return nil
+    }
+
+    public static let maxAdvertiserIDLength = SegmentFormat.maxAdvertiserIDLength
 
     /// The block size for a file of `size` bytes: `blockSize`, or smaller
     /// for a file of fewer than `minimumBlocks` blocks, though not below

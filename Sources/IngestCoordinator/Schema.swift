@@ -70,6 +70,18 @@ enum CatalogSchema {
             last_seen REAL NOT NULL
         );
         """,
+        // 2: retries back off (tasks.not_before); reported failures and
+        // expired leases are counted apart (a worker killed mid-task is not
+        // the file's fault); each advertiser remembers the newest file it
+        // was given, so a deleted newest file never brings back an older one.
+        """
+        ALTER TABLE tasks ADD COLUMN not_before REAL;
+        ALTER TABLE tasks ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE tasks ADD COLUMN expiries INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE advertisers ADD COLUMN newest_modified REAL;
+        ALTER TABLE advertisers ADD COLUMN newest_path TEXT;
+        ALTER TABLE files ADD COLUMN modified REAL;
+        """,
     ]
 }
 

@@ -148,6 +148,10 @@ final class IngestFaultTests: XCTestCase {
             failure.error = "disk full (attempt \(attempt))"
             let answer = try await harness.coordinatorClient.failTask(failure)
             XCTAssertTrue(answer.accepted)
+            // Retries back off: the next attempt is handed out only later.
+            let early = try await lease("breaker")
+            XCTAssertEqual(early.tasks.count, 0, "leased again during the backoff")
+            harness.advanceClock(by: 70)
         }
         let failed = try await harness.waitForFile(v2.fileId)
         XCTAssertEqual(failed.state, .failed)

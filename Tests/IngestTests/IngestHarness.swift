@@ -11,6 +11,7 @@ import RosterServer
 import RosterTransport
 import SegmentStore
 import TestSupport
+import Synchronization
 import XCTest
 
 /// The whole ingest path in one test process: a lake folder, a match
@@ -29,6 +30,19 @@ final class IngestHarness: @unchecked Sendable {
     var coordinatorTask: Task<Void, Error>?
     var workerTasks: [Task<Void, Error>] = []
     var clients: [RPCClient] = []
+    /// Seconds added to the wall clock the coordinator reads: tests move
+    /// time forward (past a retry backoff, say) without waiting.
+    let clock = ShiftedClock()
+
+    final class ShiftedClock: Sendable {
+        private let offset = Mutex<Double>(0)
+        func advance(by seconds: Double) { offset.withLock { $0 += seconds } }
+        func now() -> Double { Date().timeIntervalSince1970 + offset.withLock { $0 } }
+    }
+
+    func advanceClock(by seconds: Double) {
+        clock.advance(by: seconds)
+    }
 
     init(policy: IngestPolicy) throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("roster-ingest-\(UUID().uuidString)")
@@ -67,7 +81,8 @@ final class IngestHarness: @unchecked Sendable {
         coordinator = CoordinatorService(
             catalog: catalog, lake: LocalFolderLake(root: lakeRoot), store: LocalSegmentStorage(root: storeRoot),
             matchAdmin: MatchAdmin.Client(transport: client(matchServer)),
-            configuration: .init(scanInterval: nil, publishInterval: .milliseconds(30), callerTokens: callerTokens))
+            configuration: .init(scanInterval: nil, publishInterval: .milliseconds(30), callerTokens: callerTokens),
+            clock: { [clock] in clock.now() })
         coordinatorServer = try RPCServer(configuration: .init(drainTimeout: .milliseconds(100)), services: [coordinator])
         try await coordinatorServer.start()
         let service = coordinator!

@@ -1,0 +1,106 @@
+import DataLake
+import Foundation
+import IngestCoordinator
+import RosterAPI
+import TestSupport
+import XCTest
+
+/// Retries, refusals and the newest-file rule, on the catalog alone with a
+/// clock the test sets.
+final class CatalogHardeningTests: XCTestCase {
+    private var path: String!
+    private var catalog: IngestCatalog!
+
+    override func setUpWithError() throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("catalog-\(UUID().uuidString).sqlite").path
+        var policy = IngestPolicy()
+        policy.leaseDuration = 10
+        catalog = try IngestCatalog(path: path, policy: policy)
+    }
+
+    override func tearDown() {
+        catalog = nil
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    private func object(_ path: String, modified: Double = 0, etag: String = "e1") -> LakeObject {
+        LakeObject(path: path, size: 10, etag: etag, modified: Date(timeIntervalSince1970: modified))
+    }
+
+    private func fail(_ task: IngestTask, now: Double) throws -> IngestCatalog.FailureOutcome {
+        var report = FailTaskRequest()
+        report.workerId = "w"
+        report.taskId = task.taskId
+        report.leaseToken = task.leaseToken
+        report.error = "permission denied"
+        return try catalog.fail(report, now: now)
+    }
+
+    /// A failed task waits 1 s (±20%), then 2 s, 4 s… before it is leased
+    /// again; the fourth failure fails the version.
+    func testFailuresBackOffExponentially() throws {
+        let file = try catalog.submit(object("a/f"), now: 0)
+        var now = 0.0
+        for failure in 1...4 {
+            let leased = try catalog.lease(worker: "w", max: 1, now: now)
+            XCTAssertEqual(leased.count, 1, "failure \(failure)")
+            let outcome = try fail(leased[0], now: now)
+            if failure == 4 {
+                XCTAssertEqual(outcome, .failed)
+                break
+            }
+            XCTAssertEqual(outcome, .retrying)
+            let wait = Double(1 << (failure - 1))
+            XCTAssertEqual(try catalog.lease(worker: "w", max: 1, now: now + wait * 0.79).count, 0, "leased during the backoff")
+            now += wait * 1.21
+        }
+        let status = try XCTUnwrap(catalog.files(advertiser: "a", states: [], limit: 1, now: now).first)
+        XCTAssertEqual(status.fileId, file.fileID)
+        XCTAssertEqual(status.state, .failed)
+        XCTAssertTrue(status.error.contains("block 0 failed 4 times; last: permission denied"), status.error)
+    }
+
+    /// A lease that expires (its worker was killed) is handed out again at
+    /// once and does not count as a failure of the file; only a task that
+    /// outlives `maxLeaseExpiries` workers fails it.
+    func testExpiredLeasesAreNotFailures() throws {
+        _ = try catalog.submit(object("a/f"), now: 0)
+        var now = 0.0
+        for round in 1...8 {
+            let leased = try catalog.lease(worker: "w\(round)", max: 1, now: now)
+            XCTAssertEqual(leased.count, 1, "round \(round): not handed out again")
+            XCTAssertEqual(leased.first?.attempt, UInt32(round))
+            now += 11 // past the lease
+        }
+        XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: now).first?.state, .parsing,
+                       "seven expiries failed the file")
+        XCTAssertEqual(try catalog.lease(worker: "w9", max: 1, now: now).count, 0)
+        let status = try XCTUnwrap(catalog.files(advertiser: "a", states: [], limit: 1, now: now).first)
+        XCTAssertEqual(status.state, .failed)
+        XCTAssertTrue(status.error.contains("lease expired 8 times"), status.error)
+    }
+
+    func testAdvertiserIDLongerThanSegmentsCanHoldIsRefused() throws {
+        let long = String(repeating: "x", count: 65)
+        XCTAssertThrowsError(try catalog.submit(object("\(long)/f"), now: 0)) { error in
+            XCTAssertTrue("\(error)".contains("65 bytes long; at most 64"), "\(error)")
+        }
+        XCTAssertNoThrow(try catalog.submit(object("\(String(repeating: "y", count: 64))/f"), now: 0))
+        try catalog.refuse(object("\(long)/f"), reason: "too long", now: 1)
+        let status = try XCTUnwrap(catalog.files(advertiser: long, states: [], limit: 1, now: 2).first)
+        XCTAssertEqual(status.state, .rejected)
+        XCTAssertEqual(status.error, "too long")
+        XCTAssertTrue(try catalog.isKnown(path: "\(long)/f", etag: "e1"), "a later scan does not refuse it again")
+        XCTAssertEqual(try catalog.lease(worker: "w", max: 5, now: 3).map(\.advertiserId), [String(repeating: "y", count: 64)])
+    }
+
+    func testOnlyAFileNewerThanEveryEarlierOneIsNewest() throws {
+        XCTAssertTrue(try catalog.isNewest(object("a/2", modified: 200)), "nothing given yet")
+        _ = try catalog.submit(object("a/2", modified: 200), now: 0)
+        XCTAssertFalse(try catalog.isNewest(object("a/1", modified: 100)), "an older file is not newest")
+        XCTAssertFalse(try catalog.isNewest(object("a/2", modified: 200)), "the same file is not newer")
+        XCTAssertTrue(try catalog.isNewest(object("a/3", modified: 200)), "same time, later name")
+        XCTAssertTrue(try catalog.isNewest(object("a/2", modified: 201, etag: "e2")), "rewritten in place")
+        XCTAssertTrue(try catalog.isNewest(object("b/1", modified: 1)), "each advertiser apart")
+    }
+}

@@ -1,0 +1,194 @@
+import DataLake
+import Foundation
+import IngestCoordinator
+import RosterAPI
+import RosterRPC
+import SegmentStore
+import TestSupport
+import XCTest
+
+/// What an outside review found in ingest (issue 12): half-written files
+/// going live, deleted files reviving older ones, ids that cannot be
+/// served, links out of the lake.
+final class IngestHardeningTests: XCTestCase {
+    private var harness: IngestHarness!
+
+    override func tearDown() async throws {
+        await harness?.shutdown()
+        harness = nil
+    }
+
+    private func start(workers: Int = 1) async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy())
+        try await harness.startMatchServer()
+        try await harness.startCoordinator()
+        for i in 0..<workers { harness.startWorker(id: "w\(i)") }
+    }
+
+    private func lines(_ keys: [Key16]) -> [UInt8] { Array(keys.map { ReferenceParser.hex($0) + "\n" }.joined().utf8) }
+
+    private func versions(_ advertiser: String) async throws -> [FileStatus] {
+        var request = ListFilesRequest()
+        request.advertiserId = advertiser
+        return try await harness.coordinatorClient.listFiles(request).files
+    }
+
+    /// A list truncated in place while it was being ingested is not queued
+    /// again until it has been quiet for the settle time: the empty file in
+    /// between never goes live, and the old members keep answering.
+    func testAFileChangedDuringIngestWaitsToSettleBeforeItIsQueuedAgain() async throws {
+        try await start(workers: 0)
+        let old = ReferenceParser.randomKeys(300, seed: 1)
+        harness.startWorker(id: "w")
+        let v1 = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(old), advertiser: "acme", name: "list.txt")).fileId)
+        XCTAssertEqual(v1.state, .live)
+        await harness.stopWorkers()
+
+        let new = ReferenceParser.randomKeys(200, seed: 2)
+        let path = try harness.drop(lines(new), advertiser: "acme", name: "list.txt")
+        let v2 = try await harness.submit(path)
+        try harness.drop([], advertiser: "acme", name: "list.txt") // truncated mid-write
+        harness.startWorker(id: "w")
+        let abandoned = try await harness.waitForFile(v2.fileId)
+        XCTAssertEqual(abandoned.state, .superseded)
+        // Publish-loop ticks come every 30 ms: several pass, nothing is queued.
+        try await Task.sleep(for: .milliseconds(200))
+        let meanwhile = try await versions("acme")
+        XCTAssertEqual(meanwhile.map(\.fileId).max(), v2.fileId, "queued again before it settled: \(meanwhile.map(\.state))")
+        XCTAssertEqual(harness.matchCatalog.current("acme")?.version, v1.fileId)
+        let stillServed = try await harness.matched("acme", old)
+        XCTAssertTrue(stillServed.allSatisfy { $0 }, "the old members still answer")
+
+        // The writer finishes; once quiet for the settle time it is queued and served whole.
+        try harness.drop(lines(new), advertiser: "acme", name: "list.txt")
+        harness.advanceClock(by: 2)
+        try await waitUntilAsync { try await self.versions("acme").contains { $0.fileId > v2.fileId && $0.state == .live } }
+        let hits = try await harness.matched("acme", new)
+        XCTAssertTrue(hits.allSatisfy { $0 })
+    }
+
+    /// A file rewritten after its blocks were read, before its version was
+    /// published, is not published: what would go live is not the file.
+    func testAVersionIsNotPublishedWhenItsFileChangedAfterItWasRead() async throws {
+        try await start(workers: 0)
+        let keys = ReferenceParser.randomKeys(100, seed: 3)
+        let path = try harness.drop(lines(keys), advertiser: "late", name: "list.txt")
+        // Held back: no match server answers the publish until the file has changed.
+        harness.matchServer.drain()
+        await harness.matchServer.waitUntilClosed()
+        let submitted = try await harness.submit(path)
+        harness.startWorker(id: "w")
+        try await waitUntilAsync { try await self.harness.fileStatus(submitted.fileId)?.state == .publishing }
+        try harness.drop(lines(ReferenceParser.randomKeys(100, seed: 4)), advertiser: "late", name: "list.txt")
+        let ended = try await harness.waitForFile(submitted.fileId)
+        XCTAssertEqual(ended.state, .superseded)
+        XCTAssertTrue(ended.error.contains("changed after it was read"), ended.error)
+    }
+
+    /// Deleting an advertiser's newest file does not bring back an older
+    /// one that was never served: a list is replaced only by a newer file.
+    func testDeletingTheNewestFileDoesNotReviveAnOlderOne() async throws {
+        try await start()
+        let lake = harness.lakeRoot.appendingPathComponent("many")
+        var newest: [Key16] = []
+        for i in 0..<5 {
+            newest = ReferenceParser.randomKeys(50, seed: UInt64(10 + i))
+            try harness.drop(lines(newest), advertiser: "many", name: "list-\(i).txt")
+        }
+        harness.advanceClock(by: 2)
+        let queued = try await harness.coordinator.scanLake()
+        XCTAssertEqual(queued.map(\.path), ["many/list-4.txt"])
+        let live = try await harness.waitForFile(queued[0].fileId)
+        XCTAssertEqual(live.state, .live)
+
+        try FileManager.default.removeItem(at: lake.appendingPathComponent("list-4.txt"))
+        harness.advanceClock(by: 2)
+        let after = try await harness.coordinator.scanLake()
+        XCTAssertEqual(after.map(\.path), [], "an older file was queued after the newest was deleted")
+        XCTAssertEqual(harness.matchCatalog.current("many")?.version, live.fileId)
+
+        // A file dropped later still replaces the list.
+        try harness.drop(lines(newest), advertiser: "many", name: "list-0-again.txt")
+        harness.advanceClock(by: 2)
+        let again = try await harness.coordinator.scanLake()
+        XCTAssertEqual(again.map(\.path), ["many/list-0-again.txt"])
+    }
+
+    /// An advertiser id longer than segments can hold is refused at the
+    /// door: by submit with INVALID_ARGUMENT, by the scan with a rejected
+    /// entry in status, never parsed.
+    func testAnAdvertiserIDTooLongIsRefusedBeforeAnyWork() async throws {
+        try await start()
+        let long = String(repeating: "a", count: 70)
+        let path = try harness.drop(lines(ReferenceParser.randomKeys(10, seed: 5)), advertiser: long, name: "list.txt")
+        do {
+            _ = try await harness.submit(path)
+            XCTFail("submitted")
+        } catch let error as RPCError {
+            XCTAssertEqual(error.code, .invalidArgument)
+            XCTAssertTrue(error.message.contains("70 bytes long; at most 64"), error.message)
+        }
+        harness.advanceClock(by: 2)
+        let scanned = try await harness.coordinator.scanLake()
+        XCTAssertEqual(scanned.count, 0)
+        let status = try await harness.coordinatorClient.status(StatusRequest())
+        let refused = try XCTUnwrap(status.files.first { $0.advertiserId == long })
+        XCTAssertEqual(refused.state, .rejected)
+        XCTAssertTrue(refused.error.contains("at most 64"), refused.error)
+        XCTAssertEqual(status.tasksQueued + status.tasksLeased, 0)
+        _ = try await harness.coordinator.scanLake()
+        let entries = try await versions(long)
+        XCTAssertEqual(entries.count, 1, "refused once, not at every scan")
+    }
+
+    /// A link in the lake to a file outside it is never read: not listed,
+    /// refused by submit with a clear error. Links inside the lake are followed.
+    func testLinksOutOfTheLakeAreNotFollowed() async throws {
+        try await start()
+        let outside = harness.root.appendingPathComponent("secret.txt")
+        try Data(lines(ReferenceParser.randomKeys(5, seed: 6))).write(to: outside)
+        let folder = harness.lakeRoot.appendingPathComponent("evil")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: folder.appendingPathComponent("passwd").path, withDestinationPath: outside.path)
+        try FileManager.default.createSymbolicLink(atPath: harness.lakeRoot.appendingPathComponent("outer").path,
+                                                   withDestinationPath: harness.root.path)
+        let inside = ReferenceParser.randomKeys(20, seed: 7)
+        try harness.drop(lines(inside), advertiser: "good", name: "real.txt")
+        try FileManager.default.createSymbolicLink(atPath: folder.appendingPathComponent("inner").path,
+                                                   withDestinationPath: harness.lakeRoot.appendingPathComponent("good/real.txt").path)
+
+        let lake = LocalFolderLake(root: harness.lakeRoot)
+        let listed = try await lake.list(prefix: "", after: nil, limit: 100).map(\.path)
+        XCTAssertEqual(listed, ["evil/inner", "good/real.txt"])
+        do {
+            _ = try await lake.read("evil/passwd", offset: 0, length: 10, ifMatch: nil)
+            XCTFail("read a file outside the lake")
+        } catch {
+            guard case .outsideLake = error else { return XCTFail("\(error)") }
+        }
+        do {
+            _ = try await harness.submit("evil/passwd")
+            XCTFail("submitted a link out of the lake")
+        } catch let error as RPCError {
+            XCTAssertEqual(error.code, .invalidArgument)
+            XCTAssertTrue(error.message.contains("outside the lake"), error.message)
+        }
+        let linked = try await harness.waitForFile(try await harness.submit("evil/inner").fileId)
+        XCTAssertEqual(linked.state, .live)
+        let served = try await harness.matched("evil", inside)
+        XCTAssertTrue(served.allSatisfy { $0 })
+    }
+}
+
+/// Polls an async condition (bounded).
+func waitUntilAsync(timeout: Duration = .seconds(20), file: StaticString = #filePath, line: UInt = #line,
+                    _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while try await !condition() {
+        if ContinuousClock.now > deadline {
+            XCTFail("condition not met within \(timeout)", file: file, line: line)
+            return
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
