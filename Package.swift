@@ -81,6 +81,7 @@ let package = Package(
         .target(name: "MatchServer", dependencies: [
             "RosterAPI", "RosterRPC", "SegmentStore",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ], swiftSettings: hotPath),
 
         // Ingest groundwork: the lake interface with its local-folder default,

@@ -33,9 +33,13 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         /// Tokens callers must present (`authorization: Bearer <token>`) on
         /// every Coordinator call; empty: no check (local development).
         public var callerTokens: Set<String>
+        /// How often to compare what the match server serves with the
+        /// catalog's live versions, rebuilding what it lost or found damaged.
+        public var reconcileInterval: Duration
 
         public init(scanInterval: Duration? = .seconds(10), publishInterval: Duration = .milliseconds(500), adminToken: String? = nil,
-                    scanSettleTime: Double = 1, callerTokens: Set<String> = []) {
+                    scanSettleTime: Double = 1, callerTokens: Set<String> = [], reconcileInterval: Duration = .seconds(10)) {
+            self.reconcileInterval = reconcileInterval
             self.callerTokens = callerTokens
             self.scanInterval = scanInterval
             self.publishInterval = publishInterval
@@ -57,6 +61,12 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     /// Paths whose file changed under an ingest: queued again once they
     /// have settled (checked on every publish-loop tick).
     private let settling = Mutex<Set<String>>([])
+    /// What needs a person's attention now, by topic (`match`, `advertiser:<id>`), for Status.
+    private let problems = Mutex<[String: String]>([:])
+
+    private func problem(_ topic: String, _ message: String?) {
+        problems.withLock { $0[topic] = message }
+    }
 
     public init(catalog: IngestCatalog, lake: any DataLake, store: any SegmentStorage, matchAdmin: MatchAdmin.Client<AdminTransport>,
                 configuration: Configuration = .init(), logger: Logger = Logger(label: "roster.coordinator"),
@@ -77,6 +87,12 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     public func run() async throws {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.publishLoop() }
+            group.addTask {
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    await self.reconcile()
+                    try? await Task.sleep(for: self.configuration.reconcileInterval)
+                }
+            }
             if let interval = configuration.scanInterval {
                 group.addTask {
                     while !Task.isCancelled && !Task.isShuttingDownGracefully {
@@ -177,7 +193,9 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             let options = CallOptions(timeout: .seconds(60)).bearer(configuration.adminToken)
             do {
                 let response = try await matchAdmin.publish(request, options: options)
+                problem("match", nil)
                 try catalog.markLive(file: publication.fileID, now: clock())
+                problem("advertiser:\(publication.advertiserID)", nil)
                 logger.info("live", metadata: ["advertiser": "\(publication.advertiserID)", "version": "\(publication.fileID)",
                                                "previous": "\(response.previousVersion)"])
             } catch let error as RPCError where [.failedPrecondition, .invalidArgument].contains(error.code) {
@@ -188,7 +206,56 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             } catch {
                 // Unreachable or unauthorised: keep the version and try again later.
                 logger.warning("cannot publish yet", metadata: ["version": "\(publication.fileID)", "error": "\(error)"])
+                problem("match", "cannot publish to the match server: \(error)")
                 return
+            }
+        }
+    }
+
+    /// Compares the catalog's live versions with what the match server
+    /// serves. A live version the server does not have (its manifest was
+    /// lost) or found damaged (a segment failed its checksums at start or
+    /// in a scrub) is rebuilt from its lake file as a new version, with no
+    /// one touching the lake; until then its calls answer UNAVAILABLE and
+    /// Status names it.
+    public func reconcile() async {
+        let live: [(advertiser: String, file: UInt64, path: String, etag: String)]
+        do { live = try catalog.liveVersions() } catch {
+            logger.error("cannot read the catalog", metadata: ["error": "\(error)"])
+            return
+        }
+        // Read after the catalog: a version marked live before this call is served by now.
+        let served: [String: ServedList]
+        do {
+            let response = try await matchAdmin.listServed(ListServedRequest(), options: CallOptions(timeout: .seconds(30)).bearer(configuration.adminToken))
+            served = Dictionary(response.lists.map { ($0.advertiserId, $0) }, uniquingKeysWith: { a, _ in a })
+            problem("match", nil)
+        } catch {
+            problem("match", "cannot reach the match server to compare what it serves: \(error)")
+            return
+        }
+        for entry in live {
+            let server = served[entry.advertiser]
+            if let server, server.version >= entry.file { continue }
+            let reason = server.map { $0.damagedVersion == entry.file } == true
+                ? "the match server found version \(entry.file) damaged (\(server!.damage))"
+                : "the match server does not have version \(entry.file)"
+            do {
+                let object = try await lake.head(entry.path)
+                guard object.etag == entry.etag else {
+                    // The scan queues the newer file; nothing to rebuild.
+                    problem("advertiser:\(entry.advertiser)", "\(entry.advertiser): \(reason); its file changed since, and the new one is queued by the scan")
+                    continue
+                }
+                let submission = try catalog.rebuild(file: entry.file, from: object, reason: reason, now: clock())
+                work.notify()
+                problem("advertiser:\(entry.advertiser)", "\(entry.advertiser): \(reason); rebuilding it from \(entry.path) as version \(submission.fileID)")
+                logger.error("rebuilding a live list the match server cannot serve", metadata: [
+                    "advertiser": "\(entry.advertiser)", "version": "\(entry.file)", "reason": "\(reason)", "new": "\(submission.fileID)"])
+            } catch LakeError.notFound {
+                problem("advertiser:\(entry.advertiser)", "\(entry.advertiser): \(reason), and its file \(entry.path) is gone from the lake")
+            } catch {
+                logger.warning("cannot rebuild yet", metadata: ["advertiser": "\(entry.advertiser)", "error": "\(error)"])
             }
         }
     }
@@ -199,6 +266,11 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         for item in items {
             do {
                 for prefix in item.prefixes { try await store.removeAll(under: prefix) }
+                if let folder = item.segmentFolder {
+                    for path in try await store.list(under: folder) where !item.served.contains(path) {
+                        try await store.remove(path)
+                    }
+                }
                 try catalog.markCollected(file: item.file)
             } catch {
                 logger.warning("cannot collect", metadata: ["file": "\(item.file)", "error": "\(error)"])
@@ -304,7 +376,16 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
 
     public func status(_ request: StatusRequest, context: RPCContext) async throws -> StatusResponse {
         try authorize(context)
-        return try catalog.status(now: clock())
+        var response = try catalog.status(now: clock())
+        response.problems = problemLines()
+        return response
+    }
+
+    /// What needs attention, sorted by topic; the catalog's own state first.
+    public func problemLines() -> [String] {
+        var lines = catalog.writeProblem.map { [$0] } ?? []
+        lines += problems.withLock { $0 }.sorted { $0.key < $1.key }.map(\.value)
+        return lines
     }
 
     public func listFiles(_ request: ListFilesRequest, context: RPCContext) async throws -> ListFilesResponse {

@@ -25,11 +25,33 @@ public final class IngestCatalog: @unchecked Sendable {
         self.policy = policy
     }
 
+    /// Why the last write failed (a full disk, say), until one succeeds:
+    /// status shows it, since a person rarely reads the log first.
+    private var lastWriteFailure: String?
+
     @discardableResult
     private func write<T>(_ body: (Database) throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
-        return try database.transaction { try body(database) }
+        do {
+            let result = try database.transaction { try body(database) }
+            lastWriteFailure = nil
+            return result
+        } catch let error as SQLiteError {
+            lastWriteFailure = "the catalog \(database.path) cannot be written: \(error.message)"
+            throw error
+        }
+    }
+
+    /// Why the catalog cannot be written now, or nil.
+    public var writeProblem: String? {
+        lock.withLock { lastWriteFailure }
+    }
+
+    /// Runs `sql` on the catalog's own connection (tests use it to fill the
+    /// catalog's disk with `PRAGMA max_page_count`).
+    @_spi(Testing) public func execute(_ sql: String) throws {
+        try lock.withLock { try database.execute(sql) }
     }
 
     private func read<T>(_ body: (Database) throws -> T) throws -> T {
@@ -52,11 +74,28 @@ public final class IngestCatalog: @unchecked Sendable {
     /// progress or live. Older unfinished versions of the advertiser are
     /// superseded: a new file replaces the list.
     public func submit(_ object: LakeObject, now: Double) throws -> Submission {
+        try submit(object, now: now, rebuilding: nil)
+    }
+
+    /// Queues `object` again as a new version of its advertiser, although
+    /// the same file is live: the match server lost version `file` or found
+    /// it damaged. `file` is marked failed with `reason`; the advertiser is
+    /// served again when the new version goes live.
+    public func rebuild(file: UInt64, from object: LakeObject, reason: String, now: Double) throws -> Submission {
+        try submit(object, now: now, rebuilding: (file, reason))
+    }
+
+    private func submit(_ object: LakeObject, now: Double, rebuilding: (file: UInt64, reason: String)?) throws -> Submission {
         guard let advertiser = object.advertiserID else {
             throw IngestError.invalidPath(object.path)
         }
         if let problem = IngestPolicy.problem(withAdvertiserID: advertiser) { throw IngestError.invalidArgument(problem) }
         return try write { db in
+            if let (file, reason) = rebuilding {
+                try db.run("UPDATE files SET state = ?, error = ?, ended_at = ? WHERE id = ? AND state = ?",
+                           Int(FileState.failed.rawValue), reason + "; rebuilt from its file as a new version", now, file,
+                           Int(FileState.live.rawValue))
+            }
             let active: [FileState] = [.queued, .parsing, .merging, .publishing, .live]
             let existing = try db.rows(
                 "SELECT id, state FROM files WHERE path = ? AND etag = ? ORDER BY id DESC LIMIT 1", object.path, object.etag
@@ -455,18 +494,39 @@ public final class IngestCatalog: @unchecked Sendable {
         try write { db in try abandon(db, file: file, state: state, error: error, now: now) }
     }
 
-    /// Store folders that are no longer needed: all of a live version's runs,
-    /// and everything of versions that ended without being live or were retired.
-    public func collectable() throws -> [(file: UInt64, prefixes: [String])] {
+    /// What the store no longer needs of one version.
+    public struct Collectable: Sendable, Equatable {
+        public var file: UInt64
+        /// Folders to delete whole.
+        public var prefixes: [String]
+        /// A live version's segment folder, and the segments it serves: every
+        /// other file there (a temporary file of a worker killed mid-write,
+        /// the output of a lost attempt) is deleted.
+        public var segmentFolder: String?
+        public var served: Set<String>
+    }
+
+    /// Store folders that are no longer needed: all of a live version's runs
+    /// and stray files beside its segments, and everything of versions that
+    /// ended without being live or were retired.
+    public func collectable() throws -> [Collectable] {
         try read { db in
             try db.rows("""
                 SELECT id, advertiser_id, state FROM files
                 WHERE (state = 5 AND collected = 0) OR (state IN (6, 7, 8, 9) AND collected < 2)
                 """) { row in
                 let id = UInt64(row.int(0)), advertiser = row.string(1)
-                var prefixes = ["runs/\(advertiser)/\(id)"]
-                if row.int(2) != Int64(FileState.live.rawValue) { prefixes.append("segments/\(advertiser)/\(id)") }
-                return (id, prefixes)
+                let segments = "segments/\(advertiser)/\(id)"
+                if row.int(2) != Int64(FileState.live.rawValue) {
+                    return Collectable(file: id, prefixes: ["runs/\(advertiser)/\(id)", segments], segmentFolder: nil, served: [])
+                }
+                return Collectable(file: id, prefixes: ["runs/\(advertiser)/\(id)"], segmentFolder: segments, served: [])
+            }.map { item in
+                guard item.segmentFolder != nil else { return item }
+                var item = item
+                item.served = Set(try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind = ? AND state = ?",
+                                              item.file, Int(TaskKind.merge.rawValue), TaskState.done.rawValue) { $0.string(0) })
+                return item
             }
         }
     }
@@ -480,6 +540,14 @@ public final class IngestCatalog: @unchecked Sendable {
     }
 
     // MARK: Status
+
+    /// Live versions: what the match server should be serving.
+    public func liveVersions() throws -> [(advertiser: String, file: UInt64, path: String, etag: String)] {
+        try read { db in
+            try db.rows("SELECT advertiser_id, id, path, etag FROM files WHERE state = ? ORDER BY advertiser_id",
+                        Int(FileState.live.rawValue)) { ($0.string(0), UInt64($0.int(1)), $0.string(2), $0.string(3)) }
+        }
+    }
 
     /// Active files (their path and etag), for change detection.
     public func activeFiles() throws -> [(id: UInt64, path: String, etag: String)] {

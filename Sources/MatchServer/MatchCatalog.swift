@@ -68,8 +68,17 @@ public final class MatchCatalog: Sendable {
         var advertisers: [String: Entry] = [:]
     }
 
+    /// A version the server was given but cannot serve.
+    public struct Damage: Sendable, Equatable {
+        public var version: UInt64
+        public var reason: String
+    }
+
     public let root: URL
     private let live = Mutex<[String: ListVersion]>([:])
+    /// Versions whose segments failed their checks (at start or in a
+    /// scrub), by advertiser, until a newer version is published.
+    private let damaged = Mutex<[String: Damage]>([:])
     private let manifest = Mutex(ManifestFile())
     private let logger: Logger
 
@@ -77,14 +86,22 @@ public final class MatchCatalog: Sendable {
 
     /// Opens the catalog in `root` (the segment store's folder), reloading
     /// every advertiser the manifest names. A version whose segments fail
-    /// their checks is logged and left out; the rest serve.
+    /// their checks is logged, left out and recorded as damaged (its calls
+    /// answer UNAVAILABLE; `ListServed` tells the coordinator, which
+    /// rebuilds it); the rest serve. Manifests left half-written by a
+    /// process killed mid-write are removed.
     public init(root: URL, logger: Logger = Logger(label: "roster.match.catalog")) throws {
         self.root = root
         self.logger = logger
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? [] where name.hasPrefix("match-manifest.json.tmp-") {
+            try? FileManager.default.removeItem(at: root.appendingPathComponent(name))
+            logger.info("removed a stray temporary manifest", metadata: ["file": "\(name)"])
+        }
         guard let data = try? Data(contentsOf: manifestURL) else { return }
         let file = try JSONDecoder().decode(ManifestFile.self, from: data)
         var loaded: [String: ListVersion] = [:]
+        var broken: [String: Damage] = [:]
         for (advertiser, entry) in file.advertisers.sorted(by: { $0.key < $1.key }) {
             do {
                 let segments = try entry.segments.map { (path) throws(SegmentError) in try Segment(path: resolve(path).path) }
@@ -93,9 +110,11 @@ public final class MatchCatalog: Sendable {
                 // Kept on record in the manifest; a new publish replaces it.
                 logger.error("cannot reload advertiser; it is not served", metadata: [
                     "advertiser": "\(advertiser)", "version": "\(entry.version)", "error": "\(error)"])
+                broken[advertiser] = Damage(version: entry.version, reason: "\(error)")
             }
         }
         live.withLock { $0 = loaded }
+        damaged.withLock { $0 = broken }
         manifest.withLock { $0 = file }
         logger.info("reloaded", metadata: ["advertisers": "\(loaded.count)"])
     }
@@ -114,6 +133,56 @@ public final class MatchCatalog: Sendable {
 
     public var advertisers: [String: UInt64] {
         live.withLock { $0.mapValues(\.version) }
+    }
+
+    /// Why `advertiser` is not served, if its version was found damaged.
+    public func damage(_ advertiser: String) -> Damage? {
+        damaged.withLock { $0[advertiser] }
+    }
+
+    /// Every advertiser served or damaged: (advertiser, served version or 0, damage).
+    public func served() -> [(advertiser: String, version: UInt64, damage: Damage?)] {
+        let versions = advertisers
+        let damage = damaged.withLock { $0 }
+        return Set(versions.keys).union(damage.keys).sorted().map { ($0, versions[$0] ?? 0, damage[$0]) }
+    }
+
+    /// Re-verifies the checksums of every live segment from disk, at most
+    /// `bytesPerSecond` on average (it pauses after each segment), so a
+    /// bit that rots on disk after a version went live is found without a
+    /// restart. A version that fails is taken out of service and recorded
+    /// as damaged: wrong answers are worse than UNAVAILABLE. Returns the
+    /// advertisers found damaged.
+    public func scrub(bytesPerSecond: Int, pause: (Duration) async -> Void = { try? await Task.sleep(for: $0) }) async -> [String] {
+        let lists = live.withLock { Array($0.values) }.sorted { $0.advertiserID < $1.advertiserID }
+        var found: [String] = []
+        for list in lists {
+            for segment in list.segments {
+                do {
+                    _ = try Segment(path: segment.info.path, verify: true)
+                } catch {
+                    markDamaged(list, reason: "\(error)")
+                    found.append(list.advertiserID)
+                    break
+                }
+                let bytes = 16 * segment.count
+                if bytesPerSecond > 0 { await pause(.nanoseconds(Int64(Double(bytes) / Double(bytesPerSecond) * 1e9))) }
+            }
+        }
+        return found
+    }
+
+    /// Takes `list` out of service (if it is still the live version).
+    private func markDamaged(_ list: ListVersion, reason: String) {
+        let removed = live.withLock { live -> Bool in
+            guard live[list.advertiserID] === list else { return false }
+            live[list.advertiserID] = nil
+            return true
+        }
+        guard removed else { return }
+        damaged.withLock { $0[list.advertiserID] = Damage(version: list.version, reason: reason) }
+        logger.error("a live list is damaged; it is no longer served", metadata: [
+            "advertiser": "\(list.advertiserID)", "version": "\(list.version)", "error": "\(reason)"])
     }
 
     public enum PublishOutcome: Equatable, Sendable {
@@ -168,6 +237,7 @@ public final class MatchCatalog: Sendable {
             try write(next)
             file = next
             live.withLock { $0[advertiser] = list }
+            damaged.withLock { _ = $0.removeValue(forKey: advertiser) }
             logger.info("published", metadata: ["advertiser": "\(advertiser)", "version": "\(version)",
                                                  "keys": "\(list.keyCount)", "previous": "\(previous)"])
             return .published(previous: previous)

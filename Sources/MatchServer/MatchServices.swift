@@ -69,6 +69,9 @@ public struct MatchHandler: MatchService.InlineHandler {
 
     private func list(_ advertiser: String) throws(RPCError) -> ListVersion {
         guard let list = catalog.current(advertiser) else {
+            if let damage = catalog.damage(advertiser) {
+                throw RPCError(.unavailable, "advertiser '\(advertiser)': list version \(damage.version) was found damaged and is being rebuilt")
+            }
             throw RPCError(.notFound, "advertiser '\(advertiser)' has no published list")
         }
         return list
@@ -141,6 +144,20 @@ public struct AdminHandler: MatchAdmin.Handler {
                 throw RPCError(.internal, "cannot record the new version: \(message)")
             }
         }
+    }
+
+    public func listServed(_ request: ListServedRequest, context: RPCContext) async throws -> ListServedResponse {
+        try access.authorizeAdmin(context)
+        var response = ListServedResponse()
+        response.lists = catalog.served().map { entry in
+            var list = ServedList()
+            list.advertiserId = entry.advertiser
+            list.version = entry.version
+            list.damagedVersion = entry.damage?.version ?? 0
+            list.damage = entry.damage?.reason ?? ""
+            return list
+        }
+        return response
     }
 
     public func unpublish(_ request: UnpublishRequest, context: RPCContext) async throws -> UnpublishResponse {

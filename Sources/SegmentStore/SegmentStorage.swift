@@ -22,6 +22,10 @@ public protocol SegmentStorage: Sendable {
     func localFile(_ path: String) async throws -> String
     /// Deletes every file under `prefix`.
     func removeAll(under prefix: String) async throws
+    /// Store paths of the files under `prefix` (temporary ones included).
+    func list(under prefix: String) async throws -> [String]
+    /// Deletes one file; a missing one is not an error.
+    func remove(_ path: String) async throws
 }
 
 /// The embedded default: a folder (shared by every process on this host,
@@ -50,6 +54,19 @@ public struct LocalSegmentStorage: SegmentStorage {
 
     public func localFile(_ path: String) async throws -> String {
         try url(path).path
+    }
+
+    public func list(under prefix: String) async throws -> [String] {
+        let folder = try url(prefix)
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder.path) else { return [] }
+        return names.sorted().map { prefix.hasSuffix("/") ? prefix + $0 : prefix + "/" + $0 }
+    }
+
+    public func remove(_ path: String) async throws {
+        let target = try url(path)
+        if unlink(target.path) != 0 && errno != ENOENT {
+            throw SegmentError(path, "cannot remove: \(String(cString: strerror(errno)))")
+        }
     }
 
     public func removeAll(under prefix: String) async throws {

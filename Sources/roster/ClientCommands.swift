@@ -172,6 +172,7 @@ enum StatusFormat {
     static func table(_ status: StatusResponse) -> String {
         var out = "\(status.advertisersLive) advertisers live, \(status.workersSeen) workers, "
             + "\(status.tasksQueued) tasks queued, \(status.tasksLeased) leased\n"
+        for problem in status.problems { out += "PROBLEM: \(problem)\n" }
         if status.files.isEmpty { return out + "no files yet" }
         out += "ID      PATH                      STATE       PROGRESS\n"
         out += status.files.map(line).joined(separator: "\n")

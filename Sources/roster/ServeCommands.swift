@@ -25,6 +25,7 @@ struct DevCommand: AsyncParsableCommand {
 
     @OptionGroup var data: DataOptions
     @OptionGroup var ingest: IngestOptions
+    @OptionGroup var scrub: ScrubOptions
     @OptionGroup var logging: LoggingOptions
 
     @Option(help: "Block workers to run.")
@@ -55,10 +56,11 @@ struct DevCommand: AsyncParsableCommand {
         // Local development: tokens only if the environment names some.
         var access = AccessPolicy.fromEnvironment()
         if access.clientTokens.isEmpty && access.adminTokens.isEmpty { access = .open }
-        let (matchServer, _) = try ServiceFactory.matchServer(
+        let (matchServer, matchCatalog) = try ServiceFactory.matchServer(
             store: data.storeURL, endpoint: Endpoint(host: "127.0.0.1", port: matchPort), access: access,
             logger: Logger(label: "roster.match"))
         let match = try await ServiceFactory.start(matchServer, "match server")
+        services.append(Scrubber(catalog: matchCatalog, bytesPerSecond: scrub.bytesPerSecond))
         let adminToken = access.adminTokens.first
         let coordinatorTokens = tokens(fromEnvironment: "ROSTER_COORDINATOR_TOKENS")
         let (coordinatorServer, coordinator, _) = try ServiceFactory.coordinator(
@@ -192,6 +194,7 @@ struct MatchServerCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var data: DataOptions
+    @OptionGroup var scrub: ScrubOptions
     @OptionGroup var logging: LoggingOptions
 
     @Option(help: "Address to listen on.")
@@ -222,7 +225,7 @@ struct MatchServerCommand: AsyncParsableCommand {
         let address = try await ServiceFactory.start(server, "match server")
         print("match server listening on \(address); serving \(catalog.advertisers.count) advertisers from \(data.storeURL.path)")
         flushOutput()
-        services.append(server)
+        services += [server, Scrubber(catalog: catalog, bytesPerSecond: scrub.bytesPerSecond)]
         try await ServiceFactory.runUntilSignalled(services, logger: logger)
     }
 }

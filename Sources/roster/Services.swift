@@ -77,6 +77,18 @@ struct IngestOptions: ParsableArguments {
     var scanDuration: Duration? { scanInterval > 0 ? .milliseconds(Int64(scanInterval * 1000)) : nil }
 }
 
+/// The match server's background checksum scrub.
+struct ScrubOptions: ParsableArguments {
+    @Option(help: "MB per second of live segments the match server re-verifies in the background (0: off).")
+    var scrubRate: Double = 32
+
+    func validate() throws {
+        guard scrubRate >= 0, scrubRate.isFinite else { throw ValidationError("--scrub-rate must be 0 or more MB/s") }
+    }
+
+    var bytesPerSecond: Int { Int(scrubRate * 1_000_000) }
+}
+
 enum ServiceFactory {
     static func matchServer(store: URL, endpoint: Endpoint, access: AccessPolicy, logger: Logger) throws -> (RPCServer, MatchCatalog) {
         let catalog: MatchCatalog

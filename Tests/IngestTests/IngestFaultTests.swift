@@ -259,6 +259,8 @@ final class LosingStorage: SegmentStorage, @unchecked Sendable {
     func prepareWrite(_ path: String) throws -> String { try base.prepareWrite(path) }
     func commit(_ path: String) async throws { try await base.commit(path) }
     func removeAll(under prefix: String) async throws { try await base.removeAll(under: prefix) }
+    func list(under prefix: String) async throws -> [String] { try await base.list(under: prefix) }
+    func remove(_ path: String) async throws { try await base.remove(path) }
 
     func localFile(_ path: String) async throws -> String {
         let local = try await base.localFile(path)

@@ -1,6 +1,6 @@
 import DataLake
 import Foundation
-import IngestCoordinator
+@_spi(Testing) import IngestCoordinator
 import RosterAPI
 import RosterRPC
 import SegmentStore
@@ -11,23 +11,23 @@ import XCTest
 /// going live, deleted files reviving older ones, ids that cannot be
 /// served, links out of the lake.
 final class IngestHardeningTests: XCTestCase {
-    private var harness: IngestHarness!
+    var harness: IngestHarness!
 
     override func tearDown() async throws {
         await harness?.shutdown()
         harness = nil
     }
 
-    private func start(workers: Int = 1) async throws {
+    func start(workers: Int = 1) async throws {
         harness = try IngestHarness(policy: IngestHarness.testPolicy())
         try await harness.startMatchServer()
         try await harness.startCoordinator()
         for i in 0..<workers { harness.startWorker(id: "w\(i)") }
     }
 
-    private func lines(_ keys: [Key16]) -> [UInt8] { Array(keys.map { ReferenceParser.hex($0) + "\n" }.joined().utf8) }
+    func lines(_ keys: [Key16]) -> [UInt8] { Array(keys.map { ReferenceParser.hex($0) + "\n" }.joined().utf8) }
 
-    private func versions(_ advertiser: String) async throws -> [FileStatus] {
+    func versions(_ advertiser: String) async throws -> [FileStatus] {
         var request = ListFilesRequest()
         request.advertiserId = advertiser
         return try await harness.coordinatorClient.listFiles(request).files
@@ -177,6 +177,85 @@ final class IngestHardeningTests: XCTestCase {
         XCTAssertEqual(linked.state, .live)
         let served = try await harness.matched("evil", inside)
         XCTAssertTrue(served.allSatisfy { $0 })
+    }
+}
+
+extension IngestHardeningTests {
+    /// A live list whose segment rots on disk is found by the match
+    /// server's scrub, reported by Status, and rebuilt from its lake file
+    /// by the coordinator with no one touching the lake.
+    func testADamagedLiveListIsReportedAndRebuiltFromItsFile() async throws {
+        try await start()
+        let keys = ReferenceParser.randomKeys(500, seed: 40)
+        let v1 = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(keys), advertiser: "rot", name: "list.txt")).fileId)
+        XCTAssertEqual(v1.state, .live)
+        let segment = try XCTUnwrap(harness.matchCatalog.current("rot")?.segments.first?.info.path)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: segment))
+        bytes[bytes.count - 1] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: segment))
+
+        let found = await harness.matchCatalog.scrub(bytesPerSecond: 0)
+        XCTAssertEqual(found, ["rot"])
+        await harness.coordinator.reconcile()
+        let during = try await harness.coordinatorClient.status(StatusRequest())
+        XCTAssertTrue(during.problems.contains { $0.contains("rot: the match server found version \(v1.fileId) damaged") },
+                      "\(during.problems)")
+        let old = try XCTUnwrap(during.files.first { $0.fileId == v1.fileId })
+        XCTAssertEqual(old.state, .failed)
+        XCTAssertTrue(old.error.contains("key checksum mismatch"), old.error)
+
+        try await waitUntilAsync { try await self.versions("rot").contains { $0.fileId > v1.fileId && $0.state == .live } }
+        let served = try await harness.matched("rot", keys)
+        XCTAssertTrue(served.allSatisfy { $0 }, "the rebuilt list serves every key")
+        let after = try await harness.coordinatorClient.status(StatusRequest())
+        XCTAssertEqual(after.problems, [], "the problem is cleared once the rebuilt version is live")
+        await harness.coordinator.reconcile()
+        let settled = try await versions("rot")
+        XCTAssertEqual(settled.count, 2, "a served list is not rebuilt again")
+    }
+
+    /// A catalog that cannot be written (its disk is full) is named in
+    /// Status, not only in the log, and the problem clears once writes work.
+    func testACatalogThatCannotBeWrittenShowsInStatus() async throws {
+        try await start(workers: 0)
+        let catalog = harness.coordinator.catalog
+        try catalog.execute("PRAGMA max_page_count = 1") // no page beyond those it has
+        var path = ""
+        var refused = false
+        for i in 0..<200 where !refused {
+            path = try harness.drop(lines(ReferenceParser.randomKeys(10, seed: 41)), advertiser: "full\(i)", name: "list.txt")
+            do { _ = try await harness.submit(path) } catch { refused = true }
+        }
+        XCTAssertTrue(refused, "200 submissions fitted in a full catalog")
+        let status = try await harness.coordinatorClient.status(StatusRequest())
+        XCTAssertTrue(status.problems.contains { $0.contains("cannot be written") && $0.contains("full") }, "\(status.problems)")
+        try catalog.execute("PRAGMA max_page_count = 1000000")
+        _ = try await harness.submit(path)
+        let recovered = try await harness.coordinatorClient.status(StatusRequest())
+        XCTAssertFalse(recovered.problems.contains { $0.contains("cannot be written") }, "\(recovered.problems)")
+    }
+}
+
+extension IngestHardeningTests {
+    /// A temporary segment left by a worker killed mid-write is deleted once
+    /// its version is live; the served segments stay.
+    func testStrayFilesBesideALiveVersionsSegmentsAreCollected() async throws {
+        try await start(workers: 0)
+        let keys = ReferenceParser.randomKeys(300, seed: 50)
+        let submitted = try await harness.submit(try harness.drop(lines(keys), advertiser: "gc", name: "list.txt"))
+        let folder = harness.storeRoot.appendingPathComponent("segments/gc/\(submitted.fileId)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let stray = folder.appendingPathComponent("part-0-a1-deadbeef.seg.tmp-4242-17")
+        try Data(repeating: 7, count: 100).write(to: stray)
+        harness.startWorker(id: "w")
+        let live = try await harness.waitForFile(submitted.fileId)
+        XCTAssertEqual(live.state, .live)
+        try await waitUntil { !FileManager.default.fileExists(atPath: stray.path) }
+        let served = try XCTUnwrap(harness.matchCatalog.current("gc")).segments.map(\.info.path)
+        XCTAssertFalse(served.isEmpty)
+        for path in served { XCTAssertTrue(FileManager.default.fileExists(atPath: path), path) }
+        let hits = try await harness.matched("gc", keys)
+        XCTAssertTrue(hits.allSatisfy { $0 })
     }
 }
 

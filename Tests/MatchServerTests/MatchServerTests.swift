@@ -222,6 +222,70 @@ final class MatchServerTests: XCTestCase {
         XCTAssertEqual(reply.version, 1)
     }
 
+    /// Flips the last byte of a segment file (in its keys), as rot on disk would.
+    private func damage(_ path: String) throws {
+        let url = root.appendingPathComponent(path)
+        var bytes = try Data(contentsOf: url)
+        bytes[bytes.count - 1] ^= 0xFF
+        try bytes.write(to: url)
+    }
+
+    /// A live segment found damaged at restart: the advertiser answers
+    /// UNAVAILABLE (not NOT_FOUND), ListServed names the damage, a newer
+    /// version clears it; a half-written manifest left by a crash is removed.
+    func testSegmentDamagedAtRestartIsReportedAndNotServed() async throws {
+        let segments = try writeSegments(randomKeys(300, seed: 20), advertiser: "acme", version: 4)
+        _ = try await admin.publish(PublishRequest(advertiserId: "acme", version: 4, segments: segments), options: asAdmin)
+        _ = try await publish(randomKeys(30, seed: 21), advertiser: "beta", version: 1)
+        await client.close()
+        server.drain()
+        await server.waitUntilClosed()
+        try damage(segments[0].path)
+        let stray = root.appendingPathComponent("match-manifest.json.tmp-DEAD")
+        try Data("{".utf8).write(to: stray)
+        try await startServer()
+
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stray.path), "stray temporary manifest left behind")
+        let refused = await assertStatus(.unavailable) {
+            _ = try await self.match.match(MatchRequest(advertiserId: "acme", hash: Data(count: 16)), options: self.asClient)
+        }
+        XCTAssertTrue(refused?.message.contains("version 4 was found damaged") == true, refused?.message ?? "")
+        let served = try await admin.listServed(ListServedRequest(), options: asAdmin).lists
+        XCTAssertEqual(served.map(\.advertiserId), ["acme", "beta"])
+        XCTAssertEqual(served[0].version, 0)
+        XCTAssertEqual(served[0].damagedVersion, 4)
+        XCTAssertTrue(served[0].damage.contains("key checksum mismatch"), served[0].damage)
+        XCTAssertEqual(served[1].version, 1)
+
+        let fresh = randomKeys(40, seed: 22)
+        _ = try await publish(fresh, advertiser: "acme", version: 5)
+        let reply = try await match.match(MatchRequest(advertiserId: "acme", hash: Data(fresh[0].bytes)), options: asClient)
+        XCTAssertTrue(reply.matched)
+        XCTAssertNil(catalog.damage("acme"))
+    }
+
+    /// The background scrub finds a segment that rots after it went live
+    /// and takes its version out of service; the rest keep serving.
+    func testScrubFindsASegmentDamagedWhileLive() async throws {
+        let segments = try writeSegments(randomKeys(300, seed: 23), advertiser: "acme", version: 2, parts: 3)
+        _ = try await admin.publish(PublishRequest(advertiserId: "acme", version: 2, segments: segments), options: asAdmin)
+        let beta = randomKeys(30, seed: 24)
+        _ = try await publish(beta, advertiser: "beta", version: 1)
+        let clean = await catalog.scrub(bytesPerSecond: 0)
+        XCTAssertEqual(clean, [])
+        try damage(segments[1].path)
+        var paused: [Duration] = []
+        let found = await catalog.scrub(bytesPerSecond: 1_000_000) { paused.append($0) }
+        XCTAssertEqual(found, ["acme"])
+        XCTAssertEqual(catalog.damage("acme")?.version, 2)
+        XCTAssertFalse(paused.isEmpty, "the scrub never paused: its rate is unbounded")
+        await assertStatus(.unavailable) {
+            _ = try await self.match.match(MatchRequest(advertiserId: "acme", hash: Data(count: 16)), options: self.asClient)
+        }
+        let reply = try await match.match(MatchRequest(advertiserId: "beta", hash: Data(beta[0].bytes)), options: asClient)
+        XCTAssertTrue(reply.matched)
+    }
+
     func testRestartReloadsTheNewestVersions() async throws {
         let a = randomKeys(500, seed: 11)
         _ = try await publish(randomKeys(500, seed: 12), advertiser: "acme", version: 1)

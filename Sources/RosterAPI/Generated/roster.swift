@@ -257,6 +257,56 @@ public struct UnpublishResponse: ProtoMessage {
     }
 }
 
+public struct ListServedRequest: ProtoMessage {
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+}
+
+/// One advertiser's list as a match server holds it.
+public struct ServedList: ProtoMessage {
+    public var advertiserId: String = ""
+    /// The version answering queries; 0 when none does.
+    public var version: UInt64 = 0
+    /// A version the server was given but cannot serve: its segments failed
+    /// their checks when the server started or in a background scrub. The
+    /// advertiser's calls answer UNAVAILABLE until a newer version is published.
+    public var damagedVersion: UInt64 = 0
+    /// What was wrong with it.
+    public var damage: String = ""
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        advertiserId: String = "",
+        version: UInt64 = 0,
+        damagedVersion: UInt64 = 0,
+        damage: String = ""
+    ) {
+        self.advertiserId = advertiserId
+        self.version = version
+        self.damagedVersion = damagedVersion
+        self.damage = damage
+    }
+}
+
+public struct ListServedResponse: ProtoMessage {
+    public var lists: [ServedList] = []
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(lists: [ServedList] = []) {
+        self.lists = lists
+    }
+}
+
 public struct SubmitFileRequest: ProtoMessage {
     /// The file's path in the lake: `<advertiser-id>/<file>`.
     public var path: String = ""
@@ -449,6 +499,10 @@ public struct StatusResponse: ProtoMessage {
     public var workersSeen: UInt32 = 0
     public var tasksQueued: UInt32 = 0
     public var tasksLeased: UInt32 = 0
+    /// What needs attention now, one line each: the catalog cannot be
+    /// written, the match server cannot be reached, a live list was found
+    /// damaged and is being rebuilt.
+    public var problems: [String] = []
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -460,13 +514,15 @@ public struct StatusResponse: ProtoMessage {
         advertisersLive: UInt32 = 0,
         workersSeen: UInt32 = 0,
         tasksQueued: UInt32 = 0,
-        tasksLeased: UInt32 = 0
+        tasksLeased: UInt32 = 0,
+        problems: [String] = []
     ) {
         self.files = files
         self.advertisersLive = advertisersLive
         self.workersSeen = workersSeen
         self.tasksQueued = tasksQueued
         self.tasksLeased = tasksLeased
+        self.problems = problems
     }
 }
 
@@ -855,7 +911,10 @@ public enum MatchAdmin {
         public static let publish = RPCMethodDescriptor(service: MatchAdmin.name, method: "Publish", id: 0x0002_0001)
         /// Stops serving an advertiser.
         public static let unpublish = RPCMethodDescriptor(service: MatchAdmin.name, method: "Unpublish", id: 0x0002_0002)
-        public static let all: [RPCMethodDescriptor] = [publish, unpublish]
+        /// What the server serves and what it found damaged: the coordinator
+        /// compares it with its catalog and rebuilds what is missing.
+        public static let listServed = RPCMethodDescriptor(service: MatchAdmin.name, method: "ListServed", id: 0x0002_0003)
+        public static let all: [RPCMethodDescriptor] = [publish, unpublish, listServed]
     }
 
     /// Implement this to serve `roster.v1.MatchAdmin` with handlers that may suspend.
@@ -865,6 +924,9 @@ public enum MatchAdmin {
         func publish(_ request: PublishRequest, context: RPCContext) async throws -> PublishResponse
         /// Stops serving an advertiser.
         func unpublish(_ request: UnpublishRequest, context: RPCContext) async throws -> UnpublishResponse
+        /// What the server serves and what it found damaged: the coordinator
+        /// compares it with its catalog and rebuilds what is missing.
+        func listServed(_ request: ListServedRequest, context: RPCContext) async throws -> ListServedResponse
     }
 
     /// Implement this instead of `Handler` when no handler ever suspends (an in-memory
@@ -876,6 +938,9 @@ public enum MatchAdmin {
         func publish(_ request: PublishRequest, context: RPCContext) throws -> PublishResponse
         /// Stops serving an advertiser.
         func unpublish(_ request: UnpublishRequest, context: RPCContext) throws -> UnpublishResponse
+        /// What the server serves and what it found damaged: the coordinator
+        /// compares it with its catalog and rebuilds what is missing.
+        func listServed(_ request: ListServedRequest, context: RPCContext) throws -> ListServedResponse
     }
 
     /// A typed client for `roster.v1.MatchAdmin`.
@@ -894,6 +959,12 @@ public enum MatchAdmin {
         public func unpublish(_ request: UnpublishRequest, options: CallOptions = .defaults) async throws -> UnpublishResponse {
             try await transport.unary(Method.unpublish, request: request, options: options)
         }
+
+        /// What the server serves and what it found damaged: the coordinator
+        /// compares it with its catalog and rebuilds what is missing.
+        public func listServed(_ request: ListServedRequest, options: CallOptions = .defaults) async throws -> ListServedResponse {
+            try await transport.unary(Method.listServed, request: request, options: options)
+        }
     }
 }
 
@@ -902,6 +973,7 @@ extension MatchAdmin.Handler {
         [
             .async(MatchAdmin.Method.publish) { try await self.publish($0, context: $1) },
             .async(MatchAdmin.Method.unpublish) { try await self.unpublish($0, context: $1) },
+            .async(MatchAdmin.Method.listServed) { try await self.listServed($0, context: $1) },
         ]
     }
 }
@@ -911,6 +983,7 @@ extension MatchAdmin.InlineHandler {
         [
             .inline(MatchAdmin.Method.publish) { try self.publish($0, context: $1) },
             .inline(MatchAdmin.Method.unpublish) { try self.unpublish($0, context: $1) },
+            .inline(MatchAdmin.Method.listServed) { try self.listServed($0, context: $1) },
         ]
     }
 }
@@ -1291,6 +1364,77 @@ extension UnpublishResponse {
     }
 }
 
+extension ListServedRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        unknownFields.count
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension ServedList {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 2: self.version = try reader.read(UInt64Codec.self, tag)
+            case 3: self.damagedVersion = try reader.read(UInt64Codec.self, tag)
+            case 4: self.damage = try reader.read(StringCodec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserId) }
+        if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.version) }
+        if self.damagedVersion != 0 { size += ProtoSize.field(UInt64Codec.self, field: 3, self.damagedVersion) }
+        if !self.damage.isEmpty { size += ProtoSize.field(StringCodec.self, field: 4, self.damage) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserId) }
+        if self.version != 0 { writer.write(UInt64Codec.self, field: 2, self.version) }
+        if self.damagedVersion != 0 { writer.write(UInt64Codec.self, field: 3, self.damagedVersion) }
+        if !self.damage.isEmpty { writer.write(StringCodec.self, field: 4, self.damage) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension ListServedResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: try reader.readRepeated(MessageCodec<ServedList>.self, tag, into: &self.lists)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        size += ProtoSize.repeated(MessageCodec<ServedList>.self, field: 1, self.lists)
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        writer.writeRepeated(MessageCodec<ServedList>.self, field: 1, self.lists)
+        writer.writeUnknown(unknownFields)
+    }
+}
+
 extension SubmitFileRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
@@ -1531,6 +1675,7 @@ extension StatusResponse {
             case 3: self.workersSeen = try reader.read(UInt32Codec.self, tag)
             case 4: self.tasksQueued = try reader.read(UInt32Codec.self, tag)
             case 5: self.tasksLeased = try reader.read(UInt32Codec.self, tag)
+            case 6: try reader.readRepeated(StringCodec.self, tag, into: &self.problems)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -1543,6 +1688,7 @@ extension StatusResponse {
         if self.workersSeen != 0 { size += ProtoSize.field(UInt32Codec.self, field: 3, self.workersSeen) }
         if self.tasksQueued != 0 { size += ProtoSize.field(UInt32Codec.self, field: 4, self.tasksQueued) }
         if self.tasksLeased != 0 { size += ProtoSize.field(UInt32Codec.self, field: 5, self.tasksLeased) }
+        size += ProtoSize.repeated(StringCodec.self, field: 6, self.problems)
         return size
     }
 
@@ -1552,6 +1698,7 @@ extension StatusResponse {
         if self.workersSeen != 0 { writer.write(UInt32Codec.self, field: 3, self.workersSeen) }
         if self.tasksQueued != 0 { writer.write(UInt32Codec.self, field: 4, self.tasksQueued) }
         if self.tasksLeased != 0 { writer.write(UInt32Codec.self, field: 5, self.tasksLeased) }
+        writer.writeRepeated(StringCodec.self, field: 6, self.problems)
         writer.writeUnknown(unknownFields)
     }
 }
@@ -2193,6 +2340,70 @@ extension UnpublishResponse: ProtoJSONMessage {
     }
 }
 
+extension ListServedRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.ListServedRequest"
+    public static let schemaDefinition = "message ListServedRequest {\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        let object = JSONObjectWriter(includeDefaults: includeDefaults)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, _) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: [])
+            }
+        }
+    }
+}
+
+extension ServedList: ProtoJSONMessage {
+    public static let protoName = "roster.v1.ServedList"
+    public static let schemaDefinition = "/// One advertiser's list as a match server holds it.\nmessage ServedList {\n  string advertiser_id = 1;\n  /// The version answering queries; 0 when none does.\n  uint64 version = 2;\n  /// A version the server was given but cannot serve: its segments failed\n  /// their checks when the server started or in a background scrub. The\n  /// advertiser's calls answer UNAVAILABLE until a newer version is published.\n  uint64 damaged_version = 3;\n  /// What was wrong with it.\n  string damage = 4;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("version", UInt64Codec.self, self.version)
+        object.singular("damagedVersion", UInt64Codec.self, self.damagedVersion)
+        object.singular("damage", StringCodec.self, self.damage)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
+            case "damagedVersion", "damaged_version": self.damagedVersion = try JSONReader.singular(UInt64Codec.self, value, field: "damagedVersion")
+            case "damage": self.damage = try JSONReader.singular(StringCodec.self, value, field: "damage")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "version", "damagedVersion", "damage"])
+            }
+        }
+    }
+}
+
+extension ListServedResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.ListServedResponse"
+    public static let schemaDefinition = "message ListServedResponse {\n  repeated ServedList lists = 1;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.repeatedMessages("lists", self.lists)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "lists": self.lists = try JSONReader.repeated(MessageCodec<ServedList>.self, value, field: "lists")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["lists"])
+            }
+        }
+    }
+}
+
 extension SubmitFileRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.SubmitFileRequest"
     public static let schemaDefinition = "message SubmitFileRequest {\n  /// The file's path in the lake: `<advertiser-id>/<file>`.\n  string path = 1;\n}"
@@ -2387,7 +2598,7 @@ extension StatusRequest: ProtoJSONMessage {
 
 extension StatusResponse: ProtoJSONMessage {
     public static let protoName = "roster.v1.StatusResponse"
-    public static let schemaDefinition = "message StatusResponse {\n  /// Files not yet live, failed or rejected, oldest first, and the most recent others.\n  repeated FileStatus files = 1;\n  uint32 advertisers_live = 2;\n  uint32 workers_seen = 3;\n  uint32 tasks_queued = 4;\n  uint32 tasks_leased = 5;\n}"
+    public static let schemaDefinition = "message StatusResponse {\n  /// Files not yet live, failed or rejected, oldest first, and the most recent others.\n  repeated FileStatus files = 1;\n  uint32 advertisers_live = 2;\n  uint32 workers_seen = 3;\n  uint32 tasks_queued = 4;\n  uint32 tasks_leased = 5;\n  /// What needs attention now, one line each: the catalog cannot be\n  /// written, the match server cannot be reached, a live list was found\n  /// damaged and is being rebuilt.\n  repeated string problems = 6;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -2396,6 +2607,7 @@ extension StatusResponse: ProtoJSONMessage {
         object.singular("workersSeen", UInt32Codec.self, self.workersSeen)
         object.singular("tasksQueued", UInt32Codec.self, self.tasksQueued)
         object.singular("tasksLeased", UInt32Codec.self, self.tasksLeased)
+        object.repeated("problems", StringCodec.self, self.problems)
         return object.value
     }
 
@@ -2407,7 +2619,8 @@ extension StatusResponse: ProtoJSONMessage {
             case "workersSeen", "workers_seen": self.workersSeen = try JSONReader.singular(UInt32Codec.self, value, field: "workersSeen")
             case "tasksQueued", "tasks_queued": self.tasksQueued = try JSONReader.singular(UInt32Codec.self, value, field: "tasksQueued")
             case "tasksLeased", "tasks_leased": self.tasksLeased = try JSONReader.singular(UInt32Codec.self, value, field: "tasksLeased")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["files", "advertisersLive", "workersSeen", "tasksQueued", "tasksLeased"])
+            case "problems": self.problems = try JSONReader.repeated(StringCodec.self, value, field: "problems")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["files", "advertisersLive", "workersSeen", "tasksQueued", "tasksLeased", "problems"])
             }
         }
     }
@@ -2751,6 +2964,9 @@ public enum RosterSchema {
         PublishResponse.self,
         UnpublishRequest.self,
         UnpublishResponse.self,
+        ListServedRequest.self,
+        ServedList.self,
+        ListServedResponse.self,
         SubmitFileRequest.self,
         SubmitFileResponse.self,
         InvalidLine.self,
@@ -2779,6 +2995,7 @@ public enum RosterSchema {
         MethodDescription(descriptor: MatchService.Method.matchMany, requestType: MatchManyRequest.self, responseType: MatchManyResponse.self, doc: "The same question for a batch of hashes, answered from one version."),
         MethodDescription(descriptor: MatchAdmin.Method.publish, requestType: PublishRequest.self, responseType: PublishResponse.self, doc: "Makes a version live atomically: queries see the old version or the new\none, never a mix."),
         MethodDescription(descriptor: MatchAdmin.Method.unpublish, requestType: UnpublishRequest.self, responseType: UnpublishResponse.self, doc: "Stops serving an advertiser."),
+        MethodDescription(descriptor: MatchAdmin.Method.listServed, requestType: ListServedRequest.self, responseType: ListServedResponse.self, doc: "What the server serves and what it found damaged: the coordinator\ncompares it with its catalog and rebuilds what is missing."),
         MethodDescription(descriptor: Coordinator.Method.submitFile, requestType: SubmitFileRequest.self, responseType: SubmitFileResponse.self, doc: "Queues a lake file as its advertiser's next list (a new file replaces the list)."),
         MethodDescription(descriptor: Coordinator.Method.status, requestType: StatusRequest.self, responseType: StatusResponse.self, doc: "Files being ingested and recent ones, with progress and invalid-line reports."),
         MethodDescription(descriptor: Coordinator.Method.listFiles, requestType: ListFilesRequest.self, responseType: ListFilesResponse.self, doc: ""),
