@@ -214,8 +214,8 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             }
         case .ping:
             var payload = frame.payload
-            guard let opaque = payload.readInteger(as: UInt64.self) else {
-                throw ProtocolViolation(.invalidArgument, "PING payload must be 8 bytes")
+            guard payload.readableBytes == 8, let opaque = payload.readInteger(as: UInt64.self) else {
+                throw ProtocolViolation(.invalidArgument, "PING payload must be exactly 8 bytes, not \(frame.payload.readableBytes)")
             }
             if frame.flags & FrameFlags.ack == 0 {
                 writeFrame(FrameWriter.ping(opaque, ack: true, allocator: context.channel.allocator))

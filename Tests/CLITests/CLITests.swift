@@ -130,6 +130,7 @@ final class CLITests: XCTestCase {
             "MatchService.MatchMany": #"{"advertiserId": "acme", "hashes": "\#(hash)"}"#,
             "MatchAdmin.Publish": #"{"advertiserId": "cli-empty", "version": "1"}"#,
             "MatchAdmin.Unpublish": #"{"advertiserId": "cli-empty"}"#,
+            "MatchAdmin.ListServed": "{}",
             "Coordinator.SubmitFile": #"{"path": "acme/m.txt"}"#,
             "Coordinator.Status": "{}",
             "Coordinator.ListFiles": #"{"advertiserId": "acme", "limit": 5}"#,

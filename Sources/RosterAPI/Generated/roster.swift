@@ -136,7 +136,8 @@ public struct MatchManyRequest: ProtoMessage {
     public var advertiserId: String = ""
     /// N hashes of 16 bytes each, back to back (N × 16 bytes): one packed field
     /// costs about a microsecond per thousand keys to encode, a repeated field
-    /// of strings about seventy.
+    /// of strings about seventy. At most 100,000 hashes (1.6 MB) per call by
+    /// default; more is INVALID_ARGUMENT.
     public var hashes: Data = Data()
 
     /// Fields this version of the schema does not know, kept for re-encoding.
@@ -152,6 +153,7 @@ public struct MatchManyRequest: ProtoMessage {
 
 public struct MatchManyResponse: ProtoMessage {
     /// One bit per hash, in request order: bit i is (matched[i / 8] >> (i % 8)) & 1.
+    /// Exactly ceil(count / 8) bytes; the unused high bits of the last byte are 0.
     public var matched: Data = Data()
     /// How many hashes were asked about (the bitmap's length in bits).
     public var count: UInt32 = 0
@@ -2188,7 +2190,7 @@ extension MatchResponse: ProtoJSONMessage {
 
 extension MatchManyRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.MatchManyRequest"
-    public static let schemaDefinition = "/// Many hashes of one advertiser at once.\nmessage MatchManyRequest {\n  string advertiser_id = 1;\n  /// N hashes of 16 bytes each, back to back (N × 16 bytes): one packed field\n  /// costs about a microsecond per thousand keys to encode, a repeated field\n  /// of strings about seventy.\n  bytes hashes = 2;\n}"
+    public static let schemaDefinition = "/// Many hashes of one advertiser at once.\nmessage MatchManyRequest {\n  string advertiser_id = 1;\n  /// N hashes of 16 bytes each, back to back (N × 16 bytes): one packed field\n  /// costs about a microsecond per thousand keys to encode, a repeated field\n  /// of strings about seventy. At most 100,000 hashes (1.6 MB) per call by\n  /// default; more is INVALID_ARGUMENT.\n  bytes hashes = 2;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -2210,7 +2212,7 @@ extension MatchManyRequest: ProtoJSONMessage {
 
 extension MatchManyResponse: ProtoJSONMessage {
     public static let protoName = "roster.v1.MatchManyResponse"
-    public static let schemaDefinition = "message MatchManyResponse {\n  /// One bit per hash, in request order: bit i is (matched[i / 8] >> (i % 8)) & 1.\n  bytes matched = 1;\n  /// How many hashes were asked about (the bitmap's length in bits).\n  uint32 count = 2;\n  /// How many of them matched.\n  uint32 matched_count = 3;\n  uint64 version = 4;\n}"
+    public static let schemaDefinition = "message MatchManyResponse {\n  /// One bit per hash, in request order: bit i is (matched[i / 8] >> (i % 8)) & 1.\n  /// Exactly ceil(count / 8) bytes; the unused high bits of the last byte are 0.\n  bytes matched = 1;\n  /// How many hashes were asked about (the bitmap's length in bits).\n  uint32 count = 2;\n  /// How many of them matched.\n  uint32 matched_count = 3;\n  uint64 version = 4;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)

@@ -133,7 +133,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             closeIfDrained()
         case .ping:
             var payload = frame.payload
-            guard let opaque = payload.readInteger(as: UInt64.self) else { return protocolError("PING payload must be 8 bytes") }
+            guard payload.readableBytes == 8, let opaque = payload.readInteger(as: UInt64.self) else {
+                return protocolError("PING payload must be exactly 8 bytes")
+            }
             if frame.flags & FrameFlags.ack != 0 {
                 pings.removeValue(forKey: opaque)?.succeed(.now())
             } else {
