@@ -376,7 +376,8 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
 
     public func status(_ request: StatusRequest, context: RPCContext) async throws -> StatusResponse {
         try authorize(context)
-        var response = try catalog.status(now: clock())
+        let limit = request.limit == 0 ? 50 : Int(min(request.limit, 1_000))
+        var response = try catalog.status(limit: limit, now: clock())
         response.problems = problemLines()
         return response
     }
@@ -391,8 +392,10 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     public func listFiles(_ request: ListFilesRequest, context: RPCContext) async throws -> ListFilesResponse {
         try authorize(context)
         var response = ListFilesResponse()
+        let limit = request.limit == 0 ? 100 : Int(min(request.limit, 1_000))
         response.files = try catalog.files(advertiser: request.advertiserId, states: request.states,
-                                           limit: request.limit == 0 ? 100 : Int(min(request.limit, 10_000)), now: clock())
+                                           limit: limit, before: request.beforeFileId, now: clock())
+        if response.files.count == limit, let last = response.files.last { response.nextBeforeFileId = last.fileId }
         return response
     }
 

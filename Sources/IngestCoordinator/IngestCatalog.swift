@@ -563,11 +563,15 @@ public final class IngestCatalog: @unchecked Sendable {
         }
     }
 
-    public func files(advertiser: String?, states: [FileState], limit: Int, now: Double) throws -> [FileStatus] {
+    public func files(advertiser: String?, states: [FileState], limit: Int, before: UInt64 = 0, now: Double) throws -> [FileStatus] {
         try read { db in
             var sql = "SELECT id FROM files"
             var clauses: [String] = []
             var args: [SQLBindable] = []
+            if before > 0 {
+                clauses.append("id < ?")
+                args.append(before)
+            }
             if let advertiser, !advertiser.isEmpty {
                 clauses.append("advertiser_id = ?")
                 args.append(advertiser)
@@ -580,10 +584,18 @@ public final class IngestCatalog: @unchecked Sendable {
         }
     }
 
-    public func status(now: Double) throws -> StatusResponse {
+    /// The catalog summarised (files by state, task counts) and at most
+    /// `limit` files in flight, oldest first, then the 20 most recent
+    /// finished ones: its cost and size do not grow with the catalog.
+    public func status(limit: Int = 50, now: Double) throws -> StatusResponse {
         try read { db in
             var response = StatusResponse()
-            let unfinished = try db.rows("SELECT id FROM files WHERE state IN (1, 2, 3, 4) ORDER BY id") { UInt64($0.int(0)) }
+            try db.query("SELECT state, COUNT(*) FROM files GROUP BY state") { row in
+                response.filesByState[FileState(rawValue: Int32(row.int(0))).name] = UInt32(row.int(1))
+            }
+            response.filesInFlight = [FileState.queued, .parsing, .merging, .publishing]
+                .reduce(0) { $0 + (response.filesByState[$1.name] ?? 0) }
+            let unfinished = try db.rows("SELECT id FROM files WHERE state IN (1, 2, 3, 4) ORDER BY id LIMIT ?", max(0, limit)) { UInt64($0.int(0)) }
             let recent = try db.rows("SELECT id FROM files WHERE state NOT IN (1, 2, 3, 4) ORDER BY id DESC LIMIT 20") { UInt64($0.int(0)) }
             response.files = try (unfinished + recent.reversed()).map { try fileStatus(db, $0, now: now) }
             response.advertisersLive = UInt32(try db.rows("SELECT COUNT(*) FROM advertisers WHERE live_file_id IS NOT NULL") { $0.int(0) }.first ?? 0)

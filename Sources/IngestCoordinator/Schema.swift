@@ -1,3 +1,5 @@
+import RosterAPI
+
 /// The coordinator's catalog schema, one migration per version
 /// (`PRAGMA user_version`). Append only: a released migration never changes.
 enum CatalogSchema {
@@ -92,4 +94,23 @@ enum TaskState: Int64 {
     case done = 2
     /// Its file version was abandoned: never leased again.
     case cancelled = 3
+}
+
+extension FileState {
+    /// The state's name as Status reports, the CLI prints and docs use it.
+    public var name: String {
+        switch self {
+        case .queued: "queued"
+        case .parsing: "parsing"
+        case .merging: "merging"
+        case .publishing: "publishing"
+        case .live: "live"
+        case .failed: "failed"
+        case .rejected: "rejected"
+        case .superseded: "superseded"
+        case .retired: "retired"
+        case .unspecified: "?"
+        case .unrecognized(let n): "state \(n)"
+        }
+    }
 }

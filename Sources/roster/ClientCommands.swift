@@ -1,4 +1,5 @@
 import ArgumentParser
+import IngestCoordinator
 import Foundation
 import RosterClient
 
@@ -114,21 +115,7 @@ struct StatusCommand: AsyncParsableCommand {
 }
 
 enum StatusFormat {
-    static func state(_ state: FileState) -> String {
-        switch state {
-        case .queued: "queued"
-        case .parsing: "parsing"
-        case .merging: "merging"
-        case .publishing: "publishing"
-        case .live: "live"
-        case .failed: "failed"
-        case .rejected: "rejected"
-        case .superseded: "superseded"
-        case .retired: "retired"
-        case .unspecified: "?"
-        case .unrecognized(let n): "state \(n)"
-        }
-    }
+    static func state(_ state: FileState) -> String { state.name }
 
     static func bytes(_ n: Double) -> String {
         let units = ["B", "KB", "MB", "GB", "TB"]
@@ -173,6 +160,13 @@ enum StatusFormat {
         var out = "\(status.advertisersLive) advertisers live, \(status.workersSeen) workers, "
             + "\(status.tasksQueued) tasks queued, \(status.tasksLeased) leased\n"
         for problem in status.problems { out += "PROBLEM: \(problem)\n" }
+        let shown = status.files.filter { ![FileState.live, .failed, .rejected, .superseded, .retired].contains($0.state) }.count
+        if status.filesInFlight > UInt32(shown) {
+            let counts = [FileState.queued, .parsing, .merging, .publishing].compactMap { state in
+                status.filesByState[state.name].map { "\($0) \(state.name)" }
+            }.joined(separator: ", ")
+            out += "\(status.filesInFlight) files in flight (\(counts)); the oldest \(shown) below\n"
+        }
         if status.files.isEmpty { return out + "no files yet" }
         out += "ID      PATH                      STATE       PROGRESS\n"
         out += status.files.map(line).joined(separator: "\n")

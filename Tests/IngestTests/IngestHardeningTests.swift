@@ -271,3 +271,49 @@ func waitUntilAsync(timeout: Duration = .seconds(20), file: StaticString = #file
         try await Task.sleep(for: .milliseconds(10))
     }
 }
+
+/// Status and ListFiles at scale: summarised and paged, never the whole catalog.
+final class StatusPagingTests: XCTestCase {
+    private var harness: IngestHarness!
+
+    override func tearDown() async throws {
+        await harness?.shutdown()
+    }
+
+    func testStatusIsSummarisedAndListFilesPagesThroughEveryFile() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy())
+        try await harness.startMatchServer()
+        try await harness.startCoordinator()
+        let catalog = harness.coordinator.catalog
+        for i in 0..<250 {
+            _ = try catalog.submit(LakeObject(path: "adv\(i)/list.txt", size: 10, etag: "e", modified: Date(timeIntervalSince1970: 0)), now: 0)
+        }
+        var request = StatusRequest()
+        request.limit = 30
+        let status = try await harness.coordinatorClient.status(request)
+        XCTAssertEqual(status.files.count, 30)
+        XCTAssertEqual(status.files.map(\.fileId), Array(1...30), "the oldest in flight first")
+        XCTAssertEqual(status.filesInFlight, 250)
+        XCTAssertEqual(status.filesByState["queued"], 250)
+        let defaulted = try await harness.coordinatorClient.status(StatusRequest())
+        XCTAssertEqual(defaulted.files.count, 50)
+
+        var seen: [UInt64] = []
+        var page = ListFilesRequest()
+        page.limit = 100
+        var pages = 0
+        repeat {
+            let response = try await harness.coordinatorClient.listFiles(page)
+            seen += response.files.map(\.fileId)
+            page.beforeFileId = response.nextBeforeFileId
+            pages += 1
+        } while page.beforeFileId != 0 && pages < 10
+        XCTAssertEqual(pages, 3)
+        XCTAssertEqual(seen, Array((1...250).reversed()), "every file once, newest first")
+        page = ListFilesRequest()
+        page.limit = 1_000_000
+        let capped = try await harness.coordinatorClient.listFiles(page)
+        XCTAssertEqual(capped.files.count, 250)
+        XCTAssertEqual(capped.nextBeforeFileId, 0)
+    }
+}

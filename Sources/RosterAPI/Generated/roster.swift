@@ -455,8 +455,12 @@ public struct ListFilesRequest: ProtoMessage {
     public var advertiserId: String = ""
     /// Only files in these states when non-empty.
     public var states: [FileState] = []
-    /// At most this many, newest first (default 100).
+    /// At most this many, newest first (default 100, at most 1,000: a page
+    /// always fits in a frame).
     public var limit: UInt32 = 0
+    /// Only files older than this one (the previous page's
+    /// next_before_file_id); 0: from the newest.
+    public var beforeFileId: UInt64 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -466,36 +470,50 @@ public struct ListFilesRequest: ProtoMessage {
     public init(
         advertiserId: String = "",
         states: [FileState] = [],
-        limit: UInt32 = 0
+        limit: UInt32 = 0,
+        beforeFileId: UInt64 = 0
     ) {
         self.advertiserId = advertiserId
         self.states = states
         self.limit = limit
+        self.beforeFileId = beforeFileId
     }
 }
 
 public struct ListFilesResponse: ProtoMessage {
     public var files: [FileStatus] = []
+    /// Pass as before_file_id for the next page; 0 when this was the last.
+    public var nextBeforeFileId: UInt64 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
     public init() {}
 
-    public init(files: [FileStatus] = []) {
+    public init(files: [FileStatus] = [], nextBeforeFileId: UInt64 = 0) {
         self.files = files
+        self.nextBeforeFileId = nextBeforeFileId
     }
 }
 
 public struct StatusRequest: ProtoMessage {
+    /// How many files in flight to list, oldest first (default 50, at most
+    /// 1,000); the counts cover them all.
+    public var limit: UInt32 = 0
+
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
     public init() {}
+
+    public init(limit: UInt32 = 0) {
+        self.limit = limit
+    }
 }
 
 public struct StatusResponse: ProtoMessage {
-    /// Files not yet live, failed or rejected, oldest first, and the most recent others.
+    /// Files in flight (queued to publishing), oldest first, up to the
+    /// request's limit, then the most recent finished ones.
     public var files: [FileStatus] = []
     public var advertisersLive: UInt32 = 0
     public var workersSeen: UInt32 = 0
@@ -505,6 +523,11 @@ public struct StatusResponse: ProtoMessage {
     /// written, the match server cannot be reached, a live list was found
     /// damaged and is being rebuilt.
     public var problems: [String] = []
+    /// Every file version by state ("queued", "parsing", …, "live", "failed"):
+    /// the whole catalog summarised, however many files there are.
+    public var filesByState: [String: UInt32] = [:]
+    /// Files in flight in all, listed or not.
+    public var filesInFlight: UInt32 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -517,7 +540,9 @@ public struct StatusResponse: ProtoMessage {
         workersSeen: UInt32 = 0,
         tasksQueued: UInt32 = 0,
         tasksLeased: UInt32 = 0,
-        problems: [String] = []
+        problems: [String] = [],
+        filesByState: [String: UInt32] = [:],
+        filesInFlight: UInt32 = 0
     ) {
         self.files = files
         self.advertisersLive = advertisersLive
@@ -525,6 +550,8 @@ public struct StatusResponse: ProtoMessage {
         self.tasksQueued = tasksQueued
         self.tasksLeased = tasksLeased
         self.problems = problems
+        self.filesByState = filesByState
+        self.filesInFlight = filesInFlight
     }
 }
 
@@ -1607,6 +1634,7 @@ extension ListFilesRequest {
             case 1: self.advertiserId = try reader.read(StringCodec.self, tag)
             case 2: try reader.readPackable(EnumCodec<FileState>.self, tag, into: &self.states)
             case 3: self.limit = try reader.read(UInt32Codec.self, tag)
+            case 4: self.beforeFileId = try reader.read(UInt64Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -1617,6 +1645,7 @@ extension ListFilesRequest {
         if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserId) }
         size += ProtoSize.packed(EnumCodec<FileState>.self, field: 2, self.states)
         if self.limit != 0 { size += ProtoSize.field(UInt32Codec.self, field: 3, self.limit) }
+        if self.beforeFileId != 0 { size += ProtoSize.field(UInt64Codec.self, field: 4, self.beforeFileId) }
         return size
     }
 
@@ -1624,6 +1653,7 @@ extension ListFilesRequest {
         if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserId) }
         writer.writePacked(EnumCodec<FileState>.self, field: 2, self.states)
         if self.limit != 0 { writer.write(UInt32Codec.self, field: 3, self.limit) }
+        if self.beforeFileId != 0 { writer.write(UInt64Codec.self, field: 4, self.beforeFileId) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -1633,6 +1663,7 @@ extension ListFilesResponse {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
             case 1: try reader.readRepeated(MessageCodec<FileStatus>.self, tag, into: &self.files)
+            case 2: self.nextBeforeFileId = try reader.read(UInt64Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -1641,11 +1672,13 @@ extension ListFilesResponse {
     public var serializedSize: Int {
         var size = unknownFields.count
         size += ProtoSize.repeated(MessageCodec<FileStatus>.self, field: 1, self.files)
+        if self.nextBeforeFileId != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.nextBeforeFileId) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
         writer.writeRepeated(MessageCodec<FileStatus>.self, field: 1, self.files)
+        if self.nextBeforeFileId != 0 { writer.write(UInt64Codec.self, field: 2, self.nextBeforeFileId) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -1654,16 +1687,20 @@ extension StatusRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
+            case 1: self.limit = try reader.read(UInt32Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
     }
 
     public var serializedSize: Int {
-        unknownFields.count
+        var size = unknownFields.count
+        if self.limit != 0 { size += ProtoSize.field(UInt32Codec.self, field: 1, self.limit) }
+        return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
+        if self.limit != 0 { writer.write(UInt32Codec.self, field: 1, self.limit) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -1678,6 +1715,8 @@ extension StatusResponse {
             case 4: self.tasksQueued = try reader.read(UInt32Codec.self, tag)
             case 5: self.tasksLeased = try reader.read(UInt32Codec.self, tag)
             case 6: try reader.readRepeated(StringCodec.self, tag, into: &self.problems)
+            case 7: try reader.readMapEntry(StringCodec.self, UInt32Codec.self, tag, into: &self.filesByState)
+            case 8: self.filesInFlight = try reader.read(UInt32Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -1691,6 +1730,8 @@ extension StatusResponse {
         if self.tasksQueued != 0 { size += ProtoSize.field(UInt32Codec.self, field: 4, self.tasksQueued) }
         if self.tasksLeased != 0 { size += ProtoSize.field(UInt32Codec.self, field: 5, self.tasksLeased) }
         size += ProtoSize.repeated(StringCodec.self, field: 6, self.problems)
+        size += ProtoSize.map(StringCodec.self, UInt32Codec.self, field: 7, self.filesByState)
+        if self.filesInFlight != 0 { size += ProtoSize.field(UInt32Codec.self, field: 8, self.filesInFlight) }
         return size
     }
 
@@ -1701,6 +1742,8 @@ extension StatusResponse {
         if self.tasksQueued != 0 { writer.write(UInt32Codec.self, field: 4, self.tasksQueued) }
         if self.tasksLeased != 0 { writer.write(UInt32Codec.self, field: 5, self.tasksLeased) }
         writer.writeRepeated(StringCodec.self, field: 6, self.problems)
+        writer.writeMap(StringCodec.self, UInt32Codec.self, field: 7, self.filesByState)
+        if self.filesInFlight != 0 { writer.write(UInt32Codec.self, field: 8, self.filesInFlight) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -2538,13 +2581,14 @@ extension FileStatus: ProtoJSONMessage {
 
 extension ListFilesRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.ListFilesRequest"
-    public static let schemaDefinition = "message ListFilesRequest {\n  /// Only this advertiser's files when set.\n  string advertiser_id = 1;\n  /// Only files in these states when non-empty.\n  repeated FileState states = 2;\n  /// At most this many, newest first (default 100).\n  uint32 limit = 3;\n}"
+    public static let schemaDefinition = "message ListFilesRequest {\n  /// Only this advertiser's files when set.\n  string advertiser_id = 1;\n  /// Only files in these states when non-empty.\n  repeated FileState states = 2;\n  /// At most this many, newest first (default 100, at most 1,000: a page\n  /// always fits in a frame).\n  uint32 limit = 3;\n  /// Only files older than this one (the previous page's\n  /// next_before_file_id); 0: from the newest.\n  uint64 before_file_id = 4;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.singular("advertiserId", StringCodec.self, self.advertiserId)
         object.repeated("states", EnumCodec<FileState>.self, self.states)
         object.singular("limit", UInt32Codec.self, self.limit)
+        object.singular("beforeFileId", UInt64Codec.self, self.beforeFileId)
         return object.value
     }
 
@@ -2554,7 +2598,8 @@ extension ListFilesRequest: ProtoJSONMessage {
             case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "states": self.states = try JSONReader.repeated(EnumCodec<FileState>.self, value, field: "states")
             case "limit": self.limit = try JSONReader.singular(UInt32Codec.self, value, field: "limit")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "states", "limit"])
+            case "beforeFileId", "before_file_id": self.beforeFileId = try JSONReader.singular(UInt64Codec.self, value, field: "beforeFileId")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "states", "limit", "beforeFileId"])
             }
         }
     }
@@ -2562,11 +2607,12 @@ extension ListFilesRequest: ProtoJSONMessage {
 
 extension ListFilesResponse: ProtoJSONMessage {
     public static let protoName = "roster.v1.ListFilesResponse"
-    public static let schemaDefinition = "message ListFilesResponse {\n  repeated FileStatus files = 1;\n}"
+    public static let schemaDefinition = "message ListFilesResponse {\n  repeated FileStatus files = 1;\n  /// Pass as before_file_id for the next page; 0 when this was the last.\n  uint64 next_before_file_id = 2;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.repeatedMessages("files", self.files)
+        object.singular("nextBeforeFileId", UInt64Codec.self, self.nextBeforeFileId)
         return object.value
     }
 
@@ -2574,7 +2620,8 @@ extension ListFilesResponse: ProtoJSONMessage {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
             case "files": self.files = try JSONReader.repeated(MessageCodec<FileStatus>.self, value, field: "files")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["files"])
+            case "nextBeforeFileId", "next_before_file_id": self.nextBeforeFileId = try JSONReader.singular(UInt64Codec.self, value, field: "nextBeforeFileId")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["files", "nextBeforeFileId"])
             }
         }
     }
@@ -2582,17 +2629,19 @@ extension ListFilesResponse: ProtoJSONMessage {
 
 extension StatusRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.StatusRequest"
-    public static let schemaDefinition = "message StatusRequest {\n}"
+    public static let schemaDefinition = "message StatusRequest {\n  /// How many files in flight to list, oldest first (default 50, at most\n  /// 1,000); the counts cover them all.\n  uint32 limit = 1;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
-        let object = JSONObjectWriter(includeDefaults: includeDefaults)
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("limit", UInt32Codec.self, self.limit)
         return object.value
     }
 
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
-        for (key, _) in try JSONReader.members(json, message: Self.protoName) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: [])
+            case "limit": self.limit = try JSONReader.singular(UInt32Codec.self, value, field: "limit")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["limit"])
             }
         }
     }
@@ -2600,7 +2649,7 @@ extension StatusRequest: ProtoJSONMessage {
 
 extension StatusResponse: ProtoJSONMessage {
     public static let protoName = "roster.v1.StatusResponse"
-    public static let schemaDefinition = "message StatusResponse {\n  /// Files not yet live, failed or rejected, oldest first, and the most recent others.\n  repeated FileStatus files = 1;\n  uint32 advertisers_live = 2;\n  uint32 workers_seen = 3;\n  uint32 tasks_queued = 4;\n  uint32 tasks_leased = 5;\n  /// What needs attention now, one line each: the catalog cannot be\n  /// written, the match server cannot be reached, a live list was found\n  /// damaged and is being rebuilt.\n  repeated string problems = 6;\n}"
+    public static let schemaDefinition = "message StatusResponse {\n  /// Files in flight (queued to publishing), oldest first, up to the\n  /// request's limit, then the most recent finished ones.\n  repeated FileStatus files = 1;\n  uint32 advertisers_live = 2;\n  uint32 workers_seen = 3;\n  uint32 tasks_queued = 4;\n  uint32 tasks_leased = 5;\n  /// What needs attention now, one line each: the catalog cannot be\n  /// written, the match server cannot be reached, a live list was found\n  /// damaged and is being rebuilt.\n  repeated string problems = 6;\n  /// Every file version by state (\"queued\", \"parsing\", …, \"live\", \"failed\"):\n  /// the whole catalog summarised, however many files there are.\n  map<string, uint32> files_by_state = 7;\n  /// Files in flight in all, listed or not.\n  uint32 files_in_flight = 8;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -2610,6 +2659,8 @@ extension StatusResponse: ProtoJSONMessage {
         object.singular("tasksQueued", UInt32Codec.self, self.tasksQueued)
         object.singular("tasksLeased", UInt32Codec.self, self.tasksLeased)
         object.repeated("problems", StringCodec.self, self.problems)
+        object.map("filesByState", StringCodec.self, UInt32Codec.self, self.filesByState)
+        object.singular("filesInFlight", UInt32Codec.self, self.filesInFlight)
         return object.value
     }
 
@@ -2622,7 +2673,9 @@ extension StatusResponse: ProtoJSONMessage {
             case "tasksQueued", "tasks_queued": self.tasksQueued = try JSONReader.singular(UInt32Codec.self, value, field: "tasksQueued")
             case "tasksLeased", "tasks_leased": self.tasksLeased = try JSONReader.singular(UInt32Codec.self, value, field: "tasksLeased")
             case "problems": self.problems = try JSONReader.repeated(StringCodec.self, value, field: "problems")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["files", "advertisersLive", "workersSeen", "tasksQueued", "tasksLeased", "problems"])
+            case "filesByState", "files_by_state": self.filesByState = try JSONReader.map(StringCodec.self, UInt32Codec.self, value, field: "filesByState")
+            case "filesInFlight", "files_in_flight": self.filesInFlight = try JSONReader.singular(UInt32Codec.self, value, field: "filesInFlight")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["files", "advertisersLive", "workersSeen", "tasksQueued", "tasksLeased", "problems", "filesByState", "filesInFlight"])
             }
         }
     }
