@@ -167,6 +167,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             logger.error("cannot read the catalog", metadata: ["error": "\(error)"])
             return
         }
+        var ready: [IngestCatalog.Publication] = []
         for publication in pending {
             // Only the object every block was read from goes live: a file
             // rewritten after its last block was read is not published.
@@ -186,30 +187,62 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
                 logger.warning("cannot check the file before publishing", metadata: ["path": "\(publication.path)", "error": "\(error)"])
                 return
             }
-            var request = PublishRequest()
-            request.advertiserId = publication.advertiserID
-            request.version = publication.fileID
-            request.segments = publication.segments
-            let options = CallOptions(timeout: .seconds(60)).bearer(configuration.adminToken)
-            do {
-                let response = try await matchAdmin.publish(request, options: options)
-                problem("match", nil)
-                try catalog.markLive(file: publication.fileID, now: clock())
-                problem("advertiser:\(publication.advertiserID)", nil)
-                logger.info("live", metadata: ["advertiser": "\(publication.advertiserID)", "version": "\(publication.fileID)",
-                                               "previous": "\(response.previousVersion)"])
-            } catch let error as RPCError where [.failedPrecondition, .invalidArgument].contains(error.code) {
-                let stale = error.message.contains("not newer")
-                logger.error("match server refused a version", metadata: ["version": "\(publication.fileID)", "error": "\(error.message)"])
-                try? catalog.markPublishFailed(file: publication.fileID, state: stale ? .superseded : .failed,
-                                               error: "match server refused it: \(error.message)", now: clock())
-            } catch {
-                // Unreachable or unauthorised: keep the version and try again later.
-                logger.warning("cannot publish yet", metadata: ["version": "\(publication.fileID)", "error": "\(error)"])
-                problem("match", "cannot publish to the match server: \(error)")
-                return
+            ready.append(publication)
+        }
+        // Many versions per call: the match server records them with one
+        // manifest append and one sync, the catalog marks them live in one
+        // transaction.
+        var start = 0
+        while start < ready.count {
+            let batch = Array(ready[start..<min(ready.count, start + Self.publishBatch)])
+            start += batch.count
+            guard await publish(batch) else { return }
+        }
+    }
+
+    /// Versions per `PublishMany` call.
+    static var publishBatch: Int { 256 }
+
+    /// Publishes `batch`; false if the match server cannot be reached (try later).
+    private func publish(_ batch: [IngestCatalog.Publication]) async -> Bool {
+        let options = CallOptions(timeout: .seconds(60)).bearer(configuration.adminToken)
+        let requests = batch.map { PublishRequest(advertiserId: $0.advertiserID, version: $0.fileID, segments: $0.segments) }
+        let results: [PublishResult]
+        do {
+            results = try await matchAdmin.publishMany(PublishManyRequest(publications: requests), options: options).results
+            problem("match", nil)
+        } catch {
+            // Unreachable or unauthorised: keep the versions and try again later.
+            logger.warning("cannot publish yet", metadata: ["versions": "\(batch.count)", "error": "\(error)"])
+            problem("match", "cannot publish to the match server: \(error)")
+            return false
+        }
+        var live: [IngestCatalog.Publication] = []
+        for (publication, result) in zip(batch, results) {
+            switch RPCStatusCode(rawValue: UInt8(clamping: result.code)) {
+            case .ok:
+                live.append(publication)
+            case .failedPrecondition, .invalidArgument:
+                logger.error("match server refused a version", metadata: ["version": "\(publication.fileID)", "error": "\(result.message)"])
+                try? catalog.markPublishFailed(file: publication.fileID, state: result.stale ? .superseded : .failed,
+                                               error: "match server refused it: \(result.message)", now: clock())
+            default:
+                // It could not record the version (its disk, say): try again later.
+                logger.warning("match server could not publish yet", metadata: ["version": "\(publication.fileID)", "error": "\(result.message)"])
+                problem("match", "the match server cannot publish: \(result.message)")
             }
         }
+        do {
+            try catalog.markLive(files: live.map(\.fileID), now: clock())
+        } catch {
+            logger.error("cannot record versions live", metadata: ["error": "\(error)"])
+            return false
+        }
+        for publication in live {
+            problem("advertiser:\(publication.advertiserID)", nil)
+            logger.info("live", metadata: ["advertiser": "\(publication.advertiserID)", "version": "\(publication.fileID)"])
+        }
+        return true
     }
 
     /// Compares the catalog's live versions with what the match server

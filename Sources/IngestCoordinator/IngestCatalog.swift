@@ -479,13 +479,21 @@ public final class IngestCatalog: @unchecked Sendable {
 
     /// Records that `file` is live; the advertiser's previous live version is retired.
     public func markLive(file: UInt64, now: Double) throws {
+        try markLive(files: [file], now: now)
+    }
+
+    /// The same for many versions, in one transaction.
+    public func markLive(files: [UInt64], now: Double) throws {
+        guard !files.isEmpty else { return }
         try write { db in
+            for file in files {
             guard let advertiser = try db.rows("SELECT advertiser_id FROM files WHERE id = ? AND state = ?",
-                                               file, Int(FileState.publishing.rawValue), map: { $0.string(0) }).first else { return }
+                                               file, Int(FileState.publishing.rawValue), map: { $0.string(0) }).first else { continue }
             try db.run("UPDATE files SET state = ?, ended_at = ? WHERE advertiser_id = ? AND state = ? AND id < ?",
                        Int(FileState.retired.rawValue), now, advertiser, Int(FileState.live.rawValue), file)
             try db.run("UPDATE files SET state = ?, live_at = ?, ended_at = ? WHERE id = ?", Int(FileState.live.rawValue), now, now, file)
             try db.run("UPDATE advertisers SET live_file_id = ? WHERE id = ?", file, advertiser)
+            }
         }
     }
 

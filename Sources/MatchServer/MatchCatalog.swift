@@ -58,16 +58,6 @@ public final class ListVersion: Sendable {
 /// What the server serves: the newest published version of each advertiser,
 /// persisted in a manifest so that a restart serves the same.
 public final class MatchCatalog: Sendable {
-    /// The manifest's JSON form (docs/STORAGE.md).
-    struct ManifestFile: Codable {
-        struct Entry: Codable {
-            var version: UInt64
-            var segments: [String]
-        }
-        var format = 1
-        var advertisers: [String: Entry] = [:]
-    }
-
     /// A version the server was given but cannot serve.
     public struct Damage: Sendable, Equatable {
         public var version: UInt64
@@ -79,10 +69,12 @@ public final class MatchCatalog: Sendable {
     /// Versions whose segments failed their checks (at start or in a
     /// scrub), by advertiser, until a newer version is published.
     private let damaged = Mutex<[String: Damage]>([:])
-    private let manifest = Mutex(ManifestFile())
+    /// What a restart serves: changed under this lock, with the live table.
+    private let manifest: Mutex<ManifestLog>
     private let logger: Logger
 
     public var manifestURL: URL { root.appendingPathComponent("match-manifest.json") }
+    public var manifestLogURL: URL { root.appendingPathComponent("match-manifest.log") }
 
     /// Opens the catalog in `root` (the segment store's folder), reloading
     /// every advertiser the manifest names. A version whose segments fail
@@ -94,17 +86,17 @@ public final class MatchCatalog: Sendable {
         self.root = root
         self.logger = logger
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? [] where name.hasPrefix("match-manifest.json.tmp-") {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
+        where name.hasPrefix("match-manifest.json.tmp-") || name.hasPrefix("match-manifest.log.tmp-") {
             try? FileManager.default.removeItem(at: root.appendingPathComponent(name))
             logger.info("removed a stray temporary manifest", metadata: ["file": "\(name)"])
         }
-        guard let data = try? Data(contentsOf: manifestURL) else { return }
-        let file = try JSONDecoder().decode(ManifestFile.self, from: data)
+        let log = try ManifestLog(root: root)
         var loaded: [String: ListVersion] = [:]
         var broken: [String: Damage] = [:]
-        for (advertiser, entry) in file.advertisers.sorted(by: { $0.key < $1.key }) {
+        for (advertiser, entry) in log.entries.sorted(by: { $0.key < $1.key }) {
             do {
-                let segments = try entry.segments.map { (path) throws(SegmentError) in try Segment(path: resolve(path).path) }
+                let segments = try entry.segments.map { (path) throws(SegmentError) in try Segment(path: Self.resolve(path, in: root).path) }
                 loaded[advertiser] = ListVersion(advertiserID: advertiser, version: entry.version, segments: segments)
             } catch {
                 // Kept on record in the manifest; a new publish replaces it.
@@ -115,12 +107,16 @@ public final class MatchCatalog: Sendable {
         }
         live.withLock { $0 = loaded }
         damaged.withLock { $0 = broken }
-        manifest.withLock { $0 = file }
+        manifest = Mutex(log)
         logger.info("reloaded", metadata: ["advertisers": "\(loaded.count)"])
     }
 
     /// A segment path relative to the root; absolute paths and `..` are refused.
     public func resolve(_ relative: String) throws(SegmentError) -> URL {
+        try Self.resolve(relative, in: root)
+    }
+
+    private static func resolve(_ relative: String, in root: URL) throws(SegmentError) -> URL {
         guard !relative.isEmpty, !relative.hasPrefix("/"), !relative.split(separator: "/").contains("..") else {
             throw SegmentError(relative, "segment paths must be relative to the segment store and stay inside it")
         }
@@ -198,86 +194,102 @@ public final class MatchCatalog: Sendable {
         case manifest(String)
     }
 
+    /// One version to publish.
+    public struct Publication: Sendable {
+        public var advertiser: String
+        public var version: UInt64
+        public var paths: [String]
+
+        public init(advertiser: String, version: UInt64, paths: [String]) {
+            self.advertiser = advertiser
+            self.version = version
+            self.paths = paths
+        }
+    }
+
     /// Opens and verifies `paths`, records the version in the manifest, then
     /// makes it live. Any failure leaves the live version untouched.
     public func publish(advertiser: String, version: UInt64, paths: [String]) throws(PublishError) -> PublishOutcome {
+        try publish([Publication(advertiser: advertiser, version: version, paths: paths)])[0].get()
+    }
+
+    /// Publishes many versions with one manifest append and one sync. Each
+    /// gets its own outcome: a refused one does not hold back the others.
+    public func publish(_ batch: [Publication]) -> [Result<PublishOutcome, PublishError>] {
+        var results = [Result<PublishOutcome, PublishError>?](repeating: nil, count: batch.count)
+        var opened: [(index: Int, list: ListVersion)] = []
+        for (index, publication) in batch.enumerated() {
+            do {
+                if let list = try open(publication) { opened.append((index, list)) } else { results[index] = .success(.alreadyLive) }
+            } catch {
+                results[index] = .failure(error)
+            }
+        }
+        // The manifest and the live table change together, under one lock,
+        // so concurrent publishes cannot interleave them.
+        manifest.withLock { log in
+            var changes: [ManifestLog.Change] = []
+            var accepted: [(index: Int, list: ListVersion, previous: UInt64)] = []
+            var newest: [String: UInt64] = [:]
+            for (index, list) in opened {
+                let previous = newest[list.advertiserID] ?? live.withLock { $0[list.advertiserID]?.version } ?? 0
+                if previous >= list.version && previous != 0 {
+                    results[index] = previous == list.version ? .success(.alreadyLive)
+                        : .failure(.staleVersion(requested: list.version, live: previous))
+                    continue
+                }
+                newest[list.advertiserID] = list.version
+                changes.append(.init(advertiser: list.advertiserID, version: list.version, segments: batch[index].paths))
+                accepted.append((index, list, previous))
+            }
+            do {
+                try log.record(changes)
+            } catch {
+                for (index, _, _) in accepted { results[index] = .failure(.manifest("\(error)")) }
+                return
+            }
+            for (index, list, previous) in accepted {
+                live.withLock { $0[list.advertiserID] = list }
+                damaged.withLock { _ = $0.removeValue(forKey: list.advertiserID) }
+                results[index] = .success(.published(previous: previous))
+                logger.info("published", metadata: ["advertiser": "\(list.advertiserID)", "version": "\(list.version)",
+                                                     "keys": "\(list.keyCount)", "previous": "\(previous)"])
+            }
+        }
+        return results.map { $0! }
+    }
+
+    /// Opens and checks a publication's segments; nil if it is live already.
+    private func open(_ publication: Publication) throws(PublishError) -> ListVersion? {
+        let (advertiser, version) = (publication.advertiser, publication.version)
         if let live = current(advertiser) {
-            if live.version == version { return .alreadyLive }
+            if live.version == version { return nil }
             if live.version > version { throw .staleVersion(requested: version, live: live.version) }
         }
         var segments: [Segment] = []
-        for path in paths {
+        for path in publication.paths {
             let url: URL
             do { url = try resolve(path) } catch { throw .mismatch(error.reason + ": \(path)") }
-            do {
-                let segment = try Segment(path: url.path)
-                guard segment.info.advertiserID == advertiser, segment.info.listVersion == version else {
-                    throw PublishError.mismatch("segment \(path) belongs to advertiser '\(segment.info.advertiserID)' version \(segment.info.listVersion), not '\(advertiser)' version \(version)")
-                }
-                segments.append(segment)
-            } catch let error as SegmentError {
-                throw .badSegment(error)
-            } catch let error as PublishError {
-                throw error
-            } catch {
-                throw .mismatch("\(error)")
+            let segment: Segment
+            do { segment = try Segment(path: url.path) } catch { throw .badSegment(error) }
+            guard segment.info.advertiserID == advertiser, segment.info.listVersion == version else {
+                throw .mismatch("segment \(path) belongs to advertiser '\(segment.info.advertiserID)' version \(segment.info.listVersion), not '\(advertiser)' version \(version)")
             }
+            segments.append(segment)
         }
-        let list = ListVersion(advertiserID: advertiser, version: version, segments: segments)
-        // The manifest and the live table change together, under one lock,
-        // so concurrent publishes cannot interleave them.
-        return try manifest.withLock { (file) throws(PublishError) -> PublishOutcome in
-            let previous = live.withLock { $0[advertiser]?.version } ?? 0
-            if previous >= version && previous != 0 {
-                if previous == version { return .alreadyLive }
-                throw .staleVersion(requested: version, live: previous)
-            }
-            var next = file
-            next.advertisers[advertiser] = .init(version: version, segments: paths)
-            try write(next)
-            file = next
-            live.withLock { $0[advertiser] = list }
-            damaged.withLock { _ = $0.removeValue(forKey: advertiser) }
-            logger.info("published", metadata: ["advertiser": "\(advertiser)", "version": "\(version)",
-                                                 "keys": "\(list.keyCount)", "previous": "\(previous)"])
-            return .published(previous: previous)
-        }
+        return ListVersion(advertiserID: advertiser, version: version, segments: segments)
     }
 
     /// Stops serving `advertiser`; returns the version removed, 0 if none.
     public func unpublish(advertiser: String) throws(PublishError) -> UInt64 {
-        try manifest.withLock { (file) throws(PublishError) -> UInt64 in
-            var next = file
-            let removed = next.advertisers.removeValue(forKey: advertiser)
-            guard removed != nil || live.withLock({ $0[advertiser] != nil }) else { return 0 }
-            try write(next)
-            file = next
-            let version = live.withLock { $0.removeValue(forKey: advertiser)?.version } ?? removed?.version ?? 0
+        try manifest.withLock { (log) throws(PublishError) -> UInt64 in
+            let recorded = log.entries[advertiser]
+            guard recorded != nil || live.withLock({ $0[advertiser] != nil }) else { return 0 }
+            do { try log.record([.init(advertiser: advertiser, version: 0, segments: nil)]) } catch { throw .manifest("\(error)") }
+            let version = live.withLock { $0.removeValue(forKey: advertiser)?.version } ?? recorded?.version ?? 0
+            damaged.withLock { _ = $0.removeValue(forKey: advertiser) }
             logger.info("unpublished", metadata: ["advertiser": "\(advertiser)", "version": "\(version)"])
             return version
-        }
-    }
-
-    /// Writes the manifest atomically: temporary file, fsync, rename.
-    private func write(_ file: ManifestFile) throws(PublishError) {
-        do {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            let data = try encoder.encode(file)
-            let temporary = root.appendingPathComponent("match-manifest.json.tmp-\(UUID().uuidString)")
-            guard FileManager.default.createFile(atPath: temporary.path, contents: data) else {
-                throw PublishError.manifest("cannot write \(temporary.path)")
-            }
-            let handle = try FileHandle(forWritingTo: temporary)
-            try handle.synchronize()
-            try handle.close()
-            if rename(temporary.path, manifestURL.path) != 0 {
-                throw PublishError.manifest("cannot rename manifest into place: \(String(cString: strerror(errno)))")
-            }
-        } catch let error as PublishError {
-            throw error
-        } catch {
-            throw .manifest("\(error)")
         }
     }
 }

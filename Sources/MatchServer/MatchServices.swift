@@ -124,25 +124,51 @@ public struct AdminHandler: MatchAdmin.Handler {
 
     public func publish(_ request: PublishRequest, context: RPCContext) async throws -> PublishResponse {
         try access.authorizeAdmin(context)
-        guard !request.advertiserId.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
-        guard request.version > 0 else { throw RPCError(.invalidArgument, "version must be at least 1") }
-        do {
-            switch try catalog.publish(advertiser: request.advertiserId, version: request.version,
-                                       paths: request.segments.map(\.path)) {
-            case .published(let previous): return PublishResponse(previousVersion: previous)
-            case .alreadyLive: return PublishResponse(previousVersion: request.version)
+        let result = try Self.publish([request], in: catalog)[0]
+        guard result.code == 0 else { throw RPCError(RPCStatusCode(rawValue: UInt8(result.code)) ?? .unknown, result.message) }
+        return PublishResponse(previousVersion: result.previousVersion)
+    }
+
+    public func publishMany(_ request: PublishManyRequest, context: RPCContext) async throws -> PublishManyResponse {
+        try access.authorizeAdmin(context)
+        guard request.publications.count <= 1_000 else {
+            throw RPCError(.invalidArgument, "\(request.publications.count) publications in one call; at most 1,000")
+        }
+        return PublishManyResponse(results: try Self.publish(request.publications, in: catalog))
+    }
+
+    /// Checks, publishes and answers each request as Publish would.
+    private static func publish(_ requests: [PublishRequest], in catalog: MatchCatalog) throws(RPCError) -> [PublishResult] {
+        for request in requests {
+            guard !request.advertiserId.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
+            guard request.version > 0 else { throw RPCError(.invalidArgument, "version must be at least 1 (\(request.advertiserId))") }
+        }
+        let outcomes = catalog.publish(requests.map {
+            MatchCatalog.Publication(advertiser: $0.advertiserId, version: $0.version, paths: $0.segments.map(\.path))
+        })
+        return zip(requests, outcomes).map { request, outcome in
+            var result = PublishResult()
+            switch outcome {
+            case .success(.published(let previous)): result.previousVersion = previous
+            case .success(.alreadyLive): result.previousVersion = request.version
+            case .failure(let error):
+                let status: RPCError
+                switch error {
+                case .staleVersion(let requested, let live):
+                    status = RPCError(.failedPrecondition, "version \(requested) is not newer than the live version \(live)")
+                    result.stale = true
+                case .badSegment(let segmentError):
+                    let still = catalog.current(request.advertiserId).map { "version \($0.version) keeps serving" } ?? "no version is served for it"
+                    status = RPCError(.failedPrecondition, "refused: \(segmentError); \(still)")
+                case .mismatch(let message):
+                    status = RPCError(.invalidArgument, message)
+                case .manifest(let message):
+                    status = RPCError(.internal, "cannot record the new version: \(message)")
+                }
+                result.code = UInt32(status.code.rawValue)
+                result.message = status.message
             }
-        } catch {
-            switch error {
-            case .staleVersion(let requested, let live):
-                throw RPCError(.failedPrecondition, "version \(requested) is not newer than the live version \(live)")
-            case .badSegment(let segmentError):
-                throw RPCError(.failedPrecondition, "refused: \(segmentError); the previous version keeps serving")
-            case .mismatch(let message):
-                throw RPCError(.invalidArgument, message)
-            case .manifest(let message):
-                throw RPCError(.internal, "cannot record the new version: \(message)")
-            }
+            return result
         }
     }
 

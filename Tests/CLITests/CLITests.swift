@@ -131,6 +131,7 @@ final class CLITests: XCTestCase {
             "MatchAdmin.Publish": #"{"advertiserId": "cli-empty", "version": "1"}"#,
             "MatchAdmin.Unpublish": #"{"advertiserId": "cli-empty"}"#,
             "MatchAdmin.ListServed": "{}",
+            "MatchAdmin.PublishMany": #"{"publications": [{"advertiserId": "cli-many", "version": "1"}]}"#,
             "Coordinator.SubmitFile": #"{"path": "acme/m.txt"}"#,
             "Coordinator.Status": "{}",
             "Coordinator.ListFiles": #"{"advertiserId": "acme", "limit": 5}"#,

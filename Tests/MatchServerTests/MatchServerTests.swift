@@ -286,6 +286,88 @@ final class MatchServerTests: XCTestCase {
         XCTAssertTrue(reply.matched)
     }
 
+    /// A publish appends a line of constant size to the manifest log,
+    /// however many advertisers are served; a restart replays it; the log is
+    /// compacted into the snapshot once it outgrows it.
+    func testPublishCostDoesNotGrowWithAdvertisers() async throws {
+        let log = root.appendingPathComponent("match-manifest.log")
+        func size(_ url: URL) -> Int { ((try? FileManager.default.attributesOfItem(atPath: url.path))?[.size] as? Int) ?? 0 }
+        var appended: [Int] = []
+        var batch: [PublishRequest] = []
+        for i in 0..<2_000 {
+            let advertiser = String(format: "adv%05d", i)
+            let segments = try writeSegments([Key16(hi: UInt64(i), lo: 1)], advertiser: advertiser, version: 1)
+            if i < 1_990 {
+                batch.append(PublishRequest(advertiserId: advertiser, version: 1, segments: segments))
+                if batch.count == 500 {
+                    let results = try await admin.publishMany(PublishManyRequest(publications: batch), options: asAdmin).results
+                    XCTAssertEqual(results.map(\.code), Array(repeating: 0, count: 500))
+                    batch = []
+                }
+                continue
+            }
+            if i == 1_990 {
+                _ = try await admin.publishMany(PublishManyRequest(publications: batch), options: asAdmin)
+                XCTAssertEqual(catalog.advertisers.count, 1_990)
+            }
+            let before = size(log)
+            _ = try await admin.publish(PublishRequest(advertiserId: advertiser, version: 1, segments: segments), options: asAdmin)
+            appended.append(size(log) - before)
+        }
+        // The first ten advertisers' republish costs the same as the last ten's.
+        let small = try writeSegments([Key16(hi: 1, lo: 2)], advertiser: "adv00000", version: 2)
+        let before = size(log)
+        _ = try await admin.publish(PublishRequest(advertiserId: "adv00000", version: 2, segments: small), options: asAdmin)
+        let first = size(log) - before
+        XCTAssertTrue(appended.allSatisfy { $0 > 0 && $0 < 200 && abs($0 - first) < 8 }, "bytes per publish: \(appended) against \(first)")
+
+        await client.close()
+        server.drain()
+        await server.waitUntilClosed()
+        try await startServer()
+        XCTAssertEqual(catalog.advertisers.count, 2_000)
+        XCTAssertEqual(catalog.current("adv00000")?.version, 2)
+    }
+
+    /// PublishMany: each publication succeeds or fails on its own, with a
+    /// typed `stale` for a version older than the live one.
+    func testPublishManyAnswersEachPublication() async throws {
+        _ = try await publish(randomKeys(10, seed: 30), advertiser: "old", version: 5)
+        let fresh = try writeSegments(randomKeys(10, seed: 31), advertiser: "new", version: 1)
+        let stale = try writeSegments(randomKeys(10, seed: 32), advertiser: "old", version: 3)
+        let wrong = try writeSegments(randomKeys(10, seed: 33), advertiser: "other", version: 1)
+        let results = try await admin.publishMany(PublishManyRequest(publications: [
+            PublishRequest(advertiserId: "new", version: 1, segments: fresh),
+            PublishRequest(advertiserId: "old", version: 3, segments: stale),
+            PublishRequest(advertiserId: "mismatch", version: 1, segments: wrong),
+        ]), options: asAdmin).results
+        XCTAssertEqual(results.map(\.code), [0, UInt32(RPCStatusCode.failedPrecondition.rawValue), UInt32(RPCStatusCode.invalidArgument.rawValue)])
+        XCTAssertEqual(results.map(\.stale), [false, true, false])
+        XCTAssertEqual(catalog.advertisers, ["new": 1, "old": 5])
+    }
+
+    /// A crash in the middle of an append leaves a torn last line: it is
+    /// dropped, and the next append starts a line of its own.
+    func testATornManifestLineIsDropped() async throws {
+        let keys = randomKeys(20, seed: 34)
+        _ = try await publish(keys, advertiser: "acme", version: 1)
+        await client.close()
+        server.drain()
+        await server.waitUntilClosed()
+        let handle = try FileHandle(forWritingTo: root.appendingPathComponent("match-manifest.log"))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(#"{"advertiser":"acme","segments":["segm"#.utf8))
+        try handle.close()
+        try await startServer()
+        XCTAssertEqual(catalog.advertisers, ["acme": 1])
+        _ = try await publish(randomKeys(20, seed: 35), advertiser: "beta", version: 1)
+        await client.close()
+        server.drain()
+        await server.waitUntilClosed()
+        try await startServer()
+        XCTAssertEqual(catalog.advertisers, ["acme": 1, "beta": 1])
+    }
+
     func testRestartReloadsTheNewestVersions() async throws {
         let a = randomKeys(500, seed: 11)
         _ = try await publish(randomKeys(500, seed: 12), advertiser: "acme", version: 1)

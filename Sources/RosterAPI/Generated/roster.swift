@@ -259,6 +259,62 @@ public struct UnpublishResponse: ProtoMessage {
     }
 }
 
+/// Many versions (of different advertisers) published at once: one manifest
+/// append and one sync for all of them.
+public struct PublishManyRequest: ProtoMessage {
+    public var publications: [PublishRequest] = []
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(publications: [PublishRequest] = []) {
+        self.publications = publications
+    }
+}
+
+public struct PublishResult: ProtoMessage {
+    /// OK (0), or the status Publish would have answered for this version.
+    public var code: UInt32 = 0
+    public var message: String = ""
+    /// The version that was live before, 0 if none.
+    public var previousVersion: UInt64 = 0
+    /// Refused because a newer version is live: nothing is wrong with it.
+    public var stale: Bool = false
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        code: UInt32 = 0,
+        message: String = "",
+        previousVersion: UInt64 = 0,
+        stale: Bool = false
+    ) {
+        self.code = code
+        self.message = message
+        self.previousVersion = previousVersion
+        self.stale = stale
+    }
+}
+
+public struct PublishManyResponse: ProtoMessage {
+    /// One per publication, in the same order.
+    public var results: [PublishResult] = []
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(results: [PublishResult] = []) {
+        self.results = results
+    }
+}
+
 public struct ListServedRequest: ProtoMessage {
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -943,7 +999,10 @@ public enum MatchAdmin {
         /// What the server serves and what it found damaged: the coordinator
         /// compares it with its catalog and rebuilds what is missing.
         public static let listServed = RPCMethodDescriptor(service: MatchAdmin.name, method: "ListServed", id: 0x0002_0003)
-        public static let all: [RPCMethodDescriptor] = [publish, unpublish, listServed]
+        /// Publish for many advertisers in one call; each publication succeeds or
+        /// fails on its own. At most 1,000 publications a call.
+        public static let publishMany = RPCMethodDescriptor(service: MatchAdmin.name, method: "PublishMany", id: 0x0002_0004)
+        public static let all: [RPCMethodDescriptor] = [publish, unpublish, listServed, publishMany]
     }
 
     /// Implement this to serve `roster.v1.MatchAdmin` with handlers that may suspend.
@@ -956,6 +1015,9 @@ public enum MatchAdmin {
         /// What the server serves and what it found damaged: the coordinator
         /// compares it with its catalog and rebuilds what is missing.
         func listServed(_ request: ListServedRequest, context: RPCContext) async throws -> ListServedResponse
+        /// Publish for many advertisers in one call; each publication succeeds or
+        /// fails on its own. At most 1,000 publications a call.
+        func publishMany(_ request: PublishManyRequest, context: RPCContext) async throws -> PublishManyResponse
     }
 
     /// Implement this instead of `Handler` when no handler ever suspends (an in-memory
@@ -970,6 +1032,9 @@ public enum MatchAdmin {
         /// What the server serves and what it found damaged: the coordinator
         /// compares it with its catalog and rebuilds what is missing.
         func listServed(_ request: ListServedRequest, context: RPCContext) throws -> ListServedResponse
+        /// Publish for many advertisers in one call; each publication succeeds or
+        /// fails on its own. At most 1,000 publications a call.
+        func publishMany(_ request: PublishManyRequest, context: RPCContext) throws -> PublishManyResponse
     }
 
     /// A typed client for `roster.v1.MatchAdmin`.
@@ -994,6 +1059,12 @@ public enum MatchAdmin {
         public func listServed(_ request: ListServedRequest, options: CallOptions = .defaults) async throws -> ListServedResponse {
             try await transport.unary(Method.listServed, request: request, options: options)
         }
+
+        /// Publish for many advertisers in one call; each publication succeeds or
+        /// fails on its own. At most 1,000 publications a call.
+        public func publishMany(_ request: PublishManyRequest, options: CallOptions = .defaults) async throws -> PublishManyResponse {
+            try await transport.unary(Method.publishMany, request: request, options: options)
+        }
     }
 }
 
@@ -1003,6 +1074,7 @@ extension MatchAdmin.Handler {
             .async(MatchAdmin.Method.publish) { try await self.publish($0, context: $1) },
             .async(MatchAdmin.Method.unpublish) { try await self.unpublish($0, context: $1) },
             .async(MatchAdmin.Method.listServed) { try await self.listServed($0, context: $1) },
+            .async(MatchAdmin.Method.publishMany) { try await self.publishMany($0, context: $1) },
         ]
     }
 }
@@ -1013,6 +1085,7 @@ extension MatchAdmin.InlineHandler {
             .inline(MatchAdmin.Method.publish) { try self.publish($0, context: $1) },
             .inline(MatchAdmin.Method.unpublish) { try self.unpublish($0, context: $1) },
             .inline(MatchAdmin.Method.listServed) { try self.listServed($0, context: $1) },
+            .inline(MatchAdmin.Method.publishMany) { try self.publishMany($0, context: $1) },
         ]
     }
 }
@@ -1389,6 +1462,81 @@ extension UnpublishResponse {
 
     public func encode(to writer: inout ProtoWriter) {
         if self.removedVersion != 0 { writer.write(UInt64Codec.self, field: 1, self.removedVersion) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension PublishManyRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: try reader.readRepeated(MessageCodec<PublishRequest>.self, tag, into: &self.publications)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        size += ProtoSize.repeated(MessageCodec<PublishRequest>.self, field: 1, self.publications)
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        writer.writeRepeated(MessageCodec<PublishRequest>.self, field: 1, self.publications)
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension PublishResult {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.code = try reader.read(UInt32Codec.self, tag)
+            case 2: self.message = try reader.read(StringCodec.self, tag)
+            case 3: self.previousVersion = try reader.read(UInt64Codec.self, tag)
+            case 4: self.stale = try reader.read(BoolCodec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if self.code != 0 { size += ProtoSize.field(UInt32Codec.self, field: 1, self.code) }
+        if !self.message.isEmpty { size += ProtoSize.field(StringCodec.self, field: 2, self.message) }
+        if self.previousVersion != 0 { size += ProtoSize.field(UInt64Codec.self, field: 3, self.previousVersion) }
+        if self.stale { size += ProtoSize.field(BoolCodec.self, field: 4, self.stale) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if self.code != 0 { writer.write(UInt32Codec.self, field: 1, self.code) }
+        if !self.message.isEmpty { writer.write(StringCodec.self, field: 2, self.message) }
+        if self.previousVersion != 0 { writer.write(UInt64Codec.self, field: 3, self.previousVersion) }
+        if self.stale { writer.write(BoolCodec.self, field: 4, self.stale) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension PublishManyResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: try reader.readRepeated(MessageCodec<PublishResult>.self, tag, into: &self.results)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        size += ProtoSize.repeated(MessageCodec<PublishResult>.self, field: 1, self.results)
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        writer.writeRepeated(MessageCodec<PublishResult>.self, field: 1, self.results)
         writer.writeUnknown(unknownFields)
     }
 }
@@ -2385,6 +2533,72 @@ extension UnpublishResponse: ProtoJSONMessage {
     }
 }
 
+extension PublishManyRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.PublishManyRequest"
+    public static let schemaDefinition = "/// Many versions (of different advertisers) published at once: one manifest\n/// append and one sync for all of them.\nmessage PublishManyRequest {\n  repeated PublishRequest publications = 1;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.repeatedMessages("publications", self.publications)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "publications": self.publications = try JSONReader.repeated(MessageCodec<PublishRequest>.self, value, field: "publications")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["publications"])
+            }
+        }
+    }
+}
+
+extension PublishResult: ProtoJSONMessage {
+    public static let protoName = "roster.v1.PublishResult"
+    public static let schemaDefinition = "message PublishResult {\n  /// OK (0), or the status Publish would have answered for this version.\n  uint32 code = 1;\n  string message = 2;\n  /// The version that was live before, 0 if none.\n  uint64 previous_version = 3;\n  /// Refused because a newer version is live: nothing is wrong with it.\n  bool stale = 4;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("code", UInt32Codec.self, self.code)
+        object.singular("message", StringCodec.self, self.message)
+        object.singular("previousVersion", UInt64Codec.self, self.previousVersion)
+        object.singular("stale", BoolCodec.self, self.stale)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "code": self.code = try JSONReader.singular(UInt32Codec.self, value, field: "code")
+            case "message": self.message = try JSONReader.singular(StringCodec.self, value, field: "message")
+            case "previousVersion", "previous_version": self.previousVersion = try JSONReader.singular(UInt64Codec.self, value, field: "previousVersion")
+            case "stale": self.stale = try JSONReader.singular(BoolCodec.self, value, field: "stale")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["code", "message", "previousVersion", "stale"])
+            }
+        }
+    }
+}
+
+extension PublishManyResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.PublishManyResponse"
+    public static let schemaDefinition = "message PublishManyResponse {\n  /// One per publication, in the same order.\n  repeated PublishResult results = 1;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.repeatedMessages("results", self.results)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "results": self.results = try JSONReader.repeated(MessageCodec<PublishResult>.self, value, field: "results")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["results"])
+            }
+        }
+    }
+}
+
 extension ListServedRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.ListServedRequest"
     public static let schemaDefinition = "message ListServedRequest {\n}"
@@ -3019,6 +3233,9 @@ public enum RosterSchema {
         PublishResponse.self,
         UnpublishRequest.self,
         UnpublishResponse.self,
+        PublishManyRequest.self,
+        PublishResult.self,
+        PublishManyResponse.self,
         ListServedRequest.self,
         ServedList.self,
         ListServedResponse.self,
@@ -3051,6 +3268,7 @@ public enum RosterSchema {
         MethodDescription(descriptor: MatchAdmin.Method.publish, requestType: PublishRequest.self, responseType: PublishResponse.self, doc: "Makes a version live atomically: queries see the old version or the new\none, never a mix."),
         MethodDescription(descriptor: MatchAdmin.Method.unpublish, requestType: UnpublishRequest.self, responseType: UnpublishResponse.self, doc: "Stops serving an advertiser."),
         MethodDescription(descriptor: MatchAdmin.Method.listServed, requestType: ListServedRequest.self, responseType: ListServedResponse.self, doc: "What the server serves and what it found damaged: the coordinator\ncompares it with its catalog and rebuilds what is missing."),
+        MethodDescription(descriptor: MatchAdmin.Method.publishMany, requestType: PublishManyRequest.self, responseType: PublishManyResponse.self, doc: "Publish for many advertisers in one call; each publication succeeds or\nfails on its own. At most 1,000 publications a call."),
         MethodDescription(descriptor: Coordinator.Method.submitFile, requestType: SubmitFileRequest.self, responseType: SubmitFileResponse.self, doc: "Queues a lake file as its advertiser's next list (a new file replaces the list)."),
         MethodDescription(descriptor: Coordinator.Method.status, requestType: StatusRequest.self, responseType: StatusResponse.self, doc: "Files being ingested and recent ones, with progress and invalid-line reports."),
         MethodDescription(descriptor: Coordinator.Method.listFiles, requestType: ListFilesRequest.self, responseType: ListFilesResponse.self, doc: ""),

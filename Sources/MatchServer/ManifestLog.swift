@@ -1,0 +1,162 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// What the match server serves, kept on disk so a restart serves the same:
+/// a snapshot (`match-manifest.json`) and an append-only log of the changes
+/// since (`match-manifest.log`, one JSON object a line). A publish appends
+/// one short line and syncs once, whatever the number of advertisers; many
+/// publishes in one call share the sync. When the log outgrows the snapshot
+/// (and 1 MiB), the state is written as a new snapshot and the log starts
+/// again, so the bytes written per change stay constant on average.
+///
+/// Replaying the log over a snapshot is idempotent (each line sets an
+/// advertiser's entry), so a crash between writing a snapshot and emptying
+/// the log loses nothing. A torn last line (a crash mid-append) is dropped.
+/// Not thread-safe: `MatchCatalog` calls it under its manifest lock.
+final class ManifestLog {
+    struct Entry: Codable, Equatable {
+        var version: UInt64
+        var segments: [String]
+    }
+
+    /// The snapshot's JSON form (docs/STORAGE.md).
+    struct Snapshot: Codable {
+        var format = 1
+        var advertisers: [String: Entry] = [:]
+    }
+
+    /// One line of the log: an advertiser's new entry, or its removal (version 0).
+    struct Change: Codable {
+        var advertiser: String
+        var version: UInt64
+        var segments: [String]?
+    }
+
+    let root: URL
+    private(set) var entries: [String: Entry] = [:]
+    private var fd: Int32 = -1
+    private var logBytes = 0
+    private var snapshotBytes = 0
+    /// The log is compacted once it is larger than this and the snapshot.
+    let minimumCompaction: Int
+
+    var snapshotURL: URL { root.appendingPathComponent("match-manifest.json") }
+    var logURL: URL { root.appendingPathComponent("match-manifest.log") }
+
+    /// Loads the snapshot and replays the log.
+    init(root: URL, minimumCompaction: Int = 1 << 20) throws {
+        self.root = root
+        self.minimumCompaction = minimumCompaction
+        if let data = try? Data(contentsOf: snapshotURL) {
+            entries = try JSONDecoder().decode(Snapshot.self, from: data).advertisers
+            snapshotBytes = data.count
+        }
+        fd = open(logURL.path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ManifestError("cannot open \(logURL.path): \(String(cString: strerror(errno)))") }
+        let data = (try? Data(contentsOf: logURL)) ?? Data()
+        var complete = 0
+        let decoder = JSONDecoder()
+        for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).dropLast() {
+            complete += line.count + 1
+            guard !line.isEmpty, let change = try? decoder.decode(Change.self, from: Data(line)) else { continue }
+            apply(change)
+        }
+        if complete < data.count {
+            // A torn line from a crash mid-append: cut it, so the next append starts a line of its own.
+            guard ftruncate(fd, off_t(complete)) == 0 else { throw ManifestError("cannot truncate \(logURL.path)") }
+        }
+        logBytes = complete
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+    }
+
+    private func apply(_ change: Change) {
+        if change.version == 0 {
+            entries[change.advertiser] = nil
+        } else {
+            entries[change.advertiser] = Entry(version: change.version, segments: change.segments ?? [])
+        }
+    }
+
+    /// Appends `changes` and syncs them (one sync for all), then applies
+    /// them; on failure nothing is applied.
+    func record(_ changes: [Change]) throws {
+        guard !changes.isEmpty else { return }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        var bytes = Data()
+        for change in changes {
+            bytes.append(try encoder.encode(change))
+            bytes.append(UInt8(ascii: "\n"))
+        }
+        try bytes.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = write(fd, raw.baseAddress! + done, raw.count - done)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw ManifestError("cannot append to \(logURL.path): \(String(cString: strerror(errno)))") }
+                done += n
+            }
+        }
+        guard fsync(fd) == 0 else { throw ManifestError("cannot sync \(logURL.path): \(String(cString: strerror(errno)))") }
+        logBytes += bytes.count
+        for change in changes { apply(change) }
+        if logBytes > max(minimumCompaction, snapshotBytes) { try compact() }
+    }
+
+    /// Writes the state as a new snapshot and empties the log.
+    func compact() throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(Snapshot(advertisers: entries))
+        try Self.replace(snapshotURL, with: data)
+        try Self.replace(logURL, with: Data())
+        close(fd)
+        fd = open(logURL.path, O_RDWR | O_APPEND | O_CLOEXEC)
+        guard fd >= 0 else { throw ManifestError("cannot reopen \(logURL.path): \(String(cString: strerror(errno)))") }
+        snapshotBytes = data.count
+        logBytes = 0
+    }
+
+    /// Replaces `url` atomically and durably: a temporary file beside it,
+    /// synced, renamed over it, and the folder synced so the rename survives
+    /// a power cut.
+    static func replace(_ url: URL, with data: Data) throws {
+        let temporary = url.path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ManifestError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        var ok = data.withUnsafeBytes { raw -> Bool in
+            var done = 0
+            while done < raw.count {
+                let n = write(fd, raw.baseAddress! + done, raw.count - done)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return false }
+                done += n
+            }
+            return true
+        }
+        ok = ok && fsync(fd) == 0
+        close(fd)
+        guard ok, rename(temporary, url.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw ManifestError("cannot write \(url.path): \(reason)")
+        }
+        let folder = open(url.deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if folder >= 0 {
+            fsync(folder)
+            close(folder)
+        }
+    }
+}
+
+struct ManifestError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
