@@ -110,6 +110,7 @@ public final class IngestCatalog: @unchecked Sendable {
             for id in older {
                 try abandon(db, file: id, state: .superseded, error: "replaced by a newer file (\(object.path))", now: now)
             }
+            invalidateRanking()
             let blocks = BlockRange.split(size: object.size, blockSize: policy.blockSize(forFileSize: object.size))
             try db.run("""
                 INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total, modified)
@@ -178,6 +179,7 @@ public final class IngestCatalog: @unchecked Sendable {
     public func setWeight(advertiser: String, weight: Double) throws {
         guard weight > 0, weight.isFinite else { throw IngestError.invalidArgument("weight must be a positive number, not \(weight)") }
         try write { db in
+            invalidateRanking()
             try db.run("INSERT INTO advertisers(id, weight) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET weight = excluded.weight",
                        advertiser, weight)
         }
@@ -188,10 +190,40 @@ public final class IngestCatalog: @unchecked Sendable {
     /// Leases up to `max` tasks to `worker`, highest priority first (see
     /// `Priority`); expired leases go back to the queue first.
     public func lease(worker: String, max: Int, now: Double) throws -> [IngestTask] {
-        try write { db in
+        do {
+            return try write { db in try lease(db, worker: worker, max: max, now: now) }
+        } catch {
+            ranking = nil // the transaction rolled back; the cached order may have lost candidates
+            throw error
+        }
+    }
+
+    /// Files with tasks to lease, best first, as ranked at `at`. Ranking
+    /// reads every file in flight, so it is done at most once a
+    /// `rankingLifetime` and kept: each lease takes from the front, and a
+    /// file with nothing left to lease drops out. Whenever a task becomes
+    /// leasable (a submission, merges created, a retry, an expired lease, a
+    /// weight change) the ranking is dropped and made again at the next
+    /// lease, so new work is seen at once; priorities only age within the
+    /// lifetime, which is small against their 120-s scale. Guarded by `lock`.
+    private var ranking: (files: ArraySlice<UInt64>, at: Double, until: Double)?
+    static let rankingLifetime = 1.0
+    /// How many times the ranking was made (for tests that check leases
+    /// stay cheap however many files are queued).
+    private var rankings = 0
+    @_spi(Testing) public var rankingCount: Int { lock.withLock { rankings } }
+
+    /// Called inside a write whenever a task may have become leasable.
+    private func invalidateRanking() { ranking = nil }
+
+    private func lease(_ db: Database, worker: String, max: Int, now: Double) throws -> [IngestTask] {
             try db.run("INSERT INTO workers(id, last_seen) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen",
                        worker, now)
             try expireLeases(db, now: now)
+            if let cached = ranking, now >= cached.at, now < cached.until {
+                return try lease(db, from: cached.files, worker: worker, max: max, now: now)
+            }
+            rankings += 1
             struct Candidate { var file: UInt64; var score: Double }
             let candidates = try db.rows("""
                 SELECT f.id, f.state, f.submitted_at, a.weight,
@@ -208,24 +240,41 @@ public final class IngestCatalog: @unchecked Sendable {
                                            blockSize: policy.blockSize, merging: merging, agingSeconds: policy.agingSeconds)
                 return Candidate(file: UInt64(row.int(0)), score: score)
             }.sorted { $0.score != $1.score ? $0.score > $1.score : $0.file < $1.file }
+            // A task whose backoff ends sooner becomes leasable without an event: the ranking lasts until then.
+            let nextReady = try db.rows("SELECT MIN(not_before) FROM tasks WHERE state = 0 AND not_before > ?", now) {
+                $0.isNull(0) ? nil : $0.double(0)
+            }.first ?? nil
+            let until = min(now + Self.rankingLifetime, nextReady ?? .infinity)
+            return try lease(db, from: ArraySlice(candidates.map(\.file)), worker: worker, max: max, now: now, ranked: (now, until))
+    }
 
-            var leased: [IngestTask] = []
-            for candidate in candidates where leased.count < max {
-                // Merges only once every block is parsed (again, after a lost run).
-                let ids = try db.rows("""
-                    SELECT id FROM tasks WHERE file_id = ? AND state = 0 AND (not_before IS NULL OR not_before <= ?) AND (kind = ? OR NOT EXISTS
-                        (SELECT 1 FROM tasks p WHERE p.file_id = ? AND p.kind = ? AND p.state != 2))
-                    ORDER BY kind, seq LIMIT ?
-                    """, candidate.file, now, Int(TaskKind.parse.rawValue), candidate.file, Int(TaskKind.parse.rawValue),
-                    max - leased.count) { UInt64($0.int(0)) }
-                for id in ids {
-                    leased.append(try leaseTask(db, id: id, worker: worker, now: now))
-                }
-                try db.run("UPDATE files SET state = ?, started_at = COALESCE(started_at, ?) WHERE id = ? AND state = ?",
-                           Int(FileState.parsing.rawValue), now, candidate.file, Int(FileState.queued.rawValue))
+    /// Leases up to `max` tasks from the ranked `files`, best first, and
+    /// keeps what is left of the ranking.
+    private func lease(_ db: Database, from files: ArraySlice<UInt64>, worker: String, max: Int, now: Double,
+                       ranked: (at: Double, until: Double)? = nil) throws -> [IngestTask] {
+        var files = files
+        var leased: [IngestTask] = []
+        while leased.count < max, let file = files.first {
+            // Merges only once every block is parsed (again, after a lost run).
+            let want = max - leased.count
+            let ids = try db.rows("""
+                SELECT id FROM tasks WHERE file_id = ? AND state = 0 AND (not_before IS NULL OR not_before <= ?) AND (kind = ? OR NOT EXISTS
+                    (SELECT 1 FROM tasks p WHERE p.file_id = ? AND p.kind = ? AND p.state != 2))
+                ORDER BY kind, seq LIMIT ?
+                """, file, now, Int(TaskKind.parse.rawValue), file, Int(TaskKind.parse.rawValue), want) { UInt64($0.int(0)) }
+            for id in ids {
+                leased.append(try leaseTask(db, id: id, worker: worker, now: now))
             }
-            return leased
+            if !ids.isEmpty {
+                try db.run("UPDATE files SET state = ?, started_at = COALESCE(started_at, ?) WHERE id = ? AND state = ?",
+                           Int(FileState.parsing.rawValue), now, file, Int(FileState.queued.rawValue))
+            }
+            // Nothing more to lease from it now: it leaves the ranking.
+            if ids.count < want { files = files.dropFirst() }
         }
+        let (at, until) = ranked ?? (ranking?.at ?? now, ranking?.until ?? now)
+        ranking = (files, at, until)
+        return leased
     }
 
     private func leaseTask(_ db: Database, id: UInt64, worker: String, now: Double) throws -> IngestTask {
@@ -292,6 +341,7 @@ public final class IngestCatalog: @unchecked Sendable {
             } else {
                 // At once: the worker died, the file is not at fault.
                 try db.run("UPDATE tasks SET state = 0, lease_token = NULL, lease_expires = NULL WHERE id = ?", id)
+                invalidateRanking()
             }
         }
     }
@@ -307,6 +357,7 @@ public final class IngestCatalog: @unchecked Sendable {
         } else {
             try db.run("UPDATE tasks SET state = 0, lease_token = NULL, lease_expires = NULL, not_before = ? WHERE id = ?",
                        now + wait, task)
+            invalidateRanking()
         }
     }
 
@@ -372,6 +423,7 @@ public final class IngestCatalog: @unchecked Sendable {
         // Blocks parsed again after a lost run: the merges exist already.
         let merges = try db.rows("SELECT COUNT(*) FROM tasks WHERE file_id = ? AND kind = ?",
                                  file, Int(TaskKind.merge.rawValue)) { $0.int(0) }.first ?? 0
+        invalidateRanking()
         if merges > 0 {
             try db.run("UPDATE files SET state = ? WHERE id = ?", Int(FileState.merging.rawValue), file)
             return .merging
@@ -444,6 +496,7 @@ public final class IngestCatalog: @unchecked Sendable {
             requeued += 1
         }
         if requeued > 0 {
+            invalidateRanking()
             try db.run("UPDATE files SET state = ? WHERE id = ? AND state = ?",
                        Int(FileState.parsing.rawValue), file, Int(FileState.merging.rawValue))
         }

@@ -1,6 +1,6 @@
 import DataLake
 import Foundation
-import IngestCoordinator
+@_spi(Testing) import IngestCoordinator
 import RosterAPI
 import TestSupport
 import XCTest
@@ -78,6 +78,29 @@ final class CatalogHardeningTests: XCTestCase {
         let status = try XCTUnwrap(catalog.files(advertiser: "a", states: [], limit: 1, now: now).first)
         XCTAssertEqual(status.state, .failed)
         XCTAssertTrue(status.error.contains("lease expired 8 times"), status.error)
+    }
+
+    /// Ranking every file in flight is done once and reused by the leases
+    /// that follow: 2,000 queued files are leased one at a time with one
+    /// ranking, each exactly once; new work (a submission) is seen at once.
+    func testLeasesDoNotRankEveryFileEachTime() throws {
+        for i in 0..<2_000 { _ = try catalog.submit(object("a\(i)/f"), now: 0) }
+        var leased = Set<String>()
+        for _ in 0..<1_000 {
+            let task = try XCTUnwrap(catalog.lease(worker: "w", max: 1, now: 1).first)
+            XCTAssertTrue(leased.insert(task.advertiserId).inserted, "\(task.advertiserId) leased twice")
+        }
+        XCTAssertEqual(catalog.rankingCount, 1, "a lease ranked every file again")
+        try catalog.setWeight(advertiser: "urgent", weight: 100)
+        _ = try catalog.submit(object("urgent/f"), now: 1)
+        XCTAssertEqual(try catalog.lease(worker: "w", max: 1, now: 1).first?.advertiserId, "urgent", "a new submission waited for the ranking")
+        for _ in 0..<1_000 {
+            let task = try XCTUnwrap(catalog.lease(worker: "w", max: 1, now: 1.5).first)
+            XCTAssertTrue(leased.insert(task.advertiserId).inserted, "\(task.advertiserId) leased twice")
+        }
+        XCTAssertEqual(leased.count, 2_000)
+        XCTAssertEqual(try catalog.lease(worker: "w", max: 1, now: 1.5).count, 0)
+        XCTAssertEqual(catalog.rankingCount, 2)
     }
 
     func testAdvertiserIDLongerThanSegmentsCanHoldIsRefused() throws {

@@ -73,7 +73,7 @@ PY
   sleep 2
   C0=$(cpu_s $COORD_PID); sleep "$IDLE"; C1=$(cpu_s $COORD_PID)
   IDLEPCT=$(python3 -c "print(f'{100 * ($C1 - $C0) / $IDLE:.1f}')")
-  MANIFEST=$({ du -sk "$DATA/store/match-manifest.json" "$DATA/store/manifest" 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}')
+  MANIFEST=$({ du -sk "$DATA/store/match-manifest.json" "$DATA/store/match-manifest.log" 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}')
   MAPS=$(maps $MATCH_PID)
   # Restart the match server on the same port: time until the last advertiser answers.
   kill -9 $MATCH_PID; wait $MATCH_PID 2>/dev/null || true
