@@ -104,20 +104,28 @@ public struct LocalFolderLake: DataLake {
         guard let advertisers = try? fm.contentsOfDirectory(atPath: root.path) else {
             throw .io(path: root.path, reason: "cannot list the lake folder")
         }
+        // Folders in the order of their paths ("a/" sorts after "a-b/"), so
+        // a page can stop at `limit` and the next start after its cursor
+        // without looking at the folders before it: a scan of the whole lake
+        // in pages costs one pass, not one per page.
+        let cursorFolder = after.map { String($0.prefix { $0 != "/" }) + "/" }
         var out: [LakeObject] = []
-        for advertiser in advertisers.sorted() where !advertiser.hasPrefix(".") {
+        for advertiser in advertisers.map({ $0 + "/" }).sorted() where !advertiser.hasPrefix(".") {
+            if let cursorFolder, advertiser < cursorFolder { continue }
+            guard advertiser.hasPrefix(prefix) || prefix.hasPrefix(advertiser) else { continue }
+            let name = String(advertiser.dropLast())
             // A folder that is a link out of the lake is skipped like its files.
-            guard let folder = try? inside(root.appendingPathComponent(advertiser).path, lakePath: advertiser),
+            guard let folder = try? inside(root.appendingPathComponent(name).path, lakePath: name),
                   isDirectory(folder), let files = try? fm.contentsOfDirectory(atPath: folder) else { continue }
             for file in files.sorted() where !file.hasPrefix(".") {
-                let path = "\(advertiser)/\(file)"
+                let path = advertiser + file
                 guard path.hasPrefix(prefix), after.map({ path > $0 }) ?? true else { continue }
                 guard let object = try? describe(path), object.size >= 0 else { continue }
                 out.append(object)
+                if out.count == limit { return out }
             }
         }
-        out.sort { $0.path < $1.path }
-        return Array(out.prefix(limit))
+        return out
     }
 
     private func isDirectory(_ path: String) -> Bool {

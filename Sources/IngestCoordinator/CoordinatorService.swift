@@ -61,6 +61,13 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     /// Paths whose file changed under an ingest: queued again once they
     /// have settled (checked on every publish-loop tick).
     private let settling = Mutex<Set<String>>([])
+    /// Per advertiser folder, the newest file (path and etag) the last scan
+    /// decided on (queued, known, refused or older than what it was given).
+    private let lastScan = Mutex<[String: String]>([:])
+    /// Catalog lookups made by scans, for tests that check an unchanged
+    /// lake costs none.
+    private let scanLookups = Atomic<Int>(0)
+    @_spi(Testing) public var scanLookupCount: Int { scanLookups.load(ordering: .relaxed) }
     /// What needs a person's attention now, by topic (`match`, `advertiser:<id>`), for Status.
     private let problems = Mutex<[String: String]>([:])
 
@@ -96,7 +103,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             if let interval = configuration.scanInterval {
                 group.addTask {
                     while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                        do { _ = try await self.scanLake() } catch { self.logger.warning("scan failed", metadata: ["error": "\(error)"]) }
+                        do { _ = try await self.scanLake(report: false) } catch { self.logger.warning("scan failed", metadata: ["error": "\(error)"]) }
                         try? await Task.sleep(for: interval)
                     }
                 }
@@ -313,13 +320,13 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
 
     /// Queues the newest file of each advertiser folder if it is new, and
     /// abandons versions whose file changed or vanished while in progress.
-    public func scanLake() async throws -> [FileStatus] {
+    public func scanLake(report: Bool = true) async throws -> [FileStatus] {
         for active in try catalog.activeFiles() {
             do {
                 let object = try await lake.head(active.path)
                 if object.etag != active.etag {
                     try catalog.abandon(file: active.id, error: "the file changed while it was being ingested", now: clock())
-                watchUntilSettled(active.path)
+                    watchUntilSettled(active.path)
                 }
             } catch LakeError.notFound {
                 try catalog.abandon(file: active.id, error: "the file disappeared from the lake", now: clock())
@@ -339,20 +346,38 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             after = last.path
         }
         var queued: [FileStatus] = []
-        for object in newest.values.sorted(by: { $0.path < $1.path }) where try !catalog.isKnown(path: object.path, etag: object.etag) {
+        // A folder whose newest file is the one the last scan decided on
+        // costs no catalog query: an idle lake is listed, not looked up.
+        let decided = lastScan.withLock { $0 }
+        var decisions: [String: String] = [:]
+        defer { lastScan.withLock { $0.merge(decisions) { $1 } } }
+        for object in newest.values.sorted(by: { $0.path < $1.path }) {
+            let advertiser = object.advertiserID ?? ""
+            let key = object.path + "\u{0}" + object.etag
+            if decided[advertiser] == key { continue }
+            scanLookups.add(1, ordering: .relaxed)
+            if try catalog.isKnown(path: object.path, etag: object.etag) {
+                decisions[advertiser] = key
+                continue
+            }
             if let problem = IngestPolicy.problem(withAdvertiserID: object.advertiserID ?? "") {
                 try catalog.refuse(object, reason: problem, now: clock())
                 logger.error("refused a file", metadata: ["path": "\(object.path)", "error": "\(problem)"])
+                decisions[advertiser] = key
                 continue
             }
             // Only a file newer than every file the advertiser was given
             // replaces its list: deleting the newest never revives an older one.
-            guard try catalog.isNewest(object) else { continue }
+            guard try catalog.isNewest(object) else {
+                decisions[advertiser] = key
+                continue
+            }
             let submission = try catalog.submit(object, now: clock())
+            decisions[advertiser] = key
             if submission.queued {
                 work.notify()
                 logger.info("queued", metadata: ["path": "\(object.path)", "version": "\(submission.fileID)", "bytes": "\(object.size)"])
-                queued.append(contentsOf: try catalog.files(advertiser: submission.advertiserID, states: [], limit: 1, now: clock()))
+                if report { queued.append(contentsOf: try catalog.files(advertiser: submission.advertiserID, states: [], limit: 1, now: clock())) }
             }
         }
         return queued

@@ -317,3 +317,62 @@ final class StatusPagingTests: XCTestCase {
         XCTAssertEqual(capped.nextBeforeFileId, 0)
     }
 }
+
+/// Scanning many advertisers: pages of the lake in one pass, and no catalog
+/// work for folders that did not change.
+final class ScanCostTests: XCTestCase {
+    private var harness: IngestHarness!
+
+    override func tearDown() async throws {
+        await harness?.shutdown()
+    }
+
+    func testLakePagesFollowPathOrderAcrossFolders() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("roster-lake-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        // "a/" sorts after "a-b/" and "a.c/": folder order must follow path order.
+        for (folder, files) in [("a", ["1", "2", "3"]), ("a-b", ["x"]), ("a.c", ["y", "z"]), ("ab", ["q"]), ("b", ["r"])] {
+            try FileManager.default.createDirectory(at: root.appendingPathComponent(folder), withIntermediateDirectories: true)
+            for file in files { try Data("x".utf8).write(to: root.appendingPathComponent("\(folder)/\(file)")) }
+        }
+        let lake = LocalFolderLake(root: root)
+        let all = try await lake.list(prefix: "", after: nil, limit: 100).map(\.path)
+        XCTAssertEqual(all, all.sorted())
+        XCTAssertEqual(all.count, 8)
+        for size in 1...4 {
+            var paged: [String] = []
+            var after: String?
+            while true {
+                let page = try await lake.list(prefix: "", after: after, limit: size).map(\.path)
+                paged += page
+                guard page.count == size else { break }
+                after = page.last
+            }
+            XCTAssertEqual(paged, all, "pages of \(size)")
+        }
+        let prefixed = try await lake.list(prefix: "a.c/", after: nil, limit: 100).map(\.path)
+        XCTAssertEqual(prefixed, ["a.c/y", "a.c/z"])
+    }
+
+    /// 2,000 advertiser folders: the first scan looks each up once; a scan
+    /// of the unchanged lake looks up none; a changed folder is looked up again.
+    func testAScanOfAnUnchangedLakeMakesNoCatalogLookups() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy())
+        try await harness.startMatchServer()
+        try await harness.startCoordinator()
+        for i in 0..<2_000 {
+            try harness.drop(Array("0123456789abcdef0123456789abcdef\n".utf8), advertiser: String(format: "t%05d", i), name: "list.txt")
+        }
+        harness.advanceClock(by: 2)
+        _ = try await harness.coordinator.scanLake(report: false)
+        XCTAssertEqual(harness.coordinator.scanLookupCount, 2_000)
+        let status = try await harness.coordinatorClient.status(StatusRequest())
+        XCTAssertEqual(status.filesInFlight, 2_000)
+        _ = try await harness.coordinator.scanLake(report: false)
+        XCTAssertEqual(harness.coordinator.scanLookupCount, 2_000, "an unchanged lake was looked up again")
+        try harness.drop(Array("ffffffffffffffffffffffffffffffff\n".utf8), advertiser: "t00007", name: "list.txt")
+        harness.advanceClock(by: 2)
+        _ = try await harness.coordinator.scanLake(report: false)
+        XCTAssertEqual(harness.coordinator.scanLookupCount, 2_001)
+    }
+}
