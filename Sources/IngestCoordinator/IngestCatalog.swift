@@ -110,7 +110,6 @@ public final class IngestCatalog: @unchecked Sendable {
             for id in older {
                 try abandon(db, file: id, state: .superseded, error: "replaced by a newer file (\(object.path))", now: now)
             }
-            invalidateRanking()
             let blocks = BlockRange.split(size: object.size, blockSize: policy.blockSize(forFileSize: object.size))
             try db.run("""
                 INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total, modified)
@@ -127,6 +126,7 @@ public final class IngestCatalog: @unchecked Sendable {
                 try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end) VALUES (?, ?, ?, ?, ?)",
                            id, Int(TaskKind.parse.rawValue), seq, block.start, block.end)
             }
+            try place(db, file: UInt64(id), now: now)
             return Submission(fileID: UInt64(id), advertiserID: advertiser, queued: true, state: .queued)
         }
     }
@@ -206,15 +206,62 @@ public final class IngestCatalog: @unchecked Sendable {
     /// weight change) the ranking is dropped and made again at the next
     /// lease, so new work is seen at once; priorities only age within the
     /// lifetime, which is small against their 120-s scale. Guarded by `lock`.
-    private var ranking: (files: ArraySlice<UInt64>, at: Double, until: Double)?
+    private var ranking: (files: ArraySlice<Ranked>, at: Double, until: Double)?
+
+    private struct Ranked {
+        var file: UInt64
+        var score: Double
+        /// Best first; ties by file id.
+        func before(_ other: Ranked) -> Bool { score != other.score ? score > other.score : file < other.file }
+    }
     static let rankingLifetime = 1.0
     /// How many times the ranking was made (for tests that check leases
     /// stay cheap however many files are queued).
     private var rankings = 0
     @_spi(Testing) public var rankingCount: Int { lock.withLock { rankings } }
 
-    /// Called inside a write whenever a task may have become leasable.
+    /// Called inside a write whenever tasks may have become leasable in
+    /// ways one file cannot describe.
     private func invalidateRanking() { ranking = nil }
+
+    /// Called inside a write, after `file` got leasable tasks (it was
+    /// submitted, its merges were created, a task came back): the file is
+    /// scored and put in its place in the kept ranking, so new work is seen
+    /// at the next lease without ranking every file again.
+    private func place(_ db: Database, file: UInt64, now: Double) throws {
+        guard var kept = ranking else { return }
+        kept.files.removeAll { $0.file == file }
+        if let entry = try candidates(db, now: now, file: file).first {
+            let index = kept.files.firstIndex { entry.before($0) } ?? kept.files.endIndex
+            kept.files.insert(entry, at: index)
+        }
+        ranking = kept
+    }
+
+    /// Called inside a write after a task was put back with a backoff: the
+    /// kept ranking ends when the backoff does, so the task is seen then.
+    private func rankingEnds(by time: Double) {
+        if let kept = ranking, time < kept.until { ranking?.until = time }
+    }
+
+    /// Files with a task leasable at `now` (or only `file`), scored by `Priority`, best first.
+    private func candidates(_ db: Database, now: Double, file: UInt64? = nil) throws -> [Ranked] {
+        try db.rows("""
+            SELECT f.id, f.state, f.submitted_at, a.weight,
+                   (SELECT COALESCE(SUM(CASE WHEN t.kind = 1 THEN t.range_end - t.range_start ELSE 0 END), 0)
+                      FROM tasks t WHERE t.file_id = f.id AND t.state IN (0, 1)),
+                   f.size
+            FROM files f JOIN advertisers a ON a.id = f.advertiser_id
+            WHERE f.state IN (1, 2, 3) AND (? = 0 OR f.id = ?)
+              AND EXISTS (SELECT 1 FROM tasks t WHERE t.file_id = f.id AND t.state = 0 AND (t.not_before IS NULL OR t.not_before <= ?))
+            """, file ?? 0, file ?? 0, now) { row -> Ranked in
+            let merging = FileState(rawValue: Int32(row.int(1))) == .merging
+            let remaining = merging ? row.int(5) : row.int(4)
+            let score = Priority.score(weight: row.double(3), waited: now - row.double(2), remainingBytes: remaining,
+                                       blockSize: policy.blockSize, merging: merging, agingSeconds: policy.agingSeconds)
+            return Ranked(file: UInt64(row.int(0)), score: score)
+        }.sorted { $0.before($1) }
+    }
 
     private func lease(_ db: Database, worker: String, max: Int, now: Double) throws -> [IngestTask] {
             try db.run("INSERT INTO workers(id, last_seen) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen",
@@ -224,37 +271,22 @@ public final class IngestCatalog: @unchecked Sendable {
                 return try lease(db, from: cached.files, worker: worker, max: max, now: now)
             }
             rankings += 1
-            struct Candidate { var file: UInt64; var score: Double }
-            let candidates = try db.rows("""
-                SELECT f.id, f.state, f.submitted_at, a.weight,
-                       (SELECT COALESCE(SUM(CASE WHEN t.kind = 1 THEN t.range_end - t.range_start ELSE 0 END), 0)
-                          FROM tasks t WHERE t.file_id = f.id AND t.state IN (0, 1)),
-                       f.size
-                FROM files f JOIN advertisers a ON a.id = f.advertiser_id
-                WHERE f.state IN (1, 2, 3) AND EXISTS (SELECT 1 FROM tasks t WHERE t.file_id = f.id AND t.state = 0
-                                                       AND (t.not_before IS NULL OR t.not_before <= ?))
-                """, now) { row -> Candidate in
-                let merging = FileState(rawValue: Int32(row.int(1))) == .merging
-                let remaining = merging ? row.int(5) : row.int(4)
-                let score = Priority.score(weight: row.double(3), waited: now - row.double(2), remainingBytes: remaining,
-                                           blockSize: policy.blockSize, merging: merging, agingSeconds: policy.agingSeconds)
-                return Candidate(file: UInt64(row.int(0)), score: score)
-            }.sorted { $0.score != $1.score ? $0.score > $1.score : $0.file < $1.file }
+            let ranked = try candidates(db, now: now)
             // A task whose backoff ends sooner becomes leasable without an event: the ranking lasts until then.
             let nextReady = try db.rows("SELECT MIN(not_before) FROM tasks WHERE state = 0 AND not_before > ?", now) {
                 $0.isNull(0) ? nil : $0.double(0)
             }.first ?? nil
             let until = min(now + Self.rankingLifetime, nextReady ?? .infinity)
-            return try lease(db, from: ArraySlice(candidates.map(\.file)), worker: worker, max: max, now: now, ranked: (now, until))
+            return try lease(db, from: ArraySlice(ranked), worker: worker, max: max, now: now, ranked: (now, until))
     }
 
     /// Leases up to `max` tasks from the ranked `files`, best first, and
     /// keeps what is left of the ranking.
-    private func lease(_ db: Database, from files: ArraySlice<UInt64>, worker: String, max: Int, now: Double,
+    private func lease(_ db: Database, from files: ArraySlice<Ranked>, worker: String, max: Int, now: Double,
                        ranked: (at: Double, until: Double)? = nil) throws -> [IngestTask] {
         var files = files
         var leased: [IngestTask] = []
-        while leased.count < max, let file = files.first {
+        while leased.count < max, let file = files.first?.file {
             // Merges only once every block is parsed (again, after a lost run).
             let want = max - leased.count
             let ids = try db.rows("""
@@ -341,7 +373,7 @@ public final class IngestCatalog: @unchecked Sendable {
             } else {
                 // At once: the worker died, the file is not at fault.
                 try db.run("UPDATE tasks SET state = 0, lease_token = NULL, lease_expires = NULL WHERE id = ?", id)
-                invalidateRanking()
+                try place(db, file: try taskLabel(db, id).0, now: now)
             }
         }
     }
@@ -357,7 +389,7 @@ public final class IngestCatalog: @unchecked Sendable {
         } else {
             try db.run("UPDATE tasks SET state = 0, lease_token = NULL, lease_expires = NULL, not_before = ? WHERE id = ?",
                        now + wait, task)
-            invalidateRanking()
+            if wait > 0 { rankingEnds(by: now + wait) } else { try place(db, file: try taskLabel(db, task).0, now: now) }
         }
     }
 
@@ -423,9 +455,9 @@ public final class IngestCatalog: @unchecked Sendable {
         // Blocks parsed again after a lost run: the merges exist already.
         let merges = try db.rows("SELECT COUNT(*) FROM tasks WHERE file_id = ? AND kind = ?",
                                  file, Int(TaskKind.merge.rawValue)) { $0.int(0) }.first ?? 0
-        invalidateRanking()
         if merges > 0 {
             try db.run("UPDATE files SET state = ? WHERE id = ?", Int(FileState.merging.rawValue), file)
+            try place(db, file: file, now: now)
             return .merging
         }
         var lines: Int64 = 0, invalid: Int64 = 0, runKeys: Int64 = 0
@@ -447,6 +479,7 @@ public final class IngestCatalog: @unchecked Sendable {
                        file, Int(TaskKind.merge.rawValue), seq, range.low, range.high)
         }
         try db.run("UPDATE files SET state = ?, merges_total = ? WHERE id = ?", Int(FileState.merging.rawValue), ranges.count, file)
+        try place(db, file: file, now: now)
         return .merging
     }
 
@@ -474,7 +507,7 @@ public final class IngestCatalog: @unchecked Sendable {
                 return .fileChanged(path: path)
             }
             // A merge that lost runs waits for their blocks anyway: no backoff.
-            if !report.lostRuns.isEmpty { try reparse(db, file: file, lostRuns: Set(report.lostRuns)) }
+            if !report.lostRuns.isEmpty { try reparse(db, file: file, lostRuns: Set(report.lostRuns), now: now) }
             try retryOrFail(db, task: report.taskId, failures: failures, error: report.error,
                             wait: report.lostRuns.isEmpty ? policy.backoff(failures: failures) : 0, now: now)
             let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { FileState(rawValue: Int32($0.int(0))) }.first
@@ -487,7 +520,7 @@ public final class IngestCatalog: @unchecked Sendable {
     /// Runs are not synced to disk (a crash may lose them) because they are
     /// rebuilt this way. The merge's own attempt still counts, so a run
     /// that keeps coming out unreadable ends in a failed version, not a loop.
-    private func reparse(_ db: Database, file: UInt64, lostRuns: Set<String>) throws {
+    private func reparse(_ db: Database, file: UInt64, lostRuns: Set<String>, now: Double) throws {
         let done = try db.rows("SELECT id, output FROM tasks WHERE file_id = ? AND kind = ? AND state = 2",
                                file, Int(TaskKind.parse.rawValue)) { (UInt64($0.int(0)), $0.string(1)) }
         var requeued = 0
@@ -496,9 +529,9 @@ public final class IngestCatalog: @unchecked Sendable {
             requeued += 1
         }
         if requeued > 0 {
-            invalidateRanking()
             try db.run("UPDATE files SET state = ? WHERE id = ? AND state = ?",
                        Int(FileState.parsing.rawValue), file, Int(FileState.merging.rawValue))
+            try place(db, file: file, now: now)
         }
     }
 

@@ -100,6 +100,10 @@ final class CatalogHardeningTests: XCTestCase {
         }
         XCTAssertEqual(leased.count, 2_000)
         XCTAssertEqual(try catalog.lease(worker: "w", max: 1, now: 1.5).count, 0)
+        XCTAssertEqual(catalog.rankingCount, 2, "the weight change ranks again, the submissions do not")
+        // A submission takes its place in the kept ranking: no new ranking.
+        _ = try catalog.submit(object("late/f"), now: 1.6)
+        XCTAssertEqual(try catalog.lease(worker: "w", max: 1, now: 1.6).first?.advertiserId, "late")
         XCTAssertEqual(catalog.rankingCount, 2)
     }
 
