@@ -29,6 +29,20 @@ public struct LakeObject: Sendable, Hashable {
     }
 }
 
+/// Folder listings by path, with the folder status they were read under.
+final class FolderCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var listings: [String: (signature: [Int64], entries: [String])] = [:]
+
+    func entries(_ path: String, signature: [Int64]) -> [String]? {
+        lock.withLock { listings[path].flatMap { $0.signature == signature ? $0.entries : nil } }
+    }
+
+    func store(_ path: String, signature: [Int64], entries: [String]) {
+        lock.withLock { listings[path] = (signature, entries) }
+    }
+}
+
 /// Why the lake could not answer.
 public enum LakeError: Error, Sendable, Equatable, CustomStringConvertible {
     case notFound(String)
@@ -86,6 +100,11 @@ extension DataLake {
 /// renaming it in) and it becomes that advertiser's new list.
 public struct LocalFolderLake: DataLake {
     public let root: URL
+    /// Each advertiser folder's entries as last read, with the folder's
+    /// status: a folder whose status did not change is not read again, so a
+    /// scan of an unchanged lake costs two `lstat`s per folder (the folder
+    /// and its files), not a directory read.
+    private let folders = FolderCache()
 
     public init(root: URL) {
         self.root = root
@@ -115,12 +134,20 @@ public struct LocalFolderLake: DataLake {
             guard advertiser.hasPrefix(prefix) || prefix.hasPrefix(advertiser) else { continue }
             let name = String(advertiser.dropLast())
             // A folder that is a link out of the lake is skipped like its files.
-            guard let folder = try? inside(root.appendingPathComponent(name).path, lakePath: name),
-                  isDirectory(folder), let files = try? fm.contentsOfDirectory(atPath: folder) else { continue }
-            for file in files.sorted() where !file.hasPrefix(".") {
+            guard let folder = try? inside(root.path + "/" + name, lakePath: name), let files = entries(of: folder) else { continue }
+            let linkedFolder = folder != root.path + "/" + name
+            for file in files {
                 let path = advertiser + file
                 guard path.hasPrefix(prefix), after.map({ path > $0 }) ?? true else { continue }
-                guard let object = try? describe(path), object.size >= 0 else { continue }
+                // One lstat for a plain file; links are resolved and checked.
+                var st = Glibc.stat()
+                let object: LakeObject?
+                if !linkedFolder, lstat(folder + "/" + file, &st) == 0, (st.st_mode & S_IFMT) != S_IFLNK {
+                    object = (st.st_mode & S_IFMT) == S_IFREG ? Self.object(path, st) : nil
+                } else {
+                    object = try? describe(path)
+                }
+                guard let object else { continue }
                 out.append(object)
                 if out.count == limit { return out }
             }
@@ -128,9 +155,24 @@ public struct LocalFolderLake: DataLake {
         return out
     }
 
-    private func isDirectory(_ path: String) -> Bool {
+    /// The visible entries of the folder at `path`, sorted; nil if it is not a folder.
+    private func entries(of path: String) -> [String]? {
         var st = Glibc.stat()
-        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return nil }
+        let signature = [Int64(st.st_ino), Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec), Int64(st.st_ctim.tv_sec), Int64(st.st_ctim.tv_nsec)]
+        if let cached = folders.entries(path, signature: signature) { return cached }
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return nil }
+        let visible = names.filter { !$0.hasPrefix(".") }.sorted()
+        // File system clocks are coarse (milliseconds): a change in the same
+        // tick as the one just read would keep the folder's times. As git
+        // does with its index, a listing is kept only once the folder has
+        // been quiet for a second.
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        if Int64(now.tv_sec) - max(Int64(st.st_mtim.tv_sec), Int64(st.st_ctim.tv_sec)) >= 2 {
+            folders.store(path, signature: signature, entries: visible)
+        }
+        return visible
     }
 
     /// `filesystemPath` itself when no link is involved; otherwise the path
@@ -173,6 +215,10 @@ public struct LocalFolderLake: DataLake {
             throw errno == ENOENT ? .notFound(path) : .io(path: path, reason: String(cString: strerror(errno)))
         }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw .notFound(path) }
+        return Self.object(path, st)
+    }
+
+    private static func object(_ path: String, _ st: Glibc.stat) -> LakeObject {
         let nanos = Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
         let changed = Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec)
         return LakeObject(path: path, size: Int64(st.st_size), etag: "\(nanos)-\(st.st_size)-\(st.st_ino)",
