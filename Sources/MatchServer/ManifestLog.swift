@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import SegmentStore
 
 /// What the match server serves, kept on disk so a restart serves the same:
 /// a snapshot (`match-manifest.json`) and an append-only log of the changes
@@ -124,35 +125,9 @@ final class ManifestLog {
         logBytes = 0
     }
 
-    /// Replaces `url` atomically and durably: a temporary file beside it,
-    /// synced, renamed over it, and the folder synced so the rename survives
-    /// a power cut.
+    /// Replaces `url` atomically and durably (`AtomicFile`).
     static func replace(_ url: URL, with data: Data) throws {
-        let temporary = url.path + ".tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw ManifestError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        var ok = data.withUnsafeBytes { raw -> Bool in
-            var done = 0
-            while done < raw.count {
-                let n = write(fd, raw.baseAddress! + done, raw.count - done)
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { return false }
-                done += n
-            }
-            return true
-        }
-        ok = ok && fsync(fd) == 0
-        close(fd)
-        guard ok, rename(temporary, url.path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporary)
-            throw ManifestError("cannot write \(url.path): \(reason)")
-        }
-        let folder = open(url.deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if folder >= 0 {
-            fsync(folder)
-            close(folder)
-        }
+        do { try AtomicFile.replace(url.path, with: data) } catch { throw ManifestError("\(error)") }
     }
 }
 

@@ -76,3 +76,23 @@ func syncDirectory(of path: String) {
         close(fd)
     }
 }
+
+/// Safe whole-file writes for anything else Roster keeps on disk (the match
+/// manifest): one home for write-then-rename.
+public enum AtomicFile {
+    /// Replaces the file at `path` with `data` atomically and durably:
+    /// written beside it, synced, renamed over it, its folder synced.
+    public static func replace(_ path: String, with data: Data) throws(SegmentError) {
+        let (file, fd) = try TemporaryFile.create(for: path, durable: true)
+        var failure: SegmentError?
+        data.withUnsafeBytes { bytes in
+            do throws(SegmentError) { try file.writeAll(fd, bytes) } catch { failure = error }
+        }
+        close(fd)
+        if let failure {
+            file.discard()
+            throw failure
+        }
+        try file.commit()
+    }
+}
