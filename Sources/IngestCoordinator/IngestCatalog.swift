@@ -215,6 +215,11 @@ public final class IngestCatalog: @unchecked Sendable {
         func before(_ other: Ranked) -> Bool { score != other.score ? score > other.score : file < other.file }
     }
     static let rankingLifetime = 1.0
+    /// Ranking time is kept under a twentieth of the time a ranking lives:
+    /// with tens of thousands of files in flight one takes tens of
+    /// milliseconds, and it then lives longer than a second (priorities age
+    /// on a scale of minutes, so the order barely moves).
+    private var lastRankingSeconds = 0.0
     /// How many times the ranking was made (for tests that check leases
     /// stay cheap however many files are queued).
     private var rankings = 0
@@ -271,12 +276,15 @@ public final class IngestCatalog: @unchecked Sendable {
                 return try lease(db, from: cached.files, worker: worker, max: max, now: now)
             }
             rankings += 1
+            let started = ContinuousClock.now
             let ranked = try candidates(db, now: now)
+            let took = ContinuousClock.now - started
+            lastRankingSeconds = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
             // A task whose backoff ends sooner becomes leasable without an event: the ranking lasts until then.
             let nextReady = try db.rows("SELECT MIN(not_before) FROM tasks WHERE state = 0 AND not_before > ?", now) {
                 $0.isNull(0) ? nil : $0.double(0)
             }.first ?? nil
-            let until = min(now + Self.rankingLifetime, nextReady ?? .infinity)
+            let until = min(now + Swift.max(Self.rankingLifetime, 20 * lastRankingSeconds), nextReady ?? .infinity)
             return try lease(db, from: ArraySlice(ranked), worker: worker, max: max, now: now, ranked: (now, until))
     }
 

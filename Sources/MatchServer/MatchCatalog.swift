@@ -96,7 +96,12 @@ public final class MatchCatalog: Sendable {
         var broken: [String: Damage] = [:]
         for (advertiser, entry) in log.entries.sorted(by: { $0.key < $1.key }) {
             do {
-                let segments = try entry.segments.map { (path) throws(SegmentError) in try Segment(path: Self.resolve(path, in: root).path) }
+                // Headers and indexes only: a restart with 10,000 lists of
+                // 100 MB would otherwise read a terabyte before serving. The
+                // keys are verified by the scrub, which starts at once.
+                let segments = try entry.segments.map { (path) throws(SegmentError) in
+                    try Segment(path: Self.resolve(path, in: root).path, checks: .headerAndIndex)
+                }
                 loaded[advertiser] = ListVersion(advertiserID: advertiser, version: entry.version, segments: segments)
             } catch {
                 // Kept on record in the manifest; a new publish replaces it.

@@ -20,9 +20,25 @@ public final class Segment: @unchecked Sendable {
     private let shift: UInt64
     private let bits: Int
 
+    /// How much of a segment to check when opening it.
+    public enum Checks: Sendable {
+        /// Sizes and the header checksum.
+        case header
+        /// And the index checksum: a few kilobytes to a few megabytes,
+        /// whatever the number of keys. What a restart checks; the keys are
+        /// left to the background scrub.
+        case headerAndIndex
+        /// And the checksum of every key: reads the whole file.
+        case everything
+    }
+
     /// Opens and checks `path`: sizes, header checksum and, when `verify` is
     /// true, the checksums of the index and of every key.
-    public init(path: String, verify: Bool = true) throws(SegmentError) {
+    public convenience init(path: String, verify: Bool = true) throws(SegmentError) {
+        try self.init(path: path, checks: verify ? .everything : .header)
+    }
+
+    public init(path: String, checks: Checks) throws(SegmentError) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SegmentError(path, "cannot open: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -41,7 +57,7 @@ public final class Segment: @unchecked Sendable {
         madvise(mapped, size, MADV_RANDOM)
         let base = UnsafeRawPointer(mapped)
         do {
-            let info = try Segment.check(base: base, size: size, path: path, verify: verify)
+            let info = try Segment.check(base: base, size: size, path: path, checks: checks)
             self.info = info
         } catch {
             munmap(mapped, size)
@@ -61,7 +77,7 @@ public final class Segment: @unchecked Sendable {
 
     public var count: Int { info.keyCount }
 
-    private static func check(base: UnsafeRawPointer, size: Int, path: String, verify: Bool) throws(SegmentError) -> SegmentInfo {
+    private static func check(base: UnsafeRawPointer, size: Int, path: String, checks: Checks) throws(SegmentError) -> SegmentInfo {
         func u64(_ offset: Int) -> UInt64 { UInt64(littleEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) }
         guard UInt32(littleEndian: base.loadUnaligned(as: UInt32.self)) == SegmentFormat.magic else {
             throw SegmentError(path, "not a segment file (bad magic)")
@@ -88,9 +104,11 @@ public final class Segment: @unchecked Sendable {
         let indexStart = SegmentFormat.headerSize
         let indexBytes = SegmentFormat.indexBytes(bits: bits)
         guard u64(indexStart + (1 << bits) * 8) == count else { throw SegmentError(path, "index does not end at the key count") }
-        if verify {
+        if checks != .header {
             let indexHash = XXH64.hash(UnsafeRawBufferPointer(start: base + indexStart, count: indexBytes))
             guard indexHash == u64(SegmentFormat.indexChecksumOffset) else { throw SegmentError(path, "index checksum mismatch") }
+        }
+        if checks == .everything {
             let keysHash = XXH64.hash(UnsafeRawBufferPointer(start: base + indexStart + indexBytes, count: 16 * n))
             guard keysHash == u64(SegmentFormat.keysChecksumOffset) else { throw SegmentError(path, "key checksum mismatch") }
         }

@@ -222,11 +222,11 @@ final class MatchServerTests: XCTestCase {
         XCTAssertEqual(reply.version, 1)
     }
 
-    /// Flips the last byte of a segment file (in its keys), as rot on disk would.
-    private func damage(_ path: String) throws {
+    /// Flips a byte of a segment file (by default the last, in its keys), as rot on disk would.
+    private func damage(_ path: String, at offset: Int? = nil) throws {
         let url = root.appendingPathComponent(path)
         var bytes = try Data(contentsOf: url)
-        bytes[bytes.count - 1] ^= 0xFF
+        bytes[offset ?? bytes.count - 1] ^= 0xFF
         try bytes.write(to: url)
     }
 
@@ -240,7 +240,7 @@ final class MatchServerTests: XCTestCase {
         await client.close()
         server.drain()
         await server.waitUntilClosed()
-        try damage(segments[0].path)
+        try damage(segments[0].path, at: SegmentFormat.headerSize) // in its index: checked at start
         let stray = root.appendingPathComponent("match-manifest.json.tmp-DEAD")
         try Data("{".utf8).write(to: stray)
         try await startServer()
@@ -254,7 +254,7 @@ final class MatchServerTests: XCTestCase {
         XCTAssertEqual(served.map(\.advertiserId), ["acme", "beta"])
         XCTAssertEqual(served[0].version, 0)
         XCTAssertEqual(served[0].damagedVersion, 4)
-        XCTAssertTrue(served[0].damage.contains("key checksum mismatch"), served[0].damage)
+        XCTAssertTrue(served[0].damage.contains("index checksum mismatch"), served[0].damage)
         XCTAssertEqual(served[1].version, 1)
 
         let fresh = randomKeys(40, seed: 22)
@@ -262,6 +262,23 @@ final class MatchServerTests: XCTestCase {
         let reply = try await match.match(MatchRequest(advertiserId: "acme", hash: Data(fresh[0].bytes)), options: asClient)
         XCTAssertTrue(reply.matched)
         XCTAssertNil(catalog.damage("acme"))
+    }
+
+    /// A restart checks headers and indexes only (a terabyte of keys would
+    /// take an hour to read); keys damaged while the server was down are
+    /// found by the scrub, which starts at once.
+    func testRestartChecksIndexesAndLeavesKeysToTheScrub() async throws {
+        let segments = try writeSegments(randomKeys(300, seed: 25), advertiser: "acme", version: 1)
+        _ = try await admin.publish(PublishRequest(advertiserId: "acme", version: 1, segments: segments), options: asAdmin)
+        await client.close()
+        server.drain()
+        await server.waitUntilClosed()
+        try damage(segments[0].path)
+        try await startServer()
+        XCTAssertEqual(catalog.advertisers, ["acme": 1], "keys were read at start")
+        let found = await catalog.scrub(bytesPerSecond: 0)
+        XCTAssertEqual(found, ["acme"])
+        XCTAssertTrue(catalog.damage("acme")?.reason.contains("key checksum mismatch") == true)
     }
 
     /// The background scrub finds a segment that rots after it went live
