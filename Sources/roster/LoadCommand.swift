@@ -32,11 +32,12 @@ struct LoadCommand: AsyncParsableCommand {
               roster load --advertiser acme --rate 10000 --duration 30s
               roster load --advertiser acme --rate 2000 --batch 100 --hashes members.txt --hit-ratio 0.3
               roster load --advertiser acme --rate 10000 --duration 30s --json --hgrm latency.hgrm
+              roster load --advertiser @advertisers.txt --rate 10000     # calls spread over every advertiser in the file
             """)
 
     @OptionGroup var client: ClientOptions
 
-    @Option(help: "The advertiser to query.")
+    @Option(help: "The advertiser to query; several, comma-separated, or @FILE (one per line): calls go to each in turn.")
     var advertiser: String
 
     @Option(help: "Calls per second.")
@@ -74,22 +75,39 @@ struct LoadCommand: AsyncParsableCommand {
         guard (0...1).contains(hitRatio) else { throw ValidationError("--hit-ratio must be between 0 and 1") }
     }
 
+    /// The advertisers named by --advertiser.
+    func advertisers() throws -> [String] {
+        let names: [String]
+        if advertiser.hasPrefix("@") {
+            let path = String(advertiser.dropFirst())
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw CLIError("cannot read \(path)") }
+            names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+        } else {
+            names = advertiser.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+        let advertisers = names.filter { !$0.isEmpty }
+        guard !advertisers.isEmpty else { throw CLIError("--advertiser names no advertiser") }
+        return advertisers
+    }
+
     func run() async throws {
+        let advertisers = try self.advertisers()
         let members = try hashes.map { try readHashFile($0, skipInvalid: true, limit: 1_000_000).map(\.bytes) } ?? []
         let keyPool = KeyPool(members: members, hitRatio: members.isEmpty ? 0 : hitRatio, size: 65_536)
         let report = try await withRPCClient(client.match, connections: connections) { rpc in
             let stub = MatchService.Client(transport: rpc)
             let options = client.matchOptions()
-            // Fail fast, with one line, if the server is not there or the advertiser is unknown.
-            _ = try await userFacing("cannot reach the match server at \(client.match)") {
-                try await stub.match(MatchRequest(advertiserId: advertiser, hash: keyPool.hash(0)), options: options)
+            // Fail fast, with one line, if the server is not there or an advertiser is unknown.
+            for advertiser in advertisers {
+                _ = try await userFacing("cannot reach the match server at \(client.match) for advertiser \(advertiser)") {
+                    try await stub.match(MatchRequest(advertiserId: advertiser, hash: keyPool.hash(0)), options: options)
+                }
             }
             let generator = LoadGenerator(configuration: .init(rate: rate, duration: duration.duration, concurrency: concurrency, keysPerCall: batch))
             let quiet = json
             let batchSize = self.batch
-            let advertiserID = self.advertiser
             let requests = (0..<256).map { n in
-                MatchManyRequest(advertiserId: advertiserID, hashes: keyPool.batch(n * batchSize, count: batchSize))
+                MatchManyRequest(advertiserId: advertisers[0], hashes: keyPool.batch(n * batchSize, count: batchSize))
             }
             return await generator.run(onTick: { tick in
                 guard !quiet else { return }
@@ -98,10 +116,15 @@ struct LoadCommand: AsyncParsableCommand {
                              tick.lag > .milliseconds(100) ? String(format: "  (sender %.0f ms behind)", tick.lag.ms) : ""))
                 flushOutput()
             }) { i in
+                let advertiserID = advertisers[i % advertisers.count]
                 if batchSize == 1 {
                     _ = try await stub.match(MatchRequest(advertiserId: advertiserID, hash: keyPool.hash(i)), options: options)
-                } else {
+                } else if advertisers.count == 1 {
                     _ = try await stub.matchMany(requests[i & 255], options: options)
+                } else {
+                    var request = requests[i & 255]
+                    request.advertiserId = advertiserID
+                    _ = try await stub.matchMany(request, options: options)
                 }
             }
         }

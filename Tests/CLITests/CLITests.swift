@@ -121,6 +121,30 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(dev.stop(SIGINT), 0, dev.stderr)
     }
 
+    /// `roster load` spreads calls over several advertisers, and refuses an
+    /// unknown one before the run.
+    func testLoadSpreadsCallsOverManyAdvertisers() throws {
+        let (_, match, _) = try startDev()
+        let lake = root.appendingPathComponent("lake")
+        for advertiser in ["one", "two", "three"] {
+            try drop(listFile(emails(0..<20)), advertiser: advertiser, name: "m.txt", lake: lake)
+        }
+        try eventually("three lists live") {
+            try ["one", "two", "three"].allSatisfy {
+                try RosterBinary.run(["match", "--match", match, "--advertiser", $0, "--email", "user1@example.com"]).status == 0
+            }
+        }
+        let list = root.appendingPathComponent("advertisers.txt")
+        try Data("one\ntwo\n\nthree\n".utf8).write(to: list)
+        let run = try RosterBinary.run(["load", "--match", match, "--advertiser", "@\(list.path)", "--rate", "300", "--duration", "1s", "--json"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.stdout.contains(#""errors": {}"#), run.stdout)
+        let unknown = try RosterBinary.run(["load", "--match", match, "--advertiser", "one,nobody", "--rate", "300", "--duration", "1s"])
+        XCTAssertNotEqual(unknown.status, 0)
+        XCTAssertTrue(unknown.stderr.contains("for advertiser nobody: NOT_FOUND"), unknown.stderr)
+        XCTAssertFalse(unknown.stdout.contains("calls/s"), "the run started: \(unknown.stdout)")
+    }
+
     func testCallWorksForEveryRPC() throws {
         let (_, match, coordinator) = try startDev()
         try drop(listFile(emails(0..<50)), advertiser: "acme", name: "m.txt", lake: root.appendingPathComponent("lake"))
