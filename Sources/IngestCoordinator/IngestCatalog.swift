@@ -122,10 +122,13 @@ public final class IngestCatalog: @unchecked Sendable {
                 WHERE id = ? AND (newest_modified IS NULL OR newest_modified < ? OR (newest_modified = ? AND newest_path < ?))
                 """, object.modified.timeIntervalSince1970, object.path, advertiser,
                 object.modified.timeIntervalSince1970, object.modified.timeIntervalSince1970, object.path)
+            // A file of one block is one task, from bytes to segment.
+            let kind: TaskKind = blocks.count == 1 && policy.wholeFileTasks ? .whole : .parse
             for (seq, block) in blocks.enumerated() {
                 try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end) VALUES (?, ?, ?, ?, ?)",
-                           id, Int(TaskKind.parse.rawValue), seq, block.start, block.end)
+                           id, Int(kind.rawValue), seq, block.start, block.end)
             }
+            if kind == .whole { try db.run("UPDATE files SET merges_total = 1 WHERE id = ?", id) }
             try place(db, file: UInt64(id), now: now)
             return Submission(fileID: UInt64(id), advertiserID: advertiser, queued: true, state: .queued)
         }
@@ -344,6 +347,10 @@ public final class IngestCatalog: @unchecked Sendable {
                 task.end = UInt64(row.int(3))
                 task.outputPath = "runs/\(task.advertiserId)/\(fileID)/block-\(seq)-\(suffix).run"
                 task.partitionBits = UInt32(policy.runPartitionBits(fileSize: row.int(9)))
+            } else if task.kind == .whole {
+                task.start = UInt64(row.int(2))
+                task.end = UInt64(row.int(3))
+                task.outputPath = "segments/\(task.advertiserId)/\(fileID)/part-\(seq)-\(suffix).seg"
             } else {
                 task.keyLow = UInt64(bitPattern: row.int(2))
                 task.keyHigh = UInt64(bitPattern: row.int(3))
@@ -403,7 +410,7 @@ public final class IngestCatalog: @unchecked Sendable {
 
     private func taskLabel(_ db: Database, _ task: UInt64) throws -> (UInt64, String) {
         try db.rows("SELECT file_id, kind, seq FROM tasks WHERE id = ?", task) { row in
-            (UInt64(row.int(0)), (row.int(1) == 1 ? "block " : "merge ") + String(row.int(2)))
+            (UInt64(row.int(0)), (row.int(1) == Int64(TaskKind.merge.rawValue) ? "merge " : "block ") + String(row.int(2)))
         }.first ?? (0, "task \(task)")
     }
 
@@ -453,10 +460,27 @@ public final class IngestCatalog: @unchecked Sendable {
                                    file, Int(kind.rawValue)) { $0.int(0) }.first ?? 0
             guard open == 0 else { return Progress.none }
             if kind == .parse { return try finishParsing(db, file: file, now: now) }
-            let distinct = try db.rows("SELECT SUM(output_keys) FROM tasks WHERE file_id = ? AND kind = 2", file) { $0.int(0) }.first ?? 0
+            if kind == .whole, try rejectIfInvalid(db, file: file, kind: .whole, now: now) { return .rejected }
+            let distinct = try db.rows("SELECT SUM(output_keys) FROM tasks WHERE file_id = ? AND kind IN (2, 3)", file) { $0.int(0) }.first ?? 0
             try db.run("UPDATE files SET state = ?, distinct_keys = ? WHERE id = ?", Int(FileState.publishing.rawValue), distinct, file)
             return .readyToPublish
         }
+    }
+
+    /// Rejects `file` when its parsed tasks of `kind` found more invalid
+    /// lines than the threshold allows; true if it did.
+    private func rejectIfInvalid(_ db: Database, file: UInt64, kind: TaskKind, now: Double) throws -> Bool {
+        var lines: Int64 = 0, invalid: Int64 = 0
+        try db.query("SELECT lines, invalid FROM tasks WHERE file_id = ? AND kind = ?", file, Int(kind.rawValue)) { row in
+            lines += row.int(0)
+            invalid += Self.decodeCounts(row.string(1)).values.reduce(0) { $0 + Int64($1) }
+        }
+        guard invalid > 0, Double(invalid) > policy.invalidThreshold * Double(lines) else { return false }
+        let percent = String(format: "%.3f", 100 * Double(invalid) / Double(max(1, lines)))
+        let limit = String(format: "%.3f", 100 * policy.invalidThreshold)
+        try abandon(db, file: file, state: .rejected,
+                    error: "\(invalid) of \(lines) lines are invalid (\(percent)%, limit \(limit)%)", now: now)
+        return true
     }
 
     private func finishParsing(_ db: Database, file: UInt64, now: Double) throws -> Progress {
@@ -468,19 +492,8 @@ public final class IngestCatalog: @unchecked Sendable {
             try place(db, file: file, now: now)
             return .merging
         }
-        var lines: Int64 = 0, invalid: Int64 = 0, runKeys: Int64 = 0
-        try db.query("SELECT lines, invalid, output_keys FROM tasks WHERE file_id = ? AND kind = 1", file) { row in
-            lines += row.int(0)
-            invalid += Self.decodeCounts(row.string(1)).values.reduce(0) { $0 + Int64($1) }
-            runKeys += row.int(2)
-        }
-        if invalid > 0, Double(invalid) > policy.invalidThreshold * Double(lines) {
-            let percent = String(format: "%.3f", 100 * Double(invalid) / Double(max(1, lines)))
-            let limit = String(format: "%.3f", 100 * policy.invalidThreshold)
-            try abandon(db, file: file, state: .rejected,
-                        error: "\(invalid) of \(lines) lines are invalid (\(percent)%, limit \(limit)%)", now: now)
-            return .rejected
-        }
+        if try rejectIfInvalid(db, file: file, kind: .parse, now: now) { return .rejected }
+        let runKeys = try db.rows("SELECT SUM(output_keys) FROM tasks WHERE file_id = ? AND kind = 1", file) { $0.int(0) }.first ?? 0
         let ranges = policy.mergeRanges(keys: runKeys)
         for (seq, range) in ranges.enumerated() {
             try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end) VALUES (?, ?, ?, ?, ?)",
@@ -560,7 +573,7 @@ public final class IngestCatalog: @unchecked Sendable {
             let files = try db.rows("SELECT id, advertiser_id, path, etag FROM files WHERE state = ? ORDER BY id",
                                     Int(FileState.publishing.rawValue)) { (UInt64($0.int(0)), $0.string(1), $0.string(2), $0.string(3)) }
             return try files.map { id, advertiser, path, etag in
-                let segments = try db.rows("SELECT output, output_keys FROM tasks WHERE file_id = ? AND kind = 2 ORDER BY seq", id) { row in
+                let segments = try db.rows("SELECT output, output_keys FROM tasks WHERE file_id = ? AND kind IN (2, 3) ORDER BY seq", id) { row in
                     var ref = SegmentRef()
                     ref.path = row.string(0)
                     ref.keyCount = UInt64(row.int(1))
@@ -626,8 +639,8 @@ public final class IngestCatalog: @unchecked Sendable {
             }.map { item in
                 guard item.segmentFolder != nil else { return item }
                 var item = item
-                item.served = Set(try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind = ? AND state = ?",
-                                              item.file, Int(TaskKind.merge.rawValue), TaskState.done.rawValue) { $0.string(0) })
+                item.served = Set(try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind IN (2, 3) AND state = ?",
+                                              item.file, TaskState.done.rawValue) { $0.string(0) })
                 return item
             }
         }
@@ -741,6 +754,8 @@ public final class IngestCatalog: @unchecked Sendable {
                 if done { status.mergesDone += 1 }
                 return
             }
+            // A whole-file task is the file's one block and its one merge.
+            if row.int(0) == Int64(TaskKind.whole.rawValue), done { status.mergesDone += 1 }
             guard done else {
                 contiguous = false
                 return

@@ -25,6 +25,10 @@ public struct IngestPolicy: Sendable {
     /// full disk does not burn every attempt within a second.
     public var retryBackoff: Double = 1
     public var maxRetryBackoff: Double = 60
+    /// A file of one block is parsed, sorted and written as its segment in
+    /// one task (no run, no merge): half the leases and reports for small
+    /// files. Off only to test the two-phase path on small inputs.
+    public var wholeFileTasks = true
     /// A version whose invalid lines exceed this fraction of its lines is rejected.
     public var invalidThreshold = 0.001
     /// The waiting time that doubles a file's priority (see `Priority`).

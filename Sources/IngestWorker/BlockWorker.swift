@@ -242,19 +242,48 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         switch task.kind {
         case .parse: return (try await parse(task, memory: memory), nil)
         case .merge: return try await merge(task, memory: memory)
+        case .whole: return try await whole(task, memory: memory)
         default: throw RPCError(.invalidArgument, "unknown task kind \(task.kind.rawValue)")
         }
     }
 
-    private func parse(_ task: IngestTask, memory: SlotMemory) async throws -> CompleteTaskRequest {
+    /// Reads the task's block into `memory.keys`.
+    private func parseKeys(_ task: IngestTask, memory: SlotMemory) async throws -> BlockStats {
         let object = LakeObject(path: task.lakePath, size: Int64(task.end), etag: task.etag, modified: Date(timeIntervalSince1970: 0))
-        let clock = ContinuousClock()
-        let started = clock.now
         memory.keys.removeAll(keepingCapacity: true)
         memory.keys.reserveCapacity(Int(task.end - task.start) / 33 + 16)
         let stats = try await configuration.parser.parse(
             lake, object: object, block: BlockRange(start: Int64(task.start), end: Int64(task.end)), into: &memory.keys)
         try Task.checkCancellation()
+        return stats
+    }
+
+    /// A file of one block: parsed, sorted and written as its one segment,
+    /// with no run and no merge task (a 10 KB list costs one lease, not two).
+    private func whole(_ task: IngestTask, memory: SlotMemory) async throws -> (CompleteTaskRequest, UncommittedSegment) {
+        let stats = try await parseKeys(task, memory: memory)
+        let sorted = memory.keys.withUnsafeBufferPointer {
+            KeySorter.sortAndDeduplicate($0, low: 0, significantBits: 64, in: memory.scratch)
+        }
+        let local = try store.prepareWrite(task.outputPath)
+        let writer = try SegmentWriter(path: local, advertiserID: task.advertiserId, listVersion: task.version, estimatedKeys: sorted.count)
+        let segment: UncommittedSegment
+        do {
+            try writer.append(contentsOf: sorted)
+            segment = try writer.seal()
+        } catch {
+            writer.discard()
+            throw error
+        }
+        var report = Self.report(stats, task: task)
+        report.outputKeys = UInt64(sorted.count)
+        return (report, segment)
+    }
+
+    private func parse(_ task: IngestTask, memory: SlotMemory) async throws -> CompleteTaskRequest {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let stats = try await parseKeys(task, memory: memory)
         let parsed = clock.now
         let local = try store.prepareWrite(task.outputPath)
         // Not synced: a run lives only until its version is merged, and one
@@ -271,11 +300,17 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             "parse_ms": "\((parsed - started).milliseconds)", "write_ms": "\((clock.now - parsed).milliseconds)",
         ])
 
+        var report = Self.report(stats, task: task)
+        report.outputKeys = UInt64(keyCount)
+        return report
+    }
+
+    /// A parsed block's counts, as the coordinator records them.
+    private static func report(_ stats: BlockStats, task: IngestTask) -> CompleteTaskRequest {
         var report = CompleteTaskRequest()
         report.lines = UInt64(stats.lines)
         report.keys = UInt64(stats.keys)
         report.skipped = UInt64(stats.skipped)
-        report.outputKeys = UInt64(keyCount)
         report.bytes = task.end - task.start
         report.invalidByKind = Dictionary(uniqueKeysWithValues: stats.invalid.map { ($0.key.rawValue, UInt64($0.value)) })
         report.invalidSamples = stats.samples.map {

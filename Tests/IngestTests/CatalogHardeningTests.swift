@@ -107,6 +107,39 @@ final class CatalogHardeningTests: XCTestCase {
         XCTAssertEqual(catalog.rankingCount, 2)
     }
 
+    /// A file of one block is one task from bytes to segment: one lease,
+    /// one report, then publishing; too many invalid lines still reject it.
+    func testAOneBlockFileIsOneTask() throws {
+        let file = try catalog.submit(object("small/f"), now: 0)
+        let task = try XCTUnwrap(catalog.lease(worker: "w", max: 5, now: 1).first)
+        XCTAssertEqual(task.kind, .whole)
+        XCTAssertEqual(task.end, 10)
+        XCTAssertTrue(task.outputPath.hasPrefix("segments/small/\(file.fileID)/part-0-"), task.outputPath)
+        var report = CompleteTaskRequest()
+        report.taskId = task.taskId
+        report.leaseToken = task.leaseToken
+        report.lines = 3
+        report.keys = 3
+        report.outputKeys = 2
+        report.bytes = 10
+        XCTAssertEqual(try catalog.complete(report, now: 2), .readyToPublish)
+        XCTAssertEqual(try catalog.lease(worker: "w", max: 5, now: 3).count, 0, "no merge follows")
+        let publication = try XCTUnwrap(catalog.pendingPublications().first)
+        XCTAssertEqual(publication.segments.map(\.path), [task.outputPath])
+        XCTAssertEqual(publication.segments.map(\.keyCount), [2])
+        let status = try XCTUnwrap(catalog.files(advertiser: "small", states: [], limit: 1, now: 3).first)
+        XCTAssertEqual([status.blocksDone, status.blocksTotal, status.mergesDone, status.mergesTotal], [1, 1, 1, 1])
+        XCTAssertEqual(status.distinctKeys, 2)
+
+        _ = try catalog.submit(object("bad/f"), now: 4)
+        let bad = try XCTUnwrap(catalog.lease(worker: "w", max: 1, now: 5).first)
+        report.taskId = bad.taskId
+        report.leaseToken = bad.leaseToken
+        report.invalidByKind = ["malformed": 2]
+        XCTAssertEqual(try catalog.complete(report, now: 6), .rejected)
+        XCTAssertEqual(try catalog.files(advertiser: "bad", states: [], limit: 1, now: 6).first?.state, .rejected)
+    }
+
     func testAdvertiserIDLongerThanSegmentsCanHoldIsRefused() throws {
         let long = String(repeating: "x", count: 65)
         XCTAssertThrowsError(try catalog.submit(object("\(long)/f"), now: 0)) { error in

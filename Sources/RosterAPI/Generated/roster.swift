@@ -71,6 +71,9 @@ public enum TaskKind: ProtoEnum {
     case parse // = 1
     /// Merge one key range of all of a version's runs into one segment.
     case merge // = 2
+    /// A file of one block, from bytes to its one segment in one task: parse
+    /// [start, end), sort, write the segment at output_path. No run, no merge.
+    case whole // = 3
     /// A number this version of the schema does not name; kept so it re-encodes unchanged.
     case unrecognized(Int32)
 
@@ -81,6 +84,7 @@ public enum TaskKind: ProtoEnum {
         case 0: self = .unspecified
         case 1: self = .parse
         case 2: self = .merge
+        case 3: self = .whole
         default: self = .unrecognized(rawValue)
         }
     }
@@ -90,11 +94,12 @@ public enum TaskKind: ProtoEnum {
         case .unspecified: return 0
         case .parse: return 1
         case .merge: return 2
+        case .whole: return 3
         case .unrecognized(let value): return value
         }
     }
 
-    public static let allCases: [TaskKind] = [.unspecified, .parse, .merge]
+    public static let allCases: [TaskKind] = [.unspecified, .parse, .merge, .whole]
 }
 
 /// Is one email hash a member of one advertiser's list?
@@ -2321,6 +2326,7 @@ extension TaskKind: ProtoJSONEnum {
         case .unspecified: return "TASK_KIND_UNSPECIFIED"
         case .parse: return "TASK_KIND_PARSE"
         case .merge: return "TASK_KIND_MERGE"
+        case .whole: return "TASK_KIND_WHOLE"
         case .unrecognized: return nil
         }
     }
@@ -2330,6 +2336,7 @@ extension TaskKind: ProtoJSONEnum {
         case "TASK_KIND_UNSPECIFIED": self = .unspecified
         case "TASK_KIND_PARSE": self = .parse
         case "TASK_KIND_MERGE": self = .merge
+        case "TASK_KIND_WHOLE": self = .whole
         default: return nil
         }
     }
