@@ -84,6 +84,12 @@ enum CatalogSchema {
         ALTER TABLE advertisers ADD COLUMN newest_path TEXT;
         ALTER TABLE files ADD COLUMN modified REAL;
         """,
+        // 3: garbage collection looks at the files it has work for, not at
+        // every live one (a partial index, used by `collectable`).
+        """
+        CREATE INDEX files_to_collect ON files(id)
+            WHERE (state = 5 AND collected = 0) OR (state IN (6, 7, 8, 9) AND collected < 2);
+        """,
     ]
 }
 
