@@ -267,9 +267,9 @@ public final class IngestCatalog: @unchecked Sendable {
                       FROM tasks t WHERE t.file_id = f.id AND t.state IN (0, 1)),
                    f.size
             FROM files f JOIN advertisers a ON a.id = f.advertiser_id
-            WHERE f.state IN (1, 2, 3) AND (? = 0 OR f.id = ?)
+            WHERE f.state IN (1, 2, 3) \(file == nil ? "" : "AND f.id = ?")
               AND EXISTS (SELECT 1 FROM tasks t WHERE t.file_id = f.id AND t.state = 0 AND (t.not_before IS NULL OR t.not_before <= ?))
-            """, file ?? 0, file ?? 0, now) { row -> Ranked in
+            """, arguments: (file.map { [$0] } ?? []) + [now]) { row -> Ranked in
             let merging = FileState(rawValue: Int32(row.int(1))) == .merging
             let remaining = merging ? row.int(5) : row.int(4)
             let score = Priority.score(weight: row.double(3), waited: now - row.double(2), remainingBytes: remaining,
