@@ -225,6 +225,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             return false
         }
         var live: [IngestCatalog.Publication] = []
+        var later = false
         for (publication, result) in zip(batch, results) {
             switch RPCStatusCode(rawValue: UInt8(clamping: result.code)) {
             case .ok:
@@ -234,9 +235,12 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
                 try? catalog.markPublishFailed(file: publication.fileID, state: result.stale ? .superseded : .failed,
                                                error: "match server refused it: \(result.message)", now: clock())
             default:
-                // It could not record the version (its disk, say): try again later.
+                // Nothing wrong with the version: the server could not record
+                // it or is at a limit (memory maps, say). It stays pending and
+                // is tried again on a later tick; the rest wait with it.
                 logger.warning("match server could not publish yet", metadata: ["version": "\(publication.fileID)", "error": "\(result.message)"])
-                problem("match", "the match server cannot publish: \(result.message)")
+                problem("match", "the match server cannot publish now: \(result.message)")
+                later = true
             }
         }
         do {
@@ -249,7 +253,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             problem("advertiser:\(publication.advertiserID)", nil)
             logger.info("live", metadata: ["advertiser": "\(publication.advertiserID)", "version": "\(publication.fileID)"])
         }
-        return true
+        return !later
     }
 
     /// Compares the catalog's live versions with what the match server
@@ -265,11 +269,15 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             return
         }
         // Read after the catalog: a version marked live before this call is served by now.
-        let served: [String: ServedList]
+        var served: [String: ServedList] = [:]
         do {
-            let response = try await matchAdmin.listServed(ListServedRequest(), options: CallOptions(timeout: .seconds(30)).bearer(configuration.adminToken))
-            served = Dictionary(response.lists.map { ($0.advertiserId, $0) }, uniquingKeysWith: { a, _ in a })
-            problem("match", nil)
+            // In pages, so that no answer outgrows a frame however many advertisers.
+            var request = ListServedRequest()
+            repeat {
+                let response = try await matchAdmin.listServed(request, options: CallOptions(timeout: .seconds(30)).bearer(configuration.adminToken))
+                for list in response.lists { served[list.advertiserId] = list }
+                request.afterAdvertiserId = response.nextAfterAdvertiserId
+            } while !request.afterAdvertiserId.isEmpty
         } catch {
             problem("match", "cannot reach the match server to compare what it serves: \(error)")
             return

@@ -160,7 +160,7 @@ public final class MatchCatalog: Sendable {
         for list in lists {
             for segment in list.segments {
                 do {
-                    _ = try Segment(path: segment.info.path, verify: true)
+                    try segment.verify()
                 } catch {
                     markDamaged(list, reason: "\(error)")
                     found.append(list.advertiserID)

@@ -157,6 +157,9 @@ public struct AdminHandler: MatchAdmin.Handler {
                 case .staleVersion(let requested, let live):
                     status = RPCError(.failedPrecondition, "version \(requested) is not newer than the live version \(live)")
                     result.stale = true
+                case .badSegment(let segmentError) where segmentError.isResourceLimit:
+                    // Nothing wrong with the version: the server is at a limit. The coordinator retries.
+                    status = RPCError(.resourceExhausted, "cannot open \(segmentError) (a limit of this server: memory maps, open files or memory); try again later")
                 case .badSegment(let segmentError):
                     let still = catalog.current(request.advertiserId).map { "version \($0.version) keeps serving" } ?? "no version is served for it"
                     status = RPCError(.failedPrecondition, "refused: \(segmentError); \(still)")
@@ -175,7 +178,13 @@ public struct AdminHandler: MatchAdmin.Handler {
     public func listServed(_ request: ListServedRequest, context: RPCContext) async throws -> ListServedResponse {
         try access.authorizeAdmin(context)
         var response = ListServedResponse()
-        response.lists = catalog.served().map { entry in
+        let limit = request.limit == 0 ? 5_000 : Int(min(request.limit, 5_000))
+        let all = catalog.served()
+        let after = request.afterAdvertiserId
+        let start = after.isEmpty ? 0 : (all.firstIndex { $0.advertiser > after } ?? all.count)
+        let page = all[start..<min(all.count, start + limit)]
+        if start + limit < all.count, let last = page.last { response.nextAfterAdvertiserId = last.advertiser }
+        response.lists = page.map { entry in
             var list = ServedList()
             list.advertiserId = entry.advertiser
             list.version = entry.version

@@ -25,7 +25,10 @@ public struct Scrubber: Service {
         try? await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 let damaged = await catalog.scrub(bytesPerSecond: bytesPerSecond)
-                if !damaged.isEmpty { logger.error("scrub found damaged lists", metadata: ["advertisers": "\(damaged)"]) }
+                if !damaged.isEmpty {
+                    logger.error("scrub found damaged lists", metadata: [
+                        "count": "\(damaged.count)", "first": "\(damaged.prefix(10).joined(separator: ","))"])
+                }
                 try await Task.sleep(for: interval)
             }
         }

@@ -40,7 +40,9 @@ public final class Segment: @unchecked Sendable {
 
     public init(path: String, checks: Checks) throws(SegmentError) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SegmentError(path, "cannot open: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            throw SegmentError(path, "cannot open: \(String(cString: strerror(errno)))", isResourceLimit: SegmentError.isResourceLimit(errno: errno))
+        }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw SegmentError(path, "cannot stat: \(String(cString: strerror(errno)))") }
@@ -49,7 +51,7 @@ public final class Segment: @unchecked Sendable {
             throw SegmentError(path, "truncated: \(size) bytes, smaller than the \(SegmentFormat.headerSize)-byte header")
         }
         guard let mapped = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
-            throw SegmentError(path, "cannot map: \(String(cString: strerror(errno)))")
+            throw SegmentError(path, "cannot map: \(String(cString: strerror(errno)))", isResourceLimit: SegmentError.isResourceLimit(errno: errno))
         }
         // Lookups jump around: read-ahead and fault-around would only map
         // (and count as this process's memory) pages no lookup asked for.
@@ -76,6 +78,14 @@ public final class Segment: @unchecked Sendable {
     }
 
     public var count: Int { info.keyCount }
+
+    /// Checks the index and key checksums of the mapped file, as it is on
+    /// disk now (the map shares the file's pages), without mapping it again:
+    /// the scrub must not need a map of its own when a server is near its
+    /// limit of maps.
+    public func verify() throws(SegmentError) {
+        _ = try Segment.check(base: base, size: mappedSize, path: info.path, checks: .everything)
+    }
 
     private static func check(base: UnsafeRawPointer, size: Int, path: String, checks: Checks) throws(SegmentError) -> SegmentInfo {
         func u64(_ offset: Int) -> UInt64 { UInt64(littleEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) }

@@ -91,10 +91,20 @@ public enum SegmentFormat {
 public struct SegmentError: Error, Sendable, CustomStringConvertible, Equatable {
     public var path: String
     public var reason: String
+    /// The process ran out of something (memory maps, file descriptors,
+    /// memory): nothing is wrong with the file, and the same call may work
+    /// later. Not damage.
+    public var isResourceLimit: Bool
 
-    public init(_ path: String, _ reason: String) {
+    public init(_ path: String, _ reason: String, isResourceLimit: Bool = false) {
         self.path = path
         self.reason = reason
+        self.isResourceLimit = isResourceLimit
+    }
+
+    /// Whether `errno` from open or mmap means a limit rather than the file.
+    static func isResourceLimit(errno: Int32) -> Bool {
+        errno == ENOMEM || errno == EMFILE || errno == ENFILE || errno == EAGAIN
     }
 
     public var description: String { "segment \(path): \(reason)" }

@@ -281,6 +281,35 @@ final class MatchServerTests: XCTestCase {
         XCTAssertTrue(catalog.damage("acme")?.reason.contains("key checksum mismatch") == true)
     }
 
+    /// The scrub verifies the bytes it already maps: it opens nothing (a
+    /// server at its limit of maps or files would otherwise find every list
+    /// "damaged"), so a segment file unlinked while served is still checked.
+    func testScrubChecksTheMappedSegmentsWithoutOpeningThemAgain() async throws {
+        let segments = try writeSegments(randomKeys(100, seed: 26), advertiser: "acme", version: 1)
+        _ = try await admin.publish(PublishRequest(advertiserId: "acme", version: 1, segments: segments), options: asAdmin)
+        try FileManager.default.removeItem(at: root.appendingPathComponent(segments[0].path))
+        let found = await catalog.scrub(bytesPerSecond: 0)
+        XCTAssertEqual(found, [], "\(String(describing: catalog.damage("acme")))")
+        XCTAssertEqual(catalog.advertisers, ["acme": 1])
+    }
+
+    /// ListServed pages, so its answer never outgrows a frame.
+    func testListServedPages() async throws {
+        for advertiser in ["a", "b", "c", "d", "e"] { _ = try await publish(randomKeys(5, seed: 27), advertiser: advertiser, version: 1) }
+        var seen: [String] = []
+        var request = ListServedRequest()
+        request.limit = 2
+        var pages = 0
+        repeat {
+            let response = try await admin.listServed(request, options: asAdmin)
+            seen += response.lists.map(\.advertiserId)
+            request.afterAdvertiserId = response.nextAfterAdvertiserId
+            pages += 1
+        } while !request.afterAdvertiserId.isEmpty && pages < 10
+        XCTAssertEqual(seen, ["a", "b", "c", "d", "e"])
+        XCTAssertEqual(pages, 3)
+    }
+
     /// The background scrub finds a segment that rots after it went live
     /// and takes its version out of service; the rest keep serving.
     func testScrubFindsASegmentDamagedWhileLive() async throws {

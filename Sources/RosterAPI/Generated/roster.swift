@@ -321,10 +321,20 @@ public struct PublishManyResponse: ProtoMessage {
 }
 
 public struct ListServedRequest: ProtoMessage {
+    /// Start after this advertiser (the previous page's next_after_advertiser_id); empty: from the first.
+    public var afterAdvertiserId: String = ""
+    /// At most this many (default and most 5,000: a page always fits in a frame).
+    public var limit: UInt32 = 0
+
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
     public init() {}
+
+    public init(afterAdvertiserId: String = "", limit: UInt32 = 0) {
+        self.afterAdvertiserId = afterAdvertiserId
+        self.limit = limit
+    }
 }
 
 /// One advertiser's list as a match server holds it.
@@ -358,15 +368,19 @@ public struct ServedList: ProtoMessage {
 }
 
 public struct ListServedResponse: ProtoMessage {
+    /// By advertiser id.
     public var lists: [ServedList] = []
+    /// Pass as after_advertiser_id for the next page; empty when this was the last.
+    public var nextAfterAdvertiserId: String = ""
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
     public init() {}
 
-    public init(lists: [ServedList] = []) {
+    public init(lists: [ServedList] = [], nextAfterAdvertiserId: String = "") {
         self.lists = lists
+        self.nextAfterAdvertiserId = nextAfterAdvertiserId
     }
 }
 
@@ -1550,16 +1564,23 @@ extension ListServedRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
+            case 1: self.afterAdvertiserId = try reader.read(StringCodec.self, tag)
+            case 2: self.limit = try reader.read(UInt32Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
     }
 
     public var serializedSize: Int {
-        unknownFields.count
+        var size = unknownFields.count
+        if !self.afterAdvertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.afterAdvertiserId) }
+        if self.limit != 0 { size += ProtoSize.field(UInt32Codec.self, field: 2, self.limit) }
+        return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
+        if !self.afterAdvertiserId.isEmpty { writer.write(StringCodec.self, field: 1, self.afterAdvertiserId) }
+        if self.limit != 0 { writer.write(UInt32Codec.self, field: 2, self.limit) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -1600,6 +1621,7 @@ extension ListServedResponse {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
             case 1: try reader.readRepeated(MessageCodec<ServedList>.self, tag, into: &self.lists)
+            case 2: self.nextAfterAdvertiserId = try reader.read(StringCodec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -1608,11 +1630,13 @@ extension ListServedResponse {
     public var serializedSize: Int {
         var size = unknownFields.count
         size += ProtoSize.repeated(MessageCodec<ServedList>.self, field: 1, self.lists)
+        if !self.nextAfterAdvertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 2, self.nextAfterAdvertiserId) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
         writer.writeRepeated(MessageCodec<ServedList>.self, field: 1, self.lists)
+        if !self.nextAfterAdvertiserId.isEmpty { writer.write(StringCodec.self, field: 2, self.nextAfterAdvertiserId) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -2608,17 +2632,21 @@ extension PublishManyResponse: ProtoJSONMessage {
 
 extension ListServedRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.ListServedRequest"
-    public static let schemaDefinition = "message ListServedRequest {\n}"
+    public static let schemaDefinition = "message ListServedRequest {\n  /// Start after this advertiser (the previous page's next_after_advertiser_id); empty: from the first.\n  string after_advertiser_id = 1;\n  /// At most this many (default and most 5,000: a page always fits in a frame).\n  uint32 limit = 2;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
-        let object = JSONObjectWriter(includeDefaults: includeDefaults)
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("afterAdvertiserId", StringCodec.self, self.afterAdvertiserId)
+        object.singular("limit", UInt32Codec.self, self.limit)
         return object.value
     }
 
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
-        for (key, _) in try JSONReader.members(json, message: Self.protoName) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: [])
+            case "afterAdvertiserId", "after_advertiser_id": self.afterAdvertiserId = try JSONReader.singular(StringCodec.self, value, field: "afterAdvertiserId")
+            case "limit": self.limit = try JSONReader.singular(UInt32Codec.self, value, field: "limit")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["afterAdvertiserId", "limit"])
             }
         }
     }
@@ -2652,11 +2680,12 @@ extension ServedList: ProtoJSONMessage {
 
 extension ListServedResponse: ProtoJSONMessage {
     public static let protoName = "roster.v1.ListServedResponse"
-    public static let schemaDefinition = "message ListServedResponse {\n  repeated ServedList lists = 1;\n}"
+    public static let schemaDefinition = "message ListServedResponse {\n  /// By advertiser id.\n  repeated ServedList lists = 1;\n  /// Pass as after_advertiser_id for the next page; empty when this was the last.\n  string next_after_advertiser_id = 2;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.repeatedMessages("lists", self.lists)
+        object.singular("nextAfterAdvertiserId", StringCodec.self, self.nextAfterAdvertiserId)
         return object.value
     }
 
@@ -2664,7 +2693,8 @@ extension ListServedResponse: ProtoJSONMessage {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
             case "lists": self.lists = try JSONReader.repeated(MessageCodec<ServedList>.self, value, field: "lists")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["lists"])
+            case "nextAfterAdvertiserId", "next_after_advertiser_id": self.nextAfterAdvertiserId = try JSONReader.singular(StringCodec.self, value, field: "nextAfterAdvertiserId")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["lists", "nextAfterAdvertiserId"])
             }
         }
     }
