@@ -169,49 +169,64 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
 
     /// Makes every merged version live on the match server, oldest first.
     public func publishPending() async {
+        // After the match server could not take versions (unreachable, or
+        // at a limit), wait before asking again, doubling up to a minute:
+        // thousands of pending versions must not be retried every tick.
+        if let until = publishPause.withLock({ $0?.until }), ContinuousClock.now < until { return }
         let pending: [IngestCatalog.Publication]
         do { pending = try catalog.pendingPublications() } catch {
             logger.error("cannot read the catalog", metadata: ["error": "\(error)"])
             return
         }
-        var ready: [IngestCatalog.Publication] = []
-        for publication in pending {
-            // Only the object every block was read from goes live: a file
-            // rewritten after its last block was read is not published.
-            do {
-                let object = try await lake.head(publication.path)
-                guard object.etag == publication.etag else {
-                    try catalog.markPublishFailed(file: publication.fileID, state: .superseded,
-                                                  error: "the file changed after it was read; its new contents are queued once settled", now: clock())
-                    watchUntilSettled(publication.path)
-                    continue
-                }
-            } catch LakeError.notFound {
-                try? catalog.markPublishFailed(file: publication.fileID, state: .superseded,
-                                               error: "the file disappeared from the lake before it went live", now: clock())
-                continue
-            } catch {
-                logger.warning("cannot check the file before publishing", metadata: ["path": "\(publication.path)", "error": "\(error)"])
-                return
-            }
-            ready.append(publication)
-        }
         // Many versions per call: the match server records them with one
         // manifest append and one sync, the catalog marks them live in one
-        // transaction.
+        // transaction. Each batch is checked against the lake just before.
         var start = 0
-        while start < ready.count {
-            let batch = Array(ready[start..<min(ready.count, start + Self.publishBatch)])
-            start += batch.count
-            guard await publish(batch) else { return }
+        while start < pending.count {
+            let chunk = pending[start..<min(pending.count, start + Self.publishBatch)]
+            start += chunk.count
+            var ready: [IngestCatalog.Publication] = []
+            for publication in chunk {
+                // Only the object every block was read from goes live: a file
+                // rewritten after its last block was read is not published.
+                do {
+                    let object = try await lake.head(publication.path)
+                    guard object.etag == publication.etag else {
+                        try catalog.markPublishFailed(file: publication.fileID, state: .superseded,
+                                                      error: "the file changed after it was read; its new contents are queued once settled", now: clock())
+                        watchUntilSettled(publication.path)
+                        continue
+                    }
+                } catch LakeError.notFound {
+                    try? catalog.markPublishFailed(file: publication.fileID, state: .superseded,
+                                                   error: "the file disappeared from the lake before it went live", now: clock())
+                    continue
+                } catch {
+                    logger.warning("cannot check the file before publishing", metadata: ["path": "\(publication.path)", "error": "\(error)"])
+                    return
+                }
+                ready.append(publication)
+            }
+            guard await publish(ready) else {
+                publishPause.withLock { pause in
+                    let delay = min(.seconds(60), (pause?.delay ?? .milliseconds(500)) * 2)
+                    pause = (ContinuousClock.now + delay, delay)
+                }
+                return
+            }
+            publishPause.withLock { $0 = nil }
         }
     }
+
+    /// Set while publishing waits after a refusal: until when, and the last wait.
+    private let publishPause = Mutex<(until: ContinuousClock.Instant, delay: Duration)?>(nil)
 
     /// Versions per `PublishMany` call.
     static var publishBatch: Int { 256 }
 
     /// Publishes `batch`; false if the match server cannot be reached (try later).
     private func publish(_ batch: [IngestCatalog.Publication]) async -> Bool {
+        guard !batch.isEmpty else { return true }
         let options = CallOptions(timeout: .seconds(60)).bearer(configuration.adminToken)
         let requests = batch.map { PublishRequest(advertiserId: $0.advertiserID, version: $0.fileID, segments: $0.segments) }
         let results: [PublishResult]
