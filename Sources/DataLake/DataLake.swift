@@ -119,18 +119,24 @@ public struct LocalFolderLake: DataLake {
     }
 
     public func list(prefix: String, after: String?, limit: Int) async throws(LakeError) -> [LakeObject] {
-        let fm = FileManager.default
-        guard let advertisers = try? fm.contentsOfDirectory(atPath: root.path) else {
+        // Folders as "<name>/", in the order of their paths ("a/" sorts
+        // after "a-b/"), kept while the lake folder is unchanged; a page
+        // starts at its cursor by binary search and stops at `limit`, so a
+        // scan of the whole lake in pages costs one pass, not one per page.
+        guard let folders = entries(of: root.path, suffix: "/") else {
             throw .io(path: root.path, reason: "cannot list the lake folder")
         }
-        // Folders in the order of their paths ("a/" sorts after "a-b/"), so
-        // a page can stop at `limit` and the next start after its cursor
-        // without looking at the folders before it: a scan of the whole lake
-        // in pages costs one pass, not one per page.
-        let cursorFolder = after.map { String($0.prefix { $0 != "/" }) + "/" }
+        var first = folders.startIndex
+        if let after {
+            let cursorFolder = String(after.prefix { $0 != "/" }) + "/"
+            var high = folders.endIndex
+            while first < high {
+                let middle = first + (high - first) / 2
+                if folders[middle] < cursorFolder { first = middle + 1 } else { high = middle }
+            }
+        }
         var out: [LakeObject] = []
-        for advertiser in advertisers.map({ $0 + "/" }).sorted() where !advertiser.hasPrefix(".") {
-            if let cursorFolder, advertiser < cursorFolder { continue }
+        for advertiser in folders[first...] {
             guard advertiser.hasPrefix(prefix) || prefix.hasPrefix(advertiser) else { continue }
             let name = String(advertiser.dropLast())
             // A folder that is a link out of the lake is skipped like its files.
@@ -155,14 +161,15 @@ public struct LocalFolderLake: DataLake {
         return out
     }
 
-    /// The visible entries of the folder at `path`, sorted; nil if it is not a folder.
-    private func entries(of path: String) -> [String]? {
+    /// The visible entries of the folder at `path`, each followed by
+    /// `suffix`, sorted; nil if it is not a folder.
+    private func entries(of path: String, suffix: String = "") -> [String]? {
         var st = Glibc.stat()
         guard stat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return nil }
         let signature = [Int64(st.st_ino), Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec), Int64(st.st_ctim.tv_sec), Int64(st.st_ctim.tv_nsec)]
         if let cached = folders.entries(path, signature: signature) { return cached }
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return nil }
-        let visible = names.filter { !$0.hasPrefix(".") }.sorted()
+        let visible = names.filter { !$0.hasPrefix(".") }.map { $0 + suffix }.sorted()
         // File system clocks are coarse (milliseconds): a change in the same
         // tick as the one just read would keep the folder's times. As git
         // does with its index, a listing is kept only once the folder has
