@@ -103,8 +103,9 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             if let interval = configuration.scanInterval {
                 group.addTask {
                     while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                        let started = ContinuousClock.now
                         do { _ = try await self.scanLake(report: false) } catch { self.logger.warning("scan failed", metadata: ["error": "\(error)"]) }
-                        try? await Task.sleep(for: interval)
+                        try? await Task.sleep(for: IngestPolicy.scanPause(after: ContinuousClock.now - started, interval: interval))
                     }
                 }
             }
@@ -359,9 +360,10 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         var after: String?
         while true {
             let page = try await lake.list(prefix: "", after: after, limit: 1000)
+            let now = clock()
             for object in page {
                 guard let advertiser = object.advertiserID, Self.isListFile(object.path),
-                      clock() - object.modified.timeIntervalSince1970 >= configuration.scanSettleTime else { continue }
+                      now - object.modified.timeIntervalSince1970 >= configuration.scanSettleTime else { continue }
                 if let current = newest[advertiser], (current.modified, current.path) >= (object.modified, object.path) { continue }
                 newest[advertiser] = object
             }

@@ -376,3 +376,12 @@ final class ScanCostTests: XCTestCase {
         XCTAssertEqual(harness.coordinator.scanLookupCount, 2_001)
     }
 }
+
+extension ScanCostTests {
+    /// Background scans of a large lake cost at most 2% of a core: the
+    /// pause after a scan is the interval, or fifty times the scan's time.
+    func testScanPauseBoundsItsShareOfACore() {
+        XCTAssertEqual(IngestPolicy.scanPause(after: .milliseconds(10), interval: .seconds(2)), .seconds(2))
+        XCTAssertEqual(IngestPolicy.scanPause(after: .milliseconds(150), interval: .seconds(2)), .milliseconds(7500))
+    }
+}
