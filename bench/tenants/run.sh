@@ -22,6 +22,9 @@ BIN=${ROSTER_BIN:-"$ROOT/.build/release/roster"}
 IDLE=${IDLE:-10}
 SCAN=${SCAN:-2}
 
+# Whatever happens, no service outlives the run.
+trap 'kill -9 $(jobs -p) 2>/dev/null || true' EXIT
+
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 maps() { wc -l < "/proc/$1/maps" 2>/dev/null || echo 0; }
 live_count() {
