@@ -21,7 +21,12 @@ public struct Scrubber: Service {
     }
 
     public func run() async throws {
-        guard bytesPerSecond > 0 else { return }
+        // A service that returns ends its whole group: with scrubbing off,
+        // wait for shutdown like the others.
+        guard bytesPerSecond > 0 else {
+            try? await gracefulShutdown()
+            return
+        }
         try? await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 let damaged = await catalog.scrub(bytesPerSecond: bytesPerSecond)

@@ -145,6 +145,17 @@ final class CLITests: XCTestCase {
         XCTAssertFalse(unknown.stdout.contains("calls/s"), "the run started: \(unknown.stdout)")
     }
 
+    /// SIGTERM stops a match server whether its scrub runs or is off (a
+    /// service that returned at once used to leave the rest deaf to signals).
+    func testMatchServerStopsOnSIGTERMWithTheScrubOnOrOff() throws {
+        for rate in ["0", "32"] {
+            let server = try RosterService(["match-server", "--no-auth", "--data", root.path, "--listen", "127.0.0.1:0", "--scrub-rate", rate])
+            services.append(server)
+            _ = try server.waitForLine("match server listening on")
+            XCTAssertEqual(server.stop(SIGTERM, timeout: 10), 0, "--scrub-rate \(rate): \(server.stderr.suffix(500))")
+        }
+    }
+
     func testCallWorksForEveryRPC() throws {
         let (_, match, coordinator) = try startDev()
         try drop(listFile(emails(0..<50)), advertiser: "acme", name: "m.txt", lake: root.appendingPathComponent("lake"))
