@@ -196,7 +196,8 @@ public final class IngestCatalog: @unchecked Sendable {
         do {
             return try write { db in try lease(db, worker: worker, max: max, now: now) }
         } catch {
-            ranking = nil // the transaction rolled back; the cached order may have lost candidates
+            // The transaction rolled back; the kept order may have lost candidates.
+            lock.withLock { ranking = nil }
             throw error
         }
     }
