@@ -592,12 +592,8 @@ public final class IngestCatalog: @unchecked Sendable {
         }
     }
 
-    /// Records that `file` is live; the advertiser's previous live version is retired.
-    public func markLive(file: UInt64, now: Double) throws {
-        try markLive(files: [file], now: now)
-    }
-
-    /// The same for many versions, in one transaction.
+    /// Records that `files` are live, in one transaction; each advertiser's
+    /// previous live version is retired.
     public func markLive(files: [UInt64], now: Double) throws {
         guard !files.isEmpty else { return }
         try write { db in

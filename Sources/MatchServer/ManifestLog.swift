@@ -96,15 +96,11 @@ final class ManifestLog {
             bytes.append(try encoder.encode(change))
             bytes.append(UInt8(ascii: "\n"))
         }
-        try bytes.withUnsafeBytes { raw in
-            var done = 0
-            while done < raw.count {
-                let n = write(fd, raw.baseAddress! + done, raw.count - done)
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw ManifestError("cannot append to \(logURL.path): \(String(cString: strerror(errno)))") }
-                done += n
-            }
+        var failure: SegmentError?
+        bytes.withUnsafeBytes { raw in
+            do throws(SegmentError) { try AtomicFile.writeAll(fd, raw, path: logURL.path) } catch { failure = error }
         }
+        if let failure { throw ManifestError("cannot append: \(failure)") }
         guard fsync(fd) == 0 else { throw ManifestError("cannot sync \(logURL.path): \(String(cString: strerror(errno)))") }
         logBytes += bytes.count
         for change in changes { apply(change) }

@@ -27,16 +27,7 @@ struct TemporaryFile: Sendable {
 
     /// Writes all of `bytes` to `fd`, at `offset` or at its current position.
     func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int? = nil) throws(SegmentError) {
-        var done = 0
-        while done < bytes.count {
-            let p = bytes.baseAddress! + done
-            let n = offset.map { pwrite(fd, p, bytes.count - done, off_t($0 + done)) } ?? write(fd, p, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SegmentError(path, "write failed: \(String(cString: strerror(errno)))")
-            }
-            done += n
-        }
+        try AtomicFile.writeAll(fd, bytes, at: offset, path: path)
     }
 
     /// Syncs the file (when durable), renames it into place and syncs its
@@ -80,6 +71,21 @@ func syncDirectory(of path: String) {
 /// Safe whole-file writes for anything else Roster keeps on disk (the match
 /// manifest): one home for write-then-rename.
 public enum AtomicFile {
+    /// Writes all of `bytes` to `fd`, at `offset` or at its current position
+    /// (retrying short writes and EINTR); `path` names the file in errors.
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int? = nil, path: String) throws(SegmentError) {
+        var done = 0
+        while done < bytes.count {
+            let p = bytes.baseAddress! + done
+            let n = offset.map { pwrite(fd, p, bytes.count - done, off_t($0 + done)) } ?? write(fd, p, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SegmentError(path, "write failed: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+
     /// Replaces the file at `path` with `data` atomically and durably:
     /// written beside it, synced, renamed over it, its folder synced.
     public static func replace(_ path: String, with data: Data) throws(SegmentError) {
