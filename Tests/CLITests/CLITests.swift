@@ -152,7 +152,10 @@ final class CLITests: XCTestCase {
             let server = try RosterService(["match-server", "--no-auth", "--data", root.path, "--listen", "127.0.0.1:0", "--scrub-rate", rate])
             services.append(server)
             _ = try server.waitForLine("match server listening on")
-            XCTAssertEqual(server.stop(SIGTERM, timeout: 10), 0, "--scrub-rate \(rate): \(server.stderr.suffix(500))")
+            // 0 once its signal handlers are installed; SIGTERM's own status if
+            // the signal came first. Either way it stopped: not SIGKILL after the timeout.
+            let status = server.stop(SIGTERM, timeout: 10)
+            XCTAssertTrue([0, SIGTERM].contains(status), "--scrub-rate \(rate): exit \(status): \(server.stderr.suffix(500))")
         }
     }
 
