@@ -535,7 +535,12 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
 
     public func completeTask(_ request: CompleteTaskRequest, context: RPCContext) async throws -> CompleteTaskResponse {
         try authorize(context)
-        let progress = try catalog.complete(request, now: clock())
+        let progress: IngestCatalog.Progress?
+        do {
+            progress = try catalog.complete(request, now: clock())
+        } catch let error as IngestError {
+            throw RPCError(.invalidArgument, error.description)
+        }
         if progress == nil {
             logger.info("ignored a report for a lease no longer held", metadata: ["task": "\(request.taskId)", "worker": "\(request.workerId)"])
         }

@@ -363,6 +363,7 @@ public final class IngestCatalog: @unchecked Sendable {
                 task.keyLow = UInt64(bitPattern: row.int(2))
                 task.keyHigh = UInt64(bitPattern: row.int(3))
                 task.outputPath = "segments/\(task.advertiserId)/\(fileID)/part-\(seq)-\(suffix).seg"
+                task.packPath = Self.packPath(advertiser: task.advertiserId, file: fileID)
             }
         }
         if task.kind == .merge {
@@ -372,6 +373,11 @@ public final class IngestCatalog: @unchecked Sendable {
         try db.run("INSERT OR REPLACE INTO attempts(task_id, attempt, worker, leased_at) VALUES (?, ?, ?, ?)",
                    id, task.attempt, worker, now)
         return task
+    }
+
+    /// The one pack file of a version's merged segments.
+    static func packPath(advertiser: String, file: UInt64) -> String {
+        "segments/\(advertiser)/\(file)/merged.pack"
     }
 
     private static func newToken() -> String {
@@ -453,10 +459,27 @@ public final class IngestCatalog: @unchecked Sendable {
     /// holds the lease: a late or repeated report changes nothing.
     public func complete(_ report: CompleteTaskRequest, now: Double) throws -> Progress? {
         try write { db in
-            guard let (file, kind, attempt) = try db.rows(
-                "SELECT file_id, kind, attempts FROM tasks WHERE id = ? AND state = 1 AND lease_token = ?",
-                report.taskId, report.leaseToken, map: { (UInt64($0.int(0)), TaskKind(rawValue: Int32($0.int(1))), Int($0.int(2))) }).first
+            guard let (file, kind, attempt, advertiser) = try db.rows("""
+                SELECT t.file_id, t.kind, t.attempts, f.advertiser_id FROM tasks t JOIN files f ON f.id = t.file_id
+                WHERE t.id = ? AND t.state = 1 AND t.lease_token = ?
+                """, report.taskId, report.leaseToken, map: {
+                    (UInt64($0.int(0)), TaskKind(rawValue: Int32($0.int(1))), Int($0.int(2)), $0.string(3))
+                }).first
             else { return nil }
+            if !report.outputPath.isEmpty {
+                // Only a merge's own pack: a report cannot make the match
+                // server map some other file.
+                let pack = Self.packPath(advertiser: advertiser, file: file)
+                guard kind == .merge, report.outputPath == pack, report.outputLength > 0,
+                      report.outputOffset <= UInt64(Int64.max), report.outputLength <= UInt64(Int64.max) - report.outputOffset
+                else {
+                    throw IngestError.invalidArgument("task \(report.taskId) reported its output at \(report.outputPath)@\(report.outputOffset)+\(report.outputLength); only a slice of \(pack) is accepted")
+                }
+                try db.run("UPDATE tasks SET output = ?, output_offset = ?, output_length = ? WHERE id = ?",
+                           report.outputPath, report.outputOffset, report.outputLength, report.taskId)
+            } else {
+                try db.run("UPDATE tasks SET output_offset = 0, output_length = 0 WHERE id = ?", report.taskId)
+            }
             let invalid = Self.encodeCounts(report.invalidByKind)
             let samples = report.invalidSamples.map { "\($0.line):\($0.kind)" }.joined(separator: ",")
             try db.run("""
@@ -581,10 +604,14 @@ public final class IngestCatalog: @unchecked Sendable {
             let files = try db.rows("SELECT id, advertiser_id, path, etag FROM files WHERE state = ? ORDER BY id",
                                     Int(FileState.publishing.rawValue)) { (UInt64($0.int(0)), $0.string(1), $0.string(2), $0.string(3)) }
             return try files.map { id, advertiser, path, etag in
-                let segments = try db.rows("SELECT output, output_keys FROM tasks WHERE file_id = ? AND kind IN (2, 3) ORDER BY seq", id) { row in
+                let segments = try db.rows("""
+                    SELECT output, output_keys, output_offset, output_length FROM tasks WHERE file_id = ? AND kind IN (2, 3) ORDER BY seq
+                    """, id) { row in
                     var ref = SegmentRef()
                     ref.path = row.string(0)
                     ref.keyCount = UInt64(row.int(1))
+                    ref.offset = UInt64(row.int(2))
+                    ref.length = UInt64(row.int(3))
                     return ref
                 }
                 return Publication(fileID: id, advertiserID: advertiser, segments: segments, path: path, etag: etag)

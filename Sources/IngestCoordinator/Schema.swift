@@ -90,6 +90,12 @@ enum CatalogSchema {
         CREATE INDEX files_to_collect ON files(id)
             WHERE (state = 5 AND collected = 0) OR (state IN (6, 7, 8, 9) AND collected < 2);
         """,
+        // 4: a merge's segment may be a slice of its version's pack file
+        // (length 0: the whole file at `output`).
+        """
+        ALTER TABLE tasks ADD COLUMN output_offset INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE tasks ADD COLUMN output_length INTEGER NOT NULL DEFAULT 0;
+        """,
     ]
 }
 

@@ -176,7 +176,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             return Task {
                 do {
                     try segment.commit()
-                    try await self.store.commit(task.outputPath)
+                    try await self.store.commit(report.outputPath.isEmpty ? task.outputPath : report.outputPath)
                     await self.complete(task, report)
                 } catch {
                     segment.discard()
@@ -342,9 +342,16 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         -> (CompleteTaskRequest, UncommittedSegment) {
         let clock = ContinuousClock()
         let covered = try RunMerger.keysCovering(runPaths: paths, low: task.keyLow, high: task.keyHigh)
+        // Unique to this attempt: the segment's own file, or where a large
+        // range's scratch files go when the segment goes into a pack slot.
         let local = try store.prepareWrite(task.outputPath)
-        let writer = try SegmentWriter(path: local, advertiserID: task.advertiserId, listVersion: task.version,
-                                       estimatedKeys: covered)
+        let capacity = SegmentFormat.fileSize(keys: covered, bits: SegmentFormat.indexBits(forKeys: covered))
+        let writer: SegmentWriter
+        if !task.packPath.isEmpty, let slot = try store.reserveSlot(in: task.packPath, capacity: capacity) {
+            writer = try SegmentWriter(slot: slot, advertiserID: task.advertiserId, listVersion: task.version, estimatedKeys: covered)
+        } else {
+            writer = try SegmentWriter(path: local, advertiserID: task.advertiserId, listVersion: task.version, estimatedKeys: covered)
+        }
         let written: Int
         let segment: UncommittedSegment
         do {
@@ -360,6 +367,11 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
                                           "ms": "\((clock.now - started).milliseconds)"])
         var report = CompleteTaskRequest()
         report.outputKeys = UInt64(written)
+        if let slice = segment.slice {
+            report.outputPath = task.packPath
+            report.outputOffset = UInt64(slice.offset)
+            report.outputLength = UInt64(slice.length)
+        }
         return (report, segment)
     }
 }

@@ -21,7 +21,8 @@ import SegmentStore
 final class ManifestLog {
     struct Entry: Codable, Equatable {
         var version: UInt64
-        var segments: [String]
+        /// A whole file is a JSON string, a slice of a pack an object (`SegmentLocation`).
+        var segments: [SegmentLocation]
     }
 
     /// The snapshot's JSON form (docs/STORAGE.md).
@@ -34,7 +35,7 @@ final class ManifestLog {
     struct Change: Codable {
         var advertiser: String
         var version: UInt64
-        var segments: [String]?
+        var segments: [SegmentLocation]?
     }
 
     let root: URL

@@ -99,9 +99,7 @@ public final class MatchCatalog: Sendable {
                 // Headers and indexes only: a restart with 10,000 lists of
                 // 100 MB would otherwise read a terabyte before serving. The
                 // keys are verified by the scrub, which starts at once.
-                let segments = try entry.segments.map { (path) throws(SegmentError) in
-                    try Segment(path: Self.resolve(path, in: root).path, checks: .headerAndIndex)
-                }
+                let segments = try Self.open(entry.segments, in: root, checks: .headerAndIndex)
                 loaded[advertiser] = ListVersion(advertiserID: advertiser, version: entry.version, segments: segments)
             } catch {
                 // Kept on record in the manifest; a new publish replaces it.
@@ -126,6 +124,38 @@ public final class MatchCatalog: Sendable {
             throw SegmentError(relative, "segment paths must be relative to the segment store and stay inside it")
         }
         return root.appendingPathComponent(relative)
+    }
+
+    /// Opens the segments at `locations`, mapping each file once: a
+    /// version's pack is one map however many segments it holds.
+    private static func open(_ locations: [SegmentLocation], in root: URL, checks: Segment.Checks) throws(PublishError) -> [Segment] {
+        var mappings: [String: FileMapping] = [:]
+        var segments: [Segment] = []
+        for location in locations {
+            let url: URL
+            do { url = try resolve(location.path, in: root) } catch { throw .mismatch(error.reason + ": \(location.path)") }
+            do {
+                let mapping: FileMapping
+                if let mapped = mappings[location.path] {
+                    mapping = mapped
+                } else {
+                    mapping = try FileMapping(path: url.path)
+                    mappings[location.path] = mapping
+                }
+                segments.append(try Segment(in: mapping, slice: location.slice, checks: checks))
+            } catch {
+                throw .badSegment(error)
+            }
+        }
+        return segments
+    }
+
+    /// The number of files a live list maps (`FileMapping`s): what counts
+    /// against the process's limit of memory maps.
+    public var mappedFiles: Int {
+        live.withLock { lists in
+            lists.values.reduce(0) { $0 + Set($1.segments.map { ObjectIdentifier($0.mapping) }).count }
+        }
     }
 
     public func current(_ advertiser: String) -> ListVersion? {
@@ -203,12 +233,16 @@ public final class MatchCatalog: Sendable {
     public struct Publication: Sendable {
         public var advertiser: String
         public var version: UInt64
-        public var paths: [String]
+        public var segments: [SegmentLocation]
 
-        public init(advertiser: String, version: UInt64, paths: [String]) {
+        public init(advertiser: String, version: UInt64, segments: [SegmentLocation]) {
             self.advertiser = advertiser
             self.version = version
-            self.paths = paths
+            self.segments = segments
+        }
+
+        public init(advertiser: String, version: UInt64, paths: [String]) {
+            self.init(advertiser: advertiser, version: version, segments: paths.map { SegmentLocation(path: $0) })
         }
     }
 
@@ -244,7 +278,7 @@ public final class MatchCatalog: Sendable {
                     continue
                 }
                 newest[list.advertiserID] = list.version
-                changes.append(.init(advertiser: list.advertiserID, version: list.version, segments: batch[index].paths))
+                changes.append(.init(advertiser: list.advertiserID, version: list.version, segments: batch[index].segments))
                 accepted.append((index, list, previous))
             }
             do {
@@ -271,16 +305,11 @@ public final class MatchCatalog: Sendable {
             if live.version == version { return nil }
             if live.version > version { throw .staleVersion(requested: version, live: live.version) }
         }
-        var segments: [Segment] = []
-        for path in publication.paths {
-            let url: URL
-            do { url = try resolve(path) } catch { throw .mismatch(error.reason + ": \(path)") }
-            let segment: Segment
-            do { segment = try Segment(path: url.path) } catch { throw .badSegment(error) }
+        let segments = try Self.open(publication.segments, in: root, checks: .everything)
+        for (location, segment) in zip(publication.segments, segments) {
             guard segment.info.advertiserID == advertiser, segment.info.listVersion == version else {
-                throw .mismatch("segment \(path) belongs to advertiser '\(segment.info.advertiserID)' version \(segment.info.listVersion), not '\(advertiser)' version \(version)")
+                throw .mismatch("segment \(location) belongs to advertiser '\(segment.info.advertiserID)' version \(segment.info.listVersion), not '\(advertiser)' version \(version)")
             }
-            segments.append(segment)
         }
         return ListVersion(advertiserID: advertiser, version: version, segments: segments)
     }

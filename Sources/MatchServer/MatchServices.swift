@@ -144,7 +144,10 @@ public struct AdminHandler: MatchAdmin.Handler {
             guard request.version > 0 else { throw RPCError(.invalidArgument, "version must be at least 1 (\(request.advertiserId))") }
         }
         let outcomes = catalog.publish(requests.map {
-            MatchCatalog.Publication(advertiser: $0.advertiserId, version: $0.version, paths: $0.segments.map(\.path))
+            MatchCatalog.Publication(advertiser: $0.advertiserId, version: $0.version, segments: $0.segments.map { ref in
+                SegmentLocation(path: ref.path, slice: ref.length == 0 ? nil
+                    : SegmentLocation.Slice(offset: Int(clamping: ref.offset), length: Int(clamping: ref.length)))
+            })
         })
         return zip(requests, outcomes).map { request, outcome in
             var result = PublishResult()

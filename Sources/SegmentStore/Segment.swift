@@ -13,8 +13,12 @@ import Darwin
 /// version is unmapped only after the last of them returns.
 public final class Segment: @unchecked Sendable {
     public let info: SegmentInfo
+    /// The file the segment lies in, kept mapped while the segment lives.
+    public let mapping: FileMapping
+    /// Where in the mapped file the segment lies; nil: all of it.
+    public let slice: SegmentLocation.Slice?
     private let base: UnsafeRawPointer
-    private let mappedSize: Int
+    private let size: Int
     private let index: UnsafePointer<UInt64>
     private let keys: UnsafeRawPointer
     private let shift: UInt64
@@ -38,43 +42,34 @@ public final class Segment: @unchecked Sendable {
         try self.init(path: path, checks: verify ? .everything : .header)
     }
 
-    public init(path: String, checks: Checks) throws(SegmentError) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw SegmentError(path, "cannot open: \(String(cString: strerror(errno)))", isResourceLimit: SegmentError.isResourceLimit(errno: errno))
+    /// Opens and checks the segment that is the whole file at `path`.
+    public convenience init(path: String, checks: Checks) throws(SegmentError) {
+        try self.init(in: try FileMapping(path: path), slice: nil, checks: checks)
+    }
+
+    /// Opens and checks the segment at `slice` of a mapped file (nil: the
+    /// whole file). Segments of one pack share its one map.
+    public init(in mapping: FileMapping, slice: SegmentLocation.Slice?, checks: Checks) throws(SegmentError) {
+        let name = SegmentLocation(path: mapping.path, slice: slice).description
+        let offset = slice?.offset ?? 0
+        let size = slice?.length ?? mapping.size
+        guard offset >= 0, size >= 0, offset <= mapping.size, size <= mapping.size - offset else {
+            throw SegmentError(name, "the slice lies outside the \(mapping.size)-byte file")
         }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw SegmentError(path, "cannot stat: \(String(cString: strerror(errno)))") }
-        let size = Int(st.st_size)
         guard size >= SegmentFormat.headerSize else {
-            throw SegmentError(path, "truncated: \(size) bytes, smaller than the \(SegmentFormat.headerSize)-byte header")
+            throw SegmentError(name, "truncated: \(size) bytes, smaller than the \(SegmentFormat.headerSize)-byte header")
         }
-        guard let mapped = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
-            throw SegmentError(path, "cannot map: \(String(cString: strerror(errno)))", isResourceLimit: SegmentError.isResourceLimit(errno: errno))
-        }
-        // Lookups jump around: read-ahead and fault-around would only map
-        // (and count as this process's memory) pages no lookup asked for.
-        // Said before the first access, which is the header check.
-        madvise(mapped, size, MADV_RANDOM)
-        let base = UnsafeRawPointer(mapped)
-        do {
-            let info = try Segment.check(base: base, size: size, path: path, checks: checks)
-            self.info = info
-        } catch {
-            munmap(mapped, size)
-            throw error
-        }
+        let base = mapping.base + offset
+        let info = try Segment.check(base: base, size: size, path: name, checks: checks)
+        self.info = info
+        self.mapping = mapping
+        self.slice = slice
         self.base = base
-        self.mappedSize = size
+        self.size = size
         self.bits = info.indexBits
         self.shift = UInt64(64 - info.indexBits)
         self.index = (base + SegmentFormat.headerSize).assumingMemoryBound(to: UInt64.self)
         self.keys = base + SegmentFormat.headerSize + SegmentFormat.indexBytes(bits: info.indexBits)
-    }
-
-    deinit {
-        munmap(UnsafeMutableRawPointer(mutating: base), mappedSize)
     }
 
     public var count: Int { info.keyCount }
@@ -84,7 +79,7 @@ public final class Segment: @unchecked Sendable {
     /// the scrub must not need a map of its own when a server is near its
     /// limit of maps.
     public func verify() throws(SegmentError) {
-        _ = try Segment.check(base: base, size: mappedSize, path: info.path, checks: .everything)
+        _ = try Segment.check(base: base, size: size, path: info.path, checks: .everything)
     }
 
     private static func check(base: UnsafeRawPointer, size: Int, path: String, checks: Checks) throws(SegmentError) -> SegmentInfo {

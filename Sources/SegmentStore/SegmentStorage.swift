@@ -26,6 +26,14 @@ public protocol SegmentStorage: Sendable {
     func list(under prefix: String) async throws -> [String]
     /// Deletes one file; a missing one is not an error.
     func remove(_ path: String) async throws
+    /// Reserves a slot of `capacity` bytes in the pack file `path` (`PackFile`),
+    /// or nil when this store cannot write files in place (an object store):
+    /// the segment is then written as a file of its own.
+    func reserveSlot(in path: String, capacity: Int) throws -> PackSlot?
+}
+
+extension SegmentStorage {
+    public func reserveSlot(in path: String, capacity: Int) throws -> PackSlot? { nil }
 }
 
 /// The embedded default: a folder (shared by every process on this host,
@@ -52,6 +60,10 @@ public struct LocalSegmentStorage: SegmentStorage {
 
     public func commit(_ path: String) async throws {}
 
+    public func reserveSlot(in path: String, capacity: Int) throws -> PackSlot? {
+        try PackFile.reserve(at: try prepareWrite(path), capacity: capacity)
+    }
+
     public func localFile(_ path: String) async throws -> String {
         try url(path).path
     }
@@ -69,12 +81,23 @@ public struct LocalSegmentStorage: SegmentStorage {
         }
     }
 
+    /// Also removes the folders above `prefix` that it leaves empty (an
+    /// advertiser's `runs/<advertiser>` once its last version's runs go),
+    /// so 10,000 advertisers do not leave 10,000 empty folders behind.
+    /// `rmdir` removes only an empty folder, so a worker's new file is never
+    /// lost; a worker creating a folder at that instant sees its write fail
+    /// and the task runs again.
     public func removeAll(under prefix: String) async throws {
         let target = try url(prefix)
         do {
             try FileManager.default.removeItem(at: target)
         } catch CocoaError.fileNoSuchFile {
         } catch let error as NSError where error.domain == NSCocoaErrorDomain && error.code == NSFileNoSuchFileError {
+        }
+        // Up to, not including, the top folders (`runs`, `segments`).
+        var parents = prefix.split(separator: "/").dropLast()
+        while parents.count > 1, rmdir(root.appendingPathComponent(parents.joined(separator: "/")).path) == 0 {
+            parents = parents.dropLast()
         }
     }
 }

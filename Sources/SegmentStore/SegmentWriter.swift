@@ -14,7 +14,11 @@ import Foundation
 /// segment and a crash leaves at worst a stray temporary file.
 public final class SegmentWriter {
     public let path: String
-    private let file: TemporaryFile
+    private let output: SegmentOutput
+    /// Where the segment starts in its file: 0, or its pack slot's offset.
+    private let start: Int
+    /// The most bytes the segment may take: its pack slot's size.
+    private let capacity: Int?
     private let advertiserID: String
     private let listVersion: UInt64
     private let bits: Int
@@ -44,15 +48,46 @@ public final class SegmentWriter {
         self.listVersion = listVersion
         self.bits = SegmentFormat.indexBits(forKeys: estimatedKeys)
         self.bucketCounts = [UInt64](repeating: 0, count: 1 << bits)
+        let file: TemporaryFile
         (file, fd) = try TemporaryFile.create(for: path, durable: durable)
-        let keysStart = off_t(SegmentFormat.headerSize + SegmentFormat.indexBytes(bits: bits))
+        output = .file(file)
+        start = 0
+        capacity = nil
+        buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 16)
+        try seekToKeys()
+    }
+
+    /// Writes the segment into `slot` of a pack file (`PackFile.reserve`),
+    /// sized for `estimatedKeys`: more keys than that are refused rather
+    /// than written over the next slot.
+    public init(slot: PackSlot, advertiserID: String, listVersion: UInt64, estimatedKeys: Int) throws(SegmentError) {
+        guard advertiserID.utf8.count <= SegmentFormat.maxAdvertiserIDLength else {
+            throw SegmentError(slot.path, "advertiser id longer than \(SegmentFormat.maxAdvertiserIDLength) bytes")
+        }
+        self.path = slot.path
+        self.advertiserID = advertiserID
+        self.listVersion = listVersion
+        self.bits = SegmentFormat.indexBits(forKeys: estimatedKeys)
+        guard SegmentFormat.fileSize(keys: estimatedKeys, bits: bits) <= slot.capacity else {
+            throw SegmentError(slot.path, "a slot of \(slot.capacity) bytes cannot hold \(estimatedKeys) keys")
+        }
+        self.bucketCounts = [UInt64](repeating: 0, count: 1 << bits)
+        fd = open(slot.path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SegmentError(slot.path, "cannot open the pack: \(String(cString: strerror(errno)))") }
+        output = .slot(slot)
+        start = slot.offset
+        capacity = slot.capacity
+        buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 16)
+        try seekToKeys()
+    }
+
+    private func seekToKeys() throws(SegmentError) {
+        let keysStart = off_t(start + SegmentFormat.headerSize + SegmentFormat.indexBytes(bits: bits))
         guard lseek(fd, keysStart, SEEK_SET) == keysStart else {
             let reason = String(cString: strerror(errno))
-            close(fd)
-            file.discard()
+            discard()
             throw SegmentError(path, "cannot seek: \(reason)")
         }
-        buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 16)
     }
 
     public var keyCount: Int { count }
@@ -112,6 +147,9 @@ public final class SegmentWriter {
 
     private func flush() throws(SegmentError) {
         guard buffered > 0 else { return }
+        if let capacity, SegmentFormat.fileSize(keys: count, bits: bits) > capacity {
+            throw SegmentError(path, "\(count) keys overflow the \(capacity)-byte slot at \(start)")
+        }
         let bytes = UnsafeRawBufferPointer(start: buffer, count: buffered)
         keysHash.update(bytes)
         try writeAll(bytes, at: nil)
@@ -127,7 +165,7 @@ public final class SegmentWriter {
     }
 
     private func writeAll(_ bytes: UnsafeRawBufferPointer, at offset: Int?) throws(SegmentError) {
-        try file.writeAll(fd, bytes, at: offset)
+        try AtomicFile.writeAll(fd, bytes, at: offset.map { start + $0 }, path: path)
     }
 
     /// Writes the index and header, syncs, and renames the file into place.
@@ -177,46 +215,86 @@ public final class SegmentWriter {
             fd = -1
             let info = SegmentInfo(path: path, advertiserID: advertiserID, listVersion: listVersion, keyCount: count,
                                    indexBits: bits, firstKey: first, lastKey: last)
-            return UncommittedSegment(info: info, file: file)
+            let slice = capacity == nil ? nil : SegmentLocation.Slice(offset: start, length: SegmentFormat.fileSize(keys: count, bits: bits))
+            return UncommittedSegment(info: info, slice: slice, output: output)
         } catch {
-            if fd >= 0 { close(fd) }
-            fd = -1
-            file.discard()
+            discard()
             throw error
         }
     }
 
-    /// Abandons the segment: nothing appears at `path`.
+    /// Abandons the segment: nothing appears at `path` (or its slot).
     public func discard() {
         if fd >= 0 { close(fd) }
         fd = -1
-        file.discard()
+        output.discard()
     }
 
     deinit {
         if fd >= 0 {
             close(fd)
-            file.discard()
+            output.discard()
         }
         buffer.deallocate()
+    }
+}
+
+/// Where a writer's bytes go.
+enum SegmentOutput: Sendable {
+    /// A file of its own, renamed into place on commit.
+    case file(TemporaryFile)
+    /// A slot of a pack file, synced on commit.
+    case slot(PackSlot)
+
+    func commit() throws(SegmentError) {
+        switch self {
+        case .file(let file):
+            try file.commit()
+        case .slot(let slot):
+            let fd = open(slot.path, O_RDONLY | O_CLOEXEC)
+            let synced = fd >= 0 && fdatasync(fd) == 0
+            let reason = String(cString: strerror(errno))
+            if fd >= 0 { close(fd) }
+            guard synced else { throw SegmentError(slot.path, "fdatasync failed: \(reason)") }
+        }
+    }
+
+    func discard() {
+        switch self {
+        case .file(let file):
+            file.discard()
+        case .slot(let slot):
+            // Gives the slot's blocks back; the file keeps its size. A
+            // file system without hole punching keeps them until the
+            // version's folder is collected.
+            #if os(Linux)
+            let fd = open(slot.path, O_WRONLY | O_CLOEXEC)
+            if fd >= 0 {
+                _ = linuxFallocate(fd, 0x01 /* FALLOC_FL_KEEP_SIZE */ | 0x02 /* FALLOC_FL_PUNCH_HOLE */, off_t(slot.offset), off_t(slot.capacity))
+                close(fd)
+            }
+            #endif
+        }
     }
 }
 
 /// A segment written in full under a temporary name (`SegmentWriter.seal()`).
 public struct UncommittedSegment: Sendable {
     public let info: SegmentInfo
-    let file: TemporaryFile
+    /// Where in its pack the segment lies; nil for a file of its own.
+    public let slice: SegmentLocation.Slice?
+    let output: SegmentOutput
 
     /// Syncs the segment (when durable) and renames it into place, so that
-    /// after a crash it is either whole at its path or absent. On failure
-    /// the temporary file is removed.
+    /// after a crash it is either whole at its path or absent; a slot is
+    /// synced. On failure a temporary file is removed.
     public func commit() throws(SegmentError) {
-        try file.commit()
+        try output.commit()
     }
 
     /// Abandons it: nothing appears at its path.
     public func discard() {
-        file.discard()
+        output.discard()
     }
 }
 
@@ -243,3 +321,10 @@ extension SegmentWriter {
         return try writer.finish()
     }
 }
+
+#if os(Linux)
+/// glibc's `fallocate(2)`, which the Glibc module does not export (it is
+/// declared only under `_GNU_SOURCE`).
+@_silgen_name("fallocate")
+private func linuxFallocate(_ fd: Int32, _ mode: Int32, _ offset: off_t, _ length: off_t) -> Int32
+#endif

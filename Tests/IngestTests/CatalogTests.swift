@@ -30,7 +30,7 @@ final class CatalogTests: XCTestCase {
         let reopened = try IngestCatalog(path: path, policy: policy)
         XCTAssertEqual(try reopened.files(advertiser: "a", states: [], limit: 10, now: 2).first?.blocksTotal, 3)
         let db = try Database(path: path)
-        XCTAssertEqual(try db.userVersion, 3)
+        XCTAssertEqual(try db.userVersion, 4)
         try db.execute("PRAGMA user_version = 99")
         XCTAssertThrowsError(try IngestCatalog(path: path, policy: policy)) { error in
             XCTAssertTrue("\(error)".contains("schema version 99"), "\(error)")
@@ -109,8 +109,26 @@ final class CatalogTests: XCTestCase {
         XCTAssertEqual(retried.map(\.taskId), [merges[0].taskId], "the same merge, not a new one")
         let merge = try XCTUnwrap(retried.first)
         XCTAssertEqual(merge.runs, [blocks[0].outputPath, again[0].outputPath, blocks[2].outputPath])
-        XCTAssertEqual(try complete(merge, now: 9), IngestCatalog.Progress.none)
+        // Both merges write slots of the version's one pack; a report that
+        // names another file is refused and changes nothing.
+        XCTAssertEqual(Set(merges.map(\.packPath)), ["segments/a/\(file)/merged.pack"])
+        var foreign = CompleteTaskRequest()
+        foreign.taskId = merge.taskId
+        foreign.leaseToken = merge.leaseToken
+        foreign.outputPath = "segments/b/1/merged.pack"
+        foreign.outputLength = 4096
+        XCTAssertThrowsError(try catalog.complete(foreign, now: 9)) { XCTAssertTrue("\($0)".contains("only a slice of"), "\($0)") }
+        var sliced = foreign
+        sliced.outputPath = merge.packPath
+        sliced.outputOffset = 8192
+        sliced.outputLength = 4000
+        sliced.outputKeys = 3
+        XCTAssertEqual(try catalog.complete(sliced, now: 9), IngestCatalog.Progress.none)
         XCTAssertEqual(try complete(merges[1], now: 9), .readyToPublish)
+        let publication = try XCTUnwrap(try catalog.pendingPublications().first)
+        XCTAssertEqual(publication.segments.map(\.path), [merge.packPath, merges[1].outputPath])
+        XCTAssertEqual(publication.segments.map(\.offset), [8192, 0])
+        XCTAssertEqual(publication.segments.map(\.length), [4000, 0], "a whole file has length 0")
         XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 10).first?.mergesTotal, 2)
         XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 10).first?.keys, 9)
         XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 10).first?.fileId, file)

@@ -76,8 +76,15 @@ final class IngestEndToEndTests: XCTestCase {
 
         // Runs are collected once live; the segments stay.
         try await waitUntil { !FileManager.default.fileExists(atPath: self.harness.storeRoot.appendingPathComponent("runs/acme/\(submitted.fileId)").path) }
-        let segments = try FileManager.default.contentsOfDirectory(atPath: harness.storeRoot.appendingPathComponent("segments/acme/\(submitted.fileId)").path)
-        XCTAssertEqual(segments.filter { $0.hasSuffix(".seg") }.count, 4)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: harness.storeRoot.appendingPathComponent("runs/acme").path),
+                       "the advertiser's emptied folder is removed too")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: harness.storeRoot.appendingPathComponent("runs").path))
+        // The four merges wrote slots of one pack file: one map serves them.
+        let files = try FileManager.default.contentsOfDirectory(atPath: harness.storeRoot.appendingPathComponent("segments/acme/\(submitted.fileId)").path)
+        XCTAssertEqual(files, ["merged.pack"])
+        let live = try XCTUnwrap(harness.matchCatalog.current("acme"))
+        XCTAssertEqual(live.segments.count, 4)
+        XCTAssertEqual(Set(live.segments.map { ObjectIdentifier($0.mapping) }).count, 1, "one map for the version")
     }
 
     /// Blocks of 97 bytes over lines of 33 to 40 bytes: the boundaries fall

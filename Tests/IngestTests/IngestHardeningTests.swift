@@ -189,10 +189,11 @@ extension IngestHardeningTests {
         let keys = ReferenceParser.randomKeys(500, seed: 40)
         let v1 = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(keys), advertiser: "rot", name: "list.txt")).fileId)
         XCTAssertEqual(v1.state, .live)
-        let segment = try XCTUnwrap(harness.matchCatalog.current("rot")?.segments.first?.info.path)
-        var bytes = try Data(contentsOf: URL(fileURLWithPath: segment))
-        bytes[bytes.count - 1] ^= 0xFF
-        try bytes.write(to: URL(fileURLWithPath: segment))
+        let segment = try XCTUnwrap(harness.matchCatalog.current("rot")?.segments.first)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: segment.mapping.path))
+        let end = segment.slice.map { $0.offset + $0.length } ?? bytes.count
+        bytes[end - 1] ^= 0xFF // the segment's last key
+        try bytes.write(to: URL(fileURLWithPath: segment.mapping.path))
 
         let found = await harness.matchCatalog.scrub(bytesPerSecond: 0)
         XCTAssertEqual(found, ["rot"])
@@ -251,7 +252,7 @@ extension IngestHardeningTests {
         let live = try await harness.waitForFile(submitted.fileId)
         XCTAssertEqual(live.state, .live)
         try await waitUntil { !FileManager.default.fileExists(atPath: stray.path) }
-        let served = try XCTUnwrap(harness.matchCatalog.current("gc")).segments.map(\.info.path)
+        let served = try XCTUnwrap(harness.matchCatalog.current("gc")).segments.map(\.mapping.path)
         XCTAssertFalse(served.isEmpty)
         for path in served { XCTAssertTrue(FileManager.default.fileExists(atPath: path), path) }
         let hits = try await harness.matched("gc", keys)

@@ -1,5 +1,6 @@
 import Foundation
 @testable import MatchServer
+import SegmentStore
 import XCTest
 
 final class ManifestLogTests: XCTestCase {
@@ -26,7 +27,7 @@ final class ManifestLogTests: XCTestCase {
         }
         var reopened = try ManifestLog(root: root, minimumCompaction: 400)
         XCTAssertEqual(reopened.entries, ["a": .init(version: 2, segments: ["s/a/2"])])
-        for v in 3..<12 { try reopened.record([.init(advertiser: "c", version: UInt64(v), segments: ["s/c/\(v)"])]) }
+        for v in 3..<12 { try reopened.record([.init(advertiser: "c", version: UInt64(v), segments: [SegmentLocation(path: "s/c/\(v)")])]) }
         XCTAssertTrue(FileManager.default.fileExists(atPath: reopened.snapshotURL.path), "never compacted")
         let logSize = (try FileManager.default.attributesOfItem(atPath: reopened.logURL.path)[.size] as? Int) ?? -1
         XCTAssertLessThan(logSize, 400)

@@ -434,4 +434,52 @@ final class MatchServerTests: XCTestCase {
         XCTAssertEqual(reply.version, 2)
         await assertStatus(.notFound) { _ = try await self.match.match(MatchRequest(advertiserId: "gone", hash: Data(count: 16)), options: self.asClient) }
     }
+
+    /// Writes `keys` in `parts` key ranges as slots of one pack file, as merges do.
+    private func writePack(_ keys: [Key16], advertiser: String, version: UInt64, parts: Int) throws -> [SegmentRef] {
+        let sorted = Array(Set(keys)).sorted()
+        let path = "segments/\(advertiser)/\(version)/merged.pack"
+        try FileManager.default.createDirectory(at: root.appendingPathComponent(path).deletingLastPathComponent(), withIntermediateDirectories: true)
+        let chunk = (sorted.count + parts - 1) / parts
+        return try (0..<parts).map { part in
+            let range = Array(sorted[min(sorted.count, part * chunk)..<min(sorted.count, (part + 1) * chunk)])
+            let slot = try PackFile.reserve(at: root.appendingPathComponent(path).path,
+                                            capacity: SegmentFormat.fileSize(keys: range.count, bits: SegmentFormat.indexBits(forKeys: range.count)))
+            let writer = try SegmentWriter(slot: slot, advertiserID: advertiser, listVersion: version, estimatedKeys: range.count)
+            try range.withUnsafeBufferPointer { try writer.append(contentsOf: $0) }
+            let sealed = try writer.seal()
+            try sealed.commit()
+            let slice = try XCTUnwrap(sealed.slice)
+            return SegmentRef(path: path, keyCount: UInt64(range.count), offset: UInt64(slice.offset), length: UInt64(slice.length))
+        }
+    }
+
+    /// A version of many segments in one pack is one map, however many
+    /// segments; the map count stays one per version through a restart.
+    func testAPackedVersionIsOneMapAndSurvivesARestart() async throws {
+        let keys = randomKeys(4_000, seed: 60)
+        let segments = try writePack(keys, advertiser: "acme", version: 1, parts: 16)
+        _ = try await admin.publish(PublishRequest(advertiserId: "acme", version: 1, segments: segments), options: asAdmin)
+        _ = try await publish(randomKeys(100, seed: 61), advertiser: "beta", version: 3, parts: 3)
+        XCTAssertEqual(catalog.current("acme")?.segments.count, 16)
+        XCTAssertEqual(catalog.mappedFiles, 1 + 3, "one map for the pack, one per file of beta")
+
+        await client.close()
+        server.drain()
+        await server.waitUntilClosed()
+        try await startServer()
+        XCTAssertEqual(catalog.advertisers, ["acme": 1, "beta": 3])
+        XCTAssertEqual(catalog.mappedFiles, 4)
+        let reply = try await match.matchMany(MatchManyRequest(advertiserId: "acme", hashes: data(keys + randomKeys(50, seed: 62))), options: asClient)
+        let hits = (0..<(keys.count + 50)).map { reply.matched[$0 >> 3] & (1 << UInt8($0 & 7)) != 0 }
+        XCTAssertEqual(hits, Array(repeating: true, count: keys.count) + Array(repeating: false, count: 50))
+
+        // A slice that does not hold the segment it claims is refused by name.
+        var wrong = try writePack(randomKeys(300, seed: 63), advertiser: "acme", version: 2, parts: 2)
+        wrong[1].offset += 4096
+        await assertStatus(.failedPrecondition) {
+            _ = try await self.admin.publish(PublishRequest(advertiserId: "acme", version: 2, segments: wrong), options: self.asAdmin)
+        }
+        XCTAssertEqual(catalog.advertisers["acme"], 1, "the previous version keeps serving")
+    }
 }

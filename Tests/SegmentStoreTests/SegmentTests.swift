@@ -207,3 +207,104 @@ final class SegmentTests: XCTestCase {
         XCTAssertEqual(SegmentFormat.indexBits(forKeys: 6_000_000_000), 24)
     }
 }
+
+/// Pack files: the segments of one version in slots of one file, one map.
+final class PackFileTests: XCTestCase {
+    private var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("roster-pack-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    private func sortedKeys(_ n: Int, seed: UInt64) -> [Key16] {
+        var rng = SplitMix64(seed: seed)
+        return Array(Set((0..<n).map { _ in Key16(hi: rng.next(), lo: rng.next()) })).sorted()
+    }
+
+    /// Writes `keys` into a new slot of `pack`; returns where it went.
+    private func writeSlot(_ keys: [Key16], pack: String, estimate: Int? = nil) throws -> SegmentLocation.Slice {
+        let estimated = estimate ?? keys.count
+        let slot = try PackFile.reserve(at: pack, capacity: SegmentFormat.fileSize(keys: estimated, bits: SegmentFormat.indexBits(forKeys: estimated)))
+        let writer = try SegmentWriter(slot: slot, advertiserID: "acme", listVersion: 9, estimatedKeys: estimated)
+        do {
+            try keys.withUnsafeBufferPointer { try writer.append(contentsOf: $0) }
+            let sealed = try writer.seal()
+            try sealed.commit()
+            return try XCTUnwrap(sealed.slice)
+        } catch {
+            writer.discard()
+            throw error
+        }
+    }
+
+    func testSegmentsInSlotsOfOnePackShareOneMapAndAnswerLikeFiles() throws {
+        let pack = dir.appendingPathComponent("merged.pack").path
+        let ranges = [sortedKeys(3_000, seed: 1), sortedKeys(1, seed: 2), [], sortedKeys(70_000, seed: 3)]
+        let slices = try ranges.map { try writeSlot($0, pack: pack) }
+        for (a, b) in zip(slices, slices.dropFirst()) {
+            XCTAssertEqual(a.offset % PackFile.alignment, 0)
+            XCTAssertLessThanOrEqual(a.offset + a.length, b.offset, "slots overlap")
+        }
+        let mapping = try FileMapping(path: pack)
+        for (keys, slice) in zip(ranges, slices) {
+            let segment = try Segment(in: mapping, slice: slice, checks: .everything)
+            XCTAssertTrue(segment.mapping === mapping)
+            XCTAssertEqual(segment.count, keys.count)
+            XCTAssertEqual(segment.info.listVersion, 9)
+            XCTAssertTrue(keys.allSatisfy { segment.contains($0) })
+            XCTAssertFalse(ranges.filter { $0 != keys }.joined().contains { segment.contains($0) })
+        }
+    }
+
+    /// A writer given more keys than its slot was sized for fails rather
+    /// than write over the next slot, whose segment stays intact.
+    func testAWriterCannotOverflowItsSlot() throws {
+        let pack = dir.appendingPathComponent("merged.pack").path
+        let slot = try PackFile.reserve(at: pack, capacity: SegmentFormat.fileSize(keys: 10, bits: SegmentFormat.indexBits(forKeys: 10)))
+        let nextKeys = sortedKeys(500, seed: 5)
+        let next = try writeSlot(nextKeys, pack: pack)
+        let writer = try SegmentWriter(slot: slot, advertiserID: "acme", listVersion: 9, estimatedKeys: 10)
+        let many = sortedKeys(100_000, seed: 6)
+        XCTAssertThrowsError(try many.withUnsafeBufferPointer { try writer.append(contentsOf: $0); _ = try writer.seal() }) { error in
+            XCTAssertTrue("\(error)".contains("overflow"), "\(error)")
+        }
+        writer.discard()
+        let intact = try Segment(in: try FileMapping(path: pack), slice: next, checks: .everything)
+        XCTAssertEqual(intact.count, nextKeys.count)
+        XCTAssertThrowsError(try SegmentWriter(slot: slot, advertiserID: "acme", listVersion: 9, estimatedKeys: 1_000_000)) { error in
+            XCTAssertTrue("\(error)".contains("cannot hold"), "\(error)")
+        }
+    }
+
+    func testSlicesOutsideTheFileOrOverlappingTheWrongBytesAreRefused() throws {
+        let pack = dir.appendingPathComponent("merged.pack").path
+        let slice = try writeSlot(sortedKeys(200, seed: 7), pack: pack)
+        let mapping = try FileMapping(path: pack)
+        for bad in [SegmentLocation.Slice(offset: slice.offset, length: mapping.size + 1),
+                    SegmentLocation.Slice(offset: -4096, length: slice.length),
+                    SegmentLocation.Slice(offset: mapping.size, length: 200)] {
+            XCTAssertThrowsError(try Segment(in: mapping, slice: bad, checks: .header)) { error in
+                XCTAssertTrue("\(error)".contains("outside") || "\(error)".contains("truncated"), "\(error)")
+            }
+        }
+        XCTAssertThrowsError(try Segment(in: mapping, slice: .init(offset: slice.offset, length: slice.length - 16), checks: .header)) { error in
+            XCTAssertTrue("\(error)".contains("merged.pack@\(slice.offset)+\(slice.length - 16)"), "named by its slice: \(error)")
+        }
+    }
+
+    /// A whole file is a plain string in JSON (as manifests written before
+    /// packs have it), a slice an object.
+    func testLocationsEncodeAsStringsOrObjects() throws {
+        let locations = [SegmentLocation(path: "s/a/1/x.seg"), SegmentLocation(path: "s/a/2/merged.pack", slice: .init(offset: 8192, length: 300))]
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let json = String(decoding: try encoder.encode(locations), as: UTF8.self)
+        XCTAssertEqual(json, #"["s\/a\/1\/x.seg",{"length":300,"offset":8192,"path":"s\/a\/2\/merged.pack"}]"#)
+        XCTAssertEqual(try JSONDecoder().decode([SegmentLocation].self, from: Data(json.utf8)), locations)
+    }
+}

@@ -184,20 +184,31 @@ public struct MatchManyResponse: ProtoMessage {
     }
 }
 
-/// One immutable segment file of sorted 16-byte keys.
+/// One immutable segment of sorted 16-byte keys: a whole file, or a slice of
+/// a version's pack file (docs/STORAGE.md).
 public struct SegmentRef: ProtoMessage {
     /// Path relative to the segment store's root.
     public var path: String = ""
     public var keyCount: UInt64 = 0
+    /// Where the segment lies in the file; length 0: it is the whole file.
+    public var offset: UInt64 = 0
+    public var length: UInt64 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
     public init() {}
 
-    public init(path: String = "", keyCount: UInt64 = 0) {
+    public init(
+        path: String = "",
+        keyCount: UInt64 = 0,
+        offset: UInt64 = 0,
+        length: UInt64 = 0
+    ) {
         self.path = path
         self.keyCount = keyCount
+        self.offset = offset
+        self.length = length
     }
 }
 
@@ -699,6 +710,12 @@ public struct IngestTask: ProtoMessage {
     /// Parse: group the run's keys by their top `partition_bits` bits, so that
     /// every merge range of the version is a whole number of groups.
     public var partitionBits: UInt32 = 0
+    /// Merge: the version's pack file. A worker whose segment store can
+    /// reserve slots in it writes the segment into one (and reports
+    /// output_path, output_offset and output_length); otherwise it writes
+    /// output_path. One pack is one memory map in a match server, however
+    /// many merges the version has.
+    public var packPath: String = ""
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -720,7 +737,8 @@ public struct IngestTask: ProtoMessage {
         runs: [String] = [],
         keyLow: UInt64 = 0,
         keyHigh: UInt64 = 0,
-        partitionBits: UInt32 = 0
+        partitionBits: UInt32 = 0,
+        packPath: String = ""
     ) {
         self.taskId = taskId
         self.kind = kind
@@ -737,6 +755,7 @@ public struct IngestTask: ProtoMessage {
         self.keyLow = keyLow
         self.keyHigh = keyHigh
         self.partitionBits = partitionBits
+        self.packPath = packPath
     }
 }
 
@@ -831,6 +850,11 @@ public struct CompleteTaskRequest: ProtoMessage {
     public var outputKeys: UInt64 = 0
     /// Bytes parsed (the block's size) for rates.
     public var bytes: UInt64 = 0
+    /// Merge: where the segment was written, when in a slot of the task's
+    /// pack_path rather than at its output_path.
+    public var outputPath: String = ""
+    public var outputOffset: UInt64 = 0
+    public var outputLength: UInt64 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -847,7 +871,10 @@ public struct CompleteTaskRequest: ProtoMessage {
         invalidByKind: [String: UInt64] = [:],
         invalidSamples: [InvalidLine] = [],
         outputKeys: UInt64 = 0,
-        bytes: UInt64 = 0
+        bytes: UInt64 = 0,
+        outputPath: String = "",
+        outputOffset: UInt64 = 0,
+        outputLength: UInt64 = 0
     ) {
         self.workerId = workerId
         self.taskId = taskId
@@ -859,6 +886,9 @@ public struct CompleteTaskRequest: ProtoMessage {
         self.invalidSamples = invalidSamples
         self.outputKeys = outputKeys
         self.bytes = bytes
+        self.outputPath = outputPath
+        self.outputOffset = outputOffset
+        self.outputLength = outputLength
     }
 }
 
@@ -1372,6 +1402,8 @@ extension SegmentRef {
             switch tag.fieldNumber {
             case 1: self.path = try reader.read(StringCodec.self, tag)
             case 2: self.keyCount = try reader.read(UInt64Codec.self, tag)
+            case 3: self.offset = try reader.read(UInt64Codec.self, tag)
+            case 4: self.length = try reader.read(UInt64Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -1381,12 +1413,16 @@ extension SegmentRef {
         var size = unknownFields.count
         if !self.path.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.path) }
         if self.keyCount != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.keyCount) }
+        if self.offset != 0 { size += ProtoSize.field(UInt64Codec.self, field: 3, self.offset) }
+        if self.length != 0 { size += ProtoSize.field(UInt64Codec.self, field: 4, self.length) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
         if !self.path.isEmpty { writer.write(StringCodec.self, field: 1, self.path) }
         if self.keyCount != 0 { writer.write(UInt64Codec.self, field: 2, self.keyCount) }
+        if self.offset != 0 { writer.write(UInt64Codec.self, field: 3, self.offset) }
+        if self.length != 0 { writer.write(UInt64Codec.self, field: 4, self.length) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -2027,6 +2063,7 @@ extension IngestTask {
             case 13: self.keyLow = try reader.read(UInt64Codec.self, tag)
             case 14: self.keyHigh = try reader.read(UInt64Codec.self, tag)
             case 15: self.partitionBits = try reader.read(UInt32Codec.self, tag)
+            case 16: self.packPath = try reader.read(StringCodec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -2049,6 +2086,7 @@ extension IngestTask {
         if self.keyLow != 0 { size += ProtoSize.field(UInt64Codec.self, field: 13, self.keyLow) }
         if self.keyHigh != 0 { size += ProtoSize.field(UInt64Codec.self, field: 14, self.keyHigh) }
         if self.partitionBits != 0 { size += ProtoSize.field(UInt32Codec.self, field: 15, self.partitionBits) }
+        if !self.packPath.isEmpty { size += ProtoSize.field(StringCodec.self, field: 16, self.packPath) }
         return size
     }
 
@@ -2068,6 +2106,7 @@ extension IngestTask {
         if self.keyLow != 0 { writer.write(UInt64Codec.self, field: 13, self.keyLow) }
         if self.keyHigh != 0 { writer.write(UInt64Codec.self, field: 14, self.keyHigh) }
         if self.partitionBits != 0 { writer.write(UInt32Codec.self, field: 15, self.partitionBits) }
+        if !self.packPath.isEmpty { writer.write(StringCodec.self, field: 16, self.packPath) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -2192,6 +2231,9 @@ extension CompleteTaskRequest {
             case 8: try reader.readRepeated(MessageCodec<InvalidLine>.self, tag, into: &self.invalidSamples)
             case 9: self.outputKeys = try reader.read(UInt64Codec.self, tag)
             case 10: self.bytes = try reader.read(UInt64Codec.self, tag)
+            case 11: self.outputPath = try reader.read(StringCodec.self, tag)
+            case 12: self.outputOffset = try reader.read(UInt64Codec.self, tag)
+            case 13: self.outputLength = try reader.read(UInt64Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -2209,6 +2251,9 @@ extension CompleteTaskRequest {
         size += ProtoSize.repeated(MessageCodec<InvalidLine>.self, field: 8, self.invalidSamples)
         if self.outputKeys != 0 { size += ProtoSize.field(UInt64Codec.self, field: 9, self.outputKeys) }
         if self.bytes != 0 { size += ProtoSize.field(UInt64Codec.self, field: 10, self.bytes) }
+        if !self.outputPath.isEmpty { size += ProtoSize.field(StringCodec.self, field: 11, self.outputPath) }
+        if self.outputOffset != 0 { size += ProtoSize.field(UInt64Codec.self, field: 12, self.outputOffset) }
+        if self.outputLength != 0 { size += ProtoSize.field(UInt64Codec.self, field: 13, self.outputLength) }
         return size
     }
 
@@ -2223,6 +2268,9 @@ extension CompleteTaskRequest {
         writer.writeRepeated(MessageCodec<InvalidLine>.self, field: 8, self.invalidSamples)
         if self.outputKeys != 0 { writer.write(UInt64Codec.self, field: 9, self.outputKeys) }
         if self.bytes != 0 { writer.write(UInt64Codec.self, field: 10, self.bytes) }
+        if !self.outputPath.isEmpty { writer.write(StringCodec.self, field: 11, self.outputPath) }
+        if self.outputOffset != 0 { writer.write(UInt64Codec.self, field: 12, self.outputOffset) }
+        if self.outputLength != 0 { writer.write(UInt64Codec.self, field: 13, self.outputLength) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -2460,12 +2508,14 @@ extension MatchManyResponse: ProtoJSONMessage {
 
 extension SegmentRef: ProtoJSONMessage {
     public static let protoName = "roster.v1.SegmentRef"
-    public static let schemaDefinition = "/// One immutable segment file of sorted 16-byte keys.\nmessage SegmentRef {\n  /// Path relative to the segment store's root.\n  string path = 1;\n  uint64 key_count = 2;\n}"
+    public static let schemaDefinition = "/// One immutable segment of sorted 16-byte keys: a whole file, or a slice of\n/// a version's pack file (docs/STORAGE.md).\nmessage SegmentRef {\n  /// Path relative to the segment store's root.\n  string path = 1;\n  uint64 key_count = 2;\n  /// Where the segment lies in the file; length 0: it is the whole file.\n  uint64 offset = 3;\n  uint64 length = 4;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.singular("path", StringCodec.self, self.path)
         object.singular("keyCount", UInt64Codec.self, self.keyCount)
+        object.singular("offset", UInt64Codec.self, self.offset)
+        object.singular("length", UInt64Codec.self, self.length)
         return object.value
     }
 
@@ -2474,7 +2524,9 @@ extension SegmentRef: ProtoJSONMessage {
             switch key {
             case "path": self.path = try JSONReader.singular(StringCodec.self, value, field: "path")
             case "keyCount", "key_count": self.keyCount = try JSONReader.singular(UInt64Codec.self, value, field: "keyCount")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["path", "keyCount"])
+            case "offset": self.offset = try JSONReader.singular(UInt64Codec.self, value, field: "offset")
+            case "length": self.length = try JSONReader.singular(UInt64Codec.self, value, field: "length")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["path", "keyCount", "offset", "length"])
             }
         }
     }
@@ -3012,7 +3064,7 @@ extension ScanResponse: ProtoJSONMessage {
 
 extension IngestTask: ProtoJSONMessage {
     public static let protoName = "roster.v1.IngestTask"
-    public static let schemaDefinition = "/// One leased piece of work. Everything a stateless worker needs is here.\nmessage IngestTask {\n  uint64 task_id = 1;\n  TaskKind kind = 2;\n  /// Proof of the lease: reports carrying another token are ignored.\n  string lease_token = 3;\n  uint32 attempt = 4;\n  string advertiser_id = 5;\n  /// The list version being built (the file id).\n  uint64 version = 6;\n  /// Parse: the lake object and the byte range [start, end) whose lines to parse.\n  string lake_path = 7;\n  string etag = 8;\n  uint64 start = 9;\n  uint64 end = 10;\n  /// Where in the segment store to write the output (unique to this attempt).\n  string output_path = 11;\n  /// Merge: the runs to merge, and the key range [key_low, key_high) by the\n  /// first 8 bytes of each key read big-endian (key_high 0 means the end).\n  repeated string runs = 12;\n  uint64 key_low = 13;\n  uint64 key_high = 14;\n  /// Parse: group the run's keys by their top `partition_bits` bits, so that\n  /// every merge range of the version is a whole number of groups.\n  uint32 partition_bits = 15;\n}"
+    public static let schemaDefinition = "/// One leased piece of work. Everything a stateless worker needs is here.\nmessage IngestTask {\n  uint64 task_id = 1;\n  TaskKind kind = 2;\n  /// Proof of the lease: reports carrying another token are ignored.\n  string lease_token = 3;\n  uint32 attempt = 4;\n  string advertiser_id = 5;\n  /// The list version being built (the file id).\n  uint64 version = 6;\n  /// Parse: the lake object and the byte range [start, end) whose lines to parse.\n  string lake_path = 7;\n  string etag = 8;\n  uint64 start = 9;\n  uint64 end = 10;\n  /// Where in the segment store to write the output (unique to this attempt).\n  string output_path = 11;\n  /// Merge: the runs to merge, and the key range [key_low, key_high) by the\n  /// first 8 bytes of each key read big-endian (key_high 0 means the end).\n  repeated string runs = 12;\n  uint64 key_low = 13;\n  uint64 key_high = 14;\n  /// Parse: group the run's keys by their top `partition_bits` bits, so that\n  /// every merge range of the version is a whole number of groups.\n  uint32 partition_bits = 15;\n  /// Merge: the version's pack file. A worker whose segment store can\n  /// reserve slots in it writes the segment into one (and reports\n  /// output_path, output_offset and output_length); otherwise it writes\n  /// output_path. One pack is one memory map in a match server, however\n  /// many merges the version has.\n  string pack_path = 16;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -3031,6 +3083,7 @@ extension IngestTask: ProtoJSONMessage {
         object.singular("keyLow", UInt64Codec.self, self.keyLow)
         object.singular("keyHigh", UInt64Codec.self, self.keyHigh)
         object.singular("partitionBits", UInt32Codec.self, self.partitionBits)
+        object.singular("packPath", StringCodec.self, self.packPath)
         return object.value
     }
 
@@ -3052,7 +3105,8 @@ extension IngestTask: ProtoJSONMessage {
             case "keyLow", "key_low": self.keyLow = try JSONReader.singular(UInt64Codec.self, value, field: "keyLow")
             case "keyHigh", "key_high": self.keyHigh = try JSONReader.singular(UInt64Codec.self, value, field: "keyHigh")
             case "partitionBits", "partition_bits": self.partitionBits = try JSONReader.singular(UInt32Codec.self, value, field: "partitionBits")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["taskId", "kind", "leaseToken", "attempt", "advertiserId", "version", "lakePath", "etag", "start", "end", "outputPath", "runs", "keyLow", "keyHigh", "partitionBits"])
+            case "packPath", "pack_path": self.packPath = try JSONReader.singular(StringCodec.self, value, field: "packPath")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["taskId", "kind", "leaseToken", "attempt", "advertiserId", "version", "lakePath", "etag", "start", "end", "outputPath", "runs", "keyLow", "keyHigh", "partitionBits", "packPath"])
             }
         }
     }
@@ -3152,7 +3206,7 @@ extension HeartbeatResponse: ProtoJSONMessage {
 
 extension CompleteTaskRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.CompleteTaskRequest"
-    public static let schemaDefinition = "message CompleteTaskRequest {\n  string worker_id = 1;\n  uint64 task_id = 2;\n  string lease_token = 3;\n  /// Parse results.\n  uint64 lines = 4;\n  uint64 keys = 5;\n  uint64 skipped = 6;\n  map<string, uint64> invalid_by_kind = 7;\n  repeated InvalidLine invalid_samples = 8;\n  /// Distinct keys in the output (run or segment).\n  uint64 output_keys = 9;\n  /// Bytes parsed (the block's size) for rates.\n  uint64 bytes = 10;\n}"
+    public static let schemaDefinition = "message CompleteTaskRequest {\n  string worker_id = 1;\n  uint64 task_id = 2;\n  string lease_token = 3;\n  /// Parse results.\n  uint64 lines = 4;\n  uint64 keys = 5;\n  uint64 skipped = 6;\n  map<string, uint64> invalid_by_kind = 7;\n  repeated InvalidLine invalid_samples = 8;\n  /// Distinct keys in the output (run or segment).\n  uint64 output_keys = 9;\n  /// Bytes parsed (the block's size) for rates.\n  uint64 bytes = 10;\n  /// Merge: where the segment was written, when in a slot of the task's\n  /// pack_path rather than at its output_path.\n  string output_path = 11;\n  uint64 output_offset = 12;\n  uint64 output_length = 13;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -3166,6 +3220,9 @@ extension CompleteTaskRequest: ProtoJSONMessage {
         object.repeatedMessages("invalidSamples", self.invalidSamples)
         object.singular("outputKeys", UInt64Codec.self, self.outputKeys)
         object.singular("bytes", UInt64Codec.self, self.bytes)
+        object.singular("outputPath", StringCodec.self, self.outputPath)
+        object.singular("outputOffset", UInt64Codec.self, self.outputOffset)
+        object.singular("outputLength", UInt64Codec.self, self.outputLength)
         return object.value
     }
 
@@ -3182,7 +3239,10 @@ extension CompleteTaskRequest: ProtoJSONMessage {
             case "invalidSamples", "invalid_samples": self.invalidSamples = try JSONReader.repeated(MessageCodec<InvalidLine>.self, value, field: "invalidSamples")
             case "outputKeys", "output_keys": self.outputKeys = try JSONReader.singular(UInt64Codec.self, value, field: "outputKeys")
             case "bytes": self.bytes = try JSONReader.singular(UInt64Codec.self, value, field: "bytes")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "taskId", "leaseToken", "lines", "keys", "skipped", "invalidByKind", "invalidSamples", "outputKeys", "bytes"])
+            case "outputPath", "output_path": self.outputPath = try JSONReader.singular(StringCodec.self, value, field: "outputPath")
+            case "outputOffset", "output_offset": self.outputOffset = try JSONReader.singular(UInt64Codec.self, value, field: "outputOffset")
+            case "outputLength", "output_length": self.outputLength = try JSONReader.singular(UInt64Codec.self, value, field: "outputLength")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "taskId", "leaseToken", "lines", "keys", "skipped", "invalidByKind", "invalidSamples", "outputKeys", "bytes", "outputPath", "outputOffset", "outputLength"])
             }
         }
     }
