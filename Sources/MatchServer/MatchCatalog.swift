@@ -150,11 +150,12 @@ public final class MatchCatalog: Sendable {
         return segments
     }
 
-    /// The number of files a live list maps (`FileMapping`s): what counts
-    /// against the process's limit of memory maps.
-    public var mappedFiles: Int {
+    /// The memory maps the live lists hold: what counts against the
+    /// process's limit of maps. One per pack or segment file, none for a
+    /// small file read into memory (`FileMapping.copyLimit`).
+    public var memoryMaps: Int {
         live.withLock { lists in
-            lists.values.reduce(0) { $0 + Set($1.segments.map { ObjectIdentifier($0.mapping) }).count }
+            lists.values.reduce(0) { $0 + Set($1.segments.filter { !$0.mapping.isCopy }.map { ObjectIdentifier($0.mapping) }).count }
         }
     }
 
@@ -191,6 +192,10 @@ public final class MatchCatalog: Sendable {
             for segment in list.segments {
                 do {
                     try segment.verify()
+                } catch where error.isResourceLimit {
+                    // Out of descriptors for a moment: nothing is known of the file.
+                    logger.warning("cannot scrub a segment now", metadata: ["segment": "\(segment.info.path)", "error": "\(error)"])
+                    break
                 } catch {
                     markDamaged(list, reason: "\(error)")
                     found.append(list.advertiserID)

@@ -68,12 +68,21 @@ extension SegmentLocation: Codable {
     }
 }
 
-/// A whole file mapped read-only, shared by the segments in it. Unmapped when
-/// the last segment that holds it goes.
+/// A whole file mapped read-only (or, when small, read into memory), shared
+/// by the segments in it. Released when the last segment that holds it goes.
 public final class FileMapping: @unchecked Sendable {
+    /// Files up to this size are read into memory rather than mapped. A map
+    /// is scarce (Linux allows a process about 65,000) and 100,000
+    /// advertisers with 10 KB lists would otherwise need 100,000 of them.
+    /// Kept under glibc's malloc threshold for using a map itself (128 KiB).
+    public static let copyLimit = 64 << 10
+
     public let path: String
     let base: UnsafeRawPointer
     public let size: Int
+    /// Read into memory rather than mapped: the bytes on disk can change
+    /// without the copy seeing it, so a scrub reads them again.
+    public let isCopy: Bool
 
     public init(path: String) throws(SegmentError) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -87,20 +96,57 @@ public final class FileMapping: @unchecked Sendable {
         guard size >= SegmentFormat.headerSize else {
             throw SegmentError(path, "truncated: \(size) bytes, smaller than the \(SegmentFormat.headerSize)-byte header")
         }
-        guard let mapped = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
-            throw SegmentError(path, "cannot map: \(String(cString: strerror(errno)))", isResourceLimit: SegmentError.isResourceLimit(errno: errno))
+        if size <= Self.copyLimit {
+            self.base = UnsafeRawPointer(try Self.read(fd, path: path, offset: 0, count: size))
+            self.isCopy = true
+        } else {
+            guard let mapped = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
+                throw SegmentError(path, "cannot map: \(String(cString: strerror(errno)))", isResourceLimit: SegmentError.isResourceLimit(errno: errno))
+            }
+            // Lookups jump around: read-ahead and fault-around would only map
+            // (and count as this process's memory) pages no lookup asked for.
+            // Said before the first access, which is a header check.
+            madvise(mapped, size, MADV_RANDOM)
+            self.base = UnsafeRawPointer(mapped)
+            self.isCopy = false
         }
-        // Lookups jump around: read-ahead and fault-around would only map
-        // (and count as this process's memory) pages no lookup asked for.
-        // Said before the first access, which is a header check.
-        madvise(mapped, size, MADV_RANDOM)
         self.path = path
-        self.base = UnsafeRawPointer(mapped)
         self.size = size
     }
 
     deinit {
-        munmap(UnsafeMutableRawPointer(mutating: base), size)
+        if isCopy {
+            base.deallocate()
+        } else {
+            munmap(UnsafeMutableRawPointer(mutating: base), size)
+        }
+    }
+
+    /// `count` bytes of `fd` from `offset`, in a new allocation the caller frees.
+    static func read(_ fd: Int32, path: String, offset: Int, count: Int) throws(SegmentError) -> UnsafeMutableRawPointer {
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1), alignment: 16)
+        var done = 0
+        while done < count {
+            let n = pread(fd, buffer + done, count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let reason = n == 0 ? "ends after \(offset + done) bytes" : String(cString: strerror(errno))
+                buffer.deallocate()
+                throw SegmentError(path, "cannot read: \(reason)")
+            }
+            done += n
+        }
+        return buffer
+    }
+
+    /// The file's bytes at [offset, offset + count) as they are on disk now.
+    func readFromDisk(offset: Int, count: Int) throws(SegmentError) -> UnsafeMutableRawPointer {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw SegmentError(path, "cannot open: \(String(cString: strerror(errno)))", isResourceLimit: SegmentError.isResourceLimit(errno: errno))
+        }
+        defer { close(fd) }
+        return try Self.read(fd, path: path, offset: offset, count: count)
     }
 }
 

@@ -4,7 +4,8 @@ import Glibc
 import Darwin
 #endif
 
-/// An open, memory-mapped, verified segment: a sorted set of 16-byte keys.
+/// An open, memory-mapped (or, when small, memory-resident), verified
+/// segment: a sorted set of 16-byte keys.
 ///
 /// The file is mapped read-only; the only memory a lookup touches is the
 /// mapping (16 bytes a key plus the index), so there is no Swift object or
@@ -78,8 +79,16 @@ public final class Segment: @unchecked Sendable {
     /// disk now (the map shares the file's pages), without mapping it again:
     /// the scrub must not need a map of its own when a server is near its
     /// limit of maps.
+    ///
+    /// A small segment read into memory (`FileMapping.isCopy`) is checked
+    /// twice: the copy, which answers lookups, and the file, read again
+    /// (a transient descriptor, no map), which a restart would load.
     public func verify() throws(SegmentError) {
         _ = try Segment.check(base: base, size: size, path: info.path, checks: .everything)
+        guard mapping.isCopy else { return }
+        let disk = try mapping.readFromDisk(offset: slice?.offset ?? 0, count: size)
+        defer { disk.deallocate() }
+        _ = try Segment.check(base: UnsafeRawPointer(disk), size: size, path: info.path, checks: .everything)
     }
 
     private static func check(base: UnsafeRawPointer, size: Int, path: String, checks: Checks) throws(SegmentError) -> SegmentInfo {

@@ -285,12 +285,32 @@ final class MatchServerTests: XCTestCase {
     /// server at its limit of maps or files would otherwise find every list
     /// "damaged"), so a segment file unlinked while served is still checked.
     func testScrubChecksTheMappedSegmentsWithoutOpeningThemAgain() async throws {
-        let segments = try writeSegments(randomKeys(100, seed: 26), advertiser: "acme", version: 1)
+        let segments = try writeSegments(randomKeys(5_000, seed: 26), advertiser: "acme", version: 1)
         _ = try await admin.publish(PublishRequest(advertiserId: "acme", version: 1, segments: segments), options: asAdmin)
+        XCTAssertEqual(catalog.memoryMaps, 1, "80 KB of keys are mapped")
         try FileManager.default.removeItem(at: root.appendingPathComponent(segments[0].path))
         let found = await catalog.scrub(bytesPerSecond: 0)
         XCTAssertEqual(found, [], "\(String(describing: catalog.damage("acme")))")
         XCTAssertEqual(catalog.advertisers, ["acme": 1])
+    }
+
+    /// A small segment is read into memory, not mapped (maps are scarce:
+    /// 100,000 advertisers of 10 KB would need 100,000). The scrub checks
+    /// both the copy that answers and the file a restart would load.
+    func testSmallSegmentsAreReadIntoMemoryAndTheScrubStillChecksTheirFiles() async throws {
+        let keys = randomKeys(1_000, seed: 28)
+        let segments = try writeSegments(keys, advertiser: "small", version: 1, parts: 2)
+        _ = try await admin.publish(PublishRequest(advertiserId: "small", version: 1, segments: segments), options: asAdmin)
+        XCTAssertEqual(catalog.memoryMaps, 0)
+        XCTAssertTrue(try XCTUnwrap(catalog.current("small")).segments.allSatisfy { $0.mapping.isCopy })
+        let reply = try await match.match(MatchRequest(advertiserId: "small", hash: Data(keys[999].bytes)), options: asClient)
+        XCTAssertTrue(reply.matched)
+        let clean = await catalog.scrub(bytesPerSecond: 0)
+        XCTAssertEqual(clean, [])
+        try damage(segments[1].path)
+        let found = await catalog.scrub(bytesPerSecond: 0)
+        XCTAssertEqual(found, ["small"], "rot in the file under a good copy is found")
+        XCTAssertTrue(catalog.damage("small")?.reason.contains("key checksum mismatch") == true)
     }
 
     /// ListServed pages, so its answer never outgrows a frame.
@@ -462,14 +482,14 @@ final class MatchServerTests: XCTestCase {
         _ = try await admin.publish(PublishRequest(advertiserId: "acme", version: 1, segments: segments), options: asAdmin)
         _ = try await publish(randomKeys(100, seed: 61), advertiser: "beta", version: 3, parts: 3)
         XCTAssertEqual(catalog.current("acme")?.segments.count, 16)
-        XCTAssertEqual(catalog.mappedFiles, 1 + 3, "one map for the pack, one per file of beta")
+        XCTAssertEqual(catalog.memoryMaps, 1, "one map for the pack; beta's small files are read into memory")
 
         await client.close()
         server.drain()
         await server.waitUntilClosed()
         try await startServer()
         XCTAssertEqual(catalog.advertisers, ["acme": 1, "beta": 3])
-        XCTAssertEqual(catalog.mappedFiles, 4)
+        XCTAssertEqual(catalog.memoryMaps, 1)
         let reply = try await match.matchMany(MatchManyRequest(advertiserId: "acme", hashes: data(keys + randomKeys(50, seed: 62))), options: asClient)
         let hits = (0..<(keys.count + 50)).map { reply.matched[$0 >> 3] & (1 << UInt8($0 & 7)) != 0 }
         XCTAssertEqual(hits, Array(repeating: true, count: keys.count) + Array(repeating: false, count: 50))
