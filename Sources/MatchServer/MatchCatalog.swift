@@ -28,6 +28,12 @@ public final class ListVersion: Sendable {
 
     public var keyCount: Int { segments.reduce(0) { $0 + $1.count } }
 
+    /// Memory maps this version holds: one per mapped file (a pack is one),
+    /// none for files read into memory.
+    public var memoryMaps: Int {
+        Set(segments.filter { !$0.mapping.isCopy }.map { ObjectIdentifier($0.mapping) }).count
+    }
+
     public func contains(_ key: Key16) -> Bool {
         if segments.count == 1 { return segments[0].contains(key) }
         if disjoint {
@@ -65,6 +71,14 @@ public final class MatchCatalog: Sendable {
     }
 
     public let root: URL
+    /// The most memory maps the live lists may hold (`memoryMaps`). Linux
+    /// allows a process `vm.max_map_count` maps (65,530 by default) for
+    /// everything: at that limit malloc, thread stacks and the runtime fail
+    /// in places that cannot recover, so the server refuses a version that
+    /// would take it past its budget (RESOURCE_EXHAUSTED: the coordinator
+    /// tries again later) and keeps the rest for itself.
+    public let mapBudget: Int
+    private let mapsInUse = Mutex(0)
     private let live = Mutex<[String: ListVersion]>([:])
     /// Versions whose segments failed their checks (at start or in a
     /// scrub), by advertiser, until a newer version is published.
@@ -82,8 +96,9 @@ public final class MatchCatalog: Sendable {
     /// answer UNAVAILABLE; `ListServed` tells the coordinator, which
     /// rebuilds it); the rest serve. Manifests left half-written by a
     /// process killed mid-write are removed.
-    public init(root: URL, logger: Logger = Logger(label: "roster.match.catalog")) throws {
+    public init(root: URL, mapBudget: Int? = nil, logger: Logger = Logger(label: "roster.match.catalog")) throws {
         self.root = root
+        self.mapBudget = mapBudget ?? Self.defaultMapBudget()
         self.logger = logger
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         for name in (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
@@ -109,6 +124,7 @@ public final class MatchCatalog: Sendable {
             }
         }
         live.withLock { $0 = loaded }
+        mapsInUse.withLock { $0 = loaded.values.reduce(0) { $0 + $1.memoryMaps } }
         damaged.withLock { $0 = broken }
         manifest = Mutex(log)
         logger.info("reloaded", metadata: ["advertisers": "\(loaded.count)"])
@@ -153,10 +169,13 @@ public final class MatchCatalog: Sendable {
     /// The memory maps the live lists hold: what counts against the
     /// process's limit of maps. One per pack or segment file, none for a
     /// small file read into memory (`FileMapping.copyLimit`).
-    public var memoryMaps: Int {
-        live.withLock { lists in
-            lists.values.reduce(0) { $0 + Set($1.segments.filter { !$0.mapping.isCopy }.map { ObjectIdentifier($0.mapping) }).count }
-        }
+    public var memoryMaps: Int { mapsInUse.withLock { $0 } }
+
+    /// `vm.max_map_count` less 5,000 maps (at least 1,000) for the process's own use.
+    public static func defaultMapBudget() -> Int {
+        let text = (try? String(contentsOfFile: "/proc/sys/vm/max_map_count", encoding: .utf8)) ?? ""
+        let limit = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 65_530
+        return max(1_000, limit - 5_000)
     }
 
     public func current(_ advertiser: String) -> ListVersion? {
@@ -216,6 +235,7 @@ public final class MatchCatalog: Sendable {
             return true
         }
         guard removed else { return }
+        mapsInUse.withLock { $0 -= list.memoryMaps }
         damaged.withLock { $0[list.advertiserID] = Damage(version: list.version, reason: reason) }
         logger.error("a live list is damaged; it is no longer served", metadata: [
             "advertiser": "\(list.advertiserID)", "version": "\(list.version)", "error": "\(reason)"])
@@ -232,6 +252,8 @@ public final class MatchCatalog: Sendable {
         case badSegment(SegmentError)
         case mismatch(String)
         case manifest(String)
+        /// The server is at its budget of memory maps: nothing is wrong with the version.
+        case atMapBudget(String)
     }
 
     /// One version to publish.
@@ -274,15 +296,24 @@ public final class MatchCatalog: Sendable {
         manifest.withLock { log in
             var changes: [ManifestLog.Change] = []
             var accepted: [(index: Int, list: ListVersion, previous: UInt64)] = []
-            var newest: [String: UInt64] = [:]
+            var newest: [String: ListVersion] = [:]
+            var maps = mapsInUse.withLock { $0 }
             for (index, list) in opened {
-                let previous = newest[list.advertiserID] ?? live.withLock { $0[list.advertiserID]?.version } ?? 0
+                let replaced = newest[list.advertiserID] ?? live.withLock { $0[list.advertiserID] }
+                let previous = replaced?.version ?? 0
                 if previous >= list.version && previous != 0 {
                     results[index] = previous == list.version ? .success(.alreadyLive)
                         : .failure(.staleVersion(requested: list.version, live: previous))
                     continue
                 }
-                newest[list.advertiserID] = list.version
+                let added = list.memoryMaps - (replaced?.memoryMaps ?? 0)
+                if added > 0 && maps + added > mapBudget {
+                    results[index] = .failure(.atMapBudget(
+                        "version \(list.version) of \(list.advertiserID) needs \(list.memoryMaps) memory map(s); \(maps) of the server's budget of \(mapBudget) are in use (--max-maps)"))
+                    continue
+                }
+                maps += added
+                newest[list.advertiserID] = list
                 changes.append(.init(advertiser: list.advertiserID, version: list.version, segments: batch[index].segments))
                 accepted.append((index, list, previous))
             }
@@ -292,6 +323,7 @@ public final class MatchCatalog: Sendable {
                 for (index, _, _) in accepted { results[index] = .failure(.manifest("\(error)")) }
                 return
             }
+            mapsInUse.withLock { $0 = maps }
             for (index, list, previous) in accepted {
                 live.withLock { $0[list.advertiserID] = list }
                 damaged.withLock { _ = $0.removeValue(forKey: list.advertiserID) }
@@ -325,7 +357,9 @@ public final class MatchCatalog: Sendable {
             let recorded = log.entries[advertiser]
             guard recorded != nil || live.withLock({ $0[advertiser] != nil }) else { return 0 }
             do { try log.record([.init(advertiser: advertiser, version: 0, segments: nil)]) } catch { throw .manifest("\(error)") }
-            let version = live.withLock { $0.removeValue(forKey: advertiser)?.version } ?? recorded?.version ?? 0
+            let removed = live.withLock { $0.removeValue(forKey: advertiser) }
+            mapsInUse.withLock { $0 -= removed?.memoryMaps ?? 0 }
+            let version = removed?.version ?? recorded?.version ?? 0
             damaged.withLock { _ = $0.removeValue(forKey: advertiser) }
             logger.info("unpublished", metadata: ["advertiser": "\(advertiser)", "version": "\(version)"])
             return version

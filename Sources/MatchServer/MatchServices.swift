@@ -170,6 +170,8 @@ public struct AdminHandler: MatchAdmin.Handler {
                     status = RPCError(.invalidArgument, message)
                 case .manifest(let message):
                     status = RPCError(.internal, "cannot record the new version: \(message)")
+                case .atMapBudget(let message):
+                    status = RPCError(.resourceExhausted, "\(message); try again once versions are retired, or raise the budget")
                 }
                 result.code = UInt32(status.code.rawValue)
                 result.message = status.message

@@ -25,7 +25,7 @@ struct DevCommand: AsyncParsableCommand {
 
     @OptionGroup var data: DataOptions
     @OptionGroup var ingest: IngestOptions
-    @OptionGroup var scrub: ScrubOptions
+    @OptionGroup var matchOptions: MatchOptions
     @OptionGroup var logging: LoggingOptions
 
     @Option(help: "Block workers to run.")
@@ -58,9 +58,9 @@ struct DevCommand: AsyncParsableCommand {
         if access.clientTokens.isEmpty && access.adminTokens.isEmpty { access = .open }
         let (matchServer, matchCatalog) = try ServiceFactory.matchServer(
             store: data.storeURL, endpoint: Endpoint(host: "127.0.0.1", port: matchPort), access: access,
-            logger: Logger(label: "roster.match"))
+            options: matchOptions, logger: Logger(label: "roster.match"))
         let match = try await ServiceFactory.start(matchServer, "match server")
-        services.append(Scrubber(catalog: matchCatalog, bytesPerSecond: scrub.bytesPerSecond))
+        services.append(Scrubber(catalog: matchCatalog, bytesPerSecond: matchOptions.bytesPerSecond))
         let adminToken = access.adminTokens.first
         let coordinatorTokens = tokens(fromEnvironment: "ROSTER_COORDINATOR_TOKENS")
         let (coordinatorServer, coordinator, _) = try ServiceFactory.coordinator(
@@ -194,7 +194,7 @@ struct MatchServerCommand: AsyncParsableCommand {
             """)
 
     @OptionGroup var data: DataOptions
-    @OptionGroup var scrub: ScrubOptions
+    @OptionGroup var matchOptions: MatchOptions
     @OptionGroup var logging: LoggingOptions
 
     @Option(help: "Address to listen on.")
@@ -221,11 +221,11 @@ struct MatchServerCommand: AsyncParsableCommand {
             services.append(MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: "127.0.0.1", port: metricsPort))
         }
         let (server, catalog) = try ServiceFactory.matchServer(
-            store: data.storeURL, endpoint: listen, access: access, logger: logger)
+            store: data.storeURL, endpoint: listen, access: access, options: matchOptions, logger: logger)
         let address = try await ServiceFactory.start(server, "match server")
         print("match server listening on \(address); serving \(catalog.advertisers.count) advertisers from \(data.storeURL.path)")
         flushOutput()
-        services += [server, Scrubber(catalog: catalog, bytesPerSecond: scrub.bytesPerSecond)]
+        services += [server, Scrubber(catalog: catalog, bytesPerSecond: matchOptions.bytesPerSecond)]
         try await ServiceFactory.runUntilSignalled(services, logger: logger)
     }
 }

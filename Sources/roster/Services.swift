@@ -77,23 +77,30 @@ struct IngestOptions: ParsableArguments {
     var scanDuration: Duration? { scanInterval > 0 ? .milliseconds(Int64(scanInterval * 1000)) : nil }
 }
 
-/// The match server's background checksum scrub.
-struct ScrubOptions: ParsableArguments {
+/// The match server's background checksum scrub and its budget of memory maps.
+struct MatchOptions: ParsableArguments {
     @Option(help: "MB per second of live segments the match server re-verifies in the background (0: off).")
     var scrubRate: Double = 32
 
+    @Option(help: ArgumentHelp(
+        "Memory maps the served lists may hold (default: vm.max_map_count less 5,000).",
+        discussion: "A version that would take the server past it is refused with RESOURCE_EXHAUSTED and published later."))
+    var maxMaps: Int?
+
     func validate() throws {
         guard scrubRate >= 0, scrubRate.isFinite else { throw ValidationError("--scrub-rate must be 0 or more MB/s") }
+        if let maxMaps, maxMaps < 0 { throw ValidationError("--max-maps must be 0 or more") }
     }
 
     var bytesPerSecond: Int { Int(scrubRate * 1_000_000) }
 }
 
 enum ServiceFactory {
-    static func matchServer(store: URL, endpoint: Endpoint, access: AccessPolicy, logger: Logger) throws -> (RPCServer, MatchCatalog) {
+    static func matchServer(store: URL, endpoint: Endpoint, access: AccessPolicy, options: MatchOptions,
+                            logger: Logger) throws -> (RPCServer, MatchCatalog) {
         let catalog: MatchCatalog
         do {
-            catalog = try MatchCatalog(root: store, logger: logger)
+            catalog = try MatchCatalog(root: store, mapBudget: options.maxMaps, logger: logger)
         } catch {
             throw CLIError("cannot load the match manifest in \(store.path): \(error)")
         }

@@ -260,6 +260,44 @@ extension IngestHardeningTests {
     }
 }
 
+extension IngestHardeningTests {
+    /// A match server at its budget of memory maps refuses a version with
+    /// RESOURCE_EXHAUSTED: the version stays pending (not failed), Status
+    /// says why, and it goes live by itself once maps are freed, here by
+    /// another advertiser's list shrinking to one read into memory.
+    func testAVersionRefusedAtTheMapBudgetWaitsAndGoesLiveWhenMapsFree() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy())
+        try await harness.startMatchServer(mapBudget: 1)
+        try await harness.startCoordinator()
+        harness.startWorker(id: "w")
+        // 5,000 keys in 4 merges: one pack of about 100 KB, which is mapped.
+        let a = try await harness.waitForFile(try await harness.submit(
+            try harness.drop(lines(ReferenceParser.randomKeys(5_000, seed: 70)), advertiser: "a", name: "big.txt")).fileId)
+        XCTAssertEqual(a.state, .live)
+        XCTAssertEqual(harness.matchCatalog.memoryMaps, 1)
+
+        let bKeys = ReferenceParser.randomKeys(5_000, seed: 71)
+        let b = try await harness.submit(try harness.drop(lines(bKeys), advertiser: "b", name: "big.txt"))
+        try await waitUntilAsync {
+            try await self.harness.coordinatorClient.status(StatusRequest()).problems.contains { $0.contains("memory map") }
+        }
+        let waiting = try await harness.fileStatus(b.fileId)
+        XCTAssertEqual(waiting?.state, .publishing, "refused for a limit, not failed")
+        XCTAssertNil(harness.matchCatalog.current("b"))
+
+        // a's new list is small: read into memory, it frees a's map.
+        let small = try await harness.waitForFile(try await harness.submit(
+            try harness.drop(lines(ReferenceParser.randomKeys(100, seed: 72)), advertiser: "a", name: "small.txt")).fileId)
+        XCTAssertEqual(small.state, .live)
+        let live = try await harness.waitForFile(b.fileId)
+        XCTAssertEqual(live.state, .live)
+        let hits = try await harness.matched("b", bKeys)
+        XCTAssertTrue(hits.allSatisfy { $0 })
+        XCTAssertEqual(harness.matchCatalog.memoryMaps, 1)
+        try await waitUntilAsync { try await self.harness.coordinatorClient.status(StatusRequest()).problems.isEmpty }
+    }
+}
+
 /// Polls an async condition (bounded).
 func waitUntilAsync(timeout: Duration = .seconds(20), file: StaticString = #filePath, line: UInt = #line,
                     _ condition: () async throws -> Bool) async throws {

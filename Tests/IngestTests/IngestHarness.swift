@@ -68,8 +68,8 @@ final class IngestHarness: @unchecked Sendable {
         return client
     }
 
-    func startMatchServer() async throws {
-        matchCatalog = try MatchCatalog(root: storeRoot, logger: Logger(label: "test.match"))
+    func startMatchServer(mapBudget: Int? = nil) async throws {
+        matchCatalog = try MatchCatalog(root: storeRoot, mapBudget: mapBudget, logger: Logger(label: "test.match"))
         matchServer = try RPCServer(configuration: .init(drainTimeout: .milliseconds(100)), services: [
             MatchHandler(catalog: matchCatalog, access: .open), AdminHandler(catalog: matchCatalog, access: .open),
         ])
