@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Enforces the module rules of docs/ARCHITECTURE.md: which module may import
+# which. Every `import` (plain, @testable, @_exported, @_spi) in a module's
+# sources must name a module on its line below, or a system module. Run by
+# .ci/run before the tests; exits 1 and names each file and import that
+# breaks a rule.
+#
+# A new module, or a new dependency between modules, is a design change:
+# change docs/ARCHITECTURE.md and this table together.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SYSTEM="Foundation Glibc Darwin Dispatch Synchronization"
+
+# module:folder:allowed imports (besides the system ones)
+RULES=(
+  "IDLCompiler:codegen/IDLCompiler:"
+  "roster-idl:codegen/roster-idl:IDLCompiler"
+  "RosterRPC:Sources/RosterRPC:"
+  "RosterAPI:Sources/RosterAPI:RosterRPC"
+  "RosterTransport:Sources/RosterTransport:RosterRPC NIOCore NIOPosix Logging"
+  "RosterServer:Sources/RosterServer:RosterRPC RosterTransport NIOCore NIOPosix Logging CoreMetrics Metrics ServiceLifecycle"
+  "RosterMetrics:Sources/RosterMetrics:CoreMetrics Prometheus NIOCore NIOPosix NIOHTTP1 ServiceLifecycle"
+  "SegmentStore:Sources/SegmentStore:"
+  "DataLake:Sources/DataLake:"
+  "HashParsing:Sources/HashParsing:DataLake SegmentStore"
+  "SQLite:Sources/SQLite:CSQLite"
+  "MatchServer:Sources/MatchServer:RosterAPI RosterRPC SegmentStore Logging ServiceLifecycle"
+  "IngestCoordinator:Sources/IngestCoordinator:RosterAPI RosterRPC DataLake HashParsing SegmentStore SQLite Logging ServiceLifecycle"
+  "IngestWorker:Sources/IngestWorker:RosterAPI RosterRPC DataLake HashParsing SegmentStore Logging ServiceLifecycle"
+  "LoadHarness:Sources/LoadHarness:RosterRPC Histogram"
+  "RosterClient:Sources/RosterClient:RosterAPI RosterRPC RosterTransport"
+  "roster:Sources/roster:ArgumentParser DataLake IngestCoordinator IngestWorker LoadHarness Logging MatchServer RosterAPI RosterClient RosterMetrics RosterRPC RosterServer RosterTransport SegmentStore ServiceLifecycle"
+)
+
+status=0
+checked=0
+declare -A known
+for rule in "${RULES[@]}"; do
+  IFS=: read -r module folder allowed <<< "$rule"
+  known[$folder]=1
+  if [ ! -d "$folder" ]; then
+    echo "check-imports: $module: no folder $folder" >&2
+    status=1
+    continue
+  fi
+  while IFS= read -r hit; do
+    file=${hit%%:*}
+    rest=${hit#*:}
+    line=${rest%%:*}
+    imported=$(sed -E 's/.*import[[:space:]]+(struct |class |enum |protocol |func |var |typealias )?([A-Za-z_][A-Za-z0-9_]*).*/\2/' <<< "${rest#*:}")
+    checked=$((checked + 1))
+    case " $SYSTEM $allowed " in
+      *" $imported "*) ;;
+      *)
+        echo "$file:$line: $module may not import $imported (docs/ARCHITECTURE.md)" >&2
+        status=1
+        ;;
+    esac
+  done < <(grep -rnE '^[[:space:]]*(@[A-Za-z_]+(\([A-Za-z_]+\))?[[:space:]]+)*import[[:space:]]' "$folder" --include='*.swift' || true)
+done
+
+# Every module folder has a rule.
+for folder in Sources/* codegen/*; do
+  [ -d "$folder" ] || continue
+  [ "$folder" = Sources/CSQLite ] && continue
+  ls "$folder"/*.swift "$folder"/*/*.swift >/dev/null 2>&1 || continue
+  if [ -z "${known[$folder]:-}" ]; then
+    echo "check-imports: $folder has no rule in scripts/check-imports.sh" >&2
+    status=1
+  fi
+done
+
+if [ "$status" -eq 0 ]; then echo "check-imports: $checked imports follow docs/ARCHITECTURE.md"; fi
+exit "$status"
