@@ -421,15 +421,12 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     // MARK: RPCs
 
     /// Refuses a call without one of `callerTokens`, when there are any.
-    private func authorize(_ context: RPCContext) throws(RPCError) {
-        guard !configuration.callerTokens.isEmpty else { return }
-        guard let token = context.bearerToken, configuration.callerTokens.contains(token) else {
-            throw RPCError(.unauthenticated, "a valid coordinator token is required (authorization: Bearer <token>)")
-        }
+    /// Every Coordinator call needs a caller token, when tokens are set.
+    public var interceptors: [any RPCInterceptor] {
+        configuration.callerTokens.isEmpty ? [] : [BearerTokenCheck(allowed: configuration.callerTokens, role: "coordinator")]
     }
 
     public func submitFile(_ request: SubmitFileRequest, context: RPCContext) async throws -> SubmitFileResponse {
-        try authorize(context)
         let object: LakeObject
         do {
             object = try await lake.head(request.path)
@@ -461,7 +458,6 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func status(_ request: StatusRequest, context: RPCContext) async throws -> StatusResponse {
-        try authorize(context)
         let limit = request.limit == 0 ? 50 : Int(min(request.limit, 1_000))
         var response = try catalog.status(limit: limit, now: clock())
         response.problems = problemLines()
@@ -476,7 +472,6 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func listFiles(_ request: ListFilesRequest, context: RPCContext) async throws -> ListFilesResponse {
-        try authorize(context)
         var response = ListFilesResponse()
         let limit = request.limit == 0 ? 100 : Int(min(request.limit, 1_000))
         response.files = try catalog.files(advertiser: request.advertiserId, states: request.states,
@@ -486,7 +481,6 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func scan(_ request: ScanRequest, context: RPCContext) async throws -> ScanResponse {
-        try authorize(context)
         var response = ScanResponse()
         do {
             response.queued = try await scanLake()
@@ -497,7 +491,6 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func setWeight(_ request: SetWeightRequest, context: RPCContext) async throws -> SetWeightResponse {
-        try authorize(context)
         guard !request.advertiserId.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
         do {
             try catalog.setWeight(advertiser: request.advertiserId, weight: request.weight)
@@ -508,7 +501,6 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func leaseTasks(_ request: LeaseTasksRequest, context: RPCContext) async throws -> LeaseTasksResponse {
-        try authorize(context)
         guard !request.workerId.isEmpty else { throw RPCError(.invalidArgument, "worker_id is empty") }
         var response = LeaseTasksResponse()
         let most = Int(min(max(request.max, 1), 64))
@@ -525,7 +517,6 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func heartbeat(_ request: HeartbeatRequest, context: RPCContext) async throws -> HeartbeatResponse {
-        try authorize(context)
         guard request.taskIds.count == request.leaseTokens.count else {
             throw RPCError(.invalidArgument, "task_ids and lease_tokens differ in length")
         }
@@ -537,7 +528,6 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func completeTask(_ request: CompleteTaskRequest, context: RPCContext) async throws -> CompleteTaskResponse {
-        try authorize(context)
         let progress: IngestCatalog.Progress?
         do {
             progress = try catalog.complete(request, now: clock())
@@ -555,7 +545,6 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func failTask(_ request: FailTaskRequest, context: RPCContext) async throws -> FailTaskResponse {
-        try authorize(context)
         let outcome = try catalog.fail(request, now: clock())
         var response = FailTaskResponse()
         response.accepted = outcome != .ignored

@@ -33,21 +33,18 @@ public struct AccessPolicy: Sendable {
         if disabled { logger.warning("token checks are OFF: any client may query and publish (local development only)") }
     }
 
-    func authorizeClient(_ context: RPCContext) throws(RPCError) {
-        guard !disabled else { return }
-        guard let token = context.bearerToken, clientTokens.contains(token) || adminTokens.contains(token) else {
-            throw RPCError(.unauthenticated, "a valid client token is required (authorization: Bearer <token>)")
-        }
+    /// The check on match calls: a client or an admin token.
+    public var clientChecks: [any RPCInterceptor] {
+        disabled ? [] : [BearerTokenCheck(allowed: clientTokens.union(adminTokens), role: "client")]
     }
 
-    func authorizeAdmin(_ context: RPCContext) throws(RPCError) {
-        guard !disabled else { return }
-        guard let token = context.bearerToken else {
-            throw RPCError(.unauthenticated, "an admin token is required (authorization: Bearer <token>)")
-        }
-        if adminTokens.contains(token) { return }
-        if clientTokens.contains(token) { throw RPCError(.permissionDenied, "a client token cannot make admin calls") }
-        throw RPCError(.unauthenticated, "unknown token")
+    /// The check on admin calls: an admin token; a client token is refused
+    /// as not permitted rather than unknown.
+    public var adminChecks: [any RPCInterceptor] {
+        disabled ? [] : [BearerTokenCheck(
+            allowed: adminTokens,
+            refused: Dictionary(clientTokens.subtracting(adminTokens).map { ($0, "a client token cannot make admin calls") }, uniquingKeysWith: { a, _ in a }),
+            role: "admin")]
     }
 }
 
@@ -67,6 +64,8 @@ public struct MatchHandler: MatchService.InlineHandler {
         access.warnIfDisabled(logger)
     }
 
+    public var interceptors: [any RPCInterceptor] { access.clientChecks }
+
     private func list(_ advertiser: String) throws(RPCError) -> ListVersion {
         guard let list = catalog.current(advertiser) else {
             if let damage = catalog.damage(advertiser) {
@@ -78,7 +77,6 @@ public struct MatchHandler: MatchService.InlineHandler {
     }
 
     public func match(_ request: MatchRequest, context: RPCContext) throws -> MatchResponse {
-        try access.authorizeClient(context)
         guard request.hash.count == 16 else {
             throw RPCError(.invalidArgument, "hash must be 16 bytes (an MD5), got \(request.hash.count)")
         }
@@ -88,7 +86,6 @@ public struct MatchHandler: MatchService.InlineHandler {
     }
 
     public func matchMany(_ request: MatchManyRequest, context: RPCContext) throws -> MatchManyResponse {
-        try access.authorizeClient(context)
         let bytes = request.hashes.count
         guard bytes % 16 == 0 else {
             throw RPCError(.invalidArgument, "hashes must be 16 bytes each; hash \(bytes / 16) has only \(bytes % 16) bytes")
@@ -122,15 +119,15 @@ public struct AdminHandler: MatchAdmin.Handler {
         self.access = access
     }
 
+    public var interceptors: [any RPCInterceptor] { access.adminChecks }
+
     public func publish(_ request: PublishRequest, context: RPCContext) async throws -> PublishResponse {
-        try access.authorizeAdmin(context)
         let result = try Self.publish([request], in: catalog)[0]
         guard result.code == 0 else { throw RPCError(RPCStatusCode(rawValue: UInt8(result.code)) ?? .unknown, result.message) }
         return PublishResponse(previousVersion: result.previousVersion)
     }
 
     public func publishMany(_ request: PublishManyRequest, context: RPCContext) async throws -> PublishManyResponse {
-        try access.authorizeAdmin(context)
         guard request.publications.count <= 1_000 else {
             throw RPCError(.invalidArgument, "\(request.publications.count) publications in one call; at most 1,000")
         }
@@ -181,7 +178,6 @@ public struct AdminHandler: MatchAdmin.Handler {
     }
 
     public func listServed(_ request: ListServedRequest, context: RPCContext) async throws -> ListServedResponse {
-        try access.authorizeAdmin(context)
         var response = ListServedResponse()
         let limit = request.limit == 0 ? 5_000 : Int(min(request.limit, 5_000))
         let all = catalog.served()
@@ -201,7 +197,6 @@ public struct AdminHandler: MatchAdmin.Handler {
     }
 
     public func unpublish(_ request: UnpublishRequest, context: RPCContext) async throws -> UnpublishResponse {
-        try access.authorizeAdmin(context)
         do {
             return UnpublishResponse(removedVersion: try catalog.unpublish(advertiser: request.advertiserId))
         } catch {

@@ -273,6 +273,12 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let callContext = RPCContext(
             method: route.descriptor, metadata: head.metadata,
             deadline: contextDeadline, peer: peer)
+        do {
+            try route.intercept(callContext)
+        } catch {
+            fail(callID, route: route, started: nil, error: error)
+            return
+        }
 
         switch route.method.body {
         case .inline(let body):

@@ -10,13 +10,21 @@ import Synchronization
 final class Route: Sendable {
     let method: RPCServerMethod
     let metrics: MethodMetrics
+    /// The service's checks (`RPCService.interceptors`), run before the handler.
+    let interceptors: [any RPCInterceptor]
 
-    init(method: RPCServerMethod, metrics: MethodMetrics) {
+    init(method: RPCServerMethod, metrics: MethodMetrics, interceptors: [any RPCInterceptor]) {
         self.method = method
         self.metrics = metrics
+        self.interceptors = interceptors
     }
 
     var descriptor: RPCMethodDescriptor { method.descriptor }
+
+    @inline(__always)
+    func intercept(_ context: RPCContext) throws(RPCError) {
+        for interceptor in interceptors { try interceptor.intercept(context) }
+    }
 }
 
 /// The dispatch table, built once from the hosted services: an array indexed
@@ -28,6 +36,7 @@ struct RouteTable: Sendable {
     init(services hosted: [any RPCService]) throws(RPCServerError) {
         var services: [[Route?]] = []
         for service in hosted {
+            let interceptors = service.interceptors
             for method in service.methods {
                 let id = method.descriptor.id
                 let serviceID = Int(id >> 16), number = Int(id & 0xFFFF)
@@ -36,7 +45,7 @@ struct RouteTable: Sendable {
                 if let existing = services[serviceID][number] {
                     throw .duplicateMethodID(id, existing.descriptor, method.descriptor)
                 }
-                services[serviceID][number] = Route(method: method, metrics: MethodMetrics(method.descriptor))
+                services[serviceID][number] = Route(method: method, metrics: MethodMetrics(method.descriptor), interceptors: interceptors)
             }
         }
         self.services = services

@@ -128,6 +128,37 @@ final class CallTests: XCTestCase {
         server.drain()
     }
 
+    /// A service's interceptors run before every one of its methods, before
+    /// the request is decoded; a service without them is not affected.
+    func testInterceptorsGuardEveryMethodOfTheirServiceBeforeDecoding() async throws {
+        struct Guarded: RPCService {
+            let inner: InlineEchoService
+            var methods: [RPCServerMethod] { inner.methods }
+            var interceptors: [any RPCInterceptor] { [BearerTokenCheck(allowed: ["t"], refused: ["c": "clients may not"], role: "test")] }
+        }
+        let inline = InlineEchoService()
+        let (server, port) = try await startServer([Guarded(inner: inline), EchoService()])
+        let client = RPCClient(host: "127.0.0.1", port: port)
+        let garbage = RawMessage([0x0A, 100, 0])
+        let missing = await assertStatus(.unauthenticated) {
+            let _: EchoResponse = try await client.unary(InlineEcho.Method.echo, request: garbage, options: .defaults)
+        }
+        XCTAssertTrue(missing?.message.contains("a valid test token is required") == true, missing?.message ?? "")
+        await assertStatus(.unauthenticated) {
+            let _: EchoResponse = try await client.unary(InlineEcho.Method.echo, request: garbage, options: CallOptions().bearer("x"))
+        }
+        await assertStatus(.permissionDenied) {
+            let _: EchoResponse = try await client.unary(InlineEcho.Method.echo, request: garbage, options: CallOptions().bearer("c"))
+        }
+        XCTAssertEqual(inline.runs.value.load(ordering: .relaxed), 0, "a refused call never reached the handler")
+        let reply = try await InlineEcho.Client(transport: client).echo(EchoRequest(index: 5), options: CallOptions().bearer("t"))
+        XCTAssertEqual(reply.index, 5)
+        let open = try await Echo.Client(transport: client).echo(EchoRequest(index: 6))
+        XCTAssertEqual(open.index, 6, "another service's interceptors do not apply")
+        await client.close()
+        server.drain()
+    }
+
     func testHandlerErrorsBecomeStatuses() async throws {
         let (server, port) = try await startServer([EchoService()])
         let client = RPCClient(host: "127.0.0.1", port: port)

@@ -155,6 +155,51 @@ public struct RPCServerMethod: Sendable {
 /// `methods` from the handler functions a type implements.
 public protocol RPCService: Sendable {
     var methods: [RPCServerMethod] { get }
+    /// Checks that run before every method of the service, in order
+    /// (authentication, say). They belong to the service, not to each
+    /// handler, so a method added later cannot forget them. None by default.
+    var interceptors: [any RPCInterceptor] { get }
+}
+
+extension RPCService {
+    public var interceptors: [any RPCInterceptor] { [] }
+}
+
+/// A check the server runs on a call before its handler: before the request
+/// is even decoded, so a caller that may not call learns that first, and
+/// pays no decoding. Throwing answers the call with the error; the handler
+/// never runs.
+///
+/// Interceptors run on the connection's event loop for every call: they
+/// must not block.
+public protocol RPCInterceptor: Sendable {
+    func intercept(_ context: RPCContext) throws(RPCError)
+}
+
+/// Requires a bearer token from a set (`authorization: Bearer <token>`).
+public struct BearerTokenCheck: RPCInterceptor {
+    /// Tokens that may call.
+    public var allowed: Set<String>
+    /// Tokens that are known but may not call these methods, with why
+    /// (PERMISSION_DENIED rather than UNAUTHENTICATED).
+    public var refused: [String: String]
+    /// What the token is called in errors: "client", "admin", "coordinator".
+    public var role: String
+
+    public init(allowed: Set<String>, refused: [String: String] = [:], role: String) {
+        self.allowed = allowed
+        self.refused = refused
+        self.role = role
+    }
+
+    public func intercept(_ context: RPCContext) throws(RPCError) {
+        guard let token = context.bearerToken else {
+            throw RPCError(.unauthenticated, "a valid \(role) token is required (authorization: Bearer <token>)")
+        }
+        if allowed.contains(token) { return }
+        if let why = refused[token] { throw RPCError(.permissionDenied, why) }
+        throw RPCError(.unauthenticated, "unknown token; a valid \(role) token is required")
+    }
 }
 
 /// What a generated client calls: something that can carry one unary call.
