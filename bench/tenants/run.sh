@@ -66,7 +66,7 @@ PY
   DEADLINE=$(( $(date +%s) + ${TIMEOUT:-3600} ))
   while [ "$(live_count)" -lt "$N" ]; do
     if [ "$(date +%s)" -gt "$DEADLINE" ]; then echo "timed out with $(live_count) of $N live"; break; fi
-    sleep 0.5
+    sleep 0.1
   done
   T1=$(date +%s.%N)
   SECS=$(python3 -c "print(f'{$T1 - $T0:.1f}')")
