@@ -55,10 +55,23 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // What every server does to a call, with no networking: the route
+        // table, interceptors, the status a failure answers, call metrics.
+        .target(name: "RosterServerCore", dependencies: [
+            "RosterRPC",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+        ], swiftSettings: hotPath),
+        // Services called in the same process, through the core, with no
+        // sockets: what service tests use.
+        .target(name: "RosterInProcess", dependencies: [
+            "RosterRPC", "RosterServerCore",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The server side of the wire protocol: connections, dispatch to the
         // generated handlers, drain, metrics. Apart from the client library.
         .target(name: "RosterServer", dependencies: [
-            "RosterRPC", "RosterTransport",
+            "RosterRPC", "RosterServerCore", "RosterTransport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -128,7 +141,7 @@ let package = Package(
         .testTarget(name: "IDLCompilerTests", dependencies: ["IDLCompiler"]),
         .testTarget(name: "WireTests", dependencies: ["RosterRPC", "RosterAPI", "IDLCompiler", "TestSupport"]),
         .testTarget(name: "TransportTests", dependencies: [
-            "RosterRPC", "RosterTransport", "RosterServer", "RosterMetrics", "IDLCompiler", "TestSupport",
+            "RosterRPC", "RosterTransport", "RosterServer", "RosterInProcess", "RosterMetrics", "IDLCompiler", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -148,7 +161,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "MatchServerTests", dependencies: [
-            "MatchServer", "RosterAPI", "RosterRPC", "RosterTransport", "RosterServer", "SegmentStore", "TestSupport",
+            "MatchServer", "RosterAPI", "RosterRPC", "RosterInProcess", "SegmentStore", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ]

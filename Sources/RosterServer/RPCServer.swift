@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import RosterRPC
+import RosterServerCore
 import RosterTransport
 import ServiceLifecycle
 import Synchronization

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import RosterRPC
+import RosterServerCore
 import RosterTransport
 
 /// Asks a connection to drain: refuse new calls, finish those in flight, close.
@@ -24,7 +25,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         var task: Task<Void, Never>
         var timer: Scheduled<Void>?
         var route: Route
-        var started: NIODeadline
+        var started: ContinuousClock.Instant
     }
 
     private enum State {
@@ -287,7 +288,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             // Timing every such call would cost two clock reads for a call that
             // takes about a microsecond: one in 16 is timed (counts stay exact).
             inlineCalls &+= 1
-            let started: NIODeadline? = inlineCalls & 15 == 0 ? .now() : nil
+            let started: ContinuousClock.Instant? = inlineCalls & 15 == 0 ? .now : nil
             do {
                 try payload.withUnsafeReadableBytes { request in
                     try body(request, callContext) { size, encode in
@@ -300,7 +301,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             }
 
         case .async(let decode):
-            let started = NIODeadline.now()
+            let started = ContinuousClock.now
             let run: RPCServerMethod.AsyncBody
             do {
                 run = try payload.withUnsafeReadableBytes { try decode($0) }
@@ -338,7 +339,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         guard let call = calls.removeValue(forKey: callID) else { return }
         call.task.cancel()
         metrics.inFlight.decrement()
-        let elapsed = (NIODeadline.now() - call.started).nanoseconds / 1_000_000
+        let elapsed = (ContinuousClock.now - call.started).wholeMilliseconds
         fail(callID, route: call.route, started: call.started,
              error: RPCError(.deadlineExceeded, "deadline exceeded after \(elapsed) ms"))
         scheduleFlush()
@@ -346,7 +347,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Answers an async call and records its outcome.
-    private func complete(_ callID: UInt32, route: Route, started: NIODeadline, result: Result<any ProtoMessage, any Error>) {
+    private func complete(_ callID: UInt32, route: Route, started: ContinuousClock.Instant, result: Result<any ProtoMessage, any Error>) {
         switch result {
         case .success(let response):
             FrameWriter.appendOKResponse(callID: callID, message: response, to: &outgoing)
@@ -357,25 +358,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Answers a call that failed and records its status.
-    private func fail(_ callID: UInt32, route: Route, started: NIODeadline?, error: any Error) {
-        let rpcError = mapError(error, method: route.descriptor)
+    private func fail(_ callID: UInt32, route: Route, started: ContinuousClock.Instant?, error: any Error) {
+        let rpcError = RPCError.answering(error, method: route.descriptor, peer: peer, logger: logger)
         respond(callID, error: rpcError)
         route.metrics.finished(code: rpcError.code, since: started)
-    }
-
-    private func mapError(_ error: any Error, method: RPCMethodDescriptor) -> RPCError {
-        switch error {
-        case let error as RPCError:
-            return error
-        case let error as ProtoDecodingError:
-            return RPCError(.invalidArgument, "request does not decode as the input of \(method): \(error)")
-        case is CancellationError:
-            return RPCError(.cancelled, "call cancelled")
-        default:
-            // The detail goes to the log, not to the caller.
-            logger.error("handler failed", metadata: ["method": "\(method)", "error": "\(error)", "peer": "\(peer)"])
-            return RPCError(.internal, "internal error in \(method)")
-        }
     }
 
     private func respond(_ callID: UInt32, error: RPCError, flags: UInt8 = 0) {

@@ -3,18 +3,17 @@ import Logging
 import MatchServer
 import RosterAPI
 import RosterRPC
-import RosterServer
-import RosterTransport
+import RosterInProcess
 import SegmentStore
 import TestSupport
 import XCTest
 
-/// The match server end to end over loopback: publish segments through
-/// MatchAdmin, query through MatchService.
+/// The match server's services through their generated clients, in process
+/// (no sockets: `InProcessTransport`): publish segments through MatchAdmin,
+/// query through MatchService.
 final class MatchServerTests: XCTestCase {
     private var root: URL!
-    private var server: RPCServer!
-    private var client: RPCClient!
+    private var client: InProcessTransport!
     private var catalog: MatchCatalog!
 
     static let clientToken = "client-secret"
@@ -35,23 +34,26 @@ final class MatchServerTests: XCTestCase {
     }
 
     override func tearDown() async throws {
-        await client?.close()
-        server?.drain()
-        await server?.waitUntilClosed()
+        client = nil
+        catalog = nil
         try? FileManager.default.removeItem(at: root)
     }
 
     private func startServer() async throws {
         catalog = try MatchCatalog(root: root, logger: logger)
-        server = try RPCServer(configuration: .init(drainTimeout: .milliseconds(200)), services: [
+        client = try InProcessTransport(services: [
             MatchHandler(catalog: catalog, access: Self.access), AdminHandler(catalog: catalog, access: Self.access),
         ], logger: logger)
-        try await server.start()
-        client = RPCClient(address: server.localAddress!)
     }
 
-    private var match: MatchService.Client<RPCClient> { MatchService.Client(transport: client) }
-    private var admin: MatchAdmin.Client<RPCClient> { MatchAdmin.Client(transport: client) }
+    /// Stops serving: the catalog and its maps go.
+    private func stopServer() {
+        client = nil
+        catalog = nil
+    }
+
+    private var match: MatchService.Client<InProcessTransport> { MatchService.Client(transport: client) }
+    private var admin: MatchAdmin.Client<InProcessTransport> { MatchAdmin.Client(transport: client) }
 
     /// Writes `keys` as segment files for (advertiser, version) under the root.
     private func writeSegments(_ keys: [Key16], advertiser: String, version: UInt64, parts: Int = 1) throws -> [SegmentRef] {
@@ -237,9 +239,7 @@ final class MatchServerTests: XCTestCase {
         let segments = try writeSegments(randomKeys(300, seed: 20), advertiser: "acme", version: 4)
         _ = try await admin.publish(PublishRequest(advertiserId: "acme", version: 4, segments: segments), options: asAdmin)
         _ = try await publish(randomKeys(30, seed: 21), advertiser: "beta", version: 1)
-        await client.close()
-        server.drain()
-        await server.waitUntilClosed()
+        stopServer()
         try damage(segments[0].path, at: SegmentFormat.headerSize) // in its index: checked at start
         let stray = root.appendingPathComponent("match-manifest.json.tmp-DEAD")
         try Data("{".utf8).write(to: stray)
@@ -270,9 +270,7 @@ final class MatchServerTests: XCTestCase {
     func testRestartChecksIndexesAndLeavesKeysToTheScrub() async throws {
         let segments = try writeSegments(randomKeys(300, seed: 25), advertiser: "acme", version: 1)
         _ = try await admin.publish(PublishRequest(advertiserId: "acme", version: 1, segments: segments), options: asAdmin)
-        await client.close()
-        server.drain()
-        await server.waitUntilClosed()
+        stopServer()
         try damage(segments[0].path)
         try await startServer()
         XCTAssertEqual(catalog.advertisers, ["acme": 1], "keys were read at start")
@@ -387,9 +385,7 @@ final class MatchServerTests: XCTestCase {
         let first = size(log) - before
         XCTAssertTrue(appended.allSatisfy { $0 > 0 && $0 < 200 && abs($0 - first) < 8 }, "bytes per publish: \(appended) against \(first)")
 
-        await client.close()
-        server.drain()
-        await server.waitUntilClosed()
+        stopServer()
         try await startServer()
         XCTAssertEqual(catalog.advertisers.count, 2_000)
         XCTAssertEqual(catalog.current("adv00000")?.version, 2)
@@ -417,9 +413,7 @@ final class MatchServerTests: XCTestCase {
     func testATornManifestLineIsDropped() async throws {
         let keys = randomKeys(20, seed: 34)
         _ = try await publish(keys, advertiser: "acme", version: 1)
-        await client.close()
-        server.drain()
-        await server.waitUntilClosed()
+        stopServer()
         let handle = try FileHandle(forWritingTo: root.appendingPathComponent("match-manifest.log"))
         try handle.seekToEnd()
         try handle.write(contentsOf: Data(#"{"advertiser":"acme","segments":["segm"#.utf8))
@@ -427,9 +421,7 @@ final class MatchServerTests: XCTestCase {
         try await startServer()
         XCTAssertEqual(catalog.advertisers, ["acme": 1])
         _ = try await publish(randomKeys(20, seed: 35), advertiser: "beta", version: 1)
-        await client.close()
-        server.drain()
-        await server.waitUntilClosed()
+        stopServer()
         try await startServer()
         XCTAssertEqual(catalog.advertisers, ["acme": 1, "beta": 1])
     }
@@ -443,9 +435,7 @@ final class MatchServerTests: XCTestCase {
         let removed = try await admin.unpublish(UnpublishRequest(advertiserId: "gone"), options: asAdmin)
         XCTAssertEqual(removed.removedVersion, 1)
 
-        await client.close()
-        server.drain()
-        await server.waitUntilClosed()
+        stopServer()
         try await startServer()
 
         XCTAssertEqual(catalog.advertisers, ["acme": 2, "beta": 7])
@@ -484,9 +474,7 @@ final class MatchServerTests: XCTestCase {
         XCTAssertEqual(catalog.current("acme")?.segments.count, 16)
         XCTAssertEqual(catalog.memoryMaps, 1, "one map for the pack; beta's small files are read into memory")
 
-        await client.close()
-        server.drain()
-        await server.waitUntilClosed()
+        stopServer()
         try await startServer()
         XCTAssertEqual(catalog.advertisers, ["acme": 1, "beta": 3])
         XCTAssertEqual(catalog.memoryMaps, 1)
