@@ -157,7 +157,7 @@ let package = Package(
         .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore", "TestSupport"]),
         .testTarget(name: "IngestTests", dependencies: [
             "DataLake", "HashParsing", "SegmentStore", "IngestCoordinator", "IngestWorker", "MatchServer", "SQLite",
-            "RosterAPI", "RosterRPC", "RosterTransport", "RosterServer", "TestSupport",
+            "RosterAPI", "RosterRPC", "RosterInProcess", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "MatchServerTests", dependencies: [

@@ -74,8 +74,7 @@ final class IngestHardeningTests: XCTestCase {
         let keys = ReferenceParser.randomKeys(100, seed: 3)
         let path = try harness.drop(lines(keys), advertiser: "late", name: "list.txt")
         // Held back: no match server answers the publish until the file has changed.
-        harness.matchServer.drain()
-        await harness.matchServer.waitUntilClosed()
+        harness.stopMatchServer()
         let submitted = try await harness.submit(path)
         harness.startWorker(id: "w")
         try await waitUntilAsync { try await self.harness.fileStatus(submitted.fileId)?.state == .publishing }

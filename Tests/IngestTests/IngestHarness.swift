@@ -7,29 +7,31 @@ import Logging
 import MatchServer
 import RosterAPI
 import RosterRPC
-import RosterServer
-import RosterTransport
+import RosterInProcess
 import SegmentStore
 import TestSupport
 import Synchronization
 import XCTest
 
 /// The whole ingest path in one test process: a lake folder, a match
-/// server, a coordinator and workers, each on its own loopback port (0),
-/// talking only through the generated clients.
+/// server, a coordinator and workers, talking only through the generated
+/// clients, in process (`InProcessTransport`, no ports). A service that is
+/// stopped answers UNAVAILABLE, as an unreachable server would, and a
+/// coordinator started again is reached by the same clients.
 final class IngestHarness: @unchecked Sendable {
     let root: URL
     let lakeRoot: URL
     let storeRoot: URL
     let catalogPath: String
     let policy: IngestPolicy
-    var matchServer: RPCServer!
     var matchCatalog: MatchCatalog!
-    var coordinatorServer: RPCServer!
-    var coordinator: CoordinatorService<RPCClient>!
+    /// What the match server's clients reach: nil while it is stopped.
+    let matchLink = Link(name: "match server")
+    var coordinator: CoordinatorService<Link>!
+    /// What the coordinator's clients (tests, workers) reach.
+    let coordinatorLink = Link(name: "coordinator")
     var coordinatorTask: Task<Void, Error>?
     var workerTasks: [Task<Void, Error>] = []
-    var clients: [RPCClient] = []
     /// Seconds added to the wall clock the coordinator reads: tests move
     /// time forward (past a retry backoff, say) without waiting.
     let clock = ShiftedClock()
@@ -38,6 +40,29 @@ final class IngestHarness: @unchecked Sendable {
         private let offset = Mutex<Double>(0)
         func advance(by seconds: Double) { offset.withLock { $0 += seconds } }
         func now() -> Double { Date().timeIntervalSince1970 + offset.withLock { $0 } }
+    }
+
+    /// A service's address, in process: the transport to it while it runs,
+    /// UNAVAILABLE while it does not.
+    final class Link: RPCClientTransport, Sendable {
+        let name: String
+        private let target = Mutex<InProcessTransport?>(nil)
+
+        init(name: String) { self.name = name }
+
+        func attach(_ services: [any RPCService]) throws {
+            let transport = try InProcessTransport(services: services, logger: Logger(label: "test.\(name)"))
+            target.withLock { $0 = transport }
+        }
+
+        func detach() { target.withLock { $0 = nil } }
+
+        func unary<Request: ProtoMessage, Response: ProtoMessage>(
+            _ method: RPCMethodDescriptor, request: Request, options: CallOptions
+        ) async throws -> Response {
+            guard let transport = target.withLock({ $0 }) else { throw RPCError(.unavailable, "cannot connect to the \(name): stopped") }
+            return try await transport.unary(method, request: request, options: options)
+        }
     }
 
     func advanceClock(by seconds: Double) {
@@ -62,54 +87,48 @@ final class IngestHarness: @unchecked Sendable {
         return policy
     }
 
-    func client(_ server: RPCServer) -> RPCClient {
-        let client = RPCClient(address: server.localAddress!)
-        clients.append(client)
-        return client
-    }
-
     func startMatchServer(mapBudget: Int? = nil) async throws {
         matchCatalog = try MatchCatalog(root: storeRoot, mapBudget: mapBudget, logger: Logger(label: "test.match"))
-        matchServer = try RPCServer(configuration: .init(drainTimeout: .milliseconds(100)), services: [
-            MatchHandler(catalog: matchCatalog, access: .open), AdminHandler(catalog: matchCatalog, access: .open),
-        ])
-        try await matchServer.start()
+        try matchLink.attach([MatchHandler(catalog: matchCatalog, access: .open), AdminHandler(catalog: matchCatalog, access: .open)])
+    }
+
+    /// The match server stops answering (its catalog stays, as its files would).
+    func stopMatchServer() {
+        matchLink.detach()
     }
 
     func startCoordinator(callerTokens: Set<String> = []) async throws {
         let catalog = try IngestCatalog(path: catalogPath, policy: policy)
         coordinator = CoordinatorService(
             catalog: catalog, lake: LocalFolderLake(root: lakeRoot), store: LocalSegmentStorage(root: storeRoot),
-            matchAdmin: MatchAdmin.Client(transport: client(matchServer)),
+            matchAdmin: MatchAdmin.Client(transport: matchLink),
             configuration: .init(scanInterval: nil, publishInterval: .milliseconds(30), callerTokens: callerTokens),
             clock: { [clock] in clock.now() })
-        coordinatorServer = try RPCServer(configuration: .init(drainTimeout: .milliseconds(100)), services: [coordinator])
-        try await coordinatorServer.start()
+        try coordinatorLink.attach([coordinator])
         let service = coordinator!
         coordinatorTask = Task { try await service.run() }
     }
 
-    /// Stops the coordinator abruptly: its server closes and its loops stop;
-    /// nothing is flushed or handed over (the catalog is all that remains).
+    /// Stops the coordinator abruptly: it stops answering and its loops
+    /// stop; nothing is flushed or handed over (the catalog is all that remains).
     func killCoordinator() async {
+        coordinatorLink.detach()
         coordinatorTask?.cancel()
         _ = try? await coordinatorTask?.value
-        coordinatorServer.drain()
-        await coordinatorServer.waitUntilClosed()
         coordinator = nil
     }
 
-    var coordinatorClient: Coordinator.Client<RPCClient> { Coordinator.Client(transport: client(coordinatorServer)) }
-    var matchClient: MatchService.Client<RPCClient> { MatchService.Client(transport: client(matchServer)) }
+    var coordinatorClient: Coordinator.Client<Link> { Coordinator.Client(transport: coordinatorLink) }
+    var matchClient: MatchService.Client<Link> { MatchService.Client(transport: matchLink) }
 
     @discardableResult
     func startWorker(id: String, parser: BlockParser = BlockParser(chunkSize: 1000), token: String? = nil,
-                     store: (any SegmentStorage)? = nil) -> BlockWorker<RPCClient> {
-        var configuration = BlockWorker<RPCClient>.Configuration(id: id, idlePoll: .milliseconds(5), maxIdlePoll: .milliseconds(20), parser: parser)
+                     store: (any SegmentStorage)? = nil) -> BlockWorker<Link> {
+        var configuration = BlockWorker<Link>.Configuration(id: id, idlePoll: .milliseconds(5), maxIdlePoll: .milliseconds(20), parser: parser)
         configuration.token = token
         let worker = BlockWorker(
             configuration: configuration,
-            coordinator: Coordinator.Client(transport: client(coordinatorServer)),
+            coordinator: Coordinator.Client(transport: coordinatorLink),
             lake: LocalFolderLake(root: lakeRoot), store: store ?? LocalSegmentStorage(root: storeRoot))
         workerTasks.append(Task { try await worker.run() })
         return worker
@@ -124,9 +143,7 @@ final class IngestHarness: @unchecked Sendable {
     func shutdown() async {
         await stopWorkers()
         if coordinator != nil { await killCoordinator() }
-        matchServer?.drain()
-        await matchServer?.waitUntilClosed()
-        for client in clients { await client.close() }
+        stopMatchServer()
         try? FileManager.default.removeItem(at: root)
     }
 
