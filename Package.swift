@@ -153,7 +153,7 @@ let package = Package(
             "LoadHarness", "RosterAPI", "RosterRPC", "RosterTransport", "RosterServer",
         ]),
         .testTarget(name: "RosterClientTests", dependencies: ["RosterClient", "RosterServer", "MatchServer", "SegmentStore"]),
-        .testTarget(name: "CLITests", dependencies: ["roster", "RosterClient", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["roster", "RosterClient"]),
         .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore", "TestSupport"]),
         .testTarget(name: "IngestTests", dependencies: [
             "DataLake", "HashParsing", "SegmentStore", "IngestCoordinator", "IngestWorker", "MatchServer", "SQLite",

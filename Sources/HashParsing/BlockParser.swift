@@ -66,18 +66,6 @@ public struct BlockParser: Sendable {
         self.maxSamples = maxSamples
     }
 
-    /// Parses the lines `block` owns in `object`, handing every valid key to
-    /// `sink` in file order. Fails with `.changed` if the object changes
-    /// while it is being read.
-    public func parse(
-        _ lake: some DataLake, object: LakeObject, block: BlockRange, sink: (Key16) throws -> Void
-    ) async throws -> BlockStats {
-        var keys: [Key16] = []
-        let stats = try await parse(lake, object: object, block: block, into: &keys)
-        for key in keys { try sink(key) }
-        return stats
-    }
-
     /// Parses the lines `block` owns in `object`, appending every valid key
     /// to `keys` in file order: the fast path workers use.
     ///

@@ -40,7 +40,7 @@ public struct MatchClient: Sendable {
         var packed = Data(capacity: hashes.count * 16)
         for hash in hashes { packed.append(hash.bytes) }
         let response = try await stub.matchMany(MatchManyRequest(advertiserId: advertiser, hashes: packed), options: options)
-        return (0..<hashes.count).map { i in i >> 3 < response.matched.count && (response.matched[response.matched.startIndex + i >> 3] >> UInt8(i & 7)) & 1 == 1 }
+        return (0..<hashes.count).map(response.isMatched)
     }
 
     public func close() async { await rpc.close() }

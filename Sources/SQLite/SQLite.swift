@@ -45,7 +45,6 @@ public struct Row {
         guard let p = sqlite3_column_text(statement, i) else { return "" }
         return String(cString: p)
     }
-    public func optionalString(_ i: Int32) -> String? { isNull(i) ? nil : string(i) }
 }
 
 /// One SQLite connection, used from one thread at a time (the owner serialises).

@@ -252,7 +252,7 @@ struct MatchCommand: AsyncParsableCommand {
                     try await stub.matchMany(MatchManyRequest(advertiserId: advertiser, hashes: packed), options: client.matchOptions())
                 }
                 for (i, h) in batch.enumerated() {
-                    let hit = (response.matched[i >> 3] >> UInt8(i & 7)) & 1 == 1
+                    let hit = response.isMatched(i)
                     if hit { matched += 1 }
                     lines.append(json ? "{\"hash\": \"\(h.hex)\", \"matched\": \(hit)}" : "\(h.hex)\t\(hit ? "member" : "not a member")")
                 }

@@ -29,7 +29,7 @@ final class BlockParserTests: XCTestCase {
         var keys: [Key16] = []
         var total = BlockStats()
         for block in BlockRange.split(size: object.size, blockSize: blockSize) {
-            let stats = try await BlockParser(chunkSize: chunkSize).parse(lake, object: object, block: block) { keys.append($0) }
+            let stats = try await BlockParser(chunkSize: chunkSize).parse(lake, object: object, block: block, into: &keys)
             total.lines += stats.lines
             total.keys += stats.keys
             total.skipped += stats.skipped
@@ -103,7 +103,8 @@ final class BlockParserTests: XCTestCase {
         XCTAssertEqual(keys, [])
         XCTAssertEqual(stats.lines, 0)
         let bad = try await put(Array(String(repeating: "nope\n", count: 30).utf8), name: "bad.txt")
-        let sampled = try await BlockParser().parse(lake, object: bad, block: BlockRange(start: 0, end: bad.size)) { _ in }
+        var ignored: [Key16] = []
+        let sampled = try await BlockParser().parse(lake, object: bad, block: BlockRange(start: 0, end: bad.size), into: &ignored)
         XCTAssertEqual(sampled.samples.count, 10)
         XCTAssertEqual(sampled.samples.first?.lineInBlock, 1, "line 0 is taken as a header")
         XCTAssertEqual(sampled.invalid[.malformed], 29)

@@ -195,7 +195,7 @@ final class IngestHarness: @unchecked Sendable {
             request.advertiserId = advertiser
             request.hashes = Data(batch.flatMap(\.bytes))
             let response = try await matchClient.matchMany(request)
-            for i in 0..<batch.count { out.append((response.matched[i >> 3] >> UInt8(i & 7)) & 1 == 1) }
+            out += (0..<batch.count).map(response.isMatched)
         }
         return out
     }

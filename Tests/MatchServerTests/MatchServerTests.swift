@@ -99,7 +99,7 @@ final class MatchServerTests: XCTestCase {
         XCTAssertEqual(many.version, 1)
         var matched = 0
         for (i, key) in probes.enumerated() {
-            let bit = many.matched[i / 8] >> (i % 8) & 1 == 1
+            let bit = many.isMatched(i)
             XCTAssertEqual(bit, reference.contains(key), "index \(i)")
             if bit { matched += 1 }
         }
@@ -159,7 +159,7 @@ final class MatchServerTests: XCTestCase {
             for _ in 0..<300 {
                 let reply = try await stub.matchMany(MatchManyRequest(advertiserId: "acme", hashes: probe), options: options)
                 for i in 0..<keys.count {
-                    let bit = reply.matched[i / 8] >> (i % 8) & 1 == 1
+                    let bit = reply.isMatched(i)
                     if bit != (UInt64(i) % 3 == reply.version % 3) {
                         XCTFail("reply of version \(reply.version) disagrees with it at key \(i)")
                         return seen
@@ -479,7 +479,7 @@ final class MatchServerTests: XCTestCase {
         XCTAssertEqual(catalog.advertisers, ["acme": 1, "beta": 3])
         XCTAssertEqual(catalog.memoryMaps, 1)
         let reply = try await match.matchMany(MatchManyRequest(advertiserId: "acme", hashes: data(keys + randomKeys(50, seed: 62))), options: asClient)
-        let hits = (0..<(keys.count + 50)).map { reply.matched[$0 >> 3] & (1 << UInt8($0 & 7)) != 0 }
+        let hits = reply.matches
         XCTAssertEqual(hits, Array(repeating: true, count: keys.count) + Array(repeating: false, count: 50))
 
         // A slice that does not hold the segment it claims is refused by name.
