@@ -141,8 +141,9 @@ let package = Package(
         .testTarget(name: "IDLCompilerTests", dependencies: ["IDLCompiler"]),
         .testTarget(name: "WireTests", dependencies: ["RosterRPC", "RosterAPI", "IDLCompiler", "TestSupport"]),
         .testTarget(name: "TransportTests", dependencies: [
-            "RosterRPC", "RosterTransport", "RosterServer", "RosterInProcess", "RosterMetrics", "IDLCompiler", "TestSupport",
+            "RosterRPC", "RosterTransport", "RosterServer", "RosterServerCore", "RosterInProcess", "RosterMetrics", "IDLCompiler", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -5,21 +5,25 @@ import RosterServerCore
 import RosterTransport
 
 /// Asks a connection to drain: refuse new calls, finish those in flight, close.
-struct DrainEvent: Sendable {}
+package struct DrainEvent: Sendable {
+    package init() {}
+}
 
-/// Serves the calls of one connection.
+/// Serves the calls of one connection: the NIO side of it.
 ///
 /// Everything here runs on the connection's event loop. An inline handler is
 /// called right here, with the request decoded straight from the receive
 /// buffer, and its response encoded straight into the send buffer; an async
-/// handler runs in a task and hops back to the loop to answer. The handler
-/// owns the per-connection limits: in-flight calls (reading pauses while the
-/// cap is reached or the peer is not reading its responses), deadlines,
-/// cancellation and the drain handshake.
-final class ServerConnectionHandler: ChannelDuplexHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+/// handler runs in a task and hops back to the loop to answer. The rules of
+/// the connection (call ids, back-pressure, the drain handshake, idle
+/// detection, protocol errors) live in `ServerConnectionStateMachine`, which
+/// this handler feeds events and obeys; what is left here is bytes, timers
+/// and tasks. Time is the event loop's (`EventLoop.now`), so tests on an
+/// `EmbeddedEventLoop` move it by hand.
+package final class ServerConnectionHandler: ChannelDuplexHandler {
+    package typealias InboundIn = ByteBuffer
+    package typealias OutboundIn = ByteBuffer
+    package typealias OutboundOut = ByteBuffer
 
     private struct Call {
         var task: Task<Void, Never>
@@ -28,25 +32,13 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         var started: ContinuousClock.Instant
     }
 
-    private enum State {
-        case awaitingPreface
-        case open
-        /// GOAWAY sent; waiting for the PING that follows it to come back
-        /// (then every request the peer sent before seeing GOAWAY has arrived)
-        /// and for in-flight calls to finish.
-        case draining(pingAcknowledged: Bool)
-        case closed
-    }
-
     private let routes: RouteTable
     private let configuration: RPCServer.Configuration
     private let metrics: ServerMetrics
     private let logger: Logger
-    private var state = State.awaitingPreface
-    private var calls: [UInt32: Call] = [:]
+    private var machine: ServerConnectionStateMachine<Call>
     /// Inline calls served on this connection, to time one in 16.
     private var inlineCalls: UInt32 = 0
-    private var lastCallID: UInt32 = 0
     private var readPending = false
     private var flushScheduled = false
     private var context: ChannelHandlerContext!
@@ -64,8 +56,9 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// Bytes of a frame not yet complete.
     private var cumulation: ByteBuffer?
 
-    init(routes: RouteTable, configuration: RPCServer.Configuration, metrics: ServerMetrics, logger: Logger) {
+    package init(routes: RouteTable, configuration: RPCServer.Configuration, metrics: ServerMetrics, logger: Logger) {
         self.decoder = FrameDecoder(maxFrameSize: configuration.maxFrameSize)
+        self.machine = ServerConnectionStateMachine(maxConcurrentCalls: configuration.maxConcurrentCallsPerConnection)
         self.routes = routes
         self.configuration = configuration
         self.metrics = metrics
@@ -77,7 +70,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         metrics.liveHandlers.subtract(1, ordering: .relaxed)
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         peer = context.channel.remoteAddress?.description ?? "unknown"
         outgoing = context.channel.allocator.buffer(capacity: Self.outgoingCapacity)
@@ -88,7 +81,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     /// is broken here, and the buffers let go, or every closed connection
     /// (and the partial frame it left, up to the frame limit) stays in
     /// memory for good.
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         idleCheck?.cancel()
         idleCheck = nil
         drainTimer?.cancel()
@@ -109,9 +102,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private var drainTimer: Scheduled<Void>?
     /// When the current read began: where the deadlines of its requests start.
-    private var readStarted = NIODeadline.now()
-    private var sawRequestBytes = false
-    private var quietChecks = 0
+    private var readStarted = NIODeadline.uptimeNanoseconds(0)
     private var idleCheck: Scheduled<Void>?
 
     private func scheduleIdleCheck(in delay: TimeAmount) {
@@ -120,22 +111,15 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     private func checkIdle(every delay: TimeAmount) {
-        switch state {
-        case .awaitingPreface, .open: break
-        case .draining, .closed: return
+        switch machine.idleCheck() {
+        case .checkAgain:
+            scheduleIdleCheck(in: delay)
+        case .drain:
+            logger.debug("closing idle connection", metadata: ["peer": "\(peer)"])
+            startDraining(reason: "idle timeout")
+        case .stop:
+            break
         }
-        if sawRequestBytes || !calls.isEmpty {
-            sawRequestBytes = false
-            quietChecks = 0
-        } else {
-            quietChecks += 1
-            if quietChecks >= 2 {
-                logger.debug("closing idle connection", metadata: ["peer": "\(peer)"])
-                startDraining(reason: "idle timeout")
-                return
-            }
-        }
-        scheduleIdleCheck(in: delay)
     }
 
     /// Hands the batched responses to the channel (without flushing).
@@ -153,10 +137,10 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Inbound
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
-        sawRequestBytes = true
-        readStarted = .now()
+        machine.receivedBytes()
+        readStarted = context.eventLoop.now
         if var pending = cumulation {
             cumulation = nil
             pending.writeBuffer(&buffer)
@@ -176,10 +160,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    private var isClosed: Bool {
-        if case .closed = state { return true }
-        return false
-    }
+    private var isClosed: Bool { machine.isClosed }
 
     private func process(_ inbound: InboundFrame) {
         switch inbound {
@@ -187,7 +168,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             var buffer = context.channel.allocator.buffer(capacity: WireProtocol.prefaceLength)
             FrameWriter.writePreface(into: &buffer)
             writeFrame(buffer)
-            state = .open
+            machine.receivedPreface()
         case .frame(let frame):
             do {
                 try handle(frame)
@@ -197,7 +178,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
+    package func channelReadComplete(context: ChannelHandlerContext) {
         writeOutgoing()
         context.flush()
     }
@@ -207,11 +188,13 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         case .request:
             try handleRequest(frame)
         case .cancel:
-            if let call = calls.removeValue(forKey: frame.callID) {
+            let (ended, close) = machine.callEnded(frame.callID)
+            if let call = ended {
                 call.task.cancel()
                 call.timer?.cancel()
+                metrics.inFlight.decrement()
                 call.route.metrics.finished(code: .cancelled, since: call.started)
-                afterCallRemoved()
+                afterCallRemoved(close: close)
             }
         case .ping:
             var payload = frame.payload
@@ -220,33 +203,30 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             }
             if frame.flags & FrameFlags.ack == 0 {
                 writeFrame(FrameWriter.ping(opaque, ack: true, allocator: context.channel.allocator))
-            } else if opaque == Self.drainPingPayload, case .draining = state {
-                state = .draining(pingAcknowledged: true)
-                closeIfDrained()
+            } else if opaque == Self.drainPingPayload, machine.receivedDrainPingAck() {
+                closeWhenFlushed()
             }
         case .goAway:
             // The client is leaving: finish what is in flight, then close.
-            if case .open = state { state = .draining(pingAcknowledged: true) }
-            closeIfDrained()
+            if machine.receivedGoAway() { closeWhenFlushed() }
         case .response, nil:
             throw ProtocolViolation(.invalidArgument, "unexpected frame type 0x\(String(frame.rawType, radix: 16)) from a client")
         }
     }
 
     private func handleRequest(_ frame: Frame) throws(ProtocolViolation) {
-        guard frame.callID != 0 else { throw ProtocolViolation(.invalidArgument, "REQUEST with call id 0") }
-        guard calls[frame.callID] == nil else {
-            throw ProtocolViolation(.invalidArgument, "REQUEST reuses call id \(frame.callID), which is still in flight")
-        }
         var payload = frame.payload
         let head = try RequestHead.read(from: &payload)
-        lastCallID = max(lastCallID, frame.callID)
         let callID = frame.callID
-
-        if case .draining = state {
+        switch machine.receivedRequest(callID: callID) {
+        case .run:
+            break
+        case .refuseDraining:
             respond(callID, error: RPCError(.unavailable, "server is draining; retry on a new connection"),
                     flags: FrameFlags.notProcessed)
             return
+        case .violation(let message):
+            throw ProtocolViolation(.invalidArgument, message)
         }
         guard let route = routes.route(head.methodID) else {
             metrics.unknownMethod()
@@ -261,7 +241,7 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         let deadline = timeout.map { readStarted + $0 }
         var contextDeadline: ContinuousClock.Instant?
         if let deadline {
-            let now = NIODeadline.now()
+            let now = context.eventLoop.now
             contextDeadline = ContinuousClock.now + .nanoseconds((deadline - now).nanoseconds)
             if now >= deadline {
                 let waited = (now - readStarted).nanoseconds / 1_000_000
@@ -321,29 +301,31 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
             if let deadline {
                 call.timer = loop.scheduleTask(deadline: deadline) { handler.value.deadlineExpired(callID) }
             }
-            calls[callID] = call
+            machine.callStarted(callID, call)
         }
     }
 
     private func asyncCallFinished(_ callID: UInt32, result: Result<any ProtoMessage, any Error>) {
         // A call that expired or was cancelled has already been answered or abandoned.
-        guard let call = calls.removeValue(forKey: callID) else { return }
+        let (ended, close) = machine.callEnded(callID)
+        guard let call = ended else { return }
         call.timer?.cancel()
         metrics.inFlight.decrement()
         complete(callID, route: call.route, started: call.started, result: result)
         scheduleFlush()
-        afterCallRemoved()
+        afterCallRemoved(close: close)
     }
 
     private func deadlineExpired(_ callID: UInt32) {
-        guard let call = calls.removeValue(forKey: callID) else { return }
+        let (ended, close) = machine.callEnded(callID)
+        guard let call = ended else { return }
         call.task.cancel()
         metrics.inFlight.decrement()
         let elapsed = (ContinuousClock.now - call.started).wholeMilliseconds
         fail(callID, route: call.route, started: call.started,
              error: RPCError(.deadlineExceeded, "deadline exceeded after \(elapsed) ms"))
         scheduleFlush()
-        afterCallRemoved()
+        afterCallRemoved(close: close)
     }
 
     /// Answers an async call and records its outcome.
@@ -382,35 +364,35 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    private func afterCallRemoved() {
+    private func afterCallRemoved(close: Bool) {
         resumeReadingIfPossible()
-        closeIfDrained()
+        if close { closeWhenFlushed() }
     }
 
     // MARK: Backpressure
 
-    func read(context: ChannelHandlerContext) {
-        if calls.count >= configuration.maxConcurrentCallsPerConnection || !context.channel.isWritable {
-            readPending = true
-        } else {
+    package func read(context: ChannelHandlerContext) {
+        if machine.mayRead(isWritable: context.channel.isWritable) {
             context.read()
+        } else {
+            readPending = true
         }
     }
 
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
+    package func channelWritabilityChanged(context: ChannelHandlerContext) {
         resumeReadingIfPossible()
         context.fireChannelWritabilityChanged()
     }
 
     private func resumeReadingIfPossible() {
-        guard readPending, calls.count < configuration.maxConcurrentCallsPerConnection, context.channel.isWritable else { return }
+        guard readPending, machine.mayRead(isWritable: context.channel.isWritable) else { return }
         readPending = false
         context.read()
     }
 
     // MARK: Drain, idle, errors, close
 
-    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+    package func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
         if event is DrainEvent {
             startDraining(reason: "server is shutting down")
             promise?.succeed()
@@ -420,27 +402,23 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     private func startDraining(reason: String) {
-        switch state {
-        case .awaitingPreface:
-            state = .closed
+        switch machine.startDraining() {
+        case .close:
             context.close(promise: nil)
-        case .open:
-            state = .draining(pingAcknowledged: false)
+        case .sendGoAwayAndPing(let lastCallID):
             let allocator = context.channel.allocator
             writeFrame(FrameWriter.goAway(code: .ok, lastCallID: lastCallID, message: reason, allocator: allocator))
             context.writeAndFlush(wrapOutboundOut(FrameWriter.ping(Self.drainPingPayload, ack: false, allocator: allocator)), promise: nil)
             // A peer that never answers the PING does not hold the server up for ever.
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
             drainTimer = context.eventLoop.scheduleTask(in: configuration.drainTimeout) { handler.value.forceClose() }
-        case .draining, .closed:
+        case .none:
             break
         }
     }
 
-    private func closeIfDrained() {
-        guard case .draining(pingAcknowledged: true) = state, calls.isEmpty else { return }
-        state = .closed
-        // Close once everything written so far has gone out.
+    /// Closes once everything written so far has gone out.
+    private func closeWhenFlushed() {
         writeOutgoing()
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(channel.allocator.buffer(capacity: 0))).whenComplete { _ in
@@ -449,47 +427,48 @@ final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     private func forceClose() {
-        guard case .draining = state else { return }
-        state = .closed
+        guard machine.drainTimedOut() else { return }
         context.close(promise: nil)
     }
 
     private func connectionError(_ error: any Error) {
         let violation = (error as? ProtocolViolation) ?? ProtocolViolation(.internal, "connection error")
         logger.debug("closing connection after protocol error", metadata: ["peer": "\(peer)", "error": "\(violation)"])
-        if case .closed = state { return }
-        if case .awaitingPreface = state {
+        guard case .sendGoAway(let prefaceFirst, let lastCallID) = machine.protocolViolation() else { return }
+        if prefaceFirst {
             // The peer may not speak this protocol at all; it still gets a readable answer.
             var buffer = context.channel.allocator.buffer(capacity: WireProtocol.prefaceLength)
             FrameWriter.writePreface(into: &buffer)
             writeFrame(buffer)
         }
-        state = .closed
         let goAway = FrameWriter.goAway(code: violation.code, lastCallID: lastCallID, message: violation.message, allocator: context.channel.allocator)
         writeOutgoing()
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(goAway)).whenComplete { _ in channel.close(promise: nil) }
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if error is ProtocolViolation {
             connectionError(error)
         } else {
             logger.debug("connection error", metadata: ["peer": "\(peer)", "error": "\(error)"])
-            state = .closed
+            cancelCalls()
             context.close(promise: nil)
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        state = .closed
-        for (_, call) in calls {
+    package func channelInactive(context: ChannelHandlerContext) {
+        cancelCalls()
+        context.fireChannelInactive()
+    }
+
+    /// The connection is gone: its calls in flight will never be answered.
+    private func cancelCalls() {
+        for call in machine.closed() {
             call.task.cancel()
             call.timer?.cancel()
             metrics.inFlight.decrement()
             call.route.metrics.finished(code: .cancelled, since: call.started)
         }
-        calls.removeAll()
-        context.fireChannelInactive()
     }
 }
