@@ -2,7 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import RosterRPC
-import RosterServer
+@_spi(Testing) import RosterServer
 import RosterTransport
 import ServiceLifecycle
 import XCTest
@@ -39,7 +39,7 @@ final class ConnectionTests: XCTestCase {
         let value = try await stub.echo(EchoRequest(index: 1)).index
         XCTAssertEqual(value, 1)
         // Let the connection go idle: the server drains it (GOAWAY, PING, close).
-        try await Task.sleep(for: .milliseconds(600))
+        try await waitUntil { server.openConnections.isEmpty }
         for i in 2..<50 {
             let value = try await stub.echo(EchoRequest(index: UInt32(i))).index
             XCTAssertEqual(value, UInt32(i))

@@ -11,10 +11,11 @@ import XCTest
 final class HostileInputTests: XCTestCase {
     private var server: RPCServer!
     private var port = 0
+    private let echo = EchoService()
 
     override func setUp() async throws {
         // A short drain timeout: raw connections never answer the drain PING.
-        (server, port) = try await startServer([EchoService(), InlineEchoService()], configuration: .init(drainTimeout: .milliseconds(500)))
+        (server, port) = try await startServer([echo, InlineEchoService()], configuration: .init(drainTimeout: .milliseconds(500)))
     }
 
     override func tearDown() async throws {
@@ -134,7 +135,7 @@ final class HostileInputTests: XCTestCase {
         let raw = try await RawConnection.connect(port: port)
         let slow = requestFrame(callID: 1, methodID: Echo.Method.echo.id, message: EchoRequest(index: 1, delayMs: 300).serializedBytes())
         try await raw.send(preface + slow)
-        try await Task.sleep(for: .milliseconds(50))
+        try await waitUntil { self.echo.started.load(ordering: .relaxed) == 1 }
         server.drain()
         try await waitUntil { raw.frames.contains { $0.type == 0x05 } }
         let late = requestFrame(callID: 2, methodID: InlineEcho.Method.echo.id, message: EchoRequest(index: 2).serializedBytes())
