@@ -126,3 +126,35 @@ extension FileState {
         }
     }
 }
+
+// MARK: States and kinds in SQL
+
+/// How states and kinds appear in the catalog's SQL: by name in the Swift
+/// source, as literal numbers in the statement text. Literal, not bound:
+/// SQLite uses a partial index (`files_to_collect`) only for a query whose
+/// WHERE clause repeats the index's predicate, which a `?` cannot.
+protocol SQLLiteral {
+    var sqlValue: Int64 { get }
+}
+
+extension SQLLiteral {
+    /// The value as SQL text: `5`.
+    var sql: String { String(sqlValue) }
+
+    /// A parenthesised list for `IN`: `(1, 2, 3)`.
+    static func sqlList(_ values: Self...) -> String {
+        "(" + values.map(\.sql).joined(separator: ", ") + ")"
+    }
+}
+
+extension FileState: SQLLiteral {
+    var sqlValue: Int64 { Int64(rawValue) }
+}
+
+extension TaskKind: SQLLiteral {
+    var sqlValue: Int64 { Int64(rawValue) }
+}
+
+extension TaskState: SQLLiteral {
+    var sqlValue: Int64 { rawValue }
+}

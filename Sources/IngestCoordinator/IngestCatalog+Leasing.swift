@@ -1,0 +1,245 @@
+import DataLake
+import Foundation
+import HashParsing
+import RosterAPI
+import SQLite
+
+/// `IngestCatalog`: Leasing tasks by priority (the kept ranking), lease expiry and heartbeats.
+extension IngestCatalog {
+
+    /// Leases up to `max` tasks to `worker`, highest priority first (see
+    /// `Priority`); expired leases go back to the queue first.
+    public func lease(worker: String, max: Int, now: Double) throws -> [IngestTask] {
+        do {
+            return try write { db in try lease(db, worker: worker, max: max, now: now) }
+        } catch {
+            // The transaction rolled back; the kept order may have lost candidates.
+            lock.withLock { ranking = nil }
+            throw error
+        }
+    }
+
+
+    struct Ranked {
+        var file: UInt64
+        var score: Double
+        /// Best first; ties by file id.
+        func before(_ other: Ranked) -> Bool { score != other.score ? score > other.score : file < other.file }
+    }
+    static let rankingLifetime = 1.0
+    @_spi(Testing) public var rankingCount: Int { lock.withLock { rankings } }
+
+    /// Called inside a write whenever tasks may have become leasable in
+    /// ways one file cannot describe.
+    func invalidateRanking() { ranking = nil }
+
+    /// Called inside a write, after `file` got leasable tasks (it was
+    /// submitted, its merges were created, a task came back): the file is
+    /// scored and put in its place in the kept ranking, so new work is seen
+    /// at the next lease without ranking every file again.
+    ///
+    /// The file may already be in the ranking (it had other tasks left): a
+    /// second entry costs one empty look-up when its turn comes, and saves a
+    /// search of the whole ranking on every insertion.
+    func place(_ db: Database, file: UInt64, now: Double) throws {
+        guard ranking != nil, let entry = try candidates(db, now: now, file: file).first else { return }
+        // Binary search for the first entry it goes before; the ranking is
+        // mutated in place (not copied), and a new file, which has waited
+        // least, goes near the end, so the insertion moves little.
+        var low = ranking!.files.startIndex, high = ranking!.files.endIndex
+        while low < high {
+            let middle = low + (high - low) / 2
+            if entry.before(ranking!.files[middle]) { high = middle } else { low = middle + 1 }
+        }
+        ranking!.files.insert(entry, at: low)
+    }
+
+    /// Called inside a write after a task was put back with a backoff: the
+    /// kept ranking ends when the backoff does, so the task is seen then.
+    func rankingEnds(by time: Double) {
+        if let kept = ranking, time < kept.until { ranking?.until = time }
+    }
+
+    /// Files with a task leasable at `now` (or only `file`), scored by `Priority`, best first.
+    func candidates(_ db: Database, now: Double, file: UInt64? = nil) throws -> [Ranked] {
+        try db.rows("""
+            SELECT f.id, f.state, f.submitted_at, a.weight,
+                   (SELECT COALESCE(SUM(CASE WHEN t.kind = \(TaskKind.parse.sql) THEN t.range_end - t.range_start ELSE 0 END), 0)
+                      FROM tasks t WHERE t.file_id = f.id AND t.state IN \(TaskState.sqlList(.queued, .leased))),
+                   f.size
+            FROM files f JOIN advertisers a ON a.id = f.advertiser_id
+            WHERE f.state IN \(FileState.sqlList(.queued, .parsing, .merging)) \(file == nil ? "" : "AND f.id = ?")
+              AND EXISTS (SELECT 1 FROM tasks t WHERE t.file_id = f.id AND t.state = \(TaskState.queued.sql) AND (t.not_before IS NULL OR t.not_before <= ?))
+            """, arguments: (file.map { [$0] } ?? []) + [now]) { row -> Ranked in
+            let merging = FileState(rawValue: Int32(row.int(1))) == .merging
+            let remaining = merging ? row.int(5) : row.int(4)
+            let score = Priority.score(weight: row.double(3), waited: now - row.double(2), remainingBytes: remaining,
+                                       blockSize: policy.blockSize, merging: merging, agingSeconds: policy.agingSeconds)
+            return Ranked(file: UInt64(row.int(0)), score: score)
+        }.sorted { $0.before($1) }
+    }
+
+    func lease(_ db: Database, worker: String, max: Int, now: Double) throws -> [IngestTask] {
+            try db.run("INSERT INTO workers(id, last_seen) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen",
+                       worker, now)
+            try expireLeases(db, now: now)
+            if let cached = ranking, now >= cached.at, now < cached.until {
+                return try lease(db, from: cached.files, worker: worker, max: max, now: now)
+            }
+            rankings += 1
+            let started = ContinuousClock.now
+            let ranked = try candidates(db, now: now)
+            let took = ContinuousClock.now - started
+            lastRankingSeconds = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
+            // A task whose backoff ends sooner becomes leasable without an event: the ranking lasts until then.
+            let nextReady = try db.rows("SELECT MIN(not_before) FROM tasks WHERE state = \(TaskState.queued.sql) AND not_before > ?", now) {
+                $0.isNull(0) ? nil : $0.double(0)
+            }.first ?? nil
+            let until = min(now + Swift.max(Self.rankingLifetime, 20 * lastRankingSeconds), nextReady ?? .infinity)
+            return try lease(db, from: ArraySlice(ranked), worker: worker, max: max, now: now, ranked: (now, until))
+    }
+
+    /// Leases up to `max` tasks from the ranked `files`, best first, and
+    /// keeps what is left of the ranking.
+    func lease(_ db: Database, from files: ArraySlice<Ranked>, worker: String, max: Int, now: Double,
+                       ranked: (at: Double, until: Double)? = nil) throws -> [IngestTask] {
+        var files = files
+        var leased: [IngestTask] = []
+        while leased.count < max, let file = files.first?.file {
+            // Merges only once every block is parsed (again, after a lost run).
+            let want = max - leased.count
+            let ids = try db.rows("""
+                SELECT id FROM tasks WHERE file_id = ? AND state = \(TaskState.queued.sql) AND (not_before IS NULL OR not_before <= ?) AND (kind = ? OR NOT EXISTS
+                    (SELECT 1 FROM tasks p WHERE p.file_id = ? AND p.kind = ? AND p.state != \(TaskState.done.sql)))
+                ORDER BY kind, seq LIMIT ?
+                """, file, now, Int(TaskKind.parse.rawValue), file, Int(TaskKind.parse.rawValue), want) { UInt64($0.int(0)) }
+            for id in ids {
+                leased.append(try leaseTask(db, id: id, worker: worker, now: now))
+            }
+            if !ids.isEmpty {
+                try db.run("UPDATE files SET state = ?, started_at = COALESCE(started_at, ?) WHERE id = ? AND state = ?",
+                           Int(FileState.parsing.rawValue), now, file, Int(FileState.queued.rawValue))
+            }
+            // Nothing more to lease from it now: it leaves the ranking.
+            if ids.count < want { files = files.dropFirst() }
+        }
+        let (at, until) = ranked ?? (ranking?.at ?? now, ranking?.until ?? now)
+        ranking = (files, at, until)
+        return leased
+    }
+
+    func leaseTask(_ db: Database, id: UInt64, worker: String, now: Double) throws -> IngestTask {
+        let token = Self.newToken()
+        try db.run("""
+            UPDATE tasks SET state = \(TaskState.leased.sql), attempts = attempts + 1, lease_token = ?, worker = ?, lease_expires = ? WHERE id = ?
+            """, token, worker, now + policy.leaseDuration, id)
+        var task = IngestTask()
+        var fileID: UInt64 = 0
+        try db.query("""
+            SELECT t.kind, t.seq, t.range_start, t.range_end, t.attempts, t.file_id, f.advertiser_id, f.path, f.etag, f.size
+            FROM tasks t JOIN files f ON f.id = t.file_id WHERE t.id = ?
+            """, id) { row in
+            task.taskId = id
+            task.kind = TaskKind(rawValue: Int32(row.int(0)))
+            task.leaseToken = token
+            task.attempt = UInt32(row.int(4))
+            fileID = UInt64(row.int(5))
+            task.advertiserId = row.string(6)
+            task.version = fileID
+            task.lakePath = row.string(7)
+            task.etag = row.string(8)
+            let seq = row.int(1)
+            let suffix = "a\(task.attempt)-\(token.prefix(8))"
+            if task.kind == .parse {
+                task.start = UInt64(row.int(2))
+                task.end = UInt64(row.int(3))
+                task.outputPath = "runs/\(task.advertiserId)/\(fileID)/block-\(seq)-\(suffix).run"
+                task.partitionBits = UInt32(policy.runPartitionBits(fileSize: row.int(9)))
+            } else if task.kind == .whole {
+                task.start = UInt64(row.int(2))
+                task.end = UInt64(row.int(3))
+                task.outputPath = "segments/\(task.advertiserId)/\(fileID)/part-\(seq)-\(suffix).seg"
+            } else {
+                task.keyLow = UInt64(bitPattern: row.int(2))
+                task.keyHigh = UInt64(bitPattern: row.int(3))
+                task.outputPath = "segments/\(task.advertiserId)/\(fileID)/part-\(seq)-\(suffix).seg"
+                task.packPath = Self.packPath(advertiser: task.advertiserId, file: fileID)
+            }
+        }
+        if task.kind == .merge {
+            task.runs = try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind = \(TaskKind.parse.sql) ORDER BY seq", fileID) { $0.string(0) }
+        }
+        try db.run("UPDATE tasks SET output = ? WHERE id = ?", task.outputPath, id)
+        try db.run("INSERT OR REPLACE INTO attempts(task_id, attempt, worker, leased_at) VALUES (?, ?, ?, ?)",
+                   id, task.attempt, worker, now)
+        return task
+    }
+
+    /// The one pack file of a version's merged segments.
+    static func packPath(advertiser: String, file: UInt64) -> String {
+        "segments/\(advertiser)/\(file)/merged.pack"
+    }
+
+    static func newToken() -> String {
+        var g = SystemRandomNumberGenerator()
+        return String(format: "%016llx%016llx", g.next() as UInt64, g.next() as UInt64)
+    }
+
+    /// Puts tasks whose lease ran out back in the queue, or fails their file
+    /// version once they have used all their attempts.
+    func expireLeases(_ db: Database, now: Double) throws {
+        let expired = try db.rows("SELECT id, attempts, worker, expiries FROM tasks WHERE state = \(TaskState.leased.sql) AND lease_expires < ?", now) {
+            (UInt64($0.int(0)), Int($0.int(1)), $0.string(2), Int($0.int(3)) + 1)
+        }
+        for (id, attempts, worker, expiries) in expired {
+            try db.run("UPDATE attempts SET outcome = 'expired', ended_at = ? WHERE task_id = ? AND attempt = ?", now, id, attempts)
+            try db.run("UPDATE tasks SET expiries = ? WHERE id = ?", expiries, id)
+            if expiries >= policy.maxLeaseExpiries {
+                let (file, label) = try taskLabel(db, id)
+                try abandon(db, file: file, state: .failed,
+                            error: "\(label): its lease expired \(expiries) times (workers died or stalled on it); last on worker \(worker)",
+                            now: now)
+            } else {
+                // At once: the worker died, the file is not at fault.
+                try db.run("UPDATE tasks SET state = \(TaskState.queued.sql), lease_token = NULL, lease_expires = NULL WHERE id = ?", id)
+                try place(db, file: try taskLabel(db, id).0, now: now)
+            }
+        }
+    }
+
+    /// After a reported failure: the task goes back to the queue after a
+    /// backoff (`wait`), or its version fails once it has failed
+    /// `maxAttempts` times.
+    func retryOrFail(_ db: Database, task: UInt64, failures: Int, error: String, wait: Double, now: Double) throws {
+        try db.run("UPDATE tasks SET failures = ? WHERE id = ?", failures, task)
+        if failures >= policy.maxAttempts {
+            let (file, label) = try taskLabel(db, task)
+            try abandon(db, file: file, state: .failed, error: "\(label) failed \(failures) times; last: \(error)", now: now)
+        } else {
+            try db.run("UPDATE tasks SET state = \(TaskState.queued.sql), lease_token = NULL, lease_expires = NULL, not_before = ? WHERE id = ?",
+                       now + wait, task)
+            if wait > 0 { rankingEnds(by: now + wait) } else { try place(db, file: try taskLabel(db, task).0, now: now) }
+        }
+    }
+
+    func taskLabel(_ db: Database, _ task: UInt64) throws -> (UInt64, String) {
+        try db.rows("SELECT file_id, kind, seq FROM tasks WHERE id = ?", task) { row in
+            (UInt64(row.int(0)), (row.int(1) == Int64(TaskKind.merge.rawValue) ? "merge " : "block ") + String(row.int(2)))
+        }.first ?? (0, "task \(task)")
+    }
+
+    /// Renews the leases `worker` still holds; returns the tasks it has lost.
+    public func heartbeat(worker: String, tasks: [(UInt64, String)], now: Double) throws -> [UInt64] {
+        try write { db in
+            try db.run("INSERT INTO workers(id, last_seen) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen",
+                       worker, now)
+            var lost: [UInt64] = []
+            for (id, token) in tasks {
+                let renewed = try db.run("UPDATE tasks SET lease_expires = ? WHERE id = ? AND state = \(TaskState.leased.sql) AND lease_token = ?",
+                                         now + policy.leaseDuration, id, token)
+                if renewed == 0 { lost.append(id) }
+            }
+            return lost
+        }
+    }
+}

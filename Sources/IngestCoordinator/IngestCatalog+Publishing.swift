@@ -1,0 +1,107 @@
+import DataLake
+import Foundation
+import HashParsing
+import RosterAPI
+import SQLite
+
+/// `IngestCatalog`: Versions ready to go live, marking them live or failed, and what garbage collection may delete.
+extension IngestCatalog {
+
+    public struct Publication: Sendable, Equatable {
+        public var fileID: UInt64
+        public var advertiserID: String
+        public var segments: [SegmentRef]
+        /// The lake object every block was read from.
+        public var path: String
+        public var etag: String
+    }
+
+    /// Versions whose merges are all done, waiting to be made live.
+    public func pendingPublications() throws -> [Publication] {
+        try read { db in
+            let files = try db.rows("SELECT id, advertiser_id, path, etag FROM files WHERE state = ? ORDER BY id",
+                                    Int(FileState.publishing.rawValue)) { (UInt64($0.int(0)), $0.string(1), $0.string(2), $0.string(3)) }
+            return try files.map { id, advertiser, path, etag in
+                let segments = try db.rows("""
+                    SELECT output, output_keys, output_offset, output_length FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole)) ORDER BY seq
+                    """, id) { row in
+                    var ref = SegmentRef()
+                    ref.path = row.string(0)
+                    ref.keyCount = UInt64(row.int(1))
+                    ref.offset = UInt64(row.int(2))
+                    ref.length = UInt64(row.int(3))
+                    return ref
+                }
+                return Publication(fileID: id, advertiserID: advertiser, segments: segments, path: path, etag: etag)
+            }
+        }
+    }
+
+    /// Records that `files` are live, in one transaction; each advertiser's
+    /// previous live version is retired.
+    public func markLive(files: [UInt64], now: Double) throws {
+        guard !files.isEmpty else { return }
+        try write { db in
+            for file in files {
+            guard let advertiser = try db.rows("SELECT advertiser_id FROM files WHERE id = ? AND state = ?",
+                                               file, Int(FileState.publishing.rawValue), map: { $0.string(0) }).first else { continue }
+            try db.run("UPDATE files SET state = ?, ended_at = ? WHERE advertiser_id = ? AND state = ? AND id < ?",
+                       Int(FileState.retired.rawValue), now, advertiser, Int(FileState.live.rawValue), file)
+            try db.run("UPDATE files SET state = ?, live_at = ?, ended_at = ? WHERE id = ?", Int(FileState.live.rawValue), now, now, file)
+            try db.run("UPDATE advertisers SET live_file_id = ? WHERE id = ?", file, advertiser)
+            }
+        }
+    }
+
+    /// Records that the match server refused `file` for good (a newer version is live there).
+    public func markPublishFailed(file: UInt64, state: FileState, error: String, now: Double) throws {
+        try write { db in try abandon(db, file: file, state: state, error: error, now: now) }
+    }
+
+    /// What the store no longer needs of one version.
+    public struct Collectable: Sendable, Equatable {
+        public var file: UInt64
+        /// Folders to delete whole.
+        public var prefixes: [String]
+        /// A live version's segment folder, and the segments it serves: every
+        /// other file there (a temporary file of a worker killed mid-write,
+        /// the output of a lost attempt) is deleted.
+        public var segmentFolder: String?
+        public var served: Set<String>
+    }
+
+    /// Store folders that are no longer needed: all of a live version's runs
+    /// and stray files beside its segments, and everything of versions that
+    /// ended without being live or were retired.
+    public func collectable() throws -> [Collectable] {
+        try read { db in
+            // Through the partial index `files_to_collect` (migration 3): the
+            // cost is the number of files to collect, not of live ones.
+            try db.rows("""
+                SELECT id, advertiser_id, state FROM files INDEXED BY files_to_collect
+                WHERE (state = \(FileState.live.sql) AND collected = 0) OR (state IN \(FileState.sqlList(.failed, .rejected, .superseded, .retired)) AND collected < 2)
+                """) { row in
+                let id = UInt64(row.int(0)), advertiser = row.string(1)
+                let segments = "segments/\(advertiser)/\(id)"
+                if row.int(2) != Int64(FileState.live.rawValue) {
+                    return Collectable(file: id, prefixes: ["runs/\(advertiser)/\(id)", segments], segmentFolder: nil, served: [])
+                }
+                return Collectable(file: id, prefixes: ["runs/\(advertiser)/\(id)"], segmentFolder: segments, served: [])
+            }.map { item in
+                guard item.segmentFolder != nil else { return item }
+                var item = item
+                item.served = Set(try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole)) AND state = ?",
+                                              item.file, TaskState.done.rawValue) { $0.string(0) })
+                return item
+            }
+        }
+    }
+
+    /// Marks what `collectable` listed for `file` as deleted: 1 = its runs
+    /// (it is live), 2 = everything.
+    public func markCollected(file: UInt64) throws {
+        try write { db in
+            try db.run("UPDATE files SET collected = CASE WHEN state = \(FileState.live.sql) THEN 1 ELSE 2 END WHERE id = ?", file)
+        }
+    }
+}

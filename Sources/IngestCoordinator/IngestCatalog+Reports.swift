@@ -1,0 +1,151 @@
+import DataLake
+import Foundation
+import HashParsing
+import RosterAPI
+import SQLite
+
+/// `IngestCatalog`: What workers report: finished and failed tasks, and what follows from them.
+extension IngestCatalog {
+
+    public enum Progress: Sendable, Equatable {
+        case none
+        /// All parse tasks are done and the version was sent to merging.
+        case merging
+        /// Too many invalid lines.
+        case rejected
+        /// All merges are done: the version can be published.
+        case readyToPublish
+    }
+
+    /// Records a finished task. Ignored (returns nil) unless `token` still
+    /// holds the lease: a late or repeated report changes nothing.
+    public func complete(_ report: CompleteTaskRequest, now: Double) throws -> Progress? {
+        try write { db in
+            guard let (file, kind, attempt, advertiser) = try db.rows("""
+                SELECT t.file_id, t.kind, t.attempts, f.advertiser_id FROM tasks t JOIN files f ON f.id = t.file_id
+                WHERE t.id = ? AND t.state = \(TaskState.leased.sql) AND t.lease_token = ?
+                """, report.taskId, report.leaseToken, map: {
+                    (UInt64($0.int(0)), TaskKind(rawValue: Int32($0.int(1))), Int($0.int(2)), $0.string(3))
+                }).first
+            else { return nil }
+            if !report.outputPath.isEmpty {
+                // Only a merge's own pack: a report cannot make the match
+                // server map some other file.
+                let pack = Self.packPath(advertiser: advertiser, file: file)
+                guard kind == .merge, report.outputPath == pack, report.outputLength > 0,
+                      report.outputOffset <= UInt64(Int64.max), report.outputLength <= UInt64(Int64.max) - report.outputOffset
+                else {
+                    throw IngestError.invalidArgument("task \(report.taskId) reported its output at \(report.outputPath)@\(report.outputOffset)+\(report.outputLength); only a slice of \(pack) is accepted")
+                }
+                try db.run("UPDATE tasks SET output = ?, output_offset = ?, output_length = ? WHERE id = ?",
+                           report.outputPath, report.outputOffset, report.outputLength, report.taskId)
+            } else {
+                try db.run("UPDATE tasks SET output_offset = 0, output_length = 0 WHERE id = ?", report.taskId)
+            }
+            let invalid = Self.encodeCounts(report.invalidByKind)
+            let samples = report.invalidSamples.map { "\($0.line):\($0.kind)" }.joined(separator: ",")
+            try db.run("""
+                UPDATE tasks SET state = \(TaskState.done.sql), lease_token = NULL, lines = ?, keys = ?, skipped = ?, output_keys = ?, bytes = ?,
+                    invalid = ?, samples = ?, done_at = ? WHERE id = ?
+                """, report.lines, report.keys, report.skipped, report.outputKeys, report.bytes, invalid, samples, now, report.taskId)
+            try db.run("UPDATE attempts SET outcome = 'done', ended_at = ? WHERE task_id = ? AND attempt = ?", now, report.taskId, attempt)
+            let open = try db.rows("SELECT COUNT(*) FROM tasks WHERE file_id = ? AND kind = ? AND state != \(TaskState.done.sql)",
+                                   file, Int(kind.rawValue)) { $0.int(0) }.first ?? 0
+            guard open == 0 else { return Progress.none }
+            if kind == .parse { return try finishParsing(db, file: file, now: now) }
+            if kind == .whole, try rejectIfInvalid(db, file: file, kind: .whole, now: now) { return .rejected }
+            let distinct = try db.rows("SELECT SUM(output_keys) FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole))", file) { $0.int(0) }.first ?? 0
+            try db.run("UPDATE files SET state = ?, distinct_keys = ? WHERE id = ?", Int(FileState.publishing.rawValue), distinct, file)
+            return .readyToPublish
+        }
+    }
+
+    /// Rejects `file` when its parsed tasks of `kind` found more invalid
+    /// lines than the threshold allows; true if it did.
+    func rejectIfInvalid(_ db: Database, file: UInt64, kind: TaskKind, now: Double) throws -> Bool {
+        var lines: Int64 = 0, invalid: Int64 = 0
+        try db.query("SELECT lines, invalid FROM tasks WHERE file_id = ? AND kind = ?", file, Int(kind.rawValue)) { row in
+            lines += row.int(0)
+            invalid += Self.decodeCounts(row.string(1)).values.reduce(0) { $0 + Int64($1) }
+        }
+        guard invalid > 0, Double(invalid) > policy.invalidThreshold * Double(lines) else { return false }
+        let percent = String(format: "%.3f", 100 * Double(invalid) / Double(max(1, lines)))
+        let limit = String(format: "%.3f", 100 * policy.invalidThreshold)
+        try abandon(db, file: file, state: .rejected,
+                    error: "\(invalid) of \(lines) lines are invalid (\(percent)%, limit \(limit)%)", now: now)
+        return true
+    }
+
+    func finishParsing(_ db: Database, file: UInt64, now: Double) throws -> Progress {
+        // Blocks parsed again after a lost run: the merges exist already.
+        let merges = try db.rows("SELECT COUNT(*) FROM tasks WHERE file_id = ? AND kind = ?",
+                                 file, Int(TaskKind.merge.rawValue)) { $0.int(0) }.first ?? 0
+        if merges > 0 {
+            try db.run("UPDATE files SET state = ? WHERE id = ?", Int(FileState.merging.rawValue), file)
+            try place(db, file: file, now: now)
+            return .merging
+        }
+        if try rejectIfInvalid(db, file: file, kind: .parse, now: now) { return .rejected }
+        let runKeys = try db.rows("SELECT SUM(output_keys) FROM tasks WHERE file_id = ? AND kind = \(TaskKind.parse.sql)", file) { $0.int(0) }.first ?? 0
+        let ranges = policy.mergeRanges(keys: runKeys)
+        for (seq, range) in ranges.enumerated() {
+            try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end) VALUES (?, ?, ?, ?, ?)",
+                       file, Int(TaskKind.merge.rawValue), seq, range.low, range.high)
+        }
+        try db.run("UPDATE files SET state = ?, merges_total = ? WHERE id = ?", Int(FileState.merging.rawValue), ranges.count, file)
+        try place(db, file: file, now: now)
+        return .merging
+    }
+
+    public enum FailureOutcome: Sendable, Equatable {
+        case ignored
+        case retrying
+        case failed
+        /// The lake object changed: the version was abandoned; the caller should look at the file again.
+        case fileChanged(path: String)
+    }
+
+    /// Records a failed attempt: the task is retried until it has failed
+    /// `maxAttempts` times, then its version fails.
+    public func fail(_ report: FailTaskRequest, now: Double) throws -> FailureOutcome {
+        try write { db in
+            guard let (file, attempt, failures) = try db.rows(
+                "SELECT file_id, attempts, failures FROM tasks WHERE id = ? AND state = \(TaskState.leased.sql) AND lease_token = ?",
+                report.taskId, report.leaseToken, map: { (UInt64($0.int(0)), Int($0.int(1)), Int($0.int(2)) + 1) }).first
+            else { return .ignored }
+            try db.run("UPDATE attempts SET outcome = 'failed', ended_at = ?, error = ? WHERE task_id = ? AND attempt = ?",
+                       now, report.error, report.taskId, attempt)
+            if report.fileChanged {
+                let path = try db.rows("SELECT path FROM files WHERE id = ?", file) { $0.string(0) }.first ?? ""
+                try abandon(db, file: file, state: .superseded, error: "the file changed while it was being ingested", now: now)
+                return .fileChanged(path: path)
+            }
+            // A merge that lost runs waits for their blocks anyway: no backoff.
+            if !report.lostRuns.isEmpty { try reparse(db, file: file, lostRuns: Set(report.lostRuns), now: now) }
+            try retryOrFail(db, task: report.taskId, failures: failures, error: report.error,
+                            wait: report.lostRuns.isEmpty ? policy.backoff(failures: failures) : 0, now: now)
+            let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { FileState(rawValue: Int32($0.int(0))) }.first
+            return state == .failed ? .failed : .retrying
+        }
+    }
+
+    /// Puts the blocks whose runs a merge could not read back in the queue
+    /// and the version back to parsing; its merges wait until they are done.
+    /// Runs are not synced to disk (a crash may lose them) because they are
+    /// rebuilt this way. The merge's own attempt still counts, so a run
+    /// that keeps coming out unreadable ends in a failed version, not a loop.
+    func reparse(_ db: Database, file: UInt64, lostRuns: Set<String>, now: Double) throws {
+        let done = try db.rows("SELECT id, output FROM tasks WHERE file_id = ? AND kind = ? AND state = \(TaskState.done.sql)",
+                               file, Int(TaskKind.parse.rawValue)) { (UInt64($0.int(0)), $0.string(1)) }
+        var requeued = 0
+        for (id, output) in done where lostRuns.contains(output) {
+            try db.run("UPDATE tasks SET state = \(TaskState.queued.sql), lease_token = NULL, lease_expires = NULL WHERE id = ?", id)
+            requeued += 1
+        }
+        if requeued > 0 {
+            try db.run("UPDATE files SET state = ? WHERE id = ? AND state = ?",
+                       Int(FileState.parsing.rawValue), file, Int(FileState.merging.rawValue))
+            try place(db, file: file, now: now)
+        }
+    }
+}

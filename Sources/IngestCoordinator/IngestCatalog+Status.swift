@@ -1,0 +1,144 @@
+import DataLake
+import Foundation
+import HashParsing
+import RosterAPI
+import SQLite
+
+/// `IngestCatalog`: What Status, ListFiles and the scan read.
+extension IngestCatalog {
+
+    /// Live versions: what the match server should be serving.
+    public func liveVersions() throws -> [(advertiser: String, file: UInt64, path: String, etag: String)] {
+        try read { db in
+            try db.rows("SELECT advertiser_id, id, path, etag FROM files WHERE state = ? ORDER BY advertiser_id",
+                        Int(FileState.live.rawValue)) { ($0.string(0), UInt64($0.int(1)), $0.string(2), $0.string(3)) }
+        }
+    }
+
+    /// Active files (their path and etag), for change detection.
+    public func activeFiles() throws -> [(id: UInt64, path: String, etag: String)] {
+        try read { db in
+            try db.rows("SELECT id, path, etag FROM files WHERE state IN \(FileState.sqlList(.queued, .parsing, .merging))") { (UInt64($0.int(0)), $0.string(1), $0.string(2)) }
+        }
+    }
+
+    /// Whether a version of exactly this object was ever submitted.
+    public func isKnown(path: String, etag: String) throws -> Bool {
+        try read { db in
+            try db.rows("SELECT 1 FROM files WHERE path = ? AND etag = ? LIMIT 1", path, etag) { _ in true }.first ?? false
+        }
+    }
+
+    public func files(advertiser: String?, states: [FileState], limit: Int, before: UInt64 = 0, now: Double) throws -> [FileStatus] {
+        try read { db in
+            var sql = "SELECT id FROM files"
+            var clauses: [String] = []
+            var args: [SQLBindable] = []
+            if before > 0 {
+                clauses.append("id < ?")
+                args.append(before)
+            }
+            if let advertiser, !advertiser.isEmpty {
+                clauses.append("advertiser_id = ?")
+                args.append(advertiser)
+            }
+            if !states.isEmpty { clauses.append("state IN (\(states.map { String($0.rawValue) }.joined(separator: ",")))") }
+            if !clauses.isEmpty { sql += " WHERE " + clauses.joined(separator: " AND ") }
+            sql += " ORDER BY id DESC LIMIT \(max(1, limit))"
+            let ids = try db.rows(sql, arguments: args) { UInt64($0.int(0)) }
+            return try ids.map { try fileStatus(db, $0, now: now) }
+        }
+    }
+
+    /// The catalog summarised (files by state, task counts) and at most
+    /// `limit` files in flight, oldest first, then the 20 most recent
+    /// finished ones: its cost and size do not grow with the catalog.
+    public func status(limit: Int = 50, now: Double) throws -> StatusResponse {
+        try read { db in
+            var response = StatusResponse()
+            try db.query("SELECT state, COUNT(*) FROM files GROUP BY state") { row in
+                response.filesByState[FileState(rawValue: Int32(row.int(0))).name] = UInt32(row.int(1))
+            }
+            response.filesInFlight = [FileState.queued, .parsing, .merging, .publishing]
+                .reduce(0) { $0 + (response.filesByState[$1.name] ?? 0) }
+            let unfinished = try db.rows("SELECT id FROM files WHERE state IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing)) ORDER BY id LIMIT ?", max(0, limit)) { UInt64($0.int(0)) }
+            let recent = try db.rows("SELECT id FROM files WHERE state NOT IN (1, 2, 3, 4) ORDER BY id DESC LIMIT 20") { UInt64($0.int(0)) }
+            response.files = try (unfinished + recent.reversed()).map { try fileStatus(db, $0, now: now) }
+            response.advertisersLive = UInt32(try db.rows("SELECT COUNT(*) FROM advertisers WHERE live_file_id IS NOT NULL") { $0.int(0) }.first ?? 0)
+            response.workersSeen = UInt32(try db.rows("SELECT COUNT(*) FROM workers WHERE last_seen > ?", now - 3 * policy.leaseDuration) { $0.int(0) }.first ?? 0)
+            try db.query("SELECT state, COUNT(*) FROM tasks WHERE state IN \(TaskState.sqlList(.queued, .leased)) GROUP BY state") { row in
+                if row.int(0) == 0 { response.tasksQueued = UInt32(row.int(1)) } else { response.tasksLeased = UInt32(row.int(1)) }
+            }
+            return response
+        }
+    }
+
+    func fileStatus(_ db: Database, _ id: UInt64, now: Double) throws -> FileStatus {
+        var status = FileStatus()
+        var startedAt: Double?
+        var endedAt: Double?
+        try db.query("""
+            SELECT advertiser_id, path, size, etag, state, blocks_total, merges_total, distinct_keys, error,
+                   submitted_at, started_at, live_at, ended_at FROM files WHERE id = ?
+            """, id) { row in
+            status.fileId = id
+            status.advertiserId = row.string(0)
+            status.path = row.string(1)
+            status.size = UInt64(row.int(2))
+            status.etag = row.string(3)
+            status.state = FileState(rawValue: Int32(row.int(4)))
+            status.blocksTotal = UInt32(row.int(5))
+            status.mergesTotal = UInt32(row.int(6))
+            status.distinctKeys = UInt64(row.int(7))
+            status.error = row.string(8)
+            status.submittedAtMs = Int64(row.double(9) * 1000)
+            startedAt = row.isNull(10) ? nil : row.double(10)
+            status.liveAtMs = row.isNull(11) ? 0 : Int64(row.double(11) * 1000)
+            endedAt = row.isNull(12) ? nil : row.double(12)
+        }
+        var invalid: [String: UInt64] = [:]
+        var lineOffset: UInt64 = 0
+        var contiguous = true
+        try db.query("SELECT kind, state, lines, keys, bytes, invalid, samples FROM tasks WHERE file_id = ? ORDER BY kind, seq", id) { row in
+            let done = row.int(1) == TaskState.done.rawValue
+            if row.int(0) == Int64(TaskKind.merge.rawValue) {
+                if done { status.mergesDone += 1 }
+                return
+            }
+            // A whole-file task is the file's one block and its one merge.
+            if row.int(0) == Int64(TaskKind.whole.rawValue), done { status.mergesDone += 1 }
+            guard done else {
+                contiguous = false
+                return
+            }
+            status.blocksDone += 1
+            status.bytesDone += UInt64(row.int(4))
+            status.lines += UInt64(row.int(2))
+            status.keys += UInt64(row.int(3))
+            for (kind, count) in Self.decodeCounts(row.string(5)) { invalid[kind, default: 0] += count }
+            // Samples carry their line within the block; they get file line
+            // numbers once every earlier block is done.
+            if contiguous {
+                for sample in row.string(6).split(separator: ",") where status.invalidSamples.count < 10 {
+                    let parts = sample.split(separator: ":", maxSplits: 1)
+                    guard parts.count == 2, let line = UInt64(parts[0]) else { continue }
+                    var entry = InvalidLine()
+                    entry.line = lineOffset + line + 1
+                    entry.kind = String(parts[1])
+                    status.invalidSamples.append(entry)
+                }
+            }
+            lineOffset += UInt64(row.int(2))
+        }
+        status.invalidByKind = invalid
+        status.invalidLines = invalid.values.reduce(0, +)
+        if let startedAt {
+            let elapsed = max(0.001, (endedAt ?? now) - startedAt)
+            status.bytesPerSecond = Double(status.bytesDone) / elapsed
+            if endedAt == nil, status.bytesPerSecond > 0, status.bytesDone < status.size {
+                status.etaSeconds = Double(status.size - status.bytesDone) / status.bytesPerSecond
+            }
+        }
+        return status
+    }
+}

@@ -1,0 +1,135 @@
+import DataLake
+import Foundation
+import HashParsing
+import RosterAPI
+import SQLite
+
+/// `IngestCatalog`: Submitting files, superseding, refusing and abandoning versions, weights.
+extension IngestCatalog {
+
+    public struct Submission: Sendable {
+        public var fileID: UInt64
+        public var advertiserID: String
+        public var queued: Bool
+        public var state: FileState
+    }
+
+    /// Records `object` as its advertiser's next list version, split into
+    /// parse tasks, unless the same path and etag is already queued, in
+    /// progress or live. Older unfinished versions of the advertiser are
+    /// superseded: a new file replaces the list.
+    public func submit(_ object: LakeObject, now: Double) throws -> Submission {
+        try submit(object, now: now, rebuilding: nil)
+    }
+
+    /// Queues `object` again as a new version of its advertiser, although
+    /// the same file is live: the match server lost version `file` or found
+    /// it damaged. `file` is marked failed with `reason`; the advertiser is
+    /// served again when the new version goes live.
+    public func rebuild(file: UInt64, from object: LakeObject, reason: String, now: Double) throws -> Submission {
+        try submit(object, now: now, rebuilding: (file, reason))
+    }
+
+    func submit(_ object: LakeObject, now: Double, rebuilding: (file: UInt64, reason: String)?) throws -> Submission {
+        guard let advertiser = object.advertiserID else {
+            throw IngestError.invalidPath(object.path)
+        }
+        if let problem = IngestPolicy.problem(withAdvertiserID: advertiser) { throw IngestError.invalidArgument(problem) }
+        return try write { db in
+            if let (file, reason) = rebuilding {
+                try db.run("UPDATE files SET state = ?, error = ?, ended_at = ? WHERE id = ? AND state = ?",
+                           Int(FileState.failed.rawValue), reason + "; rebuilt from its file as a new version", now, file,
+                           Int(FileState.live.rawValue))
+            }
+            let active: [FileState] = [.queued, .parsing, .merging, .publishing, .live]
+            let existing = try db.rows(
+                "SELECT id, state FROM files WHERE path = ? AND etag = ? ORDER BY id DESC LIMIT 1", object.path, object.etag
+            ) { (UInt64($0.int(0)), FileState(rawValue: Int32($0.int(1)))) }.first
+            if let existing, active.contains(existing.1) {
+                return Submission(fileID: existing.0, advertiserID: advertiser, queued: false, state: existing.1)
+            }
+            try db.run("INSERT OR IGNORE INTO advertisers(id) VALUES (?)", advertiser)
+            // Unfinished older versions are replaced by this one.
+            let older = try db.rows(
+                "SELECT id FROM files WHERE advertiser_id = ? AND state IN \(FileState.sqlList(.queued, .parsing, .merging))", advertiser) { UInt64($0.int(0)) }
+            for id in older {
+                try abandon(db, file: id, state: .superseded, error: "replaced by a newer file (\(object.path))", now: now)
+            }
+            let blocks = BlockRange.split(size: object.size, blockSize: policy.blockSize(forFileSize: object.size))
+            try db.run("""
+                INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total, modified)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """, advertiser, object.path, object.size, object.etag, Int(FileState.queued.rawValue), now, blocks.count,
+                object.modified.timeIntervalSince1970)
+            let id = db.lastInsertRowID
+            try db.run("""
+                UPDATE advertisers SET newest_modified = ?, newest_path = ?
+                WHERE id = ? AND (newest_modified IS NULL OR newest_modified < ? OR (newest_modified = ? AND newest_path < ?))
+                """, object.modified.timeIntervalSince1970, object.path, advertiser,
+                object.modified.timeIntervalSince1970, object.modified.timeIntervalSince1970, object.path)
+            // A file of one block is one task, from bytes to segment.
+            let kind: TaskKind = blocks.count == 1 && policy.wholeFileTasks ? .whole : .parse
+            for (seq, block) in blocks.enumerated() {
+                try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end) VALUES (?, ?, ?, ?, ?)",
+                           id, Int(kind.rawValue), seq, block.start, block.end)
+            }
+            if kind == .whole { try db.run("UPDATE files SET merges_total = 1 WHERE id = ?", id) }
+            try place(db, file: UInt64(id), now: now)
+            return Submission(fileID: UInt64(id), advertiserID: advertiser, queued: true, state: .queued)
+        }
+    }
+
+    /// Records `object` as refused without ingesting it (an advertiser id
+    /// that cannot be served, say), so that status shows why and later
+    /// scans do not try it again.
+    public func refuse(_ object: LakeObject, reason: String, now: Double) throws {
+        guard let advertiser = object.advertiserID else { throw IngestError.invalidPath(object.path) }
+        try write { db in
+            try db.run("INSERT OR IGNORE INTO advertisers(id) VALUES (?)", advertiser)
+            try db.run("""
+                INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total, error, ended_at, modified, collected)
+                VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 2)
+                """, advertiser, object.path, object.size, object.etag, Int(FileState.rejected.rawValue), now, reason, now,
+                object.modified.timeIntervalSince1970)
+        }
+    }
+
+    /// Whether `object` is newer (by modification time, then path) than
+    /// every file its advertiser was given before. The scan queues only
+    /// such files: deleting the newest file never brings back an older one.
+    public func isNewest(_ object: LakeObject) throws -> Bool {
+        guard let advertiser = object.advertiserID else { return false }
+        let modified = object.modified.timeIntervalSince1970
+        return try read { db in
+            guard let (newest, path) = try db.rows(
+                "SELECT newest_modified, newest_path FROM advertisers WHERE id = ? AND newest_modified IS NOT NULL", advertiser,
+                map: { ($0.double(0), $0.string(1)) }).first else { return true }
+            return (modified, object.path) > (newest, path)
+        }
+    }
+
+    /// Ends an unfinished version: its tasks are cancelled, so late reports are ignored.
+    func abandon(_ db: Database, file: UInt64, state: FileState, error: String, now: Double) throws {
+        try db.run("UPDATE files SET state = ?, error = ?, ended_at = ? WHERE id = ?", Int(state.rawValue), error, now, file)
+        try db.run("UPDATE tasks SET state = ?, lease_token = NULL WHERE file_id = ? AND state IN \(TaskState.sqlList(.queued, .leased))",
+                   TaskState.cancelled.rawValue, file)
+    }
+
+    /// Ends an unfinished version because its file changed or vanished.
+    public func abandon(file: UInt64, error: String, now: Double) throws {
+        try write { db in
+            let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { $0.int(0) }.first
+            guard let state, [1, 2, 3].contains(state) else { return }
+            try abandon(db, file: file, state: .superseded, error: error, now: now)
+        }
+    }
+
+    public func setWeight(advertiser: String, weight: Double) throws {
+        guard weight > 0, weight.isFinite else { throw IngestError.invalidArgument("weight must be a positive number, not \(weight)") }
+        try write { db in
+            invalidateRanking()
+            try db.run("INSERT INTO advertisers(id, weight) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET weight = excluded.weight",
+                       advertiser, weight)
+        }
+    }
+}
