@@ -65,17 +65,17 @@ extension IngestCatalog {
         try db.rows("""
             SELECT f.id, f.state, f.submitted_at, a.weight,
                    (SELECT COALESCE(SUM(CASE WHEN t.kind = \(TaskKind.parse.sql) THEN t.range_end - t.range_start ELSE 0 END), 0)
-                      FROM tasks t WHERE t.file_id = f.id AND t.state IN \(TaskState.sqlList(.queued, .leased))),
+                      FROM tasks t WHERE t.file_id = f.id AND t.state IN \(TaskState.sqlList(.queued, .leased))) AS unparsed,
                    f.size
             FROM files f JOIN advertisers a ON a.id = f.advertiser_id
             WHERE f.state IN \(FileState.sqlList(.queued, .parsing, .merging)) \(file == nil ? "" : "AND f.id = ?")
               AND EXISTS (SELECT 1 FROM tasks t WHERE t.file_id = f.id AND t.state = \(TaskState.queued.sql) AND (t.not_before IS NULL OR t.not_before <= ?))
             """, arguments: (file.map { [$0] } ?? []) + [now]) { row -> Ranked in
-            let merging = FileState(rawValue: Int32(row.int(1))) == .merging
-            let remaining = merging ? row.int(5) : row.int(4)
-            let score = Priority.score(weight: row.double(3), waited: now - row.double(2), remainingBytes: remaining,
+            let merging = FileState(rawValue: Int32(row.int("state"))) == .merging
+            let remaining = merging ? row.int("size") : row.int("unparsed")
+            let score = Priority.score(weight: row.double("weight"), waited: now - row.double("submitted_at"), remainingBytes: remaining,
                                        blockSize: policy.blockSize, merging: merging, agingSeconds: policy.agingSeconds)
-            return Ranked(file: UInt64(row.int(0)), score: score)
+            return Ranked(file: UInt64(row.int("id")), score: score)
         }.sorted { $0.before($1) }
     }
 
@@ -140,28 +140,28 @@ extension IngestCatalog {
             FROM tasks t JOIN files f ON f.id = t.file_id WHERE t.id = ?
             """, id) { row in
             task.taskId = id
-            task.kind = TaskKind(rawValue: Int32(row.int(0)))
+            task.kind = TaskKind(rawValue: Int32(row.int("kind")))
             task.leaseToken = token
-            task.attempt = UInt32(row.int(4))
-            fileID = UInt64(row.int(5))
-            task.advertiserId = row.string(6)
+            task.attempt = UInt32(row.int("attempts"))
+            fileID = UInt64(row.int("file_id"))
+            task.advertiserId = row.string("advertiser_id")
             task.version = fileID
-            task.lakePath = row.string(7)
-            task.etag = row.string(8)
-            let seq = row.int(1)
+            task.lakePath = row.string("path")
+            task.etag = row.string("etag")
+            let seq = row.int("seq")
             let suffix = "a\(task.attempt)-\(token.prefix(8))"
             if task.kind == .parse {
-                task.start = UInt64(row.int(2))
-                task.end = UInt64(row.int(3))
+                task.start = UInt64(row.int("range_start"))
+                task.end = UInt64(row.int("range_end"))
                 task.outputPath = "runs/\(task.advertiserId)/\(fileID)/block-\(seq)-\(suffix).run"
-                task.partitionBits = UInt32(policy.runPartitionBits(fileSize: row.int(9)))
+                task.partitionBits = UInt32(policy.runPartitionBits(fileSize: row.int("size")))
             } else if task.kind == .whole {
-                task.start = UInt64(row.int(2))
-                task.end = UInt64(row.int(3))
+                task.start = UInt64(row.int("range_start"))
+                task.end = UInt64(row.int("range_end"))
                 task.outputPath = "segments/\(task.advertiserId)/\(fileID)/part-\(seq)-\(suffix).seg"
             } else {
-                task.keyLow = UInt64(bitPattern: row.int(2))
-                task.keyHigh = UInt64(bitPattern: row.int(3))
+                task.keyLow = UInt64(bitPattern: row.int("range_start"))
+                task.keyHigh = UInt64(bitPattern: row.int("range_end"))
                 task.outputPath = "segments/\(task.advertiserId)/\(fileID)/part-\(seq)-\(suffix).seg"
                 task.packPath = Self.packPath(advertiser: task.advertiserId, file: fileID)
             }
@@ -189,7 +189,7 @@ extension IngestCatalog {
     /// version once they have used all their attempts.
     func expireLeases(_ db: Database, now: Double) throws {
         let expired = try db.rows("SELECT id, attempts, worker, expiries FROM tasks WHERE state = \(TaskState.leased.sql) AND lease_expires < ?", now) {
-            (UInt64($0.int(0)), Int($0.int(1)), $0.string(2), Int($0.int(3)) + 1)
+            (UInt64($0.int("id")), Int($0.int("attempts")), $0.string("worker"), Int($0.int("expiries")) + 1)
         }
         for (id, attempts, worker, expiries) in expired {
             try db.run("UPDATE attempts SET outcome = 'expired', ended_at = ? WHERE task_id = ? AND attempt = ?", now, id, attempts)
@@ -224,7 +224,7 @@ extension IngestCatalog {
 
     func taskLabel(_ db: Database, _ task: UInt64) throws -> (UInt64, String) {
         try db.rows("SELECT file_id, kind, seq FROM tasks WHERE id = ?", task) { row in
-            (UInt64(row.int(0)), (row.int(1) == Int64(TaskKind.merge.rawValue) ? "merge " : "block ") + String(row.int(2)))
+            (UInt64(row.int("file_id")), (TaskKind(rawValue: Int32(row.int("kind"))) == .merge ? "merge " : "block ") + String(row.int("seq")))
         }.first ?? (0, "task \(task)")
     }
 

@@ -20,16 +20,16 @@ extension IngestCatalog {
     public func pendingPublications() throws -> [Publication] {
         try read { db in
             let files = try db.rows("SELECT id, advertiser_id, path, etag FROM files WHERE state = ? ORDER BY id",
-                                    Int(FileState.publishing.rawValue)) { (UInt64($0.int(0)), $0.string(1), $0.string(2), $0.string(3)) }
+                                    Int(FileState.publishing.rawValue)) { (UInt64($0.int("id")), $0.string("advertiser_id"), $0.string("path"), $0.string("etag")) }
             return try files.map { id, advertiser, path, etag in
                 let segments = try db.rows("""
                     SELECT output, output_keys, output_offset, output_length FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole)) ORDER BY seq
                     """, id) { row in
                     var ref = SegmentRef()
-                    ref.path = row.string(0)
-                    ref.keyCount = UInt64(row.int(1))
-                    ref.offset = UInt64(row.int(2))
-                    ref.length = UInt64(row.int(3))
+                    ref.path = row.string("output")
+                    ref.keyCount = UInt64(row.int("output_keys"))
+                    ref.offset = UInt64(row.int("output_offset"))
+                    ref.length = UInt64(row.int("output_length"))
                     return ref
                 }
                 return Publication(fileID: id, advertiserID: advertiser, segments: segments, path: path, etag: etag)
@@ -81,9 +81,9 @@ extension IngestCatalog {
                 SELECT id, advertiser_id, state FROM files INDEXED BY files_to_collect
                 WHERE (state = \(FileState.live.sql) AND collected = 0) OR (state IN \(FileState.sqlList(.failed, .rejected, .superseded, .retired)) AND collected < 2)
                 """) { row in
-                let id = UInt64(row.int(0)), advertiser = row.string(1)
+                let id = UInt64(row.int("id")), advertiser = row.string("advertiser_id")
                 let segments = "segments/\(advertiser)/\(id)"
-                if row.int(2) != Int64(FileState.live.rawValue) {
+                if FileState(rawValue: Int32(row.int("state"))) != .live {
                     return Collectable(file: id, prefixes: ["runs/\(advertiser)/\(id)", segments], segmentFolder: nil, served: [])
                 }
                 return Collectable(file: id, prefixes: ["runs/\(advertiser)/\(id)"], segmentFolder: segments, served: [])

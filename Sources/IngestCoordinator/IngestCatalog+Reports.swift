@@ -25,7 +25,7 @@ extension IngestCatalog {
                 SELECT t.file_id, t.kind, t.attempts, f.advertiser_id FROM tasks t JOIN files f ON f.id = t.file_id
                 WHERE t.id = ? AND t.state = \(TaskState.leased.sql) AND t.lease_token = ?
                 """, report.taskId, report.leaseToken, map: {
-                    (UInt64($0.int(0)), TaskKind(rawValue: Int32($0.int(1))), Int($0.int(2)), $0.string(3))
+                    (UInt64($0.int("file_id")), TaskKind(rawValue: Int32($0.int("kind"))), Int($0.int("attempts")), $0.string("advertiser_id"))
                 }).first
             else { return nil }
             if !report.outputPath.isEmpty {
@@ -65,8 +65,8 @@ extension IngestCatalog {
     func rejectIfInvalid(_ db: Database, file: UInt64, kind: TaskKind, now: Double) throws -> Bool {
         var lines: Int64 = 0, invalid: Int64 = 0
         try db.query("SELECT lines, invalid FROM tasks WHERE file_id = ? AND kind = ?", file, Int(kind.rawValue)) { row in
-            lines += row.int(0)
-            invalid += Self.decodeCounts(row.string(1)).values.reduce(0) { $0 + Int64($1) }
+            lines += row.int("lines")
+            invalid += Self.decodeCounts(row.string("invalid")).values.reduce(0) { $0 + Int64($1) }
         }
         guard invalid > 0, Double(invalid) > policy.invalidThreshold * Double(lines) else { return false }
         let percent = String(format: "%.3f", 100 * Double(invalid) / Double(max(1, lines)))
@@ -111,7 +111,7 @@ extension IngestCatalog {
         try write { db in
             guard let (file, attempt, failures) = try db.rows(
                 "SELECT file_id, attempts, failures FROM tasks WHERE id = ? AND state = \(TaskState.leased.sql) AND lease_token = ?",
-                report.taskId, report.leaseToken, map: { (UInt64($0.int(0)), Int($0.int(1)), Int($0.int(2)) + 1) }).first
+                report.taskId, report.leaseToken, map: { (UInt64($0.int("file_id")), Int($0.int("attempts")), Int($0.int("failures")) + 1) }).first
             else { return .ignored }
             try db.run("UPDATE attempts SET outcome = 'failed', ended_at = ?, error = ? WHERE task_id = ? AND attempt = ?",
                        now, report.error, report.taskId, attempt)
@@ -136,7 +136,7 @@ extension IngestCatalog {
     /// that keeps coming out unreadable ends in a failed version, not a loop.
     func reparse(_ db: Database, file: UInt64, lostRuns: Set<String>, now: Double) throws {
         let done = try db.rows("SELECT id, output FROM tasks WHERE file_id = ? AND kind = ? AND state = \(TaskState.done.sql)",
-                               file, Int(TaskKind.parse.rawValue)) { (UInt64($0.int(0)), $0.string(1)) }
+                               file, Int(TaskKind.parse.rawValue)) { (UInt64($0.int("id")), $0.string("output")) }
         var requeued = 0
         for (id, output) in done where lostRuns.contains(output) {
             try db.run("UPDATE tasks SET state = \(TaskState.queued.sql), lease_token = NULL, lease_expires = NULL WHERE id = ?", id)

@@ -11,14 +11,14 @@ extension IngestCatalog {
     public func liveVersions() throws -> [(advertiser: String, file: UInt64, path: String, etag: String)] {
         try read { db in
             try db.rows("SELECT advertiser_id, id, path, etag FROM files WHERE state = ? ORDER BY advertiser_id",
-                        Int(FileState.live.rawValue)) { ($0.string(0), UInt64($0.int(1)), $0.string(2), $0.string(3)) }
+                        Int(FileState.live.rawValue)) { ($0.string("advertiser_id"), UInt64($0.int("id")), $0.string("path"), $0.string("etag")) }
         }
     }
 
     /// Active files (their path and etag), for change detection.
     public func activeFiles() throws -> [(id: UInt64, path: String, etag: String)] {
         try read { db in
-            try db.rows("SELECT id, path, etag FROM files WHERE state IN \(FileState.sqlList(.queued, .parsing, .merging))") { (UInt64($0.int(0)), $0.string(1), $0.string(2)) }
+            try db.rows("SELECT id, path, etag FROM files WHERE state IN \(FileState.sqlList(.queued, .parsing, .merging))") { (UInt64($0.int("id")), $0.string("path"), $0.string("etag")) }
         }
     }
 
@@ -56,18 +56,22 @@ extension IngestCatalog {
     public func status(limit: Int = 50, now: Double) throws -> StatusResponse {
         try read { db in
             var response = StatusResponse()
-            try db.query("SELECT state, COUNT(*) FROM files GROUP BY state") { row in
-                response.filesByState[FileState(rawValue: Int32(row.int(0))).name] = UInt32(row.int(1))
+            try db.query("SELECT state, COUNT(*) AS n FROM files GROUP BY state") { row in
+                response.filesByState[FileState(rawValue: Int32(row.int("state"))).name] = UInt32(row.int("n"))
             }
             response.filesInFlight = [FileState.queued, .parsing, .merging, .publishing]
                 .reduce(0) { $0 + (response.filesByState[$1.name] ?? 0) }
             let unfinished = try db.rows("SELECT id FROM files WHERE state IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing)) ORDER BY id LIMIT ?", max(0, limit)) { UInt64($0.int(0)) }
-            let recent = try db.rows("SELECT id FROM files WHERE state NOT IN (1, 2, 3, 4) ORDER BY id DESC LIMIT 20") { UInt64($0.int(0)) }
+            let recent = try db.rows("SELECT id FROM files WHERE state NOT IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing)) ORDER BY id DESC LIMIT 20") { UInt64($0.int(0)) }
             response.files = try (unfinished + recent.reversed()).map { try fileStatus(db, $0, now: now) }
             response.advertisersLive = UInt32(try db.rows("SELECT COUNT(*) FROM advertisers WHERE live_file_id IS NOT NULL") { $0.int(0) }.first ?? 0)
             response.workersSeen = UInt32(try db.rows("SELECT COUNT(*) FROM workers WHERE last_seen > ?", now - 3 * policy.leaseDuration) { $0.int(0) }.first ?? 0)
-            try db.query("SELECT state, COUNT(*) FROM tasks WHERE state IN \(TaskState.sqlList(.queued, .leased)) GROUP BY state") { row in
-                if row.int(0) == 0 { response.tasksQueued = UInt32(row.int(1)) } else { response.tasksLeased = UInt32(row.int(1)) }
+            try db.query("SELECT state, COUNT(*) AS n FROM tasks WHERE state IN \(TaskState.sqlList(.queued, .leased)) GROUP BY state") { row in
+                if row.int("state") == TaskState.queued.rawValue {
+                    response.tasksQueued = UInt32(row.int("n"))
+                } else {
+                    response.tasksLeased = UInt32(row.int("n"))
+                }
             }
             return response
         }
@@ -82,44 +86,45 @@ extension IngestCatalog {
                    submitted_at, started_at, live_at, ended_at FROM files WHERE id = ?
             """, id) { row in
             status.fileId = id
-            status.advertiserId = row.string(0)
-            status.path = row.string(1)
-            status.size = UInt64(row.int(2))
-            status.etag = row.string(3)
-            status.state = FileState(rawValue: Int32(row.int(4)))
-            status.blocksTotal = UInt32(row.int(5))
-            status.mergesTotal = UInt32(row.int(6))
-            status.distinctKeys = UInt64(row.int(7))
-            status.error = row.string(8)
-            status.submittedAtMs = Int64(row.double(9) * 1000)
-            startedAt = row.isNull(10) ? nil : row.double(10)
-            status.liveAtMs = row.isNull(11) ? 0 : Int64(row.double(11) * 1000)
-            endedAt = row.isNull(12) ? nil : row.double(12)
+            status.advertiserId = row.string("advertiser_id")
+            status.path = row.string("path")
+            status.size = UInt64(row.int("size"))
+            status.etag = row.string("etag")
+            status.state = FileState(rawValue: Int32(row.int("state")))
+            status.blocksTotal = UInt32(row.int("blocks_total"))
+            status.mergesTotal = UInt32(row.int("merges_total"))
+            status.distinctKeys = UInt64(row.int("distinct_keys"))
+            status.error = row.string("error")
+            status.submittedAtMs = Int64(row.double("submitted_at") * 1000)
+            startedAt = row.optionalDouble("started_at")
+            status.liveAtMs = row.optionalDouble("live_at").map { Int64($0 * 1000) } ?? 0
+            endedAt = row.optionalDouble("ended_at")
         }
         var invalid: [String: UInt64] = [:]
         var lineOffset: UInt64 = 0
         var contiguous = true
         try db.query("SELECT kind, state, lines, keys, bytes, invalid, samples FROM tasks WHERE file_id = ? ORDER BY kind, seq", id) { row in
-            let done = row.int(1) == TaskState.done.rawValue
-            if row.int(0) == Int64(TaskKind.merge.rawValue) {
+            let done = row.int("state") == TaskState.done.rawValue
+            let kind = TaskKind(rawValue: Int32(row.int("kind")))
+            if kind == .merge {
                 if done { status.mergesDone += 1 }
                 return
             }
             // A whole-file task is the file's one block and its one merge.
-            if row.int(0) == Int64(TaskKind.whole.rawValue), done { status.mergesDone += 1 }
+            if kind == .whole, done { status.mergesDone += 1 }
             guard done else {
                 contiguous = false
                 return
             }
             status.blocksDone += 1
-            status.bytesDone += UInt64(row.int(4))
-            status.lines += UInt64(row.int(2))
-            status.keys += UInt64(row.int(3))
-            for (kind, count) in Self.decodeCounts(row.string(5)) { invalid[kind, default: 0] += count }
+            status.bytesDone += UInt64(row.int("bytes"))
+            status.lines += UInt64(row.int("lines"))
+            status.keys += UInt64(row.int("keys"))
+            for (kind, count) in Self.decodeCounts(row.string("invalid")) { invalid[kind, default: 0] += count }
             // Samples carry their line within the block; they get file line
             // numbers once every earlier block is done.
             if contiguous {
-                for sample in row.string(6).split(separator: ",") where status.invalidSamples.count < 10 {
+                for sample in row.string("samples").split(separator: ",") where status.invalidSamples.count < 10 {
                     let parts = sample.split(separator: ":", maxSplits: 1)
                     guard parts.count == 2, let line = UInt64(parts[0]) else { continue }
                     var entry = InvalidLine()
@@ -128,7 +133,7 @@ extension IngestCatalog {
                     status.invalidSamples.append(entry)
                 }
             }
-            lineOffset += UInt64(row.int(2))
+            lineOffset += UInt64(row.int("lines"))
         }
         status.invalidByKind = invalid
         status.invalidLines = invalid.values.reduce(0, +)

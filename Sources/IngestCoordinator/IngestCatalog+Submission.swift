@@ -44,7 +44,7 @@ extension IngestCatalog {
             let active: [FileState] = [.queued, .parsing, .merging, .publishing, .live]
             let existing = try db.rows(
                 "SELECT id, state FROM files WHERE path = ? AND etag = ? ORDER BY id DESC LIMIT 1", object.path, object.etag
-            ) { (UInt64($0.int(0)), FileState(rawValue: Int32($0.int(1)))) }.first
+            ) { (UInt64($0.int("id")), FileState(rawValue: Int32($0.int("state")))) }.first
             if let existing, active.contains(existing.1) {
                 return Submission(fileID: existing.0, advertiserID: advertiser, queued: false, state: existing.1)
             }
@@ -103,7 +103,7 @@ extension IngestCatalog {
         return try read { db in
             guard let (newest, path) = try db.rows(
                 "SELECT newest_modified, newest_path FROM advertisers WHERE id = ? AND newest_modified IS NOT NULL", advertiser,
-                map: { ($0.double(0), $0.string(1)) }).first else { return true }
+                map: { ($0.double("newest_modified"), $0.string("newest_path")) }).first else { return true }
             return (modified, object.path) > (newest, path)
         }
     }

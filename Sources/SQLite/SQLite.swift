@@ -34,7 +34,13 @@ extension Optional: SQLBindable where Wrapped: SQLBindable {
     public var sqlValue: SQLValue { self?.sqlValue ?? .null }
 }
 
-/// One result row; columns by index.
+/// One result row; columns by name (as the query's SELECT names them, or
+/// its `AS` alias) or by index.
+///
+/// By name reads better and survives a column added to a SELECT; by index
+/// is for one-column queries (`SELECT COUNT(*)`). Asking for a column the
+/// query does not return is a programming error and stops the process with
+/// the column and the query named.
 public struct Row {
     fileprivate let statement: OpaquePointer
 
@@ -44,6 +50,30 @@ public struct Row {
     public func string(_ i: Int32) -> String {
         guard let p = sqlite3_column_text(statement, i) else { return "" }
         return String(cString: p)
+    }
+
+    public func int(_ name: String) -> Int64 { int(index(of: name)) }
+    public func double(_ name: String) -> Double { double(index(of: name)) }
+    public func isNull(_ name: String) -> Bool { isNull(index(of: name)) }
+    public func string(_ name: String) -> String { string(index(of: name)) }
+    /// nil when the column is NULL.
+    public func optionalDouble(_ name: String) -> Double? {
+        let i = index(of: name)
+        return isNull(i) ? nil : double(i)
+    }
+
+    /// A linear search: rows have a handful of columns, and comparing a few
+    /// short C strings is cheaper than building a dictionary per statement.
+    private func index(of name: String) -> Int32 {
+        let count = sqlite3_column_count(statement)
+        let found = name.withCString { wanted -> Int32? in
+            for i in 0..<count where strcmp(sqlite3_column_name(statement, i), wanted) == 0 { return i }
+            return nil
+        }
+        guard let found else {
+            preconditionFailure("no column named \(name) in: \(String(cString: sqlite3_sql(statement)))")
+        }
+        return found
     }
 }
 
