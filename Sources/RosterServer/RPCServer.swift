@@ -24,16 +24,16 @@ public final class RPCServer: Service, Sendable {
         public var maxFrameSize: Int
         /// A connection that sends no request and has no call in flight for
         /// this long is drained and closed (within one and a half times it).
-        public var idleTimeout: TimeAmount?
+        public var idleTimeout: Duration?
         /// Applied to calls that carry no deadline of their own.
-        public var defaultTimeout: TimeAmount?
+        public var defaultTimeout: Duration?
         /// How long a draining connection may take before it is closed anyway.
-        public var drainTimeout: TimeAmount
+        public var drainTimeout: Duration
 
         public init(
             host: String = "127.0.0.1", port: Int = 0, maxConnections: Int = 4096,
             maxConcurrentCallsPerConnection: Int = 1024, maxFrameSize: Int = WireProtocol.defaultMaxFrameSize,
-            idleTimeout: TimeAmount? = .minutes(5), defaultTimeout: TimeAmount? = nil, drainTimeout: TimeAmount = .seconds(30)
+            idleTimeout: Duration? = .seconds(300), defaultTimeout: Duration? = nil, drainTimeout: Duration = .seconds(30)
         ) {
             self.host = host
             self.port = port

@@ -74,7 +74,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         self.context = context
         peer = context.channel.remoteAddress?.description ?? "unknown"
         outgoing = context.channel.allocator.buffer(capacity: Self.outgoingCapacity)
-        if let idle = configuration.idleTimeout { scheduleIdleCheck(in: .nanoseconds(idle.nanoseconds / 2)) }
+        if let idle = configuration.idleTimeout { scheduleIdleCheck(in: TimeAmount(idle / 2)) }
     }
 
     /// The handler holds its context and the context its handler: the cycle
@@ -234,7 +234,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
             return
         }
         let timeout = head.timeoutMilliseconds > 0
-            ? TimeAmount.milliseconds(Int64(head.timeoutMilliseconds)) : configuration.defaultTimeout
+            ? TimeAmount.milliseconds(Int64(head.timeoutMilliseconds)) : configuration.defaultTimeout.map(TimeAmount.init)
         // The deadline counts from when the read that brought the request
         // began: calls queued behind slow ones in the same read have waited.
         // A call whose deadline passed before it could run is not run.
@@ -411,7 +411,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
             context.writeAndFlush(wrapOutboundOut(FrameWriter.ping(Self.drainPingPayload, ack: false, allocator: allocator)), promise: nil)
             // A peer that never answers the PING does not hold the server up for ever.
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-            drainTimer = context.eventLoop.scheduleTask(in: configuration.drainTimeout) { handler.value.forceClose() }
+            drainTimer = context.eventLoop.scheduleTask(in: TimeAmount(configuration.drainTimeout)) { handler.value.forceClose() }
         case .none:
             break
         }

@@ -19,9 +19,9 @@ public final class RPCClient: RPCClientTransport, Sendable {
     public struct Configuration: Sendable {
         /// Connections to spread calls over.
         public var connections: Int
-        public var connectTimeout: TimeAmount
-        public var initialBackoff: TimeAmount
-        public var maxBackoff: TimeAmount
+        public var connectTimeout: Duration
+        public var initialBackoff: Duration
+        public var maxBackoff: Duration
         public var maxFrameSize: Int
         /// Applied to calls whose options give no timeout.
         public var defaultTimeout: Duration?
@@ -30,8 +30,8 @@ public final class RPCClient: RPCClientTransport, Sendable {
         public var maxTransparentRetries: Int
 
         public init(
-            connections: Int = 1, connectTimeout: TimeAmount = .seconds(5), initialBackoff: TimeAmount = .milliseconds(100),
-            maxBackoff: TimeAmount = .seconds(5), maxFrameSize: Int = WireProtocol.defaultMaxFrameSize,
+            connections: Int = 1, connectTimeout: Duration = .seconds(5), initialBackoff: Duration = .milliseconds(100),
+            maxBackoff: Duration = .seconds(5), maxFrameSize: Int = WireProtocol.defaultMaxFrameSize,
             defaultTimeout: Duration? = nil, maxTransparentRetries: Int = 3
         ) {
             self.connections = max(1, connections)
@@ -58,7 +58,7 @@ public final class RPCClient: RPCClientTransport, Sendable {
         self.port = port
         self.configuration = configuration
         self.group = group
-        let (initial, maximum) = (configuration.initialBackoff, configuration.maxBackoff)
+        let (initial, maximum) = (TimeAmount(configuration.initialBackoff), TimeAmount(configuration.maxBackoff))
         self.slots = (0..<configuration.connections).map { _ in
             ConnectionSlot(group: group) { failures in RPCClient.backoff(failures: failures, initial: initial, maximum: maximum) }
         }
@@ -170,7 +170,7 @@ public final class RPCClient: RPCClientTransport, Sendable {
     private func connect(_ slot: ConnectionSlot) -> EventLoopFuture<ClientConnection> {
         let maxFrameSize = configuration.maxFrameSize
         return ClientBootstrap(group: group)
-            .connectTimeout(configuration.connectTimeout)
+            .connectTimeout(TimeAmount(configuration.connectTimeout))
             // At IPPROTO_TCP: see RPCServer.start().
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
