@@ -25,6 +25,9 @@ final class DiagnosticTests: XCTestCase {
             service S = 1 { rpc Get(A) returns (B) = 1; }
             """, [])
         assertErrors("extend A {}", ["2:1: unexpected 'extend'; expected 'package', 'message', 'enum' or 'service'"])
+        assertErrors("message A {}\nservice S = 1 inline { rpc Get(A) returns (A) = 1; }", [])
+        assertErrors("message A {}\nservice S = 1 fast { rpc Get(A) returns (A) = 1; }",
+                     ["3:15: unexpected 'fast'; expected 'inline' or '{' after the id of service 'S'"])
     }
 
     func testUnknownType() {

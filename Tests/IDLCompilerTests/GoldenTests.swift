@@ -75,9 +75,16 @@ final class GoldenTests: XCTestCase {
               int64 unknown_fields = 5;
             }
             enum Phase { PHASE_UNSPECIFIED = 0; PHASE_RUN = 1; PHASE_DEFAULT = 2; }
-            service Svc = 3 { rpc DoThing(M) returns (M) = 4; }
+            service Svc = 3 inline { rpc DoThing(M) returns (M) = 4; }
+            service Plain = 5 { rpc Other(M) returns (M) = 1; }
             """
-        let swift = try IDLCompiler.compile([("g.rdl", schema)], options: CompileOptions(swiftOut: "")).get()[0].contents
+        let files = try IDLCompiler.compile([("g.rdl", schema)], options: CompileOptions(swiftOut: "")).get()
+        XCTAssertEqual(files.map(\.path), ["g.swift", "g+Services.swift"], "messages and services in files of their own")
+        XCTAssertFalse(files[0].contents.contains("public enum Svc"))
+        XCTAssertTrue(files[1].contents.contains("extension Plain.Handler"))
+        XCTAssertFalse(files[1].contents.contains("Plain.InlineHandler"), "an InlineHandler only for a service declared inline")
+        XCTAssertTrue(files[1].contents.contains("extension Svc.InlineHandler"))
+        let swift = files.map(\.contents).joined()
         for expected in [
             "import Foundation\nimport RosterRPC\n",
             "/// Doc for M.\npublic struct M: ProtoMessage {",
@@ -107,8 +114,9 @@ final class DocumentationTests: XCTestCase {
         let end = try XCTUnwrap(doc.range(of: "```", range: start.upperBound..<doc.endIndex))
         let example = String(doc[start.upperBound..<end.lowerBound])
         let files = try IDLCompiler.compile([("shop.rdl", example)], options: CompileOptions(swiftOut: "", protoOut: "")).get()
-        XCTAssertTrue(files[0].contents.contains("public var discountPercent: Int32? = nil"))
-        XCTAssertTrue(files[0].contents.contains("id: 0x0003_0001"))
-        XCTAssertTrue(files[1].contents.contains("optional int32 discount_percent = 3;"))
+        func file(_ path: String) -> String { files.first { $0.path == path }?.contents ?? "" }
+        XCTAssertTrue(file("shop.swift").contains("public var discountPercent: Int32? = nil"))
+        XCTAssertTrue(file("shop+Services.swift").contains("id: 0x0003_0001"))
+        XCTAssertTrue(file("shop.proto").contains("optional int32 discount_percent = 3;"))
     }
 }

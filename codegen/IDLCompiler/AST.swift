@@ -146,6 +146,8 @@ public final class ServiceDecl {
     public let idLocation: SourceLocation
     public var methods: [MethodDecl] = []
     public internal(set) var fullName = ""
+    /// Declared `inline`: handlers that never suspend, run on the event loop.
+    public internal(set) var inline = false
 
     init(name: String, location: SourceLocation, doc: [String], id: Int, idLocation: SourceLocation) {
         self.name = name

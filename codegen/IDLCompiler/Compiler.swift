@@ -53,6 +53,9 @@ public enum IDLCompiler {
                 if let dir = options.swiftOut {
                     out.append(GeneratedFile(path: join(dir, base + ".swift"),
                                              contents: SwiftEmitter.emit(file, sourceName: sourceName)))
+                    if let services = SwiftEmitter.emitServices(file, sourceName: sourceName) {
+                        out.append(GeneratedFile(path: join(dir, base + "+Services.swift"), contents: services))
+                    }
                 }
                 if let dir = options.protoOut {
                     out.append(GeneratedFile(

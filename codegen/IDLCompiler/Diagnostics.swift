@@ -18,7 +18,7 @@ public struct SourceLocation: Sendable, Hashable, Comparable, CustomStringConver
 }
 
 /// One problem found in a schema, printed the way compilers print them:
-/// `schema/roster.rdl:12:5: error: duplicate field number 3 (first used by 'id' at 10:5)`.
+/// `schema/match.rdl:12:5: error: duplicate field number 3 (first used by 'id' at 10:5)`.
 public struct Diagnostic: Error, Sendable, Hashable, CustomStringConvertible {
     public var location: SourceLocation
     public var message: String

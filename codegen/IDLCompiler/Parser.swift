@@ -298,7 +298,14 @@ struct Parser {
         try expectSymbol("=")
         let (id, idLocation) = try expectInteger("a service id (1 to 65535)")
         let service = ServiceDecl(name: name, location: location, doc: doc, id: id, idLocation: idLocation)
-        try expectSymbol("{")
+        // `inline`: its handlers never suspend, so an InlineHandler protocol
+        // is generated for it (docs/IDL.md).
+        if isKeyword("inline") {
+            _ = advance()
+            service.inline = true
+        }
+        if !isSymbol("{") { throw fail("'inline' or '{' after the id of service '\(name)'") }
+        _ = advance()
         while !isSymbol("}") {
             if current.kind == .endOfFile { throw fail("'}' to close service '\(name)'") }
             do {
