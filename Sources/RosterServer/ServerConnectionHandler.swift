@@ -254,11 +254,13 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         let callContext = RPCContext(
             method: route.descriptor, metadata: head.metadata,
             deadline: contextDeadline, peer: peer)
-        do {
-            try route.intercept(callContext)
-        } catch {
-            fail(callID, route: route, started: nil, error: error)
-            return
+        if route.hasInterceptors {
+            do {
+                try route.intercept(callContext)
+            } catch {
+                fail(callID, route: route, started: nil, error: error)
+                return
+            }
         }
 
         switch route.method.body {

@@ -29,8 +29,8 @@ package final class ServerMetrics: Sendable {
 
 /// One method's call counters (one per status code) and duration timer.
 package final class MethodMetrics: Sendable {
-    private let calls: [Counter]
-    private let duration: Timer
+    @usableFromInline let calls: [Counter]
+    @usableFromInline let duration: Timer
 
     init(_ descriptor: RPCMethodDescriptor) {
         let name = descriptor.description
@@ -43,6 +43,7 @@ package final class MethodMetrics: Sendable {
     }
 
     /// Counts a finished call; times it if it was started with a clock reading.
+    @inlinable
     package func finished(code: RPCStatusCode, since start: ContinuousClock.Instant?) {
         calls[Int(code.rawValue)].increment()
         if let start {

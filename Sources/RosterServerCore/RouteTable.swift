@@ -2,11 +2,15 @@ import RosterRPC
 
 /// A hosted method with its metrics, resolved once so that a call costs one
 /// table lookup and no dictionary or label work.
+///
+/// What a call touches is `@inlinable`: the route is read on every call, in
+/// the transports' modules, and a call into this module for each field
+/// measurably slowed single Match calls.
 package final class Route: Sendable {
-    package let method: RPCServerMethod
-    package let metrics: MethodMetrics
+    @usableFromInline package let method: RPCServerMethod
+    @usableFromInline package let metrics: MethodMetrics
     /// The service's checks (`RPCService.interceptors`), run before the handler.
-    package let interceptors: [any RPCInterceptor]
+    @usableFromInline package let interceptors: [any RPCInterceptor]
 
     init(method: RPCServerMethod, metrics: MethodMetrics, interceptors: [any RPCInterceptor]) {
         self.method = method
@@ -14,9 +18,13 @@ package final class Route: Sendable {
         self.interceptors = interceptors
     }
 
+    @inlinable
     package var descriptor: RPCMethodDescriptor { method.descriptor }
 
-    @inline(__always)
+    @inlinable
+    package var hasInterceptors: Bool { !interceptors.isEmpty }
+
+    @inlinable
     package func intercept(_ context: RPCContext) throws(RPCError) {
         for interceptor in interceptors { try interceptor.intercept(context) }
     }
@@ -26,7 +34,7 @@ package final class Route: Sendable {
 /// by service id and method number (ids are small and dense), so a call costs
 /// one indexed lookup, not a hashed one.
 package struct RouteTable: Sendable {
-    private let services: [[Route?]]
+    @usableFromInline let services: [[Route?]]
 
     package init(services hosted: [any RPCService]) throws(RPCServerError) {
         var services: [[Route?]] = []
@@ -46,7 +54,7 @@ package struct RouteTable: Sendable {
         self.services = services
     }
 
-    @inline(__always)
+    @inlinable
     package func route(_ id: UInt32) -> Route? {
         let service = Int(id >> 16), number = Int(id & 0xFFFF)
         guard service < services.count, number < services[service].count else { return nil }
