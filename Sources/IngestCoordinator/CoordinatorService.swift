@@ -231,6 +231,19 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     /// Publishes `batch`; false if the match server cannot be reached (try later).
     private func publish(_ batch: [IngestCatalog.Publication]) async -> Bool {
         guard !batch.isEmpty else { return true }
+        // Merges wait only for their own slot's pages (a sync of the whole
+        // pack per merge would flush the others' too); each pack is made
+        // durable once, here, before anything points at it.
+        do {
+            for pack in Set(batch.flatMap { $0.segments.filter { $0.length > 0 }.map(\.path) }).sorted() {
+                try await store.makeDurable(pack)
+            }
+        } catch {
+            logger.warning("cannot make segments durable; publishing later", metadata: ["error": "\(error)"])
+            problem("store", "cannot make segments durable: \(error)")
+            return false
+        }
+        problem("store", nil)
         let options = CallOptions(timeout: .seconds(60)).bearer(configuration.adminToken)
         let requests = batch.map { PublishRequest(advertiserId: $0.advertiserID, version: $0.fileID, segments: $0.segments) }
         let results: [PublishResult]

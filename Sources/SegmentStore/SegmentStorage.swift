@@ -30,10 +30,14 @@ public protocol SegmentStorage: Sendable {
     /// or nil when this store cannot write files in place (an object store):
     /// the segment is then written as a file of its own.
     func reserveSlot(in path: String, capacity: Int) throws -> PackSlot?
+    /// Makes `path` (a pack whose slots were written and waited for) durable
+    /// with its metadata: called once per version, before it is published.
+    func makeDurable(_ path: String) async throws
 }
 
 extension SegmentStorage {
     public func reserveSlot(in path: String, capacity: Int) throws -> PackSlot? { nil }
+    public func makeDurable(_ path: String) async throws {}
 }
 
 /// The embedded default: a folder (shared by every process on this host,
@@ -62,6 +66,15 @@ public struct LocalSegmentStorage: SegmentStorage {
 
     public func reserveSlot(in path: String, capacity: Int) throws -> PackSlot? {
         try PackFile.reserve(at: try prepareWrite(path), capacity: capacity)
+    }
+
+    public func makeDurable(_ path: String) async throws {
+        let target = try url(path).path
+        let fd = open(target, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SegmentError(path, "cannot open to sync: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        guard fdatasync(fd) == 0 else { throw SegmentError(path, "fdatasync failed: \(String(cString: strerror(errno)))") }
+        syncDirectory(of: target)
     }
 
     public func localFile(_ path: String) async throws -> String {

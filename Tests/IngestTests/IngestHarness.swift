@@ -97,10 +97,10 @@ final class IngestHarness: @unchecked Sendable {
         matchLink.detach()
     }
 
-    func startCoordinator(callerTokens: Set<String> = []) async throws {
+    func startCoordinator(callerTokens: Set<String> = [], store: (any SegmentStorage)? = nil) async throws {
         let catalog = try IngestCatalog(path: catalogPath, policy: policy)
         coordinator = CoordinatorService(
-            catalog: catalog, lake: LocalFolderLake(root: lakeRoot), store: LocalSegmentStorage(root: storeRoot),
+            catalog: catalog, lake: LocalFolderLake(root: lakeRoot), store: store ?? LocalSegmentStorage(root: storeRoot),
             matchAdmin: MatchAdmin.Client(transport: matchLink),
             configuration: .init(scanInterval: nil, publishInterval: .milliseconds(30), callerTokens: callerTokens),
             clock: { [clock] in clock.now() })
