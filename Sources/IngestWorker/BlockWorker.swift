@@ -329,12 +329,13 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         for path in task.runs { paths.append(try await store.localFile(path)) }
         do {
             return try await merge(task, runs: paths, memory: memory, started: started)
-        } catch let error as SegmentError where paths.contains(error.path) {
+        } catch let error as RunMerger.RunUnreadable {
             // A run is missing or damaged: say which (checking the others'
             // headers too, since a crash loses several), so their blocks are
             // parsed again.
-            let lost = zip(task.runs, paths).filter { $0.1 == error.path || (try? RunFile(path: $0.1)) == nil }.map(\.0)
-            throw RunsLost(runs: lost, reason: error)
+            let lost = zip(task.runs, paths).enumerated()
+                .filter { $0.offset == error.run || (try? RunFile(path: $0.element.1)) == nil }.map(\.element.0)
+            throw RunsLost(runs: lost, reason: error.reason)
         }
     }
 

@@ -18,10 +18,29 @@ import SegmentStore
 ///   chunks that fit are sorted and written as scratch segments, which a
 ///   heap then merges.
 public enum RunMerger {
+    /// A run could not be read (missing, truncated, damaged): which one, by
+    /// its place in `runPaths`, so the worker can name it to the
+    /// coordinator, which has its block parsed again. Failures of the merge
+    /// itself (its scratch files, its output) are thrown as they are.
+    public struct RunUnreadable: Error, CustomStringConvertible {
+        public var run: Int
+        public var reason: SegmentError
+        public var description: String { "run \(run) unreadable: \(reason)" }
+    }
+
+    /// Reading run `index` fails as `RunUnreadable`.
+    private static func reading<T>(run index: Int, _ body: () throws(SegmentError) -> T) throws(RunUnreadable) -> T {
+        do { return try body() } catch { throw RunUnreadable(run: index, reason: error) }
+    }
+
     /// How many keys the runs' partitions covering `[low, high)` hold: an
     /// upper bound on the merged count (duplicates are still in).
     public static func keysCovering(runPaths: [String], low: UInt64, high: UInt64) throws -> Int {
-        try runPaths.reduce(0) { $0 + (try RunFile(path: $1).keysCovering(low: low, high: high)) }
+        var total = 0
+        for (index, path) in runPaths.enumerated() {
+            total += try reading(run: index) { () throws(SegmentError) in try RunFile(path: path).keysCovering(low: low, high: high) }
+        }
+        return total
     }
 
     /// Writes the distinct keys of `[low, high)` (`high` 0: the end of the
@@ -54,16 +73,27 @@ public enum RunMerger {
             _ = try SegmentWriter.create(sorted(), at: path, advertiserID: "", listVersion: 0, durable: false)
             keys.removeAll(keepingCapacity: true)
         }
-        for path in runPaths {
-            try RunFile(path: path).forEachKey(low: low, high: high) { chunk in
-                var rest = chunk[...]
-                while !rest.isEmpty {
-                    // Full, and more to come: sort what is held aside.
-                    if keys.count == capacity { try spill() }
-                    let take = min(rest.count, capacity - keys.count)
-                    keys.append(contentsOf: rest.prefix(take))
-                    rest = rest.dropFirst(take)
+        /// A spill's own failure, told apart from the run's as it crosses `forEachKey`.
+        struct SpillFailed: Error { var error: any Error }
+        for (index, path) in runPaths.enumerated() {
+            let run = try reading(run: index) { () throws(SegmentError) in try RunFile(path: path) }
+            do {
+                try run.forEachKey(low: low, high: high) { chunk in
+                    var rest = chunk[...]
+                    while !rest.isEmpty {
+                        // Full, and more to come: sort what is held aside.
+                        if keys.count == capacity {
+                            do { try spill() } catch { throw SpillFailed(error: error) }
+                        }
+                        let take = min(rest.count, capacity - keys.count)
+                        keys.append(contentsOf: rest.prefix(take))
+                        rest = rest.dropFirst(take)
+                    }
                 }
+            } catch let failure as SpillFailed {
+                throw failure.error
+            } catch let error as SegmentError {
+                throw RunUnreadable(run: index, reason: error)
             }
             if isCancelled() { throw CancellationError() }
         }
