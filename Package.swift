@@ -140,10 +140,28 @@ let package = Package(
 
         .testTarget(name: "IDLCompilerTests", dependencies: ["IDLCompiler"]),
         .testTarget(name: "WireTests", dependencies: ["RosterRPC", "RosterAPI", "IDLCompiler", "TestSupport"]),
-        .testTarget(name: "TransportTests", dependencies: [
-            "RosterRPC", "RosterTransport", "RosterServer", "RosterServerCore", "RosterInProcess", "RosterMetrics", "IDLCompiler", "TestSupport",
+        // The test.v1 Echo services and raw-connection helpers the transport,
+        // server and in-process tests share.
+        .target(name: "TestServices", dependencies: [
+            "RosterRPC", "RosterTransport", "RosterServer", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Tests/TestServices"),
+        .testTarget(name: "RosterServerTests", dependencies: [
+            "RosterRPC", "RosterTransport", "RosterServer", "RosterServerCore", "TestServices",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
+        ]),
+        .testTarget(name: "RosterInProcessTests", dependencies: ["RosterRPC", "RosterInProcess", "TestServices"]),
+        .testTarget(name: "HashParsingTests", dependencies: ["HashParsing", "DataLake", "SegmentStore", "TestSupport"]),
+        .testTarget(name: "IngestCoordinatorTests", dependencies: [
+            "IngestCoordinator", "DataLake", "SQLite", "RosterAPI", "SegmentStore", "TestSupport",
+        ]),
+        .testTarget(name: "TransportTests", dependencies: [
+            "RosterRPC", "RosterTransport", "RosterServer", "RosterMetrics", "TestServices",
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

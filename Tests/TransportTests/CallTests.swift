@@ -3,6 +3,7 @@ import NIOCore
 import RosterRPC
 import RosterServer
 import RosterTransport
+import TestServices
 import XCTest
 
 /// Calls over loopback between a real server and client.

@@ -5,6 +5,7 @@ import RosterRPC
 @_spi(Testing) import RosterServer
 import RosterTransport
 import ServiceLifecycle
+import TestServices
 import XCTest
 
 /// Connection lifecycle: drain, reconnect, limits, graceful shutdown.

@@ -7,6 +7,7 @@ import Prometheus
 import RosterMetrics
 import RosterRPC
 import RosterTransport
+import TestServices
 import XCTest
 
 /// The server's metrics reach Prometheus through swift-metrics and /metrics.

@@ -9,15 +9,21 @@ import Synchronization
 import XCTest
 @_exported import TestSupport
 
+/// Services and raw connections for the transport, server and in-process
+/// tests: the `test.v1` Echo services (Tests/Fixtures/testservice.rdl),
+/// implemented to sleep, fail or echo as a request asks.
+
 /// The async echo: sleeps, fails or echoes as the request asks, and counts
 /// the calls that saw their task cancelled.
-final class EchoService: Echo.Handler {
-    let cancellations = Atomic<Int>(0)
-    let started = Atomic<Int>(0)
+public final class EchoService: Echo.Handler {
+    public let cancellations = Atomic<Int>(0)
+    public let started = Atomic<Int>(0)
 
-    struct PlainError: Error {}
+    public struct PlainError: Error {}
 
-    func echo(_ request: EchoRequest, context: RPCContext) async throws -> EchoResponse {
+    public init() {}
+
+    public func echo(_ request: EchoRequest, context: RPCContext) async throws -> EchoResponse {
         started.add(1, ordering: .relaxed)
         if request.delayMs > 0 {
             do {
@@ -37,14 +43,16 @@ final class EchoService: Echo.Handler {
 
 /// The inline echo, answered on the event loop. `delay_ms` blocks the loop
 /// that long (standing for a large MatchMany); `runs` counts the calls that ran.
-struct InlineEchoService: InlineEcho.InlineHandler {
-    let runs = Counter()
+public struct InlineEchoService: InlineEcho.InlineHandler {
+    public let runs = Counter()
 
-    final class Counter: Sendable {
-        let value = Atomic<Int>(0)
+    public final class Counter: Sendable {
+        public let value = Atomic<Int>(0)
     }
 
-    func echo(_ request: EchoRequest, context: RPCContext) throws -> EchoResponse {
+    public init() {}
+
+    public func echo(_ request: EchoRequest, context: RPCContext) throws -> EchoResponse {
         runs.value.add(1, ordering: .relaxed)
         if request.delayMs > 0 { usleep(UInt32(request.delayMs) * 1000) }
         if request.failWith != 0 {
@@ -56,18 +64,18 @@ struct InlineEchoService: InlineEcho.InlineHandler {
 
 /// A message that encodes to whatever bytes it holds: for sending requests
 /// that do not decode as what the server expects.
-struct RawMessage: ProtoMessage {
-    var bytes: [UInt8] = []
-    init() {}
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
-    mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+public struct RawMessage: ProtoMessage {
+    public var bytes: [UInt8] = []
+    public init() {}
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while !reader.isAtEnd {
             let n = reader.remaining
             bytes += reader.withBytes(count: n) { Array($0) }
         }
     }
-    var serializedSize: Int { bytes.count }
-    func encode(to writer: inout ProtoWriter) { bytes.withUnsafeBytes { writer.writeRawBytes($0) } }
+    public var serializedSize: Int { bytes.count }
+    public func encode(to writer: inout ProtoWriter) { bytes.withUnsafeBytes { writer.writeRawBytes($0) } }
 }
 
 extension ProtoReader {
@@ -76,13 +84,13 @@ extension ProtoReader {
     }
 }
 
-var quietLogger: Logger {
+public var quietLogger: Logger {
     var logger = Logger(label: "test")
     logger.logLevel = .critical
     return logger
 }
 
-func startServer(
+public func startServer(
     _ services: [any RPCService], configuration: RPCServer.Configuration = .init()
 ) async throws -> (RPCServer, Int) {
     let server = try RPCServer(configuration: configuration, services: services, logger: quietLogger)
@@ -91,8 +99,8 @@ func startServer(
 }
 
 /// A raw TCP connection for speaking (or mis-speaking) the protocol by hand.
-final class RawConnection: Sendable {
-    let channel: any Channel
+public final class RawConnection: Sendable {
+    public let channel: any Channel
     private let received: ReceivedBytes
 
     final class ReceivedBytes: ChannelInboundHandler, Sendable {
@@ -104,7 +112,7 @@ final class RawConnection: Sendable {
         }
     }
 
-    static func connect(port: Int, autoRead: Bool = true) async throws -> RawConnection {
+    public static func connect(port: Int, autoRead: Bool = true) async throws -> RawConnection {
         let received = ReceivedBytes()
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.autoRead, value: autoRead)
@@ -119,14 +127,14 @@ final class RawConnection: Sendable {
         self.received = received
     }
 
-    func send(_ bytes: [UInt8]) async throws {
+    public func send(_ bytes: [UInt8]) async throws {
         try await channel.writeAndFlush(channel.allocator.buffer(bytes: bytes)).get()
     }
 
-    var bytes: [UInt8] { received.bytes.withLock { $0 } }
+    public var bytes: [UInt8] { received.bytes.withLock { $0 } }
 
     /// Waits (bounded) until the peer closes the connection; true if it did.
-    func waitForClose(timeout: Duration = .seconds(5)) async -> Bool {
+    public func waitForClose(timeout: Duration = .seconds(5)) async -> Bool {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if !channel.isActive { return true }
@@ -136,7 +144,7 @@ final class RawConnection: Sendable {
     }
 
     /// Frames the peer sent after its preface.
-    var frames: [(type: UInt8, flags: UInt8, callID: UInt32, payload: [UInt8])] {
+    public var frames: [(type: UInt8, flags: UInt8, callID: UInt32, payload: [UInt8])] {
         var out: [(UInt8, UInt8, UInt32, [UInt8])] = []
         var b = bytes
         guard b.count >= 8 else { return [] }
@@ -152,10 +160,10 @@ final class RawConnection: Sendable {
     }
 }
 
-let preface: [UInt8] = [0x52, 0x4F, 0x53, 0x54, 0x00, 0x01, 0x00, 0x00]
+public let preface: [UInt8] = [0x52, 0x4F, 0x53, 0x54, 0x00, 0x01, 0x00, 0x00]
 
 /// A REQUEST frame, built by hand.
-func requestFrame(callID: UInt32, methodID: UInt32, message: [UInt8], type: UInt8 = 0x01, timeoutMilliseconds: UInt32 = 0) -> [UInt8] {
+public func requestFrame(callID: UInt32, methodID: UInt32, message: [UInt8], type: UInt8 = 0x01, timeoutMilliseconds: UInt32 = 0) -> [UInt8] {
     var payload: [UInt8] = []
     payload += withUnsafeBytes(of: methodID.bigEndian, Array.init)
     payload += withUnsafeBytes(of: timeoutMilliseconds.bigEndian, Array.init)

@@ -4,6 +4,7 @@ import RosterRPC
 import RosterServer
 import RosterServerCore
 import RosterTransport
+import TestServices
 import XCTest
 
 /// The connection handler on a testing channel with a clock moved by hand:

@@ -1,4 +1,5 @@
 import RosterServer
+import TestServices
 import XCTest
 
 /// The connection's rules, fed events directly: no channel, clock or sleep.

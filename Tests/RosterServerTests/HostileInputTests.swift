@@ -3,6 +3,7 @@ import NIOCore
 import RosterRPC
 import RosterServer
 import RosterTransport
+import TestServices
 import XCTest
 
 /// A live server against bytes no well-behaved client sends. After each

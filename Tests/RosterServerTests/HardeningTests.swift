@@ -4,6 +4,7 @@ import NIOPosix
 import RosterRPC
 @_spi(Testing) import RosterServer
 @_spi(Testing) import RosterTransport
+import TestServices
 import XCTest
 
 /// Defects an outside review found (issue 12): socket options, memory kept

@@ -1,5 +1,6 @@
 import RosterInProcess
 import RosterRPC
+import TestServices
 import XCTest
 
 /// The in-process transport answers as a server over TCP would: same
