@@ -117,8 +117,7 @@ extension IngestCatalog {
                 leased.append(try leaseTask(db, id: id, worker: worker, now: now))
             }
             if !ids.isEmpty {
-                try db.run("UPDATE files SET state = ?, started_at = COALESCE(started_at, ?) WHERE id = ? AND state = ?",
-                           Int(FileState.parsing.rawValue), now, file, Int(FileState.queued.rawValue))
+                try move(db, file: file, on: .started, also: "started_at = COALESCE(started_at, ?)", now)
             }
             // Nothing more to lease from it now: it leaves the ranking.
             if ids.count < want { files = files.dropFirst() }
@@ -196,7 +195,7 @@ extension IngestCatalog {
             try db.run("UPDATE tasks SET expiries = ? WHERE id = ?", expiries, id)
             if expiries >= policy.maxLeaseExpiries {
                 let (file, label) = try taskLabel(db, id)
-                try abandon(db, file: file, state: .failed,
+                try abandon(db, file: file, on: .failed,
                             error: "\(label): its lease expired \(expiries) times (workers died or stalled on it); last on worker \(worker)",
                             now: now)
             } else {
@@ -214,7 +213,7 @@ extension IngestCatalog {
         try db.run("UPDATE tasks SET failures = ? WHERE id = ?", failures, task)
         if failures >= policy.maxAttempts {
             let (file, label) = try taskLabel(db, task)
-            try abandon(db, file: file, state: .failed, error: "\(label) failed \(failures) times; last: \(error)", now: now)
+            try abandon(db, file: file, on: .failed, error: "\(label) failed \(failures) times; last: \(error)", now: now)
         } else {
             try db.run("UPDATE tasks SET state = \(TaskState.queued.sql), lease_token = NULL, lease_expires = NULL, not_before = ? WHERE id = ?",
                        now + wait, task)

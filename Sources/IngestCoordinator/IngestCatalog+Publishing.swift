@@ -43,19 +43,22 @@ extension IngestCatalog {
         guard !files.isEmpty else { return }
         try write { db in
             for file in files {
-            guard let advertiser = try db.rows("SELECT advertiser_id FROM files WHERE id = ? AND state = ?",
-                                               file, Int(FileState.publishing.rawValue), map: { $0.string(0) }).first else { continue }
-            try db.run("UPDATE files SET state = ?, ended_at = ? WHERE advertiser_id = ? AND state = ? AND id < ?",
-                       Int(FileState.retired.rawValue), now, advertiser, Int(FileState.live.rawValue), file)
-            try db.run("UPDATE files SET state = ?, live_at = ?, ended_at = ? WHERE id = ?", Int(FileState.live.rawValue), now, now, file)
-            try db.run("UPDATE advertisers SET live_file_id = ? WHERE id = ?", file, advertiser)
+                guard let advertiser = try db.rows("SELECT advertiser_id FROM files WHERE id = ?", file, map: { $0.string("advertiser_id") }).first,
+                      try move(db, file: file, on: .published, also: "live_at = ?, ended_at = ?", now, now)
+                else { continue }
+                // The advertiser's older live version (one, by the rule above) is retired.
+                try db.run("""
+                    UPDATE files SET state = \(FileLifecycle.target(of: .retired).sql), ended_at = ?
+                    WHERE advertiser_id = ? AND state IN \(FileState.sqlList(FileLifecycle.sources(of: .retired))) AND id < ?
+                    """, now, advertiser, file)
+                try db.run("UPDATE advertisers SET live_file_id = ? WHERE id = ?", file, advertiser)
             }
         }
     }
 
     /// Records that the match server refused `file` for good (a newer version is live there).
     public func markPublishFailed(file: UInt64, state: FileState, error: String, now: Double) throws {
-        try write { db in try abandon(db, file: file, state: state, error: error, now: now) }
+        try write { db in try abandon(db, file: file, on: state == .superseded ? .superseded : .failed, error: error, now: now) }
     }
 
     /// What the store no longer needs of one version.

@@ -55,7 +55,7 @@ extension IngestCatalog {
             if kind == .parse { return try finishParsing(db, file: file, now: now) }
             if kind == .whole, try rejectIfInvalid(db, file: file, kind: .whole, now: now) { return .rejected }
             let distinct = try db.rows("SELECT SUM(output_keys) FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole))", file) { $0.int(0) }.first ?? 0
-            try db.run("UPDATE files SET state = ?, distinct_keys = ? WHERE id = ?", Int(FileState.publishing.rawValue), distinct, file)
+            try move(db, file: file, on: .merged, also: "distinct_keys = ?", distinct)
             return .readyToPublish
         }
     }
@@ -71,7 +71,7 @@ extension IngestCatalog {
         guard invalid > 0, Double(invalid) > policy.invalidThreshold * Double(lines) else { return false }
         let percent = String(format: "%.3f", 100 * Double(invalid) / Double(max(1, lines)))
         let limit = String(format: "%.3f", 100 * policy.invalidThreshold)
-        try abandon(db, file: file, state: .rejected,
+        try abandon(db, file: file, on: .rejected,
                     error: "\(invalid) of \(lines) lines are invalid (\(percent)%, limit \(limit)%)", now: now)
         return true
     }
@@ -81,7 +81,7 @@ extension IngestCatalog {
         let merges = try db.rows("SELECT COUNT(*) FROM tasks WHERE file_id = ? AND kind = ?",
                                  file, Int(TaskKind.merge.rawValue)) { $0.int(0) }.first ?? 0
         if merges > 0 {
-            try db.run("UPDATE files SET state = ? WHERE id = ?", Int(FileState.merging.rawValue), file)
+            try move(db, file: file, on: .parsed)
             try place(db, file: file, now: now)
             return .merging
         }
@@ -92,7 +92,7 @@ extension IngestCatalog {
             try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end) VALUES (?, ?, ?, ?, ?)",
                        file, Int(TaskKind.merge.rawValue), seq, range.low, range.high)
         }
-        try db.run("UPDATE files SET state = ?, merges_total = ? WHERE id = ?", Int(FileState.merging.rawValue), ranges.count, file)
+        try move(db, file: file, on: .parsed, also: "merges_total = ?", ranges.count)
         try place(db, file: file, now: now)
         return .merging
     }
@@ -117,7 +117,7 @@ extension IngestCatalog {
                        now, report.error, report.taskId, attempt)
             if report.fileChanged {
                 let path = try db.rows("SELECT path FROM files WHERE id = ?", file) { $0.string(0) }.first ?? ""
-                try abandon(db, file: file, state: .superseded, error: "the file changed while it was being ingested", now: now)
+                try abandon(db, file: file, on: .superseded, error: "the file changed while it was being ingested", now: now)
                 return .fileChanged(path: path)
             }
             // A merge that lost runs waits for their blocks anyway: no backoff.
@@ -143,8 +143,7 @@ extension IngestCatalog {
             requeued += 1
         }
         if requeued > 0 {
-            try db.run("UPDATE files SET state = ? WHERE id = ? AND state = ?",
-                       Int(FileState.parsing.rawValue), file, Int(FileState.merging.rawValue))
+            try move(db, file: file, on: .runsLost)
             try place(db, file: file, now: now)
         }
     }

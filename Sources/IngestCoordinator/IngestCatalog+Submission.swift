@@ -37,9 +37,7 @@ extension IngestCatalog {
         if let problem = IngestPolicy.problem(withAdvertiserID: advertiser) { throw IngestError.invalidArgument(problem) }
         return try write { db in
             if let (file, reason) = rebuilding {
-                try db.run("UPDATE files SET state = ?, error = ?, ended_at = ? WHERE id = ? AND state = ?",
-                           Int(FileState.failed.rawValue), reason + "; rebuilt from its file as a new version", now, file,
-                           Int(FileState.live.rawValue))
+                try move(db, file: file, on: .damaged, also: "error = ?, ended_at = ?", reason + "; rebuilt from its file as a new version", now)
             }
             let active: [FileState] = [.queued, .parsing, .merging, .publishing, .live]
             let existing = try db.rows(
@@ -53,7 +51,7 @@ extension IngestCatalog {
             let older = try db.rows(
                 "SELECT id FROM files WHERE advertiser_id = ? AND state IN \(FileState.sqlList(.queued, .parsing, .merging))", advertiser) { UInt64($0.int(0)) }
             for id in older {
-                try abandon(db, file: id, state: .superseded, error: "replaced by a newer file (\(object.path))", now: now)
+                try abandon(db, file: id, on: .superseded, error: "replaced by a newer file (\(object.path))", now: now)
             }
             let blocks = BlockRange.split(size: object.size, blockSize: policy.blockSize(forFileSize: object.size))
             try db.run("""
@@ -108,9 +106,10 @@ extension IngestCatalog {
         }
     }
 
-    /// Ends an unfinished version: its tasks are cancelled, so late reports are ignored.
-    func abandon(_ db: Database, file: UInt64, state: FileState, error: String, now: Double) throws {
-        try db.run("UPDATE files SET state = ?, error = ?, ended_at = ? WHERE id = ?", Int(state.rawValue), error, now, file)
+    /// Ends an unfinished version (`event`: superseded, failed or rejected):
+    /// its tasks are cancelled, so late reports are ignored.
+    func abandon(_ db: Database, file: UInt64, on event: FileLifecycle.Event, error: String, now: Double) throws {
+        try move(db, file: file, on: event, also: "error = ?, ended_at = ?", error, now)
         try db.run("UPDATE tasks SET state = ?, lease_token = NULL WHERE file_id = ? AND state IN \(TaskState.sqlList(.queued, .leased))",
                    TaskState.cancelled.rawValue, file)
     }
@@ -118,9 +117,9 @@ extension IngestCatalog {
     /// Ends an unfinished version because its file changed or vanished.
     public func abandon(file: UInt64, error: String, now: Double) throws {
         try write { db in
-            let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { $0.int(0) }.first
-            guard let state, [1, 2, 3].contains(state) else { return }
-            try abandon(db, file: file, state: .superseded, error: error, now: now)
+            let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { FileState(rawValue: Int32($0.int(0))) }.first
+            guard let state, [.queued, .parsing, .merging].contains(state) else { return }
+            try abandon(db, file: file, on: .superseded, error: error, now: now)
         }
     }
 

@@ -74,6 +74,18 @@ public final class IngestCatalog: @unchecked Sendable {
         try lock.withLock { try database.execute(sql) }
     }
 
+    /// Applies a life-cycle event to `file` (`FileLifecycle`): its state
+    /// changes only if it is in one of the event's source states, with
+    /// `also` (more `column = ?` assignments, bound to `values`). Returns
+    /// whether it changed.
+    @discardableResult
+    func move(_ db: Database, file: UInt64, on event: FileLifecycle.Event, also: String? = nil,
+              _ values: SQLBindable...) throws -> Bool {
+        let set = "state = \(FileLifecycle.target(of: event).sql)" + (also.map { ", " + $0 } ?? "")
+        return try db.run("UPDATE files SET \(set) WHERE id = ? AND state IN \(FileState.sqlList(FileLifecycle.sources(of: event)))",
+                          arguments: values + [file]) > 0
+    }
+
     func read<T>(_ body: (Database) throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }

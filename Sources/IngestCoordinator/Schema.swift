@@ -143,6 +143,10 @@ extension SQLLiteral {
 
     /// A parenthesised list for `IN`: `(1, 2, 3)`.
     static func sqlList(_ values: Self...) -> String {
+        sqlList(values)
+    }
+
+    static func sqlList(_ values: [Self]) -> String {
         "(" + values.map(\.sql).joined(separator: ", ") + ")"
     }
 }

@@ -193,6 +193,11 @@ public final class Database {
     /// Runs a statement that returns no rows; returns the rows it changed.
     @discardableResult
     public func run(_ sql: String, _ arguments: SQLBindable...) throws(SQLiteError) -> Int {
+        try run(sql, arguments: arguments)
+    }
+
+    @discardableResult
+    public func run(_ sql: String, arguments: [SQLBindable]) throws(SQLiteError) -> Int {
         let statement = try prepared(sql, arguments)
         defer { sqlite3_reset(statement) }
         let rc = sqlite3_step(statement)
