@@ -245,7 +245,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         }
         problem("store", nil)
         let options = CallOptions(timeout: .seconds(60)).bearer(configuration.adminToken)
-        let requests = batch.map { PublishRequest(advertiserId: $0.advertiserID, version: $0.fileID, segments: $0.segments) }
+        let requests = batch.map { PublishRequest(advertiserID: $0.advertiserID, version: $0.fileID, segments: $0.segments) }
         let results: [PublishResult]
         do {
             results = try await matchAdmin.publishMany(PublishManyRequest(publications: requests), options: options).results
@@ -307,9 +307,9 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             var request = ListServedRequest()
             repeat {
                 let response = try await matchAdmin.listServed(request, options: CallOptions(timeout: .seconds(30)).bearer(configuration.adminToken))
-                for list in response.lists { served[list.advertiserId] = list }
-                request.afterAdvertiserId = response.nextAfterAdvertiserId
-            } while !request.afterAdvertiserId.isEmpty
+                for list in response.lists { served[list.advertiserID] = list }
+                request.afterAdvertiserID = response.nextAfterAdvertiserID
+            } while !request.afterAdvertiserID.isEmpty
         } catch {
             problem("match", "cannot reach the match server to compare what it serves: \(error)")
             return
@@ -463,8 +463,8 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             logger.info("submitted", metadata: ["path": "\(object.path)", "version": "\(submission.fileID)", "bytes": "\(object.size)"])
         }
         var response = SubmitFileResponse()
-        response.fileId = submission.fileID
-        response.advertiserId = submission.advertiserID
+        response.fileID = submission.fileID
+        response.advertiserID = submission.advertiserID
         response.queued = submission.queued
         response.state = submission.state
         return response
@@ -487,9 +487,9 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     public func listFiles(_ request: ListFilesRequest, context: RPCContext) async throws -> ListFilesResponse {
         var response = ListFilesResponse()
         let limit = request.limit == 0 ? 100 : Int(min(request.limit, 1_000))
-        response.files = try catalog.files(advertiser: request.advertiserId, states: request.states,
-                                           limit: limit, before: request.beforeFileId, now: clock())
-        if response.files.count == limit, let last = response.files.last { response.nextBeforeFileId = last.fileId }
+        response.files = try catalog.files(advertiser: request.advertiserID, states: request.states,
+                                           limit: limit, before: request.beforeFileID, now: clock())
+        if response.files.count == limit, let last = response.files.last { response.nextBeforeFileID = last.fileID }
         return response
     }
 
@@ -504,9 +504,9 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func setWeight(_ request: SetWeightRequest, context: RPCContext) async throws -> SetWeightResponse {
-        guard !request.advertiserId.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
+        guard !request.advertiserID.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
         do {
-            try catalog.setWeight(advertiser: request.advertiserId, weight: request.weight)
+            try catalog.setWeight(advertiser: request.advertiserID, weight: request.weight)
         } catch let error as IngestError {
             throw RPCError(.invalidArgument, error.description)
         }
@@ -514,27 +514,27 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func leaseTasks(_ request: LeaseTasksRequest, context: RPCContext) async throws -> LeaseTasksResponse {
-        guard !request.workerId.isEmpty else { throw RPCError(.invalidArgument, "worker_id is empty") }
+        guard !request.workerID.isEmpty else { throw RPCError(.invalidArgument, "worker_id is empty") }
         var response = LeaseTasksResponse()
         let most = Int(min(max(request.max, 1), 64))
-        response.tasks = try catalog.lease(worker: request.workerId, max: most, now: clock())
+        response.tasks = try catalog.lease(worker: request.workerID, max: most, now: clock())
         // Long poll: wait for work to appear rather than have idle workers poll.
         let deadline = ContinuousClock.now + .milliseconds(Int(min(request.waitMs, 10_000)))
         while response.tasks.isEmpty && ContinuousClock.now < deadline && !Task.isCancelled {
             // Re-check at least once a second: leases expire without a signal.
             await work.wait(timeout: min(.seconds(1), deadline - ContinuousClock.now))
-            response.tasks = try catalog.lease(worker: request.workerId, max: most, now: clock())
+            response.tasks = try catalog.lease(worker: request.workerID, max: most, now: clock())
         }
         response.leaseMs = UInt32(catalog.policy.leaseDuration * 1000)
         return response
     }
 
     public func heartbeat(_ request: HeartbeatRequest, context: RPCContext) async throws -> HeartbeatResponse {
-        guard request.taskIds.count == request.leaseTokens.count else {
+        guard request.taskIDs.count == request.leaseTokens.count else {
             throw RPCError(.invalidArgument, "task_ids and lease_tokens differ in length")
         }
         var response = HeartbeatResponse()
-        response.lostTaskIds = try catalog.heartbeat(worker: request.workerId, tasks: Array(zip(request.taskIds, request.leaseTokens)),
+        response.lostTaskIDs = try catalog.heartbeat(worker: request.workerID, tasks: Array(zip(request.taskIDs, request.leaseTokens)),
                                                      now: clock())
         response.leaseMs = UInt32(catalog.policy.leaseDuration * 1000)
         return response
@@ -548,7 +548,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             throw RPCError(.invalidArgument, error.description)
         }
         if progress == nil {
-            logger.info("ignored a report for a lease no longer held", metadata: ["task": "\(request.taskId)", "worker": "\(request.workerId)"])
+            logger.info("ignored a report for a lease no longer held", metadata: ["task": "\(request.taskID)", "worker": "\(request.workerID)"])
         }
         if progress == .readyToPublish || progress == .rejected { wake.yield() }
         if progress == .merging { work.notify() }
@@ -566,7 +566,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             logger.warning("file changed during ingest; it is queued again once it has settled", metadata: ["path": "\(path)"])
             watchUntilSettled(path)
         case .failed:
-            logger.error("version failed", metadata: ["task": "\(request.taskId)", "error": "\(request.error)"])
+            logger.error("version failed", metadata: ["task": "\(request.taskID)", "error": "\(request.error)"])
             wake.yield()
         case .retrying:
             work.notify()

@@ -138,12 +138,12 @@ extension IngestCatalog {
             SELECT t.kind, t.seq, t.range_start, t.range_end, t.attempts, t.file_id, f.advertiser_id, f.path, f.etag, f.size
             FROM tasks t JOIN files f ON f.id = t.file_id WHERE t.id = ?
             """, id) { row in
-            task.taskId = id
+            task.taskID = id
             task.kind = TaskKind(rawValue: Int32(row.int("kind")))
             task.leaseToken = token
             task.attempt = UInt32(row.int("attempts"))
             fileID = UInt64(row.int("file_id"))
-            task.advertiserId = row.string("advertiser_id")
+            task.advertiserID = row.string("advertiser_id")
             task.version = fileID
             task.lakePath = row.string("path")
             task.etag = row.string("etag")
@@ -152,17 +152,17 @@ extension IngestCatalog {
             if task.kind == .parse {
                 task.start = UInt64(row.int("range_start"))
                 task.end = UInt64(row.int("range_end"))
-                task.outputPath = "runs/\(task.advertiserId)/\(fileID)/block-\(seq)-\(suffix).run"
+                task.outputPath = "runs/\(task.advertiserID)/\(fileID)/block-\(seq)-\(suffix).run"
                 task.partitionBits = UInt32(policy.runPartitionBits(fileSize: row.int("size")))
             } else if task.kind == .whole {
                 task.start = UInt64(row.int("range_start"))
                 task.end = UInt64(row.int("range_end"))
-                task.outputPath = "segments/\(task.advertiserId)/\(fileID)/part-\(seq)-\(suffix).seg"
+                task.outputPath = "segments/\(task.advertiserID)/\(fileID)/part-\(seq)-\(suffix).seg"
             } else {
                 task.keyLow = UInt64(bitPattern: row.int("range_start"))
                 task.keyHigh = UInt64(bitPattern: row.int("range_end"))
-                task.outputPath = "segments/\(task.advertiserId)/\(fileID)/part-\(seq)-\(suffix).seg"
-                task.packPath = Self.packPath(advertiser: task.advertiserId, file: fileID)
+                task.outputPath = "segments/\(task.advertiserID)/\(fileID)/part-\(seq)-\(suffix).seg"
+                task.packPath = Self.packPath(advertiser: task.advertiserID, file: fileID)
             }
         }
         if task.kind == .merge {

@@ -24,7 +24,7 @@ extension IngestCatalog {
             guard let (file, kind, attempt, advertiser) = try db.rows("""
                 SELECT t.file_id, t.kind, t.attempts, f.advertiser_id FROM tasks t JOIN files f ON f.id = t.file_id
                 WHERE t.id = ? AND t.state = \(TaskState.leased.sql) AND t.lease_token = ?
-                """, report.taskId, report.leaseToken, map: {
+                """, report.taskID, report.leaseToken, map: {
                     (UInt64($0.int("file_id")), TaskKind(rawValue: Int32($0.int("kind"))), Int($0.int("attempts")), $0.string("advertiser_id"))
                 }).first
             else { return nil }
@@ -35,20 +35,20 @@ extension IngestCatalog {
                 guard kind == .merge, report.outputPath == pack, report.outputLength > 0,
                       report.outputOffset <= UInt64(Int64.max), report.outputLength <= UInt64(Int64.max) - report.outputOffset
                 else {
-                    throw IngestError.invalidArgument("task \(report.taskId) reported its output at \(report.outputPath)@\(report.outputOffset)+\(report.outputLength); only a slice of \(pack) is accepted")
+                    throw IngestError.invalidArgument("task \(report.taskID) reported its output at \(report.outputPath)@\(report.outputOffset)+\(report.outputLength); only a slice of \(pack) is accepted")
                 }
                 try db.run("UPDATE tasks SET output = ?, output_offset = ?, output_length = ? WHERE id = ?",
-                           report.outputPath, report.outputOffset, report.outputLength, report.taskId)
+                           report.outputPath, report.outputOffset, report.outputLength, report.taskID)
             } else {
-                try db.run("UPDATE tasks SET output_offset = 0, output_length = 0 WHERE id = ?", report.taskId)
+                try db.run("UPDATE tasks SET output_offset = 0, output_length = 0 WHERE id = ?", report.taskID)
             }
             let invalid = Self.encodeCounts(report.invalidByKind)
             let samples = report.invalidSamples.map { "\($0.line):\($0.kind)" }.joined(separator: ",")
             try db.run("""
                 UPDATE tasks SET state = \(TaskState.done.sql), lease_token = NULL, lines = ?, keys = ?, skipped = ?, output_keys = ?, bytes = ?,
                     invalid = ?, samples = ?, done_at = ? WHERE id = ?
-                """, report.lines, report.keys, report.skipped, report.outputKeys, report.bytes, invalid, samples, now, report.taskId)
-            try db.run("UPDATE attempts SET outcome = 'done', ended_at = ? WHERE task_id = ? AND attempt = ?", now, report.taskId, attempt)
+                """, report.lines, report.keys, report.skipped, report.outputKeys, report.bytes, invalid, samples, now, report.taskID)
+            try db.run("UPDATE attempts SET outcome = 'done', ended_at = ? WHERE task_id = ? AND attempt = ?", now, report.taskID, attempt)
             let open = try db.rows("SELECT COUNT(*) FROM tasks WHERE file_id = ? AND kind = ? AND state != \(TaskState.done.sql)",
                                    file, Int(kind.rawValue)) { $0.int(0) }.first ?? 0
             guard open == 0 else { return Progress.none }
@@ -111,10 +111,10 @@ extension IngestCatalog {
         try write { db in
             guard let (file, attempt, failures) = try db.rows(
                 "SELECT file_id, attempts, failures FROM tasks WHERE id = ? AND state = \(TaskState.leased.sql) AND lease_token = ?",
-                report.taskId, report.leaseToken, map: { (UInt64($0.int("file_id")), Int($0.int("attempts")), Int($0.int("failures")) + 1) }).first
+                report.taskID, report.leaseToken, map: { (UInt64($0.int("file_id")), Int($0.int("attempts")), Int($0.int("failures")) + 1) }).first
             else { return .ignored }
             try db.run("UPDATE attempts SET outcome = 'failed', ended_at = ?, error = ? WHERE task_id = ? AND attempt = ?",
-                       now, report.error, report.taskId, attempt)
+                       now, report.error, report.taskID, attempt)
             if report.fileChanged {
                 let path = try db.rows("SELECT path FROM files WHERE id = ?", file) { $0.string(0) }.first ?? ""
                 try abandon(db, file: file, on: .superseded, error: "the file changed while it was being ingested", now: now)
@@ -122,7 +122,7 @@ extension IngestCatalog {
             }
             // A merge that lost runs waits for their blocks anyway: no backoff.
             if !report.lostRuns.isEmpty { try reparse(db, file: file, lostRuns: Set(report.lostRuns), now: now) }
-            try retryOrFail(db, task: report.taskId, failures: failures, error: report.error,
+            try retryOrFail(db, task: report.taskID, failures: failures, error: report.error,
                             wait: report.lostRuns.isEmpty ? policy.backoff(failures: failures) : 0, now: now)
             let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { FileState(rawValue: Int32($0.int(0))) }.first
             return state == .failed ? .failed : .retrying

@@ -110,7 +110,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             let tasks: [IngestTask]
             do {
                 var request = LeaseTasksRequest()
-                request.workerId = configuration.id
+                request.workerID = configuration.id
                 request.max = 1
                 request.waitMs = configuration.longPollMilliseconds
                 let response = try await coordinator.leaseTasks(request, options: options)
@@ -147,11 +147,11 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             let current = held.withLock { $0.map { ($0.key, $0.value.token) } }
             guard !current.isEmpty else { continue }
             var request = HeartbeatRequest()
-            request.workerId = configuration.id
-            request.taskIds = current.map(\.0)
+            request.workerID = configuration.id
+            request.taskIDs = current.map(\.0)
             request.leaseTokens = current.map(\.1)
             guard let response = try? await coordinator.heartbeat(request, options: options) else { continue }
-            for id in response.lostTaskIds {
+            for id in response.lostTaskIDs {
                 logger.warning("lease lost; abandoning task", metadata: ["task": "\(id)"])
                 held.withLock { $0[id] }?.cancel()
             }
@@ -166,7 +166,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     /// The lease is held, and renewed by the heartbeat, until the report.
     func perform(_ task: IngestTask, memory: SlotMemory) async -> Task<Void, Never>? {
         let work = Task { try await self.execute(task, memory: memory) }
-        held.withLock { $0[task.taskId] = Held(token: task.leaseToken, cancel: { work.cancel() }) }
+        held.withLock { $0[task.taskID] = Held(token: task.leaseToken, cancel: { work.cancel() }) }
         do {
             let (report, segment) = try await work.value
             guard let segment else {
@@ -194,35 +194,35 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     }
 
     private func release(_ task: IngestTask) {
-        held.withLock { _ = $0.removeValue(forKey: task.taskId) }
+        held.withLock { _ = $0.removeValue(forKey: task.taskID) }
     }
 
     private func complete(_ task: IngestTask, _ report: CompleteTaskRequest) async {
         defer { release(task) }
         var report = report
-        report.workerId = configuration.id
-        report.taskId = task.taskId
+        report.workerID = configuration.id
+        report.taskID = task.taskID
         report.leaseToken = task.leaseToken
         do {
             let accepted = try await withRetries { try await self.coordinator.completeTask(report, options: self.options).accepted }
             if accepted { completed.add(1, ordering: .relaxed) }
-            logger.debug("task done", metadata: ["task": "\(task.taskId)", "accepted": "\(accepted)"])
+            logger.debug("task done", metadata: ["task": "\(task.taskID)", "accepted": "\(accepted)"])
         } catch {
             // The coordinator is unreachable: the lease expires and the task runs again.
-            logger.warning("cannot report a finished task", metadata: ["task": "\(task.taskId)", "error": "\(error)"])
+            logger.warning("cannot report a finished task", metadata: ["task": "\(task.taskID)", "error": "\(error)"])
         }
     }
 
     private func fail(_ task: IngestTask, _ error: any Error) async {
         defer { release(task) }
         var failure = FailTaskRequest()
-        failure.workerId = configuration.id
-        failure.taskId = task.taskId
+        failure.workerID = configuration.id
+        failure.taskID = task.taskID
         failure.leaseToken = task.leaseToken
         if let lakeError = error as? LakeError, case .changed = lakeError { failure.fileChanged = true }
         if let lost = error as? RunsLost { failure.lostRuns = lost.runs }
         failure.error = "\(error)"
-        logger.warning("task failed", metadata: ["task": "\(task.taskId)", "error": "\(error)"])
+        logger.warning("task failed", metadata: ["task": "\(task.taskID)", "error": "\(error)"])
         _ = try? await withRetries { try await self.coordinator.failTask(failure, options: self.options) }
     }
 
@@ -266,7 +266,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             KeySorter.sortAndDeduplicate($0, low: 0, significantBits: 64, in: memory.scratch)
         }
         let local = try store.prepareWrite(task.outputPath)
-        let writer = try SegmentWriter(path: local, advertiserID: task.advertiserId, listVersion: task.version, estimatedKeys: sorted.count)
+        let writer = try SegmentWriter(path: local, advertiserID: task.advertiserID, listVersion: task.version, estimatedKeys: sorted.count)
         let segment: UncommittedSegment
         do {
             try writer.append(contentsOf: sorted)
@@ -296,7 +296,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         }
         try await store.commit(task.outputPath)
         logger.debug("parsed block", metadata: [
-            "task": "\(task.taskId)", "bytes": "\(task.end - task.start)", "keys": "\(stats.keys)",
+            "task": "\(task.taskID)", "bytes": "\(task.end - task.start)", "keys": "\(stats.keys)",
             "parse_ms": "\((parsed - started).milliseconds)", "write_ms": "\((clock.now - parsed).milliseconds)",
         ])
 
@@ -349,9 +349,9 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         let capacity = SegmentFormat.fileSize(keys: covered, bits: SegmentFormat.indexBits(forKeys: covered))
         let writer: SegmentWriter
         if !task.packPath.isEmpty, let slot = try store.reserveSlot(in: task.packPath, capacity: capacity) {
-            writer = try SegmentWriter(slot: slot, advertiserID: task.advertiserId, listVersion: task.version, estimatedKeys: covered)
+            writer = try SegmentWriter(slot: slot, advertiserID: task.advertiserID, listVersion: task.version, estimatedKeys: covered)
         } else {
-            writer = try SegmentWriter(path: local, advertiserID: task.advertiserId, listVersion: task.version, estimatedKeys: covered)
+            writer = try SegmentWriter(path: local, advertiserID: task.advertiserID, listVersion: task.version, estimatedKeys: covered)
         }
         let written: Int
         let segment: UncommittedSegment
@@ -364,7 +364,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             writer.discard()
             throw error
         }
-        logger.debug("merged", metadata: ["task": "\(task.taskId)", "runs": "\(paths.count)", "keys": "\(written)",
+        logger.debug("merged", metadata: ["task": "\(task.taskID)", "runs": "\(paths.count)", "keys": "\(written)",
                                           "ms": "\((clock.now - started).milliseconds)"])
         var report = CompleteTaskRequest()
         report.outputKeys = UInt64(written)

@@ -80,7 +80,7 @@ public struct MatchHandler: MatchService.InlineHandler {
         guard request.hash.count == 16 else {
             throw RPCError(.invalidArgument, "hash must be 16 bytes (an MD5), got \(request.hash.count)")
         }
-        let list = try list(request.advertiserId)
+        let list = try list(request.advertiserID)
         let key = request.hash.withUnsafeBytes { Key16($0.baseAddress!) }
         return MatchResponse(matched: list.contains(key), version: list.version)
     }
@@ -94,7 +94,7 @@ public struct MatchHandler: MatchService.InlineHandler {
         guard count <= maxBatch else {
             throw RPCError(.invalidArgument, "batch of \(count) hashes exceeds the limit of \(maxBatch)")
         }
-        let list = try list(request.advertiserId)
+        let list = try list(request.advertiserID)
         var bitmap = Data(count: (count + 7) / 8)
         request.hashes.withUnsafeBytes { keys in
             bitmap.withUnsafeMutableBytes { out in
@@ -137,11 +137,11 @@ public struct AdminHandler: MatchAdmin.Handler {
     /// Checks, publishes and answers each request as Publish would.
     private static func publish(_ requests: [PublishRequest], in catalog: MatchCatalog) throws(RPCError) -> [PublishResult] {
         for request in requests {
-            guard !request.advertiserId.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
-            guard request.version > 0 else { throw RPCError(.invalidArgument, "version must be at least 1 (\(request.advertiserId))") }
+            guard !request.advertiserID.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
+            guard request.version > 0 else { throw RPCError(.invalidArgument, "version must be at least 1 (\(request.advertiserID))") }
         }
         let outcomes = catalog.publish(requests.map {
-            MatchCatalog.Publication(advertiser: $0.advertiserId, version: $0.version, segments: $0.segments.map { ref in
+            MatchCatalog.Publication(advertiser: $0.advertiserID, version: $0.version, segments: $0.segments.map { ref in
                 SegmentLocation(path: ref.path, slice: ref.length == 0 ? nil
                     : SegmentLocation.Slice(offset: Int(clamping: ref.offset), length: Int(clamping: ref.length)))
             })
@@ -161,7 +161,7 @@ public struct AdminHandler: MatchAdmin.Handler {
                     // Nothing wrong with the version: the server is at a limit. The coordinator retries.
                     status = RPCError(.resourceExhausted, "cannot open \(segmentError) (a limit of this server: memory maps, open files or memory); try again later")
                 case .badSegment(let segmentError):
-                    let still = catalog.current(request.advertiserId).map { "version \($0.version) keeps serving" } ?? "no version is served for it"
+                    let still = catalog.current(request.advertiserID).map { "version \($0.version) keeps serving" } ?? "no version is served for it"
                     status = RPCError(.failedPrecondition, "refused: \(segmentError); \(still)")
                 case .mismatch(let message):
                     status = RPCError(.invalidArgument, message)
@@ -181,13 +181,13 @@ public struct AdminHandler: MatchAdmin.Handler {
         var response = ListServedResponse()
         let limit = request.limit == 0 ? 5_000 : Int(min(request.limit, 5_000))
         let all = catalog.served()
-        let after = request.afterAdvertiserId
+        let after = request.afterAdvertiserID
         let start = after.isEmpty ? 0 : (all.firstIndex { $0.advertiser > after } ?? all.count)
         let page = all[start..<min(all.count, start + limit)]
-        if start + limit < all.count, let last = page.last { response.nextAfterAdvertiserId = last.advertiser }
+        if start + limit < all.count, let last = page.last { response.nextAfterAdvertiserID = last.advertiser }
         response.lists = page.map { entry in
             var list = ServedList()
-            list.advertiserId = entry.advertiser
+            list.advertiserID = entry.advertiser
             list.version = entry.version
             list.damagedVersion = entry.damage?.version ?? 0
             list.damage = entry.damage?.reason ?? ""
@@ -198,7 +198,7 @@ public struct AdminHandler: MatchAdmin.Handler {
 
     public func unpublish(_ request: UnpublishRequest, context: RPCContext) async throws -> UnpublishResponse {
         do {
-            return UnpublishResponse(removedVersion: try catalog.unpublish(advertiser: request.advertiserId))
+            return UnpublishResponse(removedVersion: try catalog.unpublish(advertiser: request.advertiserID))
         } catch {
             throw RPCError(.internal, "cannot record the change: \(error)")
         }

@@ -32,14 +32,14 @@ public struct MatchClient: Sendable {
     public var stub: MatchService.Client<RPCClient> { MatchService.Client(transport: rpc) }
 
     public func isMember(advertiser: String, hash: MemberHash) async throws -> Bool {
-        try await stub.match(MatchRequest(advertiserId: advertiser, hash: hash.bytes), options: options).matched
+        try await stub.match(MatchRequest(advertiserID: advertiser, hash: hash.bytes), options: options).matched
     }
 
     /// One `MatchMany` call; the answers are in the order of `hashes`.
     public func areMembers(advertiser: String, hashes: [MemberHash]) async throws -> [Bool] {
         var packed = Data(capacity: hashes.count * 16)
         for hash in hashes { packed.append(hash.bytes) }
-        let response = try await stub.matchMany(MatchManyRequest(advertiserId: advertiser, hashes: packed), options: options)
+        let response = try await stub.matchMany(MatchManyRequest(advertiserID: advertiser, hashes: packed), options: options)
         return (0..<hashes.count).map(response.isMatched)
     }
 

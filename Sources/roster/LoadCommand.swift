@@ -100,14 +100,14 @@ struct LoadCommand: AsyncParsableCommand {
             // Fail fast, with one line, if the server is not there or an advertiser is unknown.
             for advertiser in advertisers {
                 _ = try await userFacing("cannot reach the match server at \(client.match) for advertiser \(advertiser)") {
-                    try await stub.match(MatchRequest(advertiserId: advertiser, hash: keyPool.hash(0)), options: options)
+                    try await stub.match(MatchRequest(advertiserID: advertiser, hash: keyPool.hash(0)), options: options)
                 }
             }
             let generator = LoadGenerator(configuration: .init(rate: rate, duration: duration.duration, concurrency: concurrency, keysPerCall: batch))
             let quiet = json
             let batchSize = self.batch
             let requests = (0..<256).map { n in
-                MatchManyRequest(advertiserId: advertisers[0], hashes: keyPool.batch(n * batchSize, count: batchSize))
+                MatchManyRequest(advertiserID: advertisers[0], hashes: keyPool.batch(n * batchSize, count: batchSize))
             }
             return await generator.run(onTick: { tick in
                 guard !quiet else { return }
@@ -118,12 +118,12 @@ struct LoadCommand: AsyncParsableCommand {
             }) { i in
                 let advertiserID = advertisers[i % advertisers.count]
                 if batchSize == 1 {
-                    _ = try await stub.match(MatchRequest(advertiserId: advertiserID, hash: keyPool.hash(i)), options: options)
+                    _ = try await stub.match(MatchRequest(advertiserID: advertiserID, hash: keyPool.hash(i)), options: options)
                 } else if advertisers.count == 1 {
                     _ = try await stub.matchMany(requests[i & 255], options: options)
                 } else {
                     var request = requests[i & 255]
-                    request.advertiserId = advertiserID
+                    request.advertiserID = advertiserID
                     _ = try await stub.matchMany(request, options: options)
                 }
             }

@@ -88,7 +88,7 @@ final class GoldenTests: XCTestCase {
         for expected in [
             "import Foundation\nimport RosterRPC\n",
             "/// Doc for M.\npublic struct M: ProtoMessage {",
-            "    /// Doc for the field.\n    public var advertiserId: String = \"\"",
+            "    /// Doc for the field.\n    public var advertiserID: String = \"\"",
             "public var limit: Int32? = nil",
             "public var hash: Data = Data()",
             "public var `default`: Int32 = 0",
@@ -98,7 +98,7 @@ final class GoldenTests: XCTestCase {
             "func doThing(_ request: M, context: RPCContext) async throws -> M",
             "func doThing(_ request: M, context: RPCContext) throws -> M",
             "public func doThing(_ request: M, options: CallOptions = .defaults) async throws -> M",
-            "case 1: self.advertiserId = try reader.read(StringCodec.self, tag)",
+            "case 1: self.advertiserID = try reader.read(StringCodec.self, tag)",
         ] {
             XCTAssertTrue(swift.contains(expected), "missing:\n\(expected)\n--- in ---\n\(swift)")
         }

@@ -29,8 +29,8 @@ final class CatalogHardeningTests: XCTestCase {
 
     private func fail(_ task: IngestTask, now: Double) throws -> IngestCatalog.FailureOutcome {
         var report = FailTaskRequest()
-        report.workerId = "w"
-        report.taskId = task.taskId
+        report.workerID = "w"
+        report.taskID = task.taskID
         report.leaseToken = task.leaseToken
         report.error = "permission denied"
         return try catalog.fail(report, now: now)
@@ -55,7 +55,7 @@ final class CatalogHardeningTests: XCTestCase {
             now += wait * 1.21
         }
         let status = try XCTUnwrap(catalog.files(advertiser: "a", states: [], limit: 1, now: now).first)
-        XCTAssertEqual(status.fileId, file.fileID)
+        XCTAssertEqual(status.fileID, file.fileID)
         XCTAssertEqual(status.state, .failed)
         XCTAssertTrue(status.error.contains("block 0 failed 4 times; last: permission denied"), status.error)
     }
@@ -88,22 +88,22 @@ final class CatalogHardeningTests: XCTestCase {
         var leased = Set<String>()
         for _ in 0..<1_000 {
             let task = try XCTUnwrap(catalog.lease(worker: "w", max: 1, now: 1).first)
-            XCTAssertTrue(leased.insert(task.advertiserId).inserted, "\(task.advertiserId) leased twice")
+            XCTAssertTrue(leased.insert(task.advertiserID).inserted, "\(task.advertiserID) leased twice")
         }
         XCTAssertEqual(catalog.rankingCount, 1, "a lease ranked every file again")
         try catalog.setWeight(advertiser: "urgent", weight: 100)
         _ = try catalog.submit(object("urgent/f"), now: 1)
-        XCTAssertEqual(try catalog.lease(worker: "w", max: 1, now: 1).first?.advertiserId, "urgent", "a new submission waited for the ranking")
+        XCTAssertEqual(try catalog.lease(worker: "w", max: 1, now: 1).first?.advertiserID, "urgent", "a new submission waited for the ranking")
         for _ in 0..<1_000 {
             let task = try XCTUnwrap(catalog.lease(worker: "w", max: 1, now: 1.5).first)
-            XCTAssertTrue(leased.insert(task.advertiserId).inserted, "\(task.advertiserId) leased twice")
+            XCTAssertTrue(leased.insert(task.advertiserID).inserted, "\(task.advertiserID) leased twice")
         }
         XCTAssertEqual(leased.count, 2_000)
         XCTAssertEqual(try catalog.lease(worker: "w", max: 1, now: 1.5).count, 0)
         XCTAssertEqual(catalog.rankingCount, 2, "the weight change ranks again, the submissions do not")
         // A submission takes its place in the kept ranking: no new ranking.
         _ = try catalog.submit(object("late/f"), now: 1.6)
-        XCTAssertEqual(try catalog.lease(worker: "w", max: 1, now: 1.6).first?.advertiserId, "late")
+        XCTAssertEqual(try catalog.lease(worker: "w", max: 1, now: 1.6).first?.advertiserID, "late")
         XCTAssertEqual(catalog.rankingCount, 2)
     }
 
@@ -116,7 +116,7 @@ final class CatalogHardeningTests: XCTestCase {
         XCTAssertEqual(task.end, 10)
         XCTAssertTrue(task.outputPath.hasPrefix("segments/small/\(file.fileID)/part-0-"), task.outputPath)
         var report = CompleteTaskRequest()
-        report.taskId = task.taskId
+        report.taskID = task.taskID
         report.leaseToken = task.leaseToken
         report.lines = 3
         report.keys = 3
@@ -133,7 +133,7 @@ final class CatalogHardeningTests: XCTestCase {
 
         _ = try catalog.submit(object("bad/f"), now: 4)
         let bad = try XCTUnwrap(catalog.lease(worker: "w", max: 1, now: 5).first)
-        report.taskId = bad.taskId
+        report.taskID = bad.taskID
         report.leaseToken = bad.leaseToken
         report.invalidByKind = ["malformed": 2]
         XCTAssertEqual(try catalog.complete(report, now: 6), .rejected)
@@ -151,7 +151,7 @@ final class CatalogHardeningTests: XCTestCase {
         XCTAssertEqual(status.state, .rejected)
         XCTAssertEqual(status.error, "too long")
         XCTAssertTrue(try catalog.isKnown(path: "\(long)/f", etag: "e1"), "a later scan does not refuse it again")
-        XCTAssertEqual(try catalog.lease(worker: "w", max: 5, now: 3).map(\.advertiserId), [String(repeating: "y", count: 64)])
+        XCTAssertEqual(try catalog.lease(worker: "w", max: 5, now: 3).map(\.advertiserID), [String(repeating: "y", count: 64)])
     }
 
     func testOnlyAFileNewerThanEveryEarlierOneIsNewest() throws {

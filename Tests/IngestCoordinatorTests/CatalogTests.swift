@@ -52,12 +52,12 @@ final class CatalogTests: XCTestCase {
         let leased = try catalog.lease(worker: "w", max: 1, now: 1)
         XCTAssertEqual(leased.count, 1)
         let second = try catalog.submit(object("a/2", size: 10), now: 2)
-        let states = try catalog.files(advertiser: "a", states: [], limit: 10, now: 3).map { ($0.fileId, $0.state) }
+        let states = try catalog.files(advertiser: "a", states: [], limit: 10, now: 3).map { ($0.fileID, $0.state) }
         XCTAssertEqual(states.first { $0.0 == first.fileID }?.1, .superseded)
         XCTAssertEqual(states.first { $0.0 == second.fileID }?.1, .queued)
         // The superseded version's lease is void: its report is ignored.
         var report = CompleteTaskRequest()
-        report.taskId = leased[0].taskId
+        report.taskID = leased[0].taskID
         report.leaseToken = leased[0].leaseToken
         XCTAssertNil(try catalog.complete(report, now: 4))
         XCTAssertEqual(try catalog.lease(worker: "w", max: 5, now: 5).map(\.version), [second.fileID])
@@ -76,7 +76,7 @@ final class CatalogTests: XCTestCase {
         let file = try catalog.submit(object("a/f", size: 300), now: 0).fileID
         func complete(_ task: IngestTask, now: Double) throws -> IngestCatalog.Progress? {
             var report = CompleteTaskRequest()
-            report.taskId = task.taskId
+            report.taskID = task.taskID
             report.leaseToken = task.leaseToken
             report.lines = 3
             report.keys = 3
@@ -91,7 +91,7 @@ final class CatalogTests: XCTestCase {
         XCTAssertEqual(merges[0].runs, blocks.map(\.outputPath))
 
         var failure = FailTaskRequest()
-        failure.taskId = merges[0].taskId
+        failure.taskID = merges[0].taskID
         failure.leaseToken = merges[0].leaseToken
         failure.error = "cannot read"
         failure.lostRuns = [blocks[1].outputPath, "runs/a/elsewhere.run"]
@@ -99,21 +99,21 @@ final class CatalogTests: XCTestCase {
         XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 4).first?.state, .parsing)
         // Only block 1 comes back; merge 0 waits for it although it is queued.
         let again = try catalog.lease(worker: "w", max: 10, now: 5)
-        XCTAssertEqual(again.map(\.taskId), [blocks[1].taskId])
+        XCTAssertEqual(again.map(\.taskID), [blocks[1].taskID])
         guard again.count == 1 else { return }
         XCTAssertEqual(again[0].attempt, 2)
         XCTAssertNotEqual(again[0].outputPath, blocks[1].outputPath, "a new name for the new attempt")
         XCTAssertEqual(try catalog.lease(worker: "w", max: 10, now: 6).count, 0, "merges wait while a block is parsed again")
         XCTAssertEqual(try complete(again[0], now: 7), .merging)
         let retried = try catalog.lease(worker: "w", max: 10, now: 8)
-        XCTAssertEqual(retried.map(\.taskId), [merges[0].taskId], "the same merge, not a new one")
+        XCTAssertEqual(retried.map(\.taskID), [merges[0].taskID], "the same merge, not a new one")
         let merge = try XCTUnwrap(retried.first)
         XCTAssertEqual(merge.runs, [blocks[0].outputPath, again[0].outputPath, blocks[2].outputPath])
         // Both merges write slots of the version's one pack; a report that
         // names another file is refused and changes nothing.
         XCTAssertEqual(Set(merges.map(\.packPath)), ["segments/a/\(file)/merged.pack"])
         var foreign = CompleteTaskRequest()
-        foreign.taskId = merge.taskId
+        foreign.taskID = merge.taskID
         foreign.leaseToken = merge.leaseToken
         foreign.outputPath = "segments/b/1/merged.pack"
         foreign.outputLength = 4096
@@ -131,7 +131,7 @@ final class CatalogTests: XCTestCase {
         XCTAssertEqual(publication.segments.map(\.length), [4000, 0], "a whole file has length 0")
         XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 10).first?.mergesTotal, 2)
         XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 10).first?.keys, 9)
-        XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 10).first?.fileId, file)
+        XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 10).first?.fileID, file)
     }
 
     func testPriorityFavoursSmallRemainingWorkAndAgesWithoutBound() {

@@ -20,7 +20,7 @@ final class IngestFaultTests: XCTestCase {
 
     private func lease(_ worker: String, max: UInt32 = 1) async throws -> LeaseTasksResponse {
         var request = LeaseTasksRequest()
-        request.workerId = worker
+        request.workerID = worker
         request.max = max
         return try await harness.coordinatorClient.leaseTasks(request)
     }
@@ -32,7 +32,7 @@ final class IngestFaultTests: XCTestCase {
         try await harness.startMatchServer()
         try await harness.startCoordinator()
         let keys = ReferenceParser.randomKeys(1000, seed: 40)
-        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "dead", name: "f.txt")).fileId
+        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "dead", name: "f.txt")).fileID
 
         let dead = try await lease("doomed", max: 3)
         XCTAssertEqual(dead.tasks.count, 3)
@@ -49,8 +49,8 @@ final class IngestFaultTests: XCTestCase {
 
         // The dead worker wakes up and reports: ignored, nothing changes.
         var late = CompleteTaskRequest()
-        late.workerId = "doomed"
-        late.taskId = dead.tasks[0].taskId
+        late.workerID = "doomed"
+        late.taskID = dead.tasks[0].taskID
         late.leaseToken = dead.tasks[0].leaseToken
         late.keys = 999_999
         let answer = try await harness.coordinatorClient.completeTask(late)
@@ -66,12 +66,12 @@ final class IngestFaultTests: XCTestCase {
         harness = try IngestHarness(policy: IngestHarness.testPolicy())
         try await harness.startMatchServer()
         try await harness.startCoordinator()
-        let empty = try await harness.coordinatorClient.leaseTasks(LeaseTasksRequest(workerId: "idle", max: 1, waitMs: 100))
+        let empty = try await harness.coordinatorClient.leaseTasks(LeaseTasksRequest(workerID: "idle", max: 1, waitMs: 100))
         XCTAssertEqual(empty.tasks.count, 0, "nothing to do: the wait ends empty")
 
         let client = harness.coordinatorClient
         let started = ContinuousClock.now
-        async let waiting = client.leaseTasks(LeaseTasksRequest(workerId: "idle", max: 1, waitMs: 5000))
+        async let waiting = client.leaseTasks(LeaseTasksRequest(workerID: "idle", max: 1, waitMs: 5000))
         try await Task.sleep(for: .milliseconds(200))
         _ = try await harness.submit(try harness.drop(lines(ReferenceParser.randomKeys(10, seed: 45)), advertiser: "lp", name: "f.txt"))
         let leased = try await waiting
@@ -93,7 +93,7 @@ final class IngestFaultTests: XCTestCase {
         harness.callOptions.metadata["authorization"] = "Bearer s3cret"
         harness.startWorker(id: "trusted", token: "s3cret")
         let keys = ReferenceParser.randomKeys(100, seed: 46)
-        let status = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(keys), advertiser: "tok", name: "f.txt")).fileId)
+        let status = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(keys), advertiser: "tok", name: "f.txt")).fileID)
         XCTAssertEqual(status.state, .live)
         XCTAssertEqual(status.distinctKeys, 100)
     }
@@ -106,22 +106,22 @@ final class IngestFaultTests: XCTestCase {
         let held = try await lease("keeper", max: 2).tasks
         XCTAssertEqual(held.count, 2)
         var beat = HeartbeatRequest()
-        beat.workerId = "keeper"
-        beat.taskIds = [held[0].taskId]
+        beat.workerID = "keeper"
+        beat.taskIDs = [held[0].taskID]
         beat.leaseTokens = [held[0].leaseToken]
         for _ in 0..<5 {
             try await Task.sleep(for: .milliseconds(100))
             let response = try await harness.coordinatorClient.heartbeat(beat)
-            XCTAssertEqual(response.lostTaskIds, [])
+            XCTAssertEqual(response.lostTaskIDs, [])
         }
         // Task 1 was renewed for 500 ms; task 2 expired and was leased again.
         let other = try await lease("other", max: 5).tasks
-        XCTAssertTrue(other.contains { $0.taskId == held[1].taskId })
-        XCTAssertFalse(other.contains { $0.taskId == held[0].taskId })
-        beat.taskIds = [held[1].taskId]
+        XCTAssertTrue(other.contains { $0.taskID == held[1].taskID })
+        XCTAssertFalse(other.contains { $0.taskID == held[0].taskID })
+        beat.taskIDs = [held[1].taskID]
         beat.leaseTokens = [held[1].leaseToken]
         let lost = try await harness.coordinatorClient.heartbeat(beat)
-        XCTAssertEqual(lost.lostTaskIds, [held[1].taskId])
+        XCTAssertEqual(lost.lostTaskIDs, [held[1].taskID])
     }
 
     /// A block that fails on every attempt fails its version, with the
@@ -132,7 +132,7 @@ final class IngestFaultTests: XCTestCase {
         try await harness.startCoordinator()
         let good = ReferenceParser.randomKeys(200, seed: 42)
         harness.startWorker(id: "w")
-        let v1 = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(good), advertiser: "flaky", name: "1.txt")).fileId)
+        let v1 = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(good), advertiser: "flaky", name: "1.txt")).fileID)
         XCTAssertEqual(v1.state, .live)
         await harness.stopWorkers()
 
@@ -142,8 +142,8 @@ final class IngestFaultTests: XCTestCase {
             let task = try XCTUnwrap(leased.tasks.first)
             XCTAssertEqual(task.attempt, UInt32(attempt))
             var failure = FailTaskRequest()
-            failure.workerId = "breaker"
-            failure.taskId = task.taskId
+            failure.workerID = "breaker"
+            failure.taskID = task.taskID
             failure.leaseToken = task.leaseToken
             failure.error = "disk full (attempt \(attempt))"
             let answer = try await harness.coordinatorClient.failTask(failure)
@@ -153,12 +153,12 @@ final class IngestFaultTests: XCTestCase {
             XCTAssertEqual(early.tasks.count, 0, "leased again during the backoff")
             harness.advanceClock(by: 70)
         }
-        let failed = try await harness.waitForFile(v2.fileId)
+        let failed = try await harness.waitForFile(v2.fileID)
         XCTAssertEqual(failed.state, .failed)
         XCTAssertTrue(failed.error.contains("block 0 failed 4 times; last: disk full (attempt 4)"), failed.error)
         let nothing = try await lease("breaker")
         XCTAssertEqual(nothing.tasks.count, 0, "a failed version hands out no more work")
-        XCTAssertEqual(harness.matchCatalog.current("flaky")?.version, v1.fileId)
+        XCTAssertEqual(harness.matchCatalog.current("flaky")?.version, v1.fileID)
         let hits = try await harness.matched("flaky", good)
         XCTAssertTrue(hits.allSatisfy { $0 })
     }
@@ -174,7 +174,7 @@ final class IngestFaultTests: XCTestCase {
         let keys = ReferenceParser.randomKeys(1000, seed: 50)
         let store = LosingStorage(LocalSegmentStorage(root: harness.storeRoot), lose: "/block-1-", damage: "/block-4-")
         harness.startWorker(id: "w", store: store)
-        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "lossy", name: "f.txt")).fileId
+        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "lossy", name: "f.txt")).fileID
         let status = try await harness.waitForFile(id)
         XCTAssertEqual(status.state, .live, status.error)
         XCTAssertEqual(store.harmed, 2, "one run lost, one damaged")
@@ -210,7 +210,7 @@ final class IngestFaultTests: XCTestCase {
         try await harness.startMatchServer()
         try await harness.startCoordinator()
         let keys = ReferenceParser.randomKeys(4000, seed: 44)
-        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "restart", name: "f.txt")).fileId
+        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "restart", name: "f.txt")).fileID
         // Some blocks are leased by a worker that never reports: after the
         // restart their leases still stand until they expire.
         let orphaned = try await lease("vanished", max: 5)
@@ -235,7 +235,7 @@ final class IngestFaultTests: XCTestCase {
 
     private func blocksDone(_ id: UInt64) throws -> UInt32 {
         try harness.coordinator.catalog.files(advertiser: nil, states: [], limit: 100, now: Date().timeIntervalSince1970)
-            .first { $0.fileId == id }?.blocksDone ?? 0
+            .first { $0.fileID == id }?.blocksDone ?? 0
     }
 }
 

@@ -168,7 +168,7 @@ final class IngestHarness: @unchecked Sendable {
     func fileStatus(_ id: UInt64) async throws -> FileStatus? {
         var request = ListFilesRequest()
         request.limit = 10_000
-        return try await coordinatorClient.listFiles(request, options: callOptions).files.first { $0.fileId == id }
+        return try await coordinatorClient.listFiles(request, options: callOptions).files.first { $0.fileID == id }
     }
 
     /// Waits until file `id` reaches one of `states` (or any terminal state) and returns its status.
@@ -192,7 +192,7 @@ final class IngestHarness: @unchecked Sendable {
         for start in stride(from: 0, to: keys.count, by: 5000) {
             let batch = keys[start..<min(keys.count, start + 5000)]
             var request = MatchManyRequest()
-            request.advertiserId = advertiser
+            request.advertiserID = advertiser
             request.hashes = Data(batch.flatMap(\.bytes))
             let response = try await matchClient.matchMany(request)
             out += (0..<batch.count).map(response.isMatched)

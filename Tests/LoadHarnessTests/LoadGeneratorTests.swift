@@ -47,7 +47,7 @@ final class LoadGeneratorTests: XCTestCase {
         let generator = LoadGenerator(configuration: .init(rate: rate, duration: .milliseconds(Int64(seconds * 1000)), concurrency: concurrency))
         let ticks = Mutex(0)
         let report = await generator.run(onTick: { _ in ticks.withLock { $0 += 1 } }) { _ in
-            _ = try await stub.match(MatchRequest(advertiserId: "a", hash: Data(count: 16)))
+            _ = try await stub.match(MatchRequest(advertiserID: "a", hash: Data(count: 16)))
         }
         await client.close()
         server.drain()

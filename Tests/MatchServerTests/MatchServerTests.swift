@@ -72,7 +72,7 @@ final class MatchServerTests: XCTestCase {
 
     private func publish(_ keys: [Key16], advertiser: String, version: UInt64, parts: Int = 1) async throws -> PublishResponse {
         let segments = try writeSegments(keys, advertiser: advertiser, version: version, parts: parts)
-        return try await admin.publish(PublishRequest(advertiserId: advertiser, version: version, segments: segments), options: asAdmin)
+        return try await admin.publish(PublishRequest(advertiserID: advertiser, version: version, segments: segments), options: asAdmin)
     }
 
     private func randomKeys(_ n: Int, seed: UInt64) -> [Key16] {
@@ -90,11 +90,11 @@ final class MatchServerTests: XCTestCase {
         let probes = Array(members.prefix(500)) + randomKeys(500, seed: 2) + [members[members.count - 1], members[members.count - 2]]
 
         for key in probes.prefix(200) {
-            let reply = try await match.match(MatchRequest(advertiserId: "acme", hash: Data(key.bytes)), options: asClient)
+            let reply = try await match.match(MatchRequest(advertiserID: "acme", hash: Data(key.bytes)), options: asClient)
             XCTAssertEqual(reply.matched, reference.contains(key))
             XCTAssertEqual(reply.version, 1)
         }
-        let many = try await match.matchMany(MatchManyRequest(advertiserId: "acme", hashes: data(probes)), options: asClient)
+        let many = try await match.matchMany(MatchManyRequest(advertiserID: "acme", hashes: data(probes)), options: asClient)
         XCTAssertEqual(many.count, UInt32(probes.count))
         XCTAssertEqual(many.version, 1)
         var matched = 0
@@ -110,34 +110,34 @@ final class MatchServerTests: XCTestCase {
     func testSingleKeyAndEmptyAdvertisers() async throws {
         _ = try await publish([Key16(hi: 1, lo: 2)], advertiser: "one", version: 1)
         _ = try await publish([], advertiser: "none", version: 1)
-        let hit = try await match.match(MatchRequest(advertiserId: "one", hash: Data(Key16(hi: 1, lo: 2).bytes)), options: asClient)
+        let hit = try await match.match(MatchRequest(advertiserID: "one", hash: Data(Key16(hi: 1, lo: 2).bytes)), options: asClient)
         XCTAssertTrue(hit.matched)
-        let miss = try await match.match(MatchRequest(advertiserId: "none", hash: Data(Key16(hi: 1, lo: 2).bytes)), options: asClient)
+        let miss = try await match.match(MatchRequest(advertiserID: "none", hash: Data(Key16(hi: 1, lo: 2).bytes)), options: asClient)
         XCTAssertFalse(miss.matched)
-        let empty = try await match.matchMany(MatchManyRequest(advertiserId: "one", hashes: Data()), options: asClient)
+        let empty = try await match.matchMany(MatchManyRequest(advertiserID: "one", hashes: Data()), options: asClient)
         XCTAssertEqual(empty.count, 0)
     }
 
     func testBadRequests() async throws {
         _ = try await publish(randomKeys(10, seed: 3), advertiser: "acme", version: 1)
-        await assertStatus(.notFound) { _ = try await self.match.match(MatchRequest(advertiserId: "ghost", hash: Data(count: 16)), options: self.asClient) }
+        await assertStatus(.notFound) { _ = try await self.match.match(MatchRequest(advertiserID: "ghost", hash: Data(count: 16)), options: self.asClient) }
         let short = await assertStatus(.invalidArgument) {
-            _ = try await self.match.match(MatchRequest(advertiserId: "acme", hash: Data(count: 15)), options: self.asClient)
+            _ = try await self.match.match(MatchRequest(advertiserID: "acme", hash: Data(count: 15)), options: self.asClient)
         }
         XCTAssertEqual(short?.message, "hash must be 16 bytes (an MD5), got 15")
         let ragged = await assertStatus(.invalidArgument) {
-            _ = try await self.match.matchMany(MatchManyRequest(advertiserId: "acme", hashes: Data(count: 16 * 7 + 5)), options: self.asClient)
+            _ = try await self.match.matchMany(MatchManyRequest(advertiserID: "acme", hashes: Data(count: 16 * 7 + 5)), options: self.asClient)
         }
         XCTAssertEqual(ragged?.message, "hashes must be 16 bytes each; hash 7 has only 5 bytes")
     }
 
     func testTokens() async throws {
-        let request = MatchRequest(advertiserId: "acme", hash: Data(count: 16))
+        let request = MatchRequest(advertiserID: "acme", hash: Data(count: 16))
         await assertStatus(.unauthenticated) { _ = try await self.match.match(request) }
         await assertStatus(.unauthenticated) {
             _ = try await self.match.match(request, options: CallOptions(metadata: ["authorization": "Bearer wrong"]))
         }
-        let publish = PublishRequest(advertiserId: "acme", version: 1)
+        let publish = PublishRequest(advertiserID: "acme", version: 1)
         await assertStatus(.unauthenticated) { _ = try await self.admin.publish(publish) }
         await assertStatus(.permissionDenied) { _ = try await self.admin.publish(publish, options: self.asClient) }
         // An admin token may also query.
@@ -157,7 +157,7 @@ final class MatchServerTests: XCTestCase {
         let queries = Task {
             var seen = Set<UInt64>()
             for _ in 0..<300 {
-                let reply = try await stub.matchMany(MatchManyRequest(advertiserId: "acme", hashes: probe), options: options)
+                let reply = try await stub.matchMany(MatchManyRequest(advertiserID: "acme", hashes: probe), options: options)
                 for i in 0..<keys.count {
                     let bit = reply.isMatched(i)
                     if bit != (UInt64(i) % 3 == reply.version % 3) {
@@ -176,14 +176,14 @@ final class MatchServerTests: XCTestCase {
         }
         let seen = try await queries.value
         XCTAssertGreaterThan(seen.count, 1, "queries ran across swaps")
-        let last = try await match.match(MatchRequest(advertiserId: "acme", hash: Data(keys[0].bytes)), options: asClient)
+        let last = try await match.match(MatchRequest(advertiserID: "acme", hash: Data(keys[0].bytes)), options: asClient)
         XCTAssertEqual(last.version, 6)
     }
 
     func testStaleAndRepeatedPublishes() async throws {
         _ = try await publish(randomKeys(10, seed: 5), advertiser: "acme", version: 5)
         let again = try await admin.publish(
-            PublishRequest(advertiserId: "acme", version: 5, segments: try writeSegments(randomKeys(10, seed: 5), advertiser: "acme", version: 5)),
+            PublishRequest(advertiserID: "acme", version: 5, segments: try writeSegments(randomKeys(10, seed: 5), advertiser: "acme", version: 5)),
             options: asAdmin)
         XCTAssertEqual(again.previousVersion, 5, "publishing the live version again changes nothing")
         let stale = await assertStatus(.failedPrecondition) {
@@ -192,10 +192,10 @@ final class MatchServerTests: XCTestCase {
         XCTAssertEqual(stale?.message, "version 4 is not newer than the live version 5")
         let wrongOwner = try writeSegments(randomKeys(10, seed: 7), advertiser: "other", version: 6)
         await assertStatus(.invalidArgument) {
-            _ = try await self.admin.publish(PublishRequest(advertiserId: "acme", version: 6, segments: wrongOwner), options: self.asAdmin)
+            _ = try await self.admin.publish(PublishRequest(advertiserID: "acme", version: 6, segments: wrongOwner), options: self.asAdmin)
         }
         await assertStatus(.invalidArgument) {
-            _ = try await self.admin.publish(PublishRequest(advertiserId: "acme", version: 7, segments: [SegmentRef(path: "../../etc/passwd")]), options: self.asAdmin)
+            _ = try await self.admin.publish(PublishRequest(advertiserID: "acme", version: 7, segments: [SegmentRef(path: "../../etc/passwd")]), options: self.asAdmin)
         }
     }
 
@@ -208,7 +208,7 @@ final class MatchServerTests: XCTestCase {
         bytes[bytes.count - 1] ^= 0xFF
         try bytes.write(to: url)
         let refused = await assertStatus(.failedPrecondition) {
-            _ = try await self.admin.publish(PublishRequest(advertiserId: "acme", version: 2, segments: bad), options: self.asAdmin)
+            _ = try await self.admin.publish(PublishRequest(advertiserID: "acme", version: 2, segments: bad), options: self.asAdmin)
         }
         XCTAssertTrue(refused?.message.contains(url.lastPathComponent) == true, refused?.message ?? "")
         XCTAssertTrue(refused?.message.contains("key checksum mismatch") == true, refused?.message ?? "")
@@ -217,9 +217,9 @@ final class MatchServerTests: XCTestCase {
         let turl = root.appendingPathComponent(truncated[0].path)
         try Data(try Data(contentsOf: turl).prefix(500)).write(to: turl)
         await assertStatus(.failedPrecondition) {
-            _ = try await self.admin.publish(PublishRequest(advertiserId: "acme", version: 3, segments: truncated), options: self.asAdmin)
+            _ = try await self.admin.publish(PublishRequest(advertiserID: "acme", version: 3, segments: truncated), options: self.asAdmin)
         }
-        let reply = try await match.match(MatchRequest(advertiserId: "acme", hash: Data(keys[0].bytes)), options: asClient)
+        let reply = try await match.match(MatchRequest(advertiserID: "acme", hash: Data(keys[0].bytes)), options: asClient)
         XCTAssertTrue(reply.matched)
         XCTAssertEqual(reply.version, 1)
     }
@@ -237,7 +237,7 @@ final class MatchServerTests: XCTestCase {
     /// version clears it; a half-written manifest left by a crash is removed.
     func testSegmentDamagedAtRestartIsReportedAndNotServed() async throws {
         let segments = try writeSegments(randomKeys(300, seed: 20), advertiser: "acme", version: 4)
-        _ = try await admin.publish(PublishRequest(advertiserId: "acme", version: 4, segments: segments), options: asAdmin)
+        _ = try await admin.publish(PublishRequest(advertiserID: "acme", version: 4, segments: segments), options: asAdmin)
         _ = try await publish(randomKeys(30, seed: 21), advertiser: "beta", version: 1)
         stopServer()
         try damage(segments[0].path, at: SegmentFormat.headerSize) // in its index: checked at start
@@ -247,11 +247,11 @@ final class MatchServerTests: XCTestCase {
 
         XCTAssertFalse(FileManager.default.fileExists(atPath: stray.path), "stray temporary manifest left behind")
         let refused = await assertStatus(.unavailable) {
-            _ = try await self.match.match(MatchRequest(advertiserId: "acme", hash: Data(count: 16)), options: self.asClient)
+            _ = try await self.match.match(MatchRequest(advertiserID: "acme", hash: Data(count: 16)), options: self.asClient)
         }
         XCTAssertTrue(refused?.message.contains("version 4 was found damaged") == true, refused?.message ?? "")
         let served = try await admin.listServed(ListServedRequest(), options: asAdmin).lists
-        XCTAssertEqual(served.map(\.advertiserId), ["acme", "beta"])
+        XCTAssertEqual(served.map(\.advertiserID), ["acme", "beta"])
         XCTAssertEqual(served[0].version, 0)
         XCTAssertEqual(served[0].damagedVersion, 4)
         XCTAssertTrue(served[0].damage.contains("index checksum mismatch"), served[0].damage)
@@ -259,7 +259,7 @@ final class MatchServerTests: XCTestCase {
 
         let fresh = randomKeys(40, seed: 22)
         _ = try await publish(fresh, advertiser: "acme", version: 5)
-        let reply = try await match.match(MatchRequest(advertiserId: "acme", hash: Data(fresh[0].bytes)), options: asClient)
+        let reply = try await match.match(MatchRequest(advertiserID: "acme", hash: Data(fresh[0].bytes)), options: asClient)
         XCTAssertTrue(reply.matched)
         XCTAssertNil(catalog.damage("acme"))
     }
@@ -269,7 +269,7 @@ final class MatchServerTests: XCTestCase {
     /// found by the scrub, which starts at once.
     func testRestartChecksIndexesAndLeavesKeysToTheScrub() async throws {
         let segments = try writeSegments(randomKeys(300, seed: 25), advertiser: "acme", version: 1)
-        _ = try await admin.publish(PublishRequest(advertiserId: "acme", version: 1, segments: segments), options: asAdmin)
+        _ = try await admin.publish(PublishRequest(advertiserID: "acme", version: 1, segments: segments), options: asAdmin)
         stopServer()
         try damage(segments[0].path)
         try await startServer()
@@ -284,7 +284,7 @@ final class MatchServerTests: XCTestCase {
     /// "damaged"), so a segment file unlinked while served is still checked.
     func testScrubChecksTheMappedSegmentsWithoutOpeningThemAgain() async throws {
         let segments = try writeSegments(randomKeys(5_000, seed: 26), advertiser: "acme", version: 1)
-        _ = try await admin.publish(PublishRequest(advertiserId: "acme", version: 1, segments: segments), options: asAdmin)
+        _ = try await admin.publish(PublishRequest(advertiserID: "acme", version: 1, segments: segments), options: asAdmin)
         XCTAssertEqual(catalog.memoryMaps, 1, "80 KB of keys are mapped")
         try FileManager.default.removeItem(at: root.appendingPathComponent(segments[0].path))
         let found = await catalog.scrub(bytesPerSecond: 0)
@@ -298,10 +298,10 @@ final class MatchServerTests: XCTestCase {
     func testSmallSegmentsAreReadIntoMemoryAndTheScrubStillChecksTheirFiles() async throws {
         let keys = randomKeys(1_000, seed: 28)
         let segments = try writeSegments(keys, advertiser: "small", version: 1, parts: 2)
-        _ = try await admin.publish(PublishRequest(advertiserId: "small", version: 1, segments: segments), options: asAdmin)
+        _ = try await admin.publish(PublishRequest(advertiserID: "small", version: 1, segments: segments), options: asAdmin)
         XCTAssertEqual(catalog.memoryMaps, 0)
         XCTAssertTrue(try XCTUnwrap(catalog.current("small")).segments.allSatisfy { $0.mapping.isCopy })
-        let reply = try await match.match(MatchRequest(advertiserId: "small", hash: Data(keys[999].bytes)), options: asClient)
+        let reply = try await match.match(MatchRequest(advertiserID: "small", hash: Data(keys[999].bytes)), options: asClient)
         XCTAssertTrue(reply.matched)
         let clean = await catalog.scrub(bytesPerSecond: 0)
         XCTAssertEqual(clean, [])
@@ -320,10 +320,10 @@ final class MatchServerTests: XCTestCase {
         var pages = 0
         repeat {
             let response = try await admin.listServed(request, options: asAdmin)
-            seen += response.lists.map(\.advertiserId)
-            request.afterAdvertiserId = response.nextAfterAdvertiserId
+            seen += response.lists.map(\.advertiserID)
+            request.afterAdvertiserID = response.nextAfterAdvertiserID
             pages += 1
-        } while !request.afterAdvertiserId.isEmpty && pages < 10
+        } while !request.afterAdvertiserID.isEmpty && pages < 10
         XCTAssertEqual(seen, ["a", "b", "c", "d", "e"])
         XCTAssertEqual(pages, 3)
     }
@@ -332,7 +332,7 @@ final class MatchServerTests: XCTestCase {
     /// and takes its version out of service; the rest keep serving.
     func testScrubFindsASegmentDamagedWhileLive() async throws {
         let segments = try writeSegments(randomKeys(300, seed: 23), advertiser: "acme", version: 2, parts: 3)
-        _ = try await admin.publish(PublishRequest(advertiserId: "acme", version: 2, segments: segments), options: asAdmin)
+        _ = try await admin.publish(PublishRequest(advertiserID: "acme", version: 2, segments: segments), options: asAdmin)
         let beta = randomKeys(30, seed: 24)
         _ = try await publish(beta, advertiser: "beta", version: 1)
         let clean = await catalog.scrub(bytesPerSecond: 0)
@@ -344,9 +344,9 @@ final class MatchServerTests: XCTestCase {
         XCTAssertEqual(catalog.damage("acme")?.version, 2)
         XCTAssertFalse(paused.isEmpty, "the scrub never paused: its rate is unbounded")
         await assertStatus(.unavailable) {
-            _ = try await self.match.match(MatchRequest(advertiserId: "acme", hash: Data(count: 16)), options: self.asClient)
+            _ = try await self.match.match(MatchRequest(advertiserID: "acme", hash: Data(count: 16)), options: self.asClient)
         }
-        let reply = try await match.match(MatchRequest(advertiserId: "beta", hash: Data(beta[0].bytes)), options: asClient)
+        let reply = try await match.match(MatchRequest(advertiserID: "beta", hash: Data(beta[0].bytes)), options: asClient)
         XCTAssertTrue(reply.matched)
     }
 
@@ -362,7 +362,7 @@ final class MatchServerTests: XCTestCase {
             let advertiser = String(format: "adv%05d", i)
             let segments = try writeSegments([Key16(hi: UInt64(i), lo: 1)], advertiser: advertiser, version: 1)
             if i < 1_990 {
-                batch.append(PublishRequest(advertiserId: advertiser, version: 1, segments: segments))
+                batch.append(PublishRequest(advertiserID: advertiser, version: 1, segments: segments))
                 if batch.count == 500 {
                     let results = try await admin.publishMany(PublishManyRequest(publications: batch), options: asAdmin).results
                     XCTAssertEqual(results.map(\.code), Array(repeating: 0, count: 500))
@@ -375,13 +375,13 @@ final class MatchServerTests: XCTestCase {
                 XCTAssertEqual(catalog.advertisers.count, 1_990)
             }
             let before = size(log)
-            _ = try await admin.publish(PublishRequest(advertiserId: advertiser, version: 1, segments: segments), options: asAdmin)
+            _ = try await admin.publish(PublishRequest(advertiserID: advertiser, version: 1, segments: segments), options: asAdmin)
             appended.append(size(log) - before)
         }
         // The first ten advertisers' republish costs the same as the last ten's.
         let small = try writeSegments([Key16(hi: 1, lo: 2)], advertiser: "adv00000", version: 2)
         let before = size(log)
-        _ = try await admin.publish(PublishRequest(advertiserId: "adv00000", version: 2, segments: small), options: asAdmin)
+        _ = try await admin.publish(PublishRequest(advertiserID: "adv00000", version: 2, segments: small), options: asAdmin)
         let first = size(log) - before
         XCTAssertTrue(appended.allSatisfy { $0 > 0 && $0 < 200 && abs($0 - first) < 8 }, "bytes per publish: \(appended) against \(first)")
 
@@ -399,9 +399,9 @@ final class MatchServerTests: XCTestCase {
         let stale = try writeSegments(randomKeys(10, seed: 32), advertiser: "old", version: 3)
         let wrong = try writeSegments(randomKeys(10, seed: 33), advertiser: "other", version: 1)
         let results = try await admin.publishMany(PublishManyRequest(publications: [
-            PublishRequest(advertiserId: "new", version: 1, segments: fresh),
-            PublishRequest(advertiserId: "old", version: 3, segments: stale),
-            PublishRequest(advertiserId: "mismatch", version: 1, segments: wrong),
+            PublishRequest(advertiserID: "new", version: 1, segments: fresh),
+            PublishRequest(advertiserID: "old", version: 3, segments: stale),
+            PublishRequest(advertiserID: "mismatch", version: 1, segments: wrong),
         ]), options: asAdmin).results
         XCTAssertEqual(results.map(\.code), [0, UInt32(RPCStatusCode.failedPrecondition.rawValue), UInt32(RPCStatusCode.invalidArgument.rawValue)])
         XCTAssertEqual(results.map(\.stale), [false, true, false])
@@ -432,17 +432,17 @@ final class MatchServerTests: XCTestCase {
         _ = try await publish(a, advertiser: "acme", version: 2)
         _ = try await publish(randomKeys(50, seed: 13), advertiser: "beta", version: 7)
         _ = try await publish(randomKeys(50, seed: 14), advertiser: "gone", version: 1)
-        let removed = try await admin.unpublish(UnpublishRequest(advertiserId: "gone"), options: asAdmin)
+        let removed = try await admin.unpublish(UnpublishRequest(advertiserID: "gone"), options: asAdmin)
         XCTAssertEqual(removed.removedVersion, 1)
 
         stopServer()
         try await startServer()
 
         XCTAssertEqual(catalog.advertisers, ["acme": 2, "beta": 7])
-        let reply = try await match.match(MatchRequest(advertiserId: "acme", hash: Data(a[0].bytes)), options: asClient)
+        let reply = try await match.match(MatchRequest(advertiserID: "acme", hash: Data(a[0].bytes)), options: asClient)
         XCTAssertTrue(reply.matched)
         XCTAssertEqual(reply.version, 2)
-        await assertStatus(.notFound) { _ = try await self.match.match(MatchRequest(advertiserId: "gone", hash: Data(count: 16)), options: self.asClient) }
+        await assertStatus(.notFound) { _ = try await self.match.match(MatchRequest(advertiserID: "gone", hash: Data(count: 16)), options: self.asClient) }
     }
 
     /// Writes `keys` in `parts` key ranges as slots of one pack file, as merges do.
@@ -469,7 +469,7 @@ final class MatchServerTests: XCTestCase {
     func testAPackedVersionIsOneMapAndSurvivesARestart() async throws {
         let keys = randomKeys(4_000, seed: 60)
         let segments = try writePack(keys, advertiser: "acme", version: 1, parts: 16)
-        _ = try await admin.publish(PublishRequest(advertiserId: "acme", version: 1, segments: segments), options: asAdmin)
+        _ = try await admin.publish(PublishRequest(advertiserID: "acme", version: 1, segments: segments), options: asAdmin)
         _ = try await publish(randomKeys(100, seed: 61), advertiser: "beta", version: 3, parts: 3)
         XCTAssertEqual(catalog.current("acme")?.segments.count, 16)
         XCTAssertEqual(catalog.memoryMaps, 1, "one map for the pack; beta's small files are read into memory")
@@ -478,7 +478,7 @@ final class MatchServerTests: XCTestCase {
         try await startServer()
         XCTAssertEqual(catalog.advertisers, ["acme": 1, "beta": 3])
         XCTAssertEqual(catalog.memoryMaps, 1)
-        let reply = try await match.matchMany(MatchManyRequest(advertiserId: "acme", hashes: data(keys + randomKeys(50, seed: 62))), options: asClient)
+        let reply = try await match.matchMany(MatchManyRequest(advertiserID: "acme", hashes: data(keys + randomKeys(50, seed: 62))), options: asClient)
         let hits = reply.matches
         XCTAssertEqual(hits, Array(repeating: true, count: keys.count) + Array(repeating: false, count: 50))
 
@@ -486,7 +486,7 @@ final class MatchServerTests: XCTestCase {
         var wrong = try writePack(randomKeys(300, seed: 63), advertiser: "acme", version: 2, parts: 2)
         wrong[1].offset += 4096
         await assertStatus(.failedPrecondition) {
-            _ = try await self.admin.publish(PublishRequest(advertiserId: "acme", version: 2, segments: wrong), options: self.asAdmin)
+            _ = try await self.admin.publish(PublishRequest(advertiserID: "acme", version: 2, segments: wrong), options: self.asAdmin)
         }
         XCTAssertEqual(catalog.advertisers["acme"], 1, "the previous version keeps serving")
     }

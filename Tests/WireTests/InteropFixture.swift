@@ -8,7 +8,7 @@ enum InteropFixture {
 
     static var document: Document {
         var d = Document()
-        d.documentId = "doc-42 ✓ ü"
+        d.documentID = "doc-42 ✓ ü"
         d.scalars = Scalars(
             flag: true, i32: -1, i64: .min, u32: .max, u64: .max, s32: .min, s64: -2,
             f32: 0xDEAD_BEEF, f64: 0x0123_4567_89AB_CDEF, sf32: -123_456, sf64: .min + 1,

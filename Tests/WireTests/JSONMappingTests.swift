@@ -28,8 +28,8 @@ final class JSONMappingTests: XCTestCase {
 
     func testProtobufJSONConventions() throws {
         var request = FileStatus()
-        request.fileId = UInt64.max
-        request.advertiserId = "acme"
+        request.fileID = UInt64.max
+        request.advertiserID = "acme"
         request.state = .live
         request.bytesPerSecond = 1.5
         request.invalidByKind = ["malformed": 2, "unhashed_email": 1]
@@ -53,7 +53,7 @@ final class JSONMappingTests: XCTestCase {
 
     func testInputAcceptsSchemaNamesNumbersAndStrings() throws {
         let parsed = try ListFilesRequest(jsonText: #"{"advertiser_id": "acme", "states": ["FILE_STATE_LIVE", 6], "limit": "5"}"#)
-        XCTAssertEqual(parsed.advertiserId, "acme")
+        XCTAssertEqual(parsed.advertiserID, "acme")
         XCTAssertEqual(parsed.states, [.live, .failed])
         XCTAssertEqual(parsed.limit, 5)
         let bytes = try MatchRequest(jsonText: #"{"hash": "_wCr"}"#)

@@ -132,7 +132,7 @@ struct RandomValues {
 
     mutating func document() -> Document {
         var d = Document()
-        d.documentId = string()
+        d.documentID = string()
         d.scalars = chance(3) ? nil : scalars()
         d.sections = array(max: 3) { $0.section() }
         d.counters = dictionary({ $0.string() }, { $0.integer() })

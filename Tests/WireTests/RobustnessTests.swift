@@ -76,20 +76,20 @@ final class RobustnessTests: XCTestCase {
         func hashes(_ r: inout RandomValues, _ n: Int) -> Data {
             Data((0..<n * 16).map { _ in UInt8(truncatingIfNeeded: r.rng.next()) })
         }
-        hammer(MatchRequest.self, seed: 11, seeds: samples { MatchRequest(advertiserId: $0.string(), hash: hashes(&$0, 1)).serializedBytes() })
+        hammer(MatchRequest.self, seed: 11, seeds: samples { MatchRequest(advertiserID: $0.string(), hash: hashes(&$0, 1)).serializedBytes() })
         hammer(MatchResponse.self, seed: 12, seeds: samples { MatchResponse(matched: $0.bool(), version: $0.integer()).serializedBytes() })
         hammer(MatchManyRequest.self, seed: 13, seeds: samples {
-            MatchManyRequest(advertiserId: $0.string(), hashes: hashes(&$0, Int.random(in: 0...20, using: &$0.rng))).serializedBytes()
+            MatchManyRequest(advertiserID: $0.string(), hashes: hashes(&$0, Int.random(in: 0...20, using: &$0.rng))).serializedBytes()
         })
         hammer(MatchManyResponse.self, seed: 14, seeds: samples {
             MatchManyResponse(matched: $0.bytes(), count: $0.integer(), matchedCount: $0.integer(), version: $0.integer()).serializedBytes()
         })
         hammer(PublishRequest.self, seed: 15, seeds: samples { r in
-            PublishRequest(advertiserId: r.string(), version: r.integer(),
+            PublishRequest(advertiserID: r.string(), version: r.integer(),
                            segments: r.array(max: 4) { SegmentRef(path: $0.string(), keyCount: $0.integer()) }).serializedBytes()
         })
         hammer(PublishResponse.self, seed: 16, seeds: samples { PublishResponse(previousVersion: $0.integer()).serializedBytes() })
-        hammer(UnpublishRequest.self, seed: 17, seeds: samples { UnpublishRequest(advertiserId: $0.string()).serializedBytes() })
+        hammer(UnpublishRequest.self, seed: 17, seeds: samples { UnpublishRequest(advertiserID: $0.string()).serializedBytes() })
         hammer(UnpublishResponse.self, seed: 18, seeds: samples { UnpublishResponse(removedVersion: $0.integer()).serializedBytes() })
         hammer(SegmentRef.self, seed: 19, seeds: samples { SegmentRef(path: $0.string(), keyCount: $0.integer()).serializedBytes() })
     }

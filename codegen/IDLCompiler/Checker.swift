@@ -137,6 +137,7 @@ struct Checker {
         var numbers: [Int: FieldDecl] = [:]
         var names: [String: FieldDecl] = [:]
         var swiftNames: [String: FieldDecl] = [:]
+        var jsonNames: [String: FieldDecl] = [:]
         let reservedRanges = m.reserved.flatMap { $0.ranges }
         let reservedNames = m.reserved.flatMap { $0.names }
         for r in reservedRanges where r.range.lowerBound < 1 || r.range.upperBound > Int(Int32.max) {
@@ -163,10 +164,14 @@ struct Checker {
                 sink.error(field.location, "field name '\(field.name)' is reserved (at \(r.location))")
             } else {
                 let swiftName = Naming.propertyName(field.name)
+                let jsonName = Naming.jsonName(field.name)
                 if let other = swiftNames[swiftName] {
                     sink.error(field.location, "field '\(field.name)' and field '\(other.name)' both become '\(swiftName)' in generated code")
+                } else if let other = jsonNames[jsonName] {
+                    sink.error(field.location, "field '\(field.name)' and field '\(other.name)' both have the JSON name '\(jsonName)'")
                 }
                 swiftNames[swiftName] = field
+                jsonNames[jsonName] = field
             }
             if names[field.name] == nil { names[field.name] = field }
 

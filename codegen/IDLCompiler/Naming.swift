@@ -1,8 +1,8 @@
 /// How schema names become Swift names.
 enum Naming {
     /// `advertiser_id` → `advertiserId`, `MatchMany` → `matchMany`,
-    /// `HTTP_STATUS` → `httpStatus`. Field names match protobuf's JSON names
-    /// (apart from the first letter), so the JSON mapping and Swift agree.
+    /// `HTTP_STATUS` → `httpStatus`: protobuf's JSON names (apart from the
+    /// first letter). Swift properties add initialisms (`propertyName`).
     static func lowerCamel(_ name: String) -> String {
         let parts = name.split(separator: "_", omittingEmptySubsequences: true).map(String.init)
         guard !parts.isEmpty else { return name }
@@ -83,8 +83,40 @@ enum Naming {
     /// `hash(into:)` do not clash with properties named `encode` or `hash`.)
     static let messageMembers: Set<String> = ["unknownFields", "serializedSize", "hashValue"]
 
+    /// A field's Swift property: lowerCamelCase with Swift's initialisms
+    /// (`advertiser_id` → `advertiserID`, `task_ids` → `taskIDs`), as the
+    /// API Design Guidelines and swift-protobuf spell them. Its JSON name
+    /// stays protobuf's (`advertiserId`: `jsonName`).
     static func propertyName(_ field: String) -> String {
-        let name = lowerCamel(field)
+        let name = initialisms(lowerCamel(field))
         return messageMembers.contains(name) ? name + "_" : name
+    }
+
+    /// A field's protobuf JSON name: `advertiser_id` → `advertiserId`.
+    static func jsonName(_ field: String) -> String {
+        lowerCamel(field)
+    }
+
+    /// `advertiserId` → `advertiserID`, `taskIds` → `taskIDs`: an `Id` or
+    /// `Ids` word (not the first) at a word boundary.
+    static func initialisms(_ camel: String) -> String {
+        var out = ""
+        let chars = Array(camel)
+        var i = 0
+        while i < chars.count {
+            if i > 0, chars[i] == "I", i + 1 < chars.count, chars[i + 1] == "d" {
+                let after = i + 2
+                let plural = after < chars.count && chars[after] == "s"
+                let end = plural ? after + 1 : after
+                if end == chars.count || chars[end].isUppercase || chars[end].isNumber {
+                    out += plural ? "IDs" : "ID"
+                    i = end
+                    continue
+                }
+            }
+            out.append(chars[i])
+            i += 1
+        }
+        return out
     }
 }

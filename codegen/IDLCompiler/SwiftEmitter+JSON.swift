@@ -134,8 +134,9 @@ extension SwiftEmitter {
 }
 
 extension FieldPlan {
-    /// The JSON name: the lowerCamelCase property name, unescaped.
-    var jsonName: String { property }
+    /// The JSON name: protobuf's lowerCamelCase (`advertiserId`), which
+    /// differs from the Swift property for initialisms (`advertiserID`).
+    var jsonName: String { Naming.jsonName(decl.name) }
 
     private var jsonCodec: String { codec(decl.type) }
 

@@ -33,7 +33,7 @@ public struct SegmentRef: ProtoMessage {
 }
 
 public struct PublishRequest: ProtoMessage {
-    public var advertiserId: String = ""
+    public var advertiserID: String = ""
     /// Must be greater than the version being served.
     public var version: UInt64 = 0
     public var segments: [SegmentRef] = []
@@ -44,11 +44,11 @@ public struct PublishRequest: ProtoMessage {
     public init() {}
 
     public init(
-        advertiserId: String = "",
+        advertiserID: String = "",
         version: UInt64 = 0,
         segments: [SegmentRef] = []
     ) {
-        self.advertiserId = advertiserId
+        self.advertiserID = advertiserID
         self.version = version
         self.segments = segments
     }
@@ -69,15 +69,15 @@ public struct PublishResponse: ProtoMessage {
 }
 
 public struct UnpublishRequest: ProtoMessage {
-    public var advertiserId: String = ""
+    public var advertiserID: String = ""
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
     public init() {}
 
-    public init(advertiserId: String = "") {
-        self.advertiserId = advertiserId
+    public init(advertiserID: String = "") {
+        self.advertiserID = advertiserID
     }
 }
 
@@ -153,7 +153,7 @@ public struct PublishManyResponse: ProtoMessage {
 
 public struct ListServedRequest: ProtoMessage {
     /// Start after this advertiser (the previous page's next_after_advertiser_id); empty: from the first.
-    public var afterAdvertiserId: String = ""
+    public var afterAdvertiserID: String = ""
     /// At most this many (default and most 5,000: a page always fits in a frame).
     public var limit: UInt32 = 0
 
@@ -162,15 +162,15 @@ public struct ListServedRequest: ProtoMessage {
 
     public init() {}
 
-    public init(afterAdvertiserId: String = "", limit: UInt32 = 0) {
-        self.afterAdvertiserId = afterAdvertiserId
+    public init(afterAdvertiserID: String = "", limit: UInt32 = 0) {
+        self.afterAdvertiserID = afterAdvertiserID
         self.limit = limit
     }
 }
 
 /// One advertiser's list as a match server holds it.
 public struct ServedList: ProtoMessage {
-    public var advertiserId: String = ""
+    public var advertiserID: String = ""
     /// The version answering queries; 0 when none does.
     public var version: UInt64 = 0
     /// A version the server was given but cannot serve: its segments failed
@@ -186,12 +186,12 @@ public struct ServedList: ProtoMessage {
     public init() {}
 
     public init(
-        advertiserId: String = "",
+        advertiserID: String = "",
         version: UInt64 = 0,
         damagedVersion: UInt64 = 0,
         damage: String = ""
     ) {
-        self.advertiserId = advertiserId
+        self.advertiserID = advertiserID
         self.version = version
         self.damagedVersion = damagedVersion
         self.damage = damage
@@ -202,16 +202,16 @@ public struct ListServedResponse: ProtoMessage {
     /// By advertiser id.
     public var lists: [ServedList] = []
     /// Pass as after_advertiser_id for the next page; empty when this was the last.
-    public var nextAfterAdvertiserId: String = ""
+    public var nextAfterAdvertiserID: String = ""
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
     public init() {}
 
-    public init(lists: [ServedList] = [], nextAfterAdvertiserId: String = "") {
+    public init(lists: [ServedList] = [], nextAfterAdvertiserID: String = "") {
         self.lists = lists
-        self.nextAfterAdvertiserId = nextAfterAdvertiserId
+        self.nextAfterAdvertiserID = nextAfterAdvertiserID
     }
 }
 
@@ -252,7 +252,7 @@ extension PublishRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
             case 2: self.version = try reader.read(UInt64Codec.self, tag)
             case 3: try reader.readRepeated(MessageCodec<SegmentRef>.self, tag, into: &self.segments)
             default: try reader.skip(tag, into: &unknownFields)
@@ -262,14 +262,14 @@ extension PublishRequest {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserId) }
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
         if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.version) }
         size += ProtoSize.repeated(MessageCodec<SegmentRef>.self, field: 3, self.segments)
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserId) }
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
         if self.version != 0 { writer.write(UInt64Codec.self, field: 2, self.version) }
         writer.writeRepeated(MessageCodec<SegmentRef>.self, field: 3, self.segments)
         writer.writeUnknown(unknownFields)
@@ -302,7 +302,7 @@ extension UnpublishRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -310,12 +310,12 @@ extension UnpublishRequest {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserId) }
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserId) }
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -421,7 +421,7 @@ extension ListServedRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.afterAdvertiserId = try reader.read(StringCodec.self, tag)
+            case 1: self.afterAdvertiserID = try reader.read(StringCodec.self, tag)
             case 2: self.limit = try reader.read(UInt32Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
@@ -430,13 +430,13 @@ extension ListServedRequest {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if !self.afterAdvertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.afterAdvertiserId) }
+        if !self.afterAdvertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.afterAdvertiserID) }
         if self.limit != 0 { size += ProtoSize.field(UInt32Codec.self, field: 2, self.limit) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if !self.afterAdvertiserId.isEmpty { writer.write(StringCodec.self, field: 1, self.afterAdvertiserId) }
+        if !self.afterAdvertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.afterAdvertiserID) }
         if self.limit != 0 { writer.write(UInt32Codec.self, field: 2, self.limit) }
         writer.writeUnknown(unknownFields)
     }
@@ -446,7 +446,7 @@ extension ServedList {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
             case 2: self.version = try reader.read(UInt64Codec.self, tag)
             case 3: self.damagedVersion = try reader.read(UInt64Codec.self, tag)
             case 4: self.damage = try reader.read(StringCodec.self, tag)
@@ -457,7 +457,7 @@ extension ServedList {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserId) }
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
         if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.version) }
         if self.damagedVersion != 0 { size += ProtoSize.field(UInt64Codec.self, field: 3, self.damagedVersion) }
         if !self.damage.isEmpty { size += ProtoSize.field(StringCodec.self, field: 4, self.damage) }
@@ -465,7 +465,7 @@ extension ServedList {
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserId) }
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
         if self.version != 0 { writer.write(UInt64Codec.self, field: 2, self.version) }
         if self.damagedVersion != 0 { writer.write(UInt64Codec.self, field: 3, self.damagedVersion) }
         if !self.damage.isEmpty { writer.write(StringCodec.self, field: 4, self.damage) }
@@ -478,7 +478,7 @@ extension ListServedResponse {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
             case 1: try reader.readRepeated(MessageCodec<ServedList>.self, tag, into: &self.lists)
-            case 2: self.nextAfterAdvertiserId = try reader.read(StringCodec.self, tag)
+            case 2: self.nextAfterAdvertiserID = try reader.read(StringCodec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -487,13 +487,13 @@ extension ListServedResponse {
     public var serializedSize: Int {
         var size = unknownFields.count
         size += ProtoSize.repeated(MessageCodec<ServedList>.self, field: 1, self.lists)
-        if !self.nextAfterAdvertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 2, self.nextAfterAdvertiserId) }
+        if !self.nextAfterAdvertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 2, self.nextAfterAdvertiserID) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
         writer.writeRepeated(MessageCodec<ServedList>.self, field: 1, self.lists)
-        if !self.nextAfterAdvertiserId.isEmpty { writer.write(StringCodec.self, field: 2, self.nextAfterAdvertiserId) }
+        if !self.nextAfterAdvertiserID.isEmpty { writer.write(StringCodec.self, field: 2, self.nextAfterAdvertiserID) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -532,7 +532,7 @@ extension PublishRequest: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
         object.singular("version", UInt64Codec.self, self.version)
         object.repeatedMessages("segments", self.segments)
         return object.value
@@ -541,7 +541,7 @@ extension PublishRequest: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
             case "segments": self.segments = try JSONReader.repeated(MessageCodec<SegmentRef>.self, value, field: "segments")
             default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "version", "segments"])
@@ -576,14 +576,14 @@ extension UnpublishRequest: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
         return object.value
     }
 
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId"])
             }
         }
@@ -682,7 +682,7 @@ extension ListServedRequest: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("afterAdvertiserId", StringCodec.self, self.afterAdvertiserId)
+        object.singular("afterAdvertiserId", StringCodec.self, self.afterAdvertiserID)
         object.singular("limit", UInt32Codec.self, self.limit)
         return object.value
     }
@@ -690,7 +690,7 @@ extension ListServedRequest: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "afterAdvertiserId", "after_advertiser_id": self.afterAdvertiserId = try JSONReader.singular(StringCodec.self, value, field: "afterAdvertiserId")
+            case "afterAdvertiserId", "after_advertiser_id": self.afterAdvertiserID = try JSONReader.singular(StringCodec.self, value, field: "afterAdvertiserId")
             case "limit": self.limit = try JSONReader.singular(UInt32Codec.self, value, field: "limit")
             default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["afterAdvertiserId", "limit"])
             }
@@ -704,7 +704,7 @@ extension ServedList: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
         object.singular("version", UInt64Codec.self, self.version)
         object.singular("damagedVersion", UInt64Codec.self, self.damagedVersion)
         object.singular("damage", StringCodec.self, self.damage)
@@ -714,7 +714,7 @@ extension ServedList: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
             case "damagedVersion", "damaged_version": self.damagedVersion = try JSONReader.singular(UInt64Codec.self, value, field: "damagedVersion")
             case "damage": self.damage = try JSONReader.singular(StringCodec.self, value, field: "damage")
@@ -731,7 +731,7 @@ extension ListServedResponse: ProtoJSONMessage {
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.repeatedMessages("lists", self.lists)
-        object.singular("nextAfterAdvertiserId", StringCodec.self, self.nextAfterAdvertiserId)
+        object.singular("nextAfterAdvertiserId", StringCodec.self, self.nextAfterAdvertiserID)
         return object.value
     }
 
@@ -739,7 +739,7 @@ extension ListServedResponse: ProtoJSONMessage {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
             case "lists": self.lists = try JSONReader.repeated(MessageCodec<ServedList>.self, value, field: "lists")
-            case "nextAfterAdvertiserId", "next_after_advertiser_id": self.nextAfterAdvertiserId = try JSONReader.singular(StringCodec.self, value, field: "nextAfterAdvertiserId")
+            case "nextAfterAdvertiserId", "next_after_advertiser_id": self.nextAfterAdvertiserID = try JSONReader.singular(StringCodec.self, value, field: "nextAfterAdvertiserId")
             default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["lists", "nextAfterAdvertiserId"])
             }
         }

@@ -80,8 +80,8 @@ public struct SubmitFileRequest: ProtoMessage {
 }
 
 public struct SubmitFileResponse: ProtoMessage {
-    public var fileId: UInt64 = 0
-    public var advertiserId: String = ""
+    public var fileID: UInt64 = 0
+    public var advertiserID: String = ""
     /// False when this exact file (path and etag) was already known: nothing new was queued.
     public var queued: Bool = false
     public var state: FileState = .unspecified
@@ -92,13 +92,13 @@ public struct SubmitFileResponse: ProtoMessage {
     public init() {}
 
     public init(
-        fileId: UInt64 = 0,
-        advertiserId: String = "",
+        fileID: UInt64 = 0,
+        advertiserID: String = "",
         queued: Bool = false,
         state: FileState = .unspecified
     ) {
-        self.fileId = fileId
-        self.advertiserId = advertiserId
+        self.fileID = fileID
+        self.advertiserID = advertiserID
         self.queued = queued
         self.state = state
     }
@@ -123,8 +123,8 @@ public struct InvalidLine: ProtoMessage {
 }
 
 public struct FileStatus: ProtoMessage {
-    public var fileId: UInt64 = 0
-    public var advertiserId: String = ""
+    public var fileID: UInt64 = 0
+    public var advertiserID: String = ""
     public var path: String = ""
     public var size: UInt64 = 0
     public var etag: String = ""
@@ -158,8 +158,8 @@ public struct FileStatus: ProtoMessage {
     public init() {}
 
     public init(
-        fileId: UInt64 = 0,
-        advertiserId: String = "",
+        fileID: UInt64 = 0,
+        advertiserID: String = "",
         path: String = "",
         size: UInt64 = 0,
         etag: String = "",
@@ -181,8 +181,8 @@ public struct FileStatus: ProtoMessage {
         submittedAtMs: Int64 = 0,
         liveAtMs: Int64 = 0
     ) {
-        self.fileId = fileId
-        self.advertiserId = advertiserId
+        self.fileID = fileID
+        self.advertiserID = advertiserID
         self.path = path
         self.size = size
         self.etag = etag
@@ -208,7 +208,7 @@ public struct FileStatus: ProtoMessage {
 
 public struct ListFilesRequest: ProtoMessage {
     /// Only this advertiser's files when set.
-    public var advertiserId: String = ""
+    public var advertiserID: String = ""
     /// Only files in these states when non-empty.
     public var states: [FileState] = []
     /// At most this many, newest first (default 100, at most 1,000: a page
@@ -216,7 +216,7 @@ public struct ListFilesRequest: ProtoMessage {
     public var limit: UInt32 = 0
     /// Only files older than this one (the previous page's
     /// next_before_file_id); 0: from the newest.
-    public var beforeFileId: UInt64 = 0
+    public var beforeFileID: UInt64 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -224,31 +224,31 @@ public struct ListFilesRequest: ProtoMessage {
     public init() {}
 
     public init(
-        advertiserId: String = "",
+        advertiserID: String = "",
         states: [FileState] = [],
         limit: UInt32 = 0,
-        beforeFileId: UInt64 = 0
+        beforeFileID: UInt64 = 0
     ) {
-        self.advertiserId = advertiserId
+        self.advertiserID = advertiserID
         self.states = states
         self.limit = limit
-        self.beforeFileId = beforeFileId
+        self.beforeFileID = beforeFileID
     }
 }
 
 public struct ListFilesResponse: ProtoMessage {
     public var files: [FileStatus] = []
     /// Pass as before_file_id for the next page; 0 when this was the last.
-    public var nextBeforeFileId: UInt64 = 0
+    public var nextBeforeFileID: UInt64 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
     public init() {}
 
-    public init(files: [FileStatus] = [], nextBeforeFileId: UInt64 = 0) {
+    public init(files: [FileStatus] = [], nextBeforeFileID: UInt64 = 0) {
         self.files = files
-        self.nextBeforeFileId = nextBeforeFileId
+        self.nextBeforeFileID = nextBeforeFileID
     }
 }
 
@@ -312,7 +312,7 @@ public struct StatusResponse: ProtoMessage {
 }
 
 public struct SetWeightRequest: ProtoMessage {
-    public var advertiserId: String = ""
+    public var advertiserID: String = ""
     /// Scheduling weight, > 0 (default 1): a weight of 2 halves waiting.
     public var weight: Double = 0
 
@@ -321,8 +321,8 @@ public struct SetWeightRequest: ProtoMessage {
 
     public init() {}
 
-    public init(advertiserId: String = "", weight: Double = 0) {
-        self.advertiserId = advertiserId
+    public init(advertiserID: String = "", weight: Double = 0) {
+        self.advertiserID = advertiserID
         self.weight = weight
     }
 }
@@ -383,8 +383,8 @@ extension SubmitFileResponse {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.fileId = try reader.read(UInt64Codec.self, tag)
-            case 2: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 1: self.fileID = try reader.read(UInt64Codec.self, tag)
+            case 2: self.advertiserID = try reader.read(StringCodec.self, tag)
             case 3: self.queued = try reader.read(BoolCodec.self, tag)
             case 4: self.state = try reader.read(EnumCodec<FileState>.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
@@ -394,16 +394,16 @@ extension SubmitFileResponse {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if self.fileId != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.fileId) }
-        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 2, self.advertiserId) }
+        if self.fileID != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.fileID) }
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 2, self.advertiserID) }
         if self.queued { size += ProtoSize.field(BoolCodec.self, field: 3, self.queued) }
         if self.state.rawValue != 0 { size += ProtoSize.field(EnumCodec<FileState>.self, field: 4, self.state) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if self.fileId != 0 { writer.write(UInt64Codec.self, field: 1, self.fileId) }
-        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 2, self.advertiserId) }
+        if self.fileID != 0 { writer.write(UInt64Codec.self, field: 1, self.fileID) }
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 2, self.advertiserID) }
         if self.queued { writer.write(BoolCodec.self, field: 3, self.queued) }
         if self.state.rawValue != 0 { writer.write(EnumCodec<FileState>.self, field: 4, self.state) }
         writer.writeUnknown(unknownFields)
@@ -439,8 +439,8 @@ extension FileStatus {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.fileId = try reader.read(UInt64Codec.self, tag)
-            case 2: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 1: self.fileID = try reader.read(UInt64Codec.self, tag)
+            case 2: self.advertiserID = try reader.read(StringCodec.self, tag)
             case 3: self.path = try reader.read(StringCodec.self, tag)
             case 4: self.size = try reader.read(UInt64Codec.self, tag)
             case 5: self.etag = try reader.read(StringCodec.self, tag)
@@ -468,8 +468,8 @@ extension FileStatus {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if self.fileId != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.fileId) }
-        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 2, self.advertiserId) }
+        if self.fileID != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.fileID) }
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 2, self.advertiserID) }
         if !self.path.isEmpty { size += ProtoSize.field(StringCodec.self, field: 3, self.path) }
         if self.size != 0 { size += ProtoSize.field(UInt64Codec.self, field: 4, self.size) }
         if !self.etag.isEmpty { size += ProtoSize.field(StringCodec.self, field: 5, self.etag) }
@@ -494,8 +494,8 @@ extension FileStatus {
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if self.fileId != 0 { writer.write(UInt64Codec.self, field: 1, self.fileId) }
-        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 2, self.advertiserId) }
+        if self.fileID != 0 { writer.write(UInt64Codec.self, field: 1, self.fileID) }
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 2, self.advertiserID) }
         if !self.path.isEmpty { writer.write(StringCodec.self, field: 3, self.path) }
         if self.size != 0 { writer.write(UInt64Codec.self, field: 4, self.size) }
         if !self.etag.isEmpty { writer.write(StringCodec.self, field: 5, self.etag) }
@@ -524,10 +524,10 @@ extension ListFilesRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
             case 2: try reader.readPackable(EnumCodec<FileState>.self, tag, into: &self.states)
             case 3: self.limit = try reader.read(UInt32Codec.self, tag)
-            case 4: self.beforeFileId = try reader.read(UInt64Codec.self, tag)
+            case 4: self.beforeFileID = try reader.read(UInt64Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -535,18 +535,18 @@ extension ListFilesRequest {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserId) }
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
         size += ProtoSize.packed(EnumCodec<FileState>.self, field: 2, self.states)
         if self.limit != 0 { size += ProtoSize.field(UInt32Codec.self, field: 3, self.limit) }
-        if self.beforeFileId != 0 { size += ProtoSize.field(UInt64Codec.self, field: 4, self.beforeFileId) }
+        if self.beforeFileID != 0 { size += ProtoSize.field(UInt64Codec.self, field: 4, self.beforeFileID) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserId) }
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
         writer.writePacked(EnumCodec<FileState>.self, field: 2, self.states)
         if self.limit != 0 { writer.write(UInt32Codec.self, field: 3, self.limit) }
-        if self.beforeFileId != 0 { writer.write(UInt64Codec.self, field: 4, self.beforeFileId) }
+        if self.beforeFileID != 0 { writer.write(UInt64Codec.self, field: 4, self.beforeFileID) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -556,7 +556,7 @@ extension ListFilesResponse {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
             case 1: try reader.readRepeated(MessageCodec<FileStatus>.self, tag, into: &self.files)
-            case 2: self.nextBeforeFileId = try reader.read(UInt64Codec.self, tag)
+            case 2: self.nextBeforeFileID = try reader.read(UInt64Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -565,13 +565,13 @@ extension ListFilesResponse {
     public var serializedSize: Int {
         var size = unknownFields.count
         size += ProtoSize.repeated(MessageCodec<FileStatus>.self, field: 1, self.files)
-        if self.nextBeforeFileId != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.nextBeforeFileId) }
+        if self.nextBeforeFileID != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.nextBeforeFileID) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
         writer.writeRepeated(MessageCodec<FileStatus>.self, field: 1, self.files)
-        if self.nextBeforeFileId != 0 { writer.write(UInt64Codec.self, field: 2, self.nextBeforeFileId) }
+        if self.nextBeforeFileID != 0 { writer.write(UInt64Codec.self, field: 2, self.nextBeforeFileID) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -645,7 +645,7 @@ extension SetWeightRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
             case 2: self.weight = try reader.read(DoubleCodec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
@@ -654,13 +654,13 @@ extension SetWeightRequest {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserId) }
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
         if self.weight.bitPattern != 0 { size += ProtoSize.field(DoubleCodec.self, field: 2, self.weight) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserId) }
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
         if self.weight.bitPattern != 0 { writer.write(DoubleCodec.self, field: 2, self.weight) }
         writer.writeUnknown(unknownFields)
     }
@@ -786,8 +786,8 @@ extension SubmitFileResponse: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("fileId", UInt64Codec.self, self.fileId)
-        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("fileId", UInt64Codec.self, self.fileID)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
         object.singular("queued", BoolCodec.self, self.queued)
         object.singular("state", EnumCodec<FileState>.self, self.state)
         return object.value
@@ -796,8 +796,8 @@ extension SubmitFileResponse: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "fileId", "file_id": self.fileId = try JSONReader.singular(UInt64Codec.self, value, field: "fileId")
-            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "fileId", "file_id": self.fileID = try JSONReader.singular(UInt64Codec.self, value, field: "fileId")
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "queued": self.queued = try JSONReader.singular(BoolCodec.self, value, field: "queued")
             case "state": self.state = try JSONReader.singular(EnumCodec<FileState>.self, value, field: "state")
             default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["fileId", "advertiserId", "queued", "state"])
@@ -834,8 +834,8 @@ extension FileStatus: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("fileId", UInt64Codec.self, self.fileId)
-        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("fileId", UInt64Codec.self, self.fileID)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
         object.singular("path", StringCodec.self, self.path)
         object.singular("size", UInt64Codec.self, self.size)
         object.singular("etag", StringCodec.self, self.etag)
@@ -862,8 +862,8 @@ extension FileStatus: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "fileId", "file_id": self.fileId = try JSONReader.singular(UInt64Codec.self, value, field: "fileId")
-            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "fileId", "file_id": self.fileID = try JSONReader.singular(UInt64Codec.self, value, field: "fileId")
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "path": self.path = try JSONReader.singular(StringCodec.self, value, field: "path")
             case "size": self.size = try JSONReader.singular(UInt64Codec.self, value, field: "size")
             case "etag": self.etag = try JSONReader.singular(StringCodec.self, value, field: "etag")
@@ -896,20 +896,20 @@ extension ListFilesRequest: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
         object.repeated("states", EnumCodec<FileState>.self, self.states)
         object.singular("limit", UInt32Codec.self, self.limit)
-        object.singular("beforeFileId", UInt64Codec.self, self.beforeFileId)
+        object.singular("beforeFileId", UInt64Codec.self, self.beforeFileID)
         return object.value
     }
 
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "states": self.states = try JSONReader.repeated(EnumCodec<FileState>.self, value, field: "states")
             case "limit": self.limit = try JSONReader.singular(UInt32Codec.self, value, field: "limit")
-            case "beforeFileId", "before_file_id": self.beforeFileId = try JSONReader.singular(UInt64Codec.self, value, field: "beforeFileId")
+            case "beforeFileId", "before_file_id": self.beforeFileID = try JSONReader.singular(UInt64Codec.self, value, field: "beforeFileId")
             default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "states", "limit", "beforeFileId"])
             }
         }
@@ -923,7 +923,7 @@ extension ListFilesResponse: ProtoJSONMessage {
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.repeatedMessages("files", self.files)
-        object.singular("nextBeforeFileId", UInt64Codec.self, self.nextBeforeFileId)
+        object.singular("nextBeforeFileId", UInt64Codec.self, self.nextBeforeFileID)
         return object.value
     }
 
@@ -931,7 +931,7 @@ extension ListFilesResponse: ProtoJSONMessage {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
             case "files": self.files = try JSONReader.repeated(MessageCodec<FileStatus>.self, value, field: "files")
-            case "nextBeforeFileId", "next_before_file_id": self.nextBeforeFileId = try JSONReader.singular(UInt64Codec.self, value, field: "nextBeforeFileId")
+            case "nextBeforeFileId", "next_before_file_id": self.nextBeforeFileID = try JSONReader.singular(UInt64Codec.self, value, field: "nextBeforeFileId")
             default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["files", "nextBeforeFileId"])
             }
         }
@@ -998,7 +998,7 @@ extension SetWeightRequest: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
         object.singular("weight", DoubleCodec.self, self.weight)
         return object.value
     }
@@ -1006,7 +1006,7 @@ extension SetWeightRequest: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "weight": self.weight = try JSONReader.singular(DoubleCodec.self, value, field: "weight")
             default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "weight"])
             }

@@ -7,7 +7,7 @@ import RosterRPC
 /// Is one email hash a member of one advertiser's list?
 public struct MatchRequest: ProtoMessage {
     /// The advertiser whose list is asked about (its folder name in the lake).
-    public var advertiserId: String = ""
+    public var advertiserID: String = ""
     /// The MD5 of the normalised email: exactly 16 bytes.
     public var hash: Data = Data()
 
@@ -16,8 +16,8 @@ public struct MatchRequest: ProtoMessage {
 
     public init() {}
 
-    public init(advertiserId: String = "", hash: Data = Data()) {
-        self.advertiserId = advertiserId
+    public init(advertiserID: String = "", hash: Data = Data()) {
+        self.advertiserID = advertiserID
         self.hash = hash
     }
 }
@@ -40,7 +40,7 @@ public struct MatchResponse: ProtoMessage {
 
 /// Many hashes of one advertiser at once.
 public struct MatchManyRequest: ProtoMessage {
-    public var advertiserId: String = ""
+    public var advertiserID: String = ""
     /// N hashes of 16 bytes each, back to back (N × 16 bytes): one packed field
     /// costs about a microsecond per thousand keys to encode, a repeated field
     /// of strings about seventy. At most 100,000 hashes (1.6 MB) per call by
@@ -52,8 +52,8 @@ public struct MatchManyRequest: ProtoMessage {
 
     public init() {}
 
-    public init(advertiserId: String = "", hashes: Data = Data()) {
-        self.advertiserId = advertiserId
+    public init(advertiserID: String = "", hashes: Data = Data()) {
+        self.advertiserID = advertiserID
         self.hashes = hashes
     }
 }
@@ -92,7 +92,7 @@ extension MatchRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
             case 2: self.hash = try reader.read(BytesCodec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
@@ -101,13 +101,13 @@ extension MatchRequest {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserId) }
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
         if !self.hash.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 2, self.hash) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserId) }
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
         if !self.hash.isEmpty { writer.write(BytesCodec.self, field: 2, self.hash) }
         writer.writeUnknown(unknownFields)
     }
@@ -142,7 +142,7 @@ extension MatchManyRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
             case 2: self.hashes = try reader.read(BytesCodec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
@@ -151,13 +151,13 @@ extension MatchManyRequest {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserId) }
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
         if !self.hashes.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 2, self.hashes) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserId) }
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
         if !self.hashes.isEmpty { writer.write(BytesCodec.self, field: 2, self.hashes) }
         writer.writeUnknown(unknownFields)
     }
@@ -202,7 +202,7 @@ extension MatchRequest: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
         object.singular("hash", BytesCodec.self, self.hash)
         return object.value
     }
@@ -210,7 +210,7 @@ extension MatchRequest: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "hash": self.hash = try JSONReader.singular(BytesCodec.self, value, field: "hash")
             default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "hash"])
             }
@@ -246,7 +246,7 @@ extension MatchManyRequest: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
         object.singular("hashes", BytesCodec.self, self.hashes)
         return object.value
     }
@@ -254,7 +254,7 @@ extension MatchManyRequest: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "hashes": self.hashes = try JSONReader.singular(BytesCodec.self, value, field: "hashes")
             default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "hashes"])
             }

@@ -43,12 +43,12 @@ public enum TaskKind: ProtoEnum {
 
 /// One leased piece of work. Everything a stateless worker needs is here.
 public struct IngestTask: ProtoMessage {
-    public var taskId: UInt64 = 0
+    public var taskID: UInt64 = 0
     public var kind: TaskKind = .unspecified
     /// Proof of the lease: reports carrying another token are ignored.
     public var leaseToken: String = ""
     public var attempt: UInt32 = 0
-    public var advertiserId: String = ""
+    public var advertiserID: String = ""
     /// The list version being built (the file id).
     public var version: UInt64 = 0
     /// Parse: the lake object and the byte range [start, end) whose lines to parse.
@@ -79,11 +79,11 @@ public struct IngestTask: ProtoMessage {
     public init() {}
 
     public init(
-        taskId: UInt64 = 0,
+        taskID: UInt64 = 0,
         kind: TaskKind = .unspecified,
         leaseToken: String = "",
         attempt: UInt32 = 0,
-        advertiserId: String = "",
+        advertiserID: String = "",
         version: UInt64 = 0,
         lakePath: String = "",
         etag: String = "",
@@ -96,11 +96,11 @@ public struct IngestTask: ProtoMessage {
         partitionBits: UInt32 = 0,
         packPath: String = ""
     ) {
-        self.taskId = taskId
+        self.taskID = taskID
         self.kind = kind
         self.leaseToken = leaseToken
         self.attempt = attempt
-        self.advertiserId = advertiserId
+        self.advertiserID = advertiserID
         self.version = version
         self.lakePath = lakePath
         self.etag = etag
@@ -116,7 +116,7 @@ public struct IngestTask: ProtoMessage {
 }
 
 public struct LeaseTasksRequest: ProtoMessage {
-    public var workerId: String = ""
+    public var workerID: String = ""
     /// At most this many tasks (default 1).
     public var max: UInt32 = 0
     /// When there is no work, wait up to this long for some (long poll) rather
@@ -129,11 +129,11 @@ public struct LeaseTasksRequest: ProtoMessage {
     public init() {}
 
     public init(
-        workerId: String = "",
+        workerID: String = "",
         max: UInt32 = 0,
         waitMs: UInt32 = 0
     ) {
-        self.workerId = workerId
+        self.workerID = workerID
         self.max = max
         self.waitMs = waitMs
     }
@@ -156,8 +156,8 @@ public struct LeaseTasksResponse: ProtoMessage {
 }
 
 public struct HeartbeatRequest: ProtoMessage {
-    public var workerId: String = ""
-    public var taskIds: [UInt64] = []
+    public var workerID: String = ""
+    public var taskIDs: [UInt64] = []
     public var leaseTokens: [String] = []
 
     /// Fields this version of the schema does not know, kept for re-encoding.
@@ -166,19 +166,19 @@ public struct HeartbeatRequest: ProtoMessage {
     public init() {}
 
     public init(
-        workerId: String = "",
-        taskIds: [UInt64] = [],
+        workerID: String = "",
+        taskIDs: [UInt64] = [],
         leaseTokens: [String] = []
     ) {
-        self.workerId = workerId
-        self.taskIds = taskIds
+        self.workerID = workerID
+        self.taskIDs = taskIDs
         self.leaseTokens = leaseTokens
     }
 }
 
 public struct HeartbeatResponse: ProtoMessage {
     /// Tasks whose lease is no longer this worker's: stop working on them.
-    public var lostTaskIds: [UInt64] = []
+    public var lostTaskIDs: [UInt64] = []
     public var leaseMs: UInt32 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
@@ -186,15 +186,15 @@ public struct HeartbeatResponse: ProtoMessage {
 
     public init() {}
 
-    public init(lostTaskIds: [UInt64] = [], leaseMs: UInt32 = 0) {
-        self.lostTaskIds = lostTaskIds
+    public init(lostTaskIDs: [UInt64] = [], leaseMs: UInt32 = 0) {
+        self.lostTaskIDs = lostTaskIDs
         self.leaseMs = leaseMs
     }
 }
 
 public struct CompleteTaskRequest: ProtoMessage {
-    public var workerId: String = ""
-    public var taskId: UInt64 = 0
+    public var workerID: String = ""
+    public var taskID: UInt64 = 0
     public var leaseToken: String = ""
     /// Parse results.
     public var lines: UInt64 = 0
@@ -218,8 +218,8 @@ public struct CompleteTaskRequest: ProtoMessage {
     public init() {}
 
     public init(
-        workerId: String = "",
-        taskId: UInt64 = 0,
+        workerID: String = "",
+        taskID: UInt64 = 0,
         leaseToken: String = "",
         lines: UInt64 = 0,
         keys: UInt64 = 0,
@@ -232,8 +232,8 @@ public struct CompleteTaskRequest: ProtoMessage {
         outputOffset: UInt64 = 0,
         outputLength: UInt64 = 0
     ) {
-        self.workerId = workerId
-        self.taskId = taskId
+        self.workerID = workerID
+        self.taskID = taskID
         self.leaseToken = leaseToken
         self.lines = lines
         self.keys = keys
@@ -263,8 +263,8 @@ public struct CompleteTaskResponse: ProtoMessage {
 }
 
 public struct FailTaskRequest: ProtoMessage {
-    public var workerId: String = ""
-    public var taskId: UInt64 = 0
+    public var workerID: String = ""
+    public var taskID: UInt64 = 0
     public var leaseToken: String = ""
     public var error: String = ""
     /// The lake object no longer matches the leased etag: the version is abandoned and the file re-queued.
@@ -280,15 +280,15 @@ public struct FailTaskRequest: ProtoMessage {
     public init() {}
 
     public init(
-        workerId: String = "",
-        taskId: UInt64 = 0,
+        workerID: String = "",
+        taskID: UInt64 = 0,
         leaseToken: String = "",
         error: String = "",
         fileChanged: Bool = false,
         lostRuns: [String] = []
     ) {
-        self.workerId = workerId
-        self.taskId = taskId
+        self.workerID = workerID
+        self.taskID = taskID
         self.leaseToken = leaseToken
         self.error = error
         self.fileChanged = fileChanged
@@ -315,11 +315,11 @@ extension IngestTask {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.taskId = try reader.read(UInt64Codec.self, tag)
+            case 1: self.taskID = try reader.read(UInt64Codec.self, tag)
             case 2: self.kind = try reader.read(EnumCodec<TaskKind>.self, tag)
             case 3: self.leaseToken = try reader.read(StringCodec.self, tag)
             case 4: self.attempt = try reader.read(UInt32Codec.self, tag)
-            case 5: self.advertiserId = try reader.read(StringCodec.self, tag)
+            case 5: self.advertiserID = try reader.read(StringCodec.self, tag)
             case 6: self.version = try reader.read(UInt64Codec.self, tag)
             case 7: self.lakePath = try reader.read(StringCodec.self, tag)
             case 8: self.etag = try reader.read(StringCodec.self, tag)
@@ -338,11 +338,11 @@ extension IngestTask {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if self.taskId != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.taskId) }
+        if self.taskID != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.taskID) }
         if self.kind.rawValue != 0 { size += ProtoSize.field(EnumCodec<TaskKind>.self, field: 2, self.kind) }
         if !self.leaseToken.isEmpty { size += ProtoSize.field(StringCodec.self, field: 3, self.leaseToken) }
         if self.attempt != 0 { size += ProtoSize.field(UInt32Codec.self, field: 4, self.attempt) }
-        if !self.advertiserId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 5, self.advertiserId) }
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 5, self.advertiserID) }
         if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 6, self.version) }
         if !self.lakePath.isEmpty { size += ProtoSize.field(StringCodec.self, field: 7, self.lakePath) }
         if !self.etag.isEmpty { size += ProtoSize.field(StringCodec.self, field: 8, self.etag) }
@@ -358,11 +358,11 @@ extension IngestTask {
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if self.taskId != 0 { writer.write(UInt64Codec.self, field: 1, self.taskId) }
+        if self.taskID != 0 { writer.write(UInt64Codec.self, field: 1, self.taskID) }
         if self.kind.rawValue != 0 { writer.write(EnumCodec<TaskKind>.self, field: 2, self.kind) }
         if !self.leaseToken.isEmpty { writer.write(StringCodec.self, field: 3, self.leaseToken) }
         if self.attempt != 0 { writer.write(UInt32Codec.self, field: 4, self.attempt) }
-        if !self.advertiserId.isEmpty { writer.write(StringCodec.self, field: 5, self.advertiserId) }
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 5, self.advertiserID) }
         if self.version != 0 { writer.write(UInt64Codec.self, field: 6, self.version) }
         if !self.lakePath.isEmpty { writer.write(StringCodec.self, field: 7, self.lakePath) }
         if !self.etag.isEmpty { writer.write(StringCodec.self, field: 8, self.etag) }
@@ -382,7 +382,7 @@ extension LeaseTasksRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.workerId = try reader.read(StringCodec.self, tag)
+            case 1: self.workerID = try reader.read(StringCodec.self, tag)
             case 2: self.max = try reader.read(UInt32Codec.self, tag)
             case 3: self.waitMs = try reader.read(UInt32Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
@@ -392,14 +392,14 @@ extension LeaseTasksRequest {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if !self.workerId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.workerId) }
+        if !self.workerID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.workerID) }
         if self.max != 0 { size += ProtoSize.field(UInt32Codec.self, field: 2, self.max) }
         if self.waitMs != 0 { size += ProtoSize.field(UInt32Codec.self, field: 3, self.waitMs) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if !self.workerId.isEmpty { writer.write(StringCodec.self, field: 1, self.workerId) }
+        if !self.workerID.isEmpty { writer.write(StringCodec.self, field: 1, self.workerID) }
         if self.max != 0 { writer.write(UInt32Codec.self, field: 2, self.max) }
         if self.waitMs != 0 { writer.write(UInt32Codec.self, field: 3, self.waitMs) }
         writer.writeUnknown(unknownFields)
@@ -435,8 +435,8 @@ extension HeartbeatRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.workerId = try reader.read(StringCodec.self, tag)
-            case 2: try reader.readPackable(UInt64Codec.self, tag, into: &self.taskIds)
+            case 1: self.workerID = try reader.read(StringCodec.self, tag)
+            case 2: try reader.readPackable(UInt64Codec.self, tag, into: &self.taskIDs)
             case 3: try reader.readRepeated(StringCodec.self, tag, into: &self.leaseTokens)
             default: try reader.skip(tag, into: &unknownFields)
             }
@@ -445,15 +445,15 @@ extension HeartbeatRequest {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if !self.workerId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.workerId) }
-        size += ProtoSize.packed(UInt64Codec.self, field: 2, self.taskIds)
+        if !self.workerID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.workerID) }
+        size += ProtoSize.packed(UInt64Codec.self, field: 2, self.taskIDs)
         size += ProtoSize.repeated(StringCodec.self, field: 3, self.leaseTokens)
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if !self.workerId.isEmpty { writer.write(StringCodec.self, field: 1, self.workerId) }
-        writer.writePacked(UInt64Codec.self, field: 2, self.taskIds)
+        if !self.workerID.isEmpty { writer.write(StringCodec.self, field: 1, self.workerID) }
+        writer.writePacked(UInt64Codec.self, field: 2, self.taskIDs)
         writer.writeRepeated(StringCodec.self, field: 3, self.leaseTokens)
         writer.writeUnknown(unknownFields)
     }
@@ -463,7 +463,7 @@ extension HeartbeatResponse {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: try reader.readPackable(UInt64Codec.self, tag, into: &self.lostTaskIds)
+            case 1: try reader.readPackable(UInt64Codec.self, tag, into: &self.lostTaskIDs)
             case 2: self.leaseMs = try reader.read(UInt32Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
@@ -472,13 +472,13 @@ extension HeartbeatResponse {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        size += ProtoSize.packed(UInt64Codec.self, field: 1, self.lostTaskIds)
+        size += ProtoSize.packed(UInt64Codec.self, field: 1, self.lostTaskIDs)
         if self.leaseMs != 0 { size += ProtoSize.field(UInt32Codec.self, field: 2, self.leaseMs) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        writer.writePacked(UInt64Codec.self, field: 1, self.lostTaskIds)
+        writer.writePacked(UInt64Codec.self, field: 1, self.lostTaskIDs)
         if self.leaseMs != 0 { writer.write(UInt32Codec.self, field: 2, self.leaseMs) }
         writer.writeUnknown(unknownFields)
     }
@@ -488,8 +488,8 @@ extension CompleteTaskRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.workerId = try reader.read(StringCodec.self, tag)
-            case 2: self.taskId = try reader.read(UInt64Codec.self, tag)
+            case 1: self.workerID = try reader.read(StringCodec.self, tag)
+            case 2: self.taskID = try reader.read(UInt64Codec.self, tag)
             case 3: self.leaseToken = try reader.read(StringCodec.self, tag)
             case 4: self.lines = try reader.read(UInt64Codec.self, tag)
             case 5: self.keys = try reader.read(UInt64Codec.self, tag)
@@ -508,8 +508,8 @@ extension CompleteTaskRequest {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if !self.workerId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.workerId) }
-        if self.taskId != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.taskId) }
+        if !self.workerID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.workerID) }
+        if self.taskID != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.taskID) }
         if !self.leaseToken.isEmpty { size += ProtoSize.field(StringCodec.self, field: 3, self.leaseToken) }
         if self.lines != 0 { size += ProtoSize.field(UInt64Codec.self, field: 4, self.lines) }
         if self.keys != 0 { size += ProtoSize.field(UInt64Codec.self, field: 5, self.keys) }
@@ -525,8 +525,8 @@ extension CompleteTaskRequest {
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if !self.workerId.isEmpty { writer.write(StringCodec.self, field: 1, self.workerId) }
-        if self.taskId != 0 { writer.write(UInt64Codec.self, field: 2, self.taskId) }
+        if !self.workerID.isEmpty { writer.write(StringCodec.self, field: 1, self.workerID) }
+        if self.taskID != 0 { writer.write(UInt64Codec.self, field: 2, self.taskID) }
         if !self.leaseToken.isEmpty { writer.write(StringCodec.self, field: 3, self.leaseToken) }
         if self.lines != 0 { writer.write(UInt64Codec.self, field: 4, self.lines) }
         if self.keys != 0 { writer.write(UInt64Codec.self, field: 5, self.keys) }
@@ -568,8 +568,8 @@ extension FailTaskRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.workerId = try reader.read(StringCodec.self, tag)
-            case 2: self.taskId = try reader.read(UInt64Codec.self, tag)
+            case 1: self.workerID = try reader.read(StringCodec.self, tag)
+            case 2: self.taskID = try reader.read(UInt64Codec.self, tag)
             case 3: self.leaseToken = try reader.read(StringCodec.self, tag)
             case 4: self.error = try reader.read(StringCodec.self, tag)
             case 5: self.fileChanged = try reader.read(BoolCodec.self, tag)
@@ -581,8 +581,8 @@ extension FailTaskRequest {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if !self.workerId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.workerId) }
-        if self.taskId != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.taskId) }
+        if !self.workerID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.workerID) }
+        if self.taskID != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.taskID) }
         if !self.leaseToken.isEmpty { size += ProtoSize.field(StringCodec.self, field: 3, self.leaseToken) }
         if !self.error.isEmpty { size += ProtoSize.field(StringCodec.self, field: 4, self.error) }
         if self.fileChanged { size += ProtoSize.field(BoolCodec.self, field: 5, self.fileChanged) }
@@ -591,8 +591,8 @@ extension FailTaskRequest {
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if !self.workerId.isEmpty { writer.write(StringCodec.self, field: 1, self.workerId) }
-        if self.taskId != 0 { writer.write(UInt64Codec.self, field: 2, self.taskId) }
+        if !self.workerID.isEmpty { writer.write(StringCodec.self, field: 1, self.workerID) }
+        if self.taskID != 0 { writer.write(UInt64Codec.self, field: 2, self.taskID) }
         if !self.leaseToken.isEmpty { writer.write(StringCodec.self, field: 3, self.leaseToken) }
         if !self.error.isEmpty { writer.write(StringCodec.self, field: 4, self.error) }
         if self.fileChanged { writer.write(BoolCodec.self, field: 5, self.fileChanged) }
@@ -653,11 +653,11 @@ extension IngestTask: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("taskId", UInt64Codec.self, self.taskId)
+        object.singular("taskId", UInt64Codec.self, self.taskID)
         object.singular("kind", EnumCodec<TaskKind>.self, self.kind)
         object.singular("leaseToken", StringCodec.self, self.leaseToken)
         object.singular("attempt", UInt32Codec.self, self.attempt)
-        object.singular("advertiserId", StringCodec.self, self.advertiserId)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
         object.singular("version", UInt64Codec.self, self.version)
         object.singular("lakePath", StringCodec.self, self.lakePath)
         object.singular("etag", StringCodec.self, self.etag)
@@ -675,11 +675,11 @@ extension IngestTask: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "taskId", "task_id": self.taskId = try JSONReader.singular(UInt64Codec.self, value, field: "taskId")
+            case "taskId", "task_id": self.taskID = try JSONReader.singular(UInt64Codec.self, value, field: "taskId")
             case "kind": self.kind = try JSONReader.singular(EnumCodec<TaskKind>.self, value, field: "kind")
             case "leaseToken", "lease_token": self.leaseToken = try JSONReader.singular(StringCodec.self, value, field: "leaseToken")
             case "attempt": self.attempt = try JSONReader.singular(UInt32Codec.self, value, field: "attempt")
-            case "advertiserId", "advertiser_id": self.advertiserId = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
             case "lakePath", "lake_path": self.lakePath = try JSONReader.singular(StringCodec.self, value, field: "lakePath")
             case "etag": self.etag = try JSONReader.singular(StringCodec.self, value, field: "etag")
@@ -703,7 +703,7 @@ extension LeaseTasksRequest: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("workerId", StringCodec.self, self.workerId)
+        object.singular("workerId", StringCodec.self, self.workerID)
         object.singular("max", UInt32Codec.self, self.max)
         object.singular("waitMs", UInt32Codec.self, self.waitMs)
         return object.value
@@ -712,7 +712,7 @@ extension LeaseTasksRequest: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "workerId", "worker_id": self.workerId = try JSONReader.singular(StringCodec.self, value, field: "workerId")
+            case "workerId", "worker_id": self.workerID = try JSONReader.singular(StringCodec.self, value, field: "workerId")
             case "max": self.max = try JSONReader.singular(UInt32Codec.self, value, field: "max")
             case "waitMs", "wait_ms": self.waitMs = try JSONReader.singular(UInt32Codec.self, value, field: "waitMs")
             default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "max", "waitMs"])
@@ -749,8 +749,8 @@ extension HeartbeatRequest: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("workerId", StringCodec.self, self.workerId)
-        object.repeated("taskIds", UInt64Codec.self, self.taskIds)
+        object.singular("workerId", StringCodec.self, self.workerID)
+        object.repeated("taskIds", UInt64Codec.self, self.taskIDs)
         object.repeated("leaseTokens", StringCodec.self, self.leaseTokens)
         return object.value
     }
@@ -758,8 +758,8 @@ extension HeartbeatRequest: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "workerId", "worker_id": self.workerId = try JSONReader.singular(StringCodec.self, value, field: "workerId")
-            case "taskIds", "task_ids": self.taskIds = try JSONReader.repeated(UInt64Codec.self, value, field: "taskIds")
+            case "workerId", "worker_id": self.workerID = try JSONReader.singular(StringCodec.self, value, field: "workerId")
+            case "taskIds", "task_ids": self.taskIDs = try JSONReader.repeated(UInt64Codec.self, value, field: "taskIds")
             case "leaseTokens", "lease_tokens": self.leaseTokens = try JSONReader.repeated(StringCodec.self, value, field: "leaseTokens")
             default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "taskIds", "leaseTokens"])
             }
@@ -773,7 +773,7 @@ extension HeartbeatResponse: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.repeated("lostTaskIds", UInt64Codec.self, self.lostTaskIds)
+        object.repeated("lostTaskIds", UInt64Codec.self, self.lostTaskIDs)
         object.singular("leaseMs", UInt32Codec.self, self.leaseMs)
         return object.value
     }
@@ -781,7 +781,7 @@ extension HeartbeatResponse: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "lostTaskIds", "lost_task_ids": self.lostTaskIds = try JSONReader.repeated(UInt64Codec.self, value, field: "lostTaskIds")
+            case "lostTaskIds", "lost_task_ids": self.lostTaskIDs = try JSONReader.repeated(UInt64Codec.self, value, field: "lostTaskIds")
             case "leaseMs", "lease_ms": self.leaseMs = try JSONReader.singular(UInt32Codec.self, value, field: "leaseMs")
             default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["lostTaskIds", "leaseMs"])
             }
@@ -795,8 +795,8 @@ extension CompleteTaskRequest: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("workerId", StringCodec.self, self.workerId)
-        object.singular("taskId", UInt64Codec.self, self.taskId)
+        object.singular("workerId", StringCodec.self, self.workerID)
+        object.singular("taskId", UInt64Codec.self, self.taskID)
         object.singular("leaseToken", StringCodec.self, self.leaseToken)
         object.singular("lines", UInt64Codec.self, self.lines)
         object.singular("keys", UInt64Codec.self, self.keys)
@@ -814,8 +814,8 @@ extension CompleteTaskRequest: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "workerId", "worker_id": self.workerId = try JSONReader.singular(StringCodec.self, value, field: "workerId")
-            case "taskId", "task_id": self.taskId = try JSONReader.singular(UInt64Codec.self, value, field: "taskId")
+            case "workerId", "worker_id": self.workerID = try JSONReader.singular(StringCodec.self, value, field: "workerId")
+            case "taskId", "task_id": self.taskID = try JSONReader.singular(UInt64Codec.self, value, field: "taskId")
             case "leaseToken", "lease_token": self.leaseToken = try JSONReader.singular(StringCodec.self, value, field: "leaseToken")
             case "lines": self.lines = try JSONReader.singular(UInt64Codec.self, value, field: "lines")
             case "keys": self.keys = try JSONReader.singular(UInt64Codec.self, value, field: "keys")
@@ -859,8 +859,8 @@ extension FailTaskRequest: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("workerId", StringCodec.self, self.workerId)
-        object.singular("taskId", UInt64Codec.self, self.taskId)
+        object.singular("workerId", StringCodec.self, self.workerID)
+        object.singular("taskId", UInt64Codec.self, self.taskID)
         object.singular("leaseToken", StringCodec.self, self.leaseToken)
         object.singular("error", StringCodec.self, self.error)
         object.singular("fileChanged", BoolCodec.self, self.fileChanged)
@@ -871,8 +871,8 @@ extension FailTaskRequest: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "workerId", "worker_id": self.workerId = try JSONReader.singular(StringCodec.self, value, field: "workerId")
-            case "taskId", "task_id": self.taskId = try JSONReader.singular(UInt64Codec.self, value, field: "taskId")
+            case "workerId", "worker_id": self.workerID = try JSONReader.singular(StringCodec.self, value, field: "workerId")
+            case "taskId", "task_id": self.taskID = try JSONReader.singular(UInt64Codec.self, value, field: "taskId")
             case "leaseToken", "lease_token": self.leaseToken = try JSONReader.singular(StringCodec.self, value, field: "leaseToken")
             case "error": self.error = try JSONReader.singular(StringCodec.self, value, field: "error")
             case "fileChanged", "file_changed": self.fileChanged = try JSONReader.singular(BoolCodec.self, value, field: "fileChanged")

@@ -8,7 +8,7 @@ import Synchronization
 ///
 ///     let client = RPCClient(host: "127.0.0.1", port: 7070)
 ///     let match = MatchService.Client(transport: client)
-///     let reply = try await match.match(MatchRequest(advertiserId: "acme", hash: hash))
+///     let reply = try await match.match(MatchRequest(advertiserID: "acme", hash: hash))
 ///
 /// It owns `configuration.connections` connections, opened on first use and
 /// used in turn; each carries any number of concurrent calls. A connection

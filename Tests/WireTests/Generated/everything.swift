@@ -195,7 +195,7 @@ public struct Optionals: ProtoMessage {
 
 /// Nested types, messages, maps and reserved fields.
 public struct Document: ProtoMessage {
-    public var documentId: String = ""
+    public var documentID: String = ""
     public var scalars: Scalars? = nil
     public var sections: [Document.Section] = []
     public var counters: [String: Int64] = [:]
@@ -215,7 +215,7 @@ public struct Document: ProtoMessage {
     public init() {}
 
     public init(
-        documentId: String = "",
+        documentID: String = "",
         scalars: Scalars? = nil,
         sections: [Document.Section] = [],
         counters: [String: Int64] = [:],
@@ -229,7 +229,7 @@ public struct Document: ProtoMessage {
         optionals: Optionals? = nil,
         maxNumbered: Int32 = 0
     ) {
-        self.documentId = documentId
+        self.documentID = documentID
         self.scalars = scalars
         self.sections = sections
         self.counters = counters
@@ -505,7 +505,7 @@ extension Document {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.documentId = try reader.read(StringCodec.self, tag)
+            case 1: self.documentID = try reader.read(StringCodec.self, tag)
             case 2: try reader.readMessage(tag, into: &self.scalars)
             case 3: try reader.readRepeated(MessageCodec<Document.Section>.self, tag, into: &self.sections)
             case 5: try reader.readMapEntry(StringCodec.self, Int64Codec.self, tag, into: &self.counters)
@@ -525,7 +525,7 @@ extension Document {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if !self.documentId.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.documentId) }
+        if !self.documentID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.documentID) }
         if let value = self.scalars { size += ProtoSize.field(MessageCodec<Scalars>.self, field: 2, value) }
         size += ProtoSize.repeated(MessageCodec<Document.Section>.self, field: 3, self.sections)
         size += ProtoSize.map(StringCodec.self, Int64Codec.self, field: 5, self.counters)
@@ -542,7 +542,7 @@ extension Document {
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if !self.documentId.isEmpty { writer.write(StringCodec.self, field: 1, self.documentId) }
+        if !self.documentID.isEmpty { writer.write(StringCodec.self, field: 1, self.documentID) }
         if let value = self.scalars { writer.write(MessageCodec<Scalars>.self, field: 2, value) }
         writer.writeRepeated(MessageCodec<Document.Section>.self, field: 3, self.sections)
         writer.writeMap(StringCodec.self, Int64Codec.self, field: 5, self.counters)
@@ -830,7 +830,7 @@ extension Document: ProtoJSONMessage {
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("documentId", StringCodec.self, self.documentId)
+        object.singular("documentId", StringCodec.self, self.documentID)
         object.message("scalars", self.scalars)
         object.repeatedMessages("sections", self.sections)
         object.map("counters", StringCodec.self, Int64Codec.self, self.counters)
@@ -849,7 +849,7 @@ extension Document: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "documentId", "document_id": self.documentId = try JSONReader.singular(StringCodec.self, value, field: "documentId")
+            case "documentId", "document_id": self.documentID = try JSONReader.singular(StringCodec.self, value, field: "documentId")
             case "scalars": self.scalars = try JSONReader.optional(MessageCodec<Scalars>.self, value, field: "scalars")
             case "sections": self.sections = try JSONReader.repeated(MessageCodec<Document.Section>.self, value, field: "sections")
             case "counters": self.counters = try JSONReader.map(StringCodec.self, Int64Codec.self, value, field: "counters")

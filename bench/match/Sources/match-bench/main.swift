@@ -170,10 +170,10 @@ struct RosterWire: Wire {
         let message: [UInt8]
         let method: UInt32
         if batch == 1 {
-            message = MatchRequest(advertiserId: advertiser, hash: Data(bytes: probes, count: 16)).serializedBytes()
+            message = MatchRequest(advertiserID: advertiser, hash: Data(bytes: probes, count: 16)).serializedBytes()
             method = MatchService.Method.match.id
         } else {
-            message = MatchManyRequest(advertiserId: advertiser, hashes: Data(bytes: probes, count: 16 * batch)).serializedBytes()
+            message = MatchManyRequest(advertiserID: advertiser, hashes: Data(bytes: probes, count: 16 * batch)).serializedBytes()
             method = MatchService.Method.matchMany.id
         }
         var out = [UInt8]()
@@ -514,7 +514,7 @@ func networkBench(keys n: Int, seconds: Double, roundCount: Int, openSeconds: Do
     let rosterPort = Int(portText.trimmingCharacters(in: .whitespacesAndNewlines))!
     let rssBefore = rss(pid: roster.processIdentifier)
     let client = RPCClient(host: "127.0.0.1", port: rosterPort)
-    _ = try await MatchAdmin.Client(transport: client).publish(PublishRequest(advertiserId: "bench", version: 1, segments: [SegmentRef(path: "segments/0.seg")]))
+    _ = try await MatchAdmin.Client(transport: client).publish(PublishRequest(advertiserID: "bench", version: 1, segments: [SegmentRef(path: "segments/0.seg")]))
     await client.close()
 
     progress("published; starting redis-server")
