@@ -152,16 +152,16 @@ extension IngestCatalog {
             if task.kind == .parse {
                 task.start = UInt64(row.int("range_start"))
                 task.end = UInt64(row.int("range_end"))
-                task.outputPath = "runs/\(task.advertiserID)/\(fileID)/block-\(seq)-\(suffix).run"
+                task.outputPath = StorePaths.run(advertiser: task.advertiserID, file: fileID, block: seq, attempt: suffix)
                 task.partitionBits = UInt32(policy.runPartitionBits(fileSize: row.int("size")))
             } else if task.kind == .whole {
                 task.start = UInt64(row.int("range_start"))
                 task.end = UInt64(row.int("range_end"))
-                task.outputPath = "segments/\(task.advertiserID)/\(fileID)/part-\(seq)-\(suffix).seg"
+                task.outputPath = StorePaths.segment(advertiser: task.advertiserID, file: fileID, task: seq, attempt: suffix)
             } else {
                 task.keyLow = UInt64(bitPattern: row.int("range_start"))
                 task.keyHigh = UInt64(bitPattern: row.int("range_end"))
-                task.outputPath = "segments/\(task.advertiserID)/\(fileID)/part-\(seq)-\(suffix).seg"
+                task.outputPath = StorePaths.segment(advertiser: task.advertiserID, file: fileID, task: seq, attempt: suffix)
                 task.packPath = Self.packPath(advertiser: task.advertiserID, file: fileID)
             }
         }
@@ -176,7 +176,7 @@ extension IngestCatalog {
 
     /// The one pack file of a version's merged segments.
     static func packPath(advertiser: String, file: UInt64) -> String {
-        "segments/\(advertiser)/\(file)/merged.pack"
+        StorePaths.pack(advertiser: advertiser, file: file)
     }
 
     static func newToken() -> String {

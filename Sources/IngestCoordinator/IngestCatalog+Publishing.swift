@@ -85,11 +85,11 @@ extension IngestCatalog {
                 WHERE (state = \(FileState.live.sql) AND collected = 0) OR (state IN \(FileState.sqlList(.failed, .rejected, .superseded, .retired)) AND collected < 2)
                 """) { row in
                 let id = UInt64(row.int("id")), advertiser = row.string("advertiser_id")
-                let segments = "segments/\(advertiser)/\(id)"
+                let segments = StorePaths.segments(advertiser: advertiser, file: id), runs = StorePaths.runs(advertiser: advertiser, file: id)
                 if FileState(rawValue: Int32(row.int("state"))) != .live {
-                    return Collectable(file: id, prefixes: ["runs/\(advertiser)/\(id)", segments], segmentFolder: nil, served: [])
+                    return Collectable(file: id, prefixes: [runs, segments], segmentFolder: nil, served: [])
                 }
-                return Collectable(file: id, prefixes: ["runs/\(advertiser)/\(id)"], segmentFolder: segments, served: [])
+                return Collectable(file: id, prefixes: [runs], segmentFolder: segments, served: [])
             }.map { item in
                 guard item.segmentFolder != nil else { return item }
                 var item = item
