@@ -56,10 +56,10 @@ public final class InProcessTransport: RPCClientTransport {
             }
         } catch {
             let status = RPCError.answering(error, method: route.descriptor, peer: context.peer, logger: logger)
-            route.metrics.finished(code: status.code, since: started)
+            route.metrics.finished(code: status.code, nanoseconds: (ContinuousClock.now - started).nanoseconds)
             throw status
         }
-        route.metrics.finished(code: .ok, since: started)
+        route.metrics.finished(code: .ok, nanoseconds: (ContinuousClock.now - started).nanoseconds)
         return try Response(serializedBytes: response)
     }
 
@@ -81,5 +81,13 @@ public final class InProcessTransport: RPCClientTransport {
             }
             return response
         }
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds, for metrics.
+    fileprivate var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }

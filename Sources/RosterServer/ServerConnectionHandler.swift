@@ -29,7 +29,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         var task: Task<Void, Never>
         var timer: Scheduled<Void>?
         var route: Route
-        var started: ContinuousClock.Instant
+        var started: NIODeadline
     }
 
     private let routes: RouteTable
@@ -193,7 +193,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
                 call.task.cancel()
                 call.timer?.cancel()
                 metrics.inFlight.decrement()
-                call.route.metrics.finished(code: .cancelled, since: call.started)
+                call.route.metrics.finished(code: .cancelled, nanoseconds: (NIODeadline.now() - call.started).nanoseconds)
                 afterCallRemoved(close: close)
             }
         case .ping:
@@ -245,7 +245,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
             contextDeadline = ContinuousClock.now + .nanoseconds((deadline - now).nanoseconds)
             if now >= deadline {
                 let waited = (now - readStarted).nanoseconds / 1_000_000
-                route.metrics.finished(code: .deadlineExceeded, since: nil)
+                route.metrics.finished(code: .deadlineExceeded, nanoseconds: nil)
                 respond(callID, error: RPCError(.deadlineExceeded,
                     "deadline of \(timeout!.nanoseconds / 1_000_000) ms passed before the call ran (queued \(waited) ms behind earlier calls)"))
                 return
@@ -270,20 +270,20 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
             // Timing every such call would cost two clock reads for a call that
             // takes about a microsecond: one in 16 is timed (counts stay exact).
             inlineCalls &+= 1
-            let started: ContinuousClock.Instant? = inlineCalls & 15 == 0 ? .now : nil
+            let started: NIODeadline? = inlineCalls & 15 == 0 ? .now() : nil
             do {
                 try payload.withUnsafeReadableBytes { request in
                     try body(request, callContext) { size, encode in
                         FrameWriter.appendOKResponse(callID: callID, size: size, to: &outgoing, encode: encode)
                     }
                 }
-                route.metrics.finished(code: .ok, since: started)
+                route.metrics.finished(code: .ok, nanoseconds: started.map { (NIODeadline.now() - $0).nanoseconds })
             } catch {
                 fail(callID, route: route, started: started, error: error)
             }
 
         case .async(let decode):
-            let started = ContinuousClock.now
+            let started = NIODeadline.now()
             let run: RPCServerMethod.AsyncBody
             do {
                 run = try payload.withUnsafeReadableBytes { try decode($0) }
@@ -323,7 +323,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         guard let call = ended else { return }
         call.task.cancel()
         metrics.inFlight.decrement()
-        let elapsed = (ContinuousClock.now - call.started).wholeMilliseconds
+        let elapsed = (NIODeadline.now() - call.started).nanoseconds / 1_000_000
         fail(callID, route: call.route, started: call.started,
              error: RPCError(.deadlineExceeded, "deadline exceeded after \(elapsed) ms"))
         scheduleFlush()
@@ -331,21 +331,21 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
     }
 
     /// Answers an async call and records its outcome.
-    private func complete(_ callID: UInt32, route: Route, started: ContinuousClock.Instant, result: Result<any ProtoMessage, any Error>) {
+    private func complete(_ callID: UInt32, route: Route, started: NIODeadline, result: Result<any ProtoMessage, any Error>) {
         switch result {
         case .success(let response):
             FrameWriter.appendOKResponse(callID: callID, message: response, to: &outgoing)
-            route.metrics.finished(code: .ok, since: started)
+            route.metrics.finished(code: .ok, nanoseconds: (NIODeadline.now() - started).nanoseconds)
         case .failure(let error):
             fail(callID, route: route, started: started, error: error)
         }
     }
 
     /// Answers a call that failed and records its status.
-    private func fail(_ callID: UInt32, route: Route, started: ContinuousClock.Instant?, error: any Error) {
+    private func fail(_ callID: UInt32, route: Route, started: NIODeadline?, error: any Error) {
         let rpcError = RPCError.answering(error, method: route.descriptor, peer: peer, logger: logger)
         respond(callID, error: rpcError)
-        route.metrics.finished(code: rpcError.code, since: started)
+        route.metrics.finished(code: rpcError.code, nanoseconds: started.map { (NIODeadline.now() - $0).nanoseconds })
     }
 
     private func respond(_ callID: UInt32, error: RPCError, flags: UInt8 = 0) {
@@ -470,7 +470,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
             call.task.cancel()
             call.timer?.cancel()
             metrics.inFlight.decrement()
-            call.route.metrics.finished(code: .cancelled, since: call.started)
+            call.route.metrics.finished(code: .cancelled, nanoseconds: (NIODeadline.now() - call.started).nanoseconds)
         }
     }
 }
