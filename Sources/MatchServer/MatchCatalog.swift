@@ -24,15 +24,14 @@ public final class ListVersion: Sendable {
         var disjoint = true
         for (a, b) in zip(nonEmpty, nonEmpty.dropFirst()) where !(a.info.lastKey! < b.info.firstKey!) { disjoint = false }
         self.disjoint = disjoint
+        self.memoryMaps = Set(nonEmpty.filter { !$0.mapping.isCopy }.map { ObjectIdentifier($0.mapping) }).count
     }
 
     public var keyCount: Int { segments.reduce(0) { $0 + $1.count } }
 
     /// Memory maps this version holds: one per mapped file (a pack is one),
     /// none for files read into memory.
-    public var memoryMaps: Int {
-        Set(segments.filter { !$0.mapping.isCopy }.map { ObjectIdentifier($0.mapping) }).count
-    }
+    public let memoryMaps: Int
 
     public func contains(_ key: Key16) -> Bool {
         if segments.count == 1 { return segments[0].contains(key) }

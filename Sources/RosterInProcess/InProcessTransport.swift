@@ -56,10 +56,10 @@ public final class InProcessTransport: RPCClientTransport {
             }
         } catch {
             let status = RPCError.answering(error, method: route.descriptor, peer: context.peer, logger: logger)
-            route.metrics.finished(code: status.code, nanoseconds: (ContinuousClock.now - started).nanoseconds)
+            route.metrics.finished(code: status.code, nanoseconds: (ContinuousClock.now - started).wholeNanoseconds)
             throw status
         }
-        route.metrics.finished(code: .ok, nanoseconds: (ContinuousClock.now - started).nanoseconds)
+        route.metrics.finished(code: .ok, nanoseconds: (ContinuousClock.now - started).wholeNanoseconds)
         return try Response(serializedBytes: response)
     }
 
@@ -84,10 +84,3 @@ public final class InProcessTransport: RPCClientTransport {
     }
 }
 
-extension Duration {
-    /// Whole nanoseconds, for metrics.
-    fileprivate var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-}

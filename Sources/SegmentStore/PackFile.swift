@@ -125,16 +125,11 @@ public final class FileMapping: @unchecked Sendable {
     /// `count` bytes of `fd` from `offset`, in a new allocation the caller frees.
     static func read(_ fd: Int32, path: String, offset: Int, count: Int) throws(SegmentError) -> UnsafeMutableRawPointer {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1), alignment: 16)
-        var done = 0
-        while done < count {
-            let n = pread(fd, buffer + done, count - done, off_t(offset + done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                let reason = n == 0 ? "ends after \(offset + done) bytes" : String(cString: strerror(errno))
-                buffer.deallocate()
-                throw SegmentError(path, "cannot read: \(reason)")
-            }
-            done += n
+        do {
+            try FileIO.readExactly(fd, buffer, count, at: offset, path: path)
+        } catch {
+            buffer.deallocate()
+            throw error
         }
         return buffer
     }

@@ -159,13 +159,7 @@ public final class RunFile {
     deinit { close(fd) }
 
     private func readExactly(_ p: UnsafeMutableRawPointer, _ length: Int, at offset: Int) throws(SegmentError) {
-        var done = 0
-        while done < length {
-            let n = pread(fd, p + done, length - done, off_t(offset + done))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw SegmentError(path, n == 0 ? "truncated while reading" : "read failed: \(String(cString: strerror(errno)))") }
-            done += n
-        }
+        try FileIO.readExactly(fd, p, length, at: offset, path: path)
     }
 
     private func table(_ partitions: Range<Int>) throws(SegmentError) -> (starts: [Int], checksums: [UInt64]) {

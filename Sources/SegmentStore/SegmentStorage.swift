@@ -70,10 +70,7 @@ public struct LocalSegmentStorage: SegmentStorage {
 
     public func makeDurable(_ path: String) async throws {
         let target = try url(path).path
-        let fd = open(target, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SegmentError(path, "cannot open to sync: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        guard fdatasync(fd) == 0 else { throw SegmentError(path, "fdatasync failed: \(String(cString: strerror(errno)))") }
+        try FileIO.sync(target, .data, name: path)
         syncDirectory(of: target)
     }
 

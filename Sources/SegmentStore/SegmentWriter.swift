@@ -38,47 +38,48 @@ public final class SegmentWriter {
     ///     index (a lower real count only makes buckets smaller).
     ///   - durable: sync the file and its folder before the rename; off only
     ///     for scratch files that a crash may lose.
-    public init(path: String, advertiserID: String, listVersion: UInt64, estimatedKeys: Int,
-                durable: Bool = true) throws(SegmentError) {
-        guard advertiserID.utf8.count <= SegmentFormat.maxAdvertiserIDLength else {
-            throw SegmentError(path, "advertiser id longer than \(SegmentFormat.maxAdvertiserIDLength) bytes")
-        }
-        self.path = path
-        self.advertiserID = advertiserID
-        self.listVersion = listVersion
-        self.bits = SegmentFormat.indexBits(forKeys: estimatedKeys)
-        self.bucketCounts = [UInt64](repeating: 0, count: 1 << bits)
-        let file: TemporaryFile
-        (file, fd) = try TemporaryFile.create(for: path, durable: durable)
-        output = .file(file)
-        start = 0
-        capacity = nil
-        buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 16)
-        try seekToKeys()
+    public convenience init(path: String, advertiserID: String, listVersion: UInt64, estimatedKeys: Int,
+                            durable: Bool = true) throws(SegmentError) {
+        try Self.check(advertiserID: advertiserID, path: path)
+        let (file, fd) = try TemporaryFile.create(for: path, durable: durable)
+        try self.init(path: path, advertiserID: advertiserID, listVersion: listVersion,
+                      bits: SegmentFormat.indexBits(forKeys: estimatedKeys), output: .file(file), fd: fd, start: 0, capacity: nil)
     }
 
     /// Writes the segment into `slot` of a pack file (`PackFile.reserve`),
     /// sized for `estimatedKeys`: more keys than that are refused rather
     /// than written over the next slot.
-    public init(slot: PackSlot, advertiserID: String, listVersion: UInt64, estimatedKeys: Int) throws(SegmentError) {
-        guard advertiserID.utf8.count <= SegmentFormat.maxAdvertiserIDLength else {
-            throw SegmentError(slot.path, "advertiser id longer than \(SegmentFormat.maxAdvertiserIDLength) bytes")
-        }
-        self.path = slot.path
-        self.advertiserID = advertiserID
-        self.listVersion = listVersion
-        self.bits = SegmentFormat.indexBits(forKeys: estimatedKeys)
+    public convenience init(slot: PackSlot, advertiserID: String, listVersion: UInt64, estimatedKeys: Int) throws(SegmentError) {
+        try Self.check(advertiserID: advertiserID, path: slot.path)
+        let bits = SegmentFormat.indexBits(forKeys: estimatedKeys)
         guard SegmentFormat.fileSize(keys: estimatedKeys, bits: bits) <= slot.capacity else {
             throw SegmentError(slot.path, "a slot of \(slot.capacity) bytes cannot hold \(estimatedKeys) keys")
         }
-        self.bucketCounts = [UInt64](repeating: 0, count: 1 << bits)
-        fd = open(slot.path, O_WRONLY | O_CLOEXEC)
+        let fd = open(slot.path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SegmentError(slot.path, "cannot open the pack: \(String(cString: strerror(errno)))") }
-        output = .slot(slot)
-        start = slot.offset
-        capacity = slot.capacity
+        try self.init(path: slot.path, advertiserID: advertiserID, listVersion: listVersion,
+                      bits: bits, output: .slot(slot), fd: fd, start: slot.offset, capacity: slot.capacity)
+    }
+
+    private init(path: String, advertiserID: String, listVersion: UInt64, bits: Int, output: SegmentOutput, fd: Int32,
+                 start: Int, capacity: Int?) throws(SegmentError) {
+        self.path = path
+        self.advertiserID = advertiserID
+        self.listVersion = listVersion
+        self.bits = bits
+        self.bucketCounts = [UInt64](repeating: 0, count: 1 << bits)
+        self.output = output
+        self.fd = fd
+        self.start = start
+        self.capacity = capacity
         buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 16)
         try seekToKeys()
+    }
+
+    private static func check(advertiserID: String, path: String) throws(SegmentError) {
+        guard advertiserID.utf8.count <= SegmentFormat.maxAdvertiserIDLength else {
+            throw SegmentError(path, "advertiser id longer than \(SegmentFormat.maxAdvertiserIDLength) bytes")
+        }
     }
 
     private func seekToKeys() throws(SegmentError) {
@@ -257,20 +258,7 @@ enum SegmentOutput: Sendable {
             // made the merge phase of a 1 GB list 25% slower. The pack's
             // metadata is made durable once, before the version is
             // published (`SegmentStorage.makeDurable`).
-            #if os(Linux)
-            let fd = open(slot.path, O_RDONLY | O_CLOEXEC)
-            let flags: UInt32 = 1 | 2 | 4 // SYNC_FILE_RANGE_WAIT_BEFORE | _WRITE | _WAIT_AFTER
-            let synced = fd >= 0 && linuxSyncFileRange(fd, off_t(slot.offset), off_t(slot.capacity), flags) == 0
-            let reason = String(cString: strerror(errno))
-            if fd >= 0 { close(fd) }
-            guard synced else { throw SegmentError(slot.path, "sync_file_range failed: \(reason)") }
-            #else
-            let fd = open(slot.path, O_RDONLY | O_CLOEXEC)
-            let synced = fd >= 0 && fsync(fd) == 0
-            let reason = String(cString: strerror(errno))
-            if fd >= 0 { close(fd) }
-            guard synced else { throw SegmentError(slot.path, "fsync failed: \(reason)") }
-            #endif
+            try FileIO.sync(slot.path, .range(offset: slot.offset, length: slot.capacity), name: slot.path)
         }
     }
 
@@ -279,16 +267,7 @@ enum SegmentOutput: Sendable {
         case .file(let file):
             file.discard()
         case .slot(let slot):
-            // Gives the slot's blocks back; the file keeps its size. A
-            // file system without hole punching keeps them until the
-            // version's folder is collected.
-            #if os(Linux)
-            let fd = open(slot.path, O_WRONLY | O_CLOEXEC)
-            if fd >= 0 {
-                _ = linuxFallocate(fd, 0x01 /* FALLOC_FL_KEEP_SIZE */ | 0x02 /* FALLOC_FL_PUNCH_HOLE */, off_t(slot.offset), off_t(slot.capacity))
-                close(fd)
-            }
-            #endif
+            FileIO.punchHole(slot.path, offset: slot.offset, length: slot.capacity)
         }
     }
 }
@@ -337,13 +316,3 @@ extension SegmentWriter {
     }
 }
 
-#if os(Linux)
-/// glibc's `fallocate(2)`, which the Glibc module does not export (it is
-/// declared only under `_GNU_SOURCE`).
-@_silgen_name("fallocate")
-private func linuxFallocate(_ fd: Int32, _ mode: Int32, _ offset: off_t, _ length: off_t) -> Int32
-
-/// glibc's `sync_file_range(2)`, likewise declared only under `_GNU_SOURCE`.
-@_silgen_name("sync_file_range")
-private func linuxSyncFileRange(_ fd: Int32, _ offset: off_t, _ length: off_t, _ flags: UInt32) -> Int32
-#endif

@@ -35,13 +35,11 @@ struct TemporaryFile: Sendable {
     /// absent. On failure the temporary file is removed.
     func commit() throws(SegmentError) {
         if durable {
-            let fd = open(temporaryPath, O_RDONLY | O_CLOEXEC)
-            let synced = fd >= 0 && fsync(fd) == 0
-            let reason = String(cString: strerror(errno))
-            if fd >= 0 { close(fd) }
-            guard synced else {
+            do {
+                try FileIO.sync(temporaryPath, .everything, name: path)
+            } catch {
                 discard()
-                throw SegmentError(path, "fsync failed: \(reason)")
+                throw error
             }
         }
         guard rename(temporaryPath, path) == 0 else {
@@ -57,6 +55,78 @@ struct TemporaryFile: Sendable {
         unlink(temporaryPath)
     }
 }
+
+/// The few raw file operations segments, runs, packs and the manifest
+/// share: one copy of each loop and each sync.
+enum FileIO {
+    /// How much of a file `sync` makes durable.
+    enum Sync {
+        /// Data and metadata (`fsync`).
+        case everything
+        /// Data, and the metadata needed to read it back (`fdatasync`).
+        case data
+        /// Only these bytes' pages, written and waited for
+        /// (`sync_file_range`; a full `fsync` where that does not exist).
+        case range(offset: Int, length: Int)
+    }
+
+    /// Opens `path` and syncs it as `how` says; errors name `name`.
+    static func sync(_ path: String, _ how: Sync, name: String) throws(SegmentError) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SegmentError(name, "cannot open to sync: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let (result, call): (Int32, String)
+        switch how {
+        case .everything: (result, call) = (fsync(fd), "fsync")
+        case .data: (result, call) = (fdatasync(fd), "fdatasync")
+        case .range(let offset, let length):
+            #if os(Linux)
+            let flags: UInt32 = 1 | 2 | 4 // SYNC_FILE_RANGE_WAIT_BEFORE | _WRITE | _WAIT_AFTER
+            (result, call) = (linuxSyncFileRange(fd, off_t(offset), off_t(length), flags), "sync_file_range")
+            #else
+            (result, call) = (fsync(fd), "fsync")
+            #endif
+        }
+        guard result == 0 else { throw SegmentError(name, "\(call) failed: \(String(cString: strerror(errno)))") }
+    }
+
+    /// Reads exactly `length` bytes of `fd` at `offset` into `p` (retrying
+    /// short reads and EINTR); errors name `path`.
+    static func readExactly(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ length: Int, at offset: Int,
+                            path: String) throws(SegmentError) {
+        var done = 0
+        while done < length {
+            let n = pread(fd, p + done, length - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw SegmentError(path, n == 0 ? "truncated: ends after \(offset + done) bytes" : "read failed: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+
+    /// Gives `[offset, offset + length)` of `path` back to the file system
+    /// (a hole; the size stays). Best effort: where hole punching is not
+    /// supported the blocks stay until the file is deleted.
+    static func punchHole(_ path: String, offset: Int, length: Int) {
+        #if os(Linux)
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = linuxFallocate(fd, 0x01 /* FALLOC_FL_KEEP_SIZE */ | 0x02 /* FALLOC_FL_PUNCH_HOLE */, off_t(offset), off_t(length))
+        close(fd)
+        #endif
+    }
+}
+
+#if os(Linux)
+/// glibc's `fallocate(2)` and `sync_file_range(2)`, which the Glibc module
+/// does not export (they are declared only under `_GNU_SOURCE`).
+@_silgen_name("fallocate")
+private func linuxFallocate(_ fd: Int32, _ mode: Int32, _ offset: off_t, _ length: off_t) -> Int32
+
+@_silgen_name("sync_file_range")
+private func linuxSyncFileRange(_ fd: Int32, _ offset: off_t, _ length: off_t, _ flags: UInt32) -> Int32
+#endif
 
 /// Makes a rename durable: fsync the folder that holds `path`.
 func syncDirectory(of path: String) {
