@@ -196,13 +196,13 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
                 do {
                     let object = try await lake.head(publication.path)
                     guard object.etag == publication.etag else {
-                        try catalog.markPublishFailed(file: publication.fileID, state: .superseded,
+                        try catalog.markPublishFailed(file: publication.fileID, as: .superseded,
                                                       error: "the file changed after it was read; its new contents are queued once settled", now: clock())
                         watchUntilSettled(publication.path)
                         continue
                     }
                 } catch LakeError.notFound {
-                    try? catalog.markPublishFailed(file: publication.fileID, state: .superseded,
+                    try? catalog.markPublishFailed(file: publication.fileID, as: .superseded,
                                                    error: "the file disappeared from the lake before it went live", now: clock())
                     continue
                 } catch {
@@ -264,7 +264,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
                 live.append(publication)
             case .failedPrecondition, .invalidArgument:
                 logger.error("match server refused a version", metadata: ["version": "\(publication.fileID)", "error": "\(result.message)"])
-                try? catalog.markPublishFailed(file: publication.fileID, state: result.stale ? .superseded : .failed,
+                try? catalog.markPublishFailed(file: publication.fileID, as: result.stale ? .superseded : .failed,
                                                error: "match server refused it: \(result.message)", now: clock())
             default:
                 // Nothing wrong with the version: the server could not record

@@ -56,9 +56,10 @@ extension IngestCatalog {
         }
     }
 
-    /// Records that the match server refused `file` for good (a newer version is live there).
-    public func markPublishFailed(file: UInt64, state: FileState, error: String, now: Double) throws {
-        try write { db in try abandon(db, file: file, on: state == .superseded ? .superseded : .failed, error: error, now: now) }
+    /// Records that `file` will not go live (`.superseded`: a newer version
+    /// is live, or its file changed; `.failed`: the match server refused it).
+    public func markPublishFailed(file: UInt64, as event: FileLifecycle.Event, error: String, now: Double) throws {
+        try write { db in try abandon(db, file: file, on: event, error: error, now: now) }
     }
 
     /// What the store no longer needs of one version.
