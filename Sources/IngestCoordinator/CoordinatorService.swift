@@ -154,7 +154,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
                 let submission = try catalog.submit(object, now: clock())
                 if submission.queued {
                     work.notify()
-                    logger.info("queued again after it settled", metadata: ["path": "\(path)", "version": "\(submission.fileID)"])
+                    logger.info("queued again after it settled", metadata: ["path": "\(path)", "version": "\(submission.version)"])
                 }
             } catch LakeError.notFound {
                 settling.withLock { _ = $0.remove(path) }
@@ -196,13 +196,13 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
                 do {
                     let object = try await lake.head(publication.path)
                     guard object.etag == publication.etag else {
-                        try catalog.markPublishFailed(file: publication.fileID, as: .superseded,
+                        try catalog.markPublishFailed(file: publication.version, as: .superseded,
                                                       error: "the file changed after it was read; its new contents are queued once settled", now: clock())
                         watchUntilSettled(publication.path)
                         continue
                     }
                 } catch LakeError.notFound {
-                    try? catalog.markPublishFailed(file: publication.fileID, as: .superseded,
+                    try? catalog.markPublishFailed(file: publication.version, as: .superseded,
                                                    error: "the file disappeared from the lake before it went live", now: clock())
                     continue
                 } catch {
@@ -245,7 +245,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         }
         problem("store", nil)
         let options = CallOptions(timeout: .seconds(60)).bearer(configuration.adminToken)
-        let requests = batch.map { PublishRequest(advertiserID: $0.advertiserID, version: $0.fileID, segments: $0.segments) }
+        let requests = batch.map { PublishRequest(advertiserID: $0.advertiserID, version: $0.version, segments: $0.segments) }
         let results: [PublishResult]
         do {
             results = try await matchAdmin.publishMany(PublishManyRequest(publications: requests), options: options).results
@@ -263,27 +263,27 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             case .ok:
                 live.append(publication)
             case .failedPrecondition, .invalidArgument:
-                logger.error("match server refused a version", metadata: ["version": "\(publication.fileID)", "error": "\(result.message)"])
-                try? catalog.markPublishFailed(file: publication.fileID, as: result.stale ? .superseded : .failed,
+                logger.error("match server refused a version", metadata: ["version": "\(publication.version)", "error": "\(result.message)"])
+                try? catalog.markPublishFailed(file: publication.version, as: result.stale ? .superseded : .failed,
                                                error: "match server refused it: \(result.message)", now: clock())
             default:
                 // Nothing wrong with the version: the server could not record
                 // it or is at a limit (memory maps, say). It stays pending and
                 // is tried again on a later tick; the rest wait with it.
-                logger.warning("match server could not publish yet", metadata: ["version": "\(publication.fileID)", "error": "\(result.message)"])
+                logger.warning("match server could not publish yet", metadata: ["version": "\(publication.version)", "error": "\(result.message)"])
                 problem("match", "the match server cannot publish now: \(result.message)")
                 later = true
             }
         }
         do {
-            try catalog.markLive(files: live.map(\.fileID), now: clock())
+            try catalog.markLive(files: live.map(\.version), now: clock())
         } catch {
             logger.error("cannot record versions live", metadata: ["error": "\(error)"])
             return false
         }
         for publication in live {
             problem("advertiser:\(publication.advertiserID)", nil)
-            logger.info("live", metadata: ["advertiser": "\(publication.advertiserID)", "version": "\(publication.fileID)"])
+            logger.info("live", metadata: ["advertiser": "\(publication.advertiserID)", "version": "\(publication.version)"])
         }
         return !later
     }
@@ -329,9 +329,9 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
                 }
                 let submission = try catalog.rebuild(file: entry.file, from: object, reason: reason, now: clock())
                 work.notify()
-                problem("advertiser:\(entry.advertiser)", "\(entry.advertiser): \(reason); rebuilding it from \(entry.path) as version \(submission.fileID)")
+                problem("advertiser:\(entry.advertiser)", "\(entry.advertiser): \(reason); rebuilding it from \(entry.path) as version \(submission.version)")
                 logger.error("rebuilding a live list the match server cannot serve", metadata: [
-                    "advertiser": "\(entry.advertiser)", "version": "\(entry.file)", "reason": "\(reason)", "new": "\(submission.fileID)"])
+                    "advertiser": "\(entry.advertiser)", "version": "\(entry.file)", "reason": "\(reason)", "new": "\(submission.version)"])
             } catch LakeError.notFound {
                 problem("advertiser:\(entry.advertiser)", "\(entry.advertiser): \(reason), and its file \(entry.path) is gone from the lake")
             } catch {
@@ -417,7 +417,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             decisions[advertiser] = key
             if submission.queued {
                 work.notify()
-                logger.info("queued", metadata: ["path": "\(object.path)", "version": "\(submission.fileID)", "bytes": "\(object.size)"])
+                logger.info("queued", metadata: ["path": "\(object.path)", "version": "\(submission.version)", "bytes": "\(object.size)"])
                 if report { queued.append(contentsOf: try catalog.files(advertiser: submission.advertiserID, states: [], limit: 1, now: clock())) }
             }
         }
@@ -460,10 +460,10 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         let submission = try catalog.submit(object, now: clock())
         if submission.queued {
             work.notify()
-            logger.info("submitted", metadata: ["path": "\(object.path)", "version": "\(submission.fileID)", "bytes": "\(object.size)"])
+            logger.info("submitted", metadata: ["path": "\(object.path)", "version": "\(submission.version)", "bytes": "\(object.size)"])
         }
         var response = SubmitFileResponse()
-        response.fileID = submission.fileID
+        response.version = submission.version
         response.advertiserID = submission.advertiserID
         response.queued = submission.queued
         response.state = submission.state
@@ -488,8 +488,8 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         var response = ListFilesResponse()
         let limit = request.limit == 0 ? 100 : Int(min(request.limit, 1_000))
         response.files = try catalog.files(advertiser: request.advertiserID, states: request.states,
-                                           limit: limit, before: request.beforeFileID, now: clock())
-        if response.files.count == limit, let last = response.files.last { response.nextBeforeFileID = last.fileID }
+                                           limit: limit, before: request.beforeVersion, now: clock())
+        if response.files.count == limit, let last = response.files.last { response.nextBeforeVersion = last.version }
         return response
     }
 

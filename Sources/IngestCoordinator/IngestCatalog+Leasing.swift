@@ -133,7 +133,7 @@ extension IngestCatalog {
             UPDATE tasks SET state = \(TaskState.leased.sql), attempts = attempts + 1, lease_token = ?, worker = ?, lease_expires = ? WHERE id = ?
             """, token, worker, now + policy.leaseDuration, id)
         var task = IngestTask()
-        var fileID: UInt64 = 0
+        var version: UInt64 = 0
         try db.query("""
             SELECT t.kind, t.seq, t.range_start, t.range_end, t.attempts, t.file_id, f.advertiser_id, f.path, f.etag, f.size
             FROM tasks t JOIN files f ON f.id = t.file_id WHERE t.id = ?
@@ -142,9 +142,9 @@ extension IngestCatalog {
             task.kind = TaskKind(rawValue: Int32(row.int("kind")))
             task.leaseToken = token
             task.attempt = UInt32(row.int("attempts"))
-            fileID = UInt64(row.int("file_id"))
+            version = UInt64(row.int("file_id"))
             task.advertiserID = row.string("advertiser_id")
-            task.version = fileID
+            task.version = version
             task.lakePath = row.string("path")
             task.etag = row.string("etag")
             let seq = row.int("seq")
@@ -152,21 +152,21 @@ extension IngestCatalog {
             if task.kind == .parse {
                 task.start = UInt64(row.int("range_start"))
                 task.end = UInt64(row.int("range_end"))
-                task.outputPath = StorePaths.run(advertiser: task.advertiserID, file: fileID, block: seq, attempt: suffix)
+                task.outputPath = StorePaths.run(advertiser: task.advertiserID, file: version, block: seq, attempt: suffix)
                 task.partitionBits = UInt32(policy.runPartitionBits(fileSize: row.int("size")))
             } else if task.kind == .whole {
                 task.start = UInt64(row.int("range_start"))
                 task.end = UInt64(row.int("range_end"))
-                task.outputPath = StorePaths.segment(advertiser: task.advertiserID, file: fileID, task: seq, attempt: suffix)
+                task.outputPath = StorePaths.segment(advertiser: task.advertiserID, file: version, task: seq, attempt: suffix)
             } else {
                 task.keyLow = UInt64(bitPattern: row.int("range_start"))
                 task.keyHigh = UInt64(bitPattern: row.int("range_end"))
-                task.outputPath = StorePaths.segment(advertiser: task.advertiserID, file: fileID, task: seq, attempt: suffix)
-                task.packPath = Self.packPath(advertiser: task.advertiserID, file: fileID)
+                task.outputPath = StorePaths.segment(advertiser: task.advertiserID, file: version, task: seq, attempt: suffix)
+                task.packPath = Self.packPath(advertiser: task.advertiserID, file: version)
             }
         }
         if task.kind == .merge {
-            task.runs = try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind = \(TaskKind.parse.sql) ORDER BY seq", fileID) { $0.string(0) }
+            task.runs = try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind = \(TaskKind.parse.sql) ORDER BY seq", version) { $0.string(0) }
         }
         try db.run("UPDATE tasks SET output = ? WHERE id = ?", task.outputPath, id)
         try db.run("INSERT OR REPLACE INTO attempts(task_id, attempt, worker, leased_at) VALUES (?, ?, ?, ?)",

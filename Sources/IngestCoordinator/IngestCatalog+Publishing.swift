@@ -8,7 +8,7 @@ import SQLite
 extension IngestCatalog {
 
     public struct Publication: Sendable, Equatable {
-        public var fileID: UInt64
+        public var version: UInt64
         public var advertiserID: String
         public var segments: [SegmentRef]
         /// The lake object every block was read from.
@@ -32,7 +32,7 @@ extension IngestCatalog {
                     ref.length = UInt64(row.int("output_length"))
                     return ref
                 }
-                return Publication(fileID: id, advertiserID: advertiser, segments: segments, path: path, etag: etag)
+                return Publication(version: id, advertiserID: advertiser, segments: segments, path: path, etag: etag)
             }
         }
     }

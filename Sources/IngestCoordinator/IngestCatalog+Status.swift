@@ -85,7 +85,7 @@ extension IngestCatalog {
             SELECT advertiser_id, path, size, etag, state, blocks_total, merges_total, distinct_keys, error,
                    submitted_at, started_at, live_at, ended_at FROM files WHERE id = ?
             """, id) { row in
-            status.fileID = id
+            status.version = id
             status.advertiserID = row.string("advertiser_id")
             status.path = row.string("path")
             status.size = UInt64(row.int("size"))

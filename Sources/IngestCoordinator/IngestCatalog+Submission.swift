@@ -8,7 +8,7 @@ import SQLite
 extension IngestCatalog {
 
     public struct Submission: Sendable {
-        public var fileID: UInt64
+        public var version: UInt64
         public var advertiserID: String
         public var queued: Bool
         public var state: FileState
@@ -44,7 +44,7 @@ extension IngestCatalog {
                 "SELECT id, state FROM files WHERE path = ? AND etag = ? ORDER BY id DESC LIMIT 1", object.path, object.etag
             ) { (UInt64($0.int("id")), FileState(rawValue: Int32($0.int("state")))) }.first
             if let existing, active.contains(existing.1) {
-                return Submission(fileID: existing.0, advertiserID: advertiser, queued: false, state: existing.1)
+                return Submission(version: existing.0, advertiserID: advertiser, queued: false, state: existing.1)
             }
             try db.run("INSERT OR IGNORE INTO advertisers(id) VALUES (?)", advertiser)
             // Unfinished older versions are replaced by this one.
@@ -73,7 +73,7 @@ extension IngestCatalog {
             }
             if kind == .whole { try db.run("UPDATE files SET merges_total = 1 WHERE id = ?", id) }
             try place(db, file: UInt64(id), now: now)
-            return Submission(fileID: UInt64(id), advertiserID: advertiser, queued: true, state: .queued)
+            return Submission(version: UInt64(id), advertiserID: advertiser, queued: true, state: .queued)
         }
     }
 

@@ -11,6 +11,11 @@ import SQLite
 /// consistent state to the next and a process killed at any point restarts
 /// from the last committed one. Time is passed in (seconds since 1970), so
 /// leases survive restarts and tests control the clock.
+///
+/// A file version's row id *is* its list version: the number workers stamp
+/// into runs and segments and Match answers with. Public types call it
+/// `version`; inside the catalog, where every row is a file, parameters say
+/// `file:` and the SQL column stays `file_id`.
 public final class IngestCatalog: @unchecked Sendable {
     // The connection is used only under `lock` (checked by hand: Database is
     // not Sendable, and every access below goes through read/write).

@@ -266,7 +266,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             KeySorter.sortAndDeduplicate($0, low: 0, significantBits: 64, in: memory.scratch)
         }
         let local = try store.prepareWrite(task.outputPath)
-        let writer = try SegmentWriter(path: local, advertiserID: task.advertiserID, listVersion: task.version, estimatedKeys: sorted.count)
+        let writer = try SegmentWriter(path: local, advertiserID: task.advertiserID, version: task.version, estimatedKeys: sorted.count)
         let segment: UncommittedSegment
         do {
             try writer.append(contentsOf: sorted)
@@ -291,7 +291,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         // again (`RunsLost`). Syncing each run cost up to a third of the
         // parse phase (docs/INGEST.md).
         let keyCount = try memory.keys.withUnsafeBufferPointer {
-            try RunWriter.write($0, partitionBits: Int(task.partitionBits), listVersion: task.version, to: local,
+            try RunWriter.write($0, partitionBits: Int(task.partitionBits), version: task.version, to: local,
                                 durable: false, scratch: memory.scratch)
         }
         try await store.commit(task.outputPath)
@@ -349,9 +349,9 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         let capacity = SegmentFormat.fileSize(keys: covered, bits: SegmentFormat.indexBits(forKeys: covered))
         let writer: SegmentWriter
         if !task.packPath.isEmpty, let slot = try store.reserveSlot(in: task.packPath, capacity: capacity) {
-            writer = try SegmentWriter(slot: slot, advertiserID: task.advertiserID, listVersion: task.version, estimatedKeys: covered)
+            writer = try SegmentWriter(slot: slot, advertiserID: task.advertiserID, version: task.version, estimatedKeys: covered)
         } else {
-            writer = try SegmentWriter(path: local, advertiserID: task.advertiserID, listVersion: task.version, estimatedKeys: covered)
+            writer = try SegmentWriter(path: local, advertiserID: task.advertiserID, version: task.version, estimatedKeys: covered)
         }
         let written: Int
         let segment: UncommittedSegment

@@ -70,7 +70,7 @@ public enum RunMerger {
         func spill() throws {
             let path = "\(scratch).spill-\(spills.count)"
             spills.append(path)
-            _ = try SegmentWriter.create(sorted(), at: path, advertiserID: "", listVersion: 0, durable: false)
+            _ = try SegmentWriter.create(sorted(), at: path, advertiserID: "", version: 0, durable: false)
             keys.removeAll(keepingCapacity: true)
         }
         /// A spill's own failure, told apart from the run's as it crosses `forEachKey`.

@@ -343,8 +343,8 @@ public final class MatchCatalog: Sendable {
         }
         let segments = try Self.open(publication.segments, in: root, checks: .everything)
         for (location, segment) in zip(publication.segments, segments) {
-            guard segment.info.advertiserID == advertiser, segment.info.listVersion == version else {
-                throw .mismatch("segment \(location) belongs to advertiser '\(segment.info.advertiserID)' version \(segment.info.listVersion), not '\(advertiser)' version \(version)")
+            guard segment.info.advertiserID == advertiser, segment.info.version == version else {
+                throw .mismatch("segment \(location) belongs to advertiser '\(segment.info.advertiserID)' version \(segment.info.version), not '\(advertiser)' version \(version)")
             }
         }
         return ListVersion(advertiserID: advertiser, version: version, segments: segments)

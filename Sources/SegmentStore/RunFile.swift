@@ -51,7 +51,7 @@ public enum RunWriter {
     ///
     /// - Returns: the number of keys written.
     @discardableResult
-    public static func write(_ keys: UnsafeBufferPointer<Key16>, partitionBits: Int, listVersion: UInt64,
+    public static func write(_ keys: UnsafeBufferPointer<Key16>, partitionBits: Int, version: UInt64,
                              to path: String, durable: Bool, scratch: ScratchBuffer? = nil) throws(SegmentError) -> Int {
         let bits = min(max(0, partitionBits), RunFormat.maxPartitionBits)
         let partitions = 1 << bits
@@ -87,7 +87,7 @@ public enum RunWriter {
         file.storeBytes(of: RunFormat.version.littleEndian, toByteOffset: RunFormat.versionOffset, as: UInt16.self)
         file.storeBytes(of: UInt8(bits), toByteOffset: RunFormat.bitsOffset, as: UInt8.self)
         file.storeBytes(of: UInt64(keys.count).littleEndian, toByteOffset: RunFormat.keyCountOffset, as: UInt64.self)
-        file.storeBytes(of: listVersion.littleEndian, toByteOffset: RunFormat.listVersionOffset, as: UInt64.self)
+        file.storeBytes(of: version.littleEndian, toByteOffset: RunFormat.listVersionOffset, as: UInt64.self)
         let headerSum = XXH64.hash(UnsafeRawBufferPointer(start: file, count: RunFormat.headerChecksumOffset))
         file.storeBytes(of: headerSum.littleEndian, toByteOffset: RunFormat.headerChecksumOffset, as: UInt64.self)
 
@@ -113,7 +113,7 @@ public final class RunFile {
     public let path: String
     public let keyCount: Int
     public let partitionBits: Int
-    public let listVersion: UInt64
+    public let version: UInt64
     private let fd: Int32
 
     /// Opens a run and checks its header (magic, version, checksum, sizes).
@@ -151,7 +151,7 @@ public final class RunFile {
         keyCount = header.withUnsafeBytes {
             Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: RunFormat.keyCountOffset, as: UInt64.self)))
         }
-        listVersion = header.withUnsafeBytes {
+        version = header.withUnsafeBytes {
             UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: RunFormat.listVersionOffset, as: UInt64.self))
         }
     }

@@ -128,7 +128,7 @@ public final class Segment: @unchecked Sendable {
         }
         let keys = base + indexStart + indexBytes
         return SegmentInfo(
-            path: path, advertiserID: advertiser, listVersion: u64(SegmentFormat.listVersionOffset), keyCount: n, indexBits: bits,
+            path: path, advertiserID: advertiser, version: u64(SegmentFormat.listVersionOffset), keyCount: n, indexBits: bits,
             firstKey: n > 0 ? Key16(keys) : nil, lastKey: n > 0 ? Key16(keys + 16 * (n - 1)) : nil)
     }
 

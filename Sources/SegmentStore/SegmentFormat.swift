@@ -114,7 +114,7 @@ public struct SegmentError: Error, Sendable, CustomStringConvertible, Equatable 
 public struct SegmentInfo: Sendable, Equatable {
     public var path: String
     public var advertiserID: String
-    public var listVersion: UInt64
+    public var version: UInt64
     public var keyCount: Int
     public var indexBits: Int
     public var firstKey: Key16?

@@ -20,7 +20,7 @@ public final class SegmentWriter {
     /// The most bytes the segment may take: its pack slot's size.
     private let capacity: Int?
     private let advertiserID: String
-    private let listVersion: UInt64
+    private let version: UInt64
     private let bits: Int
     private var fd: Int32
     /// Keys waiting to be written, already in file byte order.
@@ -38,18 +38,18 @@ public final class SegmentWriter {
     ///     index (a lower real count only makes buckets smaller).
     ///   - durable: sync the file and its folder before the rename; off only
     ///     for scratch files that a crash may lose.
-    public convenience init(path: String, advertiserID: String, listVersion: UInt64, estimatedKeys: Int,
+    public convenience init(path: String, advertiserID: String, version: UInt64, estimatedKeys: Int,
                             durable: Bool = true) throws(SegmentError) {
         try Self.check(advertiserID: advertiserID, path: path)
         let (file, fd) = try TemporaryFile.create(for: path, durable: durable)
-        try self.init(path: path, advertiserID: advertiserID, listVersion: listVersion,
+        try self.init(path: path, advertiserID: advertiserID, version: version,
                       bits: SegmentFormat.indexBits(forKeys: estimatedKeys), output: .file(file), fd: fd, start: 0, capacity: nil)
     }
 
     /// Writes the segment into `slot` of a pack file (`PackFile.reserve`),
     /// sized for `estimatedKeys`: more keys than that are refused rather
     /// than written over the next slot.
-    public convenience init(slot: PackSlot, advertiserID: String, listVersion: UInt64, estimatedKeys: Int) throws(SegmentError) {
+    public convenience init(slot: PackSlot, advertiserID: String, version: UInt64, estimatedKeys: Int) throws(SegmentError) {
         try Self.check(advertiserID: advertiserID, path: slot.path)
         let bits = SegmentFormat.indexBits(forKeys: estimatedKeys)
         guard SegmentFormat.fileSize(keys: estimatedKeys, bits: bits) <= slot.capacity else {
@@ -57,15 +57,15 @@ public final class SegmentWriter {
         }
         let fd = open(slot.path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SegmentError(slot.path, "cannot open the pack: \(String(cString: strerror(errno)))") }
-        try self.init(path: slot.path, advertiserID: advertiserID, listVersion: listVersion,
+        try self.init(path: slot.path, advertiserID: advertiserID, version: version,
                       bits: bits, output: .slot(slot), fd: fd, start: slot.offset, capacity: slot.capacity)
     }
 
-    private init(path: String, advertiserID: String, listVersion: UInt64, bits: Int, output: SegmentOutput, fd: Int32,
+    private init(path: String, advertiserID: String, version: UInt64, bits: Int, output: SegmentOutput, fd: Int32,
                  start: Int, capacity: Int?) throws(SegmentError) {
         self.path = path
         self.advertiserID = advertiserID
-        self.listVersion = listVersion
+        self.version = version
         self.bits = bits
         self.bucketCounts = [UInt64](repeating: 0, count: 1 << bits)
         self.output = output
@@ -202,7 +202,7 @@ public final class SegmentWriter {
                 h.storeBytes(of: SegmentFormat.version.littleEndian, toByteOffset: SegmentFormat.versionOffset, as: UInt16.self)
                 h.storeBytes(of: UInt8(bits), toByteOffset: SegmentFormat.indexBitsOffset, as: UInt8.self)
                 h.storeBytes(of: UInt64(count).littleEndian, toByteOffset: SegmentFormat.keyCountOffset, as: UInt64.self)
-                h.storeBytes(of: listVersion.littleEndian, toByteOffset: SegmentFormat.listVersionOffset, as: UInt64.self)
+                h.storeBytes(of: version.littleEndian, toByteOffset: SegmentFormat.listVersionOffset, as: UInt64.self)
                 h.storeBytes(of: indexHash.littleEndian, toByteOffset: SegmentFormat.indexChecksumOffset, as: UInt64.self)
                 h.storeBytes(of: keysHashValue.littleEndian, toByteOffset: SegmentFormat.keysChecksumOffset, as: UInt64.self)
                 let id = Array(advertiserID.utf8)
@@ -214,7 +214,7 @@ public final class SegmentWriter {
             try writeAll(header, at: 0)
             close(fd)
             fd = -1
-            let info = SegmentInfo(path: path, advertiserID: advertiserID, listVersion: listVersion, keyCount: count,
+            let info = SegmentInfo(path: path, advertiserID: advertiserID, version: version, keyCount: count,
                                    indexBits: bits, firstKey: first, lastKey: last)
             let slice = capacity == nil ? nil : SegmentLocation.Slice(offset: start, length: SegmentFormat.fileSize(keys: count, bits: bits))
             return UncommittedSegment(info: info, slice: slice, output: output)
@@ -295,16 +295,16 @@ public struct UncommittedSegment: Sendable {
 extension SegmentWriter {
     /// Writes `keys` (sorted, unique) as one segment.
     public static func create(_ keys: some Sequence<Key16>, count: Int, at path: String, advertiserID: String,
-                             listVersion: UInt64) throws(SegmentError) -> SegmentInfo {
-        let writer = try SegmentWriter(path: path, advertiserID: advertiserID, listVersion: listVersion, estimatedKeys: count)
+                             version: UInt64) throws(SegmentError) -> SegmentInfo {
+        let writer = try SegmentWriter(path: path, advertiserID: advertiserID, version: version, estimatedKeys: count)
         for key in keys { try writer.append(key) }
         return try writer.finish()
     }
 
     /// Writes sorted, unique `keys` as one segment, in bulk.
     public static func create(_ keys: UnsafeBufferPointer<Key16>, at path: String, advertiserID: String,
-                             listVersion: UInt64, durable: Bool = true) throws(SegmentError) -> SegmentInfo {
-        let writer = try SegmentWriter(path: path, advertiserID: advertiserID, listVersion: listVersion, estimatedKeys: keys.count,
+                             version: UInt64, durable: Bool = true) throws(SegmentError) -> SegmentInfo {
+        let writer = try SegmentWriter(path: path, advertiserID: advertiserID, version: version, estimatedKeys: keys.count,
                                        durable: durable)
         do {
             try writer.append(contentsOf: keys)

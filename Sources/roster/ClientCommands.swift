@@ -60,12 +60,12 @@ struct SubmitCommand: AsyncParsableCommand {
             try await coordinator.submitFile(request, options: client.coordinatorOptions())
         }
         print(response.queued
-              ? "queued \(path) as version \(response.fileID) of \(response.advertiserID)"
-              : "\(path) is already known as version \(response.fileID) (\(StatusFormat.state(response.state)))")
+              ? "queued \(path) as version \(response.version) of \(response.advertiserID)"
+              : "\(path) is already known as version \(response.version) (\(StatusFormat.state(response.state)))")
         guard wait else { return }
-        let final = try await StatusFormat.watch(coordinator: coordinator, options: client.coordinatorOptions(), only: response.fileID)
+        let final = try await StatusFormat.watch(coordinator: coordinator, options: client.coordinatorOptions(), only: response.version)
         if let final, final.state != .live {
-            throw CLIError("version \(final.fileID) ended \(StatusFormat.state(final.state)): \(final.error)")
+            throw CLIError("version \(final.version) ended \(StatusFormat.state(final.state)): \(final.error)")
         }
     }
 }
@@ -136,7 +136,7 @@ enum StatusFormat {
     static func line(_ file: FileStatus) -> String {
         let done = file.blocksTotal == 0 ? 0 : Double(file.blocksDone) / Double(file.blocksTotal)
         var parts = [
-            String(format: "%-6llu", file.fileID),
+            String(format: "%-6llu", file.version),
             file.path.padding(toLength: max(24, file.path.count), withPad: " ", startingAt: 0),
             state(file.state).padding(toLength: 10, withPad: " ", startingAt: 0),
             bar(file.state == .live ? 1 : done),
@@ -181,7 +181,7 @@ enum StatusFormat {
         var drawn = 0
         while true {
             let status = try await userFacing("cannot get the status") { try await coordinator.status(StatusRequest(), options: options) }
-            let files = only.map { id in status.files.filter { $0.fileID == id } } ?? status.files
+            let files = only.map { id in status.files.filter { $0.version == id } } ?? status.files
             let text = files.isEmpty ? "no files" : files.map(line).joined(separator: "\n")
             if tty && drawn > 0 { print("\u{1B}[\(drawn)A\u{1B}[J", terminator: "") }
             print(text)

@@ -55,7 +55,7 @@ final class CatalogHardeningTests: XCTestCase {
             now += wait * 1.21
         }
         let status = try XCTUnwrap(catalog.files(advertiser: "a", states: [], limit: 1, now: now).first)
-        XCTAssertEqual(status.fileID, file.fileID)
+        XCTAssertEqual(status.version, file.version)
         XCTAssertEqual(status.state, .failed)
         XCTAssertTrue(status.error.contains("block 0 failed 4 times; last: permission denied"), status.error)
     }
@@ -114,7 +114,7 @@ final class CatalogHardeningTests: XCTestCase {
         let task = try XCTUnwrap(catalog.lease(worker: "w", max: 5, now: 1).first)
         XCTAssertEqual(task.kind, .whole)
         XCTAssertEqual(task.end, 10)
-        XCTAssertTrue(task.outputPath.hasPrefix("segments/small/\(file.fileID)/part-0-"), task.outputPath)
+        XCTAssertTrue(task.outputPath.hasPrefix("segments/small/\(file.version)/part-0-"), task.outputPath)
         var report = CompleteTaskRequest()
         report.taskID = task.taskID
         report.leaseToken = task.leaseToken

@@ -52,15 +52,15 @@ final class CatalogTests: XCTestCase {
         let leased = try catalog.lease(worker: "w", max: 1, now: 1)
         XCTAssertEqual(leased.count, 1)
         let second = try catalog.submit(object("a/2", size: 10), now: 2)
-        let states = try catalog.files(advertiser: "a", states: [], limit: 10, now: 3).map { ($0.fileID, $0.state) }
-        XCTAssertEqual(states.first { $0.0 == first.fileID }?.1, .superseded)
-        XCTAssertEqual(states.first { $0.0 == second.fileID }?.1, .queued)
+        let states = try catalog.files(advertiser: "a", states: [], limit: 10, now: 3).map { ($0.version, $0.state) }
+        XCTAssertEqual(states.first { $0.0 == first.version }?.1, .superseded)
+        XCTAssertEqual(states.first { $0.0 == second.version }?.1, .queued)
         // The superseded version's lease is void: its report is ignored.
         var report = CompleteTaskRequest()
         report.taskID = leased[0].taskID
         report.leaseToken = leased[0].leaseToken
         XCTAssertNil(try catalog.complete(report, now: 4))
-        XCTAssertEqual(try catalog.lease(worker: "w", max: 5, now: 5).map(\.version), [second.fileID])
+        XCTAssertEqual(try catalog.lease(worker: "w", max: 5, now: 5).map(\.version), [second.version])
     }
 
     /// A merge reports lost runs: exactly those blocks go back to the queue,
@@ -73,7 +73,7 @@ final class CatalogTests: XCTestCase {
         policy.mergeTargetBytes = 16
         policy.maxMergeTasks = 2
         let catalog = try IngestCatalog(path: path, policy: policy)
-        let file = try catalog.submit(object("a/f", size: 300), now: 0).fileID
+        let file = try catalog.submit(object("a/f", size: 300), now: 0).version
         func complete(_ task: IngestTask, now: Double) throws -> IngestCatalog.Progress? {
             var report = CompleteTaskRequest()
             report.taskID = task.taskID
@@ -131,7 +131,7 @@ final class CatalogTests: XCTestCase {
         XCTAssertEqual(publication.segments.map(\.length), [4000, 0], "a whole file has length 0")
         XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 10).first?.mergesTotal, 2)
         XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 10).first?.keys, 9)
-        XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 10).first?.fileID, file)
+        XCTAssertEqual(try catalog.files(advertiser: "a", states: [], limit: 1, now: 10).first?.version, file)
     }
 
     func testPriorityFavoursSmallRemainingWorkAndAgesWithoutBound() {
@@ -245,11 +245,11 @@ final class RunMergerTests: XCTestCase {
             if r == 0 { keys += [Key16(hi: 0, lo: 0), Key16(hi: .max, lo: .max)] }
             all.formUnion(keys)
             let path = dir.appendingPathComponent("run-\(r).run").path
-            try keys.withUnsafeBufferPointer { _ = try RunWriter.write($0, partitionBits: bits, listVersion: 1, to: path, durable: false) }
+            try keys.withUnsafeBufferPointer { _ = try RunWriter.write($0, partitionBits: bits, version: 1, to: path, durable: false) }
             paths.append(path)
         }
         let empty = dir.appendingPathComponent("empty.run").path
-        try [Key16]().withUnsafeBufferPointer { _ = try RunWriter.write($0, partitionBits: 2, listVersion: 1, to: empty, durable: true) }
+        try [Key16]().withUnsafeBufferPointer { _ = try RunWriter.write($0, partitionBits: 2, version: 1, to: empty, durable: true) }
         paths.append(empty)
         // Memory reused from merge to merge, as a worker slot does.
         var keys: [Key16] = []
@@ -260,7 +260,7 @@ final class RunMergerTests: XCTestCase {
             XCTAssertGreaterThanOrEqual(covered, expected.count)
             for limit in [1 << 30, 1024 * 32] {
                 let path = dir.appendingPathComponent("out-\(limit)-\(low)-\(high).seg").path
-                let writer = try SegmentWriter(path: path, advertiserID: "a", listVersion: 1, estimatedKeys: covered)
+                let writer = try SegmentWriter(path: path, advertiserID: "a", version: 1, estimatedKeys: covered)
                 let written = try RunMerger.merge(runPaths: paths, low: low, high: high, coveredKeys: covered, memoryLimit: limit,
                                                   scratch: path, into: writer, keys: &keys, buffer: buffer)
                 _ = try writer.finish()
@@ -297,12 +297,12 @@ final class RunFileTests: XCTestCase {
         keys += (0..<50).map { Key16(hi: 0xAB00_0000_0000_0000 | UInt64($0), lo: 1) } // crowded in one partition
         for bits in [0, 1, 4, 12] {
             let path = dir.appendingPathComponent("r\(bits).run").path
-            XCTAssertEqual(try keys.withUnsafeBufferPointer { try RunWriter.write($0, partitionBits: bits, listVersion: 9, to: path, durable: false) },
+            XCTAssertEqual(try keys.withUnsafeBufferPointer { try RunWriter.write($0, partitionBits: bits, version: 9, to: path, durable: false) },
                            keys.count)
             let file = try RunFile(path: path)
             XCTAssertEqual(file.keyCount, keys.count)
             XCTAssertEqual(file.partitionBits, bits)
-            XCTAssertEqual(file.listVersion, 9)
+            XCTAssertEqual(file.version, 9)
             for (low, high) in [(UInt64(0), UInt64(0)), (0, 1 << 63), (1 << 60, 3 << 60), (0xAB00_0000_0000_0000, 0xAB00_0000_0000_0010),
                                 (UInt64.max - 5, 0)] {
                 var read: [Key16] = []

@@ -38,7 +38,7 @@ final class FileLifecycleTests: XCTestCase {
         policy.blockSize = 1_000
         let catalog = try IngestCatalog(path: path, policy: policy)
         let object = LakeObject(path: "a/f", size: 100, etag: "e1", modified: Date(timeIntervalSince1970: 1))
-        let file = try catalog.submit(object, now: 1).fileID
+        let file = try catalog.submit(object, now: 1).version
         try catalog.abandon(file: file, error: "the file changed", now: 2)
         try catalog.markLive(files: [file], now: 3)
         let status = try XCTUnwrap(try catalog.files(advertiser: "a", states: [], limit: 1, now: 4).first)

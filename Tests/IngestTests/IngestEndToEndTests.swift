@@ -59,7 +59,7 @@ final class IngestEndToEndTests: XCTestCase {
         XCTAssertTrue(submitted.queued)
         XCTAssertEqual(submitted.advertiserID, "acme")
 
-        let status = try await harness.waitForFile(submitted.fileID)
+        let status = try await harness.waitForFile(submitted.version)
         XCTAssertEqual(status.state, .live, status.error)
         XCTAssertEqual(status.distinctKeys, UInt64(reference.count))
         XCTAssertGreaterThan(status.blocksTotal, 20, "4 KiB blocks")
@@ -72,15 +72,15 @@ final class IngestEndToEndTests: XCTestCase {
         // Submitting the same file again queues nothing.
         let again = try await harness.submit(path)
         XCTAssertFalse(again.queued)
-        XCTAssertEqual(again.fileID, submitted.fileID)
+        XCTAssertEqual(again.version, submitted.version)
 
         // Runs are collected once live; the segments stay.
-        try await waitUntil { !FileManager.default.fileExists(atPath: self.harness.storeRoot.appendingPathComponent("runs/acme/\(submitted.fileID)").path) }
+        try await waitUntil { !FileManager.default.fileExists(atPath: self.harness.storeRoot.appendingPathComponent("runs/acme/\(submitted.version)").path) }
         XCTAssertFalse(FileManager.default.fileExists(atPath: harness.storeRoot.appendingPathComponent("runs/acme").path),
                        "the advertiser's emptied folder is removed too")
         XCTAssertTrue(FileManager.default.fileExists(atPath: harness.storeRoot.appendingPathComponent("runs").path))
         // The four merges wrote slots of one pack file: one map serves them.
-        let files = try FileManager.default.contentsOfDirectory(atPath: harness.storeRoot.appendingPathComponent("segments/acme/\(submitted.fileID)").path)
+        let files = try FileManager.default.contentsOfDirectory(atPath: harness.storeRoot.appendingPathComponent("segments/acme/\(submitted.version)").path)
         XCTAssertEqual(files, ["merged.pack"])
         let live = try XCTUnwrap(harness.matchCatalog.current("acme"))
         XCTAssertEqual(live.segments.count, 4)
@@ -101,7 +101,7 @@ final class IngestEndToEndTests: XCTestCase {
         }
         let contents = Array(text.utf8)
         let path = try harness.drop(contents, advertiser: "cuts", name: "a.txt")
-        let status = try await harness.waitForFile(try await harness.submit(path).fileID)
+        let status = try await harness.waitForFile(try await harness.submit(path).version)
         XCTAssertEqual(status.state, .live, status.error)
         XCTAssertEqual(status.keys, 400, "each line read once: no record lost or doubled")
         XCTAssertEqual(status.lines, 400)
@@ -112,7 +112,7 @@ final class IngestEndToEndTests: XCTestCase {
     func testEmptyFileGoesLiveAsAnEmptyList() async throws {
         try await start()
         let path = try harness.drop([], advertiser: "empty", name: "none.txt")
-        let status = try await harness.waitForFile(try await harness.submit(path).fileID)
+        let status = try await harness.waitForFile(try await harness.submit(path).version)
         XCTAssertEqual(status.state, .live, status.error)
         XCTAssertEqual(status.distinctKeys, 0)
         let hits = try await harness.matched("empty", ReferenceParser.randomKeys(10, seed: 1))
@@ -123,7 +123,7 @@ final class IngestEndToEndTests: XCTestCase {
         try await start()
         let good = ReferenceParser.randomKeys(500, seed: 8)
         let first = try harness.drop(Array(good.map { ReferenceParser.hex($0) + "\n" }.joined().utf8), advertiser: "shop", name: "v1.txt")
-        let v1 = try await harness.waitForFile(try await harness.submit(first).fileID)
+        let v1 = try await harness.waitForFile(try await harness.submit(first).version)
         XCTAssertEqual(v1.state, .live)
 
         var lines = ["hash"] + good.prefix(200).map { ReferenceParser.hex($0) }
@@ -131,7 +131,7 @@ final class IngestEndToEndTests: XCTestCase {
         lines[50] = String(repeating: "ab", count: 20) // SHA-1 length
         lines[120] = "not a hash"
         let second = try harness.drop(Array(lines.joined(separator: "\n").utf8), advertiser: "shop", name: "v2.txt")
-        let v2 = try await harness.waitForFile(try await harness.submit(second).fileID)
+        let v2 = try await harness.waitForFile(try await harness.submit(second).version)
         XCTAssertEqual(v2.state, .rejected)
         XCTAssertEqual(v2.invalidLines, 3)
         XCTAssertEqual(v2.invalidByKind, ["unhashed_email": 1, "wrong_hash_type": 1, "malformed": 1])
@@ -141,7 +141,7 @@ final class IngestEndToEndTests: XCTestCase {
         try await assertServes("shop", exactly: Set(good))
 
         let allInvalid = try harness.drop(Array("x\ny\nz@z\n".utf8), advertiser: "shop", name: "v3.txt")
-        let v3 = try await harness.waitForFile(try await harness.submit(allInvalid).fileID)
+        let v3 = try await harness.waitForFile(try await harness.submit(allInvalid).version)
         XCTAssertEqual(v3.state, .rejected)
         try await assertServes("shop", exactly: Set(good))
     }
@@ -151,15 +151,15 @@ final class IngestEndToEndTests: XCTestCase {
         let a = ReferenceParser.randomKeys(300, seed: 10)
         let b = ReferenceParser.randomKeys(300, seed: 11)
         let v1 = try await harness.waitForFile(try await harness.submit(
-            try harness.drop(Array(a.map { ReferenceParser.hex($0) + "\n" }.joined().utf8), advertiser: "brand", name: "1.txt")).fileID)
+            try harness.drop(Array(a.map { ReferenceParser.hex($0) + "\n" }.joined().utf8), advertiser: "brand", name: "1.txt")).version)
         let v2 = try await harness.waitForFile(try await harness.submit(
-            try harness.drop(Array(b.map { ReferenceParser.hex($0) + "\n" }.joined().utf8), advertiser: "brand", name: "2.txt")).fileID)
+            try harness.drop(Array(b.map { ReferenceParser.hex($0) + "\n" }.joined().utf8), advertiser: "brand", name: "2.txt")).version)
         XCTAssertEqual(v2.state, .live)
-        let retired = try await harness.fileStatus(v1.fileID)
+        let retired = try await harness.fileStatus(v1.version)
         XCTAssertEqual(retired?.state, .retired)
-        XCTAssertEqual(harness.matchCatalog.current("brand")?.version, v2.fileID)
+        XCTAssertEqual(harness.matchCatalog.current("brand")?.version, v2.version)
         try await assertServes("brand", exactly: Set(b))
-        try await waitUntil { !FileManager.default.fileExists(atPath: self.harness.storeRoot.appendingPathComponent("segments/brand/\(v1.fileID)").path) }
+        try await waitUntil { !FileManager.default.fileExists(atPath: self.harness.storeRoot.appendingPathComponent("segments/brand/\(v1.version)").path) }
     }
 
     func testPriorityLetsASmallFileOvertakeALargeOne() async throws {
@@ -167,10 +167,10 @@ final class IngestEndToEndTests: XCTestCase {
         let big = ReferenceParser.randomKeys(6000, seed: 20) // ~200 KB: 50 blocks of 4 KiB
         let small = ReferenceParser.randomKeys(20, seed: 21)
         let bigID = try await harness.submit(try harness.drop(Array(big.map { ReferenceParser.hex($0) + "\n" }.joined().utf8),
-                                                              advertiser: "big", name: "all.txt")).fileID
+                                                              advertiser: "big", name: "all.txt")).version
         try await Task.sleep(for: .milliseconds(20))
         let smallID = try await harness.submit(try harness.drop(Array(small.map { ReferenceParser.hex($0) + "\n" }.joined().utf8),
-                                                                advertiser: "small", name: "few.txt")).fileID
+                                                                advertiser: "small", name: "few.txt")).version
         harness.startWorker(id: "only")
         let smallStatus = try await harness.waitForFile(smallID)
         let bigNow = try await harness.fileStatus(bigID)!
@@ -192,7 +192,7 @@ final class IngestEndToEndTests: XCTestCase {
         try await Task.sleep(for: .milliseconds(5))
         try harness.drop(Array(new.map { ReferenceParser.hex($0) + "\n" }.joined().utf8), advertiser: "chg", name: "list.txt")
         harness.startWorker(id: "w")
-        let abandoned = try await harness.waitForFile(first.fileID)
+        let abandoned = try await harness.waitForFile(first.version)
         XCTAssertEqual(abandoned.state, .superseded)
         XCTAssertTrue(abandoned.error.contains("changed"), abandoned.error)
         // The new contents were queued as a new version and go live whole.
@@ -205,7 +205,7 @@ final class IngestEndToEndTests: XCTestCase {
             live = try await harness.coordinatorClient.listFiles(request).files.first
             try await Task.sleep(for: .milliseconds(10))
         }
-        XCTAssertGreaterThan(try XCTUnwrap(live).fileID, first.fileID)
+        XCTAssertGreaterThan(try XCTUnwrap(live).version, first.version)
         try await assertServes("chg", exactly: Set(new))
     }
 }

@@ -32,7 +32,7 @@ final class IngestFaultTests: XCTestCase {
         try await harness.startMatchServer()
         try await harness.startCoordinator()
         let keys = ReferenceParser.randomKeys(1000, seed: 40)
-        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "dead", name: "f.txt")).fileID
+        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "dead", name: "f.txt")).version
 
         let dead = try await lease("doomed", max: 3)
         XCTAssertEqual(dead.tasks.count, 3)
@@ -93,7 +93,7 @@ final class IngestFaultTests: XCTestCase {
         harness.callOptions.metadata["authorization"] = "Bearer s3cret"
         harness.startWorker(id: "trusted", token: "s3cret")
         let keys = ReferenceParser.randomKeys(100, seed: 46)
-        let status = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(keys), advertiser: "tok", name: "f.txt")).fileID)
+        let status = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(keys), advertiser: "tok", name: "f.txt")).version)
         XCTAssertEqual(status.state, .live)
         XCTAssertEqual(status.distinctKeys, 100)
     }
@@ -132,7 +132,7 @@ final class IngestFaultTests: XCTestCase {
         try await harness.startCoordinator()
         let good = ReferenceParser.randomKeys(200, seed: 42)
         harness.startWorker(id: "w")
-        let v1 = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(good), advertiser: "flaky", name: "1.txt")).fileID)
+        let v1 = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(good), advertiser: "flaky", name: "1.txt")).version)
         XCTAssertEqual(v1.state, .live)
         await harness.stopWorkers()
 
@@ -153,12 +153,12 @@ final class IngestFaultTests: XCTestCase {
             XCTAssertEqual(early.tasks.count, 0, "leased again during the backoff")
             harness.advanceClock(by: 70)
         }
-        let failed = try await harness.waitForFile(v2.fileID)
+        let failed = try await harness.waitForFile(v2.version)
         XCTAssertEqual(failed.state, .failed)
         XCTAssertTrue(failed.error.contains("block 0 failed 4 times; last: disk full (attempt 4)"), failed.error)
         let nothing = try await lease("breaker")
         XCTAssertEqual(nothing.tasks.count, 0, "a failed version hands out no more work")
-        XCTAssertEqual(harness.matchCatalog.current("flaky")?.version, v1.fileID)
+        XCTAssertEqual(harness.matchCatalog.current("flaky")?.version, v1.version)
         let hits = try await harness.matched("flaky", good)
         XCTAssertTrue(hits.allSatisfy { $0 })
     }
@@ -174,7 +174,7 @@ final class IngestFaultTests: XCTestCase {
         let keys = ReferenceParser.randomKeys(1000, seed: 50)
         let store = LosingStorage(LocalSegmentStorage(root: harness.storeRoot), lose: "/block-1-", damage: "/block-4-")
         harness.startWorker(id: "w", store: store)
-        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "lossy", name: "f.txt")).fileID
+        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "lossy", name: "f.txt")).version
         let status = try await harness.waitForFile(id)
         XCTAssertEqual(status.state, .live, status.error)
         XCTAssertEqual(store.harmed, 2, "one run lost, one damaged")
@@ -210,7 +210,7 @@ final class IngestFaultTests: XCTestCase {
         try await harness.startMatchServer()
         try await harness.startCoordinator()
         let keys = ReferenceParser.randomKeys(4000, seed: 44)
-        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "restart", name: "f.txt")).fileID
+        let id = try await harness.submit(try harness.drop(lines(keys), advertiser: "restart", name: "f.txt")).version
         // Some blocks are leased by a worker that never reports: after the
         // restart their leases still stand until they expire.
         let orphaned = try await lease("vanished", max: 5)
@@ -235,7 +235,7 @@ final class IngestFaultTests: XCTestCase {
 
     private func blocksDone(_ id: UInt64) throws -> UInt32 {
         try harness.coordinator.catalog.files(advertiser: nil, states: [], limit: 100, now: Date().timeIntervalSince1970)
-            .first { $0.fileID == id }?.blocksDone ?? 0
+            .first { $0.version == id }?.blocksDone ?? 0
     }
 }
 

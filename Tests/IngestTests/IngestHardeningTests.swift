@@ -41,7 +41,7 @@ final class IngestHardeningTests: XCTestCase {
         try await start(workers: 0)
         let old = ReferenceParser.randomKeys(300, seed: 1)
         harness.startWorker(id: "w")
-        let v1 = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(old), advertiser: "acme", name: "list.txt")).fileID)
+        let v1 = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(old), advertiser: "acme", name: "list.txt")).version)
         XCTAssertEqual(v1.state, .live)
         await harness.stopWorkers()
 
@@ -50,20 +50,20 @@ final class IngestHardeningTests: XCTestCase {
         let v2 = try await harness.submit(path)
         try harness.drop([], advertiser: "acme", name: "list.txt") // truncated mid-write
         harness.startWorker(id: "w")
-        let abandoned = try await harness.waitForFile(v2.fileID)
+        let abandoned = try await harness.waitForFile(v2.version)
         XCTAssertEqual(abandoned.state, .superseded)
         // Publish-loop ticks come every 30 ms: several pass, nothing is queued.
         try await Task.sleep(for: .milliseconds(200))
         let meanwhile = try await versions("acme")
-        XCTAssertEqual(meanwhile.map(\.fileID).max(), v2.fileID, "queued again before it settled: \(meanwhile.map(\.state))")
-        XCTAssertEqual(harness.matchCatalog.current("acme")?.version, v1.fileID)
+        XCTAssertEqual(meanwhile.map(\.version).max(), v2.version, "queued again before it settled: \(meanwhile.map(\.state))")
+        XCTAssertEqual(harness.matchCatalog.current("acme")?.version, v1.version)
         let stillServed = try await harness.matched("acme", old)
         XCTAssertTrue(stillServed.allSatisfy { $0 }, "the old members still answer")
 
         // The writer finishes; once quiet for the settle time it is queued and served whole.
         try harness.drop(lines(new), advertiser: "acme", name: "list.txt")
         harness.advanceClock(by: 2)
-        try await waitUntilAsync { try await self.versions("acme").contains { $0.fileID > v2.fileID && $0.state == .live } }
+        try await waitUntilAsync { try await self.versions("acme").contains { $0.version > v2.version && $0.state == .live } }
         let hits = try await harness.matched("acme", new)
         XCTAssertTrue(hits.allSatisfy { $0 })
     }
@@ -78,9 +78,9 @@ final class IngestHardeningTests: XCTestCase {
         harness.stopMatchServer()
         let submitted = try await harness.submit(path)
         harness.startWorker(id: "w")
-        try await waitUntilAsync { try await self.harness.fileStatus(submitted.fileID)?.state == .publishing }
+        try await waitUntilAsync { try await self.harness.fileStatus(submitted.version)?.state == .publishing }
         try harness.drop(lines(ReferenceParser.randomKeys(100, seed: 4)), advertiser: "late", name: "list.txt")
-        let ended = try await harness.waitForFile(submitted.fileID)
+        let ended = try await harness.waitForFile(submitted.version)
         XCTAssertEqual(ended.state, .superseded)
         XCTAssertTrue(ended.error.contains("changed after it was read"), ended.error)
     }
@@ -98,14 +98,14 @@ final class IngestHardeningTests: XCTestCase {
         harness.advanceClock(by: 2)
         let queued = try await harness.coordinator.scanLake()
         XCTAssertEqual(queued.map(\.path), ["many/list-4.txt"])
-        let live = try await harness.waitForFile(queued[0].fileID)
+        let live = try await harness.waitForFile(queued[0].version)
         XCTAssertEqual(live.state, .live)
 
         try FileManager.default.removeItem(at: lake.appendingPathComponent("list-4.txt"))
         harness.advanceClock(by: 2)
         let after = try await harness.coordinator.scanLake()
         XCTAssertEqual(after.map(\.path), [], "an older file was queued after the newest was deleted")
-        XCTAssertEqual(harness.matchCatalog.current("many")?.version, live.fileID)
+        XCTAssertEqual(harness.matchCatalog.current("many")?.version, live.version)
 
         // A file dropped later still replaces the list.
         try harness.drop(lines(newest), advertiser: "many", name: "list-0-again.txt")
@@ -173,7 +173,7 @@ final class IngestHardeningTests: XCTestCase {
             XCTAssertEqual(error.code, .invalidArgument)
             XCTAssertTrue(error.message.contains("outside the lake"), error.message)
         }
-        let linked = try await harness.waitForFile(try await harness.submit("evil/inner").fileID)
+        let linked = try await harness.waitForFile(try await harness.submit("evil/inner").version)
         XCTAssertEqual(linked.state, .live)
         let served = try await harness.matched("evil", inside)
         XCTAssertTrue(served.allSatisfy { $0 })
@@ -187,7 +187,7 @@ extension IngestHardeningTests {
     func testADamagedLiveListIsReportedAndRebuiltFromItsFile() async throws {
         try await start()
         let keys = ReferenceParser.randomKeys(500, seed: 40)
-        let v1 = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(keys), advertiser: "rot", name: "list.txt")).fileID)
+        let v1 = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(keys), advertiser: "rot", name: "list.txt")).version)
         XCTAssertEqual(v1.state, .live)
         let segment = try XCTUnwrap(harness.matchCatalog.current("rot")?.segments.first)
         var bytes = try Data(contentsOf: URL(fileURLWithPath: segment.mapping.path))
@@ -199,13 +199,13 @@ extension IngestHardeningTests {
         XCTAssertEqual(found, ["rot"])
         await harness.coordinator.reconcile()
         let during = try await harness.coordinatorClient.status(StatusRequest())
-        XCTAssertTrue(during.problems.contains { $0.contains("rot: the match server found version \(v1.fileID) damaged") },
+        XCTAssertTrue(during.problems.contains { $0.contains("rot: the match server found version \(v1.version) damaged") },
                       "\(during.problems)")
-        let old = try XCTUnwrap(during.files.first { $0.fileID == v1.fileID })
+        let old = try XCTUnwrap(during.files.first { $0.version == v1.version })
         XCTAssertEqual(old.state, .failed)
         XCTAssertTrue(old.error.contains("key checksum mismatch"), old.error)
 
-        try await waitUntilAsync { try await self.versions("rot").contains { $0.fileID > v1.fileID && $0.state == .live } }
+        try await waitUntilAsync { try await self.versions("rot").contains { $0.version > v1.version && $0.state == .live } }
         let served = try await harness.matched("rot", keys)
         XCTAssertTrue(served.allSatisfy { $0 }, "the rebuilt list serves every key")
         let after = try await harness.coordinatorClient.status(StatusRequest())
@@ -244,12 +244,12 @@ extension IngestHardeningTests {
         try await start(workers: 0)
         let keys = ReferenceParser.randomKeys(300, seed: 50)
         let submitted = try await harness.submit(try harness.drop(lines(keys), advertiser: "gc", name: "list.txt"))
-        let folder = harness.storeRoot.appendingPathComponent("segments/gc/\(submitted.fileID)")
+        let folder = harness.storeRoot.appendingPathComponent("segments/gc/\(submitted.version)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let stray = folder.appendingPathComponent("part-0-a1-deadbeef.seg.tmp-4242-17")
         try Data(repeating: 7, count: 100).write(to: stray)
         harness.startWorker(id: "w")
-        let live = try await harness.waitForFile(submitted.fileID)
+        let live = try await harness.waitForFile(submitted.version)
         XCTAssertEqual(live.state, .live)
         try await waitUntil { !FileManager.default.fileExists(atPath: stray.path) }
         let served = try XCTUnwrap(harness.matchCatalog.current("gc")).segments.map(\.mapping.path)
@@ -272,7 +272,7 @@ extension IngestHardeningTests {
         harness.startWorker(id: "w")
         // 5,000 keys in 4 merges: one pack of about 100 KB, which is mapped.
         let a = try await harness.waitForFile(try await harness.submit(
-            try harness.drop(lines(ReferenceParser.randomKeys(5_000, seed: 70)), advertiser: "a", name: "big.txt")).fileID)
+            try harness.drop(lines(ReferenceParser.randomKeys(5_000, seed: 70)), advertiser: "a", name: "big.txt")).version)
         XCTAssertEqual(a.state, .live)
         XCTAssertEqual(harness.matchCatalog.memoryMaps, 1)
 
@@ -281,15 +281,15 @@ extension IngestHardeningTests {
         try await waitUntilAsync {
             try await self.harness.coordinatorClient.status(StatusRequest()).problems.contains { $0.contains("memory map") }
         }
-        let waiting = try await harness.fileStatus(b.fileID)
+        let waiting = try await harness.fileStatus(b.version)
         XCTAssertEqual(waiting?.state, .publishing, "refused for a limit, not failed")
         XCTAssertNil(harness.matchCatalog.current("b"))
 
         // a's new list is small: read into memory, it frees a's map.
         let small = try await harness.waitForFile(try await harness.submit(
-            try harness.drop(lines(ReferenceParser.randomKeys(100, seed: 72)), advertiser: "a", name: "small.txt")).fileID)
+            try harness.drop(lines(ReferenceParser.randomKeys(100, seed: 72)), advertiser: "a", name: "small.txt")).version)
         XCTAssertEqual(small.state, .live)
-        let live = try await harness.waitForFile(b.fileID)
+        let live = try await harness.waitForFile(b.version)
         XCTAssertEqual(live.state, .live)
         let hits = try await harness.matched("b", bKeys)
         XCTAssertTrue(hits.allSatisfy { $0 })
@@ -334,13 +334,13 @@ extension IngestHardeningTests {
         try await waitUntilAsync {
             try await self.harness.coordinatorClient.status(StatusRequest()).problems.contains { $0.contains("cannot make segments durable") }
         }
-        let waiting = try await harness.fileStatus(submitted.fileID)
+        let waiting = try await harness.fileStatus(submitted.version)
         XCTAssertEqual(waiting?.state, .publishing)
         XCTAssertNil(harness.matchCatalog.current("sync"), "nothing is published before its pack is durable")
         store.failing.withLock { $0 = false }
-        let live = try await harness.waitForFile(submitted.fileID, timeout: .seconds(30))
+        let live = try await harness.waitForFile(submitted.version, timeout: .seconds(30))
         XCTAssertEqual(live.state, .live)
-        XCTAssertEqual(store.syncs.withLock { $0 }.first, "segments/sync/\(submitted.fileID)/merged.pack")
+        XCTAssertEqual(store.syncs.withLock { $0 }.first, "segments/sync/\(submitted.version)/merged.pack")
     }
 }
 
@@ -377,7 +377,7 @@ final class StatusPagingTests: XCTestCase {
         request.limit = 30
         let status = try await harness.coordinatorClient.status(request)
         XCTAssertEqual(status.files.count, 30)
-        XCTAssertEqual(status.files.map(\.fileID), Array(1...30), "the oldest in flight first")
+        XCTAssertEqual(status.files.map(\.version), Array(1...30), "the oldest in flight first")
         XCTAssertEqual(status.filesInFlight, 250)
         XCTAssertEqual(status.filesByState["queued"], 250)
         let defaulted = try await harness.coordinatorClient.status(StatusRequest())
@@ -389,17 +389,17 @@ final class StatusPagingTests: XCTestCase {
         var pages = 0
         repeat {
             let response = try await harness.coordinatorClient.listFiles(page)
-            seen += response.files.map(\.fileID)
-            page.beforeFileID = response.nextBeforeFileID
+            seen += response.files.map(\.version)
+            page.beforeVersion = response.nextBeforeVersion
             pages += 1
-        } while page.beforeFileID != 0 && pages < 10
+        } while page.beforeVersion != 0 && pages < 10
         XCTAssertEqual(pages, 3)
         XCTAssertEqual(seen, Array((1...250).reversed()), "every file once, newest first")
         page = ListFilesRequest()
         page.limit = 1_000_000
         let capped = try await harness.coordinatorClient.listFiles(page)
         XCTAssertEqual(capped.files.count, 250)
-        XCTAssertEqual(capped.nextBeforeFileID, 0)
+        XCTAssertEqual(capped.nextBeforeVersion, 0)
     }
 }
 

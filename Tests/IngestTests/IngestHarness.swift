@@ -168,7 +168,7 @@ final class IngestHarness: @unchecked Sendable {
     func fileStatus(_ id: UInt64) async throws -> FileStatus? {
         var request = ListFilesRequest()
         request.limit = 10_000
-        return try await coordinatorClient.listFiles(request, options: callOptions).files.first { $0.fileID == id }
+        return try await coordinatorClient.listFiles(request, options: callOptions).files.first { $0.version == id }
     }
 
     /// Waits until file `id` reaches one of `states` (or any terminal state) and returns its status.

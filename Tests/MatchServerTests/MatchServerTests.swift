@@ -65,7 +65,7 @@ final class MatchServerTests: XCTestCase {
             let slice = sorted.count == 0 ? [] : Array(sorted[min(sorted.count, part * chunk)..<min(sorted.count, (part + 1) * chunk)])
             let path = "\(dir)/\(part).seg"
             _ = try SegmentWriter.create(slice, count: slice.count, at: root.appendingPathComponent(path).path,
-                                         advertiserID: advertiser, listVersion: version)
+                                         advertiserID: advertiser, version: version)
             return SegmentRef(path: path, keyCount: UInt64(slice.count))
         }
     }
@@ -455,7 +455,7 @@ final class MatchServerTests: XCTestCase {
             let range = Array(sorted[min(sorted.count, part * chunk)..<min(sorted.count, (part + 1) * chunk)])
             let slot = try PackFile.reserve(at: root.appendingPathComponent(path).path,
                                             capacity: SegmentFormat.fileSize(keys: range.count, bits: SegmentFormat.indexBits(forKeys: range.count)))
-            let writer = try SegmentWriter(slot: slot, advertiserID: advertiser, listVersion: version, estimatedKeys: range.count)
+            let writer = try SegmentWriter(slot: slot, advertiserID: advertiser, version: version, estimatedKeys: range.count)
             try range.withUnsafeBufferPointer { try writer.append(contentsOf: $0) }
             let sealed = try writer.seal()
             try sealed.commit()

@@ -48,7 +48,7 @@ final class RosterClientTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: root) }
         let members = (0..<100).map { MemberHash(email: "user\($0)@example.com") }
         let keys = members.map { Key16(bytes: $0.bytes)! }.sorted()
-        _ = try SegmentWriter.create(keys, count: keys.count, at: root.appendingPathComponent("s.seg").path, advertiserID: "acme", listVersion: 3)
+        _ = try SegmentWriter.create(keys, count: keys.count, at: root.appendingPathComponent("s.seg").path, advertiserID: "acme", version: 3)
         let catalog = try MatchCatalog(root: root)
         _ = try catalog.publish(advertiser: "acme", version: 3, paths: ["s.seg"])
         let access = AccessPolicy(clientTokens: ["c1"], adminTokens: ["a1"])

@@ -23,7 +23,7 @@ final class SegmentTests: XCTestCase {
     private func write(_ keys: [Key16], name: String = "a.seg", advertiser: String = "acme", version: UInt64 = 1) throws -> String {
         let sorted = Array(Set(keys)).sorted()
         let path = dir.appendingPathComponent(name).path
-        _ = try SegmentWriter.create(sorted, count: sorted.count, at: path, advertiserID: advertiser, listVersion: version)
+        _ = try SegmentWriter.create(sorted, count: sorted.count, at: path, advertiserID: advertiser, version: version)
         return path
     }
 
@@ -109,14 +109,14 @@ final class SegmentTests: XCTestCase {
 
     func testWriterRejectsUnsortedAndDuplicateKeys() throws {
         let path = dir.appendingPathComponent("bad.seg").path
-        let writer = try SegmentWriter(path: path, advertiserID: "a", listVersion: 1, estimatedKeys: 10)
+        let writer = try SegmentWriter(path: path, advertiserID: "a", version: 1, estimatedKeys: 10)
         try writer.append(Key16(hi: 1, lo: 1))
         XCTAssertThrowsError(try writer.append(Key16(hi: 1, lo: 1))) { XCTAssertTrue("\($0)".contains("duplicate key")) }
         XCTAssertThrowsError(try writer.append(Key16(hi: 0, lo: 5))) { XCTAssertTrue("\($0)".contains("out of order")) }
         writer.discard()
         XCTAssertFalse(FileManager.default.fileExists(atPath: path))
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), [], "no temporary file left behind")
-        XCTAssertThrowsError(try SegmentWriter(path: path, advertiserID: String(repeating: "x", count: 65), listVersion: 1, estimatedKeys: 1))
+        XCTAssertThrowsError(try SegmentWriter(path: path, advertiserID: String(repeating: "x", count: 65), version: 1, estimatedKeys: 1))
     }
 
     /// A sealed segment appears at its path only when committed, whole; a
@@ -124,7 +124,7 @@ final class SegmentTests: XCTestCase {
     func testSealedSegmentAppearsOnlyWhenCommitted() throws {
         let keys = Array(Set(randomKeys(500, seed: 12))).sorted()
         let path = dir.appendingPathComponent("sealed.seg").path
-        let writer = try SegmentWriter(path: path, advertiserID: "a", listVersion: 3, estimatedKeys: keys.count)
+        let writer = try SegmentWriter(path: path, advertiserID: "a", version: 3, estimatedKeys: keys.count)
         try keys.withUnsafeBufferPointer { try writer.append(contentsOf: $0) }
         let sealed = try writer.seal()
         XCTAssertEqual(sealed.info.keyCount, 500)
@@ -132,11 +132,11 @@ final class SegmentTests: XCTestCase {
         try sealed.commit()
         let segment = try Segment(path: path)
         XCTAssertEqual(segment.count, 500)
-        XCTAssertEqual(segment.info.listVersion, 3)
+        XCTAssertEqual(segment.info.version, 3)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), ["sealed.seg"], "no temporary file left")
 
         let other = dir.appendingPathComponent("discarded.seg").path
-        let second = try SegmentWriter(path: other, advertiserID: "a", listVersion: 3, estimatedKeys: 1)
+        let second = try SegmentWriter(path: other, advertiserID: "a", version: 3, estimatedKeys: 1)
         try second.append(Key16(hi: 1, lo: 2))
         try second.seal().discard()
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), ["sealed.seg"])
@@ -147,12 +147,12 @@ final class SegmentTests: XCTestCase {
     func testBulkAppendMatchesSingleAppendsAndRejectsDisorder() throws {
         let keys = randomKeys(300_000, seed: 5).sorted() // several 1 MiB buffers
         let one = dir.appendingPathComponent("one.seg").path
-        _ = try SegmentWriter.create(keys, count: keys.count, at: one, advertiserID: "a", listVersion: 1)
+        _ = try SegmentWriter.create(keys, count: keys.count, at: one, advertiserID: "a", version: 1)
         let bulk = dir.appendingPathComponent("bulk.seg").path
-        _ = try keys.withUnsafeBufferPointer { try SegmentWriter.create($0, at: bulk, advertiserID: "a", listVersion: 1) }
+        _ = try keys.withUnsafeBufferPointer { try SegmentWriter.create($0, at: bulk, advertiserID: "a", version: 1) }
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: one)), try Data(contentsOf: URL(fileURLWithPath: bulk)))
 
-        let writer = try SegmentWriter(path: dir.appendingPathComponent("bad.seg").path, advertiserID: "a", listVersion: 1, estimatedKeys: 10)
+        let writer = try SegmentWriter(path: dir.appendingPathComponent("bad.seg").path, advertiserID: "a", version: 1, estimatedKeys: 10)
         try [Key16(hi: 1, lo: 1), Key16(hi: 2, lo: 0)].withUnsafeBufferPointer { try writer.append(contentsOf: $0) }
         XCTAssertThrowsError(try [Key16(hi: 2, lo: 0)].withUnsafeBufferPointer { try writer.append(contentsOf: $0) }) {
             XCTAssertTrue("\($0)".contains("duplicate key"), "\($0)")
@@ -230,7 +230,7 @@ final class PackFileTests: XCTestCase {
     private func writeSlot(_ keys: [Key16], pack: String, estimate: Int? = nil) throws -> SegmentLocation.Slice {
         let estimated = estimate ?? keys.count
         let slot = try PackFile.reserve(at: pack, capacity: SegmentFormat.fileSize(keys: estimated, bits: SegmentFormat.indexBits(forKeys: estimated)))
-        let writer = try SegmentWriter(slot: slot, advertiserID: "acme", listVersion: 9, estimatedKeys: estimated)
+        let writer = try SegmentWriter(slot: slot, advertiserID: "acme", version: 9, estimatedKeys: estimated)
         do {
             try keys.withUnsafeBufferPointer { try writer.append(contentsOf: $0) }
             let sealed = try writer.seal()
@@ -255,7 +255,7 @@ final class PackFileTests: XCTestCase {
             let segment = try Segment(in: mapping, slice: slice, checks: .everything)
             XCTAssertTrue(segment.mapping === mapping)
             XCTAssertEqual(segment.count, keys.count)
-            XCTAssertEqual(segment.info.listVersion, 9)
+            XCTAssertEqual(segment.info.version, 9)
             XCTAssertTrue(keys.allSatisfy { segment.contains($0) })
             XCTAssertFalse(ranges.filter { $0 != keys }.joined().contains { segment.contains($0) })
         }
@@ -268,7 +268,7 @@ final class PackFileTests: XCTestCase {
         let slot = try PackFile.reserve(at: pack, capacity: SegmentFormat.fileSize(keys: 10, bits: SegmentFormat.indexBits(forKeys: 10)))
         let nextKeys = sortedKeys(500, seed: 5)
         let next = try writeSlot(nextKeys, pack: pack)
-        let writer = try SegmentWriter(slot: slot, advertiserID: "acme", listVersion: 9, estimatedKeys: 10)
+        let writer = try SegmentWriter(slot: slot, advertiserID: "acme", version: 9, estimatedKeys: 10)
         let many = sortedKeys(100_000, seed: 6)
         XCTAssertThrowsError(try many.withUnsafeBufferPointer { try writer.append(contentsOf: $0); _ = try writer.seal() }) { error in
             XCTAssertTrue("\(error)".contains("overflow"), "\(error)")
@@ -276,7 +276,7 @@ final class PackFileTests: XCTestCase {
         writer.discard()
         let intact = try Segment(in: try FileMapping(path: pack), slice: next, checks: .everything)
         XCTAssertEqual(intact.count, nextKeys.count)
-        XCTAssertThrowsError(try SegmentWriter(slot: slot, advertiserID: "acme", listVersion: 9, estimatedKeys: 1_000_000)) { error in
+        XCTAssertThrowsError(try SegmentWriter(slot: slot, advertiserID: "acme", version: 9, estimatedKeys: 1_000_000)) { error in
             XCTAssertTrue("\(error)".contains("cannot hold"), "\(error)")
         }
     }

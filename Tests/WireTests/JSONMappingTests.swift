@@ -28,7 +28,7 @@ final class JSONMappingTests: XCTestCase {
 
     func testProtobufJSONConventions() throws {
         var request = FileStatus()
-        request.fileID = UInt64.max
+        request.version = UInt64.max
         request.advertiserID = "acme"
         request.state = .live
         request.bytesPerSecond = 1.5
@@ -38,7 +38,7 @@ final class JSONMappingTests: XCTestCase {
         sample.kind = "malformed"
         request.invalidSamples = [sample]
         let json = request.jsonValue(includeDefaults: false)
-        XCTAssertEqual(json["fileId"], .string("18446744073709551615"), "64-bit integers are strings")
+        XCTAssertEqual(json["version"], .string("18446744073709551615"), "64-bit integers are strings")
         XCTAssertEqual(json["advertiserId"], .string("acme"), "lowerCamelCase names")
         XCTAssertEqual(json["state"], .string("FILE_STATE_LIVE"), "enums by name")
         XCTAssertEqual(json["bytesPerSecond"], .number("1.5"))

@@ -80,7 +80,9 @@ public struct SubmitFileRequest: ProtoMessage {
 }
 
 public struct SubmitFileResponse: ProtoMessage {
-    public var fileID: UInt64 = 0
+    /// The list version this file becomes (its catalog id): the number Match
+    /// answers with once it is live.
+    public var version: UInt64 = 0
     public var advertiserID: String = ""
     /// False when this exact file (path and etag) was already known: nothing new was queued.
     public var queued: Bool = false
@@ -92,12 +94,12 @@ public struct SubmitFileResponse: ProtoMessage {
     public init() {}
 
     public init(
-        fileID: UInt64 = 0,
+        version: UInt64 = 0,
         advertiserID: String = "",
         queued: Bool = false,
         state: FileState = .unspecified
     ) {
-        self.fileID = fileID
+        self.version = version
         self.advertiserID = advertiserID
         self.queued = queued
         self.state = state
@@ -123,7 +125,8 @@ public struct InvalidLine: ProtoMessage {
 }
 
 public struct FileStatus: ProtoMessage {
-    public var fileID: UInt64 = 0
+    /// The list version (the file's catalog id), as Match reports it.
+    public var version: UInt64 = 0
     public var advertiserID: String = ""
     public var path: String = ""
     public var size: UInt64 = 0
@@ -158,7 +161,7 @@ public struct FileStatus: ProtoMessage {
     public init() {}
 
     public init(
-        fileID: UInt64 = 0,
+        version: UInt64 = 0,
         advertiserID: String = "",
         path: String = "",
         size: UInt64 = 0,
@@ -181,7 +184,7 @@ public struct FileStatus: ProtoMessage {
         submittedAtMs: Int64 = 0,
         liveAtMs: Int64 = 0
     ) {
-        self.fileID = fileID
+        self.version = version
         self.advertiserID = advertiserID
         self.path = path
         self.size = size
@@ -215,8 +218,8 @@ public struct ListFilesRequest: ProtoMessage {
     /// always fits in a frame).
     public var limit: UInt32 = 0
     /// Only files older than this one (the previous page's
-    /// next_before_file_id); 0: from the newest.
-    public var beforeFileID: UInt64 = 0
+    /// next_before_version); 0: from the newest.
+    public var beforeVersion: UInt64 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -227,28 +230,28 @@ public struct ListFilesRequest: ProtoMessage {
         advertiserID: String = "",
         states: [FileState] = [],
         limit: UInt32 = 0,
-        beforeFileID: UInt64 = 0
+        beforeVersion: UInt64 = 0
     ) {
         self.advertiserID = advertiserID
         self.states = states
         self.limit = limit
-        self.beforeFileID = beforeFileID
+        self.beforeVersion = beforeVersion
     }
 }
 
 public struct ListFilesResponse: ProtoMessage {
     public var files: [FileStatus] = []
-    /// Pass as before_file_id for the next page; 0 when this was the last.
-    public var nextBeforeFileID: UInt64 = 0
+    /// Pass as before_version for the next page; 0 when this was the last.
+    public var nextBeforeVersion: UInt64 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
     public init() {}
 
-    public init(files: [FileStatus] = [], nextBeforeFileID: UInt64 = 0) {
+    public init(files: [FileStatus] = [], nextBeforeVersion: UInt64 = 0) {
         self.files = files
-        self.nextBeforeFileID = nextBeforeFileID
+        self.nextBeforeVersion = nextBeforeVersion
     }
 }
 
@@ -383,7 +386,7 @@ extension SubmitFileResponse {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.fileID = try reader.read(UInt64Codec.self, tag)
+            case 1: self.version = try reader.read(UInt64Codec.self, tag)
             case 2: self.advertiserID = try reader.read(StringCodec.self, tag)
             case 3: self.queued = try reader.read(BoolCodec.self, tag)
             case 4: self.state = try reader.read(EnumCodec<FileState>.self, tag)
@@ -394,7 +397,7 @@ extension SubmitFileResponse {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if self.fileID != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.fileID) }
+        if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.version) }
         if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 2, self.advertiserID) }
         if self.queued { size += ProtoSize.field(BoolCodec.self, field: 3, self.queued) }
         if self.state.rawValue != 0 { size += ProtoSize.field(EnumCodec<FileState>.self, field: 4, self.state) }
@@ -402,7 +405,7 @@ extension SubmitFileResponse {
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if self.fileID != 0 { writer.write(UInt64Codec.self, field: 1, self.fileID) }
+        if self.version != 0 { writer.write(UInt64Codec.self, field: 1, self.version) }
         if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 2, self.advertiserID) }
         if self.queued { writer.write(BoolCodec.self, field: 3, self.queued) }
         if self.state.rawValue != 0 { writer.write(EnumCodec<FileState>.self, field: 4, self.state) }
@@ -439,7 +442,7 @@ extension FileStatus {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
-            case 1: self.fileID = try reader.read(UInt64Codec.self, tag)
+            case 1: self.version = try reader.read(UInt64Codec.self, tag)
             case 2: self.advertiserID = try reader.read(StringCodec.self, tag)
             case 3: self.path = try reader.read(StringCodec.self, tag)
             case 4: self.size = try reader.read(UInt64Codec.self, tag)
@@ -468,7 +471,7 @@ extension FileStatus {
 
     public var serializedSize: Int {
         var size = unknownFields.count
-        if self.fileID != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.fileID) }
+        if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.version) }
         if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 2, self.advertiserID) }
         if !self.path.isEmpty { size += ProtoSize.field(StringCodec.self, field: 3, self.path) }
         if self.size != 0 { size += ProtoSize.field(UInt64Codec.self, field: 4, self.size) }
@@ -494,7 +497,7 @@ extension FileStatus {
     }
 
     public func encode(to writer: inout ProtoWriter) {
-        if self.fileID != 0 { writer.write(UInt64Codec.self, field: 1, self.fileID) }
+        if self.version != 0 { writer.write(UInt64Codec.self, field: 1, self.version) }
         if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 2, self.advertiserID) }
         if !self.path.isEmpty { writer.write(StringCodec.self, field: 3, self.path) }
         if self.size != 0 { writer.write(UInt64Codec.self, field: 4, self.size) }
@@ -527,7 +530,7 @@ extension ListFilesRequest {
             case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
             case 2: try reader.readPackable(EnumCodec<FileState>.self, tag, into: &self.states)
             case 3: self.limit = try reader.read(UInt32Codec.self, tag)
-            case 4: self.beforeFileID = try reader.read(UInt64Codec.self, tag)
+            case 4: self.beforeVersion = try reader.read(UInt64Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -538,7 +541,7 @@ extension ListFilesRequest {
         if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
         size += ProtoSize.packed(EnumCodec<FileState>.self, field: 2, self.states)
         if self.limit != 0 { size += ProtoSize.field(UInt32Codec.self, field: 3, self.limit) }
-        if self.beforeFileID != 0 { size += ProtoSize.field(UInt64Codec.self, field: 4, self.beforeFileID) }
+        if self.beforeVersion != 0 { size += ProtoSize.field(UInt64Codec.self, field: 4, self.beforeVersion) }
         return size
     }
 
@@ -546,7 +549,7 @@ extension ListFilesRequest {
         if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
         writer.writePacked(EnumCodec<FileState>.self, field: 2, self.states)
         if self.limit != 0 { writer.write(UInt32Codec.self, field: 3, self.limit) }
-        if self.beforeFileID != 0 { writer.write(UInt64Codec.self, field: 4, self.beforeFileID) }
+        if self.beforeVersion != 0 { writer.write(UInt64Codec.self, field: 4, self.beforeVersion) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -556,7 +559,7 @@ extension ListFilesResponse {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
             case 1: try reader.readRepeated(MessageCodec<FileStatus>.self, tag, into: &self.files)
-            case 2: self.nextBeforeFileID = try reader.read(UInt64Codec.self, tag)
+            case 2: self.nextBeforeVersion = try reader.read(UInt64Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -565,13 +568,13 @@ extension ListFilesResponse {
     public var serializedSize: Int {
         var size = unknownFields.count
         size += ProtoSize.repeated(MessageCodec<FileStatus>.self, field: 1, self.files)
-        if self.nextBeforeFileID != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.nextBeforeFileID) }
+        if self.nextBeforeVersion != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.nextBeforeVersion) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
         writer.writeRepeated(MessageCodec<FileStatus>.self, field: 1, self.files)
-        if self.nextBeforeFileID != 0 { writer.write(UInt64Codec.self, field: 2, self.nextBeforeFileID) }
+        if self.nextBeforeVersion != 0 { writer.write(UInt64Codec.self, field: 2, self.nextBeforeVersion) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -782,11 +785,11 @@ extension SubmitFileRequest: ProtoJSONMessage {
 
 extension SubmitFileResponse: ProtoJSONMessage {
     public static let protoName = "roster.v1.SubmitFileResponse"
-    public static let schemaDefinition = "message SubmitFileResponse {\n  uint64 file_id = 1;\n  string advertiser_id = 2;\n  /// False when this exact file (path and etag) was already known: nothing new was queued.\n  bool queued = 3;\n  FileState state = 4;\n}"
+    public static let schemaDefinition = "message SubmitFileResponse {\n  /// The list version this file becomes (its catalog id): the number Match\n  /// answers with once it is live.\n  uint64 version = 1;\n  string advertiser_id = 2;\n  /// False when this exact file (path and etag) was already known: nothing new was queued.\n  bool queued = 3;\n  FileState state = 4;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("fileId", UInt64Codec.self, self.fileID)
+        object.singular("version", UInt64Codec.self, self.version)
         object.singular("advertiserId", StringCodec.self, self.advertiserID)
         object.singular("queued", BoolCodec.self, self.queued)
         object.singular("state", EnumCodec<FileState>.self, self.state)
@@ -796,11 +799,11 @@ extension SubmitFileResponse: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "fileId", "file_id": self.fileID = try JSONReader.singular(UInt64Codec.self, value, field: "fileId")
+            case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
             case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "queued": self.queued = try JSONReader.singular(BoolCodec.self, value, field: "queued")
             case "state": self.state = try JSONReader.singular(EnumCodec<FileState>.self, value, field: "state")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["fileId", "advertiserId", "queued", "state"])
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["version", "advertiserId", "queued", "state"])
             }
         }
     }
@@ -830,11 +833,11 @@ extension InvalidLine: ProtoJSONMessage {
 
 extension FileStatus: ProtoJSONMessage {
     public static let protoName = "roster.v1.FileStatus"
-    public static let schemaDefinition = "message FileStatus {\n  uint64 file_id = 1;\n  string advertiser_id = 2;\n  string path = 3;\n  uint64 size = 4;\n  string etag = 5;\n  FileState state = 6;\n  uint32 blocks_total = 7;\n  uint32 blocks_done = 8;\n  uint64 bytes_done = 9;\n  uint32 merges_total = 10;\n  uint32 merges_done = 11;\n  /// Parsed bytes per second since the first block was leased.\n  double bytes_per_second = 12;\n  /// Seconds until live at the current rate; 0 when unknown or finished.\n  double eta_seconds = 13;\n  uint64 lines = 14;\n  /// Valid keys read (duplicates included).\n  uint64 keys = 15;\n  /// Distinct keys served, once merged.\n  uint64 distinct_keys = 16;\n  uint64 invalid_lines = 17;\n  map<string, uint64> invalid_by_kind = 18;\n  repeated InvalidLine invalid_samples = 19;\n  /// Why the file failed, was rejected or superseded.\n  string error = 20;\n  /// Unix time in milliseconds.\n  int64 submitted_at_ms = 21;\n  int64 live_at_ms = 22;\n}"
+    public static let schemaDefinition = "message FileStatus {\n  /// The list version (the file's catalog id), as Match reports it.\n  uint64 version = 1;\n  string advertiser_id = 2;\n  string path = 3;\n  uint64 size = 4;\n  string etag = 5;\n  FileState state = 6;\n  uint32 blocks_total = 7;\n  uint32 blocks_done = 8;\n  uint64 bytes_done = 9;\n  uint32 merges_total = 10;\n  uint32 merges_done = 11;\n  /// Parsed bytes per second since the first block was leased.\n  double bytes_per_second = 12;\n  /// Seconds until live at the current rate; 0 when unknown or finished.\n  double eta_seconds = 13;\n  uint64 lines = 14;\n  /// Valid keys read (duplicates included).\n  uint64 keys = 15;\n  /// Distinct keys served, once merged.\n  uint64 distinct_keys = 16;\n  uint64 invalid_lines = 17;\n  map<string, uint64> invalid_by_kind = 18;\n  repeated InvalidLine invalid_samples = 19;\n  /// Why the file failed, was rejected or superseded.\n  string error = 20;\n  /// Unix time in milliseconds.\n  int64 submitted_at_ms = 21;\n  int64 live_at_ms = 22;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
-        object.singular("fileId", UInt64Codec.self, self.fileID)
+        object.singular("version", UInt64Codec.self, self.version)
         object.singular("advertiserId", StringCodec.self, self.advertiserID)
         object.singular("path", StringCodec.self, self.path)
         object.singular("size", UInt64Codec.self, self.size)
@@ -862,7 +865,7 @@ extension FileStatus: ProtoJSONMessage {
     public mutating func merge(json: JSONValue) throws(JSONMappingError) {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
-            case "fileId", "file_id": self.fileID = try JSONReader.singular(UInt64Codec.self, value, field: "fileId")
+            case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
             case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "path": self.path = try JSONReader.singular(StringCodec.self, value, field: "path")
             case "size": self.size = try JSONReader.singular(UInt64Codec.self, value, field: "size")
@@ -884,7 +887,7 @@ extension FileStatus: ProtoJSONMessage {
             case "error": self.error = try JSONReader.singular(StringCodec.self, value, field: "error")
             case "submittedAtMs", "submitted_at_ms": self.submittedAtMs = try JSONReader.singular(Int64Codec.self, value, field: "submittedAtMs")
             case "liveAtMs", "live_at_ms": self.liveAtMs = try JSONReader.singular(Int64Codec.self, value, field: "liveAtMs")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["fileId", "advertiserId", "path", "size", "etag", "state", "blocksTotal", "blocksDone", "bytesDone", "mergesTotal", "mergesDone", "bytesPerSecond", "etaSeconds", "lines", "keys", "distinctKeys", "invalidLines", "invalidByKind", "invalidSamples", "error", "submittedAtMs", "liveAtMs"])
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["version", "advertiserId", "path", "size", "etag", "state", "blocksTotal", "blocksDone", "bytesDone", "mergesTotal", "mergesDone", "bytesPerSecond", "etaSeconds", "lines", "keys", "distinctKeys", "invalidLines", "invalidByKind", "invalidSamples", "error", "submittedAtMs", "liveAtMs"])
             }
         }
     }
@@ -892,14 +895,14 @@ extension FileStatus: ProtoJSONMessage {
 
 extension ListFilesRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.ListFilesRequest"
-    public static let schemaDefinition = "message ListFilesRequest {\n  /// Only this advertiser's files when set.\n  string advertiser_id = 1;\n  /// Only files in these states when non-empty.\n  repeated FileState states = 2;\n  /// At most this many, newest first (default 100, at most 1,000: a page\n  /// always fits in a frame).\n  uint32 limit = 3;\n  /// Only files older than this one (the previous page's\n  /// next_before_file_id); 0: from the newest.\n  uint64 before_file_id = 4;\n}"
+    public static let schemaDefinition = "message ListFilesRequest {\n  /// Only this advertiser's files when set.\n  string advertiser_id = 1;\n  /// Only files in these states when non-empty.\n  repeated FileState states = 2;\n  /// At most this many, newest first (default 100, at most 1,000: a page\n  /// always fits in a frame).\n  uint32 limit = 3;\n  /// Only files older than this one (the previous page's\n  /// next_before_version); 0: from the newest.\n  uint64 before_version = 4;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.singular("advertiserId", StringCodec.self, self.advertiserID)
         object.repeated("states", EnumCodec<FileState>.self, self.states)
         object.singular("limit", UInt32Codec.self, self.limit)
-        object.singular("beforeFileId", UInt64Codec.self, self.beforeFileID)
+        object.singular("beforeVersion", UInt64Codec.self, self.beforeVersion)
         return object.value
     }
 
@@ -909,8 +912,8 @@ extension ListFilesRequest: ProtoJSONMessage {
             case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "states": self.states = try JSONReader.repeated(EnumCodec<FileState>.self, value, field: "states")
             case "limit": self.limit = try JSONReader.singular(UInt32Codec.self, value, field: "limit")
-            case "beforeFileId", "before_file_id": self.beforeFileID = try JSONReader.singular(UInt64Codec.self, value, field: "beforeFileId")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "states", "limit", "beforeFileId"])
+            case "beforeVersion", "before_version": self.beforeVersion = try JSONReader.singular(UInt64Codec.self, value, field: "beforeVersion")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "states", "limit", "beforeVersion"])
             }
         }
     }
@@ -918,12 +921,12 @@ extension ListFilesRequest: ProtoJSONMessage {
 
 extension ListFilesResponse: ProtoJSONMessage {
     public static let protoName = "roster.v1.ListFilesResponse"
-    public static let schemaDefinition = "message ListFilesResponse {\n  repeated FileStatus files = 1;\n  /// Pass as before_file_id for the next page; 0 when this was the last.\n  uint64 next_before_file_id = 2;\n}"
+    public static let schemaDefinition = "message ListFilesResponse {\n  repeated FileStatus files = 1;\n  /// Pass as before_version for the next page; 0 when this was the last.\n  uint64 next_before_version = 2;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.repeatedMessages("files", self.files)
-        object.singular("nextBeforeFileId", UInt64Codec.self, self.nextBeforeFileID)
+        object.singular("nextBeforeVersion", UInt64Codec.self, self.nextBeforeVersion)
         return object.value
     }
 
@@ -931,8 +934,8 @@ extension ListFilesResponse: ProtoJSONMessage {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
             case "files": self.files = try JSONReader.repeated(MessageCodec<FileStatus>.self, value, field: "files")
-            case "nextBeforeFileId", "next_before_file_id": self.nextBeforeFileID = try JSONReader.singular(UInt64Codec.self, value, field: "nextBeforeFileId")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["files", "nextBeforeFileId"])
+            case "nextBeforeVersion", "next_before_version": self.nextBeforeVersion = try JSONReader.singular(UInt64Codec.self, value, field: "nextBeforeVersion")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["files", "nextBeforeVersion"])
             }
         }
     }
