@@ -100,7 +100,8 @@ let package = Package(
         // Ingest groundwork: the lake interface with its local-folder default,
         // and the byte-level line parser with the block boundary rule.
         .target(name: "DataLake"),
-        .target(name: "HashParsing", dependencies: ["DataLake", "SegmentStore"]),
+        .target(name: "HexDigits"),
+        .target(name: "HashParsing", dependencies: ["DataLake", "HexDigits", "SegmentStore"]),
 
         // System SQLite (Debian libsqlite3-dev) and a thin Swift layer over it.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
@@ -120,7 +121,7 @@ let package = Package(
 
         // The client library: generated stubs, the transport, and a small
         // membership client with email hashing.
-        .target(name: "RosterClient", dependencies: ["RosterAPI", "RosterRPC", "RosterTransport"]),
+        .target(name: "RosterClient", dependencies: ["HexDigits", "RosterAPI", "RosterRPC", "RosterTransport"]),
         // Open-loop load generation with HdrHistogram latencies (no coordinated omission).
         .target(name: "LoadHarness", dependencies: [
             "RosterRPC",
@@ -155,6 +156,7 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "RosterInProcessTests", dependencies: ["RosterRPC", "RosterInProcess", "TestServices"]),
+        .testTarget(name: "HexDigitsTests", dependencies: ["HexDigits"]),
         .testTarget(name: "HashParsingTests", dependencies: ["HashParsing", "DataLake", "SegmentStore", "TestSupport"]),
         .testTarget(name: "IngestCoordinatorTests", dependencies: [
             "IngestCoordinator", "DataLake", "SQLite", "RosterAPI", "SegmentStore", "TestSupport",

@@ -25,13 +25,14 @@ RULES=(
   "RosterMetrics:Sources/RosterMetrics:CoreMetrics Prometheus NIOCore NIOPosix NIOHTTP1 ServiceLifecycle"
   "SegmentStore:Sources/SegmentStore:"
   "DataLake:Sources/DataLake:"
-  "HashParsing:Sources/HashParsing:DataLake SegmentStore"
+  "HexDigits:Sources/HexDigits:"
+  "HashParsing:Sources/HashParsing:DataLake HexDigits SegmentStore"
   "SQLite:Sources/SQLite:CSQLite"
   "MatchServer:Sources/MatchServer:RosterAPI RosterRPC SegmentStore Logging ServiceLifecycle"
   "IngestCoordinator:Sources/IngestCoordinator:RosterAPI RosterRPC DataLake HashParsing SegmentStore SQLite Logging ServiceLifecycle"
   "IngestWorker:Sources/IngestWorker:RosterAPI RosterRPC DataLake HashParsing SegmentStore Logging ServiceLifecycle"
   "LoadHarness:Sources/LoadHarness:RosterRPC Histogram"
-  "RosterClient:Sources/RosterClient:RosterAPI RosterRPC RosterTransport"
+  "RosterClient:Sources/RosterClient:HexDigits RosterAPI RosterRPC RosterTransport"
   "roster:Sources/roster:ArgumentParser DataLake IngestCoordinator IngestWorker LoadHarness Logging MatchServer RosterAPI RosterClient RosterMetrics RosterRPC RosterServer RosterTransport SegmentStore ServiceLifecycle"
 )
 

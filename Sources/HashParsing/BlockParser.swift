@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import DataLake
+import HexDigits
 import SegmentStore
 
 /// A byte range of one lake object: the unit a worker leases.
@@ -242,38 +243,9 @@ enum HexKey {
         return (n, i)
     }
 
-    /// Two hex digits at once: indexed by the two bytes as a little-endian
-    /// UInt16, the byte they spell, or 0x100 if either is not a hex digit.
-    /// 128 KiB, so it stays in cache; half the lookups of a digit table.
-    private nonisolated(unsafe) static let pairs: UnsafePointer<UInt16> = {
-        let p = UnsafeMutablePointer<UInt16>.allocate(capacity: 65536)
-        p.initialize(repeating: 0x100, count: 65536)
-        let digit = LineParser.hexValue
-        for a in 0..<256 where digit[a] < 0x10 {
-            for b in 0..<256 where digit[b] < 0x10 {
-                p[a | b << 8] = UInt16(digit[a]) << 4 | UInt16(digit[b])
-            }
-        }
-        return UnsafePointer(p)
-    }()
-
-    /// Decodes 32 hex digits, two at a time; nil if any is not a hex digit.
+    /// Decodes 32 hex digits; nil if any is not a hex digit.
     @inline(__always)
     static func decode(_ p: UnsafeRawPointer) -> Key16? {
-        let t = pairs
-        var hi: UInt64 = 0
-        var lo: UInt64 = 0
-        var bad: UInt16 = 0
-        for i in 0..<8 {
-            let v = t[Int(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))]
-            bad |= v
-            hi = hi << 8 | UInt64(v & 0xFF)
-        }
-        for i in 8..<16 {
-            let v = t[Int(UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))]
-            bad |= v
-            lo = lo << 8 | UInt64(v & 0xFF)
-        }
-        return bad & 0x100 == 0 ? Key16(hi: hi, lo: lo) : nil
+        HexDigits.decode32(p).map { Key16(hi: $0.hi, lo: $0.lo) }
     }
 }

@@ -1,3 +1,4 @@
+import HexDigits
 import SegmentStore
 
 /// What is wrong with a line that is not a hash.
@@ -26,15 +27,6 @@ public enum ParsedLine: Equatable, Sendable {
 /// not a hash (a header such as `email_md5`), unless it looks like a hash of
 /// another kind or an email, which are data errors, not headers.
 public enum LineParser {
-    /// Hex digit values, 0xFF for bytes that are not hex digits.
-    static let hexValue: [UInt8] = {
-        var table = [UInt8](repeating: 0xFF, count: 256)
-        for (i, c) in "0123456789".utf8.enumerated() { table[Int(c)] = UInt8(i) }
-        for (i, c) in "abcdef".utf8.enumerated() { table[Int(c)] = UInt8(10 + i) }
-        for (i, c) in "ABCDEF".utf8.enumerated() { table[Int(c)] = UInt8(10 + i) }
-        return table
-    }()
-
     @inline(__always)
     static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0D || b == 0x0B || b == 0x0C }
 
@@ -48,22 +40,7 @@ public enum LineParser {
         while e > s, isSpace(bytes[e - 1]) { e -= 1 }
         let n = e - s
         if n == 0 { return .skipped }
-        if n == 32 {
-            var hi: UInt64 = 0
-            var lo: UInt64 = 0
-            var bad = false
-            for i in 0..<16 {
-                let v = hexValue[Int(bytes[s + i])]
-                bad = bad || v == 0xFF
-                hi = hi << 4 | UInt64(v & 0x0F)
-            }
-            for i in 16..<32 {
-                let v = hexValue[Int(bytes[s + i])]
-                bad = bad || v == 0xFF
-                lo = lo << 4 | UInt64(v & 0x0F)
-            }
-            if !bad { return .key(Key16(hi: hi, lo: lo)) }
-        }
+        if n == 32, let key = HexDigits.decode32(bytes.baseAddress! + s) { return .key(Key16(hi: key.hi, lo: key.lo)) }
         let kind = classify(UnsafeRawBufferPointer(rebasing: bytes[s..<e]))
         if isFirstLineOfFile, kind == .malformed { return .skipped }
         return .invalid(kind)
@@ -71,7 +48,7 @@ public enum LineParser {
 
     static func classify(_ line: UnsafeRawBufferPointer) -> InvalidLineKind {
         if line.contains(UInt8(ascii: "@")) { return .unhashedEmail }
-        if line.count == 40 || line.count == 64, line.allSatisfy({ hexValue[Int($0)] != 0xFF }) { return .wrongHashType }
+        if line.count == 40 || line.count == 64, line.allSatisfy(HexDigits.isHexDigit) { return .wrongHashType }
         return .malformed
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import HexDigits
 
 /// The 16-byte key of a member: the MD5 of the normalised email, as lists
 /// in the lake hold it in hex.
@@ -23,13 +24,13 @@ public struct MemberHash: Hashable, Sendable, CustomStringConvertible {
         var start = 0, end = line.count
         while start < end, isSpace(line[start]) { start += 1 }
         while end > start, isSpace(line[end - 1]) { end -= 1 }
-        guard end - start == 32 else { return nil }
-        var out = [UInt8](repeating: 0, count: 16)
-        for i in 0..<16 {
-            guard let h = nibble(line[start + 2 * i]), let l = nibble(line[start + 2 * i + 1]) else { return nil }
-            out[i] = h << 4 | l
+        guard end - start == 32, let key = HexDigits.decode32(line.baseAddress! + start) else { return nil }
+        var out = Data(count: 16)
+        out.withUnsafeMutableBytes {
+            $0.storeBytes(of: key.hi.bigEndian, toByteOffset: 0, as: UInt64.self)
+            $0.storeBytes(of: key.lo.bigEndian, toByteOffset: 8, as: UInt64.self)
         }
-        return Data(out)
+        return out
     }
 
     /// From an email: trimmed, lowercased, then MD5.
@@ -45,15 +46,6 @@ public struct MemberHash: Hashable, Sendable, CustomStringConvertible {
 
     public var hex: String { bytes.map { String(format: "%02x", $0) }.joined() }
     public var description: String { hex }
-
-    private static func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
-        default: return nil
-        }
-    }
 }
 
 extension StringProtocol {
