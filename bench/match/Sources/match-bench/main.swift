@@ -74,7 +74,7 @@ func lookupBench(sizes: [Int]) throws {
         var unique = keys
         unique.removeAll(keepingCapacity: true)
         for k in keys where unique.last != k { unique.append(k) }
-        _ = try SegmentWriter.create(unique, count: unique.count, at: path, advertiserID: "bench", listVersion: 1)
+        _ = try SegmentWriter.create(unique, count: unique.count, at: path, advertiserID: "bench", version: 1)
         let segment = try Segment(path: path)
         let fileBytes = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         let probeCount = 2_000_000
@@ -481,7 +481,7 @@ func networkBench(keys n: Int, seconds: Double, roundCount: Int, openSeconds: Do
     for k in members where unique.last != k { unique.append(k) }
     members = []
     _ = try SegmentWriter.create(unique, count: unique.count, at: root.appendingPathComponent("segments/0.seg").path,
-                                 advertiserID: "bench", listVersion: 1)
+                                 advertiserID: "bench", version: 1)
     let probes = makeProbes(unique, count: 1_000_000, seed: 9)
 
     // Roster.

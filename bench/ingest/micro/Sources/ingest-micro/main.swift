@@ -167,11 +167,11 @@ for i in 0..<n * 16 { bytes[i] = UInt8(truncatingIfNeeded: i &* 2654435761 >> 7)
 var sink: UInt64 = 0
 for _ in 0..<5 {
     runTimes.append(try clock.measure {
-        _ = try input.withUnsafeBufferPointer { try RunWriter.write($0, partitionBits: 4, listVersion: 1, to: runPath, durable: false) }
+        _ = try input.withUnsafeBufferPointer { try RunWriter.write($0, partitionBits: 4, version: 1, to: runPath, durable: false) }
     })
     reusedRunTimes.append(try clock.measure {
         _ = try input.withUnsafeBufferPointer {
-            try RunWriter.write($0, partitionBits: 4, listVersion: 1, to: runPath, durable: false, scratch: runScratch)
+            try RunWriter.write($0, partitionBits: 4, version: 1, to: runPath, durable: false, scratch: runScratch)
         }
     })
     hashTimes.append(clock.measure { sink &+= XXH64.hash(UnsafeRawBufferPointer(bytes)) })
@@ -191,7 +191,7 @@ var runPaths: [String] = []
 for r in 0..<16 {
     let keys = (0..<n).map { _ in Key16(hi: rng.next(), lo: rng.next()) }
     let path = dir.appendingPathComponent("run-\(r).run").path
-    _ = try keys.withUnsafeBufferPointer { try RunWriter.write($0, partitionBits: 4, listVersion: 1, to: path, durable: false) }
+    _ = try keys.withUnsafeBufferPointer { try RunWriter.write($0, partitionBits: 4, version: 1, to: path, durable: false) }
     runPaths.append(path)
 }
 let (low, high): (UInt64, UInt64) = (5 << 60, 6 << 60)
@@ -202,7 +202,7 @@ for _ in 0..<5 {
     let covered = try RunMerger.keysCovering(runPaths: runPaths, low: low, high: high)
     let out = dir.appendingPathComponent("merged.seg").path
     mergeTimes.append(try clock.measure {
-        let writer = try SegmentWriter(path: out, advertiserID: "a", listVersion: 1, estimatedKeys: covered, durable: false)
+        let writer = try SegmentWriter(path: out, advertiserID: "a", version: 1, estimatedKeys: covered, durable: false)
         _ = try RunMerger.merge(runPaths: runPaths, low: low, high: high, coveredKeys: covered, memoryLimit: 512 << 20,
                                 scratch: out, into: writer, keys: &mergeKeys, buffer: mergeBuffer)
         _ = try writer.finish()
@@ -216,7 +216,7 @@ for _ in 0..<5 {
     sortTimes.append(clock.measure { count = KeySorter.sortAndDeduplicate(&gathered, low: low, significantBits: 60) })
     segmentTimes.append(try clock.measure {
         _ = try gathered.withUnsafeBufferPointer {
-            try SegmentWriter.create(UnsafeBufferPointer(rebasing: $0[..<count]), at: out, advertiserID: "a", listVersion: 1, durable: false)
+            try SegmentWriter.create(UnsafeBufferPointer(rebasing: $0[..<count]), at: out, advertiserID: "a", version: 1, durable: false)
         }
     })
 }
