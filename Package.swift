@@ -37,6 +37,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         // The schema compiler: standard library and Foundation only.
@@ -119,6 +121,18 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
+        // The lake and the segment store in an S3-compatible bucket: SigV4
+        // (swift-crypto), requests through async-http-client. Only the binary
+        // and this module's tests carry these (heavy) dependencies.
+        .target(name: "ObjectStorage", dependencies: [
+            "DataLake", "SegmentStore",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // The client library: generated stubs, the transport, and a small
         // membership client with email hashing.
         .target(name: "RosterClient", dependencies: ["HexDigits", "RosterAPI", "RosterRPC", "RosterTransport"]),
@@ -130,7 +144,7 @@ let package = Package(
         // The one binary users run: every service, and a command for every RPC.
         .executableTarget(name: "roster", dependencies: [
             "RosterClient", "RosterServer", "MatchServer", "IngestCoordinator", "IngestWorker", "DataLake", "SegmentStore",
-            "LoadHarness", "RosterMetrics",
+            "LoadHarness", "RosterMetrics", "ObjectStorage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -157,6 +171,12 @@ let package = Package(
         ]),
         .testTarget(name: "RosterInProcessTests", dependencies: ["RosterRPC", "RosterInProcess", "TestServices"]),
         .testTarget(name: "HexDigitsTests", dependencies: ["HexDigits"]),
+        .testTarget(name: "ObjectStorageTests", dependencies: [
+            "ObjectStorage", "DataLake", "SegmentStore", "TestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         .testTarget(name: "HashParsingTests", dependencies: ["HashParsing", "DataLake", "SegmentStore", "TestSupport"]),
         .testTarget(name: "IngestCoordinatorTests", dependencies: [
             "IngestCoordinator", "DataLake", "SQLite", "RosterAPI", "SegmentStore", "TestSupport",

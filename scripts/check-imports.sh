@@ -27,13 +27,14 @@ RULES=(
   "DataLake:Sources/DataLake:"
   "HexDigits:Sources/HexDigits:"
   "HashParsing:Sources/HashParsing:DataLake HexDigits SegmentStore"
+  "ObjectStorage:Sources/ObjectStorage:DataLake SegmentStore AsyncHTTPClient Crypto NIOCore NIOHTTP1 Logging"
   "SQLite:Sources/SQLite:CSQLite"
   "MatchServer:Sources/MatchServer:RosterAPI RosterRPC SegmentStore Logging ServiceLifecycle"
   "IngestCoordinator:Sources/IngestCoordinator:RosterAPI RosterRPC DataLake HashParsing SegmentStore SQLite Logging ServiceLifecycle"
   "IngestWorker:Sources/IngestWorker:RosterAPI RosterRPC DataLake HashParsing SegmentStore Logging ServiceLifecycle"
   "LoadHarness:Sources/LoadHarness:RosterRPC Histogram"
   "RosterClient:Sources/RosterClient:HexDigits RosterAPI RosterRPC RosterTransport"
-  "roster:Sources/roster:ArgumentParser DataLake IngestCoordinator IngestWorker LoadHarness Logging MatchServer RosterAPI RosterClient RosterMetrics RosterRPC RosterServer RosterTransport SegmentStore ServiceLifecycle"
+  "roster:Sources/roster:ArgumentParser DataLake IngestCoordinator ObjectStorage IngestWorker LoadHarness Logging MatchServer RosterAPI RosterClient RosterMetrics RosterRPC RosterServer RosterTransport SegmentStore ServiceLifecycle"
 )
 
 status=0

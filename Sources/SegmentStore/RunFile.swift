@@ -40,6 +40,31 @@ public enum RunFormat {
         let end = high == 0 ? 1 << bits : partition(high - 1, bits: bits) + 1
         return first..<max(first, end)
     }
+
+    /// The partition bits and key count of a run whose first `headerSize`
+    /// bytes are `header`; nil unless the magic, version and checksum hold.
+    /// For a reader that fetches a run in pieces (an object store).
+    public static func readHeader(_ header: UnsafeRawBufferPointer) -> (bits: Int, keys: Int)? {
+        guard header.count >= headerSize,
+              UInt32(littleEndian: header.loadUnaligned(as: UInt32.self)) == magic,
+              UInt16(littleEndian: header.loadUnaligned(fromByteOffset: versionOffset, as: UInt16.self)) == version,
+              XXH64.hash(UnsafeRawBufferPointer(rebasing: header[..<headerChecksumOffset]))
+                == UInt64(littleEndian: header.loadUnaligned(fromByteOffset: headerChecksumOffset, as: UInt64.self)) else { return nil }
+        let bits = Int(header[bitsOffset])
+        let keys = UInt64(littleEndian: header.loadUnaligned(fromByteOffset: keyCountOffset, as: UInt64.self))
+        guard bits <= maxPartitionBits, keys <= UInt64(Int.max / 32) else { return nil }
+        return (bits, Int(keys))
+    }
+
+    /// The byte ranges of the partition table that `RunFile` reads for
+    /// `partitions`: their starts (one more than their count), then their
+    /// checksums. With the header and the keys between the first start and
+    /// the last, they are every byte a merge of those partitions reads.
+    public static func tableRanges(bits: Int, partitions: Range<Int>) -> (starts: Range<Int>, checksums: Range<Int>) {
+        let starts = headerSize + partitions.lowerBound * 8
+        let checksums = headerSize + ((1 << bits) + 1 + partitions.lowerBound) * 8
+        return (starts..<starts + (partitions.count + 1) * 8, checksums..<checksums + partitions.count * 8)
+    }
 }
 
 /// Writes runs.

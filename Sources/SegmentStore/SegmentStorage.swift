@@ -33,11 +33,22 @@ public protocol SegmentStorage: Sendable {
     /// Makes `path` (a pack whose slots were written and waited for) durable
     /// with its metadata: called once per version, before it is published.
     func makeDurable(_ path: String) async throws
+    /// A local file holding at least the bytes of run `path` that a merge of
+    /// keys `[low, high)` reads (header, those partitions' table entries and
+    /// keys; a store that must download may leave the rest a hole). A run
+    /// that does not exist yields a path with no file, which the merge
+    /// reports as a lost run. Pass the result to `discardLocal` when done.
+    func localRun(_ path: String, low: UInt64, high: UInt64) async throws -> String
+    /// Forgets a local copy `localFile` or `localRun` made (a download); a
+    /// store whose local files are the store itself does nothing.
+    func discardLocal(_ localPath: String) async
 }
 
 extension SegmentStorage {
     public func reserveSlot(in path: String, capacity: Int) throws -> PackSlot? { nil }
     public func makeDurable(_ path: String) async throws {}
+    public func localRun(_ path: String, low: UInt64, high: UInt64) async throws -> String { try await localFile(path) }
+    public func discardLocal(_ localPath: String) async {}
 }
 
 /// The embedded default: a folder (shared by every process on this host,
