@@ -171,8 +171,10 @@ let package = Package(
         ]),
         .testTarget(name: "RosterInProcessTests", dependencies: ["RosterRPC", "RosterInProcess", "TestServices"]),
         .testTarget(name: "HexDigitsTests", dependencies: ["HexDigits"]),
+        // Finds the S3-compatible server `.ci/run` starts (skips without one, outside CI).
+        .target(name: "S3TestSupport", dependencies: ["ObjectStorage"], path: "Tests/S3TestSupport"),
         .testTarget(name: "ObjectStorageTests", dependencies: [
-            "ObjectStorage", "DataLake", "SegmentStore", "TestSupport",
+            "ObjectStorage", "DataLake", "SegmentStore", "TestSupport", "S3TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -194,7 +196,10 @@ let package = Package(
             "LoadHarness", "RosterAPI", "RosterRPC", "RosterTransport", "RosterServer",
         ]),
         .testTarget(name: "RosterClientTests", dependencies: ["RosterClient", "RosterServer", "MatchServer", "SegmentStore"]),
-        .testTarget(name: "CLITests", dependencies: ["roster", "RosterClient"]),
+        .testTarget(name: "CLITests", dependencies: [
+            "roster", "RosterClient", "ObjectStorage", "S3TestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore", "TestSupport"]),
         .testTarget(name: "IngestTests", dependencies: [
             "DataLake", "HashParsing", "SegmentStore", "IngestCoordinator", "IngestWorker", "MatchServer", "SQLite",

@@ -326,7 +326,9 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         let clock = ContinuousClock()
         let started = clock.now
         var paths: [String] = []
-        for path in task.runs { paths.append(try await store.localFile(path)) }
+        // Only what this merge reads: from an object store, its partitions of each run.
+        defer { let store = store, fetched = paths; Task { for path in fetched { await store.discardLocal(path) } } }
+        for path in task.runs { paths.append(try await store.localRun(path, low: task.keyLow, high: task.keyHigh)) }
         do {
             return try await merge(task, runs: paths, memory: memory, started: started)
         } catch let error as RunMerger.RunUnreadable {

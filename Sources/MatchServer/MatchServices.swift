@@ -113,16 +113,22 @@ public struct MatchHandler: MatchService.InlineHandler {
 public struct AdminHandler: MatchAdmin.Handler {
     public let catalog: MatchCatalog
     public let access: AccessPolicy
+    /// Where segments come from when they are not in the catalog's folder
+    /// already (an object store): fetched before a version is opened, and
+    /// their local copies dropped once it is retired. Nil: the catalog's
+    /// folder is the store.
+    public let store: (any SegmentStorage)?
 
-    public init(catalog: MatchCatalog, access: AccessPolicy) {
+    public init(catalog: MatchCatalog, access: AccessPolicy, store: (any SegmentStorage)? = nil) {
         self.catalog = catalog
         self.access = access
+        self.store = store
     }
 
     public var interceptors: [any RPCInterceptor] { access.adminChecks }
 
     public func publish(_ request: PublishRequest, context: RPCContext) async throws -> PublishResponse {
-        let result = try Self.publish([request], in: catalog)[0]
+        let result = try await publish([request])[0]
         guard result.code == 0 else { throw RPCError(RPCStatusCode(rawValue: UInt8(result.code)) ?? .unknown, result.message) }
         return PublishResponse(previousVersion: result.previousVersion)
     }
@@ -131,7 +137,39 @@ public struct AdminHandler: MatchAdmin.Handler {
         guard request.publications.count <= 1_000 else {
             throw RPCError(.invalidArgument, "\(request.publications.count) publications in one call; at most 1,000")
         }
-        return PublishManyResponse(results: try Self.publish(request.publications, in: catalog))
+        return PublishManyResponse(results: try await publish(request.publications))
+    }
+
+    /// Fetches what the store must supply, publishes, and drops the local
+    /// copies of the versions this retired (and of those it refused).
+    private func publish(_ requests: [PublishRequest]) async throws(RPCError) -> [PublishResult] {
+        guard let store else { return try Self.publish(requests, in: catalog) }
+        var unfetched: [Int: PublishResult] = [:]
+        for (index, request) in requests.enumerated() where catalog.current(request.advertiserID)?.version != request.version {
+            do {
+                for segment in request.segments { _ = try await store.localFile(segment.path) }
+            } catch {
+                var result = PublishResult()
+                result.code = UInt32(RPCStatusCode.unavailable.rawValue)
+                result.message = "cannot fetch version \(request.version) of \(request.advertiserID) from the segment store: \(error)"
+                unfetched[index] = result
+            }
+        }
+        let before = requests.map { catalog.current($0.advertiserID) }
+        let attempted = requests.indices.filter { unfetched[$0] == nil }
+        let published = try Self.publish(attempted.map { requests[$0] }, in: catalog)
+        var results = requests.indices.map { unfetched[$0] ?? PublishResult() }
+        for (index, result) in zip(attempted, published) {
+            results[index] = result
+            let request = requests[index]
+            if result.code == 0, let old = before[index], old.version != request.version,
+               catalog.current(request.advertiserID)?.version == request.version {
+                for segment in old.segments { await store.discardLocal(segment.info.path) }
+            } else if result.code != 0, catalog.current(request.advertiserID)?.version != request.version {
+                for segment in request.segments { await store.discardLocal(catalog.root.appendingPathComponent(segment.path).path) }
+            }
+        }
+        return results
     }
 
     /// Checks, publishes and answers each request as Publish would.
@@ -197,10 +235,14 @@ public struct AdminHandler: MatchAdmin.Handler {
     }
 
     public func unpublish(_ request: UnpublishRequest, context: RPCContext) async throws -> UnpublishResponse {
+        let before = catalog.current(request.advertiserID)
+        let removed: UInt64
         do {
-            return UnpublishResponse(removedVersion: try catalog.unpublish(advertiser: request.advertiserID))
+            removed = try catalog.unpublish(advertiser: request.advertiserID)
         } catch {
             throw RPCError(.internal, "cannot record the change: \(error)")
         }
+        if let store, let before { for segment in before.segments { await store.discardLocal(segment.info.path) } }
+        return UnpublishResponse(removedVersion: removed)
     }
 }

@@ -48,6 +48,8 @@ struct DevCommand: AsyncParsableCommand {
         logging.bootstrap()
         let logger = Logger(label: "roster.dev")
         try data.createFolders()
+        let backends = try Backends.open(data, logger: Logger(label: "roster.s3"))
+        try await backends.check(logger: logger)
         var services: [any Service] = []
         if let metricsPort {
             let endpoint = MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: "127.0.0.1", port: metricsPort)
@@ -57,26 +59,26 @@ struct DevCommand: AsyncParsableCommand {
         var access = AccessPolicy.fromEnvironment()
         if access.clientTokens.isEmpty && access.adminTokens.isEmpty { access = .open }
         let (matchServer, matchCatalog) = try ServiceFactory.matchServer(
-            store: data.storeURL, endpoint: Endpoint(host: "127.0.0.1", port: matchPort), access: access,
+            store: backends.storeFolder, segments: backends.store, endpoint: Endpoint(host: "127.0.0.1", port: matchPort), access: access,
             options: matchOptions, logger: Logger(label: "roster.match"))
         let match = try await ServiceFactory.start(matchServer, "match server")
         services.append(Scrubber(catalog: matchCatalog, bytesPerSecond: matchOptions.bytesPerSecond))
         let adminToken = access.adminTokens.first
         let coordinatorTokens = tokens(fromEnvironment: "ROSTER_COORDINATOR_TOKENS")
         let (coordinatorServer, coordinator, _) = try ServiceFactory.coordinator(
-            data: data, ingest: ingest, endpoint: Endpoint(host: "127.0.0.1", port: coordinatorPort), match: match,
+            data: data, backends: backends, ingest: ingest, endpoint: Endpoint(host: "127.0.0.1", port: coordinatorPort), match: match,
             adminToken: adminToken, callerTokens: coordinatorTokens, logger: Logger(label: "roster.coordinator"))
         let coordinatorAddress = try await ServiceFactory.start(coordinatorServer, "coordinator")
         services += [matchServer, coordinatorServer, coordinator]
         for i in 0..<workers {
             let (worker, _) = ServiceFactory.worker(id: "dev-worker-\(i)", slots: 1, coordinator: coordinatorAddress,
-                                                    token: coordinatorTokens.first, data: data, logger: Logger(label: "roster.worker"))
+                                                    token: coordinatorTokens.first, backends: backends, logger: Logger(label: "roster.worker"))
             services.append(worker)
         }
         print("""
             roster dev is running.
-              lake:         \(data.lakeURL.path)/<advertiser-id>/<file>
-              store:        \(data.storeURL.path)
+              lake:         \(backends.description.lake)/<advertiser-id>/<file>
+              store:        \(backends.description.store)
               catalog:      \(data.catalogPath)
               match server: \(match)
               coordinator:  \(coordinatorAddress)
@@ -90,6 +92,7 @@ struct DevCommand: AsyncParsableCommand {
             """)
         flushOutput()
         try await ServiceFactory.runUntilSignalled(services, logger: logger)
+        try? await backends.shutdown()
         print("roster dev stopped.")
     }
 }
@@ -131,14 +134,17 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         try data.createFolders()
         let logger = Logger(label: "roster.coordinator")
+        let backends = try Backends.open(data, logger: Logger(label: "roster.s3"))
+        try await backends.check(logger: logger)
         let (server, service, _) = try ServiceFactory.coordinator(
-            data: data, ingest: ingest, endpoint: listen, match: match, adminToken: adminToken,
+            data: data, backends: backends, ingest: ingest, endpoint: listen, match: match, adminToken: adminToken,
             callerTokens: noAuth ? [] : callerTokens, logger: logger)
         if noAuth { logger.warning("coordinator token checks are OFF: anyone who can connect may submit files and lease work") }
         let address = try await ServiceFactory.start(server, "coordinator")
-        print("coordinator listening on \(address); catalog \(data.catalogPath); lake \(data.lakeURL.path)")
+        print("coordinator listening on \(address); catalog \(data.catalogPath); lake \(backends.description.lake); store \(backends.description.store)")
         flushOutput()
         try await ServiceFactory.runUntilSignalled([server, service], logger: logger)
+        try? await backends.shutdown()
     }
 }
 
@@ -170,12 +176,16 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         logging.bootstrap()
         let logger = Logger(label: "roster.worker")
+        try data.createFolders()
+        let backends = try Backends.open(data, logger: Logger(label: "roster.s3"))
+        try await backends.check(logger: logger)
         let (worker, _) = ServiceFactory.worker(
             id: id ?? "worker-\(ProcessInfo.processInfo.hostName)-\(getpid())", slots: max(1, slots),
-            coordinator: coordinator, token: token, data: data, logger: logger)
-        print("worker \(worker.configuration.id) pulling from \(coordinator)")
+            coordinator: coordinator, token: token, backends: backends, logger: logger)
+        print("worker \(worker.configuration.id) pulling from \(coordinator); lake \(backends.description.lake); store \(backends.description.store)")
         flushOutput()
         try await ServiceFactory.runUntilSignalled([worker], logger: logger)
+        try? await backends.shutdown()
     }
 }
 
@@ -220,12 +230,15 @@ struct MatchServerCommand: AsyncParsableCommand {
         if let metricsPort {
             services.append(MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: "127.0.0.1", port: metricsPort))
         }
+        let backends = try Backends.open(data, logger: Logger(label: "roster.s3"))
+        try await backends.check(logger: logger)
         let (server, catalog) = try ServiceFactory.matchServer(
-            store: data.storeURL, endpoint: listen, access: access, options: matchOptions, logger: logger)
+            store: backends.storeFolder, segments: backends.store, endpoint: listen, access: access, options: matchOptions, logger: logger)
         let address = try await ServiceFactory.start(server, "match server")
-        print("match server listening on \(address); serving \(catalog.advertisers.count) advertisers from \(data.storeURL.path)")
+        print("match server listening on \(address); serving \(catalog.advertisers.count) advertisers from \(backends.description.store)")
         flushOutput()
         services += [server, Scrubber(catalog: catalog, bytesPerSecond: matchOptions.bytesPerSecond)]
         try await ServiceFactory.runUntilSignalled(services, logger: logger)
+        try? await backends.shutdown()
     }
 }

@@ -17,19 +17,30 @@ struct DataOptions: ParsableArguments {
     @Option(help: "The data folder (lake, segment store, catalog).")
     var data: String = ProcessInfo.processInfo.environment["ROSTER_DATA"] ?? "./roster-data"
 
-    @Option(help: "The lake folder: <lake>/<advertiser-id>/<file> (default: <data>/lake).")
+    @Option(help: "The lake: a folder <lake>/<advertiser-id>/<file>, or s3://bucket/prefix (default: <data>/lake).")
     var lake: String?
 
-    @Option(help: "The segment store folder shared by workers and match servers (default: <data>/store).")
+    @Option(help: ArgumentHelp(
+        "The segment store shared by workers and match servers: a folder, or s3://bucket/prefix (default: <data>/store).",
+        discussion: "With s3:// the folder <data>/store holds this host's files being written and the copies it reads."))
     var store: String?
 
+    @OptionGroup var s3: S3Options
+
     var dataURL: URL { URL(fileURLWithPath: data).standardizedFileURL }
-    var lakeURL: URL { lake.map { URL(fileURLWithPath: $0).standardizedFileURL } ?? dataURL.appendingPathComponent("lake") }
-    var storeURL: URL { store.map { URL(fileURLWithPath: $0).standardizedFileURL } ?? dataURL.appendingPathComponent("store") }
+    var lakeIsS3: Bool { lake?.hasPrefix("s3://") == true }
+    var storeIsS3: Bool { store?.hasPrefix("s3://") == true }
+    var lakeURL: URL {
+        lake.flatMap { lakeIsS3 ? nil : URL(fileURLWithPath: $0).standardizedFileURL } ?? dataURL.appendingPathComponent("lake")
+    }
+    /// The store folder, or for an object store this host's folder of its files.
+    var storeFolderURL: URL {
+        store.flatMap { storeIsS3 ? nil : URL(fileURLWithPath: $0).standardizedFileURL } ?? dataURL.appendingPathComponent("store")
+    }
     var catalogPath: String { dataURL.appendingPathComponent("catalog.sqlite").path }
 
     func createFolders() throws {
-        for url in [dataURL, lakeURL, storeURL] {
+        for url in [dataURL] + (lakeIsS3 ? [] : [lakeURL]) + [storeFolderURL] {
             do {
                 try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
             } catch {
@@ -96,8 +107,8 @@ struct MatchOptions: ParsableArguments {
 }
 
 enum ServiceFactory {
-    static func matchServer(store: URL, endpoint: Endpoint, access: AccessPolicy, options: MatchOptions,
-                            logger: Logger) throws -> (RPCServer, MatchCatalog) {
+    static func matchServer(store: URL, segments: (any SegmentStorage)? = nil, endpoint: Endpoint, access: AccessPolicy,
+                            options: MatchOptions, logger: Logger) throws -> (RPCServer, MatchCatalog) {
         let catalog: MatchCatalog
         do {
             catalog = try MatchCatalog(root: store, mapBudget: options.maxMaps, logger: logger)
@@ -107,12 +118,12 @@ enum ServiceFactory {
         // MatchHandler logs the warning if token checks are off.
         let server = try RPCServer(
             configuration: .init(host: endpoint.host, port: endpoint.port),
-            services: [MatchHandler(catalog: catalog, access: access, logger: logger), AdminHandler(catalog: catalog, access: access)],
+            services: [MatchHandler(catalog: catalog, access: access, logger: logger), AdminHandler(catalog: catalog, access: access, store: segments)],
             logger: logger)
         return (server, catalog)
     }
 
-    static func coordinator(data: DataOptions, ingest: IngestOptions, endpoint: Endpoint, match: Endpoint,
+    static func coordinator(data: DataOptions, backends: Backends, ingest: IngestOptions, endpoint: Endpoint, match: Endpoint,
                             adminToken: String?, callerTokens: Set<String>, logger: Logger) throws -> (RPCServer, CoordinatorService<RPCClient>, RPCClient) {
         let catalog: IngestCatalog
         do {
@@ -124,21 +135,21 @@ enum ServiceFactory {
         }
         let matchClient = RPCClient(host: match.host, port: match.port)
         let service = CoordinatorService(
-            catalog: catalog, lake: LocalFolderLake(root: data.lakeURL), store: LocalSegmentStorage(root: data.storeURL),
+            catalog: catalog, lake: backends.lake, store: backends.store,
             matchAdmin: MatchAdmin.Client(transport: matchClient),
             configuration: .init(scanInterval: ingest.scanDuration, adminToken: adminToken, callerTokens: callerTokens), logger: logger)
         let server = try RPCServer(configuration: .init(host: endpoint.host, port: endpoint.port), services: [service], logger: logger)
         return (server, service, matchClient)
     }
 
-    static func worker(id: String, slots: Int, coordinator: Endpoint, token: String?, data: DataOptions,
+    static func worker(id: String, slots: Int, coordinator: Endpoint, token: String?, backends: Backends,
                        logger: Logger) -> (BlockWorker<RPCClient>, RPCClient) {
         let client = RPCClient(host: coordinator.host, port: coordinator.port)
         var configuration = BlockWorker<RPCClient>.Configuration(id: id, slots: slots)
         configuration.token = token
         let worker = BlockWorker(
             configuration: configuration, coordinator: Coordinator.Client(transport: client),
-            lake: LocalFolderLake(root: data.lakeURL), store: LocalSegmentStorage(root: data.storeURL), logger: logger)
+            lake: backends.lake, store: backends.store, logger: logger)
         return (worker, client)
     }
 

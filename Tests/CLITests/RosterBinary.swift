@@ -46,13 +46,15 @@ enum RosterBinary {
     }
 
     /// Runs `roster args...` to completion (killed after `timeout`).
-    static func run(_ args: [String], stdin: String? = nil, timeout: TimeInterval = 30, as user: UInt32? = nil) throws -> Result {
+    static func run(_ args: [String], stdin: String? = nil, timeout: TimeInterval = 30, as user: UInt32? = nil,
+                    environment extra: [String: String] = [:]) throws -> Result {
         let process = Process()
         prepare(process, args, as: user)
         var environment = ProcessInfo.processInfo.environment
         for key in ["ROSTER_TOKEN", "ROSTER_ADMIN_TOKEN", "ROSTER_CLIENT_TOKENS", "ROSTER_ADMIN_TOKENS", "ROSTER_COORDINATOR", "ROSTER_MATCH"] {
             environment[key] = nil
         }
+        environment.merge(extra) { $1 }
         process.environment = environment
         let out = Pipe(), err = Pipe(), input = Pipe()
         process.standardOutput = out

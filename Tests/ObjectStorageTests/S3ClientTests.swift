@@ -4,6 +4,7 @@ import NIOCore
 @testable import ObjectStorage
 import SegmentStore
 import TestSupport
+import S3TestSupport
 import XCTest
 
 /// The client, the lake and the store against a real S3-compatible server.

@@ -6,10 +6,10 @@ import XCTest
 /// `scripts/s3-test-server.sh` (which `.ci/run` runs), found through
 /// `ROSTER_TEST_S3_*`. Without it the tests skip, saying so, unless `CI=true`
 /// (or `ROSTER_REQUIRE_S3=1`), where they fail.
-enum S3TestServer {
-    static var environment: [String: String] { ProcessInfo.processInfo.environment }
+public enum S3TestServer {
+    public static var environment: [String: String] { ProcessInfo.processInfo.environment }
 
-    static func endpoint() throws -> (endpoint: String, key: String, secret: String, bucket: String) {
+    public static func endpoint() throws -> (endpoint: String, key: String, secret: String, bucket: String) {
         let env = environment
         guard let endpoint = env["ROSTER_TEST_S3_ENDPOINT"], let key = env["ROSTER_TEST_S3_ACCESS_KEY"],
               let secret = env["ROSTER_TEST_S3_SECRET_KEY"] else {
@@ -24,7 +24,7 @@ enum S3TestServer {
     }
 
     /// A configuration for a prefix of its own (`<test>-<random>/`), so tests never see each other's objects.
-    static func configuration(_ name: String, endpoint override: String? = nil, bucket: String? = nil,
+    public static func configuration(_ name: String, endpoint override: String? = nil, bucket: String? = nil,
                               secret: String? = nil, accessKey: String? = nil) throws -> S3Configuration {
         let server = try endpoint()
         var configuration = try S3Configuration.resolve(
@@ -39,9 +39,9 @@ enum S3TestServer {
 }
 
 /// A folder removed when the test's value goes away.
-final class TemporaryFolder {
-    let url: URL
-    init() throws {
+public final class TemporaryFolder {
+    public let url: URL
+    public init() throws {
         url = FileManager.default.temporaryDirectory.appendingPathComponent("roster-s3-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     }

@@ -1,0 +1,121 @@
+import Foundation
+import NIOCore
+import ObjectStorage
+import RosterClient
+import S3TestSupport
+import XCTest
+
+/// The services as separate processes that share no folder — each has a
+/// data folder of its own — and meet only in a bucket of a real
+/// S3-compatible server: the lake and the segment store are both there.
+final class ObjectStorageEndToEndTests: XCTestCase {
+    private var root: URL!
+    private var services: [RosterService] = []
+    private var client: S3Client?
+
+    override func setUpWithError() throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("roster-s3-e2e-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() async throws {
+        for service in services { service.stop(SIGKILL) }
+        try? await client?.shutdown()
+        try? FileManager.default.removeItem(at: root)
+    }
+
+    private func listFile(_ emails: [String]) -> String {
+        "email_md5\n" + emails.map { MemberHash(email: $0).hex + "\n" }.joined()
+    }
+
+    func testListsInABucketAreIngestedAndServedByProcessesSharingNoFolder() async throws {
+        let server = try S3TestServer.endpoint()
+        let configuration = try S3TestServer.configuration("e2e")
+        let s3 = S3Client(configuration)
+        client = s3
+        let base = "s3://\(configuration.bucket)/\(configuration.prefix)"
+        let environment = ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret,
+                           "AWS_ENDPOINT_URL": server.endpoint, "AWS_REGION": "us-east-1"]
+        let buckets = ["--lake", base + "lake", "--store", base + "store"]
+        func data(_ name: String) -> [String] { ["--data", root.appendingPathComponent(name).path] }
+
+        let matchServer = try RosterService(["match-server", "--no-auth", "--listen", "127.0.0.1:0", "--store", base + "store"]
+                                            + data("match"), environment: environment)
+        services.append(matchServer)
+        let match = String(try matchServer.waitForLine("match server listening on").split(separator: ";")[0])
+        let coordinatorProcess = try RosterService(["coordinator", "--no-auth", "--listen", "127.0.0.1:0", "--match", match,
+                                                    "--block-size", "4096", "--scan-interval", "0.2", "--lease", "2"]
+                                                   + buckets + data("coordinator"), environment: environment)
+        services.append(coordinatorProcess)
+        let coordinator = String(try coordinatorProcess.waitForLine("coordinator listening on").split(separator: ";")[0])
+        let firstWorker = try RosterService(["worker", "--coordinator", coordinator, "--log-level", "error"] + buckets + data("worker-1"),
+                                            environment: environment)
+        services.append(firstWorker)
+
+        // 6,000 members, about 200 KB: some 50 blocks, each a run uploaded, then merges.
+        let members = (0..<6_000).map { "user\($0)@example.com" }
+        try await s3.put("lake/acme/members.txt", body: ByteBuffer(string: listFile(members)))
+        func blocksDone() throws -> Int {
+            let result = try RosterBinary.run(["call", "--coordinator", coordinator, "Coordinator.ListFiles", "{}"])
+            guard result.status == 0, case .array(let files)? = try JSONValue(parsing: result.stdout)["files"],
+                  case .number(let done)? = files.first?["blocksDone"] else { return -1 }
+            return Int(done) ?? -1
+        }
+        // A worker killed mid-ingest (SIGKILL, uploads in flight) leaves no
+        // half-written object behind as done: its leases expire, another
+        // worker redoes them, and every member is served.
+        try eventually("some blocks to be done") { try blocksDone() >= 3 }
+        firstWorker.stop(SIGKILL)
+        let secondWorker = try RosterService(["worker", "--coordinator", coordinator, "--log-level", "error"] + buckets + data("worker-2"),
+                                             environment: environment)
+        services.append(secondWorker)
+        try eventually(timeout: 60, "the list to be served") {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", members[5_999]]).status == 0
+        }
+        let hashes = root.appendingPathComponent("hashes.txt")
+        try Data(members.map { MemberHash(email: $0).hex }.joined(separator: "\n").utf8).write(to: hashes)
+        let all = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--file", hashes.path])
+        XCTAssertTrue(all.stdout.contains("6000 of 6000 are members of acme"), all.stdout.suffix(300) + all.stderr)
+
+        // A new list replaces it; the old version's runs and segments leave the bucket.
+        let replacement = (10_000..<10_500).map { "user\($0)@example.com" }
+        try await s3.put("lake/acme/members.txt", body: ByteBuffer(string: listFile(replacement)))
+        try eventually(timeout: 60, "the replacement to be served") {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", replacement[0]]).status == 0
+        }
+        XCTAssertEqual(try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", members[0]]).status, 3)
+        let live = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", replacement[1]])
+        let version = live.stdout.split(separator: " ").last.map { $0.filter(\.isNumber) } ?? ""
+        var left: [String] = []
+        for _ in 0..<300 {
+            left = try await s3.listAll(prefix: "store/").map(\.key)
+            if !left.isEmpty, left.allSatisfy({ $0.hasPrefix("store/segments/acme/") && !$0.hasPrefix("store/segments/acme/1/") }) { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        XCTAssertFalse(left.contains { $0.hasPrefix("store/runs/") }, "runs of merged versions are collected: \(left)")
+        XCTAssertFalse(left.contains { $0.hasPrefix("store/segments/acme/1/") }, "the retired version's segments are collected: \(left)")
+        XCTAssertFalse(left.isEmpty, "the live version stays")
+        // The match server keeps only what it serves in its own folder.
+        let cached = FileManager.default.enumerator(atPath: root.appendingPathComponent("match/store/segments").path)?
+            .compactMap { $0 as? String }.filter { $0.hasSuffix(".seg") } ?? []
+        XCTAssertFalse(cached.contains { $0.hasPrefix("acme/1/") }, "retired segments leave the match server's cache: \(cached)")
+        XCTAssertFalse(cached.isEmpty, "\(version)")
+    }
+
+    func testWrongCredentialsStopAServiceAtStartWithOneClearLine() throws {
+        let server = try S3TestServer.endpoint()
+        let result = try RosterBinary.run(
+            ["worker", "--lake", "s3://\(server.bucket)/x", "--store", "s3://\(server.bucket)/y", "--s3-endpoint", server.endpoint,
+             "--data", root.path],
+            environment: ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": "wrong"])
+        XCTAssertEqual(result.status, 1)
+        let errors = result.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }
+        XCTAssertEqual(errors.count, 1, result.stderr)
+        XCTAssertTrue(result.stderr.contains("SignatureDoesNotMatch") && result.stderr.contains("secret key"), result.stderr)
+        let missing = try RosterBinary.run(
+            ["match-server", "--no-auth", "--store", "s3://no-such-bucket-roster/y", "--s3-endpoint", server.endpoint, "--data", root.path],
+            environment: ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret])
+        XCTAssertEqual(missing.status, 1)
+        XCTAssertTrue(missing.stderr.contains("NoSuchBucket") && missing.stderr.contains("create the bucket"), missing.stderr)
+    }
+}
