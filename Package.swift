@@ -172,7 +172,14 @@ let package = Package(
         .testTarget(name: "RosterInProcessTests", dependencies: ["RosterRPC", "RosterInProcess", "TestServices"]),
         .testTarget(name: "HexDigitsTests", dependencies: ["HexDigits"]),
         // Finds the S3-compatible server `.ci/run` starts (skips without one, outside CI).
-        .target(name: "S3TestSupport", dependencies: ["ObjectStorage"], path: "Tests/S3TestSupport"),
+        .target(name: "S3TestSupport", dependencies: [
+            "ObjectStorage",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ], path: "Tests/S3TestSupport"),
         .testTarget(name: "ObjectStorageTests", dependencies: [
             "ObjectStorage", "DataLake", "SegmentStore", "TestSupport", "S3TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),

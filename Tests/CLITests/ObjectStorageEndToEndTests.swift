@@ -102,6 +102,85 @@ final class ObjectStorageEndToEndTests: XCTestCase {
         XCTAssertFalse(cached.isEmpty, "\(version)")
     }
 
+    /// Starts a match server, a coordinator and a worker whose object store
+    /// is reached at `endpoint` (a `FaultProxy`); returns the addresses.
+    private func startServices(endpoint: String, base: String, environment: [String: String], maxAttempts: Int = 4)
+        throws -> (match: String, coordinator: String) {
+        var environment = environment
+        environment["AWS_ENDPOINT_URL"] = endpoint
+        let buckets = ["--lake", base + "lake", "--store", base + "store"]
+        func data(_ name: String) -> [String] { ["--data", root.appendingPathComponent(name).path] }
+        let matchServer = try RosterService(["match-server", "--no-auth", "--listen", "127.0.0.1:0", "--store", base + "store"]
+                                            + data("match"), environment: environment)
+        services.append(matchServer)
+        let match = String(try matchServer.waitForLine("match server listening on").split(separator: ";")[0])
+        let coordinator = try RosterService(["coordinator", "--no-auth", "--listen", "127.0.0.1:0", "--match", match,
+                                             "--block-size", "4096", "--scan-interval", "0.2", "--lease", "2",
+                                             "--max-attempts", String(maxAttempts)] + buckets + data("coordinator"),
+                                            environment: environment)
+        services.append(coordinator)
+        let address = String(try coordinator.waitForLine("coordinator listening on").split(separator: ";")[0])
+        let worker = try RosterService(["worker", "--coordinator", address, "--log-level", "error", "--slots", "2"] + buckets + data("worker"),
+                                       environment: environment)
+        services.append(worker)
+        return (match, address)
+    }
+
+    func testIngestCompletesThroughAFlakyObjectStore() async throws {
+        let server = try S3TestServer.endpoint()
+        let configuration = try S3TestServer.configuration("flaky")
+        let s3 = S3Client(configuration)
+        client = s3
+        // Every 4th request 503 SlowDown, every 9th a 500, every 11th
+        // dropped, every 13th with its body cut off, every 7th slow.
+        let proxy = try FaultProxy(upstream: server.endpoint) { index, _, _ in
+            index % 4 == 3 ? .slowDown : index % 9 == 8 ? .internalError : index % 11 == 10 ? .drop
+                : index % 13 == 12 ? .cutBody : index % 7 == 6 ? .slowBody : .none
+        }
+        defer { Task { try? await proxy.shutdown() } }
+        let (match, _) = try startServices(
+            endpoint: proxy.endpoint, base: "s3://\(configuration.bucket)/\(configuration.prefix)",
+            environment: ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret, "AWS_REGION": "us-east-1"])
+        let members = (0..<3_000).map { "user\($0)@example.com" }
+        try await s3.put("lake/acme/members.txt", body: ByteBuffer(string: listFile(members)))
+        try eventually(timeout: 60, "the list to be served through the faults") {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", members[2_999]]).status == 0
+        }
+        let hashes = root.appendingPathComponent("hashes.txt")
+        try Data(members.map { MemberHash(email: $0).hex }.joined(separator: "\n").utf8).write(to: hashes)
+        let all = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--file", hashes.path])
+        XCTAssertTrue(all.stdout.contains("3000 of 3000 are members of acme"), all.stdout.suffix(300) + all.stderr)
+        XCTAssertGreaterThan(proxy.injected.filter { $0 != .none }.count, 10)
+    }
+
+    func testAnUnreadableListFailsItsVersionWithAClearErrorAndNothingIsServed() async throws {
+        let server = try S3TestServer.endpoint()
+        let configuration = try S3TestServer.configuration("unreadable")
+        let s3 = S3Client(configuration)
+        client = s3
+        // Reads of the lake's objects always answer 503; everything else works.
+        let proxy = try FaultProxy(upstream: server.endpoint) { _, method, uri in
+            method == .GET && uri.contains("/lake/") && !uri.contains("list-type") ? .slowDown : .none
+        }
+        defer { Task { try? await proxy.shutdown() } }
+        let (match, coordinator) = try startServices(
+            endpoint: proxy.endpoint, base: "s3://\(configuration.bucket)/\(configuration.prefix)",
+            environment: ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret, "AWS_REGION": "us-east-1"],
+            maxAttempts: 2)
+        try await s3.put("lake/acme/members.txt", body: ByteBuffer(string: listFile(["a@example.com"])))
+        var error = ""
+        try eventually(timeout: 60, "the version to fail") {
+            let result = try RosterBinary.run(["call", "--coordinator", coordinator, "Coordinator.ListFiles", "{}"])
+            guard result.status == 0, case .array(let files)? = try JSONValue(parsing: result.stdout)["files"],
+                  let file = files.first, file["state"] == .string("FILE_STATE_FAILED") else { return false }
+            if case .string(let text)? = file["error"] { error = text }
+            return true
+        }
+        XCTAssertTrue(error.contains("HTTP 503 SlowDown") && error.contains("lake/acme/members.txt"), error)
+        let served = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", "a@example.com"])
+        XCTAssertNotEqual(served.status, 0, "nothing is served for a failed version")
+    }
+
     func testWrongCredentialsStopAServiceAtStartWithOneClearLine() throws {
         let server = try S3TestServer.endpoint()
         let result = try RosterBinary.run(
