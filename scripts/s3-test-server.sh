@@ -27,11 +27,12 @@ JSON
     -master.port=$((PORT + 1000)) -filer.port=$((PORT + 2000)) -volume.port=$((PORT + 3000)) \
     -admin.ui=false -webdav=false -bucket=roster-test >"$DIR/log" 2>&1 < /dev/null &
   echo $! > "$DIR/pid"
+  # Ready once weed says every component runs (the bucket is created
+  # before that) and the S3 port refuses an unsigned request.
   for _ in $(seq 1 120); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/" || true)
-    if [ "$code" = 403 ] || [ "$code" = 200 ]; then
-      # The bucket is created once the filer is up; wait for it too.
-      if curl -s "http://127.0.0.1:$PORT/roster-test" -o /dev/null -w '%{http_code}' | grep -qE '403|200'; then break; fi
+    if grep -q "All enabled components are running" "$DIR/log" 2>/dev/null \
+       && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/" || true)" = 403 ]; then
+      break
     fi
     sleep 0.5
   done
