@@ -12,6 +12,10 @@ public final class ListVersion: Sendable {
     public let advertiserID: String
     public let version: UInt64
     public let segments: [Segment]
+    /// Every file the version was published with, empty segments included
+    /// (they answer nothing and are not kept open): what a store that
+    /// copied them here removes when the version is retired.
+    public let files: [String]
     /// Segments ordered by first key with disjoint ranges: a key is looked
     /// up in the one segment whose range holds it. Otherwise, in all.
     private let disjoint: Bool
@@ -19,6 +23,7 @@ public final class ListVersion: Sendable {
     public init(advertiserID: String, version: UInt64, segments: [Segment]) {
         self.advertiserID = advertiserID
         self.version = version
+        self.files = Array(Set(segments.map(\.info.path))).sorted()
         let nonEmpty = segments.filter { $0.count > 0 }.sorted { $0.info.firstKey! < $1.info.firstKey! }
         self.segments = nonEmpty
         var disjoint = true

@@ -164,7 +164,7 @@ public struct AdminHandler: MatchAdmin.Handler {
             let request = requests[index]
             if result.code == 0, let old = before[index], old.version != request.version,
                catalog.current(request.advertiserID)?.version == request.version {
-                for segment in old.segments { await store.discardLocal(segment.info.path) }
+                for file in old.files { await store.discardLocal(file) }
             } else if result.code != 0, catalog.current(request.advertiserID)?.version != request.version {
                 for segment in request.segments { await store.discardLocal(catalog.root.appendingPathComponent(segment.path).path) }
             }
@@ -242,7 +242,7 @@ public struct AdminHandler: MatchAdmin.Handler {
         } catch {
             throw RPCError(.internal, "cannot record the change: \(error)")
         }
-        if let store, let before { for segment in before.segments { await store.discardLocal(segment.info.path) } }
+        if let store, let before { for file in before.files { await store.discardLocal(file) } }
         return UnpublishResponse(removedVersion: removed)
     }
 }
