@@ -101,7 +101,17 @@ struct Backends {
         }
     }
 
-    func shutdown() async throws {
-        for client in clients { try await client.shutdown() }
+    /// Closes the connection pools, logging each one's requests and bytes
+    /// (what a benchmark reads, what an operator pays for).
+    func shutdown(logger: Logger? = nil) async throws {
+        for client in clients {
+            if let logger {
+                let usage = client.usageSoFar
+                logger.notice("object store usage", metadata: [
+                    "bucket": "\(client.bucket)", "requests": "\(usage.requests.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))",
+                    "retries": "\(usage.retries)", "bytes_received": "\(usage.bytesReceived)", "bytes_sent": "\(usage.bytesSent)"])
+            }
+            try await client.shutdown()
+        }
     }
 }

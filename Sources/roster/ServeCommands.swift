@@ -92,7 +92,7 @@ struct DevCommand: AsyncParsableCommand {
             """)
         flushOutput()
         try await ServiceFactory.runUntilSignalled(services, logger: logger)
-        try? await backends.shutdown()
+        try? await backends.shutdown(logger: logger)
         print("roster dev stopped.")
     }
 }
@@ -144,7 +144,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         print("coordinator listening on \(address); catalog \(data.catalogPath); lake \(backends.description.lake); store \(backends.description.store)")
         flushOutput()
         try await ServiceFactory.runUntilSignalled([server, service], logger: logger)
-        try? await backends.shutdown()
+        try? await backends.shutdown(logger: logger)
     }
 }
 
@@ -185,7 +185,7 @@ struct WorkerCommand: AsyncParsableCommand {
         print("worker \(worker.configuration.id) pulling from \(coordinator); lake \(backends.description.lake); store \(backends.description.store)")
         flushOutput()
         try await ServiceFactory.runUntilSignalled([worker], logger: logger)
-        try? await backends.shutdown()
+        try? await backends.shutdown(logger: logger)
     }
 }
 
@@ -239,6 +239,6 @@ struct MatchServerCommand: AsyncParsableCommand {
         flushOutput()
         services += [server, Scrubber(catalog: catalog, bytesPerSecond: matchOptions.bytesPerSecond)]
         try await ServiceFactory.runUntilSignalled(services, logger: logger)
-        try? await backends.shutdown()
+        try? await backends.shutdown(logger: logger)
     }
 }

