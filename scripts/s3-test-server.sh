@@ -26,7 +26,6 @@ JSON
   setsid weed mini -dir="$DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$PORT" -s3.config="$DIR/s3.json" \
     -master.port=$((PORT + 1000)) -filer.port=$((PORT + 2000)) -volume.port=$((PORT + 3000)) \
     -admin.ui=false -webdav=false -bucket=roster-test >"$DIR/log" 2>&1 < /dev/null &
-  echo $! > "$DIR/pid"
   # Ready once weed says every component runs (the bucket is created
   # before that) and the S3 port refuses an unsigned request.
   for _ in $(seq 1 120); do
@@ -41,12 +40,12 @@ JSON
   echo "export ROSTER_TEST_S3_ENDPOINT=http://127.0.0.1:$PORT ROSTER_TEST_S3_ACCESS_KEY=$KEY ROSTER_TEST_S3_SECRET_KEY=$SECRET ROSTER_TEST_S3_BUCKET=roster-test"
   ;;
 stop)
-  if [ -f "$DIR/pid" ]; then
-    pid=$(cat "$DIR/pid")
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-  fi
+  # `weed` from PyPI is a launcher whose server runs in a session of its
+  # own: stop whatever serves this folder, by its command line.
+  pattern="weed mini -dir=$DIR/data"
+  pkill -TERM -f -- "$pattern" 2>/dev/null || true
+  for _ in $(seq 1 50); do pgrep -f -- "$pattern" >/dev/null || break; sleep 0.1; done
+  pkill -KILL -f -- "$pattern" 2>/dev/null || true
   rm -rf "$DIR"
   ;;
 *)

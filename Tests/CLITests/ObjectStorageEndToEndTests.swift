@@ -36,21 +36,8 @@ final class ObjectStorageEndToEndTests: XCTestCase {
         let base = "s3://\(configuration.bucket)/\(configuration.prefix)"
         let environment = ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret,
                            "AWS_ENDPOINT_URL": server.endpoint, "AWS_REGION": "us-east-1"]
-        let buckets = ["--lake", base + "lake", "--store", base + "store"]
-        func data(_ name: String) -> [String] { ["--data", root.appendingPathComponent(name).path] }
-
-        let matchServer = try RosterService(["match-server", "--no-auth", "--listen", "127.0.0.1:0", "--store", base + "store"]
-                                            + data("match"), environment: environment)
-        services.append(matchServer)
-        let match = String(try matchServer.waitForLine("match server listening on").split(separator: ";")[0])
-        let coordinatorProcess = try RosterService(["coordinator", "--no-auth", "--listen", "127.0.0.1:0", "--match", match,
-                                                    "--block-size", "4096", "--scan-interval", "0.2", "--lease", "2"]
-                                                   + buckets + data("coordinator"), environment: environment)
-        services.append(coordinatorProcess)
-        let coordinator = String(try coordinatorProcess.waitForLine("coordinator listening on").split(separator: ";")[0])
-        let firstWorker = try RosterService(["worker", "--coordinator", coordinator, "--log-level", "error"] + buckets + data("worker-1"),
-                                            environment: environment)
-        services.append(firstWorker)
+        let (match, coordinator) = try startServices(endpoint: server.endpoint, base: base, environment: environment, workers: false)
+        let firstWorker = try startWorker("worker-1", coordinator: coordinator, base: base, environment: environment)
 
         // 6,000 members, about 200 KB: some 50 blocks, each a run uploaded, then merges.
         let members = (0..<6_000).map { "user\($0)@example.com" }
@@ -66,9 +53,7 @@ final class ObjectStorageEndToEndTests: XCTestCase {
         // worker redoes them, and every member is served.
         try eventually("some blocks to be done") { try blocksDone() >= 3 }
         firstWorker.stop(SIGKILL)
-        let secondWorker = try RosterService(["worker", "--coordinator", coordinator, "--log-level", "error"] + buckets + data("worker-2"),
-                                             environment: environment)
-        services.append(secondWorker)
+        _ = try startWorker("worker-2", coordinator: coordinator, base: base, environment: environment)
         try eventually(timeout: 60, "the list to be served") {
             try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", members[5_999]]).status == 0
         }
@@ -102,28 +87,35 @@ final class ObjectStorageEndToEndTests: XCTestCase {
         XCTAssertFalse(cached.isEmpty, "\(version)")
     }
 
-    /// Starts a match server, a coordinator and a worker whose object store
-    /// is reached at `endpoint` (a `FaultProxy`); returns the addresses.
-    private func startServices(endpoint: String, base: String, environment: [String: String], maxAttempts: Int = 4)
-        throws -> (match: String, coordinator: String) {
+    private func buckets(_ base: String) -> [String] { ["--lake", base + "lake", "--store", base + "store"] }
+    private func data(_ name: String) -> [String] { ["--data", root.appendingPathComponent(name).path] }
+
+    /// Starts a match server, a coordinator and (unless `workers` is false) a
+    /// worker, each with a folder of its own, whose object store is reached
+    /// at `endpoint` (the server, or a `FaultProxy` in front of it).
+    private func startServices(endpoint: String, base: String, environment: [String: String], maxAttempts: Int = 4,
+                               workers: Bool = true) throws -> (match: String, coordinator: String) {
         var environment = environment
         environment["AWS_ENDPOINT_URL"] = endpoint
-        let buckets = ["--lake", base + "lake", "--store", base + "store"]
-        func data(_ name: String) -> [String] { ["--data", root.appendingPathComponent(name).path] }
         let matchServer = try RosterService(["match-server", "--no-auth", "--listen", "127.0.0.1:0", "--store", base + "store"]
                                             + data("match"), environment: environment)
         services.append(matchServer)
         let match = String(try matchServer.waitForLine("match server listening on").split(separator: ";")[0])
         let coordinator = try RosterService(["coordinator", "--no-auth", "--listen", "127.0.0.1:0", "--match", match,
                                              "--block-size", "4096", "--scan-interval", "0.2", "--lease", "2",
-                                             "--max-attempts", String(maxAttempts)] + buckets + data("coordinator"),
+                                             "--max-attempts", String(maxAttempts)] + buckets(base) + data("coordinator"),
                                             environment: environment)
         services.append(coordinator)
         let address = String(try coordinator.waitForLine("coordinator listening on").split(separator: ";")[0])
-        let worker = try RosterService(["worker", "--coordinator", address, "--log-level", "error", "--slots", "2"] + buckets + data("worker"),
-                                       environment: environment)
-        services.append(worker)
+        if workers { _ = try startWorker("worker", coordinator: address, base: base, environment: environment) }
         return (match, address)
+    }
+
+    private func startWorker(_ name: String, coordinator: String, base: String, environment: [String: String]) throws -> RosterService {
+        let worker = try RosterService(["worker", "--coordinator", coordinator, "--log-level", "error", "--slots", "2"]
+                                       + buckets(base) + data(name), environment: environment)
+        services.append(worker)
+        return worker
     }
 
     func testIngestCompletesThroughAFlakyObjectStore() async throws {
