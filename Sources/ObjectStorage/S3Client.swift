@@ -47,6 +47,10 @@ public final class S3Client: Sendable {
         self.configuration = configuration
         var http = HTTPClient.Configuration()
         http.connectionPool = .init(idleTimeout: .seconds(60))
+        // A refused connection fails now and is retried by `send`, within its
+        // bound; async-http-client would otherwise keep trying until the
+        // request's deadline (minutes, for a server that is down).
+        http.connectionPool.retryConnectionEstablishment = false
         http.timeout = .init(connect: .seconds(10), read: .seconds(60))
         http.decompression = .disabled
         http.redirectConfiguration = .disallow
