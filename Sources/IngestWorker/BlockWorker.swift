@@ -325,10 +325,26 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     private func merge(_ task: IngestTask, memory: SlotMemory) async throws -> (CompleteTaskRequest, UncommittedSegment) {
         let clock = ContinuousClock()
         let started = clock.now
-        var paths: [String] = []
-        // Only what this merge reads: from an object store, its partitions of each run.
-        defer { let store = store, fetched = paths; Task { for path in fetched { await store.discardLocal(path) } } }
-        for path in task.runs { paths.append(try await store.localRun(path, low: task.keyLow, high: task.keyHigh)) }
+        // Only what this merge reads: from an object store, its partitions of
+        // each run, fetched a few runs at a time (each is a handful of small
+        // requests whose latency would otherwise add up run after run).
+        var fetched: [Int: String] = [:]
+        defer { let store = store, local = Array(fetched.values); Task { for path in local { await store.discardLocal(path) } } }
+        let (store, low, high) = (self.store, task.keyLow, task.keyHigh)
+        try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            var next = 0
+            func start() {
+                let index = next, run = task.runs[index]
+                next += 1
+                group.addTask { (index, try await store.localRun(run, low: low, high: high)) }
+            }
+            while next < min(task.runs.count, 8) { start() }
+            while let (index, path) = try await group.next() {
+                fetched[index] = path
+                if next < task.runs.count { start() }
+            }
+        }
+        let paths = task.runs.indices.map { fetched[$0]! }
         do {
             return try await merge(task, runs: paths, memory: memory, started: started)
         } catch let error as RunMerger.RunUnreadable {

@@ -30,6 +30,8 @@ public struct S3Configuration: Sendable {
     /// Objects up to this size are uploaded with one PUT; larger ones in
     /// parts of this size (S3 requires parts of 5 MiB or more).
     public var partSize: Int = 16 << 20
+    /// Parts of one multipart upload in flight at once (memory: this many parts).
+    public var uploadConcurrency: Int = 4
 
     public init(bucket: String, prefix: String = "", endpoint: URL, region: String, addressing: Addressing,
                 credentials: S3Credentials) {

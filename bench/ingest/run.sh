@@ -132,7 +132,7 @@ for SIZE in "$@"; do
   kill -INT $W1 $W2 $COORD_PID $MATCH_PID; wait $W1 $W2 $COORD_PID $MATCH_PID 2>/dev/null || true
   if [ "$BACKEND" = s3 ]; then
     for p in coord w1 w2 match; do
-      grep "object store usage" "$WORK/$p.out" | sed -E "s/.*object store usage/       $p:/" || true
+      grep "object store usage" "$WORK/$p.out" | sed -E "s/^.*roster\.[a-z]+: /       $p: /; s/ \[roster\] object store usage//" || true
     done
   fi
   rm -rf "$DATA"
