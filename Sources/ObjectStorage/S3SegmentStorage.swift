@@ -70,18 +70,24 @@ public struct S3SegmentStorage: SegmentStorage {
             close(fd)
             if !keep { unlink(file) }
         }
-        func fetch(_ range: Range<Int>) async throws -> [UInt8] {
+        /// Bytes `range` of the run, written at their offsets; `exact`: fewer is an error.
+        func fetch(_ range: Range<Int>, exact: Bool = true) async throws -> [UInt8] {
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: range.count, alignment: 16)
             defer { buffer.deallocate() }
             let n = try await client.read(path, offset: Int64(range.lowerBound), into: buffer)
             let bytes = Array(UnsafeRawBufferPointer(rebasing: buffer[..<n]))
-            guard n == range.count else { throw SegmentError(path, "truncated: \(n) of \(range.count) bytes at \(range.lowerBound)") }
+            guard n == range.count || (!exact && n >= RunFormat.headerSize) else {
+                throw SegmentError(path, "truncated: \(n) of \(range.count) bytes at \(range.lowerBound)")
+            }
             try bytes.withUnsafeBytes { try AtomicFile.writeAll(fd, $0, at: range.lowerBound, path: file) }
             return bytes
         }
-        let header: [UInt8]
+        // One request for the header and, for runs of up to 2^11 partitions
+        // (what the coordinator picks for lists of up to about 100 GB),
+        // the whole partition table: a merge reads each run with two.
+        let prefix: [UInt8]
         do {
-            header = try await fetch(0..<RunFormat.headerSize)
+            prefix = try await fetch(0..<Self.prefixBytes, exact: false)
         } catch let error as S3Error where error.isNotFound {
             return file // no file: the merge reports the run lost
         } catch is SegmentError {
@@ -89,15 +95,15 @@ public struct S3SegmentStorage: SegmentStorage {
             return file
         }
         keep = true
-        guard let (bits, keys) = header.withUnsafeBytes({ RunFormat.readHeader($0) }) else { return file } // RunFile says what is wrong
+        guard let (bits, keys) = prefix.withUnsafeBytes({ RunFormat.readHeader($0) }) else { return file } // RunFile says what is wrong
         guard ftruncate(fd, off_t(RunFormat.fileSize(keys: keys, bits: bits))) == 0 else {
             throw SegmentError(file, "cannot size: \(String(cString: strerror(errno)))")
         }
         let partitions = RunFormat.partitions(low: low, high: high, bits: bits)
         guard !partitions.isEmpty else { return file }
         let table = RunFormat.tableRanges(bits: bits, partitions: partitions)
-        let starts = try await fetch(table.starts)
-        _ = try await fetch(table.checksums)
+        let starts = table.starts.upperBound <= prefix.count ? Array(prefix[table.starts]) : try await fetch(table.starts)
+        if table.checksums.upperBound > prefix.count { _ = try await fetch(table.checksums) }
         let first = starts.withUnsafeBytes { Int(truncatingIfNeeded: UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
         let last = starts.withUnsafeBytes {
             Int(truncatingIfNeeded: UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: starts.count - 8, as: UInt64.self)))
@@ -108,6 +114,10 @@ public struct S3SegmentStorage: SegmentStorage {
         try await client.download(path, range: (keysOffset + first * 16)..<(keysOffset + last * 16), into: fd)
         return file
     }
+
+    /// The first bytes of a run fetched at once: its header and, for up to
+    /// 2^11 partitions, its whole partition table.
+    static let prefixBytes = RunFormat.headerSize + RunFormat.tableBytes(bits: 11)
 
     public func discardLocal(_ localPath: String) async {
         guard localPath.hasPrefix(local.path + "/") else { return }

@@ -66,6 +66,8 @@ for SIZE in "$@"; do
     DW1=(--data "$DATA/w1" --lake "$BUCKET_PREFIX/lake" --store "$BUCKET_PREFIX/store")
     DW2=(--data "$DATA/w2" --lake "$BUCKET_PREFIX/lake" --store "$BUCKET_PREFIX/store")
     LOG=notice
+    WEED_PID=$(pgrep -f "weed mini -dir=$ROSTER_S3_DIR/data" | head -1)
+    WEED_CPU0=$(cpu_s "$WEED_PID")
   else
     cp "$FILE" "$DATA/lake/big/list.txt"
     DM=(--data "$DATA"); DC=(--data "$DATA"); DW1=(--data "$DATA"); DW2=(--data "$DATA")
@@ -131,6 +133,7 @@ for SIZE in "$@"; do
   fi
   kill -INT $W1 $W2 $COORD_PID $MATCH_PID; wait $W1 $W2 $COORD_PID $MATCH_PID 2>/dev/null || true
   if [ "$BACKEND" = s3 ]; then
+    echo "       SeaweedFS CPU s during the run: $(python3 -c "print(round($(cpu_s "$WEED_PID") - $WEED_CPU0, 2))")"
     for p in coord w1 w2 match; do
       grep "object store usage" "$WORK/$p.out" | sed -E "s/^.*roster\.[a-z]+: /       $p: /; s/ \[roster\] object store usage//" || true
     done
