@@ -39,6 +39,7 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // The schema compiler: standard library and Foundation only.
@@ -107,10 +108,19 @@ let package = Package(
 
         // System SQLite (Debian libsqlite3-dev) and a thin Swift layer over it.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
-        .target(name: "SQLite", dependencies: ["CSQLite"]),
+        // The catalog's view of a relational database, and its two engines.
+        .target(name: "SQLDatabase"),
+        .target(name: "SQLite", dependencies: ["CSQLite", "SQLDatabase"]),
+        .target(name: "PostgresSQL", dependencies: [
+            "SQLDatabase",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The ingest coordinator: catalog, pull scheduling, leases, publishing.
         .target(name: "IngestCoordinator", dependencies: [
-            "RosterAPI", "RosterRPC", "DataLake", "HashParsing", "SegmentStore", "SQLite",
+            "RosterAPI", "RosterRPC", "DataLake", "HashParsing", "SegmentStore", "SQLDatabase", "SQLite",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -144,7 +154,7 @@ let package = Package(
         // The one binary users run: every service, and a command for every RPC.
         .executableTarget(name: "roster", dependencies: [
             "RosterClient", "RosterServer", "MatchServer", "IngestCoordinator", "IngestWorker", "DataLake", "SegmentStore",
-            "LoadHarness", "RosterMetrics", "ObjectStorage",
+            "LoadHarness", "RosterMetrics", "ObjectStorage", "PostgresSQL",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -187,8 +197,11 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .testTarget(name: "HashParsingTests", dependencies: ["HashParsing", "DataLake", "SegmentStore", "TestSupport"]),
+        // Finds the PostgreSQL test cluster `.ci/run` starts; a fresh database per test.
+        .target(name: "PostgresTestSupport", dependencies: ["PostgresSQL"], path: "Tests/PostgresTestSupport"),
         .testTarget(name: "IngestCoordinatorTests", dependencies: [
-            "IngestCoordinator", "DataLake", "SQLite", "RosterAPI", "SegmentStore", "TestSupport",
+            "IngestCoordinator", "DataLake", "SQLDatabase", "SQLite", "PostgresSQL", "PostgresTestSupport", "RosterAPI", "SegmentStore",
+            "TestSupport",
         ]),
         .testTarget(name: "TransportTests", dependencies: [
             "RosterRPC", "RosterTransport", "RosterServer", "RosterMetrics", "TestServices",
@@ -204,7 +217,7 @@ let package = Package(
         ]),
         .testTarget(name: "RosterClientTests", dependencies: ["RosterClient", "RosterServer", "MatchServer", "SegmentStore"]),
         .testTarget(name: "CLITests", dependencies: [
-            "roster", "RosterClient", "ObjectStorage", "S3TestSupport",
+            "roster", "RosterClient", "ObjectStorage", "S3TestSupport", "PostgresTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore", "TestSupport"]),

@@ -28,13 +28,15 @@ RULES=(
   "HexDigits:Sources/HexDigits:"
   "HashParsing:Sources/HashParsing:DataLake HexDigits SegmentStore"
   "ObjectStorage:Sources/ObjectStorage:DataLake SegmentStore AsyncHTTPClient Crypto NIOCore NIOHTTP1 Logging"
-  "SQLite:Sources/SQLite:CSQLite"
+  "SQLDatabase:Sources/SQLDatabase:"
+  "SQLite:Sources/SQLite:CSQLite SQLDatabase"
+  "PostgresSQL:Sources/PostgresSQL:SQLDatabase PostgresNIO NIOCore NIOPosix Logging"
   "MatchServer:Sources/MatchServer:RosterAPI RosterRPC SegmentStore Logging ServiceLifecycle"
-  "IngestCoordinator:Sources/IngestCoordinator:RosterAPI RosterRPC DataLake HashParsing SegmentStore SQLite Logging ServiceLifecycle"
+  "IngestCoordinator:Sources/IngestCoordinator:RosterAPI RosterRPC DataLake HashParsing SegmentStore SQLDatabase SQLite Logging ServiceLifecycle"
   "IngestWorker:Sources/IngestWorker:RosterAPI RosterRPC DataLake HashParsing SegmentStore Logging ServiceLifecycle"
   "LoadHarness:Sources/LoadHarness:RosterRPC Histogram"
   "RosterClient:Sources/RosterClient:HexDigits RosterAPI RosterRPC RosterTransport"
-  "roster:Sources/roster:ArgumentParser DataLake IngestCoordinator ObjectStorage IngestWorker LoadHarness Logging MatchServer RosterAPI RosterClient RosterMetrics RosterRPC RosterServer RosterTransport SegmentStore ServiceLifecycle"
+  "roster:Sources/roster:ArgumentParser DataLake IngestCoordinator ObjectStorage PostgresSQL IngestWorker LoadHarness Logging MatchServer RosterAPI RosterClient RosterMetrics RosterRPC RosterServer RosterTransport SegmentStore ServiceLifecycle"
 )
 
 status=0

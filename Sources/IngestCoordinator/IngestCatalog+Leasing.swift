@@ -2,7 +2,7 @@ import DataLake
 import Foundation
 import HashParsing
 import RosterAPI
-import SQLite
+import SQLDatabase
 
 /// `IngestCatalog`: Leasing tasks by priority (the kept ranking), lease expiry and heartbeats.
 extension IngestCatalog {
@@ -41,7 +41,7 @@ extension IngestCatalog {
     /// The file may already be in the ranking (it had other tasks left): a
     /// second entry costs one empty look-up when its turn comes, and saves a
     /// search of the whole ranking on every insertion.
-    func place(_ db: Database, file: UInt64, now: Double) throws {
+    func place(_ db: any SQLDatabase, file: UInt64, now: Double) throws {
         guard ranking != nil, let entry = try candidates(db, now: now, file: file).first else { return }
         // Binary search for the first entry it goes before; the ranking is
         // mutated in place (not copied), and a new file, which has waited
@@ -61,7 +61,7 @@ extension IngestCatalog {
     }
 
     /// Files with a task leasable at `now` (or only `file`), scored by `Priority`, best first.
-    func candidates(_ db: Database, now: Double, file: UInt64? = nil) throws -> [Ranked] {
+    func candidates(_ db: any SQLDatabase, now: Double, file: UInt64? = nil) throws -> [Ranked] {
         try db.rows("""
             SELECT f.id, f.state, f.submitted_at, a.weight,
                    (SELECT COALESCE(SUM(CASE WHEN t.kind = \(TaskKind.parse.sql) THEN t.range_end - t.range_start ELSE 0 END), 0)
@@ -79,7 +79,7 @@ extension IngestCatalog {
         }.sorted { $0.before($1) }
     }
 
-    func lease(_ db: Database, worker: String, max: Int, now: Double) throws -> [IngestTask] {
+    func lease(_ db: any SQLDatabase, worker: String, max: Int, now: Double) throws -> [IngestTask] {
             try db.run("INSERT INTO workers(id, last_seen) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen",
                        worker, now)
             try expireLeases(db, now: now)
@@ -101,7 +101,7 @@ extension IngestCatalog {
 
     /// Leases up to `max` tasks from the ranked `files`, best first, and
     /// keeps what is left of the ranking.
-    func lease(_ db: Database, from files: ArraySlice<Ranked>, worker: String, max: Int, now: Double,
+    func lease(_ db: any SQLDatabase, from files: ArraySlice<Ranked>, worker: String, max: Int, now: Double,
                        ranked: (at: Double, until: Double)? = nil) throws -> [IngestTask] {
         var files = files
         var leased: [IngestTask] = []
@@ -127,7 +127,7 @@ extension IngestCatalog {
         return leased
     }
 
-    func leaseTask(_ db: Database, id: UInt64, worker: String, now: Double) throws -> IngestTask {
+    func leaseTask(_ db: any SQLDatabase, id: UInt64, worker: String, now: Double) throws -> IngestTask {
         let token = Self.newToken()
         try db.run("""
             UPDATE tasks SET state = \(TaskState.leased.sql), attempts = attempts + 1, lease_token = ?, worker = ?, lease_expires = ? WHERE id = ?
@@ -169,8 +169,11 @@ extension IngestCatalog {
             task.runs = try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind = \(TaskKind.parse.sql) ORDER BY seq", version) { $0.string(0) }
         }
         try db.run("UPDATE tasks SET output = ? WHERE id = ?", task.outputPath, id)
-        try db.run("INSERT OR REPLACE INTO attempts(task_id, attempt, worker, leased_at) VALUES (?, ?, ?, ?)",
-                   id, task.attempt, worker, now)
+        try db.run("""
+            INSERT INTO attempts(task_id, attempt, worker, leased_at) VALUES (?, ?, ?, ?)
+            ON CONFLICT(task_id, attempt) DO UPDATE SET worker = excluded.worker, leased_at = excluded.leased_at,
+                ended_at = NULL, outcome = 'leased', error = ''
+            """, id, task.attempt, worker, now)
         return task
     }
 
@@ -186,7 +189,7 @@ extension IngestCatalog {
 
     /// Puts tasks whose lease ran out back in the queue, or fails their file
     /// version once they have used all their attempts.
-    func expireLeases(_ db: Database, now: Double) throws {
+    func expireLeases(_ db: any SQLDatabase, now: Double) throws {
         let expired = try db.rows("SELECT id, attempts, worker, expiries FROM tasks WHERE state = \(TaskState.leased.sql) AND lease_expires < ?", now) {
             (UInt64($0.int("id")), Int($0.int("attempts")), $0.string("worker"), Int($0.int("expiries")) + 1)
         }
@@ -209,7 +212,7 @@ extension IngestCatalog {
     /// After a reported failure: the task goes back to the queue after a
     /// backoff (`wait`), or its version fails once it has failed
     /// `maxAttempts` times.
-    func retryOrFail(_ db: Database, task: UInt64, failures: Int, error: String, wait: Double, now: Double) throws {
+    func retryOrFail(_ db: any SQLDatabase, task: UInt64, failures: Int, error: String, wait: Double, now: Double) throws {
         try db.run("UPDATE tasks SET failures = ? WHERE id = ?", failures, task)
         if failures >= policy.maxAttempts {
             let (file, label) = try taskLabel(db, task)
@@ -221,7 +224,7 @@ extension IngestCatalog {
         }
     }
 
-    func taskLabel(_ db: Database, _ task: UInt64) throws -> (UInt64, String) {
+    func taskLabel(_ db: any SQLDatabase, _ task: UInt64) throws -> (UInt64, String) {
         try db.rows("SELECT file_id, kind, seq FROM tasks WHERE id = ?", task) { row in
             (UInt64(row.int("file_id")), (TaskKind(rawValue: Int32(row.int("kind"))) == .merge ? "merge " : "block ") + String(row.int("seq")))
         }.first ?? (0, "task \(task)")

@@ -2,7 +2,7 @@ import DataLake
 import Foundation
 import HashParsing
 import RosterAPI
-import SQLite
+import SQLDatabase
 
 /// `IngestCatalog`: Versions ready to go live, marking them live or failed, and what garbage collection may delete.
 extension IngestCatalog {

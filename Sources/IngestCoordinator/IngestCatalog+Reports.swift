@@ -2,7 +2,7 @@ import DataLake
 import Foundation
 import HashParsing
 import RosterAPI
-import SQLite
+import SQLDatabase
 
 /// `IngestCatalog`: What workers report: finished and failed tasks, and what follows from them.
 extension IngestCatalog {
@@ -62,7 +62,7 @@ extension IngestCatalog {
 
     /// Rejects `file` when its parsed tasks of `kind` found more invalid
     /// lines than the threshold allows; true if it did.
-    func rejectIfInvalid(_ db: Database, file: UInt64, kind: TaskKind, now: Double) throws -> Bool {
+    func rejectIfInvalid(_ db: any SQLDatabase, file: UInt64, kind: TaskKind, now: Double) throws -> Bool {
         var lines: Int64 = 0, invalid: Int64 = 0
         try db.query("SELECT lines, invalid FROM tasks WHERE file_id = ? AND kind = ?", file, Int(kind.rawValue)) { row in
             lines += row.int("lines")
@@ -76,7 +76,7 @@ extension IngestCatalog {
         return true
     }
 
-    func finishParsing(_ db: Database, file: UInt64, now: Double) throws -> Progress {
+    func finishParsing(_ db: any SQLDatabase, file: UInt64, now: Double) throws -> Progress {
         // Blocks parsed again after a lost run: the merges exist already.
         let merges = try db.rows("SELECT COUNT(*) FROM tasks WHERE file_id = ? AND kind = ?",
                                  file, Int(TaskKind.merge.rawValue)) { $0.int(0) }.first ?? 0
@@ -134,7 +134,7 @@ extension IngestCatalog {
     /// Runs are not synced to disk (a crash may lose them) because they are
     /// rebuilt this way. The merge's own attempt still counts, so a run
     /// that keeps coming out unreadable ends in a failed version, not a loop.
-    func reparse(_ db: Database, file: UInt64, lostRuns: Set<String>, now: Double) throws {
+    func reparse(_ db: any SQLDatabase, file: UInt64, lostRuns: Set<String>, now: Double) throws {
         let done = try db.rows("SELECT id, output FROM tasks WHERE file_id = ? AND kind = ? AND state = \(TaskState.done.sql)",
                                file, Int(TaskKind.parse.rawValue)) { (UInt64($0.int("id")), $0.string("output")) }
         var requeued = 0

@@ -2,7 +2,7 @@ import DataLake
 import Foundation
 import HashParsing
 import RosterAPI
-import SQLite
+import SQLDatabase
 
 /// `IngestCatalog`: What Status, ListFiles and the scan read.
 extension IngestCatalog {
@@ -77,7 +77,7 @@ extension IngestCatalog {
         }
     }
 
-    func fileStatus(_ db: Database, _ id: UInt64, now: Double) throws -> FileStatus {
+    func fileStatus(_ db: any SQLDatabase, _ id: UInt64, now: Double) throws -> FileStatus {
         var status = FileStatus()
         var startedAt: Double?
         var endedAt: Double?

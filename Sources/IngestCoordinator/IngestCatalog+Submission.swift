@@ -2,7 +2,7 @@ import DataLake
 import Foundation
 import HashParsing
 import RosterAPI
-import SQLite
+import SQLDatabase
 
 /// `IngestCatalog`: Submitting files, superseding, refusing and abandoning versions, weights.
 extension IngestCatalog {
@@ -46,7 +46,7 @@ extension IngestCatalog {
             if let existing, active.contains(existing.1) {
                 return Submission(version: existing.0, advertiserID: advertiser, queued: false, state: existing.1)
             }
-            try db.run("INSERT OR IGNORE INTO advertisers(id) VALUES (?)", advertiser)
+            try db.run("INSERT INTO advertisers(id) VALUES (?) ON CONFLICT(id) DO NOTHING", advertiser)
             // Unfinished older versions are replaced by this one.
             let older = try db.rows(
                 "SELECT id FROM files WHERE advertiser_id = ? AND state IN \(FileState.sqlList(.queued, .parsing, .merging))", advertiser) { UInt64($0.int(0)) }
@@ -54,12 +54,11 @@ extension IngestCatalog {
                 try abandon(db, file: id, on: .superseded, error: "replaced by a newer file (\(object.path))", now: now)
             }
             let blocks = BlockRange.split(size: object.size, blockSize: policy.blockSize(forFileSize: object.size))
-            try db.run("""
+            let id = try db.rows("""
                 INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total, modified)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
                 """, advertiser, object.path, object.size, object.etag, Int(FileState.queued.rawValue), now, blocks.count,
-                object.modified.timeIntervalSince1970)
-            let id = db.lastInsertRowID
+                object.modified.timeIntervalSince1970) { $0.int(0) }[0]
             try db.run("""
                 UPDATE advertisers SET newest_modified = ?, newest_path = ?
                 WHERE id = ? AND (newest_modified IS NULL OR newest_modified < ? OR (newest_modified = ? AND newest_path < ?))
@@ -83,7 +82,7 @@ extension IngestCatalog {
     public func refuse(_ object: LakeObject, reason: String, now: Double) throws {
         guard let advertiser = object.advertiserID else { throw IngestError.invalidPath(object.path) }
         try write { db in
-            try db.run("INSERT OR IGNORE INTO advertisers(id) VALUES (?)", advertiser)
+            try db.run("INSERT INTO advertisers(id) VALUES (?) ON CONFLICT(id) DO NOTHING", advertiser)
             try db.run("""
                 INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total, error, ended_at, modified, collected)
                 VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 2)
@@ -108,7 +107,7 @@ extension IngestCatalog {
 
     /// Ends an unfinished version (`event`: superseded, failed or rejected):
     /// its tasks are cancelled, so late reports are ignored.
-    func abandon(_ db: Database, file: UInt64, on event: FileLifecycle.Event, error: String, now: Double) throws {
+    func abandon(_ db: any SQLDatabase, file: UInt64, on event: FileLifecycle.Event, error: String, now: Double) throws {
         try move(db, file: file, on: event, also: "error = ?, ended_at = ?", error, now)
         try db.run("UPDATE tasks SET state = ?, lease_token = NULL WHERE file_id = ? AND state IN \(TaskState.sqlList(.queued, .leased))",
                    TaskState.cancelled.rawValue, file)

@@ -2,6 +2,7 @@ import DataLake
 import HashParsing
 import Foundation
 import RosterAPI
+import SQLDatabase
 import SQLite
 
 /// The coordinator's durable state: every file version, its tasks, their
@@ -19,13 +20,20 @@ import SQLite
 public final class IngestCatalog: @unchecked Sendable {
     // The connection is used only under `lock` (checked by hand: Database is
     // not Sendable, and every access below goes through read/write).
-    let database: Database
+    let database: any SQLDatabase
     let lock = NSLock()
     public let policy: IngestPolicy
 
-    public init(path: String, policy: IngestPolicy = IngestPolicy()) throws {
-        let database = try Database(path: path)
-        try database.migrate(CatalogSchema.migrations)
+    /// A catalog in the SQLite file at `path` (created if missing): the
+    /// embedded default.
+    public convenience init(path: String, policy: IngestPolicy = IngestPolicy()) throws {
+        try self.init(database: try Database(path: path), policy: policy)
+    }
+
+    /// A catalog in `database` (SQLite, or PostgreSQL for coordinators on
+    /// several hosts), migrated to this program's schema first.
+    public init(database: any SQLDatabase, policy: IngestPolicy = IngestPolicy()) throws {
+        try database.migrate(CatalogSchema.migrations(for: database.engine))
         self.database = database
         self.policy = policy
     }
@@ -55,7 +63,7 @@ public final class IngestCatalog: @unchecked Sendable {
     var lastWriteFailure: String?
 
     @discardableResult
-    func write<T>(_ body: (Database) throws -> T) throws -> T {
+    func write<T>(_ body: (any SQLDatabase) throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
         do {
@@ -63,7 +71,10 @@ public final class IngestCatalog: @unchecked Sendable {
             lastWriteFailure = nil
             return result
         } catch let error as SQLiteError {
-            lastWriteFailure = "the catalog \(database.path) cannot be written: \(error.message)"
+            lastWriteFailure = "the catalog \(database.location) cannot be written: \(error.message)"
+            throw error
+        } catch let error as SQLError {
+            lastWriteFailure = "the catalog \(database.location) cannot be written: \(error.message)"
             throw error
         }
     }
@@ -76,7 +87,7 @@ public final class IngestCatalog: @unchecked Sendable {
     /// Runs `sql` on the catalog's own connection (tests use it to fill the
     /// catalog's disk with `PRAGMA max_page_count`).
     @_spi(Testing) public func execute(_ sql: String) throws {
-        try lock.withLock { try database.execute(sql) }
+        try lock.withLock { try (database as! Database).execute(sql) }
     }
 
     /// Applies a life-cycle event to `file` (`FileLifecycle`): its state
@@ -84,14 +95,14 @@ public final class IngestCatalog: @unchecked Sendable {
     /// `also` (more `column = ?` assignments, bound to `values`). Returns
     /// whether it changed.
     @discardableResult
-    func move(_ db: Database, file: UInt64, on event: FileLifecycle.Event, also: String? = nil,
+    func move(_ db: any SQLDatabase, file: UInt64, on event: FileLifecycle.Event, also: String? = nil,
               _ values: SQLBindable...) throws -> Bool {
         let set = "state = \(FileLifecycle.target(of: event).sql)" + (also.map { ", " + $0 } ?? "")
         return try db.run("UPDATE files SET \(set) WHERE id = ? AND state IN \(FileState.sqlList(FileLifecycle.sources(of: event)))",
                           arguments: values + [file]) > 0
     }
 
-    func read<T>(_ body: (Database) throws -> T) throws -> T {
+    func read<T>(_ body: (any SQLDatabase) throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
         return try body(database)

@@ -1,5 +1,6 @@
 import CSQLite
 import Foundation
+@_exported import SQLDatabase
 
 /// An SQLite failure: the result code, and SQLite's message with the statement.
 public struct SQLiteError: Error, CustomStringConvertible, Sendable {
@@ -9,31 +10,6 @@ public struct SQLiteError: Error, CustomStringConvertible, Sendable {
     public var description: String { "sqlite error \(code): \(message)" }
 }
 
-/// A value bound to or read from a statement.
-public enum SQLValue: Sendable, Equatable {
-    case null
-    case integer(Int64)
-    case real(Double)
-    case text(String)
-    case blob([UInt8])
-}
-
-public protocol SQLBindable {
-    var sqlValue: SQLValue { get }
-}
-
-extension Int: SQLBindable { public var sqlValue: SQLValue { .integer(Int64(self)) } }
-extension Int64: SQLBindable { public var sqlValue: SQLValue { .integer(self) } }
-extension UInt64: SQLBindable { public var sqlValue: SQLValue { .integer(Int64(bitPattern: self)) } }
-extension UInt32: SQLBindable { public var sqlValue: SQLValue { .integer(Int64(self)) } }
-extension Double: SQLBindable { public var sqlValue: SQLValue { .real(self) } }
-extension String: SQLBindable { public var sqlValue: SQLValue { .text(self) } }
-extension Bool: SQLBindable { public var sqlValue: SQLValue { .integer(self ? 1 : 0) } }
-extension SQLValue: SQLBindable { public var sqlValue: SQLValue { self } }
-extension Optional: SQLBindable where Wrapped: SQLBindable {
-    public var sqlValue: SQLValue { self?.sqlValue ?? .null }
-}
-
 /// One result row; columns by name (as the query's SELECT names them, or
 /// its `AS` alias) or by index.
 ///
@@ -41,30 +17,20 @@ extension Optional: SQLBindable where Wrapped: SQLBindable {
 /// is for one-column queries (`SELECT COUNT(*)`). Asking for a column the
 /// query does not return is a programming error and stops the process with
 /// the column and the query named.
-public struct Row {
+public struct Row: SQLRow {
     fileprivate let statement: OpaquePointer
 
-    public func int(_ i: Int32) -> Int64 { sqlite3_column_int64(statement, i) }
-    public func double(_ i: Int32) -> Double { sqlite3_column_double(statement, i) }
-    public func isNull(_ i: Int32) -> Bool { sqlite3_column_type(statement, i) == SQLITE_NULL }
-    public func string(_ i: Int32) -> String {
-        guard let p = sqlite3_column_text(statement, i) else { return "" }
+    public func int(_ i: Int) -> Int64 { sqlite3_column_int64(statement, Int32(i)) }
+    public func double(_ i: Int) -> Double { sqlite3_column_double(statement, Int32(i)) }
+    public func isNull(_ i: Int) -> Bool { sqlite3_column_type(statement, Int32(i)) == SQLITE_NULL }
+    public func string(_ i: Int) -> String {
+        guard let p = sqlite3_column_text(statement, Int32(i)) else { return "" }
         return String(cString: p)
-    }
-
-    public func int(_ name: String) -> Int64 { int(index(of: name)) }
-    public func double(_ name: String) -> Double { double(index(of: name)) }
-    public func isNull(_ name: String) -> Bool { isNull(index(of: name)) }
-    public func string(_ name: String) -> String { string(index(of: name)) }
-    /// nil when the column is NULL.
-    public func optionalDouble(_ name: String) -> Double? {
-        let i = index(of: name)
-        return isNull(i) ? nil : double(i)
     }
 
     /// A linear search: rows have a handful of columns, and comparing a few
     /// short C strings is cheaper than building a dictionary per statement.
-    private func index(of name: String) -> Int32 {
+    public func index(of name: String) -> Int {
         let count = sqlite3_column_count(statement)
         let found = name.withCString { wanted -> Int32? in
             for i in 0..<count where strcmp(sqlite3_column_name(statement, i), wanted) == 0 { return i }
@@ -73,7 +39,7 @@ public struct Row {
         guard let found else {
             preconditionFailure("no column named \(name) in: \(String(cString: sqlite3_sql(statement)))")
         }
-        return found
+        return Int(found)
     }
 }
 
@@ -86,7 +52,9 @@ public struct Row {
 /// may only lose the last transactions (the coordinator's work is idempotent,
 /// so it redoes them). `FULL` would fsync on every commit, which under heavy
 /// ingest I/O costs tens of milliseconds a transaction.
-public final class Database {
+public final class Database: SQLDatabase {
+    public var engine: SQLEngine { .sqlite }
+    public var location: String { path }
     private var handle: OpaquePointer?
     private var cache: [String: OpaquePointer] = [:]
     public let path: String
@@ -158,11 +126,7 @@ public final class Database {
     }
 
     /// Runs a statement, calling `row` for each result row.
-    public func query(_ sql: String, _ arguments: SQLBindable..., row: (Row) throws -> Void) throws {
-        try query(sql, arguments: arguments, row: row)
-    }
-
-    public func query(_ sql: String, arguments: [SQLBindable], row: (Row) throws -> Void) throws {
+    public func query(_ sql: String, arguments: [SQLBindable], row: (any SQLRow) throws -> Void) throws {
         let statement = try prepared(sql, arguments)
         defer { sqlite3_reset(statement) }
         while true {
@@ -173,29 +137,7 @@ public final class Database {
         }
     }
 
-    /// Runs a statement and maps its rows.
-    public func rows<T>(_ sql: String, _ arguments: SQLBindable..., map: (Row) throws -> T) throws -> [T] {
-        try rows(sql, arguments: arguments, map: map)
-    }
-
-    public func rows<T>(_ sql: String, arguments: [SQLBindable], map: (Row) throws -> T) throws -> [T] {
-        let statement = try prepared(sql, arguments)
-        defer { sqlite3_reset(statement) }
-        var out: [T] = []
-        while true {
-            let rc = sqlite3_step(statement)
-            if rc == SQLITE_DONE { return out }
-            guard rc == SQLITE_ROW else { throw error(rc, sql) }
-            out.append(try map(Row(statement: statement)))
-        }
-    }
-
     /// Runs a statement that returns no rows; returns the rows it changed.
-    @discardableResult
-    public func run(_ sql: String, _ arguments: SQLBindable...) throws(SQLiteError) -> Int {
-        try run(sql, arguments: arguments)
-    }
-
     @discardableResult
     public func run(_ sql: String, arguments: [SQLBindable]) throws(SQLiteError) -> Int {
         let statement = try prepared(sql, arguments)
@@ -221,7 +163,7 @@ public final class Database {
     }
 
     /// The schema version (`PRAGMA user_version`).
-    public var userVersion: Int {
+    public var schemaVersion: Int {
         get throws { try rows("PRAGMA user_version") { Int($0.int(0)) }.first ?? 0 }
     }
 
@@ -229,7 +171,7 @@ public final class Database {
     /// own transaction with the version bump, so a crash never leaves a
     /// half-migrated catalog. A catalog newer than this program is refused.
     public func migrate(_ migrations: [String]) throws {
-        let current = try userVersion
+        let current = try schemaVersion
         guard current <= migrations.count else {
             throw SQLiteError(code: SQLITE_ERROR, message: "\(path) has schema version \(current); this program knows only up to \(migrations.count)")
         }

@@ -5,6 +5,7 @@ import IngestCoordinator
 import IngestWorker
 import Logging
 import MatchServer
+import PostgresSQL
 import RosterClient
 import RosterMetrics
 import RosterServer
@@ -25,6 +26,11 @@ struct DataOptions: ParsableArguments {
         discussion: "With s3:// the folder <data>/store holds this host's files being written and the copies it reads."))
     var store: String?
 
+    @Option(help: ArgumentHelp(
+        "The coordinator's catalog: a SQLite file, or postgres://user@host[:port]/database (default: <data>/catalog.sqlite).",
+        discussion: "The password of a PostgreSQL catalog comes from the address or from PGPASSWORD."))
+    var catalog: String?
+
     @OptionGroup var s3: S3Options
 
     var dataURL: URL { URL(fileURLWithPath: data).standardizedFileURL }
@@ -37,7 +43,8 @@ struct DataOptions: ParsableArguments {
     var storeFolderURL: URL {
         store.flatMap { storeIsS3 ? nil : URL(fileURLWithPath: $0).standardizedFileURL } ?? dataURL.appendingPathComponent("store")
     }
-    var catalogPath: String { dataURL.appendingPathComponent("catalog.sqlite").path }
+    var catalogIsPostgres: Bool { catalog.map { $0.hasPrefix("postgres://") || $0.hasPrefix("postgresql://") } ?? false }
+    var catalogPath: String { catalogIsPostgres ? catalog! : catalog ?? dataURL.appendingPathComponent("catalog.sqlite").path }
 
     func createFolders() throws {
         for url in [dataURL] + (lakeIsS3 ? [] : [lakeURL]) + [storeFolderURL] {
@@ -127,7 +134,12 @@ enum ServiceFactory {
                             adminToken: String?, callerTokens: Set<String>, logger: Logger) throws -> (RPCServer, CoordinatorService<RPCClient>, RPCClient) {
         let catalog: IngestCatalog
         do {
-            catalog = try IngestCatalog(path: data.catalogPath, policy: try ingest.policy())
+            let policy = try ingest.policy()
+            if data.catalogIsPostgres {
+                catalog = try IngestCatalog(database: try PostgresDatabase(url: data.catalogPath, logger: logger), policy: policy)
+            } else {
+                catalog = try IngestCatalog(path: data.catalogPath, policy: policy)
+            }
         } catch let error as CLIError {
             throw error
         } catch {

@@ -3,25 +3,29 @@ import Foundation
 @_spi(Testing) import IngestCoordinator
 import RosterAPI
 import TestSupport
+import SQLDatabase
 import XCTest
 
 /// Retries, refusals and the newest-file rule, on the catalog alone with a
 /// clock the test sets.
-final class CatalogHardeningTests: XCTestCase {
-    private var path: String!
+/// On SQLite; `PostgresCatalogHardeningTests` runs them again on PostgreSQL.
+class CatalogHardeningTests: XCTestCase, CatalogEngine {
+    var cleanups: [() -> Void] = []
     private var catalog: IngestCatalog!
 
     override func setUpWithError() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("catalog-\(UUID().uuidString).sqlite").path
         var policy = IngestPolicy()
         policy.leaseDuration = 10
-        catalog = try IngestCatalog(path: path, policy: policy)
+        catalog = try makeCatalog(policy: policy)
     }
 
     override func tearDown() {
         catalog = nil
-        try? FileManager.default.removeItem(atPath: path)
+        for cleanup in cleanups.reversed() { cleanup() }
+        cleanups = []
     }
+    func makeDatabase() throws -> any SQLDatabase { try sqliteDatabase() }
+
 
     private func object(_ path: String, modified: Double = 0, etag: String = "e1") -> LakeObject {
         LakeObject(path: path, size: 10, etag: etag, modified: Date(timeIntervalSince1970: modified))

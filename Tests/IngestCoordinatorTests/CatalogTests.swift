@@ -6,9 +6,21 @@ import SQLite
 import IngestWorker
 import SegmentStore
 import TestSupport
+import SQLDatabase
 import XCTest
 
-final class CatalogTests: XCTestCase {
+/// The catalog's behaviour, on SQLite; `PostgresCatalogTests` runs every
+/// test again on PostgreSQL.
+class CatalogTests: XCTestCase, CatalogEngine {
+    var cleanups: [() -> Void] = []
+
+    override func tearDown() {
+        for cleanup in cleanups.reversed() { cleanup() }
+        cleanups = []
+    }
+
+    func makeDatabase() throws -> any SQLDatabase { try sqliteDatabase() }
+
     private func temporaryPath() -> String {
         FileManager.default.temporaryDirectory.appendingPathComponent("catalog-\(UUID().uuidString).sqlite").path
     }
@@ -30,7 +42,7 @@ final class CatalogTests: XCTestCase {
         let reopened = try IngestCatalog(path: path, policy: policy)
         XCTAssertEqual(try reopened.files(advertiser: "a", states: [], limit: 10, now: 2).first?.blocksTotal, 3)
         let db = try Database(path: path)
-        XCTAssertEqual(try db.userVersion, 4)
+        XCTAssertEqual(try db.schemaVersion, 4)
         try db.execute("PRAGMA user_version = 99")
         XCTAssertThrowsError(try IngestCatalog(path: path, policy: policy)) { error in
             XCTAssertTrue("\(error)".contains("schema version 99"), "\(error)")
@@ -38,16 +50,12 @@ final class CatalogTests: XCTestCase {
     }
 
     func testPathOutsideAnAdvertiserFolderIsRefused() throws {
-        let path = temporaryPath()
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        let catalog = try IngestCatalog(path: path)
+        let catalog = try makeCatalog()
         XCTAssertThrowsError(try catalog.submit(object("loose.txt", size: 10), now: 0))
     }
 
     func testANewFileSupersedesAnUnfinishedOlderOne() throws {
-        let path = temporaryPath()
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        let catalog = try IngestCatalog(path: path)
+        let catalog = try makeCatalog()
         let first = try catalog.submit(object("a/1", size: 10), now: 0)
         let leased = try catalog.lease(worker: "w", max: 1, now: 1)
         XCTAssertEqual(leased.count, 1)
@@ -66,13 +74,11 @@ final class CatalogTests: XCTestCase {
     /// A merge reports lost runs: exactly those blocks go back to the queue,
     /// the merges wait for them, and finishing them again adds no merges.
     func testLostRunsSendTheirBlocksBackAndHoldTheMerges() throws {
-        let path = temporaryPath()
-        defer { try? FileManager.default.removeItem(atPath: path) }
         var policy = IngestPolicy()
         policy.blockSize = 100
         policy.mergeTargetBytes = 16
         policy.maxMergeTasks = 2
-        let catalog = try IngestCatalog(path: path, policy: policy)
+        let catalog = try makeCatalog(policy: policy)
         let file = try catalog.submit(object("a/f", size: 300), now: 0).version
         func complete(_ task: IngestTask, now: Double) throws -> IngestCatalog.Progress? {
             var report = CompleteTaskRequest()

@@ -2,10 +2,21 @@ import DataLake
 import Foundation
 import IngestCoordinator
 import RosterAPI
+import SQLDatabase
 import XCTest
 
 /// The file-version life cycle: the table itself, and the catalog obeying it.
-final class FileLifecycleTests: XCTestCase {
+/// On SQLite; `PostgresFileLifecycleTests` runs them again on PostgreSQL.
+class FileLifecycleTests: XCTestCase, CatalogEngine {
+    var cleanups: [() -> Void] = []
+
+    override func tearDown() {
+        for cleanup in cleanups.reversed() { cleanup() }
+        cleanups = []
+    }
+
+    func makeDatabase() throws -> any SQLDatabase { try sqliteDatabase() }
+
     func testTheLifeCycleTable() {
         typealias L = FileLifecycle
         // The happy path, in order.
@@ -32,11 +43,9 @@ final class FileLifecycleTests: XCTestCase {
     /// An event that comes too late changes nothing: a version superseded
     /// while the match server was publishing it is not recorded live.
     func testTheCatalogIgnoresAnEventFromTheWrongState() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("roster-life-\(UUID().uuidString).sqlite").path
-        defer { try? FileManager.default.removeItem(atPath: path) }
         var policy = IngestPolicy()
         policy.blockSize = 1_000
-        let catalog = try IngestCatalog(path: path, policy: policy)
+        let catalog = try makeCatalog(policy: policy)
         let object = LakeObject(path: "a/f", size: 100, etag: "e1", modified: Date(timeIntervalSince1970: 1))
         let file = try catalog.submit(object, now: 1).version
         try catalog.abandon(file: file, error: "the file changed", now: 2)

@@ -1,0 +1,56 @@
+import DataLake
+import Foundation
+import IngestCoordinator
+import PostgresSQL
+import SQLDatabase
+import XCTest
+
+/// Every catalog test again, on PostgreSQL.
+final class PostgresCatalogTests: CatalogTests {
+    override func makeDatabase() throws -> any SQLDatabase { try postgresDatabase() }
+    // Linux's XCTest finds only the tests a class declares: each is named again here.
+    override func testPathOutsideAnAdvertiserFolderIsRefused() throws { try super.testPathOutsideAnAdvertiserFolderIsRefused() }
+    override func testANewFileSupersedesAnUnfinishedOlderOne() throws { try super.testANewFileSupersedesAnUnfinishedOlderOne() }
+    override func testLostRunsSendTheirBlocksBackAndHoldTheMerges() throws { try super.testLostRunsSendTheirBlocksBackAndHoldTheMerges() }
+    override func testPriorityFavoursSmallRemainingWorkAndAgesWithoutBound() { super.testPriorityFavoursSmallRemainingWorkAndAgesWithoutBound() }
+    override func testMergeRangesPartitionTheKeySpace() { super.testMergeRangesPartitionTheKeySpace() }
+    override func testBlockSizeShrinksForSmallFilesButNotBelowTheMinimum() { super.testBlockSizeShrinksForSmallFilesButNotBelowTheMinimum() }
+    override func testRunPartitionsAreNeverCoarserThanTheMergeRanges() { super.testRunPartitionsAreNeverCoarserThanTheMergeRanges() }
+
+    /// PostgreSQL keeps its schema version in `roster_schema`: reopening
+    /// migrates nothing, and a newer schema is refused.
+    override func testMigrationsApplyOnceAndANewerCatalogIsRefused() throws {
+        let database = try postgresDatabase()
+        var policy = IngestPolicy()
+        policy.blockSize = 100
+        do {
+            let catalog = try IngestCatalog(database: database, policy: policy)
+            _ = try catalog.submit(LakeObject(path: "a/f", size: 250, etag: "e1", modified: Date(timeIntervalSince1970: 0)), now: 1)
+        }
+        let reopened = try IngestCatalog(database: database, policy: policy)
+        XCTAssertEqual(try reopened.files(advertiser: "a", states: [], limit: 10, now: 2).first?.blocksTotal, 3)
+        XCTAssertEqual(try database.schemaVersion, 4)
+        try database.run("INSERT INTO roster_schema(version) VALUES (99)")
+        XCTAssertThrowsError(try IngestCatalog(database: database, policy: policy)) { error in
+            XCTAssertTrue("\(error)".contains("schema version 99"), "\(error)")
+        }
+    }
+}
+
+final class PostgresCatalogHardeningTests: CatalogHardeningTests {
+    override func makeDatabase() throws -> any SQLDatabase { try postgresDatabase() }
+    // Linux's XCTest finds only the tests a class declares: each is named again here.
+    override func testFailuresBackOffExponentially() throws { try super.testFailuresBackOffExponentially() }
+    override func testExpiredLeasesAreNotFailures() throws { try super.testExpiredLeasesAreNotFailures() }
+    override func testLeasesDoNotRankEveryFileEachTime() throws { try super.testLeasesDoNotRankEveryFileEachTime() }
+    override func testAOneBlockFileIsOneTask() throws { try super.testAOneBlockFileIsOneTask() }
+    override func testAdvertiserIDLongerThanSegmentsCanHoldIsRefused() throws { try super.testAdvertiserIDLongerThanSegmentsCanHoldIsRefused() }
+    override func testOnlyAFileNewerThanEveryEarlierOneIsNewest() throws { try super.testOnlyAFileNewerThanEveryEarlierOneIsNewest() }
+}
+
+final class PostgresFileLifecycleTests: FileLifecycleTests {
+    override func makeDatabase() throws -> any SQLDatabase { try postgresDatabase() }
+    // Linux's XCTest finds only the tests a class declares: each is named again here.
+    override func testTheLifeCycleTable() { super.testTheLifeCycleTable() }
+    override func testTheCatalogIgnoresAnEventFromTheWrongState() throws { try super.testTheCatalogIgnoresAnEventFromTheWrongState() }
+}
