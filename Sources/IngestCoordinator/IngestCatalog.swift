@@ -62,14 +62,28 @@ public final class IngestCatalog: @unchecked Sendable {
     /// status shows it, since a person rarely reads the log first.
     var lastWriteFailure: String?
 
+    /// While this process leads: its name and fencing token, checked at the
+    /// start of every write (`IngestCatalog+Leadership`). Nil for a catalog
+    /// with one coordinator (no election), which writes unchecked.
+    var fence: (holder: String, token: Int64)?
+    /// Set by the first campaign: from then on a write without a fence (a
+    /// standby's, or a deposed leader's) is refused, never made unchecked.
+    var elected = false
+
     @discardableResult
     func write<T>(_ body: (any SQLDatabase) throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
         do {
-            let result = try database.transaction { try body(database) }
+            let result = try database.transaction { () throws -> T in
+                if elected { try checkFence(fence) }
+                return try body(database)
+            }
             lastWriteFailure = nil
             return result
+        } catch let error as NotLeader {
+            fence = nil
+            throw error
         } catch let error as SQLiteError {
             lastWriteFailure = "the catalog \(database.location) cannot be written: \(error.message)"
             throw error

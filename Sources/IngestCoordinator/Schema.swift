@@ -116,6 +116,17 @@ enum CatalogSchema {
         ALTER TABLE tasks ADD COLUMN output_offset INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE tasks ADD COLUMN output_length INTEGER NOT NULL DEFAULT 0;
         """,
+        // 5: the leader among coordinators sharing the catalog: one row, its
+        // lease, and the fencing token every write of the leader checks.
+        """
+        CREATE TABLE leader(
+            id INTEGER PRIMARY KEY,
+            holder TEXT NOT NULL,
+            address TEXT NOT NULL,
+            token INTEGER NOT NULL,
+            expires REAL NOT NULL
+        );
+        """,
     ]
 }
 
