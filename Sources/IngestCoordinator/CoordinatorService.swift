@@ -37,6 +37,11 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         /// catalog's live versions, rebuilding what it lost or found damaged.
         public var reconcileInterval: Duration
 
+        /// Coordinators sharing one catalog elect a leader (`IngestCatalog+Leadership`):
+        /// this one's name, the address it advertises, and the lease. Nil:
+        /// the only coordinator of its catalog, always leading.
+        public var election: Election?
+
         public init(scanInterval: Duration? = .seconds(10), publishInterval: Duration = .milliseconds(500), adminToken: String? = nil,
                     scanSettleTime: Double = 1, callerTokens: Set<String> = [], reconcileInterval: Duration = .seconds(10)) {
             self.reconcileInterval = reconcileInterval
@@ -46,6 +51,21 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             self.adminToken = adminToken
             self.scanSettleTime = scanSettleTime
         }
+    }
+
+    /// How this coordinator takes part in electing a leader.
+    public struct Election: Sendable {
+        public var holder: String
+        public var address: String
+        public var lease: Duration
+
+        public init(holder: String, address: String, lease: Duration = .seconds(10)) {
+            self.holder = holder
+            self.address = address
+            self.lease = lease
+        }
+
+        var leaseSeconds: Double { Double(lease.components.seconds) + Double(lease.components.attoseconds) / 1e18 }
     }
 
     public let catalog: IngestCatalog
@@ -91,8 +111,67 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     // MARK: Background jobs
 
     /// Runs the scan and publish loops until cancelled or graceful shutdown.
+    private let advertised = Mutex<String?>(nil)
+
+    /// Sets the address this coordinator advertises as leader (once its
+    /// listener is bound, when it listened on port 0).
+    public func advertise(_ address: String) { advertised.withLock { $0 = address } }
+
+    /// Whether this coordinator may write now: it has no rival, or it leads.
+    public var isLeader: Bool { configuration.election == nil || catalog.isLeading }
+
+    /// Runs a write call as the leader, or answers UNAVAILABLE naming the
+    /// leader so that the caller moves there (`FailoverTransport`).
+    private func asLeader<T>(_ body: () async throws -> T) async throws -> T {
+        guard isLeader else { throw standby(try? catalog.leader()) }
+        do {
+            return try await body()
+        } catch let error as NotLeader {
+            throw standby(error.leader)
+        }
+    }
+
+    private func standby(_ leader: Leadership?) -> RPCError {
+        RPCError(.unavailable, leader.map { "this coordinator is a standby; the leader is \($0.address)" }
+            ?? "this coordinator is a standby and no leader is elected yet; try again shortly")
+    }
+
+    /// Campaigns every third of the lease; logs each change of role.
+    private func electionLoop(_ election: Election) async {
+        var leading = false
+        var known = false // whether the role was logged yet
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                let address = advertised.withLock { $0 } ?? election.address
+                let leader = try catalog.campaign(holder: election.holder, address: address, lease: election.leaseSeconds, now: clock())
+                let now = leader.holder == election.holder
+                if now != leading || !known {
+                    leading = now
+                    known = true
+                    if now {
+                        logger.notice("leading", metadata: ["token": "\(leader.token)", "address": "\(address)"])
+                        problem("leader", nil)
+                        wake.yield()
+                        work.notify()
+                    } else {
+                        logger.notice("standing by", metadata: ["leader": "\(leader.address)"])
+                    }
+                }
+            } catch {
+                if leading { logger.error("cannot renew the lead; standing by", metadata: ["error": "\(error)"]) }
+                leading = false
+                problem("leader", "cannot take part in the election: \(error)")
+            }
+            try? await Task.sleep(for: election.lease / 3)
+        }
+        if leading { try? catalog.resign(holder: election.holder) }
+    }
+
     public func run() async throws {
         await withTaskGroup(of: Void.self) { group in
+            if let election = configuration.election {
+                group.addTask { await self.electionLoop(election) }
+            }
             group.addTask { await self.publishLoop() }
             group.addTask {
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
@@ -107,7 +186,9 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
                 group.addTask {
                     while !Task.isCancelled && !Task.isShuttingDownGracefully {
                         let started = ContinuousClock.now
-                        do { _ = try await self.scanLake(report: false) } catch { self.logger.warning("scan failed", metadata: ["error": "\(error)"]) }
+                        if self.isLeader {
+                            do { _ = try await self.scanLake(report: false) } catch { self.logger.warning("scan failed", metadata: ["error": "\(error)"]) }
+                        }
                         try? await Task.sleep(for: IngestPolicy.scanPause(after: ContinuousClock.now - started, interval: interval))
                     }
                 }
@@ -144,6 +225,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     /// Queues the files that changed under an ingest once they have been
     /// quiet for the settle time; forgets those that vanished.
     public func requeueSettled() async {
+        guard isLeader else { return }
         let paths = settling.withLock { $0 }
         for path in paths.sorted() {
             do {
@@ -173,6 +255,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
 
     /// Makes every merged version live on the match server, oldest first.
     public func publishPending() async {
+        guard isLeader else { return }
         // After the match server could not take versions (unreachable, or
         // at a limit), wait before asking again, doubling up to a minute:
         // thousands of pending versions must not be retried every tick.
@@ -295,6 +378,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     /// one touching the lake; until then its calls answer UNAVAILABLE and
     /// Status names it.
     public func reconcile() async {
+        guard isLeader else { return }
         let live: [(advertiser: String, file: UInt64, path: String, etag: String)]
         do { live = try catalog.liveVersions() } catch {
             logger.error("cannot read the catalog", metadata: ["error": "\(error)"])
@@ -342,6 +426,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
 
     /// Deletes runs of live versions and everything of ended ones.
     public func collectGarbage() async {
+        guard isLeader else { return }
         guard let items = try? catalog.collectable() else { return }
         for item in items {
             do {
@@ -440,34 +525,36 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func submitFile(_ request: SubmitFileRequest, context: RPCContext) async throws -> SubmitFileResponse {
-        let object: LakeObject
-        do {
-            object = try await lake.head(request.path)
-        } catch {
-            switch error {
-            case .notFound: throw RPCError(.notFound, "\(request.path): no such file in the lake")
-            case .invalidPath: throw RPCError(.invalidArgument, "\(request.path): not a valid lake path (<advertiser-id>/<file>)")
-            case .outsideLake: throw RPCError(.invalidArgument, error.description)
-            default: throw RPCError(.unavailable, "cannot reach the lake: \(error)")
+        try await asLeader {
+            let object: LakeObject
+            do throws(LakeError) {
+                object = try await lake.head(request.path)
+            } catch {
+                switch error {
+                case .notFound: throw RPCError(.notFound, "\(request.path): no such file in the lake")
+                case .invalidPath: throw RPCError(.invalidArgument, "\(request.path): not a valid lake path (<advertiser-id>/<file>)")
+                case .outsideLake: throw RPCError(.invalidArgument, error.description)
+                default: throw RPCError(.unavailable, "cannot reach the lake: \(error)")
+                }
             }
+            guard let advertiser = object.advertiserID else {
+                throw RPCError(.invalidArgument, "\(request.path): files go in an advertiser's folder: <advertiser-id>/<file>")
+            }
+            if let problem = IngestPolicy.problem(withAdvertiserID: advertiser) {
+                throw RPCError(.invalidArgument, "\(request.path): \(problem)")
+            }
+            let submission = try catalog.submit(object, now: clock())
+            if submission.queued {
+                work.notify()
+                logger.info("submitted", metadata: ["path": "\(object.path)", "version": "\(submission.version)", "bytes": "\(object.size)"])
+            }
+            var response = SubmitFileResponse()
+            response.version = submission.version
+            response.advertiserID = submission.advertiserID
+            response.queued = submission.queued
+            response.state = submission.state
+            return response
         }
-        guard let advertiser = object.advertiserID else {
-            throw RPCError(.invalidArgument, "\(request.path): files go in an advertiser's folder: <advertiser-id>/<file>")
-        }
-        if let problem = IngestPolicy.problem(withAdvertiserID: advertiser) {
-            throw RPCError(.invalidArgument, "\(request.path): \(problem)")
-        }
-        let submission = try catalog.submit(object, now: clock())
-        if submission.queued {
-            work.notify()
-            logger.info("submitted", metadata: ["path": "\(object.path)", "version": "\(submission.version)", "bytes": "\(object.size)"])
-        }
-        var response = SubmitFileResponse()
-        response.version = submission.version
-        response.advertiserID = submission.advertiserID
-        response.queued = submission.queued
-        response.state = submission.state
-        return response
     }
 
     public func status(_ request: StatusRequest, context: RPCContext) async throws -> StatusResponse {
@@ -494,85 +581,97 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func scan(_ request: ScanRequest, context: RPCContext) async throws -> ScanResponse {
-        var response = ScanResponse()
-        do {
-            response.queued = try await scanLake()
-        } catch let error as LakeError {
-            throw RPCError(.unavailable, "cannot scan the lake: \(error)")
+        try await asLeader {
+            var response = ScanResponse()
+            do {
+                response.queued = try await scanLake()
+            } catch let error as LakeError {
+                throw RPCError(.unavailable, "cannot scan the lake: \(error)")
+            }
+            return response
         }
-        return response
     }
 
     public func setWeight(_ request: SetWeightRequest, context: RPCContext) async throws -> SetWeightResponse {
-        guard !request.advertiserID.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
-        do {
-            try catalog.setWeight(advertiser: request.advertiserID, weight: request.weight)
-        } catch let error as IngestError {
-            throw RPCError(.invalidArgument, error.description)
+        try await asLeader {
+            guard !request.advertiserID.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
+            do {
+                try catalog.setWeight(advertiser: request.advertiserID, weight: request.weight)
+            } catch let error as IngestError {
+                throw RPCError(.invalidArgument, error.description)
+            }
+            return SetWeightResponse()
         }
-        return SetWeightResponse()
     }
 
     public func leaseTasks(_ request: LeaseTasksRequest, context: RPCContext) async throws -> LeaseTasksResponse {
-        guard !request.workerID.isEmpty else { throw RPCError(.invalidArgument, "worker_id is empty") }
-        var response = LeaseTasksResponse()
-        let most = Int(min(max(request.max, 1), 64))
-        response.tasks = try catalog.lease(worker: request.workerID, max: most, now: clock())
-        // Long poll: wait for work to appear rather than have idle workers poll.
-        let deadline = ContinuousClock.now + .milliseconds(Int(min(request.waitMs, 10_000)))
-        while response.tasks.isEmpty && ContinuousClock.now < deadline && !Task.isCancelled {
-            // Re-check at least once a second: leases expire without a signal.
-            await work.wait(timeout: min(.seconds(1), deadline - ContinuousClock.now))
+        try await asLeader {
+            guard !request.workerID.isEmpty else { throw RPCError(.invalidArgument, "worker_id is empty") }
+            var response = LeaseTasksResponse()
+            let most = Int(min(max(request.max, 1), 64))
             response.tasks = try catalog.lease(worker: request.workerID, max: most, now: clock())
+            // Long poll: wait for work to appear rather than have idle workers poll.
+            let deadline = ContinuousClock.now + .milliseconds(Int(min(request.waitMs, 10_000)))
+            while response.tasks.isEmpty && ContinuousClock.now < deadline && !Task.isCancelled {
+                // Re-check at least once a second: leases expire without a signal.
+                await work.wait(timeout: min(.seconds(1), deadline - ContinuousClock.now))
+                response.tasks = try catalog.lease(worker: request.workerID, max: most, now: clock())
+            }
+            response.leaseMs = UInt32(catalog.policy.leaseDuration * 1000)
+            return response
         }
-        response.leaseMs = UInt32(catalog.policy.leaseDuration * 1000)
-        return response
     }
 
     public func heartbeat(_ request: HeartbeatRequest, context: RPCContext) async throws -> HeartbeatResponse {
-        guard request.taskIDs.count == request.leaseTokens.count else {
-            throw RPCError(.invalidArgument, "task_ids and lease_tokens differ in length")
+        try await asLeader {
+            guard request.taskIDs.count == request.leaseTokens.count else {
+                throw RPCError(.invalidArgument, "task_ids and lease_tokens differ in length")
+            }
+            var response = HeartbeatResponse()
+            response.lostTaskIDs = try catalog.heartbeat(worker: request.workerID, tasks: Array(zip(request.taskIDs, request.leaseTokens)),
+                                                         now: clock())
+            response.leaseMs = UInt32(catalog.policy.leaseDuration * 1000)
+            return response
         }
-        var response = HeartbeatResponse()
-        response.lostTaskIDs = try catalog.heartbeat(worker: request.workerID, tasks: Array(zip(request.taskIDs, request.leaseTokens)),
-                                                     now: clock())
-        response.leaseMs = UInt32(catalog.policy.leaseDuration * 1000)
-        return response
     }
 
     public func completeTask(_ request: CompleteTaskRequest, context: RPCContext) async throws -> CompleteTaskResponse {
-        let progress: IngestCatalog.Progress?
-        do {
-            progress = try catalog.complete(request, now: clock())
-        } catch let error as IngestError {
-            throw RPCError(.invalidArgument, error.description)
+        try await asLeader {
+            let progress: IngestCatalog.Progress?
+            do {
+                progress = try catalog.complete(request, now: clock())
+            } catch let error as IngestError {
+                throw RPCError(.invalidArgument, error.description)
+            }
+            if progress == nil {
+                logger.info("ignored a report for a lease no longer held", metadata: ["task": "\(request.taskID)", "worker": "\(request.workerID)"])
+            }
+            if progress == .readyToPublish || progress == .rejected { wake.yield() }
+            if progress == .merging { work.notify() }
+            var response = CompleteTaskResponse()
+            response.accepted = progress != nil
+            return response
         }
-        if progress == nil {
-            logger.info("ignored a report for a lease no longer held", metadata: ["task": "\(request.taskID)", "worker": "\(request.workerID)"])
-        }
-        if progress == .readyToPublish || progress == .rejected { wake.yield() }
-        if progress == .merging { work.notify() }
-        var response = CompleteTaskResponse()
-        response.accepted = progress != nil
-        return response
     }
 
     public func failTask(_ request: FailTaskRequest, context: RPCContext) async throws -> FailTaskResponse {
-        let outcome = try catalog.fail(request, now: clock())
-        var response = FailTaskResponse()
-        response.accepted = outcome != .ignored
-        switch outcome {
-        case .fileChanged(let path):
-            logger.warning("file changed during ingest; it is queued again once it has settled", metadata: ["path": "\(path)"])
-            watchUntilSettled(path)
-        case .failed:
-            logger.error("version failed", metadata: ["task": "\(request.taskID)", "error": "\(request.error)"])
-            wake.yield()
-        case .retrying:
-            work.notify()
-        case .ignored:
-            break
+        try await asLeader {
+            let outcome = try catalog.fail(request, now: clock())
+            var response = FailTaskResponse()
+            response.accepted = outcome != .ignored
+            switch outcome {
+            case .fileChanged(let path):
+                logger.warning("file changed during ingest; it is queued again once it has settled", metadata: ["path": "\(path)"])
+                watchUntilSettled(path)
+            case .failed:
+                logger.error("version failed", metadata: ["task": "\(request.taskID)", "error": "\(request.error)"])
+                wake.yield()
+            case .retrying:
+                work.notify()
+            case .ignored:
+                break
+            }
+            return response
         }
-        return response
     }
 }

@@ -29,6 +29,20 @@ func withRPCClient<T>(_ endpoint: Endpoint, connections: Int = 1, _ body: (RPCCl
     }
 }
 
+/// Runs `body` with a transport to the coordinators at `endpoints`, which
+/// follows the leader; closes the connections after.
+func withCoordinator<T>(_ endpoints: Endpoints, _ body: (FailoverTransport<RPCClient>) async throws -> T) async throws -> T {
+    let transport = FailoverTransport(endpoints.all.map { RPCClient(host: $0.host, port: $0.port) })
+    do {
+        let result = try await body(transport)
+        for rpc in transport.transports { await rpc.close() }
+        return result
+    } catch {
+        for rpc in transport.transports { await rpc.close() }
+        throw error
+    }
+}
+
 struct SubmitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "submit",
@@ -50,10 +64,10 @@ struct SubmitCommand: AsyncParsableCommand {
     var wait = false
 
     func run() async throws {
-        try await withRPCClient(client.coordinator) { try await submit(Coordinator.Client(transport: $0)) }
+        try await withCoordinator(client.coordinator) { try await submit(Coordinator.Client(transport: $0)) }
     }
 
-    private func submit(_ coordinator: Coordinator.Client<RPCClient>) async throws {
+    private func submit(_ coordinator: Coordinator.Client<FailoverTransport<RPCClient>>) async throws {
         var request = SubmitFileRequest()
         request.path = path
         let response = try await userFacing("cannot submit \(path)") {
@@ -90,10 +104,10 @@ struct StatusCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        try await withRPCClient(client.coordinator) { try await show(Coordinator.Client(transport: $0)) }
+        try await withCoordinator(client.coordinator) { try await show(Coordinator.Client(transport: $0)) }
     }
 
-    private func show(_ coordinator: Coordinator.Client<RPCClient>) async throws {
+    private func show(_ coordinator: Coordinator.Client<FailoverTransport<RPCClient>>) async throws {
         if watch {
             _ = try await StatusFormat.watch(coordinator: coordinator, options: client.coordinatorOptions(), only: nil)
             // Everything has finished: the final table.
@@ -176,7 +190,7 @@ enum StatusFormat {
     static let finished: [FileState] = [.live, .failed, .rejected, .superseded, .retired]
 
     /// Redraws progress each second until the watched files finish; returns the last status of `only`.
-    static func watch(coordinator: Coordinator.Client<RPCClient>, options: CallOptions, only: UInt64?) async throws -> FileStatus? {
+    static func watch(coordinator: Coordinator.Client<FailoverTransport<RPCClient>>, options: CallOptions, only: UInt64?) async throws -> FileStatus? {
         let tty = isatty(STDOUT_FILENO) != 0
         var drawn = 0
         while true {
@@ -373,10 +387,10 @@ struct CallCommand: AsyncParsableCommand {
             throw CLIError("bad request for \(m.shortName): \(error)")
         }
         let service = m.descriptor.service
-        let (endpoint, options): (Endpoint, CallOptions) = service == Coordinator.name
+        let (endpoints, options): (Endpoints, CallOptions) = service == Coordinator.name
             ? (client.coordinator, client.coordinatorOptions())
-            : service == MatchAdmin.name ? (client.match, client.adminOptions()) : (client.match, client.matchOptions())
-        let response = try await withRPCClient(endpoint) { rpc in
+            : service == MatchAdmin.name ? (Endpoints([client.match]), client.adminOptions()) : (Endpoints([client.match]), client.matchOptions())
+        let response = try await withCoordinator(endpoints) { rpc in
             try await userFacing("\(m.shortName) failed") { try await m.call(json, on: rpc, options: options) }
         }
         print(response.serialized(pretty: true))

@@ -54,6 +54,23 @@ struct Endpoint: ExpressibleByArgument, CustomStringConvertible, Sendable {
     var defaultValueDescription: String { description }
 }
 
+/// One or more `host:port`s, comma-separated: coordinators sharing a
+/// catalog, of which calls find the leader (`FailoverTransport`).
+struct Endpoints: ExpressibleByArgument, CustomStringConvertible, Sendable {
+    var all: [Endpoint]
+
+    init(_ all: [Endpoint]) { self.all = all }
+
+    init?(argument: String) {
+        let parsed = argument.split(separator: ",").map { Endpoint(argument: $0.trimmingCharacters(in: .whitespaces)) }
+        guard !parsed.isEmpty, parsed.allSatisfy({ $0 != nil }) else { return nil }
+        all = parsed.map { $0! }
+    }
+
+    var description: String { all.map(\.description).joined(separator: ",") }
+    var defaultValueDescription: String { description }
+}
+
 enum Defaults {
     static let coordinator = Endpoint(host: "127.0.0.1", port: 7400)
     static let match = Endpoint(host: "127.0.0.1", port: 7401)
@@ -61,8 +78,8 @@ enum Defaults {
 
 /// Where to find the services, for client commands.
 struct ClientOptions: ParsableArguments {
-    @Option(help: "The coordinator's address (host:port).")
-    var coordinator: Endpoint = Endpoint(argument: ProcessInfo.processInfo.environment["ROSTER_COORDINATOR"] ?? "") ?? Defaults.coordinator
+    @Option(help: "The coordinator's address (host:port), or several coordinators' (a:7400,b:7400): calls go to the leader.")
+    var coordinator: Endpoints = Endpoints(argument: ProcessInfo.processInfo.environment["ROSTER_COORDINATOR"] ?? "") ?? Endpoints([Defaults.coordinator])
 
     @Option(help: "The match server's address (host:port).")
     var match: Endpoint = Endpoint(argument: ProcessInfo.processInfo.environment["ROSTER_MATCH"] ?? "") ?? Defaults.match

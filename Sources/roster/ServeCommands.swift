@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import IngestCoordinator
 import IngestWorker
 import Logging
 import MatchServer
@@ -71,7 +72,7 @@ struct DevCommand: AsyncParsableCommand {
         let coordinatorAddress = try await ServiceFactory.start(coordinatorServer, "coordinator")
         services += [matchServer, coordinatorServer, coordinator]
         for i in 0..<workers {
-            let (worker, _) = ServiceFactory.worker(id: "dev-worker-\(i)", slots: 1, coordinator: coordinatorAddress,
+            let (worker, _) = ServiceFactory.worker(id: "dev-worker-\(i)", slots: 1, coordinator: Endpoints([coordinatorAddress]),
                                                     token: coordinatorTokens.first, backends: backends, logger: Logger(label: "roster.worker"))
             services.append(worker)
         }
@@ -126,8 +127,17 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Accept calls without a token (local development only).")
     var noAuth = false
 
+    @Option(help: ArgumentHelp(
+        "The address workers and clients reach this coordinator at (default: the listen address; this host's name when listening on all interfaces).",
+        discussion: "Coordinators on one PostgreSQL catalog elect a leader; standbys name it to callers."))
+    var advertise: Endpoint?
+
+    @Option(help: "Seconds a leader's lease lasts on a PostgreSQL catalog: a standby takes over at most this long after the leader stops.")
+    var leaderLease: Double = 10
+
     func run() async throws {
         logging.bootstrap()
+        guard leaderLease >= 1 else { throw CLIError("--leader-lease must be at least 1 second") }
         let callerTokens = tokens(fromEnvironment: "ROSTER_COORDINATOR_TOKENS")
         if callerTokens.isEmpty && !noAuth {
             throw CLIError("set ROSTER_COORDINATOR_TOKENS (comma-separated tokens workers and users present), or pass --no-auth for local development")
@@ -136,11 +146,21 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let logger = Logger(label: "roster.coordinator")
         let backends = try Backends.open(data, logger: Logger(label: "roster.s3"))
         try await backends.check(logger: logger)
+        // On a shared (PostgreSQL) catalog, coordinators elect a leader.
+        let election = data.catalogIsPostgres ? CoordinatorService<RPCClient>.Election(
+            holder: "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
+            address: (advertise ?? listen).description, lease: .milliseconds(Int64(leaderLease * 1000))) : nil
         let (server, service, _) = try ServiceFactory.coordinator(
             data: data, backends: backends, ingest: ingest, endpoint: listen, match: match, adminToken: adminToken,
-            callerTokens: noAuth ? [] : callerTokens, logger: logger)
+            callerTokens: noAuth ? [] : callerTokens, election: election, logger: logger)
         if noAuth { logger.warning("coordinator token checks are OFF: anyone who can connect may submit files and lease work") }
         let address = try await ServiceFactory.start(server, "coordinator")
+        if let advertise {
+            service.advertise(advertise.description)
+        } else {
+            let host = listen.host == "0.0.0.0" || listen.host == "::" ? ProcessInfo.processInfo.hostName : listen.host
+            service.advertise(Endpoint(host: host, port: address.port).description)
+        }
         print("coordinator listening on \(address); catalog \(data.catalogPath); lake \(backends.description.lake); store \(backends.description.store)")
         flushOutput()
         try await ServiceFactory.runUntilSignalled([server, service], logger: logger)
@@ -161,8 +181,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var data: DataOptions
     @OptionGroup var logging: LoggingOptions
 
-    @Option(help: "The coordinator to pull tasks from.")
-    var coordinator: Endpoint = Defaults.coordinator
+    @Option(help: "The coordinator to pull tasks from, or several sharing a catalog (a:7400,b:7400): the worker follows the leader.")
+    var coordinator: Endpoints = Endpoints([Defaults.coordinator])
 
     @Option(help: "Tasks to run at once.")
     var slots: Int = 1

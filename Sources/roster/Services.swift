@@ -131,7 +131,8 @@ enum ServiceFactory {
     }
 
     static func coordinator(data: DataOptions, backends: Backends, ingest: IngestOptions, endpoint: Endpoint, match: Endpoint,
-                            adminToken: String?, callerTokens: Set<String>, logger: Logger) throws -> (RPCServer, CoordinatorService<RPCClient>, RPCClient) {
+                            adminToken: String?, callerTokens: Set<String>,
+                            election: CoordinatorService<RPCClient>.Election? = nil, logger: Logger) throws -> (RPCServer, CoordinatorService<RPCClient>, RPCClient) {
         let catalog: IngestCatalog
         do {
             let policy = try ingest.policy()
@@ -149,15 +150,20 @@ enum ServiceFactory {
         let service = CoordinatorService(
             catalog: catalog, lake: backends.lake, store: backends.store,
             matchAdmin: MatchAdmin.Client(transport: matchClient),
-            configuration: .init(scanInterval: ingest.scanDuration, adminToken: adminToken, callerTokens: callerTokens), logger: logger)
+            configuration: {
+                var configuration = CoordinatorService<RPCClient>.Configuration(
+                    scanInterval: ingest.scanDuration, adminToken: adminToken, callerTokens: callerTokens)
+                configuration.election = election
+                return configuration
+            }(), logger: logger)
         let server = try RPCServer(configuration: .init(host: endpoint.host, port: endpoint.port), services: [service], logger: logger)
         return (server, service, matchClient)
     }
 
-    static func worker(id: String, slots: Int, coordinator: Endpoint, token: String?, backends: Backends,
-                       logger: Logger) -> (BlockWorker<RPCClient>, RPCClient) {
-        let client = RPCClient(host: coordinator.host, port: coordinator.port)
-        var configuration = BlockWorker<RPCClient>.Configuration(id: id, slots: slots)
+    static func worker(id: String, slots: Int, coordinator: Endpoints, token: String?, backends: Backends,
+                       logger: Logger) -> (BlockWorker<FailoverTransport<RPCClient>>, FailoverTransport<RPCClient>) {
+        let client = FailoverTransport(coordinator.all.map { RPCClient(host: $0.host, port: $0.port) })
+        var configuration = BlockWorker<FailoverTransport<RPCClient>>.Configuration(id: id, slots: slots)
         configuration.token = token
         let worker = BlockWorker(
             configuration: configuration, coordinator: Coordinator.Client(transport: client),

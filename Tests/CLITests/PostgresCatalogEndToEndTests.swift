@@ -58,3 +58,85 @@ final class PostgresCatalogEndToEndTests: XCTestCase {
         XCTAssertTrue(result.stderr.contains("cannot connect to postgres://roster@127.0.0.1:1/roster"), result.stderr)
     }
 }
+
+/// Two coordinators on one PostgreSQL catalog: one leads, the other stands
+/// by; the leader is killed mid-ingest and the standby finishes the list.
+final class CoordinatorFailoverTests: XCTestCase {
+    private var root: URL!
+    private var services: [RosterService] = []
+
+    override func setUpWithError() throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("roster-failover-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() {
+        for service in services { service.stop(SIGKILL) }
+        try? FileManager.default.removeItem(at: root)
+    }
+
+    private func listFiles(_ coordinators: String) throws -> [JSONValue] {
+        let result = try RosterBinary.run(["call", "--coordinator", coordinators, "Coordinator.ListFiles", "{}"])
+        guard result.status == 0, case .array(let files)? = try JSONValue(parsing: result.stdout)["files"] else { return [] }
+        return files
+    }
+
+    func testTheStandbyTakesOverWhenTheLeaderIsKilledMidIngest() throws {
+        var cleanups: [() -> Void] = []
+        defer { cleanups.forEach { $0() } }
+        let database = try PostgresTestServer.freshDatabase(cleanups: &cleanups)
+        let data = root.path
+        let matchServer = try RosterService(["match-server", "--no-auth", "--data", data, "--listen", "127.0.0.1:0"])
+        services.append(matchServer)
+        let match = String(try matchServer.waitForLine("match server listening on").split(separator: ";")[0])
+        func coordinator() throws -> (RosterService, String) {
+            let process = try RosterService(["coordinator", "--no-auth", "--data", data, "--catalog", database.url, "--match", match,
+                                             "--listen", "127.0.0.1:0", "--block-size", "1024", "--scan-interval", "0",
+                                             "--lease", "2", "--leader-lease", "2"])
+            services.append(process)
+            return (process, String(try process.waitForLine("coordinator listening on").split(separator: ";")[0]))
+        }
+        let (first, a) = try coordinator()
+        try eventually("the first coordinator to lead") { first.stderr.contains("leading") }
+        let (second, b) = try coordinator()
+        try eventually("the second to stand by") { second.stderr.contains("standing by") }
+        let both = "\(a),\(b)"
+
+        // A standby refuses writes, naming the leader; it answers reads.
+        let members = (0..<6_000).map { "user\($0)@example.com" } // ~200 KB: some 200 blocks of 1 KiB
+        let folder = root.appendingPathComponent("lake/big")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try Data(("email_md5\n" + members.map { MemberHash(email: $0).hex + "\n" }.joined()).utf8).write(to: folder.appendingPathComponent("all.txt"))
+        let refused = try RosterBinary.run(["submit", "--coordinator", b, "big/all.txt"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("standby") && refused.stderr.contains(a), refused.stderr)
+        XCTAssertEqual(try RosterBinary.run(["status", "--coordinator", b]).status, 0, "a standby answers reads")
+
+        // Clients given both addresses find the leader.
+        let submitted = try RosterBinary.run(["submit", "--coordinator", "\(b),\(a)", "big/all.txt"])
+        XCTAssertEqual(submitted.status, 0, submitted.stderr)
+        for i in 0..<2 {
+            services.append(try RosterService(["worker", "--data", data, "--coordinator", both, "--id", "w\(i)", "--log-level", "error"]))
+        }
+        func blocksDone() throws -> Int {
+            guard case .number(let done)? = try listFiles(both).first?["blocksDone"] else { return -1 }
+            return Int(done) ?? -1
+        }
+        try eventually("some blocks to be done") { try blocksDone() >= 5 }
+        XCTAssertEqual(first.stop(SIGKILL), SIGKILL)
+        let killed = Date()
+        try eventually(timeout: 30, "the standby to lead") { second.stderr.contains("leading") }
+        let takeover = Date().timeIntervalSince(killed)
+        XCTAssertLessThan(takeover, 10, "took over in \(takeover) s")
+        try eventually(timeout: 90, "the list to go live under the new leader") {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "big", "--email", members[5_999]]).status == 0
+        }
+        let hashes = root.appendingPathComponent("hashes.txt")
+        try Data(members.map { MemberHash(email: $0).hex }.joined(separator: "\n").utf8).write(to: hashes)
+        let all = try RosterBinary.run(["match", "--match", match, "--advertiser", "big", "--file", hashes.path])
+        XCTAssertTrue(all.stdout.contains("6000 of 6000 are members of big"), String(all.stdout.suffix(200)))
+        let file = try XCTUnwrap(listFiles(both).first)
+        XCTAssertEqual(file["distinctKeys"], .string("6000"))
+        XCTAssertEqual(file["keys"], .string("6000"), "no block counted twice")
+    }
+}
