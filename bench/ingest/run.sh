@@ -39,22 +39,34 @@ cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/p
 disk_mb() { awk '/^write_bytes/ {printf "%d", $2 / 1e6}' "/proc/$1/io" 2>/dev/null || echo 0; }
 field() { python3 -c "import json,sys; f=[x for x in json.load(sys.stdin)['files'] if x['version']=='$1']; print(f[0]['$2'] if f else '')"; }
 
+# CATALOGS="sqlite postgres" runs each size (on each backend) with the
+# coordinator's catalog in SQLite and then in PostgreSQL (a throwaway
+# cluster started here by scripts/postgres-test-server.sh).
+CATALOGS=${CATALOGS:-sqlite}
+if [[ " $CATALOGS " == *" postgres "* ]]; then
+  export ROSTER_PG_DIR="$WORK/pg" ROSTER_PG_PORT=${ROSTER_PG_PORT:-25432}
+  eval "$(bash scripts/postgres-test-server.sh start)"
+  PG_STOP='bash scripts/postgres-test-server.sh stop'
+fi
+trap '${PG_STOP:-true}' EXIT
+
 BACKENDS=${BACKENDS:-local}
 if [[ " $BACKENDS " == *" s3 "* ]]; then
   export ROSTER_S3_DIR="$WORK/s3" ROSTER_S3_PORT=${ROSTER_S3_PORT:-28333}
   eval "$(bash scripts/s3-test-server.sh start)"
-  trap 'bash scripts/s3-test-server.sh stop' EXIT
+  trap 'bash scripts/s3-test-server.sh stop; ${PG_STOP:-true}' EXIT
   export AWS_ACCESS_KEY_ID=$ROSTER_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$ROSTER_TEST_S3_SECRET_KEY AWS_ENDPOINT_URL=$ROSTER_TEST_S3_ENDPOINT
   S3_CURL=(curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY")
 fi
 
-printf "%-9s %10s %8s %10s %10s %10s %10s %12s %9s %8s\n" size MB/s seconds coord_MB worker1_MB worker2_MB match_MB "sort-u_s" sort_MB ratio
+printf "%-18s %10s %8s %10s %10s %10s %10s %12s %9s %8s\n" size MB/s seconds coord_MB worker1_MB worker2_MB match_MB "sort-u_s" sort_MB ratio
 for SIZE in "$@"; do
   BYTES=$(size_bytes "$SIZE")
   FILE="$WORK/list-$SIZE.txt"
   "$WORK/genlist" "$BYTES" 42 > "$FILE"
   ACTUAL=$(stat -c %s "$FILE")
   for BACKEND in $BACKENDS; do
+  for CATALOG in $CATALOGS; do
   DATA="$WORK/data-$SIZE"
   rm -rf "$DATA"; mkdir -p "$DATA/lake/big" "$DATA/lake/small"
   if [ "$BACKEND" = s3 ]; then
@@ -72,6 +84,11 @@ for SIZE in "$@"; do
     cp "$FILE" "$DATA/lake/big/list.txt"
     DM=(--data "$DATA"); DC=(--data "$DATA"); DW1=(--data "$DATA"); DW2=(--data "$DATA")
     LOG=warning
+  fi
+  if [ "$CATALOG" = postgres ]; then
+    PGDB="bench_$$_$RANDOM"
+    psql -q -h 127.0.0.1 -p "$ROSTER_PG_PORT" -U roster roster_test -c "CREATE DATABASE $PGDB" >/dev/null
+    DC+=(--catalog "postgres://roster@127.0.0.1:$ROSTER_PG_PORT/$PGDB")
   fi
   sync
 
@@ -114,7 +131,7 @@ for SIZE in "$@"; do
   SECONDS_TAKEN=$(python3 -c "print(($LIVE-$SUB)/1000)")
   MBS=$(python3 -c "print(round($ACTUAL/1e6/(($LIVE-$SUB)/1000),1))")
   RATIO=$(python3 -c "print(round($SORT_S/(($LIVE-$SUB)/1000),1))")
-  printf "%-9s %10s %8s %10s %10s %10s %10s %12s %9s %8s\n" "$SIZE/$BACKEND" "$MBS" "$SECONDS_TAKEN" \
+  printf "%-18s %10s %8s %10s %10s %10s %10s %12s %9s %8s\n" "$SIZE/$BACKEND/$CATALOG" "$MBS" "$SECONDS_TAKEN" \
     $(( $(peak_kb $COORD_PID) / 1024 )) $(( $(peak_kb $W1) / 1024 )) $(( $(peak_kb $W2) / 1024 )) $(( $(peak_kb $MATCH_PID) / 1024 )) \
     "$SORT_S" $(( SORT_KB / 1024 )) "${RATIO}x"
   echo "       state $STATE, $KEYS distinct keys, $ACTUAL bytes"
@@ -125,7 +142,7 @@ for SIZE in "$@"; do
   echo "       CPU s coord / w1 / w2 / match: $(cpu_s $COORD_PID) / $(cpu_s $W1) / $(cpu_s $W2) / $(cpu_s $MATCH_PID);" \
     "written to disk MB: $(disk_mb $COORD_PID) / $(disk_mb $W1) / $(disk_mb $W2) / $(disk_mb $MATCH_PID)"
   CATALOG="$DATA/catalog.sqlite"; [ "$BACKEND" = s3 ] && CATALOG="$DATA/coord/catalog.sqlite"
-  if command -v sqlite3 >/dev/null; then
+  if command -v sqlite3 >/dev/null && [ "$CATALOG" = sqlite ]; then
     sqlite3 "$CATALOG" "SELECT printf('       phases: parse %.2f s (first lease to last block), merge %.2f s, publish %.2f s',
         (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 1) - f.started_at,
         (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 2) - (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 1),
@@ -139,6 +156,7 @@ for SIZE in "$@"; do
     done
   fi
   rm -rf "$DATA"
+  done
   done
   rm -f "$FILE"
 done
