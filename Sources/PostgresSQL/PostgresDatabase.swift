@@ -20,6 +20,14 @@ import SQLDatabase
 /// logic (read, decide, write) assumes it. A lost connection is reopened on
 /// the next statement outside a transaction; one lost inside fails that
 /// transaction, which the server rolls back.
+///
+/// A process stopped in the middle of a transaction (SIGSTOP, a stall)
+/// would hold the write lock and freeze every other writer — a standby
+/// could never take over. So each session is ended by the server once it
+/// has sat idle inside a transaction longer than `idleInTransaction`
+/// (PostgreSQL's `idle_in_transaction_session_timeout`), which rolls the
+/// transaction back and frees the lock; a waiting writer gives up after
+/// `lock_timeout` (30 s) and tries again.
 public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     public var engine: SQLEngine { .postgres }
     public let location: String
@@ -29,12 +37,14 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     private let logger: Logger
     private var connection: PostgresConnection?
     private var inTransaction = false
+    private let idleInTransaction: Duration
     /// A constant of this program: the advisory lock of catalog writes.
     static let writeLock: Int64 = 0x526F_7374_6572 // "Roster"
 
     /// `url`: `postgres://user[:password]@host[:port]/database`
     /// (the password may also come from `PGPASSWORD`).
-    public init(url: String, logger: Logger = Logger(label: "roster.postgres")) throws {
+    public init(url: String, idleInTransaction: Duration = .seconds(5), logger: Logger = Logger(label: "roster.postgres")) throws {
+        self.idleInTransaction = idleInTransaction
         guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
               let host = components.host, !host.isEmpty else {
             throw SQLError(engine: .postgres, code: "config", message: "'\(url)' is not a postgres://user@host[:port]/database address")
@@ -64,6 +74,9 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
             let opened = try PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.next(), configuration: configuration,
                                                         id: 1, logger: logger).wait()
             connection = opened
+            let idle = max(1, idleInTransaction.components.seconds * 1000 + idleInTransaction.components.attoseconds / 1_000_000_000_000_000)
+            _ = try opened.query(PostgresQuery(unsafeSQL: "SET idle_in_transaction_session_timeout = \(idle)"), logger: logger).wait()
+            _ = try opened.query(PostgresQuery(unsafeSQL: "SET lock_timeout = 30000"), logger: logger).wait()
             return opened
         } catch {
             throw Self.error(error, context: "cannot connect to \(location)")

@@ -137,7 +137,11 @@ enum ServiceFactory {
         do {
             let policy = try ingest.policy()
             if data.catalogIsPostgres {
-                catalog = try IngestCatalog(database: try PostgresDatabase(url: data.catalogPath, logger: logger), policy: policy)
+                // A session stalled inside a transaction is ended within a
+                // lease, so a standby is never locked out by a paused leader.
+                let idle = election?.lease ?? .seconds(5)
+                catalog = try IngestCatalog(database: try PostgresDatabase(url: data.catalogPath, idleInTransaction: idle, logger: logger),
+                                            policy: policy)
             } else {
                 catalog = try IngestCatalog(path: data.catalogPath, policy: policy)
             }

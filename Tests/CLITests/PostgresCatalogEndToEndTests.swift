@@ -82,6 +82,23 @@ final class CoordinatorFailoverTests: XCTestCase {
     }
 
     func testTheStandbyTakesOverWhenTheLeaderIsKilledMidIngest() throws {
+        try failover(at: .parsing)
+    }
+
+    func testTheStandbyTakesOverWhenTheLeaderIsKilledMidMerge() throws {
+        try failover(at: .merging)
+    }
+
+    /// The leader is stopped (SIGSTOP) past its lease; the standby takes
+    /// over; the old leader, continued (SIGCONT), finds its token gone, writes
+    /// nothing and stands by, and the list goes live under the new leader.
+    func testALeaderPausedPastItsLeaseStepsDownWhenItWakes() throws {
+        try failover(at: .parsing, pause: true)
+    }
+
+    enum Moment { case parsing, merging }
+
+    private func failover(at moment: Moment, pause: Bool = false) throws {
         var cleanups: [() -> Void] = []
         defer { cleanups.forEach { $0() } }
         let database = try PostgresTestServer.freshDatabase(cleanups: &cleanups)
@@ -122,12 +139,29 @@ final class CoordinatorFailoverTests: XCTestCase {
             guard case .number(let done)? = try listFiles(both).first?["blocksDone"] else { return -1 }
             return Int(done) ?? -1
         }
-        try eventually("some blocks to be done") { try blocksDone() >= 5 }
-        XCTAssertEqual(first.stop(SIGKILL), SIGKILL)
+        switch moment {
+        case .parsing:
+            try eventually("some blocks to be done") { try blocksDone() >= 5 }
+        case .merging:
+            try eventually(timeout: 60, "the merges to start") { try listFiles(both).first?["state"] == .string("FILE_STATE_MERGING") }
+        }
         let killed = Date()
+        if pause {
+            kill(first.process.processIdentifier, SIGSTOP)
+        } else {
+            XCTAssertEqual(first.stop(SIGKILL), SIGKILL)
+        }
         try eventually(timeout: 30, "the standby to lead") { second.stderr.contains("leading") }
         let takeover = Date().timeIntervalSince(killed)
         XCTAssertLessThan(takeover, 10, "took over in \(takeover) s")
+        if pause {
+            kill(first.process.processIdentifier, SIGCONT)
+            // Its next write or campaign finds the new token: it stands by.
+            try eventually(timeout: 30, "the old leader to stand by") {
+                first.stderr.contains("standing by") || first.stderr.contains("cannot renew the lead")
+            }
+            XCTAssertTrue(first.process.isRunning, "the old leader keeps running, as a standby")
+        }
         try eventually(timeout: 90, "the list to go live under the new leader") {
             try RosterBinary.run(["match", "--match", match, "--advertiser", "big", "--email", members[5_999]]).status == 0
         }
