@@ -107,9 +107,11 @@ final class CoordinatorFailoverTests: XCTestCase {
         services.append(matchServer)
         let match = String(try matchServer.waitForLine("match server listening on").split(separator: ";")[0])
         func coordinator() throws -> (RosterService, String) {
+            // Many small merges (--merge-bytes 1024), so the merge phase lasts
+            // long enough to be caught and killed in, on a loaded machine too.
             let process = try RosterService(["coordinator", "--no-auth", "--data", data, "--catalog", database.url, "--match", match,
                                              "--listen", "127.0.0.1:0", "--block-size", "1024", "--scan-interval", "0",
-                                             "--lease", "2", "--leader-lease", "2"])
+                                             "--lease", "2", "--leader-lease", "2", "--merge-bytes", "1024"])
             services.append(process)
             return (process, String(try process.waitForLine("coordinator listening on").split(separator: ";")[0]))
         }
