@@ -135,7 +135,7 @@ let package = Package(
         // (swift-crypto), requests through async-http-client. Only the binary
         // and this module's tests carry these (heavy) dependencies.
         .target(name: "ObjectStorage", dependencies: [
-            "DataLake", "SegmentStore",
+            "DataLake", "HexDigits", "SegmentStore",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -183,7 +183,7 @@ let package = Package(
         .testTarget(name: "HexDigitsTests", dependencies: ["HexDigits"]),
         // Finds the S3-compatible server `.ci/run` starts (skips without one, outside CI).
         .target(name: "S3TestSupport", dependencies: [
-            "ObjectStorage",
+            "ObjectStorage", "TestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -198,7 +198,7 @@ let package = Package(
         ]),
         .testTarget(name: "HashParsingTests", dependencies: ["HashParsing", "DataLake", "SegmentStore", "TestSupport"]),
         // Finds the PostgreSQL test cluster `.ci/run` starts; a fresh database per test.
-        .target(name: "PostgresTestSupport", dependencies: ["PostgresSQL"], path: "Tests/PostgresTestSupport"),
+        .target(name: "PostgresTestSupport", dependencies: ["PostgresSQL", "TestSupport"], path: "Tests/PostgresTestSupport"),
         .testTarget(name: "IngestCoordinatorTests", dependencies: [
             "IngestCoordinator", "DataLake", "SQLDatabase", "SQLite", "PostgresSQL", "PostgresTestSupport", "RosterAPI", "SegmentStore",
             "TestSupport",

@@ -27,7 +27,7 @@ RULES=(
   "DataLake:Sources/DataLake:"
   "HexDigits:Sources/HexDigits:"
   "HashParsing:Sources/HashParsing:DataLake HexDigits SegmentStore"
-  "ObjectStorage:Sources/ObjectStorage:DataLake SegmentStore AsyncHTTPClient Crypto NIOCore NIOHTTP1 Logging"
+  "ObjectStorage:Sources/ObjectStorage:DataLake HexDigits SegmentStore AsyncHTTPClient Crypto NIOCore NIOHTTP1 Logging"
   "SQLDatabase:Sources/SQLDatabase:"
   "SQLite:Sources/SQLite:CSQLite SQLDatabase"
   "PostgresSQL:Sources/PostgresSQL:SQLDatabase PostgresNIO NIOCore NIOPosix Logging"

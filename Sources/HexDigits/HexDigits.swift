@@ -1,4 +1,4 @@
-/// Hex digits, decoded in one place for everyone who reads member hashes:
+/// Hex digits, decoded (and written) in one place for everyone who reads member hashes:
 /// the ingest parser (millions of lines a second) and the client library
 /// (a hash typed by a user). A module of its own, with no dependencies, so
 /// that the client library does not have to depend on the ingest side to
@@ -52,5 +52,18 @@ public enum HexDigits {
             lo = lo << 8 | UInt64(v & 0xFF)
         }
         return bad & 0x100 == 0 ? (hi, lo) : nil
+    }
+
+    /// `bytes` as lower-case hex digits, two a byte (how hashes are written:
+    /// member hashes, SHA-256 in request signatures).
+    public static func lowercase(_ bytes: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(bytes.underestimatedCount * 2)
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 15)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }

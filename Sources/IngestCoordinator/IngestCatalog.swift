@@ -84,10 +84,7 @@ public final class IngestCatalog: @unchecked Sendable {
         } catch let error as NotLeader {
             fence = nil
             throw error
-        } catch let error as SQLiteError {
-            lastWriteFailure = "the catalog \(database.location) cannot be written: \(error.message)"
-            throw error
-        } catch let error as SQLError {
+        } catch let error as any SQLEngineError {
             lastWriteFailure = "the catalog \(database.location) cannot be written: \(error.message)"
             throw error
         }

@@ -319,16 +319,14 @@ public final class S3Client: Sendable {
         let partSize = max(5 << 20, configuration.partSize)
         func part(at offset: Int, count: Int) throws(S3Error) -> ByteBuffer {
             var buffer = ByteBufferAllocator().buffer(capacity: count)
-            let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target in
-                var done = 0
-                while done < count {
-                    let r = pread(fd, target.baseAddress! + done, count - done, off_t(offset + done))
-                    if r <= 0 { return done }
-                    done += r
+            do {
+                try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { target in
+                    if count > 0 { try AtomicFile.readExactly(fd, target.baseAddress!, count, at: offset, path: path) }
+                    return count
                 }
-                return done
+            } catch {
+                throw S3Error(.configuration, "cannot read \(path) to upload it: \(error)")
             }
-            guard n == count else { throw S3Error(.configuration, "\(path): shorter than expected while uploading") }
             return buffer
         }
         if size <= partSize {

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import HexDigits
 
 /// Credentials for AWS Signature Version 4.
 public struct S3Credentials: Sendable, Equatable {
@@ -141,10 +142,5 @@ public struct SigV4Signer: Sendable {
                                                        headers: headers, payloadHash: payloadHash, date: date)))
     }
 
-    static func hex(_ bytes: some Sequence<UInt8>) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
-        return String(decoding: out, as: UTF8.self)
-    }
+    static func hex(_ bytes: some Sequence<UInt8>) -> String { HexDigits.lowercase(bytes) }
 }

@@ -169,15 +169,19 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     public var schemaVersion: Int {
         get throws {
             try execute("CREATE TABLE IF NOT EXISTS roster_schema(version BIGINT NOT NULL)")
-            return Int(try rows("SELECT COALESCE(MAX(version), 0) AS version FROM roster_schema") { $0.int(0) }.first ?? 0)
+            return try recordedVersion()
         }
     }
 
+    private func recordedVersion() throws -> Int {
+        Int(try rows("SELECT COALESCE(MAX(version), 0) AS version FROM roster_schema") { $0.int(0) }.first ?? 0)
+    }
+
     public func migrate(_ migrations: [String]) throws {
-        _ = try schemaVersion
+        _ = try schemaVersion // creates roster_schema
         try transaction {
             // Under the write lock: two coordinators starting at once migrate once.
-            let current = Int(try rows("SELECT COALESCE(MAX(version), 0) AS version FROM roster_schema") { $0.int(0) }.first ?? 0)
+            let current = try recordedVersion()
             guard current <= migrations.count else {
                 throw SQLError(engine: .postgres, code: "schema",
                                message: "\(location) has schema version \(current); this program knows only up to \(migrations.count)")

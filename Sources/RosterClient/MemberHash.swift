@@ -44,7 +44,7 @@ public struct MemberHash: Hashable, Sendable, CustomStringConvertible {
         self.bytes = bytes
     }
 
-    public var hex: String { bytes.map { String(format: "%02x", $0) }.joined() }
+    public var hex: String { HexDigits.lowercase(bytes) }
     public var description: String { hex }
 }
 

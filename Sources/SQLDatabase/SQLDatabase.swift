@@ -103,8 +103,15 @@ extension Optional: SQLBindable where Wrapped: SQLBindable {
     public var sqlValue: SQLValue { self?.sqlValue ?? .null }
 }
 
+/// An error the database engine itself raised (not the catalog's logic):
+/// what the catalog reports as "cannot be written".
+public protocol SQLEngineError: Error {
+    /// What the engine said, with the statement.
+    var message: String { get }
+}
+
 /// A database error from either engine: what it said, with the statement.
-public struct SQLError: Error, CustomStringConvertible, Sendable {
+public struct SQLError: SQLEngineError, CustomStringConvertible, Sendable {
     public var engine: SQLEngine
     /// The engine's code: SQLite's result code, or PostgreSQL's SQLSTATE.
     public var code: String

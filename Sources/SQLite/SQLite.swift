@@ -3,7 +3,7 @@ import Foundation
 @_exported import SQLDatabase
 
 /// An SQLite failure: the result code, and SQLite's message with the statement.
-public struct SQLiteError: Error, CustomStringConvertible, Sendable {
+public struct SQLiteError: SQLEngineError, CustomStringConvertible, Sendable {
     public var code: Int32
     public var message: String
 

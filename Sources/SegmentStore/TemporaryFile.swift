@@ -139,8 +139,16 @@ func syncDirectory(of path: String) {
 }
 
 /// Safe whole-file writes for anything else Roster keeps on disk (the match
-/// manifest): one home for write-then-rename.
+/// manifest): one home for write-then-rename, and for the exact reads and
+/// writes other modules need (the object store's uploads and downloads).
 public enum AtomicFile {
+    /// Reads exactly `length` bytes of `fd` at `offset` into `p` (retrying
+    /// short reads and EINTR); a file that ends first is an error naming `path`.
+    public static func readExactly(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ length: Int, at offset: Int,
+                                   path: String) throws(SegmentError) {
+        try FileIO.readExactly(fd, p, length, at: offset, path: path)
+    }
+
     /// Writes all of `bytes` to `fd`, at `offset` or at its current position
     /// (retrying short writes and EINTR); `path` names the file in errors.
     public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int? = nil, path: String) throws(SegmentError) {

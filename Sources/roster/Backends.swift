@@ -57,6 +57,9 @@ struct Backends {
     /// Where the store's files are on this host: the store itself, or for an
     /// object store the folder for files being written and copies being read.
     var storeFolder: URL
+    /// The store when its files are not in `storeFolder` already (an object
+    /// store): the match server fetches segments from it. Nil for a folder.
+    var remoteStore: (any SegmentStorage)?
     var clients: [S3Client] = []
     var description: (lake: String, store: String)
 
@@ -79,7 +82,7 @@ struct Backends {
         } else {
             store = LocalSegmentStorage(root: folder)
         }
-        return Backends(lake: lake, store: store, storeFolder: folder, clients: clients,
+        return Backends(lake: lake, store: store, storeFolder: folder, remoteStore: data.storeIsS3 ? store : nil, clients: clients,
                         description: (data.lake?.hasPrefix("s3://") == true ? data.lake! : data.lakeURL.path,
                                       data.store?.hasPrefix("s3://") == true ? data.store! : folder.path))
     }

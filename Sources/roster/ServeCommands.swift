@@ -60,7 +60,7 @@ struct DevCommand: AsyncParsableCommand {
         var access = AccessPolicy.fromEnvironment()
         if access.clientTokens.isEmpty && access.adminTokens.isEmpty { access = .open }
         let (matchServer, matchCatalog) = try ServiceFactory.matchServer(
-            store: backends.storeFolder, segments: backends.store, endpoint: Endpoint(host: "127.0.0.1", port: matchPort), access: access,
+            store: backends.storeFolder, segments: backends.remoteStore, endpoint: Endpoint(host: "127.0.0.1", port: matchPort), access: access,
             options: matchOptions, logger: Logger(label: "roster.match"))
         let match = try await ServiceFactory.start(matchServer, "match server")
         services.append(Scrubber(catalog: matchCatalog, bytesPerSecond: matchOptions.bytesPerSecond))
@@ -253,7 +253,7 @@ struct MatchServerCommand: AsyncParsableCommand {
         let backends = try Backends.open(data, logger: Logger(label: "roster.s3"))
         try await backends.check(logger: logger)
         let (server, catalog) = try ServiceFactory.matchServer(
-            store: backends.storeFolder, segments: backends.store, endpoint: listen, access: access, options: matchOptions, logger: logger)
+            store: backends.storeFolder, segments: backends.remoteStore, endpoint: listen, access: access, options: matchOptions, logger: logger)
         let address = try await ServiceFactory.start(server, "match server")
         print("match server listening on \(address); serving \(catalog.advertisers.count) advertisers from \(backends.description.store)")
         flushOutput()

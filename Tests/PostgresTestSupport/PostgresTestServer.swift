@@ -1,5 +1,6 @@
 import Foundation
 import PostgresSQL
+import TestSupport
 import XCTest
 
 /// The PostgreSQL server the tests talk to: a cluster started by
@@ -9,14 +10,9 @@ public enum PostgresTestServer {
     /// The server's address, or a skip (a failure under `CI=true`, or with
     /// `ROSTER_REQUIRE_POSTGRES=1`) when there is none.
     public static func url() throws -> String {
-        let env = ProcessInfo.processInfo.environment
-        guard let url = env["ROSTER_TEST_POSTGRES_URL"] else {
-            let message = "no PostgreSQL test server: run `eval \"$(bash scripts/postgres-test-server.sh start)\"` first"
-            if env["CI"] == "true" || env["ROSTER_REQUIRE_POSTGRES"] == "1" {
-                XCTFail(message + " (required under CI=true)")
-                throw XCTSkip("failed: " + message)
-            }
-            throw XCTSkip(message)
+        guard let url = ProcessInfo.processInfo.environment["ROSTER_TEST_POSTGRES_URL"] else {
+            throw missingDependency("no PostgreSQL test server: run `eval \"$(bash scripts/postgres-test-server.sh start)\"` first",
+                                    requireVariable: "ROSTER_REQUIRE_POSTGRES")
         }
         return url
     }

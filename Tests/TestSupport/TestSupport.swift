@@ -1,3 +1,4 @@
+import Foundation
 import RosterRPC
 import XCTest
 
@@ -45,4 +46,18 @@ public func waitUntil(timeout: Duration = .seconds(5), file: StaticString = #fil
         }
         try await Task.sleep(for: .milliseconds(10))
     }
+}
+
+/// What a test needs from outside the package (a server `.ci/run` starts, a
+/// tool it installs) is missing: a visible skip on a developer's machine,
+/// but a failure under CI (`CI=true`) or with `requireVariable=1`, where a
+/// skip would hide a missing install step.
+public func missingDependency(_ message: String, requireVariable: String,
+                              file: StaticString = #filePath, line: UInt = #line) -> XCTSkip {
+    let environment = ProcessInfo.processInfo.environment
+    if environment["CI"] == "true" || environment[requireVariable] == "1" {
+        XCTFail(message + " (required under CI=true or \(requireVariable)=1)", file: file, line: line)
+        return XCTSkip("failed: " + message)
+    }
+    return XCTSkip(message + " (set \(requireVariable)=1 to fail instead)")
 }

@@ -1,6 +1,7 @@
 import Foundation
 import IDLCompiler
 import RosterRPC
+import TestSupport
 import XCTest
 
 /// Interop with an independent protobuf implementation (protobuf-c): the
@@ -70,11 +71,8 @@ final class InteropTests: XCTestCase {
     }
 
     private func buildInteropChecker() throws -> Tools {
-        let environment = ProcessInfo.processInfo.environment
-        let required = environment["ROSTER_REQUIRE_INTEROP"] == "1" || environment["CI"] == "true"
         for tool in ["protoc-c", "cc"] where which(tool) == nil {
-            if required { XCTFail("\(tool) not found; install protobuf-c-compiler and a C compiler") }
-            throw XCTSkip("\(tool) not found (set ROSTER_REQUIRE_INTEROP=1 to fail instead)")
+            throw missingDependency("\(tool) not found; install protobuf-c-compiler and a C compiler", requireVariable: "ROSTER_REQUIRE_INTEROP")
         }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("roster-interop-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -96,8 +94,8 @@ final class InteropTests: XCTestCase {
             dir.appendingPathComponent("everything.pb-c.c").path, "-lprotobuf-c", "-lm",
         ])
         if cc.status != 0 {
-            if required { XCTFail("cannot build the protobuf-c checker:\n\(cc.output)") }
-            throw XCTSkip("cannot build the protobuf-c checker (is libprotobuf-c-dev installed?):\n\(cc.output)")
+            throw missingDependency("cannot build the protobuf-c checker (is libprotobuf-c-dev installed?):\n\(cc.output)",
+                                    requireVariable: "ROSTER_REQUIRE_INTEROP")
         }
         return Tools(dir: dir, checker: checker)
     }
