@@ -71,7 +71,7 @@ extension IngestCatalog {
             WHERE f.state IN \(FileState.sqlList(.queued, .parsing, .merging)) \(file == nil ? "" : "AND f.id = ?")
               AND EXISTS (SELECT 1 FROM tasks t WHERE t.file_id = f.id AND t.state = \(TaskState.queued.sql) AND (t.not_before IS NULL OR t.not_before <= ?))
             """, arguments: (file.map { [$0] } ?? []) + [now]) { row -> Ranked in
-            let merging = FileState(rawValue: Int32(row.int("state"))) == .merging
+            let merging = row.fileState("state") == .merging
             let remaining = merging ? row.int("size") : row.int("unparsed")
             let score = Priority.score(weight: row.double("weight"), waited: now - row.double("submitted_at"), remainingBytes: remaining,
                                        blockSize: policy.blockSize, merging: merging, agingSeconds: policy.agingSeconds)
@@ -112,7 +112,7 @@ extension IngestCatalog {
                 SELECT id FROM tasks WHERE file_id = ? AND state = \(TaskState.queued.sql) AND (not_before IS NULL OR not_before <= ?) AND (kind = ? OR NOT EXISTS
                     (SELECT 1 FROM tasks p WHERE p.file_id = ? AND p.kind = ? AND p.state != \(TaskState.done.sql)))
                 ORDER BY kind, seq LIMIT ?
-                """, file, now, Int(TaskKind.parse.rawValue), file, Int(TaskKind.parse.rawValue), want) { UInt64($0.int(0)) }
+                """, file, now, TaskKind.parse, file, TaskKind.parse, want) { UInt64($0.int(0)) }
             for id in ids {
                 leased.append(try leaseTask(db, id: id, worker: worker, now: now))
             }
@@ -139,7 +139,7 @@ extension IngestCatalog {
             FROM tasks t JOIN files f ON f.id = t.file_id WHERE t.id = ?
             """, id) { row in
             task.taskID = id
-            task.kind = TaskKind(rawValue: Int32(row.int("kind")))
+            task.kind = row.taskKind("kind")
             task.leaseToken = token
             task.attempt = UInt32(row.int("attempts"))
             version = UInt64(row.int("file_id"))
@@ -226,7 +226,7 @@ extension IngestCatalog {
 
     func taskLabel(_ db: any SQLDatabase, _ task: UInt64) throws -> (UInt64, String) {
         try db.rows("SELECT file_id, kind, seq FROM tasks WHERE id = ?", task) { row in
-            (UInt64(row.int("file_id")), (TaskKind(rawValue: Int32(row.int("kind"))) == .merge ? "merge " : "block ") + String(row.int("seq")))
+            (UInt64(row.int("file_id")), (row.taskKind("kind") == .merge ? "merge " : "block ") + String(row.int("seq")))
         }.first ?? (0, "task \(task)")
     }
 

@@ -20,7 +20,7 @@ extension IngestCatalog {
     public func pendingPublications() throws -> [Publication] {
         try read { db in
             let files = try db.rows("SELECT id, advertiser_id, path, etag FROM files WHERE state = ? ORDER BY id",
-                                    Int(FileState.publishing.rawValue)) { (UInt64($0.int("id")), $0.string("advertiser_id"), $0.string("path"), $0.string("etag")) }
+                                    FileState.publishing) { (UInt64($0.int("id")), $0.string("advertiser_id"), $0.string("path"), $0.string("etag")) }
             return try files.map { id, advertiser, path, etag in
                 let segments = try db.rows("""
                     SELECT output, output_keys, output_offset, output_length FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole)) ORDER BY seq
@@ -87,7 +87,7 @@ extension IngestCatalog {
                 """) { row in
                 let id = UInt64(row.int("id")), advertiser = row.string("advertiser_id")
                 let segments = StorePaths.segments(advertiser: advertiser, file: id), runs = StorePaths.runs(advertiser: advertiser, file: id)
-                if FileState(rawValue: Int32(row.int("state"))) != .live {
+                if row.fileState("state") != .live {
                     return Collectable(file: id, prefixes: [runs, segments], segmentFolder: nil, served: [])
                 }
                 return Collectable(file: id, prefixes: [runs], segmentFolder: segments, served: [])
@@ -95,7 +95,7 @@ extension IngestCatalog {
                 guard item.segmentFolder != nil else { return item }
                 var item = item
                 item.served = Set(try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole)) AND state = ?",
-                                              item.file, TaskState.done.rawValue) { $0.string(0) })
+                                              item.file, TaskState.done) { $0.string(0) })
                 return item
             }
         }

@@ -25,7 +25,7 @@ extension IngestCatalog {
                 SELECT t.file_id, t.kind, t.attempts, f.advertiser_id FROM tasks t JOIN files f ON f.id = t.file_id
                 WHERE t.id = ? AND t.state = \(TaskState.leased.sql) AND t.lease_token = ?
                 """, report.taskID, report.leaseToken, map: {
-                    (UInt64($0.int("file_id")), TaskKind(rawValue: Int32($0.int("kind"))), Int($0.int("attempts")), $0.string("advertiser_id"))
+                    (UInt64($0.int("file_id")), $0.taskKind("kind"), Int($0.int("attempts")), $0.string("advertiser_id"))
                 }).first
             else { return nil }
             if !report.outputPath.isEmpty {
@@ -50,7 +50,7 @@ extension IngestCatalog {
                 """, report.lines, report.keys, report.skipped, report.outputKeys, report.bytes, invalid, samples, now, report.taskID)
             try db.run("UPDATE attempts SET outcome = 'done', ended_at = ? WHERE task_id = ? AND attempt = ?", now, report.taskID, attempt)
             let open = try db.rows("SELECT COUNT(*) FROM tasks WHERE file_id = ? AND kind = ? AND state != \(TaskState.done.sql)",
-                                   file, Int(kind.rawValue)) { $0.int(0) }.first ?? 0
+                                   file, kind) { $0.int(0) }.first ?? 0
             guard open == 0 else { return Progress.none }
             if kind == .parse { return try finishParsing(db, file: file, now: now) }
             if kind == .whole, try rejectIfInvalid(db, file: file, kind: .whole, now: now) { return .rejected }
@@ -64,7 +64,7 @@ extension IngestCatalog {
     /// lines than the threshold allows; true if it did.
     func rejectIfInvalid(_ db: any SQLDatabase, file: UInt64, kind: TaskKind, now: Double) throws -> Bool {
         var lines: Int64 = 0, invalid: Int64 = 0
-        try db.query("SELECT lines, invalid FROM tasks WHERE file_id = ? AND kind = ?", file, Int(kind.rawValue)) { row in
+        try db.query("SELECT lines, invalid FROM tasks WHERE file_id = ? AND kind = ?", file, kind) { row in
             lines += row.int("lines")
             invalid += Self.decodeCounts(row.string("invalid")).values.reduce(0) { $0 + Int64($1) }
         }
@@ -79,7 +79,7 @@ extension IngestCatalog {
     func finishParsing(_ db: any SQLDatabase, file: UInt64, now: Double) throws -> Progress {
         // Blocks parsed again after a lost run: the merges exist already.
         let merges = try db.rows("SELECT COUNT(*) FROM tasks WHERE file_id = ? AND kind = ?",
-                                 file, Int(TaskKind.merge.rawValue)) { $0.int(0) }.first ?? 0
+                                 file, TaskKind.merge) { $0.int(0) }.first ?? 0
         if merges > 0 {
             try move(db, file: file, on: .parsed)
             try place(db, file: file, now: now)
@@ -90,7 +90,7 @@ extension IngestCatalog {
         let ranges = policy.mergeRanges(keys: runKeys)
         for (seq, range) in ranges.enumerated() {
             try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end) VALUES (?, ?, ?, ?, ?)",
-                       file, Int(TaskKind.merge.rawValue), seq, range.low, range.high)
+                       file, TaskKind.merge, seq, range.low, range.high)
         }
         try move(db, file: file, on: .parsed, also: "merges_total = ?", ranges.count)
         try place(db, file: file, now: now)
@@ -124,7 +124,7 @@ extension IngestCatalog {
             if !report.lostRuns.isEmpty { try reparse(db, file: file, lostRuns: Set(report.lostRuns), now: now) }
             try retryOrFail(db, task: report.taskID, failures: failures, error: report.error,
                             wait: report.lostRuns.isEmpty ? policy.backoff(failures: failures) : 0, now: now)
-            let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { FileState(rawValue: Int32($0.int(0))) }.first
+            let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { $0.fileState("state") }.first
             return state == .failed ? .failed : .retrying
         }
     }
@@ -136,7 +136,7 @@ extension IngestCatalog {
     /// that keeps coming out unreadable ends in a failed version, not a loop.
     func reparse(_ db: any SQLDatabase, file: UInt64, lostRuns: Set<String>, now: Double) throws {
         let done = try db.rows("SELECT id, output FROM tasks WHERE file_id = ? AND kind = ? AND state = \(TaskState.done.sql)",
-                               file, Int(TaskKind.parse.rawValue)) { (UInt64($0.int("id")), $0.string("output")) }
+                               file, TaskKind.parse) { (UInt64($0.int("id")), $0.string("output")) }
         var requeued = 0
         for (id, output) in done where lostRuns.contains(output) {
             try db.run("UPDATE tasks SET state = \(TaskState.queued.sql), lease_token = NULL, lease_expires = NULL WHERE id = ?", id)

@@ -11,7 +11,7 @@ extension IngestCatalog {
     public func liveVersions() throws -> [(advertiser: String, file: UInt64, path: String, etag: String)] {
         try read { db in
             try db.rows("SELECT advertiser_id, id, path, etag FROM files WHERE state = ? ORDER BY advertiser_id",
-                        Int(FileState.live.rawValue)) { ($0.string("advertiser_id"), UInt64($0.int("id")), $0.string("path"), $0.string("etag")) }
+                        FileState.live) { ($0.string("advertiser_id"), UInt64($0.int("id")), $0.string("path"), $0.string("etag")) }
         }
     }
 
@@ -42,7 +42,10 @@ extension IngestCatalog {
                 clauses.append("advertiser_id = ?")
                 args.append(advertiser)
             }
-            if !states.isEmpty { clauses.append("state IN (\(states.map { String($0.rawValue) }.joined(separator: ",")))") }
+            if !states.isEmpty {
+                clauses.append("state IN (" + states.map { _ in "?" }.joined(separator: ", ") + ")")
+                args.append(contentsOf: states.map { $0 as SQLBindable })
+            }
             if !clauses.isEmpty { sql += " WHERE " + clauses.joined(separator: " AND ") }
             sql += " ORDER BY id DESC LIMIT \(max(1, limit))"
             let ids = try db.rows(sql, arguments: args) { UInt64($0.int(0)) }
@@ -57,7 +60,7 @@ extension IngestCatalog {
         try read { db in
             var response = StatusResponse()
             try db.query("SELECT state, COUNT(*) AS n FROM files GROUP BY state") { row in
-                response.filesByState[FileState(rawValue: Int32(row.int("state"))).name] = UInt32(row.int("n"))
+                response.filesByState[row.fileState("state").name] = UInt32(row.int("n"))
             }
             response.filesInFlight = [FileState.queued, .parsing, .merging, .publishing]
                 .reduce(0) { $0 + (response.filesByState[$1.name] ?? 0) }
@@ -67,7 +70,7 @@ extension IngestCatalog {
             response.advertisersLive = UInt32(try db.rows("SELECT COUNT(*) FROM advertisers WHERE live_file_id IS NOT NULL") { $0.int(0) }.first ?? 0)
             response.workersSeen = UInt32(try db.rows("SELECT COUNT(*) FROM workers WHERE last_seen > ?", now - 3 * policy.leaseDuration) { $0.int(0) }.first ?? 0)
             try db.query("SELECT state, COUNT(*) AS n FROM tasks WHERE state IN \(TaskState.sqlList(.queued, .leased)) GROUP BY state") { row in
-                if row.int("state") == TaskState.queued.rawValue {
+                if row.taskState("state") == .queued {
                     response.tasksQueued = UInt32(row.int("n"))
                 } else {
                     response.tasksLeased = UInt32(row.int("n"))
@@ -90,7 +93,7 @@ extension IngestCatalog {
             status.path = row.string("path")
             status.size = UInt64(row.int("size"))
             status.etag = row.string("etag")
-            status.state = FileState(rawValue: Int32(row.int("state")))
+            status.state = row.fileState("state")
             status.blocksTotal = UInt32(row.int("blocks_total"))
             status.mergesTotal = UInt32(row.int("merges_total"))
             status.distinctKeys = UInt64(row.int("distinct_keys"))
@@ -104,8 +107,8 @@ extension IngestCatalog {
         var lineOffset: UInt64 = 0
         var contiguous = true
         try db.query("SELECT kind, state, lines, keys, bytes, invalid, samples FROM tasks WHERE file_id = ? ORDER BY kind, seq", id) { row in
-            let done = row.int("state") == TaskState.done.rawValue
-            let kind = TaskKind(rawValue: Int32(row.int("kind")))
+            let done = row.taskState("state") == .done
+            let kind = row.taskKind("kind")
             if kind == .merge {
                 if done { status.mergesDone += 1 }
                 return

@@ -42,7 +42,7 @@ extension IngestCatalog {
             let active: [FileState] = [.queued, .parsing, .merging, .publishing, .live]
             let existing = try db.rows(
                 "SELECT id, state FROM files WHERE path = ? AND etag = ? ORDER BY id DESC LIMIT 1", object.path, object.etag
-            ) { (UInt64($0.int("id")), FileState(rawValue: Int32($0.int("state")))) }.first
+            ) { (UInt64($0.int("id")), $0.fileState("state")) }.first
             if let existing, active.contains(existing.1) {
                 return Submission(version: existing.0, advertiserID: advertiser, queued: false, state: existing.1)
             }
@@ -57,7 +57,7 @@ extension IngestCatalog {
             let id = try db.rows("""
                 INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total, modified)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
-                """, advertiser, object.path, object.size, object.etag, Int(FileState.queued.rawValue), now, blocks.count,
+                """, advertiser, object.path, object.size, object.etag, FileState.queued, now, blocks.count,
                 object.modified.timeIntervalSince1970) { $0.int(0) }[0]
             try db.run("""
                 UPDATE advertisers SET newest_modified = ?, newest_path = ?
@@ -68,7 +68,7 @@ extension IngestCatalog {
             let kind: TaskKind = blocks.count == 1 && policy.wholeFileTasks ? .whole : .parse
             for (seq, block) in blocks.enumerated() {
                 try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end) VALUES (?, ?, ?, ?, ?)",
-                           id, Int(kind.rawValue), seq, block.start, block.end)
+                           id, kind, seq, block.start, block.end)
             }
             if kind == .whole { try db.run("UPDATE files SET merges_total = 1 WHERE id = ?", id) }
             try place(db, file: UInt64(id), now: now)
@@ -86,7 +86,7 @@ extension IngestCatalog {
             try db.run("""
                 INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total, error, ended_at, modified, collected)
                 VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 2)
-                """, advertiser, object.path, object.size, object.etag, Int(FileState.rejected.rawValue), now, reason, now,
+                """, advertiser, object.path, object.size, object.etag, FileState.rejected, now, reason, now,
                 object.modified.timeIntervalSince1970)
         }
     }
@@ -110,13 +110,13 @@ extension IngestCatalog {
     func abandon(_ db: any SQLDatabase, file: UInt64, on event: FileLifecycle.Event, error: String, now: Double) throws {
         try move(db, file: file, on: event, also: "error = ?, ended_at = ?", error, now)
         try db.run("UPDATE tasks SET state = ?, lease_token = NULL WHERE file_id = ? AND state IN \(TaskState.sqlList(.queued, .leased))",
-                   TaskState.cancelled.rawValue, file)
+                   TaskState.cancelled, file)
     }
 
     /// Ends an unfinished version because its file changed or vanished.
     public func abandon(file: UInt64, error: String, now: Double) throws {
         try write { db in
-            let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { FileState(rawValue: Int32($0.int(0))) }.first
+            let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { $0.fileState("state") }.first
             guard let state, [.queued, .parsing, .merging].contains(state) else { return }
             try abandon(db, file: file, on: .superseded, error: error, now: now)
         }

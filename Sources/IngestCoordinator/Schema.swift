@@ -127,16 +127,44 @@ enum CatalogSchema {
             expires REAL NOT NULL
         );
         """,
+        // 6: states stored by name ('live', not 5), so the catalog reads the
+        // same to a person with psql or sqlite3 as it does to the program,
+        // and a value outside the life cycle is refused by the database. A
+        // column cannot change its type in SQLite, so each is rebuilt: a new
+        // column, filled from the old, which is dropped, and the new renamed
+        // (SQLite 3.35+; PostgreSQL the same). Task kinds stay numbers: they
+        // are part of a table constraint SQLite cannot drop a column from.
+        """
+        DROP INDEX files_to_collect;
+        DROP INDEX files_by_state;
+        DROP INDEX tasks_by_state;
+        ALTER TABLE files ADD COLUMN state_name TEXT NOT NULL DEFAULT 'queued'
+            CHECK (state_name IN ('queued', 'parsing', 'merging', 'publishing', 'live', 'failed', 'rejected', 'superseded', 'retired'));
+        UPDATE files SET state_name = CASE state
+            WHEN 1 THEN 'queued' WHEN 2 THEN 'parsing' WHEN 3 THEN 'merging' WHEN 4 THEN 'publishing' WHEN 5 THEN 'live'
+            WHEN 6 THEN 'failed' WHEN 7 THEN 'rejected' WHEN 8 THEN 'superseded' WHEN 9 THEN 'retired' END;
+        ALTER TABLE files DROP COLUMN state;
+        ALTER TABLE files RENAME COLUMN state_name TO state;
+        ALTER TABLE tasks ADD COLUMN state_name TEXT NOT NULL DEFAULT 'queued'
+            CHECK (state_name IN ('queued', 'leased', 'done', 'cancelled'));
+        UPDATE tasks SET state_name = CASE state WHEN 0 THEN 'queued' WHEN 1 THEN 'leased' WHEN 2 THEN 'done' WHEN 3 THEN 'cancelled' END;
+        ALTER TABLE tasks DROP COLUMN state;
+        ALTER TABLE tasks RENAME COLUMN state_name TO state;
+        CREATE INDEX files_by_state ON files(state);
+        CREATE INDEX tasks_by_state ON tasks(state, file_id, kind, seq);
+        CREATE INDEX files_to_collect ON files(id)
+            WHERE (state = 'live' AND collected = 0) OR (state IN ('failed', 'rejected', 'superseded', 'retired') AND collected < 2);
+        """,
     ]
 }
 
-/// A task's state in the `tasks` table.
-enum TaskState: Int64 {
-    case queued = 0
-    case leased = 1
-    case done = 2
+/// A task's state in the `tasks` table, stored by name.
+enum TaskState: String, CaseIterable {
+    case queued
+    case leased
+    case done
     /// Its file version was abandoned: never leased again.
-    case cancelled = 3
+    case cancelled
 }
 
 extension FileState {
@@ -161,18 +189,20 @@ extension FileState {
 // MARK: States and kinds in SQL
 
 /// How states and kinds appear in the catalog's SQL: by name in the Swift
-/// source, as literal numbers in the statement text. Literal, not bound:
-/// SQLite uses a partial index (`files_to_collect`) only for a query whose
-/// WHERE clause repeats the index's predicate, which a `?` cannot.
-protocol SQLLiteral {
-    var sqlValue: Int64 { get }
+/// source; file and task states as their names (`'live'`), task kinds as
+/// numbers. As literals in a statement's text (`state = 'live'`), or bound
+/// as values (`state = ?` with `FileState.live`).
+///
+/// Literal where a query must match a partial index: SQLite uses
+/// `files_to_collect` only for a query whose WHERE clause repeats the
+/// index's predicate, which a `?` cannot.
+protocol SQLLiteral: SQLBindable {
+    /// The value as SQL text: `'live'`, `2`.
+    var sql: String { get }
 }
 
 extension SQLLiteral {
-    /// The value as SQL text: `5`.
-    var sql: String { String(sqlValue) }
-
-    /// A parenthesised list for `IN`: `(1, 2, 3)`.
+    /// A parenthesised list for `IN`: `('queued', 'parsing')`.
     static func sqlList(_ values: Self...) -> String {
         sqlList(values)
     }
@@ -183,13 +213,31 @@ extension SQLLiteral {
 }
 
 extension FileState: SQLLiteral {
-    var sqlValue: Int64 { Int64(rawValue) }
-}
+    /// Every state a version can be stored in (not `unspecified`).
+    static let stored: [FileState] = [.queued, .parsing, .merging, .publishing, .live, .failed, .rejected, .superseded, .retired]
 
-extension TaskKind: SQLLiteral {
-    var sqlValue: Int64 { Int64(rawValue) }
+    var sql: String { "'\(name)'" }
+    public var sqlValue: SQLValue { .text(name) }
+
+    /// The state stored as `name`; a name this program does not know reads
+    /// as `unspecified`, which no event starts from, so nothing acts on it.
+    init(storedName name: String) {
+        self = Self.stored.first { $0.name == name } ?? .unspecified
+    }
 }
 
 extension TaskState: SQLLiteral {
-    var sqlValue: Int64 { rawValue }
+    var sql: String { "'\(rawValue)'" }
+    var sqlValue: SQLValue { .text(rawValue) }
+}
+
+extension TaskKind: SQLLiteral {
+    var sql: String { String(rawValue) }
+    public var sqlValue: SQLValue { .integer(Int64(rawValue)) }
+}
+
+extension SQLRow {
+    func fileState(_ column: String) -> FileState { FileState(storedName: string(column)) }
+    func taskState(_ column: String) -> TaskState? { TaskState(rawValue: string(column)) }
+    func taskKind(_ column: String) -> TaskKind { TaskKind(rawValue: Int32(int(column))) }
 }

@@ -1,6 +1,6 @@
 import DataLake
 import Foundation
-import IngestCoordinator
+@testable import IngestCoordinator
 import RosterAPI
 import SQLite
 import IngestWorker
@@ -42,11 +42,37 @@ class CatalogTests: XCTestCase, CatalogEngine {
         let reopened = try IngestCatalog(path: path, policy: policy)
         XCTAssertEqual(try reopened.files(advertiser: "a", states: [], limit: 10, now: 2).first?.blocksTotal, 3)
         let db = try Database(path: path)
-        XCTAssertEqual(try db.schemaVersion, 5)
+        XCTAssertEqual(try db.schemaVersion, 6)
         try db.execute("PRAGMA user_version = 99")
         XCTAssertThrowsError(try IngestCatalog(path: path, policy: policy)) { error in
             XCTAssertTrue("\(error)".contains("schema version 99"), "\(error)")
         }
+    }
+
+    /// Migration 6 turns a catalog that stored states as numbers into one
+    /// that stores their names, keeping every row's state, and the database
+    /// then refuses a state outside the life cycle.
+    func testStatesAreStoredByNameAndCatalogsFromBeforeAreConverted() throws {
+        let db = try makeDatabase()
+        try db.migrate(Array(CatalogSchema.migrations(for: db.engine).prefix(5)))
+        try db.run("INSERT INTO advertisers(id) VALUES ('a')")
+        for (path, state) in [("a/1", 9), ("a/2", 5), ("a/3", 3)] {
+            try db.run("INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total) VALUES ('a', ?, 10, 'e', ?, 0, 1)",
+                       path, state)
+        }
+        try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end, state) VALUES (3, 1, 0, 0, 10, 2), (3, 1, 1, 10, 20, 0)")
+
+        let catalog = try IngestCatalog(database: db, policy: IngestPolicy())
+        XCTAssertEqual(try db.schemaVersion, 6)
+        let files = try catalog.files(advertiser: "a", states: [], limit: 10, now: 1)
+        XCTAssertEqual(files.map(\.state), [.merging, .live, .retired])
+        XCTAssertEqual(try catalog.files(advertiser: "a", states: [.live], limit: 10, now: 1).map(\.version), [2])
+        XCTAssertEqual(try db.rows("SELECT state FROM files ORDER BY id") { $0.string("state") }, ["retired", "live", "merging"])
+        XCTAssertEqual(try db.rows("SELECT state FROM tasks ORDER BY seq") { $0.string("state") }, ["done", "queued"])
+        // The one queued block is still there to lease.
+        XCTAssertEqual(try catalog.lease(worker: "w", max: 5, now: 2).map(\.version), [3])
+        XCTAssertThrowsError(try db.run("UPDATE files SET state = 'bogus' WHERE id = 1"))
+        XCTAssertThrowsError(try db.run("UPDATE tasks SET state = '2' WHERE file_id = 3"))
     }
 
     func testPathOutsideAnAdvertiserFolderIsRefused() throws {
