@@ -427,7 +427,13 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     /// Deletes runs of live versions and everything of ended ones.
     public func collectGarbage() async {
         guard isLeader else { return }
-        guard let items = try? catalog.collectable() else { return }
+        let items: [IngestCatalog.Collectable]
+        do {
+            items = try catalog.collectable()
+        } catch {
+            logger.warning("cannot list what to collect", metadata: ["error": "\(error)"])
+            return
+        }
         for item in items {
             do {
                 for prefix in item.prefixes { try await store.removeAll(under: prefix) }

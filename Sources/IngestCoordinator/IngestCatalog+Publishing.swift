@@ -81,8 +81,10 @@ extension IngestCatalog {
         try read { db in
             // Through the partial index `files_to_collect` (migration 3): the
             // cost is the number of files to collect, not of live ones.
+            // SQLite is told to use it (its planner may not); PostgreSQL has
+            // no such hint and picks the partial index on its own.
             try db.rows("""
-                SELECT id, advertiser_id, state FROM files INDEXED BY files_to_collect
+                SELECT id, advertiser_id, state FROM files \(db.engine == .sqlite ? "INDEXED BY files_to_collect" : "")
                 WHERE (state = \(FileState.live.sql) AND collected = 0) OR (state IN \(FileState.sqlList(.failed, .rejected, .superseded, .retired)) AND collected < 2)
                 """) { row in
                 let id = UInt64(row.int("id")), advertiser = row.string("advertiser_id")

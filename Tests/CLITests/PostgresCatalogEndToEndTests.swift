@@ -82,23 +82,39 @@ final class CoordinatorFailoverTests: XCTestCase {
     }
 
     func testTheStandbyTakesOverWhenTheLeaderIsKilledMidIngest() throws {
-        try failover(at: .parsing)
+        try failover(.killLeader(.parsing))
     }
 
     func testTheStandbyTakesOverWhenTheLeaderIsKilledMidMerge() throws {
-        try failover(at: .merging)
+        try failover(.killLeader(.merging))
+    }
+
+    /// The match server is stopped (SIGSTOP) as the merges run, so the
+    /// leader's Publish call hangs with the version in `publishing`; the
+    /// leader is killed there; the standby publishes it once the match
+    /// server is continued.
+    func testTheStandbyTakesOverWhenTheLeaderIsKilledMidPublish() throws {
+        try failover(.killLeader(.publishing))
     }
 
     /// The leader is stopped (SIGSTOP) past its lease; the standby takes
     /// over; the old leader, continued (SIGCONT), finds its token gone, writes
     /// nothing and stands by, and the list goes live under the new leader.
     func testALeaderPausedPastItsLeaseStepsDownWhenItWakes() throws {
-        try failover(at: .parsing, pause: true)
+        try failover(.pauseLeader)
     }
 
-    enum Moment { case parsing, merging }
+    /// PostgreSQL itself goes away mid-ingest (a fast shutdown ends every
+    /// session) and comes back: both coordinators reconnect, one leads, and
+    /// the list goes live with every key counted once.
+    func testCoordinatorsRideOutAPostgreSQLRestart() throws {
+        try failover(.restartPostgres)
+    }
 
-    private func failover(at moment: Moment, pause: Bool = false) throws {
+    enum Moment { case parsing, merging, publishing }
+    enum Disruption { case killLeader(Moment), pauseLeader, restartPostgres }
+
+    private func failover(_ disruption: Disruption) throws {
         var cleanups: [() -> Void] = []
         defer { cleanups.forEach { $0() } }
         let database = try PostgresTestServer.freshDatabase(cleanups: &cleanups)
@@ -141,28 +157,51 @@ final class CoordinatorFailoverTests: XCTestCase {
             guard case .number(let done)? = try listFiles(both).first?["blocksDone"] else { return -1 }
             return Int(done) ?? -1
         }
-        switch moment {
-        case .parsing:
+        func state() throws -> JSONValue? { try listFiles(both).first?["state"] }
+        switch disruption {
+        case .killLeader(.parsing), .pauseLeader, .restartPostgres:
             try eventually("some blocks to be done") { try blocksDone() >= 5 }
-        case .merging:
-            try eventually(timeout: 60, "the merges to start") { try listFiles(both).first?["state"] == .string("FILE_STATE_MERGING") }
+        case .killLeader(.merging):
+            try eventually(timeout: 60, "the merges to start") { try state() == .string("FILE_STATE_MERGING") }
+        case .killLeader(.publishing):
+            try eventually(timeout: 60, "the merges to start") { try state() == .string("FILE_STATE_MERGING") }
+            kill(matchServer.process.processIdentifier, SIGSTOP)
+            try eventually(timeout: 60, "the leader to be publishing") { try state() == .string("FILE_STATE_PUBLISHING") }
         }
-        let killed = Date()
-        if pause {
-            kill(first.process.processIdentifier, SIGSTOP)
-        } else {
+        let disrupted = Date()
+        switch disruption {
+        case .killLeader:
             XCTAssertEqual(first.stop(SIGKILL), SIGKILL)
+        case .pauseLeader:
+            kill(first.process.processIdentifier, SIGSTOP)
+        case .restartPostgres:
+            try PostgresTestServer.halt()
+            defer { try? PostgresTestServer.resume() }
+            try eventually(timeout: 30, "the leader to lose its catalog") { first.stderr.contains("cannot renew the lead") }
+            try PostgresTestServer.resume()
         }
-        try eventually(timeout: 30, "the standby to lead") { second.stderr.contains("leading") }
-        let takeover = Date().timeIntervalSince(killed)
-        XCTAssertLessThan(takeover, 10, "took over in \(takeover) s")
-        if pause {
+        if case .restartPostgres = disruption {
+            try eventually(timeout: 30, "a coordinator to lead again") {
+                first.stderr.components(separatedBy: "leading").count > 2 || second.stderr.contains("leading")
+            }
+            XCTAssertTrue(first.process.isRunning && second.process.isRunning, "both coordinators outlive the outage")
+        } else {
+            try eventually(timeout: 30, "the standby to lead") { second.stderr.contains("leading") }
+            let takeover = Date().timeIntervalSince(disrupted)
+            XCTAssertLessThan(takeover, 10, "took over in \(takeover) s")
+        }
+        switch disruption {
+        case .pauseLeader:
             kill(first.process.processIdentifier, SIGCONT)
             // Its next write or campaign finds the new token: it stands by.
             try eventually(timeout: 30, "the old leader to stand by") {
                 first.stderr.contains("standing by") || first.stderr.contains("cannot renew the lead")
             }
             XCTAssertTrue(first.process.isRunning, "the old leader keeps running, as a standby")
+        case .killLeader(.publishing):
+            kill(matchServer.process.processIdentifier, SIGCONT)
+        default:
+            break
         }
         try eventually(timeout: 90, "the list to go live under the new leader") {
             try RosterBinary.run(["match", "--match", match, "--advertiser", "big", "--email", members[5_999]]).status == 0

@@ -75,6 +75,20 @@ class CatalogTests: XCTestCase, CatalogEngine {
         XCTAssertThrowsError(try db.run("UPDATE tasks SET state = '2' WHERE file_id = 3"))
     }
 
+    /// A superseded version is collected whole (its runs and segments), once.
+    func testEndedVersionsAreCollectedOnce() throws {
+        let catalog = try makeCatalog()
+        let first = try catalog.submit(object("a/1", size: 10), now: 0)
+        XCTAssertEqual(try catalog.collectable().map(\.file), [])
+        _ = try catalog.submit(object("a/2", size: 10), now: 1)
+        let items = try catalog.collectable()
+        XCTAssertEqual(items.map(\.file), [first.version])
+        XCTAssertEqual(items.first?.prefixes.count, 2, "runs and segments")
+        XCTAssertNil(items.first?.segmentFolder)
+        try catalog.markCollected(file: first.version)
+        XCTAssertEqual(try catalog.collectable().map(\.file), [])
+    }
+
     func testPathOutsideAnAdvertiserFolderIsRefused() throws {
         let catalog = try makeCatalog()
         XCTAssertThrowsError(try catalog.submit(object("loose.txt", size: 10), now: 0))

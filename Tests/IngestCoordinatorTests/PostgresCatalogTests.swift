@@ -12,6 +12,7 @@ final class PostgresCatalogTests: CatalogTests {
     override func testStatesAreStoredByNameAndCatalogsFromBeforeAreConverted() throws {
         try super.testStatesAreStoredByNameAndCatalogsFromBeforeAreConverted()
     }
+    override func testEndedVersionsAreCollectedOnce() throws { try super.testEndedVersionsAreCollectedOnce() }
     override func testPathOutsideAnAdvertiserFolderIsRefused() throws { try super.testPathOutsideAnAdvertiserFolderIsRefused() }
     override func testANewFileSupersedesAnUnfinishedOlderOne() throws { try super.testANewFileSupersedesAnUnfinishedOlderOne() }
     override func testLostRunsSendTheirBlocksBackAndHoldTheMerges() throws { try super.testLostRunsSendTheirBlocksBackAndHoldTheMerges() }

@@ -32,4 +32,24 @@ public enum PostgresTestServer {
         }
         return database
     }
+
+    /// Stops the test server (a fast shutdown, which ends every session) and
+    /// keeps its data, for tests of an outage; `resume()` starts it again.
+    public static func halt() throws { try script("halt") }
+
+    public static func resume() throws { try script("resume") }
+
+    private static func script(_ command: String) throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("scripts/postgres-test-server.sh").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [path, command]
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw NSError(domain: "PostgresTestServer", code: Int(process.terminationStatus),
+                          userInfo: [NSLocalizedDescriptionKey: "postgres-test-server.sh \(command) failed"])
+        }
+    }
 }
