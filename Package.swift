@@ -122,6 +122,7 @@ let package = Package(
         .target(name: "IngestCoordinator", dependencies: [
             "RosterAPI", "RosterRPC", "DataLake", "HashParsing", "SegmentStore", "SQLDatabase", "SQLite",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         // Stateless block workers: parse blocks into runs, merge runs into segments.

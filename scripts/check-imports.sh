@@ -32,7 +32,7 @@ RULES=(
   "SQLite:Sources/SQLite:CSQLite SQLDatabase"
   "PostgresSQL:Sources/PostgresSQL:SQLDatabase PostgresNIO NIOCore NIOPosix Logging"
   "MatchServer:Sources/MatchServer:RosterAPI RosterRPC SegmentStore Logging ServiceLifecycle"
-  "IngestCoordinator:Sources/IngestCoordinator:RosterAPI RosterRPC DataLake HashParsing SegmentStore SQLDatabase SQLite Logging ServiceLifecycle"
+  "IngestCoordinator:Sources/IngestCoordinator:RosterAPI RosterRPC DataLake HashParsing SegmentStore SQLDatabase SQLite Logging Metrics ServiceLifecycle"
   "IngestWorker:Sources/IngestWorker:RosterAPI RosterRPC DataLake HashParsing SegmentStore Logging ServiceLifecycle"
   "LoadHarness:Sources/LoadHarness:RosterRPC Histogram"
   "RosterClient:Sources/RosterClient:HexDigits RosterAPI RosterRPC RosterTransport"

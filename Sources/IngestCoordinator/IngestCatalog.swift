@@ -1,6 +1,7 @@
 import DataLake
 import HashParsing
 import Foundation
+import Metrics
 import RosterAPI
 import SQLDatabase
 import SQLite
@@ -70,10 +71,27 @@ public final class IngestCatalog: @unchecked Sendable {
     /// standby's, or a deposed leader's) is refused, never made unchecked.
     var elected = false
 
+    /// Transactions made (`write`) and reads, since the catalog was opened:
+    /// what an ingest costs the database (docs/INGEST.md gives the count per
+    /// block), also exported as `roster_catalog_transactions_total`.
+    public var transactionCounts: (writes: Int, reads: Int) {
+        lock.withLock { (writes, reads) }
+    }
+    private var writes = 0
+    private var reads = 0
+    private lazy var writeCounter = Counter(label: "roster_catalog_transactions_total", dimensions: [("kind", "write")])
+    private lazy var readCounter = Counter(label: "roster_catalog_transactions_total", dimensions: [("kind", "read")])
+    private lazy var writeTimer = Timer(label: "roster_catalog_transaction_duration_seconds", dimensions: [("kind", "write")],
+                                        preferredDisplayUnit: .seconds)
+
     @discardableResult
     func write<T>(_ body: (any SQLDatabase) throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
+        writes += 1
+        writeCounter.increment()
+        let started = ContinuousClock.now
+        defer { writeTimer.record(duration: ContinuousClock.now - started) }
         do {
             let result = try database.transaction { () throws -> T in
                 if elected { try checkFence(fence) }
@@ -116,6 +134,8 @@ public final class IngestCatalog: @unchecked Sendable {
     func read<T>(_ body: (any SQLDatabase) throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
+        reads += 1
+        readCounter.increment()
         return try body(database)
     }
 

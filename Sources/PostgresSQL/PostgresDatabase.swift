@@ -38,13 +38,18 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     private var connection: PostgresConnection?
     private var inTransaction = false
     private let idleInTransaction: Duration
+    /// How long one statement may take, its lock wait (up to 30 s) included,
+    /// before the connection is taken for lost.
+    private let statementTimeout: Duration
     /// A constant of this program: the advisory lock of catalog writes.
     static let writeLock: Int64 = 0x526F_7374_6572 // "Roster"
 
     /// `url`: `postgres://user[:password]@host[:port]/database`
     /// (the password may also come from `PGPASSWORD`).
-    public init(url: String, idleInTransaction: Duration = .seconds(5), logger: Logger = Logger(label: "roster.postgres")) throws {
+    public init(url: String, idleInTransaction: Duration = .seconds(5), statementTimeout: Duration = .seconds(45),
+                logger: Logger = Logger(label: "roster.postgres")) throws {
         self.idleInTransaction = idleInTransaction
+        self.statementTimeout = statementTimeout
         guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
               let host = components.host, !host.isEmpty else {
             throw SQLError(engine: .postgres, code: "config", message: "'\(url)' is not a postgres://user@host[:port]/database address")
@@ -124,6 +129,14 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         }
         let query = PostgresQuery(unsafeSQL: Self.numbered(sql), binds: binds)
         let connection = try connected()
+        // A link cut without a reset (a host gone, a dropped route) would
+        // leave the answer pending forever, and the catalog's lock with it:
+        // past `statementTimeout` the connection is closed, which fails the
+        // statement, and the next one outside a transaction reconnects.
+        let deadline = connection.eventLoop.scheduleTask(in: .nanoseconds(Int64(statementTimeout / .nanoseconds(1)))) {
+            let _: EventLoopFuture<Void> = connection.close()
+        }
+        defer { deadline.cancel() }
         do {
             return try connection.query(query, logger: logger).wait()
         } catch {

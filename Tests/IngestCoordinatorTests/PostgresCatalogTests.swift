@@ -2,6 +2,7 @@ import DataLake
 import Foundation
 import IngestCoordinator
 import PostgresSQL
+import PostgresTestSupport
 import SQLDatabase
 import XCTest
 
@@ -57,4 +58,18 @@ final class PostgresFileLifecycleTests: FileLifecycleTests {
     // Linux's XCTest finds only the tests a class declares: each is named again here.
     override func testTheLifeCycleTable() { super.testTheLifeCycleTable() }
     override func testTheCatalogIgnoresAnEventFromTheWrongState() throws { try super.testTheCatalogIgnoresAnEventFromTheWrongState() }
+}
+
+/// The PostgreSQL connection itself, on the test server.
+final class PostgresDatabaseTests: XCTestCase {
+    /// A statement with no answer (here the server sleeps; a cut link looks
+    /// the same) fails after the statement timeout instead of holding the
+    /// catalog forever, and the next statement reconnects.
+    func testAStatementWithNoAnswerTimesOutAndTheNextReconnects() throws {
+        let database = try PostgresDatabase(url: try PostgresTestServer.url(), statementTimeout: .milliseconds(300))
+        XCTAssertThrowsError(try database.run("SELECT pg_sleep(30)")) { error in
+            XCTAssertTrue(error is SQLError, "\(error)")
+        }
+        XCTAssertEqual(try database.rows("SELECT 1 AS one") { $0.int("one") }, [1])
+    }
 }

@@ -104,7 +104,9 @@ for SIZE in "$@"; do
   MATCH_PID=$!
   until grep -q "listening on" "$WORK/match.out"; do sleep 0.05; done
   MATCH=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/match.out")
-  "$BIN" coordinator --no-auth "${DC[@]}" --listen 127.0.0.1:0 --match "$MATCH" --scan-interval 0 ${MERGE_BYTES:+--merge-bytes $MERGE_BYTES} --log-level $LOG > "$WORK/coord.out" 2>&1 &
+  MPORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+  "$BIN" coordinator --no-auth "${DC[@]}" --listen 127.0.0.1:0 --match "$MATCH" --scan-interval 0 ${MERGE_BYTES:+--merge-bytes $MERGE_BYTES} \
+    --metrics-port "$MPORT" --log-level $LOG > "$WORK/coord.out" 2>&1 &
   COORD_PID=$!
   until grep -q "listening on" "$WORK/coord.out"; do sleep 0.05; done
   COORD=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/coord.out")
@@ -141,9 +143,17 @@ for SIZE in "$@"; do
   fi
   echo "       CPU s coord / w1 / w2 / match: $(cpu_s $COORD_PID) / $(cpu_s $W1) / $(cpu_s $W2) / $(cpu_s $MATCH_PID);" \
     "written to disk MB: $(disk_mb $COORD_PID) / $(disk_mb $W1) / $(disk_mb $W2) / $(disk_mb $MATCH_PID)"
-  CATALOG="$DATA/catalog.sqlite"; [ "$BACKEND" = s3 ] && CATALOG="$DATA/coord/catalog.sqlite"
+  # Catalog transactions over the whole run (idle lease polls included),
+  # per block parsed: what an ingest costs the database.
+  METRICS=$(curl -s "http://127.0.0.1:$MPORT/metrics")
+  WRITES=$(echo "$METRICS" | awk '/^roster_catalog_transactions_total\{kind="write"\}/ {print $2}')
+  READS=$(echo "$METRICS" | awk '/^roster_catalog_transactions_total\{kind="read"\}/ {print $2}')
+  BLOCKS=$(echo "$LIST" | field "$ID" blocksTotal); MERGES=$(echo "$LIST" | field "$ID" mergesTotal)
+  echo "       catalog: $WRITES write transactions, $READS reads for $BLOCKS blocks and $MERGES merges:" \
+    "$(python3 -c "print(round(${WRITES:-0}/max(1,${BLOCKS:-0}),2))") writes per block"
+  CATALOG_FILE="$DATA/catalog.sqlite"; [ "$BACKEND" = s3 ] && CATALOG_FILE="$DATA/coord/catalog.sqlite"
   if command -v sqlite3 >/dev/null && [ "$CATALOG" = sqlite ]; then
-    sqlite3 "$CATALOG" "SELECT printf('       phases: parse %.2f s (first lease to last block), merge %.2f s, publish %.2f s',
+    sqlite3 "$CATALOG_FILE" "SELECT printf('       phases: parse %.2f s (first lease to last block), merge %.2f s, publish %.2f s',
         (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 1) - f.started_at,
         (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 2) - (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 1),
         f.live_at - (SELECT MAX(done_at) FROM tasks WHERE file_id = $ID AND kind = 2)) FROM files f WHERE f.id = $ID"
