@@ -135,9 +135,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Seconds a leader's lease lasts on a PostgreSQL catalog: a standby takes over at most this long after the leader stops.")
     var leaderLease: Double = 10
 
+    @Option(help: "Serve Prometheus metrics on this port (off by default).")
+    var metricsPort: Int?
+
     func run() async throws {
         logging.bootstrap()
         guard leaderLease >= 1 else { throw CLIError("--leader-lease must be at least 1 second") }
+        // Before the catalog and server make their counters.
+        let metrics = metricsPort.map { MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: "127.0.0.1", port: $0) }
         let callerTokens = tokens(fromEnvironment: "ROSTER_COORDINATOR_TOKENS")
         if callerTokens.isEmpty && !noAuth {
             throw CLIError("set ROSTER_COORDINATOR_TOKENS (comma-separated tokens workers and users present), or pass --no-auth for local development")
@@ -163,7 +168,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         print("coordinator listening on \(address); catalog \(data.catalogPath); lake \(backends.description.lake); store \(backends.description.store)")
         flushOutput()
-        try await ServiceFactory.runUntilSignalled([server, service], logger: logger)
+        try await ServiceFactory.runUntilSignalled([server, service] + (metrics.map { [$0] } ?? []), logger: logger)
         try? await backends.shutdown(logger: logger)
     }
 }
