@@ -104,6 +104,8 @@ let package = Package(
         // and the byte-level line parser with the block boundary rule.
         .target(name: "DataLake"),
         .target(name: "HexDigits"),
+        // Rendezvous hashing: which match servers of a tier hold an advertiser.
+        .target(name: "Placement"),
         .target(name: "HashParsing", dependencies: ["DataLake", "HexDigits", "SegmentStore"]),
 
         // System SQLite (Debian libsqlite3-dev) and a thin Swift layer over it.
@@ -120,7 +122,7 @@ let package = Package(
         ]),
         // The ingest coordinator: catalog, pull scheduling, leases, publishing.
         .target(name: "IngestCoordinator", dependencies: [
-            "RosterAPI", "RosterRPC", "DataLake", "HashParsing", "SegmentStore", "SQLDatabase", "SQLite",
+            "RosterAPI", "RosterRPC", "DataLake", "HashParsing", "SegmentStore", "SQLDatabase", "SQLite", "Placement",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -182,6 +184,7 @@ let package = Package(
         ]),
         .testTarget(name: "RosterInProcessTests", dependencies: ["RosterRPC", "RosterInProcess", "TestServices"]),
         .testTarget(name: "HexDigitsTests", dependencies: ["HexDigits"]),
+        .testTarget(name: "PlacementTests", dependencies: ["Placement"]),
         // Finds the S3-compatible server `.ci/run` starts (skips without one, outside CI).
         .target(name: "S3TestSupport", dependencies: [
             "ObjectStorage", "TestSupport",
@@ -224,7 +227,7 @@ let package = Package(
         .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore", "TestSupport"]),
         .testTarget(name: "IngestTests", dependencies: [
             "DataLake", "HashParsing", "SegmentStore", "IngestCoordinator", "IngestWorker", "MatchServer", "SQLite",
-            "RosterAPI", "RosterRPC", "RosterInProcess", "TestSupport",
+            "RosterAPI", "RosterRPC", "RosterInProcess", "TestSupport", "RosterClient", "Placement",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "MatchServerTests", dependencies: [

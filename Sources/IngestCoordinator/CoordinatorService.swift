@@ -42,6 +42,11 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         /// the only coordinator of its catalog, always leading.
         public var election: Election?
 
+        /// Publish to a tier of match servers that register with this
+        /// coordinator (`CoordinatorService+Tier`), not to the one match
+        /// server `matchAdmin` reaches. Nil: one match server.
+        public var tier: Tier?
+
         public init(scanInterval: Duration? = .seconds(10), publishInterval: Duration = .milliseconds(500), adminToken: String? = nil,
                     scanSettleTime: Double = 1, callerTokens: Set<String> = [], reconcileInterval: Duration = .seconds(10)) {
             self.reconcileInterval = reconcileInterval
@@ -70,13 +75,13 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
 
     public let catalog: IngestCatalog
     private let lake: any DataLake
-    private let store: any SegmentStorage
+    let store: any SegmentStorage
     private let matchAdmin: MatchAdmin.Client<AdminTransport>
-    private let configuration: Configuration
-    private let logger: Logger
-    private let clock: @Sendable () -> Double
+    let configuration: Configuration
+    let logger: Logger
+    let clock: @Sendable () -> Double
     private let work = WorkSignal()
-    private let wake: AsyncStream<Void>.Continuation
+    let wake: AsyncStream<Void>.Continuation
     private let wakeups: AsyncStream<Void>
     /// Paths whose file changed under an ingest: queued again once they
     /// have settled (checked on every publish-loop tick).
@@ -91,7 +96,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     /// What needs a person's attention now, by topic (`match`, `advertiser:<id>`), for Status.
     private let problems = Mutex<[String: String]>([:])
 
-    private func problem(_ topic: String, _ message: String?) {
+    func problem(_ topic: String, _ message: String?) {
         problems.withLock { $0[topic] = message }
     }
 
@@ -122,7 +127,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
 
     /// Runs a write call as the leader, or answers UNAVAILABLE naming the
     /// leader so that the caller moves there (`FailoverTransport`).
-    private func asLeader<T>(_ body: () async throws -> T) async throws -> T {
+    func asLeader<T>(_ body: () async throws -> T) async throws -> T {
         guard isLeader else { throw standby(try? catalog.leader()) }
         do {
             return try await body()
@@ -173,6 +178,9 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
                 group.addTask { await self.electionLoop(election) }
             }
             group.addTask { await self.publishLoop() }
+            if let tier = configuration.tier {
+                group.addTask { await self.tierLoop(tier) }
+            }
             group.addTask {
                 while !Task.isCancelled && !Task.isShuttingDownGracefully {
                     let started = ContinuousClock.now
@@ -314,19 +322,8 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     /// Publishes `batch`; false if the match server cannot be reached (try later).
     private func publish(_ batch: [IngestCatalog.Publication]) async -> Bool {
         guard !batch.isEmpty else { return true }
-        // Merges wait only for their own slot's pages (a sync of the whole
-        // pack per merge would flush the others' too); each pack is made
-        // durable once, here, before anything points at it.
-        do {
-            for pack in Set(batch.flatMap { $0.segments.filter { $0.length > 0 }.map(\.path) }).sorted() {
-                try await store.makeDurable(pack)
-            }
-        } catch {
-            logger.warning("cannot make segments durable; publishing later", metadata: ["error": "\(error)"])
-            problem("store", "cannot make segments durable: \(error)")
-            return false
-        }
-        problem("store", nil)
+        guard await makeDurable(batch) else { return false }
+        if let tier = configuration.tier { return await publishToTier(batch, tier: tier) }
         let options = CallOptions(timeout: .seconds(60)).bearer(configuration.adminToken)
         let requests = batch.map { PublishRequest(advertiserID: $0.advertiserID, version: $0.version, segments: $0.segments) }
         let results: [PublishResult]
@@ -358,6 +355,11 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
                 later = true
             }
         }
+        return recordLive(live) && !later
+    }
+
+    /// Marks `live` live in the catalog; false if it cannot be written.
+    func recordLive(_ live: [IngestCatalog.Publication]) -> Bool {
         do {
             try catalog.markLive(files: live.map(\.version), now: clock())
         } catch {
@@ -368,7 +370,24 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             problem("advertiser:\(publication.advertiserID)", nil)
             logger.info("live", metadata: ["advertiser": "\(publication.advertiserID)", "version": "\(publication.version)"])
         }
-        return !later
+        return true
+    }
+
+    /// Merges wait only for their own slot's pages (a sync of the whole
+    /// pack per merge would flush the others' too); each pack is made
+    /// durable once, here, before anything points at it.
+    func makeDurable(_ batch: [IngestCatalog.Publication]) async -> Bool {
+        do {
+            for pack in Set(batch.flatMap { $0.segments.filter { $0.length > 0 }.map(\.path) }).sorted() {
+                try await store.makeDurable(pack)
+            }
+        } catch {
+            logger.warning("cannot make segments durable; publishing later", metadata: ["error": "\(error)"])
+            problem("store", "cannot make segments durable: \(error)")
+            return false
+        }
+        problem("store", nil)
+        return true
     }
 
     /// Compares the catalog's live versions with what the match server
@@ -379,6 +398,8 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     /// Status names it.
     public func reconcile() async {
         guard isLeader else { return }
+        // A tier is compared node by node (`tierLoop`).
+        if configuration.tier != nil { return }
         let live: [(advertiser: String, file: UInt64, path: String, etag: String)]
         do { live = try catalog.liveVersions() } catch {
             logger.error("cannot read the catalog", metadata: ["error": "\(error)"])
@@ -567,6 +588,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         let limit = request.limit == 0 ? 50 : Int(min(request.limit, 1_000))
         var response = try catalog.status(limit: limit, now: clock())
         response.problems = problemLines()
+        if let tier = configuration.tier { response.nodes = try tierNodes(catalog.nodes(), tier: tier, now: clock()) }
         return response
     }
 

@@ -18,9 +18,15 @@ extension IngestCatalog {
 
     /// Versions whose merges are all done, waiting to be made live.
     public func pendingPublications() throws -> [Publication] {
+        try publications(in: .publishing)
+    }
+
+    /// Every version in `state` (publishing, or live: what a tier's nodes
+    /// must hold), with its segments, oldest first.
+    public func publications(in state: FileState) throws -> [Publication] {
         try read { db in
             let files = try db.rows("SELECT id, advertiser_id, path, etag FROM files WHERE state = ? ORDER BY id",
-                                    FileState.publishing) { (UInt64($0.int("id")), $0.string("advertiser_id"), $0.string("path"), $0.string("etag")) }
+                                    state) { (UInt64($0.int("id")), $0.string("advertiser_id"), $0.string("path"), $0.string("etag")) }
             return try files.map { id, advertiser, path, etag in
                 let segments = try db.rows("""
                     SELECT output, output_keys, output_offset, output_length FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole)) ORDER BY seq

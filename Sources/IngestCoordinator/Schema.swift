@@ -155,6 +155,28 @@ enum CatalogSchema {
         CREATE INDEX files_to_collect ON files(id)
             WHERE (state = 'live' AND collected = 0) OR (state IN ('failed', 'rejected', 'superseded', 'retired') AND collected < 2);
         """,
+        // 7: the serving tier: match servers (nodes) as they registered, and
+        // which versions each holds whole (docs/SERVING.md).
+        """
+        CREATE TABLE nodes(
+            id TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            weight REAL NOT NULL,
+            incarnation TEXT NOT NULL,
+            registered_at REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            checked INTEGER NOT NULL DEFAULT 0,
+            leaving INTEGER NOT NULL DEFAULT 0,
+            bytes_served INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE holdings(
+            file_id INTEGER NOT NULL REFERENCES files(id),
+            node_id TEXT NOT NULL REFERENCES nodes(id),
+            since REAL NOT NULL,
+            PRIMARY KEY(file_id, node_id)
+        );
+        CREATE INDEX holdings_by_node ON holdings(node_id, file_id);
+        """,
     ]
 }
 

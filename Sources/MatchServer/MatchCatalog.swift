@@ -91,8 +91,12 @@ public final class MatchCatalog: Sendable {
     private let manifest: Mutex<ManifestLog>
     private let logger: Logger
 
-    public var manifestURL: URL { root.appendingPathComponent("match-manifest.json") }
-    public var manifestLogURL: URL { root.appendingPathComponent("match-manifest.log") }
+    /// Where the manifest is kept: the store's folder, or a folder of the
+    /// server's own when several servers share one store (a tier's nodes on
+    /// one folder store).
+    public let manifestFolder: URL
+    public var manifestURL: URL { manifestFolder.appendingPathComponent("match-manifest.json") }
+    public var manifestLogURL: URL { manifestFolder.appendingPathComponent("match-manifest.log") }
 
     /// Opens the catalog in `root` (the segment store's folder), reloading
     /// every advertiser the manifest names. A version whose segments fail
@@ -100,17 +104,20 @@ public final class MatchCatalog: Sendable {
     /// answer UNAVAILABLE; `ListServed` tells the coordinator, which
     /// rebuilds it); the rest serve. Manifests left half-written by a
     /// process killed mid-write are removed.
-    public init(root: URL, mapBudget: Int? = nil, logger: Logger = Logger(label: "roster.match.catalog")) throws {
+    public init(root: URL, manifestFolder: URL? = nil, mapBudget: Int? = nil, logger: Logger = Logger(label: "roster.match.catalog")) throws {
         self.root = root
+        let manifestFolder = manifestFolder ?? root
+        self.manifestFolder = manifestFolder
         self.mapBudget = mapBudget ?? Self.defaultMapBudget()
         self.logger = logger
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: root.path)) ?? []
+        try FileManager.default.createDirectory(at: manifestFolder, withIntermediateDirectories: true)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: manifestFolder.path)) ?? []
         where name.hasPrefix("match-manifest.json.tmp-") || name.hasPrefix("match-manifest.log.tmp-") {
-            try? FileManager.default.removeItem(at: root.appendingPathComponent(name))
+            try? FileManager.default.removeItem(at: manifestFolder.appendingPathComponent(name))
             logger.info("removed a stray temporary manifest", metadata: ["file": "\(name)"])
         }
-        let log = try ManifestLog(root: root)
+        let log = try ManifestLog(root: manifestFolder)
         var loaded: [String: ListVersion] = [:]
         var broken: [String: Damage] = [:]
         for (advertiser, entry) in log.entries.sorted(by: { $0.key < $1.key }) {

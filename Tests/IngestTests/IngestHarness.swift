@@ -97,12 +97,14 @@ final class IngestHarness: @unchecked Sendable {
         matchLink.detach()
     }
 
-    func startCoordinator(callerTokens: Set<String> = [], store: (any SegmentStorage)? = nil) async throws {
+    func startCoordinator(callerTokens: Set<String> = [], store: (any SegmentStorage)? = nil,
+                          tier: CoordinatorService<Link>.Tier? = nil) async throws {
         let catalog = try IngestCatalog(path: catalogPath, policy: policy)
+        var configuration = CoordinatorService<Link>.Configuration(scanInterval: nil, publishInterval: .milliseconds(30), callerTokens: callerTokens)
+        configuration.tier = tier
         coordinator = CoordinatorService(
             catalog: catalog, lake: LocalFolderLake(root: lakeRoot), store: store ?? LocalSegmentStorage(root: storeRoot),
-            matchAdmin: MatchAdmin.Client(transport: matchLink),
-            configuration: .init(scanInterval: nil, publishInterval: .milliseconds(30), callerTokens: callerTokens),
+            matchAdmin: MatchAdmin.Client(transport: matchLink), configuration: configuration,
             clock: { [clock] in clock.now() })
         try coordinatorLink.attach([coordinator])
         let service = coordinator!

@@ -28,7 +28,11 @@ public enum Coordinator {
         /// Reports a finished task; idempotent.
         public static let completeTask = RPCMethodDescriptor(service: Coordinator.name, method: "CompleteTask", id: 0x0003_000C)
         public static let failTask = RPCMethodDescriptor(service: Coordinator.name, method: "FailTask", id: 0x0003_000D)
-        public static let all: [RPCMethodDescriptor] = [submitFile, status, listFiles, scan, setWeight, leaseTasks, heartbeat, completeTask, failTask]
+        /// A match server of the tier announces itself; also its heartbeat (tier.rdl).
+        public static let registerNode = RPCMethodDescriptor(service: Coordinator.name, method: "RegisterNode", id: 0x0003_0014)
+        /// Which nodes serve which advertisers: what clients route by (tier.rdl).
+        public static let placement = RPCMethodDescriptor(service: Coordinator.name, method: "Placement", id: 0x0003_0015)
+        public static let all: [RPCMethodDescriptor] = [submitFile, status, listFiles, scan, setWeight, leaseTasks, heartbeat, completeTask, failTask, registerNode, placement]
     }
 
     /// Implement this to serve `roster.v1.Coordinator` with handlers that may suspend.
@@ -48,6 +52,10 @@ public enum Coordinator {
         /// Reports a finished task; idempotent.
         func completeTask(_ request: CompleteTaskRequest, context: RPCContext) async throws -> CompleteTaskResponse
         func failTask(_ request: FailTaskRequest, context: RPCContext) async throws -> FailTaskResponse
+        /// A match server of the tier announces itself; also its heartbeat (tier.rdl).
+        func registerNode(_ request: RegisterNodeRequest, context: RPCContext) async throws -> RegisterNodeResponse
+        /// Which nodes serve which advertisers: what clients route by (tier.rdl).
+        func placement(_ request: PlacementRequest, context: RPCContext) async throws -> PlacementResponse
     }
 
     /// A typed client for `roster.v1.Coordinator`.
@@ -97,6 +105,16 @@ public enum Coordinator {
         public func failTask(_ request: FailTaskRequest, options: CallOptions = .defaults) async throws -> FailTaskResponse {
             try await transport.unary(Method.failTask, request: request, options: options)
         }
+
+        /// A match server of the tier announces itself; also its heartbeat (tier.rdl).
+        public func registerNode(_ request: RegisterNodeRequest, options: CallOptions = .defaults) async throws -> RegisterNodeResponse {
+            try await transport.unary(Method.registerNode, request: request, options: options)
+        }
+
+        /// Which nodes serve which advertisers: what clients route by (tier.rdl).
+        public func placement(_ request: PlacementRequest, options: CallOptions = .defaults) async throws -> PlacementResponse {
+            try await transport.unary(Method.placement, request: request, options: options)
+        }
     }
 }
 
@@ -112,6 +130,8 @@ extension Coordinator.Handler {
             .async(Coordinator.Method.heartbeat) { try await self.heartbeat($0, context: $1) },
             .async(Coordinator.Method.completeTask) { try await self.completeTask($0, context: $1) },
             .async(Coordinator.Method.failTask) { try await self.failTask($0, context: $1) },
+            .async(Coordinator.Method.registerNode) { try await self.registerNode($0, context: $1) },
+            .async(Coordinator.Method.placement) { try await self.placement($0, context: $1) },
         ]
     }
 }

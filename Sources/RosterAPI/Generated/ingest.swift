@@ -287,6 +287,8 @@ public struct StatusResponse: ProtoMessage {
     public var filesByState: [String: UInt32] = [:]
     /// Files in flight in all, listed or not.
     public var filesInFlight: UInt32 = 0
+    /// The match servers of the tier, when the coordinator runs one.
+    public var nodes: [TierNode] = []
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -301,7 +303,8 @@ public struct StatusResponse: ProtoMessage {
         tasksLeased: UInt32 = 0,
         problems: [String] = [],
         filesByState: [String: UInt32] = [:],
-        filesInFlight: UInt32 = 0
+        filesInFlight: UInt32 = 0,
+        nodes: [TierNode] = []
     ) {
         self.files = files
         self.advertisersLive = advertisersLive
@@ -311,6 +314,7 @@ public struct StatusResponse: ProtoMessage {
         self.problems = problems
         self.filesByState = filesByState
         self.filesInFlight = filesInFlight
+        self.nodes = nodes
     }
 }
 
@@ -613,6 +617,7 @@ extension StatusResponse {
             case 6: try reader.readRepeated(StringCodec.self, tag, into: &self.problems)
             case 7: try reader.readMapEntry(StringCodec.self, UInt32Codec.self, tag, into: &self.filesByState)
             case 8: self.filesInFlight = try reader.read(UInt32Codec.self, tag)
+            case 9: try reader.readRepeated(MessageCodec<TierNode>.self, tag, into: &self.nodes)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -628,6 +633,7 @@ extension StatusResponse {
         size += ProtoSize.repeated(StringCodec.self, field: 6, self.problems)
         size += ProtoSize.map(StringCodec.self, UInt32Codec.self, field: 7, self.filesByState)
         if self.filesInFlight != 0 { size += ProtoSize.field(UInt32Codec.self, field: 8, self.filesInFlight) }
+        size += ProtoSize.repeated(MessageCodec<TierNode>.self, field: 9, self.nodes)
         return size
     }
 
@@ -640,6 +646,7 @@ extension StatusResponse {
         writer.writeRepeated(StringCodec.self, field: 6, self.problems)
         writer.writeMap(StringCodec.self, UInt32Codec.self, field: 7, self.filesByState)
         if self.filesInFlight != 0 { writer.write(UInt32Codec.self, field: 8, self.filesInFlight) }
+        writer.writeRepeated(MessageCodec<TierNode>.self, field: 9, self.nodes)
         writer.writeUnknown(unknownFields)
     }
 }
@@ -963,7 +970,7 @@ extension StatusRequest: ProtoJSONMessage {
 
 extension StatusResponse: ProtoJSONMessage {
     public static let protoName = "roster.v1.StatusResponse"
-    public static let schemaDefinition = "message StatusResponse {\n  /// Files in flight (queued to publishing), oldest first, up to the\n  /// request's limit, then the most recent finished ones.\n  repeated FileStatus files = 1;\n  uint32 advertisers_live = 2;\n  uint32 workers_seen = 3;\n  uint32 tasks_queued = 4;\n  uint32 tasks_leased = 5;\n  /// What needs attention now, one line each: the catalog cannot be\n  /// written, the match server cannot be reached, a live list was found\n  /// damaged and is being rebuilt.\n  repeated string problems = 6;\n  /// Every file version by state (\"queued\", \"parsing\", …, \"live\", \"failed\"):\n  /// the whole catalog summarised, however many files there are.\n  map<string, uint32> files_by_state = 7;\n  /// Files in flight in all, listed or not.\n  uint32 files_in_flight = 8;\n}"
+    public static let schemaDefinition = "message StatusResponse {\n  /// Files in flight (queued to publishing), oldest first, up to the\n  /// request's limit, then the most recent finished ones.\n  repeated FileStatus files = 1;\n  uint32 advertisers_live = 2;\n  uint32 workers_seen = 3;\n  uint32 tasks_queued = 4;\n  uint32 tasks_leased = 5;\n  /// What needs attention now, one line each: the catalog cannot be\n  /// written, the match server cannot be reached, a live list was found\n  /// damaged and is being rebuilt.\n  repeated string problems = 6;\n  /// Every file version by state (\"queued\", \"parsing\", …, \"live\", \"failed\"):\n  /// the whole catalog summarised, however many files there are.\n  map<string, uint32> files_by_state = 7;\n  /// Files in flight in all, listed or not.\n  uint32 files_in_flight = 8;\n  /// The match servers of the tier, when the coordinator runs one.\n  repeated TierNode nodes = 9;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -975,6 +982,7 @@ extension StatusResponse: ProtoJSONMessage {
         object.repeated("problems", StringCodec.self, self.problems)
         object.map("filesByState", StringCodec.self, UInt32Codec.self, self.filesByState)
         object.singular("filesInFlight", UInt32Codec.self, self.filesInFlight)
+        object.repeatedMessages("nodes", self.nodes)
         return object.value
     }
 
@@ -989,7 +997,8 @@ extension StatusResponse: ProtoJSONMessage {
             case "problems": self.problems = try JSONReader.repeated(StringCodec.self, value, field: "problems")
             case "filesByState", "files_by_state": self.filesByState = try JSONReader.map(StringCodec.self, UInt32Codec.self, value, field: "filesByState")
             case "filesInFlight", "files_in_flight": self.filesInFlight = try JSONReader.singular(UInt32Codec.self, value, field: "filesInFlight")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["files", "advertisersLive", "workersSeen", "tasksQueued", "tasksLeased", "problems", "filesByState", "filesInFlight"])
+            case "nodes": self.nodes = try JSONReader.repeated(MessageCodec<TierNode>.self, value, field: "nodes")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["files", "advertisersLive", "workersSeen", "tasksQueued", "tasksLeased", "problems", "filesByState", "filesInFlight", "nodes"])
             }
         }
     }
@@ -1100,5 +1109,7 @@ public enum IngestSchema {
         MethodDescription(descriptor: Coordinator.Method.heartbeat, requestType: HeartbeatRequest.self, responseType: HeartbeatResponse.self, doc: "Renews the caller's leases."),
         MethodDescription(descriptor: Coordinator.Method.completeTask, requestType: CompleteTaskRequest.self, responseType: CompleteTaskResponse.self, doc: "Reports a finished task; idempotent."),
         MethodDescription(descriptor: Coordinator.Method.failTask, requestType: FailTaskRequest.self, responseType: FailTaskResponse.self, doc: ""),
+        MethodDescription(descriptor: Coordinator.Method.registerNode, requestType: RegisterNodeRequest.self, responseType: RegisterNodeResponse.self, doc: "A match server of the tier announces itself; also its heartbeat (tier.rdl)."),
+        MethodDescription(descriptor: Coordinator.Method.placement, requestType: PlacementRequest.self, responseType: PlacementResponse.self, doc: "Which nodes serve which advertisers: what clients route by (tier.rdl)."),
     ]
 }

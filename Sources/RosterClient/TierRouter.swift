@@ -1,0 +1,152 @@
+import Foundation
+import RosterAPI
+import RosterRPC
+import Synchronization
+
+/// Sends each Match and MatchMany call to a match server of a tier that
+/// holds the advertiser's live list, and to the next one when that server
+/// cannot answer — all within the call's one deadline.
+///
+/// Where each advertiser is served comes from the coordinator's
+/// `Placement` call, asked once per advertiser and cached; it is asked again
+/// after `placementLifetime`, when every listed server failed or did not
+/// have the list (NOT_FOUND: it moved), and when a server answers from an
+/// older version than the placement named (it came back without the newest
+/// one). The remaining deadline is split evenly over the servers still to
+/// try, so a server that hangs (a cut link) leaves time for the next.
+///
+/// Generic over transports so that tests run it in process; `TierClient`
+/// is the one applications use.
+public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTransport: RPCClientTransport>: Sendable {
+    public struct Configuration: Sendable {
+        /// Token for the match servers (`authorization: Bearer`).
+        public var token: String?
+        /// Token for the coordinator's Placement call.
+        public var coordinatorToken: String?
+        /// The whole call's deadline, every retry included.
+        public var timeout: Duration
+        /// How long a placement is used before it is asked again.
+        public var placementLifetime: Duration
+
+        public init(token: String? = nil, coordinatorToken: String? = nil, timeout: Duration = .seconds(5),
+                    placementLifetime: Duration = .seconds(30)) {
+            self.token = token
+            self.coordinatorToken = coordinatorToken
+            self.timeout = timeout
+            self.placementLifetime = placementLifetime
+        }
+    }
+
+    /// Where one advertiser is served.
+    public struct Route: Sendable, Equatable {
+        public var version: UInt64
+        /// Addresses of the servers holding `version`, in the order to try.
+        public var addresses: [String]
+    }
+
+    public let configuration: Configuration
+    private let coordinator: Coordinator.Client<CoordinatorTransport>
+    private let connect: @Sendable (String) -> NodeTransport
+    private let transports = Mutex<[String: NodeTransport]>([:])
+    private let routes = Mutex<[String: (route: Route, until: ContinuousClock.Instant)]>([:])
+    private let placementCalls = Atomic<Int>(0)
+
+    public init(coordinator: Coordinator.Client<CoordinatorTransport>, configuration: Configuration = .init(),
+                connect: @escaping @Sendable (String) -> NodeTransport) {
+        self.coordinator = coordinator
+        self.configuration = configuration
+        self.connect = connect
+    }
+
+    /// Placement calls made so far (tests check the cache is used).
+    public var placementCallCount: Int { placementCalls.load(ordering: .relaxed) }
+
+    /// Whether `hash` is in `advertiser`'s live list.
+    public func match(advertiser: String, hash: [UInt8]) async throws -> MatchResponse {
+        try await call(advertiser) { client, options in
+            let response = try await client.match(MatchRequest(advertiserID: advertiser, hash: Data(hash)), options: options)
+            return (response, response.version)
+        }
+    }
+
+    /// One MatchMany call for `advertiser` (hashes packed, 16 bytes each).
+    public func matchMany(advertiser: String, hashes: Data) async throws -> MatchManyResponse {
+        try await call(advertiser) { client, options in
+            let response = try await client.matchMany(MatchManyRequest(advertiserID: advertiser, hashes: hashes), options: options)
+            return (response, response.version)
+        }
+    }
+
+    /// The servers for `advertiser`, from the cache or the coordinator.
+    public func route(_ advertiser: String, refresh: Bool = false) async throws -> Route {
+        if !refresh, let cached = routes.withLock({ $0[advertiser] }), ContinuousClock.now < cached.until { return cached.route }
+        placementCalls.add(1, ordering: .relaxed)
+        let response = try await coordinator.placement(PlacementRequest(advertiserIDs: [advertiser]),
+                                                       options: CallOptions(timeout: configuration.timeout).bearer(configuration.coordinatorToken))
+        guard let placed = response.advertisers.first else { throw RPCError(.internal, "the coordinator placed no advertiser") }
+        let route = Route(version: placed.version, addresses: placed.nodes.compactMap { index in
+            Int(index) < response.nodes.count ? response.nodes[Int(index)].address : nil
+        })
+        routes.withLock { $0[advertiser] = (route, ContinuousClock.now + configuration.placementLifetime) }
+        return route
+    }
+
+    private func client(_ address: String) -> MatchService.Client<NodeTransport> {
+        let transport = transports.withLock { cache in
+            if let known = cache[address] { return known }
+            let made = connect(address)
+            cache[address] = made
+            return made
+        }
+        return MatchService.Client(transport: transport)
+    }
+
+    /// Codes after which another server may answer: it is down or cut off
+    /// (UNAVAILABLE, DEADLINE_EXCEEDED), or does not hold the list (NOT_FOUND:
+    /// the advertiser moved, or it restarted without it).
+    static func tryNext(_ code: RPCStatusCode) -> Bool {
+        code == .unavailable || code == .deadlineExceeded || code == .notFound
+    }
+
+    private func call<Response>(
+        _ advertiser: String,
+        _ body: (MatchService.Client<NodeTransport>, CallOptions) async throws -> (Response, UInt64)
+    ) async throws -> Response {
+        let deadline = ContinuousClock.now + configuration.timeout
+        var route = try await self.route(advertiser)
+        var refreshed = false
+        var last: RPCError?
+        var index = 0
+        while true {
+            if index >= route.addresses.count {
+                // Every listed server failed, or none is listed: ask once more.
+                guard !refreshed else { break }
+                route = try await self.route(advertiser, refresh: true)
+                refreshed = true
+                index = 0
+                continue
+            }
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else { throw RPCError(.deadlineExceeded, "no match server answered for \(advertiser) in \(configuration.timeout)") }
+            let share = remaining / (route.addresses.count - index)
+            let options = CallOptions(timeout: share).bearer(configuration.token)
+            do {
+                let (response, version) = try await body(client(route.addresses[index]), options)
+                if version < route.version {
+                    // A server behind the placement (it came back with an
+                    // older list): never an answer; the next one is asked.
+                    last = RPCError(.unavailable, "\(route.addresses[index]) answered from version \(version), not \(route.version)")
+                    index += 1
+                    continue
+                }
+                if version > route.version { routes.withLock { _ = $0.removeValue(forKey: advertiser) } }
+                return response
+            } catch let error as RPCError where Self.tryNext(error.code) {
+                last = error
+                index += 1
+            }
+        }
+        if route.version == 0 { throw RPCError(.notFound, "advertiser \(advertiser) has no published list") }
+        throw last ?? RPCError(.unavailable, "no match server holds \(advertiser)'s list")
+    }
+}

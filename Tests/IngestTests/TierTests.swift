@@ -1,0 +1,217 @@
+import Foundation
+import IngestCoordinator
+import Logging
+import MatchServer
+import Placement
+import RosterAPI
+import RosterClient
+import RosterRPC
+import SegmentStore
+import Synchronization
+import XCTest
+
+/// A tier of match servers in one process: nodes register with the
+/// coordinator, lists are placed on two of them, a client routes by the
+/// coordinator's placement, and nodes die, come back and join while every
+/// answer is checked against the lists.
+final class TierTests: XCTestCase {
+    private var harness: IngestHarness!
+    private var nodes: [String: TierTestNode] = [:]
+    private var router: TierRouter<IngestHarness.Link, IngestHarness.Link>!
+    /// Every link a node was ever reached at, by address: what the
+    /// coordinator and the router connect to.
+    private let links = Links()
+
+    final class Links: Sendable {
+        private let map = Mutex<[String: IngestHarness.Link]>([:])
+
+        /// The link at `address`, made on first use (unattached: UNAVAILABLE).
+        func callAsFunction(_ address: String) -> IngestHarness.Link {
+            map.withLock { cache in
+                if let known = cache[address] { return known }
+                let made = IngestHarness.Link(name: address)
+                cache[address] = made
+                return made
+            }
+        }
+    }
+
+    /// One match server of the tier: its own manifest folder on the shared store.
+    final class TierTestNode: @unchecked Sendable {
+        let id: String
+        let link: IngestHarness.Link
+        var catalog: MatchCatalog!
+        var announcer: Task<Void, Error>?
+
+        init(id: String, link: IngestHarness.Link) {
+            self.id = id
+            self.link = link
+        }
+    }
+
+    override func setUp() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy(blockSize: 1024))
+        let links = self.links
+        let tier = CoordinatorService<IngestHarness.Link>.Tier(replicas: 2, heartbeatInterval: .milliseconds(100)) { address in
+            MatchAdmin.Client(transport: links(address))
+        }
+        try await harness.startCoordinator(tier: tier)
+        router = TierRouter(coordinator: harness.coordinatorClient, configuration: .init(timeout: .seconds(2))) { address in
+            links(address)
+        }
+    }
+
+    override func tearDown() async throws {
+        for node in nodes.values { stop(node) }
+        await harness.shutdown()
+    }
+
+    /// Starts (or restarts, as a new incarnation) node `id`.
+    private func start(_ id: String) throws {
+        let node = nodes[id] ?? TierTestNode(id: id, link: links("\(id):7401"))
+        nodes[id] = node
+        node.catalog = try MatchCatalog(root: harness.storeRoot, manifestFolder: harness.root.appendingPathComponent("nodes/\(id)"),
+                                        logger: Logger(label: "test.\(id)"))
+        try node.link.attach([MatchHandler(catalog: node.catalog, access: .open), AdminHandler(catalog: node.catalog, access: .open)])
+        let announcer = NodeAnnouncer(configuration: .init(nodeID: id, address: "\(id):7401"),
+                                      coordinator: harness.coordinatorClient, catalog: node.catalog)
+        node.announcer = Task { try await announcer.run() }
+    }
+
+    /// The node stops answering and stops its heartbeats, as if killed.
+    private func stop(_ node: TierTestNode) {
+        node.link.detach()
+        node.announcer?.cancel()
+    }
+
+    private func status() async throws -> [TierNode] {
+        try await harness.coordinatorClient.status(StatusRequest()).nodes
+    }
+
+    private var debugAt = ContinuousClock.now
+    private var advertisers: [String] { (0..<16).map { "adv\($0)" } }
+    private var members: [String: [Key16]] = [:]
+
+    /// 16 advertisers of 40 members each, all live.
+    private func ingest() async throws {
+        for (i, advertiser) in advertisers.enumerated() {
+            let keys = ReferenceParser.randomKeys(40, seed: UInt64(100 + i))
+            members[advertiser] = keys
+            let path = try harness.drop(Array(keys.map { ReferenceParser.hex($0) + "\n" }.joined().utf8), advertiser: advertiser, name: "m.txt")
+            let submitted = try await harness.submit(path)
+            XCTAssertTrue(submitted.queued)
+        }
+        try await waitUntilAsync(timeout: .seconds(60)) {
+            let files = try await self.harness.coordinatorClient.listFiles(ListFilesRequest()).files
+            return files.count == 16 && files.allSatisfy { $0.state == .live }
+        }
+    }
+
+    /// Every member of every advertiser matches and a stranger does not,
+    /// through the router: no wrong answer, whatever the tier is doing.
+    private func assertEveryAnswerIsRight(file: StaticString = #filePath, line: UInt = #line) async throws {
+        let stranger = ReferenceParser.randomKeys(1, seed: 9_999)[0]
+        for advertiser in advertisers {
+            for key in members[advertiser]!.prefix(5) {
+                let answer = try await router.match(advertiser: advertiser, hash: key.bytes)
+                XCTAssertTrue(answer.matched, "\(advertiser) member", file: file, line: line)
+            }
+            let strangerAnswer = try await router.match(advertiser: advertiser, hash: stranger.bytes)
+            XCTAssertFalse(strangerAnswer.matched, file: file, line: line)
+            let many = try await router.matchMany(advertiser: advertiser, hashes: Data(members[advertiser]!.flatMap(\.bytes)))
+            XCTAssertEqual(many.matchedCount, 40, file: file, line: line)
+        }
+    }
+
+    /// Each advertiser is held by exactly its two owners among the healthy
+    /// `live` nodes (a node that is down stays listed, last, until it returns).
+    private func assertPlaced(on live: [String], file: StaticString = #filePath, line: UInt = #line) async throws {
+        let placement = try await harness.coordinatorClient.placement(PlacementRequest(advertiserIDs: advertisers))
+        let tierNodes = live.map { IDNode(placementID: $0) }
+        for placed in placement.advertisers {
+            let owners = Set(Rendezvous.rank(tierNodes, for: placed.advertiserID, replicas: 2).map(\.placementID))
+            let holders = Set(placed.nodes.map { placement.nodes[Int($0)] }.filter(\.healthy).map(\.nodeID))
+            XCTAssertEqual(holders, owners, placed.advertiserID, file: file, line: line)
+        }
+        for (id, node) in nodes where live.contains(id) {
+            let expected = Set(advertisers.filter { Rendezvous.rank(tierNodes, for: $0, replicas: 2).contains { $0.placementID == id } })
+            XCTAssertEqual(Set(node.catalog.advertisers.keys), expected, "what \(id) serves", file: file, line: line)
+        }
+    }
+
+    private struct IDNode: PlacementNode {
+        var placementID: String
+        var placementWeight: Double { 1 }
+    }
+
+    /// Waits until the coordinator has settled the tier on `live`.
+    private func waitForPlacement(on live: [String]) async throws {
+        let tierNodes = live.map { IDNode(placementID: $0) }
+        try await waitUntilAsync(timeout: .seconds(30)) {
+            let placement = try await self.harness.coordinatorClient.placement(PlacementRequest(advertiserIDs: self.advertisers))
+            let placed = placement.advertisers.allSatisfy { placed in
+                Set(placed.nodes.map { placement.nodes[Int($0)] }.filter(\.healthy).map(\.nodeID))
+                    == Set(Rendezvous.rank(tierNodes, for: placed.advertiserID, replicas: 2).map(\.placementID))
+            }
+            let served = self.nodes.filter { live.contains($0.key) }.allSatisfy { id, node in
+                Set(node.catalog.advertisers.keys)
+                    == Set(self.advertisers.filter { Rendezvous.rank(tierNodes, for: $0, replicas: 2).contains { $0.placementID == id } })
+            }
+            if !(placed && served) && ContinuousClock.now > self.debugAt {
+                self.debugAt = ContinuousClock.now + .seconds(5)
+                print("DEBUG placement", placement.advertisers.map { "\($0.advertiserID)@\($0.version):\($0.nodes.map { placement.nodes[Int($0)].nodeID })" },
+                      "served", self.nodes.mapValues { $0.catalog.advertisers.keys.sorted() })
+            }
+            return placed && served
+        }
+    }
+
+    func testListsArePlacedOnTwoNodesAndClientsFollowThemThroughDeathsReturnsAndJoins() async throws {
+        for id in ["n1", "n2", "n3"] { try start(id) }
+        try await waitUntilAsync { try await self.status().filter(\.healthy).count == 3 }
+        harness.startWorker(id: "w1")
+        try await ingest()
+        try await waitForPlacement(on: ["n1", "n2", "n3"])
+        try await assertPlaced(on: ["n1", "n2", "n3"])
+        try await assertEveryAnswerIsRight()
+        let placementCalls = router.placementCallCount
+        try await assertEveryAnswerIsRight()
+        XCTAssertEqual(router.placementCallCount, placementCalls, "placements are cached")
+
+        // n1 dies: calls move to the other holder at once, before the
+        // coordinator notices; then its lists are copied to their new owners.
+        stop(nodes["n1"]!)
+        try await assertEveryAnswerIsRight()
+        harness.advanceClock(by: 1) // past three heartbeats: n1 is down
+        try await waitForPlacement(on: ["n2", "n3"])
+        try await assertEveryAnswerIsRight()
+        let statuses = try await status()
+        XCTAssertEqual(statuses.first { $0.nodeID == "n1" }?.healthy, false)
+
+        // n1 comes back (a new incarnation, with its old manifest): it is
+        // checked, gets its share back, and the others drop what is no
+        // longer theirs; nothing else moves.
+        try start("n1")
+        try await waitForPlacement(on: ["n1", "n2", "n3"])
+        try await assertPlaced(on: ["n1", "n2", "n3"])
+        try await assertEveryAnswerIsRight()
+
+        // A fourth node joins: only the advertisers it now owns move, and
+        // every answer stays right while they do.
+        var before: [String: Set<String>] = [:]
+        for advertiser in advertisers {
+            before[advertiser] = Set(nodes.keys.filter { nodes[$0]!.catalog.advertisers[advertiser] != nil })
+        }
+        try start("n4")
+        try await assertEveryAnswerIsRight()
+        try await waitForPlacement(on: ["n1", "n2", "n3", "n4"])
+        try await assertEveryAnswerIsRight()
+        for advertiser in advertisers {
+            let now = Set(nodes.keys.filter { nodes[$0]!.catalog.advertisers[advertiser] != nil })
+            if now != before[advertiser] {
+                XCTAssertTrue(now.contains("n4"), "\(advertiser) moved between old nodes: \(before[advertiser]!) → \(now)")
+                XCTAssertEqual(now.intersection(before[advertiser]!).count, 1, "\(advertiser) kept one of its old holders")
+            }
+        }
+    }
+}
