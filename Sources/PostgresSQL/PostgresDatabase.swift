@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import PostgresNIO
@@ -133,13 +134,22 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         // leave the answer pending forever, and the catalog's lock with it:
         // past `statementTimeout` the connection is closed, which fails the
         // statement, and the next one outside a transaction reconnects.
+        let timedOut = NIOLockedValueBox(false)
         let deadline = connection.eventLoop.scheduleTask(in: .nanoseconds(Int64(statementTimeout / .nanoseconds(1)))) {
+            timedOut.withLockedValue { $0 = true }
             let _: EventLoopFuture<Void> = connection.close()
         }
         defer { deadline.cancel() }
         do {
             return try connection.query(query, logger: logger).wait()
         } catch {
+            if timedOut.withLockedValue({ $0 }) {
+                // Closed for good before the next statement looks: it reconnects.
+                let closed: EventLoopFuture<Void> = connection.close()
+                try? closed.wait()
+                self.connection = nil
+                throw SQLError(engine: .postgres, code: "57014", message: "no answer from \(location) within \(statementTimeout) (\(sql))")
+            }
             throw Self.error(error, context: sql)
         }
     }

@@ -62,9 +62,9 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
     public var placementCallCount: Int { placementCalls.load(ordering: .relaxed) }
 
     /// Whether `hash` is in `advertiser`'s live list.
-    public func match(advertiser: String, hash: [UInt8]) async throws -> MatchResponse {
+    public func match(advertiser: String, hash: Data) async throws -> MatchResponse {
         try await call(advertiser) { client, options in
-            let response = try await client.match(MatchRequest(advertiserID: advertiser, hash: Data(hash)), options: options)
+            let response = try await client.match(MatchRequest(advertiserID: advertiser, hash: hash), options: options)
             return (response, response.version)
         }
     }
@@ -148,5 +148,51 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         }
         if route.version == 0 { throw RPCError(.notFound, "advertiser \(advertiser) has no published list") }
         throw last ?? RPCError(.unavailable, "no match server holds \(advertiser)'s list")
+    }
+}
+
+/// A client for a tier of match servers: each call goes to a server that
+/// holds the advertiser's list, found from the coordinators' placement, and
+/// fails over to the next within the call's deadline.
+///
+/// ```swift
+/// let roster = TierClient(coordinators: [("c1", 7400), ("c2", 7400)], token: "s3cret")
+/// let answer = try await roster.router.match(advertiser: "acme", hash: MemberHash(email: "ann@example.com").bytes)
+/// ```
+public struct TierClient: Sendable {
+    public let router: TierRouter<RPCClient, FailoverTransport<RPCClient>>
+    private let coordinators: FailoverTransport<RPCClient>
+    private let nodes: NodeClients
+
+    /// Connection pools to the tier's servers, one per address, made on first use.
+    final class NodeClients: Sendable {
+        let clients = Mutex<[String: RPCClient]>([:])
+
+        func client(_ address: String) -> RPCClient {
+            clients.withLock { cache in
+                if let known = cache[address] { return known }
+                let colon = address.lastIndex(of: ":")
+                let host = colon.map { String(address[..<$0]) } ?? address
+                let port = colon.flatMap { Int(address[address.index(after: $0)...]) } ?? 7401
+                let made = RPCClient(host: host, port: port)
+                cache[address] = made
+                return made
+            }
+        }
+    }
+
+    public init(coordinators: [(host: String, port: Int)], token: String? = nil, coordinatorToken: String? = nil,
+                timeout: Duration = .seconds(5)) {
+        let coordinators = FailoverTransport(coordinators.map { RPCClient(host: $0.host, port: $0.port) })
+        let nodes = NodeClients()
+        self.coordinators = coordinators
+        self.nodes = nodes
+        router = TierRouter(coordinator: Coordinator.Client(transport: coordinators),
+                            configuration: .init(token: token, coordinatorToken: coordinatorToken, timeout: timeout)) { nodes.client($0) }
+    }
+
+    public func close() async {
+        for client in coordinators.transports { await client.close() }
+        for client in nodes.clients.withLock({ Array($0.values) }) { await client.close() }
     }
 }

@@ -240,6 +240,9 @@ struct MatchCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON.")
     var json = false
 
+    @Flag(help: "Ask the tier: find the match servers holding the list from the coordinator's placement (--coordinator), failing over between them.")
+    var tier = false
+
     func validate() throws {
         guard [hash, email, file].compactMap({ $0 }).count == 1 else {
             throw ValidationError("give exactly one of --hash, --email or --file")
@@ -250,10 +253,23 @@ struct MatchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await withRPCClient(client.match) { try await ask(MatchService.Client(transport: $0)) }
+        if tier {
+            let router = TierClient(coordinators: client.coordinator.all.map { ($0.host, $0.port) }, token: client.token,
+                                    coordinatorToken: client.coordinatorToken, timeout: .milliseconds(Int64(client.timeout * 1000)))
+            defer { Task { await router.close() } }
+            try await ask(one: { try await router.router.match(advertiser: advertiser, hash: $0.bytes) },
+                          many: { try await router.router.matchMany(advertiser: advertiser, hashes: $0) })
+            await router.close()
+            return
+        }
+        try await withRPCClient(client.match) { transport in
+            let stub = MatchService.Client(transport: transport)
+            try await ask(one: { try await stub.match(MatchRequest(advertiserID: advertiser, hash: $0.bytes), options: client.matchOptions()) },
+                          many: { try await stub.matchMany(MatchManyRequest(advertiserID: advertiser, hashes: $0), options: client.matchOptions()) })
+        }
     }
 
-    private func ask(_ stub: MatchService.Client<RPCClient>) async throws {
+    private func ask(one: (MemberHash) async throws -> MatchResponse, many: (Data) async throws -> MatchManyResponse) async throws {
         if let file {
             let hashes = try readHashFile(file)
             var matched = 0
@@ -262,9 +278,7 @@ struct MatchCommand: AsyncParsableCommand {
                 let batch = hashes[start..<min(hashes.count, start + 10_000)]
                 var packed = Data(capacity: batch.count * 16)
                 for h in batch { packed.append(h.bytes) }
-                let response = try await userFacing("match failed") {
-                    try await stub.matchMany(MatchManyRequest(advertiserID: advertiser, hashes: packed), options: client.matchOptions())
-                }
+                let response = try await userFacing("match failed") { try await many(packed) }
                 for (i, h) in batch.enumerated() {
                     let hit = response.isMatched(i)
                     if hit { matched += 1 }
@@ -277,9 +291,7 @@ struct MatchCommand: AsyncParsableCommand {
             return
         }
         let key = hash.flatMap { MemberHash(hex: $0) } ?? MemberHash(email: email ?? "")
-        let response = try await userFacing("match failed") {
-            try await stub.match(MatchRequest(advertiserID: advertiser, hash: key.bytes), options: client.matchOptions())
-        }
+        let response = try await userFacing("match failed") { try await one(key) }
         if json {
             print("{\"hash\": \"\(key.hex)\", \"matched\": \(response.matched), \"version\": \"\(response.version)\"}")
         } else {

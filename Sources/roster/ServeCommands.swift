@@ -138,9 +138,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Serve Prometheus metrics on this port (off by default).")
     var metricsPort: Int?
 
+    @OptionGroup var tier: TierOptions
+
     func run() async throws {
         logging.bootstrap()
         guard leaderLease >= 1 else { throw CLIError("--leader-lease must be at least 1 second") }
+        try tier.validate()
         // Before the catalog and server make their counters.
         let metrics = metricsPort.map { MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: "127.0.0.1", port: $0) }
         let callerTokens = tokens(fromEnvironment: "ROSTER_COORDINATOR_TOKENS")
@@ -157,7 +160,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             address: (advertise ?? listen).description, lease: .milliseconds(Int64(leaderLease * 1000))) : nil
         let (server, service, _) = try ServiceFactory.coordinator(
             data: data, backends: backends, ingest: ingest, endpoint: listen, match: match, adminToken: adminToken,
-            callerTokens: noAuth ? [] : callerTokens, election: election, logger: logger)
+            callerTokens: noAuth ? [] : callerTokens, election: election, tier: tier.replicas > 0 ? tier : nil, logger: logger)
         if noAuth { logger.warning("coordinator token checks are OFF: anyone who can connect may submit files and lease work") }
         let address = try await ServiceFactory.start(server, "coordinator")
         if let advertise {
@@ -241,8 +244,27 @@ struct MatchServerCommand: AsyncParsableCommand {
     @Flag(help: "Serve without token checks (local development only).")
     var noAuth = false
 
+    @Option(help: ArgumentHelp("Join a coordinator's tier under this stable name (with --coordinator).",
+                               discussion: "Placement hashes the name: a node keeps its advertisers across restarts and address changes."))
+    var nodeID: String?
+
+    @Option(help: "The coordinator(s) to register with as a node of the tier (a:7400,b:7400).")
+    var coordinator: Endpoints?
+
+    @Option(help: "The address clients and the coordinator reach this server at (default: the listen address; this host's name when listening on all interfaces).")
+    var advertise: Endpoint?
+
+    @Option(help: "This node's share of advertisers against the others' (> 0).")
+    var weight: Double = 1
+
+    @Option(help: "Token to present to the coordinator (default: $ROSTER_COORDINATOR_TOKEN).")
+    var coordinatorToken: String? = ProcessInfo.processInfo.environment["ROSTER_COORDINATOR_TOKEN"]
+
     func run() async throws {
         logging.bootstrap()
+        if (nodeID == nil) != (coordinator == nil) { throw CLIError("--node-id and --coordinator go together: a node of a tier needs both") }
+        if let nodeID, nodeID.isEmpty || nodeID.contains("/") { throw CLIError("--node-id must be a non-empty name without '/'") }
+        guard weight > 0 else { throw CLIError("--weight must be > 0") }
         try data.createFolders()
         let logger = Logger(label: "roster.match")
         var access = AccessPolicy.fromEnvironment()
@@ -257,13 +279,45 @@ struct MatchServerCommand: AsyncParsableCommand {
         }
         let backends = try Backends.open(data, logger: Logger(label: "roster.s3"))
         try await backends.check(logger: logger)
+        // Nodes of a tier may share one store folder: each keeps its own
+        // manifest, in a folder named after it.
+        let manifestFolder = nodeID.map { data.dataURL.appendingPathComponent("nodes/\($0)") }
         let (server, catalog) = try ServiceFactory.matchServer(
-            store: backends.storeFolder, segments: backends.remoteStore, endpoint: listen, access: access, options: matchOptions, logger: logger)
+            store: backends.storeFolder, manifestFolder: manifestFolder, segments: backends.remoteStore, endpoint: listen, access: access,
+            options: matchOptions, logger: logger)
         let address = try await ServiceFactory.start(server, "match server")
         print("match server listening on \(address); serving \(catalog.advertisers.count) advertisers from \(backends.description.store)")
         flushOutput()
         services += [server, Scrubber(catalog: catalog, bytesPerSecond: matchOptions.bytesPerSecond)]
+        if let nodeID, let coordinator {
+            let host = listen.host == "0.0.0.0" || listen.host == "::" ? ProcessInfo.processInfo.hostName : listen.host
+            let reachable = advertise ?? Endpoint(host: host, port: address.port)
+            let transport = FailoverTransport(coordinator.all.map { RPCClient(host: $0.host, port: $0.port) })
+            services.append(NodeAnnouncer(configuration: .init(nodeID: nodeID, address: reachable.description, weight: weight, token: coordinatorToken),
+                                          coordinator: Coordinator.Client(transport: transport), catalog: catalog,
+                                          logger: Logger(label: "roster.match.node")))
+        }
         try await ServiceFactory.runUntilSignalled(services, logger: logger)
         try? await backends.shutdown(logger: logger)
+    }
+}
+
+/// A coordinator's tier of match servers (docs/SERVING.md).
+struct TierOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "Publish to a tier of match servers that register with this coordinator, each list on this many of them (0: publish to --match only).",
+        discussion: "Start each match server with --node-id and --coordinator."))
+    var replicas: Int = 0
+
+    @Option(help: "Copies a version needs before it goes live (default: a majority of --replicas; never more than the healthy owners).")
+    var quorum: Int?
+
+    @Option(help: "Seconds between a node's heartbeats; a node not heard from for three is down.")
+    var nodeHeartbeat: Double = 1
+
+    func validate() throws {
+        guard replicas >= 0 else { throw CLIError("--replicas must be 0 (no tier) or more") }
+        if let quorum, quorum < 1 || quorum > max(1, replicas) { throw CLIError("--quorum must be between 1 and --replicas") }
+        guard nodeHeartbeat >= 0.1 else { throw CLIError("--node-heartbeat must be at least 0.1 seconds") }
     }
 }

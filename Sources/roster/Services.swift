@@ -11,6 +11,7 @@ import RosterMetrics
 import RosterServer
 import SegmentStore
 import ServiceLifecycle
+import Synchronization
 
 /// The data folder of one deployment: `lake/`, `store/` (runs, segments and
 /// the match manifest) and `catalog.sqlite`, each overridable.
@@ -114,11 +115,11 @@ struct MatchOptions: ParsableArguments {
 }
 
 enum ServiceFactory {
-    static func matchServer(store: URL, segments: (any SegmentStorage)? = nil, endpoint: Endpoint, access: AccessPolicy,
-                            options: MatchOptions, logger: Logger) throws -> (RPCServer, MatchCatalog) {
+    static func matchServer(store: URL, manifestFolder: URL? = nil, segments: (any SegmentStorage)? = nil, endpoint: Endpoint,
+                            access: AccessPolicy, options: MatchOptions, logger: Logger) throws -> (RPCServer, MatchCatalog) {
         let catalog: MatchCatalog
         do {
-            catalog = try MatchCatalog(root: store, mapBudget: options.maxMaps, logger: logger)
+            catalog = try MatchCatalog(root: store, manifestFolder: manifestFolder, mapBudget: options.maxMaps, logger: logger)
         } catch {
             throw CLIError("cannot load the match manifest in \(store.path): \(error)")
         }
@@ -132,7 +133,8 @@ enum ServiceFactory {
 
     static func coordinator(data: DataOptions, backends: Backends, ingest: IngestOptions, endpoint: Endpoint, match: Endpoint,
                             adminToken: String?, callerTokens: Set<String>,
-                            election: CoordinatorService<RPCClient>.Election? = nil, logger: Logger) throws -> (RPCServer, CoordinatorService<RPCClient>, RPCClient) {
+                            election: CoordinatorService<RPCClient>.Election? = nil, tier: TierOptions? = nil,
+                            logger: Logger) throws -> (RPCServer, CoordinatorService<RPCClient>, RPCClient) {
         let catalog: IngestCatalog
         do {
             let policy = try ingest.policy()
@@ -158,6 +160,20 @@ enum ServiceFactory {
                 var configuration = CoordinatorService<RPCClient>.Configuration(
                     scanInterval: ingest.scanDuration, adminToken: adminToken, callerTokens: callerTokens)
                 configuration.election = election
+                if let tier {
+                    // One connection pool per node address, made on first use.
+                    let clients = Mutex<[String: RPCClient]>([:])
+                    configuration.tier = .init(replicas: tier.replicas, quorum: tier.quorum,
+                                               heartbeatInterval: .milliseconds(Int64(tier.nodeHeartbeat * 1000))) { address in
+                        MatchAdmin.Client(transport: clients.withLock { cache in
+                            if let known = cache[address] { return known }
+                            let endpoint = Endpoint(argument: address) ?? Endpoint(host: address, port: Defaults.match.port)
+                            let made = RPCClient(host: endpoint.host, port: endpoint.port)
+                            cache[address] = made
+                            return made
+                        })
+                    }
+                }
                 return configuration
             }(), logger: logger)
         let server = try RPCServer(configuration: .init(host: endpoint.host, port: endpoint.port), services: [service], logger: logger)

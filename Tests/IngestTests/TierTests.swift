@@ -113,10 +113,10 @@ final class TierTests: XCTestCase {
         let stranger = ReferenceParser.randomKeys(1, seed: 9_999)[0]
         for advertiser in advertisers {
             for key in members[advertiser]!.prefix(5) {
-                let answer = try await router.match(advertiser: advertiser, hash: key.bytes)
+                let answer = try await router.match(advertiser: advertiser, hash: Data(key.bytes))
                 XCTAssertTrue(answer.matched, "\(advertiser) member", file: file, line: line)
             }
-            let strangerAnswer = try await router.match(advertiser: advertiser, hash: stranger.bytes)
+            let strangerAnswer = try await router.match(advertiser: advertiser, hash: Data(stranger.bytes))
             XCTAssertFalse(strangerAnswer.matched, file: file, line: line)
             let many = try await router.matchMany(advertiser: advertiser, hashes: Data(members[advertiser]!.flatMap(\.bytes)))
             XCTAssertEqual(many.matchedCount, 40, file: file, line: line)
