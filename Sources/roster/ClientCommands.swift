@@ -174,6 +174,17 @@ enum StatusFormat {
         var out = "\(status.advertisersLive) advertisers live, \(status.workersSeen) workers, "
             + "\(status.tasksQueued) tasks queued, \(status.tasksLeased) leased\n"
         for problem in status.problems { out += "PROBLEM: \(problem)\n" }
+        if !status.nodes.isEmpty {
+            out += "NODE          ADDRESS                 WEIGHT  HEALTH  LISTS  BYTES       SEEN\n"
+            for node in status.nodes {
+                out += node.nodeID.padding(toLength: max(13, node.nodeID.count), withPad: " ", startingAt: 0) + " "
+                    + node.address.padding(toLength: max(23, node.address.count), withPad: " ", startingAt: 0) + " "
+                    + String(format: "%-7.2f ", node.weight) + (node.healthy ? "ok      " : "DOWN    ")
+                    + String(node.advertisers).padding(toLength: 6, withPad: " ", startingAt: 0) + " "
+                    + bytes(Double(node.bytesServed)).padding(toLength: 11, withPad: " ", startingAt: 0) + " "
+                    + String(format: "%.1f s ago", Double(node.lastSeenMsAgo) / 1000) + "\n"
+            }
+        }
         let shown = status.files.filter { ![FileState.live, .failed, .rejected, .superseded, .retired].contains($0.state) }.count
         if status.filesInFlight > UInt32(shown) {
             let counts = [FileState.queued, .parsing, .merging, .publishing].compactMap { state in
