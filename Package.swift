@@ -220,7 +220,7 @@ let package = Package(
         .testTarget(name: "LoadHarnessTests", dependencies: [
             "LoadHarness", "RosterAPI", "RosterRPC", "RosterTransport", "RosterServer",
         ]),
-        .testTarget(name: "RosterClientTests", dependencies: ["RosterClient", "RosterServer", "MatchServer", "SegmentStore"]),
+        .testTarget(name: "RosterClientTests", dependencies: ["RosterClient", "RosterServer", "RosterInProcess", "MatchServer", "SegmentStore"]),
         .testTarget(name: "CLITests", dependencies: [
             "roster", "RosterClient", "ObjectStorage", "S3TestSupport", "PostgresTestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
