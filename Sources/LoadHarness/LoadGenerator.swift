@@ -89,16 +89,19 @@ public struct LoadGenerator: Sendable {
                 state.state.withLock { $0.inFlight += 1 }
                 group.addTask {
                     var code: RPCStatusCode?
+                    var wrong = false
                     do {
                         try await call(i)
                     } catch let error as RPCError {
                         code = error.code
+                    } catch is WrongAnswer {
+                        wrong = true
                     } catch {
                         code = .unknown
                     }
-                    let latency = clock.now - intended
+                    let finished = clock.now
                     slots.release()
-                    state.state.withLock { $0.record(latency, error: code) }
+                    state.state.withLock { $0.record(finished - intended, error: code, wrong: wrong, at: finished - start) }
                 }
             }
         }
@@ -107,7 +110,8 @@ public struct LoadGenerator: Sendable {
         _ = await ticker.value
         return state.state.withLock { s in
             LoadReport(asked: configuration.rate, duration: configuration.duration, elapsed: elapsed, calls: s.calls,
-                       keysPerCall: configuration.keysPerCall, errors: s.errors, histogram: s.histogram, maxLag: maxLag)
+                       keysPerCall: configuration.keysPerCall, errors: s.errors, histogram: s.histogram, maxLag: maxLag,
+                       wrongAnswers: s.wrong, errorWindow: s.firstError.map { ($0, s.lastError ?? $0) })
         }
     }
 
@@ -125,22 +129,36 @@ public struct LoadGenerator: Sendable {
         var inFlight = 0
         var lag = Duration.zero
 
-        mutating func record(_ latency: Duration, error: RPCStatusCode?) {
+        var wrong = 0
+        var firstError: Duration?
+        var lastError: Duration?
+
+        mutating func record(_ latency: Duration, error: RPCStatusCode?, wrong isWrong: Bool = false, at offset: Duration = .zero) {
             let micros = UInt64(max(1, latency.microseconds))
             _ = histogram.record(micros)
             _ = interval.record(micros)
             calls += 1
             intervalCalls += 1
             inFlight -= 1
+            if isWrong { wrong += 1 }
             if let error {
                 errors[error, default: 0] += 1
                 intervalErrors += 1
+                if firstError == nil { firstError = offset }
+                lastError = max(lastError ?? offset, offset)
             }
         }
     }
 }
 
 /// What a run achieved.
+/// Thrown by a call whose answer was checked and found wrong (a member
+/// said not to be, say): counted apart from errors, in `wrongAnswers`.
+public struct WrongAnswer: Error, Sendable {
+    public var detail: String
+    public init(_ detail: String) { self.detail = detail }
+}
+
 public struct LoadReport: Sendable {
     public var asked: Double
     public var duration: Duration
@@ -152,6 +170,11 @@ public struct LoadReport: Sendable {
     public var histogram: Histogram<UInt64>
     /// The furthest the sender fell behind its schedule.
     public var maxLag: Duration
+    /// Calls whose answer the caller checked and found wrong.
+    public var wrongAnswers: Int = 0
+    /// When the first and the last failed call ended, from the start: the
+    /// failover window when a server is killed mid-run.
+    public var errorWindow: (first: Duration, last: Duration)?
 
     public var callsPerSecond: Double { Double(calls) / elapsed.seconds }
     public var keysPerSecond: Double { callsPerSecond * Double(keysPerCall) }

@@ -27,13 +27,18 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         public var timeout: Duration
         /// How long a placement is used before it is asked again.
         public var placementLifetime: Duration
+        /// How long a server that failed a call (refused, hung, did not have
+        /// the list) is tried only after the others: a cut link then costs
+        /// one timeout per this period, not one per call.
+        public var suspicion: Duration
 
         public init(token: String? = nil, coordinatorToken: String? = nil, timeout: Duration = .seconds(5),
-                    placementLifetime: Duration = .seconds(30)) {
+                    placementLifetime: Duration = .seconds(30), suspicion: Duration = .seconds(5)) {
             self.token = token
             self.coordinatorToken = coordinatorToken
             self.timeout = timeout
             self.placementLifetime = placementLifetime
+            self.suspicion = suspicion
         }
     }
 
@@ -50,6 +55,8 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
     private let transports = Mutex<[String: NodeTransport]>([:])
     private let routes = Mutex<[String: (route: Route, until: ContinuousClock.Instant)]>([:])
     private let placementCalls = Atomic<Int>(0)
+    /// Servers that failed a call recently, until when they are tried last.
+    private let suspects = Mutex<[String: ContinuousClock.Instant]>([:])
 
     public init(coordinator: Coordinator.Client<CoordinatorTransport>, configuration: Configuration = .init(),
                 connect: @escaping @Sendable (String) -> NodeTransport) {
@@ -101,6 +108,20 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         return MatchService.Client(transport: transport)
     }
 
+    /// The route with the servers under suspicion moved to the end (in
+    /// their order), so calls go first to servers that answered lately.
+    private func ordered(_ route: Route) -> Route {
+        let now = ContinuousClock.now
+        let suspected = suspects.withLock { table -> Set<String> in
+            table = table.filter { $0.value > now }
+            return Set(table.keys)
+        }
+        guard !suspected.isEmpty else { return route }
+        var out = route
+        out.addresses = route.addresses.filter { !suspected.contains($0) } + route.addresses.filter { suspected.contains($0) }
+        return out
+    }
+
     /// Codes after which another server may answer: it is down or cut off
     /// (UNAVAILABLE, DEADLINE_EXCEEDED), or does not hold the list (NOT_FOUND:
     /// the advertiser moved, or it restarted without it).
@@ -113,7 +134,7 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         _ body: (MatchService.Client<NodeTransport>, CallOptions) async throws -> (Response, UInt64)
     ) async throws -> Response {
         let deadline = ContinuousClock.now + configuration.timeout
-        var route = try await self.route(advertiser)
+        var route = ordered(try await self.route(advertiser))
         var refreshed = false
         var last: RPCError?
         var index = 0
@@ -121,7 +142,7 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
             if index >= route.addresses.count {
                 // Every listed server failed, or none is listed: ask once more.
                 guard !refreshed else { break }
-                route = try await self.route(advertiser, refresh: true)
+                route = ordered(try await self.route(advertiser, refresh: true))
                 refreshed = true
                 index = 0
                 continue
@@ -142,6 +163,10 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
                 if version > route.version { routes.withLock { _ = $0.removeValue(forKey: advertiser) } }
                 return response
             } catch let error as RPCError where Self.tryNext(error.code) {
+                if error.code != .notFound {
+                    let until = ContinuousClock.now + configuration.suspicion
+                    suspects.withLock { $0[route.addresses[index]] = until }
+                }
                 last = error
                 index += 1
             }

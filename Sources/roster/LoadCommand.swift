@@ -61,6 +61,12 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "Fraction of queried hashes drawn from --hashes (the rest are random).")
     var hitRatio: Double = 0.5
 
+    @Flag(help: "Load a tier: each call goes to a match server holding the advertiser, from the placement of --coordinator, failing over between them.")
+    var tier = false
+
+    @Flag(help: "Check every answer: hashes drawn from --hashes must match, random ones must not; wrong answers are counted.")
+    var verify = false
+
     @Flag(help: "Print the report as JSON.")
     var json = false
 
@@ -73,6 +79,7 @@ struct LoadCommand: AsyncParsableCommand {
         guard (1...100_000).contains(concurrency) else { throw ValidationError("--concurrency must be between 1 and 100,000") }
         guard (1...100_000).contains(batch) else { throw ValidationError("--batch must be between 1 and 100,000") }
         guard (0...1).contains(hitRatio) else { throw ValidationError("--hit-ratio must be between 0 and 1") }
+        if verify && hashes == nil { throw ValidationError("--verify needs --hashes: the members every advertiser's list holds") }
     }
 
     /// The advertisers named by --advertiser.
@@ -94,37 +101,75 @@ struct LoadCommand: AsyncParsableCommand {
         let advertisers = try self.advertisers()
         let members = try hashes.map { try readHashFile($0, skipInvalid: true, limit: 1_000_000).map(\.bytes) } ?? []
         let keyPool = KeyPool(members: members, hitRatio: members.isEmpty ? 0 : hitRatio, size: 65_536)
-        let report = try await withRPCClient(client.match, connections: connections) { rpc in
-            let stub = MatchService.Client(transport: rpc)
-            let options = client.matchOptions()
-            // Fail fast, with one line, if the server is not there or an advertiser is unknown.
+        let memberSet = verify ? Set(members.map { Data($0) }) : []
+        let verifying = verify
+        /// Whether `matched` is right for key `hash` (a random key is taken
+        /// as a stranger: one in 2^128 is a member).
+        @Sendable func check(_ hash: Data, _ matched: Bool) throws {
+            if verifying && matched != memberSet.contains(hash) {
+                throw WrongAnswer("\(hash.map { String(format: "%02x", $0) }.joined()) answered \(matched)")
+            }
+        }
+        @Sendable func checkMany(_ request: MatchManyRequest, _ response: MatchManyResponse) throws {
+            guard verifying else { return }
+            for i in 0..<Int(response.count) {
+                try check(request.hashes.subdata(in: (request.hashes.startIndex + i * 16)..<(request.hashes.startIndex + i * 16 + 16)), response.isMatched(i))
+            }
+        }
+        let batchSize = self.batch
+        let requests = (0..<256).map { n in
+            MatchManyRequest(advertiserID: advertisers[0], hashes: keyPool.batch(n * batchSize, count: batchSize))
+        }
+        let generator = LoadGenerator(configuration: .init(rate: rate, duration: duration.duration, concurrency: concurrency, keysPerCall: batch))
+        let quiet = json
+        let onTick: @Sendable (LoadGenerator.Tick) -> Void = { tick in
+            guard !quiet else { return }
+            print(String(format: "%3ds  %7d calls/s  p50 %7.2f ms  p99 %7.2f ms  in flight %5d  errors %d%@",
+                         tick.second, tick.calls, tick.p50.ms, tick.p99.ms, tick.inFlight, tick.errors,
+                         tick.lag > .milliseconds(100) ? String(format: "  (sender %.0f ms behind)", tick.lag.ms) : ""))
+            flushOutput()
+        }
+        let report: LoadReport
+        if tier {
+            let tierClient = TierClient(coordinators: client.coordinator.all.map { ($0.host, $0.port) }, token: client.token,
+                                        coordinatorToken: client.coordinatorToken, timeout: .milliseconds(Int64(client.timeout * 1000)))
+            let router = tierClient.router
             for advertiser in advertisers {
-                _ = try await userFacing("cannot reach the match server at \(client.match) for advertiser \(advertiser)") {
-                    try await stub.match(MatchRequest(advertiserID: advertiser, hash: keyPool.hash(0)), options: options)
+                _ = try await userFacing("cannot reach the tier through \(client.coordinator) for advertiser \(advertiser)") {
+                    try await router.match(advertiser: advertiser, hash: keyPool.hash(0))
                 }
             }
-            let generator = LoadGenerator(configuration: .init(rate: rate, duration: duration.duration, concurrency: concurrency, keysPerCall: batch))
-            let quiet = json
-            let batchSize = self.batch
-            let requests = (0..<256).map { n in
-                MatchManyRequest(advertiserID: advertisers[0], hashes: keyPool.batch(n * batchSize, count: batchSize))
-            }
-            return await generator.run(onTick: { tick in
-                guard !quiet else { return }
-                print(String(format: "%3ds  %7d calls/s  p50 %7.2f ms  p99 %7.2f ms  in flight %5d  errors %d%@",
-                             tick.second, tick.calls, tick.p50.ms, tick.p99.ms, tick.inFlight, tick.errors,
-                             tick.lag > .milliseconds(100) ? String(format: "  (sender %.0f ms behind)", tick.lag.ms) : ""))
-                flushOutput()
-            }) { i in
+            report = await generator.run(onTick: onTick) { i in
                 let advertiserID = advertisers[i % advertisers.count]
                 if batchSize == 1 {
-                    _ = try await stub.match(MatchRequest(advertiserID: advertiserID, hash: keyPool.hash(i)), options: options)
-                } else if advertisers.count == 1 {
-                    _ = try await stub.matchMany(requests[i & 255], options: options)
+                    let hash = keyPool.hash(i)
+                    try check(hash, try await router.match(advertiser: advertiserID, hash: hash).matched)
                 } else {
-                    var request = requests[i & 255]
-                    request.advertiserID = advertiserID
-                    _ = try await stub.matchMany(request, options: options)
+                    let request = requests[i & 255]
+                    try checkMany(request, try await router.matchMany(advertiser: advertiserID, hashes: request.hashes))
+                }
+            }
+            await tierClient.close()
+        } else {
+            report = try await withRPCClient(client.match, connections: connections) { rpc in
+                let stub = MatchService.Client(transport: rpc)
+                let options = client.matchOptions()
+                // Fail fast, with one line, if the server is not there or an advertiser is unknown.
+                for advertiser in advertisers {
+                    _ = try await userFacing("cannot reach the match server at \(client.match) for advertiser \(advertiser)") {
+                        try await stub.match(MatchRequest(advertiserID: advertiser, hash: keyPool.hash(0)), options: options)
+                    }
+                }
+                return await generator.run(onTick: onTick) { i in
+                    let advertiserID = advertisers[i % advertisers.count]
+                    if batchSize == 1 {
+                        let hash = keyPool.hash(i)
+                        try check(hash, try await stub.match(MatchRequest(advertiserID: advertiserID, hash: hash), options: options).matched)
+                    } else {
+                        var request = requests[i & 255]
+                        request.advertiserID = advertiserID
+                        try checkMany(request, try await stub.matchMany(request, options: options))
+                    }
                 }
             }
         }
@@ -149,6 +194,11 @@ struct LoadCommand: AsyncParsableCommand {
         } else {
             lines.append("errors: " + r.errors.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
         }
+        if let window = r.errorWindow {
+            lines.append(String(format: "failed calls ended between %.3f s and %.3f s: a window of %.1f ms",
+                                window.first.secondsValue, window.last.secondsValue, (window.last - window.first).ms))
+        }
+        lines.append("wrong answers: \(r.wrongAnswers)")
         return lines.joined(separator: "\n")
     }
 
@@ -165,6 +215,8 @@ struct LoadCommand: AsyncParsableCommand {
             ("errors", .object(r.errors.sorted { $0.key.rawValue < $1.key.rawValue }.map { ("\($0.key)", .number(String($0.value))) })),
             ("heldRate", .bool(r.heldRate)),
             ("maxSenderLagMs", .number(String(format: "%.3f", r.maxLag.ms))),
+            ("wrongAnswers", .number(String(r.wrongAnswers))),
+            ("errorWindowMs", r.errorWindow.map { .number(String(format: "%.3f", ($0.last - $0.first).ms)) } ?? .null),
         ])
         return value.serialized(pretty: true)
     }

@@ -71,6 +71,17 @@ final class TierRouterTests: XCTestCase {
         }
     }
 
+    /// A server that failed is tried last for a while: a dead or cut-off
+    /// holder costs one attempt, not one per call.
+    func testAServerThatFailedIsTriedLastForAWhile() async throws {
+        let first = FakeNode(version: 7, error: RPCError(.deadlineExceeded, "no answer"), calls: .init())
+        let second = FakeNode(version: 7, error: nil, calls: .init())
+        let (router, _) = try router(version: 7, nodes: [("a", first), ("b", second)])
+        for _ in 0..<5 { _ = try await router.match(advertiser: "acme", hash: Data(count: 16)) }
+        XCTAssertEqual(first.calls.count.load(ordering: .relaxed), 1)
+        XCTAssertEqual(second.calls.count.load(ordering: .relaxed), 5)
+    }
+
     /// Other errors are the answer: a bad request is not retried elsewhere.
     func testAnInvalidRequestIsNotRetried() async throws {
         let first = FakeNode(version: 7, error: RPCError(.invalidArgument, "hash is 3 bytes"), calls: .init())
