@@ -222,7 +222,7 @@ let package = Package(
         ]),
         .testTarget(name: "RosterClientTests", dependencies: ["RosterClient", "RosterServer", "RosterInProcess", "MatchServer", "SegmentStore"]),
         .testTarget(name: "CLITests", dependencies: [
-            "roster", "RosterClient", "ObjectStorage", "S3TestSupport", "PostgresTestSupport",
+            "roster", "RosterClient", "ObjectStorage", "S3TestSupport", "PostgresTestSupport", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore", "TestSupport"]),

@@ -35,8 +35,13 @@ enum RosterBinary {
     static let setpriv = "/usr/bin/setpriv"
 
     /// Points `process` at the binary, as `user` when given (through setpriv).
-    static func prepare(_ process: Process, _ args: [String], as user: UInt32?) {
-        if let user {
+    static func prepare(_ process: Process, _ args: [String], as user: UInt32?, netns: String? = nil) {
+        if let netns {
+            // `ip netns exec` enters the namespace and execs the binary: the
+            // process (and its pid, for signals) is roster's own.
+            process.executableURL = URL(fileURLWithPath: NetnsRig.ip)
+            process.arguments = ["netns", "exec", netns, url.path] + args
+        } else if let user {
             process.executableURL = URL(fileURLWithPath: setpriv)
             process.arguments = ["--reuid=\(user)", "--regid=\(user)", "--clear-groups", "--", url.path] + args
         } else {
@@ -47,9 +52,9 @@ enum RosterBinary {
 
     /// Runs `roster args...` to completion (killed after `timeout`).
     static func run(_ args: [String], stdin: String? = nil, timeout: TimeInterval = 30, as user: UInt32? = nil,
-                    environment extra: [String: String] = [:]) throws -> Result {
+                    environment extra: [String: String] = [:], netns: String? = nil) throws -> Result {
         let process = Process()
-        prepare(process, args, as: user)
+        prepare(process, args, as: user, netns: netns)
         var environment = ProcessInfo.processInfo.environment
         for key in ["ROSTER_TOKEN", "ROSTER_ADMIN_TOKEN", "ROSTER_CLIENT_TOKENS", "ROSTER_ADMIN_TOKENS", "ROSTER_COORDINATOR", "ROSTER_MATCH"] {
             environment[key] = nil
@@ -91,8 +96,8 @@ final class RosterService: @unchecked Sendable {
     private var output = ""
     private var errors = ""
 
-    init(_ args: [String], environment extra: [String: String] = [:], as user: UInt32? = nil) throws {
-        RosterBinary.prepare(process, args, as: user)
+    init(_ args: [String], environment extra: [String: String] = [:], as user: UInt32? = nil, netns: String? = nil) throws {
+        RosterBinary.prepare(process, args, as: user, netns: netns)
         var environment = ProcessInfo.processInfo.environment
         for key in ["ROSTER_CLIENT_TOKENS", "ROSTER_ADMIN_TOKENS"] { environment[key] = nil }
         environment.merge(extra) { $1 }
