@@ -187,37 +187,30 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
 public struct TierClient: Sendable {
     public let router: TierRouter<RPCClient, FailoverTransport<RPCClient>>
     private let coordinators: FailoverTransport<RPCClient>
-    private let nodes: NodeClients
-
-    /// Connection pools to the tier's servers, one per address, made on first use.
-    final class NodeClients: Sendable {
-        let clients = Mutex<[String: RPCClient]>([:])
-
-        func client(_ address: String) -> RPCClient {
-            clients.withLock { cache in
-                if let known = cache[address] { return known }
-                let colon = address.lastIndex(of: ":")
-                let host = colon.map { String(address[..<$0]) } ?? address
-                let port = colon.flatMap { Int(address[address.index(after: $0)...]) } ?? 7401
-                let made = RPCClient(host: host, port: port)
-                cache[address] = made
-                return made
-            }
-        }
-    }
+    private let nodes: TransportCache<RPCClient>
 
     public init(coordinators: [(host: String, port: Int)], token: String? = nil, coordinatorToken: String? = nil,
                 timeout: Duration = .seconds(5)) {
         let coordinators = FailoverTransport(coordinators.map { RPCClient(host: $0.host, port: $0.port) })
-        let nodes = NodeClients()
+        let nodes = TransportCache(RPCClient.init(address:))
         self.coordinators = coordinators
         self.nodes = nodes
         router = TierRouter(coordinator: Coordinator.Client(transport: coordinators),
-                            configuration: .init(token: token, coordinatorToken: coordinatorToken, timeout: timeout)) { nodes.client($0) }
+                            configuration: .init(token: token, coordinatorToken: coordinatorToken, timeout: timeout)) { nodes($0) }
     }
 
     public func close() async {
         for client in coordinators.transports { await client.close() }
-        for client in nodes.clients.withLock({ Array($0.values) }) { await client.close() }
+        for client in nodes.all { await client.close() }
+    }
+}
+
+extension RPCClient {
+    /// A client for `host:port` (a placement's address; port 7401 if none).
+    public convenience init(address: String) {
+        let colon = address.lastIndex(of: ":")
+        let host = colon.map { String(address[..<$0]) } ?? address
+        let port = colon.flatMap { Int(address[address.index(after: $0)...]) } ?? 7401
+        self.init(host: host, port: port)
     }
 }

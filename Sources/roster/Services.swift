@@ -11,7 +11,6 @@ import RosterMetrics
 import RosterServer
 import SegmentStore
 import ServiceLifecycle
-import Synchronization
 
 /// The data folder of one deployment: `lake/`, `store/` (runs, segments and
 /// the match manifest) and `catalog.sqlite`, each overridable.
@@ -162,16 +161,10 @@ enum ServiceFactory {
                 configuration.election = election
                 if let tier {
                     // One connection pool per node address, made on first use.
-                    let clients = Mutex<[String: RPCClient]>([:])
+                    let clients = TransportCache(RPCClient.init(address:))
                     configuration.tier = .init(replicas: tier.replicas, quorum: tier.quorum,
                                                heartbeatInterval: .milliseconds(Int64(tier.nodeHeartbeat * 1000))) { address in
-                        MatchAdmin.Client(transport: clients.withLock { cache in
-                            if let known = cache[address] { return known }
-                            let endpoint = Endpoint(argument: address) ?? Endpoint(host: address, port: Defaults.match.port)
-                            let made = RPCClient(host: endpoint.host, port: endpoint.port)
-                            cache[address] = made
-                            return made
-                        })
+                        MatchAdmin.Client(transport: clients(address))
                     }
                 }
                 return configuration

@@ -18,23 +18,8 @@ final class TierTests: XCTestCase {
     private var harness: IngestHarness!
     private var nodes: [String: TierTestNode] = [:]
     private var router: TierRouter<IngestHarness.Link, IngestHarness.Link>!
-    /// Every link a node was ever reached at, by address: what the
-    /// coordinator and the router connect to.
-    private let links = Links()
-
-    final class Links: Sendable {
-        private let map = Mutex<[String: IngestHarness.Link]>([:])
-
-        /// The link at `address`, made on first use (unattached: UNAVAILABLE).
-        func callAsFunction(_ address: String) -> IngestHarness.Link {
-            map.withLock { cache in
-                if let known = cache[address] { return known }
-                let made = IngestHarness.Link(name: address)
-                cache[address] = made
-                return made
-            }
-        }
-    }
+    /// Every link a node was ever reached at, by address (unattached: UNAVAILABLE).
+    private let links = TransportCache { IngestHarness.Link(name: $0) }
 
     /// One match server of the tier: its own manifest folder on the shared store.
     final class TierTestNode: @unchecked Sendable {
