@@ -9,7 +9,7 @@ import XCTest
 /// or a fourth one joins.
 ///
 /// The load: ROSTER_TIER_LOAD_RATE calls/s (default 5,000) for
-/// ROSTER_TIER_LOAD_SECONDS (default 10; bench/tier runs 30).
+/// ROSTER_TIER_LOAD_SECONDS (default 30), as the issue asks of the rig.
 final class TierNetnsTests: XCTestCase {
     private var rig: NetnsRig!
     private var root: URL!
@@ -17,7 +17,7 @@ final class TierNetnsTests: XCTestCase {
     private var nodes: [String: RosterService] = [:]
     private let advertisers = (0..<100).map { "adv\($0)" }
     private let rate = ProcessInfo.processInfo.environment["ROSTER_TIER_LOAD_RATE"].flatMap(Int.init) ?? 5_000
-    private let seconds = ProcessInfo.processInfo.environment["ROSTER_TIER_LOAD_SECONDS"].flatMap(Int.init) ?? 10
+    private let seconds = ProcessInfo.processInfo.environment["ROSTER_TIER_LOAD_SECONDS"].flatMap(Int.init) ?? 30
 
     override func setUpWithError() throws {
         rig = try NetnsRig(hosts: ["coord", "client", "m1", "m2", "m3"])
@@ -82,7 +82,8 @@ final class TierNetnsTests: XCTestCase {
     }
 
     /// Runs the checked load on the client host in the background; returns its JSON report when done.
-    private func load(hashes: URL) -> () throws -> JSONValue {
+    private func load(hashes: URL, seconds: Int? = nil) -> () throws -> JSONValue {
+        let seconds = seconds ?? self.seconds
         let args = ["load", "--tier", "--verify", "--coordinator", coordinator, "--advertiser", "@" + root.appendingPathComponent("advertisers.txt").path,
                     "--hashes", hashes.path, "--rate", String(rate), "--duration", "\(seconds)s", "--timeout", "2", "--json"]
         let namespace = rig.namespace("client")
@@ -140,7 +141,7 @@ final class TierNetnsTests: XCTestCase {
         // Back on the bridge (the same process: it was never restarted), it
         // heartbeats again, holds its share, and serves it.
         try eventually(timeout: 30, "three healthy nodes again") { try self.healthyNodes() == 3 }
-        let again = load(hashes: hashes)
+        let again = load(hashes: hashes, seconds: 5)
         assertRight(try again())
     }
 

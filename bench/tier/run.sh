@@ -89,7 +89,7 @@ for k in $(seq 1 "$KILLS"); do
     --rate 5000 --duration 4s --timeout 2 --json > "$WORK/kill-$k.json" &
   LOAD=$!
   sleep 1.5
-  eval "kill -9 \$PID_$VICTIM"
+  eval "kill -9 \$PID_$VICTIM; { wait \$PID_$VICTIM; } 2>/dev/null || true"
   wait $LOAD || true
   OUT=$(cat "$WORK/kill-$k.json")
   W=$(echo "$OUT" | field 'r["errorWindowMs"] if r["errorWindowMs"] is not None else 0')
@@ -102,6 +102,6 @@ done
 python3 - "${WINDOWS[@]}" <<'PY'
 import sys, statistics
 w = sorted(float(x) for x in sys.argv[1:])
-print(f"failover window (last failed - first failed call) over {len(w)} kills: median {statistics.median(w):.1f} ms, worst {w[-1]:.1f} ms")
+if w: print(f"failover window (last failed - first failed call) over {len(w)} kills: median {statistics.median(w):.1f} ms, worst {w[-1]:.1f} ms")
 PY
 stop_tier
