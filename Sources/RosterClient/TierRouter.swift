@@ -31,14 +31,22 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         /// the list) is tried only after the others: a cut link then costs
         /// one timeout per this period, not one per call.
         public var suspicion: Duration
+        /// When a server has not answered within this, the same call is also
+        /// sent to the next holder and the first answer wins (a hedged
+        /// request): a server that hangs (a cut link) then costs a call this
+        /// long, not its deadline. Nil: never hedge. Far above a healthy
+        /// server's p99, so it fires only when one is in trouble.
+        public var hedgeAfter: Duration?
 
         public init(token: String? = nil, coordinatorToken: String? = nil, timeout: Duration = .seconds(5),
-                    placementLifetime: Duration = .seconds(30), suspicion: Duration = .seconds(5)) {
+                    placementLifetime: Duration = .seconds(30), suspicion: Duration = .seconds(5),
+                    hedgeAfter: Duration? = .milliseconds(100)) {
             self.token = token
             self.coordinatorToken = coordinatorToken
             self.timeout = timeout
             self.placementLifetime = placementLifetime
             self.suspicion = suspicion
+            self.hedgeAfter = hedgeAfter
         }
     }
 
@@ -129,50 +137,126 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         code == .unavailable || code == .deadlineExceeded || code == .notFound
     }
 
-    private func call<Response>(
+    private func call<Response: Sendable>(
         _ advertiser: String,
-        _ body: (MatchService.Client<NodeTransport>, CallOptions) async throws -> (Response, UInt64)
+        _ body: @escaping @Sendable (MatchService.Client<NodeTransport>, CallOptions) async throws -> (Response, UInt64)
     ) async throws -> Response {
         let deadline = ContinuousClock.now + configuration.timeout
         var route = ordered(try await self.route(advertiser))
-        var refreshed = false
-        var last: RPCError?
-        var index = 0
-        while true {
-            if index >= route.addresses.count {
-                // Every listed server failed, or none is listed: ask once more.
-                guard !refreshed else { break }
-                route = ordered(try await self.route(advertiser, refresh: true))
-                refreshed = true
-                index = 0
-                continue
-            }
-            let remaining = deadline - ContinuousClock.now
-            guard remaining > .zero else { throw RPCError(.deadlineExceeded, "no match server answered for \(advertiser) in \(configuration.timeout)") }
-            let share = remaining / (route.addresses.count - index)
-            let options = CallOptions(timeout: share).bearer(configuration.token)
-            do {
-                let (response, version) = try await body(client(route.addresses[index]), options)
-                if version < route.version {
-                    // A server behind the placement (it came back with an
-                    // older list): never an answer; the next one is asked.
-                    last = RPCError(.unavailable, "\(route.addresses[index]) answered from version \(version), not \(route.version)")
-                    index += 1
-                    continue
-                }
-                if version > route.version { routes.withLock { _ = $0.removeValue(forKey: advertiser) } }
-                return response
-            } catch let error as RPCError where Self.tryNext(error.code) {
-                if error.code != .notFound {
-                    let until = ContinuousClock.now + configuration.suspicion
-                    suspects.withLock { $0[route.addresses[index]] = until }
-                }
-                last = error
-                index += 1
-            }
+        var (answer, last) = try await race(route, advertiser: advertiser, deadline: deadline, body)
+        if answer == nil && ContinuousClock.now < deadline {
+            // Every listed server failed, or none is listed: ask once more.
+            route = ordered(try await self.route(advertiser, refresh: true))
+            (answer, last) = try await race(route, advertiser: advertiser, deadline: deadline, body)
         }
+        if let answer { return answer }
         if route.version == 0 { throw RPCError(.notFound, "advertiser \(advertiser) has no published list") }
         throw last ?? RPCError(.unavailable, "no match server holds \(advertiser)'s list")
+    }
+
+    private enum Attempt<Response: Sendable>: Sendable {
+        case answered(Response, version: UInt64, index: Int)
+        case failed(RPCError, index: Int)
+        /// The hedge timer fired.
+        case hedge
+    }
+
+    /// Asks the route's servers in order: the next when one fails, and also
+    /// the next when one has not answered within `hedgeAfter`; the first good
+    /// answer wins and the other attempts are cancelled. Returns the answer,
+    /// or nil and the last error when every server failed.
+    private func race<Response: Sendable>(
+        _ route: Route, advertiser: String, deadline: ContinuousClock.Instant,
+        _ body: @escaping @Sendable (MatchService.Client<NodeTransport>, CallOptions) async throws -> (Response, UInt64)
+    ) async throws -> (Response?, RPCError?) {
+        guard !route.addresses.isEmpty else { return (nil, nil) }
+        let token = configuration.token
+        let hedgeAfter = configuration.hedgeAfter
+        return try await withThrowingTaskGroup(of: Attempt<Response>.self) { group in
+            var next = 0
+            var running = 0
+            var last: RPCError?
+            /// Attempts started and not yet ended, by index into the route.
+            var inFlight = Set<Int>()
+            while true {
+                // Start an attempt when none is running, or when the hedge timer fired.
+                if running == 0 {
+                    guard next < route.addresses.count else { return (nil, last) }
+                    let remaining = deadline - ContinuousClock.now
+                    guard remaining > .zero else {
+                        group.cancelAll()
+                        return (nil, RPCError(.deadlineExceeded, "no match server answered for \(advertiser) in \(configuration.timeout)"))
+                    }
+                    let index = next
+                    next += 1
+                    running += 1
+                    inFlight.insert(index)
+                    let client = self.client(route.addresses[index])
+                    group.addTask {
+                        do {
+                            let (response, version) = try await body(client, CallOptions(timeout: remaining).bearer(token))
+                            return .answered(response, version: version, index: index)
+                        } catch let error as RPCError where Self.tryNext(error.code) {
+                            return .failed(error, index: index)
+                        }
+                    }
+                    if next < route.addresses.count, let hedgeAfter {
+                        group.addTask {
+                            try await Task.sleep(for: hedgeAfter)
+                            return .hedge
+                        }
+                    }
+                }
+                guard let attempt = try await group.next() else { return (nil, last) }
+                switch attempt {
+                case .answered(let response, let version, let index):
+                    running -= 1
+                    inFlight.remove(index)
+                    if version < route.version {
+                        // A server behind the placement (it came back with an
+                        // older list): never an answer; the next one is asked.
+                        last = RPCError(.unavailable, "\(route.addresses[index]) answered from version \(version), not \(route.version)")
+                        continue
+                    }
+                    if version > route.version { routes.withLock { _ = $0.removeValue(forKey: advertiser) } }
+                    // Servers asked before this one and still silent were
+                    // outrun by a hedge: suspected, as if they had failed.
+                    let slow = inFlight.filter { $0 < index }.map { route.addresses[$0] }
+                    if !slow.isEmpty {
+                        let until = ContinuousClock.now + configuration.suspicion
+                        suspects.withLock { table in for address in slow { table[address] = until } }
+                    }
+                    group.cancelAll()
+                    return (response, nil)
+                case .failed(let error, let index):
+                    running -= 1
+                    inFlight.remove(index)
+                    if error.code != .notFound {
+                        let until = ContinuousClock.now + configuration.suspicion
+                        suspects.withLock { $0[route.addresses[index]] = until }
+                    }
+                    last = error
+                case .hedge:
+                    // The running attempt is slow: the next server is asked too.
+                    guard running > 0, next < route.addresses.count else { continue }
+                    let remaining = deadline - ContinuousClock.now
+                    guard remaining > .zero else { continue }
+                    let index = next
+                    next += 1
+                    running += 1
+                    inFlight.insert(index)
+                    let client = self.client(route.addresses[index])
+                    group.addTask {
+                        do {
+                            let (response, version) = try await body(client, CallOptions(timeout: remaining).bearer(token))
+                            return .answered(response, version: version, index: index)
+                        } catch let error as RPCError where Self.tryNext(error.code) {
+                            return .failed(error, index: index)
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -12,6 +12,8 @@ final class TierRouterTests: XCTestCase {
         let version: UInt64
         let error: RPCError?
         let calls: Calls
+        /// How long it takes to answer (a hung server: longer than the deadline).
+        var delay: Duration? = nil
 
         final class Calls: Sendable {
             let count = Atomic<Int>(0)
@@ -20,6 +22,7 @@ final class TierRouterTests: XCTestCase {
         var methods: [RPCServerMethod] {
             [.async(MatchService.Method.match) { (_: MatchRequest, _: RPCContext) async throws -> MatchResponse in
                 calls.count.add(1, ordering: .relaxed)
+                if let delay { try await Task.sleep(for: delay) }
                 if let error { throw error }
                 return MatchResponse(matched: true, version: version)
             }]
@@ -80,6 +83,27 @@ final class TierRouterTests: XCTestCase {
         for _ in 0..<5 { _ = try await router.match(advertiser: "acme", hash: Data(count: 16)) }
         XCTAssertEqual(first.calls.count.load(ordering: .relaxed), 1)
         XCTAssertEqual(second.calls.count.load(ordering: .relaxed), 5)
+    }
+
+    /// A server that hangs (a cut link: no refusal, no answer) costs a call
+    /// the hedge delay, not its deadline: the next holder is asked too and
+    /// its answer wins.
+    func testAHungServerIsHedgedAround() async throws {
+        let hung = FakeNode(version: 7, error: nil, calls: .init(), delay: .seconds(30))
+        let healthy = FakeNode(version: 7, error: nil, calls: .init())
+        let (router, _) = try router(version: 7, nodes: [("a", hung), ("b", healthy)], timeout: .seconds(60))
+        let started = ContinuousClock.now
+        let answer = try await router.match(advertiser: "acme", hash: Data(count: 16))
+        XCTAssertEqual(answer.version, 7)
+        XCTAssertEqual(hung.calls.count.load(ordering: .relaxed), 1)
+        XCTAssertEqual(healthy.calls.count.load(ordering: .relaxed), 1)
+        // Bounded well below the hung call's 30 s, whatever the machine's load.
+        XCTAssertLessThan(ContinuousClock.now - started, .seconds(10))
+        // Outrun by the hedge, the hung server is suspected: the next calls
+        // go to the healthy one first and wait for nothing.
+        for _ in 0..<3 { _ = try await router.match(advertiser: "acme", hash: Data(count: 16)) }
+        XCTAssertEqual(hung.calls.count.load(ordering: .relaxed), 1)
+        XCTAssertEqual(healthy.calls.count.load(ordering: .relaxed), 4)
     }
 
     /// Other errors are the answer: a bad request is not retried elsewhere.
