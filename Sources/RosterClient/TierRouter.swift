@@ -34,13 +34,16 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         /// When a server has not answered within this, the same call is also
         /// sent to the next holder and the first answer wins (a hedged
         /// request): a server that hangs (a cut link) then costs a call this
-        /// long, not its deadline. Nil: never hedge. Far above a healthy
-        /// server's p99, so it fires only when one is in trouble.
+        /// long, not its share of the deadline. Nil (the default): servers are
+        /// asked one after the other, which costs nothing per call; hedging
+        /// runs each call as a task group with a timer, which halved the
+        /// calls/s one client could make on this machine (docs/SERVING.md).
+        /// Set it well above a healthy server's p99.
         public var hedgeAfter: Duration?
 
         public init(token: String? = nil, coordinatorToken: String? = nil, timeout: Duration = .seconds(5),
                     placementLifetime: Duration = .seconds(30), suspicion: Duration = .seconds(5),
-                    hedgeAfter: Duration? = .milliseconds(100)) {
+                    hedgeAfter: Duration? = nil) {
             self.token = token
             self.coordinatorToken = coordinatorToken
             self.timeout = timeout
@@ -65,6 +68,23 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
     private let placementCalls = Atomic<Int>(0)
     /// Servers that failed a call recently, until when they are tried last.
     private let suspects = Mutex<[String: ContinuousClock.Instant]>([:])
+    /// Hedges allowed now: each answered call adds a tenth, each hedge takes
+    /// one, at most 100 saved. Under overload every call is slow, and
+    /// hedging them all would double the load that made them slow; so at
+    /// most about one call in ten is hedged (gRPC's hedging throttle, in kind).
+    private let hedgeTokens = Mutex<Double>(100)
+
+    private func mayHedge() -> Bool {
+        hedgeTokens.withLock { tokens in
+            guard tokens >= 1 else { return false }
+            tokens -= 1
+            return true
+        }
+    }
+
+    private func answered() {
+        hedgeTokens.withLock { $0 = min(100, $0 + 0.1) }
+    }
 
     public init(coordinator: Coordinator.Client<CoordinatorTransport>, configuration: Configuration = .init(),
                 connect: @escaping @Sendable (String) -> NodeTransport) {
@@ -143,11 +163,12 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
     ) async throws -> Response {
         let deadline = ContinuousClock.now + configuration.timeout
         var route = ordered(try await self.route(advertiser))
-        var (answer, last) = try await race(route, advertiser: advertiser, deadline: deadline, body)
+        let hedged = configuration.hedgeAfter != nil
+        var (answer, last) = hedged ? try await race(route, advertiser, deadline, body) : try await inTurn(route, advertiser, deadline, body)
         if answer == nil && ContinuousClock.now < deadline {
             // Every listed server failed, or none is listed: ask once more.
             route = ordered(try await self.route(advertiser, refresh: true))
-            (answer, last) = try await race(route, advertiser: advertiser, deadline: deadline, body)
+            (answer, last) = hedged ? try await race(route, advertiser, deadline, body) : try await inTurn(route, advertiser, deadline, body)
         }
         if let answer { return answer }
         if route.version == 0 { throw RPCError(.notFound, "advertiser \(advertiser) has no published list") }
@@ -161,12 +182,50 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         case hedge
     }
 
+    /// Asks the route's servers one after the other, the next when one
+    /// fails, each given an even share of what is left of the deadline.
+    /// Returns the answer, or nil and the last error when every server failed.
+    private func inTurn<Response: Sendable>(
+        _ route: Route, _ advertiser: String, _ deadline: ContinuousClock.Instant,
+        _ body: @escaping @Sendable (MatchService.Client<NodeTransport>, CallOptions) async throws -> (Response, UInt64)
+    ) async throws -> (Response?, RPCError?) {
+        var last: RPCError?
+        for index in route.addresses.indices {
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else {
+                return (nil, RPCError(.deadlineExceeded, "no match server answered for \(advertiser) in \(configuration.timeout)"))
+            }
+            let share = remaining / (route.addresses.count - index)
+            do {
+                let (response, version) = try await body(client(route.addresses[index]), CallOptions(timeout: share).bearer(configuration.token))
+                if version < route.version {
+                    // A server behind the placement (it came back with an
+                    // older list): never an answer; the next one is asked.
+                    last = RPCError(.unavailable, "\(route.addresses[index]) answered from version \(version), not \(route.version)")
+                    continue
+                }
+                if version > route.version { routes.withLock { _ = $0.removeValue(forKey: advertiser) } }
+                return (response, nil)
+            } catch let error as RPCError where Self.tryNext(error.code) {
+                if error.code != .notFound { suspect([route.addresses[index]]) }
+                last = error
+            }
+        }
+        return (nil, last)
+    }
+
+    private func suspect(_ addresses: [String]) {
+        guard !addresses.isEmpty else { return }
+        let until = ContinuousClock.now + configuration.suspicion
+        suspects.withLock { table in for address in addresses { table[address] = until } }
+    }
+
     /// Asks the route's servers in order: the next when one fails, and also
     /// the next when one has not answered within `hedgeAfter`; the first good
     /// answer wins and the other attempts are cancelled. Returns the answer,
     /// or nil and the last error when every server failed.
     private func race<Response: Sendable>(
-        _ route: Route, advertiser: String, deadline: ContinuousClock.Instant,
+        _ route: Route, _ advertiser: String, _ deadline: ContinuousClock.Instant,
         _ body: @escaping @Sendable (MatchService.Client<NodeTransport>, CallOptions) async throws -> (Response, UInt64)
     ) async throws -> (Response?, RPCError?) {
         guard !route.addresses.isEmpty else { return (nil, nil) }
@@ -221,24 +280,18 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
                     if version > route.version { routes.withLock { _ = $0.removeValue(forKey: advertiser) } }
                     // Servers asked before this one and still silent were
                     // outrun by a hedge: suspected, as if they had failed.
-                    let slow = inFlight.filter { $0 < index }.map { route.addresses[$0] }
-                    if !slow.isEmpty {
-                        let until = ContinuousClock.now + configuration.suspicion
-                        suspects.withLock { table in for address in slow { table[address] = until } }
-                    }
+                    suspect(inFlight.filter { $0 < index }.map { route.addresses[$0] })
+                    answered()
                     group.cancelAll()
                     return (response, nil)
                 case .failed(let error, let index):
                     running -= 1
                     inFlight.remove(index)
-                    if error.code != .notFound {
-                        let until = ContinuousClock.now + configuration.suspicion
-                        suspects.withLock { $0[route.addresses[index]] = until }
-                    }
+                    if error.code != .notFound { suspect([route.addresses[index]]) }
                     last = error
                 case .hedge:
                     // The running attempt is slow: the next server is asked too.
-                    guard running > 0, next < route.addresses.count else { continue }
+                    guard running > 0, next < route.addresses.count, mayHedge() else { continue }
                     let remaining = deadline - ContinuousClock.now
                     guard remaining > .zero else { continue }
                     let index = next
@@ -273,14 +326,16 @@ public struct TierClient: Sendable {
     private let coordinators: FailoverTransport<RPCClient>
     private let nodes: TransportCache<RPCClient>
 
+    /// `hedgeAfter`: see `TierRouter.Configuration.hedgeAfter` (off by default).
     public init(coordinators: [(host: String, port: Int)], token: String? = nil, coordinatorToken: String? = nil,
-                timeout: Duration = .seconds(5)) {
+                timeout: Duration = .seconds(5), hedgeAfter: Duration? = nil) {
         let coordinators = FailoverTransport(coordinators.map { RPCClient(host: $0.host, port: $0.port) })
         let nodes = TransportCache(RPCClient.init(address:))
         self.coordinators = coordinators
         self.nodes = nodes
         router = TierRouter(coordinator: Coordinator.Client(transport: coordinators),
-                            configuration: .init(token: token, coordinatorToken: coordinatorToken, timeout: timeout)) { nodes($0) }
+                            configuration: .init(token: token, coordinatorToken: coordinatorToken, timeout: timeout,
+                                                 hedgeAfter: hedgeAfter)) { nodes($0) }
     }
 
     public func close() async {

@@ -67,6 +67,9 @@ struct LoadCommand: AsyncParsableCommand {
     @Flag(help: "Check every answer: hashes drawn from --hashes must match, random ones must not; wrong answers are counted.")
     var verify = false
 
+    @Option(help: "With --tier: also ask the next holder when one has not answered within this (100ms); off by default (docs/SERVING.md).")
+    var hedge: DurationArgument?
+
     @Flag(help: "Print the report as JSON.")
     var json = false
 
@@ -132,7 +135,8 @@ struct LoadCommand: AsyncParsableCommand {
         let report: LoadReport
         if tier {
             let tierClient = TierClient(coordinators: client.coordinator.all.map { ($0.host, $0.port) }, token: client.token,
-                                        coordinatorToken: client.coordinatorToken, timeout: .milliseconds(Int64(client.timeout * 1000)))
+                                        coordinatorToken: client.coordinatorToken, timeout: .milliseconds(Int64(client.timeout * 1000)),
+                                        hedgeAfter: hedge?.duration)
             let router = tierClient.router
             for advertiser in advertisers {
                 _ = try await userFacing("cannot reach the tier through \(client.coordinator) for advertiser \(advertiser)") {

@@ -82,10 +82,11 @@ final class TierNetnsTests: XCTestCase {
     }
 
     /// Runs the checked load on the client host in the background; returns its JSON report when done.
-    private func load(hashes: URL, seconds: Int? = nil) -> () throws -> JSONValue {
+    private func load(hashes: URL, seconds: Int? = nil, hedge: Bool = false) -> () throws -> JSONValue {
         let seconds = seconds ?? self.seconds
         let args = ["load", "--tier", "--verify", "--coordinator", coordinator, "--advertiser", "@" + root.appendingPathComponent("advertisers.txt").path,
                     "--hashes", hashes.path, "--rate", String(rate), "--duration", "\(seconds)s", "--timeout", "2", "--json"]
+            + (hedge ? ["--hedge", "100ms"] : [])
         let namespace = rig.namespace("client")
         let result = LoadResult()
         let done = DispatchSemaphore(value: 0)
@@ -132,7 +133,9 @@ final class TierNetnsTests: XCTestCase {
 
     func testACutOffMatchServerIsRoutedAroundAndCatchesUpWhenBack() throws {
         let hashes = try startTier()
-        let finished = load(hashes: hashes)
+        // Hedged: a call to the cut node is sent to the other holder too
+        // after 100 ms, rather than waiting half its deadline.
+        let finished = load(hashes: hashes, hedge: true)
         Thread.sleep(forTimeInterval: Double(seconds) / 4)
         try rig.cut("m1")
         Thread.sleep(forTimeInterval: Double(seconds) / 2)

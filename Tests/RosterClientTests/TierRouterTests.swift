@@ -52,22 +52,22 @@ final class TierRouterTests: XCTestCase {
         }
     }
 
-    private func router(version: UInt64, nodes: [(String, FakeNode)], timeout: Duration = .seconds(2)) throws
+    private func router(version: UInt64, nodes: [(String, FakeNode)], timeout: Duration = .seconds(2), hedgeAfter: Duration? = nil) throws
         -> (TierRouter<InProcessTransport, InProcessTransport>, FakeNode.Calls) {
         let placements = FakeNode.Calls()
         let coordinator = try InProcessTransport(services: [FakeCoordinator(version: version, nodes: nodes.map(\.0), calls: placements)])
         var transports: [String: InProcessTransport] = [:]
         for (address, node) in nodes { transports[address] = try InProcessTransport(services: [node]) }
         let fixed = transports
-        let router = TierRouter(coordinator: Coordinator.Client(transport: coordinator), configuration: .init(timeout: timeout)) { fixed[$0]! }
+        let router = TierRouter(coordinator: Coordinator.Client(transport: coordinator), configuration: .init(timeout: timeout, hedgeAfter: hedgeAfter)) { fixed[$0]! }
         return (router, placements)
     }
 
     func testTheNextHolderAnswersWhenTheFirstCannot() async throws {
-        for code in [RPCStatusCode.unavailable, .notFound, .deadlineExceeded] {
+        for (code, hedge) in [RPCStatusCode.unavailable, .notFound, .deadlineExceeded].flatMap({ [($0, nil), ($0, Duration.milliseconds(100))] }) {
             let first = FakeNode(version: 7, error: RPCError(code, "down"), calls: .init())
             let second = FakeNode(version: 7, error: nil, calls: .init())
-            let (router, _) = try router(version: 7, nodes: [("a", first), ("b", second)])
+            let (router, _) = try router(version: 7, nodes: [("a", first), ("b", second)], hedgeAfter: hedge)
             let answer = try await router.match(advertiser: "acme", hash: Data(count: 16))
             XCTAssertEqual(answer.version, 7, "\(code)")
             XCTAssertEqual(second.calls.count.load(ordering: .relaxed), 1, "\(code)")
@@ -91,7 +91,7 @@ final class TierRouterTests: XCTestCase {
     func testAHungServerIsHedgedAround() async throws {
         let hung = FakeNode(version: 7, error: nil, calls: .init(), delay: .seconds(30))
         let healthy = FakeNode(version: 7, error: nil, calls: .init())
-        let (router, _) = try router(version: 7, nodes: [("a", hung), ("b", healthy)], timeout: .seconds(60))
+        let (router, _) = try router(version: 7, nodes: [("a", hung), ("b", healthy)], timeout: .seconds(60), hedgeAfter: .milliseconds(100))
         let started = ContinuousClock.now
         let answer = try await router.match(advertiser: "acme", hash: Data(count: 16))
         XCTAssertEqual(answer.version, 7)
@@ -123,12 +123,14 @@ final class TierRouterTests: XCTestCase {
     /// A server behind the placement (it answers from version 6 when 7 is
     /// live) is never the answer.
     func testAServerBehindThePlacementIsNeverTheAnswer() async throws {
-        let behind = FakeNode(version: 6, error: nil, calls: .init())
-        let current = FakeNode(version: 7, error: nil, calls: .init())
-        let (router, _) = try router(version: 7, nodes: [("a", behind), ("b", current)])
-        let answer = try await router.match(advertiser: "acme", hash: Data(count: 16))
-        XCTAssertEqual(answer.version, 7)
-        XCTAssertEqual(behind.calls.count.load(ordering: .relaxed), 1)
+        for hedge in [nil, Duration.milliseconds(100)] {
+            let behind = FakeNode(version: 6, error: nil, calls: .init())
+            let current = FakeNode(version: 7, error: nil, calls: .init())
+            let (router, _) = try router(version: 7, nodes: [("a", behind), ("b", current)], hedgeAfter: hedge)
+            let answer = try await router.match(advertiser: "acme", hash: Data(count: 16))
+            XCTAssertEqual(answer.version, 7)
+            XCTAssertEqual(behind.calls.count.load(ordering: .relaxed), 1)
+        }
     }
 
     /// When every holder fails the placement is asked once more, then the

@@ -67,11 +67,12 @@ echo "# Match and MatchMany through the tier (roster load --tier, asked $RATE ca
 printf "%-6s %-18s %12s %10s %10s %8s\n" nodes call "calls/s" "p50 ms" "p99 ms" errors
 for N in 1 2 3; do
   start_tier $N
-  for CALL in Match "MatchMany x100"; do
-    BATCH=1; [ "$CALL" = Match ] || BATCH=100
+  for CALL in Match "Match hedged" "MatchMany x100"; do
+    BATCH=1; [ "$CALL" = "MatchMany x100" ] && BATCH=100
+    HEDGE=(); [ "$CALL" = "Match hedged" ] && HEDGE=(--hedge 100ms)
     R=$RATE; [ $BATCH = 1 ] || R=$(( RATE / 10 ))
     OUT=$("$BIN" load --tier --coordinator "$COORD" --advertiser @"$WORK/advertisers.txt" --hashes "$WORK/members.txt" \
-      --rate $R --duration "$DURATION" --batch $BATCH --connections 4 --json)
+      --rate $R --duration "$DURATION" --batch $BATCH --connections 4 "${HEDGE[@]}" --json)
     printf "%-6s %-18s %12s %10s %10s %8s\n" $N "$CALL" "$(echo "$OUT" | field 'r["callsPerSecond"]')" \
       "$(echo "$OUT" | field 'r["latencyMs"]["p50"]')" "$(echo "$OUT" | field 'r["latencyMs"]["p99"]')" \
       "$(echo "$OUT" | field 'sum(r["errors"].values())')"
