@@ -251,9 +251,12 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
                     running += 1
                     inFlight.insert(index)
                     let client = self.client(route.addresses[index])
+                    // An even share of what is left, as when asking in turn:
+                    // with no hedge to spare, a hung server still leaves time.
+                    let share = remaining / (route.addresses.count - index)
                     group.addTask {
                         do {
-                            let (response, version) = try await body(client, CallOptions(timeout: remaining).bearer(token))
+                            let (response, version) = try await body(client, CallOptions(timeout: share).bearer(token))
                             return .answered(response, version: version, index: index)
                         } catch let error as RPCError where Self.tryNext(error.code) {
                             return .failed(error, index: index)
@@ -290,8 +293,12 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
                     if error.code != .notFound { suspect([route.addresses[index]]) }
                     last = error
                 case .hedge:
-                    // The running attempt is slow: the next server is asked too.
-                    guard running > 0, next < route.addresses.count, mayHedge() else { continue }
+                    // The running attempts are slow: suspected at once (calls
+                    // starting now go elsewhere first), and the next server is
+                    // asked too.
+                    guard running > 0, next < route.addresses.count else { continue }
+                    suspect(inFlight.map { route.addresses[$0] })
+                    guard mayHedge() else { continue }
                     let remaining = deadline - ContinuousClock.now
                     guard remaining > .zero else { continue }
                     let index = next
@@ -299,9 +306,12 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
                     running += 1
                     inFlight.insert(index)
                     let client = self.client(route.addresses[index])
+                    // An even share of what is left, as when asking in turn:
+                    // with no hedge to spare, a hung server still leaves time.
+                    let share = remaining / (route.addresses.count - index)
                     group.addTask {
                         do {
-                            let (response, version) = try await body(client, CallOptions(timeout: remaining).bearer(token))
+                            let (response, version) = try await body(client, CallOptions(timeout: share).bearer(token))
                             return .answered(response, version: version, index: index)
                         } catch let error as RPCError where Self.tryNext(error.code) {
                             return .failed(error, index: index)
