@@ -237,38 +237,42 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
             var last: RPCError?
             /// Attempts started and not yet ended, by index into the route.
             var inFlight = Set<Int>()
+            /// Set when a hedge may start another attempt.
+            var hedge = false
             while true {
-                // Start an attempt when none is running, or when the hedge timer fired.
-                if running == 0 {
-                    guard next < route.addresses.count else { return (nil, last) }
+                // Start an attempt when none is running, or when a hedge is due.
+                if (running == 0 || hedge) && next < route.addresses.count {
+                    hedge = false
                     let remaining = deadline - ContinuousClock.now
-                    guard remaining > .zero else {
+                    if remaining > .zero {
+                        let index = next
+                        next += 1
+                        running += 1
+                        inFlight.insert(index)
+                        let client = self.client(route.addresses[index])
+                        // An even share of what is left, as when asking in turn:
+                        // with no hedge to spare, a hung server still leaves time.
+                        let share = remaining / (route.addresses.count - index)
+                        group.addTask {
+                            do {
+                                let (response, version) = try await body(client, CallOptions(timeout: share).bearer(token))
+                                return .answered(response, version: version, index: index)
+                            } catch let error as RPCError where Self.tryNext(error.code) {
+                                return .failed(error, index: index)
+                            }
+                        }
+                        if next < route.addresses.count, let hedgeAfter {
+                            group.addTask {
+                                try await Task.sleep(for: hedgeAfter)
+                                return .hedge
+                            }
+                        }
+                    } else if running == 0 {
                         group.cancelAll()
                         return (nil, RPCError(.deadlineExceeded, "no match server answered for \(advertiser) in \(configuration.timeout)"))
                     }
-                    let index = next
-                    next += 1
-                    running += 1
-                    inFlight.insert(index)
-                    let client = self.client(route.addresses[index])
-                    // An even share of what is left, as when asking in turn:
-                    // with no hedge to spare, a hung server still leaves time.
-                    let share = remaining / (route.addresses.count - index)
-                    group.addTask {
-                        do {
-                            let (response, version) = try await body(client, CallOptions(timeout: share).bearer(token))
-                            return .answered(response, version: version, index: index)
-                        } catch let error as RPCError where Self.tryNext(error.code) {
-                            return .failed(error, index: index)
-                        }
-                    }
-                    if next < route.addresses.count, let hedgeAfter {
-                        group.addTask {
-                            try await Task.sleep(for: hedgeAfter)
-                            return .hedge
-                        }
-                    }
                 }
+                if running == 0 && next >= route.addresses.count { return (nil, last) }
                 guard let attempt = try await group.next() else { return (nil, last) }
                 switch attempt {
                 case .answered(let response, let version, let index):
@@ -295,28 +299,10 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
                 case .hedge:
                     // The running attempts are slow: suspected at once (calls
                     // starting now go elsewhere first), and the next server is
-                    // asked too.
+                    // asked too if the throttle allows.
                     guard running > 0, next < route.addresses.count else { continue }
                     suspect(inFlight.map { route.addresses[$0] })
-                    guard mayHedge() else { continue }
-                    let remaining = deadline - ContinuousClock.now
-                    guard remaining > .zero else { continue }
-                    let index = next
-                    next += 1
-                    running += 1
-                    inFlight.insert(index)
-                    let client = self.client(route.addresses[index])
-                    // An even share of what is left, as when asking in turn:
-                    // with no hedge to spare, a hung server still leaves time.
-                    let share = remaining / (route.addresses.count - index)
-                    group.addTask {
-                        do {
-                            let (response, version) = try await body(client, CallOptions(timeout: share).bearer(token))
-                            return .answered(response, version: version, index: index)
-                        } catch let error as RPCError where Self.tryNext(error.code) {
-                            return .failed(error, index: index)
-                        }
-                    }
+                    hedge = mayHedge()
                 }
             }
         }
