@@ -116,7 +116,6 @@ let package = Package(
         .target(name: "PostgresSQL", dependencies: [
             "SQLDatabase",
             .product(name: "PostgresNIO", package: "postgres-nio"),
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),

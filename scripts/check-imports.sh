@@ -31,7 +31,7 @@ RULES=(
   "ObjectStorage:Sources/ObjectStorage:DataLake HexDigits SegmentStore AsyncHTTPClient Crypto NIOCore NIOHTTP1 Logging"
   "SQLDatabase:Sources/SQLDatabase:"
   "SQLite:Sources/SQLite:CSQLite SQLDatabase"
-  "PostgresSQL:Sources/PostgresSQL:SQLDatabase PostgresNIO NIOConcurrencyHelpers NIOCore NIOPosix Logging"
+  "PostgresSQL:Sources/PostgresSQL:SQLDatabase PostgresNIO NIOCore NIOPosix Logging"
   "MatchServer:Sources/MatchServer:RosterAPI RosterRPC SegmentStore Logging ServiceLifecycle"
   "IngestCoordinator:Sources/IngestCoordinator:RosterAPI RosterRPC DataLake HashParsing SegmentStore SQLDatabase SQLite Placement Logging Metrics ServiceLifecycle"
   "IngestWorker:Sources/IngestWorker:RosterAPI RosterRPC DataLake HashParsing SegmentStore Logging ServiceLifecycle"

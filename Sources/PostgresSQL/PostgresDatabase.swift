@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import PostgresNIO
@@ -134,22 +133,25 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         // leave the answer pending forever, and the catalog's lock with it:
         // past `statementTimeout` the connection is closed, which fails the
         // statement, and the next one outside a transaction reconnects.
-        let timedOut = NIOLockedValueBox(false)
+        //
+        // The wait is on a promise of our own, which the deadline fails
+        // whatever the connection does: a statement sent on a connection
+        // that is already closing might never be answered at all.
+        let timeout = SQLError(engine: .postgres, code: "57014", message: "no answer from \(location) within \(statementTimeout) (\(sql))")
+        let answer = connection.eventLoop.makePromise(of: PostgresQueryResult.self)
         let deadline = connection.eventLoop.scheduleTask(in: .nanoseconds(Int64(statementTimeout / .nanoseconds(1)))) {
-            timedOut.withLockedValue { $0 = true }
+            answer.fail(timeout) // a no-op if the answer came first
             let _: EventLoopFuture<Void> = connection.close()
         }
         defer { deadline.cancel() }
+        connection.query(query, logger: logger).cascade(to: answer)
         do {
-            return try connection.query(query, logger: logger).wait()
+            return try answer.futureResult.wait()
+        } catch let error as SQLError where error.code == timeout.code && error.message == timeout.message {
+            // Taken for lost: the next statement outside a transaction reconnects.
+            self.connection = nil
+            throw error
         } catch {
-            if timedOut.withLockedValue({ $0 }) {
-                // Closed for good before the next statement looks: it reconnects.
-                let closed: EventLoopFuture<Void> = connection.close()
-                try? closed.wait()
-                self.connection = nil
-                throw SQLError(engine: .postgres, code: "57014", message: "no answer from \(location) within \(statementTimeout) (\(sql))")
-            }
             throw Self.error(error, context: sql)
         }
     }
