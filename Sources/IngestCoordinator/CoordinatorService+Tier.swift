@@ -39,7 +39,7 @@ extension CoordinatorService {
             self.connect = connect
         }
 
-        var nodeTimeout: Double { 3 * Double(heartbeatInterval.components.seconds) + 3 * Double(heartbeatInterval.components.attoseconds) / 1e18 }
+        var nodeTimeout: Double { 3 * (heartbeatInterval / .seconds(1)) }
 
         /// Copies a version needs before it is live, given `owners` healthy owners.
         func quorum(owners: Int) -> Int { min(owners, quorum ?? (replicas / 2 + 1)) }
@@ -259,8 +259,7 @@ extension CoordinatorService {
                 throw RPCError(.invalidArgument, error.description)
             }
             var response = RegisterNodeResponse()
-            response.heartbeatIntervalMs = UInt32(clamping: tier.heartbeatInterval.components.seconds * 1000
-                                                  + tier.heartbeatInterval.components.attoseconds / 1_000_000_000_000_000)
+            response.heartbeatIntervalMs = UInt32(clamping: Int64(tier.heartbeatInterval / .milliseconds(1)))
             return response
         }
     }
@@ -293,8 +292,7 @@ extension CoordinatorService {
 
     /// The nodes as Status and Placement show them.
     func tierNodes(_ nodes: [IngestCatalog.Node], tier: Tier, now: Double) throws -> [TierNode] {
-        var counts: [String: Int] = [:]
-        for node in nodes { counts[node.id] = try catalog.holdings(of: node.id).count }
+        let counts = try catalog.liveHoldingCounts()
         return nodes.map { node in
             var out = TierNode()
             out.nodeID = node.id

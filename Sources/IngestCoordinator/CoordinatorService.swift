@@ -70,7 +70,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             self.lease = lease
         }
 
-        var leaseSeconds: Double { Double(lease.components.seconds) + Double(lease.components.attoseconds) / 1e18 }
+        var leaseSeconds: Double { lease / .seconds(1) }
     }
 
     public let catalog: IngestCatalog
@@ -178,16 +178,19 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
                 group.addTask { await self.electionLoop(election) }
             }
             group.addTask { await self.publishLoop() }
+            // What is served is compared with the catalog: a tier node by
+            // node (`tierLoop`), one match server by `reconcile`.
             if let tier = configuration.tier {
                 group.addTask { await self.tierLoop(tier) }
-            }
-            group.addTask {
-                while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                    let started = ContinuousClock.now
-                    await self.reconcile()
-                    // At most 1% of a core: with 100,000 live lists one pass
-                    // reads them all from the catalog and the match server.
-                    try? await Task.sleep(for: max(self.configuration.reconcileInterval, (ContinuousClock.now - started) * 100))
+            } else {
+                group.addTask {
+                    while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                        let started = ContinuousClock.now
+                        await self.reconcile()
+                        // At most 1% of a core: with 100,000 live lists one pass
+                        // reads them all from the catalog and the match server.
+                        try? await Task.sleep(for: max(self.configuration.reconcileInterval, (ContinuousClock.now - started) * 100))
+                    }
                 }
             }
             if let interval = configuration.scanInterval {
@@ -397,9 +400,8 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     /// one touching the lake; until then its calls answer UNAVAILABLE and
     /// Status names it.
     public func reconcile() async {
-        guard isLeader else { return }
-        // A tier is compared node by node (`tierLoop`).
-        if configuration.tier != nil { return }
+        // A tier is compared node by node (`balanceTier`), not here.
+        guard isLeader, configuration.tier == nil else { return }
         let live: [(advertiser: String, file: UInt64, path: String, etag: String)]
         do { live = try catalog.liveVersions() } catch {
             logger.error("cannot read the catalog", metadata: ["error": "\(error)"])

@@ -63,14 +63,6 @@ extension IngestCatalog {
         }
     }
 
-    /// Removes a node (an operator drained it, or it is gone for good).
-    public func removeNode(_ id: String) throws {
-        try write { db in
-            try db.run("DELETE FROM holdings WHERE node_id = ?", id)
-            try db.run("DELETE FROM nodes WHERE id = ?", id)
-        }
-    }
-
     public func nodes() throws -> [Node] {
         try read { db in
             try db.rows("SELECT id, address, weight, incarnation, last_seen, checked, leaving, bytes_served FROM nodes ORDER BY id") { row in
@@ -81,30 +73,34 @@ extension IngestCatalog {
         }
     }
 
+    /// Runs `sql`, whose one `IN (?)` takes `values`, a slice at a time: a
+    /// statement's parameters are limited (SQLite: 32,766).
+    private func query(_ db: any SQLDatabase, _ sql: String, in values: [SQLBindable], row: (any SQLRow) throws -> Void) throws {
+        for start in stride(from: 0, to: values.count, by: 500) {
+            let slice = Array(values[start..<min(values.count, start + 500)])
+            let marks = slice.map { _ in "?" }.joined(separator: ", ")
+            try db.query(sql.replacingOccurrences(of: "IN (?)", with: "IN (\(marks))"), arguments: slice, row: row)
+        }
+    }
+
     /// Which nodes hold each of `files` whole, by file.
     public func holders(of files: [UInt64]) throws -> [UInt64: Set<String>] {
-        guard !files.isEmpty else { return [:] }
-        return try read { db in
+        try read { db in
             var out: [UInt64: Set<String>] = [:]
-            // In slices: a statement's parameters are limited (SQLite: 32,766).
-            for start in stride(from: 0, to: files.count, by: 500) {
-                let slice = files[start..<min(files.count, start + 500)]
-                let marks = slice.map { _ in "?" }.joined(separator: ", ")
-                try db.query("SELECT file_id, node_id FROM holdings WHERE file_id IN (\(marks))", arguments: slice.map { $0 as SQLBindable }) { row in
-                    out[UInt64(row.int("file_id")), default: []].insert(row.string("node_id"))
-                }
+            try query(db, "SELECT file_id, node_id FROM holdings WHERE file_id IN (?)", in: files) { row in
+                out[UInt64(row.int("file_id")), default: []].insert(row.string("node_id"))
             }
             return out
         }
     }
 
-    /// Every live version a node holds, by advertiser.
-    public func holdings(of node: String) throws -> [String: UInt64] {
+    /// How many live versions each node holds (for status).
+    public func liveHoldingCounts() throws -> [String: Int] {
         try read { db in
-            var out: [String: UInt64] = [:]
+            var out: [String: Int] = [:]
             try db.query("""
-                SELECT f.advertiser_id, f.id FROM holdings h JOIN files f ON f.id = h.file_id WHERE h.node_id = ? AND f.state = ?
-                """, node, FileState.live) { row in out[row.string("advertiser_id")] = UInt64(row.int("id")) }
+                SELECT h.node_id, COUNT(*) AS n FROM holdings h JOIN files f ON f.id = h.file_id WHERE f.state = ? GROUP BY h.node_id
+                """, FileState.live) { row in out[row.string("node_id")] = Int(row.int("n")) }
             return out
         }
     }
@@ -144,16 +140,10 @@ extension IngestCatalog {
 
     /// The live version of each of `advertisers` (0 for none).
     public func liveVersions(of advertisers: [String]) throws -> [String: UInt64] {
-        guard !advertisers.isEmpty else { return [:] }
-        return try read { db in
+        try read { db in
             var out: [String: UInt64] = [:]
-            for start in stride(from: 0, to: advertisers.count, by: 500) {
-                let slice = advertisers[start..<min(advertisers.count, start + 500)]
-                let marks = slice.map { _ in "?" }.joined(separator: ", ")
-                try db.query("SELECT id, live_file_id FROM advertisers WHERE id IN (\(marks)) AND live_file_id IS NOT NULL",
-                             arguments: slice.map { $0 as SQLBindable }) { row in
-                    out[row.string("id")] = UInt64(row.int("live_file_id"))
-                }
+            try query(db, "SELECT id, live_file_id FROM advertisers WHERE id IN (?) AND live_file_id IS NOT NULL", in: advertisers) { row in
+                out[row.string("id")] = UInt64(row.int("live_file_id"))
             }
             return out
         }

@@ -71,14 +71,8 @@ public final class IngestCatalog: @unchecked Sendable {
     /// standby's, or a deposed leader's) is refused, never made unchecked.
     var elected = false
 
-    /// Transactions made (`write`) and reads, since the catalog was opened:
-    /// what an ingest costs the database (docs/INGEST.md gives the count per
-    /// block), also exported as `roster_catalog_transactions_total`.
-    public var transactionCounts: (writes: Int, reads: Int) {
-        lock.withLock { (writes, reads) }
-    }
-    private var writes = 0
-    private var reads = 0
+    /// What an ingest costs the database (docs/INGEST.md gives the count
+    /// per block): `roster_catalog_transactions_total`, by kind.
     private lazy var writeCounter = Counter(label: "roster_catalog_transactions_total", dimensions: [("kind", "write")])
     private lazy var readCounter = Counter(label: "roster_catalog_transactions_total", dimensions: [("kind", "read")])
     private lazy var writeTimer = Timer(label: "roster_catalog_transaction_duration_seconds", dimensions: [("kind", "write")],
@@ -88,7 +82,6 @@ public final class IngestCatalog: @unchecked Sendable {
     func write<T>(_ body: (any SQLDatabase) throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
-        writes += 1
         writeCounter.increment()
         let started = ContinuousClock.now
         defer { writeTimer.record(duration: ContinuousClock.now - started) }
@@ -134,7 +127,6 @@ public final class IngestCatalog: @unchecked Sendable {
     func read<T>(_ body: (any SQLDatabase) throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
-        reads += 1
         readCounter.increment()
         return try body(database)
     }

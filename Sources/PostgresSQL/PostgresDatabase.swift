@@ -79,7 +79,7 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
             let opened = try PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.next(), configuration: configuration,
                                                         id: 1, logger: logger).wait()
             connection = opened
-            let idle = max(1, idleInTransaction.components.seconds * 1000 + idleInTransaction.components.attoseconds / 1_000_000_000_000_000)
+            let idle = max(1, Int64(idleInTransaction / .milliseconds(1)))
             _ = try opened.query(PostgresQuery(unsafeSQL: "SET idle_in_transaction_session_timeout = \(idle)"), logger: logger).wait()
             _ = try opened.query(PostgresQuery(unsafeSQL: "SET lock_timeout = 30000"), logger: logger).wait()
             return opened

@@ -62,8 +62,7 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
 
     public let configuration: Configuration
     private let coordinator: Coordinator.Client<CoordinatorTransport>
-    private let connect: @Sendable (String) -> NodeTransport
-    private let transports = Mutex<[String: NodeTransport]>([:])
+    private let transports: TransportCache<NodeTransport>
     private let routes = Mutex<[String: (route: Route, until: ContinuousClock.Instant)]>([:])
     private let placementCalls = Atomic<Int>(0)
     /// Servers that failed a call recently, until when they are tried last.
@@ -90,7 +89,7 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
                 connect: @escaping @Sendable (String) -> NodeTransport) {
         self.coordinator = coordinator
         self.configuration = configuration
-        self.connect = connect
+        self.transports = TransportCache(connect)
     }
 
     /// Placement calls made so far (tests check the cache is used).
@@ -127,20 +126,16 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
     }
 
     private func client(_ address: String) -> MatchService.Client<NodeTransport> {
-        let transport = transports.withLock { cache in
-            if let known = cache[address] { return known }
-            let made = connect(address)
-            cache[address] = made
-            return made
-        }
-        return MatchService.Client(transport: transport)
+        MatchService.Client(transport: transports(address))
     }
 
     /// The route with the servers under suspicion moved to the end (in
     /// their order), so calls go first to servers that answered lately.
     private func ordered(_ route: Route) -> Route {
-        let now = ContinuousClock.now
+        // On every call: nothing is allocated while no server is suspected.
         let suspected = suspects.withLock { table -> Set<String> in
+            guard !table.isEmpty else { return [] }
+            let now = ContinuousClock.now
             table = table.filter { $0.value > now }
             return Set(table.keys)
         }

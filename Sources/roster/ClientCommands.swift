@@ -43,6 +43,23 @@ func withCoordinator<T>(_ endpoints: Endpoints, _ body: (FailoverTransport<RPCCl
     }
 }
 
+/// Runs `body` with a router to the tier the coordinators of `client`
+/// place lists on; closes its connections after.
+func withTierClient<T>(_ client: ClientOptions, hedgeAfter: Duration? = nil,
+                       _ body: (TierRouter<RPCClient, FailoverTransport<RPCClient>>) async throws -> T) async throws -> T {
+    let tier = TierClient(coordinators: client.coordinator.all.map { ($0.host, $0.port) }, token: client.token,
+                          coordinatorToken: client.coordinatorToken, timeout: .milliseconds(Int64(client.timeout * 1000)),
+                          hedgeAfter: hedgeAfter)
+    do {
+        let result = try await body(tier.router)
+        await tier.close()
+        return result
+    } catch {
+        await tier.close()
+        throw error
+    }
+}
+
 struct SubmitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "submit",
@@ -265,13 +282,10 @@ struct MatchCommand: AsyncParsableCommand {
 
     func run() async throws {
         if tier {
-            let router = TierClient(coordinators: client.coordinator.all.map { ($0.host, $0.port) }, token: client.token,
-                                    coordinatorToken: client.coordinatorToken, timeout: .milliseconds(Int64(client.timeout * 1000)))
-            defer { Task { await router.close() } }
-            try await ask(one: { try await router.router.match(advertiser: advertiser, hash: $0.bytes) },
-                          many: { try await router.router.matchMany(advertiser: advertiser, hashes: $0) })
-            await router.close()
-            return
+            return try await withTierClient(client) { router in
+                try await ask(one: { try await router.match(advertiser: advertiser, hash: $0.bytes) },
+                              many: { try await router.matchMany(advertiser: advertiser, hashes: $0) })
+            }
         }
         try await withRPCClient(client.match) { transport in
             let stub = MatchService.Client(transport: transport)

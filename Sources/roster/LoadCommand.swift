@@ -134,26 +134,23 @@ struct LoadCommand: AsyncParsableCommand {
         }
         let report: LoadReport
         if tier {
-            let tierClient = TierClient(coordinators: client.coordinator.all.map { ($0.host, $0.port) }, token: client.token,
-                                        coordinatorToken: client.coordinatorToken, timeout: .milliseconds(Int64(client.timeout * 1000)),
-                                        hedgeAfter: hedge?.duration)
-            let router = tierClient.router
-            for advertiser in advertisers {
-                _ = try await userFacing("cannot reach the tier through \(client.coordinator) for advertiser \(advertiser)") {
-                    try await router.match(advertiser: advertiser, hash: keyPool.hash(0))
+            report = try await withTierClient(client, hedgeAfter: hedge?.duration) { router in
+                for advertiser in advertisers {
+                    _ = try await userFacing("cannot reach the tier through \(client.coordinator) for advertiser \(advertiser)") {
+                        try await router.match(advertiser: advertiser, hash: keyPool.hash(0))
+                    }
+                }
+                return await generator.run(onTick: onTick) { i in
+                    let advertiserID = advertisers[i % advertisers.count]
+                    if batchSize == 1 {
+                        let hash = keyPool.hash(i)
+                        try check(hash, try await router.match(advertiser: advertiserID, hash: hash).matched)
+                    } else {
+                        let request = requests[i & 255]
+                        try checkMany(request, try await router.matchMany(advertiser: advertiserID, hashes: request.hashes))
+                    }
                 }
             }
-            report = await generator.run(onTick: onTick) { i in
-                let advertiserID = advertisers[i % advertisers.count]
-                if batchSize == 1 {
-                    let hash = keyPool.hash(i)
-                    try check(hash, try await router.match(advertiser: advertiserID, hash: hash).matched)
-                } else {
-                    let request = requests[i & 255]
-                    try checkMany(request, try await router.matchMany(advertiser: advertiserID, hashes: request.hashes))
-                }
-            }
-            await tierClient.close()
         } else {
             report = try await withRPCClient(client.match, connections: connections) { rpc in
                 let stub = MatchService.Client(transport: rpc)

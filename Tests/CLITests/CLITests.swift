@@ -3,19 +3,8 @@ import RosterClient
 import XCTest
 
 /// The `roster` binary, run as a subprocess the way users run it.
-final class CLITests: XCTestCase {
-    private var root: URL!
-    private var services: [RosterService] = []
-
-    override func setUpWithError() throws {
-        root = FileManager.default.temporaryDirectory.appendingPathComponent("roster-cli-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-    }
-
-    override func tearDown() {
-        for service in services { service.stop(SIGKILL) }
-        try? FileManager.default.removeItem(at: root)
-    }
+final class CLITests: ServicesTestCase {
+    override class var folderPrefix: String { "roster-cli" }
 
     private func emails(_ range: Range<Int>) -> [String] { range.map { "user\($0)@example.com" } }
 

@@ -8,20 +8,12 @@ import XCTest
 /// The services as separate processes that share no folder — each has a
 /// data folder of its own — and meet only in a bucket of a real
 /// S3-compatible server: the lake and the segment store are both there.
-final class ObjectStorageEndToEndTests: XCTestCase {
-    private var root: URL!
-    private var services: [RosterService] = []
+final class ObjectStorageEndToEndTests: ServicesTestCase {
+    override class var folderPrefix: String { "roster-s3-e2e" }
     private var client: S3Client?
 
-    override func setUpWithError() throws {
-        root = FileManager.default.temporaryDirectory.appendingPathComponent("roster-s3-e2e-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-    }
-
     override func tearDown() async throws {
-        for service in services { service.stop(SIGKILL) }
         try? await client?.shutdown()
-        try? FileManager.default.removeItem(at: root)
     }
 
     private func listFile(_ emails: [String]) -> String {

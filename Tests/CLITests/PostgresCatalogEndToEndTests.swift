@@ -4,19 +4,8 @@ import RosterClient
 import XCTest
 
 /// `roster coordinator --catalog postgres://…` as users run it.
-final class PostgresCatalogEndToEndTests: XCTestCase {
-    private var root: URL!
-    private var services: [RosterService] = []
-
-    override func setUpWithError() throws {
-        root = FileManager.default.temporaryDirectory.appendingPathComponent("roster-pg-e2e-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-    }
-
-    override func tearDown() {
-        for service in services { service.stop(SIGKILL) }
-        try? FileManager.default.removeItem(at: root)
-    }
+final class PostgresCatalogEndToEndTests: ServicesTestCase {
+    override class var folderPrefix: String { "roster-pg-e2e" }
 
     func testACoordinatorOnPostgreSQLIngestsAndServesAList() throws {
         var cleanups: [() -> Void] = []
@@ -61,19 +50,8 @@ final class PostgresCatalogEndToEndTests: XCTestCase {
 
 /// Two coordinators on one PostgreSQL catalog: one leads, the other stands
 /// by; the leader is killed mid-ingest and the standby finishes the list.
-final class CoordinatorFailoverTests: XCTestCase {
-    private var root: URL!
-    private var services: [RosterService] = []
-
-    override func setUpWithError() throws {
-        root = FileManager.default.temporaryDirectory.appendingPathComponent("roster-failover-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-    }
-
-    override func tearDown() {
-        for service in services { service.stop(SIGKILL) }
-        try? FileManager.default.removeItem(at: root)
-    }
+final class CoordinatorFailoverTests: ServicesTestCase {
+    override class var folderPrefix: String { "roster-failover" }
 
     private func listFiles(_ coordinators: String) throws -> [JSONValue] {
         let result = try RosterBinary.run(["call", "--coordinator", coordinators, "Coordinator.ListFiles", "{}"])

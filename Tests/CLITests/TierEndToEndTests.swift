@@ -6,19 +6,8 @@ import XCTest
 /// with `--replicas 2`, three match servers that join it with `--node-id`,
 /// a worker; `roster match --tier` finds the list through the placement and
 /// keeps answering when a match server is killed.
-final class TierEndToEndTests: XCTestCase {
-    private var root: URL!
-    private var services: [RosterService] = []
-
-    override func setUpWithError() throws {
-        root = FileManager.default.temporaryDirectory.appendingPathComponent("roster-tier-e2e-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-    }
-
-    override func tearDown() {
-        for service in services { service.stop(SIGKILL) }
-        try? FileManager.default.removeItem(at: root)
-    }
+final class TierEndToEndTests: ServicesTestCase {
+    override class var folderPrefix: String { "roster-tier-e2e" }
 
     func testATierServesThroughTheDeathOfAMatchServer() throws {
         let data = root.path

@@ -10,10 +10,9 @@ import XCTest
 ///
 /// The load: ROSTER_TIER_LOAD_RATE calls/s (default 5,000) for
 /// ROSTER_TIER_LOAD_SECONDS (default 30), as the issue asks of the rig.
-final class TierNetnsTests: XCTestCase {
+final class TierNetnsTests: ServicesTestCase {
+    override class var folderPrefix: String { "roster-netns" }
     private var rig: NetnsRig!
-    private var root: URL!
-    private var services: [RosterService] = []
     private var nodes: [String: RosterService] = [:]
     private let advertisers = (0..<100).map { "adv\($0)" }
     private let rate = ProcessInfo.processInfo.environment["ROSTER_TIER_LOAD_RATE"].flatMap(Int.init) ?? 5_000
@@ -21,14 +20,12 @@ final class TierNetnsTests: XCTestCase {
 
     override func setUpWithError() throws {
         rig = try NetnsRig(hosts: ["coord", "client", "m1", "m2", "m3"])
-        root = FileManager.default.temporaryDirectory.appendingPathComponent("roster-netns-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        try super.setUpWithError()
     }
 
     override func tearDown() {
-        for service in services { service.stop(SIGKILL) }
+        super.tearDown()
         rig?.remove()
-        if let root { try? FileManager.default.removeItem(at: root) }
     }
 
     private var coordinator: String { "\(rig.address("coord")):7400" }
