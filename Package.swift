@@ -40,6 +40,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // The schema compiler: standard library and Foundation only.
@@ -51,9 +52,18 @@ let package = Package(
         .target(name: "RosterRPC"),
         // Messages and service stubs generated from schema/ (committed; see docs/IDL.md).
         .target(name: "RosterAPI", dependencies: ["RosterRPC"]),
+        // TLS on swift-nio-ssl, for every port: contexts loaded (and reloaded)
+        // from PEM files, the handlers that tell TLS from plaintext, and
+        // handshake failures said in words. Knows nothing of the protocol.
+        .target(name: "RosterTLS", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOTLS", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
         // The wire protocol (docs/PROTOCOL.md) over TCP on SwiftNIO: framing and the client.
         .target(name: "RosterTransport", dependencies: [
-            "RosterRPC",
+            "RosterRPC", "RosterTLS",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -74,7 +84,8 @@ let package = Package(
         // The server side of the wire protocol: connections, dispatch to the
         // generated handlers, drain, metrics. Apart from the client library.
         .target(name: "RosterServer", dependencies: [
-            "RosterRPC", "RosterServerCore", "RosterTransport",
+            "RosterRPC", "RosterServerCore", "RosterTransport", "RosterTLS",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -83,6 +94,8 @@ let package = Package(
         ], swiftSettings: hotPath),
         // Prometheus text exposition of swift-metrics on an HTTP /metrics endpoint.
         .target(name: "RosterMetrics", dependencies: [
+            "RosterTLS",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -148,7 +161,7 @@ let package = Package(
 
         // The client library: generated stubs, the transport, and a small
         // membership client with email hashing.
-        .target(name: "RosterClient", dependencies: ["HexDigits", "RosterAPI", "RosterRPC", "RosterTransport"]),
+        .target(name: "RosterClient", dependencies: ["HexDigits", "RosterAPI", "RosterRPC", "RosterTransport", "RosterTLS"]),
         // Open-loop load generation with HdrHistogram latencies (no coordinated omission).
         .target(name: "LoadHarness", dependencies: [
             "RosterRPC",
@@ -157,8 +170,9 @@ let package = Package(
         // The one binary users run: every service, and a command for every RPC.
         .executableTarget(name: "roster", dependencies: [
             "RosterClient", "RosterServer", "MatchServer", "IngestCoordinator", "IngestWorker", "DataLake", "SegmentStore",
-            "LoadHarness", "RosterMetrics", "ObjectStorage", "PostgresSQL",
+            "LoadHarness", "RosterMetrics", "ObjectStorage", "PostgresSQL", "RosterTLS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -208,7 +222,8 @@ let package = Package(
             "TestSupport",
         ]),
         .testTarget(name: "TransportTests", dependencies: [
-            "RosterRPC", "RosterTransport", "RosterServer", "RosterMetrics", "TestServices",
+            "RosterRPC", "RosterTransport", "RosterServer", "RosterMetrics", "RosterTLS", "TestServices", "TestSupport",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),

@@ -1,6 +1,7 @@
 import Foundation
 @_exported import RosterAPI
 @_exported import RosterRPC
+@_exported import RosterTLS
 @_exported import RosterTransport
 
 /// A client for the match server: membership questions with the caller's
@@ -10,6 +11,10 @@ import Foundation
 /// let roster = MatchClient(host: "127.0.0.1", port: 7401, token: "s3cret")
 /// let member = try await roster.isMember(advertiser: "acme", hash: MemberHash(email: "Ann@Example.com"))
 /// let many = try await roster.areMembers(advertiser: "acme", hashes: hashes) // one MatchMany call
+///
+/// // Over TLS, trusting a private CA and presenting a client certificate:
+/// let tls = try ClientTLS(files: ClientTLSFiles(trustRoots: "ca.pem", certificateChain: "me.pem", privateKey: "me.key"))
+/// let secure = MatchClient(host: "match.internal", port: 7401, token: "s3cret", tls: tls)
 /// ```
 ///
 /// The generated stubs (`MatchService.Client`, `Coordinator.Client`, ...) are
@@ -19,8 +24,9 @@ public struct MatchClient: Sendable {
     public let token: String?
     public var timeout: Duration?
 
-    public init(host: String, port: Int, token: String? = nil, connections: Int = 1, timeout: Duration? = .seconds(5)) {
-        self.rpc = RPCClient(host: host, port: port, configuration: .init(connections: connections))
+    /// `tls`: nil speaks plaintext.
+    public init(host: String, port: Int, token: String? = nil, connections: Int = 1, timeout: Duration? = .seconds(5), tls: ClientTLS? = nil) {
+        self.rpc = RPCClient(host: host, port: port, configuration: .init(connections: connections, tls: tls))
         self.token = token
         self.timeout = timeout
     }

@@ -318,10 +318,12 @@ public struct TierClient: Sendable {
     private let nodes: TransportCache<RPCClient>
 
     /// `hedgeAfter`: see `TierRouter.Configuration.hedgeAfter` (off by default).
+    /// `tls` applies to the coordinators and to every match server.
     public init(coordinators: [(host: String, port: Int)], token: String? = nil, coordinatorToken: String? = nil,
-                timeout: Duration = .seconds(5), hedgeAfter: Duration? = nil) {
-        let coordinators = FailoverTransport(coordinators.map { RPCClient(host: $0.host, port: $0.port) })
-        let nodes = TransportCache(RPCClient.init(address:))
+                timeout: Duration = .seconds(5), hedgeAfter: Duration? = nil, tls: ClientTLS? = nil) {
+        let configuration = RPCClient.Configuration(tls: tls)
+        let coordinators = FailoverTransport(coordinators.map { RPCClient(host: $0.host, port: $0.port, configuration: configuration) })
+        let nodes = TransportCache { RPCClient(address: $0, configuration: configuration) }
         self.coordinators = coordinators
         self.nodes = nodes
         router = TierRouter(coordinator: Coordinator.Client(transport: coordinators),
@@ -337,10 +339,10 @@ public struct TierClient: Sendable {
 
 extension RPCClient {
     /// A client for `host:port` (a placement's address; port 7401 if none).
-    public convenience init(address: String) {
+    public convenience init(address: String, configuration: Configuration = .init()) {
         let colon = address.lastIndex(of: ":")
         let host = colon.map { String(address[..<$0]) } ?? address
         let port = colon.flatMap { Int(address[address.index(after: $0)...]) } ?? 7401
-        self.init(host: host, port: port)
+        self.init(host: host, port: port, configuration: configuration)
     }
 }

@@ -2,7 +2,9 @@ import CoreMetrics
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Prometheus
+import RosterTLS
 import ServiceLifecycle
 import Synchronization
 
@@ -18,9 +20,13 @@ public final class MetricsEndpoint: Service, Sendable {
     private let port: Int
     private let group: any EventLoopGroup
     private let channel = Mutex<(any Channel)?>(nil)
+    /// HTTPS when set (its ALPN list should offer "http/1.1"); with a client
+    /// CA in it, scrapers must present a certificate.
+    public let tls: TLSContextSource?
 
-    public init(registry: PrometheusCollectorRegistry, host: String = "127.0.0.1", port: Int = 0,
+    public init(registry: PrometheusCollectorRegistry, host: String = "127.0.0.1", port: Int = 0, tls: TLSContextSource? = nil,
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+        self.tls = tls
         self.registry = registry
         self.host = host
         self.port = port
@@ -38,12 +44,22 @@ public final class MetricsEndpoint: Service, Sendable {
     public var localAddress: SocketAddress? { channel.withLock { $0?.localAddress } }
 
     public func start() async throws {
-        let registry = self.registry
+        let (registry, host, port) = (self.registry, self.host, self.port)
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline().flatMapThrowing {
-                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(registry: registry))
+            .childChannelInitializer { [tls] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let tls {
+                        try sync.addHandler(TLSServerSniffer(answer: { allocator in
+                            let body = "this port serves HTTPS: scrape https://\(host):\(port)/metrics\n"
+                            return allocator.buffer(string: "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                                + "Content-Length: \(body.utf8.count)\r\n\r\n" + body)
+                        }, onPlaintext: { _ in }))
+                        try sync.addHandler(NIOSSLServerHandler(context: tls.context))
+                    }
+                    try sync.configureHTTPServerPipeline()
+                    try sync.addHandler(MetricsHTTPHandler(registry: registry))
                 }
             }
             .bind(host: host, port: port)

@@ -1,8 +1,10 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import RosterRPC
 import RosterServerCore
+import RosterTLS
 import RosterTransport
 import ServiceLifecycle
 import Synchronization
@@ -29,12 +31,18 @@ public final class RPCServer: Service, Sendable {
         public var defaultTimeout: Duration?
         /// How long a draining connection may take before it is closed anyway.
         public var drainTimeout: Duration
+        /// TLS on every connection (nil: plaintext): each new connection takes
+        /// the source's current context, so `reload()` drops none. Its ALPN
+        /// list should offer `WireProtocol.alpn`.
+        public var tls: TLSContextSource?
 
         public init(
             host: String = "127.0.0.1", port: Int = 0, maxConnections: Int = 4096,
             maxConcurrentCallsPerConnection: Int = 1024, maxFrameSize: Int = WireProtocol.defaultMaxFrameSize,
-            idleTimeout: Duration? = .seconds(300), defaultTimeout: Duration? = nil, drainTimeout: Duration = .seconds(30)
+            idleTimeout: Duration? = .seconds(300), defaultTimeout: Duration? = nil, drainTimeout: Duration = .seconds(30),
+            tls: TLSContextSource? = nil
         ) {
+            self.tls = tls
             self.host = host
             self.port = port
             self.maxConnections = maxConnections
@@ -110,6 +118,8 @@ public final class RPCServer: Service, Sendable {
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // TLS first, so that even a refusal below reaches a TLS client encrypted.
+                    if let tls = configuration.tls { try Self.addTLS(tls, to: channel, logger: logger) }
                     guard self.admit(channel) else {
                         logger.warning("refusing connection: limit reached", metadata: ["limit": "\(configuration.maxConnections)"])
                         var buffer = channel.allocator.buffer(capacity: 64)
@@ -128,6 +138,30 @@ public final class RPCServer: Service, Sendable {
             .get()
         state.withLock { $0.listener = listener }
         logger.info("listening", metadata: ["address": "\(listener.localAddress?.description ?? "?")"])
+    }
+
+    /// What a plaintext client is told on a TLS port: a preface and a GOAWAY,
+    /// which a Roster client reports as the reason its call failed.
+    static let tlsRequired = "this server requires TLS: connect with TLS (roster: --tls, and --ca to trust its certificate)"
+
+    /// TLS in front of the protocol: the sniffer that answers a plaintext
+    /// client in plaintext, the TLS handler, and the observer that logs a
+    /// failed handshake in words.
+    private static func addTLS(_ tls: TLSContextSource, to channel: any Channel, logger: Logger) throws {
+        let sync = channel.pipeline.syncOperations
+        let peer = channel.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
+        try sync.addHandler(TLSServerSniffer(answer: { allocator in
+            var buffer = allocator.buffer(capacity: 256)
+            FrameWriter.writePreface(into: &buffer)
+            buffer.writeImmutableBuffer(FrameWriter.goAway(code: .unavailable, lastCallID: 0, message: tlsRequired, allocator: allocator))
+            return buffer
+        }, onPlaintext: { _ in
+            logger.warning("refused a plaintext connection: this server requires TLS", metadata: ["peer": "\(peer)"])
+        }))
+        try sync.addHandler(NIOSSLServerHandler(context: tls.context))
+        try sync.addHandler(TLSHandshakeObserver(side: .server(peer: peer), onFailure: { failure in
+            logger.warning("\(failure.message)")
+        }))
     }
 
     /// Counts a new connection against the limit and forgets it when it closes.

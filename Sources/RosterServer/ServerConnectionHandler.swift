@@ -435,8 +435,11 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
 
     private func connectionError(_ error: any Error) {
         let violation = (error as? ProtocolViolation) ?? ProtocolViolation(.internal, "connection error")
-        logger.debug("closing connection after protocol error", metadata: ["peer": "\(peer)", "error": "\(violation)"])
         guard case .sendGoAway(let prefaceFirst, let lastCallID) = machine.protocolViolation() else { return }
+        // A peer that does not speak the protocol at all (a TLS client on a
+        // plaintext port, say) is worth an operator's notice; a bad frame later is not.
+        logger.log(level: prefaceFirst ? .notice : .debug, "closing connection after protocol error",
+                   metadata: ["peer": "\(peer)", "error": "\(violation)"])
         if prefaceFirst {
             // The peer may not speak this protocol at all; it still gets a readable answer.
             var buffer = context.channel.allocator.buffer(capacity: WireProtocol.prefaceLength)

@@ -17,8 +17,8 @@ extension ClientOptions {
 
 /// Runs `body` with a client for `endpoint`, and closes the client after it,
 /// whether `body` returns or throws.
-func withRPCClient<T>(_ endpoint: Endpoint, connections: Int = 1, _ body: (RPCClient) async throws -> T) async throws -> T {
-    let rpc = RPCClient(host: endpoint.host, port: endpoint.port, configuration: .init(connections: connections))
+func withRPCClient<T>(_ endpoint: Endpoint, tls: ClientTLS?, connections: Int = 1, _ body: (RPCClient) async throws -> T) async throws -> T {
+    let rpc = RPCClient(host: endpoint.host, port: endpoint.port, configuration: .init(connections: connections, tls: tls))
     do {
         let result = try await body(rpc)
         await rpc.close()
@@ -31,8 +31,8 @@ func withRPCClient<T>(_ endpoint: Endpoint, connections: Int = 1, _ body: (RPCCl
 
 /// Runs `body` with a transport to the coordinators at `endpoints`, which
 /// follows the leader; closes the connections after.
-func withCoordinator<T>(_ endpoints: Endpoints, _ body: (FailoverTransport<RPCClient>) async throws -> T) async throws -> T {
-    let transport = FailoverTransport(endpoints.all.map { RPCClient(host: $0.host, port: $0.port) })
+func withCoordinator<T>(_ endpoints: Endpoints, tls: ClientTLS?, _ body: (FailoverTransport<RPCClient>) async throws -> T) async throws -> T {
+    let transport = FailoverTransport(endpoints.all.map { RPCClient(host: $0.host, port: $0.port, configuration: .init(tls: tls)) })
     do {
         let result = try await body(transport)
         for rpc in transport.transports { await rpc.close() }
@@ -49,7 +49,7 @@ func withTierClient<T>(_ client: ClientOptions, hedgeAfter: Duration? = nil,
                        _ body: (TierRouter<RPCClient, FailoverTransport<RPCClient>>) async throws -> T) async throws -> T {
     let tier = TierClient(coordinators: client.coordinator.all.map { ($0.host, $0.port) }, token: client.token,
                           coordinatorToken: client.coordinatorToken, timeout: .milliseconds(Int64(client.timeout * 1000)),
-                          hedgeAfter: hedgeAfter)
+                          hedgeAfter: hedgeAfter, tls: try client.clientTLS())
     do {
         let result = try await body(tier.router)
         await tier.close()
@@ -81,7 +81,7 @@ struct SubmitCommand: AsyncParsableCommand {
     var wait = false
 
     func run() async throws {
-        try await withCoordinator(client.coordinator) { try await submit(Coordinator.Client(transport: $0)) }
+        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { try await submit(Coordinator.Client(transport: $0)) }
     }
 
     private func submit(_ coordinator: Coordinator.Client<FailoverTransport<RPCClient>>) async throws {
@@ -121,7 +121,7 @@ struct StatusCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        try await withCoordinator(client.coordinator) { try await show(Coordinator.Client(transport: $0)) }
+        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { try await show(Coordinator.Client(transport: $0)) }
     }
 
     private func show(_ coordinator: Coordinator.Client<FailoverTransport<RPCClient>>) async throws {
@@ -287,7 +287,7 @@ struct MatchCommand: AsyncParsableCommand {
                               many: { try await router.matchMany(advertiser: advertiser, hashes: $0) })
             }
         }
-        try await withRPCClient(client.match) { transport in
+        try await withRPCClient(client.match, tls: try client.clientTLS()) { transport in
             let stub = MatchService.Client(transport: transport)
             try await ask(one: { try await stub.match(MatchRequest(advertiserID: advertiser, hash: $0.bytes), options: client.matchOptions()) },
                           many: { try await stub.matchMany(MatchManyRequest(advertiserID: advertiser, hashes: $0), options: client.matchOptions()) })
@@ -427,7 +427,7 @@ struct CallCommand: AsyncParsableCommand {
         let (endpoints, options): (Endpoints, CallOptions) = service == Coordinator.name
             ? (client.coordinator, client.coordinatorOptions())
             : service == MatchAdmin.name ? (Endpoints([client.match]), client.adminOptions()) : (Endpoints([client.match]), client.matchOptions())
-        let response = try await withCoordinator(endpoints) { rpc in
+        let response = try await withCoordinator(endpoints, tls: try client.clientTLS()) { rpc in
             try await userFacing("\(m.shortName) failed") { try await m.call(json, on: rpc, options: options) }
         }
         print(response.serialized(pretty: true))

@@ -152,7 +152,7 @@ struct LoadCommand: AsyncParsableCommand {
                 }
             }
         } else {
-            report = try await withRPCClient(client.match, connections: connections) { rpc in
+            report = try await withRPCClient(client.match, tls: try client.clientTLS(), connections: connections) { rpc in
                 let stub = MatchService.Client(transport: rpc)
                 let options = client.matchOptions()
                 // Fail fast, with one line, if the server is not there or an advertiser is unknown.

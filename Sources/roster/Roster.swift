@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import RosterClient
 
 @main
 struct Roster: AsyncParsableCommand {
@@ -95,6 +96,11 @@ struct ClientOptions: ParsableArguments {
 
     @Option(help: "Seconds to wait for each call.")
     var timeout: Double = 10
+
+    @OptionGroup(title: "TLS") var tls: TLSClientOptions
+
+    /// TLS for this command's connections, or nil for plaintext.
+    func clientTLS() throws -> ClientTLS? { try tls.clientTLS() }
 }
 
 struct LoggingOptions: ParsableArguments {

@@ -6,6 +6,7 @@ import Logging
 import MatchServer
 import RosterClient
 import RosterMetrics
+import RosterTLS
 import ServiceLifecycle
 
 struct DevCommand: AsyncParsableCommand {
@@ -135,17 +136,26 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Seconds a leader's lease lasts on a PostgreSQL catalog: a standby takes over at most this long after the leader stops.")
     var leaderLease: Double = 10
 
-    @Option(help: "Serve Prometheus metrics on this port (off by default).")
+    @Option(help: "Serve Prometheus metrics on this port (off by default; over TLS when the coordinator serves TLS).")
     var metricsPort: Int?
 
     @OptionGroup var tier: TierOptions
+
+    @OptionGroup(title: "TLS (serving)") var tlsServer: TLSServerOptions
+
+    @OptionGroup(title: "TLS (calls to match servers; default: as this coordinator serves)") var tlsClient: TLSClientOptions
 
     func run() async throws {
         logging.bootstrap()
         guard leaderLease >= 1 else { throw CLIError("--leader-lease must be at least 1 second") }
         try tier.validate()
+        let tlsFiles = try tlsServer.files(serving: "coordinator")
+        let tls = try tlsFiles?.sources()
+        let clientTLS = try tlsClient.clientTLS(following: tlsFiles)
         // Before the catalog and server make their counters.
-        let metrics = metricsPort.map { MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: "127.0.0.1", port: $0) }
+        let metrics = metricsPort.map {
+            MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: "127.0.0.1", port: $0, tls: tls?.metrics)
+        }
         let callerTokens = tokens(fromEnvironment: "ROSTER_COORDINATOR_TOKENS")
         if callerTokens.isEmpty && !noAuth {
             throw CLIError("set ROSTER_COORDINATOR_TOKENS (comma-separated tokens workers and users present), or pass --no-auth for local development")
@@ -159,7 +169,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             holder: "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
             address: (advertise ?? listen).description, lease: .milliseconds(Int64(leaderLease * 1000))) : nil
         let (server, service, _) = try ServiceFactory.coordinator(
-            data: data, backends: backends, ingest: ingest, endpoint: listen, match: match, adminToken: adminToken,
+            data: data, backends: backends, ingest: ingest, endpoint: listen, match: match,
+            tls: tls?.rpc, clientTLS: clientTLS, adminToken: adminToken,
             callerTokens: noAuth ? [] : callerTokens, election: election, tier: tier.replicas > 0 ? tier : nil, logger: logger)
         if noAuth { logger.warning("coordinator token checks are OFF: anyone who can connect may submit files and lease work") }
         let address = try await ServiceFactory.start(server, "coordinator")
@@ -169,9 +180,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
             let host = listen.host == "0.0.0.0" || listen.host == "::" ? ProcessInfo.processInfo.hostName : listen.host
             service.advertise(Endpoint(host: host, port: address.port).description)
         }
-        print("coordinator listening on \(address); catalog \(data.catalogPath); lake \(backends.description.lake); store \(backends.description.store)")
+        print("coordinator listening on \(address); \(tlsFiles.description); catalog \(data.catalogPath); lake \(backends.description.lake); store \(backends.description.store)")
         flushOutput()
-        try await ServiceFactory.runUntilSignalled([server, service] + (metrics.map { [$0] } ?? []), logger: logger)
+        let reloader = TLSReloader(sources: tls.map { [$0.rpc, $0.metrics] } ?? [], clients: clientTLS.map { [$0] } ?? [], logger: logger)
+        try await ServiceFactory.runUntilSignalled([server, service, reloader] + (metrics.map { [$0] } ?? []), logger: logger)
         try? await backends.shutdown(logger: logger)
     }
 }
@@ -201,18 +213,22 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Token to present to the coordinator (default: $ROSTER_COORDINATOR_TOKEN).")
     var token: String? = ProcessInfo.processInfo.environment["ROSTER_COORDINATOR_TOKEN"]
 
+    @OptionGroup(title: "TLS (calls to the coordinator)") var tls: TLSClientOptions
+
     func run() async throws {
         logging.bootstrap()
         let logger = Logger(label: "roster.worker")
+        let clientTLS = try tls.clientTLS()
         try data.createFolders()
         let backends = try Backends.open(data, logger: Logger(label: "roster.s3"))
         try await backends.check(logger: logger)
         let (worker, _) = ServiceFactory.worker(
             id: id ?? "worker-\(ProcessInfo.processInfo.hostName)-\(getpid())", slots: max(1, slots),
-            coordinator: coordinator, token: token, backends: backends, logger: logger)
+            coordinator: coordinator, tls: clientTLS, token: token, backends: backends, logger: logger)
         print("worker \(worker.configuration.id) pulling from \(coordinator); lake \(backends.description.lake); store \(backends.description.store)")
         flushOutput()
-        try await ServiceFactory.runUntilSignalled([worker], logger: logger)
+        let reloader = TLSReloader(sources: [], clients: clientTLS.map { [$0] } ?? [], logger: logger)
+        try await ServiceFactory.runUntilSignalled([worker, reloader], logger: logger)
         try? await backends.shutdown(logger: logger)
     }
 }
@@ -238,7 +254,7 @@ struct MatchServerCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on.")
     var listen: Endpoint = Endpoint(host: "0.0.0.0", port: Defaults.match.port)
 
-    @Option(help: "Serve Prometheus metrics on this port (off by default).")
+    @Option(help: "Serve Prometheus metrics on this port (off by default; over TLS when the server serves TLS).")
     var metricsPort: Int?
 
     @Flag(help: "Serve without token checks (local development only).")
@@ -260,8 +276,15 @@ struct MatchServerCommand: AsyncParsableCommand {
     @Option(help: "Token to present to the coordinator (default: $ROSTER_COORDINATOR_TOKEN).")
     var coordinatorToken: String? = ProcessInfo.processInfo.environment["ROSTER_COORDINATOR_TOKEN"]
 
+    @OptionGroup(title: "TLS (serving)") var tlsServer: TLSServerOptions
+
+    @OptionGroup(title: "TLS (calls to the coordinator; default: as this server serves)") var tlsClient: TLSClientOptions
+
     func run() async throws {
         logging.bootstrap()
+        let tlsFiles = try tlsServer.files(serving: "match server")
+        let tls = try tlsFiles?.sources()
+        let clientTLS = try tlsClient.clientTLS(following: tlsFiles)
         if (nodeID == nil) != (coordinator == nil) { throw CLIError("--node-id and --coordinator go together: a node of a tier needs both") }
         if let nodeID, nodeID.isEmpty || nodeID.contains("/") { throw CLIError("--node-id must be a non-empty name without '/'") }
         guard weight > 0 else { throw CLIError("--weight must be > 0") }
@@ -275,7 +298,8 @@ struct MatchServerCommand: AsyncParsableCommand {
         }
         var services: [any Service] = []
         if let metricsPort {
-            services.append(MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: "127.0.0.1", port: metricsPort))
+            services.append(MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: "127.0.0.1", port: metricsPort,
+                                            tls: tls?.metrics))
         }
         let backends = try Backends.open(data, logger: Logger(label: "roster.s3"))
         try await backends.check(logger: logger)
@@ -283,16 +307,18 @@ struct MatchServerCommand: AsyncParsableCommand {
         // manifest, in a folder named after it.
         let manifestFolder = nodeID.map { data.dataURL.appendingPathComponent("nodes/\($0)") }
         let (server, catalog) = try ServiceFactory.matchServer(
-            store: backends.storeFolder, manifestFolder: manifestFolder, segments: backends.remoteStore, endpoint: listen, access: access,
+            store: backends.storeFolder, manifestFolder: manifestFolder, segments: backends.remoteStore, endpoint: listen, tls: tls?.rpc,
+            access: access,
             options: matchOptions, logger: logger)
         let address = try await ServiceFactory.start(server, "match server")
-        print("match server listening on \(address); serving \(catalog.advertisers.count) advertisers from \(backends.description.store)")
+        print("match server listening on \(address); \(tlsFiles.description); serving \(catalog.advertisers.count) advertisers from \(backends.description.store)")
         flushOutput()
-        services += [server, Scrubber(catalog: catalog, bytesPerSecond: matchOptions.bytesPerSecond)]
+        services += [server, Scrubber(catalog: catalog, bytesPerSecond: matchOptions.bytesPerSecond),
+                     TLSReloader(sources: tls.map { [$0.rpc, $0.metrics] } ?? [], clients: clientTLS.map { [$0] } ?? [], logger: logger)]
         if let nodeID, let coordinator {
             let host = listen.host == "0.0.0.0" || listen.host == "::" ? ProcessInfo.processInfo.hostName : listen.host
             let reachable = advertise ?? Endpoint(host: host, port: address.port)
-            let transport = FailoverTransport(coordinator.all.map { RPCClient(host: $0.host, port: $0.port) })
+            let transport = FailoverTransport(coordinator.all.map { RPCClient(host: $0.host, port: $0.port, configuration: .init(tls: clientTLS)) })
             services.append(NodeAnnouncer(configuration: .init(nodeID: nodeID, address: reachable.description, weight: weight, token: coordinatorToken),
                                           coordinator: Coordinator.Client(transport: transport), catalog: catalog,
                                           logger: Logger(label: "roster.match.node")))

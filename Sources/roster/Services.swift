@@ -9,6 +9,7 @@ import PostgresSQL
 import RosterClient
 import RosterMetrics
 import RosterServer
+import RosterTLS
 import SegmentStore
 import ServiceLifecycle
 
@@ -115,7 +116,8 @@ struct MatchOptions: ParsableArguments {
 
 enum ServiceFactory {
     static func matchServer(store: URL, manifestFolder: URL? = nil, segments: (any SegmentStorage)? = nil, endpoint: Endpoint,
-                            access: AccessPolicy, options: MatchOptions, logger: Logger) throws -> (RPCServer, MatchCatalog) {
+                            tls: TLSContextSource? = nil, access: AccessPolicy, options: MatchOptions,
+                            logger: Logger) throws -> (RPCServer, MatchCatalog) {
         let catalog: MatchCatalog
         do {
             catalog = try MatchCatalog(root: store, manifestFolder: manifestFolder, mapBudget: options.maxMaps, logger: logger)
@@ -124,14 +126,14 @@ enum ServiceFactory {
         }
         // MatchHandler logs the warning if token checks are off.
         let server = try RPCServer(
-            configuration: .init(host: endpoint.host, port: endpoint.port),
+            configuration: .init(host: endpoint.host, port: endpoint.port, tls: tls),
             services: [MatchHandler(catalog: catalog, access: access, logger: logger), AdminHandler(catalog: catalog, access: access, store: segments)],
             logger: logger)
         return (server, catalog)
     }
 
     static func coordinator(data: DataOptions, backends: Backends, ingest: IngestOptions, endpoint: Endpoint, match: Endpoint,
-                            adminToken: String?, callerTokens: Set<String>,
+                            tls: TLSContextSource? = nil, clientTLS: ClientTLS? = nil, adminToken: String?, callerTokens: Set<String>,
                             election: CoordinatorService<RPCClient>.Election? = nil, tier: TierOptions? = nil,
                             logger: Logger) throws -> (RPCServer, CoordinatorService<RPCClient>, RPCClient) {
         let catalog: IngestCatalog
@@ -151,7 +153,7 @@ enum ServiceFactory {
         } catch {
             throw CLIError("cannot open the catalog \(data.catalogPath): \(error)")
         }
-        let matchClient = RPCClient(host: match.host, port: match.port)
+        let matchClient = RPCClient(host: match.host, port: match.port, configuration: .init(tls: clientTLS))
         let service = CoordinatorService(
             catalog: catalog, lake: backends.lake, store: backends.store,
             matchAdmin: MatchAdmin.Client(transport: matchClient),
@@ -161,7 +163,7 @@ enum ServiceFactory {
                 configuration.election = election
                 if let tier {
                     // One connection pool per node address, made on first use.
-                    let clients = TransportCache(RPCClient.init(address:))
+                    let clients = TransportCache { RPCClient(address: $0, configuration: .init(tls: clientTLS)) }
                     configuration.tier = .init(replicas: tier.replicas, quorum: tier.quorum,
                                                heartbeatInterval: .milliseconds(Int64(tier.nodeHeartbeat * 1000))) { address in
                         MatchAdmin.Client(transport: clients(address))
@@ -169,13 +171,13 @@ enum ServiceFactory {
                 }
                 return configuration
             }(), logger: logger)
-        let server = try RPCServer(configuration: .init(host: endpoint.host, port: endpoint.port), services: [service], logger: logger)
+        let server = try RPCServer(configuration: .init(host: endpoint.host, port: endpoint.port, tls: tls), services: [service], logger: logger)
         return (server, service, matchClient)
     }
 
-    static func worker(id: String, slots: Int, coordinator: Endpoints, token: String?, backends: Backends,
+    static func worker(id: String, slots: Int, coordinator: Endpoints, tls: ClientTLS? = nil, token: String?, backends: Backends,
                        logger: Logger) -> (BlockWorker<FailoverTransport<RPCClient>>, FailoverTransport<RPCClient>) {
-        let client = FailoverTransport(coordinator.all.map { RPCClient(host: $0.host, port: $0.port) })
+        let client = FailoverTransport(coordinator.all.map { RPCClient(host: $0.host, port: $0.port, configuration: .init(tls: tls)) })
         var configuration = BlockWorker<FailoverTransport<RPCClient>>.Configuration(id: id, slots: slots)
         configuration.token = token
         let worker = BlockWorker(

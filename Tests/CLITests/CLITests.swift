@@ -138,7 +138,7 @@ final class CLITests: ServicesTestCase {
     /// service that returned at once used to leave the rest deaf to signals).
     func testMatchServerStopsOnSIGTERMWithTheScrubOnOrOff() throws {
         for rate in ["0", "32"] {
-            let server = try RosterService(["match-server", "--no-auth", "--data", root.path, "--listen", "127.0.0.1:0", "--scrub-rate", rate])
+            let server = try RosterService(["match-server", "--no-auth", "--plaintext", "--data", root.path, "--listen", "127.0.0.1:0", "--scrub-rate", rate])
             services.append(server)
             _ = try server.waitForLine("match server listening on")
             // 0 once its signal handlers are installed; SIGTERM's own status if
@@ -228,9 +228,17 @@ final class CLITests: ServicesTestCase {
             (["load", "--advertiser", "a", "--rate", "0"], "--rate must be between 0 and 1,000,000"),
             (["load", "--advertiser", "a", "--duration", "soon"], "The value 'soon' is invalid for '--duration"),
             (["load", "--match", unreachable, "--advertiser", "a"], "cannot reach the match server at 127.0.0.1:1"),
-            (["match-server", "--data", root.path, "--listen", "127.0.0.1:0"], "set ROSTER_CLIENT_TOKENS and ROSTER_ADMIN_TOKENS"),
-            (["coordinator", "--data", root.path, "--no-auth", "--block-size", "10"], "--block-size must be at least 1024 bytes"),
-            (["coordinator", "--data", root.path, "--listen", "127.0.0.1:0"], "set ROSTER_COORDINATOR_TOKENS"),
+            (["match-server", "--data", root.path, "--listen", "127.0.0.1:0", "--plaintext"], "set ROSTER_CLIENT_TOKENS and ROSTER_ADMIN_TOKENS"),
+            (["match-server", "--data", root.path, "--no-auth"], "the match server would serve in plaintext: give --tls-cert and --tls-key, or pass --plaintext"),
+            (["coordinator", "--data", root.path, "--no-auth"], "the coordinator would serve in plaintext: give --tls-cert and --tls-key, or pass --plaintext"),
+            (["match-server", "--data", root.path, "--no-auth", "--tls-cert", "/nonexistent.pem"], "--tls-cert and --tls-key go together"),
+            (["match-server", "--data", root.path, "--no-auth", "--plaintext", "--tls-ca", "/ca.pem"], "--tls-ca needs --tls-cert and --tls-key"),
+            (["match", "--advertiser", "a", "--hash", String(repeating: "0", count: 32), "--cert", "/c.pem"],
+             "TLS: a client certificate and its key go together"),
+            (["match", "--advertiser", "a", "--hash", String(repeating: "0", count: 32), "--ca", "/nonexistent-ca.pem"],
+             "TLS: cannot read /nonexistent-ca.pem: No such file or directory"),
+            (["coordinator", "--data", root.path, "--no-auth", "--plaintext", "--block-size", "10"], "--block-size must be at least 1024 bytes"),
+            (["coordinator", "--data", root.path, "--listen", "127.0.0.1:0", "--plaintext"], "set ROSTER_COORDINATOR_TOKENS"),
             (["dev", "--workers", "1000"], "--workers must be between 0 and 64"),
             (["frobnicate"], "Unexpected argument 'frobnicate'"),
             (["match", "--match", "nohost", "--advertiser", "a", "--email", "x"], "The value 'nohost' is invalid for '--match"),
@@ -260,11 +268,11 @@ final class CLITests: ServicesTestCase {
     /// the file still goes live whole.
     func testCoordinatorKilledMidIngestCarriesOnAfterRestart() throws {
         let data = root.path
-        let matchServer = try RosterService(["match-server", "--no-auth", "--data", data, "--listen", "127.0.0.1:0"])
+        let matchServer = try RosterService(["match-server", "--no-auth", "--plaintext", "--data", data, "--listen", "127.0.0.1:0"])
         services.append(matchServer)
         let matchLine = try matchServer.waitForLine("match server listening on")
         let match = String(matchLine.split(separator: ";")[0])
-        let coordinatorArgs = ["coordinator", "--data", data, "--match", match, "--block-size", "1024", "--lease", "1",
+        let coordinatorArgs = ["coordinator", "--plaintext", "--data", data, "--match", match, "--block-size", "1024", "--lease", "1",
                                "--scan-interval", "0"]
         // Callers of this coordinator need a token: the worker and every command below present one.
         let tokens = ["ROSTER_COORDINATOR_TOKENS": "cli-secret"]

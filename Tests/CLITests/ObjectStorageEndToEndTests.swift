@@ -89,11 +89,11 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
                                workers: Bool = true) throws -> (match: String, coordinator: String) {
         var environment = environment
         environment["AWS_ENDPOINT_URL"] = endpoint
-        let matchServer = try RosterService(["match-server", "--no-auth", "--listen", "127.0.0.1:0", "--store", base + "store"]
+        let matchServer = try RosterService(["match-server", "--no-auth", "--plaintext", "--listen", "127.0.0.1:0", "--store", base + "store"]
                                             + data("match"), environment: environment)
         services.append(matchServer)
         let match = String(try matchServer.waitForLine("match server listening on").split(separator: ";")[0])
-        let coordinator = try RosterService(["coordinator", "--no-auth", "--listen", "127.0.0.1:0", "--match", match,
+        let coordinator = try RosterService(["coordinator", "--no-auth", "--plaintext", "--listen", "127.0.0.1:0", "--match", match,
                                              "--block-size", "4096", "--scan-interval", "0.2", "--lease", "2",
                                              "--max-attempts", String(maxAttempts)] + buckets(base) + data("coordinator"),
                                             environment: environment)
@@ -176,7 +176,7 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
         XCTAssertEqual(errors.count, 1, result.stderr)
         XCTAssertTrue(result.stderr.contains("SignatureDoesNotMatch") && result.stderr.contains("secret key"), result.stderr)
         let missing = try RosterBinary.run(
-            ["match-server", "--no-auth", "--store", "s3://no-such-bucket-roster/y", "--s3-endpoint", server.endpoint, "--data", root.path],
+            ["match-server", "--no-auth", "--plaintext", "--store", "s3://no-such-bucket-roster/y", "--s3-endpoint", server.endpoint, "--data", root.path],
             environment: ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret])
         XCTAssertEqual(missing.status, 1)
         XCTAssertTrue(missing.stderr.contains("NoSuchBucket") && missing.stderr.contains("create the bucket"), missing.stderr)

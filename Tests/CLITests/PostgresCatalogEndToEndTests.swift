@@ -12,10 +12,10 @@ final class PostgresCatalogEndToEndTests: ServicesTestCase {
         defer { cleanups.forEach { $0() } }
         let database = try PostgresTestServer.freshDatabase(cleanups: &cleanups)
         let data = root.path
-        let matchServer = try RosterService(["match-server", "--no-auth", "--data", data, "--listen", "127.0.0.1:0"])
+        let matchServer = try RosterService(["match-server", "--no-auth", "--plaintext", "--data", data, "--listen", "127.0.0.1:0"])
         services.append(matchServer)
         let match = String(try matchServer.waitForLine("match server listening on").split(separator: ";")[0])
-        let coordinator = try RosterService(["coordinator", "--no-auth", "--data", data, "--catalog", database.url, "--match", match,
+        let coordinator = try RosterService(["coordinator", "--no-auth", "--plaintext", "--data", data, "--catalog", database.url, "--match", match,
                                              "--listen", "127.0.0.1:0", "--block-size", "2048", "--scan-interval", "0.2"])
         services.append(coordinator)
         let line = try coordinator.waitForLine("coordinator listening on")
@@ -39,7 +39,7 @@ final class PostgresCatalogEndToEndTests: ServicesTestCase {
     }
 
     func testAnUnreachableCatalogIsOneClearError() throws {
-        let result = try RosterBinary.run(["coordinator", "--no-auth", "--data", root.path, "--listen", "127.0.0.1:0",
+        let result = try RosterBinary.run(["coordinator", "--no-auth", "--plaintext", "--data", root.path, "--listen", "127.0.0.1:0",
                                            "--catalog", "postgres://roster@127.0.0.1:1/roster"])
         XCTAssertEqual(result.status, 1)
         let errors = result.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }
@@ -97,13 +97,13 @@ final class CoordinatorFailoverTests: ServicesTestCase {
         defer { cleanups.forEach { $0() } }
         let database = try PostgresTestServer.freshDatabase(cleanups: &cleanups)
         let data = root.path
-        let matchServer = try RosterService(["match-server", "--no-auth", "--data", data, "--listen", "127.0.0.1:0"])
+        let matchServer = try RosterService(["match-server", "--no-auth", "--plaintext", "--data", data, "--listen", "127.0.0.1:0"])
         services.append(matchServer)
         let match = String(try matchServer.waitForLine("match server listening on").split(separator: ";")[0])
         func coordinator() throws -> (RosterService, String) {
             // Many small merges (--merge-bytes 1024), so the merge phase lasts
             // long enough to be caught and killed in, on a loaded machine too.
-            let process = try RosterService(["coordinator", "--no-auth", "--data", data, "--catalog", database.url, "--match", match,
+            let process = try RosterService(["coordinator", "--no-auth", "--plaintext", "--data", data, "--catalog", database.url, "--match", match,
                                              "--listen", "127.0.0.1:0", "--block-size", "1024", "--scan-interval", "0",
                                              "--lease", "2", "--leader-lease", "2", "--merge-bytes", "1024"])
             services.append(process)

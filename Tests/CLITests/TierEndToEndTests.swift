@@ -11,13 +11,13 @@ final class TierEndToEndTests: ServicesTestCase {
 
     func testATierServesThroughTheDeathOfAMatchServer() throws {
         let data = root.path
-        let coordinator = try RosterService(["coordinator", "--no-auth", "--data", data, "--listen", "127.0.0.1:0", "--block-size", "2048",
+        let coordinator = try RosterService(["coordinator", "--no-auth", "--plaintext", "--data", data, "--listen", "127.0.0.1:0", "--block-size", "2048",
                                              "--scan-interval", "0.2", "--replicas", "2", "--node-heartbeat", "0.2"])
         services.append(coordinator)
         let address = String(try coordinator.waitForLine("coordinator listening on").split(separator: ";")[0])
         var nodes: [String: RosterService] = [:]
         for id in ["n1", "n2", "n3"] {
-            let node = try RosterService(["match-server", "--no-auth", "--data", data, "--listen", "127.0.0.1:0",
+            let node = try RosterService(["match-server", "--no-auth", "--plaintext", "--data", data, "--listen", "127.0.0.1:0",
                                           "--node-id", id, "--coordinator", address])
             services.append(node)
             _ = try node.waitForLine("match server listening on")

@@ -36,7 +36,7 @@ final class TierNetnsTests: ServicesTestCase {
     }
 
     private func startNode(_ id: String) throws {
-        let node = try RosterService(["match-server", "--no-auth", "--data", root.path, "--listen", "\(rig.address(id)):7401",
+        let node = try RosterService(["match-server", "--no-auth", "--plaintext", "--data", root.path, "--listen", "\(rig.address(id)):7401",
                                       "--node-id", id, "--coordinator", coordinator], netns: rig.namespace(id))
         services.append(node)
         _ = try node.waitForLine("match server listening on")
@@ -51,7 +51,7 @@ final class TierNetnsTests: ServicesTestCase {
     /// 100 advertisers' lists of the same 200 members, all live.
     private func startTier() throws -> URL {
         let coordinatorService = try RosterService(
-            ["coordinator", "--no-auth", "--data", root.path, "--listen", coordinator, "--replicas", "2", "--node-heartbeat", "0.5",
+            ["coordinator", "--no-auth", "--plaintext", "--data", root.path, "--listen", coordinator, "--replicas", "2", "--node-heartbeat", "0.5",
              "--scan-interval", "0.2", "--block-size", "4096"], netns: rig.namespace("coord"))
         services.append(coordinatorService)
         _ = try coordinatorService.waitForLine("coordinator listening on")

@@ -31,12 +31,12 @@ def rss_kib(pid):
 
 def start(binary, service, data):
     if service == "match":
-        args = [binary, "match-server", "--no-auth", "--data", data, "--listen", "127.0.0.1:0"]
+        args = [binary, "match-server", "--no-auth", "--plaintext", "--data", data, "--listen", "127.0.0.1:0"]
         if "--scrub-rate" in subprocess.run([binary, "match-server", "--help"], capture_output=True, text=True).stdout:
             args += ["--scrub-rate", "0"]  # builds from before the scrub have none
         pattern = r"match server listening on [\d.]+:(\d+)"
     else:
-        args = [binary, "coordinator", "--no-auth", "--data", data, "--listen", "127.0.0.1:0", "--scan-interval", "0"]
+        args = [binary, "coordinator", "--no-auth", "--plaintext", "--data", data, "--listen", "127.0.0.1:0", "--scan-interval", "0"]
         pattern = r"coordinator listening on [\d.]+:(\d+)"
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 30

@@ -23,7 +23,7 @@ trap 'kill -9 $(jobs -p) 2>/dev/null || true' EXIT
 maps() { wc -l < "/proc/$1/maps" 2>/dev/null || echo 0; }
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 start_match() {
-  "$BIN" match-server --no-auth --data "$DATA" --listen "${1:-127.0.0.1:0}" --scrub-rate 0 --log-level warning > "$WORK/match.out" 2>&1 &
+  "$BIN" match-server --no-auth --plaintext --data "$DATA" --listen "${1:-127.0.0.1:0}" --scrub-rate 0 --log-level warning > "$WORK/match.out" 2>&1 &
   MATCH_PID=$!
   until grep -q "listening on" "$WORK/match.out"; do sleep 0.02; done
   MATCH=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/match.out")
@@ -50,7 +50,7 @@ sleep 1.2
 start_match
 BASE=$(maps $MATCH_PID)
 T0=$(date +%s.%N)
-"$BIN" coordinator --no-auth --data "$DATA" --listen 127.0.0.1:0 --match "$MATCH" --merge-bytes "$M" --scan-interval 1 --log-level warning > "$WORK/coord.out" 2>&1 &
+"$BIN" coordinator --no-auth --plaintext --data "$DATA" --listen 127.0.0.1:0 --match "$MATCH" --merge-bytes "$M" --scan-interval 1 --log-level warning > "$WORK/coord.out" 2>&1 &
 COORD_PID=$!
 until grep -q "listening on" "$WORK/coord.out"; do sleep 0.02; done
 COORD=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/coord.out")

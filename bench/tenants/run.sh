@@ -32,7 +32,7 @@ live_count() {
     | python3 -c "import json,sys; d=json.load(sys.stdin); print(d.get('filesByState', {}).get('live', d.get('advertisersLive', 0)))" 2>/dev/null || echo 0
 }
 start_match() {
-  "$BIN" match-server --no-auth --data "$DATA" --listen "${1:-127.0.0.1:0}" --log-level warning > "$WORK/match.out" 2>&1 &
+  "$BIN" match-server --no-auth --plaintext --data "$DATA" --listen "${1:-127.0.0.1:0}" --log-level warning > "$WORK/match.out" 2>&1 &
   MATCH_PID=$!
   until grep -q "listening on" "$WORK/match.out"; do sleep 0.02; done
   MATCH=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/match.out")
@@ -57,7 +57,7 @@ PY
   sleep 1.2  # the files' ctime must be older than the settle time
   start_match
   T0=$(date +%s.%N)
-  "$BIN" coordinator --no-auth --data "$DATA" --listen 127.0.0.1:0 --match "$MATCH" --scan-interval "$SCAN" --log-level warning > "$WORK/coord.out" 2>&1 &
+  "$BIN" coordinator --no-auth --plaintext --data "$DATA" --listen 127.0.0.1:0 --match "$MATCH" --scan-interval "$SCAN" --log-level warning > "$WORK/coord.out" 2>&1 &
   COORD_PID=$!
   until grep -q "listening on" "$WORK/coord.out"; do sleep 0.02; done
   COORD=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/coord.out")

@@ -39,7 +39,7 @@ start_tier() { # $1 = nodes; sets COORD, NODE_PIDS
   rm -rf "$data"; mkdir -p "$data/lake"
   for i in $(seq 0 99); do mkdir -p "$data/lake/adv$i"; cp "$WORK/members.txt" "$data/lake/adv$i/members.txt"; done
   local replicas=$(( nodes < 2 ? nodes : 2 ))
-  "$BIN" coordinator --no-auth --data "$data" --listen 127.0.0.1:0 --replicas $replicas --node-heartbeat 0.5 --scan-interval 0.5 \
+  "$BIN" coordinator --no-auth --plaintext --data "$data" --listen 127.0.0.1:0 --replicas $replicas --node-heartbeat 0.5 --scan-interval 0.5 \
     --log-level warning > "$WORK/coord-$nodes.out" 2>&1 &
   PIDS+=($!); COORD_PID=$!
   wait_line "$WORK/coord-$nodes.out" "listening on"; COORD=$(addr "$WORK/coord-$nodes.out")
@@ -52,7 +52,7 @@ start_tier() { # $1 = nodes; sets COORD, NODE_PIDS
 }
 
 start_node() { # $1 = tier size (data folder), $2 = node id
-  "$BIN" match-server --no-auth --data "$WORK/data-$1" --listen 127.0.0.1:0 --node-id "$2" --coordinator "$COORD" \
+  "$BIN" match-server --no-auth --plaintext --data "$WORK/data-$1" --listen 127.0.0.1:0 --node-id "$2" --coordinator "$COORD" \
     --log-level warning > "$WORK/$2-$1.out" 2>&1 &
   PIDS+=($!); NODE_PIDS+=($!)
   eval "PID_$2=$!"

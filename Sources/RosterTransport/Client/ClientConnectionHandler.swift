@@ -1,5 +1,6 @@
 import NIOCore
 import RosterRPC
+import RosterTLS
 
 /// What a client asks its connection to do; written into the channel.
 enum ClientCommand: Sendable {
@@ -43,8 +44,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext!
     /// Called on the event loop when the server asks this connection to go away.
     private let onGoAway: @Sendable () -> Void
+    /// Completed when the server's preface arrives; failed if the connection
+    /// fails or closes first.
+    private let ready: EventLoopPromise<Void>?
 
-    init(onGoAway: @escaping @Sendable () -> Void) {
+    init(ready: EventLoopPromise<Void>? = nil, onGoAway: @escaping @Sendable () -> Void) {
+        self.ready = ready
         self.onGoAway = onGoAway
     }
 
@@ -123,7 +128,10 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .frame(let frame) = unwrapInboundIn(data) else { return }
+        guard case .frame(let frame) = unwrapInboundIn(data) else {
+            ready?.succeed()
+            return
+        }
         switch frame.type {
         case .response:
             // A response for a call that timed out or was cancelled is dropped.
@@ -147,7 +155,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             draining = true
             onGoAway()
             if goAway.code != .ok {
-                failAll(RPCError(.unavailable, "server closed the connection: \(goAway.code): \(goAway.message)"), retryable: false)
+                let error = RPCError(.unavailable, "server closed the connection: \(goAway.code): \(goAway.message)")
+                ready?.fail(error)
+                failAll(error, retryable: false)
                 context.close(promise: nil)
                 return
             }
@@ -186,8 +196,11 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        ready?.fail(error)
         if let violation = error as? ProtocolViolation {
             failAll(RPCError(.internal, "protocol error: \(violation.message)"), retryable: false)
+        } else if let failure = error as? TLSFailure {
+            failAll(RPCError(.unavailable, failure.message), retryable: false)
         } else {
             failAll(RPCError(.unavailable, "connection error: \(error)"), retryable: false)
         }
@@ -195,6 +208,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        ready?.fail(RPCError(.unavailable, "connection closed before the server's preface"))
         closed = true
         failAll(RPCError(.unavailable, "connection closed"), retryable: false)
         context.fireChannelInactive()

@@ -1,7 +1,9 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import RosterRPC
+import RosterTLS
 import Synchronization
 
 /// A channel to one server: the transport generated clients run over.
@@ -28,12 +30,17 @@ public final class RPCClient: RPCClientTransport, Sendable {
         /// How often a call the server refused unprocessed (while draining) is
         /// sent again on another connection.
         public var maxTransparentRetries: Int
+        /// TLS for every connection (nil: plaintext). A TLS connection is
+        /// ready once the handshake is done and the server's preface has
+        /// arrived, so a refused certificate fails the connect, with backoff.
+        public var tls: ClientTLS?
 
         public init(
             connections: Int = 1, connectTimeout: Duration = .seconds(5), initialBackoff: Duration = .milliseconds(100),
             maxBackoff: Duration = .seconds(5), maxFrameSize: Int = WireProtocol.defaultMaxFrameSize,
-            defaultTimeout: Duration? = nil, maxTransparentRetries: Int = 3
+            defaultTimeout: Duration? = nil, maxTransparentRetries: Int = 3, tls: ClientTLS? = nil
         ) {
+            self.tls = tls
             self.connections = max(1, connections)
             self.connectTimeout = connectTimeout
             self.initialBackoff = initialBackoff
@@ -169,20 +176,49 @@ public final class RPCClient: RPCClientTransport, Sendable {
 
     private func connect(_ slot: ConnectionSlot) -> EventLoopFuture<ClientConnection> {
         let maxFrameSize = configuration.maxFrameSize
-        return ClientBootstrap(group: group)
-            .connectTimeout(TimeAmount(configuration.connectTimeout))
+        let (host, port, tls) = (self.host, self.port, configuration.tls)
+        let connectTimeout = TimeAmount(configuration.connectTimeout)
+        let ready = group.next().makePromise(of: Void.self)
+        let connected = ClientBootstrap(group: group)
+            .connectTimeout(connectTimeout)
             // At IPPROTO_TCP: see RPCServer.start().
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    if let tls {
+                        let server = "\(host):\(port)"
+                        try sync.addHandler(TLSPlaintextPeerDetector(server: server))
+                        try sync.addHandler(NIOSSLClientHandler(context: tls.source.context, serverHostname: tls.hostname(for: host)))
+                        try sync.addHandler(TLSHandshakeObserver(side: .client(server: server, serverName: tls.hostname(for: host))))
+                    }
                     try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
-                    try sync.addHandler(ClientConnectionHandler(onGoAway: { [weak slot] in slot?.forget(channel) }))
+                    try sync.addHandler(ClientConnectionHandler(ready: tls == nil ? nil : ready, onGoAway: { [weak slot] in slot?.forget(channel) }))
                 }
             }
             .connect(host: host, port: port)
+        let opened: EventLoopFuture<any Channel>
+        if tls == nil {
+            ready.succeed()
+            opened = connected
+        } else {
+            // Over TLS, wait for the server's preface: it follows the server's
+            // check of this client's certificate, whose refusal (TLS 1.3)
+            // arrives only after the client's side of the handshake is done.
+            opened = connected.flatMap { channel in
+                let timer = channel.eventLoop.scheduleTask(in: connectTimeout) {
+                    ready.fail(TLSFailure("no TLS handshake with \(host):\(port) within \(connectTimeout.nanoseconds / 1_000_000) ms"))
+                    channel.close(promise: nil)
+                }
+                return ready.futureResult.map { timer.cancel(); return channel }
+                    .flatMapErrorThrowing { error in timer.cancel(); channel.close(promise: nil); throw error }
+            }
+            connected.whenFailure { ready.fail($0) }
+        }
+        return opened
             .map { ClientConnection(channel: $0) }
-            .flatMapErrorThrowing { [host, port] error in
+            .flatMapErrorThrowing { error in
+                if let failure = error as? TLSFailure { throw RPCError(.unavailable, failure.message) }
                 throw RPCError(.unavailable, "cannot connect to \(host):\(port): \(error)")
             }
     }

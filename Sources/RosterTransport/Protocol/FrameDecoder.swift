@@ -13,6 +13,8 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
     @usableFromInline let maxFrameSize: Int
     @usableFromInline var sawPreface = false
 
+    public static let tlsOnPlaintext = "a TLS handshake arrived on a plaintext port: this server does not serve TLS (connect without TLS, or start it with --tls-cert and --tls-key)"
+
     public init(maxFrameSize: Int = WireProtocol.defaultMaxFrameSize) {
         self.maxFrameSize = maxFrameSize
     }
@@ -25,9 +27,14 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
             guard buffer.readableBytes >= WireProtocol.prefaceLength else {
                 // A peer that is not speaking this protocol is usually evident from the first bytes.
                 if let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self), first != UInt8(WireProtocol.magic >> 24) {
+                    // 0x16 opens a TLS handshake: a client speaking TLS to a plaintext port.
+                    if first == 0x16 { throw ProtocolViolation(.failedPrecondition, Self.tlsOnPlaintext) }
                     throw ProtocolViolation(.invalidArgument, "bad connection preface: expected magic 'ROST'")
                 }
                 return nil
+            }
+            if buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) == 0x16 {
+                throw ProtocolViolation(.failedPrecondition, Self.tlsOnPlaintext)
             }
             let magic = buffer.readInteger(as: UInt32.self)!
             let version = buffer.readInteger(as: UInt16.self)!

@@ -7,6 +7,9 @@ public enum WireProtocol {
     /// `ROST`: the first four bytes each side sends.
     public static let magic: UInt32 = 0x524F_5354
     public static let version: UInt16 = 1
+    /// The ALPN protocol name a TLS connection carrying this protocol
+    /// negotiates (docs/PROTOCOL.md, "TLS"): the protocol and its version.
+    public static let alpn = "roster/1"
     /// Magic (4) + version (2) + reserved (2).
     public static let prefaceLength = 8
     /// Length (4) + type (1) + flags (1) + call id (4).

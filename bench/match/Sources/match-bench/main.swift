@@ -496,7 +496,7 @@ func networkBench(keys n: Int, seconds: Double, roundCount: Int, openSeconds: Do
         guard FileManager.default.isExecutableFile(atPath: serverPath) else {
             fatalError("no roster binary at \(serverPath): run `swift build -c release --product roster` in the project root, or pass --server PATH")
         }
-        (roster, rosterPipe) = try spawn(serverPath, ["match-server", "--no-auth", "--data", root.path, "--store", root.path,
+        (roster, rosterPipe) = try spawn(serverPath, ["match-server", "--no-auth", "--plaintext", "--data", root.path, "--store", root.path,
                                                       "--listen", "127.0.0.1:0", "--log-level", "error"])
     }
     defer { kill(roster.processIdentifier, SIGKILL); roster.waitUntilExit() }
