@@ -18,11 +18,12 @@ RULES=(
   "roster-idl:codegen/roster-idl:IDLCompiler"
   "RosterRPC:Sources/RosterRPC:"
   "RosterAPI:Sources/RosterAPI:RosterRPC"
-  "RosterTransport:Sources/RosterTransport:RosterRPC NIOCore NIOPosix Logging"
+  "RosterTLS:Sources/RosterTLS:NIOCore NIOTLS NIOSSL"
+  "RosterTransport:Sources/RosterTransport:RosterRPC RosterTLS NIOCore NIOPosix NIOSSL Logging"
   "RosterServerCore:Sources/RosterServerCore:RosterRPC Logging CoreMetrics Metrics"
   "RosterInProcess:Sources/RosterInProcess:RosterRPC RosterServerCore Logging"
-  "RosterServer:Sources/RosterServer:RosterRPC RosterServerCore RosterTransport NIOCore NIOPosix Logging CoreMetrics Metrics ServiceLifecycle"
-  "RosterMetrics:Sources/RosterMetrics:CoreMetrics Prometheus NIOCore NIOPosix NIOHTTP1 ServiceLifecycle"
+  "RosterServer:Sources/RosterServer:RosterRPC RosterServerCore RosterTransport RosterTLS NIOSSL NIOCore NIOPosix Logging CoreMetrics Metrics ServiceLifecycle"
+  "RosterMetrics:Sources/RosterMetrics:RosterTLS NIOSSL CoreMetrics Prometheus NIOCore NIOPosix NIOHTTP1 ServiceLifecycle"
   "SegmentStore:Sources/SegmentStore:"
   "DataLake:Sources/DataLake:"
   "HexDigits:Sources/HexDigits:"
@@ -36,8 +37,8 @@ RULES=(
   "IngestCoordinator:Sources/IngestCoordinator:RosterAPI RosterRPC DataLake HashParsing SegmentStore SQLDatabase SQLite Placement Logging Metrics ServiceLifecycle"
   "IngestWorker:Sources/IngestWorker:RosterAPI RosterRPC DataLake HashParsing SegmentStore Logging ServiceLifecycle"
   "LoadHarness:Sources/LoadHarness:RosterRPC Histogram"
-  "RosterClient:Sources/RosterClient:HexDigits RosterAPI RosterRPC RosterTransport"
-  "roster:Sources/roster:ArgumentParser DataLake IngestCoordinator ObjectStorage PostgresSQL IngestWorker LoadHarness Logging MatchServer RosterAPI RosterClient RosterMetrics RosterRPC RosterServer RosterTransport SegmentStore ServiceLifecycle"
+  "RosterClient:Sources/RosterClient:HexDigits RosterAPI RosterRPC RosterTLS RosterTransport"
+  "roster:Sources/roster:ArgumentParser DataLake IngestCoordinator ObjectStorage PostgresSQL IngestWorker LoadHarness Logging MatchServer RosterAPI RosterClient RosterMetrics RosterRPC RosterServer RosterTLS RosterTransport SegmentStore ServiceLifecycle UnixSignals"
 )
 
 status=0

@@ -136,6 +136,8 @@ final class TLSTests: XCTestCase {
         let client = RPCClient(host: "127.0.0.1", port: port, configuration: .init(tls: try clientTLS()))
         await assertRefused(client, "127.0.0.1:\(port) requires a client certificate (mutual TLS)")
         try await eventually { log.contains("it sent no client certificate, and this server requires one") }
+        // The refusal fails the connect, so the next call waits out a backoff instead of handshaking again at once.
+        await assertRefused(client, "requires a client certificate (mutual TLS): give one with --cert and --key; retrying in")
         await stop(server, client)
     }
 
