@@ -57,7 +57,6 @@ let package = Package(
         // handshake failures said in words. Knows nothing of the protocol.
         .target(name: "RosterTLS", dependencies: [
             .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOTLS", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
         // The wire protocol (docs/PROTOCOL.md) over TCP on SwiftNIO: framing and the client.

@@ -18,7 +18,7 @@ RULES=(
   "roster-idl:codegen/roster-idl:IDLCompiler"
   "RosterRPC:Sources/RosterRPC:"
   "RosterAPI:Sources/RosterAPI:RosterRPC"
-  "RosterTLS:Sources/RosterTLS:NIOCore NIOTLS NIOSSL"
+  "RosterTLS:Sources/RosterTLS:NIOCore NIOSSL"
   "RosterTransport:Sources/RosterTransport:RosterRPC RosterTLS NIOCore NIOPosix NIOSSL Logging"
   "RosterServerCore:Sources/RosterServerCore:RosterRPC Logging CoreMetrics Metrics"
   "RosterInProcess:Sources/RosterInProcess:RosterRPC RosterServerCore Logging"

@@ -160,7 +160,7 @@ public final class RPCServer: Service, Sendable {
         }))
         try sync.addHandler(NIOSSLServerHandler(context: tls.context))
         try sync.addHandler(TLSHandshakeObserver(side: .server(peer: peer), onFailure: { failure in
-            logger.warning("\(failure.message)")
+            logger.log(level: failure.peerClosed ? .debug : .warning, "\(failure.message)")
         }))
     }
 

@@ -23,6 +23,12 @@ extension TLSFailure {
                                 now: time_t = time(nil)) -> TLSFailure {
         if let failure = error as? TLSFailure { return failure }
         let text = "\(error)"
+        if text.contains("EOF during handshake") || (error as? NIOSSLError) == .uncleanShutdown {
+            switch side {
+            case .client(let server, _): return TLSFailure("\(server) closed the connection during the TLS handshake", peerClosed: true)
+            case .server(let peer): return TLSFailure("\(peer) closed the connection during the TLS handshake", peerClosed: true)
+            }
+        }
         switch side {
         case .client(let server, let serverName):
             if let extra = error as? NIOSSLExtraError, extra == .failedToValidateHostname {
@@ -42,9 +48,6 @@ extension TLSFailure {
             }
             if text.contains("WRONG_VERSION_NUMBER") || text.contains("HTTP_REQUEST") {
                 return TLSFailure("\(server) did not answer in TLS: it serves plaintext; connect without --tls")
-            }
-            if let nio = error as? NIOSSLError, nio == .uncleanShutdown || nio == .handshakeFailed(.sslError([])) {
-                return TLSFailure("\(server) closed the connection during the TLS handshake")
             }
             return TLSFailure("TLS with \(server) failed: \(text)")
         case .server(let peer):

@@ -1,6 +1,5 @@
 import NIOCore
 import NIOSSL
-import NIOTLS
 
 /// The first byte of every TLS record that can open a connection: a
 /// handshake (`ClientHello`). Anything else on a TLS port is plaintext.
@@ -70,51 +69,31 @@ public final class TLSPlaintextPeerDetector: ChannelInboundHandler, RemovableCha
     }
 }
 
-/// Sits after the TLS handler: completes `handshake` when the handshake
-/// succeeds, and turns TLS errors into a `TLSFailure` that says what went
-/// wrong (passed on down the pipeline, and to `onFailure`).
+/// Sits after the TLS handler and turns its errors into a `TLSFailure`
+/// that says what went wrong, for the side that reads it: passed on down
+/// the pipeline (a client fails its calls with it), and to `onFailure`
+/// once (a server logs it).
 public final class TLSHandshakeObserver: ChannelInboundHandler, RemovableChannelHandler {
     public typealias InboundIn = ByteBuffer
 
     private let side: TLSFailure.Side
-    private let handshake: EventLoopPromise<String?>?
     private let onFailure: (TLSFailure) -> Void
     private var reported = false
 
-    /// `handshake` receives the protocol ALPN chose.
-    public init(side: TLSFailure.Side, handshake: EventLoopPromise<String?>? = nil, onFailure: @escaping (TLSFailure) -> Void = { _ in }) {
+    public init(side: TLSFailure.Side, onFailure: @escaping (TLSFailure) -> Void = { _ in }) {
         self.side = side
-        self.handshake = handshake
         self.onFailure = onFailure
     }
 
-    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .handshakeCompleted(let negotiated) = event as? TLSUserEvent {
-            handshake?.succeed(negotiated)
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // The certificate the peer showed, if the handshake got that far:
+        // it tells an expired certificate from one of an unknown CA.
         let peer = try? context.pipeline.syncOperations.handler(type: NIOSSLHandler.self).peerCertificate
         let failure = TLSFailure.describe(error, side: side, peerCertificate: peer ?? nil)
         if !reported {
             reported = true
             onFailure(failure)
         }
-        handshake?.fail(failure)
         context.fireErrorCaught(failure)
-    }
-
-    public func channelInactive(context: ChannelHandlerContext) {
-        handshake?.fail(TLSFailure(closedMessage))
-        context.fireChannelInactive()
-    }
-
-    private var closedMessage: String {
-        switch side {
-        case .client(let server, _): return "\(server) closed the connection during the TLS handshake"
-        case .server(let peer): return "\(peer) closed the connection during the TLS handshake"
-        }
     }
 }

@@ -10,6 +10,12 @@ public struct TLSSetupError: Error, CustomStringConvertible, Sendable {
 /// it (see `TLSFailure.describe`).
 public struct TLSFailure: Error, CustomStringConvertible, Sendable {
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// The peer closed the connection mid-handshake and said nothing more:
+    /// what a TCP health check or a port scan does, not worth a warning.
+    public var peerClosed: Bool
+    public init(_ message: String, peerClosed: Bool = false) {
+        self.message = message
+        self.peerClosed = peerClosed
+    }
     public var description: String { message }
 }

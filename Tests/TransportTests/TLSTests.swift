@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 import NIOSSL
 import RosterRPC
 import RosterServer
@@ -147,6 +148,17 @@ final class TLSTests: XCTestCase {
         await assertRefused(client, "refused this client's certificate")
         try await eventually { log.contains("its client certificate it is not signed by a trusted CA (the CA in --tls-ca); it was issued to CN=stranger") }
         await stop(server, client)
+    }
+
+    func testAConnectionClosedBeforeAnyHandshakeIsNotAWarning() async throws {
+        // What a TCP health check or a port scan does: connect, close.
+        let (server, port, log) = try await start(tls: try serverFiles().source(alpn: [WireProtocol.alpn]))
+        let probe = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
+        try await probe.writeAndFlush(probe.allocator.buffer(bytes: [0x16, 0x03, 0x01])).get()
+        try await probe.close()
+        try await eventually { log.contains("closed the connection during the TLS handshake") }
+        XCTAssertEqual(log.lines(atLeast: .notice), [])
+        await stop(server)
     }
 
     // MARK: Files
