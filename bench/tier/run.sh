@@ -13,26 +13,12 @@
 # 100 advertisers, each the same list of MEMBERS (default 100,000) hashes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROOT=$(pwd)
 WORK=${BENCH_DIR:-/tmp/roster-tier-bench}
 RATE=${RATE:-50000}; DURATION=${DURATION:-10s}; KILLS=${KILLS:-20}; MEMBERS=${MEMBERS:-100000}
 rm -rf "$WORK"; mkdir -p "$WORK"
-if [ -z "${ROSTER_BIN:-}" ]; then swift build -c release --product roster >/dev/null; fi
-BIN=${ROSTER_BIN:-"$ROOT/.build/release/roster"}
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+source bench/services.sh
+make_members "$WORK" "$MEMBERS"
 
-python3 - "$WORK" "$MEMBERS" <<'PY'
-import hashlib, sys, os
-work, n = sys.argv[1], int(sys.argv[2])
-text = "".join(hashlib.md5(f"user{i}@example.com".encode()).hexdigest() + "\n" for i in range(n))
-open(os.path.join(work, "members.txt"), "w").write(text)
-open(os.path.join(work, "advertisers.txt"), "w").write("\n".join(f"adv{i}" for i in range(100)) + "\n")
-PY
-
-wait_line() { until grep -q "$2" "$1" 2>/dev/null; do sleep 0.05; done; }
-addr() { sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$1"; }
 
 start_tier() { # $1 = nodes; sets COORD, NODE_PIDS
   local nodes=$1 data="$WORK/data-$1"
@@ -61,7 +47,6 @@ start_node() { # $1 = tier size (data folder), $2 = node id
 
 stop_tier() { kill -INT $COORD_PID "${NODE_PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 
-field() { python3 -c "import json,sys; r=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 
 echo "# Match and MatchMany through the tier (roster load --tier, asked $RATE calls/s open loop for $DURATION; 100 advertisers)"
 printf "%-6s %-18s %12s %10s %10s %8s\n" nodes call "calls/s" "p50 ms" "p99 ms" errors

@@ -13,15 +13,10 @@
 # They share two cores with the load generator: read the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROOT=$(pwd)
 WORK=${BENCH_DIR:-/tmp/roster-tls-bench}
 RATES=${RATES:-"10000 40000"}; ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10s}; MEMBERS=${MEMBERS:-100000}
-rm -rf "$WORK"; mkdir -p "$WORK/lake/acme"
-if [ -z "${ROSTER_BIN:-}" ]; then swift build -c release --product roster >/dev/null; fi
-BIN=${ROSTER_BIN:-"$ROOT/.build/release/roster"}
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+rm -rf "$WORK"; mkdir -p "$WORK"
+source bench/services.sh
 TICK=$(getconf CLK_TCK)
 
 # Certificates: a CA, the server (127.0.0.1) and a client.
@@ -33,12 +28,7 @@ for n in server client; do key $n; openssl x509 -req -in "$C/$n.csr" -CA "$C/ca.
 CLIENT_TLS=(--ca "$C/ca.pem" --cert "$C/client.pem" --key "$C/client.key")
 
 # One list, ingested once by `roster dev`, then served by both servers.
-python3 - "$WORK" "$MEMBERS" <<'PY'
-import hashlib, sys, os
-work, n = sys.argv[1], int(sys.argv[2])
-text = "".join(hashlib.md5(f"user{i}@example.com".encode()).hexdigest() + "\n" for i in range(n))
-open(os.path.join(work, "members.txt"), "w").write(text)
-PY
+make_members "$WORK" "$MEMBERS"
 "$BIN" dev --data "$WORK/data" --match-port 0 --coordinator-port 0 --log-level warning > "$WORK/dev.out" 2>&1 &
 DEV=$!; PIDS+=($DEV)
 until grep -q "coordinator:" "$WORK/dev.out" 2>/dev/null; do sleep 0.1; done
@@ -47,8 +37,6 @@ mkdir -p "$WORK/data/lake/acme"; cp "$WORK/members.txt" "$WORK/data/lake/acme/.m
 until "$BIN" status --coordinator "$DEVCOORD" 2>/dev/null | grep -q " live"; do sleep 0.2; done
 kill -INT $DEV; wait $DEV 2>/dev/null || true
 
-wait_line() { until grep -q "$2" "$1" 2>/dev/null; do sleep 0.05; done; }
-addr() { sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$1"; }
 "$BIN" match-server --no-auth --plaintext --data "$WORK/data" --listen 127.0.0.1:0 --scrub-rate 0 --log-level warning > "$WORK/plain.out" 2>&1 &
 PLAIN_PID=$!; PIDS+=($PLAIN_PID)
 "$BIN" match-server --no-auth --data "$WORK/data" --listen 127.0.0.1:0 --scrub-rate 0 --log-level warning \
@@ -58,7 +46,6 @@ wait_line "$WORK/plain.out" "listening on"; wait_line "$WORK/tls.out" "listening
 PLAIN=$(addr "$WORK/plain.out"); TLS=$(addr "$WORK/tls.out")
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, in ticks
-field() { python3 -c "import json,sys; r=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
 
 run() { # $1 = plaintext|tls, $2 = rate, $3 = batch → one table row
   local pid=$PLAIN_PID address=$PLAIN extra=()
