@@ -163,7 +163,9 @@ let package = Package(
         .target(name: "RosterClient", dependencies: ["HexDigits", "RosterAPI", "RosterRPC", "RosterTransport", "RosterTLS"]),
         // Open-loop load generation with HdrHistogram latencies (no coordinated omission).
         .target(name: "LoadHarness", dependencies: [
-            "RosterRPC",
+            "RosterRPC", "RosterTransport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),
         // The one binary users run: every service, and a command for every RPC.

@@ -175,6 +175,21 @@ public struct LoadReport: Sendable {
     /// When the first and the last failed call ended, from the start: the
     /// failover window when a server is killed mid-run.
     public var errorWindow: (first: Duration, last: Duration)?
+    /// Keys that matched and keys that did not, over the successful replies
+    /// the caller inspected (MatchMany counts each key of a batch).
+    public var hits: Int = 0
+    public var misses: Int = 0
+    /// Calls sent, and calls the schedule asked for that the harness could
+    /// not send before it ended (the open-loop engine only).
+    public var sent: Int = 0
+    public var unsent: Int = 0
+    /// CPU (user and system) this process used for the run, when measured.
+    public var harnessCPU: Duration?
+
+    /// The harness's own CPU per call, in microseconds.
+    public var harnessMicrosecondsPerCall: Double? {
+        harnessCPU.map { Double($0.microseconds) / Double(Swift.max(1, calls)) }
+    }
 
     public var callsPerSecond: Double { Double(calls) / elapsed.seconds }
     public var keysPerSecond: Double { callsPerSecond * Double(keysPerCall) }
@@ -186,14 +201,33 @@ public struct LoadReport: Sendable {
     /// Whether the asked rate was held: every call sent within 100 ms of its
     /// slot and the run finished within 10% (or 1 s) of its duration.
     public var heldRate: Bool {
-        maxLag < .milliseconds(100) && elapsed < duration + Swift.max(.seconds(1), duration / 10)
+        harnessHeld && serverAnswered && elapsed < duration + Swift.max(.seconds(1), duration / 10)
     }
+
+    /// The harness sent every call, none more than 100 ms late.
+    public var harnessHeld: Bool { unsent == 0 && maxLag < .milliseconds(100) }
+
+    /// The server answered (99% of) what was sent before the run ended
+    /// (the open-loop engine counts what was sent; the task-per-call
+    /// generator always waits for every answer).
+    public var serverAnswered: Bool { sent == 0 || Double(calls) >= 0.99 * Double(sent) }
 
     /// The verdict in plain words when the rate was not held.
     public var shortfall: String? {
         guard !heldRate else { return nil }
-        return String(format: "could not hold %.0f calls/s: achieved %.0f; the sender fell up to %.0f ms behind schedule "
-                      + "(latencies include that wait)", asked, callsPerSecond, maxLag.milliseconds)
+        if !harnessHeld {
+            var reason = String(format: "the harness fell up to %.0f ms behind its schedule (latencies include that wait)", maxLag.milliseconds)
+            if unsent > 0 { reason += "; \(unsent) calls were never sent" }
+            if let total = harnessCPU, total.seconds >= 0.9 * elapsed.seconds {
+                reason += String(format: "; it used %.0f%% of a core: the harness ran out of CPU", 100 * total.seconds / elapsed.seconds)
+            }
+            return String(format: "could not hold %.0f calls/s: achieved %.0f; ", asked, callsPerSecond) + reason
+        }
+        if !serverAnswered {
+            return String(format: "could not hold %.0f calls/s: the server answered %d of %d calls before the run ended "
+                          + "(p99 %.1f ms): the server ran out", asked, calls, sent, percentile(99).milliseconds)
+        }
+        return String(format: "could not hold %.0f calls/s: the run took %.1f s for %.1f s of schedule", asked, elapsed.seconds, duration.seconds)
     }
 
     /// The `.hgrm` percentile distribution (values in milliseconds), as HdrHistogram tools read it.

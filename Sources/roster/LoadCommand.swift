@@ -8,14 +8,8 @@ struct DurationArgument: ExpressibleByArgument {
     var duration: Duration
 
     init?(argument: String) {
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60)]
-        for (suffix, scale) in units where argument.hasSuffix(suffix) {
-            guard let n = Double(argument.dropLast(suffix.count)), n > 0 else { return nil }
-            duration = .milliseconds(Int64(n * scale * 1000))
-            return
-        }
-        guard let n = Double(argument), n > 0 else { return nil }
-        duration = .milliseconds(Int64(n * 1000))
+        guard let duration = RateSchedule.duration(argument) else { return nil }
+        self.duration = duration
     }
 }
 
@@ -28,8 +22,15 @@ struct LoadCommand: AsyncParsableCommand {
             latency is measured from the call's intended send time, so queueing is never hidden
             (no coordinated omission). A line of stats is printed every second, then a report.
 
+            --rate takes one rate (held for --duration) or a staircase FROM:TO:step=BY/HOLD, which holds
+            each rate for HOLD: 1000:20000:step=1000/5s runs 1,000 calls/s for 5 s, 2,000 for 5 s, ...
+            up to 20,000. Sending stops when the schedule ends; replies are awaited at most --grace,
+            and calls still unanswered then count as DEADLINE_EXCEEDED.
+
             Examples:
               roster load --advertiser acme --rate 10000 --duration 30s
+              roster load --advertiser acme --rate 10000:100000:step=10000/5s
+              roster load --advertiser acme --rate 50000 --total 1000000
               roster load --advertiser acme --rate 2000 --batch 100 --hashes members.txt --hit-ratio 0.3
               roster load --advertiser acme --rate 10000 --duration 30s --json --hgrm latency.hgrm
               roster load --advertiser @advertisers.txt --rate 10000     # calls spread over every advertiser in the file
@@ -40,11 +41,17 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "The advertiser to query; several, comma-separated, or @FILE (one per line): calls go to each in turn.")
     var advertiser: String
 
-    @Option(help: "Calls per second.")
-    var rate: Double = 1000
+    @Option(help: "Calls per second, or a staircase FROM:TO:step=BY/HOLD (1000:20000:step=1000/5s).")
+    var rate: String = "1000"
 
-    @Option(help: "How long to run (30s, 500ms, 2m).")
+    @Option(help: "How long to run a constant --rate (30s, 500ms, 2m).")
     var duration: DurationArgument = DurationArgument(argument: "10s")!
+
+    @Option(help: "Send this many calls in all (at a constant --rate), instead of running for --duration.")
+    var total: Int?
+
+    @Option(help: "How long to wait for replies once sending has stopped (calls unanswered then are DEADLINE_EXCEEDED).")
+    var grace: DurationArgument = DurationArgument(argument: "2s")!
 
     @Option(help: "TCP connections to the match server.")
     var connections: Int = 4
@@ -76,8 +83,25 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "Write the latency percentile distribution (.hgrm, milliseconds) to this file.")
     var hgrm: String?
 
+    /// The schedule --rate, --duration and --total describe.
+    func schedule() throws -> RateSchedule {
+        var schedule: RateSchedule
+        do {
+            schedule = try RateSchedule(parsing: rate, duration: duration.duration)
+        } catch {
+            throw ValidationError("--rate: \(error)")
+        }
+        if let total {
+            guard total > 0 else { throw ValidationError("--total must be at least 1") }
+            guard schedule.steps.count == 1 else { throw ValidationError("--total goes with one --rate, not a staircase") }
+            schedule = RateSchedule(rate: schedule.steps[0].rate, duration: .nanoseconds(Int64((Double(total) / schedule.steps[0].rate * 1e9).rounded(.up))))
+        }
+        return schedule
+    }
+
     func validate() throws {
-        guard rate > 0 && rate <= 1_000_000 else { throw ValidationError("--rate must be between 0 and 1,000,000") }
+        let schedule = try schedule()
+        if tier && schedule.steps.count > 1 { throw ValidationError("--tier takes one --rate, not a staircase") }
         guard (1...256).contains(connections) else { throw ValidationError("--connections must be between 1 and 256") }
         guard (1...100_000).contains(concurrency) else { throw ValidationError("--concurrency must be between 1 and 100,000") }
         guard (1...100_000).contains(batch) else { throw ValidationError("--batch must be between 1 and 100,000") }
@@ -123,7 +147,7 @@ struct LoadCommand: AsyncParsableCommand {
         let requests = (0..<256).map { n in
             MatchManyRequest(advertiserID: advertisers[0], hashes: keyPool.batch(n * batchSize, count: batchSize))
         }
-        let generator = LoadGenerator(configuration: .init(rate: rate, duration: duration.duration, concurrency: concurrency, keysPerCall: batch))
+        let schedule = try self.schedule()
         let quiet = json
         let onTick: @Sendable (LoadGenerator.Tick) -> Void = { tick in
             guard !quiet else { return }
@@ -140,6 +164,8 @@ struct LoadCommand: AsyncParsableCommand {
                         try await router.match(advertiser: advertiser, hash: keyPool.hash(0))
                     }
                 }
+                let generator = LoadGenerator(configuration: .init(rate: schedule.steps[0].rate, duration: schedule.duration,
+                                                                   concurrency: concurrency, keysPerCall: batchSize))
                 return await generator.run(onTick: onTick) { i in
                     let advertiserID = advertisers[i % advertisers.count]
                     if batchSize == 1 {
@@ -152,7 +178,8 @@ struct LoadCommand: AsyncParsableCommand {
                 }
             }
         } else {
-            report = try await withRPCClient(client.match, tls: try client.clientTLS(), connections: connections) { rpc in
+            // Checked before the run, through the client library: the server is there and knows every advertiser.
+            try await withRPCClient(client.match, tls: try client.clientTLS(), connections: 1) { rpc in
                 let stub = MatchService.Client(transport: rpc)
                 let options = client.matchOptions()
                 // Fail fast, with one line, if the server is not there or an advertiser is unknown.
@@ -161,18 +188,9 @@ struct LoadCommand: AsyncParsableCommand {
                         try await stub.match(MatchRequest(advertiserID: advertiser, hash: keyPool.hash(0)), options: options)
                     }
                 }
-                return await generator.run(onTick: onTick) { i in
-                    let advertiserID = advertisers[i % advertisers.count]
-                    if batchSize == 1 {
-                        let hash = keyPool.hash(i)
-                        try check(hash, try await stub.match(MatchRequest(advertiserID: advertiserID, hash: hash), options: options).matched)
-                    } else {
-                        var request = requests[i & 255]
-                        request.advertiserID = advertiserID
-                        try checkMany(request, try await stub.matchMany(request, options: options))
-                    }
-                }
+                return ()
             }
+            report = try await runOpenLoop(schedule: schedule, advertisers: advertisers, keyPool: keyPool, memberSet: memberSet, onTick: onTick)
         }
         if let hgrm {
             do { try report.hgrm.write(toFile: hgrm, atomically: true, encoding: .utf8) } catch {
@@ -181,6 +199,57 @@ struct LoadCommand: AsyncParsableCommand {
         }
         print(json ? Self.json(report, batch: batch) : Self.text(report, batch: batch))
         if let shortfall = report.shortfall, !json { print("NOTE: \(shortfall)") }
+    }
+
+    /// The run itself, on the open-loop engine: every request encoded once,
+    /// each reply read for its keys' answers (and checked with --verify).
+    func runOpenLoop(schedule: RateSchedule, advertisers: [String], keyPool: KeyPool, memberSet: Set<Data>,
+                     onTick: @escaping @Sendable (LoadGenerator.Tick) -> Void) async throws -> LoadReport {
+        let options = client.matchOptions()
+        let count = max(4096, advertisers.count)
+        var payloads: [OpenLoopEngine.Request] = []
+        var expected: [[Bool]] = []
+        for j in 0..<count {
+            let advertiserID = advertisers[j % advertisers.count]
+            if batch == 1 {
+                let hash = keyPool.hash(j)
+                payloads.append(OpenLoopEngine.Request(method: MatchService.Method.match, message: MatchRequest(advertiserID: advertiserID, hash: hash),
+                                                              metadata: options.metadata, timeout: options.timeout))
+                expected.append([memberSet.contains(hash)])
+            } else {
+                let hashes = keyPool.batch(j * batch, count: batch)
+                payloads.append(OpenLoopEngine.Request(method: MatchService.Method.matchMany,
+                                                              message: MatchManyRequest(advertiserID: advertiserID, hashes: hashes),
+                                                              metadata: options.metadata, timeout: options.timeout))
+                expected.append(verify ? (0..<batch).map { memberSet.contains(hashes.subdata(in: (hashes.startIndex + $0 * 16)..<(hashes.startIndex + $0 * 16 + 16))) } : [])
+            }
+        }
+        let (single, verifying, table) = (batch == 1, verify, expected)
+        let inspect: OpenLoopEngine.Inspect = { request, message in
+            var hits = 0, wrong = false
+            if single {
+                let matched = (try? MatchResponse(decoding: message))?.matched ?? false
+                hits = matched ? 1 : 0
+                wrong = verifying && matched != table[request][0]
+                return .init(hits: hits, misses: 1 - hits, wrong: wrong)
+            }
+            guard let response = try? MatchManyResponse(decoding: message) else {
+                return .init(hits: 0, misses: 0, wrong: verifying)
+            }
+            let n = Int(response.count)
+            for i in 0..<n {
+                let matched = response.isMatched(i)
+                if matched { hits += 1 }
+                if verifying, i < table[request].count, matched != table[request][i] { wrong = true }
+            }
+            return .init(hits: hits, misses: n - hits, wrong: wrong)
+        }
+        let engine = OpenLoopEngine(configuration: .init(
+            host: client.match.host, port: client.match.port, tls: try client.clientTLS(), schedule: schedule, connections: connections,
+            maxInFlight: concurrency, grace: grace.duration, keysPerCall: batch))
+        return try await userFacing("cannot load the match server at \(client.match)") {
+            try await engine.run(requests: payloads, inspect: inspect, onTick: onTick)
+        }
     }
 
     static func text(_ r: LoadReport, batch: Int) -> String {
@@ -198,6 +267,15 @@ struct LoadCommand: AsyncParsableCommand {
         if let window = r.errorWindow {
             lines.append(String(format: "failed calls ended between %.3f s and %.3f s: a window of %.1f ms",
                                 window.first.secondsValue, window.last.secondsValue, (window.last - window.first).ms))
+        }
+        if r.hits + r.misses > 0 {
+            lines.append("keys matched: \(r.hits)  not matched: \(r.misses)")
+        }
+        if r.unsent > 0 {
+            lines.append("unsent: \(r.unsent) calls the harness could not send before the schedule ended")
+        }
+        if let cpu = r.harnessMicrosecondsPerCall, let total = r.harnessCPU {
+            lines.append(String(format: "harness CPU: %.2f µs per call, %.0f%% of one core", cpu, 100 * total.secondsValue / max(0.001, r.elapsed.secondsValue)))
         }
         lines.append("wrong answers: \(r.wrongAnswers)")
         return lines.joined(separator: "\n")
@@ -217,6 +295,11 @@ struct LoadCommand: AsyncParsableCommand {
             ("heldRate", .bool(r.heldRate)),
             ("maxSenderLagMs", .number(String(format: "%.3f", r.maxLag.ms))),
             ("wrongAnswers", .number(String(r.wrongAnswers))),
+            ("hits", .number(String(r.hits))),
+            ("misses", .number(String(r.misses))),
+            ("sent", .number(String(r.sent))),
+            ("unsent", .number(String(r.unsent))),
+            ("harnessCpuMicrosPerCall", r.harnessMicrosecondsPerCall.map { .number(String(format: "%.3f", $0)) } ?? .null),
             ("errorWindowMs", r.errorWindow.map { .number(String(format: "%.3f", ($0.last - $0.first).ms)) } ?? .null),
         ])
         return value.serialized(pretty: true)

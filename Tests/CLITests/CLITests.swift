@@ -128,6 +128,23 @@ final class CLITests: ServicesTestCase {
         let run = try RosterBinary.run(["load", "--match", match, "--advertiser", "@\(list.path)", "--rate", "300", "--duration", "1s", "--json"])
         XCTAssertEqual(run.status, 0, run.stderr)
         XCTAssertTrue(run.stdout.contains(#""errors": {}"#), run.stdout)
+        XCTAssertTrue(run.stdout.contains(#""sent": 300"#), run.stdout)
+        // Hits and misses counted, every answer checked; a staircase and a total.
+        let members = root.appendingPathComponent("members.txt")
+        try Data(emails(0..<20).map { MemberHash(email: $0).hex + "\n" }.joined().utf8).write(to: members)
+        let checked = try RosterBinary.run(["load", "--match", match, "--advertiser", "one", "--rate", "100:300:step=200/500ms",
+                                            "--hashes", members.path, "--hit-ratio", "0.5", "--verify", "--json"])
+        XCTAssertEqual(checked.status, 0, checked.stderr)
+        let report = try JSONValue(parsing: checked.stdout)
+        XCTAssertEqual(report["sent"], .number("200"), "50 calls at 100/s, then 150 at 300/s")
+        XCTAssertEqual(report["wrongAnswers"], .number("0"))
+        guard case .number(let hits)? = report["hits"], case .number(let misses)? = report["misses"],
+              let h = Int(hits), let m = Int(misses) else { return XCTFail(checked.stdout) }
+        XCTAssertEqual(h + m, 200)
+        XCTAssertGreaterThan(h, 50, "about half the keys are members")
+        XCTAssertGreaterThan(m, 50)
+        let total = try RosterBinary.run(["load", "--match", match, "--advertiser", "two", "--rate", "500", "--total", "150", "--json"])
+        XCTAssertEqual(try JSONValue(parsing: total.stdout)["sent"], .number("150"), total.stdout + total.stderr)
         let unknown = try RosterBinary.run(["load", "--match", match, "--advertiser", "one,nobody", "--rate", "300", "--duration", "1s"])
         XCTAssertNotEqual(unknown.status, 0)
         XCTAssertTrue(unknown.stderr.contains("for advertiser nobody: NOT_FOUND"), unknown.stderr)
@@ -225,7 +242,9 @@ final class CLITests: ServicesTestCase {
             (["status", "--coordinator", unreachable], "cannot get the status: UNAVAILABLE"),
             (["submit", "--coordinator", unreachable, "a/b.txt"], "cannot submit a/b.txt: UNAVAILABLE"),
             (["submit"], "Missing expected argument '<path>'"),
-            (["load", "--advertiser", "a", "--rate", "0"], "--rate must be between 0 and 1,000,000"),
+            (["load", "--advertiser", "a", "--rate", "0"], "--rate: '0' is not a rate: give calls per second, more than 0 and at most 10,000,000"),
+            (["load", "--advertiser", "a", "--rate", "1:9:step=1"], "the third part is step=<calls/s>/<duration>, as in 1000:20000:step=1000/5s"),
+            (["load", "--advertiser", "a", "--rate", "1:9:step=1/1s", "--total", "5"], "--total goes with one --rate, not a staircase"),
             (["load", "--advertiser", "a", "--duration", "soon"], "The value 'soon' is invalid for '--duration"),
             (["load", "--match", unreachable, "--advertiser", "a"], "cannot reach the match server at 127.0.0.1:1"),
             (["match-server", "--data", root.path, "--listen", "127.0.0.1:0", "--plaintext"], "set ROSTER_CLIENT_TOKENS and ROSTER_ADMIN_TOKENS"),

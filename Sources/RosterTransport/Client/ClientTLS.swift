@@ -1,3 +1,5 @@
+import NIOCore
+import NIOSSL
 import RosterTLS
 
 /// How an `RPCClient` speaks TLS: what it trusts and presents (a context
@@ -27,5 +29,15 @@ public struct ClientTLS: Sendable {
         if let serverName { return serverName }
         let isIPv4 = host.split(separator: ".").count == 4 && host.allSatisfy { $0.isNumber || $0 == "." }
         return isIPv4 || host.contains(":") ? nil : host
+    }
+
+    /// Puts TLS in front of a connection to `host:port` being set up: the
+    /// check that the server answers in TLS at all, the TLS handler, and the
+    /// observer that says a failure in words. The protocol's handlers go after.
+    public func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, host: String, port: Int) throws {
+        let server = "\(host):\(port)"
+        try pipeline.addHandler(TLSPlaintextPeerDetector(server: server))
+        try pipeline.addHandler(NIOSSLClientHandler(context: source.context, serverHostname: hostname(for: host)))
+        try pipeline.addHandler(TLSHandshakeObserver(side: .client(server: server, serverName: hostname(for: host))))
     }
 }

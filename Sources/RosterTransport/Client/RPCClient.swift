@@ -1,7 +1,6 @@
 import Logging
 import NIOCore
 import NIOPosix
-import NIOSSL
 import RosterRPC
 import RosterTLS
 import Synchronization
@@ -186,12 +185,7 @@ public final class RPCClient: RPCClientTransport, Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    if let tls {
-                        let server = "\(host):\(port)"
-                        try sync.addHandler(TLSPlaintextPeerDetector(server: server))
-                        try sync.addHandler(NIOSSLClientHandler(context: tls.source.context, serverHostname: tls.hostname(for: host)))
-                        try sync.addHandler(TLSHandshakeObserver(side: .client(server: server, serverName: tls.hostname(for: host))))
-                    }
+                    try tls?.addHandlers(to: sync, host: host, port: port)
                     try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
                     try sync.addHandler(ClientConnectionHandler(ready: tls == nil ? nil : ready, onGoAway: { [weak slot] in slot?.forget(channel) }))
                 }
