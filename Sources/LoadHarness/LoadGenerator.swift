@@ -38,6 +38,8 @@ public struct LoadGenerator: Sendable {
         public var inFlight: Int
         /// How far behind schedule the sender is.
         public var lag: Duration
+        /// The rate the schedule asked for in this second.
+        public var asked: Double = 0
     }
 
     public let configuration: Configuration
@@ -69,7 +71,10 @@ public struct LoadGenerator: Sendable {
                                 p50: .microseconds(Int64(s.interval.valueAtPercentile(50))),
                                 p99: .microseconds(Int64(s.interval.valueAtPercentile(99))), inFlight: s.inFlight, lag: s.lag)
                 }
-                onTick(tick)
+                var asked = tick
+                asked.asked = configuration.rate
+                state.state.withLock { $0.timeline.append(asked) }
+                onTick(asked)
             }
         }
 
@@ -111,7 +116,7 @@ public struct LoadGenerator: Sendable {
         return state.state.withLock { s in
             LoadReport(asked: configuration.rate, duration: configuration.duration, elapsed: elapsed, calls: s.calls,
                        keysPerCall: configuration.keysPerCall, errors: s.errors, histogram: s.histogram, maxLag: maxLag,
-                       wrongAnswers: s.wrong, errorWindow: s.firstError.map { ($0, s.lastError ?? $0) })
+                       wrongAnswers: s.wrong, errorWindow: s.firstError.map { ($0, s.lastError ?? $0) }, timeline: s.timeline)
         }
     }
 
@@ -130,6 +135,7 @@ public struct LoadGenerator: Sendable {
         var lag = Duration.zero
 
         var wrong = 0
+        var timeline: [Tick] = []
         var firstError: Duration?
         var lastError: Duration?
 
@@ -185,6 +191,8 @@ public struct LoadReport: Sendable {
     public var unsent: Int = 0
     /// CPU (user and system) this process used for the run, when measured.
     public var harnessCPU: Duration?
+    /// Each second of the run, as the live line showed it.
+    public var timeline: [LoadGenerator.Tick] = []
 
     /// The harness's own CPU per call, in microseconds.
     public var harnessMicrosecondsPerCall: Double? {

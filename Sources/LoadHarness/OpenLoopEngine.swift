@@ -147,36 +147,47 @@ public struct OpenLoopEngine: Sendable {
             channels.append(channel)
         }
 
+        let timeline = Mutex<[LoadGenerator.Tick]>([])
+        let connections = handlers
         // A little ahead, so that every connection starts on the same schedule.
         let start = NIODeadline.now() + .milliseconds(20)
         for handler in handlers { handler.eventLoop.execute { handler.start(at: start) } }
+        let seconds = Counter()
+        /// Merges the connections' figures since the last tick into the tick for `second`.
+        let tick: @Sendable (Int) async -> Void = { second in
+            var merged = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
+            var tick = LoadGenerator.Tick(second: second, calls: 0, errors: 0, p50: .zero, p99: .zero, inFlight: 0, lag: .zero)
+            for handler in connections {
+                guard let part = try? await handler.eventLoop.submit({ handler.takeInterval() }).get() else { continue }
+                merged.add(part.histogram)
+                tick.calls += part.calls
+                tick.errors += part.errors
+                tick.inFlight += part.inFlight
+                tick.lag = max(tick.lag, part.lag)
+            }
+            tick.p50 = .microseconds(Int64(merged.valueAtPercentile(50)))
+            tick.p99 = .microseconds(Int64(merged.valueAtPercentile(99)))
+            tick.asked = configuration.schedule.rate(at: Int64(second) * 1_000_000_000 - 500_000_000)
+            timeline.withLock { $0.append(tick) }
+            onTick(tick)
+        }
         let ticker = Task {
-            var second = 0
             while !Task.isCancelled {
-                let next = start + .seconds(Int64(second + 1))
-                let wait = next - .now()
+                let second = seconds.value + 1
+                let wait = (start + .seconds(Int64(second))) - .now()
                 if wait.nanoseconds > 0 { try? await Task.sleep(for: .nanoseconds(wait.nanoseconds)) }
                 if Task.isCancelled { break }
-                second += 1
-                var merged = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
-                var tick = LoadGenerator.Tick(second: second, calls: 0, errors: 0, p50: .zero, p99: .zero, inFlight: 0, lag: .zero)
-                for handler in handlers {
-                    guard let part = try? await handler.eventLoop.submit({ handler.takeInterval() }).get() else { continue }
-                    merged.add(part.histogram)
-                    tick.calls += part.calls
-                    tick.errors += part.errors
-                    tick.inFlight += part.inFlight
-                    tick.lag = max(tick.lag, part.lag)
-                }
-                tick.p50 = .microseconds(Int64(merged.valueAtPercentile(50)))
-                tick.p99 = .microseconds(Int64(merged.valueAtPercentile(99)))
-                onTick(tick)
+                seconds.value = second
+                await tick(second)
             }
         }
         for handler in handlers { try? await handler.finished.futureResult.get() }
         let end = NIODeadline.now()
         ticker.cancel()
         _ = await ticker.value
+        // The last, perhaps partial, second: its calls belong on the timeline too.
+        let last = seconds.value + 1
+        if Double(last - 1) < Double((end - start).nanoseconds) / 1e9 { await tick(last) }
         for channel in channels { try? await channel.close() }
 
         var report = LoadReport(asked: configuration.schedule.meanRate, duration: configuration.schedule.duration,
@@ -198,6 +209,7 @@ public struct OpenLoopEngine: Sendable {
         }
         let cpu = Self.processCPU() - cpuBefore
         report.harnessCPU = cpu
+        report.timeline = timeline.withLock { $0 }
         return report
     }
 
@@ -207,6 +219,15 @@ public struct OpenLoopEngine: Sendable {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let micros = Int64(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1_000_000 + Int64(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
         return .microseconds(micros)
+    }
+}
+
+/// The seconds ticked so far, shared by the ticker and the run's end.
+private final class Counter: Sendable {
+    private let count = Mutex(0)
+    var value: Int {
+        get { count.withLock { $0 } }
+        set { count.withLock { $0 = newValue } }
     }
 }
 

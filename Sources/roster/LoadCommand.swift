@@ -33,6 +33,7 @@ struct LoadCommand: AsyncParsableCommand {
               roster load --advertiser acme --rate 50000 --total 1000000
               roster load --advertiser acme --rate 2000 --batch 100 --hashes members.txt --hit-ratio 0.3
               roster load --advertiser acme --rate 10000 --duration 30s --json --hgrm latency.hgrm
+              roster load --advertiser acme --rate 10000:100000:step=10000/5s --html report.html --csv seconds.csv
               roster load --advertiser @advertisers.txt --rate 10000     # calls spread over every advertiser in the file
             """)
 
@@ -83,6 +84,12 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "Write the latency percentile distribution (.hgrm, milliseconds) to this file.")
     var hgrm: String?
 
+    @Option(help: "Write one row per second (asked and achieved calls/s, errors, p50, p99, in flight, sender lag) to this CSV file.")
+    var csv: String?
+
+    @Option(help: "Write a self-contained HTML page with the latency-by-percentile and calls/s-and-p99-over-time plots to this file.")
+    var html: String?
+
     /// The schedule --rate, --duration and --total describe.
     func schedule() throws -> RateSchedule {
         var schedule: RateSchedule
@@ -124,7 +131,27 @@ struct LoadCommand: AsyncParsableCommand {
         return advertisers
     }
 
+    /// Every report file this run writes, each made (empty) now: a path that
+    /// cannot be written fails before the run, not after it.
+    func prepareReportFiles() throws {
+        for path in [hgrm, csv, html].compactMap({ $0 }) {
+            guard FileManager.default.createFile(atPath: path, contents: nil) else {
+                let folder = (path as NSString).deletingLastPathComponent
+                let reason = FileManager.default.fileExists(atPath: folder.isEmpty ? "." : folder) ? "permission denied, or a folder of that name" : "no folder \(folder)"
+                throw CLIError("cannot write \(path): \(reason)")
+            }
+        }
+    }
+
+    func write(_ text: String, to path: String?) throws {
+        guard let path else { return }
+        do { try text.write(toFile: path, atomically: true, encoding: .utf8) } catch {
+            throw CLIError("cannot write \(path): \(error.localizedDescription)")
+        }
+    }
+
     func run() async throws {
+        try prepareReportFiles()
         let advertisers = try self.advertisers()
         let members = try hashes.map { try readHashFile($0, skipInvalid: true, limit: 1_000_000).map(\.bytes) } ?? []
         let keyPool = KeyPool(members: members, hitRatio: members.isEmpty ? 0 : hitRatio, size: 65_536)
@@ -192,11 +219,10 @@ struct LoadCommand: AsyncParsableCommand {
             }
             report = try await runOpenLoop(schedule: schedule, advertisers: advertisers, keyPool: keyPool, memberSet: memberSet, onTick: onTick)
         }
-        if let hgrm {
-            do { try report.hgrm.write(toFile: hgrm, atomically: true, encoding: .utf8) } catch {
-                throw CLIError("cannot write \(hgrm): \(error.localizedDescription)")
-            }
-        }
+        try write(report.hgrm, to: hgrm)
+        try write(report.csv, to: csv)
+        try write(report.html(title: "roster load: \(advertiser) at \(client.match), \(schedule)"
+                              + (batch > 1 ? ", MatchMany ×\(batch)" : ", Match")), to: html)
         print(json ? Self.json(report, batch: batch) : Self.text(report, batch: batch))
         if let shortfall = report.shortfall, !json { print("NOTE: \(shortfall)") }
     }

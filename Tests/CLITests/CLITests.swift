@@ -143,12 +143,70 @@ final class CLITests: ServicesTestCase {
         XCTAssertEqual(h + m, 200)
         XCTAssertGreaterThan(h, 50, "about half the keys are members")
         XCTAssertGreaterThan(m, 50)
+        try checkReportsRender(match: match, members: members)
         let total = try RosterBinary.run(["load", "--match", match, "--advertiser", "two", "--rate", "500", "--total", "150", "--json"])
         XCTAssertEqual(try JSONValue(parsing: total.stdout)["sent"], .number("150"), total.stdout + total.stderr)
         let unknown = try RosterBinary.run(["load", "--match", match, "--advertiser", "one,nobody", "--rate", "300", "--duration", "1s"])
         XCTAssertNotEqual(unknown.status, 0)
         XCTAssertTrue(unknown.stderr.contains("for advertiser nobody: NOT_FOUND"), unknown.stderr)
         XCTAssertFalse(unknown.stdout.contains("calls/s"), "the run started: \(unknown.stdout)")
+    }
+
+    /// `--csv` has a row a second; `--html` is one page whose plots headless
+    /// Chromium draws: the screenshot holds the colours of the percentile
+    /// curve, the calls/s line and the p99 line (counted by
+    /// Tests/Fixtures/screenshots/png_colors.py).
+    private func checkReportsRender(match: String, members: URL) throws {
+        let (html, csv) = (root.appendingPathComponent("report.html"), root.appendingPathComponent("seconds.csv"))
+        let run = try RosterBinary.run(["load", "--match", match, "--advertiser", "three", "--rate", "100:300:step=100/1s",
+                                        "--hashes", members.path, "--html", html.path, "--csv", csv.path])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let rows = try String(contentsOf: csv, encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(rows.first, "second,asked_calls_per_second,calls_per_second,errors,p50_ms,p99_ms,in_flight,sender_lag_ms")
+        let seconds = rows.dropFirst().map { $0.split(separator: ",").map(String.init) }
+        XCTAssertEqual(seconds.map { $0[0] + "," + $0[1] }, ["1,100", "2,200", "3,300"], "each second and the rate it asked")
+        for (row, asked) in zip(seconds, [100, 200, 300]) {
+            // A reply at a second's edge may land in the next one.
+            XCTAssertEqual(Double(row[2]) ?? 0, Double(asked), accuracy: 10, "calls in second \(row[0])")
+        }
+        let page = try String(contentsOf: html, encoding: .utf8)
+        XCTAssertTrue(page.contains("<svg id=\"percentiles\"") && page.contains("<svg id=\"timeline\""), "both plots")
+        XCTAssertFalse(page.contains("http://") && !page.contains("xmlns=\"http://www.w3.org/2000/svg\""), "nothing fetched from the network")
+        XCTAssertTrue(page.contains("held: every call sent on time and answered"), page)
+
+        let chromium = "/usr/bin/chromium"
+        guard FileManager.default.isExecutableFile(atPath: chromium) else {
+            if ProcessInfo.processInfo.environment["CI"] == "true" { XCTFail("CI has no \(chromium) (Debian's chromium)") }
+            return
+        }
+        let shot = root.appendingPathComponent("shot.png")
+        let browser = Process()
+        browser.executableURL = URL(fileURLWithPath: chromium)
+        browser.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=900,1400",
+                             "--user-data-dir=\(root.appendingPathComponent("chromium").path)", "--screenshot=\(shot.path)", html.absoluteString]
+        browser.standardOutput = FileHandle.nullDevice
+        browser.standardError = FileHandle.nullDevice
+        try browser.run()
+        let deadline = Date().addingTimeInterval(60)
+        while browser.isRunning && Date() < deadline { usleep(50_000) }
+        if browser.isRunning { browser.terminate() }
+        browser.waitUntilExit()
+        XCTAssertTrue(FileManager.default.fileExists(atPath: shot.path), "chromium wrote no screenshot")
+        let counter = Process()
+        counter.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/screenshots/png_colors.py").path
+        counter.arguments = ["python3", script, shot.path, "2ca02c", "1f77b4", "d62728"]
+        let out = Pipe()
+        counter.standardOutput = out
+        try counter.run()
+        let counts = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        counter.waitUntilExit()
+        XCTAssertEqual(counts.count, 3, "png_colors.py failed")
+        for (count, what) in zip(counts, ["the percentile curve (green)", "the calls/s line (blue)", "the p99 line (red)"]) {
+            XCTAssertGreaterThan(count, 200, "\(what) is not in the screenshot: \(counts)")
+        }
     }
 
     /// SIGTERM stops a match server whether its scrub runs or is off (a
@@ -246,6 +304,7 @@ final class CLITests: ServicesTestCase {
             (["load", "--advertiser", "a", "--rate", "1:9:step=1"], "the third part is step=<calls/s>/<duration>, as in 1000:20000:step=1000/5s"),
             (["load", "--advertiser", "a", "--rate", "1:9:step=1/1s", "--total", "5"], "--total goes with one --rate, not a staircase"),
             (["load", "--advertiser", "a", "--duration", "soon"], "The value 'soon' is invalid for '--duration"),
+            (["load", "--match", unreachable, "--advertiser", "a", "--html", "/nonexistent/r.html"], "cannot write /nonexistent/r.html: no folder /nonexistent"),
             (["load", "--match", unreachable, "--advertiser", "a"], "cannot reach the match server at 127.0.0.1:1"),
             (["match-server", "--data", root.path, "--listen", "127.0.0.1:0", "--plaintext"], "set ROSTER_CLIENT_TOKENS and ROSTER_ADMIN_TOKENS"),
             (["match-server", "--data", root.path, "--no-auth"], "the match server would serve in plaintext: give --tls-cert and --tls-key, or pass --plaintext"),
