@@ -22,3 +22,15 @@ PY
 wait_line() { until grep -q "$2" "$1" 2>/dev/null; do sleep 0.05; done; }
 addr() { sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$1"; }
 field() { python3 -c "import json,sys; r=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
+
+# $1 = data folder, $2 = member list: ingests the list for advertiser acme
+# with `roster dev` and stops it, leaving a store a match server can serve.
+ingest_once() {
+  "$BIN" dev --data "$1" --match-port 0 --coordinator-port 0 --log-level warning > "$1.dev.out" 2>&1 &
+  local dev=$!; PIDS+=($dev)
+  until grep -q "coordinator:" "$1.dev.out" 2>/dev/null; do sleep 0.1; done
+  local coordinator; coordinator=$(sed -n 's/.*coordinator: *//p' "$1.dev.out" | head -1)
+  mkdir -p "$1/lake/acme"; cp "$2" "$1/lake/acme/.m"; mv "$1/lake/acme/.m" "$1/lake/acme/members.txt"
+  until "$BIN" status --coordinator "$coordinator" 2>/dev/null | grep -q " live"; do sleep 0.2; done
+  kill -INT $dev; wait $dev 2>/dev/null || true
+}

@@ -29,13 +29,7 @@ CLIENT_TLS=(--ca "$C/ca.pem" --cert "$C/client.pem" --key "$C/client.key")
 
 # One list, ingested once by `roster dev`, then served by both servers.
 make_members "$WORK" "$MEMBERS"
-"$BIN" dev --data "$WORK/data" --match-port 0 --coordinator-port 0 --log-level warning > "$WORK/dev.out" 2>&1 &
-DEV=$!; PIDS+=($DEV)
-until grep -q "coordinator:" "$WORK/dev.out" 2>/dev/null; do sleep 0.1; done
-DEVCOORD=$(sed -n 's/.*coordinator: *//p' "$WORK/dev.out" | head -1)
-mkdir -p "$WORK/data/lake/acme"; cp "$WORK/members.txt" "$WORK/data/lake/acme/.m"; mv "$WORK/data/lake/acme/.m" "$WORK/data/lake/acme/members.txt"
-until "$BIN" status --coordinator "$DEVCOORD" 2>/dev/null | grep -q " live"; do sleep 0.2; done
-kill -INT $DEV; wait $DEV 2>/dev/null || true
+ingest_once "$WORK/data" "$WORK/members.txt"
 
 "$BIN" match-server --no-auth --plaintext --data "$WORK/data" --listen 127.0.0.1:0 --scrub-rate 0 --log-level warning > "$WORK/plain.out" 2>&1 &
 PLAIN_PID=$!; PIDS+=($PLAIN_PID)
