@@ -35,12 +35,24 @@ struct LoadCommand: AsyncParsableCommand {
               roster load --advertiser acme --rate 10000 --duration 30s --json --hgrm latency.hgrm
               roster load --advertiser acme --rate 10000:100000:step=10000/5s --html report.html --csv seconds.csv
               roster load --advertiser @advertisers.txt --rate 10000     # calls spread over every advertiser in the file
+              roster load --call Coordinator.ListFiles --data '{"limit": 10}' --rate 500
+              roster load --call MatchService.Match --data-file requests.jsonl --rate 20000
             """)
 
     @OptionGroup var client: ClientOptions
 
     @Option(help: "The advertiser to query; several, comma-separated, or @FILE (one per line): calls go to each in turn.")
-    var advertiser: String
+    var advertiser: String?
+
+    @Option(help: ArgumentHelp("Load any RPC (Service.Method, as `roster call --list` names them) instead of Match/MatchMany.",
+                               discussion: "Coordinator methods go to the (first) --coordinator, the others to --match."))
+    var call: String?
+
+    @Option(help: "With --call: the request as JSON (protobuf's JSON mapping; bytes fields in base64).")
+    var data: String?
+
+    @Option(help: "With --call: a file of requests, one JSON object per line, sent in turn.")
+    var dataFile: String?
 
     @Option(help: "Calls per second, or a staircase FROM:TO:step=BY/HOLD (1000:20000:step=1000/5s).")
     var rate: String = "1000"
@@ -114,11 +126,21 @@ struct LoadCommand: AsyncParsableCommand {
         guard (1...100_000).contains(batch) else { throw ValidationError("--batch must be between 1 and 100,000") }
         guard (0...1).contains(hitRatio) else { throw ValidationError("--hit-ratio must be between 0 and 1") }
         if verify && hashes == nil { throw ValidationError("--verify needs --hashes: the members every advertiser's list holds") }
+        if call == nil {
+            guard advertiser != nil else { throw ValidationError("name the --advertiser to query, or an RPC to --call") }
+            if data != nil || dataFile != nil { throw ValidationError("--data and --data-file go with --call") }
+        } else {
+            if (data == nil) == (dataFile == nil) { throw ValidationError("--call needs its request: --data '{...}' or --data-file FILE") }
+            if tier || verify || hashes != nil || batch != 1 {
+                throw ValidationError("--call sends the requests given as they are: --tier, --verify, --hashes and --batch do not apply")
+            }
+        }
     }
 
     /// The advertisers named by --advertiser.
     func advertisers() throws -> [String] {
         let names: [String]
+        guard let advertiser else { return [] }
         if advertiser.hasPrefix("@") {
             let path = String(advertiser.dropFirst())
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw CLIError("cannot read \(path)") }
@@ -152,6 +174,7 @@ struct LoadCommand: AsyncParsableCommand {
 
     func run() async throws {
         try prepareReportFiles()
+        if let call { return try await runCall(call) }
         let advertisers = try self.advertisers()
         let members = try hashes.map { try readHashFile($0, skipInvalid: true, limit: 1_000_000).map(\.bytes) } ?? []
         let keyPool = KeyPool(members: members, hitRatio: members.isEmpty ? 0 : hitRatio, size: 65_536)
@@ -175,14 +198,7 @@ struct LoadCommand: AsyncParsableCommand {
             MatchManyRequest(advertiserID: advertisers[0], hashes: keyPool.batch(n * batchSize, count: batchSize))
         }
         let schedule = try self.schedule()
-        let quiet = json
-        let onTick: @Sendable (LoadGenerator.Tick) -> Void = { tick in
-            guard !quiet else { return }
-            print(String(format: "%3ds  %7d calls/s  p50 %7.2f ms  p99 %7.2f ms  in flight %5d  errors %d%@",
-                         tick.second, tick.calls, tick.p50.ms, tick.p99.ms, tick.inFlight, tick.errors,
-                         tick.lag > .milliseconds(100) ? String(format: "  (sender %.0f ms behind)", tick.lag.ms) : ""))
-            flushOutput()
-        }
+        let onTick = liveLine
         let report: LoadReport
         if tier {
             report = try await withTierClient(client, hedgeAfter: hedge?.duration) { router in
@@ -219,10 +235,72 @@ struct LoadCommand: AsyncParsableCommand {
             }
             report = try await runOpenLoop(schedule: schedule, advertisers: advertisers, keyPool: keyPool, memberSet: memberSet, onTick: onTick)
         }
+        try finish(report, title: "roster load: \(advertiser ?? "") at \(client.match), \(schedule)" + (batch > 1 ? ", MatchMany ×\(batch)" : ", Match"))
+    }
+
+    /// `--call`: any RPC, its requests from JSON through the schema's registry,
+    /// checked (each decodes, and the first is answered) before the run.
+    func runCall(_ name: String) async throws {
+        let method = try CallCommand.find(name)
+        var texts: [String]
+        if let data {
+            texts = [data]
+        } else {
+            let path = dataFile!
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw CLIError("cannot read \(path)") }
+            texts = text.split(whereSeparator: \.isNewline).map(String.init).filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
+            guard !texts.isEmpty else { throw CLIError("\(path) holds no request") }
+        }
+        let (endpoint, options): (Endpoint, CallOptions) = method.descriptor.service == Coordinator.name
+            ? (client.coordinator.all[0], client.coordinatorOptions())
+            : (client.match, method.descriptor.service == MatchAdmin.name ? client.adminOptions() : client.matchOptions())
+        var requests: [OpenLoopEngine.Request] = []
+        var first: JSONValue?
+        for (i, text) in texts.enumerated() {
+            func encode<Request: ProtoJSONMessage>(_ type: Request.Type, _ json: JSONValue) throws -> OpenLoopEngine.Request {
+                OpenLoopEngine.Request(method: method.descriptor, message: try Request(json: json), metadata: options.metadata, timeout: options.timeout)
+            }
+            do {
+                let json = try JSONValue(parsing: text)
+                requests.append(try encode(method.requestType, json))
+                if first == nil { first = json }
+            } catch {
+                throw CLIError("bad request for \(method.shortName)\(texts.count > 1 ? " on line \(i + 1)" : ""): \(error)")
+            }
+        }
+        let tls = try client.clientTLS()
+        try await withRPCClient(endpoint, tls: tls) { rpc in
+            _ = try await userFacing("\(method.shortName) fails at \(endpoint) before the run") {
+                try await method.call(first!, on: rpc, options: options)
+            }
+        }
+        let schedule = try self.schedule()
+        let engine = OpenLoopEngine(configuration: .init(
+            host: endpoint.host, port: endpoint.port, tls: tls, schedule: schedule, connections: connections, maxInFlight: concurrency,
+            grace: grace.duration))
+        let report = try await userFacing("cannot load \(endpoint)") {
+            try await engine.run(requests: requests, onTick: liveLine)
+        }
+        try finish(report, title: "roster load: \(method.shortName) at \(endpoint), \(schedule)")
+    }
+
+    /// The live line, once a second (not with --json).
+    var liveLine: @Sendable (LoadGenerator.Tick) -> Void {
+        let quiet = json
+        return { tick in
+            guard !quiet else { return }
+            print(String(format: "%3ds  %7d calls/s  p50 %7.2f ms  p99 %7.2f ms  in flight %5d  errors %d%@",
+                         tick.second, tick.calls, tick.p50.ms, tick.p99.ms, tick.inFlight, tick.errors,
+                         tick.lag > .milliseconds(100) ? String(format: "  (sender %.0f ms behind)", tick.lag.ms) : ""))
+            flushOutput()
+        }
+    }
+
+    /// The report: the files asked for, then the summary (or JSON).
+    func finish(_ report: LoadReport, title: String) throws {
         try write(report.hgrm, to: hgrm)
         try write(report.csv, to: csv)
-        try write(report.html(title: "roster load: \(advertiser) at \(client.match), \(schedule)"
-                              + (batch > 1 ? ", MatchMany ×\(batch)" : ", Match")), to: html)
+        try write(report.html(title: title), to: html)
         print(json ? Self.json(report, batch: batch) : Self.text(report, batch: batch))
         if let shortfall = report.shortfall, !json { print("NOTE: \(shortfall)") }
     }

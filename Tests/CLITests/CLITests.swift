@@ -113,7 +113,7 @@ final class CLITests: ServicesTestCase {
     /// `roster load` spreads calls over several advertisers, and refuses an
     /// unknown one before the run.
     func testLoadSpreadsCallsOverManyAdvertisers() throws {
-        let (_, match, _) = try startDev()
+        let (_, match, coordinator) = try startDev()
         let lake = root.appendingPathComponent("lake")
         for advertiser in ["one", "two", "three"] {
             try drop(listFile(emails(0..<20)), advertiser: advertiser, name: "m.txt", lake: lake)
@@ -146,6 +146,38 @@ final class CLITests: ServicesTestCase {
         try checkReportsRender(match: match, members: members)
         let total = try RosterBinary.run(["load", "--match", match, "--advertiser", "two", "--rate", "500", "--total", "150", "--json"])
         XCTAssertEqual(try JSONValue(parsing: total.stdout)["sent"], .number("150"), total.stdout + total.stderr)
+
+        // Any RPC, from JSON: one request, or a file of them sent in turn.
+        let hash = Data(MemberHash(email: "user1@example.com").bytes).base64EncodedString()
+        let one = try RosterBinary.run(["load", "--match", match, "--call", "MatchService.Match", "--rate", "200", "--duration", "1s", "--json",
+                                        "--data", #"{"advertiserId": "one", "hash": "\#(hash)"}"#])
+        XCTAssertEqual(one.status, 0, one.stderr)
+        XCTAssertEqual(try JSONValue(parsing: one.stdout)["sent"], .number("200"), one.stdout)
+        XCTAssertTrue(one.stdout.contains(#""errors": {}"#), one.stdout)
+        let requests = root.appendingPathComponent("requests.jsonl")
+        try Data((#"{"advertiserId": "one", "hash": "\#(hash)"}"# + "\n\n" + #"{"advertiserId": "two", "hash": "\#(hash)"}"# + "\n").utf8).write(to: requests)
+        let file = try RosterBinary.run(["load", "--match", match, "--call", "MatchService.Match", "--data-file", requests.path, "--rate", "200",
+                                         "--duration", "500ms", "--json"])
+        XCTAssertTrue(file.stdout.contains(#""errors": {}"#), file.stdout + file.stderr)
+        let coordinatorCalls = try RosterBinary.run(["load", "--coordinator", coordinator, "--call", "Coordinator.ListFiles", "--data", #"{"limit": 1}"#,
+                                                     "--rate", "100", "--duration", "500ms", "--json"])
+        XCTAssertEqual(try JSONValue(parsing: coordinatorCalls.stdout)["sent"], .number("50"), coordinatorCalls.stdout + coordinatorCalls.stderr)
+        XCTAssertTrue(coordinatorCalls.stdout.contains(#""errors": {}"#), coordinatorCalls.stdout)
+        for (args, expected) in [
+            (["--call", "Nope.Nope", "--data", "{}"], "Error: no RPC named Nope.Nope; `roster call --list` shows them all"),
+            (["--call", "MatchService.Match", "--data", #"{"hash": 5}"#], "Error: bad request for MatchService.Match: "),
+            (["--call", "MatchService.Match", "--data", #"{"advertiserId": "nobody", "hash": "\#(hash)"}"#],
+             "Error: MatchService.Match fails at \(match) before the run: NOT_FOUND"),
+            (["--call", "MatchService.Match"], "Error: --call needs its request: --data '{...}' or --data-file FILE"),
+        ] {
+            let refused = try RosterBinary.run(["load", "--match", match, "--rate", "100", "--duration", "1s"] + args)
+            XCTAssertNotEqual(refused.status, 0)
+            XCTAssertTrue(refused.stderr.hasPrefix(expected), "\(args): \(refused.stderr)")
+            if !expected.contains("--call needs") {  // ArgumentParser adds usage to a validation error (issue 20)
+                XCTAssertEqual(refused.stderr.split(separator: "\n").count, 1, "one line: \(refused.stderr)")
+            }
+            XCTAssertFalse(refused.stdout.contains("calls/s"), "the run started: \(refused.stdout)")
+        }
         let unknown = try RosterBinary.run(["load", "--match", match, "--advertiser", "one,nobody", "--rate", "300", "--duration", "1s"])
         XCTAssertNotEqual(unknown.status, 0)
         XCTAssertTrue(unknown.stderr.contains("for advertiser nobody: NOT_FOUND"), unknown.stderr)
