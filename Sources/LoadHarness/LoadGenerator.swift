@@ -116,7 +116,8 @@ public struct LoadGenerator: Sendable {
         return state.state.withLock { s in
             LoadReport(asked: configuration.rate, duration: configuration.duration, elapsed: elapsed, calls: s.calls,
                        keysPerCall: configuration.keysPerCall, errors: s.errors, histogram: s.histogram, maxLag: maxLag,
-                       wrongAnswers: s.wrong, errorWindow: s.firstError.map { ($0, s.lastError ?? $0) }, timeline: s.timeline)
+                       wrongAnswers: s.wrong, errorWindow: s.firstError.map { ($0, s.lastError ?? $0) },
+                       ok: s.calls - s.errors.values.reduce(0, +), timeline: s.timeline)
         }
     }
 
@@ -181,6 +182,8 @@ public struct LoadReport: Sendable {
     /// When the first and the last failed call ended, from the start: the
     /// failover window when a server is killed mid-run.
     public var errorWindow: (first: Duration, last: Duration)?
+    /// Calls answered OK.
+    public var ok: Int = 0
     /// Keys that matched and keys that did not, over the successful replies
     /// the caller inspected (MatchMany counts each key of a batch).
     public var hits: Int = 0

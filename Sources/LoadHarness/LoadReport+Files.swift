@@ -25,7 +25,7 @@ extension LoadReport {
             ("achieved", String(format: "%.0f calls/s, %d calls in %.1f s", callsPerSecond, calls, elapsed.seconds)),
             ("latency from intended send time", [50, 90, 99, 99.9, 99.99].map { String(format: "p%g %.3f ms", $0, percentile($0).milliseconds) }
                 .joined(separator: " · ") + String(format: " · max %.3f ms", max.milliseconds)),
-            ("errors", errors.isEmpty ? "none" : errors.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")),
+            ("statuses", (["OK \(ok)"] + errors.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }).joined(separator: ", ")),
             ("wrong answers", "\(wrongAnswers)"),
         ]
         if hits + misses > 0 { rows.append(("keys matched / not", "\(hits) / \(misses)")) }

@@ -154,7 +154,9 @@ public struct OpenLoopEngine: Sendable {
         for handler in handlers { handler.eventLoop.execute { handler.start(at: start) } }
         let seconds = Counter()
         /// Merges the connections' figures since the last tick into the tick for `second`.
-        let tick: @Sendable (Int) async -> Void = { second in
+        /// With `partial`, a second with nothing in it (the run ended on a
+        /// whole second) is left off.
+        let tick: @Sendable (Int, Bool) async -> Void = { second, partial in
             var merged = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
             var tick = LoadGenerator.Tick(second: second, calls: 0, errors: 0, p50: .zero, p99: .zero, inFlight: 0, lag: .zero)
             for handler in connections {
@@ -167,6 +169,7 @@ public struct OpenLoopEngine: Sendable {
             }
             tick.p50 = .microseconds(Int64(merged.valueAtPercentile(50)))
             tick.p99 = .microseconds(Int64(merged.valueAtPercentile(99)))
+            if partial && tick.calls == 0 && tick.errors == 0 { return }
             tick.asked = configuration.schedule.rate(at: Int64(second) * 1_000_000_000 - 500_000_000)
             timeline.withLock { $0.append(tick) }
             onTick(tick)
@@ -178,7 +181,7 @@ public struct OpenLoopEngine: Sendable {
                 if wait.nanoseconds > 0 { try? await Task.sleep(for: .nanoseconds(wait.nanoseconds)) }
                 if Task.isCancelled { break }
                 seconds.value = second
-                await tick(second)
+                await tick(second, false)
             }
         }
         for handler in handlers { try? await handler.finished.futureResult.get() }
@@ -187,7 +190,7 @@ public struct OpenLoopEngine: Sendable {
         _ = await ticker.value
         // The last, perhaps partial, second: its calls belong on the timeline too.
         let last = seconds.value + 1
-        if Double(last - 1) < Double((end - start).nanoseconds) / 1e9 { await tick(last) }
+        if Double(last - 1) < Double((end - start).nanoseconds) / 1e9 { await tick(last, true) }
         for channel in channels { try? await channel.close() }
 
         var report = LoadReport(asked: configuration.schedule.meanRate, duration: configuration.schedule.duration,
@@ -199,6 +202,7 @@ public struct OpenLoopEngine: Sendable {
             let totals = try await handler.eventLoop.submit { handler.totals }.get()
             report.histogram.add(totals.histogram)
             report.calls += totals.replies
+            report.ok += totals.ok
             report.errors.merge(totals.errors) { $0 + $1 }
             report.maxLag = max(report.maxLag, .nanoseconds(totals.maxLagNanos))
             report.wrongAnswers += totals.wrong
@@ -247,6 +251,7 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
     struct Totals {
         var histogram = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
         var replies = 0
+        var ok = 0
         var errors: [RPCStatusCode: Int] = [:]
         var hits = 0
         var misses = 0
@@ -398,6 +403,7 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
             intervalCalls += 1
             var payload = frame.payload
             let code = payload.readInteger(as: UInt8.self).flatMap(RPCStatusCode.init(rawValue:)) ?? .unknown
+            if code == .ok { totals.ok += 1 }
             if code != .ok {
                 totals.errors[code, default: 0] += 1
                 intervalErrors += 1

@@ -289,9 +289,9 @@ struct LoadCommand: AsyncParsableCommand {
         let quiet = json
         return { tick in
             guard !quiet else { return }
-            print(String(format: "%3ds  %7d calls/s  p50 %7.2f ms  p99 %7.2f ms  in flight %5d  errors %d%@",
-                         tick.second, tick.calls, tick.p50.ms, tick.p99.ms, tick.inFlight, tick.errors,
-                         tick.lag > .milliseconds(100) ? String(format: "  (sender %.0f ms behind)", tick.lag.ms) : ""))
+            print(String(format: "%3ds  %7d calls/s  p50 %7.2f ms  p99 %7.2f ms  in flight %5d  errors %d  sender lag %.1f ms%@",
+                         tick.second, tick.calls, tick.p50.ms, tick.p99.ms, tick.inFlight, tick.errors, tick.lag.ms,
+                         tick.lag > .milliseconds(100) ? "  (behind schedule)" : ""))
             flushOutput()
         }
     }
@@ -363,11 +363,8 @@ struct LoadCommand: AsyncParsableCommand {
             String(format: "latency from intended send time: p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms",
                    r.percentile(50).ms, r.percentile(90).ms, r.percentile(99).ms, r.percentile(99.9).ms, r.max.ms),
         ]
-        if r.errors.isEmpty {
-            lines.append("errors: none")
-        } else {
-            lines.append("errors: " + r.errors.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
-        }
+        lines.append("statuses: " + (["OK \(r.ok)"] + r.errors.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" })
+            .joined(separator: ", ") + (r.errors.isEmpty ? " (no errors)" : ""))
         if let window = r.errorWindow {
             lines.append(String(format: "failed calls ended between %.3f s and %.3f s: a window of %.1f ms",
                                 window.first.secondsValue, window.last.secondsValue, (window.last - window.first).ms))
@@ -395,6 +392,7 @@ struct LoadCommand: AsyncParsableCommand {
             ("keysPerSecond", .number(String(format: "%.1f", r.keysPerSecond))),
             ("latencyMs", .object([50, 90, 99, 99.9].map { p in (String(format: "p%g", p), .number(String(format: "%.3f", r.percentile(p).ms))) }
                 + [("max", .number(String(format: "%.3f", r.max.ms)))])),
+            ("ok", .number(String(r.ok))),
             ("errors", .object(r.errors.sorted { $0.key.rawValue < $1.key.rawValue }.map { ("\($0.key)", .number(String($0.value))) })),
             ("heldRate", .bool(r.heldRate)),
             ("maxSenderLagMs", .number(String(format: "%.3f", r.maxLag.ms))),

@@ -71,6 +71,7 @@ final class OpenLoopEngineTests: XCTestCase {
                                                          schedule: RateSchedule(rate: 2000, duration: .milliseconds(500)), connections: 3))
         let report = try await engine.run(requests: requests(count: 10), inspect: inspectMatch)
         XCTAssertEqual(report.calls, 1000)
+        XCTAssertEqual(report.ok, 1000)
         XCTAssertEqual(report.sent, 1000)
         XCTAssertEqual(report.unsent, 0)
         XCTAssertEqual(report.errorCount, 0)
