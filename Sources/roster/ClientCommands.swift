@@ -4,9 +4,10 @@ import Foundation
 import RosterClient
 
 extension ClientOptions {
+    /// --timeout 0 means no deadline (docs/PROTOCOL.md).
     var callOptions: CallOptions {
         var options = CallOptions.defaults
-        options.timeout = .milliseconds(Int64(timeout * 1000))
+        options.timeout = timeout > 0 ? .milliseconds(Int64(timeout * 1000)) : nil
         return options
     }
 
@@ -48,7 +49,9 @@ func withCoordinator<T>(_ endpoints: Endpoints, tls: ClientTLS?, _ body: (Failov
 func withTierClient<T>(_ client: ClientOptions, hedgeAfter: Duration? = nil,
                        _ body: (TierRouter<RPCClient, FailoverTransport<RPCClient>>) async throws -> T) async throws -> T {
     let tier = TierClient(coordinators: client.coordinator.all.map { ($0.host, $0.port) }, token: client.token,
-                          coordinatorToken: client.coordinatorToken, timeout: .milliseconds(Int64(client.timeout * 1000)),
+                          coordinatorToken: client.coordinatorToken,
+                          // 0 is no deadline; the router splits its deadline over holders, so "none" is a day.
+                          timeout: client.timeout > 0 ? .milliseconds(Int64(client.timeout * 1000)) : .seconds(86_400),
                           hedgeAfter: hedgeAfter, tls: try client.clientTLS())
     do {
         let result = try await body(tier.router)
@@ -276,7 +279,17 @@ struct MatchCommand: AsyncParsableCommand {
             throw ValidationError("give exactly one of --hash, --email or --file")
         }
         if let hash, MemberHash(hex: hash) == nil {
+            if hash.count == 32, let bad = hash.firstIndex(where: { !$0.isHexDigit }) {
+                throw ValidationError("--hash must be 32 hex digits (an MD5): '\(hash[bad])' at position \(hash.distance(from: hash.startIndex, to: bad) + 1) is not one")
+            }
             throw ValidationError("--hash must be 32 hex digits (an MD5), got \(hash.count) characters")
+        }
+        if let email {
+            let trimmed = email.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !trimmed.isEmpty else { throw ValidationError("--email is empty") }
+            guard !trimmed.contains(where: \.isWhitespace) else {
+                throw ValidationError("--email '\(trimmed)' has a space inside it: an address has none (spaces around it are trimmed)")
+            }
         }
     }
 

@@ -78,8 +78,8 @@ struct LoadCommand: AsyncParsableCommand {
     @Option(help: "A file of member hashes (one per line) to draw hits from.")
     var hashes: String?
 
-    @Option(help: "Fraction of queried hashes drawn from --hashes (the rest are random).")
-    var hitRatio: Double = 0.5
+    @Option(help: "Fraction of queried hashes drawn from --hashes, the rest random (default 0.5; needs --hashes).")
+    var hitRatio: Double?
 
     @Flag(help: "Load a tier: each call goes to a match server holding the advertiser, from the placement of --coordinator, failing over between them.")
     var tier = false
@@ -124,7 +124,10 @@ struct LoadCommand: AsyncParsableCommand {
         guard (1...256).contains(connections) else { throw ValidationError("--connections must be between 1 and 256") }
         guard (1...100_000).contains(concurrency) else { throw ValidationError("--concurrency must be between 1 and 100,000") }
         guard (1...100_000).contains(batch) else { throw ValidationError("--batch must be between 1 and 100,000") }
-        guard (0...1).contains(hitRatio) else { throw ValidationError("--hit-ratio must be between 0 and 1") }
+        if let hitRatio {
+            guard (0...1).contains(hitRatio) else { throw ValidationError("--hit-ratio must be between 0 and 1") }
+            guard hashes != nil else { throw ValidationError("--hit-ratio needs --hashes: the members to draw hits from") }
+        }
         if verify && hashes == nil { throw ValidationError("--verify needs --hashes: the members every advertiser's list holds") }
         if call == nil {
             guard advertiser != nil else { throw ValidationError("name the --advertiser to query, or an RPC to --call") }
@@ -177,7 +180,7 @@ struct LoadCommand: AsyncParsableCommand {
         if let call { return try await runCall(call) }
         let advertisers = try self.advertisers()
         let members = try hashes.map { try readHashFile($0, skipInvalid: true, limit: 1_000_000).map(\.bytes) } ?? []
-        let keyPool = KeyPool(members: members, hitRatio: members.isEmpty ? 0 : hitRatio, size: 65_536)
+        let keyPool = KeyPool(members: members, hitRatio: members.isEmpty ? 0 : hitRatio ?? 0.5, size: 65_536)
         let memberSet = verify ? Set(members.map { Data($0) }) : []
         let verifying = verify
         /// Whether `matched` is right for key `hash` (a random key is taken

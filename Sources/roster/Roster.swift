@@ -94,10 +94,22 @@ struct ClientOptions: ParsableArguments {
     @Option(help: "Token for Coordinator calls (default: $ROSTER_COORDINATOR_TOKEN).")
     var coordinatorToken: String? = ProcessInfo.processInfo.environment["ROSTER_COORDINATOR_TOKEN"]
 
-    @Option(help: "Seconds to wait for each call.")
+    @Option(help: "Seconds to wait for each call (0: no deadline).")
     var timeout: Double = 10
 
     @OptionGroup(title: "TLS") var tls: TLSClientOptions
+
+    func validate() throws {
+        guard timeout >= 0, timeout.isFinite else { throw ValidationError("--timeout must be 0 (no deadline) or more seconds") }
+        // An address in the environment that does not parse is an error, not a silent default.
+        for (name, flag, given) in [("ROSTER_MATCH", "--match", match.description != Defaults.match.description),
+                                    ("ROSTER_COORDINATOR", "--coordinator", coordinator.description != Defaults.coordinator.description)] {
+            if !given, let value = ProcessInfo.processInfo.environment[name], !value.isEmpty,
+               (name == "ROSTER_MATCH" ? Endpoint(argument: value) == nil : Endpoints(argument: value) == nil) {
+                throw ValidationError("\(name)='\(value)' is not host:port\(name == "ROSTER_COORDINATOR" ? " (or several, comma-separated)" : ""); fix it or pass \(flag)")
+            }
+        }
+    }
 
     /// TLS for this command's connections, or nil for plaintext.
     func clientTLS() throws -> ClientTLS? { try tls.clientTLS() }

@@ -123,6 +123,8 @@ final class CLITests: ServicesTestCase {
                 try RosterBinary.run(["match", "--match", match, "--advertiser", $0, "--email", "user1@example.com"]).status == 0
             }
         }
+        let noDeadline = try RosterBinary.run(["match", "--match", match, "--advertiser", "one", "--email", "user1@example.com", "--timeout", "0"])
+        XCTAssertEqual(noDeadline.status, 0, "--timeout 0 is no deadline: \(noDeadline.stderr)")
         let list = root.appendingPathComponent("advertisers.txt")
         try Data("one\ntwo\n\nthree\n".utf8).write(to: list)
         let run = try RosterBinary.run(["load", "--match", match, "--advertiser", "@\(list.path)", "--rate", "300", "--duration", "1s", "--json"])
@@ -339,6 +341,12 @@ final class CLITests: ServicesTestCase {
             (["load", "--advertiser", "a", "--rate", "1:9:step=1"], "the third part is step=<calls/s>/<duration>, as in 1000:20000:step=1000/5s"),
             (["load", "--advertiser", "a", "--rate", "1:9:step=1/1s", "--total", "5"], "--total goes with one --rate, not a staircase"),
             (["load", "--advertiser", "a", "--duration", "soon"], "The value 'soon' is invalid for '--duration"),
+            (["load", "--advertiser", "a", "--hit-ratio", "0.3"], "--hit-ratio needs --hashes: the members to draw hits from"),
+            (["match", "--advertiser", "a", "--hash", String(repeating: "0", count: 31) + "z"], "--hash must be 32 hex digits (an MD5): 'z' at position 32 is not one"),
+            (["match", "--advertiser", "a", "--hash", "abc"], "--hash must be 32 hex digits (an MD5), got 3 characters"),
+            (["match", "--advertiser", "a", "--email", "  "], "--email is empty"),
+            (["match", "--advertiser", "a", "--email", "ann smith@example.com"], "--email 'ann smith@example.com' has a space inside it"),
+            (["match", "--advertiser", "a", "--email", "a@b.c", "--timeout=-1"], "--timeout must be 0 (no deadline) or more seconds"),
             (["load", "--match", unreachable, "--advertiser", "a", "--html", "/nonexistent/r.html"], "cannot write /nonexistent/r.html: no folder /nonexistent"),
             (["load", "--match", unreachable, "--advertiser", "a"], "cannot reach the match server at 127.0.0.1:1"),
             (["match-server", "--data", root.path, "--listen", "127.0.0.1:0", "--plaintext"], "set ROSTER_CLIENT_TOKENS and ROSTER_ADMIN_TOKENS"),
@@ -356,6 +364,8 @@ final class CLITests: ServicesTestCase {
             (["frobnicate"], "Unexpected argument 'frobnicate'"),
             (["match", "--match", "nohost", "--advertiser", "a", "--email", "x"], "The value 'nohost' is invalid for '--match"),
         ]
+        let badEnvironment = try RosterBinary.run(["match", "--advertiser", "a", "--email", "a@b.c"], environment: ["ROSTER_MATCH": "nohost"])
+        XCTAssertTrue(badEnvironment.stderr.hasPrefix("Error: ROSTER_MATCH='nohost' is not host:port; fix it or pass --match"), badEnvironment.stderr)
         for (args, expected) in cases {
             let result = try RosterBinary.run(args, timeout: 20)
             XCTAssertNotEqual(result.status, 0, "roster \(args.joined(separator: " ")) should fail")
