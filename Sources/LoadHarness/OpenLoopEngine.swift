@@ -136,7 +136,8 @@ public struct OpenLoopEngine: Sendable {
                 }
                 .connect(host: configuration.host, port: configuration.port)
                 .flatMapErrorThrowing { error in
-                    throw RPCError(.unavailable, "cannot connect to \(configuration.host):\(configuration.port): \(error)")
+                    throw RPCError(.unavailable, "cannot connect to \(configuration.host):\(configuration.port): "
+                                   + ConnectFailure.describe(error, host: configuration.host, port: configuration.port, timeout: .seconds(5)))
                 }
                 .get()
             } catch {

@@ -213,7 +213,7 @@ public final class RPCClient: RPCClientTransport, Sendable {
             .map { ClientConnection(channel: $0) }
             .flatMapErrorThrowing { error in
                 if let failure = error as? TLSFailure { throw RPCError(.unavailable, failure.message) }
-                throw RPCError(.unavailable, "cannot connect to \(host):\(port): \(error)")
+                throw RPCError(.unavailable, "cannot connect to \(host):\(port): \(ConnectFailure.describe(error, host: host, port: port, timeout: connectTimeout))")
             }
     }
 
