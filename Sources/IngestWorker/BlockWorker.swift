@@ -106,6 +106,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         let memory = SlotMemory()
         var syncing: Task<Void, Never>?
         var idle = configuration.idlePoll
+        var unreachable = false
         while !stopping {
             let tasks: [IngestTask]
             do {
@@ -116,8 +117,18 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
                 let response = try await coordinator.leaseTasks(request, options: options)
                 if response.leaseMs > 0 { leaseMilliseconds.store(response.leaseMs, ordering: .relaxed) }
                 tasks = response.tasks
+                if unreachable {
+                    unreachable = false
+                    logger.notice("leasing from the coordinator again", metadata: ["slot": "\(slot)"])
+                }
             } catch {
-                logger.debug("cannot lease", metadata: ["error": "\(error)"])
+                // Said once per outage at the default level; each retry at debug.
+                if !unreachable && !stopping {
+                    unreachable = true
+                    logger.warning("cannot lease from the coordinator; retrying", metadata: ["slot": "\(slot)", "error": "\(error)"])
+                } else {
+                    logger.debug("cannot lease", metadata: ["error": "\(error)"])
+                }
                 tasks = []
             }
             if tasks.isEmpty {

@@ -246,6 +246,18 @@ final class CLITests: ServicesTestCase {
         }
     }
 
+    /// A worker whose coordinator is not there says so at the default log
+    /// level, once, and keeps trying.
+    func testAWorkerThatCannotReachItsCoordinatorSaysSo() throws {
+        let worker = try RosterService(["worker", "--data", root.path, "--coordinator", "127.0.0.1:1"])
+        services.append(worker)
+        try eventually(timeout: 20, "the worker to say it cannot lease") { worker.stderr.contains("cannot lease from the coordinator; retrying") }
+        XCTAssertTrue(worker.stderr.contains("connection refused"), worker.stderr)
+        usleep(1_500_000)
+        XCTAssertEqual(worker.stderr.components(separatedBy: "cannot lease from the coordinator").count - 1, 1, "once per outage: \(worker.stderr)")
+        XCTAssertTrue(worker.process.isRunning, "it keeps trying")
+    }
+
     /// SIGTERM stops a match server whether its scrub runs or is off (a
     /// service that returned at once used to leave the rest deaf to signals).
     func testMatchServerStopsOnSIGTERMWithTheScrubOnOrOff() throws {
