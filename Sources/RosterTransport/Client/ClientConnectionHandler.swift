@@ -71,22 +71,45 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Outbound
 
+    /// Sends a call straight from `RPCClient`, on the event loop, without a
+    /// trip through the pipeline (no boxing of the command, no write promise):
+    /// the hot path of every call. A handler that has left its pipeline
+    /// fails the call as never sent.
+    func submit(id: UInt32, frame: ByteBuffer, timeout: TimeAmount?, response: EventLoopPromise<Frame>) {
+        guard let context else {
+            response.fail(CallFailure(error: RPCError(.unavailable, "connection closed"), retryable: true))
+            return
+        }
+        guard enqueue(id: id, timeout: timeout, response: response, context: context) else { return }
+        context.write(wrapOutboundOut(frame), promise: nil)
+        flush(context: context)
+    }
+
+    /// Records a call as pending (with its timer); false if the connection
+    /// takes no more calls, after failing it as never sent.
+    private func enqueue(id: UInt32, timeout: TimeAmount?, response: EventLoopPromise<Frame>, context: ChannelHandlerContext) -> Bool {
+        guard !closed, !draining else {
+            response.fail(CallFailure(error: RPCError(.unavailable, "connection is closing"), retryable: true))
+            return false
+        }
+        var entry = Pending(promise: response, timer: nil)
+        if let timeout {
+            let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
+            entry.timer = context.eventLoop.scheduleTask(in: timeout) {
+                handler.value.fail(id, RPCError(.deadlineExceeded, "no response within \(timeout.nanoseconds / 1_000_000) ms"), tellServer: true)
+            }
+        }
+        pending[id] = entry
+        return true
+    }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .call(let id, let frame, let timeout, let response):
-            guard !closed, !draining else {
-                response.fail(CallFailure(error: RPCError(.unavailable, "connection is closing"), retryable: true))
+            guard enqueue(id: id, timeout: timeout, response: response, context: context) else {
                 promise?.succeed()
                 return
             }
-            var entry = Pending(promise: response, timer: nil)
-            if let timeout {
-                let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
-                entry.timer = context.eventLoop.scheduleTask(in: timeout) {
-                    handler.value.fail(id, RPCError(.deadlineExceeded, "no response within \(timeout.nanoseconds / 1_000_000) ms"), tellServer: true)
-                }
-            }
-            pending[id] = entry
             context.write(wrapOutboundOut(frame), promise: promise)
         case .cancel(let id):
             fail(id, RPCError(.cancelled, "call cancelled by the client"), tellServer: true)

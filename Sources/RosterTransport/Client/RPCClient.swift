@@ -100,7 +100,14 @@ public final class RPCClient: RPCClientTransport, Sendable {
     ) async throws -> Response {
         guard !isClosed.load(ordering: .relaxed) else { throw RPCError(.unavailable, "client is closed") }
         let slot = slots[turn.wrappingAdd(1, ordering: .relaxed).oldValue % slots.count]
-        let connection = try await slot.connection(connect: connect).get()
+        // An open connection is taken at once: awaiting even a completed
+        // future costs a hop to its event loop and back.
+        let connection: ClientConnection
+        if let ready = slot.readyConnection {
+            connection = ready
+        } else {
+            connection = try await slot.connection(connect: connect).get()
+        }
 
         let id = connection.nextCallID()
         var timeout: TimeAmount?
@@ -116,11 +123,13 @@ public final class RPCClient: RPCClientTransport, Sendable {
         guard payloadSize <= configuration.maxFrameSize else {
             throw RPCError(.resourceExhausted, "request of \(payloadSize) bytes exceeds the frame limit of \(configuration.maxFrameSize)")
         }
-        let response = connection.channel.eventLoop.makePromise(of: Frame.self)
-        let command = ClientCommand.call(id: id, frame: frame, timeout: timeout, response: response)
-        connection.channel.writeAndFlush(command).whenFailure { error in
-            // The handler never saw the call (the pipeline is gone): nothing was sent.
-            response.fail(CallFailure(error: RPCError(.unavailable, "connection closed: \(error)"), retryable: true))
+        let loop = connection.channel.eventLoop
+        let response = loop.makePromise(of: Frame.self)
+        let handler = connection.handler
+        if loop.inEventLoop {
+            handler.value.submit(id: id, frame: frame, timeout: timeout, response: response)
+        } else {
+            loop.execute { handler.value.submit(id: id, frame: frame, timeout: timeout, response: response) }
         }
 
         let reply = try await withTaskCancellationHandler {
@@ -210,7 +219,11 @@ public final class RPCClient: RPCClientTransport, Sendable {
             connected.whenFailure { ready.fail($0) }
         }
         return opened
-            .map { ClientConnection(channel: $0) }
+            .flatMap { channel in
+                channel.eventLoop.submit {
+                    ClientConnection(channel: channel, handler: try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self))
+                }
+            }
             .flatMapErrorThrowing { error in
                 if let failure = error as? TLSFailure { throw RPCError(.unavailable, failure.message) }
                 throw RPCError(.unavailable, "cannot connect to \(host):\(port): \(ConnectFailure.describe(error, host: host, port: port, timeout: connectTimeout))")
@@ -239,9 +252,14 @@ public final class RPCClient: RPCClientTransport, Sendable {
 /// One open connection and its call-id counter.
 final class ClientConnection: Sendable {
     let channel: any Channel
+    /// Calls are handed to it directly, on its event loop.
+    let handler: NIOLoopBound<ClientConnectionHandler>
     private let ids = Atomic<UInt32>(0)
 
-    init(channel: any Channel) { self.channel = channel }
+    init(channel: any Channel, handler: ClientConnectionHandler) {
+        self.channel = channel
+        self.handler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
+    }
 
     /// Ids are unique among the calls in flight on this connection; 0 is never used.
     func nextCallID() -> UInt32 {
@@ -317,6 +335,14 @@ final class ConnectionSlot: Sendable {
             if case .ready(let connection) = state, connection.channel === channel {
                 state = .idle(failures: 0)
             }
+        }
+    }
+
+    /// The connection, when one is open (no waiting, no future).
+    var readyConnection: ClientConnection? {
+        state.withLock { state in
+            if case .ready(let connection) = state, connection.channel.isActive { return connection }
+            return nil
         }
     }
 
