@@ -2,11 +2,9 @@ import NIOCore
 import RosterRPC
 import RosterTLS
 
-/// What a client asks its connection to do; written into the channel.
+/// What a client asks its connection to do besides calls (which go to
+/// `submit` directly); written into the channel.
 enum ClientCommand: Sendable {
-    /// Send a REQUEST frame (already built, call id included) and complete
-    /// `response` with the RESPONSE frame, or fail it.
-    case call(id: UInt32, frame: ByteBuffer, timeout: TimeAmount?, response: EventLoopPromise<Frame>)
     /// The caller gave up: fail the call locally and tell the server.
     case cancel(id: UInt32)
     case ping(EventLoopPromise<NIODeadline>)
@@ -75,14 +73,19 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     /// trip through the pipeline (no boxing of the command, no write promise):
     /// the hot path of every call. A handler that has left its pipeline
     /// fails the call as never sent.
-    func submit(id: UInt32, frame: ByteBuffer, timeout: TimeAmount?, response: EventLoopPromise<Frame>) {
+    func submit(id: UInt32, frame: ByteBuffer, timeout: TimeAmount?, response: EventLoopPromise<Frame>, flush: Bool = true) {
         guard let context else {
             response.fail(CallFailure(error: RPCError(.unavailable, "connection closed"), retryable: true))
             return
         }
         guard enqueue(id: id, timeout: timeout, response: response, context: context) else { return }
         context.write(wrapOutboundOut(frame), promise: nil)
-        flush(context: context)
+        if flush { self.flush(context: context) }
+    }
+
+    /// Flushes now: the end of a batch of `submit(flush: false)`.
+    func flushNow() {
+        context?.flush()
     }
 
     /// Records a call as pending (with its timer); false if the connection
@@ -105,12 +108,6 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
-        case .call(let id, let frame, let timeout, let response):
-            guard enqueue(id: id, timeout: timeout, response: response, context: context) else {
-                promise?.succeed()
-                return
-            }
-            context.write(wrapOutboundOut(frame), promise: promise)
         case .cancel(let id):
             fail(id, RPCError(.cancelled, "call cancelled by the client"), tellServer: true)
             promise?.succeed()

@@ -123,14 +123,8 @@ public final class RPCClient: RPCClientTransport, Sendable {
         guard payloadSize <= configuration.maxFrameSize else {
             throw RPCError(.resourceExhausted, "request of \(payloadSize) bytes exceeds the frame limit of \(configuration.maxFrameSize)")
         }
-        let loop = connection.channel.eventLoop
-        let response = loop.makePromise(of: Frame.self)
-        let handler = connection.handler
-        if loop.inEventLoop {
-            handler.value.submit(id: id, frame: frame, timeout: timeout, response: response)
-        } else {
-            loop.execute { handler.value.submit(id: id, frame: frame, timeout: timeout, response: response) }
-        }
+        let response = connection.channel.eventLoop.makePromise(of: Frame.self)
+        connection.send(id: id, frame: frame, timeout: timeout, response: response)
 
         let reply = try await withTaskCancellationHandler {
             try await response.futureResult.get()
@@ -256,9 +250,49 @@ final class ClientConnection: Sendable {
     let handler: NIOLoopBound<ClientConnectionHandler>
     private let ids = Atomic<UInt32>(0)
 
+    /// Calls made off the event loop, waiting for it: handed over in batches,
+    /// one hop to the loop (and one flush) for all the calls made meanwhile.
+    private let outbox = Mutex<[Submission]>([])
+
+    private struct Submission: Sendable {
+        var id: UInt32
+        var frame: ByteBuffer
+        var timeout: TimeAmount?
+        var response: EventLoopPromise<Frame>
+    }
+
     init(channel: any Channel, handler: ClientConnectionHandler) {
         self.channel = channel
         self.handler = NIOLoopBound(handler, eventLoop: channel.eventLoop)
+    }
+
+    /// Sends a call on this connection. On the event loop it goes at once;
+    /// elsewhere it joins the outbox, and the first call into an empty outbox
+    /// asks the loop to send them all.
+    func send(id: UInt32, frame: ByteBuffer, timeout: TimeAmount?, response: EventLoopPromise<Frame>) {
+        let loop = channel.eventLoop
+        if loop.inEventLoop {
+            handler.value.submit(id: id, frame: frame, timeout: timeout, response: response)
+            return
+        }
+        let first = outbox.withLock { outbox -> Bool in
+            outbox.append(Submission(id: id, frame: frame, timeout: timeout, response: response))
+            return outbox.count == 1
+        }
+        if first { loop.execute { self.drain() } }
+    }
+
+    private func drain() {
+        let batch = outbox.withLock { outbox -> [Submission] in
+            let batch = outbox
+            outbox.removeAll(keepingCapacity: true)
+            return batch
+        }
+        let handler = self.handler.value
+        for call in batch {
+            handler.submit(id: call.id, frame: call.frame, timeout: call.timeout, response: call.response, flush: false)
+        }
+        handler.flushNow()
     }
 
     /// Ids are unique among the calls in flight on this connection; 0 is never used.
