@@ -37,6 +37,8 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     private var pings: [UInt64: EventLoopPromise<NIODeadline>] = [:]
     private var nextPing: UInt64 = 1
     private var draining = false
+    /// Why the server closed the connection, when it said it was an error.
+    private var refusal: RPCError?
     private var closed = false
     private var flushScheduled = false
     private var context: ChannelHandlerContext!
@@ -74,6 +76,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     /// the hot path of every call. A handler that has left its pipeline
     /// fails the call as never sent.
     func submit(id: UInt32, frame: ByteBuffer, timeout: TimeAmount?, response: EventLoopPromise<Frame>, flush: Bool = true) {
+        if let refusal { return response.fail(CallFailure(error: refusal, retryable: false)) }
         guard let context else {
             response.fail(CallFailure(error: RPCError(.unavailable, "connection closed"), retryable: true))
             return
@@ -91,6 +94,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     /// Records a call as pending (with its timer); false if the connection
     /// takes no more calls, after failing it as never sent.
     private func enqueue(id: UInt32, timeout: TimeAmount?, response: EventLoopPromise<Frame>, context: ChannelHandlerContext) -> Bool {
+        if let refusal {
+            // The server closed this connection with an error (a limit, say):
+            // a call that comes too late to be failed with it still learns why.
+            response.fail(CallFailure(error: refusal, retryable: false))
+            return false
+        }
         guard !closed, !draining else {
             response.fail(CallFailure(error: RPCError(.unavailable, "connection is closing"), retryable: true))
             return false
@@ -176,6 +185,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
             onGoAway()
             if goAway.code != .ok {
                 let error = RPCError(.unavailable, "server closed the connection: \(goAway.code): \(goAway.message)")
+                refusal = error
                 ready?.fail(error)
                 failAll(error, retryable: false)
                 context.close(promise: nil)

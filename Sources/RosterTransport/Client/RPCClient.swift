@@ -181,6 +181,10 @@ public final class RPCClient: RPCClientTransport, Sendable {
         let (host, port, tls) = (self.host, self.port, configuration.tls)
         let connectTimeout = TimeAmount(configuration.connectTimeout)
         let ready = group.next().makePromise(of: Void.self)
+        // Made where the handler is added (on the channel's loop): by the time
+        // the connect completes, a server that refused at once may have closed
+        // the channel and emptied its pipeline.
+        let made = Mutex<ClientConnection?>(nil)
         let connected = ClientBootstrap(group: group)
             .connectTimeout(connectTimeout)
             // At IPPROTO_TCP: see RPCServer.start().
@@ -190,7 +194,10 @@ public final class RPCClient: RPCClientTransport, Sendable {
                     let sync = channel.pipeline.syncOperations
                     try tls?.addHandlers(to: sync, host: host, port: port)
                     try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
-                    try sync.addHandler(ClientConnectionHandler(ready: tls == nil ? nil : ready, onGoAway: { [weak slot] in slot?.forget(channel) }))
+                    let handler = ClientConnectionHandler(ready: tls == nil ? nil : ready, onGoAway: { [weak slot] in slot?.forget(channel) })
+                    try sync.addHandler(handler)
+                    let connection = ClientConnection(channel: channel, handler: handler)
+                    made.withLock { $0 = connection }
                 }
             }
             .connect(host: host, port: port)
@@ -213,10 +220,9 @@ public final class RPCClient: RPCClientTransport, Sendable {
             connected.whenFailure { ready.fail($0) }
         }
         return opened
-            .flatMap { channel in
-                channel.eventLoop.submit {
-                    ClientConnection(channel: channel, handler: try channel.pipeline.syncOperations.handler(type: ClientConnectionHandler.self))
-                }
+            .flatMapThrowing { channel in
+                guard let connection = made.withLock({ $0 }) else { throw ChannelError.ioOnClosedChannel }
+                return connection
             }
             .flatMapErrorThrowing { error in
                 if let failure = error as? TLSFailure { throw RPCError(.unavailable, failure.message) }
