@@ -84,7 +84,7 @@ public struct OpenLoopEngine: Sendable {
         let payload: ByteBuffer
 
         public init<Message: ProtoMessage>(method: RPCMethodDescriptor, message: Message, metadata: Metadata = [:], timeout: Duration? = nil) {
-            let milliseconds = timeout.map { UInt32(clamping: max(1, ($0.nanoseconds + 999_999) / 1_000_000)) } ?? 0
+            let milliseconds = timeout.map(RPCClient.milliseconds) ?? 0
             var frame = FrameWriter.request(callID: 0, head: RequestHead(methodID: method.id, timeoutMilliseconds: milliseconds, metadata: metadata),
                                             message: message, allocator: ByteBufferAllocator())
             frame.moveReaderIndex(forwardBy: WireProtocol.headerLength)
@@ -376,12 +376,18 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
-    private func endSending() {
+    /// Sends nothing more; what was not sent by now is counted as unsent.
+    private func stopSending() {
         guard !sendingDone else { return }
         sendingDone = true
         wake?.cancel()
         totals.sent = sent
         totals.unsent = calls - sent
+    }
+
+    private func endSending() {
+        guard !sendingDone else { return }
+        stopSending()
         if answered == sent { return finish() }
         eventLoop.scheduleTask(in: grace) { [weak self] in self?.finish() }
     }
@@ -428,12 +434,7 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if !sendingDone {
-            sendingDone = true
-            wake?.cancel()
-            totals.sent = sent
-            totals.unsent = calls - sent
-        }
+        stopSending()
         // Calls the closed connection will never answer.
         if !done, sent > answered { totals.errors[.unavailable, default: 0] += sent - answered }
         answered = sent

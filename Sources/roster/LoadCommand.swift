@@ -182,6 +182,32 @@ struct LoadCommand: AsyncParsableCommand {
         let members = try hashes.map { try readHashFile($0, skipInvalid: true, limit: 1_000_000).map(\.bytes) } ?? []
         let keyPool = KeyPool(members: members, hitRatio: members.isEmpty ? 0 : hitRatio ?? 0.5, size: 65_536)
         let memberSet = verify ? Set(members.map { Data($0) }) : []
+        let schedule = try self.schedule()
+        let report: LoadReport
+        if tier {
+            report = try await runTier(schedule: schedule, advertisers: advertisers, keyPool: keyPool, memberSet: memberSet)
+        } else {
+            // Checked before the run, through the client library: the server is there and knows every advertiser.
+            let tls = try client.clientTLS()
+            try await withRPCClient(client.match, tls: tls, connections: 1) { rpc in
+                let stub = MatchService.Client(transport: rpc)
+                let options = client.matchOptions()
+                // Fail fast, with one line, if the server is not there or an advertiser is unknown.
+                for advertiser in advertisers {
+                    _ = try await userFacing("cannot reach the match server at \(client.match) for advertiser \(advertiser)") {
+                        try await stub.match(MatchRequest(advertiserID: advertiser, hash: keyPool.hash(0)), options: options)
+                    }
+                }
+                return ()
+            }
+            report = try await runOpenLoop(schedule: schedule, advertisers: advertisers, keyPool: keyPool, memberSet: memberSet, tls: tls)
+        }
+        try finish(report, title: "roster load: \(advertiser ?? "") at \(client.match), \(schedule)" + (batch > 1 ? ", MatchMany ×\(batch)" : ", Match"))
+    }
+
+    /// `--tier`: a task per call through the tier's router, every answer
+    /// checked with --verify.
+    func runTier(schedule: RateSchedule, advertisers: [String], keyPool: KeyPool, memberSet: Set<Data>) async throws -> LoadReport {
         let verifying = verify
         /// Whether `matched` is right for key `hash` (a random key is taken
         /// as a stranger: one in 2^128 is a member).
@@ -200,45 +226,26 @@ struct LoadCommand: AsyncParsableCommand {
         let requests = (0..<256).map { n in
             MatchManyRequest(advertiserID: advertisers[0], hashes: keyPool.batch(n * batchSize, count: batchSize))
         }
-        let schedule = try self.schedule()
         let onTick = liveLine
-        let report: LoadReport
-        if tier {
-            report = try await withTierClient(client, hedgeAfter: hedge?.duration) { router in
-                for advertiser in advertisers {
-                    _ = try await userFacing("cannot reach the tier through \(client.coordinator) for advertiser \(advertiser)") {
-                        try await router.match(advertiser: advertiser, hash: keyPool.hash(0))
-                    }
-                }
-                let generator = LoadGenerator(configuration: .init(rate: schedule.steps[0].rate, duration: schedule.duration,
-                                                                   concurrency: concurrency, keysPerCall: batchSize))
-                return await generator.run(onTick: onTick) { i in
-                    let advertiserID = advertisers[i % advertisers.count]
-                    if batchSize == 1 {
-                        let hash = keyPool.hash(i)
-                        try check(hash, try await router.match(advertiser: advertiserID, hash: hash).matched)
-                    } else {
-                        let request = requests[i & 255]
-                        try checkMany(request, try await router.matchMany(advertiser: advertiserID, hashes: request.hashes))
-                    }
+        return try await withTierClient(client, hedgeAfter: hedge?.duration) { router in
+            for advertiser in advertisers {
+                _ = try await userFacing("cannot reach the tier through \(client.coordinator) for advertiser \(advertiser)") {
+                    try await router.match(advertiser: advertiser, hash: keyPool.hash(0))
                 }
             }
-        } else {
-            // Checked before the run, through the client library: the server is there and knows every advertiser.
-            try await withRPCClient(client.match, tls: try client.clientTLS(), connections: 1) { rpc in
-                let stub = MatchService.Client(transport: rpc)
-                let options = client.matchOptions()
-                // Fail fast, with one line, if the server is not there or an advertiser is unknown.
-                for advertiser in advertisers {
-                    _ = try await userFacing("cannot reach the match server at \(client.match) for advertiser \(advertiser)") {
-                        try await stub.match(MatchRequest(advertiserID: advertiser, hash: keyPool.hash(0)), options: options)
-                    }
+            let generator = LoadGenerator(configuration: .init(rate: schedule.steps[0].rate, duration: schedule.duration,
+                                                               concurrency: concurrency, keysPerCall: batchSize))
+            return await generator.run(onTick: onTick) { i in
+                let advertiserID = advertisers[i % advertisers.count]
+                if batchSize == 1 {
+                    let hash = keyPool.hash(i)
+                    try check(hash, try await router.match(advertiser: advertiserID, hash: hash).matched)
+                } else {
+                    let request = requests[i & 255]
+                    try checkMany(request, try await router.matchMany(advertiser: advertiserID, hashes: request.hashes))
                 }
-                return ()
             }
-            report = try await runOpenLoop(schedule: schedule, advertisers: advertisers, keyPool: keyPool, memberSet: memberSet, onTick: onTick)
         }
-        try finish(report, title: "roster load: \(advertiser ?? "") at \(client.match), \(schedule)" + (batch > 1 ? ", MatchMany ×\(batch)" : ", Match"))
     }
 
     /// `--call`: any RPC, its requests from JSON through the schema's registry,
@@ -311,7 +318,7 @@ struct LoadCommand: AsyncParsableCommand {
     /// The run itself, on the open-loop engine: every request encoded once,
     /// each reply read for its keys' answers (and checked with --verify).
     func runOpenLoop(schedule: RateSchedule, advertisers: [String], keyPool: KeyPool, memberSet: Set<Data>,
-                     onTick: @escaping @Sendable (LoadGenerator.Tick) -> Void) async throws -> LoadReport {
+                     tls: ClientTLS?) async throws -> LoadReport {
         let options = client.matchOptions()
         let count = max(4096, advertisers.count)
         var payloads: [OpenLoopEngine.Request] = []
@@ -352,10 +359,10 @@ struct LoadCommand: AsyncParsableCommand {
             return .init(hits: hits, misses: n - hits, wrong: wrong)
         }
         let engine = OpenLoopEngine(configuration: .init(
-            host: client.match.host, port: client.match.port, tls: try client.clientTLS(), schedule: schedule, connections: connections,
+            host: client.match.host, port: client.match.port, tls: tls, schedule: schedule, connections: connections,
             maxInFlight: concurrency, grace: grace.duration, keysPerCall: batch))
         return try await userFacing("cannot load the match server at \(client.match)") {
-            try await engine.run(requests: payloads, inspect: inspect, onTick: onTick)
+            try await engine.run(requests: payloads, inspect: inspect, onTick: liveLine)
         }
     }
 

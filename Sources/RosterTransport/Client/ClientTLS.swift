@@ -35,9 +35,9 @@ public struct ClientTLS: Sendable {
     /// check that the server answers in TLS at all, the TLS handler, and the
     /// observer that says a failure in words. The protocol's handlers go after.
     public func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, host: String, port: Int) throws {
-        let server = "\(host):\(port)"
+        let (server, name) = ("\(host):\(port)", hostname(for: host))
         try pipeline.addHandler(TLSPlaintextPeerDetector(server: server))
-        try pipeline.addHandler(NIOSSLClientHandler(context: source.context, serverHostname: hostname(for: host)))
-        try pipeline.addHandler(TLSHandshakeObserver(side: .client(server: server, serverName: hostname(for: host))))
+        try pipeline.addHandler(NIOSSLClientHandler(context: source.context, serverHostname: name))
+        try pipeline.addHandler(TLSHandshakeObserver(side: .client(server: server, serverName: name)))
     }
 }

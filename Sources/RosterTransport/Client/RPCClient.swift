@@ -238,7 +238,8 @@ public final class RPCClient: RPCClientTransport, Sendable {
         return .nanoseconds(Int64(Double(capped) * Double.random(in: 0.8...1.2)))
     }
 
-    static func milliseconds(_ d: Duration) -> UInt32 {
+    /// A timeout as the request head carries it: whole milliseconds, rounded up, at least 1.
+    package static func milliseconds(_ d: Duration) -> UInt32 {
         let ms = (nanoseconds(d) + 999_999) / 1_000_000
         return UInt32(clamping: max(1, ms))
     }
