@@ -119,6 +119,7 @@ public struct OpenLoopEngine: Sendable {
         }
         for index in 0..<n {
             let handler = OpenLoopConnection(index: index, stride: n, schedule: configuration.schedule, requests: requests.map(\.payload),
+                                             maxFrameSize: configuration.maxFrameSize,
                                              inspect: inspect, maxInFlight: perConnection, grace: configuration.grace,
                                              pacing: configuration.pacing, eventLoop: group.next())
             let channel: any Channel
@@ -130,7 +131,6 @@ public struct OpenLoopEngine: Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
                         try configuration.tls?.addHandlers(to: sync, host: configuration.host, port: configuration.port)
-                        try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
                         try sync.addHandler(handler)
                     }
                 }
@@ -238,7 +238,7 @@ private final class Counter: Sendable {
 
 /// One connection of an open-loop run; every method runs on its event loop.
 final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = InboundFrame
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     struct Interval {
@@ -276,6 +276,7 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
     private let calls: Int
 
     private var context: ChannelHandlerContext?
+    private var reader: FrameReader
     private var start = NIODeadline.now()
     private var sent = 0
     private var answered = 0
@@ -292,8 +293,9 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
     private var intervalCalls = 0
     private var intervalErrors = 0
 
-    init(index: Int, stride: Int, schedule: RateSchedule, requests: [ByteBuffer], inspect: OpenLoopEngine.Inspect?,
-         maxInFlight: Int, grace: Duration, pacing: Duration, eventLoop: any EventLoop) {
+    init(index: Int, stride: Int, schedule: RateSchedule, requests: [ByteBuffer], maxFrameSize: Int = WireProtocol.defaultMaxFrameSize,
+         inspect: OpenLoopEngine.Inspect?, maxInFlight: Int, grace: Duration, pacing: Duration, eventLoop: any EventLoop) {
+        self.reader = FrameReader(maxFrameSize: maxFrameSize)
         self.index = index
         self.stride = stride
         self.schedule = schedule
@@ -393,8 +395,17 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        // After the end, a reply is too late: its call was counted as DEADLINE_EXCEEDED.
-        guard !done, case .frame(let frame) = unwrapInboundIn(data) else { return }
+        do {
+            // After the end, a reply is too late: its call was counted as DEADLINE_EXCEEDED.
+            try reader.read(unwrapInboundIn(data), isOpen: { !done }) { inbound in
+                if case .frame(let frame) = inbound { received(frame, context: context) }
+            }
+        } catch {
+            errorCaught(context: context, error: error)
+        }
+    }
+
+    private func received(_ frame: Frame, context: ChannelHandlerContext) {
         switch frame.type {
         case .response:
             let now = NIODeadline.now()

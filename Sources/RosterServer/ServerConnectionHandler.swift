@@ -52,12 +52,10 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
 
     /// Frames are cut here rather than in a separate ByteToMessageHandler:
     /// one handler per call fewer, and no boxing of each frame into NIOAny.
-    private var decoder: FrameDecoder
-    /// Bytes of a frame not yet complete.
-    private var cumulation: ByteBuffer?
+    private var reader: FrameReader
 
     package init(routes: RouteTable, configuration: RPCServer.Configuration, metrics: ServerMetrics, logger: Logger) {
-        self.decoder = FrameDecoder(maxFrameSize: configuration.maxFrameSize)
+        self.reader = FrameReader(maxFrameSize: configuration.maxFrameSize)
         self.machine = ServerConnectionStateMachine(maxConcurrentCalls: configuration.maxConcurrentCallsPerConnection)
         self.routes = routes
         self.configuration = configuration
@@ -86,7 +84,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         idleCheck = nil
         drainTimer?.cancel()
         drainTimer = nil
-        cumulation = nil
+        reader.reset()
         outgoing = nil
         self.context = nil
     }
@@ -138,25 +136,12 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
     // MARK: Inbound
 
     package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var buffer = unwrapInboundIn(data)
         machine.receivedBytes()
         readStarted = context.eventLoop.now
-        if var pending = cumulation {
-            cumulation = nil
-            pending.writeBuffer(&buffer)
-            buffer = pending
-        }
         do {
-            while !isClosed, let inbound = try decoder.decode(buffer: &buffer) {
-                process(inbound)
-            }
+            try reader.read(unwrapInboundIn(data), isOpen: { !isClosed }) { process($0) }
         } catch {
             connectionError(error)
-            return
-        }
-        if buffer.readableBytes > 0, !isClosed {
-            buffer.discardReadBytes()
-            cumulation = buffer
         }
     }
 

@@ -97,6 +97,34 @@ final class CallTests: XCTestCase {
         server.drain()
     }
 
+    /// A task cancelled before its call is handed to the connection: the
+    /// cancellation finds no call yet, so the call must be cancelled behind
+    /// it, not left waiting for the handler's reply.
+    func testACallFromAnAlreadyCancelledTaskIsCancelled() async throws {
+        let echo = EchoService()
+        let (server, port) = try await startServer([echo])
+        let client = RPCClient(host: "127.0.0.1", port: port)
+        let stub = Echo.Client(transport: client)
+        _ = try await stub.echo(EchoRequest(index: 1))  // the connection is open
+        let call = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await stub.echo(EchoRequest(delayMs: 10_000))
+        }
+        let started = ContinuousClock.now
+        do {
+            _ = try await call.value
+            XCTFail("a cancelled call must not succeed")
+        } catch let error as RPCError {
+            XCTAssertEqual(error.code, .cancelled)
+        }
+        XCTAssertLessThan(ContinuousClock.now - started, .seconds(5), "the call waited for its reply")
+        // The connection carries on.
+        let reply = try await stub.echo(EchoRequest(index: 2))
+        XCTAssertEqual(reply.index, 2)
+        await client.close()
+        server.drain()
+    }
+
     func testUnknownMethodIsUnimplemented() async throws {
         let (server, port) = try await startServer([EchoService()])
         let client = RPCClient(host: "127.0.0.1", port: port)

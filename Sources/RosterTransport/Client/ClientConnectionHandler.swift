@@ -2,11 +2,9 @@ import NIOCore
 import RosterRPC
 import RosterTLS
 
-/// What a client asks its connection to do besides calls (which go to
-/// `submit` directly); written into the channel.
+/// What a client asks its connection to do besides calls and cancellations
+/// (which go to `submit` and `cancel` directly); written into the channel.
 enum ClientCommand: Sendable {
-    /// The caller gave up: fail the call locally and tell the server.
-    case cancel(id: UInt32)
     case ping(EventLoopPromise<NIODeadline>)
 }
 
@@ -19,21 +17,26 @@ struct CallFailure: Error {
 
 /// The client side of one connection: matches responses to calls by id.
 ///
-/// Runs on the connection's event loop. Each pending call is a promise the
-/// caller awaits; responses complete them in whatever order they arrive. On
+/// Runs on the connection's event loop. Each pending call is a continuation
+/// its caller awaits; responses complete them in whatever order they arrive. On
 /// GOAWAY the connection takes no new calls (the pool opens another) and
 /// closes itself once its last call completes.
 final class ClientConnectionHandler: ChannelDuplexHandler {
-    typealias InboundIn = InboundFrame
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = ClientCommand
     typealias OutboundOut = ByteBuffer
 
+    /// Resumed exactly once: whoever removes the entry from `pending` resumes it.
+    typealias Response = UnsafeContinuation<Frame, any Error>
+
     private struct Pending {
-        var promise: EventLoopPromise<Frame>
+        var response: Response
         var timer: Scheduled<Void>?
     }
 
     private var pending: [UInt32: Pending] = [:]
+    /// Frames are cut here, not in a ByteToMessageHandler in front: see `FrameReader`.
+    private var reader: FrameReader
     private var pings: [UInt64: EventLoopPromise<NIODeadline>] = [:]
     private var nextPing: UInt64 = 1
     private var draining = false
@@ -48,7 +51,9 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     /// fails or closes first.
     private let ready: EventLoopPromise<Void>?
 
-    init(ready: EventLoopPromise<Void>? = nil, onGoAway: @escaping @Sendable () -> Void) {
+    init(maxFrameSize: Int = WireProtocol.defaultMaxFrameSize, ready: EventLoopPromise<Void>? = nil,
+         onGoAway: @escaping @Sendable () -> Void) {
+        self.reader = FrameReader(maxFrameSize: maxFrameSize)
         self.ready = ready
         self.onGoAway = onGoAway
     }
@@ -59,6 +64,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 
     /// Breaks the handler ↔ context cycle, or every closed connection stays in memory.
     func handlerRemoved(context: ChannelHandlerContext) {
+        reader.reset()
         self.context = nil
     }
 
@@ -71,55 +77,68 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
 
     // MARK: Outbound
 
-    /// Sends a call straight from `RPCClient`, on the event loop, without a
-    /// trip through the pipeline (no boxing of the command, no write promise):
-    /// the hot path of every call. A handler that has left its pipeline
-    /// fails the call as never sent.
-    func submit(id: UInt32, frame: ByteBuffer, timeout: TimeAmount?, response: EventLoopPromise<Frame>, flush: Bool = true) {
-        if let refusal { return response.fail(CallFailure(error: refusal, retryable: false)) }
-        guard let context else {
-            response.fail(CallFailure(error: RPCError(.unavailable, "connection closed"), retryable: true))
-            return
-        }
-        guard enqueue(id: id, timeout: timeout, response: response, context: context) else { return }
-        context.write(wrapOutboundOut(frame), promise: nil)
-        if flush { self.flush(context: context) }
+    /// A call whose frame is on its way to this handler.
+    struct Submission: Sendable {
+        var id: UInt32
+        var timeout: TimeAmount?
+        var response: Response
     }
 
-    /// Flushes now: the end of a batch of `submit(flush: false)`.
-    func flushNow() {
-        context?.flush()
-    }
-
-    /// Records a call as pending (with its timer); false if the connection
-    /// takes no more calls, after failing it as never sent.
-    private func enqueue(id: UInt32, timeout: TimeAmount?, response: EventLoopPromise<Frame>, context: ChannelHandlerContext) -> Bool {
+    /// Sends calls straight from `RPCClient`, on the event loop, without a
+    /// trip through the pipeline (no boxing of a command, no write promise,
+    /// no future: each caller's continuation is resumed with its response):
+    /// the hot path of every call. `frames` holds the calls' REQUEST frames,
+    /// in one buffer, written at once. A connection that takes no more calls
+    /// fails them all, and sends none. A batch (`coalesce` false) is flushed
+    /// at once; calls made one by one on the loop share a flush at the end
+    /// of the loop's tick.
+    func submit(frames: ByteBuffer, calls: some Collection<Submission>, coalesce: Bool) {
+        let refused: CallFailure?
         if let refusal {
             // The server closed this connection with an error (a limit, say):
             // a call that comes too late to be failed with it still learns why.
-            response.fail(CallFailure(error: refusal, retryable: false))
-            return false
+            refused = CallFailure(error: refusal, retryable: false)
+        } else if context == nil || closed || draining {
+            // Never sent: another connection may take it.
+            refused = CallFailure(error: RPCError(.unavailable, "connection is closing"), retryable: true)
+        } else {
+            refused = nil
         }
-        guard !closed, !draining else {
-            response.fail(CallFailure(error: RPCError(.unavailable, "connection is closing"), retryable: true))
-            return false
+        guard let context, refused == nil else {
+            for call in calls { call.response.resume(throwing: refused!) }
+            return
         }
-        var entry = Pending(promise: response, timer: nil)
-        if let timeout {
+        for call in calls { enqueue(call, context: context) }
+        context.write(wrapOutboundOut(frames), promise: nil)
+        if coalesce { flush(context: context) } else { context.flush() }
+    }
+
+    /// Records a call as pending, with its timer.
+    private func enqueue(_ call: Submission, context: ChannelHandlerContext) {
+        let id = call.id
+        var entry = Pending(response: call.response, timer: nil)
+        if let timeout = call.timeout {
             let handler = NIOLoopBound(self, eventLoop: context.eventLoop)
             entry.timer = context.eventLoop.scheduleTask(in: timeout) {
                 handler.value.fail(id, RPCError(.deadlineExceeded, "no response within \(timeout.nanoseconds / 1_000_000) ms"), tellServer: true)
             }
         }
-        pending[id] = entry
-        return true
+        if let earlier = pending.updateValue(entry, forKey: id) {
+            // Ids wrapped round to a call still in flight, 2^32 calls later:
+            // the server refuses the repeated id, which fails the connection's calls.
+            pending[id] = earlier
+            entry.timer?.cancel()
+            call.response.resume(throwing: CallFailure(error: RPCError(.internal, "call id \(id) is still in flight"), retryable: false))
+        }
+    }
+
+    /// The caller gave up: fails the call locally and tells the server.
+    func cancel(id: UInt32) {
+        fail(id, RPCError(.cancelled, "call cancelled by the client"), tellServer: true)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
-        case .cancel(let id):
-            fail(id, RPCError(.cancelled, "call cancelled by the client"), tellServer: true)
-            promise?.succeed()
         case .ping(let response):
             guard !closed else {
                 response.fail(RPCError(.unavailable, "connection closed"))
@@ -147,7 +166,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     private func fail(_ id: UInt32, _ error: RPCError, tellServer: Bool) {
         guard let entry = pending.removeValue(forKey: id) else { return }
         entry.timer?.cancel()
-        entry.promise.fail(CallFailure(error: error, retryable: false))
+        entry.response.resume(throwing: CallFailure(error: error, retryable: false))
         if tellServer, !closed {
             context.writeAndFlush(wrapOutboundOut(FrameWriter.cancel(callID: id, allocator: context.channel.allocator)), promise: nil)
         }
@@ -157,16 +176,25 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .frame(let frame) = unwrapInboundIn(data) else {
-            ready?.succeed()
-            return
+        do {
+            try reader.read(unwrapInboundIn(data), isOpen: { !closed }) { inbound in
+                switch inbound {
+                case .preface: ready?.succeed()
+                case .frame(let frame): received(frame, context: context)
+                }
+            }
+        } catch {
+            errorCaught(context: context, error: error)
         }
+    }
+
+    private func received(_ frame: Frame, context: ChannelHandlerContext) {
         switch frame.type {
         case .response:
             // A response for a call that timed out or was cancelled is dropped.
             guard let entry = pending.removeValue(forKey: frame.callID) else { return }
             entry.timer?.cancel()
-            entry.promise.succeed(frame)
+            entry.response.resume(returning: frame)
             closeIfDrained()
         case .ping:
             var payload = frame.payload
@@ -188,12 +216,16 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
                 refusal = error
                 ready?.fail(error)
                 failAll(error, retryable: false)
+                closed = true
                 context.close(promise: nil)
                 return
             }
             // Calls the server never saw may be sent again elsewhere.
             for id in pending.keys where id > goAway.lastCallID {
-                pending.removeValue(forKey: id)?.promise.fail(CallFailure(error: RPCError(.unavailable, "server is draining"), retryable: true))
+                if let entry = pending.removeValue(forKey: id) {
+                    entry.timer?.cancel()
+                    entry.response.resume(throwing: CallFailure(error: RPCError(.unavailable, "server is draining"), retryable: true))
+                }
             }
             closeIfDrained()
         case .request, .cancel, nil:
@@ -204,6 +236,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     private func protocolError(_ message: String) {
         context.writeAndFlush(wrapOutboundOut(FrameWriter.goAway(code: .invalidArgument, lastCallID: 0, message: message, allocator: context.channel.allocator)), promise: nil)
         failAll(RPCError(.internal, "protocol error: \(message)"), retryable: false)
+        closed = true
         context.close(promise: nil)
     }
 
@@ -219,7 +252,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         pending.removeAll()
         for (_, entry) in calls {
             entry.timer?.cancel()
-            entry.promise.fail(CallFailure(error: error, retryable: retryable))
+            entry.response.resume(throwing: CallFailure(error: error, retryable: retryable))
         }
         for (_, ping) in pings { ping.fail(error) }
         pings.removeAll()
@@ -234,6 +267,7 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
         } else {
             failAll(RPCError(.unavailable, "connection error: \(error)"), retryable: false)
         }
+        closed = true
         context.close(promise: nil)
     }
 

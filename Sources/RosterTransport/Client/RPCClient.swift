@@ -118,18 +118,23 @@ public final class RPCClient: RPCClientTransport, Sendable {
         }
         let head = RequestHead(methodID: method.id, timeoutMilliseconds: timeout.map { Self.milliseconds(.nanoseconds($0.nanoseconds)) } ?? 0,
                                metadata: options.metadata)
-        let frame = FrameWriter.request(callID: id, head: head, message: request, allocator: connection.channel.allocator)
-        let payloadSize = frame.readableBytes - WireProtocol.headerLength
+        let size = request.serializedSize
+        let payloadSize = head.encodedLength + size
         guard payloadSize <= configuration.maxFrameSize else {
             throw RPCError(.resourceExhausted, "request of \(payloadSize) bytes exceeds the frame limit of \(configuration.maxFrameSize)")
         }
-        let response = connection.channel.eventLoop.makePromise(of: Frame.self)
-        connection.send(id: id, frame: frame, timeout: timeout, response: response)
-
+        // The handler resumes this continuation with the response: no promise,
+        // no future, no callback registered from this thread (which would
+        // cost another hop to the event loop per call).
         let reply = try await withTaskCancellationHandler {
-            try await response.futureResult.get()
+            try await withUnsafeThrowingContinuation { (response: ClientConnectionHandler.Response) in
+                connection.send(id: id, head: head, message: request, size: size, timeout: timeout, response: response)
+                // A cancellation that came before the call was handed over
+                // found nothing to cancel: cancel it again, behind the call.
+                if Task.isCancelled { connection.cancel(id: id) }
+            }
         } onCancel: {
-            connection.channel.writeAndFlush(ClientCommand.cancel(id: id), promise: nil)
+            connection.cancel(id: id)
         }
         return try Self.decode(reply, method: method)
     }
@@ -193,8 +198,8 @@ public final class RPCClient: RPCClientTransport, Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try tls?.addHandlers(to: sync, host: host, port: port)
-                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize)))
-                    let handler = ClientConnectionHandler(ready: tls == nil ? nil : ready, onGoAway: { [weak slot] in slot?.forget(channel) })
+                    let handler = ClientConnectionHandler(maxFrameSize: maxFrameSize, ready: tls == nil ? nil : ready,
+                                                          onGoAway: { [weak slot] in slot?.forget(channel) })
                     try sync.addHandler(handler)
                     let connection = ClientConnection(channel: channel, handler: handler)
                     made.withLock { $0 = connection }
@@ -257,15 +262,19 @@ final class ClientConnection: Sendable {
     let handler: NIOLoopBound<ClientConnectionHandler>
     private let ids = Atomic<UInt32>(0)
 
-    /// Calls made off the event loop, waiting for it: handed over in batches,
-    /// one hop to the loop (and one flush) for all the calls made meanwhile.
-    private let outbox = Mutex<[Submission]>([])
+    /// Calls (and cancellations) made off the event loop, waiting for it:
+    /// handed over in batches, one hop to the loop, one write and one flush
+    /// for all the calls made meanwhile. Each call's frame is encoded straight
+    /// into the batch's buffer (no buffer of its own, no pending write of its
+    /// own). Cancellations are handled after the batch's calls, so one never
+    /// comes before the call it cancels.
+    private let outbox = Mutex(Outbox())
 
-    private struct Submission: Sendable {
-        var id: UInt32
-        var frame: ByteBuffer
-        var timeout: TimeAmount?
-        var response: EventLoopPromise<Frame>
+    private struct Outbox {
+        var frames = ByteBuffer()
+        var calls: [ClientConnectionHandler.Submission] = []
+        var cancels: [UInt32] = []
+        var isEmpty: Bool { calls.isEmpty && cancels.isEmpty }
     }
 
     init(channel: any Channel, handler: ClientConnectionHandler) {
@@ -275,31 +284,47 @@ final class ClientConnection: Sendable {
 
     /// Sends a call on this connection. On the event loop it goes at once;
     /// elsewhere it joins the outbox, and the first call into an empty outbox
-    /// asks the loop to send them all.
-    func send(id: UInt32, frame: ByteBuffer, timeout: TimeAmount?, response: EventLoopPromise<Frame>) {
-        let loop = channel.eventLoop
-        if loop.inEventLoop {
-            handler.value.submit(id: id, frame: frame, timeout: timeout, response: response)
+    /// asks the loop to send them all. `size` is `message.serializedSize`.
+    func send(id: UInt32, head: RequestHead, message: some ProtoMessage, size: Int, timeout: TimeAmount?,
+              response: ClientConnectionHandler.Response) {
+        let call = ClientConnectionHandler.Submission(id: id, timeout: timeout, response: response)
+        if channel.eventLoop.inEventLoop {
+            var frame = channel.allocator.buffer(capacity: WireProtocol.headerLength + head.encodedLength + size)
+            FrameWriter.appendRequest(callID: id, head: head, message: message, size: size, to: &frame)
+            handler.value.submit(frames: frame, calls: CollectionOfOne(call), coalesce: true)
             return
         }
         let first = outbox.withLock { outbox -> Bool in
-            outbox.append(Submission(id: id, frame: frame, timeout: timeout, response: response))
-            return outbox.count == 1
+            let first = outbox.isEmpty
+            FrameWriter.appendRequest(callID: id, head: head, message: message, size: size, to: &outbox.frames)
+            outbox.calls.append(call)
+            return first
         }
-        if first { loop.execute { self.drain() } }
+        if first { channel.eventLoop.execute { self.drain() } }
+    }
+
+    /// Fails a call as cancelled by the caller and tells the server (nothing
+    /// if it has completed).
+    func cancel(id: UInt32) {
+        if channel.eventLoop.inEventLoop {
+            handler.value.cancel(id: id)
+            return
+        }
+        let first = outbox.withLock { outbox -> Bool in
+            let first = outbox.isEmpty
+            outbox.cancels.append(id)
+            return first
+        }
+        if first { channel.eventLoop.execute { self.drain() } }
     }
 
     private func drain() {
-        let batch = outbox.withLock { outbox -> [Submission] in
-            let batch = outbox
-            outbox.removeAll(keepingCapacity: true)
-            return batch
-        }
+        var batch = Outbox()
+        batch.frames = channel.allocator.buffer(capacity: 2048)
+        outbox.withLock { swap(&$0, &batch) }
         let handler = self.handler.value
-        for call in batch {
-            handler.submit(id: call.id, frame: call.frame, timeout: call.timeout, response: call.response, flush: false)
-        }
-        handler.flushNow()
+        if !batch.calls.isEmpty { handler.submit(frames: batch.frames, calls: batch.calls, coalesce: false) }
+        for id in batch.cancels { handler.cancel(id: id) }
     }
 
     /// Ids are unique among the calls in flight on this connection; 0 is never used.

@@ -154,12 +154,19 @@ public enum FrameWriter {
         callID: UInt32, head: RequestHead, message: some ProtoMessage, allocator: ByteBufferAllocator
     ) -> ByteBuffer {
         let size = message.serializedSize
-        let payload = head.encodedLength + size
-        var buffer = allocator.buffer(capacity: WireProtocol.headerLength + payload)
-        writeHeader(into: &buffer, length: payload, type: .request, callID: callID)
+        var buffer = allocator.buffer(capacity: WireProtocol.headerLength + head.encodedLength + size)
+        appendRequest(callID: callID, head: head, message: message, size: size, to: &buffer)
+        return buffer
+    }
+
+    /// Appends a REQUEST whose message is `size` bytes (its `serializedSize`)
+    /// to `buffer`, which may already hold other frames.
+    public static func appendRequest(
+        callID: UInt32, head: RequestHead, message: some ProtoMessage, size: Int, to buffer: inout ByteBuffer
+    ) {
+        writeHeader(into: &buffer, length: head.encodedLength + size, type: .request, callID: callID)
         head.write(to: &buffer)
         writeMessage(message, size: size, into: &buffer)
-        return buffer
     }
 
     /// Appends an OK RESPONSE to `buffer`, which may already hold other frames:

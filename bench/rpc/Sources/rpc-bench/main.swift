@@ -203,13 +203,17 @@ if let mode = arguments.first, mode.hasPrefix("serve-") {
 
 var seconds = 4.0
 var json = false
+var only: String?       // "roster": skip grpc-swift (for profiling)
+var scenarioFilter: Int?
 var iterator = arguments.makeIterator()
 while let arg = iterator.next() {
     switch arg {
     case "--seconds": seconds = Double(iterator.next() ?? "4") ?? 4
     case "--json": json = true
+    case "--only": only = iterator.next()
+    case "--scenario": scenarioFilter = Int(iterator.next() ?? "")
     default:
-        FileHandle.standardError.write(Data("usage: rpc-bench [--seconds S] [--json]\n".utf8))
+        FileHandle.standardError.write(Data("usage: rpc-bench [--seconds S] [--json] [--only roster] [--scenario N]\n".utf8))
         exit(2)
     }
 }
@@ -222,20 +226,25 @@ let scenarios = [
 ]
 
 let (rosterServer, rosterPort) = try spawnServer("roster")
-let (grpcServer, grpcPort) = try spawnServer("grpc")
+let grpc: (Process, Int)? = only == "roster" ? nil : try spawnServer("grpc")
 defer {
     rosterServer.terminate()
-    grpcServer.terminate()
+    grpc?.0.terminate()
 }
 
 print("| scenario | system | calls/s | p50 µs | p99 µs | ratio calls/s |")
 print("| --- | --- | ---: | ---: | ---: | ---: |")
 var rows: [[String: Any]] = []
-for scenario in scenarios {
+for (number, scenario) in zip(1..., scenarios) where scenarioFilter == nil || scenarioFilter == number {
     let roster = try await runRoster(scenario, port: rosterPort, warmup: 1, seconds: seconds)
-    let grpc = try await runGRPC(scenario, port: grpcPort, warmup: 1, seconds: seconds)
-    let ratio = roster.callsPerSecond / grpc.callsPerSecond
-    for (name, r) in [("roster", roster), ("grpc-swift 2", grpc)] {
+    var results = [("roster", roster)]
+    var ratio = Double.nan
+    if let (_, grpcPort) = grpc {
+        let peer = try await runGRPC(scenario, port: grpcPort, warmup: 1, seconds: seconds)
+        ratio = roster.callsPerSecond / peer.callsPerSecond
+        results.append(("grpc-swift 2", peer))
+    }
+    for (name, r) in results {
         print(String(format: "| %@ | %@ | %.0f | %.0f | %.0f | %@ |", scenario.name, name, r.callsPerSecond,
                      r.percentile(0.5), r.percentile(0.99), name == "roster" ? String(format: "%.2fx", ratio) : ""))
         rows.append(["scenario": scenario.name, "system": name, "calls_per_second": r.callsPerSecond,
