@@ -4,13 +4,18 @@ import LoadHarness
 import RosterClient
 
 /// `30s`, `500ms`, `2m` or plain seconds.
-struct DurationArgument: ExpressibleByArgument {
+struct DurationArgument: ExpressibleByArgument, CustomStringConvertible {
     var duration: Duration
+    /// As the user wrote it (help shows a default as `10s`, not as a struct).
+    var description: String
 
     init?(argument: String) {
         guard let duration = RateSchedule.duration(argument) else { return nil }
         self.duration = duration
+        self.description = argument
     }
+
+    var defaultValueDescription: String { description }
 }
 
 struct LoadCommand: AsyncParsableCommand {

@@ -9,20 +9,32 @@ struct Roster: AsyncParsableCommand {
         abstract: "Membership lists from a data lake, served over the network.",
         discussion: """
             Run everything on this machine:   roster dev
-            Drop a list into the lake:        cp members.txt roster-data/lake/acme/
+            Drop a list into the lake:        mv members.txt roster-data/lake/acme/
+                                              (write it elsewhere first: a file is taken as it appears)
             Ask about one email:              roster match --advertiser acme --email ann@example.com
             Watch files ingest:               roster status --watch
+
+            Exit status (every command): 0 success; 1 an error on this side (a file, a check);
+            3 not a member (roster match); 64 a bad command line; 65-80 a call failed with
+            status code 1-16 (64 + code: 68 DEADLINE_EXCEEDED, 78 UNAVAILABLE, 80 UNAUTHENTICATED).
             """,
+        version: rosterVersion,
         subcommands: [
             DevCommand.self, CoordinatorCommand.self, WorkerCommand.self, MatchServerCommand.self,
             SubmitCommand.self, StatusCommand.self, MatchCommand.self, CallCommand.self, LoadCommand.self,
         ])
 }
 
-/// A one-line error for the user; ArgumentParser prints it as `Error: ...` and exits 1.
+/// A one-line error for the user: printed as `Error: ...`; the exit status
+/// is 1, or for a failed call 64 + its status code (see `ExitStatus`).
 struct CLIError: Error, CustomStringConvertible {
     var description: String
-    init(_ description: String) { self.description = description }
+    /// The status of the call that failed, if one did.
+    var status: RPCStatusCode?
+    init(_ description: String, status: RPCStatusCode? = nil) {
+        self.description = description
+        self.status = status
+    }
 }
 
 /// `host:port`, `[::1]:port` or just `port` (on 127.0.0.1).
@@ -79,10 +91,10 @@ enum Defaults {
 
 /// Where to find the services, for client commands.
 struct ClientOptions: ParsableArguments {
-    @Option(help: "The coordinator's address (host:port), or several coordinators' (a:7400,b:7400): calls go to the leader.")
+    @Option(help: "The coordinator's address (host:port), or several coordinators' (a:7400,b:7400): calls go to the leader; from $ROSTER_COORDINATOR if set.")
     var coordinator: Endpoints = Endpoints(argument: ProcessInfo.processInfo.environment["ROSTER_COORDINATOR"] ?? "") ?? Endpoints([Defaults.coordinator])
 
-    @Option(help: "The match server's address (host:port).")
+    @Option(help: "The match server's address (host:port); from $ROSTER_MATCH if set.")
     var match: Endpoint = Endpoint(argument: ProcessInfo.processInfo.environment["ROSTER_MATCH"] ?? "") ?? Defaults.match
 
     @Option(help: "Client token for match calls (default: $ROSTER_TOKEN).")
@@ -116,7 +128,7 @@ struct ClientOptions: ParsableArguments {
 }
 
 struct LoggingOptions: ParsableArguments {
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical; from $ROSTER_LOG_LEVEL if set.")
     var logLevel: Logger.Level = Logger.Level(rawValue: ProcessInfo.processInfo.environment["ROSTER_LOG_LEVEL"] ?? "") ?? .info
 
     func bootstrap() {
@@ -137,6 +149,8 @@ func userFacing<T>(_ what: String, _ body: () async throws -> T) async throws ->
         return try await body()
     } catch let error as CLIError {
         throw error
+    } catch let error as RPCError {
+        throw CLIError("\(what): \(error)", status: error.code)
     } catch {
         throw CLIError("\(what): \(error)")
     }

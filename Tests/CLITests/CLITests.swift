@@ -382,13 +382,51 @@ final class CLITests: ServicesTestCase {
         for (args, expected) in cases {
             let result = try RosterBinary.run(args, timeout: 20)
             XCTAssertNotEqual(result.status, 0, "roster \(args.joined(separator: " ")) should fail")
-            let firstLine = result.stderr.split(separator: "\n").first.map(String.init) ?? ""
+            let lines = result.stderr.split(separator: "\n")
+            let firstLine = lines.first.map(String.init) ?? ""
             XCTAssertTrue(firstLine.hasPrefix("Error: "), "roster \(args.joined(separator: " ")): \(result.stderr)")
+            // One line, never ArgumentParser's usage block after it.
+            XCTAssertEqual(lines.count, 1, "roster \(args.joined(separator: " ")): one line: \(result.stderr)")
+            // The documented statuses: a bad command line 64, a failed call 64 + its code, else 1.
+            if result.stderr.contains("UNAVAILABLE") || result.stderr.contains("cannot reach") {
+                XCTAssertEqual(result.status, 78, "roster \(args.joined(separator: " ")): UNAVAILABLE is 64 + 14")
+            } else if result.stderr.contains("--help')") {
+                XCTAssertEqual(result.status, 64, "roster \(args.joined(separator: " ")): a bad command line")
+            } else {
+                XCTAssertTrue([1, 64].contains(result.status), "roster \(args.joined(separator: " ")): status \(result.status)")
+            }
             XCTAssertTrue(result.stderr.contains(expected), "roster \(args.joined(separator: " ")): expected '\(expected)' in \(result.stderr)")
             for crash in ["Fatal error", "Stack dump", "Current stack trace", "Segmentation"] {
                 XCTAssertFalse(result.stderr.contains(crash), "roster \(args.joined(separator: " ")) crashed: \(result.stderr)")
             }
         }
+    }
+
+    /// The exit statuses `roster --help` documents, and a misspelled flag
+    /// named as such (ArgumentParser reports a missing flag first).
+    func testExitStatusesAndMisspelledFlags() throws {
+        let misspelled = try RosterBinary.run(["match", "--advertser", "acme", "--hash", String(repeating: "0", count: 32)])
+        XCTAssertEqual(misspelled.status, 64)
+        XCTAssertEqual(misspelled.stderr, "Error: unknown option '--advertser' (did you mean '--advertiser'?) (see 'roster match --help')\n")
+        let extra = try RosterBinary.run(["match", "--advertiser", "acme", "--hsh", String(repeating: "0", count: 32)])
+        XCTAssertEqual(extra.status, 64)
+        XCTAssertTrue(extra.stderr.hasPrefix("Error: unknown option '--hsh' (did you mean '--hash'?)"), extra.stderr)
+        let missing = try RosterBinary.run(["match", "--hash", String(repeating: "0", count: 32)])
+        XCTAssertEqual(missing.status, 64)
+        XCTAssertEqual(missing.stderr, "Error: Missing expected argument '--advertiser <advertiser>' (see 'roster match --help')\n")
+        let refused = try RosterBinary.run(["status", "--coordinator", "127.0.0.1:1"])
+        XCTAssertEqual(refused.status, 78, "UNAVAILABLE: 64 + 14: \(refused.stderr)")
+        let version = try RosterBinary.run(["--version"])
+        XCTAssertEqual(version.status, 0)
+        XCTAssertTrue(version.stdout.first?.isNumber == true, version.stdout)
+        let help = try RosterBinary.run(["--help"])
+        XCTAssertEqual(help.status, 0)
+        XCTAssertTrue(help.stdout.contains("78 UNAVAILABLE"), "the statuses are documented: \(help.stdout)")
+        XCTAssertTrue(help.stdout.contains("mv members.txt"), help.stdout)
+        let load = try RosterBinary.run(["load", "--help"])
+        XCTAssertTrue(load.stdout.contains("(default: 10s)"), "a duration's default reads as one: \(load.stdout)")
+        let match = try RosterBinary.run(["match", "--help"])
+        XCTAssertTrue(match.stdout.contains("ROSTER_MATCH"), "help names the environment variables: \(match.stdout)")
     }
 
     func testEveryCommandHasHelpWithExamples() throws {
@@ -419,7 +457,7 @@ final class CLITests: ServicesTestCase {
                                         "--token", "cli-secret"])
         services.append(worker)
         let refused = try RosterBinary.run(["status", "--coordinator", coordinator])
-        XCTAssertEqual(refused.status, 1)
+        XCTAssertEqual(refused.status, 80, "UNAUTHENTICATED: 64 + 16")
         XCTAssertTrue(refused.stderr.contains("UNAUTHENTICATED"), refused.stderr)
 
         let members = emails(0..<6000) // ~200 KB: about 200 blocks of 1 KiB

@@ -1,0 +1,132 @@
+import ArgumentParser
+import Foundation
+import RosterRPC
+
+/// The version `roster --version` prints.
+let rosterVersion = "0.20.0"
+
+/// Exit statuses, the same for every command, and documented in `roster --help`
+/// and the README. A failed call exits 64 + its status code, as grpcurl does,
+/// so scripts can tell "the server is down" (78) from "no such advertiser" (69).
+enum ExitStatus {
+    static let success: Int32 = 0
+    /// Anything else that went wrong on this side: a file, a local check.
+    static let failure: Int32 = 1
+    /// `roster match`: some key asked about is not a member.
+    static let notMember: Int32 = 3
+    /// A bad command line (EX_USAGE): an unknown flag, a missing or invalid value.
+    static let usage: Int32 = 64
+
+    static func call(_ code: RPCStatusCode) -> Int32 { usage + Int32(code.rawValue) }
+}
+
+extension Roster {
+    /// Parses and runs like ArgumentParser's own `main`, but every error ends
+    /// in exactly one `Error:` line on standard error (ArgumentParser adds a
+    /// usage block and help lines) and one of the `ExitStatus` codes.
+    static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        do {
+            var command = try parseAsRoot(arguments)
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let (line, status) = outcome(of: error, arguments: arguments)
+            if let line {
+                if status == ExitStatus.success {
+                    print(line)
+                } else {
+                    FileHandle.standardError.write(Data("Error: \(line)\n".utf8))
+                }
+            }
+            flushOutput()
+            Foundation.exit(status)
+        }
+    }
+
+    /// What to print for `error` (nil: nothing), and the exit status.
+    static func outcome(of error: any Error, arguments: [String]) -> (line: String?, status: Int32) {
+        switch error {
+        case let exit as ExitCode:
+            return (nil, exit.rawValue)
+        case let error as CLIError:
+            return (error.description, error.status.map(ExitStatus.call) ?? ExitStatus.failure)
+        case let error as RPCError:
+            return ("\(error)", ExitStatus.call(error.code))
+        default:
+            let code = exitCode(for: error)
+            if code == .success {
+                // --help, --version: the whole text, on standard output.
+                return (fullMessage(for: error), ExitStatus.success)
+            }
+            guard code == .validationFailure else {
+                return (firstLine(message(for: error)), code.rawValue)
+            }
+            let command = commandPath(in: arguments)
+            // ArgumentParser reports a missing or invalid option before an
+            // unknown one, so a misspelled flag would read as a missing flag.
+            if let unknown = unknownOption(in: arguments, command: command) {
+                return (unknown, ExitStatus.usage)
+            }
+            return ("\(firstLine(message(for: error))) (see '\(command.path) --help')", ExitStatus.usage)
+        }
+    }
+
+    static func firstLine(_ text: String) -> String {
+        String(text.split(separator: "\n", omittingEmptySubsequences: true).first ?? "")
+            .trimmingCharacters(in: .whitespaces)
+    }
+
+    /// The subcommand the arguments name (or the root), and how to call it.
+    static func commandPath(in arguments: [String]) -> (type: any ParsableCommand.Type, path: String) {
+        for argument in arguments where !argument.hasPrefix("-") {
+            if let sub = configuration.subcommands.first(where: { $0._commandName == argument }) {
+                return (sub, "roster \(argument)")
+            }
+            break
+        }
+        return (Roster.self, "roster")
+    }
+
+    /// "unknown option '--advertser' (did you mean '--advertiser'?)" for the
+    /// first `--flag` the command does not have; nil if every flag is known.
+    static func unknownOption(in arguments: [String], command: (type: any ParsableCommand.Type, path: String)) -> String? {
+        let help = helpMessage(for: command.type, columns: 1000)
+        var known: Set<String> = ["--help", "--version"]
+        var scanner = help[...]
+        while let range = scanner.range(of: "--") {
+            let name = scanner[range.lowerBound...].prefix { $0.isLetter || $0.isNumber || $0 == "-" }
+            if name.count > 2 { known.insert(String(name)) }
+            scanner = scanner[range.upperBound...]
+        }
+        for argument in arguments {
+            if argument == "--" { break }
+            guard argument.hasPrefix("--") else { continue }
+            let name = String(argument.prefix { $0 != "=" })
+            if known.contains(name) { continue }
+            let nearest = known.min { distance($0, name) < distance($1, name) }
+            let hint = nearest.flatMap { distance($0, name) <= 2 ? " (did you mean '\($0)'?)" : nil } ?? ""
+            return "unknown option '\(name)'\(hint) (see '\(command.path) --help')"
+        }
+        return nil
+    }
+
+    /// Levenshtein distance, for suggesting a flag.
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var row = Array(0...b.count)
+        for i in 1...max(a.count, 1) where !a.isEmpty {
+            var previous = row[0]
+            row[0] = i
+            for j in stride(from: 1, through: b.count, by: 1) {
+                let current = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                previous = current
+            }
+        }
+        return row[b.count]
+    }
+}
