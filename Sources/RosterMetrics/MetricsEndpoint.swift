@@ -8,18 +8,22 @@ import RosterTLS
 import ServiceLifecycle
 import Synchronization
 
-/// Serves swift-metrics in Prometheus' text format at `GET /metrics`.
+/// Serves swift-metrics in Prometheus' text format at `GET /metrics`, and
+/// the process's health at `GET /healthz` (200 while it serves) and
+/// `GET /readyz` (200 once `ready()` was called, else 503 and why).
 ///
-///     let registry = PrometheusCollectorRegistry()
-///     MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-///     let endpoint = MetricsEndpoint(registry: registry, port: 9090)
-///     try await endpoint.run()   // or add it to a ServiceGroup
+///     let endpoint = MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), port: 9090)
+///     try await endpoint.start()    // binds now: a busy port fails here, before anything else starts
+///     endpoint.ready()              // the service behind it can serve
+///     try await endpoint.run()      // or add it to a ServiceGroup
 public final class MetricsEndpoint: Service, Sendable {
     public let registry: PrometheusCollectorRegistry
     private let host: String
     private let port: Int
     private let group: any EventLoopGroup
     private let channel = Mutex<(any Channel)?>(nil)
+    /// Why the process is not ready (nil: ready).
+    private let notReady = Mutex<String?>("starting")
     /// HTTPS when set (its ALPN list should offer "http/1.1"); with a client
     /// CA in it, scrapers must present a certificate.
     public let tls: TLSContextSource?
@@ -35,17 +39,47 @@ public final class MetricsEndpoint: Service, Sendable {
 
     /// Installs a Prometheus-backed metrics system for the whole process and
     /// returns its registry. swift-metrics allows this once per process.
+    /// Timers become histograms with buckets from 10 µs (a Match takes
+    /// microseconds) to 10 s (a catalog write under load).
     public static func bootstrapMetricsSystem() -> PrometheusCollectorRegistry {
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = durationBuckets
+        MetricsSystem.bootstrap(factory)
         return registry
     }
 
+    public static let durationBuckets: [Duration] = [
+        .microseconds(10), .microseconds(25), .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500),
+        .milliseconds(1), .milliseconds(2) + .microseconds(500), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+        .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500),
+        .seconds(5), .seconds(10),
+    ]
+
+    /// `/readyz` answers 200 from now on.
+    public func ready() { notReady.withLock { $0 = nil } }
+
+    /// `/readyz` answers 503 with `reason` from now on.
+    public func notReady(_ reason: String) { notReady.withLock { $0 = reason } }
+
+    /// Why `/readyz` fails, or nil when it succeeds.
+    public var readiness: String? { notReady.withLock { $0 } }
+
     public var localAddress: SocketAddress? { channel.withLock { $0?.localAddress } }
 
+    /// `http://host:port` (or https), with the port bound.
+    public var url: String {
+        let port = localAddress?.port ?? self.port
+        let host = self.host.contains(":") ? "[\(self.host)]" : self.host
+        return "\(tls == nil ? "http" : "https")://\(host):\(port)"
+    }
+
+    /// Binds the port. A port in use is an `EndpointError` that says so.
     public func start() async throws {
         let (registry, host, port) = (self.registry, self.host, self.port)
-        let listener = try await ServerBootstrap(group: group)
+        let listener: any Channel
+        do {
+            listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { [tls] channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -59,11 +93,16 @@ public final class MetricsEndpoint: Service, Sendable {
                         try sync.addHandler(NIOSSLServerHandler(context: tls.context))
                     }
                     try sync.configureHTTPServerPipeline()
-                    try sync.addHandler(MetricsHTTPHandler(registry: registry))
+                    try sync.addHandler(MetricsHTTPHandler(registry: registry, endpoint: self))
                 }
             }
             .bind(host: host, port: port)
             .get()
+        } catch let error as IOError where error.errnoCode == EADDRINUSE {
+            throw EndpointError("cannot serve metrics on \(host):\(port): the port is in use (choose another with --metrics)")
+        } catch {
+            throw EndpointError("cannot serve metrics on \(host):\(port): \(error)")
+        }
         channel.withLock { $0 = listener }
     }
 
@@ -83,15 +122,25 @@ public final class MetricsEndpoint: Service, Sendable {
     }
 }
 
-/// Answers `GET /metrics`; anything else gets 404.
+/// A metrics endpoint that cannot start, in one line.
+public struct EndpointError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Answers `GET /metrics`, `/healthz` and `/readyz`; anything else gets 404.
 final class MetricsHTTPHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let registry: PrometheusCollectorRegistry
+    private weak var endpoint: MetricsEndpoint?
     private var head: HTTPRequestHead?
 
-    init(registry: PrometheusCollectorRegistry) { self.registry = registry }
+    init(registry: PrometheusCollectorRegistry, endpoint: MetricsEndpoint) {
+        self.registry = registry
+        self.endpoint = endpoint
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -99,12 +148,28 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
         case .body: break
         case .end:
             guard let head else { return }
-            let found = head.method == .GET && head.uri.split(separator: "?").first == "/metrics"
-            let body: [UInt8] = found ? registry.emitToBuffer() : Array("not found; try /metrics\n".utf8)
+            let path = head.uri.split(separator: "?").first.map(String.init) ?? head.uri
+            let (status, type, body): (HTTPResponseStatus, String, [UInt8])
+            switch (head.method, path) {
+            case (.GET, "/metrics"):
+                ProcessMetrics.update(registry)
+                (status, type, body) = (.ok, "text/plain; version=0.0.4", MetricsHelp.annotate(registry.emitToBuffer()))
+            case (.GET, "/healthz"):
+                (status, type, body) = (.ok, "text/plain", Array("ok\n".utf8))
+            case (.GET, "/readyz"):
+                let reason: String? = endpoint.map { $0.readiness } ?? "stopping"
+                if let reason {
+                    (status, type, body) = (.serviceUnavailable, "text/plain", Array("not ready: \(reason)\n".utf8))
+                } else {
+                    (status, type, body) = (.ok, "text/plain", Array("ready\n".utf8))
+                }
+            default:
+                (status, type, body) = (.notFound, "text/plain", Array("not found; try /metrics, /healthz or /readyz\n".utf8))
+            }
             var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: found ? "text/plain; version=0.0.4" : "text/plain")
+            headers.add(name: "Content-Type", value: type)
             headers.add(name: "Content-Length", value: "\(body.count)")
-            let response = HTTPResponseHead(version: head.version, status: found ? .ok : .notFound, headers: headers)
+            let response = HTTPResponseHead(version: head.version, status: status, headers: headers)
             context.write(wrapOutboundOut(.head(response)), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)

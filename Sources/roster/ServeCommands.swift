@@ -39,8 +39,7 @@ struct DevCommand: AsyncParsableCommand {
     @Option(help: "Port of the coordinator (0: any free port).")
     var coordinatorPort: Int = Defaults.coordinator.port
 
-    @Option(help: "Serve Prometheus metrics on this port (off by default).")
-    var metricsPort: Int?
+    @OptionGroup var metricsOptions: MetricsOptions
 
     func validate() throws {
         guard workers >= 0 && workers <= 64 else { throw ValidationError("--workers must be between 0 and 64") }
@@ -49,14 +48,11 @@ struct DevCommand: AsyncParsableCommand {
     func run() async throws {
         logging.bootstrap()
         let logger = Logger(label: "roster.dev")
+        let metrics = try await metricsOptions.start(tls: nil)
         try data.createFolders()
         let backends = try Backends.open(data, logger: Logger(label: "roster.s3"))
         try await backends.check(logger: logger)
-        var services: [any Service] = []
-        if let metricsPort {
-            let endpoint = MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: "127.0.0.1", port: metricsPort)
-            services.append(endpoint)
-        }
+        var services: [any Service] = metrics.map { [$0] } ?? []
         // Local development: tokens only if the environment names some.
         var access = AccessPolicy.fromEnvironment()
         if access.clientTokens.isEmpty && access.adminTokens.isEmpty { access = .open }
@@ -84,7 +80,7 @@ struct DevCommand: AsyncParsableCommand {
               catalog:      \(data.catalogPath)
               match server: \(match)
               coordinator:  \(coordinatorAddress)
-              workers:      \(workers)
+              workers:      \(workers)\(metrics.map { "\n  metrics:      \($0.url)/metrics (/healthz, /readyz)" } ?? "")
 
             Drop a file:  mkdir -p \(data.lakeURL.path)/acme && cp members.txt \(data.lakeURL.path)/acme/
             Watch it:     roster status --watch --coordinator \(coordinatorAddress)
@@ -93,6 +89,7 @@ struct DevCommand: AsyncParsableCommand {
             Stop:         Ctrl-C
             """)
         flushOutput()
+        metrics?.ready()
         try await ServiceFactory.runUntilSignalled(services, logger: logger)
         try? await backends.shutdown(logger: logger)
         print("roster dev stopped.")
@@ -136,8 +133,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Seconds a leader's lease lasts on a PostgreSQL catalog: a standby takes over at most this long after the leader stops.")
     var leaderLease: Double = 10
 
-    @Option(help: "Serve Prometheus metrics on this port (off by default; over TLS when the coordinator serves TLS).")
-    var metricsPort: Int?
+    @OptionGroup var metricsOptions: MetricsOptions
 
     @OptionGroup var tier: TierOptions
 
@@ -152,10 +148,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let tlsFiles = try tlsServer.files(serving: "coordinator")
         let tls = try tlsFiles?.sources()
         let clientTLS = try tlsClient.clientTLS(following: tlsFiles)
-        // Before the catalog and server make their counters.
-        let metrics = metricsPort.map {
-            MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: "127.0.0.1", port: $0, tls: tls?.metrics)
-        }
+        // Before the catalog and server make their counters; a busy port fails here.
+        let metrics = try await metricsOptions.start(tls: tls?.metrics)
         let callerTokens = tokens(fromEnvironment: "ROSTER_COORDINATOR_TOKENS")
         if callerTokens.isEmpty && !noAuth {
             throw CLIError("set ROSTER_COORDINATOR_TOKENS (comma-separated tokens workers and users present), or pass --no-auth for local development")
@@ -180,8 +174,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
             let host = listen.host == "0.0.0.0" || listen.host == "::" ? ProcessInfo.processInfo.hostName : listen.host
             service.advertise(Endpoint(host: host, port: address.port).description)
         }
-        print("coordinator listening on \(address); \(tlsFiles.description); catalog \(data.catalogPath); lake \(backends.description.lake); store \(backends.description.store)")
+        print("coordinator listening on \(address); \(tlsFiles.description); catalog \(data.catalogPath); lake \(backends.description.lake); store \(backends.description.store)\(metrics.map { "; metrics \($0.url)/metrics" } ?? "")")
         flushOutput()
+        // Ready: the catalog is open and the server listens.
+        metrics?.ready()
         let reloader = TLSReloader(sources: tls.map { [$0.rpc, $0.metrics] } ?? [], clients: clientTLS.map { [$0] } ?? [], logger: logger)
         try await ServiceFactory.runUntilSignalled([server, service, reloader] + (metrics.map { [$0] } ?? []), logger: logger)
         try? await backends.shutdown(logger: logger)
@@ -214,21 +210,24 @@ struct WorkerCommand: AsyncParsableCommand {
     var token: String? = ProcessInfo.processInfo.environment["ROSTER_COORDINATOR_TOKEN"]
 
     @OptionGroup(title: "TLS (calls to the coordinator)") var tls: TLSClientOptions
+    @OptionGroup var metricsOptions: MetricsOptions
 
     func run() async throws {
         logging.bootstrap()
         let logger = Logger(label: "roster.worker")
         let clientTLS = try tls.clientTLS()
+        let metrics = try await metricsOptions.start(tls: nil)
         try data.createFolders()
         let backends = try Backends.open(data, logger: Logger(label: "roster.s3"))
         try await backends.check(logger: logger)
         let (worker, _) = ServiceFactory.worker(
             id: id ?? "worker-\(ProcessInfo.processInfo.hostName)-\(getpid())", slots: max(1, slots),
             coordinator: coordinator, tls: clientTLS, token: token, backends: backends, logger: logger)
-        print("worker \(worker.configuration.id) pulling from \(coordinator); lake \(backends.description.lake); store \(backends.description.store)")
+        print("worker \(worker.configuration.id) pulling from \(coordinator); lake \(backends.description.lake); store \(backends.description.store)\(metrics.map { "; metrics \($0.url)/metrics" } ?? "")")
         flushOutput()
+        metrics?.ready()
         let reloader = TLSReloader(sources: [], clients: clientTLS.map { [$0] } ?? [], logger: logger)
-        try await ServiceFactory.runUntilSignalled([worker, reloader], logger: logger)
+        try await ServiceFactory.runUntilSignalled([worker, reloader] + (metrics.map { [$0] } ?? []), logger: logger)
         try? await backends.shutdown(logger: logger)
     }
 }
@@ -254,8 +253,7 @@ struct MatchServerCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on.")
     var listen: Endpoint = Endpoint(host: "0.0.0.0", port: Defaults.match.port)
 
-    @Option(help: "Serve Prometheus metrics on this port (off by default; over TLS when the server serves TLS).")
-    var metricsPort: Int?
+    @OptionGroup var metricsOptions: MetricsOptions
 
     @Flag(help: "Serve without token checks (local development only).")
     var noAuth = false
@@ -296,11 +294,8 @@ struct MatchServerCommand: AsyncParsableCommand {
         } else if access.clientTokens.isEmpty || access.adminTokens.isEmpty {
             throw CLIError("set ROSTER_CLIENT_TOKENS and ROSTER_ADMIN_TOKENS (comma-separated), or pass --no-auth for local development")
         }
-        var services: [any Service] = []
-        if let metricsPort {
-            services.append(MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: "127.0.0.1", port: metricsPort,
-                                            tls: tls?.metrics))
-        }
+        let metrics = try await metricsOptions.start(tls: tls?.metrics)
+        var services: [any Service] = metrics.map { [$0] } ?? []
         let backends = try Backends.open(data, logger: Logger(label: "roster.s3"))
         try await backends.check(logger: logger)
         // Nodes of a tier may share one store folder: each keeps its own
@@ -311,8 +306,10 @@ struct MatchServerCommand: AsyncParsableCommand {
             access: access,
             options: matchOptions, logger: logger)
         let address = try await ServiceFactory.start(server, "match server")
-        print("match server listening on \(address); \(tlsFiles.description); serving \(catalog.advertisers.count) advertisers from \(backends.description.store)")
+        print("match server listening on \(address); \(tlsFiles.description); serving \(catalog.advertisers.count) advertisers from \(backends.description.store)\(metrics.map { "; metrics \($0.url)/metrics" } ?? "")")
         flushOutput()
+        // Ready: the manifest is loaded and its segments mapped.
+        metrics?.ready()
         services += [server, Scrubber(catalog: catalog, bytesPerSecond: matchOptions.bytesPerSecond),
                      TLSReloader(sources: tls.map { [$0.rpc, $0.metrics] } ?? [], clients: clientTLS.map { [$0] } ?? [], logger: logger)]
         if let nodeID, let coordinator {
@@ -345,5 +342,33 @@ struct TierOptions: ParsableArguments {
         guard replicas >= 0 else { throw CLIError("--replicas must be 0 (no tier) or more") }
         if let quorum, quorum < 1 || quorum > max(1, replicas) { throw CLIError("--quorum must be between 1 and --replicas") }
         guard nodeHeartbeat >= 0.1 else { throw CLIError("--node-heartbeat must be at least 0.1 seconds") }
+    }
+}
+
+/// Where a service serves Prometheus metrics, `/healthz` and `/readyz`.
+struct MetricsOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "Serve Prometheus metrics, /healthz and /readyz at this address: host:port, or a port on 127.0.0.1 (off by default).",
+        discussion: "0.0.0.0:9100 serves every interface; over HTTPS when the service serves TLS."))
+    var metrics: Endpoint?
+
+    /// The earlier spelling: a port on 127.0.0.1.
+    @Option(help: .hidden)
+    var metricsPort: Int?
+
+    var address: Endpoint? { metrics ?? metricsPort.map { Endpoint(host: "127.0.0.1", port: $0) } }
+
+    /// Installs the metrics system and binds the endpoint now, before the
+    /// service starts: a port in use is one `Error:` line at start-up, not a
+    /// failure later inside a running service group.
+    func start(tls: TLSContextSource?) async throws -> MetricsEndpoint? {
+        guard let address else { return nil }
+        let endpoint = MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: address.host, port: address.port, tls: tls)
+        do {
+            try await endpoint.start()
+        } catch {
+            throw CLIError("\(error)")
+        }
+        return endpoint
     }
 }

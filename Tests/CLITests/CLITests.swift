@@ -429,6 +429,36 @@ final class CLITests: ServicesTestCase {
         XCTAssertTrue(match.stdout.contains("ROSTER_MATCH"), "help names the environment variables: \(match.stdout)")
     }
 
+    /// A metrics address in use stops a service at start, in one line, for
+    /// every service; a free one serves /metrics, /healthz and /readyz.
+    func testMetricsAddressInUseAndHealthEndpoints() throws {
+        let (fd, port) = try busyPort()
+        defer { close(fd) }
+        let data = root.path
+        for args in [["match-server", "--no-auth", "--plaintext", "--data", data, "--listen", "127.0.0.1:0"],
+                     ["coordinator", "--no-auth", "--plaintext", "--data", data, "--listen", "127.0.0.1:0"],
+                     ["worker", "--data", data, "--coordinator", "127.0.0.1:1"],
+                     ["dev", "--data", data, "--match-port", "0", "--coordinator-port", "0"]] {
+            let result = try RosterBinary.run(args + ["--metrics", "127.0.0.1:\(port)"], timeout: 20)
+            XCTAssertEqual(result.status, 1, "\(args[0]): \(result.stderr)")
+            let errors = result.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }
+            XCTAssertEqual(errors, ["Error: cannot serve metrics on 127.0.0.1:\(port): the port is in use (choose another with --metrics)"],
+                           "\(args[0]): \(result.stderr)")
+        }
+        let metricsPort = try freePort()
+        let server = try RosterService(["match-server", "--no-auth", "--plaintext", "--data", data, "--listen", "127.0.0.1:0",
+                                        "--metrics", "127.0.0.1:\(metricsPort)"])
+        services.append(server)
+        let line = try server.waitForLine("match server listening on")
+        XCTAssertTrue(line.contains("metrics http://127.0.0.1:\(metricsPort)/metrics"), line)
+        for (path, expected) in [("/healthz", "ok"), ("/readyz", "ready")] {
+            let body = try String(contentsOf: URL(string: "http://127.0.0.1:\(metricsPort)\(path)")!, encoding: .utf8)
+            XCTAssertEqual(body, expected + "\n", path)
+        }
+        let metrics = try String(contentsOf: URL(string: "http://127.0.0.1:\(metricsPort)/metrics")!, encoding: .utf8)
+        XCTAssertTrue(metrics.contains("# HELP process_resident_memory_bytes"), metrics)
+    }
+
     func testEveryCommandHasHelpWithExamples() throws {
         for command in ["dev", "coordinator", "worker", "match-server", "submit", "status", "match", "call", "load"] {
             let result = try RosterBinary.run([command, "--help"])

@@ -31,7 +31,7 @@ final class TLSEndToEndTests: ServicesTestCase {
         let address = String(coordinatorLine.split(separator: ";")[0])
         let metricsPort = try freePort()
         let node = try RosterService(["match-server", "--no-auth", "--data", data, "--listen", "127.0.0.1:0", "--node-id", "n1",
-                                      "--coordinator", address, "--metrics-port", "\(metricsPort)"] + serving(pem, key))
+                                      "--coordinator", address, "--metrics", "127.0.0.1:\(metricsPort)"] + serving(pem, key))
         services.append(node)
         let match = String(try node.waitForLine("match server listening on").split(separator: ";")[0])
         services.append(try RosterService(["worker", "--data", data, "--coordinator", address, "--log-level", "error"] + client))
@@ -57,10 +57,11 @@ final class TLSEndToEndTests: ServicesTestCase {
 
         // Refused, each in one line the user reads.
         let noCertificate = try ask(members[7], ["--ca", ca])
-        XCTAssertEqual(noCertificate.status, 1)
+        XCTAssertEqual(noCertificate.status, 78, "UNAVAILABLE: 64 + 14")
         XCTAssertEqual(noCertificate.stderr, "Error: match failed: UNAVAILABLE: \(match) requires a client certificate (mutual TLS): give one with --cert and --key\n")
         try eventually(timeout: 10, "the server to log the refusal") { node.stderr.contains("it sent no client certificate, and this server requires one") }
         let plaintext = try ask(members[7])
+        XCTAssertEqual(plaintext.status, 78)
         XCTAssertTrue(plaintext.stderr.hasSuffix("this server requires TLS: connect with TLS (roster: --tls, and --ca to trust its certificate)\n"), plaintext.stderr)
         let untrusted = try ask(members[7], ["--tls", "--cert", certificates.certificate("client"), "--key", certificates.key("client")])
         XCTAssertTrue(untrusted.stderr.contains("was refused: it is not signed by a trusted CA"), untrusted.stderr)
@@ -142,20 +143,5 @@ final class TLSEndToEndTests: ServicesTestCase {
         let data = out.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return String(decoding: data, as: UTF8.self)
-    }
-
-    /// A port free now (the OS picks it), for a flag that takes a number.
-    private func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard bound else { throw NSError(domain: "freePort", code: Int(errno)) }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }

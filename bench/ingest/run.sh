@@ -106,7 +106,7 @@ for SIZE in "$@"; do
   MATCH=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/match.out")
   MPORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
   "$BIN" coordinator --no-auth --plaintext "${DC[@]}" --listen 127.0.0.1:0 --match "$MATCH" --scan-interval 0 ${MERGE_BYTES:+--merge-bytes $MERGE_BYTES} \
-    --metrics-port "$MPORT" --log-level $LOG > "$WORK/coord.out" 2>&1 &
+    --metrics "127.0.0.1:$MPORT" --log-level $LOG > "$WORK/coord.out" 2>&1 &
   COORD_PID=$!
   until grep -q "listening on" "$WORK/coord.out"; do sleep 0.05; done
   COORD=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/coord.out")
