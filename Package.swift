@@ -171,7 +171,7 @@ let package = Package(
         // The one binary users run: every service, and a command for every RPC.
         .executableTarget(name: "roster", dependencies: [
             "RosterClient", "RosterServer", "MatchServer", "IngestCoordinator", "IngestWorker", "DataLake", "SegmentStore",
-            "LoadHarness", "RosterMetrics", "ObjectStorage", "PostgresSQL", "RosterTLS",
+            "HashParsing", "HexDigits", "LoadHarness", "RosterMetrics", "ObjectStorage", "PostgresSQL", "RosterTLS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),

@@ -57,13 +57,20 @@ public enum HexDigits {
     /// `bytes` as lower-case hex digits, two a byte (how hashes are written:
     /// member hashes, SHA-256 in request signatures).
     public static func lowercase(_ bytes: some Sequence<UInt8>) -> String {
-        let digits = Array("0123456789abcdef".utf8)
         var out = [UInt8]()
         out.reserveCapacity(bytes.underestimatedCount * 2)
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 15)])
-        }
+        appendLowercase(bytes, to: &out)
         return String(decoding: out, as: UTF8.self)
     }
+
+    /// Appends `bytes` as lower-case hex digits to `out` (no String made).
+    @inlinable
+    public static func appendLowercase(_ bytes: some Sequence<UInt8>, to out: inout [UInt8]) {
+        for byte in bytes {
+            out.append(lowercaseDigits[Int(byte >> 4)])
+            out.append(lowercaseDigits[Int(byte & 15)])
+        }
+    }
+
+    @usableFromInline static let lowercaseDigits: [UInt8] = Array("0123456789abcdef".utf8)
 }

@@ -49,5 +49,81 @@ public struct MatchClient: Sendable {
         return (0..<hashes.count).map(response.isMatched)
     }
 
+    /// Asks about any number of hashes, packed 16 bytes each (`packed.count`
+    /// a multiple of 16): `batch` hashes per `MatchMany` call, `inFlight`
+    /// calls at once on the client's connections. Bit i of the answer is
+    /// hash i's. All calls ask the same list version only if no new version
+    /// goes live meanwhile; `versions` says which ones answered.
+    public func membership(advertiser: String, packed: Data, batch: Int = 10_000, inFlight: Int = 4) async throws -> Membership {
+        let (stub, options) = (self.stub, self.options)
+        return try await Membership.ask(packed: packed, batch: batch, inFlight: inFlight) { hashes in
+            try await stub.matchMany(MatchManyRequest(advertiserID: advertiser, hashes: hashes), options: options)
+        }
+    }
+
     public func close() async { await rpc.close() }
+}
+
+/// The answers of `MatchClient.membership`: one bit per hash asked, in order.
+public struct Membership: Sendable {
+    public let count: Int
+    /// Bit i (least significant first in each byte) is hash i's answer.
+    public private(set) var bits: [UInt8]
+    /// The list versions that answered (one, unless a new one went live meanwhile).
+    public private(set) var versions: Set<UInt64> = []
+
+    init(count: Int) {
+        self.count = count
+        self.bits = [UInt8](repeating: 0, count: (count + 7) / 8)
+    }
+
+    /// Asks `call` (one `MatchMany`, to a server or a tier) about hashes
+    /// packed 16 bytes each, `batch` at a time with `inFlight` calls at once.
+    public static func ask(
+        packed: Data, batch: Int = 10_000, inFlight: Int = 4, _ call: @escaping @Sendable (Data) async throws -> MatchManyResponse
+    ) async throws -> Membership {
+        precondition(packed.count % 16 == 0, "packed hashes are 16 bytes each")
+        let count = packed.count / 16
+        // Whole bytes of the answer per call: its bitmap is copied, not re-packed.
+        let perCall = max(8, batch - batch % 8)
+        var answer = Membership(count: count)
+        let calls = (count + perCall - 1) / perCall
+        try await withThrowingTaskGroup(of: (Int, MatchManyResponse).self) { group in
+            var next = 0
+            func submit() {
+                let index = next
+                next += 1
+                let range = (index * perCall)..<min(count, (index + 1) * perCall)
+                let slice = packed.subdata(in: (packed.startIndex + range.lowerBound * 16)..<(packed.startIndex + range.upperBound * 16))
+                group.addTask { (index, try await call(slice)) }
+            }
+            while next < min(calls, max(1, inFlight)) { submit() }
+            while let (index, response) = try await group.next() {
+                guard response.count == UInt32(min(perCall, count - index * perCall)) else {
+                    throw RPCError(.internal, "MatchMany answered \(response.count) hashes of \(min(perCall, count - index * perCall))")
+                }
+                answer.merge(response, atCall: index, perCall: perCall)
+                if next < calls { submit() }
+            }
+        }
+        return answer
+    }
+
+    public subscript(index: Int) -> Bool { (bits[index >> 3] >> UInt8(index & 7)) & 1 == 1 }
+
+    /// How many of the hashes are members.
+    public var members: Int { bits.reduce(0) { $0 + $1.nonzeroBitCount } }
+
+    mutating func merge(_ response: MatchManyResponse, atCall index: Int, perCall: Int) {
+        let first = index * perCall / 8
+        let bytes = min((count - index * perCall + 7) / 8, response.matched.count, bits.count - first)
+        if bytes > 0 {
+            bits.withUnsafeMutableBufferPointer { out in
+                response.matched.withUnsafeBytes { (source: UnsafeRawBufferPointer) in
+                    for i in 0..<bytes { out[first + i] = source[i] }
+                }
+            }
+        }
+        versions.insert(response.version)
+    }
 }

@@ -184,7 +184,10 @@ struct LoadCommand: AsyncParsableCommand {
         try prepareReportFiles()
         if let call { return try await runCall(call) }
         let advertisers = try self.advertisers()
-        let members = try hashes.map { try readHashFile($0, skipInvalid: true, limit: 1_000_000).map(\.bytes) } ?? []
+        let members: [Data] = try hashes.map { path -> [Data] in
+            let packed = try readHashFile(path, skipInvalid: true, limit: 1_000_000)
+            return stride(from: 0, to: packed.count, by: 16).map { Data(packed[(packed.startIndex + $0)..<(packed.startIndex + $0 + 16)]) }
+        } ?? []
         let keyPool = KeyPool(members: members, hitRatio: members.isEmpty ? 0 : hitRatio ?? 0.5, size: 65_536)
         let memberSet = verify ? Set(members.map { Data($0) }) : []
         let schedule = try self.schedule()

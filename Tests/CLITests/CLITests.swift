@@ -52,6 +52,15 @@ final class CLITests: ServicesTestCase {
         let many = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--file", hashes.path])
         XCTAssertEqual(many.status, 3, many.stderr)
         XCTAssertTrue(many.stdout.contains("10 of 20 are members of acme"), many.stdout)
+        let answers = many.stdout.split(separator: "\n")
+        XCTAssertEqual(answers.first.map(String.init), MemberHash(email: emails(290..<291)[0]).hex + "\tmember", "in the file's order")
+        XCTAssertEqual(answers[19], MemberHash(email: emails(309..<310)[0]).hex + "\tnot a member")
+        // The lake's own file, header line and all, by ingest's rules.
+        let lakeFile = root.appendingPathComponent("lake/acme/members.txt").path
+        let all = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--file", lakeFile, "--json"])
+        XCTAssertEqual(all.status, 0, all.stderr)
+        XCTAssertEqual(all.stdout.components(separatedBy: "\"matched\": true").count - 1, 300, all.stdout)
+        XCTAssertNoThrow(try JSONSerialization.jsonObject(with: Data(all.stdout.utf8)), all.stdout)
 
         let status = try RosterBinary.run(["status", "--coordinator", coordinator])
         XCTAssertEqual(status.status, 0, status.stderr)
@@ -336,9 +345,12 @@ final class CLITests: ServicesTestCase {
         let unreachable = "127.0.0.1:1"
         let badFile = root.appendingPathComponent("bad-hashes.txt")
         try Data("0cc175b9c0f1b6a831c399e269772661\r\n\n  92eb5ffee6ae2fec3ad71c777531578f \nnot-a-hash\n".utf8).write(to: badFile)
+        let emailFile = root.appendingPathComponent("emails.txt")
+        try Data("email_md5\nann@example.com\n".utf8).write(to: emailFile)
         let cases: [([String], String)] = [
             (["match", "--advertiser", "a", "--file", badFile.path], "\(badFile.path):4: not a 32-hex-digit hash"),
             (["match", "--advertiser", "a", "--hash", "xyz"], "--hash must be 32 hex digits"),
+            (["match", "--advertiser", "a", "--file", emailFile.path], "\(emailFile.path):2: an email, not its MD5 (use --email for one address)"),
             (["match", "--advertiser", "a"], "give exactly one of --hash, --email or --file"),
             (["match", "--match", unreachable, "--advertiser", "a", "--email", "a@b.c"], "match failed: UNAVAILABLE"),
             (["match", "--advertiser", "a", "--file", "/nonexistent/hashes.txt"], "cannot read /nonexistent/hashes.txt"),

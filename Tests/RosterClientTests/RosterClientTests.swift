@@ -78,3 +78,49 @@ final class RosterClientTests: XCTestCase {
         await server.waitUntilClosed()
     }
 }
+
+/// `Membership.ask`: batches cut, sent concurrently, and their bitmaps put
+/// back in order, with no server (the call is a closure).
+final class MembershipTests: XCTestCase {
+    /// Answers as a server would: hash i of a batch is a member when its first byte is odd.
+    static func answer(_ hashes: Data) -> MatchManyResponse {
+        let count = hashes.count / 16
+        var bits = [UInt8](repeating: 0, count: (count + 7) / 8)
+        for i in 0..<count where hashes[hashes.startIndex + i * 16] & 1 == 1 { bits[i >> 3] |= 1 << UInt8(i & 7) }
+        return MatchManyResponse(matched: Data(bits), count: UInt32(count), matchedCount: 0, version: 7)
+    }
+
+    func testBatchesComeBackInOrder() async throws {
+        for (count, batch, inFlight) in [(1, 8, 4), (25, 8, 3), (100, 13, 2), (1000, 64, 8), (64, 64, 1)] {
+            var packed = Data()
+            for i in 0..<count { packed.append(contentsOf: [UInt8(i * 7 % 256)] + [UInt8](repeating: 0, count: 15)) }
+            let calls = Counter()
+            let answers = try await Membership.ask(packed: packed, batch: batch, inFlight: inFlight) { hashes in
+                await calls.add()
+                return Self.answer(hashes)
+            }
+            XCTAssertEqual(answers.count, count)
+            for i in 0..<count { XCTAssertEqual(answers[i], (i * 7 % 256) & 1 == 1, "hash \(i) of \(count), batch \(batch)") }
+            XCTAssertEqual(answers.members, (0..<count).filter { (($0 * 7) % 256) & 1 == 1 }.count)
+            XCTAssertEqual(answers.versions, [7])
+            let perCall = max(8, batch - batch % 8)
+            let expectedCalls = (count + perCall - 1) / perCall
+            let made = await calls.value
+            XCTAssertEqual(made, expectedCalls, "batches of \(perCall)")
+        }
+    }
+
+    func testAShortAnswerIsAnError() async throws {
+        do {
+            _ = try await Membership.ask(packed: Data(count: 16 * 10), batch: 8) { _ in MatchManyResponse(matched: Data([0]), count: 1) }
+            XCTFail("an answer for fewer hashes than asked must not pass")
+        } catch let error as RPCError {
+            XCTAssertEqual(error.code, .internal)
+        }
+    }
+
+    actor Counter {
+        var value = 0
+        func add() { value += 1 }
+    }
+}
