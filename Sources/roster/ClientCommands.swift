@@ -119,8 +119,11 @@ struct StatusCommand: AsyncParsableCommand {
 
     @OptionGroup var client: ClientOptions
 
-    @Flag(help: "Redraw progress every second until every file has finished.")
+    @Flag(help: "Redraw progress every second until every file has finished; waits for work to appear first (see --wait-for-work).")
     var watch = false
+
+    @Option(help: "With --watch and nothing in flight: seconds to wait for a file to appear (the lake is scanned every few seconds) before showing the table and exiting.")
+    var waitForWork: Double = 15
 
     @Flag(help: "Print the StatusResponse as JSON.")
     var json = false
@@ -131,7 +134,8 @@ struct StatusCommand: AsyncParsableCommand {
 
     private func show(_ coordinator: Coordinator.Client<FailoverTransport<RPCClient>>) async throws {
         if watch {
-            _ = try await StatusFormat.watch(coordinator: coordinator, options: client.coordinatorOptions(), only: nil)
+            _ = try await StatusFormat.watch(coordinator: coordinator, options: client.coordinatorOptions(), only: nil,
+                                             waitForWork: .milliseconds(Int64(max(0, waitForWork) * 1000)))
             // Everything has finished: the final table.
             let status = try await userFacing("cannot get the status") {
                 try await coordinator.status(StatusRequest(), options: client.coordinatorOptions())
@@ -222,25 +226,52 @@ enum StatusFormat {
 
     static let finished: [FileState] = [.live, .failed, .rejected, .superseded, .retired]
 
-    /// Redraws progress each second until the watched files finish; returns the last status of `only`.
-    static func watch(coordinator: Coordinator.Client<FailoverTransport<RPCClient>>, options: CallOptions, only: UInt64?) async throws -> FileStatus? {
+    /// Redraws progress each second until the watched files finish; returns
+    /// the last status of `only`. Watching everything (`only` nil) with
+    /// nothing in flight waits up to `waitForWork` for a file to appear: a
+    /// file just dropped into the lake is not known before the next scan.
+    static func watch(coordinator: Coordinator.Client<FailoverTransport<RPCClient>>, options: CallOptions, only: UInt64?,
+                      waitForWork: Duration = .zero) async throws -> FileStatus? {
         let tty = isatty(STDOUT_FILENO) != 0
+        let clock = ContinuousClock()
+        let giveUp = clock.now + waitForWork
         var drawn = 0
+        var sawWork = false
         while true {
             let status = try await userFacing("cannot get the status") { try await coordinator.status(StatusRequest(), options: options) }
             let files = only.map { id in status.files.filter { $0.version == id } } ?? status.files
-            let text = files.isEmpty ? "no files" : files.map(line).joined(separator: "\n")
+            let active = files.filter { !finished.contains($0.state) }
+            sawWork = sawWork || !active.isEmpty
+            let waiting = only == nil && !sawWork && clock.now < giveUp
+            var text = waiting ? "waiting for a file to ingest (the lake is scanned every few seconds; Ctrl-C to stop)"
+                : files.isEmpty ? "no files" : files.map(line).joined(separator: "\n")
+            if tty { text = fit(text, columns: terminalColumns()) }
             if tty && drawn > 0 { print("\u{1B}[\(drawn)A\u{1B}[J", terminator: "") }
-            print(text)
+            if tty || !waiting || drawn == 0 { print(text) }
             flushOutput()
             drawn = text.split(separator: "\n", omittingEmptySubsequences: false).count
-            let active = files.filter { !finished.contains($0.state) }
-            if active.isEmpty && (only == nil || !files.isEmpty) { return files.first }
+            if active.isEmpty && !waiting && (only == nil || !files.isEmpty) { return files.first }
             if only != nil && files.isEmpty {
                 throw CLIError("version \(only!) is no longer listed")
             }
             try await Task.sleep(for: .seconds(1))
         }
+    }
+
+    /// The terminal's width (80 when it cannot be told).
+    static func terminalColumns() -> Int {
+        var size = winsize()
+        guard ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 else { return 80 }
+        return Int(size.ws_col)
+    }
+
+    /// Cuts every line to fit `columns` (ending a cut line with "…"), so that
+    /// no line wraps and the redraw (which moves up one row per line) stays true.
+    static func fit(_ text: String, columns: Int) -> String {
+        let width = max(20, columns - 1)
+        return text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
+            line.count <= width ? String(line) : String(line.prefix(width - 1)) + "…"
+        }.joined(separator: "\n")
     }
 }
 

@@ -68,11 +68,23 @@ final class CLITests: ServicesTestCase {
         XCTAssertTrue(status.stdout.contains("live"), status.stdout)
         XCTAssertTrue(status.stdout.contains("300 keys"), status.stdout)
 
-        // --watch ends once every file has finished, with the final table.
-        let watched = try RosterBinary.run(["status", "--watch", "--coordinator", coordinator])
+        // --watch ends once every file has finished, with the final table
+        // (with nothing in flight and no wait for work: at once).
+        let watched = try RosterBinary.run(["status", "--watch", "--wait-for-work", "0", "--coordinator", coordinator])
         XCTAssertEqual(watched.status, 0, watched.stderr)
         XCTAssertTrue(watched.stdout.contains("[####################]"), watched.stdout)
         XCTAssertTrue(watched.stdout.contains("ID      PATH"), "final table: \(watched.stdout)")
+
+        // The README's tour: --watch started before a file lands waits for
+        // it, follows it, and ends when it is live.
+        let watcher = try RosterService(["status", "--watch", "--coordinator", coordinator])
+        services.append(watcher)
+        _ = try watcher.waitForLine("waiting for a file to ingest")
+        try drop(listFile(emails(500..<520)), advertiser: "zeta", name: "late.txt", lake: root.appendingPathComponent("lake"))
+        try eventually("--watch to end once the new file is live") { !watcher.isRunning }
+        XCTAssertEqual(watcher.stop(), 0, watcher.stderr)
+        XCTAssertTrue(watcher.stdout.contains("zeta/late.txt"), watcher.stdout)
+        XCTAssertTrue(watcher.stdout.contains("20 keys"), watcher.stdout)
 
         let again = try RosterBinary.run(["submit", "--coordinator", coordinator, "acme/members.txt"])
         XCTAssertEqual(again.status, 0, again.stderr)

@@ -120,6 +120,7 @@ final class RosterService: @unchecked Sendable {
 
     var stdout: String { lock.withLock { output } }
     var stderr: String { lock.withLock { errors } }
+    var isRunning: Bool { process.isRunning }
 
     /// Waits until standard output has a line starting with `prefix`; returns the rest of it.
     func waitForLine(_ prefix: String, timeout: TimeInterval = 30) throws -> String {
