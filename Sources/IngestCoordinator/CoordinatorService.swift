@@ -610,6 +610,14 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         return response
     }
 
+    public func listAdvertisers(_ request: ListAdvertisersRequest, context: RPCContext) async throws -> ListAdvertisersResponse {
+        let limit = request.limit == 0 ? 100 : Int(min(request.limit, 1_000))
+        var response = ListAdvertisersResponse()
+        response.advertisers = try catalog.advertisers(after: request.afterAdvertiserID, limit: limit)
+        if response.advertisers.count == limit, let last = response.advertisers.last { response.nextAfterAdvertiserID = last.advertiserID }
+        return response
+    }
+
     public func scan(_ request: ScanRequest, context: RPCContext) async throws -> ScanResponse {
         try await asLeader {
             var response = ScanResponse()

@@ -15,6 +15,41 @@ extension IngestCatalog {
         }
     }
 
+    /// A page of advertisers, by id after `after`: each with its live
+    /// version (file, bytes, keys, when it went live) and its newest version
+    /// of any state. Three queries a page, whatever the catalog's size.
+    public func advertisers(after: String, limit: Int) throws -> [AdvertiserSummary] {
+        try read { db in
+            let ids = try db.rows("SELECT id FROM advertisers WHERE id > ? ORDER BY id LIMIT ?", after, limit) { $0.string("id") }
+            var summaries: [String: AdvertiserSummary] = [:]
+            for id in ids { summaries[id] = AdvertiserSummary(advertiserID: id) }
+            try query(db, """
+                SELECT f.advertiser_id, f.id, f.path, f.size, f.distinct_keys, f.live_at FROM advertisers a JOIN files f ON f.id = a.live_file_id
+                WHERE a.id IN (?)
+                """, in: ids) { row in
+                let id = row.string("advertiser_id")
+                summaries[id]?.liveVersion = UInt64(row.int("id"))
+                summaries[id]?.livePath = row.string("path")
+                summaries[id]?.liveBytes = UInt64(row.int("size"))
+                summaries[id]?.liveKeys = UInt64(row.int("distinct_keys"))
+                summaries[id]?.liveAtMs = row.optionalDouble("live_at").map { Int64($0 * 1000) } ?? 0
+            }
+            try query(db, """
+                SELECT f.advertiser_id, f.id, f.state, f.submitted_at, f.ended_at, f.live_at, g.versions FROM files f
+                JOIN (SELECT advertiser_id, MAX(id) AS newest, COUNT(*) AS versions FROM files WHERE advertiser_id IN (?) GROUP BY advertiser_id) g
+                ON f.id = g.newest
+                """, in: ids) { row in
+                let id = row.string("advertiser_id")
+                summaries[id]?.latestVersion = UInt64(row.int("id"))
+                summaries[id]?.latestState = row.fileState("state")
+                summaries[id]?.versions = UInt32(row.int("versions"))
+                let changed = [row.optionalDouble("ended_at"), row.optionalDouble("live_at"), row.optionalDouble("submitted_at")].compactMap { $0 }.max() ?? 0
+                summaries[id]?.changedAtMs = Int64(changed * 1000)
+            }
+            return ids.compactMap { summaries[$0] }
+        }
+    }
+
     /// Active files (their path and etag), for change detection.
     public func activeFiles() throws -> [(id: UInt64, path: String, etag: String)] {
         try read { db in

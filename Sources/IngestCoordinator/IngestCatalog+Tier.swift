@@ -75,7 +75,7 @@ extension IngestCatalog {
 
     /// Runs `sql`, whose one `IN (?)` takes `values`, a slice at a time: a
     /// statement's parameters are limited (SQLite: 32,766).
-    private func query(_ db: any SQLDatabase, _ sql: String, in values: [SQLBindable], row: (any SQLRow) throws -> Void) throws {
+    func query(_ db: any SQLDatabase, _ sql: String, in values: [SQLBindable], row: (any SQLRow) throws -> Void) throws {
         for start in stride(from: 0, to: values.count, by: 500) {
             let slice = Array(values[start..<min(values.count, start + 500)])
             let marks = slice.map { _ in "?" }.joined(separator: ", ")

@@ -34,6 +34,38 @@ public final class ListVersion: Sendable {
 
     public var keyCount: Int { segments.reduce(0) { $0 + $1.count } }
 
+    /// Up to `limit` distinct keys greater than `after` (from the first when
+    /// nil), ascending, packed 16 bytes each, and whether more follow. Keys
+    /// are merged across the segments (which may overlap) and de-duplicated,
+    /// so the pages of an export are the list exactly.
+    public func keys(after: Key16?, limit: Int) -> (packed: Data, more: Bool) {
+        var cursors = segments.map { segment -> Int in
+            guard let after else { return 0 }
+            let i = segment.lowerBound(after)
+            return i < segment.count && segment.key(at: i) == after ? i + 1 : i
+        }
+        var out = Data(capacity: min(limit, keyCount) * 16)
+        var written = 0
+        var previous: Key16?
+        while true {
+            var smallest: Key16?
+            for (s, segment) in segments.enumerated() where cursors[s] < segment.count {
+                let key = segment.key(at: cursors[s])
+                if smallest == nil || key < smallest! { smallest = key }
+            }
+            guard let key = smallest else { return (out, false) }
+            if written == limit { return (out, true) }
+            for (s, segment) in segments.enumerated() where cursors[s] < segment.count && segment.key(at: cursors[s]) == key {
+                cursors[s] += 1
+            }
+            if key != previous {
+                withUnsafeBytes(of: (key.hi.bigEndian, key.lo.bigEndian)) { out.append(contentsOf: $0) }
+                written += 1
+                previous = key
+            }
+        }
+    }
+
     /// Memory maps this version holds: one per mapped file (a pack is one),
     /// none for files read into memory.
     public let memoryMaps: Int

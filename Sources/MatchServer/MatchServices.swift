@@ -234,6 +234,27 @@ public struct AdminHandler: MatchAdmin.Handler {
         return response
     }
 
+    public func export(_ request: ExportRequest, context: RPCContext) async throws -> ExportResponse {
+        let limit = request.limit == 0 ? 65_536 : Int(min(request.limit, 65_536))
+        guard let list = catalog.current(request.advertiserID) else {
+            throw RPCError(.notFound, "no list is served for advertiser '\(request.advertiserID)'")
+        }
+        if request.version != 0, list.version != request.version {
+            throw RPCError(.failedPrecondition, "version \(request.version) of '\(request.advertiserID)' is no longer live (\(list.version) is): export again")
+        }
+        var after: Key16?
+        if !request.after.isEmpty {
+            guard request.after.count == 16 else { throw RPCError(.invalidArgument, "after must be 16 bytes (a key), got \(request.after.count)") }
+            after = request.after.withUnsafeBytes { Key16($0.baseAddress!) }
+        }
+        let (packed, more) = list.keys(after: after, limit: limit)
+        var response = ExportResponse()
+        response.hashes = packed
+        response.version = list.version
+        if more { response.nextAfter = packed.suffix(16) }
+        return response
+    }
+
     public func unpublish(_ request: UnpublishRequest, context: RPCContext) async throws -> UnpublishResponse {
         let before = catalog.current(request.advertiserID)
         let removed: UInt64

@@ -21,7 +21,8 @@ struct Roster: AsyncParsableCommand {
         version: rosterVersion,
         subcommands: [
             DevCommand.self, CoordinatorCommand.self, WorkerCommand.self, MatchServerCommand.self,
-            SubmitCommand.self, StatusCommand.self, MatchCommand.self, CallCommand.self, LoadCommand.self,
+            SubmitCommand.self, StatusCommand.self, AdvertisersCommand.self, MatchCommand.self, ExportCommand.self, CallCommand.self,
+            LoadCommand.self,
         ])
 }
 

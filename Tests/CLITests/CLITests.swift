@@ -75,6 +75,17 @@ final class CLITests: ServicesTestCase {
         XCTAssertTrue(watched.stdout.contains("[####################]"), watched.stdout)
         XCTAssertTrue(watched.stdout.contains("ID      PATH"), "final table: \(watched.stdout)")
 
+        // The advertisers, and acme's list exported: sorted, distinct, whole.
+        let advertisers = try RosterBinary.run(["advertisers", "--coordinator", coordinator])
+        XCTAssertEqual(advertisers.status, 0, advertisers.stderr)
+        let acmeLine = advertisers.stdout.split(separator: "\n").first { $0.hasPrefix("acme ") }.map(String.init) ?? ""
+        XCTAssertTrue(acmeLine.contains(" 300 ") && acmeLine.contains("live"), advertisers.stdout)
+        let exported = try RosterBinary.run(["export", "--match", match, "--advertiser", "acme"])
+        XCTAssertEqual(exported.status, 0, exported.stderr)
+        XCTAssertEqual(exported.stdout, members.map { MemberHash(email: $0).hex }.sorted().joined(separator: "\n") + "\n")
+        let nobody = try RosterBinary.run(["export", "--match", match, "--advertiser", "nobody"])
+        XCTAssertEqual(nobody.status, 69, "NOT_FOUND: 64 + 5: \(nobody.stderr)")
+
         // The README's tour: --watch started before a file lands waits for
         // it, follows it, and ends when it is live.
         let watcher = try RosterService(["status", "--watch", "--coordinator", coordinator])
@@ -304,6 +315,8 @@ final class CLITests: ServicesTestCase {
             "MatchAdmin.Unpublish": #"{"advertiserId": "cli-empty"}"#,
             "MatchAdmin.ListServed": "{}",
             "MatchAdmin.PublishMany": #"{"publications": [{"advertiserId": "cli-many", "version": "1"}]}"#,
+            "MatchAdmin.Export": #"{"advertiserId": "acme", "limit": 2}"#,
+            "Coordinator.ListAdvertisers": #"{"limit": 10}"#,
             "Coordinator.SubmitFile": #"{"path": "acme/m.txt"}"#,
             "Coordinator.Status": "{}",
             "Coordinator.ListFiles": #"{"advertiserId": "acme", "limit": 5}"#,
@@ -337,6 +350,7 @@ final class CLITests: ServicesTestCase {
             case "Coordinator.SubmitFile": XCTAssertEqual(response["queued"], .bool(false), "defaults are shown")
             case "Coordinator.CompleteTask": XCTAssertEqual(response["accepted"], .bool(false))
             case "Coordinator.LeaseTasks": XCTAssertEqual(response["tasks"], .array([]))
+            case "MatchAdmin.Export": XCTAssertNotEqual(response["nextAfter"], .string(""), "50 keys, pages of 2: more follow")
             default: break
             }
         }
@@ -484,7 +498,7 @@ final class CLITests: ServicesTestCase {
     }
 
     func testEveryCommandHasHelpWithExamples() throws {
-        for command in ["dev", "coordinator", "worker", "match-server", "submit", "status", "match", "call", "load"] {
+        for command in ["dev", "coordinator", "worker", "match-server", "submit", "status", "advertisers", "match", "export", "call", "load"] {
             let result = try RosterBinary.run([command, "--help"])
             XCTAssertEqual(result.status, 0, command)
             XCTAssertTrue(result.stdout.contains("Example"), "\(command) --help has examples: \(result.stdout)")

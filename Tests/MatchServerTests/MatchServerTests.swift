@@ -82,6 +82,52 @@ final class MatchServerTests: XCTestCase {
 
     private func data(_ keys: [Key16]) -> Data { Data(keys.flatMap(\.bytes)) }
 
+    /// Export pages the live list exactly: sorted, distinct (segments that
+    /// overlap are merged), every page from one version, and a page asked of
+    /// a version no longer live is refused.
+    func testExportPagesTheListSortedAndDistinct() async throws {
+        let members = randomKeys(3_000, seed: 5) + [Key16(hi: 0, lo: 0), Key16(hi: .max, lo: .max)]
+        // Two segments that overlap: every key of the second is in the first, or after it.
+        let dir = "segments/acme/1"
+        try FileManager.default.createDirectory(at: root.appendingPathComponent(dir), withIntermediateDirectories: true)
+        let all = Array(Set(members)).sorted()
+        var segments: [SegmentRef] = []
+        for (part, keys) in [Array(all[0..<2_000]), Array(all[1_500...])].enumerated() {
+            let path = "\(dir)/\(part).seg"
+            _ = try SegmentWriter.create(keys, count: keys.count, at: root.appendingPathComponent(path).path, advertiserID: "acme", version: 1)
+            segments.append(SegmentRef(path: path, keyCount: UInt64(keys.count)))
+        }
+        _ = try await admin.publish(PublishRequest(advertiserID: "acme", version: 1, segments: segments), options: asAdmin)
+
+        var exported: [Key16] = []
+        var request = ExportRequest(advertiserID: "acme", limit: 700)
+        var pages = 0
+        repeat {
+            let page = try await admin.export(request, options: asAdmin)
+            XCTAssertEqual(page.version, 1)
+            XCTAssertLessThanOrEqual(page.hashes.count, 700 * 16)
+            page.hashes.withUnsafeBytes { bytes in
+                for start in stride(from: 0, to: bytes.count, by: 16) { exported.append(Key16(bytes.baseAddress! + start)) }
+            }
+            request.version = page.version
+            request.after = page.nextAfter
+            pages += 1
+        } while !request.after.isEmpty
+        XCTAssertEqual(exported, all, "sorted, distinct, complete")
+        XCTAssertEqual(pages, (all.count + 699) / 700)
+
+        // A new version goes live between pages: the old one's next page is refused.
+        _ = try await publish(randomKeys(10, seed: 6), advertiser: "acme", version: 2)
+        await assertStatus(.failedPrecondition) {
+            _ = try await self.admin.export(ExportRequest(advertiserID: "acme", after: Data(all[5].bytes), version: 1), options: self.asAdmin)
+        }
+        await assertStatus(.notFound) { _ = try await self.admin.export(ExportRequest(advertiserID: "nobody"), options: self.asAdmin) }
+        await assertStatus(.invalidArgument) {
+            _ = try await self.admin.export(ExportRequest(advertiserID: "acme", after: Data([1, 2, 3])), options: self.asAdmin)
+        }
+        await assertStatus(.permissionDenied) { _ = try await self.admin.export(ExportRequest(advertiserID: "acme"), options: self.asClient) }
+    }
+
     func testMatchAndMatchManyAgreeWithASet() async throws {
         let members = randomKeys(100_000, seed: 1) + [Key16(hi: 0, lo: 0), Key16(hi: .max, lo: .max)]
         let response = try await publish(members, advertiser: "acme", version: 1, parts: 3)

@@ -4,7 +4,8 @@
 import Foundation
 import RosterRPC
 
-/// Admin calls the coordinator makes to change what is served.
+/// Admin calls the coordinator makes to change what is served, and reads
+/// of what is served.
 public enum MatchAdmin {
     /// The fully qualified service name.
     public static let name = "roster.v1.MatchAdmin"
@@ -24,7 +25,9 @@ public enum MatchAdmin {
         /// Publish for many advertisers in one call; each publication succeeds or
         /// fails on its own. At most 1,000 publications a call.
         public static let publishMany = RPCMethodDescriptor(service: MatchAdmin.name, method: "PublishMany", id: 0x0002_0004)
-        public static let all: [RPCMethodDescriptor] = [publish, unpublish, listServed, publishMany]
+        /// An advertiser's live list, sorted, in pages: `roster export`.
+        public static let export = RPCMethodDescriptor(service: MatchAdmin.name, method: "Export", id: 0x0002_0005)
+        public static let all: [RPCMethodDescriptor] = [publish, unpublish, listServed, publishMany, export]
     }
 
     /// Implement this to serve `roster.v1.MatchAdmin` with handlers that may suspend.
@@ -40,6 +43,8 @@ public enum MatchAdmin {
         /// Publish for many advertisers in one call; each publication succeeds or
         /// fails on its own. At most 1,000 publications a call.
         func publishMany(_ request: PublishManyRequest, context: RPCContext) async throws -> PublishManyResponse
+        /// An advertiser's live list, sorted, in pages: `roster export`.
+        func export(_ request: ExportRequest, context: RPCContext) async throws -> ExportResponse
     }
 
     /// A typed client for `roster.v1.MatchAdmin`.
@@ -70,6 +75,11 @@ public enum MatchAdmin {
         public func publishMany(_ request: PublishManyRequest, options: CallOptions = .defaults) async throws -> PublishManyResponse {
             try await transport.unary(Method.publishMany, request: request, options: options)
         }
+
+        /// An advertiser's live list, sorted, in pages: `roster export`.
+        public func export(_ request: ExportRequest, options: CallOptions = .defaults) async throws -> ExportResponse {
+            try await transport.unary(Method.export, request: request, options: options)
+        }
     }
 }
 
@@ -80,6 +90,7 @@ extension MatchAdmin.Handler {
             .async(MatchAdmin.Method.unpublish) { try await self.unpublish($0, context: $1) },
             .async(MatchAdmin.Method.listServed) { try await self.listServed($0, context: $1) },
             .async(MatchAdmin.Method.publishMany) { try await self.publishMany($0, context: $1) },
+            .async(MatchAdmin.Method.export) { try await self.export($0, context: $1) },
         ]
     }
 }

@@ -215,6 +215,59 @@ public struct ListServedResponse: ProtoMessage {
     }
 }
 
+public struct ExportRequest: ProtoMessage {
+    public var advertiserID: String = ""
+    /// Start after this key (16 bytes: the previous page's next_after); empty: from the first.
+    public var after: Data = Data()
+    /// At most this many keys (default and most 65,536: 1 MiB a page).
+    public var limit: UInt32 = 0
+    /// The version the pages must come from (the first page's); 0: the live
+    /// one. A page asked of a version that is no longer live answers
+    /// FAILED_PRECONDITION: an export never mixes two versions.
+    public var version: UInt64 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        advertiserID: String = "",
+        after: Data = Data(),
+        limit: UInt32 = 0,
+        version: UInt64 = 0
+    ) {
+        self.advertiserID = advertiserID
+        self.after = after
+        self.limit = limit
+        self.version = version
+    }
+}
+
+public struct ExportResponse: ProtoMessage {
+    /// Distinct keys of the version, ascending, 16 bytes each.
+    public var hashes: Data = Data()
+    /// The version they come from.
+    public var version: UInt64 = 0
+    /// Pass as `after` for the next page; empty when this was the last.
+    public var nextAfter: Data = Data()
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        hashes: Data = Data(),
+        version: UInt64 = 0,
+        nextAfter: Data = Data()
+    ) {
+        self.hashes = hashes
+        self.version = version
+        self.nextAfter = nextAfter
+    }
+}
+
 // MARK: - Wire format
 
 extension SegmentRef {
@@ -498,6 +551,65 @@ extension ListServedResponse {
     }
 }
 
+extension ExportRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
+            case 2: self.after = try reader.read(BytesCodec.self, tag)
+            case 3: self.limit = try reader.read(UInt32Codec.self, tag)
+            case 4: self.version = try reader.read(UInt64Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
+        if !self.after.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 2, self.after) }
+        if self.limit != 0 { size += ProtoSize.field(UInt32Codec.self, field: 3, self.limit) }
+        if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 4, self.version) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
+        if !self.after.isEmpty { writer.write(BytesCodec.self, field: 2, self.after) }
+        if self.limit != 0 { writer.write(UInt32Codec.self, field: 3, self.limit) }
+        if self.version != 0 { writer.write(UInt64Codec.self, field: 4, self.version) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension ExportResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.hashes = try reader.read(BytesCodec.self, tag)
+            case 2: self.version = try reader.read(UInt64Codec.self, tag)
+            case 3: self.nextAfter = try reader.read(BytesCodec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.hashes.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 1, self.hashes) }
+        if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.version) }
+        if !self.nextAfter.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 3, self.nextAfter) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.hashes.isEmpty { writer.write(BytesCodec.self, field: 1, self.hashes) }
+        if self.version != 0 { writer.write(UInt64Codec.self, field: 2, self.version) }
+        if !self.nextAfter.isEmpty { writer.write(BytesCodec.self, field: 3, self.nextAfter) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
 // MARK: - JSON mapping
 
 extension SegmentRef: ProtoJSONMessage {
@@ -746,6 +858,56 @@ extension ListServedResponse: ProtoJSONMessage {
     }
 }
 
+extension ExportRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.ExportRequest"
+    public static let schemaDefinition = "message ExportRequest {\n  string advertiser_id = 1;\n  /// Start after this key (16 bytes: the previous page's next_after); empty: from the first.\n  bytes after = 2;\n  /// At most this many keys (default and most 65,536: 1 MiB a page).\n  uint32 limit = 3;\n  /// The version the pages must come from (the first page's); 0: the live\n  /// one. A page asked of a version that is no longer live answers\n  /// FAILED_PRECONDITION: an export never mixes two versions.\n  uint64 version = 4;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
+        object.singular("after", BytesCodec.self, self.after)
+        object.singular("limit", UInt32Codec.self, self.limit)
+        object.singular("version", UInt64Codec.self, self.version)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "after": self.after = try JSONReader.singular(BytesCodec.self, value, field: "after")
+            case "limit": self.limit = try JSONReader.singular(UInt32Codec.self, value, field: "limit")
+            case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "after", "limit", "version"])
+            }
+        }
+    }
+}
+
+extension ExportResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.ExportResponse"
+    public static let schemaDefinition = "message ExportResponse {\n  /// Distinct keys of the version, ascending, 16 bytes each.\n  bytes hashes = 1;\n  /// The version they come from.\n  uint64 version = 2;\n  /// Pass as `after` for the next page; empty when this was the last.\n  bytes next_after = 3;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("hashes", BytesCodec.self, self.hashes)
+        object.singular("version", UInt64Codec.self, self.version)
+        object.singular("nextAfter", BytesCodec.self, self.nextAfter)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "hashes": self.hashes = try JSONReader.singular(BytesCodec.self, value, field: "hashes")
+            case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
+            case "nextAfter", "next_after": self.nextAfter = try JSONReader.singular(BytesCodec.self, value, field: "nextAfter")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["hashes", "version", "nextAfter"])
+            }
+        }
+    }
+}
+
 /// Every message and method of admin.rdl, for tools that work from JSON.
 public enum AdminSchema {
     public static let messages: [any ProtoJSONMessage.Type] = [
@@ -760,6 +922,8 @@ public enum AdminSchema {
         ListServedRequest.self,
         ServedList.self,
         ListServedResponse.self,
+        ExportRequest.self,
+        ExportResponse.self,
     ]
 
     public static let methods: [MethodDescription] = [
@@ -767,5 +931,6 @@ public enum AdminSchema {
         MethodDescription(descriptor: MatchAdmin.Method.unpublish, requestType: UnpublishRequest.self, responseType: UnpublishResponse.self, doc: "Stops serving an advertiser."),
         MethodDescription(descriptor: MatchAdmin.Method.listServed, requestType: ListServedRequest.self, responseType: ListServedResponse.self, doc: "What the server serves and what it found damaged: the coordinator\ncompares it with its catalog and rebuilds what is missing."),
         MethodDescription(descriptor: MatchAdmin.Method.publishMany, requestType: PublishManyRequest.self, responseType: PublishManyResponse.self, doc: "Publish for many advertisers in one call; each publication succeeds or\nfails on its own. At most 1,000 publications a call."),
+        MethodDescription(descriptor: MatchAdmin.Method.export, requestType: ExportRequest.self, responseType: ExportResponse.self, doc: "An advertiser's live list, sorted, in pages: `roster export`."),
     ]
 }

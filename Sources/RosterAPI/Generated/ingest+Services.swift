@@ -21,6 +21,8 @@ public enum Coordinator {
         /// Looks for new or changed files in the lake now, not at the next periodic scan.
         public static let scan = RPCMethodDescriptor(service: Coordinator.name, method: "Scan", id: 0x0003_0004)
         public static let setWeight = RPCMethodDescriptor(service: Coordinator.name, method: "SetWeight", id: 0x0003_0005)
+        /// Every advertiser with its live version, keys, bytes and last change, in pages.
+        public static let listAdvertisers = RPCMethodDescriptor(service: Coordinator.name, method: "ListAdvertisers", id: 0x0003_0006)
         /// Pull: the highest-priority tasks, leased to the caller.
         public static let leaseTasks = RPCMethodDescriptor(service: Coordinator.name, method: "LeaseTasks", id: 0x0003_000A)
         /// Renews the caller's leases.
@@ -32,7 +34,7 @@ public enum Coordinator {
         public static let registerNode = RPCMethodDescriptor(service: Coordinator.name, method: "RegisterNode", id: 0x0003_0014)
         /// Which nodes serve which advertisers: what clients route by (tier.rdl).
         public static let placement = RPCMethodDescriptor(service: Coordinator.name, method: "Placement", id: 0x0003_0015)
-        public static let all: [RPCMethodDescriptor] = [submitFile, status, listFiles, scan, setWeight, leaseTasks, heartbeat, completeTask, failTask, registerNode, placement]
+        public static let all: [RPCMethodDescriptor] = [submitFile, status, listFiles, scan, setWeight, listAdvertisers, leaseTasks, heartbeat, completeTask, failTask, registerNode, placement]
     }
 
     /// Implement this to serve `roster.v1.Coordinator` with handlers that may suspend.
@@ -45,6 +47,8 @@ public enum Coordinator {
         /// Looks for new or changed files in the lake now, not at the next periodic scan.
         func scan(_ request: ScanRequest, context: RPCContext) async throws -> ScanResponse
         func setWeight(_ request: SetWeightRequest, context: RPCContext) async throws -> SetWeightResponse
+        /// Every advertiser with its live version, keys, bytes and last change, in pages.
+        func listAdvertisers(_ request: ListAdvertisersRequest, context: RPCContext) async throws -> ListAdvertisersResponse
         /// Pull: the highest-priority tasks, leased to the caller.
         func leaseTasks(_ request: LeaseTasksRequest, context: RPCContext) async throws -> LeaseTasksResponse
         /// Renews the caller's leases.
@@ -87,6 +91,11 @@ public enum Coordinator {
             try await transport.unary(Method.setWeight, request: request, options: options)
         }
 
+        /// Every advertiser with its live version, keys, bytes and last change, in pages.
+        public func listAdvertisers(_ request: ListAdvertisersRequest, options: CallOptions = .defaults) async throws -> ListAdvertisersResponse {
+            try await transport.unary(Method.listAdvertisers, request: request, options: options)
+        }
+
         /// Pull: the highest-priority tasks, leased to the caller.
         public func leaseTasks(_ request: LeaseTasksRequest, options: CallOptions = .defaults) async throws -> LeaseTasksResponse {
             try await transport.unary(Method.leaseTasks, request: request, options: options)
@@ -126,6 +135,7 @@ extension Coordinator.Handler {
             .async(Coordinator.Method.listFiles) { try await self.listFiles($0, context: $1) },
             .async(Coordinator.Method.scan) { try await self.scan($0, context: $1) },
             .async(Coordinator.Method.setWeight) { try await self.setWeight($0, context: $1) },
+            .async(Coordinator.Method.listAdvertisers) { try await self.listAdvertisers($0, context: $1) },
             .async(Coordinator.Method.leaseTasks) { try await self.leaseTasks($0, context: $1) },
             .async(Coordinator.Method.heartbeat) { try await self.heartbeat($0, context: $1) },
             .async(Coordinator.Method.completeTask) { try await self.completeTask($0, context: $1) },

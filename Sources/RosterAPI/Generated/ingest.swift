@@ -318,6 +318,90 @@ public struct StatusResponse: ProtoMessage {
     }
 }
 
+public struct ListAdvertisersRequest: ProtoMessage {
+    /// Start after this advertiser (the previous page's next_after_advertiser_id); empty: from the first.
+    public var afterAdvertiserID: String = ""
+    /// At most this many (default 100, at most 1,000).
+    public var limit: UInt32 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(afterAdvertiserID: String = "", limit: UInt32 = 0) {
+        self.afterAdvertiserID = afterAdvertiserID
+        self.limit = limit
+    }
+}
+
+/// One advertiser as the catalog knows it.
+public struct AdvertiserSummary: ProtoMessage {
+    public var advertiserID: String = ""
+    /// The live list version; 0 when none is live.
+    public var liveVersion: UInt64 = 0
+    /// The live version's file, its size and its distinct keys.
+    public var livePath: String = ""
+    public var liveBytes: UInt64 = 0
+    public var liveKeys: UInt64 = 0
+    /// When the live version went live (Unix ms); 0 when none is.
+    public var liveAtMs: Int64 = 0
+    /// The newest version of any state, and its state: a file in flight, or
+    /// one that failed, shows here.
+    public var latestVersion: UInt64 = 0
+    public var latestState: FileState = .unspecified
+    /// Versions the catalog holds for this advertiser.
+    public var versions: UInt32 = 0
+    /// The last change: the newest version's submission, or its end.
+    public var changedAtMs: Int64 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        advertiserID: String = "",
+        liveVersion: UInt64 = 0,
+        livePath: String = "",
+        liveBytes: UInt64 = 0,
+        liveKeys: UInt64 = 0,
+        liveAtMs: Int64 = 0,
+        latestVersion: UInt64 = 0,
+        latestState: FileState = .unspecified,
+        versions: UInt32 = 0,
+        changedAtMs: Int64 = 0
+    ) {
+        self.advertiserID = advertiserID
+        self.liveVersion = liveVersion
+        self.livePath = livePath
+        self.liveBytes = liveBytes
+        self.liveKeys = liveKeys
+        self.liveAtMs = liveAtMs
+        self.latestVersion = latestVersion
+        self.latestState = latestState
+        self.versions = versions
+        self.changedAtMs = changedAtMs
+    }
+}
+
+public struct ListAdvertisersResponse: ProtoMessage {
+    /// By advertiser id.
+    public var advertisers: [AdvertiserSummary] = []
+    /// Pass as after_advertiser_id for the next page; empty when this was the last.
+    public var nextAfterAdvertiserID: String = ""
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(advertisers: [AdvertiserSummary] = [], nextAfterAdvertiserID: String = "") {
+        self.advertisers = advertisers
+        self.nextAfterAdvertiserID = nextAfterAdvertiserID
+    }
+}
+
 public struct SetWeightRequest: ProtoMessage {
     public var advertiserID: String = ""
     /// Scheduling weight, > 0 (default 1): a weight of 2 halves waiting.
@@ -647,6 +731,105 @@ extension StatusResponse {
         writer.writeMap(StringCodec.self, UInt32Codec.self, field: 7, self.filesByState)
         if self.filesInFlight != 0 { writer.write(UInt32Codec.self, field: 8, self.filesInFlight) }
         writer.writeRepeated(MessageCodec<TierNode>.self, field: 9, self.nodes)
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension ListAdvertisersRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.afterAdvertiserID = try reader.read(StringCodec.self, tag)
+            case 2: self.limit = try reader.read(UInt32Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.afterAdvertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.afterAdvertiserID) }
+        if self.limit != 0 { size += ProtoSize.field(UInt32Codec.self, field: 2, self.limit) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.afterAdvertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.afterAdvertiserID) }
+        if self.limit != 0 { writer.write(UInt32Codec.self, field: 2, self.limit) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension AdvertiserSummary {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
+            case 2: self.liveVersion = try reader.read(UInt64Codec.self, tag)
+            case 3: self.livePath = try reader.read(StringCodec.self, tag)
+            case 4: self.liveBytes = try reader.read(UInt64Codec.self, tag)
+            case 5: self.liveKeys = try reader.read(UInt64Codec.self, tag)
+            case 6: self.liveAtMs = try reader.read(Int64Codec.self, tag)
+            case 7: self.latestVersion = try reader.read(UInt64Codec.self, tag)
+            case 8: self.latestState = try reader.read(EnumCodec<FileState>.self, tag)
+            case 9: self.versions = try reader.read(UInt32Codec.self, tag)
+            case 10: self.changedAtMs = try reader.read(Int64Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
+        if self.liveVersion != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.liveVersion) }
+        if !self.livePath.isEmpty { size += ProtoSize.field(StringCodec.self, field: 3, self.livePath) }
+        if self.liveBytes != 0 { size += ProtoSize.field(UInt64Codec.self, field: 4, self.liveBytes) }
+        if self.liveKeys != 0 { size += ProtoSize.field(UInt64Codec.self, field: 5, self.liveKeys) }
+        if self.liveAtMs != 0 { size += ProtoSize.field(Int64Codec.self, field: 6, self.liveAtMs) }
+        if self.latestVersion != 0 { size += ProtoSize.field(UInt64Codec.self, field: 7, self.latestVersion) }
+        if self.latestState.rawValue != 0 { size += ProtoSize.field(EnumCodec<FileState>.self, field: 8, self.latestState) }
+        if self.versions != 0 { size += ProtoSize.field(UInt32Codec.self, field: 9, self.versions) }
+        if self.changedAtMs != 0 { size += ProtoSize.field(Int64Codec.self, field: 10, self.changedAtMs) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
+        if self.liveVersion != 0 { writer.write(UInt64Codec.self, field: 2, self.liveVersion) }
+        if !self.livePath.isEmpty { writer.write(StringCodec.self, field: 3, self.livePath) }
+        if self.liveBytes != 0 { writer.write(UInt64Codec.self, field: 4, self.liveBytes) }
+        if self.liveKeys != 0 { writer.write(UInt64Codec.self, field: 5, self.liveKeys) }
+        if self.liveAtMs != 0 { writer.write(Int64Codec.self, field: 6, self.liveAtMs) }
+        if self.latestVersion != 0 { writer.write(UInt64Codec.self, field: 7, self.latestVersion) }
+        if self.latestState.rawValue != 0 { writer.write(EnumCodec<FileState>.self, field: 8, self.latestState) }
+        if self.versions != 0 { writer.write(UInt32Codec.self, field: 9, self.versions) }
+        if self.changedAtMs != 0 { writer.write(Int64Codec.self, field: 10, self.changedAtMs) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension ListAdvertisersResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: try reader.readRepeated(MessageCodec<AdvertiserSummary>.self, tag, into: &self.advertisers)
+            case 2: self.nextAfterAdvertiserID = try reader.read(StringCodec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        size += ProtoSize.repeated(MessageCodec<AdvertiserSummary>.self, field: 1, self.advertisers)
+        if !self.nextAfterAdvertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 2, self.nextAfterAdvertiserID) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        writer.writeRepeated(MessageCodec<AdvertiserSummary>.self, field: 1, self.advertisers)
+        if !self.nextAfterAdvertiserID.isEmpty { writer.write(StringCodec.self, field: 2, self.nextAfterAdvertiserID) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -1004,6 +1187,88 @@ extension StatusResponse: ProtoJSONMessage {
     }
 }
 
+extension ListAdvertisersRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.ListAdvertisersRequest"
+    public static let schemaDefinition = "message ListAdvertisersRequest {\n  /// Start after this advertiser (the previous page's next_after_advertiser_id); empty: from the first.\n  string after_advertiser_id = 1;\n  /// At most this many (default 100, at most 1,000).\n  uint32 limit = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("afterAdvertiserId", StringCodec.self, self.afterAdvertiserID)
+        object.singular("limit", UInt32Codec.self, self.limit)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "afterAdvertiserId", "after_advertiser_id": self.afterAdvertiserID = try JSONReader.singular(StringCodec.self, value, field: "afterAdvertiserId")
+            case "limit": self.limit = try JSONReader.singular(UInt32Codec.self, value, field: "limit")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["afterAdvertiserId", "limit"])
+            }
+        }
+    }
+}
+
+extension AdvertiserSummary: ProtoJSONMessage {
+    public static let protoName = "roster.v1.AdvertiserSummary"
+    public static let schemaDefinition = "/// One advertiser as the catalog knows it.\nmessage AdvertiserSummary {\n  string advertiser_id = 1;\n  /// The live list version; 0 when none is live.\n  uint64 live_version = 2;\n  /// The live version's file, its size and its distinct keys.\n  string live_path = 3;\n  uint64 live_bytes = 4;\n  uint64 live_keys = 5;\n  /// When the live version went live (Unix ms); 0 when none is.\n  int64 live_at_ms = 6;\n  /// The newest version of any state, and its state: a file in flight, or\n  /// one that failed, shows here.\n  uint64 latest_version = 7;\n  FileState latest_state = 8;\n  /// Versions the catalog holds for this advertiser.\n  uint32 versions = 9;\n  /// The last change: the newest version's submission, or its end.\n  int64 changed_at_ms = 10;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
+        object.singular("liveVersion", UInt64Codec.self, self.liveVersion)
+        object.singular("livePath", StringCodec.self, self.livePath)
+        object.singular("liveBytes", UInt64Codec.self, self.liveBytes)
+        object.singular("liveKeys", UInt64Codec.self, self.liveKeys)
+        object.singular("liveAtMs", Int64Codec.self, self.liveAtMs)
+        object.singular("latestVersion", UInt64Codec.self, self.latestVersion)
+        object.singular("latestState", EnumCodec<FileState>.self, self.latestState)
+        object.singular("versions", UInt32Codec.self, self.versions)
+        object.singular("changedAtMs", Int64Codec.self, self.changedAtMs)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "liveVersion", "live_version": self.liveVersion = try JSONReader.singular(UInt64Codec.self, value, field: "liveVersion")
+            case "livePath", "live_path": self.livePath = try JSONReader.singular(StringCodec.self, value, field: "livePath")
+            case "liveBytes", "live_bytes": self.liveBytes = try JSONReader.singular(UInt64Codec.self, value, field: "liveBytes")
+            case "liveKeys", "live_keys": self.liveKeys = try JSONReader.singular(UInt64Codec.self, value, field: "liveKeys")
+            case "liveAtMs", "live_at_ms": self.liveAtMs = try JSONReader.singular(Int64Codec.self, value, field: "liveAtMs")
+            case "latestVersion", "latest_version": self.latestVersion = try JSONReader.singular(UInt64Codec.self, value, field: "latestVersion")
+            case "latestState", "latest_state": self.latestState = try JSONReader.singular(EnumCodec<FileState>.self, value, field: "latestState")
+            case "versions": self.versions = try JSONReader.singular(UInt32Codec.self, value, field: "versions")
+            case "changedAtMs", "changed_at_ms": self.changedAtMs = try JSONReader.singular(Int64Codec.self, value, field: "changedAtMs")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "liveVersion", "livePath", "liveBytes", "liveKeys", "liveAtMs", "latestVersion", "latestState", "versions", "changedAtMs"])
+            }
+        }
+    }
+}
+
+extension ListAdvertisersResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.ListAdvertisersResponse"
+    public static let schemaDefinition = "message ListAdvertisersResponse {\n  /// By advertiser id.\n  repeated AdvertiserSummary advertisers = 1;\n  /// Pass as after_advertiser_id for the next page; empty when this was the last.\n  string next_after_advertiser_id = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.repeatedMessages("advertisers", self.advertisers)
+        object.singular("nextAfterAdvertiserId", StringCodec.self, self.nextAfterAdvertiserID)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "advertisers": self.advertisers = try JSONReader.repeated(MessageCodec<AdvertiserSummary>.self, value, field: "advertisers")
+            case "nextAfterAdvertiserId", "next_after_advertiser_id": self.nextAfterAdvertiserID = try JSONReader.singular(StringCodec.self, value, field: "nextAfterAdvertiserId")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertisers", "nextAfterAdvertiserId"])
+            }
+        }
+    }
+}
+
 extension SetWeightRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.SetWeightRequest"
     public static let schemaDefinition = "message SetWeightRequest {\n  string advertiser_id = 1;\n  /// Scheduling weight, > 0 (default 1): a weight of 2 halves waiting.\n  double weight = 2;\n}"
@@ -1093,6 +1358,9 @@ public enum IngestSchema {
         ListFilesResponse.self,
         StatusRequest.self,
         StatusResponse.self,
+        ListAdvertisersRequest.self,
+        AdvertiserSummary.self,
+        ListAdvertisersResponse.self,
         SetWeightRequest.self,
         SetWeightResponse.self,
         ScanRequest.self,
@@ -1105,6 +1373,7 @@ public enum IngestSchema {
         MethodDescription(descriptor: Coordinator.Method.listFiles, requestType: ListFilesRequest.self, responseType: ListFilesResponse.self, doc: ""),
         MethodDescription(descriptor: Coordinator.Method.scan, requestType: ScanRequest.self, responseType: ScanResponse.self, doc: "Looks for new or changed files in the lake now, not at the next periodic scan."),
         MethodDescription(descriptor: Coordinator.Method.setWeight, requestType: SetWeightRequest.self, responseType: SetWeightResponse.self, doc: ""),
+        MethodDescription(descriptor: Coordinator.Method.listAdvertisers, requestType: ListAdvertisersRequest.self, responseType: ListAdvertisersResponse.self, doc: "Every advertiser with its live version, keys, bytes and last change, in pages."),
         MethodDescription(descriptor: Coordinator.Method.leaseTasks, requestType: LeaseTasksRequest.self, responseType: LeaseTasksResponse.self, doc: "Pull: the highest-priority tasks, leased to the caller."),
         MethodDescription(descriptor: Coordinator.Method.heartbeat, requestType: HeartbeatRequest.self, responseType: HeartbeatResponse.self, doc: "Renews the caller's leases."),
         MethodDescription(descriptor: Coordinator.Method.completeTask, requestType: CompleteTaskRequest.self, responseType: CompleteTaskResponse.self, doc: "Reports a finished task; idempotent."),
