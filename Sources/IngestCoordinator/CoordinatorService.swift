@@ -36,6 +36,9 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         /// How often to compare what the match server serves with the
         /// catalog's live versions, rebuilding what it lost or found damaged.
         public var reconcileInterval: Duration
+        /// Earlier (retired) versions of each advertiser whose segments are
+        /// kept besides the live one's, ready for `Rollback`: the newest ones.
+        public var keepRetiredVersions: Int = 0
 
         /// Coordinators sharing one catalog elect a leader (`IngestCatalog+Leadership`):
         /// this one's name, the address it advertises, and the lease. Nil:
@@ -452,7 +455,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         guard isLeader else { return }
         let items: [IngestCatalog.Collectable]
         do {
-            items = try catalog.collectable()
+            items = try catalog.collectable(keepRetired: configuration.keepRetiredVersions)
         } catch {
             logger.warning("cannot list what to collect", metadata: ["error": "\(error)"])
             return
@@ -465,7 +468,7 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
                         try await store.remove(path)
                     }
                 }
-                try catalog.markCollected(file: item.file)
+                try catalog.markCollected(file: item.file, level: item.level)
             } catch {
                 logger.warning("cannot collect", metadata: ["file": "\(item.file)", "error": "\(error)"])
             }
@@ -616,6 +619,36 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         response.advertisers = try catalog.advertisers(after: request.afterAdvertiserID, limit: limit)
         if response.advertisers.count == limit, let last = response.advertisers.last { response.nextAfterAdvertiserID = last.advertiserID }
         return response
+    }
+
+    /// Serves a retired version again: the match server swaps it in (no
+    /// re-ingest), then the catalog records it live and the version it
+    /// replaced retired, both kept for another rollback.
+    public func rollback(_ request: RollbackRequest, context: RPCContext) async throws -> RollbackResponse {
+        try await asLeader {
+            guard !request.advertiserID.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
+            guard configuration.tier == nil else {
+                throw RPCError(.failedPrecondition, "rollback is not available with a tier of match servers yet: drop the earlier file into the lake again")
+            }
+            let target: IngestCatalog.Publication, live: UInt64?
+            do {
+                (target, live) = try catalog.rollbackTarget(advertiser: request.advertiserID, version: request.version, keepRetired: configuration.keepRetiredVersions)
+            } catch let error as IngestError {
+                throw RPCError(.failedPrecondition, error.description)
+            }
+            var publish = PublishRequest(advertiserID: target.advertiserID, version: target.version, segments: target.segments)
+            publish.rollback = true
+            let response: PublishResponse
+            do {
+                response = try await matchAdmin.publish(publish, options: CallOptions(timeout: .seconds(60)).bearer(configuration.adminToken))
+            } catch let error as RPCError {
+                throw RPCError(error.code, "the match server did not take version \(target.version) of '\(target.advertiserID)': \(error.message)")
+            }
+            try catalog.markRolledBack(advertiser: target.advertiserID, to: target.version, now: clock())
+            logger.notice("rolled back", metadata: ["advertiser": "\(target.advertiserID)", "version": "\(target.version)",
+                                                    "previous": "\(live ?? response.previousVersion)"])
+            return RollbackResponse(version: target.version, previousVersion: live ?? response.previousVersion)
+        }
     }
 
     public func scan(_ request: ScanRequest, context: RPCContext) async throws -> ScanResponse {

@@ -6,7 +6,7 @@ import RosterAPI
 ///
 /// ```
 ///  queued ─started─▶ parsing ─parsed─▶ merging ─merged─▶ publishing ─published─▶ live ─retired─▶ retired
-///                      ▲  └─────────merged (a one-block file)──────▶            │
+///                      ▲  └─────────merged (a one-block file)──────▶            │  ▲──restored──┘ (a rollback; its segments kept)
 ///                      └──runsLost── merging                                      └─damaged─▶ failed (rebuilt as a new version)
 ///  queued, parsing, merging, publishing ─superseded / failed─▶ superseded / failed
 ///  parsing, merging ─rejected─▶ rejected (too many invalid lines)
@@ -38,6 +38,8 @@ public enum FileLifecycle {
         case rejected
         /// The match server found it damaged while live; it is rebuilt as a new version.
         case damaged
+        /// A rollback made it live again (its segments were kept).
+        case restored
     }
 
     /// The state `event` leads to.
@@ -47,7 +49,7 @@ public enum FileLifecycle {
         case .parsed: .merging
         case .runsLost: .parsing
         case .merged: .publishing
-        case .published: .live
+        case .published, .restored: .live
         case .retired: .retired
         case .superseded: .superseded
         case .failed, .damaged: .failed
@@ -67,6 +69,7 @@ public enum FileLifecycle {
         case .superseded, .failed: [.queued, .parsing, .merging, .publishing]
         case .rejected: [.parsing, .merging]
         case .damaged: [.live]
+        case .restored: [.retired]
         }
     }
 
@@ -76,6 +79,7 @@ public enum FileLifecycle {
         sources(of: event).contains(state) ? target(of: event) : nil
     }
 
-    /// States a version never leaves.
-    public static let finalStates: [FileState] = [.retired, .superseded, .failed, .rejected]
+    /// States a version never leaves. (A retired one may be restored by a
+    /// rollback while its segments are kept.)
+    public static let finalStates: [FileState] = [.superseded, .failed, .rejected]
 }

@@ -24,22 +24,25 @@ extension IngestCatalog {
     /// Every version in `state` (publishing, or live: what a tier's nodes
     /// must hold), with its segments, oldest first.
     public func publications(in state: FileState) throws -> [Publication] {
-        try read { db in
-            let files = try db.rows("SELECT id, advertiser_id, path, etag FROM files WHERE state = ? ORDER BY id",
-                                    state) { (UInt64($0.int("id")), $0.string("advertiser_id"), $0.string("path"), $0.string("etag")) }
-            return try files.map { id, advertiser, path, etag in
-                let segments = try db.rows("""
-                    SELECT output, output_keys, output_offset, output_length FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole)) ORDER BY seq
-                    """, id) { row in
-                    var ref = SegmentRef()
-                    ref.path = row.string("output")
-                    ref.keyCount = UInt64(row.int("output_keys"))
-                    ref.offset = UInt64(row.int("output_offset"))
-                    ref.length = UInt64(row.int("output_length"))
-                    return ref
-                }
-                return Publication(version: id, advertiserID: advertiser, segments: segments, path: path, etag: etag)
+        try read { db in try publications(db, where: "state = ?", state) }
+    }
+
+    /// The versions `condition` selects, with their segments, oldest first.
+    func publications(_ db: any SQLDatabase, where condition: String, _ value: SQLBindable) throws -> [Publication] {
+        let files = try db.rows("SELECT id, advertiser_id, path, etag FROM files WHERE \(condition) ORDER BY id",
+                                value) { (UInt64($0.int("id")), $0.string("advertiser_id"), $0.string("path"), $0.string("etag")) }
+        return try files.map { id, advertiser, path, etag in
+            let segments = try db.rows("""
+                SELECT output, output_keys, output_offset, output_length FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole)) ORDER BY seq
+                """, id) { row in
+                var ref = SegmentRef()
+                ref.path = row.string("output")
+                ref.keyCount = UInt64(row.int("output_keys"))
+                ref.offset = UInt64(row.int("output_offset"))
+                ref.length = UInt64(row.int("output_length"))
+                return ref
             }
+            return Publication(version: id, advertiserID: advertiser, segments: segments, path: path, etag: etag)
         }
     }
 
@@ -78,28 +81,39 @@ extension IngestCatalog {
         /// the output of a lost attempt) is deleted.
         public var segmentFolder: String?
         public var served: Set<String>
+        /// What `markCollected` records once done: 1, the runs; 2, everything.
+        public var level: Int
     }
 
     /// Store folders that are no longer needed: all of a live version's runs
-    /// and stray files beside its segments, and everything of versions that
-    /// ended without being live or were retired.
-    public func collectable() throws -> [Collectable] {
+    /// and stray files beside its segments; everything of versions that
+    /// ended without being live; and of retired versions, their runs, and
+    /// their segments too once `keepRetired` newer retired versions of the
+    /// advertiser exist (the newest `keepRetired` stay ready for a rollback).
+    public func collectable(keepRetired: Int = 0) throws -> [Collectable] {
         try read { db in
             // Through the partial index `files_to_collect` (migration 3): the
-            // cost is the number of files to collect, not of live ones.
-            // SQLite is told to use it (its planner may not); PostgreSQL has
-            // no such hint and picks the partial index on its own.
+            // cost is the number of files to collect (and of retired versions
+            // kept), not of live ones. SQLite is told to use it (its planner
+            // may not); PostgreSQL has no such hint and picks the partial index on its own.
             try db.rows("""
-                SELECT id, advertiser_id, state FROM files \(db.engine == .sqlite ? "INDEXED BY files_to_collect" : "")
-                WHERE (state = \(FileState.live.sql) AND collected = 0) OR (state IN \(FileState.sqlList(.failed, .rejected, .superseded, .retired)) AND collected < 2)
-                """) { row in
+                SELECT f.id, f.advertiser_id, f.state, f.collected,
+                       (SELECT COUNT(*) FROM files g WHERE g.advertiser_id = f.advertiser_id AND g.state = \(FileState.retired.sql) AND g.id > f.id) AS newer_retired
+                FROM files AS f \(db.engine == .sqlite ? "INDEXED BY files_to_collect" : "")
+                WHERE (f.state = \(FileState.live.sql) AND f.collected = 0) OR (f.state IN \(FileState.sqlList(.failed, .rejected, .superseded, .retired)) AND f.collected < 2)
+                """) { row -> Collectable? in
                 let id = UInt64(row.int("id")), advertiser = row.string("advertiser_id")
                 let segments = StorePaths.segments(advertiser: advertiser, file: id), runs = StorePaths.runs(advertiser: advertiser, file: id)
-                if row.fileState("state") != .live {
-                    return Collectable(file: id, prefixes: [runs, segments], segmentFolder: nil, served: [])
+                switch row.fileState("state") {
+                case .live:
+                    return Collectable(file: id, prefixes: [runs], segmentFolder: segments, served: [], level: 1)
+                case .retired where row.int("newer_retired") < Int64(keepRetired):
+                    // Kept for a rollback: its runs only, once.
+                    return row.int("collected") == 0 ? Collectable(file: id, prefixes: [runs], segmentFolder: nil, served: [], level: 1) : nil
+                default:
+                    return Collectable(file: id, prefixes: [runs, segments], segmentFolder: nil, served: [], level: 2)
                 }
-                return Collectable(file: id, prefixes: [runs], segmentFolder: segments, served: [])
-            }.map { item in
+            }.compactMap { $0 }.map { item in
                 guard item.segmentFolder != nil else { return item }
                 var item = item
                 item.served = Set(try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole)) AND state = ?",
@@ -109,11 +123,61 @@ extension IngestCatalog {
         }
     }
 
-    /// Marks what `collectable` listed for `file` as deleted: 1 = its runs
-    /// (it is live), 2 = everything.
-    public func markCollected(file: UInt64) throws {
+    /// Marks what `collectable` listed for `file` as deleted: its `level`
+    /// (1: its runs, 2: everything).
+    public func markCollected(file: UInt64, level: Int) throws {
         try write { db in
-            try db.run("UPDATE files SET collected = CASE WHEN state = \(FileState.live.sql) THEN 1 ELSE 2 END WHERE id = ?", file)
+            try db.run("UPDATE files SET collected = ? WHERE id = ? AND collected < ?", level, file, level)
+        }
+    }
+
+    /// What a rollback of `advertiser` would serve: `version`, or when 0 the
+    /// newest retired version whose segments are kept (one of the newest
+    /// `keepRetired` retired ones, which garbage collection leaves alone), with
+    /// its segments; and the version live now.
+    public func rollbackTarget(advertiser: String, version: UInt64, keepRetired: Int) throws -> (target: Publication, live: UInt64?) {
+        try read { db in
+            let live = try db.rows("SELECT live_file_id FROM advertisers WHERE id = ? AND live_file_id IS NOT NULL", advertiser) { UInt64($0.int(0)) }.first
+            let kept = try db.rows("""
+                SELECT id FROM files WHERE advertiser_id = ? AND state = \(FileState.retired.sql) AND collected < 2 ORDER BY id DESC LIMIT ?
+                """, advertiser, max(0, keepRetired)) { UInt64($0.int(0)) }
+            let target: UInt64
+            if version == 0 {
+                guard let newest = kept.first else {
+                    throw IngestError.failedPrecondition("advertiser '\(advertiser)' has no earlier version whose segments are kept (the coordinator keeps the segments of \(keepRetired) earlier version(s): --keep-versions)")
+                }
+                target = newest
+            } else {
+                guard kept.contains(version) else {
+                    let state = try db.rows("SELECT state FROM files WHERE id = ? AND advertiser_id = ?", version, advertiser) { $0.fileState("state") }.first
+                    switch state {
+                    case nil: throw IngestError.failedPrecondition("advertiser '\(advertiser)' has no version \(version)")
+                    case .live?: throw IngestError.failedPrecondition("version \(version) of '\(advertiser)' is live already")
+                    case .retired?: throw IngestError.failedPrecondition("the segments of version \(version) of '\(advertiser)' are no longer kept (the coordinator keeps those of the \(keepRetired) newest earlier version(s): --keep-versions)")
+                    case let other?: throw IngestError.failedPrecondition("version \(version) of '\(advertiser)' was never live (\(other.name)): only a retired version can be served again")
+                    }
+                }
+                target = version
+            }
+            guard let publication = try publications(db, where: "id = ?", target).first else {
+                throw IngestError.failedPrecondition("advertiser '\(advertiser)' has no version \(target)")
+            }
+            return (publication, live)
+        }
+    }
+
+    /// Records a rollback the match server has made: `version` is live again
+    /// and the version that was live is retired (its segments kept in turn).
+    public func markRolledBack(advertiser: String, to version: UInt64, now: Double) throws {
+        try write { db in
+            guard try move(db, file: version, on: .restored, also: "live_at = ?", now) else {
+                throw IngestError.failedPrecondition("version \(version) of '\(advertiser)' is no longer retired")
+            }
+            try db.run("""
+                UPDATE files SET state = \(FileLifecycle.target(of: .retired).sql), ended_at = ?
+                WHERE advertiser_id = ? AND state IN \(FileState.sqlList(FileLifecycle.sources(of: .retired))) AND id <> ?
+                """, now, advertiser, version)
+            try db.run("UPDATE advertisers SET live_file_id = ? WHERE id = ?", version, advertiser)
         }
     }
 }

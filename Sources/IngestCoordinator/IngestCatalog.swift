@@ -150,11 +150,13 @@ public final class IngestCatalog: @unchecked Sendable {
 public enum IngestError: Error, Sendable, CustomStringConvertible {
     case invalidPath(String)
     case invalidArgument(String)
+    /// The catalog is not in a state that allows it (a rollback to a version whose segments are gone).
+    case failedPrecondition(String)
 
     public var description: String {
         switch self {
         case .invalidPath(let path): "'\(path)' is not <advertiser-id>/<file> in the lake"
-        case .invalidArgument(let message): message
+        case .invalidArgument(let message), .failedPrecondition(let message): message
         }
     }
 }

@@ -304,11 +304,14 @@ public final class MatchCatalog: Sendable {
         public var advertiser: String
         public var version: UInt64
         public var segments: [SegmentLocation]
+        /// An older version may replace the live one (a rollback).
+        public var rollback: Bool
 
-        public init(advertiser: String, version: UInt64, segments: [SegmentLocation]) {
+        public init(advertiser: String, version: UInt64, segments: [SegmentLocation], rollback: Bool = false) {
             self.advertiser = advertiser
             self.version = version
             self.segments = segments
+            self.rollback = rollback
         }
 
         public init(advertiser: String, version: UInt64, paths: [String]) {
@@ -344,7 +347,7 @@ public final class MatchCatalog: Sendable {
             for (index, list) in opened {
                 let replaced = newest[list.advertiserID] ?? live.withLock { $0[list.advertiserID] }
                 let previous = replaced?.version ?? 0
-                if previous >= list.version && previous != 0 {
+                if previous >= list.version && previous != 0 && !(batch[index].rollback && previous != list.version) {
                     results[index] = previous == list.version ? .success(.alreadyLive)
                         : .failure(.staleVersion(requested: list.version, live: previous))
                     continue
@@ -371,8 +374,8 @@ public final class MatchCatalog: Sendable {
                 live.withLock { $0[list.advertiserID] = list }
                 damaged.withLock { _ = $0.removeValue(forKey: list.advertiserID) }
                 results[index] = .success(.published(previous: previous))
-                logger.info("published", metadata: ["advertiser": "\(list.advertiserID)", "version": "\(list.version)",
-                                                     "keys": "\(list.keyCount)", "previous": "\(previous)"])
+                logger.info(list.version < previous ? "rolled back" : "published", metadata: [
+                    "advertiser": "\(list.advertiserID)", "version": "\(list.version)", "keys": "\(list.keyCount)", "previous": "\(previous)"])
             }
         }
         return results.map { $0! }
@@ -383,7 +386,7 @@ public final class MatchCatalog: Sendable {
         let (advertiser, version) = (publication.advertiser, publication.version)
         if let live = current(advertiser) {
             if live.version == version { return nil }
-            if live.version > version { throw .staleVersion(requested: version, live: live.version) }
+            if live.version > version && !publication.rollback { throw .staleVersion(requested: version, live: live.version) }
         }
         let segments = try Self.open(publication.segments, in: root, checks: .everything)
         for (location, segment) in zip(publication.segments, segments) {

@@ -182,7 +182,7 @@ public struct AdminHandler: MatchAdmin.Handler {
             MatchCatalog.Publication(advertiser: $0.advertiserID, version: $0.version, segments: $0.segments.map { ref in
                 SegmentLocation(path: ref.path, slice: ref.length == 0 ? nil
                     : SegmentLocation.Slice(offset: Int(clamping: ref.offset), length: Int(clamping: ref.length)))
-            })
+            }, rollback: $0.rollback)
         })
         return zip(requests, outcomes).map { request, outcome in
             var result = PublishResult()

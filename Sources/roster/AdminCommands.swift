@@ -135,3 +135,39 @@ struct ExportCommand: AsyncParsableCommand {
         }
     }
 }
+
+/// `roster rollback`: serve an advertiser's previous version again.
+struct RollbackCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rollback",
+        abstract: "Serve an advertiser's previous list version again, at once (no re-ingest).",
+        discussion: """
+            Calls Coordinator.Rollback: the match server swaps the earlier version in atomically
+            (a query sees the old list or the new, never a mix), then the catalog records it live
+            and the version it replaced retired. Only versions whose segments the coordinator
+            keeps can come back (coordinator --keep-versions, default 1: the one before the live
+            one). A later file dropped into the lake replaces the list as usual.
+
+            Examples:
+              roster rollback --advertiser acme              # the version before the live one
+              roster rollback --advertiser acme --to 41      # a given version (roster advertisers, roster call Coordinator.ListFiles)
+            """)
+
+    @OptionGroup var client: ClientOptions
+
+    @Option(help: "The advertiser id.")
+    var advertiser: String
+
+    @Option(help: "The version to serve (default: the newest earlier one still kept).")
+    var to: UInt64 = 0
+
+    func run() async throws {
+        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { transport in
+            let coordinator = Coordinator.Client(transport: transport)
+            let response = try await userFacing("cannot roll back \(advertiser)") {
+                try await coordinator.rollback(RollbackRequest(advertiserID: advertiser, version: to), options: client.coordinatorOptions())
+            }
+            print("\(advertiser): version \(response.version) is live again (it replaced version \(response.previousVersion))")
+        }
+    }
+}

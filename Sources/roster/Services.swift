@@ -78,7 +78,11 @@ struct IngestOptions: ParsableArguments {
     @Option(help: "Seconds between lake scans (0: scan only on submit or Scan).")
     var scanInterval: Double = 2
 
+    @Option(help: "Earlier versions of each advertiser whose segments are kept besides the live one's, which `roster rollback` can serve again at once (0: none).")
+    var keepVersions: Int = 1
+
     func policy() throws -> IngestPolicy {
+        guard keepVersions >= 0 else { throw CLIError("--keep-versions must be 0 or more") }
         guard blockSize >= 1024 else { throw CLIError("--block-size must be at least 1024 bytes") }
         guard mergeBytes >= 1024 else { throw CLIError("--merge-bytes must be at least 1024 bytes") }
         guard lease > 0 else { throw CLIError("--lease must be positive") }
@@ -161,6 +165,7 @@ enum ServiceFactory {
                 var configuration = CoordinatorService<RPCClient>.Configuration(
                     scanInterval: ingest.scanDuration, adminToken: adminToken, callerTokens: callerTokens)
                 configuration.election = election
+                configuration.keepRetiredVersions = ingest.keepVersions
                 if let tier {
                     // One connection pool per node address, made on first use.
                     let clients = TransportCache { RPCClient(address: $0, configuration: .init(tls: clientTLS)) }

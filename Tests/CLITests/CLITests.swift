@@ -109,6 +109,26 @@ final class CLITests: ServicesTestCase {
         let replaced = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", members[0]])
         XCTAssertEqual(replaced.status, 3, "the old list is gone")
 
+        // A rollback serves the previous version again at once (its segments
+        // are kept: --keep-versions 1), and rolling back again the newer one.
+        func ask(_ email: String) throws -> Int32 {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", email]).status
+        }
+        let back = try RosterBinary.run(["rollback", "--coordinator", coordinator, "--advertiser", "acme"])
+        XCTAssertEqual(back.status, 0, back.stderr)
+        XCTAssertTrue(back.stdout.hasPrefix("acme: version ") && back.stdout.contains("is live again"), back.stdout)
+        XCTAssertEqual(try ask(members[0]), 0, "the old list answers again, with no re-ingest")
+        XCTAssertEqual(try ask(emails(1000..<1001)[0]), 3)
+        let listed = try RosterBinary.run(["advertisers", "--coordinator", coordinator, "--json"])
+        let acme = try XCTUnwrap(listed.stdout.split(separator: "\n").first { $0.contains("\"acme\"") }.map(String.init), listed.stdout)
+        XCTAssertTrue(acme.contains("\"liveKeys\": \"300\"") || acme.contains("\"liveKeys\":\"300\""), "the catalog agrees: \(acme)")
+        let forward = try RosterBinary.run(["rollback", "--coordinator", coordinator, "--advertiser", "acme"])
+        XCTAssertEqual(forward.status, 0, forward.stderr)
+        XCTAssertEqual(try ask(emails(1000..<1001)[0]), 0, "and forward again")
+        let gone = try RosterBinary.run(["rollback", "--coordinator", coordinator, "--advertiser", "acme", "--to", "999"])
+        XCTAssertEqual(gone.status, 73, "FAILED_PRECONDITION: 64 + 9: \(gone.stderr)")
+        XCTAssertEqual(gone.stderr, "Error: cannot roll back acme: FAILED_PRECONDITION: advertiser 'acme' has no version 999\n")
+
         // Ctrl-C stops everything cleanly.
         XCTAssertEqual(dev.stop(SIGINT), 0, dev.stderr)
         XCTAssertTrue(dev.stdout.contains("roster dev stopped."), dev.stdout)
@@ -317,6 +337,7 @@ final class CLITests: ServicesTestCase {
             "MatchAdmin.PublishMany": #"{"publications": [{"advertiserId": "cli-many", "version": "1"}]}"#,
             "MatchAdmin.Export": #"{"advertiserId": "acme", "limit": 2}"#,
             "Coordinator.ListAdvertisers": #"{"limit": 10}"#,
+            "Coordinator.Rollback": #"{"advertiserId": "nobody"}"#,
             "Coordinator.SubmitFile": #"{"path": "acme/m.txt"}"#,
             "Coordinator.Status": "{}",
             "Coordinator.ListFiles": #"{"advertiserId": "acme", "limit": 5}"#,
@@ -335,6 +356,12 @@ final class CLITests: ServicesTestCase {
         }
         for (method, json) in requests.sorted(by: { $0.key < $1.key }) {
             let result = try RosterBinary.run(["call", "--match", match, "--coordinator", coordinator, method, json])
+            if method == "Coordinator.Rollback" {
+                // An advertiser with nothing to roll back to: said so, with its status.
+                XCTAssertEqual(result.status, 73, result.stderr)
+                XCTAssertTrue(result.stderr.contains("FAILED_PRECONDITION") && result.stderr.contains("no earlier version"), result.stderr)
+                continue
+            }
             if method == "Coordinator.RegisterNode" {
                 // `roster dev` publishes to its one match server, not to a tier.
                 XCTAssertNotEqual(result.status, 0)
@@ -498,7 +525,7 @@ final class CLITests: ServicesTestCase {
     }
 
     func testEveryCommandHasHelpWithExamples() throws {
-        for command in ["dev", "coordinator", "worker", "match-server", "submit", "status", "advertisers", "match", "export", "call", "load"] {
+        for command in ["dev", "coordinator", "worker", "match-server", "submit", "status", "advertisers", "rollback", "match", "export", "call", "load"] {
             let result = try RosterBinary.run([command, "--help"])
             XCTAssertEqual(result.status, 0, command)
             XCTAssertTrue(result.stdout.contains("Example"), "\(command) --help has examples: \(result.stdout)")

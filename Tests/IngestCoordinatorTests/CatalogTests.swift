@@ -85,8 +85,54 @@ class CatalogTests: XCTestCase, CatalogEngine {
         XCTAssertEqual(items.map(\.file), [first.version])
         XCTAssertEqual(items.first?.prefixes.count, 2, "runs and segments")
         XCTAssertNil(items.first?.segmentFolder)
-        try catalog.markCollected(file: first.version)
+        try catalog.markCollected(file: first.version, level: items.first { $0.file == first.version }!.level)
         XCTAssertEqual(try catalog.collectable().map(\.file), [])
+    }
+
+    /// --keep-versions: the newest retired versions keep their segments (runs
+    /// go), older ones go whole; a rollback restores a kept one and retires
+    /// the live one, which is kept in turn (a roll forward works too).
+    func testRetiredVersionsAreKeptForARollbackAndRestored() throws {
+        let db = try makeDatabase()
+        let catalog = try IngestCatalog(database: db, policy: IngestPolicy())
+        var ids: [UInt64] = []
+        for i in 1...4 { ids.append(try catalog.submit(object("a/\(i)", size: 10, etag: "e\(i)"), now: Double(i)).version) }
+        try db.run("UPDATE files SET state = \(FileState.retired.sql) WHERE id IN (?, ?, ?)", ids[0], ids[1], ids[2])
+        try db.run("UPDATE files SET state = \(FileState.live.sql) WHERE id = ?", ids[3])
+        try db.run("UPDATE advertisers SET live_file_id = ? WHERE id = 'a'", ids[3])
+
+        let items = Dictionary(uniqueKeysWithValues: try catalog.collectable(keepRetired: 1).map { ($0.file, $0) })
+        XCTAssertEqual(Set(items.keys), Set(ids))
+        XCTAssertEqual(items[ids[3]]?.level, 1, "live: its runs")
+        XCTAssertEqual(items[ids[2]]?.level, 1, "the newest retired: its runs, its segments kept")
+        XCTAssertEqual(items[ids[2]]?.prefixes.count, 1)
+        XCTAssertNil(items[ids[2]]?.segmentFolder)
+        XCTAssertEqual(items[ids[1]]?.level, 2, "older: everything")
+        XCTAssertEqual(items[ids[0]]?.prefixes.count, 2)
+        for item in items.values { try catalog.markCollected(file: item.file, level: item.level) }
+        XCTAssertEqual(try catalog.collectable(keepRetired: 1).map(\.file), [])
+
+        XCTAssertEqual(try catalog.rollbackTarget(advertiser: "a", version: 0, keepRetired: 1).target.version, ids[2])
+        XCTAssertEqual(try catalog.rollbackTarget(advertiser: "a", version: 0, keepRetired: 1).live, ids[3])
+        XCTAssertThrowsError(try catalog.rollbackTarget(advertiser: "a", version: ids[0], keepRetired: 1)) { error in
+            XCTAssertTrue("\(error)".contains("no longer kept"), "\(error)")
+        }
+        XCTAssertThrowsError(try catalog.rollbackTarget(advertiser: "a", version: ids[3], keepRetired: 1)) { error in
+            XCTAssertTrue("\(error)".contains("is live already"), "\(error)")
+        }
+        XCTAssertThrowsError(try catalog.rollbackTarget(advertiser: "a", version: 0, keepRetired: 0)) { error in
+            XCTAssertTrue("\(error)".contains("no earlier version whose segments are kept"), "\(error)")
+        }
+
+        try catalog.markRolledBack(advertiser: "a", to: ids[2], now: 10)
+        let states = try catalog.files(advertiser: "a", states: [], limit: 10, now: 10).map { ($0.version, $0.state) }
+        XCTAssertEqual(states.first { $0.0 == ids[2] }?.1, .live)
+        XCTAssertEqual(states.first { $0.0 == ids[3] }?.1, .retired)
+        XCTAssertEqual(try catalog.liveVersions().map(\.file), [ids[2]])
+        // The version it replaced is kept in turn: nothing to collect, and it can come back.
+        XCTAssertEqual(try catalog.collectable(keepRetired: 1).map(\.file), [])
+        XCTAssertEqual(try catalog.rollbackTarget(advertiser: "a", version: 0, keepRetired: 1).target.version, ids[3])
+        XCTAssertThrowsError(try catalog.markRolledBack(advertiser: "a", to: ids[2], now: 11), "a live version is not restored twice")
     }
 
     func testPathOutsideAnAdvertiserFolderIsRefused() throws {

@@ -128,6 +128,29 @@ final class MatchServerTests: XCTestCase {
         await assertStatus(.permissionDenied) { _ = try await self.admin.export(ExportRequest(advertiserID: "acme"), options: self.asClient) }
     }
 
+    /// An older version replaces the live one only when the publish says it
+    /// is a rollback; the manifest keeps it across a restart.
+    func testARollbackPublishesAnOlderVersion() async throws {
+        let first = randomKeys(100, seed: 11), second = randomKeys(100, seed: 12)
+        let firstSegments = try writeSegments(first, advertiser: "acme", version: 1)
+        _ = try await admin.publish(PublishRequest(advertiserID: "acme", version: 1, segments: firstSegments), options: asAdmin)
+        _ = try await publish(second, advertiser: "acme", version: 2)
+        await assertStatus(.failedPrecondition) {
+            _ = try await self.admin.publish(PublishRequest(advertiserID: "acme", version: 1, segments: firstSegments), options: self.asAdmin)
+        }
+        var rollback = PublishRequest(advertiserID: "acme", version: 1, segments: firstSegments)
+        rollback.rollback = true
+        let response = try await admin.publish(rollback, options: asAdmin)
+        XCTAssertEqual(response.previousVersion, 2)
+        for _ in 0..<2 {
+            let reply = try await match.match(MatchRequest(advertiserID: "acme", hash: Data(first[0].bytes)), options: asClient)
+            XCTAssertTrue(reply.matched)
+            XCTAssertEqual(reply.version, 1)
+            stopServer()
+            try await startServer()
+        }
+    }
+
     func testMatchAndMatchManyAgreeWithASet() async throws {
         let members = randomKeys(100_000, seed: 1) + [Key16(hi: 0, lo: 0), Key16(hi: .max, lo: .max)]
         let response = try await publish(members, advertiser: "acme", version: 1, parts: 3)

@@ -34,9 +34,12 @@ public struct SegmentRef: ProtoMessage {
 
 public struct PublishRequest: ProtoMessage {
     public var advertiserID: String = ""
-    /// Must be greater than the version being served.
+    /// Must be greater than the version being served, unless `rollback`.
     public var version: UInt64 = 0
     public var segments: [SegmentRef] = []
+    /// A rollback the coordinator ordered: an older version may replace the
+    /// one being served (its segments are checked as for any publish).
+    public var rollback: Bool = false
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -46,11 +49,13 @@ public struct PublishRequest: ProtoMessage {
     public init(
         advertiserID: String = "",
         version: UInt64 = 0,
-        segments: [SegmentRef] = []
+        segments: [SegmentRef] = [],
+        rollback: Bool = false
     ) {
         self.advertiserID = advertiserID
         self.version = version
         self.segments = segments
+        self.rollback = rollback
     }
 }
 
@@ -308,6 +313,7 @@ extension PublishRequest {
             case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
             case 2: self.version = try reader.read(UInt64Codec.self, tag)
             case 3: try reader.readRepeated(MessageCodec<SegmentRef>.self, tag, into: &self.segments)
+            case 4: self.rollback = try reader.read(BoolCodec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -318,6 +324,7 @@ extension PublishRequest {
         if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
         if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.version) }
         size += ProtoSize.repeated(MessageCodec<SegmentRef>.self, field: 3, self.segments)
+        if self.rollback { size += ProtoSize.field(BoolCodec.self, field: 4, self.rollback) }
         return size
     }
 
@@ -325,6 +332,7 @@ extension PublishRequest {
         if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
         if self.version != 0 { writer.write(UInt64Codec.self, field: 2, self.version) }
         writer.writeRepeated(MessageCodec<SegmentRef>.self, field: 3, self.segments)
+        if self.rollback { writer.write(BoolCodec.self, field: 4, self.rollback) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -640,13 +648,14 @@ extension SegmentRef: ProtoJSONMessage {
 
 extension PublishRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.PublishRequest"
-    public static let schemaDefinition = "message PublishRequest {\n  string advertiser_id = 1;\n  /// Must be greater than the version being served.\n  uint64 version = 2;\n  repeated SegmentRef segments = 3;\n}"
+    public static let schemaDefinition = "message PublishRequest {\n  string advertiser_id = 1;\n  /// Must be greater than the version being served, unless `rollback`.\n  uint64 version = 2;\n  repeated SegmentRef segments = 3;\n  /// A rollback the coordinator ordered: an older version may replace the\n  /// one being served (its segments are checked as for any publish).\n  bool rollback = 4;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.singular("advertiserId", StringCodec.self, self.advertiserID)
         object.singular("version", UInt64Codec.self, self.version)
         object.repeatedMessages("segments", self.segments)
+        object.singular("rollback", BoolCodec.self, self.rollback)
         return object.value
     }
 
@@ -656,7 +665,8 @@ extension PublishRequest: ProtoJSONMessage {
             case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
             case "segments": self.segments = try JSONReader.repeated(MessageCodec<SegmentRef>.self, value, field: "segments")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "version", "segments"])
+            case "rollback": self.rollback = try JSONReader.singular(BoolCodec.self, value, field: "rollback")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "version", "segments", "rollback"])
             }
         }
     }

@@ -23,6 +23,9 @@ public enum Coordinator {
         public static let setWeight = RPCMethodDescriptor(service: Coordinator.name, method: "SetWeight", id: 0x0003_0005)
         /// Every advertiser with its live version, keys, bytes and last change, in pages.
         public static let listAdvertisers = RPCMethodDescriptor(service: Coordinator.name, method: "ListAdvertisers", id: 0x0003_0006)
+        /// Serves a previous version again at once, by the match server's atomic
+        /// swap (no re-ingest): FAILED_PRECONDITION when its segments are gone.
+        public static let rollback = RPCMethodDescriptor(service: Coordinator.name, method: "Rollback", id: 0x0003_0007)
         /// Pull: the highest-priority tasks, leased to the caller.
         public static let leaseTasks = RPCMethodDescriptor(service: Coordinator.name, method: "LeaseTasks", id: 0x0003_000A)
         /// Renews the caller's leases.
@@ -34,7 +37,7 @@ public enum Coordinator {
         public static let registerNode = RPCMethodDescriptor(service: Coordinator.name, method: "RegisterNode", id: 0x0003_0014)
         /// Which nodes serve which advertisers: what clients route by (tier.rdl).
         public static let placement = RPCMethodDescriptor(service: Coordinator.name, method: "Placement", id: 0x0003_0015)
-        public static let all: [RPCMethodDescriptor] = [submitFile, status, listFiles, scan, setWeight, listAdvertisers, leaseTasks, heartbeat, completeTask, failTask, registerNode, placement]
+        public static let all: [RPCMethodDescriptor] = [submitFile, status, listFiles, scan, setWeight, listAdvertisers, rollback, leaseTasks, heartbeat, completeTask, failTask, registerNode, placement]
     }
 
     /// Implement this to serve `roster.v1.Coordinator` with handlers that may suspend.
@@ -49,6 +52,9 @@ public enum Coordinator {
         func setWeight(_ request: SetWeightRequest, context: RPCContext) async throws -> SetWeightResponse
         /// Every advertiser with its live version, keys, bytes and last change, in pages.
         func listAdvertisers(_ request: ListAdvertisersRequest, context: RPCContext) async throws -> ListAdvertisersResponse
+        /// Serves a previous version again at once, by the match server's atomic
+        /// swap (no re-ingest): FAILED_PRECONDITION when its segments are gone.
+        func rollback(_ request: RollbackRequest, context: RPCContext) async throws -> RollbackResponse
         /// Pull: the highest-priority tasks, leased to the caller.
         func leaseTasks(_ request: LeaseTasksRequest, context: RPCContext) async throws -> LeaseTasksResponse
         /// Renews the caller's leases.
@@ -96,6 +102,12 @@ public enum Coordinator {
             try await transport.unary(Method.listAdvertisers, request: request, options: options)
         }
 
+        /// Serves a previous version again at once, by the match server's atomic
+        /// swap (no re-ingest): FAILED_PRECONDITION when its segments are gone.
+        public func rollback(_ request: RollbackRequest, options: CallOptions = .defaults) async throws -> RollbackResponse {
+            try await transport.unary(Method.rollback, request: request, options: options)
+        }
+
         /// Pull: the highest-priority tasks, leased to the caller.
         public func leaseTasks(_ request: LeaseTasksRequest, options: CallOptions = .defaults) async throws -> LeaseTasksResponse {
             try await transport.unary(Method.leaseTasks, request: request, options: options)
@@ -136,6 +148,7 @@ extension Coordinator.Handler {
             .async(Coordinator.Method.scan) { try await self.scan($0, context: $1) },
             .async(Coordinator.Method.setWeight) { try await self.setWeight($0, context: $1) },
             .async(Coordinator.Method.listAdvertisers) { try await self.listAdvertisers($0, context: $1) },
+            .async(Coordinator.Method.rollback) { try await self.rollback($0, context: $1) },
             .async(Coordinator.Method.leaseTasks) { try await self.leaseTasks($0, context: $1) },
             .async(Coordinator.Method.heartbeat) { try await self.heartbeat($0, context: $1) },
             .async(Coordinator.Method.completeTask) { try await self.completeTask($0, context: $1) },

@@ -402,6 +402,40 @@ public struct ListAdvertisersResponse: ProtoMessage {
     }
 }
 
+public struct RollbackRequest: ProtoMessage {
+    public var advertiserID: String = ""
+    /// The version to serve again: a retired one whose segments are still
+    /// kept (the coordinator's --keep-versions). 0: the newest such version.
+    public var version: UInt64 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(advertiserID: String = "", version: UInt64 = 0) {
+        self.advertiserID = advertiserID
+        self.version = version
+    }
+}
+
+public struct RollbackResponse: ProtoMessage {
+    /// The version live now.
+    public var version: UInt64 = 0
+    /// The version it replaced (now retired, its segments kept too).
+    public var previousVersion: UInt64 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(version: UInt64 = 0, previousVersion: UInt64 = 0) {
+        self.version = version
+        self.previousVersion = previousVersion
+    }
+}
+
 public struct SetWeightRequest: ProtoMessage {
     public var advertiserID: String = ""
     /// Scheduling weight, > 0 (default 1): a weight of 2 halves waiting.
@@ -830,6 +864,56 @@ extension ListAdvertisersResponse {
     public func encode(to writer: inout ProtoWriter) {
         writer.writeRepeated(MessageCodec<AdvertiserSummary>.self, field: 1, self.advertisers)
         if !self.nextAfterAdvertiserID.isEmpty { writer.write(StringCodec.self, field: 2, self.nextAfterAdvertiserID) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension RollbackRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
+            case 2: self.version = try reader.read(UInt64Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
+        if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.version) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
+        if self.version != 0 { writer.write(UInt64Codec.self, field: 2, self.version) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension RollbackResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.version = try reader.read(UInt64Codec.self, tag)
+            case 2: self.previousVersion = try reader.read(UInt64Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.version) }
+        if self.previousVersion != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.previousVersion) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if self.version != 0 { writer.write(UInt64Codec.self, field: 1, self.version) }
+        if self.previousVersion != 0 { writer.write(UInt64Codec.self, field: 2, self.previousVersion) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -1269,6 +1353,50 @@ extension ListAdvertisersResponse: ProtoJSONMessage {
     }
 }
 
+extension RollbackRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.RollbackRequest"
+    public static let schemaDefinition = "message RollbackRequest {\n  string advertiser_id = 1;\n  /// The version to serve again: a retired one whose segments are still\n  /// kept (the coordinator's --keep-versions). 0: the newest such version.\n  uint64 version = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
+        object.singular("version", UInt64Codec.self, self.version)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "version"])
+            }
+        }
+    }
+}
+
+extension RollbackResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.RollbackResponse"
+    public static let schemaDefinition = "message RollbackResponse {\n  /// The version live now.\n  uint64 version = 1;\n  /// The version it replaced (now retired, its segments kept too).\n  uint64 previous_version = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("version", UInt64Codec.self, self.version)
+        object.singular("previousVersion", UInt64Codec.self, self.previousVersion)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
+            case "previousVersion", "previous_version": self.previousVersion = try JSONReader.singular(UInt64Codec.self, value, field: "previousVersion")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["version", "previousVersion"])
+            }
+        }
+    }
+}
+
 extension SetWeightRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.SetWeightRequest"
     public static let schemaDefinition = "message SetWeightRequest {\n  string advertiser_id = 1;\n  /// Scheduling weight, > 0 (default 1): a weight of 2 halves waiting.\n  double weight = 2;\n}"
@@ -1361,6 +1489,8 @@ public enum IngestSchema {
         ListAdvertisersRequest.self,
         AdvertiserSummary.self,
         ListAdvertisersResponse.self,
+        RollbackRequest.self,
+        RollbackResponse.self,
         SetWeightRequest.self,
         SetWeightResponse.self,
         ScanRequest.self,
@@ -1374,6 +1504,7 @@ public enum IngestSchema {
         MethodDescription(descriptor: Coordinator.Method.scan, requestType: ScanRequest.self, responseType: ScanResponse.self, doc: "Looks for new or changed files in the lake now, not at the next periodic scan."),
         MethodDescription(descriptor: Coordinator.Method.setWeight, requestType: SetWeightRequest.self, responseType: SetWeightResponse.self, doc: ""),
         MethodDescription(descriptor: Coordinator.Method.listAdvertisers, requestType: ListAdvertisersRequest.self, responseType: ListAdvertisersResponse.self, doc: "Every advertiser with its live version, keys, bytes and last change, in pages."),
+        MethodDescription(descriptor: Coordinator.Method.rollback, requestType: RollbackRequest.self, responseType: RollbackResponse.self, doc: "Serves a previous version again at once, by the match server's atomic\nswap (no re-ingest): FAILED_PRECONDITION when its segments are gone."),
         MethodDescription(descriptor: Coordinator.Method.leaseTasks, requestType: LeaseTasksRequest.self, responseType: LeaseTasksResponse.self, doc: "Pull: the highest-priority tasks, leased to the caller."),
         MethodDescription(descriptor: Coordinator.Method.heartbeat, requestType: HeartbeatRequest.self, responseType: HeartbeatResponse.self, doc: "Renews the caller's leases."),
         MethodDescription(descriptor: Coordinator.Method.completeTask, requestType: CompleteTaskRequest.self, responseType: CompleteTaskResponse.self, doc: "Reports a finished task; idempotent."),
