@@ -424,6 +424,22 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             problem("match", "cannot reach the match server to compare what it serves: \(error)")
             return
         }
+        // A deleted advertiser the match server still serves (it could not be
+        // told when it was deleted, or a publish raced the deletion): told now.
+        let liveAdvertisers = Set(live.map(\.advertiser))
+        let extra = served.values.filter { $0.version != 0 && !liveAdvertisers.contains($0.advertiserID) }.map(\.advertiserID)
+        if !extra.isEmpty, let deleted = try? catalog.deleted(among: extra) {
+            for advertiser in deleted.sorted() {
+                do {
+                    _ = try await matchAdmin.unpublish(UnpublishRequest(advertiserID: advertiser),
+                                                       options: CallOptions(timeout: .seconds(30)).bearer(configuration.adminToken))
+                    problem("advertiser:\(advertiser)", nil)
+                    logger.notice("stopped serving a deleted advertiser", metadata: ["advertiser": "\(advertiser)"])
+                } catch {
+                    logger.warning("cannot stop serving a deleted advertiser yet", metadata: ["advertiser": "\(advertiser)", "error": "\(error)"])
+                }
+            }
+        }
         for entry in live {
             let server = served[entry.advertiser]
             if let server, server.version >= entry.file { continue }
@@ -648,6 +664,34 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
             logger.notice("rolled back", metadata: ["advertiser": "\(target.advertiserID)", "version": "\(target.version)",
                                                     "previous": "\(live ?? response.previousVersion)"])
             return RollbackResponse(version: target.version, previousVersion: live ?? response.previousVersion)
+        }
+    }
+
+    /// Deletes an advertiser: the catalog first (so nothing republishes it
+    /// and garbage collection removes its data), then the match server stops
+    /// serving it. If the match server cannot be told now, `reconcile` tells
+    /// it later: it unpublishes what a deleted advertiser still has served.
+    public func deleteAdvertiser(_ request: DeleteAdvertiserRequest, context: RPCContext) async throws -> DeleteAdvertiserResponse {
+        try await asLeader {
+            guard !request.advertiserID.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
+            guard configuration.tier == nil else {
+                throw RPCError(.failedPrecondition, "deleting an advertiser is not available with a tier of match servers yet")
+            }
+            let deleted: (live: UInt64?, versions: Int)
+            do {
+                deleted = try catalog.deleteAdvertiser(request.advertiserID, now: clock())
+            } catch IngestError.notFound(let message) {
+                throw RPCError(.notFound, message)
+            }
+            logger.notice("deleted an advertiser", metadata: ["advertiser": "\(request.advertiserID)", "live": "\(deleted.live ?? 0)"])
+            do {
+                _ = try await matchAdmin.unpublish(UnpublishRequest(advertiserID: request.advertiserID),
+                                                   options: CallOptions(timeout: .seconds(30)).bearer(configuration.adminToken))
+            } catch {
+                problem("advertiser:\(request.advertiserID)", "\(request.advertiserID) was deleted; the match server still serves it until it can be told: \(error)")
+                throw RPCError(.unavailable, "'\(request.advertiserID)' is deleted from the catalog, but the match server could not be told to stop serving it (it will be told when it can be reached): \(error)")
+            }
+            return DeleteAdvertiserResponse(removedVersion: deleted.live ?? 0, versions: UInt32(deleted.versions))
         }
     }
 

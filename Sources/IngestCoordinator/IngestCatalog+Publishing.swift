@@ -98,7 +98,8 @@ extension IngestCatalog {
             // may not); PostgreSQL has no such hint and picks the partial index on its own.
             try db.rows("""
                 SELECT f.id, f.advertiser_id, f.state, f.collected,
-                       (SELECT COUNT(*) FROM files g WHERE g.advertiser_id = f.advertiser_id AND g.state = \(FileState.retired.sql) AND g.id > f.id) AS newer_retired
+                       (SELECT COUNT(*) FROM files g WHERE g.advertiser_id = f.advertiser_id AND g.state = \(FileState.retired.sql) AND g.id > f.id) AS newer_retired,
+                       (SELECT COUNT(*) FROM advertisers a WHERE a.id = f.advertiser_id AND a.deleted_at IS NOT NULL) AS deleted
                 FROM files AS f \(db.engine == .sqlite ? "INDEXED BY files_to_collect" : "")
                 WHERE (f.state = \(FileState.live.sql) AND f.collected = 0) OR (f.state IN \(FileState.sqlList(.failed, .rejected, .superseded, .retired)) AND f.collected < 2)
                 """) { row -> Collectable? in
@@ -107,7 +108,7 @@ extension IngestCatalog {
                 switch row.fileState("state") {
                 case .live:
                     return Collectable(file: id, prefixes: [runs], segmentFolder: segments, served: [], level: 1)
-                case .retired where row.int("newer_retired") < Int64(keepRetired):
+                case .retired where row.int("newer_retired") < Int64(keepRetired) && row.int("deleted") == 0:
                     // Kept for a rollback: its runs only, once.
                     return row.int("collected") == 0 ? Collectable(file: id, prefixes: [runs], segmentFolder: nil, served: [], level: 1) : nil
                 default:
@@ -137,6 +138,9 @@ extension IngestCatalog {
     /// its segments; and the version live now.
     public func rollbackTarget(advertiser: String, version: UInt64, keepRetired: Int) throws -> (target: Publication, live: UInt64?) {
         try read { db in
+            if try db.rows("SELECT id FROM advertisers WHERE id = ? AND deleted_at IS NOT NULL", advertiser, map: { $0.string(0) }).first != nil {
+                throw IngestError.failedPrecondition("advertiser '\(advertiser)' was deleted (its data with it): drop a new file into its folder to start it again")
+            }
             let live = try db.rows("SELECT live_file_id FROM advertisers WHERE id = ? AND live_file_id IS NOT NULL", advertiser) { UInt64($0.int(0)) }.first
             let kept = try db.rows("""
                 SELECT id FROM files WHERE advertiser_id = ? AND state = \(FileState.retired.sql) AND collected < 2 ORDER BY id DESC LIMIT ?
@@ -178,6 +182,41 @@ extension IngestCatalog {
                 WHERE advertiser_id = ? AND state IN \(FileState.sqlList(FileLifecycle.sources(of: .retired))) AND id <> ?
                 """, now, advertiser, version)
             try db.run("UPDATE advertisers SET live_file_id = ? WHERE id = ?", version, advertiser)
+        }
+    }
+
+    /// Deletes an advertiser: its live version is retired, its versions in
+    /// flight abandoned, and it is marked deleted, so that garbage
+    /// collection removes all its data (no version is kept for a rollback)
+    /// and it is neither served nor listed until a new file arrives.
+    /// Returns the version that was live, and how many versions it had.
+    public func deleteAdvertiser(_ advertiser: String, now: Double) throws -> (live: UInt64?, versions: Int) {
+        try write { db in
+            guard try db.rows("SELECT id FROM advertisers WHERE id = ? AND deleted_at IS NULL", advertiser, map: { $0.string(0) }).first != nil else {
+                throw IngestError.notFound("no advertiser '\(advertiser)'")
+            }
+            let live = try db.rows("SELECT live_file_id FROM advertisers WHERE id = ? AND live_file_id IS NOT NULL", advertiser) { UInt64($0.int(0)) }.first
+            let inFlight = try db.rows("SELECT id FROM files WHERE advertiser_id = ? AND state IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing))",
+                                       advertiser) { UInt64($0.int(0)) }
+            for id in inFlight { try abandon(db, file: id, on: .superseded, error: "its advertiser was deleted", now: now) }
+            try db.run("""
+                UPDATE files SET state = \(FileLifecycle.target(of: .retired).sql), ended_at = ?
+                WHERE advertiser_id = ? AND state IN \(FileState.sqlList(FileLifecycle.sources(of: .retired)))
+                """, now, advertiser)
+            try db.run("UPDATE advertisers SET live_file_id = NULL, deleted_at = ? WHERE id = ?", now, advertiser)
+            let versions = try db.rows("SELECT COUNT(*) FROM files WHERE advertiser_id = ?", advertiser) { Int($0.int(0)) }.first ?? 0
+            return (live, versions)
+        }
+    }
+
+    /// Which of `advertisers` are deleted (and have no version live since).
+    public func deleted(among advertisers: [String]) throws -> Set<String> {
+        try read { db in
+            var out: Set<String> = []
+            try query(db, "SELECT id FROM advertisers WHERE id IN (?) AND deleted_at IS NOT NULL AND live_file_id IS NULL", in: advertisers) { row in
+                out.insert(row.string("id"))
+            }
+            return out
         }
     }
 }

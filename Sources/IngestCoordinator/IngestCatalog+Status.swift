@@ -20,7 +20,7 @@ extension IngestCatalog {
     /// of any state. Three queries a page, whatever the catalog's size.
     public func advertisers(after: String, limit: Int) throws -> [AdvertiserSummary] {
         try read { db in
-            let ids = try db.rows("SELECT id FROM advertisers WHERE id > ? ORDER BY id LIMIT ?", after, limit) { $0.string("id") }
+            let ids = try db.rows("SELECT id FROM advertisers WHERE id > ? AND deleted_at IS NULL ORDER BY id LIMIT ?", after, limit) { $0.string("id") }
             var summaries: [String: AdvertiserSummary] = [:]
             for id in ids { summaries[id] = AdvertiserSummary(advertiserID: id) }
             try query(db, """

@@ -47,6 +47,8 @@ extension IngestCatalog {
                 return Submission(version: existing.0, advertiserID: advertiser, queued: false, state: existing.1)
             }
             try db.run("INSERT INTO advertisers(id) VALUES (?) ON CONFLICT(id) DO NOTHING", advertiser)
+            // A new file starts a deleted advertiser again.
+            try db.run("UPDATE advertisers SET deleted_at = NULL WHERE id = ? AND deleted_at IS NOT NULL", advertiser)
             // Unfinished older versions are replaced by this one.
             let older = try db.rows(
                 "SELECT id FROM files WHERE advertiser_id = ? AND state IN \(FileState.sqlList(.queued, .parsing, .merging))", advertiser) { UInt64($0.int(0)) }

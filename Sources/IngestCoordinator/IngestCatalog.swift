@@ -152,11 +152,13 @@ public enum IngestError: Error, Sendable, CustomStringConvertible {
     case invalidArgument(String)
     /// The catalog is not in a state that allows it (a rollback to a version whose segments are gone).
     case failedPrecondition(String)
+    /// No such advertiser or version.
+    case notFound(String)
 
     public var description: String {
         switch self {
         case .invalidPath(let path): "'\(path)' is not <advertiser-id>/<file> in the lake"
-        case .invalidArgument(let message), .failedPrecondition(let message): message
+        case .invalidArgument(let message), .failedPrecondition(let message), .notFound(let message): message
         }
     }
 }

@@ -177,6 +177,11 @@ enum CatalogSchema {
         );
         CREATE INDEX holdings_by_node ON holdings(node_id, file_id);
         """,
+        // 8: an advertiser deleted by an operator (`DeleteAdvertiser`): not
+        // served, not listed, its data collected, until a new file arrives.
+        """
+        ALTER TABLE advertisers ADD COLUMN deleted_at REAL;
+        """,
     ]
 }
 

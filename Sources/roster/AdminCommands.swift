@@ -171,3 +171,42 @@ struct RollbackCommand: AsyncParsableCommand {
         }
     }
 }
+
+/// `roster delete`: stop serving an advertiser and remove its data.
+struct DeleteCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delete",
+        abstract: "Stop serving an advertiser and remove its data; a file dropped into its folder later starts it again.",
+        discussion: """
+            Calls Coordinator.DeleteAdvertiser: the catalog marks it deleted (files in flight are
+            abandoned, no version is kept for a rollback, garbage collection removes every segment
+            and run), then the match server stops serving it. The files in the lake are left as
+            they are: only a new file (newer than every earlier one) starts the advertiser again.
+
+            Examples:
+              roster delete --advertiser acme --yes
+            """)
+
+    @OptionGroup var client: ClientOptions
+
+    @Option(help: "The advertiser id.")
+    var advertiser: String
+
+    @Flag(help: "Confirm: the list stops being served at once, and its data cannot be brought back.")
+    var yes = false
+
+    func validate() throws {
+        guard yes else { throw ValidationError("deleting '\(advertiser)' stops serving it and removes its data for good: pass --yes to confirm") }
+    }
+
+    func run() async throws {
+        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { transport in
+            let coordinator = Coordinator.Client(transport: transport)
+            let response = try await userFacing("cannot delete \(advertiser)") {
+                try await coordinator.deleteAdvertiser(DeleteAdvertiserRequest(advertiserID: advertiser), options: client.coordinatorOptions())
+            }
+            let live = response.removedVersion == 0 ? "no version was live" : "version \(response.removedVersion) is no longer served"
+            print("\(advertiser): deleted; \(live); the data of its \(response.versions) version(s) is being removed")
+        }
+    }
+}

@@ -21,7 +21,7 @@ struct Roster: AsyncParsableCommand {
         version: rosterVersion,
         subcommands: [
             DevCommand.self, CoordinatorCommand.self, WorkerCommand.self, MatchServerCommand.self,
-            SubmitCommand.self, StatusCommand.self, AdvertisersCommand.self, RollbackCommand.self, MatchCommand.self, ExportCommand.self, CallCommand.self,
+            SubmitCommand.self, StatusCommand.self, AdvertisersCommand.self, RollbackCommand.self, DeleteCommand.self, MatchCommand.self, ExportCommand.self, CallCommand.self,
             LoadCommand.self,
         ])
 }

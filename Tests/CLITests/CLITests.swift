@@ -129,6 +129,21 @@ final class CLITests: ServicesTestCase {
         XCTAssertEqual(gone.status, 73, "FAILED_PRECONDITION: 64 + 9: \(gone.stderr)")
         XCTAssertEqual(gone.stderr, "Error: cannot roll back acme: FAILED_PRECONDITION: advertiser 'acme' has no version 999\n")
 
+        // Delete: confirmed, then neither served nor listed; a new file starts it again.
+        let unconfirmed = try RosterBinary.run(["delete", "--coordinator", coordinator, "--advertiser", "acme"])
+        XCTAssertEqual(unconfirmed.status, 64)
+        XCTAssertTrue(unconfirmed.stderr.contains("pass --yes to confirm"), unconfirmed.stderr)
+        let deleted = try RosterBinary.run(["delete", "--coordinator", coordinator, "--advertiser", "acme", "--yes"])
+        XCTAssertEqual(deleted.status, 0, deleted.stderr)
+        XCTAssertTrue(deleted.stdout.hasPrefix("acme: deleted; version "), deleted.stdout)
+        XCTAssertEqual(try ask(emails(1000..<1001)[0]), 69, "NOT_FOUND: nothing is served for acme")
+        XCTAssertFalse(try RosterBinary.run(["advertisers", "--coordinator", coordinator]).stdout.contains("acme "))
+        let twice = try RosterBinary.run(["delete", "--coordinator", coordinator, "--advertiser", "acme", "--yes"])
+        XCTAssertEqual(twice.status, 69, twice.stderr)
+        try drop(listFile(emails(2000..<2005)), advertiser: "acme", name: "v3.txt", lake: root.appendingPathComponent("lake"))
+        try eventually("a new file to start acme again") { try ask(emails(2000..<2001)[0]) == 0 }
+        XCTAssertEqual(try ask(members[0]), 3, "only the new list")
+
         // Ctrl-C stops everything cleanly.
         XCTAssertEqual(dev.stop(SIGINT), 0, dev.stderr)
         XCTAssertTrue(dev.stdout.contains("roster dev stopped."), dev.stdout)
@@ -338,6 +353,7 @@ final class CLITests: ServicesTestCase {
             "MatchAdmin.Export": #"{"advertiserId": "acme", "limit": 2}"#,
             "Coordinator.ListAdvertisers": #"{"limit": 10}"#,
             "Coordinator.Rollback": #"{"advertiserId": "nobody"}"#,
+            "Coordinator.DeleteAdvertiser": #"{"advertiserId": "nobody"}"#,
             "Coordinator.SubmitFile": #"{"path": "acme/m.txt"}"#,
             "Coordinator.Status": "{}",
             "Coordinator.ListFiles": #"{"advertiserId": "acme", "limit": 5}"#,
@@ -356,6 +372,10 @@ final class CLITests: ServicesTestCase {
         }
         for (method, json) in requests.sorted(by: { $0.key < $1.key }) {
             let result = try RosterBinary.run(["call", "--match", match, "--coordinator", coordinator, method, json])
+            if method == "Coordinator.DeleteAdvertiser" {
+                XCTAssertEqual(result.status, 69, "NOT_FOUND: \(result.stderr)")
+                continue
+            }
             if method == "Coordinator.Rollback" {
                 // An advertiser with nothing to roll back to: said so, with its status.
                 XCTAssertEqual(result.status, 73, result.stderr)
@@ -525,7 +545,7 @@ final class CLITests: ServicesTestCase {
     }
 
     func testEveryCommandHasHelpWithExamples() throws {
-        for command in ["dev", "coordinator", "worker", "match-server", "submit", "status", "advertisers", "rollback", "match", "export", "call", "load"] {
+        for command in ["dev", "coordinator", "worker", "match-server", "submit", "status", "advertisers", "rollback", "delete", "match", "export", "call", "load"] {
             let result = try RosterBinary.run([command, "--help"])
             XCTAssertEqual(result.status, 0, command)
             XCTAssertTrue(result.stdout.contains("Example"), "\(command) --help has examples: \(result.stdout)")

@@ -42,7 +42,7 @@ class CatalogTests: XCTestCase, CatalogEngine {
         let reopened = try IngestCatalog(path: path, policy: policy)
         XCTAssertEqual(try reopened.files(advertiser: "a", states: [], limit: 10, now: 2).first?.blocksTotal, 3)
         let db = try Database(path: path)
-        XCTAssertEqual(try db.schemaVersion, 7)
+        XCTAssertEqual(try db.schemaVersion, 8)
         try db.execute("PRAGMA user_version = 99")
         XCTAssertThrowsError(try IngestCatalog(path: path, policy: policy)) { error in
             XCTAssertTrue("\(error)".contains("schema version 99"), "\(error)")
@@ -133,6 +133,42 @@ class CatalogTests: XCTestCase, CatalogEngine {
         XCTAssertEqual(try catalog.collectable(keepRetired: 1).map(\.file), [])
         XCTAssertEqual(try catalog.rollbackTarget(advertiser: "a", version: 0, keepRetired: 1).target.version, ids[3])
         XCTAssertThrowsError(try catalog.markRolledBack(advertiser: "a", to: ids[2], now: 11), "a live version is not restored twice")
+    }
+
+    /// A deleted advertiser: live version retired, in-flight ones abandoned,
+    /// nothing kept for a rollback, not listed; a new file starts it again.
+    func testADeletedAdvertiserIsCollectedWholeUntilANewFile() throws {
+        let db = try makeDatabase()
+        let catalog = try IngestCatalog(database: db, policy: IngestPolicy())
+        let old = try catalog.submit(object("a/1", size: 10, etag: "e1"), now: 1).version
+        let live = try catalog.submit(object("a/2", size: 10, etag: "e2"), now: 2).version
+        try db.run("UPDATE files SET state = \(FileState.retired.sql) WHERE id = ?", old)
+        try db.run("UPDATE files SET state = \(FileState.live.sql) WHERE id = ?", live)
+        try db.run("UPDATE advertisers SET live_file_id = ? WHERE id = 'a'", live)
+        let inFlight = try catalog.submit(object("a/3", size: 10, etag: "e3"), now: 3).version
+        _ = try catalog.submit(object("b/1", size: 10), now: 3)
+
+        let deleted = try catalog.deleteAdvertiser("a", now: 4)
+        XCTAssertEqual(deleted.live, live)
+        XCTAssertEqual(deleted.versions, 3)
+        XCTAssertThrowsError(try catalog.deleteAdvertiser("a", now: 5), "once")
+        XCTAssertThrowsError(try catalog.deleteAdvertiser("nobody", now: 5))
+        XCTAssertEqual(try catalog.liveVersions().map(\.advertiser), [])
+        XCTAssertEqual(try catalog.advertisers(after: "", limit: 10).map(\.advertiserID), ["b"], "a deleted advertiser is not listed")
+        let states = Dictionary(uniqueKeysWithValues: try catalog.files(advertiser: "a", states: [], limit: 10, now: 5).map { ($0.version, $0.state) })
+        XCTAssertEqual(states, [old: .retired, live: .retired, inFlight: .superseded])
+        // Everything goes, even with versions kept for rollbacks.
+        let items = try catalog.collectable(keepRetired: 5).filter { [old, live, inFlight].contains($0.file) }
+        XCTAssertEqual(items.count, 3)
+        XCTAssertTrue(items.allSatisfy { $0.level == 2 }, "\(items)")
+        XCTAssertThrowsError(try catalog.rollbackTarget(advertiser: "a", version: 0, keepRetired: 5)) { error in
+            XCTAssertTrue("\(error)".contains("was deleted"), "\(error)")
+        }
+        XCTAssertEqual(try catalog.deleted(among: ["a", "b"]), ["a"])
+        // A new file starts it again.
+        _ = try catalog.submit(object("a/4", size: 10, etag: "e4"), now: 6)
+        XCTAssertEqual(try catalog.deleted(among: ["a"]), [])
+        XCTAssertEqual(try catalog.advertisers(after: "", limit: 10).map(\.advertiserID), ["a", "b"])
     }
 
     func testPathOutsideAnAdvertiserFolderIsRefused() throws {

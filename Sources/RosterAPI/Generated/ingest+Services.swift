@@ -26,6 +26,9 @@ public enum Coordinator {
         /// Serves a previous version again at once, by the match server's atomic
         /// swap (no re-ingest): FAILED_PRECONDITION when its segments are gone.
         public static let rollback = RPCMethodDescriptor(service: Coordinator.name, method: "Rollback", id: 0x0003_0007)
+        /// Stops serving an advertiser and removes its data (files in flight are
+        /// abandoned); a new file dropped into its folder later starts it again.
+        public static let deleteAdvertiser = RPCMethodDescriptor(service: Coordinator.name, method: "DeleteAdvertiser", id: 0x0003_0008)
         /// Pull: the highest-priority tasks, leased to the caller.
         public static let leaseTasks = RPCMethodDescriptor(service: Coordinator.name, method: "LeaseTasks", id: 0x0003_000A)
         /// Renews the caller's leases.
@@ -37,7 +40,7 @@ public enum Coordinator {
         public static let registerNode = RPCMethodDescriptor(service: Coordinator.name, method: "RegisterNode", id: 0x0003_0014)
         /// Which nodes serve which advertisers: what clients route by (tier.rdl).
         public static let placement = RPCMethodDescriptor(service: Coordinator.name, method: "Placement", id: 0x0003_0015)
-        public static let all: [RPCMethodDescriptor] = [submitFile, status, listFiles, scan, setWeight, listAdvertisers, rollback, leaseTasks, heartbeat, completeTask, failTask, registerNode, placement]
+        public static let all: [RPCMethodDescriptor] = [submitFile, status, listFiles, scan, setWeight, listAdvertisers, rollback, deleteAdvertiser, leaseTasks, heartbeat, completeTask, failTask, registerNode, placement]
     }
 
     /// Implement this to serve `roster.v1.Coordinator` with handlers that may suspend.
@@ -55,6 +58,9 @@ public enum Coordinator {
         /// Serves a previous version again at once, by the match server's atomic
         /// swap (no re-ingest): FAILED_PRECONDITION when its segments are gone.
         func rollback(_ request: RollbackRequest, context: RPCContext) async throws -> RollbackResponse
+        /// Stops serving an advertiser and removes its data (files in flight are
+        /// abandoned); a new file dropped into its folder later starts it again.
+        func deleteAdvertiser(_ request: DeleteAdvertiserRequest, context: RPCContext) async throws -> DeleteAdvertiserResponse
         /// Pull: the highest-priority tasks, leased to the caller.
         func leaseTasks(_ request: LeaseTasksRequest, context: RPCContext) async throws -> LeaseTasksResponse
         /// Renews the caller's leases.
@@ -108,6 +114,12 @@ public enum Coordinator {
             try await transport.unary(Method.rollback, request: request, options: options)
         }
 
+        /// Stops serving an advertiser and removes its data (files in flight are
+        /// abandoned); a new file dropped into its folder later starts it again.
+        public func deleteAdvertiser(_ request: DeleteAdvertiserRequest, options: CallOptions = .defaults) async throws -> DeleteAdvertiserResponse {
+            try await transport.unary(Method.deleteAdvertiser, request: request, options: options)
+        }
+
         /// Pull: the highest-priority tasks, leased to the caller.
         public func leaseTasks(_ request: LeaseTasksRequest, options: CallOptions = .defaults) async throws -> LeaseTasksResponse {
             try await transport.unary(Method.leaseTasks, request: request, options: options)
@@ -149,6 +161,7 @@ extension Coordinator.Handler {
             .async(Coordinator.Method.setWeight) { try await self.setWeight($0, context: $1) },
             .async(Coordinator.Method.listAdvertisers) { try await self.listAdvertisers($0, context: $1) },
             .async(Coordinator.Method.rollback) { try await self.rollback($0, context: $1) },
+            .async(Coordinator.Method.deleteAdvertiser) { try await self.deleteAdvertiser($0, context: $1) },
             .async(Coordinator.Method.leaseTasks) { try await self.leaseTasks($0, context: $1) },
             .async(Coordinator.Method.heartbeat) { try await self.heartbeat($0, context: $1) },
             .async(Coordinator.Method.completeTask) { try await self.completeTask($0, context: $1) },

@@ -436,6 +436,36 @@ public struct RollbackResponse: ProtoMessage {
     }
 }
 
+public struct DeleteAdvertiserRequest: ProtoMessage {
+    public var advertiserID: String = ""
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(advertiserID: String = "") {
+        self.advertiserID = advertiserID
+    }
+}
+
+public struct DeleteAdvertiserResponse: ProtoMessage {
+    /// The version that was live, 0 if none.
+    public var removedVersion: UInt64 = 0
+    /// Versions of the advertiser whose data garbage collection now removes.
+    public var versions: UInt32 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(removedVersion: UInt64 = 0, versions: UInt32 = 0) {
+        self.removedVersion = removedVersion
+        self.versions = versions
+    }
+}
+
 public struct SetWeightRequest: ProtoMessage {
     public var advertiserID: String = ""
     /// Scheduling weight, > 0 (default 1): a weight of 2 halves waiting.
@@ -914,6 +944,53 @@ extension RollbackResponse {
     public func encode(to writer: inout ProtoWriter) {
         if self.version != 0 { writer.write(UInt64Codec.self, field: 1, self.version) }
         if self.previousVersion != 0 { writer.write(UInt64Codec.self, field: 2, self.previousVersion) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension DeleteAdvertiserRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension DeleteAdvertiserResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.removedVersion = try reader.read(UInt64Codec.self, tag)
+            case 2: self.versions = try reader.read(UInt32Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if self.removedVersion != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.removedVersion) }
+        if self.versions != 0 { size += ProtoSize.field(UInt32Codec.self, field: 2, self.versions) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if self.removedVersion != 0 { writer.write(UInt64Codec.self, field: 1, self.removedVersion) }
+        if self.versions != 0 { writer.write(UInt32Codec.self, field: 2, self.versions) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -1397,6 +1474,48 @@ extension RollbackResponse: ProtoJSONMessage {
     }
 }
 
+extension DeleteAdvertiserRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.DeleteAdvertiserRequest"
+    public static let schemaDefinition = "message DeleteAdvertiserRequest {\n  string advertiser_id = 1;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId"])
+            }
+        }
+    }
+}
+
+extension DeleteAdvertiserResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.DeleteAdvertiserResponse"
+    public static let schemaDefinition = "message DeleteAdvertiserResponse {\n  /// The version that was live, 0 if none.\n  uint64 removed_version = 1;\n  /// Versions of the advertiser whose data garbage collection now removes.\n  uint32 versions = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("removedVersion", UInt64Codec.self, self.removedVersion)
+        object.singular("versions", UInt32Codec.self, self.versions)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "removedVersion", "removed_version": self.removedVersion = try JSONReader.singular(UInt64Codec.self, value, field: "removedVersion")
+            case "versions": self.versions = try JSONReader.singular(UInt32Codec.self, value, field: "versions")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["removedVersion", "versions"])
+            }
+        }
+    }
+}
+
 extension SetWeightRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.SetWeightRequest"
     public static let schemaDefinition = "message SetWeightRequest {\n  string advertiser_id = 1;\n  /// Scheduling weight, > 0 (default 1): a weight of 2 halves waiting.\n  double weight = 2;\n}"
@@ -1491,6 +1610,8 @@ public enum IngestSchema {
         ListAdvertisersResponse.self,
         RollbackRequest.self,
         RollbackResponse.self,
+        DeleteAdvertiserRequest.self,
+        DeleteAdvertiserResponse.self,
         SetWeightRequest.self,
         SetWeightResponse.self,
         ScanRequest.self,
@@ -1505,6 +1626,7 @@ public enum IngestSchema {
         MethodDescription(descriptor: Coordinator.Method.setWeight, requestType: SetWeightRequest.self, responseType: SetWeightResponse.self, doc: ""),
         MethodDescription(descriptor: Coordinator.Method.listAdvertisers, requestType: ListAdvertisersRequest.self, responseType: ListAdvertisersResponse.self, doc: "Every advertiser with its live version, keys, bytes and last change, in pages."),
         MethodDescription(descriptor: Coordinator.Method.rollback, requestType: RollbackRequest.self, responseType: RollbackResponse.self, doc: "Serves a previous version again at once, by the match server's atomic\nswap (no re-ingest): FAILED_PRECONDITION when its segments are gone."),
+        MethodDescription(descriptor: Coordinator.Method.deleteAdvertiser, requestType: DeleteAdvertiserRequest.self, responseType: DeleteAdvertiserResponse.self, doc: "Stops serving an advertiser and removes its data (files in flight are\nabandoned); a new file dropped into its folder later starts it again."),
         MethodDescription(descriptor: Coordinator.Method.leaseTasks, requestType: LeaseTasksRequest.self, responseType: LeaseTasksResponse.self, doc: "Pull: the highest-priority tasks, leased to the caller."),
         MethodDescription(descriptor: Coordinator.Method.heartbeat, requestType: HeartbeatRequest.self, responseType: HeartbeatResponse.self, doc: "Renews the caller's leases."),
         MethodDescription(descriptor: Coordinator.Method.completeTask, requestType: CompleteTaskRequest.self, responseType: CompleteTaskResponse.self, doc: "Reports a finished task; idempotent."),
