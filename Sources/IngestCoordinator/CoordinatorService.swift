@@ -606,11 +606,20 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     }
 
     public func status(_ request: StatusRequest, context: RPCContext) async throws -> StatusResponse {
-        let limit = request.limit == 0 ? 50 : Int(min(request.limit, 1_000))
+        try currentStatus(limit: request.limit == 0 ? 50 : Int(min(request.limit, 1_000)))
+    }
+
+    /// What `Status` answers, and the status page shows.
+    public func currentStatus(limit: Int) throws -> StatusResponse {
         var response = try catalog.status(limit: limit, now: clock())
         response.problems = problemLines()
         if let tier = configuration.tier { response.nodes = try tierNodes(catalog.nodes(), tier: tier, now: clock()) }
         return response
+    }
+
+    /// The queue by priority, leases and workers, for the status page.
+    public func operations(limit: Int) throws -> IngestCatalog.Operations {
+        try catalog.operations(limit: limit, now: clock())
     }
 
     /// What needs attention, sorted by topic; the catalog's own state first.

@@ -50,6 +50,50 @@ extension IngestCatalog {
         }
     }
 
+    /// What the status page shows beside `status`: the queue in the order
+    /// workers will take it (files with leasable tasks, by priority score),
+    /// the leases held now, and the workers seen lately.
+    public struct Operations: Sendable {
+        public struct Queued: Sendable { public var version: UInt64; public var path: String; public var score: Double; public var tasks: Int }
+        public struct Lease: Sendable {
+            public var worker: String; public var version: UInt64; public var path: String; public var kind: String; public var seq: Int
+            public var expiresIn: Double
+        }
+        public struct Worker: Sendable { public var id: String; public var lastSeenAgo: Double; public var leases: Int }
+        public var queue: [Queued] = []
+        public var leases: [Lease] = []
+        public var workers: [Worker] = []
+    }
+
+    public func operations(limit: Int, now: Double) throws -> Operations {
+        try read { db in
+            var out = Operations()
+            let ranked = try candidates(db, now: now).prefix(limit)
+            let ids = ranked.map { $0.file as SQLBindable }
+            var details: [UInt64: (String, Int)] = [:]
+            try query(db, """
+                SELECT f.id, f.path, (SELECT COUNT(*) FROM tasks t WHERE t.file_id = f.id AND t.state = \(TaskState.queued.sql)) AS queued
+                FROM files f WHERE f.id IN (?)
+                """, in: ids) { row in details[UInt64(row.int("id"))] = (row.string("path"), Int(row.int("queued"))) }
+            out.queue = ranked.map { Operations.Queued(version: $0.file, path: details[$0.file]?.0 ?? "", score: $0.score, tasks: details[$0.file]?.1 ?? 0) }
+            out.leases = try db.rows("""
+                SELECT t.worker, t.file_id, f.path, t.kind, t.seq, t.lease_expires FROM tasks t JOIN files f ON f.id = t.file_id
+                WHERE t.state = \(TaskState.leased.sql) ORDER BY t.lease_expires LIMIT ?
+                """, limit) { row in
+                Operations.Lease(worker: row.string("worker"), version: UInt64(row.int("file_id")), path: row.string("path"),
+                                 kind: "\(TaskKind(rawValue: Int32(row.int("kind"))))", seq: Int(row.int("seq")),
+                                 expiresIn: (row.optionalDouble("lease_expires") ?? now) - now)
+            }
+            out.workers = try db.rows("""
+                SELECT w.id, w.last_seen, (SELECT COUNT(*) FROM tasks t WHERE t.worker = w.id AND t.state = \(TaskState.leased.sql)) AS leases
+                FROM workers w WHERE w.last_seen > ? ORDER BY w.id LIMIT ?
+                """, now - 3 * policy.leaseDuration, limit) { row in
+                Operations.Worker(id: row.string("id"), lastSeenAgo: now - row.double("last_seen"), leases: Int(row.int("leases")))
+            }
+            return out
+        }
+    }
+
     /// Active files (their path and etag), for change detection.
     public func activeFiles() throws -> [(id: UInt64, path: String, etag: String)] {
         try read { db in

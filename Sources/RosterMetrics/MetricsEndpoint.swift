@@ -24,6 +24,11 @@ public final class MetricsEndpoint: Service, Sendable {
     private let channel = Mutex<(any Channel)?>(nil)
     /// Why the process is not ready (nil: ready).
     private let notReady = Mutex<String?>("starting")
+    /// Pages served besides /metrics, /healthz and /readyz, by path.
+    private let routes = Mutex<[String: Route]>([:])
+
+    /// A page: its content type and body, made when it is asked for.
+    public typealias Route = @Sendable () async throws -> (contentType: String, body: [UInt8])
     /// HTTPS when set (its ALPN list should offer "http/1.1"); with a client
     /// CA in it, scrapers must present a certificate.
     public let tls: TLSContextSource?
@@ -55,6 +60,13 @@ public final class MetricsEndpoint: Service, Sendable {
         .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500),
         .seconds(5), .seconds(10),
     ]
+
+    /// Serves `GET path` with `page` (a service's status page, say).
+    public func serve(_ path: String, _ page: @escaping Route) {
+        routes.withLock { $0[path] = page }
+    }
+
+    func route(_ path: String) -> Route? { routes.withLock { $0[path] } }
 
     /// `/readyz` answers 200 from now on.
     public func ready() { notReady.withLock { $0 = nil } }
@@ -163,17 +175,45 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
                 } else {
                     (status, type, body) = (.ok, "text/plain", Array("ready\n".utf8))
                 }
-            default:
+            case (.GET, _):
+                if let page = endpoint?.route(path) {
+                    // Made off the event loop (a page may read a database); answered back on it.
+                    let loop = context.eventLoop
+                    let channel = NIOLoopBound((self, context), eventLoop: loop)
+                    let version = head.version
+                    self.head = nil
+                    Task {
+                        let answer: (HTTPResponseStatus, String, [UInt8])
+                        do {
+                            let made = try await page()
+                            answer = (.ok, made.contentType, made.body)
+                        } catch {
+                            answer = (.internalServerError, "text/plain", Array("cannot make this page: \(error)\n".utf8))
+                        }
+                        loop.execute {
+                            let (handler, context) = channel.value
+                            handler.respond(context: context, version: version, status: answer.0, type: answer.1, body: answer.2)
+                        }
+                    }
+                    return
+                }
                 (status, type, body) = (.notFound, "text/plain", Array("not found; try /metrics, /healthz or /readyz\n".utf8))
+            default:
+                (status, type, body) = (.methodNotAllowed, "text/plain", Array("only GET\n".utf8))
             }
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: type)
-            headers.add(name: "Content-Length", value: "\(body.count)")
-            let response = HTTPResponseHead(version: head.version, status: status, headers: headers)
-            context.write(wrapOutboundOut(.head(response)), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            respond(context: context, version: head.version, status: status, type: type, body: body)
             self.head = nil
         }
+    }
+
+    private func respond(context: ChannelHandlerContext, version: HTTPVersion, status: HTTPResponseStatus, type: String, body: [UInt8]) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: type)
+        headers.add(name: "Content-Length", value: "\(body.count)")
+        headers.add(name: "Cache-Control", value: "no-store")
+        let response = HTTPResponseHead(version: version, status: status, headers: headers)
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 }

@@ -48,7 +48,8 @@ struct DevCommand: AsyncParsableCommand {
     func run() async throws {
         logging.bootstrap()
         let logger = Logger(label: "roster.dev")
-        let metrics = try await metricsOptions.start(tls: nil)
+        // dev always serves its page: the status page, metrics and health.
+        let metrics = try await metricsOptions.start(tls: nil, default: Endpoint(host: "127.0.0.1", port: 7480))
         try data.createFolders()
         let backends = try Backends.open(data, logger: Logger(label: "roster.s3"))
         try await backends.check(logger: logger)
@@ -66,6 +67,7 @@ struct DevCommand: AsyncParsableCommand {
         let (coordinatorServer, coordinator, _) = try ServiceFactory.coordinator(
             data: data, backends: backends, ingest: ingest, endpoint: Endpoint(host: "127.0.0.1", port: coordinatorPort), match: match,
             adminToken: adminToken, callerTokens: coordinatorTokens, logger: Logger(label: "roster.coordinator"))
+        if let metrics { StatusPage.serve(on: metrics, coordinator: coordinator) }
         let coordinatorAddress = try await ServiceFactory.start(coordinatorServer, "coordinator")
         services += [matchServer, coordinatorServer, coordinator]
         for i in 0..<workers {
@@ -80,7 +82,8 @@ struct DevCommand: AsyncParsableCommand {
               catalog:      \(data.catalogPath)
               match server: \(match)
               coordinator:  \(coordinatorAddress)
-              workers:      \(workers)\(metrics.map { "\n  metrics:      \($0.url)/metrics (/healthz, /readyz)" } ?? "")
+              workers:      \(workers)
+              status page:  \(metrics.map { "\($0.url)/" } ?? "off")   (metrics at /metrics, health at /healthz and /readyz)
 
             Drop a file:  mkdir -p \(data.lakeURL.path)/acme && cp members.txt \(data.lakeURL.path)/acme/
             Watch it:     roster status --watch --coordinator \(coordinatorAddress)
@@ -167,6 +170,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             tls: tls?.rpc, clientTLS: clientTLS, adminToken: adminToken,
             callerTokens: noAuth ? [] : callerTokens, election: election, tier: tier.replicas > 0 ? tier : nil, logger: logger)
         if noAuth { logger.warning("coordinator token checks are OFF: anyone who can connect may submit files and lease work") }
+        if let metrics { StatusPage.serve(on: metrics, coordinator: service) }
         let address = try await ServiceFactory.start(server, "coordinator")
         if let advertise {
             service.advertise(advertise.description)
@@ -174,7 +178,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             let host = listen.host == "0.0.0.0" || listen.host == "::" ? ProcessInfo.processInfo.hostName : listen.host
             service.advertise(Endpoint(host: host, port: address.port).description)
         }
-        print("coordinator listening on \(address); \(tlsFiles.description); catalog \(data.catalogPath); lake \(backends.description.lake); store \(backends.description.store)\(metrics.map { "; metrics \($0.url)/metrics" } ?? "")")
+        print("coordinator listening on \(address); \(tlsFiles.description); catalog \(data.catalogPath); lake \(backends.description.lake); store \(backends.description.store)\(metrics.map { "; status page \($0.url)/, metrics \($0.url)/metrics" } ?? "")")
         flushOutput()
         // Ready: the catalog is open and the server listens.
         metrics?.ready()
@@ -348,7 +352,7 @@ struct TierOptions: ParsableArguments {
 /// Where a service serves Prometheus metrics, `/healthz` and `/readyz`.
 struct MetricsOptions: ParsableArguments {
     @Option(help: ArgumentHelp(
-        "Serve Prometheus metrics, /healthz and /readyz at this address: host:port, or a port on 127.0.0.1 (off by default).",
+        "Serve Prometheus metrics, /healthz and /readyz (and a coordinator's status page at /) at this address: host:port, or a port on 127.0.0.1 (off by default; roster dev: 127.0.0.1:7480).",
         discussion: "0.0.0.0:9100 serves every interface; over HTTPS when the service serves TLS."))
     var metrics: Endpoint?
 
@@ -361,8 +365,8 @@ struct MetricsOptions: ParsableArguments {
     /// Installs the metrics system and binds the endpoint now, before the
     /// service starts: a port in use is one `Error:` line at start-up, not a
     /// failure later inside a running service group.
-    func start(tls: TLSContextSource?) async throws -> MetricsEndpoint? {
-        guard let address else { return nil }
+    func start(tls: TLSContextSource?, default fallback: Endpoint? = nil) async throws -> MetricsEndpoint? {
+        guard let address = address ?? fallback else { return nil }
         let endpoint = MetricsEndpoint(registry: MetricsEndpoint.bootstrapMetricsSystem(), host: address.host, port: address.port, tls: tls)
         do {
             try await endpoint.start()

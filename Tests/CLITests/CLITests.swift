@@ -22,7 +22,7 @@ final class CLITests: ServicesTestCase {
     }
 
     private func startDev() throws -> (dev: RosterService, match: String, coordinator: String) {
-        let dev = try RosterService(["dev", "--data", root.path, "--match-port", "0", "--coordinator-port", "0",
+        let dev = try RosterService(["dev", "--data", root.path, "--match-port", "0", "--coordinator-port", "0", "--metrics", "127.0.0.1:0",
                                      "--scan-interval", "0.2", "--block-size", "1024", "--workers", "2"])
         services.append(dev)
         let match = try dev.waitForLine("match server:")
@@ -155,7 +155,7 @@ final class CLITests: ServicesTestCase {
     func testDevAndTheCLIWorkAsAnUnprivilegedUser() throws {
         let user = try RosterBinary.unprivilegedUser()
         if let user { XCTAssertEqual(chown(root.path, user, user), 0) }
-        let dev = try RosterService(["dev", "--data", root.path, "--match-port", "0", "--coordinator-port", "0",
+        let dev = try RosterService(["dev", "--data", root.path, "--match-port", "0", "--coordinator-port", "0", "--metrics", "127.0.0.1:0",
                                      "--scan-interval", "0", "--workers", "1"], as: user)
         services.append(dev)
         let match = try dev.waitForLine("match server:")
@@ -311,6 +311,76 @@ final class CLITests: ServicesTestCase {
         for (count, what) in zip(counts, ["the percentile curve (green)", "the calls/s line (blue)", "the p99 line (red)"]) {
             XCTAssertGreaterThan(count, 200, "\(what) is not in the screenshot: \(counts)")
         }
+    }
+
+    /// The coordinator's status page in headless Chromium, with a file held
+    /// mid-ingest (its only worker frozen with SIGSTOP part-way): the
+    /// screenshot shows the progress bar, and the page logs no error.
+    func testTheStatusPageShowsAFileIngesting() throws {
+        let dev = try RosterService(["dev", "--data", root.path, "--match-port", "0", "--coordinator-port", "0", "--metrics", "127.0.0.1:0",
+                                     "--scan-interval", "0.2", "--block-size", "1024", "--workers", "0"])
+        services.append(dev)
+        let coordinator = try dev.waitForLine("coordinator:")
+        let page = String(try dev.waitForLine("status page:").split(separator: " ")[0])
+        XCTAssertTrue(page.hasPrefix("http://127.0.0.1:") && page.hasSuffix("/"), page)
+        try drop(listFile(emails(0..<60_000)), advertiser: "big", name: "list.txt", lake: root.appendingPathComponent("lake"))
+        func progress() throws -> (done: Int, total: Int) {
+            let json = try String(contentsOf: URL(string: page + "status.json")!, encoding: .utf8)
+            func number(_ field: String) -> Int {
+                guard let range = json.range(of: "\"\(field)\": ") else { return 0 }
+                return Int(json[range.upperBound...].prefix { $0.isNumber }) ?? 0
+            }
+            return (number("blocksDone"), number("blocksTotal"))
+        }
+        try eventually("the file to be queued") { try progress().total > 0 }
+        let worker = try RosterService(["worker", "--data", root.path, "--coordinator", coordinator, "--log-level", "error"])
+        services.append(worker)
+        try eventually(timeout: 60, "a third of the blocks to be parsed") { let p = try progress(); return p.done * 3 >= p.total }
+        worker.signal(SIGSTOP)
+        defer { worker.signal(SIGCONT) }
+        let held = try progress()
+        XCTAssertLessThan(held.done, held.total, "the file is still ingesting")
+
+        let html = try String(contentsOf: URL(string: page)!, encoding: .utf8)
+        XCTAssertTrue(html.contains("<title>Roster — status</title>"), html)
+        XCTAssertFalse(html.contains("https://") || html.contains("src=\"http"), "nothing from the network")
+        let chromium = "/usr/bin/chromium"
+        guard FileManager.default.isExecutableFile(atPath: chromium) else {
+            if ProcessInfo.processInfo.environment["CI"] == "true" { XCTFail("CI has no \(chromium) (Debian's chromium)") }
+            return
+        }
+        let shot = root.appendingPathComponent("status.png")
+        let browser = Process()
+        browser.executableURL = URL(fileURLWithPath: chromium)
+        browser.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,900",
+                             "--virtual-time-budget=5000", "--enable-logging=stderr", "--v=0",
+                             "--user-data-dir=\(root.appendingPathComponent("chromium").path)", "--screenshot=\(shot.path)", page]
+        let log = Pipe()
+        browser.standardOutput = FileHandle.nullDevice
+        browser.standardError = log
+        try browser.run()
+        let console = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        browser.waitUntilExit()
+        XCTAssertTrue(FileManager.default.fileExists(atPath: shot.path), "chromium wrote no screenshot: \(console)")
+        let consoleLines = console.split(separator: "\n").filter { $0.contains("CONSOLE") }
+        XCTAssertTrue(consoleLines.contains { $0.contains("roster-status: rendered") && $0.contains("1 in flight") }, "the page rendered: \(console)")
+        for line in consoleLines {
+            XCTAssertFalse(line.lowercased().contains("uncaught") || line.lowercased().contains("error"), "a console error: \(line)")
+        }
+        let counter = Process()
+        counter.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/screenshots/png_colors.py").path
+        counter.arguments = ["python3", script, shot.path, "2ca02c", "e6ebf0"]
+        let out = Pipe()
+        counter.standardOutput = out
+        try counter.run()
+        let counts = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        counter.waitUntilExit()
+        XCTAssertEqual(counts.count, 2, "png_colors.py failed")
+        XCTAssertGreaterThan(counts.first ?? 0, 500, "the progress bar's done part (green) is in the screenshot: \(counts)")
+        XCTAssertGreaterThan(counts.last ?? 0, 300, "and the part still to do: \(counts)")
     }
 
     /// A worker whose coordinator is not there says so at the default log

@@ -122,6 +122,9 @@ final class RosterService: @unchecked Sendable {
     var stderr: String { lock.withLock { errors } }
     var isRunning: Bool { process.isRunning }
 
+    /// Sends `signal` (SIGSTOP to freeze it mid-work, SIGCONT to resume).
+    func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
     /// Waits until standard output has a line starting with `prefix`; returns the rest of it.
     func waitForLine(_ prefix: String, timeout: TimeInterval = 30) throws -> String {
         let deadline = Date().addingTimeInterval(timeout)
