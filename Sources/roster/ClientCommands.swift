@@ -455,9 +455,12 @@ struct CallCommand: AsyncParsableCommand {
 
             Examples:
               roster call --list
-              roster call --describe Coordinator.SubmitFile
+              roster call --describe Coordinator.SubmitFile      (its messages, nested ones expanded)
+              roster call --describe FileStatus                  (a message by name)
               roster call Coordinator.SubmitFile '{"path": "acme/members.txt"}'
               roster call MatchService.Match '{"advertiserId": "acme", "hash": "DMF1ucDxtqgxw5niaXcmYQ=="}'
+              roster call Coordinator.ListFiles @request.json    (@file, or @- for standard input)
+              roster call -H x-request-id:42 Coordinator.Status  (metadata, repeatable)
             """)
 
     @OptionGroup var client: ClientOptions
@@ -465,14 +468,46 @@ struct CallCommand: AsyncParsableCommand {
     @Flag(help: "List every RPC.")
     var list = false
 
-    @Option(help: "Print the request and response messages of one RPC (Service.Method).")
+    @Option(help: "Print an RPC's request and response messages (Service.Method), or one message by name, with the messages they use.")
     var describe: String?
+
+    @Option(name: .customShort("H"), help: "Metadata to send, key:value (repeatable), as grpcurl's -H.")
+    var header: [String] = []
 
     @Argument(help: "Service.Method, e.g. Coordinator.Status.")
     var method: String?
 
-    @Argument(help: "The request as JSON (default {}; - reads standard input).")
+    @Argument(help: "The request as JSON (default {}); @file reads it from a file, @- (or -) from standard input.")
     var request: String?
+
+    func validate() throws {
+        for h in header where !h.contains(":") || h.hasPrefix(":") {
+            throw ValidationError("-H '\(h)' is not key:value")
+        }
+    }
+
+    /// A message of the schema by name (`FileStatus` or `roster.v1.FileStatus`).
+    static func message(named name: String) -> (any ProtoJSONMessage.Type)? {
+        (RosterSchema.messages + TierSchema.messages).first { $0.protoName == name || $0.protoName.split(separator: ".").last.map(String.init) == name }
+    }
+
+    /// `type`'s definition, then those of the messages its fields use, each once.
+    static func definitions(_ type: any ProtoJSONMessage.Type, seen: inout Set<String>) -> [String] {
+        guard seen.insert(type.protoName).inserted else { return [] }
+        var out = [type.schemaDefinition]
+        for line in type.schemaDefinition.split(separator: "\n") {
+            let code = line.trimmingCharacters(in: .whitespaces)
+            guard !code.hasPrefix("//"), code.hasSuffix(";"), code.contains("=") else { continue }
+            // "repeated T name = n;", "T name = n;", "map<K, T> name = n;"
+            var words = code.replacingOccurrences(of: "map<", with: "").replacingOccurrences(of: ">", with: "")
+                .replacingOccurrences(of: ",", with: " ").split(separator: " ").map(String.init)
+            if words.first == "repeated" { words.removeFirst() }
+            for word in words.prefix(2) {
+                if let nested = message(named: word) { out += definitions(nested, seen: &seen) }
+            }
+        }
+        return out
+    }
 
     static func find(_ name: String) throws -> MethodDescription {
         if let method = RosterSchema.methods.first(where: { $0.shortName == name || "\($0.descriptor.service).\($0.descriptor.method)" == name }) {
@@ -491,18 +526,29 @@ struct CallCommand: AsyncParsableCommand {
             return
         }
         if let describe {
+            var seen: Set<String> = []
+            if !describe.contains("."), let type = Self.message(named: describe) {
+                print(Self.definitions(type, seen: &seen).joined(separator: "\n\n"))
+                print("\nAs JSON, with every field at its default:\n" + type.init().jsonText(includeDefaults: true))
+                return
+            }
             let m = try Self.find(describe)
             if !m.doc.isEmpty { print(m.doc.split(separator: "\n").map { "/// " + $0 }.joined(separator: "\n")) }
             print("rpc \(m.descriptor.method)(\(m.requestType.protoName)) returns (\(m.responseType.protoName)); // id 0x\(String(m.descriptor.id, radix: 16))\n")
-            print(m.requestType.schemaDefinition + "\n")
-            print(m.responseType.schemaDefinition)
+            print((Self.definitions(m.requestType, seen: &seen) + Self.definitions(m.responseType, seen: &seen)).joined(separator: "\n\n"))
             print("\nDefault request as JSON:\n" + m.requestType.init().jsonText(includeDefaults: true))
             return
         }
         guard let name = method else { throw ValidationError("name an RPC (Service.Method), or use --list") }
         let m = try Self.find(name)
         var text = request ?? "{}"
-        if text == "-" { text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self) }
+        if text == "-" || text == "@-" {
+            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        } else if text.hasPrefix("@") {
+            let path = String(text.dropFirst())
+            guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read \(path)") }
+            text = String(decoding: data, as: UTF8.self)
+        }
         let json: JSONValue
         do {
             json = try JSONValue(parsing: text)
@@ -511,12 +557,44 @@ struct CallCommand: AsyncParsableCommand {
             throw CLIError("bad request for \(m.shortName): \(error)")
         }
         let service = m.descriptor.service
-        let (endpoints, options): (Endpoints, CallOptions) = service == Coordinator.name
+        var (endpoints, options): (Endpoints, CallOptions) = service == Coordinator.name
             ? (client.coordinator, client.coordinatorOptions())
             : service == MatchAdmin.name ? (Endpoints([client.match]), client.adminOptions()) : (Endpoints([client.match]), client.matchOptions())
-        let response = try await withCoordinator(endpoints, tls: try client.clientTLS()) { rpc in
-            try await userFacing("\(m.shortName) failed") { try await m.call(json, on: rpc, options: options) }
+        for h in header {
+            let colon = h.firstIndex(of: ":")!
+            options.metadata[h[..<colon].trimmingCharacters(in: .whitespaces).lowercased()] = h[h.index(after: colon)...].trimmingCharacters(in: .whitespaces)
         }
-        print(response.serialized(pretty: true))
+        let callOptions = options
+        do {
+            let response = try await withCoordinator(endpoints, tls: try client.clientTLS()) { rpc in
+                try await userFacing("\(m.shortName) failed") { try await m.call(json, on: rpc, options: callOptions) }
+            }
+            print(response.serialized(pretty: true))
+        } catch var error as CLIError where error.status == .invalidArgument {
+            if let hint = Self.hexHint(json) { error.description += " (\(hint))" }
+            throw error
+        }
+    }
+
+    /// For a request the server refused: a string that looks like hex where
+    /// bytes are base64 in JSON, with what it is in base64.
+    static func hexHint(_ json: JSONValue) -> String? {
+        switch json {
+        case .string(let text) where text.count >= 16 && text.count % 2 == 0 && text.allSatisfy(\.isHexDigit):
+            var bytes: [UInt8] = []
+            var index = text.startIndex
+            while index < text.endIndex {
+                let next = text.index(index, offsetBy: 2)
+                bytes.append(UInt8(text[index..<next], radix: 16)!)
+                index = next
+            }
+            return "bytes fields are base64 in JSON: '\(text)' looks like hex, which in base64 is \"\(Data(bytes).base64EncodedString())\""
+        case .object(let fields):
+            return fields.lazy.compactMap { hexHint($0.1) }.first
+        case .array(let values):
+            return values.lazy.compactMap { hexHint($0) }.first
+        default:
+            return nil
+        }
     }
 }

@@ -480,6 +480,24 @@ final class CLITests: ServicesTestCase {
         XCTAssertTrue(describe.stdout.contains("message SubmitFileRequest {"), describe.stdout)
         XCTAssertTrue(describe.stdout.contains("string path = 1;"), describe.stdout)
         XCTAssertTrue(describe.stdout.contains(#""path": """#), "the default request is shown: \(describe.stdout)")
+        // Nested messages expanded, once each; a message by name.
+        let nested = try RosterBinary.run(["call", "--describe", "MatchAdmin.PublishMany"])
+        XCTAssertEqual(nested.stdout.components(separatedBy: "message SegmentRef {").count - 1, 1, nested.stdout)
+        XCTAssertTrue(nested.stdout.contains("message PublishResult {"), nested.stdout)
+        let message = try RosterBinary.run(["call", "--describe", "FileStatus"])
+        XCTAssertTrue(message.stdout.contains("message FileStatus {") && message.stdout.contains("message InvalidLine {"), message.stdout)
+
+        // @file, and hex where bytes are base64.
+        let requestFile = root.appendingPathComponent("request.json")
+        try Data(#"{"limit": 1}"#.utf8).write(to: requestFile)
+        let fromFile = try RosterBinary.run(["call", "--coordinator", coordinator, "Coordinator.ListFiles", "@" + requestFile.path])
+        XCTAssertEqual(fromFile.status, 0, fromFile.stderr)
+        XCTAssertEqual(fromFile.stdout.components(separatedBy: "\"version\":").count - 1, 1, "one file, as the file asked: \(fromFile.stdout)")
+        let hex = MemberHash(email: "user3@example.com").hex
+        let wrong = try RosterBinary.run(["call", "--match", match, "MatchService.Match", #"{"advertiserId": "acme", "hash": "\#(hex)"}"#])
+        XCTAssertEqual(wrong.status, 67, "INVALID_ARGUMENT: \(wrong.stderr)")
+        XCTAssertTrue(wrong.stderr.contains("looks like hex, which in base64 is \"\(MemberHash(email: "user3@example.com").bytes.base64EncodedString())\""),
+                      wrong.stderr)
     }
 
     /// Every command refuses bad input with an `Error:` line and a non-zero
@@ -644,6 +662,10 @@ final class CLITests: ServicesTestCase {
         let refused = try RosterBinary.run(["status", "--coordinator", coordinator])
         XCTAssertEqual(refused.status, 80, "UNAUTHENTICATED: 64 + 16")
         XCTAssertTrue(refused.stderr.contains("UNAUTHENTICATED"), refused.stderr)
+        // The token as metadata, by hand (-H, as grpcurl's).
+        let byHand = try RosterBinary.run(["call", "--coordinator", coordinator, "-H", "Authorization: Bearer cli-secret", "Coordinator.Status"])
+        XCTAssertEqual(byHand.status, 0, byHand.stderr)
+        XCTAssertEqual(try RosterBinary.run(["call", "--coordinator", coordinator, "-H", "authorization:Bearer wrong", "Coordinator.Status"]).status, 80)
 
         let members = emails(0..<6000) // ~200 KB: about 200 blocks of 1 KiB
         try drop(listFile(members), advertiser: "big", name: "all.txt", lake: root.appendingPathComponent("lake"))
