@@ -38,7 +38,7 @@ RULES=(
   "IngestWorker:Sources/IngestWorker:RosterAPI RosterRPC DataLake HashParsing SegmentStore Logging ServiceLifecycle"
   "LoadHarness:Sources/LoadHarness:RosterRPC RosterTransport NIOCore NIOPosix Histogram"
   "RosterClient:Sources/RosterClient:HexDigits RosterAPI RosterRPC RosterTLS RosterTransport"
-  "roster:Sources/roster:ArgumentParser DataLake IngestCoordinator ObjectStorage PostgresSQL IngestWorker LoadHarness Logging MatchServer RosterAPI RosterClient RosterMetrics RosterRPC RosterServer RosterTLS RosterTransport SegmentStore ServiceLifecycle UnixSignals"
+  "roster:Sources/roster:ArgumentParser DataLake HashParsing HexDigits IngestCoordinator ObjectStorage PostgresSQL IngestWorker LoadHarness Logging MatchServer RosterAPI RosterClient RosterMetrics RosterRPC RosterServer RosterTLS RosterTransport SegmentStore ServiceLifecycle UnixSignals"
 )
 
 status=0
