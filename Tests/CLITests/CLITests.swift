@@ -278,36 +278,9 @@ final class CLITests: ServicesTestCase {
         XCTAssertFalse(page.contains("http://") && !page.contains("xmlns=\"http://www.w3.org/2000/svg\""), "nothing fetched from the network")
         XCTAssertTrue(page.contains("held: every call sent on time and answered"), page)
 
-        let chromium = "/usr/bin/chromium"
-        guard FileManager.default.isExecutableFile(atPath: chromium) else {
-            if ProcessInfo.processInfo.environment["CI"] == "true" { XCTFail("CI has no \(chromium) (Debian's chromium)") }
-            return
-        }
-        let shot = root.appendingPathComponent("shot.png")
-        let browser = Process()
-        browser.executableURL = URL(fileURLWithPath: chromium)
-        browser.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=900,1400",
-                             "--user-data-dir=\(root.appendingPathComponent("chromium").path)", "--screenshot=\(shot.path)", html.absoluteString]
-        browser.standardOutput = FileHandle.nullDevice
-        browser.standardError = FileHandle.nullDevice
-        try browser.run()
-        let deadline = Date().addingTimeInterval(60)
-        while browser.isRunning && Date() < deadline { usleep(50_000) }
-        if browser.isRunning { browser.terminate() }
-        browser.waitUntilExit()
-        XCTAssertTrue(FileManager.default.fileExists(atPath: shot.path), "chromium wrote no screenshot")
-        let counter = Process()
-        counter.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/screenshots/png_colors.py").path
-        counter.arguments = ["python3", script, shot.path, "2ca02c", "1f77b4", "d62728"]
-        let out = Pipe()
-        counter.standardOutput = out
-        try counter.run()
-        let counts = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            .split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        counter.waitUntilExit()
-        XCTAssertEqual(counts.count, 3, "png_colors.py failed")
+        guard Chromium.available() else { return }
+        let shot = try Chromium.screenshot(html.absoluteString, width: 900, height: 1400, in: root)
+        let counts = try Chromium.colorCounts(shot.png, ["2ca02c", "1f77b4", "d62728"])
         for (count, what) in zip(counts, ["the percentile curve (green)", "the calls/s line (blue)", "the p99 line (red)"]) {
             XCTAssertGreaterThan(count, 200, "\(what) is not in the screenshot: \(counts)")
         }
@@ -344,41 +317,14 @@ final class CLITests: ServicesTestCase {
         let html = try String(contentsOf: URL(string: page)!, encoding: .utf8)
         XCTAssertTrue(html.contains("<title>Roster — status</title>"), html)
         XCTAssertFalse(html.contains("https://") || html.contains("src=\"http"), "nothing from the network")
-        let chromium = "/usr/bin/chromium"
-        guard FileManager.default.isExecutableFile(atPath: chromium) else {
-            if ProcessInfo.processInfo.environment["CI"] == "true" { XCTFail("CI has no \(chromium) (Debian's chromium)") }
-            return
-        }
-        let shot = root.appendingPathComponent("status.png")
-        let browser = Process()
-        browser.executableURL = URL(fileURLWithPath: chromium)
-        browser.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,900",
-                             "--virtual-time-budget=5000", "--enable-logging=stderr", "--v=0",
-                             "--user-data-dir=\(root.appendingPathComponent("chromium").path)", "--screenshot=\(shot.path)", page]
-        let log = Pipe()
-        browser.standardOutput = FileHandle.nullDevice
-        browser.standardError = log
-        try browser.run()
-        let console = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        browser.waitUntilExit()
-        XCTAssertTrue(FileManager.default.fileExists(atPath: shot.path), "chromium wrote no screenshot: \(console)")
-        let consoleLines = console.split(separator: "\n").filter { $0.contains("CONSOLE") }
-        XCTAssertTrue(consoleLines.contains { $0.contains("roster-status: rendered") && $0.contains("1 in flight") }, "the page rendered: \(console)")
+        guard Chromium.available() else { return }
+        let shot = try Chromium.screenshot(page, width: 1200, height: 900, in: root)
+        let consoleLines = shot.log.split(separator: "\n").filter { $0.contains("CONSOLE") }
+        XCTAssertTrue(consoleLines.contains { $0.contains("roster-status: rendered") && $0.contains("1 in flight") }, "the page rendered: \(shot.log)")
         for line in consoleLines {
             XCTAssertFalse(line.lowercased().contains("uncaught") || line.lowercased().contains("error"), "a console error: \(line)")
         }
-        let counter = Process()
-        counter.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("Fixtures/screenshots/png_colors.py").path
-        counter.arguments = ["python3", script, shot.path, "2ca02c", "e6ebf0"]
-        let out = Pipe()
-        counter.standardOutput = out
-        try counter.run()
-        let counts = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            .split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        counter.waitUntilExit()
-        XCTAssertEqual(counts.count, 2, "png_colors.py failed")
+        let counts = try Chromium.colorCounts(shot.png, ["2ca02c", "e6ebf0"])
         XCTAssertGreaterThan(counts.first ?? 0, 500, "the progress bar's done part (green) is in the screenshot: \(counts)")
         XCTAssertGreaterThan(counts.last ?? 0, 300, "and the part still to do: \(counts)")
     }
