@@ -143,6 +143,7 @@ let package = Package(
         .target(name: "IngestWorker", dependencies: [
             "RosterAPI", "RosterRPC", "DataLake", "HashParsing", "SegmentStore",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 

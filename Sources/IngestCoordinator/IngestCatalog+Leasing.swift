@@ -174,6 +174,7 @@ extension IngestCatalog {
             ON CONFLICT(task_id, attempt) DO UPDATE SET worker = excluded.worker, leased_at = excluded.leased_at,
                 ended_at = NULL, outcome = 'leased', error = ''
             """, id, task.attempt, worker, now)
+        IngestMetrics.attempts(task.kind).increment()
         return task
     }
 
@@ -194,6 +195,7 @@ extension IngestCatalog {
             (UInt64($0.int("id")), Int($0.int("attempts")), $0.string("worker"), Int($0.int("expiries")) + 1)
         }
         for (id, attempts, worker, expiries) in expired {
+            IngestMetrics.leaseExpiries.increment()
             try db.run("UPDATE attempts SET outcome = 'expired', ended_at = ? WHERE task_id = ? AND attempt = ?", now, id, attempts)
             try db.run("UPDATE tasks SET expiries = ? WHERE id = ?", expiries, id)
             if expiries >= policy.maxLeaseExpiries {

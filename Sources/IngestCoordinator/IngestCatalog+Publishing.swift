@@ -52,9 +52,11 @@ extension IngestCatalog {
         guard !files.isEmpty else { return }
         try write { db in
             for file in files {
-                guard let advertiser = try db.rows("SELECT advertiser_id FROM files WHERE id = ?", file, map: { $0.string("advertiser_id") }).first,
+                guard let (advertiser, submitted) = try db.rows("SELECT advertiser_id, submitted_at FROM files WHERE id = ?", file,
+                                                                map: { ($0.string("advertiser_id"), $0.double("submitted_at")) }).first,
                       try move(db, file: file, on: .published, also: "live_at = ?, ended_at = ?", now, now)
                 else { continue }
+                IngestMetrics.timeToLive.recordSeconds(max(0, now - submitted))
                 // The advertiser's older live version (one, by the rule above) is retired.
                 try db.run("""
                     UPDATE files SET state = \(FileLifecycle.target(of: .retired).sql), ended_at = ?

@@ -2,6 +2,7 @@ import DataLake
 import Foundation
 import HashParsing
 import Logging
+import Metrics
 import RosterAPI
 import RosterRPC
 import SegmentStore
@@ -122,6 +123,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
                     logger.notice("leasing from the coordinator again", metadata: ["slot": "\(slot)"])
                 }
             } catch {
+                if !stopping { WorkerMetrics.leaseFailures.increment() }
                 // Said once per outage at the default level; each retry at debug.
                 if !unreachable && !stopping {
                     unreachable = true
@@ -210,6 +212,11 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
 
     private func complete(_ task: IngestTask, _ report: CompleteTaskRequest) async {
         defer { release(task) }
+        if task.kind != .merge {
+            WorkerMetrics.bytes.increment(by: Int64(report.bytes))
+            WorkerMetrics.keys.increment(by: Int64(report.keys))
+            WorkerMetrics.invalid.increment(by: Int64(report.invalidByKind.values.reduce(0, +)))
+        }
         var report = report
         report.workerID = configuration.id
         report.taskID = task.taskID
@@ -217,6 +224,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         do {
             let accepted = try await withRetries { try await self.coordinator.completeTask(report, options: self.options).accepted }
             if accepted { completed.add(1, ordering: .relaxed) }
+            WorkerMetrics.task(task.kind, accepted ? "done" : "refused").increment()
             logger.debug("task done", metadata: ["task": "\(task.taskID)", "accepted": "\(accepted)"])
         } catch {
             // The coordinator is unreachable: the lease expires and the task runs again.
@@ -234,6 +242,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         if let lost = error as? RunsLost { failure.lostRuns = lost.runs }
         failure.error = "\(error)"
         logger.warning("task failed", metadata: ["task": "\(task.taskID)", "error": "\(error)"])
+        WorkerMetrics.task(task.kind, "failed").increment()
         _ = try? await withRetries { try await self.coordinator.failTask(failure, options: self.options) }
     }
 
@@ -431,4 +440,15 @@ final class SlotMemory: @unchecked Sendable {
 
 extension Duration {
     var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}
+
+/// `roster_worker_*` (docs/OPERATIONS.md): tasks by kind and outcome, and what parsing read.
+enum WorkerMetrics {
+    static func task(_ kind: TaskKind, _ outcome: String) -> Counter {
+        Counter(label: "roster_worker_tasks_total", dimensions: [("kind", "\(kind)"), ("outcome", outcome)])
+    }
+    static let bytes = Counter(label: "roster_worker_parsed_bytes_total")
+    static let keys = Counter(label: "roster_worker_parsed_keys_total")
+    static let invalid = Counter(label: "roster_worker_invalid_lines_total")
+    static let leaseFailures = Counter(label: "roster_worker_lease_failures_total")
 }

@@ -26,6 +26,9 @@ public final class MetricsEndpoint: Service, Sendable {
     private let notReady = Mutex<String?>("starting")
     /// Pages served besides /metrics, /healthz and /readyz, by path.
     private let routes = Mutex<[String: Route]>([:])
+    /// Run before each scrape, off the event loop: gauges a service reads
+    /// from its own state (a coordinator's catalog, a match server's lists).
+    private let scrapeHooks = Mutex<[@Sendable () async throws -> Void]>([])
 
     /// A page: its content type and body, made when it is asked for.
     public typealias Route = @Sendable () async throws -> (contentType: String, body: [UInt8])
@@ -50,6 +53,11 @@ public final class MetricsEndpoint: Service, Sendable {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.defaultDurationHistogramBuckets = durationBuckets
+        // A file's way to live takes seconds to hours.
+        factory.durationHistogramBuckets["roster_ingest_time_to_live_seconds"] = [
+            .seconds(1), .seconds(5), .seconds(15), .seconds(30), .seconds(60), .seconds(120), .seconds(300), .seconds(600),
+            .seconds(1800), .seconds(3600), .seconds(7200), .seconds(21600),
+        ]
         MetricsSystem.bootstrap(factory)
         return registry
     }
@@ -66,7 +74,26 @@ public final class MetricsEndpoint: Service, Sendable {
         routes.withLock { $0[path] = page }
     }
 
-    func route(_ path: String) -> Route? { routes.withLock { $0[path] } }
+    func route(_ path: String) -> Route? {
+        if path == "/metrics" {
+            return { [self] in
+                for hook in scrapeHooks.withLock({ $0 }) { try? await hook() }
+                ProcessMetrics.update(registry)
+                return ("text/plain; version=0.0.4", MetricsHelp.annotate(registry.emitToBuffer()))
+            }
+        }
+        return routes.withLock { $0[path] }
+    }
+
+    /// Runs `hook` before every scrape (a failing hook leaves its gauges as they were).
+    public func beforeScrape(_ hook: @escaping @Sendable () async throws -> Void) {
+        scrapeHooks.withLock { $0.append(hook) }
+    }
+
+    /// A gauge with its help text, labelled (for values a scrape hook sets).
+    public func gauge(_ name: String, help: String, labels: [(String, String)] = []) -> Prometheus.Gauge {
+        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+    }
 
     /// `/readyz` answers 200 from now on.
     public func ready() { notReady.withLock { $0 = nil } }
@@ -163,9 +190,6 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
             let path = head.uri.split(separator: "?").first.map(String.init) ?? head.uri
             let (status, type, body): (HTTPResponseStatus, String, [UInt8])
             switch (head.method, path) {
-            case (.GET, "/metrics"):
-                ProcessMetrics.update(registry)
-                (status, type, body) = (.ok, "text/plain; version=0.0.4", MetricsHelp.annotate(registry.emitToBuffer()))
             case (.GET, "/healthz"):
                 (status, type, body) = (.ok, "text/plain", Array("ok\n".utf8))
             case (.GET, "/readyz"):

@@ -16,6 +16,9 @@ enum MetricsHelp {
         "roster_worker_parsed_keys_total": "Valid keys a worker parsed.",
         "roster_worker_invalid_lines_total": "Lines a worker found invalid.",
         "roster_worker_lease_failures_total": "Times a worker could not lease work from its coordinator.",
+        "roster_ingest_lease_expiries_total": "Leases that ran out before their worker reported (a worker died or stalled).",
+        "roster_ingest_task_attempts_total": "Attempts at ingest tasks (each lease is one), by kind.",
+        "roster_ingest_time_to_live_seconds": "Time from a file's submission to its version going live.",
     ]
 
     /// Adds a `# HELP` line before each family's `# TYPE` line that has none.

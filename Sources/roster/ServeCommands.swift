@@ -67,7 +67,11 @@ struct DevCommand: AsyncParsableCommand {
         let (coordinatorServer, coordinator, _) = try ServiceFactory.coordinator(
             data: data, backends: backends, ingest: ingest, endpoint: Endpoint(host: "127.0.0.1", port: coordinatorPort), match: match,
             adminToken: adminToken, callerTokens: coordinatorTokens, logger: Logger(label: "roster.coordinator"))
-        if let metrics { StatusPage.serve(on: metrics, coordinator: coordinator) }
+        if let metrics {
+            StatusPage.serve(on: metrics, coordinator: coordinator)
+            ServiceGauges.coordinator(metrics, coordinator)
+            ServiceGauges.matchServer(metrics, matchCatalog)
+        }
         let coordinatorAddress = try await ServiceFactory.start(coordinatorServer, "coordinator")
         services += [matchServer, coordinatorServer, coordinator]
         for i in 0..<workers {
@@ -170,7 +174,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
             tls: tls?.rpc, clientTLS: clientTLS, adminToken: adminToken,
             callerTokens: noAuth ? [] : callerTokens, election: election, tier: tier.replicas > 0 ? tier : nil, logger: logger)
         if noAuth { logger.warning("coordinator token checks are OFF: anyone who can connect may submit files and lease work") }
-        if let metrics { StatusPage.serve(on: metrics, coordinator: service) }
+        if let metrics {
+            StatusPage.serve(on: metrics, coordinator: service)
+            ServiceGauges.coordinator(metrics, service)
+        }
         let address = try await ServiceFactory.start(server, "coordinator")
         if let advertise {
             service.advertise(advertise.description)
@@ -309,6 +316,7 @@ struct MatchServerCommand: AsyncParsableCommand {
             store: backends.storeFolder, manifestFolder: manifestFolder, segments: backends.remoteStore, endpoint: listen, tls: tls?.rpc,
             access: access,
             options: matchOptions, logger: logger)
+        if let metrics { ServiceGauges.matchServer(metrics, catalog) }
         let address = try await ServiceFactory.start(server, "match server")
         print("match server listening on \(address); \(tlsFiles.description); serving \(catalog.advertisers.count) advertisers from \(backends.description.store)\(metrics.map { "; metrics \($0.url)/metrics" } ?? "")")
         flushOutput()

@@ -1,5 +1,6 @@
 import Foundation
 import RosterClient
+import TestSupport
 import XCTest
 
 /// The `roster` binary, run as a subprocess the way users run it.
@@ -67,6 +68,18 @@ final class CLITests: ServicesTestCase {
         XCTAssertTrue(status.stdout.contains("acme/members.txt"), status.stdout)
         XCTAssertTrue(status.stdout.contains("live"), status.stdout)
         XCTAssertTrue(status.stdout.contains("300 keys"), status.stdout)
+
+        // The metrics of all three services in one dev process: the catalog's
+        // gauges, the workers' counters, the match server's lists; promtool-clean.
+        let pageURL = String(try dev.waitForLine("status page:").split(separator: " ")[0])
+        let metrics = try String(contentsOf: URL(string: pageURL + "metrics")!, encoding: .utf8)
+        for expected in [#"roster_ingest_files{state="live"} 1"#, #"roster_ingest_tasks{state="queued"} 0"#,
+                         "roster_ingest_time_to_live_seconds_count 1", "roster_match_lists 1", "roster_match_keys 300",
+                         #"roster_worker_tasks_total{kind="parse",outcome="done"}"#, "roster_worker_parsed_keys_total 300",
+                         #"roster_ingest_task_attempts_total{kind="parse"}"#] {
+            XCTAssertTrue(metrics.contains(expected), "\(expected) in \(metrics)")
+        }
+        try Promtool.check(metrics)
 
         // --watch ends once every file has finished, with the final table
         // (with nothing in flight and no wait for work: at once).

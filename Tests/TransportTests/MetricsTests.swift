@@ -8,6 +8,7 @@ import RosterMetrics
 import RosterRPC
 import RosterTransport
 import TestServices
+import TestSupport
 import XCTest
 
 /// The server's metrics reach Prometheus through swift-metrics and /metrics.
@@ -107,23 +108,6 @@ final class MetricsTests: XCTestCase {
         server.drain()
         await endpoint.stop()
 
-        guard let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
-            if ProcessInfo.processInfo.environment["CI"] == "true" { XCTFail("CI installs promtool (Debian's prometheus package)") }
-            throw XCTSkip("promtool is not installed (apt-get install prometheus)")
-        }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: promtool)
-        process.arguments = ["check", "metrics"]
-        let input = Pipe(), output = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        input.fileHandleForWriting.write(Data(text.utf8))
-        try input.fileHandleForWriting.close()
-        let report = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0, "promtool check metrics: \(report)")
-        XCTAssertEqual(report.trimmingCharacters(in: .whitespacesAndNewlines), "", "promtool check metrics: \(report)")
+        try Promtool.check(text)
     }
 }
