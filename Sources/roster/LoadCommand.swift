@@ -202,8 +202,13 @@ struct LoadCommand: AsyncParsableCommand {
                 let options = client.matchOptions()
                 // Fail fast, with one line, if the server is not there or an advertiser is unknown.
                 for advertiser in advertisers {
-                    _ = try await userFacing("cannot reach the match server at \(client.match) for advertiser \(advertiser)") {
-                        try await stub.match(MatchRequest(advertiserID: advertiser, hash: keyPool.hash(0)), options: options)
+                    do {
+                        _ = try await stub.match(MatchRequest(advertiserID: advertiser, hash: keyPool.hash(0)), options: options)
+                    } catch let error as RPCError where error.code == .notFound {
+                        throw CLIError("advertiser '\(advertiser)' has no list on the match server at \(client.match): \(error.message)", status: error.code)
+                    } catch let error as RPCError {
+                        let what = error.code == .unavailable ? "cannot reach the match server at \(client.match)" : "the match server at \(client.match) refused a check call"
+                        throw CLIError("\(what) for advertiser \(advertiser): \(error)", status: error.code)
                     }
                 }
                 return ()

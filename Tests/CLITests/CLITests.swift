@@ -96,6 +96,9 @@ final class CLITests: ServicesTestCase {
         let exported = try RosterBinary.run(["export", "--match", match, "--advertiser", "acme"])
         XCTAssertEqual(exported.status, 0, exported.stderr)
         XCTAssertEqual(exported.stdout, members.map { MemberHash(email: $0).hex }.sorted().joined(separator: "\n") + "\n")
+        let unknown = try RosterBinary.run(["load", "--match", match, "--advertiser", "nobody", "--rate", "10", "--duration", "1s"])
+        XCTAssertEqual(unknown.status, 69, unknown.stderr)
+        XCTAssertTrue(unknown.stderr.hasPrefix("Error: advertiser 'nobody' has no list on the match server at "), unknown.stderr)
         let nobody = try RosterBinary.run(["export", "--match", match, "--advertiser", "nobody"])
         XCTAssertEqual(nobody.status, 69, "NOT_FOUND: 64 + 5: \(nobody.stderr)")
 
