@@ -26,7 +26,7 @@ field() { python3 -c "import json,sys; r=json.load(sys.stdin); print(eval(sys.ar
 # $1 = data folder, $2 = member list: ingests the list for advertiser acme
 # with `roster dev` and stops it, leaving a store a match server can serve.
 ingest_once() {
-  "$BIN" dev --data "$1" --match-port 0 --coordinator-port 0 --log-level warning > "$1.dev.out" 2>&1 &
+  "$BIN" dev --data "$1" --match-port 0 --coordinator-port 0 --metrics 127.0.0.1:0 --log-level warning > "$1.dev.out" 2>&1 &
   local dev=$!; PIDS+=($dev)
   until grep -q "coordinator:" "$1.dev.out" 2>/dev/null; do sleep 0.1; done
   local coordinator; coordinator=$(sed -n 's/.*coordinator: *//p' "$1.dev.out" | head -1)
