@@ -54,7 +54,8 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
         let all = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--file", hashes.path])
         XCTAssertTrue(all.stdout.contains("6000 of 6000 are members of acme"), all.stdout.suffix(300) + all.stderr)
 
-        // A new list replaces it; the old version's runs and segments leave the bucket.
+        // A new list replaces it; the old version's runs leave the bucket, and
+        // its segments stay for a rollback (--keep-versions, default 1).
         let replacement = (10_000..<10_500).map { "user\($0)@example.com" }
         try await s3.put("lake/acme/members.txt", body: ByteBuffer(string: listFile(replacement)))
         try eventually(timeout: 60, "the replacement to be served") {
@@ -66,17 +67,22 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
         var left: [String] = []
         for _ in 0..<300 {
             left = try await s3.listAll(prefix: "store/").map(\.key)
-            if !left.isEmpty, left.allSatisfy({ $0.hasPrefix("store/segments/acme/") && !$0.hasPrefix("store/segments/acme/1/") }) { break }
+            if !left.isEmpty, !left.contains(where: { $0.hasPrefix("store/runs/") }) { break }
             try await Task.sleep(for: .milliseconds(100))
         }
         XCTAssertFalse(left.contains { $0.hasPrefix("store/runs/") }, "runs of merged versions are collected: \(left)")
-        XCTAssertFalse(left.contains { $0.hasPrefix("store/segments/acme/1/") }, "the retired version's segments are collected: \(left)")
-        XCTAssertFalse(left.isEmpty, "the live version stays")
+        XCTAssertTrue(left.contains { $0.hasPrefix("store/segments/acme/1/") }, "the retired version's segments are kept: \(left)")
+        XCTAssertTrue(left.contains { $0.hasPrefix("store/segments/acme/\(version)/") }, "the live version stays: \(left)")
         // The match server keeps only what it serves in its own folder.
         let cached = FileManager.default.enumerator(atPath: root.appendingPathComponent("match/store/segments").path)?
             .compactMap { $0 as? String }.filter { $0.hasSuffix(".seg") } ?? []
         XCTAssertFalse(cached.contains { $0.hasPrefix("acme/1/") }, "retired segments leave the match server's cache: \(cached)")
         XCTAssertFalse(cached.isEmpty, "\(version)")
+        // A rollback fetches the kept segments from the bucket again and serves them.
+        let back = try RosterBinary.run(["rollback", "--coordinator", coordinator, "--advertiser", "acme"])
+        XCTAssertEqual(back.status, 0, back.stderr)
+        XCTAssertEqual(try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", members[0]]).status, 0)
+        XCTAssertEqual(try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", replacement[0]]).status, 3)
     }
 
     private func buckets(_ base: String) -> [String] { ["--lake", base + "lake", "--store", base + "store"] }
