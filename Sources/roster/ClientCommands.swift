@@ -174,7 +174,9 @@ enum StatusFormat {
     }
 
     static func line(_ file: FileStatus) -> String {
-        let done = file.blocksTotal == 0 ? 0 : Double(file.blocksDone) / Double(file.blocksTotal)
+        // While merging, the bar follows the merges (every block is parsed by then).
+        let done = file.state == .merging && file.mergesTotal > 0 ? Double(file.mergesDone) / Double(file.mergesTotal)
+            : file.blocksTotal == 0 ? 0 : Double(file.blocksDone) / Double(file.blocksTotal)
         var parts = [
             String(format: "%-6llu", file.version),
             file.path.padding(toLength: max(24, file.path.count), withPad: " ", startingAt: 0),
