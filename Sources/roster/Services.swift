@@ -81,8 +81,12 @@ struct IngestOptions: ParsableArguments {
     @Option(help: "Earlier versions of each advertiser whose segments are kept besides the live one's, which `roster rollback` can serve again at once (0: none).")
     var keepVersions: Int = 1
 
+    @Option(help: "Seconds between comparisons of what the match server serves with the catalog (a list it lost or found damaged is rebuilt; a deleted one unpublished).")
+    var reconcileInterval: Double = 10
+
     func policy() throws -> IngestPolicy {
         guard keepVersions >= 0 else { throw CLIError("--keep-versions must be 0 or more") }
+        guard reconcileInterval > 0 else { throw CLIError("--reconcile-interval must be positive") }
         guard blockSize >= 1024 else { throw CLIError("--block-size must be at least 1024 bytes") }
         guard mergeBytes >= 1024 else { throw CLIError("--merge-bytes must be at least 1024 bytes") }
         guard lease > 0 else { throw CLIError("--lease must be positive") }
@@ -166,6 +170,7 @@ enum ServiceFactory {
                     scanInterval: ingest.scanDuration, adminToken: adminToken, callerTokens: callerTokens)
                 configuration.election = election
                 configuration.keepRetiredVersions = ingest.keepVersions
+                configuration.reconcileInterval = .milliseconds(Int64(ingest.reconcileInterval * 1000))
                 if let tier {
                     // One connection pool per node address, made on first use.
                     let clients = TransportCache { RPCClient(address: $0, configuration: .init(tls: clientTLS)) }

@@ -22,9 +22,9 @@ final class CLITests: ServicesTestCase {
         try FileManager.default.moveItem(at: temporary, to: folder.appendingPathComponent(name))
     }
 
-    private func startDev() throws -> (dev: RosterService, match: String, coordinator: String) {
+    private func startDev(_ extra: [String] = []) throws -> (dev: RosterService, match: String, coordinator: String) {
         let dev = try RosterService(["dev", "--data", root.path, "--match-port", "0", "--coordinator-port", "0", "--metrics", "127.0.0.1:0",
-                                     "--scan-interval", "0.2", "--block-size", "1024", "--workers", "2"])
+                                     "--scan-interval", "0.2", "--block-size", "1024", "--workers", "2"] + extra)
         services.append(dev)
         let match = try dev.waitForLine("match server:")
         let coordinator = try dev.waitForLine("coordinator:")
@@ -163,6 +163,31 @@ final class CLITests: ServicesTestCase {
         // Ctrl-C stops everything cleanly.
         XCTAssertEqual(dev.stop(SIGINT), 0, dev.stderr)
         XCTAssertTrue(dev.stdout.contains("roster dev stopped."), dev.stdout)
+    }
+
+    /// The coordinator is the source of truth: a list unpublished behind its
+    /// back (MatchAdmin.Unpublish called directly) is noticed at the next
+    /// reconcile and rebuilt from its file; status says what happened, and
+    /// status and serving agree again.
+    func testAListUnpublishedBehindTheCoordinatorsBackIsNoticedAndRebuilt() throws {
+        let (_, match, coordinator) = try startDev(["--reconcile-interval", "0.5"])
+        let members = emails(0..<50)
+        try drop(listFile(members), advertiser: "acme", name: "m.txt", lake: root.appendingPathComponent("lake"))
+        func ask() throws -> Int32 {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", members[7]]).status
+        }
+        try eventually("acme to be served") { try ask() == 0 }
+        let unpublished = try RosterBinary.run(["call", "--match", match, "MatchAdmin.Unpublish", #"{"advertiserId": "acme"}"#])
+        XCTAssertEqual(unpublished.status, 0, unpublished.stderr)
+        try eventually("the coordinator to notice and rebuild") {
+            let status = try RosterBinary.run(["status", "--coordinator", coordinator]).stdout
+            return status.contains("the match server does not have version 1")
+        }
+        try eventually("acme to be served again, rebuilt") { try ask() == 0 }
+        let listed = try RosterBinary.run(["advertisers", "--coordinator", coordinator, "--json"]).stdout
+        XCTAssertTrue(listed.contains(#""liveVersion": "2""#) || listed.contains(#""liveVersion":"2""#), "the rebuilt version is live: \(listed)")
+        let served = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", members[7]]).stdout
+        XCTAssertTrue(served.contains("(version 2)"), "status and serving agree: \(served)")
     }
 
     /// Nothing needs root: the whole system and the CLI run as nobody.
