@@ -17,7 +17,7 @@ struct AdvertisersCommand: AsyncParsableCommand {
               roster advertisers --json
             """)
 
-    @OptionGroup var client: ClientOptions
+    @OptionGroup var client: CoordinatorClientOptions
 
     @Option(help: "Start after this advertiser id.")
     var after: String = ""
@@ -77,7 +77,7 @@ struct ExportCommand: AsyncParsableCommand {
               roster export --advertiser acme --output acme.txt
             """)
 
-    @OptionGroup var client: ClientOptions
+    @OptionGroup var client: AdminClientOptions
 
     @Option(help: "The advertiser id.")
     var advertiser: String
@@ -153,7 +153,7 @@ struct RollbackCommand: AsyncParsableCommand {
               roster rollback --advertiser acme --to 41      # a given version (roster advertisers, roster call Coordinator.ListFiles)
             """)
 
-    @OptionGroup var client: ClientOptions
+    @OptionGroup var client: CoordinatorClientOptions
 
     @Option(help: "The advertiser id.")
     var advertiser: String
@@ -187,7 +187,7 @@ struct DeleteCommand: AsyncParsableCommand {
               roster delete --advertiser acme --yes
             """)
 
-    @OptionGroup var client: ClientOptions
+    @OptionGroup var client: CoordinatorClientOptions
 
     @Option(help: "The advertiser id.")
     var advertiser: String

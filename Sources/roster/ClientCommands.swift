@@ -6,13 +6,6 @@ import HexDigits
 import RosterClient
 
 extension ClientOptions {
-    /// --timeout 0 means no deadline (docs/PROTOCOL.md).
-    var callOptions: CallOptions {
-        var options = CallOptions.defaults
-        options.timeout = timeout > 0 ? .milliseconds(Int64(timeout * 1000)) : nil
-        return options
-    }
-
     func adminOptions() -> CallOptions { callOptions.bearer(adminToken) }
     func coordinatorOptions() -> CallOptions { callOptions.bearer(coordinatorToken) }
     func matchOptions() -> CallOptions { callOptions.bearer(token) }
@@ -77,7 +70,7 @@ struct SubmitCommand: AsyncParsableCommand {
               roster submit acme/members.txt --wait
             """)
 
-    @OptionGroup var client: ClientOptions
+    @OptionGroup var client: CoordinatorClientOptions
 
     @Argument(help: "The file's path in the lake: <advertiser-id>/<file>.")
     var path: String
@@ -117,7 +110,7 @@ struct StatusCommand: AsyncParsableCommand {
               roster status --json
             """)
 
-    @OptionGroup var client: ClientOptions
+    @OptionGroup var client: CoordinatorClientOptions
 
     @Flag(help: "Redraw progress every second until every file has finished; waits for work to appear first (see --wait-for-work).")
     var watch = false

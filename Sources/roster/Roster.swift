@@ -90,23 +90,40 @@ enum Defaults {
     static let match = Endpoint(host: "127.0.0.1", port: 7401)
 }
 
-/// Where to find the services, for client commands.
-struct ClientOptions: ParsableArguments {
+/// An address in the environment that does not parse is an error, not a silent default.
+private func checkEnvironment(_ name: String, flag: String, given: Bool, parses: (String) -> Bool, note: String = "") throws {
+    if !given, let value = ProcessInfo.processInfo.environment[name], !value.isEmpty, !parses(value) {
+        throw ValidationError("\(name)='\(value)' is not host:port\(note); fix it or pass \(flag)")
+    }
+}
+
+/// Where the coordinator is, and the token its calls present.
+struct CoordinatorAccess: ParsableArguments {
     @Option(help: "The coordinator's address (host:port), or several coordinators' (a:7400,b:7400): calls go to the leader; from $ROSTER_COORDINATOR if set.")
     var coordinator: Endpoints = Endpoints(argument: ProcessInfo.processInfo.environment["ROSTER_COORDINATOR"] ?? "") ?? Endpoints([Defaults.coordinator])
-
-    @Option(help: "The match server's address (host:port); from $ROSTER_MATCH if set.")
-    var match: Endpoint = Endpoint(argument: ProcessInfo.processInfo.environment["ROSTER_MATCH"] ?? "") ?? Defaults.match
-
-    @Option(help: "Client token for match calls (default: $ROSTER_TOKEN).")
-    var token: String? = ProcessInfo.processInfo.environment["ROSTER_TOKEN"]
-
-    @Option(help: "Admin token for MatchAdmin calls (default: $ROSTER_ADMIN_TOKEN).")
-    var adminToken: String? = ProcessInfo.processInfo.environment["ROSTER_ADMIN_TOKEN"]
 
     @Option(help: "Token for Coordinator calls (default: $ROSTER_COORDINATOR_TOKEN).")
     var coordinatorToken: String? = ProcessInfo.processInfo.environment["ROSTER_COORDINATOR_TOKEN"]
 
+    func validate() throws {
+        try checkEnvironment("ROSTER_COORDINATOR", flag: "--coordinator", given: coordinator.description != Defaults.coordinator.description,
+                             parses: { Endpoints(argument: $0) != nil }, note: " (or several, comma-separated)")
+    }
+}
+
+/// Where the match server is.
+struct MatchAddress: ParsableArguments {
+    @Option(help: "The match server's address (host:port); from $ROSTER_MATCH if set.")
+    var match: Endpoint = Endpoint(argument: ProcessInfo.processInfo.environment["ROSTER_MATCH"] ?? "") ?? Defaults.match
+
+    func validate() throws {
+        try checkEnvironment("ROSTER_MATCH", flag: "--match", given: match.description != Defaults.match.description,
+                             parses: { Endpoint(argument: $0) != nil })
+    }
+}
+
+/// How every call is made: its deadline and TLS.
+struct CallSettings: ParsableArguments {
     @Option(help: "Seconds to wait for each call (0: no deadline).")
     var timeout: Double = 10
 
@@ -114,18 +131,64 @@ struct ClientOptions: ParsableArguments {
 
     func validate() throws {
         guard timeout >= 0, timeout.isFinite else { throw ValidationError("--timeout must be 0 (no deadline) or more seconds") }
-        // An address in the environment that does not parse is an error, not a silent default.
-        for (name, flag, given) in [("ROSTER_MATCH", "--match", match.description != Defaults.match.description),
-                                    ("ROSTER_COORDINATOR", "--coordinator", coordinator.description != Defaults.coordinator.description)] {
-            if !given, let value = ProcessInfo.processInfo.environment[name], !value.isEmpty,
-               (name == "ROSTER_MATCH" ? Endpoint(argument: value) == nil : Endpoints(argument: value) == nil) {
-                throw ValidationError("\(name)='\(value)' is not host:port\(name == "ROSTER_COORDINATOR" ? " (or several, comma-separated)" : ""); fix it or pass \(flag)")
-            }
-        }
+    }
+
+    /// --timeout 0 means no deadline (docs/PROTOCOL.md).
+    var callOptions: CallOptions {
+        var options = CallOptions.defaults
+        options.timeout = timeout > 0 ? .milliseconds(Int64(timeout * 1000)) : nil
+        return options
     }
 
     /// TLS for this command's connections, or nil for plaintext.
     func clientTLS() throws -> ClientTLS? { try tls.clientTLS() }
+}
+
+/// For commands that talk to the coordinator only (status, submit, advertisers, rollback, delete).
+struct CoordinatorClientOptions: ParsableArguments {
+    @OptionGroup var access: CoordinatorAccess
+    @OptionGroup var settings: CallSettings
+
+    var coordinator: Endpoints { access.coordinator }
+    func coordinatorOptions() -> CallOptions { settings.callOptions.bearer(access.coordinatorToken) }
+    func clientTLS() throws -> ClientTLS? { try settings.clientTLS() }
+}
+
+/// For commands that make MatchAdmin calls only (export).
+struct AdminClientOptions: ParsableArguments {
+    @OptionGroup var address: MatchAddress
+
+    @Option(help: "Admin token for MatchAdmin calls (default: $ROSTER_ADMIN_TOKEN).")
+    var adminToken: String? = ProcessInfo.processInfo.environment["ROSTER_ADMIN_TOKEN"]
+
+    @OptionGroup var settings: CallSettings
+
+    var match: Endpoint { address.match }
+    func adminOptions() -> CallOptions { settings.callOptions.bearer(adminToken) }
+    func clientTLS() throws -> ClientTLS? { try settings.clientTLS() }
+}
+
+/// Where to find every service, for commands that may call any (match, call, load).
+struct ClientOptions: ParsableArguments {
+    @OptionGroup var coordinatorAccess: CoordinatorAccess
+    @OptionGroup var matchAddress: MatchAddress
+
+    @Option(help: "Client token for match calls (default: $ROSTER_TOKEN).")
+    var token: String? = ProcessInfo.processInfo.environment["ROSTER_TOKEN"]
+
+    @Option(help: "Admin token for MatchAdmin calls (default: $ROSTER_ADMIN_TOKEN).")
+    var adminToken: String? = ProcessInfo.processInfo.environment["ROSTER_ADMIN_TOKEN"]
+
+    @OptionGroup var settings: CallSettings
+
+    var coordinator: Endpoints { coordinatorAccess.coordinator }
+    var coordinatorToken: String? { coordinatorAccess.coordinatorToken }
+    var match: Endpoint { matchAddress.match }
+    var timeout: Double { settings.timeout }
+    var callOptions: CallOptions { settings.callOptions }
+
+    /// TLS for this command's connections, or nil for plaintext.
+    func clientTLS() throws -> ClientTLS? { try settings.clientTLS() }
 }
 
 struct LoggingOptions: ParsableArguments {

@@ -587,6 +587,12 @@ final class CLITests: ServicesTestCase {
         XCTAssertTrue(load.stdout.contains("(default: 10s)"), "a duration's default reads as one: \(load.stdout)")
         let match = try RosterBinary.run(["match", "--help"])
         XCTAssertTrue(match.stdout.contains("ROSTER_MATCH"), "help names the environment variables: \(match.stdout)")
+        // A command lists only the options it uses.
+        let status = try RosterBinary.run(["status", "--help"]).stdout
+        for unused in ["--match ", "--token ", "--admin-token "] { XCTAssertFalse(status.contains(unused), "status --help lists \(unused): \(status)") }
+        XCTAssertTrue(status.contains("--coordinator-token"), status)
+        let export = try RosterBinary.run(["export", "--help"]).stdout
+        for unused in ["--coordinator ", "--coordinator-token ", "--token "] { XCTAssertFalse(export.contains(unused), "export --help lists \(unused): \(export)") }
     }
 
     /// A metrics address in use stops a service at start, in one line, for
