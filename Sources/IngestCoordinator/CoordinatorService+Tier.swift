@@ -112,7 +112,12 @@ extension CoordinatorService {
         while start < publications.count {
             let chunk = Array(publications[start..<min(publications.count, start + Self.publishBatch)])
             start += chunk.count
-            let requests = chunk.map { PublishRequest(advertiserID: $0.advertiserID, version: $0.version, segments: $0.segments) }
+            let requests = chunk.map { publication in
+                var request = PublishRequest(advertiserID: publication.advertiserID, version: publication.version, segments: publication.segments)
+                // Live again by a rollback: it replaces the newer version the node may still serve.
+                request.rollback = publication.restored
+                return request
+            }
             do {
                 let results = try await admin.publishMany(PublishManyRequest(publications: requests), options: adminOptions).results
                 var took: [UInt64] = []

@@ -652,14 +652,23 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     public func rollback(_ request: RollbackRequest, context: RPCContext) async throws -> RollbackResponse {
         try await asLeader {
             guard !request.advertiserID.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
-            guard configuration.tier == nil else {
-                throw RPCError(.failedPrecondition, "rollback is not available with a tier of match servers yet: drop the earlier file into the lake again")
-            }
             let target: IngestCatalog.Publication, live: UInt64?
             do {
                 (target, live) = try catalog.rollbackTarget(advertiser: request.advertiserID, version: request.version, keepRetired: configuration.keepRetiredVersions)
             } catch let error as IngestError {
                 throw RPCError(.failedPrecondition, error.description)
+            }
+            if let tier = configuration.tier {
+                // A tier follows the catalog: it is changed first, and the
+                // balance places the restored version on its owners, which
+                // swap it in over the newer one (`Publication.restored`).
+                guard try !catalog.hasVersionPublishing(advertiser: target.advertiserID) else {
+                    throw RPCError(.failedPrecondition, "a newer version of '\(target.advertiserID)' is being published to the tier: roll back once it is live")
+                }
+                try catalog.markRolledBack(advertiser: target.advertiserID, to: target.version, now: clock())
+                await balanceTier(tier)
+                logger.notice("rolled back", metadata: ["advertiser": "\(target.advertiserID)", "version": "\(target.version)", "previous": "\(live ?? 0)"])
+                return RollbackResponse(version: target.version, previousVersion: live ?? 0)
             }
             var publish = PublishRequest(advertiserID: target.advertiserID, version: target.version, segments: target.segments)
             publish.rollback = true
@@ -683,9 +692,6 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
     public func deleteAdvertiser(_ request: DeleteAdvertiserRequest, context: RPCContext) async throws -> DeleteAdvertiserResponse {
         try await asLeader {
             guard !request.advertiserID.isEmpty else { throw RPCError(.invalidArgument, "advertiser_id is empty") }
-            guard configuration.tier == nil else {
-                throw RPCError(.failedPrecondition, "deleting an advertiser is not available with a tier of match servers yet")
-            }
             let deleted: (live: UInt64?, versions: Int)
             do {
                 deleted = try catalog.deleteAdvertiser(request.advertiserID, now: clock())
@@ -693,6 +699,22 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
                 throw RPCError(.notFound, message)
             }
             logger.notice("deleted an advertiser", metadata: ["advertiser": "\(request.advertiserID)", "live": "\(deleted.live ?? 0)"])
+            if let tier = configuration.tier {
+                // Every healthy node is told (one that does not serve it answers 0);
+                // a node down now is told when it comes back and is checked.
+                var failures: [String] = []
+                for node in try healthyNodes(tier) {
+                    do {
+                        _ = try await tier.connect(node.address).unpublish(UnpublishRequest(advertiserID: request.advertiserID), options: adminOptions)
+                    } catch {
+                        failures.append("\(node.id): \(error)")
+                    }
+                }
+                guard failures.isEmpty else {
+                    throw RPCError(.unavailable, "'\(request.advertiserID)' is deleted from the catalog, but some match servers could not be told yet: \(failures.joined(separator: "; "))")
+                }
+                return DeleteAdvertiserResponse(removedVersion: deleted.live ?? 0, versions: UInt32(deleted.versions))
+            }
             do {
                 _ = try await matchAdmin.unpublish(UnpublishRequest(advertiserID: request.advertiserID),
                                                    options: CallOptions(timeout: .seconds(30)).bearer(configuration.adminToken))

@@ -14,6 +14,10 @@ extension IngestCatalog {
         /// The lake object every block was read from.
         public var path: String
         public var etag: String
+        /// Live again by a rollback, with a newer version retired and none in
+        /// flight: a node still serving the newer one must take this one
+        /// anyway (`PublishRequest.rollback`).
+        public var restored = false
     }
 
     /// Versions whose merges are all done, waiting to be made live.
@@ -24,14 +28,23 @@ extension IngestCatalog {
     /// Every version in `state` (publishing, or live: what a tier's nodes
     /// must hold), with its segments, oldest first.
     public func publications(in state: FileState) throws -> [Publication] {
-        try read { db in try publications(db, where: "state = ?", state) }
+        try read { db in try publications(db, where: "f.state = ?", state) }
     }
 
     /// The versions `condition` selects, with their segments, oldest first.
     func publications(_ db: any SQLDatabase, where condition: String, _ value: SQLBindable) throws -> [Publication] {
-        let files = try db.rows("SELECT id, advertiser_id, path, etag FROM files WHERE \(condition) ORDER BY id",
-                                value) { (UInt64($0.int("id")), $0.string("advertiser_id"), $0.string("path"), $0.string("etag")) }
-        return try files.map { id, advertiser, path, etag in
+        let files = try db.rows("""
+            SELECT f.id, f.advertiser_id, f.path, f.etag, f.state,
+                   (SELECT COUNT(*) FROM files g WHERE g.advertiser_id = f.advertiser_id AND g.id > f.id
+                      AND g.state = \(FileState.retired.sql)) AS newer_retired,
+                   (SELECT COUNT(*) FROM files g WHERE g.advertiser_id = f.advertiser_id AND g.id > f.id
+                      AND g.state IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing))) AS newer_in_flight
+            FROM files f WHERE \(condition) ORDER BY f.id
+            """, value) { row in
+            (UInt64(row.int("id")), row.string("advertiser_id"), row.string("path"), row.string("etag"),
+             row.fileState("state") == .live && row.int("newer_retired") > 0 && row.int("newer_in_flight") == 0)
+        }
+        return try files.map { id, advertiser, path, etag, restored in
             let segments = try db.rows("""
                 SELECT output, output_keys, output_offset, output_length FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole)) ORDER BY seq
                 """, id) { row in
@@ -42,7 +55,7 @@ extension IngestCatalog {
                 ref.length = UInt64(row.int("output_length"))
                 return ref
             }
-            return Publication(version: id, advertiserID: advertiser, segments: segments, path: path, etag: etag)
+            return Publication(version: id, advertiserID: advertiser, segments: segments, path: path, etag: etag, restored: restored)
         }
     }
 
@@ -165,7 +178,7 @@ extension IngestCatalog {
                 }
                 target = version
             }
-            guard let publication = try publications(db, where: "id = ?", target).first else {
+            guard let publication = try publications(db, where: "f.id = ?", target).first else {
                 throw IngestError.failedPrecondition("advertiser '\(advertiser)' has no version \(target)")
             }
             return (publication, live)
@@ -184,6 +197,9 @@ extension IngestCatalog {
                 WHERE advertiser_id = ? AND state IN \(FileState.sqlList(FileLifecycle.sources(of: .retired))) AND id <> ?
                 """, now, advertiser, version)
             try db.run("UPDATE advertisers SET live_file_id = ? WHERE id = ?", version, advertiser)
+            // Nodes of a tier recorded as holding it (before it was retired)
+            // serve the newer version now: the balance places it again.
+            try db.run("DELETE FROM holdings WHERE file_id = ?", version)
         }
     }
 
@@ -219,6 +235,13 @@ extension IngestCatalog {
                 out.insert(row.string("id"))
             }
             return out
+        }
+    }
+
+    /// Whether a version of `advertiser` is being published (a tier may hold it already).
+    public func hasVersionPublishing(advertiser: String) throws -> Bool {
+        try read { db in
+            try db.rows("SELECT COUNT(*) FROM files WHERE advertiser_id = ? AND state = ?", advertiser, FileState.publishing) { $0.int(0) }.first ?? 0 > 0
         }
     }
 }

@@ -98,10 +98,11 @@ final class IngestHarness: @unchecked Sendable {
     }
 
     func startCoordinator(callerTokens: Set<String> = [], store: (any SegmentStorage)? = nil,
-                          tier: CoordinatorService<Link>.Tier? = nil) async throws {
+                          tier: CoordinatorService<Link>.Tier? = nil, keepRetiredVersions: Int = 0) async throws {
         let catalog = try IngestCatalog(path: catalogPath, policy: policy)
         var configuration = CoordinatorService<Link>.Configuration(scanInterval: nil, publishInterval: .milliseconds(30), callerTokens: callerTokens)
         configuration.tier = tier
+        configuration.keepRetiredVersions = keepRetiredVersions
         coordinator = CoordinatorService(
             catalog: catalog, lake: LocalFolderLake(root: lakeRoot), store: store ?? LocalSegmentStorage(root: storeRoot),
             matchAdmin: MatchAdmin.Client(transport: matchLink), configuration: configuration,

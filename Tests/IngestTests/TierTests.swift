@@ -40,7 +40,7 @@ final class TierTests: XCTestCase {
         let tier = CoordinatorService<IngestHarness.Link>.Tier(replicas: 2, heartbeatInterval: .milliseconds(100)) { address in
             MatchAdmin.Client(transport: links(address))
         }
-        try await harness.startCoordinator(tier: tier)
+        try await harness.startCoordinator(tier: tier, keepRetiredVersions: 1)
         router = TierRouter(coordinator: harness.coordinatorClient, configuration: .init(timeout: .seconds(2))) { address in
             links(address)
         }
@@ -149,6 +149,40 @@ final class TierTests: XCTestCase {
             }
             return placed && served
         }
+    }
+
+    /// A rollback and a delete in a tier: the catalog changes first, the
+    /// restored version is swapped in on both owners over the newer one (the
+    /// publish says it is a rollback), and a deleted advertiser leaves every node.
+    func testARollbackAndADeleteReachTheNodesOfTheTier() async throws {
+        for id in ["m1", "m2", "m3"] { try start(id) }
+        try await waitUntilAsync { try await self.status().filter(\.healthy).count == 3 }
+        harness.startWorker(id: "w1")
+        try await ingest()
+        try await waitForPlacement(on: ["m1", "m2", "m3"])
+        let newer = ReferenceParser.randomKeys(40, seed: 777)
+        let path = try harness.drop(Array(newer.map { ReferenceParser.hex($0) + "\n" }.joined().utf8), advertiser: "adv0", name: "m2.txt")
+        let submitted = try await harness.submit(path)
+        try await waitUntilAsync(timeout: .seconds(30)) {
+            try await self.router.match(advertiser: "adv0", hash: Data(newer[0].bytes)).matched
+        }
+        let back = try await harness.coordinatorClient.rollback(RollbackRequest(advertiserID: "adv0"))
+        XCTAssertEqual(back.previousVersion, submitted.version)
+        let owners = nodes.values.filter { $0.catalog.current("adv0") != nil }
+        XCTAssertEqual(owners.count, 2, "two owners")
+        for node in owners { XCTAssertEqual(node.catalog.current("adv0")?.version, back.version, "\(node.id) serves the restored version") }
+        let old = try await router.match(advertiser: "adv0", hash: Data(members["adv0"]![0].bytes))
+        XCTAssertTrue(old.matched)
+        XCTAssertEqual(old.version, back.version)
+        let gone = try await router.match(advertiser: "adv0", hash: Data(newer[0].bytes))
+        XCTAssertFalse(gone.matched)
+        try await assertEveryAnswerIsRight()
+
+        let deleted = try await harness.coordinatorClient.deleteAdvertiser(DeleteAdvertiserRequest(advertiserID: "adv1"))
+        XCTAssertGreaterThan(deleted.removedVersion, 0)
+        for node in nodes.values { XCTAssertNil(node.catalog.current("adv1"), "\(node.id) no longer serves adv1") }
+        let placement = try await harness.coordinatorClient.placement(PlacementRequest(advertiserIDs: ["adv1"]))
+        XCTAssertTrue(placement.advertisers.allSatisfy { $0.version == 0 || $0.nodes.isEmpty }, "\(placement)")
     }
 
     func testListsArePlacedOnTwoNodesAndClientsFollowThemThroughDeathsReturnsAndJoins() async throws {
