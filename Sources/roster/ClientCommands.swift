@@ -463,7 +463,7 @@ struct CallCommand: AsyncParsableCommand {
     @Flag(help: "List every RPC.")
     var list = false
 
-    @Option(help: "Print an RPC's request and response messages (Service.Method), or one message by name, with the messages they use.")
+    @Option(help: "Print an RPC's request and response messages (Service.Method), or a message or enum by name, with the messages and enums they use.")
     var describe: String?
 
     @Option(name: .customShort("H"), help: "Metadata to send, key:value (repeatable), as grpcurl's -H.")
@@ -483,10 +483,15 @@ struct CallCommand: AsyncParsableCommand {
 
     /// A message of the schema by name (`FileStatus` or `roster.v1.FileStatus`).
     static func message(named name: String) -> (any ProtoJSONMessage.Type)? {
-        (RosterSchema.messages + TierSchema.messages).first { $0.protoName == name || $0.protoName.split(separator: ".").last.map(String.init) == name }
+        RosterSchema.messages.first { $0.protoName == name || $0.protoName.split(separator: ".").last.map(String.init) == name }
     }
 
-    /// `type`'s definition, then those of the messages its fields use, each once.
+    /// An enum of the schema by name (`FileState`).
+    static func enumDefinition(named name: String) -> String? {
+        RosterSchema.enums.first { $0.schemaDefinition.split(separator: "\n").contains { $0 == "enum \(name) {" } }?.schemaDefinition
+    }
+
+    /// `type`'s definition, then those of the messages and enums its fields use, each once.
     static func definitions(_ type: any ProtoJSONMessage.Type, seen: inout Set<String>) -> [String] {
         guard seen.insert(type.protoName).inserted else { return [] }
         var out = [type.schemaDefinition]
@@ -498,7 +503,11 @@ struct CallCommand: AsyncParsableCommand {
                 .replacingOccurrences(of: ",", with: " ").split(separator: " ").map(String.init)
             if words.first == "repeated" { words.removeFirst() }
             for word in words.prefix(2) {
-                if let nested = message(named: word) { out += definitions(nested, seen: &seen) }
+                if let nested = message(named: word) {
+                    out += definitions(nested, seen: &seen)
+                } else if let definition = enumDefinition(named: word), seen.insert("enum " + word).inserted {
+                    out.append(definition)
+                }
             }
         }
         return out
@@ -525,6 +534,10 @@ struct CallCommand: AsyncParsableCommand {
             if !describe.contains("."), let type = Self.message(named: describe) {
                 print(Self.definitions(type, seen: &seen).joined(separator: "\n\n"))
                 print("\nAs JSON, with every field at its default:\n" + type.init().jsonText(includeDefaults: true))
+                return
+            }
+            if !describe.contains("."), let definition = Self.enumDefinition(named: describe) {
+                print(definition + "\n\nIn JSON a value is written by its name; its number is accepted too.")
                 return
             }
             let m = try Self.find(describe)

@@ -471,6 +471,10 @@ final class CLITests: ServicesTestCase {
         XCTAssertTrue(nested.stdout.contains("message PublishResult {"), nested.stdout)
         let message = try RosterBinary.run(["call", "--describe", "FileStatus"])
         XCTAssertTrue(message.stdout.contains("message FileStatus {") && message.stdout.contains("message InvalidLine {"), message.stdout)
+        let enumDescribed = try RosterBinary.run(["call", "--describe", "FileState"])
+        XCTAssertTrue(enumDescribed.stdout.contains("enum FileState {") && enumDescribed.stdout.contains("FILE_STATE_LIVE = 5;"), enumDescribed.stdout)
+        let withEnum = try RosterBinary.run(["call", "--describe", "Coordinator.Status"])
+        XCTAssertEqual(withEnum.stdout.components(separatedBy: "enum FileState {").count - 1, 1, "the enum a field uses, once: \(withEnum.stdout)")
 
         // @file, and hex where bytes are base64.
         let requestFile = root.appendingPathComponent("request.json")

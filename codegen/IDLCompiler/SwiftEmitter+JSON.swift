@@ -15,7 +15,7 @@ extension SwiftEmitter {
             emitJSONMessage(m)
         }
         w.line()
-        emitRegistry(messages: messages, services: services, sourceName: sourceName)
+        emitRegistry(messages: messages, enums: enums, services: services, sourceName: sourceName)
     }
 
     static func registryName(sourceName: String) -> String {
@@ -27,6 +27,8 @@ extension SwiftEmitter {
     private mutating func emitJSONEnum(_ e: EnumDecl) {
         let cases = SwiftEmitter.caseNames(e)
         w.block("extension \(e.scopedName): ProtoJSONEnum") { w in
+            w.line("public static let schemaDefinition = \(SwiftEmitter.stringLiteral(SwiftEmitter.definitionText(e)))")
+            w.line()
             w.block("public var protoName: String?") { w in
                 w.switchBlock("self") { w in
                     for (v, name) in zip(e.values, cases) { w.line("case .\(Naming.escaped(name)): return \"\(v.name)\"") }
@@ -70,11 +72,15 @@ extension SwiftEmitter {
         }
     }
 
-    private mutating func emitRegistry(messages: [MessageDecl], services: [ServiceDecl], sourceName: String) {
-        w.line("/// Every message and method of \(sourceName.split(separator: "/").last ?? ""), for tools that work from JSON.")
+    private mutating func emitRegistry(messages: [MessageDecl], enums: [EnumDecl], services: [ServiceDecl], sourceName: String) {
+        w.line("/// Every message, enum and method of \(sourceName.split(separator: "/").last ?? ""), for tools that work from JSON.")
         w.block("public enum \(SwiftEmitter.registryName(sourceName: sourceName))") { w in
             w.line("public static let messages: [any ProtoJSONMessage.Type] = [")
             w.indent { w in for m in messages { w.line("\(m.scopedName).self,") } }
+            w.line("]")
+            w.line()
+            w.line("public static let enums: [any ProtoJSONEnum.Type] = [")
+            w.indent { w in for e in enums { w.line("\(e.scopedName).self,") } }
             w.line("]")
             w.line()
             w.line("public static let methods: [MethodDescription] = [")
@@ -104,6 +110,18 @@ extension SwiftEmitter {
         }
         for nested in m.messages { lines.append("  message \(nested.name) { … }") }
         for nested in m.enums { lines.append("  enum \(nested.name) { \(nested.values.map(\.name).joined(separator: ", ")) }") }
+        lines.append("}")
+        return lines.joined(separator: "\n")
+    }
+
+    /// The enum as it reads in the schema: doc comments, values and their numbers.
+    static func definitionText(_ e: EnumDecl) -> String {
+        var lines = e.doc.map { "/// " + $0 }
+        lines.append("enum \(e.name) {")
+        for v in e.values {
+            lines += v.doc.map { "  /// " + $0 }
+            lines.append("  \(v.name) = \(v.number);")
+        }
         lines.append("}")
         return lines.joined(separator: "\n")
     }

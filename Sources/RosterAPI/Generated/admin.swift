@@ -918,7 +918,7 @@ extension ExportResponse: ProtoJSONMessage {
     }
 }
 
-/// Every message and method of admin.rdl, for tools that work from JSON.
+/// Every message, enum and method of admin.rdl, for tools that work from JSON.
 public enum AdminSchema {
     public static let messages: [any ProtoJSONMessage.Type] = [
         SegmentRef.self,
@@ -934,6 +934,9 @@ public enum AdminSchema {
         ListServedResponse.self,
         ExportRequest.self,
         ExportResponse.self,
+    ]
+
+    public static let enums: [any ProtoJSONEnum.Type] = [
     ]
 
     public static let methods: [MethodDescription] = [

@@ -1081,6 +1081,8 @@ extension ScanResponse {
 // MARK: - JSON mapping
 
 extension FileState: ProtoJSONEnum {
+    public static let schemaDefinition = "/// Where a file version is in its life.\nenum FileState {\n  FILE_STATE_UNSPECIFIED = 0;\n  /// Split into blocks; no block parsed yet.\n  FILE_STATE_QUEUED = 1;\n  /// Workers are parsing its blocks.\n  FILE_STATE_PARSING = 2;\n  /// Its runs are being merged into segments.\n  FILE_STATE_MERGING = 3;\n  /// Merged; being made live on the match server.\n  FILE_STATE_PUBLISHING = 4;\n  /// Served by the match server.\n  FILE_STATE_LIVE = 5;\n  /// A block or merge failed too often, or the file could not be read.\n  FILE_STATE_FAILED = 6;\n  /// Too many invalid lines: the whole version was refused.\n  FILE_STATE_REJECTED = 7;\n  /// A newer file of the same advertiser, or a change to this file, replaced it before it went live.\n  FILE_STATE_SUPERSEDED = 8;\n  /// Was live; a newer version replaced it.\n  FILE_STATE_RETIRED = 9;\n}"
+
     public var protoName: String? {
         switch self {
         case .unspecified: return "FILE_STATE_UNSPECIFIED"
@@ -1594,7 +1596,7 @@ extension ScanResponse: ProtoJSONMessage {
     }
 }
 
-/// Every message and method of ingest.rdl, for tools that work from JSON.
+/// Every message, enum and method of ingest.rdl, for tools that work from JSON.
 public enum IngestSchema {
     public static let messages: [any ProtoJSONMessage.Type] = [
         SubmitFileRequest.self,
@@ -1616,6 +1618,10 @@ public enum IngestSchema {
         SetWeightResponse.self,
         ScanRequest.self,
         ScanResponse.self,
+    ]
+
+    public static let enums: [any ProtoJSONEnum.Type] = [
+        FileState.self,
     ]
 
     public static let methods: [MethodDescription] = [

@@ -288,13 +288,16 @@ extension MatchManyResponse: ProtoJSONMessage {
     }
 }
 
-/// Every message and method of match.rdl, for tools that work from JSON.
+/// Every message, enum and method of match.rdl, for tools that work from JSON.
 public enum MatchSchema {
     public static let messages: [any ProtoJSONMessage.Type] = [
         MatchRequest.self,
         MatchResponse.self,
         MatchManyRequest.self,
         MatchManyResponse.self,
+    ]
+
+    public static let enums: [any ProtoJSONEnum.Type] = [
     ]
 
     public static let methods: [MethodDescription] = [

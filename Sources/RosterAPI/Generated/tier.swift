@@ -500,7 +500,7 @@ extension PlacementResponse: ProtoJSONMessage {
     }
 }
 
-/// Every message and method of tier.rdl, for tools that work from JSON.
+/// Every message, enum and method of tier.rdl, for tools that work from JSON.
 public enum TierSchema {
     public static let messages: [any ProtoJSONMessage.Type] = [
         RegisterNodeRequest.self,
@@ -509,6 +509,9 @@ public enum TierSchema {
         TierNode.self,
         AdvertiserPlacement.self,
         PlacementResponse.self,
+    ]
+
+    public static let enums: [any ProtoJSONEnum.Type] = [
     ]
 
     public static let methods: [MethodDescription] = [

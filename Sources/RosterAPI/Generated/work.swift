@@ -626,6 +626,8 @@ extension FailTaskResponse {
 // MARK: - JSON mapping
 
 extension TaskKind: ProtoJSONEnum {
+    public static let schemaDefinition = "enum TaskKind {\n  TASK_KIND_UNSPECIFIED = 0;\n  /// Parse one block of a file into a run (its keys grouped by key range).\n  TASK_KIND_PARSE = 1;\n  /// Merge one key range of all of a version's runs into one segment.\n  TASK_KIND_MERGE = 2;\n  /// A file of one block, from bytes to its one segment in one task: parse\n  /// [start, end), sort, write the segment at output_path. No run, no merge.\n  TASK_KIND_WHOLE = 3;\n}"
+
     public var protoName: String? {
         switch self {
         case .unspecified: return "TASK_KIND_UNSPECIFIED"
@@ -903,7 +905,7 @@ extension FailTaskResponse: ProtoJSONMessage {
     }
 }
 
-/// Every message and method of work.rdl, for tools that work from JSON.
+/// Every message, enum and method of work.rdl, for tools that work from JSON.
 public enum WorkSchema {
     public static let messages: [any ProtoJSONMessage.Type] = [
         IngestTask.self,
@@ -915,6 +917,10 @@ public enum WorkSchema {
         CompleteTaskResponse.self,
         FailTaskRequest.self,
         FailTaskResponse.self,
+    ]
+
+    public static let enums: [any ProtoJSONEnum.Type] = [
+        TaskKind.self,
     ]
 
     public static let methods: [MethodDescription] = [

@@ -41,6 +41,8 @@ extension ProtoJSONMessage {
 
 /// An enum with its value names, for JSON.
 public protocol ProtoJSONEnum: ProtoEnum {
+    /// The enum's definition as written in the schema (for `--describe`).
+    static var schemaDefinition: String { get }
     /// The schema's name of this value (`FILE_STATE_LIVE`), nil for an unrecognized number.
     var protoName: String? { get }
     init?(protoName: String)

@@ -163,11 +163,14 @@ extension EchoResponse: ProtoJSONMessage {
     }
 }
 
-/// Every message and method of testservice.rdl, for tools that work from JSON.
+/// Every message, enum and method of testservice.rdl, for tools that work from JSON.
 public enum TestserviceSchema {
     public static let messages: [any ProtoJSONMessage.Type] = [
         EchoRequest.self,
         EchoResponse.self,
+    ]
+
+    public static let enums: [any ProtoJSONEnum.Type] = [
     ]
 
     public static let methods: [MethodDescription] = [

@@ -655,6 +655,8 @@ extension Tree {
 // MARK: - JSON mapping
 
 extension Color: ProtoJSONEnum {
+    public static let schemaDefinition = "/// A top-level enum.\n/// Its doc comment spans two lines.\nenum Color {\n  COLOR_UNSPECIFIED = 0;\n  COLOR_RED = 1;\n  /// A documented value.\n  COLOR_GREEN = 2;\n  COLOR_BLUE = -3;\n}"
+
     public var protoName: String? {
         switch self {
         case .unspecified: return "COLOR_UNSPECIFIED"
@@ -677,6 +679,8 @@ extension Color: ProtoJSONEnum {
 }
 
 extension Document.Kind: ProtoJSONEnum {
+    public static let schemaDefinition = "/// A nested enum.\nenum Kind {\n  KIND_PLAIN = 0;\n  KIND_QUOTE = 1;\n}"
+
     public var protoName: String? {
         switch self {
         case .plain: return "KIND_PLAIN"
@@ -952,7 +956,7 @@ extension Tree: ProtoJSONMessage {
     }
 }
 
-/// Every message and method of everything.rdl, for tools that work from JSON.
+/// Every message, enum and method of everything.rdl, for tools that work from JSON.
 public enum EverythingSchema {
     public static let messages: [any ProtoJSONMessage.Type] = [
         Scalars.self,
@@ -963,6 +967,11 @@ public enum EverythingSchema {
         Document.Section.Paragraph.self,
         Empty.self,
         Tree.self,
+    ]
+
+    public static let enums: [any ProtoJSONEnum.Type] = [
+        Color.self,
+        Document.Kind.self,
     ]
 
     public static let methods: [MethodDescription] = [

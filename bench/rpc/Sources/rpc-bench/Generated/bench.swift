@@ -63,10 +63,13 @@ extension Payload: ProtoJSONMessage {
     }
 }
 
-/// Every message and method of bench.rdl, for tools that work from JSON.
+/// Every message, enum and method of bench.rdl, for tools that work from JSON.
 public enum BenchSchema {
     public static let messages: [any ProtoJSONMessage.Type] = [
         Payload.self,
+    ]
+
+    public static let enums: [any ProtoJSONEnum.Type] = [
     ]
 
     public static let methods: [MethodDescription] = [
