@@ -185,9 +185,11 @@ extension IngestCatalog {
         var invalid: [String: UInt64] = [:]
         var lineOffset: UInt64 = 0
         var contiguous = true
-        try db.query("SELECT kind, state, lines, keys, bytes, invalid, samples FROM tasks WHERE file_id = ? ORDER BY kind, seq", id) { row in
+        var parsedAt: Double?
+        try db.query("SELECT kind, state, lines, keys, bytes, invalid, samples, done_at FROM tasks WHERE file_id = ? ORDER BY kind, seq", id) { row in
             let done = row.taskState("state") == .done
             let kind = row.taskKind("kind")
+            if kind == .parse, done, let at = row.optionalDouble("done_at") { parsedAt = max(parsedAt ?? at, at) }
             if kind == .merge {
                 if done { status.mergesDone += 1 }
                 return
@@ -225,6 +227,11 @@ extension IngestCatalog {
             if endedAt == nil, status.bytesPerSecond > 0, status.bytesDone < status.size {
                 status.etaSeconds = Double(status.size - status.bytesDone) / status.bytesPerSecond
             }
+        }
+        // Merging: the merges' own pace since the last block was parsed.
+        if status.state == .merging, let parsedAt, status.mergesDone > 0, status.mergesDone < status.mergesTotal, now > parsedAt {
+            let perMerge = (now - parsedAt) / Double(status.mergesDone)
+            status.etaSeconds = perMerge * Double(status.mergesTotal - status.mergesDone)
         }
         return status
     }

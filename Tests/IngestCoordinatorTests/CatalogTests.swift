@@ -171,6 +171,24 @@ class CatalogTests: XCTestCase, CatalogEngine {
         XCTAssertEqual(try catalog.advertisers(after: "", limit: 10).map(\.advertiserID), ["a", "b"])
     }
 
+    /// While a version merges, its ETA follows the merges' own pace since
+    /// its last block was parsed.
+    func testAMergingVersionHasAnETAFromItsMerges() throws {
+        let db = try makeDatabase()
+        let catalog = try IngestCatalog(database: db, policy: IngestPolicy())
+        let version = try catalog.submit(object("a/1", size: 10), now: 0).version
+        try db.run("DELETE FROM tasks WHERE file_id = ?", version)
+        try db.run("UPDATE files SET state = \(FileState.merging.sql), merges_total = 4, started_at = 1 WHERE id = ?", version)
+        try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end, state, done_at) VALUES (?, \(TaskKind.parse.sql), 0, 0, 10, 'done', 10)", version)
+        for seq in 0..<4 {
+            try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end, state, done_at) VALUES (?, \(TaskKind.merge.sql), ?, 0, 0, ?, ?)",
+                       version, seq, seq == 0 ? "done" : "queued", seq == 0 ? 14.0 : nil as Double?)
+        }
+        let status = try XCTUnwrap(catalog.files(advertiser: "a", states: [], limit: 10, now: 20).first)
+        XCTAssertEqual(status.mergesDone, 1)
+        XCTAssertEqual(status.etaSeconds, 30, accuracy: 0.001, "one merge in 10 s since the last block: three more in 30 s")
+    }
+
     func testPathOutsideAnAdvertiserFolderIsRefused() throws {
         let catalog = try makeCatalog()
         XCTAssertThrowsError(try catalog.submit(object("loose.txt", size: 10), now: 0))
