@@ -102,7 +102,10 @@ struct ExportCommand: AsyncParsableCommand {
             let (count, version) = try await export(to: destination)
             if let temporary, let output {
                 try destination.close()
-                _ = try FileManager.default.replaceItemAt(URL(fileURLWithPath: output), withItemAt: URL(fileURLWithPath: temporary))
+                // rename(2) replaces an existing file atomically, and needs none there.
+                guard rename(temporary, output) == 0 else {
+                    throw CLIError("cannot move \(temporary) to \(output): \(String(cString: strerror(errno)))")
+                }
                 FileHandle.standardError.write(Data("exported \(count) hashes of \(advertiser) (version \(version)) to \(output)\n".utf8))
             }
         } catch {

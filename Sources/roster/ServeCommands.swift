@@ -89,7 +89,7 @@ struct DevCommand: AsyncParsableCommand {
               workers:      \(workers)
               status page:  \(metrics.map { "\($0.url)/" } ?? "off")   (metrics at /metrics, health at /healthz and /readyz)
 
-            Drop a file:  mkdir -p \(data.lakeURL.path)/acme && cp members.txt \(data.lakeURL.path)/acme/
+            Drop a file:  mkdir -p \(data.lakeURL.path)/acme && mv members.txt \(data.lakeURL.path)/acme/   (written elsewhere first)
             Watch it:     roster status --watch --coordinator \(coordinatorAddress)
             Query it:     roster match --match \(match) --advertiser acme --email someone@example.com
             Load-test:    roster load --match \(match) --advertiser acme --rate 10000 --duration 30s

@@ -99,6 +99,13 @@ final class CLITests: ServicesTestCase {
         let unknown = try RosterBinary.run(["load", "--match", match, "--advertiser", "nobody", "--rate", "10", "--duration", "1s"])
         XCTAssertEqual(unknown.status, 69, unknown.stderr)
         XCTAssertTrue(unknown.stderr.hasPrefix("Error: advertiser 'nobody' has no list on the match server at "), unknown.stderr)
+        let exportFile = root.appendingPathComponent("acme-live.txt").path
+        for round in 0..<2 {  // a new file, then one replaced
+            let written = try RosterBinary.run(["export", "--match", match, "--advertiser", "acme", "--output", exportFile])
+            XCTAssertEqual(written.status, 0, "round \(round): \(written.stderr)")
+            XCTAssertEqual(try String(contentsOfFile: exportFile, encoding: .utf8), exported.stdout)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: exportFile + ".partial"))
+        }
         let nobody = try RosterBinary.run(["export", "--match", match, "--advertiser", "nobody"])
         XCTAssertEqual(nobody.status, 69, "NOT_FOUND: 64 + 5: \(nobody.stderr)")
 
