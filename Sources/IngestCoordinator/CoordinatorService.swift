@@ -622,6 +622,11 @@ public final class CoordinatorService<AdminTransport: RPCClientTransport>: Coord
         try catalog.operations(limit: limit, now: clock())
     }
 
+    /// The files workers may lease from now, best first.
+    public func queue(limit: Int) throws -> [IngestCatalog.Operations.Queued] {
+        try catalog.queue(limit: limit, now: clock())
+    }
+
     /// What needs attention, sorted by topic; the catalog's own state first.
     public func problemLines() -> [String] {
         var lines = catalog.writeProblem.map { [$0] } ?? []

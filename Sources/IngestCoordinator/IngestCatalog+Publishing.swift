@@ -71,10 +71,7 @@ extension IngestCatalog {
                 else { continue }
                 IngestMetrics.timeToLive.recordSeconds(max(0, now - submitted))
                 // The advertiser's older live version (one, by the rule above) is retired.
-                try db.run("""
-                    UPDATE files SET state = \(FileLifecycle.target(of: .retired).sql), ended_at = ?
-                    WHERE advertiser_id = ? AND state IN \(FileState.sqlList(FileLifecycle.sources(of: .retired))) AND id < ?
-                    """, now, advertiser, file)
+                try retireLive(db, advertiser: advertiser, retiring: .olderThan(file), now: now)
                 try db.run("UPDATE advertisers SET live_file_id = ? WHERE id = ?", file, advertiser)
             }
         }
@@ -192,10 +189,7 @@ extension IngestCatalog {
             guard try move(db, file: version, on: .restored, also: "live_at = ?", now) else {
                 throw IngestError.failedPrecondition("version \(version) of '\(advertiser)' is no longer retired")
             }
-            try db.run("""
-                UPDATE files SET state = \(FileLifecycle.target(of: .retired).sql), ended_at = ?
-                WHERE advertiser_id = ? AND state IN \(FileState.sqlList(FileLifecycle.sources(of: .retired))) AND id <> ?
-                """, now, advertiser, version)
+            try retireLive(db, advertiser: advertiser, retiring: .allBut(version), now: now)
             try db.run("UPDATE advertisers SET live_file_id = ? WHERE id = ?", version, advertiser)
             // Nodes of a tier recorded as holding it (before it was retired)
             // serve the newer version now: the balance places it again.
@@ -217,10 +211,7 @@ extension IngestCatalog {
             let inFlight = try db.rows("SELECT id FROM files WHERE advertiser_id = ? AND state IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing))",
                                        advertiser) { UInt64($0.int(0)) }
             for id in inFlight { try abandon(db, file: id, on: .superseded, error: "its advertiser was deleted", now: now) }
-            try db.run("""
-                UPDATE files SET state = \(FileLifecycle.target(of: .retired).sql), ended_at = ?
-                WHERE advertiser_id = ? AND state IN \(FileState.sqlList(FileLifecycle.sources(of: .retired)))
-                """, now, advertiser)
+            try retireLive(db, advertiser: advertiser, retiring: .all, now: now)
             try db.run("UPDATE advertisers SET live_file_id = NULL, deleted_at = ? WHERE id = ?", now, advertiser)
             let versions = try db.rows("SELECT COUNT(*) FROM files WHERE advertiser_id = ?", advertiser) { Int($0.int(0)) }.first ?? 0
             return (live, versions)
@@ -242,6 +233,29 @@ extension IngestCatalog {
     public func hasVersionPublishing(advertiser: String) throws -> Bool {
         try read { db in
             try db.rows("SELECT COUNT(*) FROM files WHERE advertiser_id = ? AND state = ?", advertiser, FileState.publishing) { $0.int(0) }.first ?? 0 > 0
+        }
+    }
+
+    /// Which of an advertiser's live versions `retireLive` retires.
+    enum Retiring {
+        /// Those older than a version that went live.
+        case olderThan(UInt64)
+        /// Every one but a version made live again.
+        case allBut(UInt64)
+        /// Every one (the advertiser is deleted).
+        case all
+    }
+
+    /// Retires an advertiser's live versions (the `retired` event), inside a write.
+    func retireLive(_ db: any SQLDatabase, advertiser: String, retiring: Retiring, now: Double) throws {
+        let sql = """
+            UPDATE files SET state = \(FileLifecycle.target(of: .retired).sql), ended_at = ?
+            WHERE advertiser_id = ? AND state IN \(FileState.sqlList(FileLifecycle.sources(of: .retired)))
+            """
+        switch retiring {
+        case .olderThan(let version): try db.run(sql + " AND id < ?", now, advertiser, version)
+        case .allBut(let version): try db.run(sql + " AND id <> ?", now, advertiser, version)
+        case .all: try db.run(sql, now, advertiser)
         }
     }
 }

@@ -65,17 +65,25 @@ extension IngestCatalog {
         public var workers: [Worker] = []
     }
 
+    /// The files workers may lease from now, best first (at most `limit`).
+    public func queue(limit: Int, now: Double) throws -> [Operations.Queued] {
+        try read { db in try queue(db, limit: limit, now: now) }
+    }
+
+    private func queue(_ db: any SQLDatabase, limit: Int, now: Double) throws -> [Operations.Queued] {
+        let ranked = try candidates(db, now: now).prefix(limit)
+        var details: [UInt64: (String, Int)] = [:]
+        try query(db, """
+            SELECT f.id, f.path, (SELECT COUNT(*) FROM tasks t WHERE t.file_id = f.id AND t.state = \(TaskState.queued.sql)) AS queued
+            FROM files f WHERE f.id IN (?)
+            """, in: ranked.map { $0.file as SQLBindable }) { row in details[UInt64(row.int("id"))] = (row.string("path"), Int(row.int("queued"))) }
+        return ranked.map { Operations.Queued(version: $0.file, path: details[$0.file]?.0 ?? "", score: $0.score, tasks: details[$0.file]?.1 ?? 0) }
+    }
+
     public func operations(limit: Int, now: Double) throws -> Operations {
         try read { db in
             var out = Operations()
-            let ranked = try candidates(db, now: now).prefix(limit)
-            let ids = ranked.map { $0.file as SQLBindable }
-            var details: [UInt64: (String, Int)] = [:]
-            try query(db, """
-                SELECT f.id, f.path, (SELECT COUNT(*) FROM tasks t WHERE t.file_id = f.id AND t.state = \(TaskState.queued.sql)) AS queued
-                FROM files f WHERE f.id IN (?)
-                """, in: ids) { row in details[UInt64(row.int("id"))] = (row.string("path"), Int(row.int("queued"))) }
-            out.queue = ranked.map { Operations.Queued(version: $0.file, path: details[$0.file]?.0 ?? "", score: $0.score, tasks: details[$0.file]?.1 ?? 0) }
+            out.queue = try queue(db, limit: limit, now: now)
             out.leases = try db.rows("""
                 SELECT t.worker, t.file_id, f.path, t.kind, t.seq, t.lease_expires FROM tasks t JOIN files f ON f.id = t.file_id
                 WHERE t.state = \(TaskState.leased.sql) ORDER BY t.lease_expires LIMIT ?

@@ -82,13 +82,9 @@ extension Roster {
 
     /// The subcommand the arguments name (or the root), and how to call it.
     static func commandPath(in arguments: [String]) -> (type: any ParsableCommand.Type, path: String) {
-        for argument in arguments where !argument.hasPrefix("-") {
-            if let sub = configuration.subcommands.first(where: { $0._commandName == argument }) {
-                return (sub, "roster \(argument)")
-            }
-            break
-        }
-        return (Roster.self, "roster")
+        guard let name = arguments.first(where: { !$0.hasPrefix("-") }),
+              let sub = configuration.subcommands.first(where: { $0._commandName == name }) else { return (Roster.self, "roster") }
+        return (sub, "roster \(name)")
     }
 
     /// "unknown option '--advertser' (did you mean '--advertiser'?)" for the
@@ -117,8 +113,9 @@ extension Roster {
     /// Levenshtein distance, for suggesting a flag.
     static func distance(_ a: String, _ b: String) -> Int {
         let a = Array(a), b = Array(b)
+        guard !a.isEmpty else { return b.count }
         var row = Array(0...b.count)
-        for i in 1...max(a.count, 1) where !a.isEmpty {
+        for i in 1...a.count {
             var previous = row[0]
             row[0] = i
             for j in stride(from: 1, through: b.count, by: 1) {

@@ -21,7 +21,7 @@ enum ServiceGauges {
             endpoint.gauge("roster_ingest_workers", help: "Workers seen in the last three lease lengths.").set(Double(status.workersSeen))
             endpoint.gauge("roster_ingest_advertisers_live", help: "Advertisers with a live list.").set(Double(status.advertisersLive))
             endpoint.gauge("roster_ingest_problems", help: "Problems Status reports now (each needs attention).").set(Double(status.problems.count))
-            let queue = try service.operations(limit: 10_000).queue
+            let queue = try service.queue(limit: 10_000)
             endpoint.gauge("roster_ingest_queue_files", help: "Files with tasks a worker may lease now (the queue by priority).")
                 .set(Double(queue.count))
             endpoint.gauge("roster_ingest_queue_top_score", help: "The priority score of the file workers lease next (0: none waiting).")

@@ -93,19 +93,12 @@ final class ClientConnectionHandler: ChannelDuplexHandler {
     /// at once; calls made one by one on the loop share a flush at the end
     /// of the loop's tick.
     func submit(frames: ByteBuffer, calls: some Collection<Submission>, coalesce: Bool) {
-        let refused: CallFailure?
-        if let refusal {
-            // The server closed this connection with an error (a limit, say):
-            // a call that comes too late to be failed with it still learns why.
-            refused = CallFailure(error: refusal, retryable: false)
-        } else if context == nil || closed || draining {
-            // Never sent: another connection may take it.
-            refused = CallFailure(error: RPCError(.unavailable, "connection is closing"), retryable: true)
-        } else {
-            refused = nil
-        }
-        guard let context, refused == nil else {
-            for call in calls { call.response.resume(throwing: refused!) }
+        guard let context, !closed, !draining, refusal == nil else {
+            // After an error GOAWAY (a limit, say) a late call still learns why;
+            // otherwise it was never sent, and another connection may take it.
+            let failure = refusal.map { CallFailure(error: $0, retryable: false) }
+                ?? CallFailure(error: RPCError(.unavailable, "connection is closing"), retryable: true)
+            for call in calls { call.response.resume(throwing: failure) }
             return
         }
         for call in calls { enqueue(call, context: context) }

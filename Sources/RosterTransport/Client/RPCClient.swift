@@ -294,13 +294,10 @@ final class ClientConnection: Sendable {
             handler.value.submit(frames: frame, calls: CollectionOfOne(call), coalesce: true)
             return
         }
-        let first = outbox.withLock { outbox -> Bool in
-            let first = outbox.isEmpty
+        post { outbox in
             FrameWriter.appendRequest(callID: id, head: head, message: message, size: size, to: &outbox.frames)
             outbox.calls.append(call)
-            return first
         }
-        if first { channel.eventLoop.execute { self.drain() } }
     }
 
     /// Fails a call as cancelled by the caller and tells the server (nothing
@@ -310,9 +307,14 @@ final class ClientConnection: Sendable {
             handler.value.cancel(id: id)
             return
         }
+        post { $0.cancels.append(id) }
+    }
+
+    /// Adds to the outbox; the first addition to an empty outbox asks the loop to drain it.
+    private func post(_ add: (inout Outbox) -> Void) {
         let first = outbox.withLock { outbox -> Bool in
             let first = outbox.isEmpty
-            outbox.cancels.append(id)
+            add(&outbox)
             return first
         }
         if first { channel.eventLoop.execute { self.drain() } }
