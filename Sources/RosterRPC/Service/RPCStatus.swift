@@ -57,3 +57,16 @@ public struct RPCError: Error, Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { "\(code): \(message)" }
 }
+
+/// An error that knows the status it answers on the wire (as grpc-swift 2's
+/// `RPCErrorConvertible`): a domain error conforms once, where it is
+/// declared, and every handler and transport then answers it the same way,
+/// instead of each call site choosing a code.
+public protocol RPCErrorConvertible: Error {
+    /// The status and message a call that failed with this error answers.
+    var rpcError: RPCError { get }
+}
+
+extension RPCError: RPCErrorConvertible {
+    public var rpcError: RPCError { self }
+}
