@@ -171,7 +171,7 @@ let package = Package(
         ]),
         // The one binary users run: every service, and a command for every RPC.
         .executableTarget(name: "roster", dependencies: [
-            "RosterClient", "RosterServer", "MatchServer", "IngestCoordinator", "IngestWorker", "DataLake", "SegmentStore",
+            "RosterAPI", "RosterClient", "RosterServer", "MatchServer", "IngestCoordinator", "IngestWorker", "DataLake", "SegmentStore",
             "HashParsing", "HexDigits", "LoadHarness", "RosterMetrics", "ObjectStorage", "PostgresSQL", "RosterTLS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -221,7 +221,7 @@ let package = Package(
         .target(name: "PostgresTestSupport", dependencies: ["PostgresSQL", "TestSupport"], path: "Tests/PostgresTestSupport"),
         .testTarget(name: "IngestCoordinatorTests", dependencies: [
             "IngestCoordinator", "DataLake", "SQLDatabase", "SQLite", "PostgresSQL", "PostgresTestSupport", "RosterAPI", "SegmentStore",
-            "TestSupport",
+            "TestSupport", "RosterInProcess",
         ]),
         .testTarget(name: "TransportTests", dependencies: [
             "RosterRPC", "RosterTransport", "RosterServer", "RosterMetrics", "RosterTLS", "TestServices", "TestSupport",
@@ -238,7 +238,7 @@ let package = Package(
         ]),
         .testTarget(name: "RosterClientTests", dependencies: ["RosterClient", "RosterServer", "RosterInProcess", "MatchServer", "SegmentStore"]),
         .testTarget(name: "CLITests", dependencies: [
-            "roster", "RosterClient", "ObjectStorage", "S3TestSupport", "PostgresTestSupport", "TestSupport",
+            "roster", "RosterAPI", "RosterClient", "ObjectStorage", "S3TestSupport", "PostgresTestSupport", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "SegmentStoreTests", dependencies: ["SegmentStore", "TestSupport"]),

@@ -153,6 +153,9 @@ extension IngestCatalog {
             if try db.rows("SELECT id FROM advertisers WHERE id = ? AND deleted_at IS NOT NULL", advertiser, map: { $0.string(0) }).first != nil {
                 throw IngestError.failedPrecondition("advertiser '\(advertiser)' was deleted (its data with it): drop a new file into its folder to start it again")
             }
+            guard try db.rows("SELECT id FROM advertisers WHERE id = ?", advertiser, map: { $0.string(0) }).first != nil else {
+                throw IngestError.notFound("no advertiser '\(advertiser)'")
+            }
             let live = try db.rows("SELECT live_file_id FROM advertisers WHERE id = ? AND live_file_id IS NOT NULL", advertiser) { UInt64($0.int(0)) }.first
             let kept = try db.rows("""
                 SELECT id FROM files WHERE advertiser_id = ? AND state = \(FileState.retired.sql) AND collected < 2 ORDER BY id DESC LIMIT ?
@@ -167,7 +170,7 @@ extension IngestCatalog {
                 guard kept.contains(version) else {
                     let state = try db.rows("SELECT state FROM files WHERE id = ? AND advertiser_id = ?", version, advertiser) { $0.fileState("state") }.first
                     switch state {
-                    case nil: throw IngestError.failedPrecondition("advertiser '\(advertiser)' has no version \(version)")
+                    case nil: throw IngestError.notFound("advertiser '\(advertiser)' has no version \(version)")
                     case .live?: throw IngestError.failedPrecondition("version \(version) of '\(advertiser)' is live already")
                     case .retired?: throw IngestError.failedPrecondition("the segments of version \(version) of '\(advertiser)' are no longer kept (the coordinator keeps those of the \(keepRetired) newest earlier version(s): --keep-versions)")
                     case let other?: throw IngestError.failedPrecondition("version \(version) of '\(advertiser)' was never live (\(other.name)): only a retired version can be served again")

@@ -10,7 +10,7 @@ import ServiceLifecycle
 import Synchronization
 
 /// A stateless ingest worker: it pulls tasks from the coordinator, does
-/// them, and reports back, all through the generated `Coordinator.Client`.
+/// them, and reports back, all through the generated `TaskQueue.Client`.
 ///
 /// Parse tasks read one block's lines from the lake into keys and write
 /// them as a run, grouped by key range (`RunFormat`), under a name unique
@@ -61,7 +61,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     }
 
     public let configuration: Configuration
-    private let coordinator: Coordinator.Client<Transport>
+    private let coordinator: TaskQueue.Client<Transport>
     private let lake: any DataLake
     private let store: any SegmentStorage
     private let logger: Logger
@@ -69,7 +69,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     private let leaseMilliseconds = Atomic<UInt32>(10_000)
     private let completed = Atomic<Int>(0)
 
-    public init(configuration: Configuration, coordinator: Coordinator.Client<Transport>, lake: any DataLake,
+    public init(configuration: Configuration, coordinator: TaskQueue.Client<Transport>, lake: any DataLake,
                 store: any SegmentStorage, logger: Logger = Logger(label: "roster.worker")) {
         self.configuration = configuration
         self.coordinator = coordinator

@@ -31,11 +31,11 @@ public struct NodeAnnouncer<Transport: RPCClientTransport>: Service {
 
     public let configuration: Configuration
     public let incarnation: String
-    private let coordinator: Coordinator.Client<Transport>
+    private let coordinator: Tier.Client<Transport>
     private let catalog: MatchCatalog
     private let logger: Logger
 
-    public init(configuration: Configuration, coordinator: Coordinator.Client<Transport>, catalog: MatchCatalog,
+    public init(configuration: Configuration, coordinator: Tier.Client<Transport>, catalog: MatchCatalog,
                 incarnation: String = UUID().uuidString, logger: Logger = Logger(label: "roster.match.node")) {
         self.configuration = configuration
         self.coordinator = coordinator

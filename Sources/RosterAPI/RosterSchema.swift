@@ -11,5 +11,5 @@ public enum RosterSchema {
         MatchSchema.enums + AdminSchema.enums + IngestSchema.enums + WorkSchema.enums + TierSchema.enums
 
     public static let methods: [MethodDescription] =
-        MatchSchema.methods + AdminSchema.methods + IngestSchema.methods + WorkSchema.methods
+        MatchSchema.methods + AdminSchema.methods + IngestSchema.methods + WorkSchema.methods + TierSchema.methods
 }

@@ -1,5 +1,19 @@
 import Foundation
-@_exported import RosterAPI
+// What applications call, and only that: the match API (MatchService) and
+// the tier's placement (Tier), with their messages. Operators' and
+// workers' services (IngestAdmin, TaskQueue, MatchAdmin) are in RosterAPI,
+// for tools that import it themselves.
+@_exported import enum RosterAPI.MatchService
+@_exported import struct RosterAPI.MatchRequest
+@_exported import struct RosterAPI.MatchResponse
+@_exported import struct RosterAPI.MatchManyRequest
+@_exported import struct RosterAPI.MatchManyResponse
+@_exported import enum RosterAPI.Tier
+@_exported import struct RosterAPI.PlacementRequest
+@_exported import struct RosterAPI.PlacementResponse
+@_exported import struct RosterAPI.AdvertiserPlacement
+@_exported import struct RosterAPI.TierNode
+import RosterAPI
 @_exported import RosterRPC
 @_exported import RosterTLS
 @_exported import RosterTransport
@@ -17,8 +31,9 @@ import Foundation
 /// let secure = MatchClient(host: "match.internal", port: 7401, token: "s3cret", tls: tls)
 /// ```
 ///
-/// The generated stubs (`MatchService.Client`, `Coordinator.Client`, ...) are
-/// exported too, for everything else.
+/// The generated stubs applications call (`MatchService.Client`,
+/// `Tier.Client` for placement) are exported too; operators' and workers'
+/// services are not (import `RosterAPI` for those).
 public struct MatchClient: Sendable {
     public let rpc: RPCClient
     public let token: String?

@@ -19,10 +19,10 @@ import Synchronization
 /// is the one applications use.
 public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTransport: RPCClientTransport>: Sendable {
     public struct Configuration: Sendable {
-        /// Token for the match servers (`authorization: Bearer`).
+        /// The application's client token (`authorization: Bearer`): the
+        /// match servers take it for Match and MatchMany, the coordinator for
+        /// `Tier.Placement` and nothing else.
         public var token: String?
-        /// Token for the coordinator's Placement call.
-        public var coordinatorToken: String?
         /// The whole call's deadline, every retry included.
         public var timeout: Duration
         /// How long a placement is used before it is asked again.
@@ -41,11 +41,10 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         /// Set it well above a healthy server's p99.
         public var hedgeAfter: Duration?
 
-        public init(token: String? = nil, coordinatorToken: String? = nil, timeout: Duration = .seconds(5),
+        public init(token: String? = nil, timeout: Duration = .seconds(5),
                     placementLifetime: Duration = .seconds(30), suspicion: Duration = .seconds(5),
                     hedgeAfter: Duration? = nil) {
             self.token = token
-            self.coordinatorToken = coordinatorToken
             self.timeout = timeout
             self.placementLifetime = placementLifetime
             self.suspicion = suspicion
@@ -61,7 +60,7 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
     }
 
     public let configuration: Configuration
-    private let coordinator: Coordinator.Client<CoordinatorTransport>
+    private let coordinator: Tier.Client<CoordinatorTransport>
     private let transports: TransportCache<NodeTransport>
     private let routes = Mutex<[String: (route: Route, until: ContinuousClock.Instant)]>([:])
     private let placementCalls = Atomic<Int>(0)
@@ -85,7 +84,7 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         hedgeTokens.withLock { $0 = min(100, $0 + 0.1) }
     }
 
-    public init(coordinator: Coordinator.Client<CoordinatorTransport>, configuration: Configuration = .init(),
+    public init(coordinator: Tier.Client<CoordinatorTransport>, configuration: Configuration = .init(),
                 connect: @escaping @Sendable (String) -> NodeTransport) {
         self.coordinator = coordinator
         self.configuration = configuration
@@ -116,7 +115,7 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         if !refresh, let cached = routes.withLock({ $0[advertiser] }), ContinuousClock.now < cached.until { return cached.route }
         placementCalls.add(1, ordering: .relaxed)
         let response = try await coordinator.placement(PlacementRequest(advertiserIDs: [advertiser]),
-                                                       options: CallOptions(timeout: configuration.timeout).bearer(configuration.coordinatorToken))
+                                                       options: CallOptions(timeout: configuration.timeout).bearer(configuration.token))
         guard let placed = response.advertisers.first else { throw RPCError(.internal, "the coordinator placed no advertiser") }
         let route = Route(version: placed.version, addresses: placed.nodes.compactMap { index in
             Int(index) < response.nodes.count ? response.nodes[Int(index)].address : nil
@@ -319,15 +318,16 @@ public struct TierClient: Sendable {
 
     /// `hedgeAfter`: see `TierRouter.Configuration.hedgeAfter` (off by default).
     /// `tls` applies to the coordinators and to every match server.
-    public init(coordinators: [(host: String, port: Int)], token: String? = nil, coordinatorToken: String? = nil,
+    /// `token`: the application's client token, for placement and matching alike.
+    public init(coordinators: [(host: String, port: Int)], token: String? = nil,
                 timeout: Duration = .seconds(5), hedgeAfter: Duration? = nil, tls: ClientTLS? = nil) {
         let configuration = RPCClient.Configuration(tls: tls)
         let coordinators = FailoverTransport(coordinators.map { RPCClient(host: $0.host, port: $0.port, configuration: configuration) })
         let nodes = TransportCache { RPCClient(address: $0, configuration: configuration) }
         self.coordinators = coordinators
         self.nodes = nodes
-        router = TierRouter(coordinator: Coordinator.Client(transport: coordinators),
-                            configuration: .init(token: token, coordinatorToken: coordinatorToken, timeout: timeout,
+        router = TierRouter(coordinator: Tier.Client(transport: coordinators),
+                            configuration: .init(token: token, timeout: timeout,
                                                  hedgeAfter: hedgeAfter)) { nodes($0) }
     }
 

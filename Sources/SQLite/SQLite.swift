@@ -7,6 +7,11 @@ public struct SQLiteError: SQLEngineError, CustomStringConvertible, Sendable {
     public var code: Int32
     public var message: String
 
+    public init(code: Int32, message: String) {
+        self.code = code
+        self.message = message
+    }
+
     public var description: String { "sqlite error \(code): \(message)" }
 }
 

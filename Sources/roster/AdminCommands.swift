@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HexDigits
+import RosterAPI
 import RosterClient
 
 /// `roster advertisers`: every advertiser the coordinator knows, a page at a time.
@@ -9,7 +10,7 @@ struct AdvertisersCommand: AsyncParsableCommand {
         commandName: "advertisers",
         abstract: "List advertisers: live version, keys, bytes, newest version and when it last changed.",
         discussion: """
-            Calls Coordinator.ListAdvertisers page by page (1,000 a call).
+            Calls IngestAdmin.ListAdvertisers page by page (1,000 a call).
 
             Examples:
               roster advertisers
@@ -34,14 +35,14 @@ struct AdvertisersCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { transport in
-            let coordinator = Coordinator.Client(transport: transport)
+            let coordinator = IngestAdmin.Client(transport: transport)
             var request = ListAdvertisersRequest(afterAdvertiserID: after, limit: 1_000)
             var listed = 0
             if !json { print("ADVERTISER            LIVE     KEYS         BYTES       NEWEST   STATE       VERSIONS  CHANGED") }
             repeat {
                 if limit > 0 { request.limit = UInt32(min(1_000, limit - listed)) }
                 let page = try await userFacing("cannot list advertisers") {
-                    try await coordinator.listAdvertisers(request, options: client.coordinatorOptions())
+                    try await coordinator.listAdvertisers(request, options: client.operatorOptions())
                 }
                 for advertiser in page.advertisers {
                     print(json ? advertiser.jsonText(includeDefaults: true).replacingOccurrences(of: "\n", with: "") : Self.line(advertiser))
@@ -145,7 +146,7 @@ struct RollbackCommand: AsyncParsableCommand {
         commandName: "rollback",
         abstract: "Serve an advertiser's previous list version again, at once (no re-ingest).",
         discussion: """
-            Calls Coordinator.Rollback: the match server swaps the earlier version in atomically
+            Calls IngestAdmin.Rollback: the match server swaps the earlier version in atomically
             (a query sees the old list or the new, never a mix), then the catalog records it live
             and the version it replaced retired. Only versions whose segments the coordinator
             keeps can come back (coordinator --keep-versions, default 1: the one before the live
@@ -153,7 +154,7 @@ struct RollbackCommand: AsyncParsableCommand {
 
             Examples:
               roster rollback --advertiser acme              # the version before the live one
-              roster rollback --advertiser acme --to 41      # a given version (roster advertisers, roster call Coordinator.ListFiles)
+              roster rollback --advertiser acme --to 41      # a given version (roster advertisers, roster call IngestAdmin.ListFiles)
             """)
 
     @OptionGroup var client: CoordinatorClientOptions
@@ -166,9 +167,9 @@ struct RollbackCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { transport in
-            let coordinator = Coordinator.Client(transport: transport)
+            let coordinator = IngestAdmin.Client(transport: transport)
             let response = try await userFacing("cannot roll back \(advertiser)") {
-                try await coordinator.rollback(RollbackRequest(advertiserID: advertiser, version: to), options: client.coordinatorOptions())
+                try await coordinator.rollback(RollbackRequest(advertiserID: advertiser, version: to), options: client.operatorOptions())
             }
             print("\(advertiser): version \(response.version) is live again (it replaced version \(response.previousVersion))")
         }
@@ -181,7 +182,7 @@ struct DeleteCommand: AsyncParsableCommand {
         commandName: "delete",
         abstract: "Stop serving an advertiser and remove its data; a file dropped into its folder later starts it again.",
         discussion: """
-            Calls Coordinator.DeleteAdvertiser: the catalog marks it deleted (files in flight are
+            Calls IngestAdmin.DeleteAdvertiser: the catalog marks it deleted (files in flight are
             abandoned, no version is kept for a rollback, garbage collection removes every segment
             and run), then the match server stops serving it. The files in the lake are left as
             they are: only a new file (newer than every earlier one) starts the advertiser again.
@@ -204,9 +205,9 @@ struct DeleteCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { transport in
-            let coordinator = Coordinator.Client(transport: transport)
+            let coordinator = IngestAdmin.Client(transport: transport)
             let response = try await userFacing("cannot delete \(advertiser)") {
-                try await coordinator.deleteAdvertiser(DeleteAdvertiserRequest(advertiserID: advertiser), options: client.coordinatorOptions())
+                try await coordinator.deleteAdvertiser(DeleteAdvertiserRequest(advertiserID: advertiser), options: client.operatorOptions())
             }
             let live = response.removedVersion == 0 ? "no version was live" : "version \(response.removedVersion) is no longer served"
             print("\(advertiser): deleted; \(live); the data of its \(response.versions) version(s) is being removed")

@@ -3,12 +3,27 @@ import IngestCoordinator
 import Foundation
 import HashParsing
 import HexDigits
+import RosterAPI
 import RosterClient
 
 extension ClientOptions {
     func adminOptions() -> CallOptions { callOptions.bearer(adminToken) }
-    func coordinatorOptions() -> CallOptions { callOptions.bearer(coordinatorToken) }
+    func operatorOptions() -> CallOptions { callOptions.bearer(operatorToken) }
     func matchOptions() -> CallOptions { callOptions.bearer(token) }
+
+    /// Where a call to `service` goes, with the token its audience holds:
+    /// the coordinator's IngestAdmin with --operator-token, its Tier and
+    /// TaskQueue with --token (an application's client token reads
+    /// placement; a worker passes its worker token); the match server's
+    /// MatchAdmin with --admin-token and MatchService with --token.
+    func route(_ service: String) -> (endpoints: Endpoints, options: CallOptions) {
+        switch service {
+        case IngestAdmin.name: (coordinator, operatorOptions())
+        case Tier.name, TaskQueue.name: (coordinator, matchOptions())
+        case MatchAdmin.name: (Endpoints([match]), adminOptions())
+        default: (Endpoints([match]), matchOptions())
+        }
+    }
 }
 
 /// Runs `body` with a client for `endpoint`, and closes the client after it,
@@ -44,7 +59,6 @@ func withCoordinator<T>(_ endpoints: Endpoints, tls: ClientTLS?, _ body: (Failov
 func withTierClient<T>(_ client: ClientOptions, hedgeAfter: Duration? = nil,
                        _ body: (TierRouter<RPCClient, FailoverTransport<RPCClient>>) async throws -> T) async throws -> T {
     let tier = TierClient(coordinators: client.coordinator.all.map { ($0.host, $0.port) }, token: client.token,
-                          coordinatorToken: client.coordinatorToken,
                           // 0 is no deadline; the router splits its deadline over holders, so "none" is a day.
                           timeout: client.timeout > 0 ? .milliseconds(Int64(client.timeout * 1000)) : .seconds(86_400),
                           hedgeAfter: hedgeAfter, tls: try client.clientTLS())
@@ -79,20 +93,20 @@ struct SubmitCommand: AsyncParsableCommand {
     var wait = false
 
     func run() async throws {
-        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { try await submit(Coordinator.Client(transport: $0)) }
+        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { try await submit(IngestAdmin.Client(transport: $0)) }
     }
 
-    private func submit(_ coordinator: Coordinator.Client<FailoverTransport<RPCClient>>) async throws {
+    private func submit(_ coordinator: IngestAdmin.Client<FailoverTransport<RPCClient>>) async throws {
         var request = SubmitFileRequest()
         request.path = path
         let response = try await userFacing("cannot submit \(path)") {
-            try await coordinator.submitFile(request, options: client.coordinatorOptions())
+            try await coordinator.submitFile(request, options: client.operatorOptions())
         }
         print(response.queued
               ? "queued \(path) as version \(response.version) of \(response.advertiserID)"
               : "\(path) is already known as version \(response.version) (\(StatusFormat.state(response.state)))")
         guard wait else { return }
-        let final = try await StatusFormat.watch(coordinator: coordinator, options: client.coordinatorOptions(), only: response.version)
+        let final = try await StatusFormat.watch(coordinator: coordinator, options: client.operatorOptions(), only: response.version)
         if let final, final.state != .live {
             throw CLIError("version \(final.version) ended \(StatusFormat.state(final.state)): \(final.error)")
         }
@@ -122,22 +136,22 @@ struct StatusCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { try await show(Coordinator.Client(transport: $0)) }
+        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { try await show(IngestAdmin.Client(transport: $0)) }
     }
 
-    private func show(_ coordinator: Coordinator.Client<FailoverTransport<RPCClient>>) async throws {
+    private func show(_ coordinator: IngestAdmin.Client<FailoverTransport<RPCClient>>) async throws {
         if watch {
-            _ = try await StatusFormat.watch(coordinator: coordinator, options: client.coordinatorOptions(), only: nil,
+            _ = try await StatusFormat.watch(coordinator: coordinator, options: client.operatorOptions(), only: nil,
                                              waitForWork: .milliseconds(Int64(max(0, waitForWork) * 1000)))
             // Everything has finished: the final table.
             let status = try await userFacing("cannot get the status") {
-                try await coordinator.status(StatusRequest(), options: client.coordinatorOptions())
+                try await coordinator.status(StatusRequest(), options: client.operatorOptions())
             }
             print("\n" + StatusFormat.table(status))
             return
         }
         let status = try await userFacing("cannot get the status") {
-            try await coordinator.status(StatusRequest(), options: client.coordinatorOptions())
+            try await coordinator.status(StatusRequest(), options: client.operatorOptions())
         }
         if json {
             print(status.jsonText(includeDefaults: true))
@@ -225,7 +239,7 @@ enum StatusFormat {
     /// the last status of `only`. Watching everything (`only` nil) with
     /// nothing in flight waits up to `waitForWork` for a file to appear: a
     /// file just dropped into the lake is not known before the next scan.
-    static func watch(coordinator: Coordinator.Client<FailoverTransport<RPCClient>>, options: CallOptions, only: UInt64?,
+    static func watch(coordinator: IngestAdmin.Client<FailoverTransport<RPCClient>>, options: CallOptions, only: UInt64?,
                       waitForWork: Duration = .zero) async throws -> FileStatus? {
         let tty = isatty(STDOUT_FILENO) != 0
         let clock = ContinuousClock()
@@ -450,12 +464,12 @@ struct CallCommand: AsyncParsableCommand {
 
             Examples:
               roster call --list
-              roster call --describe Coordinator.SubmitFile      (its messages, nested ones expanded)
+              roster call --describe IngestAdmin.SubmitFile      (its messages, nested ones expanded)
               roster call --describe FileStatus                  (a message by name)
-              roster call Coordinator.SubmitFile '{"path": "acme/members.txt"}'
+              roster call IngestAdmin.SubmitFile '{"path": "acme/members.txt"}'
               roster call MatchService.Match '{"advertiserId": "acme", "hash": "DMF1ucDxtqgxw5niaXcmYQ=="}'
-              roster call Coordinator.ListFiles @request.json    (@file, or @- for standard input)
-              roster call -H x-request-id:42 Coordinator.Status  (metadata, repeatable)
+              roster call IngestAdmin.ListFiles @request.json    (@file, or @- for standard input)
+              roster call -H x-request-id:42 IngestAdmin.Status  (metadata, repeatable)
             """)
 
     @OptionGroup var client: ClientOptions
@@ -469,7 +483,7 @@ struct CallCommand: AsyncParsableCommand {
     @Option(name: .customShort("H"), help: "Metadata to send, key:value (repeatable), as grpcurl's -H.")
     var header: [String] = []
 
-    @Argument(help: "Service.Method, e.g. Coordinator.Status.")
+    @Argument(help: "Service.Method, e.g. IngestAdmin.Status.")
     var method: String?
 
     @Argument(help: "The request as JSON (default {}); @file reads it from a file, @- (or -) from standard input.")
@@ -565,9 +579,7 @@ struct CallCommand: AsyncParsableCommand {
             throw CLIError("bad request for \(m.shortName): \(error)")
         }
         let service = m.descriptor.service
-        var (endpoints, options): (Endpoints, CallOptions) = service == Coordinator.name
-            ? (client.coordinator, client.coordinatorOptions())
-            : service == MatchAdmin.name ? (Endpoints([client.match]), client.adminOptions()) : (Endpoints([client.match]), client.matchOptions())
+        var (endpoints, options) = client.route(service)
         for h in header {
             let colon = h.firstIndex(of: ":")!
             options.metadata[h[..<colon].trimmingCharacters(in: .whitespaces).lowercased()] = h[h.index(after: colon)...].trimmingCharacters(in: .whitespaces)

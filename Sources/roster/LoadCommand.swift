@@ -1,22 +1,8 @@
 import ArgumentParser
 import Foundation
 import LoadHarness
+import RosterAPI
 import RosterClient
-
-/// `30s`, `500ms`, `2m` or plain seconds.
-struct DurationArgument: ExpressibleByArgument, CustomStringConvertible {
-    var duration: Duration
-    /// As the user wrote it (help shows a default as `10s`, not as a struct).
-    var description: String
-
-    init?(argument: String) {
-        guard let duration = RateSchedule.duration(argument) else { return nil }
-        self.duration = duration
-        self.description = argument
-    }
-
-    var defaultValueDescription: String { description }
-}
 
 struct LoadCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -40,7 +26,7 @@ struct LoadCommand: AsyncParsableCommand {
               roster load --advertiser acme --rate 10000 --duration 30s --json --hgrm latency.hgrm
               roster load --advertiser acme --rate 10000:100000:step=10000/5s --html report.html --csv seconds.csv
               roster load --advertiser @advertisers.txt --rate 10000     # calls spread over every advertiser in the file
-              roster load --call Coordinator.ListFiles --data '{"limit": 10}' --rate 500
+              roster load --call IngestAdmin.ListFiles --data '{"limit": 10}' --rate 500
               roster load --call MatchService.Match --data-file requests.jsonl --rate 20000
             """)
 
@@ -274,9 +260,8 @@ struct LoadCommand: AsyncParsableCommand {
             texts = text.split(whereSeparator: \.isNewline).map(String.init).filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
             guard !texts.isEmpty else { throw CLIError("\(path) holds no request") }
         }
-        let (endpoint, options): (Endpoint, CallOptions) = method.descriptor.service == Coordinator.name
-            ? (client.coordinator.all[0], client.coordinatorOptions())
-            : (client.match, method.descriptor.service == MatchAdmin.name ? client.adminOptions() : client.matchOptions())
+        let (endpoints, options) = client.route(method.descriptor.service)
+        let endpoint = endpoints.all[0]
         var requests: [OpenLoopEngine.Request] = []
         var first: JSONValue?
         for (i, text) in texts.enumerated() {
@@ -382,7 +367,7 @@ struct LoadCommand: AsyncParsableCommand {
     static func text(_ r: LoadReport, batch: Int) -> String {
         var lines = [
             String(format: "asked %.0f calls/s for %.1f s; achieved %.0f calls/s (%.0f keys/s), %d calls in %.1f s",
-                   r.asked, r.duration.secondsValue, r.callsPerSecond, r.keysPerSecond, r.calls, r.elapsed.secondsValue),
+                   r.asked, r.duration.seconds, r.callsPerSecond, r.keysPerSecond, r.calls, r.elapsed.seconds),
             String(format: "latency from intended send time: p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms",
                    r.percentile(50).ms, r.percentile(90).ms, r.percentile(99).ms, r.percentile(99.9).ms, r.max.ms),
         ]
@@ -390,7 +375,7 @@ struct LoadCommand: AsyncParsableCommand {
             .joined(separator: ", ") + (r.errors.isEmpty ? " (no errors)" : ""))
         if let window = r.errorWindow {
             lines.append(String(format: "failed calls ended between %.3f s and %.3f s: a window of %.1f ms",
-                                window.first.secondsValue, window.last.secondsValue, (window.last - window.first).ms))
+                                window.first.seconds, window.last.seconds, (window.last - window.first).ms))
         }
         if r.hits + r.misses > 0 {
             lines.append("keys matched: \(r.hits)  not matched: \(r.misses)")
@@ -399,7 +384,7 @@ struct LoadCommand: AsyncParsableCommand {
             lines.append("unsent: \(r.unsent) calls the harness could not send before the schedule ended")
         }
         if let cpu = r.harnessMicrosecondsPerCall, let total = r.harnessCPU {
-            lines.append(String(format: "harness CPU: %.2f µs per call, %.0f%% of one core", cpu, 100 * total.secondsValue / max(0.001, r.elapsed.secondsValue)))
+            lines.append(String(format: "harness CPU: %.2f µs per call, %.0f%% of one core", cpu, 100 * total.seconds / max(0.001, r.elapsed.seconds)))
         }
         lines.append("wrong answers: \(r.wrongAnswers)")
         return lines.joined(separator: "\n")
@@ -408,7 +393,7 @@ struct LoadCommand: AsyncParsableCommand {
     static func json(_ r: LoadReport, batch: Int) -> String {
         let value = JSONValue.object([
             ("askedCallsPerSecond", .number(String(format: "%.1f", r.asked))),
-            ("durationSeconds", .number(String(format: "%.3f", r.elapsed.secondsValue))),
+            ("durationSeconds", .number(String(format: "%.3f", r.elapsed.seconds))),
             ("calls", .number(String(r.calls))),
             ("batch", .number(String(batch))),
             ("callsPerSecond", .number(String(format: "%.1f", r.callsPerSecond))),
@@ -455,6 +440,5 @@ struct KeyPool: Sendable {
 }
 
 extension Duration {
-    var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-    var ms: Double { secondsValue * 1000 }
+    var ms: Double { seconds * 1000 }
 }

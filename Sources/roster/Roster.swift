@@ -1,6 +1,8 @@
 import ArgumentParser
+import LoadHarness
 import Foundation
 import Logging
+import RosterAPI
 import RosterClient
 
 @main
@@ -97,13 +99,13 @@ private func checkEnvironment(_ name: String, flag: String, given: Bool, parses:
     }
 }
 
-/// Where the coordinator is, and the token its calls present.
-struct CoordinatorAccess: ParsableArguments {
+/// Where the coordinator is, and the operator's token its IngestAdmin calls present.
+struct OperatorAccess: ParsableArguments {
     @Option(help: "The coordinator's address (host:port), or several coordinators' (a:7400,b:7400): calls go to the leader; from $ROSTER_COORDINATOR if set.")
     var coordinator: Endpoints = Endpoints(argument: ProcessInfo.processInfo.environment["ROSTER_COORDINATOR"] ?? "") ?? Endpoints([Defaults.coordinator])
 
-    @Option(help: "Token for Coordinator calls (default: $ROSTER_COORDINATOR_TOKEN).")
-    var coordinatorToken: String? = ProcessInfo.processInfo.environment["ROSTER_COORDINATOR_TOKEN"]
+    @Option(help: "Operator (or viewer) token for the coordinator's IngestAdmin calls (default: $ROSTER_OPERATOR_TOKEN).")
+    var operatorToken: String? = ProcessInfo.processInfo.environment["ROSTER_OPERATOR_TOKEN"]
 
     func validate() throws {
         try checkEnvironment("ROSTER_COORDINATOR", flag: "--coordinator", given: coordinator.description != Defaults.coordinator.description,
@@ -146,11 +148,11 @@ struct CallSettings: ParsableArguments {
 
 /// For commands that talk to the coordinator only (status, submit, advertisers, rollback, delete).
 struct CoordinatorClientOptions: ParsableArguments {
-    @OptionGroup var access: CoordinatorAccess
+    @OptionGroup var access: OperatorAccess
     @OptionGroup var settings: CallSettings
 
     var coordinator: Endpoints { access.coordinator }
-    func coordinatorOptions() -> CallOptions { settings.callOptions.bearer(access.coordinatorToken) }
+    func operatorOptions() -> CallOptions { settings.callOptions.bearer(access.operatorToken) }
     func clientTLS() throws -> ClientTLS? { try settings.clientTLS() }
 }
 
@@ -170,10 +172,10 @@ struct AdminClientOptions: ParsableArguments {
 
 /// Where to find every service, for commands that may call any (match, call, load).
 struct ClientOptions: ParsableArguments {
-    @OptionGroup var coordinatorAccess: CoordinatorAccess
+    @OptionGroup var coordinatorAccess: OperatorAccess
     @OptionGroup var matchAddress: MatchAddress
 
-    @Option(help: "Client token for match calls (default: $ROSTER_TOKEN).")
+    @Option(help: "Client token for match and placement calls (default: $ROSTER_TOKEN).")
     var token: String? = ProcessInfo.processInfo.environment["ROSTER_TOKEN"]
 
     @Option(help: "Admin token for MatchAdmin calls (default: $ROSTER_ADMIN_TOKEN).")
@@ -182,7 +184,7 @@ struct ClientOptions: ParsableArguments {
     @OptionGroup var settings: CallSettings
 
     var coordinator: Endpoints { coordinatorAccess.coordinator }
-    var coordinatorToken: String? { coordinatorAccess.coordinatorToken }
+    var operatorToken: String? { coordinatorAccess.operatorToken }
     var match: Endpoint { matchAddress.match }
     var timeout: Double { settings.timeout }
     var callOptions: CallOptions { settings.callOptions }
@@ -206,6 +208,33 @@ struct LoggingOptions: ParsableArguments {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// A duration on the command line: `30s`, `500ms`, `2m`, or a bare number
+/// of seconds (`30`, as flags took before); `0` where a flag allows it.
+/// Every duration flag takes one, so that they all read alike.
+struct DurationArgument: ExpressibleByArgument, CustomStringConvertible {
+    var duration: Duration
+    /// As the user wrote it (help shows a default as `10s`, not as a struct).
+    var description: String
+
+    init?(argument: String) {
+        if let zero = Double(argument.trimmingCharacters(in: CharacterSet(charactersIn: "ms"))), zero == 0, !argument.isEmpty {
+            duration = .zero
+        } else {
+            guard let duration = RateSchedule.duration(argument) else { return nil }
+            self.duration = duration
+        }
+        description = argument
+    }
+
+    var defaultValueDescription: String { description }
+}
+
+extension Duration {
+    /// The one conversion to seconds as a number, for what keeps time in
+    /// seconds (the catalog's clock, figures printed).
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
 
 /// Runs `body`, turning transport and RPC failures into one-line errors.
 func userFacing<T>(_ what: String, _ body: () async throws -> T) async throws -> T {

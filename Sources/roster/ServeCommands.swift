@@ -4,6 +4,7 @@ import IngestCoordinator
 import IngestWorker
 import Logging
 import MatchServer
+import RosterAPI
 import RosterClient
 import RosterMetrics
 import RosterTLS
@@ -17,8 +18,9 @@ struct DevCommand: AsyncParsableCommand {
             Files dropped into <data>/lake/<advertiser-id>/ are ingested (the folder is scanned every
             --scan-interval seconds) and served. Ctrl-C shuts everything down cleanly.
 
-            Tokens are off unless ROSTER_CLIENT_TOKENS / ROSTER_ADMIN_TOKENS (match server) and
-            ROSTER_COORDINATOR_TOKENS (coordinator) are set.
+            Tokens are off unless ROSTER_CLIENT_TOKENS / ROSTER_ADMIN_TOKENS (match server) or the
+            coordinator's (ROSTER_OPERATOR_TOKENS, ROSTER_VIEWER_TOKENS, ROSTER_WORKER_TOKENS) are set;
+            dev's own workers use the first worker token.
 
             Examples:
               roster dev
@@ -63,20 +65,20 @@ struct DevCommand: AsyncParsableCommand {
         let match = try await ServiceFactory.start(matchServer, "match server")
         services.append(Scrubber(catalog: matchCatalog, bytesPerSecond: matchOptions.bytesPerSecond))
         let adminToken = access.adminTokens.first
-        let coordinatorTokens = tokens(fromEnvironment: "ROSTER_COORDINATOR_TOKENS")
+        let coordinatorAccess = try CoordinatorAccess.checked(noAuth: false, tier: false, development: true)
         let (coordinatorServer, coordinator, _) = try ServiceFactory.coordinator(
             data: data, backends: backends, ingest: ingest, endpoint: Endpoint(host: "127.0.0.1", port: coordinatorPort), match: match,
-            adminToken: adminToken, callerTokens: coordinatorTokens, logger: Logger(label: "roster.coordinator"))
+            adminToken: adminToken, access: coordinatorAccess, logger: Logger(label: "roster.coordinator"))
         if let metrics {
             StatusPage.serve(on: metrics, coordinator: coordinator)
             ServiceGauges.coordinator(metrics, coordinator)
             ServiceGauges.matchServer(metrics, matchCatalog)
         }
         let coordinatorAddress = try await ServiceFactory.start(coordinatorServer, "coordinator")
-        services += [matchServer, coordinatorServer, coordinator]
+        services += [matchServer, coordinatorServer] + coordinator.loops
         for i in 0..<workers {
             let (worker, _) = ServiceFactory.worker(id: "dev-worker-\(i)", slots: 1, coordinator: Endpoints([coordinatorAddress]),
-                                                    token: coordinatorTokens.first, backends: backends, logger: Logger(label: "roster.worker"))
+                                                    token: coordinatorAccess.workerTokens.first, backends: backends, logger: Logger(label: "roster.worker"))
             services.append(worker)
         }
         print("""
@@ -108,12 +110,17 @@ struct CoordinatorCommand: AsyncParsableCommand {
         commandName: "coordinator",
         abstract: "Run the ingest coordinator: catalog, scheduling, leases, publishing.",
         discussion: """
-            Callers (workers, users) present a token from ROSTER_COORDINATOR_TOKENS
-            (comma-separated), required unless --no-auth is given.
+            Each audience presents its own token (comma-separated lists; docs/OPERATIONS.md):
+              ROSTER_OPERATOR_TOKENS  operators: every IngestAdmin call (required)
+              ROSTER_VIEWER_TOKENS    dashboards: IngestAdmin's reads (Status, ListFiles, ListAdvertisers)
+              ROSTER_WORKER_TOKENS    block workers: TaskQueue only (required)
+              ROSTER_NODE_TOKENS      match servers of a tier: Tier.RegisterNode (required with --replicas)
+              ROSTER_CLIENT_TOKENS    applications: Tier.Placement (required with --replicas)
+            --no-auth turns every check off (local development only).
 
             Examples:
-              ROSTER_COORDINATOR_TOKENS=w1 roster coordinator --data /srv/roster --match 10.0.0.5:7401
-              roster coordinator --no-auth --listen 127.0.0.1:7400 --block-size 134217728 --lease 60
+              ROSTER_OPERATOR_TOKENS=o1 ROSTER_WORKER_TOKENS=w1 roster coordinator --data /srv/roster --match 10.0.0.5:7401
+              roster coordinator --no-auth --listen 127.0.0.1:7400 --block-size 134217728 --lease 1m
             """)
 
     @OptionGroup var data: DataOptions
@@ -137,8 +144,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         discussion: "Coordinators on one PostgreSQL catalog elect a leader; standbys name it to callers."))
     var advertise: Endpoint?
 
-    @Option(help: "Seconds a leader's lease lasts on a PostgreSQL catalog: a standby takes over at most this long after the leader stops.")
-    var leaderLease: Double = 10
+    @Option(help: "How long a leader's lease lasts on a PostgreSQL catalog (10s): a standby takes over within it and a third after the leader stops.")
+    var leaderLease: DurationArgument = DurationArgument(argument: "10s")!
 
     @OptionGroup var metricsOptions: MetricsOptions
 
@@ -150,29 +157,26 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         logging.bootstrap()
-        guard leaderLease >= 1 else { throw CLIError("--leader-lease must be at least 1 second") }
+        guard leaderLease.duration >= .seconds(1) else { throw CLIError("--leader-lease must be at least 1 second") }
         try tier.validate()
         let tlsFiles = try tlsServer.files(serving: "coordinator")
         let tls = try tlsFiles?.sources()
         let clientTLS = try tlsClient.clientTLS(following: tlsFiles)
         // Before the catalog and server make their counters; a busy port fails here.
         let metrics = try await metricsOptions.start(tls: tls?.metrics)
-        let callerTokens = tokens(fromEnvironment: "ROSTER_COORDINATOR_TOKENS")
-        if callerTokens.isEmpty && !noAuth {
-            throw CLIError("set ROSTER_COORDINATOR_TOKENS (comma-separated tokens workers and users present), or pass --no-auth for local development")
-        }
+        let access = try CoordinatorAccess.checked(noAuth: noAuth, tier: tier.replicas > 0, development: false)
         try data.createFolders()
         let logger = Logger(label: "roster.coordinator")
         let backends = try Backends.open(data, logger: Logger(label: "roster.s3"))
         try await backends.check(logger: logger)
         // On a shared (PostgreSQL) catalog, coordinators elect a leader.
-        let election = data.catalogIsPostgres ? CoordinatorService<RPCClient>.Election(
+        let election = data.catalogIsPostgres ? CoordinatorConfiguration.Election(
             holder: "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))",
-            address: (advertise ?? listen).description, lease: .milliseconds(Int64(leaderLease * 1000))) : nil
+            address: (advertise ?? listen).description, lease: leaderLease.duration) : nil
         let (server, service, _) = try ServiceFactory.coordinator(
             data: data, backends: backends, ingest: ingest, endpoint: listen, match: match,
             tls: tls?.rpc, clientTLS: clientTLS, adminToken: adminToken,
-            callerTokens: noAuth ? [] : callerTokens, election: election, tier: tier.replicas > 0 ? tier : nil, logger: logger)
+            access: access, election: election, tier: tier.replicas > 0 ? tier : nil, logger: logger)
         if noAuth { logger.warning("coordinator token checks are OFF: anyone who can connect may submit files and lease work") }
         if let metrics {
             StatusPage.serve(on: metrics, coordinator: service)
@@ -190,7 +194,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         // Ready: the catalog is open and the server listens.
         metrics?.ready()
         let reloader = TLSReloader(sources: tls.map { [$0.rpc, $0.metrics] } ?? [], clients: clientTLS.map { [$0] } ?? [], logger: logger)
-        try await ServiceFactory.runUntilSignalled([server, service, reloader] + (metrics.map { [$0] } ?? []), logger: logger)
+        try await ServiceFactory.runUntilSignalled([server] + service.loops + [reloader] + (metrics.map { [$0] } ?? []), logger: logger)
         try? await backends.shutdown(logger: logger)
     }
 }
@@ -201,7 +205,7 @@ struct WorkerCommand: AsyncParsableCommand {
         abstract: "Run a stateless block worker that pulls tasks from a coordinator.",
         discussion: """
             Examples:
-              ROSTER_COORDINATOR_TOKEN=w1 roster worker --coordinator 10.0.0.4:7400 --lake /mnt/lake --store /mnt/store
+              ROSTER_WORKER_TOKEN=w1 roster worker --coordinator 10.0.0.4:7400 --lake /mnt/lake --store /mnt/store
               roster worker --slots 2
             """)
 
@@ -217,8 +221,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "This worker's name (default: worker-<host>-<pid>).")
     var id: String?
 
-    @Option(help: "Token to present to the coordinator (default: $ROSTER_COORDINATOR_TOKEN).")
-    var token: String? = ProcessInfo.processInfo.environment["ROSTER_COORDINATOR_TOKEN"]
+    @Option(help: "Worker token to present to the coordinator's TaskQueue (default: $ROSTER_WORKER_TOKEN).")
+    var token: String? = ProcessInfo.processInfo.environment["ROSTER_WORKER_TOKEN"]
 
     @OptionGroup(title: "TLS (calls to the coordinator)") var tls: TLSClientOptions
     @OptionGroup var metricsOptions: MetricsOptions
@@ -282,8 +286,8 @@ struct MatchServerCommand: AsyncParsableCommand {
     @Option(help: "This node's share of advertisers against the others' (> 0).")
     var weight: Double = 1
 
-    @Option(help: "Token to present to the coordinator (default: $ROSTER_COORDINATOR_TOKEN).")
-    var coordinatorToken: String? = ProcessInfo.processInfo.environment["ROSTER_COORDINATOR_TOKEN"]
+    @Option(help: "Node token to register with the coordinator's Tier (default: $ROSTER_NODE_TOKEN).")
+    var nodeToken: String? = ProcessInfo.processInfo.environment["ROSTER_NODE_TOKEN"]
 
     @OptionGroup(title: "TLS (serving)") var tlsServer: TLSServerOptions
 
@@ -328,8 +332,8 @@ struct MatchServerCommand: AsyncParsableCommand {
             let host = listen.host == "0.0.0.0" || listen.host == "::" ? ProcessInfo.processInfo.hostName : listen.host
             let reachable = advertise ?? Endpoint(host: host, port: address.port)
             let transport = FailoverTransport(coordinator.all.map { RPCClient(host: $0.host, port: $0.port, configuration: .init(tls: clientTLS)) })
-            services.append(NodeAnnouncer(configuration: .init(nodeID: nodeID, address: reachable.description, weight: weight, token: coordinatorToken),
-                                          coordinator: Coordinator.Client(transport: transport), catalog: catalog,
+            services.append(NodeAnnouncer(configuration: .init(nodeID: nodeID, address: reachable.description, weight: weight, token: nodeToken),
+                                          coordinator: Tier.Client(transport: transport), catalog: catalog,
                                           logger: Logger(label: "roster.match.node")))
         }
         try await ServiceFactory.runUntilSignalled(services, logger: logger)
@@ -347,13 +351,13 @@ struct TierOptions: ParsableArguments {
     @Option(help: "Copies a version needs before it goes live (default: a majority of --replicas; never more than the healthy owners).")
     var quorum: Int?
 
-    @Option(help: "Seconds between a node's heartbeats; a node not heard from for three is down.")
-    var nodeHeartbeat: Double = 1
+    @Option(help: "Time between a node's heartbeats (1s); a node not heard from for three is down.")
+    var nodeHeartbeat: DurationArgument = DurationArgument(argument: "1s")!
 
     func validate() throws {
         guard replicas >= 0 else { throw CLIError("--replicas must be 0 (no tier) or more") }
         if let quorum, quorum < 1 || quorum > max(1, replicas) { throw CLIError("--quorum must be between 1 and --replicas") }
-        guard nodeHeartbeat >= 0.1 else { throw CLIError("--node-heartbeat must be at least 0.1 seconds") }
+        guard nodeHeartbeat.duration >= .milliseconds(100) else { throw CLIError("--node-heartbeat must be at least 0.1 seconds") }
     }
 }
 
@@ -382,5 +386,34 @@ struct MetricsOptions: ParsableArguments {
             throw CLIError("\(error)")
         }
         return endpoint
+    }
+}
+
+extension CoordinatorAccess {
+    /// The coordinator's tokens from the environment, checked: every
+    /// audience that must be able to call has tokens, and the retired
+    /// one-token-for-all variable is refused rather than ignored.
+    /// `development`: `roster dev`, where no tokens at all means checks off.
+    static func checked(noAuth: Bool, tier: Bool, development: Bool,
+                        environment: [String: String] = ProcessInfo.processInfo.environment) throws -> CoordinatorAccess {
+        if let old = environment["ROSTER_COORDINATOR_TOKENS"], !old.isEmpty {
+            throw CLIError("ROSTER_COORDINATOR_TOKENS is retired: the coordinator takes one token set per audience, "
+                + "ROSTER_OPERATOR_TOKENS, ROSTER_VIEWER_TOKENS, ROSTER_WORKER_TOKENS, ROSTER_NODE_TOKENS and ROSTER_CLIENT_TOKENS (docs/OPERATIONS.md)")
+        }
+        if noAuth { return .open }
+        let access = CoordinatorAccess.fromEnvironment(environment)
+        if development && access.operatorTokens.isEmpty && access.viewerTokens.isEmpty && access.workerTokens.isEmpty && access.nodeTokens.isEmpty {
+            return .open
+        }
+        var missing = ["ROSTER_OPERATOR_TOKENS": access.operatorTokens, "ROSTER_WORKER_TOKENS": access.workerTokens]
+        if tier {
+            missing["ROSTER_NODE_TOKENS"] = access.nodeTokens
+            missing["ROSTER_CLIENT_TOKENS"] = access.clientTokens
+        }
+        let unset = missing.filter { $0.value.isEmpty }.keys.sorted()
+        guard unset.isEmpty else {
+            throw CLIError("set \(unset.joined(separator: " and ")) (comma-separated tokens; docs/OPERATIONS.md), or pass --no-auth for local development")
+        }
+        return access
     }
 }

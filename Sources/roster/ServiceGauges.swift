@@ -1,5 +1,6 @@
 import IngestCoordinator
 import MatchServer
+import RosterAPI
 import RosterClient
 import RosterMetrics
 
@@ -8,9 +9,9 @@ import RosterMetrics
 enum ServiceGauges {
     static let fileStates: [FileState] = [.queued, .parsing, .merging, .publishing, .live, .failed, .rejected, .superseded, .retired]
 
-    static func coordinator(_ endpoint: MetricsEndpoint, _ service: CoordinatorService<RPCClient>) {
+    static func coordinator(_ endpoint: MetricsEndpoint, _ service: CoordinatorService) {
         endpoint.beforeScrape {
-            let status = try service.currentStatus(limit: 1)
+            let status = try await service.currentStatus(limit: 1)
             for state in fileStates {
                 endpoint.gauge("roster_ingest_files", help: "File versions in the catalog, by state.", labels: [("state", state.name)])
                     .set(Double(status.filesByState[state.name] ?? 0))
@@ -21,7 +22,7 @@ enum ServiceGauges {
             endpoint.gauge("roster_ingest_workers", help: "Workers seen in the last three lease lengths.").set(Double(status.workersSeen))
             endpoint.gauge("roster_ingest_advertisers_live", help: "Advertisers with a live list.").set(Double(status.advertisersLive))
             endpoint.gauge("roster_ingest_problems", help: "Problems Status reports now (each needs attention).").set(Double(status.problems.count))
-            let queue = try service.queue(limit: 10_000)
+            let queue = try await service.queue(limit: 10_000)
             endpoint.gauge("roster_ingest_queue_files", help: "Files with tasks a worker may lease now (the queue by priority).")
                 .set(Double(queue.count))
             endpoint.gauge("roster_ingest_queue_top_score", help: "The priority score of the file workers lease next (0: none waiting).")

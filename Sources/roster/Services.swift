@@ -6,6 +6,7 @@ import IngestWorker
 import Logging
 import MatchServer
 import PostgresSQL
+import RosterAPI
 import RosterClient
 import RosterMetrics
 import RosterServer
@@ -66,8 +67,8 @@ struct IngestOptions: ParsableArguments {
     @Option(help: "Bytes of keys per merge task (default 32 MiB): a version's merges split the key space into about size / this many ranges.")
     var mergeBytes: Int64 = 32 << 20
 
-    @Option(help: "Lease length in seconds; workers renew at a third of it.")
-    var lease: Double = 30
+    @Option(help: "Lease length (30s, 2m; a bare number is seconds); workers renew at a third of it.")
+    var lease: DurationArgument = DurationArgument(argument: "30s")!
 
     @Option(help: "Failed or expired attempts of one task before its file version fails.")
     var maxAttempts: Int = 4
@@ -75,33 +76,33 @@ struct IngestOptions: ParsableArguments {
     @Option(help: "Largest fraction of invalid lines a file may have (0.001 = 0.1%).")
     var invalidThreshold: Double = 0.001
 
-    @Option(help: "Seconds between lake scans (0: scan only on submit or Scan).")
-    var scanInterval: Double = 2
+    @Option(help: "Time between lake scans (2s, 1m; 0: scan only on submit or Scan).")
+    var scanInterval: DurationArgument = DurationArgument(argument: "2s")!
 
     @Option(help: "Earlier versions of each advertiser whose segments are kept besides the live one's, which `roster rollback` can serve again at once (0: none).")
     var keepVersions: Int = 1
 
-    @Option(help: "Seconds between comparisons of what the match server serves with the catalog (a list it lost or found damaged is rebuilt; a deleted one unpublished).")
-    var reconcileInterval: Double = 10
+    @Option(help: "Time between comparisons of what the match server serves with the catalog (10s; a list it lost or found damaged is rebuilt, a deleted one unpublished).")
+    var reconcileInterval: DurationArgument = DurationArgument(argument: "10s")!
 
     func policy() throws -> IngestPolicy {
         guard keepVersions >= 0 else { throw CLIError("--keep-versions must be 0 or more") }
-        guard reconcileInterval > 0 else { throw CLIError("--reconcile-interval must be positive") }
+        guard reconcileInterval.duration > .zero else { throw CLIError("--reconcile-interval must be positive") }
         guard blockSize >= 1024 else { throw CLIError("--block-size must be at least 1024 bytes") }
         guard mergeBytes >= 1024 else { throw CLIError("--merge-bytes must be at least 1024 bytes") }
-        guard lease > 0 else { throw CLIError("--lease must be positive") }
+        guard lease.duration > .zero else { throw CLIError("--lease must be positive") }
         guard maxAttempts >= 1 else { throw CLIError("--max-attempts must be at least 1") }
         guard (0...1).contains(invalidThreshold) else { throw CLIError("--invalid-threshold must be between 0 and 1") }
         var policy = IngestPolicy()
         policy.blockSize = blockSize
         policy.mergeTargetBytes = mergeBytes
-        policy.leaseDuration = lease
+        policy.leaseDuration = lease.duration.seconds
         policy.maxAttempts = maxAttempts
         policy.invalidThreshold = invalidThreshold
         return policy
     }
 
-    var scanDuration: Duration? { scanInterval > 0 ? .milliseconds(Int64(scanInterval * 1000)) : nil }
+    var scanDuration: Duration? { scanInterval.duration > .zero ? scanInterval.duration : nil }
 }
 
 /// The match server's background checksum scrub and its budget of memory maps.
@@ -141,9 +142,9 @@ enum ServiceFactory {
     }
 
     static func coordinator(data: DataOptions, backends: Backends, ingest: IngestOptions, endpoint: Endpoint, match: Endpoint,
-                            tls: TLSContextSource? = nil, clientTLS: ClientTLS? = nil, adminToken: String?, callerTokens: Set<String>,
-                            election: CoordinatorService<RPCClient>.Election? = nil, tier: TierOptions? = nil,
-                            logger: Logger) throws -> (RPCServer, CoordinatorService<RPCClient>, RPCClient) {
+                            tls: TLSContextSource? = nil, clientTLS: ClientTLS? = nil, adminToken: String?, access: CoordinatorAccess,
+                            election: CoordinatorConfiguration.Election? = nil, tier: TierOptions? = nil,
+                            logger: Logger) throws -> (RPCServer, CoordinatorService, RPCClient) {
         let catalog: IngestCatalog
         do {
             let policy = try ingest.policy()
@@ -151,8 +152,10 @@ enum ServiceFactory {
                 // A session stalled inside a transaction is ended within a
                 // lease, so a standby is never locked out by a paused leader.
                 let idle = election?.lease ?? .seconds(5)
-                catalog = try IngestCatalog(database: try PostgresDatabase(url: data.catalogPath, idleInTransaction: idle, logger: logger),
-                                            policy: policy)
+                let open = { try PostgresDatabase(url: data.catalogPath, idleInTransaction: idle, logger: logger) }
+                // The writer, and two connections for reads (status, lists)
+                // that never wait for a write.
+                catalog = try IngestCatalog(database: try open(), readers: [try open(), try open()], policy: policy)
             } else {
                 catalog = try IngestCatalog(path: data.catalogPath, policy: policy)
             }
@@ -162,26 +165,22 @@ enum ServiceFactory {
             throw CLIError("cannot open the catalog \(data.catalogPath): \(error)")
         }
         let matchClient = RPCClient(host: match.host, port: match.port, configuration: .init(tls: clientTLS))
-        let service = CoordinatorService(
-            catalog: catalog, lake: backends.lake, store: backends.store,
-            matchAdmin: MatchAdmin.Client(transport: matchClient),
-            configuration: {
-                var configuration = CoordinatorService<RPCClient>.Configuration(
-                    scanInterval: ingest.scanDuration, adminToken: adminToken, callerTokens: callerTokens)
-                configuration.election = election
-                configuration.keepRetiredVersions = ingest.keepVersions
-                configuration.reconcileInterval = .milliseconds(Int64(ingest.reconcileInterval * 1000))
-                if let tier {
-                    // One connection pool per node address, made on first use.
-                    let clients = TransportCache { RPCClient(address: $0, configuration: .init(tls: clientTLS)) }
-                    configuration.tier = .init(replicas: tier.replicas, quorum: tier.quorum,
-                                               heartbeatInterval: .milliseconds(Int64(tier.nodeHeartbeat * 1000))) { address in
-                        MatchAdmin.Client(transport: clients(address))
-                    }
-                }
-                return configuration
-            }(), logger: logger)
-        let server = try RPCServer(configuration: .init(host: endpoint.host, port: endpoint.port, tls: tls), services: [service], logger: logger)
+        let publisher: any Publisher
+        if let tier {
+            // One connection pool per node address, made on first use.
+            let clients = TransportCache { RPCClient(address: $0, configuration: .init(tls: clientTLS)) }
+            publisher = TierPublisher(settings: TierSettings(replicas: tier.replicas, quorum: tier.quorum, heartbeatInterval: tier.nodeHeartbeat.duration),
+                                      token: adminToken) { address in MatchAdmin.Client(transport: clients(address)) }
+        } else {
+            publisher = MatchServerPublisher(admin: MatchAdmin.Client(transport: matchClient), token: adminToken)
+        }
+        var configuration = CoordinatorConfiguration(scanInterval: ingest.scanDuration, reconcileInterval: ingest.reconcileInterval.duration,
+                                                     access: access)
+        configuration.election = election
+        configuration.keepRetiredVersions = ingest.keepVersions
+        let service = CoordinatorService(catalog: catalog, lake: backends.lake, store: backends.store, publisher: publisher,
+                                         configuration: configuration, logger: logger)
+        let server = try RPCServer(configuration: .init(host: endpoint.host, port: endpoint.port, tls: tls), services: service.services, logger: logger)
         return (server, service, matchClient)
     }
 
@@ -191,7 +190,7 @@ enum ServiceFactory {
         var configuration = BlockWorker<FailoverTransport<RPCClient>>.Configuration(id: id, slots: slots)
         configuration.token = token
         let worker = BlockWorker(
-            configuration: configuration, coordinator: Coordinator.Client(transport: client),
+            configuration: configuration, coordinator: TaskQueue.Client(transport: client),
             lake: backends.lake, store: backends.store, logger: logger)
         return (worker, client)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import IngestCoordinator
+import RosterAPI
 import RosterClient
 import RosterMetrics
 
@@ -8,16 +9,16 @@ import RosterMetrics
 /// coordinator's `--metrics` address, redrawn every two seconds.
 enum StatusPage {
     /// Serves `/` and `/status.json` for `coordinator` on `endpoint`.
-    static func serve(on endpoint: MetricsEndpoint, coordinator: CoordinatorService<RPCClient>) {
+    static func serve(on endpoint: MetricsEndpoint, coordinator: CoordinatorService) {
         endpoint.serve("/") { ("text/html; charset=utf-8", Array(html.utf8)) }
-        endpoint.serve("/status.json") { ("application/json", try json(coordinator)) }
+        endpoint.serve("/status.json") { ("application/json", try await json(coordinator)) }
     }
 
-    /// The page's data: `StatusResponse` as `roster call Coordinator.Status`
+    /// The page's data: `StatusResponse` as `roster call IngestAdmin.Status`
     /// prints it, and the queue, leases and workers beside it.
-    static func json(_ coordinator: CoordinatorService<RPCClient>) throws -> [UInt8] {
-        let status = try coordinator.currentStatus(limit: 100)
-        let operations = try coordinator.operations(limit: 50)
+    static func json(_ coordinator: CoordinatorService) async throws -> [UInt8] {
+        let status = try await coordinator.currentStatus(limit: 100)
+        let operations = try await coordinator.operations(limit: 50)
         let extra: [String: Any] = [
             "queue": operations.queue.map { ["version": String($0.version), "path": $0.path, "score": $0.score, "tasks": $0.tasks] },
             "leases": operations.leases.map {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import RosterAPI
 import RosterClient
 import RosterTLS
 import ServiceLifecycle

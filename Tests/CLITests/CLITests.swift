@@ -1,4 +1,5 @@
 import Foundation
+import RosterAPI
 import RosterClient
 import TestSupport
 import XCTest
@@ -149,8 +150,8 @@ final class CLITests: ServicesTestCase {
         XCTAssertEqual(forward.status, 0, forward.stderr)
         XCTAssertEqual(try ask(emails(1000..<1001)[0]), 0, "and forward again")
         let gone = try RosterBinary.run(["rollback", "--coordinator", coordinator, "--advertiser", "acme", "--to", "999"])
-        XCTAssertEqual(gone.status, 73, "FAILED_PRECONDITION: 64 + 9: \(gone.stderr)")
-        XCTAssertEqual(gone.stderr, "Error: cannot roll back acme: FAILED_PRECONDITION: advertiser 'acme' has no version 999\n")
+        XCTAssertEqual(gone.status, 69, "NOT_FOUND: 64 + 5: \(gone.stderr)")
+        XCTAssertEqual(gone.stderr, "Error: cannot roll back acme: NOT_FOUND: advertiser 'acme' has no version 999\n")
 
         // Delete: confirmed, then neither served nor listed; a new file starts it again.
         let unconfirmed = try RosterBinary.run(["delete", "--coordinator", coordinator, "--advertiser", "acme"])
@@ -276,7 +277,7 @@ final class CLITests: ServicesTestCase {
         let file = try RosterBinary.run(["load", "--match", match, "--call", "MatchService.Match", "--data-file", requests.path, "--rate", "200",
                                          "--duration", "500ms", "--json"])
         XCTAssertTrue(file.stdout.contains(#""errors": {}"#), file.stdout + file.stderr)
-        let coordinatorCalls = try RosterBinary.run(["load", "--coordinator", coordinator, "--call", "Coordinator.ListFiles", "--data", #"{"limit": 1}"#,
+        let coordinatorCalls = try RosterBinary.run(["load", "--coordinator", coordinator, "--call", "IngestAdmin.ListFiles", "--data", #"{"limit": 1}"#,
                                                      "--rate", "100", "--duration", "500ms", "--json"])
         XCTAssertEqual(try JSONValue(parsing: coordinatorCalls.stdout)["sent"], .number("50"), coordinatorCalls.stdout + coordinatorCalls.stderr)
         XCTAssertTrue(coordinatorCalls.stdout.contains(#""errors": {}"#), coordinatorCalls.stdout)
@@ -413,20 +414,20 @@ final class CLITests: ServicesTestCase {
             "MatchAdmin.ListServed": "{}",
             "MatchAdmin.PublishMany": #"{"publications": [{"advertiserId": "cli-many", "version": "1"}]}"#,
             "MatchAdmin.Export": #"{"advertiserId": "acme", "limit": 2}"#,
-            "Coordinator.ListAdvertisers": #"{"limit": 10}"#,
-            "Coordinator.Rollback": #"{"advertiserId": "nobody"}"#,
-            "Coordinator.DeleteAdvertiser": #"{"advertiserId": "nobody"}"#,
-            "Coordinator.SubmitFile": #"{"path": "acme/m.txt"}"#,
-            "Coordinator.Status": "{}",
-            "Coordinator.ListFiles": #"{"advertiserId": "acme", "limit": 5}"#,
-            "Coordinator.Scan": "{}",
-            "Coordinator.SetWeight": #"{"advertiserId": "acme", "weight": 2.5}"#,
-            "Coordinator.LeaseTasks": #"{"workerId": "cli-test", "max": 0}"#,
-            "Coordinator.Heartbeat": #"{"workerId": "cli-test"}"#,
-            "Coordinator.CompleteTask": #"{"workerId": "cli-test", "taskId": "999999", "leaseToken": "x"}"#,
-            "Coordinator.FailTask": #"{"workerId": "cli-test", "taskId": "999999", "leaseToken": "x"}"#,
-            "Coordinator.RegisterNode": #"{"nodeId": "m1", "address": "127.0.0.1:1", "incarnation": "a"}"#,
-            "Coordinator.Placement": #"{"advertiserIds": ["acme"]}"#,
+            "IngestAdmin.ListAdvertisers": #"{"limit": 10}"#,
+            "IngestAdmin.Rollback": #"{"advertiserId": "nobody"}"#,
+            "IngestAdmin.DeleteAdvertiser": #"{"advertiserId": "nobody"}"#,
+            "IngestAdmin.SubmitFile": #"{"path": "acme/m.txt"}"#,
+            "IngestAdmin.Status": "{}",
+            "IngestAdmin.ListFiles": #"{"advertiserId": "acme", "limit": 5}"#,
+            "IngestAdmin.Scan": "{}",
+            "IngestAdmin.SetWeight": #"{"advertiserId": "acme", "weight": 2.5}"#,
+            "TaskQueue.LeaseTasks": #"{"workerId": "cli-test", "max": 0}"#,
+            "TaskQueue.Heartbeat": #"{"workerId": "cli-test"}"#,
+            "TaskQueue.CompleteTask": #"{"workerId": "cli-test", "taskId": "999999", "leaseToken": "x"}"#,
+            "TaskQueue.FailTask": #"{"workerId": "cli-test", "taskId": "999999", "leaseToken": "x"}"#,
+            "Tier.RegisterNode": #"{"nodeId": "m1", "address": "127.0.0.1:1", "incarnation": "a"}"#,
+            "Tier.Placement": #"{"advertiserIds": ["acme"]}"#,
         ]
         XCTAssertEqual(Set(requests.keys), Set(RosterSchema.methods.map(\.shortName)), "a request for every RPC of the schema")
         try eventually("acme to be live") {
@@ -434,17 +435,17 @@ final class CLITests: ServicesTestCase {
         }
         for (method, json) in requests.sorted(by: { $0.key < $1.key }) {
             let result = try RosterBinary.run(["call", "--match", match, "--coordinator", coordinator, method, json])
-            if method == "Coordinator.DeleteAdvertiser" {
+            if method == "IngestAdmin.DeleteAdvertiser" {
                 XCTAssertEqual(result.status, 69, "NOT_FOUND: \(result.stderr)")
                 continue
             }
-            if method == "Coordinator.Rollback" {
-                // An advertiser with nothing to roll back to: said so, with its status.
-                XCTAssertEqual(result.status, 73, result.stderr)
-                XCTAssertTrue(result.stderr.contains("FAILED_PRECONDITION") && result.stderr.contains("no earlier version"), result.stderr)
+            if method == "IngestAdmin.Rollback" {
+                // An advertiser the catalog does not know: NOT_FOUND, as for a delete.
+                XCTAssertEqual(result.status, 69, result.stderr)
+                XCTAssertTrue(result.stderr.contains("NOT_FOUND") && result.stderr.contains("no advertiser 'nobody'"), result.stderr)
                 continue
             }
-            if method == "Coordinator.RegisterNode" {
+            if method == "Tier.RegisterNode" {
                 // `roster dev` publishes to its one match server, not to a tier.
                 XCTAssertNotEqual(result.status, 0)
                 XCTAssertTrue(result.stderr.contains("FAILED_PRECONDITION") && result.stderr.contains("not to a tier"), result.stderr)
@@ -456,19 +457,19 @@ final class CLITests: ServicesTestCase {
             switch method {
             case "MatchService.Match": XCTAssertEqual(response["matched"], .bool(true))
             case "MatchService.MatchMany": XCTAssertEqual(response["matchedCount"], .number("1"))
-            case "Coordinator.SubmitFile": XCTAssertEqual(response["queued"], .bool(false), "defaults are shown")
-            case "Coordinator.CompleteTask": XCTAssertEqual(response["accepted"], .bool(false))
-            case "Coordinator.LeaseTasks": XCTAssertEqual(response["tasks"], .array([]))
+            case "IngestAdmin.SubmitFile": XCTAssertEqual(response["queued"], .bool(false), "defaults are shown")
+            case "TaskQueue.CompleteTask": XCTAssertEqual(response["accepted"], .bool(false))
+            case "TaskQueue.LeaseTasks": XCTAssertEqual(response["tasks"], .array([]))
             case "MatchAdmin.Export": XCTAssertNotEqual(response["nextAfter"], .string(""), "50 keys, pages of 2: more follow")
             default: break
             }
         }
-        let stdinCall = try RosterBinary.run(["call", "--coordinator", coordinator, "Coordinator.ListFiles", "-"], stdin: #"{"limit": 1}"#)
+        let stdinCall = try RosterBinary.run(["call", "--coordinator", coordinator, "IngestAdmin.ListFiles", "-"], stdin: #"{"limit": 1}"#)
         XCTAssertEqual(stdinCall.status, 0, stdinCall.stderr)
 
         let list = try RosterBinary.run(["call", "--list"])
         XCTAssertEqual(list.stdout.split(separator: "\n").count, RosterSchema.methods.count)
-        let describe = try RosterBinary.run(["call", "--describe", "Coordinator.SubmitFile"])
+        let describe = try RosterBinary.run(["call", "--describe", "IngestAdmin.SubmitFile"])
         XCTAssertTrue(describe.stdout.contains("message SubmitFileRequest {"), describe.stdout)
         XCTAssertTrue(describe.stdout.contains("string path = 1;"), describe.stdout)
         XCTAssertTrue(describe.stdout.contains(#""path": """#), "the default request is shown: \(describe.stdout)")
@@ -480,13 +481,13 @@ final class CLITests: ServicesTestCase {
         XCTAssertTrue(message.stdout.contains("message FileStatus {") && message.stdout.contains("message InvalidLine {"), message.stdout)
         let enumDescribed = try RosterBinary.run(["call", "--describe", "FileState"])
         XCTAssertTrue(enumDescribed.stdout.contains("enum FileState {") && enumDescribed.stdout.contains("FILE_STATE_LIVE = 5;"), enumDescribed.stdout)
-        let withEnum = try RosterBinary.run(["call", "--describe", "Coordinator.Status"])
+        let withEnum = try RosterBinary.run(["call", "--describe", "IngestAdmin.Status"])
         XCTAssertEqual(withEnum.stdout.components(separatedBy: "enum FileState {").count - 1, 1, "the enum a field uses, once: \(withEnum.stdout)")
 
         // @file, and hex where bytes are base64.
         let requestFile = root.appendingPathComponent("request.json")
         try Data(#"{"limit": 1}"#.utf8).write(to: requestFile)
-        let fromFile = try RosterBinary.run(["call", "--coordinator", coordinator, "Coordinator.ListFiles", "@" + requestFile.path])
+        let fromFile = try RosterBinary.run(["call", "--coordinator", coordinator, "IngestAdmin.ListFiles", "@" + requestFile.path])
         XCTAssertEqual(fromFile.status, 0, fromFile.stderr)
         XCTAssertEqual(fromFile.stdout.components(separatedBy: "\"version\":").count - 1, 1, "one file, as the file asked: \(fromFile.stdout)")
         let hex = MemberHash(email: "user3@example.com").hex
@@ -512,9 +513,9 @@ final class CLITests: ServicesTestCase {
             (["match", "--match", unreachable, "--advertiser", "a", "--email", "a@b.c"], "match failed: UNAVAILABLE"),
             (["match", "--advertiser", "a", "--file", "/nonexistent/hashes.txt"], "cannot read /nonexistent/hashes.txt"),
             (["call", "Nope.Nothing"], "no RPC named Nope.Nothing"),
-            (["call", "Coordinator.Status", "{bad"], "bad request for Coordinator.Status: invalid JSON at 1:2"),
-            (["call", "Coordinator.ListFiles", #"{"limit": "lots"}"#], "field 'limit': lots is not a valid UInt32"),
-            (["call", "--coordinator", unreachable, "Coordinator.Status"], "Coordinator.Status failed: UNAVAILABLE"),
+            (["call", "IngestAdmin.Status", "{bad"], "bad request for IngestAdmin.Status: invalid JSON at 1:2"),
+            (["call", "IngestAdmin.ListFiles", #"{"limit": "lots"}"#], "field 'limit': lots is not a valid UInt32"),
+            (["call", "--coordinator", unreachable, "IngestAdmin.Status"], "IngestAdmin.Status failed: UNAVAILABLE"),
             (["status", "--coordinator", unreachable],
              "cannot get the status: UNAVAILABLE: cannot connect to 127.0.0.1:1: connection refused (is the server running, on this port?)"),
             (["submit", "--coordinator", unreachable, "a/b.txt"], "cannot submit a/b.txt: UNAVAILABLE"),
@@ -541,7 +542,7 @@ final class CLITests: ServicesTestCase {
             (["match", "--advertiser", "a", "--hash", String(repeating: "0", count: 32), "--ca", "/nonexistent-ca.pem"],
              "TLS: cannot read /nonexistent-ca.pem: No such file or directory"),
             (["coordinator", "--data", root.path, "--no-auth", "--plaintext", "--block-size", "10"], "--block-size must be at least 1024 bytes"),
-            (["coordinator", "--data", root.path, "--listen", "127.0.0.1:0", "--plaintext"], "set ROSTER_COORDINATOR_TOKENS"),
+            (["coordinator", "--data", root.path, "--listen", "127.0.0.1:0", "--plaintext"], "set ROSTER_OPERATOR_TOKENS and ROSTER_WORKER_TOKENS"),
             (["dev", "--workers", "1000"], "--workers must be between 0 and 64"),
             (["frobnicate"], "Unexpected argument 'frobnicate'"),
             (["match", "--match", "nohost", "--advertiser", "a", "--email", "x"], "The value 'nohost' is invalid for '--match"),
@@ -599,9 +600,9 @@ final class CLITests: ServicesTestCase {
         // A command lists only the options it uses.
         let status = try RosterBinary.run(["status", "--help"]).stdout
         for unused in ["--match ", "--token ", "--admin-token "] { XCTAssertFalse(status.contains(unused), "status --help lists \(unused): \(status)") }
-        XCTAssertTrue(status.contains("--coordinator-token"), status)
+        XCTAssertTrue(status.contains("--operator-token"), status)
         let export = try RosterBinary.run(["export", "--help"]).stdout
-        for unused in ["--coordinator ", "--coordinator-token ", "--token "] { XCTAssertFalse(export.contains(unused), "export --help lists \(unused): \(export)") }
+        for unused in ["--coordinator ", "--operator-token ", "--token "] { XCTAssertFalse(export.contains(unused), "export --help lists \(unused): \(export)") }
     }
 
     /// A metrics address in use stops a service at start, in one line, for
@@ -653,30 +654,35 @@ final class CLITests: ServicesTestCase {
         let match = String(matchLine.split(separator: ";")[0])
         let coordinatorArgs = ["coordinator", "--plaintext", "--data", data, "--match", match, "--block-size", "1024", "--lease", "1",
                                "--scan-interval", "0"]
-        // Callers of this coordinator need a token: the worker and every command below present one.
-        let tokens = ["ROSTER_COORDINATOR_TOKENS": "cli-secret"]
+        // Callers of this coordinator need a token of their audience: the
+        // worker its worker token, every command below the operator's.
+        let tokens = ["ROSTER_OPERATOR_TOKENS": "cli-secret", "ROSTER_WORKER_TOKENS": "worker-secret"]
         var coordinatorProcess = try RosterService(coordinatorArgs + ["--listen", "127.0.0.1:0"], environment: tokens)
         services.append(coordinatorProcess)
         let coordinator = String(try coordinatorProcess.waitForLine("coordinator listening on").split(separator: ";")[0])
         let worker = try RosterService(["worker", "--data", data, "--coordinator", coordinator, "--log-level", "error",
-                                        "--token", "cli-secret"])
+                                        "--token", "worker-secret"])
         services.append(worker)
         let refused = try RosterBinary.run(["status", "--coordinator", coordinator])
         XCTAssertEqual(refused.status, 80, "UNAUTHENTICATED: 64 + 16")
         XCTAssertTrue(refused.stderr.contains("UNAUTHENTICATED"), refused.stderr)
         // The token as metadata, by hand (-H, as grpcurl's).
-        let byHand = try RosterBinary.run(["call", "--coordinator", coordinator, "-H", "Authorization: Bearer cli-secret", "Coordinator.Status"])
+        let byHand = try RosterBinary.run(["call", "--coordinator", coordinator, "-H", "Authorization: Bearer cli-secret", "IngestAdmin.Status"])
         XCTAssertEqual(byHand.status, 0, byHand.stderr)
-        XCTAssertEqual(try RosterBinary.run(["call", "--coordinator", coordinator, "-H", "authorization:Bearer wrong", "Coordinator.Status"]).status, 80)
+        XCTAssertEqual(try RosterBinary.run(["call", "--coordinator", coordinator, "-H", "authorization:Bearer wrong", "IngestAdmin.Status"]).status, 80)
+        // A worker's token is known but may not make an operator's calls: PERMISSION_DENIED (64 + 7), said in words.
+        let asWorker = try RosterBinary.run(["delete", "--coordinator", coordinator, "--operator-token", "worker-secret", "--advertiser", "big", "--yes"])
+        XCTAssertEqual(asWorker.status, 71, asWorker.stderr)
+        XCTAssertTrue(asWorker.stderr.contains("a worker token cannot call roster.v1.IngestAdmin/DeleteAdvertiser"), asWorker.stderr)
 
         let members = emails(0..<6000) // ~200 KB: about 200 blocks of 1 KiB
         try drop(listFile(members), advertiser: "big", name: "all.txt", lake: root.appendingPathComponent("lake"))
-        let submitted = try RosterBinary.run(["submit", "--coordinator", coordinator, "--coordinator-token", "cli-secret", "big/all.txt"])
+        let submitted = try RosterBinary.run(["submit", "--coordinator", coordinator, "--operator-token", "cli-secret", "big/all.txt"])
         XCTAssertEqual(submitted.status, 0, submitted.stderr)
 
         func blocksDone() throws -> Int {
-            let result = try RosterBinary.run(["call", "--coordinator", coordinator, "--coordinator-token", "cli-secret",
-                                               "Coordinator.ListFiles", "{}"])
+            let result = try RosterBinary.run(["call", "--coordinator", coordinator, "--operator-token", "cli-secret",
+                                               "IngestAdmin.ListFiles", "{}"])
             guard result.status == 0, case .array(let files)? = try JSONValue(parsing: result.stdout)["files"],
                   case .number(let done)? = files.first?["blocksDone"] else { return -1 }
             return Int(done) ?? -1
@@ -695,8 +701,8 @@ final class CLITests: ServicesTestCase {
         let all = try RosterBinary.run(["match", "--match", match, "--advertiser", "big", "--file", hashes.path])
         XCTAssertEqual(all.status, 0, all.stderr)
         XCTAssertTrue(all.stdout.contains("6000 of 6000 are members of big"), String(all.stdout.suffix(200)))
-        let files = try RosterBinary.run(["call", "--coordinator", coordinator, "--coordinator-token", "cli-secret",
-                                          "Coordinator.ListFiles", "{}"])
+        let files = try RosterBinary.run(["call", "--coordinator", coordinator, "--operator-token", "cli-secret",
+                                          "IngestAdmin.ListFiles", "{}"])
         let file = try JSONValue(parsing: files.stdout)["files"]
         guard case .array(let list)? = file else { return XCTFail(files.stdout) }
         XCTAssertEqual(list.first?["distinctKeys"], .string("6000"))

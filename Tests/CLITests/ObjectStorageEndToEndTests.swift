@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import ObjectStorage
+import RosterAPI
 import RosterClient
 import S3TestSupport
 import XCTest
@@ -35,7 +36,7 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
         let members = (0..<6_000).map { "user\($0)@example.com" }
         try await s3.put("lake/acme/members.txt", body: ByteBuffer(string: listFile(members)))
         func blocksDone() throws -> Int {
-            let result = try RosterBinary.run(["call", "--coordinator", coordinator, "Coordinator.ListFiles", "{}"])
+            let result = try RosterBinary.run(["call", "--coordinator", coordinator, "IngestAdmin.ListFiles", "{}"])
             guard result.status == 0, case .array(let files)? = try JSONValue(parsing: result.stdout)["files"],
                   case .number(let done)? = files.first?["blocksDone"] else { return -1 }
             return Int(done) ?? -1
@@ -160,7 +161,7 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
         try await s3.put("lake/acme/members.txt", body: ByteBuffer(string: listFile(["a@example.com"])))
         var error = ""
         try eventually(timeout: 60, "the version to fail") {
-            let result = try RosterBinary.run(["call", "--coordinator", coordinator, "Coordinator.ListFiles", "{}"])
+            let result = try RosterBinary.run(["call", "--coordinator", coordinator, "IngestAdmin.ListFiles", "{}"])
             guard result.status == 0, case .array(let files)? = try JSONValue(parsing: result.stdout)["files"],
                   let file = files.first, file["state"] == .string("FILE_STATE_FAILED") else { return false }
             if case .string(let text)? = file["error"] { error = text }

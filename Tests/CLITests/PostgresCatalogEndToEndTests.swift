@@ -1,5 +1,6 @@
 import Foundation
 import PostgresTestSupport
+import RosterAPI
 import RosterClient
 import XCTest
 
@@ -54,7 +55,7 @@ final class CoordinatorFailoverTests: ServicesTestCase {
     override class var folderPrefix: String { "roster-failover" }
 
     private func listFiles(_ coordinators: String) throws -> [JSONValue] {
-        let result = try RosterBinary.run(["call", "--coordinator", coordinators, "Coordinator.ListFiles", "{}"])
+        let result = try RosterBinary.run(["call", "--coordinator", coordinators, "IngestAdmin.ListFiles", "{}"])
         guard result.status == 0, case .array(let files)? = try JSONValue(parsing: result.stdout)["files"] else { return [] }
         return files
     }

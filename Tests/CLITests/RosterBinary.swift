@@ -50,13 +50,18 @@ enum RosterBinary {
         }
     }
 
+    /// Every variable a token comes from: none leaks from the test's own environment.
+    static let tokenVariables = ["ROSTER_TOKEN", "ROSTER_ADMIN_TOKEN", "ROSTER_OPERATOR_TOKEN", "ROSTER_WORKER_TOKEN", "ROSTER_NODE_TOKEN",
+                                 "ROSTER_CLIENT_TOKENS", "ROSTER_ADMIN_TOKENS", "ROSTER_OPERATOR_TOKENS", "ROSTER_VIEWER_TOKENS",
+                                 "ROSTER_WORKER_TOKENS", "ROSTER_NODE_TOKENS", "ROSTER_COORDINATOR_TOKENS"]
+
     /// Runs `roster args...` to completion (killed after `timeout`).
     static func run(_ args: [String], stdin: String? = nil, timeout: TimeInterval = 30, as user: UInt32? = nil,
                     environment extra: [String: String] = [:], netns: String? = nil) throws -> Result {
         let process = Process()
         prepare(process, args, as: user, netns: netns)
         var environment = ProcessInfo.processInfo.environment
-        for key in ["ROSTER_TOKEN", "ROSTER_ADMIN_TOKEN", "ROSTER_CLIENT_TOKENS", "ROSTER_ADMIN_TOKENS", "ROSTER_COORDINATOR", "ROSTER_MATCH"] {
+        for key in RosterBinary.tokenVariables + ["ROSTER_COORDINATOR", "ROSTER_MATCH"] {
             environment[key] = nil
         }
         environment.merge(extra) { $1 }
@@ -99,7 +104,7 @@ final class RosterService: @unchecked Sendable {
     init(_ args: [String], environment extra: [String: String] = [:], as user: UInt32? = nil, netns: String? = nil) throws {
         RosterBinary.prepare(process, args, as: user, netns: netns)
         var environment = ProcessInfo.processInfo.environment
-        for key in ["ROSTER_CLIENT_TOKENS", "ROSTER_ADMIN_TOKENS"] { environment[key] = nil }
+        for key in RosterBinary.tokenVariables { environment[key] = nil }
         environment.merge(extra) { $1 }
         process.environment = environment
         let out = Pipe(), err = Pipe()

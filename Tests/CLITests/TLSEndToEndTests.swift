@@ -1,4 +1,5 @@
 import Foundation
+import RosterAPI
 import RosterClient
 import TestSupport
 import XCTest

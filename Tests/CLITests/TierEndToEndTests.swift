@@ -1,4 +1,5 @@
 import Foundation
+import RosterAPI
 import RosterClient
 import XCTest
 
@@ -41,7 +42,7 @@ final class TierEndToEndTests: ServicesTestCase {
         XCTAssertEqual(try ask("stranger@example.com"), 3)
 
         // Which two nodes hold it, from the placement; kill the first.
-        let placement = try RosterBinary.run(["call", "--coordinator", address, "Coordinator.Placement", #"{"advertiserIds": ["acme"]}"#])
+        let placement = try RosterBinary.run(["call", "--coordinator", address, "Tier.Placement", #"{"advertiserIds": ["acme"]}"#])
         XCTAssertEqual(placement.status, 0, placement.stderr)
         let json = try JSONValue(parsing: placement.stdout)
         guard case .array(let listed)? = json["nodes"], case .array(let placed)? = json["advertisers"],
@@ -59,7 +60,7 @@ final class TierEndToEndTests: ServicesTestCase {
             try RosterBinary.run(["status", "--coordinator", address]).stdout.contains("DOWN")
         }
         try eventually(timeout: 30, "two healthy holders again") {
-            let again = try RosterBinary.run(["call", "--coordinator", address, "Coordinator.Placement", #"{"advertiserIds": ["acme"]}"#])
+            let again = try RosterBinary.run(["call", "--coordinator", address, "Tier.Placement", #"{"advertiserIds": ["acme"]}"#])
             guard case .array(let listed)? = try JSONValue(parsing: again.stdout)["nodes"],
                   case .array(let placed)? = try JSONValue(parsing: again.stdout)["advertisers"],
                   case .array(let holders)? = placed.first?["nodes"] else { return false }

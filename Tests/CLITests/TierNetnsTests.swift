@@ -1,4 +1,5 @@
 import Foundation
+import RosterAPI
 import RosterClient
 import XCTest
 
@@ -174,7 +175,7 @@ final class TierNetnsTests: ServicesTestCase {
     /// Healthy holders of each advertiser's live list.
     private func placement() throws -> [String: Set<String>] {
         let request = "{\"advertiserIds\": [\(advertisers.map { "\"\($0)\"" }.joined(separator: ","))]}"
-        let run = try client(["call", "--coordinator", coordinator, "Coordinator.Placement", request])
+        let run = try client(["call", "--coordinator", coordinator, "Tier.Placement", request])
         guard case .array(let listed)? = try JSONValue(parsing: run.stdout)["nodes"],
               case .array(let placed)? = try JSONValue(parsing: run.stdout)["advertisers"] else { return [:] }
         var out: [String: Set<String>] = [:]

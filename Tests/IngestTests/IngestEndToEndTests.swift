@@ -202,7 +202,7 @@ final class IngestEndToEndTests: XCTestCase {
             var request = ListFilesRequest()
             request.advertiserID = "chg"
             request.states = [.live]
-            live = try await harness.coordinatorClient.listFiles(request).files.first
+            live = try await harness.adminClient.listFiles(request).files.first
             try await Task.sleep(for: .milliseconds(10))
         }
         XCTAssertGreaterThan(try XCTUnwrap(live).version, first.version)

@@ -22,7 +22,7 @@ final class IngestFaultTests: XCTestCase {
         var request = LeaseTasksRequest()
         request.workerID = worker
         request.max = max
-        return try await harness.coordinatorClient.leaseTasks(request)
+        return try await harness.taskClient.leaseTasks(request)
     }
 
     /// A worker leases a block and dies: its lease expires, another worker
@@ -53,7 +53,7 @@ final class IngestFaultTests: XCTestCase {
         late.taskID = dead.tasks[0].taskID
         late.leaseToken = dead.tasks[0].leaseToken
         late.keys = 999_999
-        let answer = try await harness.coordinatorClient.completeTask(late)
+        let answer = try await harness.taskClient.completeTask(late)
         XCTAssertFalse(answer.accepted)
         let after = try await harness.fileStatus(id)
         XCTAssertEqual(after?.keys, 1000)
@@ -66,10 +66,10 @@ final class IngestFaultTests: XCTestCase {
         harness = try IngestHarness(policy: IngestHarness.testPolicy())
         try await harness.startMatchServer()
         try await harness.startCoordinator()
-        let empty = try await harness.coordinatorClient.leaseTasks(LeaseTasksRequest(workerID: "idle", max: 1, waitMs: 100))
+        let empty = try await harness.taskClient.leaseTasks(LeaseTasksRequest(workerID: "idle", max: 1, waitMs: 100))
         XCTAssertEqual(empty.tasks.count, 0, "nothing to do: the wait ends empty")
 
-        let client = harness.coordinatorClient
+        let client = harness.taskClient
         let started = ContinuousClock.now
         async let waiting = client.leaseTasks(LeaseTasksRequest(workerID: "idle", max: 1, waitMs: 5000))
         try await Task.sleep(for: .milliseconds(200))
@@ -79,18 +79,19 @@ final class IngestFaultTests: XCTestCase {
         XCTAssertLessThan(ContinuousClock.now - started, .seconds(3), "woken by the submission, not by the timeout")
     }
 
-    /// With caller tokens configured, the coordinator refuses calls without
-    /// one, and a worker presenting one ingests as usual.
+    /// With tokens configured, the coordinator refuses calls without one,
+    /// and a worker presenting its worker token ingests as usual while an
+    /// operator submits with the operator's.
     func testCoordinatorTokensAreRequiredWhenConfigured() async throws {
         harness = try IngestHarness(policy: IngestHarness.testPolicy())
         try await harness.startMatchServer()
-        try await harness.startCoordinator(callerTokens: ["s3cret"])
+        try await harness.startCoordinator(access: CoordinatorAccess(operatorTokens: ["op"], workerTokens: ["s3cret"]))
         await assertStatus(.unauthenticated) { _ = try await self.lease("no-token") }
         var wrong = CallOptions.defaults
         wrong.metadata["authorization"] = "Bearer guess"
-        await assertStatus(.unauthenticated) { _ = try await self.harness.coordinatorClient.status(StatusRequest(), options: wrong) }
+        await assertStatus(.unauthenticated) { _ = try await self.harness.adminClient.status(StatusRequest(), options: wrong) }
 
-        harness.callOptions.metadata["authorization"] = "Bearer s3cret"
+        harness.callOptions.metadata["authorization"] = "Bearer op"
         harness.startWorker(id: "trusted", token: "s3cret")
         let keys = ReferenceParser.randomKeys(100, seed: 46)
         let status = try await harness.waitForFile(try await harness.submit(try harness.drop(lines(keys), advertiser: "tok", name: "f.txt")).version)
@@ -111,7 +112,7 @@ final class IngestFaultTests: XCTestCase {
         beat.leaseTokens = [held[0].leaseToken]
         for _ in 0..<5 {
             try await Task.sleep(for: .milliseconds(100))
-            let response = try await harness.coordinatorClient.heartbeat(beat)
+            let response = try await harness.taskClient.heartbeat(beat)
             XCTAssertEqual(response.lostTaskIDs, [])
         }
         // Task 1 was renewed for 500 ms; task 2 expired and was leased again.
@@ -120,7 +121,7 @@ final class IngestFaultTests: XCTestCase {
         XCTAssertFalse(other.contains { $0.taskID == held[0].taskID })
         beat.taskIDs = [held[1].taskID]
         beat.leaseTokens = [held[1].leaseToken]
-        let lost = try await harness.coordinatorClient.heartbeat(beat)
+        let lost = try await harness.taskClient.heartbeat(beat)
         XCTAssertEqual(lost.lostTaskIDs, [held[1].taskID])
     }
 
@@ -146,7 +147,7 @@ final class IngestFaultTests: XCTestCase {
             failure.taskID = task.taskID
             failure.leaseToken = task.leaseToken
             failure.error = "disk full (attempt \(attempt))"
-            let answer = try await harness.coordinatorClient.failTask(failure)
+            let answer = try await harness.taskClient.failTask(failure)
             XCTAssertTrue(answer.accepted)
             // Retries back off: the next attempt is handed out only later.
             let early = try await lease("breaker")

@@ -31,7 +31,7 @@ final class IngestHardeningTests: XCTestCase {
     func versions(_ advertiser: String) async throws -> [FileStatus] {
         var request = ListFilesRequest()
         request.advertiserID = advertiser
-        return try await harness.coordinatorClient.listFiles(request).files
+        return try await harness.adminClient.listFiles(request).files
     }
 
     /// A list truncated in place while it was being ingested is not queued
@@ -131,7 +131,7 @@ final class IngestHardeningTests: XCTestCase {
         harness.advanceClock(by: 2)
         let scanned = try await harness.coordinator.scanLake()
         XCTAssertEqual(scanned.count, 0)
-        let status = try await harness.coordinatorClient.status(StatusRequest())
+        let status = try await harness.adminClient.status(StatusRequest())
         let refused = try XCTUnwrap(status.files.first { $0.advertiserID == long })
         XCTAssertEqual(refused.state, .rejected)
         XCTAssertTrue(refused.error.contains("at most 64"), refused.error)
@@ -198,7 +198,7 @@ extension IngestHardeningTests {
         let found = await harness.matchCatalog.scrub(bytesPerSecond: 0)
         XCTAssertEqual(found, ["rot"])
         await harness.coordinator.reconcile()
-        let during = try await harness.coordinatorClient.status(StatusRequest())
+        let during = try await harness.adminClient.status(StatusRequest())
         XCTAssertTrue(during.problems.contains { $0.contains("rot: the match server found version \(v1.version) damaged") },
                       "\(during.problems)")
         let old = try XCTUnwrap(during.files.first { $0.version == v1.version })
@@ -208,7 +208,7 @@ extension IngestHardeningTests {
         try await waitUntilAsync { try await self.versions("rot").contains { $0.version > v1.version && $0.state == .live } }
         let served = try await harness.matched("rot", keys)
         XCTAssertTrue(served.allSatisfy { $0 }, "the rebuilt list serves every key")
-        let after = try await harness.coordinatorClient.status(StatusRequest())
+        let after = try await harness.adminClient.status(StatusRequest())
         XCTAssertEqual(after.problems, [], "the problem is cleared once the rebuilt version is live")
         await harness.coordinator.reconcile()
         let settled = try await versions("rot")
@@ -228,11 +228,11 @@ extension IngestHardeningTests {
             do { _ = try await harness.submit(path) } catch { refused = true }
         }
         XCTAssertTrue(refused, "200 submissions fitted in a full catalog")
-        let status = try await harness.coordinatorClient.status(StatusRequest())
+        let status = try await harness.adminClient.status(StatusRequest())
         XCTAssertTrue(status.problems.contains { $0.contains("cannot be written") && $0.contains("full") }, "\(status.problems)")
         try catalog.execute("PRAGMA max_page_count = 1000000")
         _ = try await harness.submit(path)
-        let recovered = try await harness.coordinatorClient.status(StatusRequest())
+        let recovered = try await harness.adminClient.status(StatusRequest())
         XCTAssertFalse(recovered.problems.contains { $0.contains("cannot be written") }, "\(recovered.problems)")
     }
 }
@@ -279,7 +279,7 @@ extension IngestHardeningTests {
         let bKeys = ReferenceParser.randomKeys(5_000, seed: 71)
         let b = try await harness.submit(try harness.drop(lines(bKeys), advertiser: "b", name: "big.txt"))
         try await waitUntilAsync {
-            try await self.harness.coordinatorClient.status(StatusRequest()).problems.contains { $0.contains("memory map") }
+            try await self.harness.adminClient.status(StatusRequest()).problems.contains { $0.contains("memory map") }
         }
         let waiting = try await harness.fileStatus(b.version)
         XCTAssertEqual(waiting?.state, .publishing, "refused for a limit, not failed")
@@ -294,7 +294,7 @@ extension IngestHardeningTests {
         let hits = try await harness.matched("b", bKeys)
         XCTAssertTrue(hits.allSatisfy { $0 })
         XCTAssertEqual(harness.matchCatalog.memoryMaps, 1)
-        try await waitUntilAsync { try await self.harness.coordinatorClient.status(StatusRequest()).problems.isEmpty }
+        try await waitUntilAsync { try await self.harness.adminClient.status(StatusRequest()).problems.isEmpty }
     }
 }
 
@@ -332,7 +332,7 @@ extension IngestHardeningTests {
         let keys = ReferenceParser.randomKeys(2_000, seed: 80)
         let submitted = try await harness.submit(try harness.drop(lines(keys), advertiser: "sync", name: "list.txt"))
         try await waitUntilAsync {
-            try await self.harness.coordinatorClient.status(StatusRequest()).problems.contains { $0.contains("cannot make segments durable") }
+            try await self.harness.adminClient.status(StatusRequest()).problems.contains { $0.contains("cannot make segments durable") }
         }
         let waiting = try await harness.fileStatus(submitted.version)
         XCTAssertEqual(waiting?.state, .publishing)
@@ -341,19 +341,6 @@ extension IngestHardeningTests {
         let live = try await harness.waitForFile(submitted.version, timeout: .seconds(30))
         XCTAssertEqual(live.state, .live)
         XCTAssertEqual(store.syncs.withLock { $0 }.first, "segments/sync/\(submitted.version)/merged.pack")
-    }
-}
-
-/// Polls an async condition (bounded).
-func waitUntilAsync(timeout: Duration = .seconds(20), file: StaticString = #filePath, line: UInt = #line,
-                    _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while try await !condition() {
-        if ContinuousClock.now > deadline {
-            XCTFail("condition not met within \(timeout)", file: file, line: line)
-            return
-        }
-        try await Task.sleep(for: .milliseconds(10))
     }
 }
 
@@ -375,12 +362,12 @@ final class StatusPagingTests: XCTestCase {
         }
         var request = StatusRequest()
         request.limit = 30
-        let status = try await harness.coordinatorClient.status(request)
+        let status = try await harness.adminClient.status(request)
         XCTAssertEqual(status.files.count, 30)
         XCTAssertEqual(status.files.map(\.version), Array(1...30), "the oldest in flight first")
         XCTAssertEqual(status.filesInFlight, 250)
         XCTAssertEqual(status.filesByState["queued"], 250)
-        let defaulted = try await harness.coordinatorClient.status(StatusRequest())
+        let defaulted = try await harness.adminClient.status(StatusRequest())
         XCTAssertEqual(defaulted.files.count, 50)
 
         var seen: [UInt64] = []
@@ -388,7 +375,7 @@ final class StatusPagingTests: XCTestCase {
         page.limit = 100
         var pages = 0
         repeat {
-            let response = try await harness.coordinatorClient.listFiles(page)
+            let response = try await harness.adminClient.listFiles(page)
             seen += response.files.map(\.version)
             page.beforeVersion = response.nextBeforeVersion
             pages += 1
@@ -397,7 +384,7 @@ final class StatusPagingTests: XCTestCase {
         XCTAssertEqual(seen, Array((1...250).reversed()), "every file once, newest first")
         page = ListFilesRequest()
         page.limit = 1_000_000
-        let capped = try await harness.coordinatorClient.listFiles(page)
+        let capped = try await harness.adminClient.listFiles(page)
         XCTAssertEqual(capped.files.count, 250)
         XCTAssertEqual(capped.nextBeforeVersion, 0)
     }
@@ -451,7 +438,7 @@ final class ScanCostTests: XCTestCase {
         harness.advanceClock(by: 2)
         _ = try await harness.coordinator.scanLake(report: false)
         XCTAssertEqual(harness.coordinator.scanLookupCount, 2_000)
-        let status = try await harness.coordinatorClient.status(StatusRequest())
+        let status = try await harness.adminClient.status(StatusRequest())
         XCTAssertEqual(status.filesInFlight, 2_000)
         _ = try await harness.coordinator.scanLake(report: false)
         XCTAssertEqual(harness.coordinator.scanLookupCount, 2_000, "an unchanged lake was looked up again")

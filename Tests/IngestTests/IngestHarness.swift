@@ -27,7 +27,7 @@ final class IngestHarness: @unchecked Sendable {
     var matchCatalog: MatchCatalog!
     /// What the match server's clients reach: nil while it is stopped.
     let matchLink = Link(name: "match server")
-    var coordinator: CoordinatorService<Link>!
+    var coordinator: CoordinatorService!
     /// What the coordinator's clients (tests, workers) reach.
     let coordinatorLink = Link(name: "coordinator")
     var coordinatorTask: Task<Void, Error>?
@@ -97,17 +97,21 @@ final class IngestHarness: @unchecked Sendable {
         matchLink.detach()
     }
 
-    func startCoordinator(callerTokens: Set<String> = [], store: (any SegmentStorage)? = nil,
-                          tier: CoordinatorService<Link>.Tier? = nil, keepRetiredVersions: Int = 0) async throws {
+    func startCoordinator(access: CoordinatorAccess = .open, store: (any SegmentStorage)? = nil,
+                          tier: TierSettings? = nil, connect: (@Sendable (String) -> MatchAdmin.Client<Link>)? = nil,
+                          keepRetiredVersions: Int = 0) async throws {
         let catalog = try IngestCatalog(path: catalogPath, policy: policy)
-        var configuration = CoordinatorService<Link>.Configuration(scanInterval: nil, publishInterval: .milliseconds(30), callerTokens: callerTokens)
-        configuration.tier = tier
+        var configuration = CoordinatorConfiguration(scanInterval: nil, publishInterval: .milliseconds(30), access: access)
         configuration.keepRetiredVersions = keepRetiredVersions
+        let publisher: any Publisher = if let tier, let connect {
+            TierPublisher(settings: tier, connect: connect)
+        } else {
+            MatchServerPublisher(admin: MatchAdmin.Client(transport: matchLink))
+        }
         coordinator = CoordinatorService(
             catalog: catalog, lake: LocalFolderLake(root: lakeRoot), store: store ?? LocalSegmentStorage(root: storeRoot),
-            matchAdmin: MatchAdmin.Client(transport: matchLink), configuration: configuration,
-            clock: { [clock] in clock.now() })
-        try coordinatorLink.attach([coordinator])
+            publisher: publisher, configuration: configuration, clock: { [clock] in clock.now() })
+        try coordinatorLink.attach(coordinator.services)
         let service = coordinator!
         coordinatorTask = Task { try await service.run() }
     }
@@ -121,7 +125,10 @@ final class IngestHarness: @unchecked Sendable {
         coordinator = nil
     }
 
-    var coordinatorClient: Coordinator.Client<Link> { Coordinator.Client(transport: coordinatorLink) }
+    /// The coordinator's three services, as an operator, a worker and a tier reach them.
+    var adminClient: IngestAdmin.Client<Link> { IngestAdmin.Client(transport: coordinatorLink) }
+    var taskClient: TaskQueue.Client<Link> { TaskQueue.Client(transport: coordinatorLink) }
+    var tierClient: Tier.Client<Link> { Tier.Client(transport: coordinatorLink) }
     var matchClient: MatchService.Client<Link> { MatchService.Client(transport: matchLink) }
 
     @discardableResult
@@ -131,7 +138,7 @@ final class IngestHarness: @unchecked Sendable {
         configuration.token = token
         let worker = BlockWorker(
             configuration: configuration,
-            coordinator: Coordinator.Client(transport: coordinatorLink),
+            coordinator: TaskQueue.Client(transport: coordinatorLink),
             lake: LocalFolderLake(root: lakeRoot), store: store ?? LocalSegmentStorage(root: storeRoot))
         workerTasks.append(Task { try await worker.run() })
         return worker
@@ -165,13 +172,13 @@ final class IngestHarness: @unchecked Sendable {
     func submit(_ path: String) async throws -> SubmitFileResponse {
         var request = SubmitFileRequest()
         request.path = path
-        return try await coordinatorClient.submitFile(request, options: callOptions)
+        return try await adminClient.submitFile(request, options: callOptions)
     }
 
     func fileStatus(_ id: UInt64) async throws -> FileStatus? {
         var request = ListFilesRequest()
         request.limit = 10_000
-        return try await coordinatorClient.listFiles(request, options: callOptions).files.first { $0.version == id }
+        return try await adminClient.listFiles(request, options: callOptions).files.first { $0.version == id }
     }
 
     /// Waits until file `id` reaches one of `states` (or any terminal state) and returns its status.

@@ -8,6 +8,7 @@ import RosterClient
 import RosterRPC
 import SegmentStore
 import Synchronization
+import TestSupport
 import XCTest
 
 /// A tier of match servers in one process: nodes register with the
@@ -37,11 +38,9 @@ final class TierTests: XCTestCase {
     override func setUp() async throws {
         harness = try IngestHarness(policy: IngestHarness.testPolicy(blockSize: 1024))
         let links = self.links
-        let tier = CoordinatorService<IngestHarness.Link>.Tier(replicas: 2, heartbeatInterval: .milliseconds(100)) { address in
-            MatchAdmin.Client(transport: links(address))
-        }
-        try await harness.startCoordinator(tier: tier, keepRetiredVersions: 1)
-        router = TierRouter(coordinator: harness.coordinatorClient, configuration: .init(timeout: .seconds(2))) { address in
+        try await harness.startCoordinator(tier: TierSettings(replicas: 2, heartbeatInterval: .milliseconds(100)),
+                                           connect: { address in MatchAdmin.Client(transport: links(address)) }, keepRetiredVersions: 1)
+        router = TierRouter(coordinator: harness.tierClient, configuration: .init(timeout: .seconds(2))) { address in
             links(address)
         }
     }
@@ -59,7 +58,7 @@ final class TierTests: XCTestCase {
                                         logger: Logger(label: "test.\(id)"))
         try node.link.attach([MatchHandler(catalog: node.catalog, access: .open), AdminHandler(catalog: node.catalog, access: .open)])
         let announcer = NodeAnnouncer(configuration: .init(nodeID: id, address: "\(id):7401"),
-                                      coordinator: harness.coordinatorClient, catalog: node.catalog)
+                                      coordinator: harness.tierClient, catalog: node.catalog)
         node.announcer = Task { try await announcer.run() }
     }
 
@@ -70,7 +69,7 @@ final class TierTests: XCTestCase {
     }
 
     private func status() async throws -> [TierNode] {
-        try await harness.coordinatorClient.status(StatusRequest()).nodes
+        try await harness.adminClient.status(StatusRequest()).nodes
     }
 
     private var debugAt = ContinuousClock.now
@@ -87,7 +86,7 @@ final class TierTests: XCTestCase {
             XCTAssertTrue(submitted.queued)
         }
         try await waitUntilAsync(timeout: .seconds(60)) {
-            let files = try await self.harness.coordinatorClient.listFiles(ListFilesRequest()).files
+            let files = try await self.harness.adminClient.listFiles(ListFilesRequest()).files
             return files.count == 16 && files.allSatisfy { $0.state == .live }
         }
     }
@@ -111,7 +110,7 @@ final class TierTests: XCTestCase {
     /// Each advertiser is held by exactly its two owners among the healthy
     /// `live` nodes (a node that is down stays listed, last, until it returns).
     private func assertPlaced(on live: [String], file: StaticString = #filePath, line: UInt = #line) async throws {
-        let placement = try await harness.coordinatorClient.placement(PlacementRequest(advertiserIDs: advertisers))
+        let placement = try await harness.tierClient.placement(PlacementRequest(advertiserIDs: advertisers))
         let tierNodes = live.map { IDNode(placementID: $0) }
         for placed in placement.advertisers {
             let owners = Set(Rendezvous.rank(tierNodes, for: placed.advertiserID, replicas: 2).map(\.placementID))
@@ -133,7 +132,7 @@ final class TierTests: XCTestCase {
     private func waitForPlacement(on live: [String]) async throws {
         let tierNodes = live.map { IDNode(placementID: $0) }
         try await waitUntilAsync(timeout: .seconds(30)) {
-            let placement = try await self.harness.coordinatorClient.placement(PlacementRequest(advertiserIDs: self.advertisers))
+            let placement = try await self.harness.tierClient.placement(PlacementRequest(advertiserIDs: self.advertisers))
             let placed = placement.advertisers.allSatisfy { placed in
                 Set(placed.nodes.map { placement.nodes[Int($0)] }.filter(\.healthy).map(\.nodeID))
                     == Set(Rendezvous.rank(tierNodes, for: placed.advertiserID, replicas: 2).map(\.placementID))
@@ -166,7 +165,7 @@ final class TierTests: XCTestCase {
         try await waitUntilAsync(timeout: .seconds(30)) {
             try await self.router.match(advertiser: "adv0", hash: Data(newer[0].bytes)).matched
         }
-        let back = try await harness.coordinatorClient.rollback(RollbackRequest(advertiserID: "adv0"))
+        let back = try await harness.adminClient.rollback(RollbackRequest(advertiserID: "adv0"))
         XCTAssertEqual(back.previousVersion, submitted.version)
         let owners = nodes.values.filter { $0.catalog.current("adv0") != nil }
         XCTAssertEqual(owners.count, 2, "two owners")
@@ -178,10 +177,10 @@ final class TierTests: XCTestCase {
         XCTAssertFalse(gone.matched)
         try await assertEveryAnswerIsRight()
 
-        let deleted = try await harness.coordinatorClient.deleteAdvertiser(DeleteAdvertiserRequest(advertiserID: "adv1"))
+        let deleted = try await harness.adminClient.deleteAdvertiser(DeleteAdvertiserRequest(advertiserID: "adv1"))
         XCTAssertGreaterThan(deleted.removedVersion, 0)
         for node in nodes.values { XCTAssertNil(node.catalog.current("adv1"), "\(node.id) no longer serves adv1") }
-        let placement = try await harness.coordinatorClient.placement(PlacementRequest(advertiserIDs: ["adv1"]))
+        let placement = try await harness.tierClient.placement(PlacementRequest(advertiserIDs: ["adv1"]))
         XCTAssertTrue(placement.advertisers.allSatisfy { $0.version == 0 || $0.nodes.isEmpty }, "\(placement)")
     }
 

@@ -36,7 +36,7 @@ final class TierRouterTests: XCTestCase {
         let calls: FakeNode.Calls
 
         var methods: [RPCServerMethod] {
-            [.async(Coordinator.Method.placement) { (request: PlacementRequest, _: RPCContext) async throws -> PlacementResponse in
+            [.async(Tier.Method.placement) { (request: PlacementRequest, _: RPCContext) async throws -> PlacementResponse in
                 calls.count.add(1, ordering: .relaxed)
                 var response = PlacementResponse()
                 response.nodes = nodes.map { var node = TierNode(); node.nodeID = $0; node.address = $0; node.healthy = true; return node }
@@ -59,7 +59,7 @@ final class TierRouterTests: XCTestCase {
         var transports: [String: InProcessTransport] = [:]
         for (address, node) in nodes { transports[address] = try InProcessTransport(services: [node]) }
         let fixed = transports
-        let router = TierRouter(coordinator: Coordinator.Client(transport: coordinator), configuration: .init(timeout: timeout, hedgeAfter: hedgeAfter)) { fixed[$0]! }
+        let router = TierRouter(coordinator: Tier.Client(transport: coordinator), configuration: .init(timeout: timeout, hedgeAfter: hedgeAfter)) { fixed[$0]! }
         return (router, placements)
     }
 

@@ -61,3 +61,17 @@ public func missingDependency(_ message: String, requireVariable: String,
     }
     return XCTSkip(message + " (set \(requireVariable)=1 to fail instead)")
 }
+
+/// Polls an async condition (bounded).
+public func waitUntilAsync(timeout: Duration = .seconds(20), file: StaticString = #filePath, line: UInt = #line,
+                    _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while try await !condition() {
+        if ContinuousClock.now > deadline {
+            XCTFail("condition not met within \(timeout)", file: file, line: line)
+            return
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+}
+

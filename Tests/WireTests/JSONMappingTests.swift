@@ -95,9 +95,12 @@ final class JSONMappingTests: XCTestCase {
 
     func testRegistryListsEveryMethodOfTheSchema() {
         let names = RosterSchema.methods.map(\.shortName)
-        XCTAssertEqual(names.count, MatchService.Method.all.count + MatchAdmin.Method.all.count + Coordinator.Method.all.count)
+        XCTAssertEqual(names.count, MatchService.Method.all.count + MatchAdmin.Method.all.count + IngestAdmin.Method.all.count
+                       + TaskQueue.Method.all.count + Tier.Method.all.count)
         XCTAssertTrue(names.contains("MatchService.Match"))
-        XCTAssertTrue(names.contains("Coordinator.SubmitFile"))
+        XCTAssertTrue(names.contains("IngestAdmin.SubmitFile"))
+        XCTAssertTrue(names.contains("TaskQueue.LeaseTasks"))
+        XCTAssertTrue(names.contains("Tier.Placement"))
         XCTAssertTrue(MatchRequest.schemaDefinition.contains("bytes hash = 2;"), MatchRequest.schemaDefinition)
     }
 }

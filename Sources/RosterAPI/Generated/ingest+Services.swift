@@ -4,56 +4,53 @@
 import Foundation
 import RosterRPC
 
-/// The ingest coordinator: users submit files and watch them; workers pull work.
-public enum Coordinator {
+/// The coordinator's operator API. Operator tokens may call everything;
+/// viewer tokens only the reads (Status, ListFiles, ListAdvertisers): a
+/// dashboard cannot change anything. (Service id 3, the old `Coordinator`
+/// that mixed every audience, is retired: a client still calling it is
+/// answered UNIMPLEMENTED.)
+public enum IngestAdmin {
     /// The fully qualified service name.
-    public static let name = "roster.v1.Coordinator"
+    public static let name = "roster.v1.IngestAdmin"
     /// The service id, the high 16 bits of each method id on the wire.
-    public static let id: UInt16 = 3
+    public static let id: UInt16 = 4
 
     /// The service's methods as the wire protocol names them.
     public enum Method {
         /// Queues a lake file as its advertiser's next list (a new file replaces the list).
-        public static let submitFile = RPCMethodDescriptor(service: Coordinator.name, method: "SubmitFile", id: 0x0003_0001)
-        /// Files being ingested and recent ones, with progress and invalid-line reports.
-        public static let status = RPCMethodDescriptor(service: Coordinator.name, method: "Status", id: 0x0003_0002)
-        public static let listFiles = RPCMethodDescriptor(service: Coordinator.name, method: "ListFiles", id: 0x0003_0003)
+        public static let submitFile = RPCMethodDescriptor(service: IngestAdmin.name, method: "SubmitFile", id: 0x0004_0001)
+        /// Files being ingested and recent ones, with progress and invalid-line reports. Read-only.
+        public static let status = RPCMethodDescriptor(service: IngestAdmin.name, method: "Status", id: 0x0004_0002)
+        /// Every file version, newest first, in pages; filtered by advertiser and state. Read-only.
+        public static let listFiles = RPCMethodDescriptor(service: IngestAdmin.name, method: "ListFiles", id: 0x0004_0003)
         /// Looks for new or changed files in the lake now, not at the next periodic scan.
-        public static let scan = RPCMethodDescriptor(service: Coordinator.name, method: "Scan", id: 0x0003_0004)
-        public static let setWeight = RPCMethodDescriptor(service: Coordinator.name, method: "SetWeight", id: 0x0003_0005)
-        /// Every advertiser with its live version, keys, bytes and last change, in pages.
-        public static let listAdvertisers = RPCMethodDescriptor(service: Coordinator.name, method: "ListAdvertisers", id: 0x0003_0006)
+        public static let scan = RPCMethodDescriptor(service: IngestAdmin.name, method: "Scan", id: 0x0004_0004)
+        /// Sets an advertiser's scheduling weight: a weight of 2 halves its files' wait.
+        public static let setWeight = RPCMethodDescriptor(service: IngestAdmin.name, method: "SetWeight", id: 0x0004_0005)
+        /// Every advertiser with its live version, keys, bytes and last change, in pages. Read-only.
+        public static let listAdvertisers = RPCMethodDescriptor(service: IngestAdmin.name, method: "ListAdvertisers", id: 0x0004_0006)
         /// Serves a previous version again at once, by the match server's atomic
         /// swap (no re-ingest): FAILED_PRECONDITION when its segments are gone.
-        public static let rollback = RPCMethodDescriptor(service: Coordinator.name, method: "Rollback", id: 0x0003_0007)
+        public static let rollback = RPCMethodDescriptor(service: IngestAdmin.name, method: "Rollback", id: 0x0004_0007)
         /// Stops serving an advertiser and removes its data (files in flight are
         /// abandoned); a new file dropped into its folder later starts it again.
-        public static let deleteAdvertiser = RPCMethodDescriptor(service: Coordinator.name, method: "DeleteAdvertiser", id: 0x0003_0008)
-        /// Pull: the highest-priority tasks, leased to the caller.
-        public static let leaseTasks = RPCMethodDescriptor(service: Coordinator.name, method: "LeaseTasks", id: 0x0003_000A)
-        /// Renews the caller's leases.
-        public static let heartbeat = RPCMethodDescriptor(service: Coordinator.name, method: "Heartbeat", id: 0x0003_000B)
-        /// Reports a finished task; idempotent.
-        public static let completeTask = RPCMethodDescriptor(service: Coordinator.name, method: "CompleteTask", id: 0x0003_000C)
-        public static let failTask = RPCMethodDescriptor(service: Coordinator.name, method: "FailTask", id: 0x0003_000D)
-        /// A match server of the tier announces itself; also its heartbeat (tier.rdl).
-        public static let registerNode = RPCMethodDescriptor(service: Coordinator.name, method: "RegisterNode", id: 0x0003_0014)
-        /// Which nodes serve which advertisers: what clients route by (tier.rdl).
-        public static let placement = RPCMethodDescriptor(service: Coordinator.name, method: "Placement", id: 0x0003_0015)
-        public static let all: [RPCMethodDescriptor] = [submitFile, status, listFiles, scan, setWeight, listAdvertisers, rollback, deleteAdvertiser, leaseTasks, heartbeat, completeTask, failTask, registerNode, placement]
+        public static let deleteAdvertiser = RPCMethodDescriptor(service: IngestAdmin.name, method: "DeleteAdvertiser", id: 0x0004_0008)
+        public static let all: [RPCMethodDescriptor] = [submitFile, status, listFiles, scan, setWeight, listAdvertisers, rollback, deleteAdvertiser]
     }
 
-    /// Implement this to serve `roster.v1.Coordinator` with handlers that may suspend.
+    /// Implement this to serve `roster.v1.IngestAdmin` with handlers that may suspend.
     public protocol Handler: RPCService {
         /// Queues a lake file as its advertiser's next list (a new file replaces the list).
         func submitFile(_ request: SubmitFileRequest, context: RPCContext) async throws -> SubmitFileResponse
-        /// Files being ingested and recent ones, with progress and invalid-line reports.
+        /// Files being ingested and recent ones, with progress and invalid-line reports. Read-only.
         func status(_ request: StatusRequest, context: RPCContext) async throws -> StatusResponse
+        /// Every file version, newest first, in pages; filtered by advertiser and state. Read-only.
         func listFiles(_ request: ListFilesRequest, context: RPCContext) async throws -> ListFilesResponse
         /// Looks for new or changed files in the lake now, not at the next periodic scan.
         func scan(_ request: ScanRequest, context: RPCContext) async throws -> ScanResponse
+        /// Sets an advertiser's scheduling weight: a weight of 2 halves its files' wait.
         func setWeight(_ request: SetWeightRequest, context: RPCContext) async throws -> SetWeightResponse
-        /// Every advertiser with its live version, keys, bytes and last change, in pages.
+        /// Every advertiser with its live version, keys, bytes and last change, in pages. Read-only.
         func listAdvertisers(_ request: ListAdvertisersRequest, context: RPCContext) async throws -> ListAdvertisersResponse
         /// Serves a previous version again at once, by the match server's atomic
         /// swap (no re-ingest): FAILED_PRECONDITION when its segments are gone.
@@ -61,20 +58,9 @@ public enum Coordinator {
         /// Stops serving an advertiser and removes its data (files in flight are
         /// abandoned); a new file dropped into its folder later starts it again.
         func deleteAdvertiser(_ request: DeleteAdvertiserRequest, context: RPCContext) async throws -> DeleteAdvertiserResponse
-        /// Pull: the highest-priority tasks, leased to the caller.
-        func leaseTasks(_ request: LeaseTasksRequest, context: RPCContext) async throws -> LeaseTasksResponse
-        /// Renews the caller's leases.
-        func heartbeat(_ request: HeartbeatRequest, context: RPCContext) async throws -> HeartbeatResponse
-        /// Reports a finished task; idempotent.
-        func completeTask(_ request: CompleteTaskRequest, context: RPCContext) async throws -> CompleteTaskResponse
-        func failTask(_ request: FailTaskRequest, context: RPCContext) async throws -> FailTaskResponse
-        /// A match server of the tier announces itself; also its heartbeat (tier.rdl).
-        func registerNode(_ request: RegisterNodeRequest, context: RPCContext) async throws -> RegisterNodeResponse
-        /// Which nodes serve which advertisers: what clients route by (tier.rdl).
-        func placement(_ request: PlacementRequest, context: RPCContext) async throws -> PlacementResponse
     }
 
-    /// A typed client for `roster.v1.Coordinator`.
+    /// A typed client for `roster.v1.IngestAdmin`.
     public struct Client<Transport: RPCClientTransport>: Sendable {
         public let transport: Transport
 
@@ -85,11 +71,12 @@ public enum Coordinator {
             try await transport.unary(Method.submitFile, request: request, options: options)
         }
 
-        /// Files being ingested and recent ones, with progress and invalid-line reports.
+        /// Files being ingested and recent ones, with progress and invalid-line reports. Read-only.
         public func status(_ request: StatusRequest, options: CallOptions = .defaults) async throws -> StatusResponse {
             try await transport.unary(Method.status, request: request, options: options)
         }
 
+        /// Every file version, newest first, in pages; filtered by advertiser and state. Read-only.
         public func listFiles(_ request: ListFilesRequest, options: CallOptions = .defaults) async throws -> ListFilesResponse {
             try await transport.unary(Method.listFiles, request: request, options: options)
         }
@@ -99,11 +86,12 @@ public enum Coordinator {
             try await transport.unary(Method.scan, request: request, options: options)
         }
 
+        /// Sets an advertiser's scheduling weight: a weight of 2 halves its files' wait.
         public func setWeight(_ request: SetWeightRequest, options: CallOptions = .defaults) async throws -> SetWeightResponse {
             try await transport.unary(Method.setWeight, request: request, options: options)
         }
 
-        /// Every advertiser with its live version, keys, bytes and last change, in pages.
+        /// Every advertiser with its live version, keys, bytes and last change, in pages. Read-only.
         public func listAdvertisers(_ request: ListAdvertisersRequest, options: CallOptions = .defaults) async throws -> ListAdvertisersResponse {
             try await transport.unary(Method.listAdvertisers, request: request, options: options)
         }
@@ -119,55 +107,20 @@ public enum Coordinator {
         public func deleteAdvertiser(_ request: DeleteAdvertiserRequest, options: CallOptions = .defaults) async throws -> DeleteAdvertiserResponse {
             try await transport.unary(Method.deleteAdvertiser, request: request, options: options)
         }
-
-        /// Pull: the highest-priority tasks, leased to the caller.
-        public func leaseTasks(_ request: LeaseTasksRequest, options: CallOptions = .defaults) async throws -> LeaseTasksResponse {
-            try await transport.unary(Method.leaseTasks, request: request, options: options)
-        }
-
-        /// Renews the caller's leases.
-        public func heartbeat(_ request: HeartbeatRequest, options: CallOptions = .defaults) async throws -> HeartbeatResponse {
-            try await transport.unary(Method.heartbeat, request: request, options: options)
-        }
-
-        /// Reports a finished task; idempotent.
-        public func completeTask(_ request: CompleteTaskRequest, options: CallOptions = .defaults) async throws -> CompleteTaskResponse {
-            try await transport.unary(Method.completeTask, request: request, options: options)
-        }
-
-        public func failTask(_ request: FailTaskRequest, options: CallOptions = .defaults) async throws -> FailTaskResponse {
-            try await transport.unary(Method.failTask, request: request, options: options)
-        }
-
-        /// A match server of the tier announces itself; also its heartbeat (tier.rdl).
-        public func registerNode(_ request: RegisterNodeRequest, options: CallOptions = .defaults) async throws -> RegisterNodeResponse {
-            try await transport.unary(Method.registerNode, request: request, options: options)
-        }
-
-        /// Which nodes serve which advertisers: what clients route by (tier.rdl).
-        public func placement(_ request: PlacementRequest, options: CallOptions = .defaults) async throws -> PlacementResponse {
-            try await transport.unary(Method.placement, request: request, options: options)
-        }
     }
 }
 
-extension Coordinator.Handler {
+extension IngestAdmin.Handler {
     public var methods: [RPCServerMethod] {
         [
-            .async(Coordinator.Method.submitFile) { try await self.submitFile($0, context: $1) },
-            .async(Coordinator.Method.status) { try await self.status($0, context: $1) },
-            .async(Coordinator.Method.listFiles) { try await self.listFiles($0, context: $1) },
-            .async(Coordinator.Method.scan) { try await self.scan($0, context: $1) },
-            .async(Coordinator.Method.setWeight) { try await self.setWeight($0, context: $1) },
-            .async(Coordinator.Method.listAdvertisers) { try await self.listAdvertisers($0, context: $1) },
-            .async(Coordinator.Method.rollback) { try await self.rollback($0, context: $1) },
-            .async(Coordinator.Method.deleteAdvertiser) { try await self.deleteAdvertiser($0, context: $1) },
-            .async(Coordinator.Method.leaseTasks) { try await self.leaseTasks($0, context: $1) },
-            .async(Coordinator.Method.heartbeat) { try await self.heartbeat($0, context: $1) },
-            .async(Coordinator.Method.completeTask) { try await self.completeTask($0, context: $1) },
-            .async(Coordinator.Method.failTask) { try await self.failTask($0, context: $1) },
-            .async(Coordinator.Method.registerNode) { try await self.registerNode($0, context: $1) },
-            .async(Coordinator.Method.placement) { try await self.placement($0, context: $1) },
+            .async(IngestAdmin.Method.submitFile) { try await self.submitFile($0, context: $1) },
+            .async(IngestAdmin.Method.status) { try await self.status($0, context: $1) },
+            .async(IngestAdmin.Method.listFiles) { try await self.listFiles($0, context: $1) },
+            .async(IngestAdmin.Method.scan) { try await self.scan($0, context: $1) },
+            .async(IngestAdmin.Method.setWeight) { try await self.setWeight($0, context: $1) },
+            .async(IngestAdmin.Method.listAdvertisers) { try await self.listAdvertisers($0, context: $1) },
+            .async(IngestAdmin.Method.rollback) { try await self.rollback($0, context: $1) },
+            .async(IngestAdmin.Method.deleteAdvertiser) { try await self.deleteAdvertiser($0, context: $1) },
         ]
     }
 }

@@ -1625,19 +1625,13 @@ public enum IngestSchema {
     ]
 
     public static let methods: [MethodDescription] = [
-        MethodDescription(descriptor: Coordinator.Method.submitFile, requestType: SubmitFileRequest.self, responseType: SubmitFileResponse.self, doc: "Queues a lake file as its advertiser's next list (a new file replaces the list)."),
-        MethodDescription(descriptor: Coordinator.Method.status, requestType: StatusRequest.self, responseType: StatusResponse.self, doc: "Files being ingested and recent ones, with progress and invalid-line reports."),
-        MethodDescription(descriptor: Coordinator.Method.listFiles, requestType: ListFilesRequest.self, responseType: ListFilesResponse.self, doc: ""),
-        MethodDescription(descriptor: Coordinator.Method.scan, requestType: ScanRequest.self, responseType: ScanResponse.self, doc: "Looks for new or changed files in the lake now, not at the next periodic scan."),
-        MethodDescription(descriptor: Coordinator.Method.setWeight, requestType: SetWeightRequest.self, responseType: SetWeightResponse.self, doc: ""),
-        MethodDescription(descriptor: Coordinator.Method.listAdvertisers, requestType: ListAdvertisersRequest.self, responseType: ListAdvertisersResponse.self, doc: "Every advertiser with its live version, keys, bytes and last change, in pages."),
-        MethodDescription(descriptor: Coordinator.Method.rollback, requestType: RollbackRequest.self, responseType: RollbackResponse.self, doc: "Serves a previous version again at once, by the match server's atomic\nswap (no re-ingest): FAILED_PRECONDITION when its segments are gone."),
-        MethodDescription(descriptor: Coordinator.Method.deleteAdvertiser, requestType: DeleteAdvertiserRequest.self, responseType: DeleteAdvertiserResponse.self, doc: "Stops serving an advertiser and removes its data (files in flight are\nabandoned); a new file dropped into its folder later starts it again."),
-        MethodDescription(descriptor: Coordinator.Method.leaseTasks, requestType: LeaseTasksRequest.self, responseType: LeaseTasksResponse.self, doc: "Pull: the highest-priority tasks, leased to the caller."),
-        MethodDescription(descriptor: Coordinator.Method.heartbeat, requestType: HeartbeatRequest.self, responseType: HeartbeatResponse.self, doc: "Renews the caller's leases."),
-        MethodDescription(descriptor: Coordinator.Method.completeTask, requestType: CompleteTaskRequest.self, responseType: CompleteTaskResponse.self, doc: "Reports a finished task; idempotent."),
-        MethodDescription(descriptor: Coordinator.Method.failTask, requestType: FailTaskRequest.self, responseType: FailTaskResponse.self, doc: ""),
-        MethodDescription(descriptor: Coordinator.Method.registerNode, requestType: RegisterNodeRequest.self, responseType: RegisterNodeResponse.self, doc: "A match server of the tier announces itself; also its heartbeat (tier.rdl)."),
-        MethodDescription(descriptor: Coordinator.Method.placement, requestType: PlacementRequest.self, responseType: PlacementResponse.self, doc: "Which nodes serve which advertisers: what clients route by (tier.rdl)."),
+        MethodDescription(descriptor: IngestAdmin.Method.submitFile, requestType: SubmitFileRequest.self, responseType: SubmitFileResponse.self, doc: "Queues a lake file as its advertiser's next list (a new file replaces the list)."),
+        MethodDescription(descriptor: IngestAdmin.Method.status, requestType: StatusRequest.self, responseType: StatusResponse.self, doc: "Files being ingested and recent ones, with progress and invalid-line reports. Read-only."),
+        MethodDescription(descriptor: IngestAdmin.Method.listFiles, requestType: ListFilesRequest.self, responseType: ListFilesResponse.self, doc: "Every file version, newest first, in pages; filtered by advertiser and state. Read-only."),
+        MethodDescription(descriptor: IngestAdmin.Method.scan, requestType: ScanRequest.self, responseType: ScanResponse.self, doc: "Looks for new or changed files in the lake now, not at the next periodic scan."),
+        MethodDescription(descriptor: IngestAdmin.Method.setWeight, requestType: SetWeightRequest.self, responseType: SetWeightResponse.self, doc: "Sets an advertiser's scheduling weight: a weight of 2 halves its files' wait."),
+        MethodDescription(descriptor: IngestAdmin.Method.listAdvertisers, requestType: ListAdvertisersRequest.self, responseType: ListAdvertisersResponse.self, doc: "Every advertiser with its live version, keys, bytes and last change, in pages. Read-only."),
+        MethodDescription(descriptor: IngestAdmin.Method.rollback, requestType: RollbackRequest.self, responseType: RollbackResponse.self, doc: "Serves a previous version again at once, by the match server's atomic\nswap (no re-ingest): FAILED_PRECONDITION when its segments are gone."),
+        MethodDescription(descriptor: IngestAdmin.Method.deleteAdvertiser, requestType: DeleteAdvertiserRequest.self, responseType: DeleteAdvertiserResponse.self, doc: "Stops serving an advertiser and removes its data (files in flight are\nabandoned); a new file dropped into its folder later starts it again."),
     ]
 }

@@ -515,5 +515,7 @@ public enum TierSchema {
     ]
 
     public static let methods: [MethodDescription] = [
+        MethodDescription(descriptor: Tier.Method.registerNode, requestType: RegisterNodeRequest.self, responseType: RegisterNodeResponse.self, doc: "A match server of the tier announces itself; also its heartbeat. Node tokens only."),
+        MethodDescription(descriptor: Tier.Method.placement, requestType: PlacementRequest.self, responseType: PlacementResponse.self, doc: "Which nodes serve which advertisers: what clients route by. Client tokens."),
     ]
 }

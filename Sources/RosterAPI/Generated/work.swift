@@ -924,5 +924,9 @@ public enum WorkSchema {
     ]
 
     public static let methods: [MethodDescription] = [
+        MethodDescription(descriptor: TaskQueue.Method.leaseTasks, requestType: LeaseTasksRequest.self, responseType: LeaseTasksResponse.self, doc: "Pull: the highest-priority tasks, leased to the caller."),
+        MethodDescription(descriptor: TaskQueue.Method.heartbeat, requestType: HeartbeatRequest.self, responseType: HeartbeatResponse.self, doc: "Renews the caller's leases."),
+        MethodDescription(descriptor: TaskQueue.Method.completeTask, requestType: CompleteTaskRequest.self, responseType: CompleteTaskResponse.self, doc: "Reports a finished task; idempotent."),
+        MethodDescription(descriptor: TaskQueue.Method.failTask, requestType: FailTaskRequest.self, responseType: FailTaskResponse.self, doc: "Reports a task that could not be done, and why."),
     ]
 }

@@ -1,0 +1,87 @@
+import DataLake
+import Foundation
+import Logging
+import RosterAPI
+
+/// `CoordinatorCore`: finding new files in the lake.
+extension CoordinatorCore {
+    /// Queues the newest file of each advertiser folder if it is new, and
+    /// abandons versions whose file changed or vanished while in progress.
+    public func scanLake(report: Bool = true) async throws -> [FileStatus] {
+        for active in try await db({ try $0.activeFiles() }) {
+            do {
+                let object = try await lake.head(active.path)
+                if object.etag != active.etag {
+                    let now = clock()
+                    try await db { try $0.abandon(file: active.id, error: "the file changed while it was being ingested", now: now) }
+                    watchUntilSettled(active.path)
+                }
+            } catch LakeError.notFound {
+                let now = clock()
+                try await db { try $0.abandon(file: active.id, error: "the file disappeared from the lake", now: now) }
+            }
+        }
+        let settle = configuration.scanSettleTime / .seconds(1)
+        var newest: [String: LakeObject] = [:]
+        var after: String?
+        while true {
+            let page = try await lake.list(prefix: "", after: after, limit: 1000)
+            let now = clock()
+            for object in page {
+                guard let advertiser = object.advertiserID, Self.isListFile(object.path),
+                      now - object.modified.timeIntervalSince1970 >= settle else { continue }
+                if let current = newest[advertiser], (current.modified, current.path) >= (object.modified, object.path) { continue }
+                newest[advertiser] = object
+            }
+            guard page.count == 1000, let last = page.last else { break }
+            after = last.path
+        }
+        // A folder whose newest file is the one the last scan decided on
+        // costs no catalog query: an idle lake is listed, not looked up.
+        let decided = lastScan.withLock { $0 }
+        let candidates = newest.values.sorted { $0.path < $1.path }.filter { decided[$0.advertiserID ?? ""] != $0.path + "\u{0}" + $0.etag }
+        scanLookups.add(candidates.count, ordering: .relaxed)
+        guard !candidates.isEmpty else { return [] }
+        let now = clock()
+        // One trip to the catalog's threads for the whole scan's decisions.
+        let (decisions, submissions, refused) = try await db { catalog in
+            var decisions: [String: String] = [:]
+            var submissions: [(IngestCatalog.Submission, LakeObject)] = []
+            var refused: [(String, String)] = []
+            for object in candidates {
+                let advertiser = object.advertiserID ?? ""
+                let key = object.path + "\u{0}" + object.etag
+                defer { decisions[advertiser] = key }
+                if try catalog.isKnown(path: object.path, etag: object.etag) { continue }
+                if let problem = IngestPolicy.problem(withAdvertiserID: advertiser) {
+                    try catalog.refuse(object, reason: problem, now: now)
+                    refused.append((object.path, problem))
+                    continue
+                }
+                // Only a file newer than every file the advertiser was given
+                // replaces its list: deleting the newest never revives an older one.
+                guard try catalog.isNewest(object) else { continue }
+                submissions.append((try catalog.submit(object, now: now), object))
+            }
+            return (decisions, submissions, refused)
+        }
+        lastScan.withLock { $0.merge(decisions) { $1 } }
+        for (path, problem) in refused { logger.error("refused a file", metadata: ["path": "\(path)", "error": "\(problem)"]) }
+        var queued: [FileStatus] = []
+        for (submission, object) in submissions where submission.queued {
+            work.notify()
+            logger.info("queued", metadata: ["path": "\(object.path)", "version": "\(submission.version)", "bytes": "\(object.size)"])
+            if report {
+                queued += try await db { try $0.files(advertiser: submission.advertiserID, states: [], limit: 1, now: now) }
+            }
+        }
+        return queued
+    }
+
+    /// Hidden files and the usual partial-download names are not lists:
+    /// write under such a name, then rename into place.
+    static func isListFile(_ path: String) -> Bool {
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        return !name.hasPrefix(".") && ![".tmp", ".part", ".partial", ".crdownload"].contains { name.hasSuffix($0) }
+    }
+}
