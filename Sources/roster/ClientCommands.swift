@@ -60,7 +60,7 @@ func withTierClient<T>(_ client: ClientOptions, hedgeAfter: Duration? = nil,
                        _ body: (TierRouter<RPCClient, FailoverTransport<RPCClient>>) async throws -> T) async throws -> T {
     let tier = TierClient(coordinators: client.coordinator.all.map { ($0.host, $0.port) }, token: client.token,
                           // 0 is no deadline; the router splits its deadline over holders, so "none" is a day.
-                          timeout: client.timeout > 0 ? .milliseconds(Int64(client.timeout * 1000)) : .seconds(86_400),
+                          timeout: client.timeout ?? .seconds(86_400),
                           hedgeAfter: hedgeAfter, tls: try client.clientTLS())
     do {
         let result = try await body(tier.router)
@@ -345,7 +345,7 @@ struct MatchCommand: AsyncParsableCommand {
         }
         // The library users get: its streaming `membership` for a file.
         let roster = MatchClient(host: client.match.host, port: client.match.port, token: client.token,
-                                 timeout: client.timeout == 0 ? nil : .milliseconds(Int64(client.timeout * 1000)), tls: try client.clientTLS())
+                                 timeout: client.timeout, tls: try client.clientTLS())
         do {
             try await ask(one: { try await roster.stub.match(MatchRequest(advertiserID: advertiser, hash: $0.bytes), options: roster.options) },
                           many: { try await roster.membership(advertiser: advertiser, packed: $0) })

@@ -126,19 +126,19 @@ struct MatchAddress: ParsableArguments {
 
 /// How every call is made: its deadline and TLS.
 struct CallSettings: ParsableArguments {
-    @Option(help: "Seconds to wait for each call (0: no deadline).")
-    var timeout: Double = 10
+    @Option(help: "How long to wait for each call (10s, 500ms; 0: no deadline).")
+    var timeout: DurationArgument = DurationArgument(argument: "10s")!
 
     @OptionGroup(title: "TLS") var tls: TLSClientOptions
 
     func validate() throws {
-        guard timeout >= 0, timeout.isFinite else { throw ValidationError("--timeout must be 0 (no deadline) or more seconds") }
+        guard timeout.duration >= .zero else { throw ValidationError("--timeout must be 0 (no deadline) or a duration") }
     }
 
     /// --timeout 0 means no deadline (docs/PROTOCOL.md).
     var callOptions: CallOptions {
         var options = CallOptions.defaults
-        options.timeout = timeout > 0 ? .milliseconds(Int64(timeout * 1000)) : nil
+        options.timeout = timeout.duration > .zero ? timeout.duration : nil
         return options
     }
 
@@ -186,7 +186,8 @@ struct ClientOptions: ParsableArguments {
     var coordinator: Endpoints { coordinatorAccess.coordinator }
     var operatorToken: String? { coordinatorAccess.operatorToken }
     var match: Endpoint { matchAddress.match }
-    var timeout: Double { settings.timeout }
+    /// The deadline of each call; nil: none (`--timeout 0`).
+    var timeout: Duration? { settings.timeout.duration > .zero ? settings.timeout.duration : nil }
     var callOptions: CallOptions { settings.callOptions }
 
     /// TLS for this command's connections, or nil for plaintext.

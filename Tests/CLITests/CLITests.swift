@@ -529,7 +529,8 @@ final class CLITests: ServicesTestCase {
             (["match", "--advertiser", "a", "--hash", "abc"], "--hash must be 32 hex digits (an MD5), got 3 characters"),
             (["match", "--advertiser", "a", "--email", "  "], "--email is empty"),
             (["match", "--advertiser", "a", "--email", "ann smith@example.com"], "--email 'ann smith@example.com' has a space inside it"),
-            (["match", "--advertiser", "a", "--email", "a@b.c", "--timeout=-1"], "--timeout must be 0 (no deadline) or more seconds"),
+            (["match", "--advertiser", "a", "--email", "a@b.c", "--timeout=-1"], "The value '-1' is invalid for '--timeout"),
+            (["coordinator", "--data", root.path, "--no-auth", "--plaintext", "--lease", "soon"], "The value 'soon' is invalid for '--lease"),
             (["load", "--match", unreachable, "--advertiser", "a", "--html", "/nonexistent/r.html"], "cannot write /nonexistent/r.html: no folder /nonexistent"),
             (["load", "--match", unreachable, "--advertiser", "a"], "cannot reach the match server at 127.0.0.1:1"),
             (["match-server", "--data", root.path, "--listen", "127.0.0.1:0", "--plaintext"], "set ROSTER_CLIENT_TOKENS and ROSTER_ADMIN_TOKENS"),
@@ -549,6 +550,12 @@ final class CLITests: ServicesTestCase {
         ]
         let badEnvironment = try RosterBinary.run(["match", "--advertiser", "a", "--email", "a@b.c"], environment: ["ROSTER_MATCH": "nohost"])
         XCTAssertTrue(badEnvironment.stderr.hasPrefix("Error: ROSTER_MATCH='nohost' is not host:port; fix it or pass --match"), badEnvironment.stderr)
+        // The one token for every audience is gone: said so at start, never quietly ignored.
+        let retired = try RosterBinary.run(["coordinator", "--data", root.path, "--listen", "127.0.0.1:0", "--plaintext"],
+                                           environment: ["ROSTER_COORDINATOR_TOKENS": "t1"])
+        XCTAssertEqual(retired.status, 1, retired.stderr)
+        XCTAssertTrue(retired.stderr.hasPrefix("Error: ROSTER_COORDINATOR_TOKENS is retired: the coordinator takes one token set per audience"),
+                      retired.stderr)
         for (args, expected) in cases {
             let result = try RosterBinary.run(args, timeout: 20)
             XCTAssertNotEqual(result.status, 0, "roster \(args.joined(separator: " ")) should fail")
@@ -652,7 +659,7 @@ final class CLITests: ServicesTestCase {
         services.append(matchServer)
         let matchLine = try matchServer.waitForLine("match server listening on")
         let match = String(matchLine.split(separator: ";")[0])
-        let coordinatorArgs = ["coordinator", "--plaintext", "--data", data, "--match", match, "--block-size", "1024", "--lease", "1",
+        let coordinatorArgs = ["coordinator", "--plaintext", "--data", data, "--match", match, "--block-size", "1024", "--lease", "1s",
                                "--scan-interval", "0"]
         // Callers of this coordinator need a token of their audience: the
         // worker its worker token, every command below the operator's.

@@ -27,6 +27,10 @@ gcc -O2 -o "$WORK/genlist" bench/ingest/genlist.c
 # ROSTER_BIN=path runs another build (say, to compare two side by side).
 if [ -z "${ROSTER_BIN:-}" ]; then swift build -c release --product roster >/dev/null; fi
 BIN=${ROSTER_BIN:-"$ROOT/.build/release/roster"}
+# The operators' service: IngestAdmin, or Coordinator in a build from before
+# the coordinator was split by audience (to compare one side by side).
+ADMIN=IngestAdmin
+"$BIN" call --list 2>/dev/null | grep -q "^IngestAdmin\." || ADMIN=Coordinator
 
 size_bytes() {
   case "$1" in
@@ -115,19 +119,19 @@ for SIZE in "$@"; do
   if [ "${WORKERS:-2}" -ge 2 ]; then "$BIN" worker "${DW2[@]}" --coordinator "$COORD" --id w2 --slots ${SLOTS:-1} --log-level ${WORKER_LOG:-$LOG} > "$WORK/w2.out" 2>&1 & W2=$!; else W2=$W1; fi
   sleep 0.5
 
-  ID=$("$BIN" call --coordinator "$COORD" IngestAdmin.SubmitFile '{"path": "big/list.txt"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['version'])")
+  ID=$("$BIN" call --coordinator "$COORD" "$ADMIN".SubmitFile '{"path": "big/list.txt"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['version'])")
   SMALL_ID=""
   if [ "$BYTES" -ge 2000000000 ] && [ "$BACKEND" = local ]; then
     sleep 3
     "$WORK/genlist" 10000 7 > "$DATA/lake/small/.list.tmp" && mv "$DATA/lake/small/.list.tmp" "$DATA/lake/small/list.txt"
-    SMALL_ID=$("$BIN" call --coordinator "$COORD" IngestAdmin.SubmitFile '{"path": "small/list.txt"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['version'])")
+    SMALL_ID=$("$BIN" call --coordinator "$COORD" "$ADMIN".SubmitFile '{"path": "small/list.txt"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['version'])")
   fi
   while :; do
-    STATE=$("$BIN" call --coordinator "$COORD" IngestAdmin.ListFiles '{}' | field "$ID" state)
+    STATE=$("$BIN" call --coordinator "$COORD" "$ADMIN".ListFiles '{}' | field "$ID" state)
     case "$STATE" in FILE_STATE_LIVE|FILE_STATE_FAILED|FILE_STATE_REJECTED) break;; esac
     sleep 0.2
   done
-  LIST=$("$BIN" call --coordinator "$COORD" IngestAdmin.ListFiles '{}')
+  LIST=$("$BIN" call --coordinator "$COORD" "$ADMIN".ListFiles '{}')
   SUB=$(echo "$LIST" | field "$ID" submittedAtMs); LIVE=$(echo "$LIST" | field "$ID" liveAtMs)
   KEYS=$(echo "$LIST" | field "$ID" distinctKeys)
   SECONDS_TAKEN=$(python3 -c "print(($LIVE-$SUB)/1000)")

@@ -18,6 +18,10 @@ S=${S:-16}
 M=${M:-8192}
 if [ -z "${ROSTER_BIN:-}" ]; then swift build -c release --product roster >/dev/null; fi
 BIN=${ROSTER_BIN:-"$ROOT/.build/release/roster"}
+# The operators' service: IngestAdmin, or Coordinator in a build from before
+# the coordinator was split by audience (to compare one side by side).
+ADMIN=IngestAdmin
+"$BIN" call --list 2>/dev/null | grep -q "^IngestAdmin\." || ADMIN=Coordinator
 trap 'kill -9 $(jobs -p) 2>/dev/null || true' EXIT
 
 maps() { wc -l < "/proc/$1/maps" 2>/dev/null || echo 0; }
@@ -28,7 +32,7 @@ start_match() {
   until grep -q "listening on" "$WORK/match.out"; do sleep 0.02; done
   MATCH=$(sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/match.out")
 }
-status() { "$BIN" call --coordinator "$COORD" IngestAdmin.Status '{"limit": 1}' 2>/dev/null || echo '{}'; }
+status() { "$BIN" call --coordinator "$COORD" "$ADMIN".Status '{"limit": 1}' 2>/dev/null || echo '{}'; }
 
 DATA="$WORK/data"
 rm -rf "$DATA"; mkdir -p "$DATA/lake"
@@ -62,7 +66,7 @@ until [ "$(status | python3 -c "import json,sys; print(json.load(sys.stdin).get(
   sleep 0.5
 done
 T1=$(date +%s.%N)
-SEGMENTS=$("$BIN" call --coordinator "$COORD" IngestAdmin.ListFiles '{"advertiserId": "big000"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['files'][0].get('mergesTotal', 0))")
+SEGMENTS=$("$BIN" call --coordinator "$COORD" "$ADMIN".ListFiles '{"advertiserId": "big000"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['files'][0].get('mergesTotal', 0))")
 NOW=$(maps $MATCH_PID)
 kill -9 $MATCH_PID; wait $MATCH_PID 2>/dev/null || true
 R0=$(date +%s.%N)

@@ -19,6 +19,10 @@ WORK=${BENCH_DIR:-/tmp/roster-tenants-bench}
 mkdir -p "$WORK"
 if [ -z "${ROSTER_BIN:-}" ]; then swift build -c release --product roster >/dev/null; fi
 BIN=${ROSTER_BIN:-"$ROOT/.build/release/roster"}
+# The operators' service: IngestAdmin, or Coordinator in a build from before
+# the coordinator was split by audience (to compare one side by side).
+ADMIN=IngestAdmin
+"$BIN" call --list 2>/dev/null | grep -q "^IngestAdmin\." || ADMIN=Coordinator
 IDLE=${IDLE:-10}
 SCAN=${SCAN:-2}
 
@@ -28,7 +32,7 @@ trap 'kill -9 $(jobs -p) 2>/dev/null || true' EXIT
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 maps() { wc -l < "/proc/$1/maps" 2>/dev/null || echo 0; }
 live_count() {
-  "$BIN" call --coordinator "$COORD" IngestAdmin.Status '{"limit": 1}' 2>/dev/null \
+  "$BIN" call --coordinator "$COORD" "$ADMIN".Status '{"limit": 1}' 2>/dev/null \
     | python3 -c "import json,sys; d=json.load(sys.stdin); print(d.get('filesByState', {}).get('live', d.get('advertisersLive', 0)))" 2>/dev/null || echo 0
 }
 start_match() {
