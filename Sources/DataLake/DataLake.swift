@@ -52,12 +52,17 @@ public enum LakeError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidPath(String)
     /// A symbolic link whose target lies outside the lake: never followed.
     case outsideLake(path: String, target: String)
+    /// The lake could not be reached or answered that it cannot serve now
+    /// (a refused or reset connection, a timeout, a 5xx or SlowDown): says
+    /// nothing about the file, and the same call may work later. Callers
+    /// wait it out rather than count it against the file.
+    case unavailable(path: String, reason: String)
 
     public var description: String {
         switch self {
         case .notFound(let p): return "\(p): no such object in the lake"
         case .changed(let p, let expected, let found): return "\(p): changed while being read (etag \(expected) → \(found))"
-        case .io(let p, let reason): return "\(p): \(reason)"
+        case .io(let p, let reason), .unavailable(let p, let reason): return "\(p): \(reason)"
         case .invalidPath(let p): return "\(p): not a valid lake path"
         case .outsideLake(let p, let target):
             return "\(p): a symbolic link to \(target), outside the lake; links are followed only to files inside the lake"

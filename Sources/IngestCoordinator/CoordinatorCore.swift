@@ -92,6 +92,9 @@ public final class CoordinatorCore: Sendable {
     private let problems = Mutex<[String: String]>([:])
     /// The address this coordinator advertises as leader, once known.
     private let advertised = Mutex<String?>(nil)
+    /// The last Status read from the catalog, and when: answered from memory
+    /// while the catalog cannot be reached.
+    let lastStatus = Mutex<(status: StatusResponse, at: Double)?>(nil)
     /// Set while publishing waits after a refusal: until when, and the last wait.
     let publishPause = Mutex<(until: ContinuousClock.Instant, delay: Duration)?>(nil)
 
@@ -157,15 +160,29 @@ public final class CoordinatorCore: Sendable {
 
     /// What `Status` answers, and the status page shows: the catalog's
     /// summary, the problems, and a tier's nodes.
+    ///
+    /// While the catalog cannot be reached (PostgreSQL down, say), Status
+    /// still answers: the last summary it read, from memory, with the
+    /// outage first among the problems — an operator's first question then
+    /// gets an answer, not an error.
     public func currentStatus(limit: Int) async throws -> StatusResponse {
         let now = clock()
         let tier = publisher.tier
-        var response = try await db { catalog in
-            var response = try catalog.status(limit: limit, now: now)
-            if let tier { response.nodes = tier.describe(try catalog.nodes(), counts: try catalog.liveHoldingCounts(), now: now) }
-            return response
+        var response: StatusResponse
+        do {
+            response = try await db { catalog in
+                var response = try catalog.status(limit: limit, now: now)
+                if let tier { response.nodes = tier.describe(try catalog.nodes(), counts: try catalog.liveHoldingCounts(), now: now) }
+                return response
+            }
+            lastStatus.withLock { $0 = (response, now) }
+            response.problems = problemLines()
+        } catch IngestError.unavailable(let reason) {
+            let last = lastStatus.withLock { $0 }
+            response = last?.status ?? StatusResponse()
+            let age = last.map { String(format: "; figures below as read %.0f s ago", max(0, now - $0.at)) } ?? ""
+            response.problems = ["\(reason)\(age)"] + problemLines().filter { $0 != catalog.writeProblem }
         }
-        response.problems = problemLines()
         return response
     }
 

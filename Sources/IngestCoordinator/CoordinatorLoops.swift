@@ -26,12 +26,13 @@ public struct ElectionLoop: Service {
                 let now = core.clock()
                 let leader = try await core.db { [election] in try $0.campaign(holder: election.holder, address: address, lease: lease, now: now) }
                 let leads = leader.holder == election.holder
+                // Taking part again clears an earlier failure at once, whatever the role.
+                core.problem("leader", nil)
                 if leads != leading || !known {
                     leading = leads
                     known = true
                     if leads {
                         core.logger.notice("leading", metadata: ["token": "\(leader.token)", "address": "\(address)"])
-                        core.problem("leader", nil)
                         core.wake.yield()
                         core.work.notify()
                     } else {

@@ -52,7 +52,7 @@ public struct IngestAdminHandler: IngestAdmin.Handler {
         case .notFound(let path): RPCError(.notFound, "\(path): no such file in the lake")
         case .invalidPath(let path): RPCError(.invalidArgument, "\(path): not a valid lake path (<advertiser-id>/<file>)")
         case .outsideLake: RPCError(.invalidArgument, error.description)
-        case .changed, .io: RPCError(.unavailable, "cannot reach the lake: \(error)")
+        case .changed, .io, .unavailable: RPCError(.unavailable, "cannot reach the lake: \(error)")
         }
     }
 

@@ -88,9 +88,14 @@ extension IngestCatalog {
             }
             return Leadership(holder: holder, address: address, token: token, expires: now + lease)
         }
+        let before = fence?.token
         fence = result.holder == holder ? (holder, result.token) : nil
-        // A new leader's first ranking is its own.
-        if fence != nil { ranking = nil }
+        // A new leader's first ranking is its own, and the leases nobody
+        // could renew while there was no leader get their length again.
+        if let now = fence?.token, now != before {
+            ranking = nil
+            leaseGraceDue = true
+        }
         return result
     }
 

@@ -82,6 +82,11 @@ extension IngestCatalog {
     func lease(_ db: any SQLDatabase, worker: String, max: Int, now: Double) throws -> [IngestTask] {
             try db.run("INSERT INTO workers(id, last_seen) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen",
                        worker, now)
+            if leaseGraceDue {
+                try db.run("UPDATE tasks SET lease_expires = ? WHERE state = \(TaskState.leased.sql) AND lease_expires < ?",
+                           now + policy.leaseDuration, now + policy.leaseDuration)
+                leaseGraceDue = false
+            }
             try expireLeases(db, now: now)
             if let cached = ranking, now >= cached.at, now < cached.until {
                 return try lease(db, from: cached.files, worker: worker, max: max, now: now)

@@ -243,4 +243,10 @@ extension IngestCatalog {
         }
         return status
     }
+
+    /// Attempts that ended because their lease ran out (for tests of faults
+    /// that must not expire any).
+    @_spi(Testing) public func expiredAttempts() throws -> Int {
+        try read { db in Int(try db.rows("SELECT COUNT(*) FROM attempts WHERE outcome = 'expired'") { $0.int(0) }.first ?? 0) }
+    }
 }

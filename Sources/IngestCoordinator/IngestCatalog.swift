@@ -113,6 +113,17 @@ public final class IngestCatalog: @unchecked Sendable {
     /// standby's, or a deposed leader's) is refused, never made unchecked.
     var elected = false
 
+    /// Set when no lease could be renewed for a while through no fault of
+    /// the workers — this process just became the leader (there was none
+    /// for a moment), or the catalog could not be written — and cleared by
+    /// the next lease, which first gives every held lease a full length
+    /// from then: leases do not expire because the coordinator could not
+    /// take heartbeats. (A worker that died meanwhile costs one more
+    /// lease.) Guarded by `lock`.
+    /// True at first too: a coordinator (re)started on a catalog took no
+    /// heartbeats while it was down.
+    var leaseGraceDue = true
+
     /// What an ingest costs the database (docs/INGEST.md gives the count
     /// per block): `roster_catalog_transactions_total`, by kind.
     private lazy var writeCounter = Counter(label: "roster_catalog_transactions_total", dimensions: [("kind", "write")])
@@ -139,6 +150,7 @@ public final class IngestCatalog: @unchecked Sendable {
             throw error
         } catch let error as any SQLEngineError {
             lastWriteFailure = "the catalog \(database.location) cannot be written: \(error.message)"
+            leaseGraceDue = true
             throw IngestError.catalog(error, location: database.location)
         }
     }

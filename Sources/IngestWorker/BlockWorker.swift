@@ -18,6 +18,15 @@ import Synchronization
 /// a segment. A heartbeat renews the leases of running tasks; a task whose
 /// lease is lost is cancelled here, and its output is simply never
 /// reported, so a slow or partitioned worker cannot corrupt a version.
+///
+/// Faults are waited out, not counted against the file: every call to the
+/// coordinator has a short deadline and moves to the next coordinator when
+/// one does not answer (its transport, a `FailoverTransport`, follows the
+/// leader); a report the coordinators cannot take now is sent again, to
+/// whoever leads, until the task's lease ends; and a lake or segment store
+/// that cannot be reached (`LakeError.unavailable`, an `OutageError`) is
+/// retried with backoff while the lease is held, so an outage of the object
+/// store spends none of the task's attempts.
 public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable {
     public struct Configuration: Sendable {
         /// The name the coordinator knows this worker by (unique per process).
@@ -42,6 +51,13 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         public var longPollMilliseconds: UInt32 = 2000
         /// Sent as `authorization: Bearer <token>` on every coordinator call.
         public var token: String?
+        /// The deadline of a heartbeat or a report (a lease request gets its
+        /// long poll on top): a coordinator that has not answered by then is
+        /// taken as gone for this call, and the next one is asked.
+        public var callTimeout: Duration = .seconds(2)
+        /// The longest wait between retries of a task whose lake or store
+        /// cannot be reached.
+        public var maxOutageBackoff: Duration = .seconds(5)
 
         public init(id: String = "worker-\(ProcessInfo.processInfo.hostName)-\(getpid())", slots: Int = 1,
                     idlePoll: Duration = .milliseconds(20), maxIdlePoll: Duration = .milliseconds(250),
@@ -58,6 +74,11 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     private struct Held {
         var token: String
         var cancel: @Sendable () -> Void
+        /// When the lease ends as this worker last heard: its grant, then
+        /// each heartbeat the coordinator took, plus the lease length.
+        var expires: ContinuousClock.Instant
+        /// The coordinator said the lease is no longer this worker's.
+        var lost = false
     }
 
     public let configuration: Configuration
@@ -80,8 +101,9 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         self.logger = logger
     }
 
+    /// A heartbeat's or a report's options: the worker's token and a short deadline.
     private var options: CallOptions {
-        CallOptions.defaults.bearer(configuration.token)
+        CallOptions(timeout: configuration.callTimeout).bearer(configuration.token)
     }
 
     /// Tasks this worker has finished and reported.
@@ -115,9 +137,14 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
                 request.workerID = configuration.id
                 request.max = 1
                 request.waitMs = configuration.longPollMilliseconds
-                let response = try await coordinator.leaseTasks(request, options: options)
+                let leasedAt = ContinuousClock.now
+                var leaseOptions = options
+                leaseOptions.timeout = .milliseconds(Int64(configuration.longPollMilliseconds)) + configuration.callTimeout
+                let response = try await coordinator.leaseTasks(request, options: leaseOptions)
                 if response.leaseMs > 0 { leaseMilliseconds.store(response.leaseMs, ordering: .relaxed) }
                 tasks = response.tasks
+                let expires = leasedAt + .milliseconds(Int64(leaseMilliseconds.load(ordering: .relaxed)))
+                for task in tasks { held.withLock { $0[task.taskID] = Held(token: task.leaseToken, cancel: {}, expires: expires) } }
                 if unreachable {
                     unreachable = false
                     logger.notice("leasing from the coordinator again", metadata: ["slot": "\(slot)"])
@@ -163,10 +190,22 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             request.workerID = configuration.id
             request.taskIDs = current.map(\.0)
             request.leaseTokens = current.map(\.1)
+            let sent = ContinuousClock.now
             guard let response = try? await coordinator.heartbeat(request, options: options) else { continue }
-            for id in response.lostTaskIDs {
+            let lost = Set(response.lostTaskIDs)
+            let renewed = sent + .milliseconds(Int64(response.leaseMs > 0 ? response.leaseMs : leaseMilliseconds.load(ordering: .relaxed)))
+            held.withLock { held in
+                for id in request.taskIDs where !lost.contains(id) {
+                    if let expires = held[id]?.expires { held[id]?.expires = max(expires, renewed) }
+                }
+            }
+            for id in lost {
                 logger.warning("lease lost; abandoning task", metadata: ["task": "\(id)"])
-                held.withLock { $0[id] }?.cancel()
+                let entry = held.withLock { held -> Held? in
+                    held[id]?.lost = true
+                    return held[id]
+                }
+                entry?.cancel()
             }
         }
     }
@@ -178,10 +217,12 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     /// returned background task while the slot goes on to its next task.
     /// The lease is held, and renewed by the heartbeat, until the report.
     func perform(_ task: IngestTask, memory: SlotMemory) async -> Task<Void, Never>? {
-        let work = Task { try await self.execute(task, memory: memory) }
-        held.withLock { $0[task.taskID] = Held(token: task.leaseToken, cancel: { work.cancel() }) }
         do {
-            let (report, segment) = try await work.value
+            let (report, segment) = try await whileOutage(task) { () async throws -> (CompleteTaskRequest, UncommittedSegment?) in
+                let work = Task { try await self.execute(task, memory: memory) }
+                self.held.withLock { $0[task.taskID]?.cancel = { work.cancel() } }
+                return try await withTaskCancellationHandler { try await work.value } onCancel: { work.cancel() }
+            }
             guard let segment else {
                 await complete(task, report)
                 return nil
@@ -189,14 +230,19 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             return Task {
                 do {
                     try segment.commit()
-                    try await self.store.commit(report.outputPath.isEmpty ? task.outputPath : report.outputPath)
+                    try await self.whileOutage(task) {
+                        try await self.store.commit(report.outputPath.isEmpty ? task.outputPath : report.outputPath)
+                    }
                     await self.complete(task, report)
+                } catch where self.isLost(task) {
+                    segment.discard()
+                    self.release(task)
                 } catch {
                     segment.discard()
                     await self.fail(task, error)
                 }
             }
-        } catch where error is CancellationError || Task.isCancelled {
+        } catch where error is CancellationError || Task.isCancelled || isLost(task) {
             // The lease was lost or the worker is stopping: say nothing; the
             // lease expires and the coordinator hands the task out again.
             release(task)
@@ -204,6 +250,41 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             await fail(task, error)
         }
         return nil
+    }
+
+    /// Whether `error` says the lake or the store cannot be reached now,
+    /// rather than anything about the task's data.
+    static func isOutage(_ error: any Error) -> Bool {
+        if case .unavailable? = error as? LakeError { return true }
+        return (error as? any OutageError)?.isTransient == true
+    }
+
+    /// Runs `body` again, with backoff, for as long as it fails because the
+    /// lake or store cannot be reached and the lease is still this
+    /// worker's (the heartbeat keeps renewing it meanwhile).
+    private func whileOutage<T>(_ task: IngestTask, _ body: () async throws -> T) async throws -> T {
+        var delay = Duration.milliseconds(200)
+        var said = false
+        while true {
+            do {
+                let result = try await body()
+                if said { logger.notice("the lake and store answer again; task resumed", metadata: ["task": "\(task.taskID)"]) }
+                return result
+            } catch where Self.isOutage(error) && !isLost(task) && !Task.isCancelled {
+                WorkerMetrics.outageRetries.increment()
+                if !said {
+                    logger.warning("cannot reach the lake or store; retrying while the lease is held (not a failed attempt)",
+                                   metadata: ["task": "\(task.taskID)", "error": "\(error)"])
+                    said = true
+                }
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, configuration.maxOutageBackoff)
+            }
+        }
+    }
+
+    private func isLost(_ task: IngestTask) -> Bool {
+        held.withLock { $0[task.taskID]?.lost ?? true }
     }
 
     private func release(_ task: IngestTask) {
@@ -222,7 +303,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         report.taskID = task.taskID
         report.leaseToken = task.leaseToken
         do {
-            let accepted = try await withRetries { try await self.coordinator.completeTask(report, options: self.options).accepted }
+            let accepted = try await untilLeaseEnds(task) { try await self.coordinator.completeTask(report, options: self.options).accepted }
             if accepted { completed.add(1, ordering: .relaxed) }
             WorkerMetrics.task(task.kind, accepted ? "done" : "refused").increment()
             logger.debug("task done", metadata: ["task": "\(task.taskID)", "accepted": "\(accepted)"])
@@ -243,18 +324,25 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         failure.error = "\(error)"
         logger.warning("task failed", metadata: ["task": "\(task.taskID)", "error": "\(error)"])
         WorkerMetrics.task(task.kind, "failed").increment()
-        _ = try? await withRetries { try await self.coordinator.failTask(failure, options: self.options) }
+        _ = try? await untilLeaseEnds(task) { try await self.coordinator.failTask(failure, options: self.options) }
     }
 
-    private func withRetries<T>(_ body: () async throws -> T) async throws -> T {
+    /// Sends a report until a coordinator takes it or the task's lease ends
+    /// (after which the report would be ignored anyway): a refusal by a
+    /// standby, a coordinator that cannot be reached or does not answer in
+    /// time, or a catalog that cannot be written now is tried again, with
+    /// backoff up to a second, on whichever coordinator leads by then.
+    private func untilLeaseEnds<T>(_ task: IngestTask, _ body: () async throws -> T) async throws -> T {
         var delay = Duration.milliseconds(50)
-        for _ in 0..<4 {
-            do { return try await body() } catch let error as RPCError where error.code == .unavailable {
-                try await Task.sleep(for: delay)
-                delay *= 2
+        while true {
+            do { return try await body() } catch let error as RPCError where [.unavailable, .deadlineExceeded].contains(error.code) {
+                let expires = held.withLock { $0[task.taskID]?.expires } ?? .now
+                guard ContinuousClock.now + delay < expires else { throw error }
+                WorkerMetrics.reportRetries.increment()
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(1))
             }
         }
-        return try await body()
     }
 
     /// Does a task; a merge's segment is returned sealed but not yet committed.
@@ -451,4 +539,6 @@ enum WorkerMetrics {
     static let keys = Counter(label: "roster_worker_parsed_keys_total")
     static let invalid = Counter(label: "roster_worker_invalid_lines_total")
     static let leaseFailures = Counter(label: "roster_worker_lease_failures_total")
+    static let reportRetries = Counter(label: "roster_worker_report_retries_total")
+    static let outageRetries = Counter(label: "roster_worker_outage_retries_total")
 }

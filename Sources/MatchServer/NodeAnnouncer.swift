@@ -58,8 +58,13 @@ public struct NodeAnnouncer<Transport: RPCClientTransport>: Service {
     }
 
     /// Registers once; returns the interval the coordinator asks for.
-    public func announce() async throws -> Duration {
-        let options = CallOptions(timeout: .seconds(5)).bearer(configuration.token)
+    ///
+    /// The call's deadline is one heartbeat interval (at least half a
+    /// second): a coordinator that does not answer by then (paused, cut off)
+    /// is left for the next one (the transport follows the leader), so a
+    /// node stays registered with whoever leads, not stuck on a silent one.
+    public func announce(timeout: Duration = .seconds(1)) async throws -> Duration {
+        let options = CallOptions(timeout: max(timeout, .milliseconds(500))).bearer(configuration.token)
         let response = try await coordinator.registerNode(request(), options: options)
         return .milliseconds(max(100, Int64(response.heartbeatIntervalMs == 0 ? 1_000 : response.heartbeatIntervalMs)))
     }
@@ -68,10 +73,10 @@ public struct NodeAnnouncer<Transport: RPCClientTransport>: Service {
         try? await cancelWhenGracefulShutdown {
             var registered = false
             var failing = false
+            var interval = Duration.seconds(1)
             while !Task.isCancelled {
-                var interval = Duration.seconds(1)
                 do {
-                    interval = try await announce()
+                    interval = try await announce(timeout: interval)
                     if !registered || failing {
                         logger.notice("registered with the coordinator", metadata: [
                             "node": "\(configuration.nodeID)", "address": "\(configuration.address)"])

@@ -1,6 +1,8 @@
+import SegmentStore
+
 /// Why an object store request failed: which operation on which bucket and
 /// key, the HTTP status and S3's error code, and what to do about it.
-public struct S3Error: Error, Sendable, CustomStringConvertible {
+public struct S3Error: OutageError, Sendable, CustomStringConvertible {
     public enum Kind: Sendable, Equatable {
         /// A flag, an address or the environment is wrong: nothing was sent.
         case configuration
@@ -35,6 +37,18 @@ public struct S3Error: Error, Sendable, CustomStringConvertible {
 
     /// True for a 404 (no such key).
     public var isNotFound: Bool { status == 404 && code != "NoSuchBucket" }
+
+    /// The service could not be reached or could not serve now: no answer
+    /// (refused, reset, timed out), a 5xx, a 429 or S3's SlowDown. Says
+    /// nothing about the object; the same request may work later. A 403,
+    /// a 404 or an answer that cannot be understood is not transient.
+    public var isTransient: Bool {
+        switch kind {
+        case .transport: true
+        case .status(let s): s >= 500 || s == 429 || code == "SlowDown" || code == "RequestTimeout"
+        case .configuration, .malformed: false
+        }
+    }
 
     /// What an operator should do, for the errors that have one answer.
     public var hint: String? {

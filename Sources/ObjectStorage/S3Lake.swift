@@ -23,7 +23,8 @@ public struct S3Lake: DataLake {
     }
 
     static func lakeError(_ error: S3Error, path: String) -> LakeError {
-        error.isNotFound ? .notFound(path) : .io(path: path, reason: error.description)
+        error.isNotFound ? .notFound(path) : error.isTransient ? .unavailable(path: path, reason: error.description)
+            : .io(path: path, reason: error.description)
     }
 
     public func list(prefix: String, after: String?, limit: Int) async throws(LakeError) -> [LakeObject] {
@@ -35,7 +36,8 @@ public struct S3Lake: DataLake {
             do {
                 page = try await client.listPage(prefix: prefix, startAfter: startAfter, token: token, maxKeys: 1000)
             } catch {
-                throw .io(path: client.address(prefix), reason: error.description)
+                throw error.isTransient ? .unavailable(path: client.address(prefix), reason: error.description)
+                    : .io(path: client.address(prefix), reason: error.description)
             }
             for object in page.objects where Self.isListPath(object.key) {
                 out.append(LakeObject(path: object.key, size: object.size, etag: object.etag, modified: object.lastModified))

@@ -322,7 +322,8 @@ public struct TierClient: Sendable {
     public init(coordinators: [(host: String, port: Int)], token: String? = nil,
                 timeout: Duration = .seconds(5), hedgeAfter: Duration? = nil, tls: ClientTLS? = nil) {
         let configuration = RPCClient.Configuration(tls: tls)
-        let coordinators = FailoverTransport(coordinators.map { RPCClient(host: $0.host, port: $0.port, configuration: configuration) })
+        let coordinators = FailoverTransport(coordinators.map { RPCClient(host: $0.host, port: $0.port, configuration: configuration) },
+                                             failover: [.unavailable, .deadlineExceeded])
         let nodes = TransportCache { RPCClient(address: $0, configuration: configuration) }
         self.coordinators = coordinators
         self.nodes = nodes

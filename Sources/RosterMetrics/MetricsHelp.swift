@@ -16,6 +16,8 @@ enum MetricsHelp {
         "roster_worker_parsed_keys_total": "Valid keys a worker parsed.",
         "roster_worker_invalid_lines_total": "Lines a worker found invalid.",
         "roster_worker_lease_failures_total": "Times a worker could not lease work from its coordinator.",
+        "roster_worker_report_retries_total": "Reports a worker sent again because no coordinator could take them yet (within the task's lease).",
+        "roster_worker_outage_retries_total": "Times a worker retried a task because the lake or segment store could not be reached (no attempt spent).",
         "roster_ingest_lease_expiries_total": "Leases that ran out before their worker reported (a worker died or stalled).",
         "roster_ingest_task_attempts_total": "Attempts at ingest tasks (each lease is one), by kind.",
         "roster_ingest_time_to_live_seconds": "Time from a file's submission to its version going live.",

@@ -88,6 +88,15 @@ public enum SegmentFormat {
 }
 
 /// Why a segment file was refused.
+/// An error of a storage service (an object store holding the segments)
+/// that may say nothing about the data: the service could not be reached
+/// or could not serve now. Workers wait such an outage out, holding their
+/// lease, rather than count it as a failed attempt.
+public protocol OutageError: Error {
+    /// Whether a later retry of the same call may succeed.
+    var isTransient: Bool { get }
+}
+
 public struct SegmentError: Error, Sendable, CustomStringConvertible, Equatable {
     public var path: String
     public var reason: String

@@ -43,7 +43,8 @@ func withRPCClient<T>(_ endpoint: Endpoint, tls: ClientTLS?, connections: Int = 
 /// Runs `body` with a transport to the coordinators at `endpoints`, which
 /// follows the leader; closes the connections after.
 func withCoordinator<T>(_ endpoints: Endpoints, tls: ClientTLS?, _ body: (FailoverTransport<RPCClient>) async throws -> T) async throws -> T {
-    let transport = FailoverTransport(endpoints.all.map { RPCClient(host: $0.host, port: $0.port, configuration: .init(tls: tls)) })
+    let transport = FailoverTransport(endpoints.all.map { RPCClient(host: $0.host, port: $0.port, configuration: .init(tls: tls)) },
+                                      failover: [.unavailable, .deadlineExceeded])
     do {
         let result = try await body(transport)
         for rpc in transport.transports { await rpc.close() }

@@ -331,7 +331,8 @@ struct MatchServerCommand: AsyncParsableCommand {
         if let nodeID, let coordinator {
             let host = listen.host == "0.0.0.0" || listen.host == "::" ? ProcessInfo.processInfo.hostName : listen.host
             let reachable = advertise ?? Endpoint(host: host, port: address.port)
-            let transport = FailoverTransport(coordinator.all.map { RPCClient(host: $0.host, port: $0.port, configuration: .init(tls: clientTLS)) })
+            let transport = FailoverTransport(coordinator.all.map { RPCClient(host: $0.host, port: $0.port, configuration: .init(tls: clientTLS)) },
+                                              failover: [.unavailable, .deadlineExceeded])
             services.append(NodeAnnouncer(configuration: .init(nodeID: nodeID, address: reachable.description, weight: weight, token: nodeToken),
                                           coordinator: Tier.Client(transport: transport), catalog: catalog,
                                           logger: Logger(label: "roster.match.node")))

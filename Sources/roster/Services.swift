@@ -186,7 +186,8 @@ enum ServiceFactory {
 
     static func worker(id: String, slots: Int, coordinator: Endpoints, tls: ClientTLS? = nil, token: String?, backends: Backends,
                        logger: Logger) -> (BlockWorker<FailoverTransport<RPCClient>>, FailoverTransport<RPCClient>) {
-        let client = FailoverTransport(coordinator.all.map { RPCClient(host: $0.host, port: $0.port, configuration: .init(tls: tls)) })
+        let client = FailoverTransport(coordinator.all.map { RPCClient(host: $0.host, port: $0.port, configuration: .init(tls: tls)) },
+                                       failover: [.unavailable, .deadlineExceeded])
         var configuration = BlockWorker<FailoverTransport<RPCClient>>.Configuration(id: id, slots: slots)
         configuration.token = token
         let worker = BlockWorker(

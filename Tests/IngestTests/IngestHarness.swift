@@ -144,6 +144,18 @@ final class IngestHarness: @unchecked Sendable {
         return worker
     }
 
+    /// A worker reaching the coordinator through `transport` (a link with
+    /// faults of the test's making), reading `lake` and writing `store`.
+    func startWorker<Transport: RPCClientTransport>(id: String, transport: Transport, lake: (any DataLake)? = nil,
+                                                     store: (any SegmentStorage)? = nil) {
+        var configuration = BlockWorker<Transport>.Configuration(id: id, idlePoll: .milliseconds(5), maxIdlePoll: .milliseconds(20),
+                                                                 parser: BlockParser(chunkSize: 1000))
+        configuration.maxOutageBackoff = .milliseconds(200)
+        let worker = BlockWorker(configuration: configuration, coordinator: TaskQueue.Client(transport: transport),
+                                 lake: lake ?? LocalFolderLake(root: lakeRoot), store: store ?? LocalSegmentStorage(root: storeRoot))
+        workerTasks.append(Task { try await worker.run() })
+    }
+
     func stopWorkers() async {
         for task in workerTasks { task.cancel() }
         for task in workerTasks { _ = try? await task.value }

@@ -165,6 +165,10 @@ final class TierTests: XCTestCase {
         try await waitUntilAsync(timeout: .seconds(30)) {
             try await self.router.match(advertiser: "adv0", hash: Data(newer[0].bytes)).matched
         }
+        // Nodes serve a version a moment before the catalog records it live
+        // (and the one before it retired, which is what a rollback serves).
+        let live = try await harness.waitForFile(submitted.version)
+        XCTAssertEqual(live.state, .live)
         let back = try await harness.adminClient.rollback(RollbackRequest(advertiserID: "adv0"))
         XCTAssertEqual(back.previousVersion, submitted.version)
         let owners = nodes.values.filter { $0.catalog.current("adv0") != nil }

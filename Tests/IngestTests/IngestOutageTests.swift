@@ -1,0 +1,159 @@
+import DataLake
+import Foundation
+import HashParsing
+@_spi(Testing) import IngestCoordinator
+import RosterAPI
+import RosterRPC
+import SegmentStore
+import Synchronization
+import TestSupport
+import XCTest
+
+/// Faults that say nothing about a file — a coordinator that cannot take a
+/// report for a while, a lake or store that cannot be reached — are waited
+/// out: no lease expires for them and no attempt is spent on them.
+final class IngestOutageTests: XCTestCase {
+    private var harness: IngestHarness!
+
+    override func tearDown() async throws {
+        await harness?.shutdown()
+        harness = nil
+    }
+
+    private func lines(_ keys: [Key16]) -> [UInt8] { Array(keys.map { ReferenceParser.hex($0) + "\n" }.joined().utf8) }
+
+    /// The coordinator's link as a worker sees it, with reports refused
+    /// (as a standby refuses them, naming another leader) while `refusing`.
+    final class RefusingLink: RPCClientTransport, Sendable {
+        let inner: IngestHarness.Link
+        let refusing = Mutex(true)
+        let refusals = Atomic<Int>(0)
+
+        init(_ inner: IngestHarness.Link) { self.inner = inner }
+
+        func unary<Request: ProtoMessage, Response: ProtoMessage>(
+            _ method: RPCMethodDescriptor, request: Request, options: CallOptions
+        ) async throws -> Response {
+            if method == TaskQueue.Method.completeTask, refusing.withLock({ $0 }) {
+                refusals.add(1, ordering: .relaxed)
+                throw RPCError(.unavailable, "this coordinator is a standby; the leader is 10.0.0.9:7400")
+            }
+            return try await inner.unary(method, request: request, options: options)
+        }
+    }
+
+    /// A report refused for two seconds — four times as long as a worker
+    /// used to keep trying — is sent again until it is taken, well within
+    /// its five-second lease: the file goes live and no lease expires.
+    func testAReportIsSentAgainUntilALeaderTakesItWithinItsLease() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy(blockSize: 1 << 20, lease: 5))
+        try await harness.startMatchServer()
+        try await harness.startCoordinator()
+        let link = RefusingLink(harness.coordinatorLink)
+        harness.startWorker(id: "w", transport: link)
+        let keys = ReferenceParser.randomKeys(200, seed: 2901)
+        let submitted = try await harness.submit(try harness.drop(lines(keys), advertiser: "acme", name: "list.txt"))
+        try await waitUntilAsync { link.refusals.load(ordering: .relaxed) >= 1 }
+        let refusedAt = ContinuousClock.now
+        try await Task.sleep(for: .seconds(2))
+        link.refusing.withLock { $0 = false }
+        let status = try await harness.waitForFile(submitted.version)
+        XCTAssertEqual(status.state, .live)
+        XCTAssertLessThan(ContinuousClock.now - refusedAt, .seconds(4), "live once a report was taken, not after the lease ran out")
+        XCTAssertGreaterThan(link.refusals.load(ordering: .relaxed), 5, "the report was tried again for the whole two seconds")
+        XCTAssertEqual(try harness.coordinator.catalog.expiredAttempts(), 0, "no lease expired: no worker died")
+        let served = try await harness.matched("acme", keys)
+        XCTAssertTrue(served.allSatisfy { $0 })
+    }
+
+    struct StoreDown: OutageError {
+        var isTransient: Bool { true }
+    }
+
+    /// A lake and a segment store that cannot be reached while `down`, as
+    /// an object store is during an outage.
+    final class Outage: @unchecked Sendable {
+        let lakeDown = Mutex(true)
+        let storeDown = Mutex(false)
+        let refusals = Atomic<Int>(0)
+        let storeRefusals = Atomic<Int>(0)
+
+        func check(_ path: String) throws(LakeError) {
+            if lakeDown.withLock({ $0 }) {
+                refusals.add(1, ordering: .relaxed)
+                throw .unavailable(path: path, reason: "connection refused (errno: 111)")
+            }
+        }
+    }
+
+    struct OutageLake: DataLake {
+        let inner: LocalFolderLake
+        let outage: Outage
+
+        func list(prefix: String, after: String?, limit: Int) async throws(LakeError) -> [LakeObject] {
+            try await inner.list(prefix: prefix, after: after, limit: limit)
+        }
+        func head(_ path: String) async throws(LakeError) -> LakeObject { try await inner.head(path) }
+        func read(_ path: String, offset: Int64, length: Int, ifMatch etag: String?) async throws(LakeError) -> [UInt8] {
+            try outage.check(path)
+            return try await inner.read(path, offset: offset, length: length, ifMatch: etag)
+        }
+        func read(_ path: String, offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch etag: String?) async throws(LakeError) -> Int {
+            try outage.check(path)
+            return try await inner.read(path, offset: offset, into: buffer, ifMatch: etag)
+        }
+    }
+
+    struct OutageStore: SegmentStorage {
+        let inner: LocalSegmentStorage
+        let outage: Outage
+
+        func prepareWrite(_ path: String) throws -> String { try inner.prepareWrite(path) }
+        func commit(_ path: String) async throws {
+            if outage.storeDown.withLock({ $0 }) {
+                outage.storeRefusals.add(1, ordering: .relaxed)
+                throw StoreDown()
+            }
+            try await inner.commit(path)
+        }
+        func localFile(_ path: String) async throws -> String { try await inner.localFile(path) }
+        func removeAll(under prefix: String) async throws { try await inner.removeAll(under: prefix) }
+        func list(under prefix: String) async throws -> [String] { try await inner.list(under: prefix) }
+        func remove(_ path: String) async throws { try await inner.remove(path) }
+        func reserveSlot(in path: String, capacity: Int) throws -> PackSlot? { try inner.reserveSlot(in: path, capacity: capacity) }
+        func makeDurable(_ path: String) async throws { try await inner.makeDurable(path) }
+        func localRun(_ path: String, low: UInt64, high: UInt64) async throws -> String { try await inner.localRun(path, low: low, high: high) }
+        func discardLocal(_ localPath: String) async { await inner.discardLocal(localPath) }
+    }
+
+    /// With one attempt allowed per task, a lake and store that cannot be
+    /// reached for a while fail nothing: the worker waits the outage out
+    /// holding its leases, and the version goes live when they return.
+    func testAnOutageOfTheLakeAndStoreSpendsNoAttempt() async throws {
+        var policy = IngestHarness.testPolicy(blockSize: 1024, lease: 5)
+        policy.maxAttempts = 1
+        harness = try IngestHarness(policy: policy)
+        try await harness.startMatchServer()
+        try await harness.startCoordinator()
+        let outage = Outage()
+        harness.startWorker(id: "w", transport: harness.coordinatorLink,
+                            lake: OutageLake(inner: LocalFolderLake(root: harness.lakeRoot), outage: outage),
+                            store: OutageStore(inner: LocalSegmentStorage(root: harness.storeRoot), outage: outage))
+        let keys = ReferenceParser.randomKeys(300, seed: 2902)
+        let submitted = try await harness.submit(try harness.drop(lines(keys), advertiser: "acme", name: "list.txt"))
+        // First the lake cannot be read...
+        try await waitUntilAsync { outage.refusals.load(ordering: .relaxed) >= 3 }
+        // ...then the store cannot take what was parsed.
+        outage.storeDown.withLock { $0 = true }
+        outage.lakeDown.withLock { $0 = false }
+        try await waitUntilAsync { outage.storeRefusals.load(ordering: .relaxed) >= 3 }
+        let during = try await harness.fileStatus(submitted.version)
+        XCTAssertNotEqual(during?.state, .failed, "an outage is not a bad file")
+        outage.storeDown.withLock { $0 = false }
+        let status = try await harness.waitForFile(submitted.version, timeout: .seconds(30))
+        XCTAssertEqual(status.state, .live, status.error)
+        XCTAssertEqual(try harness.coordinator.catalog.expiredAttempts(), 0)
+        let served = try await harness.matched("acme", keys)
+        XCTAssertTrue(served.allSatisfy { $0 })
+    }
+}
