@@ -4,6 +4,7 @@ import ObjectStorage
 import RosterAPI
 import RosterClient
 import S3TestSupport
+import Synchronization
 import XCTest
 
 /// The services as separate processes that share no folder — each has a
@@ -144,14 +145,17 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
         XCTAssertGreaterThan(proxy.injected.filter { $0 != .none }.count, 10)
     }
 
+    /// A permanent refusal (403: these credentials may not read the list)
+    /// is a failed attempt, said in words; the version fails once they are
+    /// spent. (A 503 or a refused connection is an outage instead: below.)
     func testAnUnreadableListFailsItsVersionWithAClearErrorAndNothingIsServed() async throws {
         let server = try S3TestServer.endpoint()
         let configuration = try S3TestServer.configuration("unreadable")
         let s3 = S3Client(configuration)
         client = s3
-        // Reads of the lake's objects always answer 503; everything else works.
+        // Reads of the lake's objects always answer 403; everything else works.
         let proxy = try FaultProxy(upstream: server.endpoint) { _, method, uri in
-            method == .GET && uri.contains("/lake/") && !uri.contains("list-type") ? .slowDown : .none
+            method == .GET && uri.contains("/lake/") && !uri.contains("list-type") ? .status(403, code: "AccessDenied") : .none
         }
         defer { Task { try? await proxy.shutdown() } }
         let (match, coordinator) = try startServices(
@@ -167,9 +171,43 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
             if case .string(let text)? = file["error"] { error = text }
             return true
         }
-        XCTAssertTrue(error.contains("HTTP 503 SlowDown") && error.contains("lake/acme/members.txt"), error)
+        XCTAssertTrue(error.contains("HTTP 403 AccessDenied") && error.contains("lake/acme/members.txt"), error)
         let served = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", "a@example.com"])
         XCTAssertNotEqual(served.status, 0, "nothing is served for a failed version")
+    }
+
+    /// The object store goes away mid-ingest (every connection dropped) for
+    /// several seconds, with one attempt allowed per task: nothing fails,
+    /// the workers wait it out holding their leases, and the list goes live
+    /// by itself once the store is back.
+    func testAnOutageOfTheObjectStoreFailsNothingAndIngestResumesByItself() async throws {
+        let server = try S3TestServer.endpoint()
+        let configuration = try S3TestServer.configuration("outage")
+        let s3 = S3Client(configuration)
+        client = s3
+        let down = Mutex(false)
+        let proxy = try FaultProxy(upstream: server.endpoint) { _, _, _ in down.withLock { $0 } ? .drop : .none }
+        defer { Task { try? await proxy.shutdown() } }
+        let (match, coordinator) = try startServices(
+            endpoint: proxy.endpoint, base: "s3://\(configuration.bucket)/\(configuration.prefix)",
+            environment: ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret, "AWS_REGION": "us-east-1"],
+            maxAttempts: 1)
+        let members = (0..<3_000).map { "user\($0)@example.com" }
+        try await s3.put("lake/acme/members.txt", body: ByteBuffer(string: listFile(members)))
+        let submitted = try RosterBinary.run(["submit", "--coordinator", coordinator, "acme/members.txt"])
+        XCTAssertEqual(submitted.status, 0, submitted.stderr)
+        down.withLock { $0 = true }
+        let dropsBefore = proxy.injected.filter { $0 == .drop }.count
+        try eventually(timeout: 30, "the workers to meet the outage") { proxy.injected.filter { $0 == .drop }.count >= dropsBefore + 10 }
+        try await Task.sleep(for: .seconds(4))
+        let during = try RosterBinary.run(["call", "--coordinator", coordinator, "IngestAdmin.ListFiles", "{}"])
+        XCTAssertFalse(during.stdout.contains("FILE_STATE_FAILED"), "an outage failed the version: \(during.stdout)")
+        down.withLock { $0 = false }
+        try eventually(timeout: 60, "the list to go live once the store is back") {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", members[2_999]]).status == 0
+        }
+        let files = try RosterBinary.run(["call", "--coordinator", coordinator, "IngestAdmin.ListFiles", "{}"])
+        XCTAssertTrue(files.stdout.contains("FILE_STATE_LIVE") && !files.stdout.contains("FILE_STATE_FAILED"), files.stdout)
     }
 
     func testWrongCredentialsStopAServiceAtStartWithOneClearLine() throws {

@@ -1,4 +1,5 @@
 import Foundation
+import PostgresSQL
 import PostgresTestSupport
 import RosterAPI
 import RosterClient
@@ -77,15 +78,18 @@ final class CoordinatorFailoverTests: ServicesTestCase {
     }
 
     /// The leader is stopped (SIGSTOP) past its lease; the standby takes
-    /// over; the old leader, continued (SIGCONT), finds its token gone, writes
-    /// nothing and stands by, and the list goes live under the new leader.
+    /// over and, with workers leaving the silent leader after one short
+    /// deadline, the list goes live while the old leader is still stopped;
+    /// continued (SIGCONT), it finds its token gone, writes nothing and
+    /// stands by.
     func testALeaderPausedPastItsLeaseStepsDownWhenItWakes() throws {
         try failover(.pauseLeader)
     }
 
     /// PostgreSQL itself goes away mid-ingest (a fast shutdown ends every
-    /// session) and comes back: both coordinators reconnect, one leads, and
-    /// the list goes live with every key counted once.
+    /// session) and comes back: meanwhile Status still answers, from memory,
+    /// naming the outage; both coordinators reconnect, one leads, and the
+    /// list goes live with every key counted once and no lease expired.
     func testCoordinatorsRideOutAPostgreSQLRestart() throws {
         try failover(.restartPostgres)
     }
@@ -104,9 +108,12 @@ final class CoordinatorFailoverTests: ServicesTestCase {
         func coordinator() throws -> (RosterService, String) {
             // Many small merges (--merge-bytes 1024), so the merge phase lasts
             // long enough to be caught and killed in, on a loaded machine too.
+            // Task leases (10 s) outlast a takeover (at most a leader lease
+            // and a third, under 3 s) and the PostgreSQL restart: a lease
+            // that expires here is a report that was lost.
             let process = try RosterService(["coordinator", "--no-auth", "--plaintext", "--data", data, "--catalog", database.url, "--match", match,
                                              "--listen", "127.0.0.1:0", "--block-size", "1024", "--scan-interval", "0",
-                                             "--lease", "2", "--leader-lease", "2", "--merge-bytes", "1024"])
+                                             "--lease", "10s", "--leader-lease", "2s", "--merge-bytes", "1024"])
             services.append(process)
             return (process, String(try process.waitForLine("coordinator listening on").split(separator: ";")[0]))
         }
@@ -157,6 +164,10 @@ final class CoordinatorFailoverTests: ServicesTestCase {
             try PostgresTestServer.halt()
             defer { try? PostgresTestServer.resume() }
             try eventually(timeout: 30, "the leader to lose its catalog") { first.stderr.contains("cannot renew the lead") }
+            // Status answers through the outage, from memory, saying why.
+            let status = try RosterBinary.run(["status", "--coordinator", both])
+            XCTAssertEqual(status.status, 0, "Status answers during a catalog outage: \(status.stderr)")
+            XCTAssertTrue(status.stdout.contains("cannot be reached"), status.stdout)
             try PostgresTestServer.resume()
         }
         if case .restartPostgres = disruption {
@@ -168,6 +179,15 @@ final class CoordinatorFailoverTests: ServicesTestCase {
             try eventually(timeout: 30, "the standby to lead") { second.stderr.contains("leading") }
             let takeover = Date().timeIntervalSince(disrupted)
             XCTAssertLessThan(takeover, 10, "took over in \(takeover) s")
+        }
+        if case .pauseLeader = disruption {
+            // Workers left the silent leader after one deadline: the list goes
+            // live under the new leader while the old one is still stopped.
+            try eventually(timeout: 60, "the list to go live during the pause") {
+                try RosterBinary.run(["match", "--match", match, "--advertiser", "big", "--email", members[5_999]]).status == 0
+            }
+            XCTAssertEqual(try String(contentsOfFile: "/proc/\(first.process.processIdentifier)/stat", encoding: .utf8)
+                .split(separator: " ")[2], "T", "the old leader is still stopped")
         }
         switch disruption {
         case .pauseLeader:
@@ -192,5 +212,11 @@ final class CoordinatorFailoverTests: ServicesTestCase {
         let file = try XCTUnwrap(listFiles(both).first)
         XCTAssertEqual(file["distinctKeys"], .string("6000"))
         XCTAssertEqual(file["keys"], .string("6000"), "no block counted twice")
+        // No worker died: every report reached a leader within its lease,
+        // and a takeover or an outage cost no lease.
+        if case .pauseLeader = disruption { return } // calls in flight to the stopped leader are lost with it
+        let catalog = try PostgresDatabase(url: database.url)
+        let expired = try catalog.rows("SELECT COUNT(*) AS n FROM attempts WHERE outcome = 'expired'") { $0.int("n") }.first
+        XCTAssertEqual(expired, 0, "leases expired although no worker died")
     }
 }
