@@ -5,36 +5,84 @@ import RosterAPI
 
 /// `CoordinatorCore`: finding new files in the lake.
 extension CoordinatorCore {
+    /// How far the running scan has got.
+    struct ScanProgress: Sendable {
+        var listed = 0
+        var queued = 0
+    }
+
+    /// Scans the lake, or joins the scan already running; answers within
+    /// `within` with the queued files, or with the progress so far while the
+    /// scan goes on in the background (a lake of very many folders).
+    func scanNow(within: Duration) async throws -> ScanResponse {
+        let scan = runningScan.withLock { running -> Task<[FileStatus], any Error> in
+            if let running { return running }
+            let task = Task { try await self.scanLake(report: true) }
+            running = task
+            Task {
+                _ = try? await task.value
+                self.runningScan.withLock { if $0 == task { $0 = nil } }
+            }
+            return task
+        }
+        let finished = await withTaskGroup(of: Bool.self) { group in
+            group.addTask { _ = try? await scan.value; return true }
+            group.addTask { try? await Task.sleep(for: within); return false }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+        var response = ScanResponse()
+        if finished {
+            response.queued = try await scan.value
+        } else {
+            response.inProgress = true
+        }
+        let progress = scanProgress.withLock { $0 }
+        response.filesListed = UInt64(progress.listed)
+        response.filesQueued = UInt64(progress.queued)
+        return response
+    }
+
     /// Queues the newest file of each advertiser folder if it is new, and
     /// abandons versions whose file changed or vanished while in progress.
+    ///
+    /// One listing of the lake answers both: the files in flight are checked
+    /// against it (a HEAD only for one the listing does not show), so a
+    /// scan costs one pass over the lake however many files are queued.
     public func scanLake(report: Bool = true) async throws -> [FileStatus] {
-        for active in try await db({ try $0.activeFiles() }) {
-            do {
-                let object = try await lake.head(active.path)
-                if object.etag != active.etag {
-                    let now = clock()
-                    try await db { try $0.abandon(file: active.id, error: "the file changed while it was being ingested", now: now) }
-                    watchUntilSettled(active.path)
-                }
-            } catch LakeError.notFound {
-                let now = clock()
-                try await db { try $0.abandon(file: active.id, error: "the file disappeared from the lake", now: now) }
-            }
-        }
+        scanProgress.withLock { $0 = ScanProgress() }
         let settle = configuration.scanSettleTime / .seconds(1)
         var newest: [String: LakeObject] = [:]
+        var listed: [String: String] = [:]
         var after: String?
         while true {
             let page = try await lake.list(prefix: "", after: after, limit: 1000)
             let now = clock()
             for object in page {
+                listed[object.path] = object.etag
                 guard let advertiser = object.advertiserID, Self.isListFile(object.path),
                       now - object.modified.timeIntervalSince1970 >= settle else { continue }
                 if let current = newest[advertiser], (current.modified, current.path) >= (object.modified, object.path) { continue }
                 newest[advertiser] = object
             }
+            scanProgress.withLock { $0.listed += page.count }
             guard page.count == 1000, let last = page.last else { break }
             after = last.path
+        }
+        for active in try await db({ try $0.activeFiles() }) where listed[active.path] != active.etag {
+            do {
+                // The listing may lag behind the lake (an object store's
+                // can): a file it does not show is looked at before anything is abandoned.
+                let object = listed[active.path] == nil ? try await lake.head(active.path) : nil
+                if let object, object.etag == active.etag { continue }
+                let now = clock()
+                try await db { try $0.abandon(file: active.id, error: "the file changed while it was being ingested", now: now) }
+                watchUntilSettled(active.path)
+            } catch LakeError.notFound {
+                let now = clock()
+                try await db { try $0.abandon(file: active.id, error: "the file disappeared from the lake", now: now) }
+            }
         }
         // A folder whose newest file is the one the last scan decided on
         // costs no catalog query: an idle lake is listed, not looked up.
@@ -66,12 +114,14 @@ extension CoordinatorCore {
             return (decisions, submissions, refused)
         }
         lastScan.withLock { $0.merge(decisions) { $1 } }
+        scanProgress.withLock { $0.queued = submissions.filter { $0.0.queued }.count }
         for (path, problem) in refused { logger.error("refused a file", metadata: ["path": "\(path)", "error": "\(problem)"]) }
         var queued: [FileStatus] = []
         for (submission, object) in submissions where submission.queued {
             work.notify()
             logger.info("queued", metadata: ["path": "\(object.path)", "version": "\(submission.version)", "bytes": "\(object.size)"])
-            if report {
+            // The first thousand are described: a page that always fits in a frame.
+            if report && queued.count < 1_000 {
                 queued += try await db { try $0.files(advertiser: submission.advertiserID, states: [], limit: 1, now: now) }
             }
         }

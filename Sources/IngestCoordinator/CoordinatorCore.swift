@@ -92,6 +92,10 @@ public final class CoordinatorCore: Sendable {
     private let problems = Mutex<[String: String]>([:])
     /// The address this coordinator advertises as leader, once known.
     private let advertised = Mutex<String?>(nil)
+    /// The scan a `Scan` call started or joined, while it runs.
+    let runningScan = Mutex<Task<[FileStatus], any Error>?>(nil)
+    /// How far the latest scan has got.
+    let scanProgress = Mutex(ScanProgress())
     /// The last Status read from the catalog, and when: answered from memory
     /// while the catalog cannot be reached.
     let lastStatus = Mutex<(status: StatusResponse, at: Double)?>(nil)

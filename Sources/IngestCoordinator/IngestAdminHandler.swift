@@ -81,13 +81,12 @@ public struct IngestAdminHandler: IngestAdmin.Handler {
 
     public func scan(_ request: ScanRequest, context: RPCContext) async throws -> ScanResponse {
         try await core.asLeader {
-            var response = ScanResponse()
             do {
-                response.queued = try await core.scanLake()
+                // Within the CLI's default deadline of ten seconds.
+                return try await core.scanNow(within: .seconds(8))
             } catch let error as LakeError {
                 throw RPCError(.unavailable, "cannot scan the lake: \(error)")
             }
-            return response
         }
     }
 

@@ -49,11 +49,16 @@ public struct IngestPolicy: Sendable {
     /// The pause after a background scan that took `took`: the configured
     /// interval, or fifty times the scan's own time if that is longer, so
     /// scanning a large idle lake costs at most 2% of a core (a 0.15-s scan
-    /// of 10,000 folders is repeated every 7.5 s, not every 2). `Scan` and
+    /// of 10,000 folders is repeated every 7.5 s, not every 2) — but never
+    /// more than `maxScanPause` (60 s), so that a file dropped into a very
+    /// large lake is seen within a minute whatever a scan costs. `Scan` and
     /// `SubmitFile` still queue a file at once.
     public static func scanPause(after took: Duration, interval: Duration) -> Duration {
-        max(interval, took * 50)
+        max(interval, min(took * 50, maxScanPause))
     }
+
+    /// The longest pause between background scans.
+    public static let maxScanPause: Duration = .seconds(60)
 
     /// The wait before the next attempt after `failures` reported failures.
     public func backoff(failures: Int, jitter: Double = Double.random(in: 0.8...1.2)) -> Double {

@@ -152,13 +152,66 @@ public struct MatchServerPublisher<Transport: RPCClientTransport>: Publisher {
                 }
             }
         }
+        var missing: [(advertiser: String, file: UInt64, path: String, etag: String)] = []
         for entry in live {
             let server = served[entry.advertiser]
             if let server, server.version >= entry.file { continue }
-            let reason = server.map { $0.damagedVersion == entry.file } == true
-                ? "the match server found version \(entry.file) damaged (\(server!.damage))"
-                : "the match server does not have version \(entry.file)"
-            await core.rebuild(entry, reason: reason)
+            if let server, server.damagedVersion == entry.file {
+                await core.rebuild(entry, reason: "the match server found version \(entry.file) damaged (\(server.damage))")
+            } else {
+                missing.append(entry)
+            }
+        }
+        await restore(missing, core: core)
+    }
+}
+
+extension MatchServerPublisher {
+    /// Live versions the match server does not have (it lost its manifest,
+    /// a list was unpublished behind the coordinator's back, a host was
+    /// replaced by an empty one) are published again from their segments,
+    /// which the store keeps: nothing is re-read from the lake and nothing
+    /// the versions need is deleted. Only a version whose segments are gone
+    /// too is rebuilt from its lake file, as a new version.
+    func restore(_ missing: [(advertiser: String, file: UInt64, path: String, etag: String)], core: CoordinatorCore) async {
+        guard !missing.isEmpty else { return }
+        let wanted = Set(missing.map(\.file))
+        let publications: [IngestCatalog.Publication]
+        do { publications = try await core.db { try $0.publications(in: .live) }.filter { wanted.contains($0.version) } } catch {
+            core.logger.error("cannot read the catalog", metadata: ["error": "\(error)"])
+            return
+        }
+        var restored: Set<UInt64> = []
+        var start = 0
+        while start < publications.count {
+            let chunk = Array(publications[start..<min(publications.count, start + CoordinatorCore.publishBatch)])
+            start += chunk.count
+            let requests = chunk.map { PublishRequest(advertiserID: $0.advertiserID, version: $0.version, segments: $0.segments) }
+            do {
+                let results = try await admin.publishMany(PublishManyRequest(publications: requests), options: options(.seconds(60))).results
+                for (publication, result) in zip(chunk, results) {
+                    switch result.outcome {
+                    case .published, .stale:
+                        restored.insert(publication.version)
+                        core.problem("advertiser:\(publication.advertiserID)", nil)
+                        core.logger.notice("published a live version again from its segments", metadata: [
+                            "advertiser": "\(publication.advertiserID)", "version": "\(publication.version)"])
+                    case .later:
+                        // Tried again at the next reconcile.
+                        restored.insert(publication.version)
+                        core.problem("advertiser:\(publication.advertiserID)",
+                                     "\(publication.advertiserID): the match server does not have version \(publication.version) and cannot take it again yet: \(result.message)")
+                    case .refused:
+                        break
+                    }
+                }
+            } catch {
+                core.problem("match", "cannot publish lost versions to the match server again: \(error)")
+                return
+            }
+        }
+        for entry in missing where !restored.contains(entry.file) {
+            await core.rebuild(entry, reason: "the match server does not have version \(entry.file), and its segments cannot be published again")
         }
     }
 }

@@ -94,7 +94,7 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
     /// worker, each with a folder of its own, whose object store is reached
     /// at `endpoint` (the server, or a `FaultProxy` in front of it).
     private func startServices(endpoint: String, base: String, environment: [String: String], maxAttempts: Int = 4,
-                               workers: Bool = true) throws -> (match: String, coordinator: String) {
+                               workers: Bool = true, coordinatorFlags: [String] = []) throws -> (match: String, coordinator: String) {
         var environment = environment
         environment["AWS_ENDPOINT_URL"] = endpoint
         let matchServer = try RosterService(["match-server", "--no-auth", "--plaintext", "--listen", "127.0.0.1:0", "--store", base + "store"]
@@ -103,7 +103,7 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
         let match = String(try matchServer.waitForLine("match server listening on").split(separator: ";")[0])
         let coordinator = try RosterService(["coordinator", "--no-auth", "--plaintext", "--listen", "127.0.0.1:0", "--match", match,
                                              "--block-size", "4096", "--scan-interval", "0.2", "--lease", "2",
-                                             "--max-attempts", String(maxAttempts)] + buckets(base) + data("coordinator"),
+                                             "--max-attempts", String(maxAttempts)] + coordinatorFlags + buckets(base) + data("coordinator"),
                                             environment: environment)
         services.append(coordinator)
         let address = String(try coordinator.waitForLine("coordinator listening on").split(separator: ";")[0])
@@ -208,6 +208,48 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
         }
         let files = try RosterBinary.run(["call", "--coordinator", coordinator, "IngestAdmin.ListFiles", "{}"])
         XCTAssertTrue(files.stdout.contains("FILE_STATE_LIVE") && !files.stdout.contains("FILE_STATE_FAILED"), files.stdout)
+    }
+
+    /// The match server's host is replaced by an empty one (no manifest, no
+    /// segments on its disk): the coordinator publishes every live version
+    /// to it again, and it fetches their segments from the bucket — the
+    /// same versions, nothing re-ingested, nothing deleted that they need.
+    func testAMatchServerOnAnEmptyHostServesEveryLiveVersionFromTheStore() async throws {
+        let server = try S3TestServer.endpoint()
+        let configuration = try S3TestServer.configuration("empty-host")
+        let s3 = S3Client(configuration)
+        client = s3
+        let base = "s3://\(configuration.bucket)/\(configuration.prefix)"
+        let environment = ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret, "AWS_REGION": "us-east-1",
+                           "AWS_ENDPOINT_URL": server.endpoint]
+        let (match, coordinator) = try startServices(endpoint: server.endpoint, base: base, environment: environment,
+                                                     coordinatorFlags: ["--reconcile-interval", "0.5s"])
+        let advertisers = ["a1", "a2", "a3"]
+        var members: [String: [String]] = [:]
+        for advertiser in advertisers {
+            members[advertiser] = (0..<500).map { "\(advertiser)-user\($0)@example.com" }
+            try await s3.put("lake/\(advertiser)/members.txt", body: ByteBuffer(string: listFile(members[advertiser]!)))
+        }
+        func served(_ advertiser: String) throws -> Bool {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", advertiser, "--email", members[advertiser]![499]]).status == 0
+        }
+        try eventually(timeout: 60, "every list to be served") { try advertisers.allSatisfy(served) }
+        let before = try RosterBinary.run(["advertisers", "--coordinator", coordinator, "--json"]).stdout
+
+        // The host dies; a new one with an empty disk takes its address.
+        let old = try XCTUnwrap(services.first { $0.process.arguments?.contains("match-server") == true })
+        XCTAssertEqual(old.stop(SIGKILL), SIGKILL)
+        let replacement = try RosterService(["match-server", "--no-auth", "--plaintext", "--listen", match, "--store", base + "store"]
+                                            + data("empty-host"), environment: environment)
+        services.append(replacement)
+        _ = try replacement.waitForLine("match server listening on")
+        try eventually(timeout: 60, "every list to be served by the new host") { try advertisers.allSatisfy(served) }
+        let after = try RosterBinary.run(["advertisers", "--coordinator", coordinator, "--json"]).stdout
+        XCTAssertEqual(after, before, "the same live versions, none rebuilt")
+        for advertiser in advertisers {
+            let all = try RosterBinary.run(["match", "--match", match, "--advertiser", advertiser, "--email", members[advertiser]![0]])
+            XCTAssertEqual(all.status, 0, all.stderr)
+        }
     }
 
     func testWrongCredentialsStopAServiceAtStartWithOneClearLine() throws {

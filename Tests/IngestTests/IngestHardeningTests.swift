@@ -455,5 +455,6 @@ extension ScanCostTests {
     func testScanPauseBoundsItsShareOfACore() {
         XCTAssertEqual(IngestPolicy.scanPause(after: .milliseconds(10), interval: .seconds(2)), .seconds(2))
         XCTAssertEqual(IngestPolicy.scanPause(after: .milliseconds(150), interval: .seconds(2)), .milliseconds(7500))
+        XCTAssertEqual(IngestPolicy.scanPause(after: .seconds(20), interval: .seconds(2)), .seconds(60), "a new file is seen within a minute")
     }
 }

@@ -23,7 +23,9 @@ public enum IngestAdmin {
         public static let status = RPCMethodDescriptor(service: IngestAdmin.name, method: "Status", id: 0x0004_0002)
         /// Every file version, newest first, in pages; filtered by advertiser and state. Read-only.
         public static let listFiles = RPCMethodDescriptor(service: IngestAdmin.name, method: "ListFiles", id: 0x0004_0003)
-        /// Looks for new or changed files in the lake now, not at the next periodic scan.
+        /// Looks for new or changed files in the lake now, not at the next
+        /// periodic scan; answers within about eight seconds, with the scan's
+        /// progress if it is still running (it then finishes in the background).
         public static let scan = RPCMethodDescriptor(service: IngestAdmin.name, method: "Scan", id: 0x0004_0004)
         /// Sets an advertiser's scheduling weight: a weight of 2 halves its files' wait.
         public static let setWeight = RPCMethodDescriptor(service: IngestAdmin.name, method: "SetWeight", id: 0x0004_0005)
@@ -46,7 +48,9 @@ public enum IngestAdmin {
         func status(_ request: StatusRequest, context: RPCContext) async throws -> StatusResponse
         /// Every file version, newest first, in pages; filtered by advertiser and state. Read-only.
         func listFiles(_ request: ListFilesRequest, context: RPCContext) async throws -> ListFilesResponse
-        /// Looks for new or changed files in the lake now, not at the next periodic scan.
+        /// Looks for new or changed files in the lake now, not at the next
+        /// periodic scan; answers within about eight seconds, with the scan's
+        /// progress if it is still running (it then finishes in the background).
         func scan(_ request: ScanRequest, context: RPCContext) async throws -> ScanResponse
         /// Sets an advertiser's scheduling weight: a weight of 2 halves its files' wait.
         func setWeight(_ request: SetWeightRequest, context: RPCContext) async throws -> SetWeightResponse
@@ -81,7 +85,9 @@ public enum IngestAdmin {
             try await transport.unary(Method.listFiles, request: request, options: options)
         }
 
-        /// Looks for new or changed files in the lake now, not at the next periodic scan.
+        /// Looks for new or changed files in the lake now, not at the next
+        /// periodic scan; answers within about eight seconds, with the scan's
+        /// progress if it is still running (it then finishes in the background).
         public func scan(_ request: ScanRequest, options: CallOptions = .defaults) async throws -> ScanResponse {
             try await transport.unary(Method.scan, request: request, options: options)
         }

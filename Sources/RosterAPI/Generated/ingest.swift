@@ -497,16 +497,33 @@ public struct ScanRequest: ProtoMessage {
 }
 
 public struct ScanResponse: ProtoMessage {
-    /// Files queued by this scan.
+    /// Files queued by this scan (when it finished within the call; the
+    /// first 1,000, files_queued says how many in all).
     public var queued: [FileStatus] = []
+    /// True when the scan was still running as the call answered (a lake of
+    /// very many folders): it goes on in the background, and a later Scan
+    /// joins it. The counts below are its progress so far.
+    public var inProgress: Bool = false
+    /// Files the scan has listed so far.
+    public var filesListed: UInt64 = 0
+    /// Files it has queued so far.
+    public var filesQueued: UInt64 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
     public init() {}
 
-    public init(queued: [FileStatus] = []) {
+    public init(
+        queued: [FileStatus] = [],
+        inProgress: Bool = false,
+        filesListed: UInt64 = 0,
+        filesQueued: UInt64 = 0
+    ) {
         self.queued = queued
+        self.inProgress = inProgress
+        self.filesListed = filesListed
+        self.filesQueued = filesQueued
     }
 }
 
@@ -1061,6 +1078,9 @@ extension ScanResponse {
         while let tag = try reader.nextTag() {
             switch tag.fieldNumber {
             case 1: try reader.readRepeated(MessageCodec<FileStatus>.self, tag, into: &self.queued)
+            case 2: self.inProgress = try reader.read(BoolCodec.self, tag)
+            case 3: self.filesListed = try reader.read(UInt64Codec.self, tag)
+            case 4: self.filesQueued = try reader.read(UInt64Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -1069,11 +1089,17 @@ extension ScanResponse {
     public var serializedSize: Int {
         var size = unknownFields.count
         size += ProtoSize.repeated(MessageCodec<FileStatus>.self, field: 1, self.queued)
+        if self.inProgress { size += ProtoSize.field(BoolCodec.self, field: 2, self.inProgress) }
+        if self.filesListed != 0 { size += ProtoSize.field(UInt64Codec.self, field: 3, self.filesListed) }
+        if self.filesQueued != 0 { size += ProtoSize.field(UInt64Codec.self, field: 4, self.filesQueued) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
         writer.writeRepeated(MessageCodec<FileStatus>.self, field: 1, self.queued)
+        if self.inProgress { writer.write(BoolCodec.self, field: 2, self.inProgress) }
+        if self.filesListed != 0 { writer.write(UInt64Codec.self, field: 3, self.filesListed) }
+        if self.filesQueued != 0 { writer.write(UInt64Codec.self, field: 4, self.filesQueued) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -1578,11 +1604,14 @@ extension ScanRequest: ProtoJSONMessage {
 
 extension ScanResponse: ProtoJSONMessage {
     public static let protoName = "roster.v1.ScanResponse"
-    public static let schemaDefinition = "message ScanResponse {\n  /// Files queued by this scan.\n  repeated FileStatus queued = 1;\n}"
+    public static let schemaDefinition = "message ScanResponse {\n  /// Files queued by this scan (when it finished within the call; the\n  /// first 1,000, files_queued says how many in all).\n  repeated FileStatus queued = 1;\n  /// True when the scan was still running as the call answered (a lake of\n  /// very many folders): it goes on in the background, and a later Scan\n  /// joins it. The counts below are its progress so far.\n  bool in_progress = 2;\n  /// Files the scan has listed so far.\n  uint64 files_listed = 3;\n  /// Files it has queued so far.\n  uint64 files_queued = 4;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.repeatedMessages("queued", self.queued)
+        object.singular("inProgress", BoolCodec.self, self.inProgress)
+        object.singular("filesListed", UInt64Codec.self, self.filesListed)
+        object.singular("filesQueued", UInt64Codec.self, self.filesQueued)
         return object.value
     }
 
@@ -1590,7 +1619,10 @@ extension ScanResponse: ProtoJSONMessage {
         for (key, value) in try JSONReader.members(json, message: Self.protoName) {
             switch key {
             case "queued": self.queued = try JSONReader.repeated(MessageCodec<FileStatus>.self, value, field: "queued")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["queued"])
+            case "inProgress", "in_progress": self.inProgress = try JSONReader.singular(BoolCodec.self, value, field: "inProgress")
+            case "filesListed", "files_listed": self.filesListed = try JSONReader.singular(UInt64Codec.self, value, field: "filesListed")
+            case "filesQueued", "files_queued": self.filesQueued = try JSONReader.singular(UInt64Codec.self, value, field: "filesQueued")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["queued", "inProgress", "filesListed", "filesQueued"])
             }
         }
     }
@@ -1628,7 +1660,7 @@ public enum IngestSchema {
         MethodDescription(descriptor: IngestAdmin.Method.submitFile, requestType: SubmitFileRequest.self, responseType: SubmitFileResponse.self, doc: "Queues a lake file as its advertiser's next list (a new file replaces the list)."),
         MethodDescription(descriptor: IngestAdmin.Method.status, requestType: StatusRequest.self, responseType: StatusResponse.self, doc: "Files being ingested and recent ones, with progress and invalid-line reports. Read-only."),
         MethodDescription(descriptor: IngestAdmin.Method.listFiles, requestType: ListFilesRequest.self, responseType: ListFilesResponse.self, doc: "Every file version, newest first, in pages; filtered by advertiser and state. Read-only."),
-        MethodDescription(descriptor: IngestAdmin.Method.scan, requestType: ScanRequest.self, responseType: ScanResponse.self, doc: "Looks for new or changed files in the lake now, not at the next periodic scan."),
+        MethodDescription(descriptor: IngestAdmin.Method.scan, requestType: ScanRequest.self, responseType: ScanResponse.self, doc: "Looks for new or changed files in the lake now, not at the next\nperiodic scan; answers within about eight seconds, with the scan's\nprogress if it is still running (it then finishes in the background)."),
         MethodDescription(descriptor: IngestAdmin.Method.setWeight, requestType: SetWeightRequest.self, responseType: SetWeightResponse.self, doc: "Sets an advertiser's scheduling weight: a weight of 2 halves its files' wait."),
         MethodDescription(descriptor: IngestAdmin.Method.listAdvertisers, requestType: ListAdvertisersRequest.self, responseType: ListAdvertisersResponse.self, doc: "Every advertiser with its live version, keys, bytes and last change, in pages. Read-only."),
         MethodDescription(descriptor: IngestAdmin.Method.rollback, requestType: RollbackRequest.self, responseType: RollbackResponse.self, doc: "Serves a previous version again at once, by the match server's atomic\nswap (no re-ingest): FAILED_PRECONDITION when its segments are gone."),
