@@ -2,6 +2,7 @@ import DataLake
 import Foundation
 import Logging
 import RosterAPI
+import Synchronization
 
 /// `CoordinatorCore`: finding new files in the lake.
 extension CoordinatorCore {
@@ -25,12 +26,22 @@ extension CoordinatorCore {
             }
             return task
         }
-        let finished = await withTaskGroup(of: Bool.self) { group in
-            group.addTask { _ = try? await scan.value; return true }
-            group.addTask { try? await Task.sleep(for: within); return false }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
+        // Whichever comes first; awaiting the scan's task cannot be
+        // cancelled, so the two waits race outside a task group.
+        let finished = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let answered = Mutex(false)
+            let answer = { @Sendable (finished: Bool) in
+                if answered.withLock({ done in defer { done = true }; return !done }) { continuation.resume(returning: finished) }
+            }
+            let timer = Task {
+                try? await Task.sleep(for: within)
+                answer(false)
+            }
+            Task {
+                _ = try? await scan.value
+                timer.cancel()
+                answer(true)
+            }
         }
         var response = ScanResponse()
         if finished {

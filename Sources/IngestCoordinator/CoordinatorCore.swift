@@ -31,6 +31,10 @@ public struct CoordinatorConfiguration: Sendable {
     public var election: Election?
     /// Who may call what (`CoordinatorAccess`).
     public var access: CoordinatorAccess
+    /// How long a `Scan` call waits for its scan before it answers with the
+    /// progress so far (the scan then finishes in the background): under
+    /// the CLI's default deadline of ten seconds.
+    public var scanAnswerWithin: Duration = .seconds(8)
 
     public init(scanInterval: Duration? = .seconds(10), publishInterval: Duration = .milliseconds(500),
                 scanSettleTime: Duration = .seconds(1), reconcileInterval: Duration = .seconds(10),

@@ -82,8 +82,7 @@ public struct IngestAdminHandler: IngestAdmin.Handler {
     public func scan(_ request: ScanRequest, context: RPCContext) async throws -> ScanResponse {
         try await core.asLeader {
             do {
-                // Within the CLI's default deadline of ten seconds.
-                return try await core.scanNow(within: .seconds(8))
+                return try await core.scanNow(within: core.configuration.scanAnswerWithin)
             } catch let error as LakeError {
                 throw RPCError(.unavailable, "cannot scan the lake: \(error)")
             }

@@ -99,17 +99,18 @@ final class IngestHarness: @unchecked Sendable {
 
     func startCoordinator(access: CoordinatorAccess = .open, store: (any SegmentStorage)? = nil,
                           tier: TierSettings? = nil, connect: (@Sendable (String) -> MatchAdmin.Client<Link>)? = nil,
-                          keepRetiredVersions: Int = 0) async throws {
+                          keepRetiredVersions: Int = 0, lake: (any DataLake)? = nil, scanAnswerWithin: Duration = .seconds(8)) async throws {
         let catalog = try IngestCatalog(path: catalogPath, policy: policy)
         var configuration = CoordinatorConfiguration(scanInterval: nil, publishInterval: .milliseconds(30), access: access)
         configuration.keepRetiredVersions = keepRetiredVersions
+        configuration.scanAnswerWithin = scanAnswerWithin
         let publisher: any Publisher = if let tier, let connect {
             TierPublisher(settings: tier, connect: connect)
         } else {
             MatchServerPublisher(admin: MatchAdmin.Client(transport: matchLink))
         }
         coordinator = CoordinatorService(
-            catalog: catalog, lake: LocalFolderLake(root: lakeRoot), store: store ?? LocalSegmentStorage(root: storeRoot),
+            catalog: catalog, lake: lake ?? LocalFolderLake(root: lakeRoot), store: store ?? LocalSegmentStorage(root: storeRoot),
             publisher: publisher, configuration: configuration, clock: { [clock] in clock.now() })
         try coordinatorLink.attach(coordinator.services)
         let service = coordinator!

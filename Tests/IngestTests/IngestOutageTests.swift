@@ -156,4 +156,46 @@ final class IngestOutageTests: XCTestCase {
         let served = try await harness.matched("acme", keys)
         XCTAssertTrue(served.allSatisfy { $0 })
     }
+
+    /// A lake whose listing is slow (very many folders, a slow object store).
+    final class SlowListingLake: DataLake {
+        let inner: LocalFolderLake
+        let listings = Atomic<Int>(0)
+
+        init(inner: LocalFolderLake) { self.inner = inner }
+
+        func list(prefix: String, after: String?, limit: Int) async throws(LakeError) -> [LakeObject] {
+            listings.add(1, ordering: .relaxed)
+            try? await Task.sleep(for: .milliseconds(600))
+            return try await inner.list(prefix: prefix, after: after, limit: limit)
+        }
+        func head(_ path: String) async throws(LakeError) -> LakeObject { try await inner.head(path) }
+        func read(_ path: String, offset: Int64, length: Int, ifMatch etag: String?) async throws(LakeError) -> [UInt8] {
+            try await inner.read(path, offset: offset, length: length, ifMatch: etag)
+        }
+    }
+
+    /// A scan longer than the call may wait answers in time with its
+    /// progress and goes on in the background; a second Scan joins it
+    /// rather than starting another, and the file is queued once.
+    func testAScanLongerThanItsCallAnswersWithProgressAndFinishesInTheBackground() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy())
+        try await harness.startMatchServer()
+        let lake = SlowListingLake(inner: LocalFolderLake(root: harness.lakeRoot))
+        try await harness.startCoordinator(lake: lake, scanAnswerWithin: .milliseconds(100))
+        _ = try harness.drop(lines(ReferenceParser.randomKeys(20, seed: 2903)), advertiser: "acme", name: "list.txt")
+        try await Task.sleep(for: .milliseconds(1100)) // the file settles
+        let started = ContinuousClock.now
+        let first = try await harness.adminClient.scan(ScanRequest(), options: harness.callOptions)
+        XCTAssertLessThan(ContinuousClock.now - started, .milliseconds(500), "answered within its bound, not after the listing")
+        XCTAssertTrue(first.inProgress)
+        XCTAssertEqual(first.queued, [])
+        let second = try await harness.adminClient.scan(ScanRequest(), options: harness.callOptions)
+        XCTAssertTrue(second.inProgress, "joined the running scan")
+        XCTAssertEqual(lake.listings.load(ordering: .relaxed), 1, "one scan, not two")
+        try await waitUntilAsync { try await self.harness.adminClient.listFiles(ListFilesRequest()).files.count == 1 }
+        XCTAssertEqual(lake.listings.load(ordering: .relaxed), 1, "the background scan queued it")
+        let files = try await harness.adminClient.listFiles(ListFilesRequest()).files
+        XCTAssertEqual(files.count, 1, "queued once")
+    }
 }
