@@ -12,24 +12,20 @@ import RosterServerCore
 /// and the connection (flow control, drain, idle timeouts) are left out,
 /// and those are tested on their own.
 public final class InProcessTransport: RPCClientTransport {
-    private let routes: RouteTable
-    private let logger: Logger
+    private let executor: ServerRPCExecutor
     /// How long a call may take when its options name no timeout (nil: no limit).
     public let defaultTimeout: Duration?
 
     public init(services: [any RPCService], defaultTimeout: Duration? = .seconds(30),
                 logger: Logger = Logger(label: "roster.rpc.inprocess")) throws(RPCServerError) {
-        self.routes = try RouteTable(services: services)
+        self.executor = try ServerRPCExecutor(services: services, logger: logger)
         self.defaultTimeout = defaultTimeout
-        self.logger = logger
     }
 
     public func unary<Request: ProtoMessage, Response: ProtoMessage>(
         _ method: RPCMethodDescriptor, request: Request, options: CallOptions
     ) async throws -> Response {
-        guard let route = routes.route(method.id) else {
-            throw RPCError(.unimplemented, "unknown method id 0x\(String(method.id, radix: 16))")
-        }
+        let route = try executor.route(method.id)
         let timeout = options.timeout ?? defaultTimeout
         let deadline = timeout.map { ContinuousClock.now + $0 }
         let context = RPCContext(method: route.descriptor, metadata: options.metadata, deadline: deadline, peer: "in-process")
@@ -37,7 +33,7 @@ public final class InProcessTransport: RPCClientTransport {
         let bytes = request.serializedBytes()
         let response: [UInt8]
         do {
-            try route.intercept(context)
+            try executor.admit(route, context)
             switch route.method.body {
             case .inline(let body):
                 var written: [UInt8] = []
@@ -51,15 +47,13 @@ public final class InProcessTransport: RPCClientTransport {
                 }
                 response = written
             case .async(let decode):
-                let run = try bytes.withUnsafeBytes { try decode($0) }
+                let run = try bytes.withUnsafeBytes { try executor.prepareAsync(decode, request: $0) }
                 response = try await Self.run(run, context: context, deadline: deadline, timeout: timeout).serializedBytes()
             }
         } catch {
-            let status = RPCError.answering(error, method: route.descriptor, peer: context.peer, logger: logger)
-            route.metrics.finished(code: status.code, nanoseconds: (ContinuousClock.now - started).wholeNanoseconds)
-            throw status
+            throw executor.failed(route, error: error, peer: context.peer, nanoseconds: (ContinuousClock.now - started).wholeNanoseconds)
         }
-        route.metrics.finished(code: .ok, nanoseconds: (ContinuousClock.now - started).wholeNanoseconds)
+        executor.succeeded(route, nanoseconds: (ContinuousClock.now - started).wholeNanoseconds)
         return try Response(serializedBytes: response)
     }
 

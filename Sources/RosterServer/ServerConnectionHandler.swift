@@ -32,7 +32,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         var started: NIODeadline
     }
 
-    private let routes: RouteTable
+    private let executor: ServerRPCExecutor
     private let configuration: RPCServer.Configuration
     private let metrics: ServerMetrics
     private let logger: Logger
@@ -57,7 +57,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
     package init(routes: RouteTable, configuration: RPCServer.Configuration, metrics: ServerMetrics, logger: Logger) {
         self.reader = FrameReader(maxFrameSize: configuration.maxFrameSize)
         self.machine = ServerConnectionStateMachine(maxConcurrentCalls: configuration.maxConcurrentCallsPerConnection)
-        self.routes = routes
+        self.executor = ServerRPCExecutor(routes: routes, logger: logger)
         self.configuration = configuration
         self.metrics = metrics
         self.logger = logger
@@ -178,7 +178,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
                 call.task.cancel()
                 call.timer?.cancel()
                 metrics.inFlight.decrement()
-                call.route.metrics.finished(code: .cancelled, nanoseconds: (NIODeadline.now() - call.started).nanoseconds)
+                executor.ended(call.route, code: .cancelled, nanoseconds: (NIODeadline.now() - call.started).nanoseconds)
                 afterCallRemoved(close: close)
             }
         case .ping:
@@ -213,9 +213,9 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         case .violation(let message):
             throw ProtocolViolation(.invalidArgument, message)
         }
-        guard let route = routes.route(head.methodID) else {
+        guard let route = executor.routes.route(head.methodID) else {
             metrics.unknownMethod()
-            respond(callID, error: RPCError(.unimplemented, "unknown method id 0x\(String(head.methodID, radix: 16))"))
+            respond(callID, error: ServerRPCExecutor.unknownMethod(head.methodID))
             return
         }
         let timeout = head.timeoutMilliseconds > 0
@@ -230,7 +230,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
             contextDeadline = ContinuousClock.now + .nanoseconds((deadline - now).nanoseconds)
             if now >= deadline {
                 let waited = (now - readStarted).nanoseconds / 1_000_000
-                route.metrics.finished(code: .deadlineExceeded, nanoseconds: nil)
+                executor.ended(route, code: .deadlineExceeded, nanoseconds: nil)
                 respond(callID, error: RPCError(.deadlineExceeded,
                     "deadline of \(timeout!.nanoseconds / 1_000_000) ms passed before the call ran (queued \(waited) ms behind earlier calls)"))
                 return
@@ -239,13 +239,11 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         let callContext = RPCContext(
             method: route.descriptor, metadata: head.metadata,
             deadline: contextDeadline, peer: peer)
-        if route.hasInterceptors {
-            do {
-                try route.intercept(callContext)
-            } catch {
-                fail(callID, route: route, started: nil, error: error)
-                return
-            }
+        do {
+            try executor.admit(route, callContext)
+        } catch {
+            fail(callID, route: route, started: nil, error: error)
+            return
         }
 
         switch route.method.body {
@@ -262,7 +260,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
                         FrameWriter.appendOKResponse(callID: callID, size: size, to: &outgoing, encode: encode)
                     }
                 }
-                route.metrics.finished(code: .ok, nanoseconds: started.map { (NIODeadline.now() - $0).nanoseconds })
+                executor.succeeded(route, nanoseconds: started.map { (NIODeadline.now() - $0).nanoseconds })
             } catch {
                 fail(callID, route: route, started: started, error: error)
             }
@@ -271,7 +269,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
             let started = NIODeadline.now()
             let run: RPCServerMethod.AsyncBody
             do {
-                run = try payload.withUnsafeReadableBytes { try decode($0) }
+                run = try payload.withUnsafeReadableBytes { try executor.prepareAsync(decode, request: $0) }
             } catch {
                 fail(callID, route: route, started: started, error: error)
                 return
@@ -320,7 +318,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         switch result {
         case .success(let response):
             FrameWriter.appendOKResponse(callID: callID, message: response, to: &outgoing)
-            route.metrics.finished(code: .ok, nanoseconds: (NIODeadline.now() - started).nanoseconds)
+            executor.succeeded(route, nanoseconds: (NIODeadline.now() - started).nanoseconds)
         case .failure(let error):
             fail(callID, route: route, started: started, error: error)
         }
@@ -328,9 +326,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
 
     /// Answers a call that failed and records its status.
     private func fail(_ callID: UInt32, route: Route, started: NIODeadline?, error: any Error) {
-        let rpcError = RPCError.answering(error, method: route.descriptor, peer: peer, logger: logger)
-        respond(callID, error: rpcError)
-        route.metrics.finished(code: rpcError.code, nanoseconds: started.map { (NIODeadline.now() - $0).nanoseconds })
+        respond(callID, error: executor.failed(route, error: error, peer: peer, nanoseconds: started.map { (NIODeadline.now() - $0).nanoseconds }))
     }
 
     private func respond(_ callID: UInt32, error: RPCError, flags: UInt8 = 0) {
@@ -458,7 +454,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
             call.task.cancel()
             call.timer?.cancel()
             metrics.inFlight.decrement()
-            call.route.metrics.finished(code: .cancelled, nanoseconds: (NIODeadline.now() - call.started).nanoseconds)
+            executor.ended(call.route, code: .cancelled, nanoseconds: (NIODeadline.now() - call.started).nanoseconds)
         }
     }
 }

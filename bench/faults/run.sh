@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# The control plane under faults, with real processes (release build), each
+# fault with its measured time to live, in one run:
+#
+#   bash bench/faults/run.sh                # every fault
+#   FAULTS="drop" N=20000 bash bench/faults/run.sh
+#
+# - drop: N advertisers (default 20000) x 10 KB moved into the lake of a
+#   RUNNING system (coordinator, 2 workers, match server; SQLite): seconds
+#   until every list is live, files/s, and whether any was skipped.
+# - kill, pause, pg: two coordinators on a PostgreSQL catalog (the test
+#   cluster of scripts/postgres-test-server.sh, started here if need be),
+#   --leader-lease 3 s, --lease 30 s (the defaults' lease); a ~30 MB list is submitted, and mid-ingest
+#   the leader is killed (SIGKILL), paused (SIGSTOP, continued only once the
+#   list is live or after 60 s), or PostgreSQL is stopped for 10 s. Reported:
+#   seconds from the fault to live, and lease expiries (attempts that ran out
+#   although no worker died).
+#
+# ROSTER_BIN=path runs another build (to compare two side by side: a build
+# from before the coordinator was split speaks `Coordinator`, not
+# `IngestAdmin`, and this script follows it).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+WORK=${BENCH_DIR:-/tmp/roster-faults-bench}
+mkdir -p "$WORK"
+if [ -z "${ROSTER_BIN:-}" ]; then swift build -c release --product roster >/dev/null; fi
+BIN=${ROSTER_BIN:-"$ROOT/.build/release/roster"}
+ADMIN=IngestAdmin
+"$BIN" call --list 2>/dev/null | grep -q "^IngestAdmin\." || ADMIN=Coordinator
+FAULTS=${FAULTS:-"drop kill pause pg"}
+N=${N:-20000}
+trap 'kill -9 $(jobs -p) 2>/dev/null || true; kill -CONT $(jobs -p) 2>/dev/null || true' EXIT
+
+now() { date +%s.%N; }
+since() { python3 -c "print(f'{$(now) - $1:.1f}')"; }
+live_count() {
+  "$BIN" call --coordinator "$1" "$ADMIN".Status '{"limit": 1}' 2>/dev/null \
+    | python3 -c "import json,sys; d=json.load(sys.stdin); print(d.get('filesByState', {}).get('live', 0))" 2>/dev/null || echo 0
+}
+start() { # name, args...: starts a roster process, waits for its listening line, prints its address
+  local name=$1; shift
+  "$BIN" "$@" > "$WORK/$name.out" 2>&1 &
+  echo $! > "$WORK/$name.pid"
+  until grep -q "listening on" "$WORK/$name.out"; do sleep 0.02; done
+  sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/$name.out"
+}
+pid() { cat "$WORK/$1.pid"; }
+
+printf "%-8s %-44s %10s %10s %s\n" fault what seconds files/s notes
+
+if [[ " $FAULTS " == *" drop "* ]]; then
+  DATA="$WORK/drop"; rm -rf "$DATA" "$WORK/staging"; mkdir -p "$DATA/lake" "$WORK/staging"
+  python3 - "$WORK/staging" "$N" <<'PY'
+import os, sys, random
+staging, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(7)
+for i in range(n):
+    d = os.path.join(staging, f"adv{i:06d}")
+    os.mkdir(d)
+    with open(os.path.join(d, "list.txt"), "w") as f:
+        f.write("".join("%032x\n" % rng.getrandbits(128) for _ in range(300)))
+PY
+  MATCH=$(start match match-server --no-auth --plaintext --data "$DATA" --listen 127.0.0.1:0 --log-level warning)
+  COORD=$(start coord coordinator --no-auth --plaintext --data "$DATA" --listen 127.0.0.1:0 --match "$MATCH" --log-level warning)
+  "$BIN" worker --data "$DATA" --coordinator "$COORD" --id w1 --log-level warning > "$WORK/w1.out" 2>&1 &
+  "$BIN" worker --data "$DATA" --coordinator "$COORD" --id w2 --log-level warning > "$WORK/w2.out" 2>&1 &
+  sleep 3 # the system is running, with an empty lake, and has scanned it
+  T0=$(now)
+  for d in "$WORK"/staging/*; do mv "$d" "$DATA/lake/"; done
+  MOVED=$(since "$T0")
+  DEADLINE=$(( $(date +%s) + ${TIMEOUT:-1200} ))
+  LIVE=0
+  while [ "$LIVE" -lt "$N" ]; do
+    if [ "$(date +%s)" -gt "$DEADLINE" ]; then break; fi
+    sleep 1; LIVE=$(live_count "$COORD")
+  done
+  SECS=$(since "$T0")
+  printf "%-8s %-44s %10s %10s %s\n" drop "$N x 10 KB into a running lake" "$SECS" "$(python3 -c "print(f'{$LIVE / $SECS:.0f}')")" \
+    "$LIVE of $N live (moved in over $MOVED s)"
+  kill -9 "$(pid match)" "$(pid coord)" $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
+fi
+
+if [[ " $FAULTS " == *" kill "* || " $FAULTS " == *" pause "* || " $FAULTS " == *" pg "* ]]; then
+  if [ -z "${ROSTER_TEST_POSTGRES_URL:-}" ]; then eval "$(bash scripts/postgres-test-server.sh start)"; fi
+  [ -x "$WORK/genlist" ] || gcc -O2 -o "$WORK/genlist" bench/ingest/genlist.c
+  for FAULT in kill pause pg; do
+    [[ " $FAULTS " == *" $FAULT "* ]] || continue
+    DATA="$WORK/$FAULT"; rm -rf "$DATA"; mkdir -p "$DATA/lake/big"
+    DB="bench_faults_$FAULT"
+    psql "$ROSTER_TEST_POSTGRES_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -qc "CREATE DATABASE $DB" >/dev/null
+    URL="${ROSTER_TEST_POSTGRES_URL%/*}/$DB"
+    "$WORK/genlist" 33000000 11 > "$DATA/lake/big/list.txt" # 33 MB: 1M keys, 32 blocks of 1 MiB
+    MATCH=$(start match match-server --no-auth --plaintext --data "$DATA" --listen 127.0.0.1:0 --log-level warning)
+    COORDS=()
+    for c in a b; do
+      COORDS+=("$(start "coord-$c" coordinator --no-auth --plaintext --data "$DATA" --catalog "$URL" --listen 127.0.0.1:0 --match "$MATCH" \
+        --scan-interval 0 --leader-lease 3 --block-size 1048576 --merge-bytes 1048576)")
+      sleep 1
+    done
+    BOTH="${COORDS[0]},${COORDS[1]}"
+    for w in 1 2; do "$BIN" worker --data "$DATA" --coordinator "$BOTH" --id "w$w" --log-level error > "$WORK/w$w.out" 2>&1 & done
+    ID=$("$BIN" call --coordinator "$BOTH" "$ADMIN".SubmitFile '{"path": "big/list.txt"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['version'])")
+    W0=$(now)
+    until "$BIN" call --coordinator "$BOTH" "$ADMIN".ListFiles '{}' 2>/dev/null \
+        | python3 -c "import json,sys; f=json.load(sys.stdin)['files'][0]; sys.exit(0 if int(f.get('blocksDone', 0)) >= 5 else 1)" 2>/dev/null; do
+      sleep 0.05
+      if python3 -c "import sys; sys.exit(0 if $(now) - $W0 > 60 else 1)"; then echo "$FAULT: the ingest did not start"; break; fi
+    done
+    T0=$(now)
+    case $FAULT in
+      kill) kill -9 "$(pid coord-a)" ;;
+      pause) kill -STOP "$(pid coord-a)" ;;
+      pg) bash scripts/postgres-test-server.sh halt >/dev/null; (sleep 10; bash scripts/postgres-test-server.sh resume >/dev/null) & ;;
+    esac
+    # Asked of the coordinator that was standing by: it answers reads whoever leads.
+    until "$BIN" call --coordinator "${COORDS[1]}" --timeout 2 "$ADMIN".ListFiles '{}' 2>/dev/null | grep -q FILE_STATE_LIVE; do
+      sleep 0.2
+      if python3 -c "import sys; sys.exit(0 if $(now) - $T0 > 120 else 1)"; then break; fi
+    done
+    SECS=$(since "$T0")
+    [ "$FAULT" = pause ] && kill -CONT "$(pid coord-a)"
+    wait_pg() { until psql "$URL" -qAtc "SELECT 1" >/dev/null 2>&1; do sleep 0.2; done; }
+    wait_pg
+    EXPIRED=$(psql "$URL" -qAtc "SELECT COUNT(*) FROM attempts WHERE outcome = 'expired'")
+    case $FAULT in
+      kill) WHAT="leader SIGKILL mid-ingest";; pause) WHAT="leader SIGSTOP mid-ingest (until live)";; pg) WHAT="PostgreSQL stopped 10 s mid-ingest";;
+    esac
+    printf "%-8s %-44s %10s %10s %s\n" "$FAULT" "$WHAT" "$SECS" "-" "$EXPIRED lease expiries"
+    kill -9 "$(pid match)" "$(pid coord-a)" "$(pid coord-b)" $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
+  done
+fi
