@@ -87,7 +87,7 @@ struct ExportCommand: AsyncParsableCommand {
     var output: String?
 
     func run() async throws {
-        let destination: FileHandle
+        let destination: FileHandle?
         var temporary: String?
         if let output {
             let path = output + ".partial"
@@ -97,11 +97,11 @@ struct ExportCommand: AsyncParsableCommand {
             destination = handle
             temporary = path
         } else {
-            destination = FileHandle.standardOutput
+            destination = nil // standard output
         }
         do {
             let (count, version) = try await export(to: destination)
-            if let temporary, let output {
+            if let temporary, let output, let destination {
                 try destination.close()
                 // rename(2) replaces an existing file atomically, and needs none there.
                 guard rename(temporary, output) == 0 else {
@@ -115,7 +115,8 @@ struct ExportCommand: AsyncParsableCommand {
         }
     }
 
-    private func export(to destination: FileHandle) async throws -> (count: Int, version: UInt64) {
+    /// Writes the list to `destination`, or to standard output when nil.
+    private func export(to destination: FileHandle?) async throws -> (count: Int, version: UInt64) {
         try await withRPCClient(client.match, tls: try client.clientTLS()) { transport in
             let admin = MatchAdmin.Client(transport: transport)
             var request = ExportRequest(advertiserID: advertiser)
@@ -132,7 +133,7 @@ struct ExportCommand: AsyncParsableCommand {
                         text.append(UInt8(ascii: "\n"))
                     }
                 }
-                destination.write(Data(text))
+                if let destination { try destination.write(contentsOf: Data(text)) } else { writeStandardOutput(Data(text)) }
                 count += page.hashes.count / 16
             } while !request.after.isEmpty
             return (count, request.version)

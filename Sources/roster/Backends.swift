@@ -24,6 +24,17 @@ struct S3Options: ParsableArguments {
     @Option(name: .customLong("s3-secret-key"), help: "Secret access key (default: $AWS_SECRET_ACCESS_KEY; prefer the environment: flags show in `ps`).")
     var secretKey: String?
 
+    /// Checked before anything starts, whether or not an `s3://` location
+    /// is given: a misspelt flag is said at once, not ignored.
+    func validate() throws {
+        if let addressing, S3Configuration.Addressing(rawValue: addressing) == nil {
+            throw ValidationError("--s3-addressing must be path or virtual-host, not '\(addressing)'")
+        }
+        if (accessKey == nil) != (secretKey == nil) {
+            throw ValidationError("--s3-access-key and --s3-secret-key go together: pass both, or neither (and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+        }
+    }
+
     func configuration(for location: String) throws -> S3Configuration {
         var style: S3Configuration.Addressing?
         if let addressing {

@@ -365,7 +365,6 @@ struct MatchCommand: AsyncParsableCommand {
         let member = Array("\tmember\n".utf8), notMember = Array("\tnot a member\n".utf8)
         let jsonTrue = Array("\", \"matched\": true}".utf8), jsonFalse = Array("\", \"matched\": false}".utf8)
         if json { out.append(contentsOf: "[\n".utf8) }
-        let stdout = FileHandle.standardOutput
         packed.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
             for i in 0..<answers.count {
                 if json { out.append(contentsOf: i == 0 ? "  {\"hash\": \"".utf8 : ",\n  {\"hash\": \"".utf8) }
@@ -376,13 +375,13 @@ struct MatchCommand: AsyncParsableCommand {
                     out.append(contentsOf: answers[i] ? member : notMember)
                 }
                 if out.count >= 1 << 20 {
-                    stdout.write(Data(out))
+                    writeStandardOutput(Data(out))
                     out.removeAll(keepingCapacity: true)
                 }
             }
         }
         if json { out.append(contentsOf: "\n]\n".utf8) }
-        stdout.write(Data(out))
+        writeStandardOutput(Data(out))
     }
 
     private func ask(one: (MemberHash) async throws -> MatchResponse, many: (Data) async throws -> Membership) async throws {
@@ -390,10 +389,8 @@ struct MatchCommand: AsyncParsableCommand {
             let packed = try readHashFile(file)
             let answers = try await userFacing("match failed") { try await many(packed) }
             try Self.write(packed: packed, answers: answers, json: json)
-            if !json {
-                print("\(answers.members) of \(answers.count) are members of \(advertiser)")
-                flushOutput()
-            }
+            // On standard error: standard output holds the answers alone (TSV or JSON).
+            if !json { FileHandle.standardError.write(Data("\(answers.members) of \(answers.count) are members of \(advertiser)\n".utf8)) }
             if answers.members < answers.count { throw ExitCode(3) }
             return
         }

@@ -18,6 +18,8 @@ enum ExitStatus {
     static let usage: Int32 = 64
 
     static func call(_ code: RPCStatusCode) -> Int32 { usage + Int32(code.rawValue) }
+    /// The reader of standard output went away (128 + SIGPIPE, as a shell reports a tool killed by it).
+    static let brokenPipe: Int32 = 141
 }
 
 extension Roster {
@@ -25,6 +27,8 @@ extension Roster {
     /// in exactly one `Error:` line on standard error (ArgumentParser adds a
     /// usage block and help lines) and one of the `ExitStatus` codes.
     static func main() async {
+        // A closed pipe is an EPIPE the writers handle (`writeStandardOutput`), not a signal that kills.
+        signal(SIGPIPE, SIG_IGN)
         let arguments = Array(CommandLine.arguments.dropFirst())
         do {
             var command = try parseAsRoot(arguments)
@@ -75,9 +79,15 @@ extension Roster {
         }
     }
 
+    /// The message's first line; ArgumentParser's list of the values a flag
+    /// takes ("Please provide one of the following:" then "- value" lines)
+    /// is folded into it, so the one line still names them.
     static func firstLine(_ text: String) -> String {
-        String(text.split(separator: "\n", omittingEmptySubsequences: true).first ?? "")
-            .trimmingCharacters(in: .whitespaces)
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: true).map { $0.trimmingCharacters(in: .whitespaces) }
+        var line = lines.first ?? ""
+        let values = lines.dropFirst().prefix { $0.hasPrefix("- ") }.map { String($0.dropFirst(2)) }
+        if line.hasSuffix(":") && !values.isEmpty { line += " " + values.joined(separator: ", ") }
+        return line
     }
 
     /// The subcommand the arguments name (or the root), and how to call it.

@@ -198,6 +198,13 @@ struct LoggingOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical; from $ROSTER_LOG_LEVEL if set.")
     var logLevel: Logger.Level = Logger.Level(rawValue: ProcessInfo.processInfo.environment["ROSTER_LOG_LEVEL"] ?? "") ?? .info
 
+    /// A level in the environment that is not one is an error, not a silent default.
+    func validate() throws {
+        if let value = ProcessInfo.processInfo.environment["ROSTER_LOG_LEVEL"], !value.isEmpty, Logger.Level(rawValue: value) == nil {
+            throw ValidationError("ROSTER_LOG_LEVEL='\(value)' is not a log level: use one of \(Logger.Level.allValueStrings.joined(separator: ", "))")
+        }
+    }
+
     func bootstrap() {
         let level = logLevel
         LoggingSystem.bootstrap { label in
@@ -208,7 +215,10 @@ struct LoggingOptions: ParsableArguments {
     }
 }
 
-extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension Logger.Level: @retroactive ExpressibleByArgument {
+    /// Named in the error for a value that is not a level.
+    public static var allValueStrings: [String] { allCases.map(\.rawValue) }
+}
 
 /// A duration on the command line: `30s`, `500ms`, `2m`, or a bare number
 /// of seconds (`30`, as flags took before); `0` where a flag allows it.
@@ -254,6 +264,23 @@ func userFacing<T>(_ what: String, _ body: () async throws -> T) async throws ->
 func tokens(fromEnvironment name: String) -> Set<String> {
     Set((ProcessInfo.processInfo.environment[name] ?? "").split(separator: ",")
         .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+}
+
+/// Writes bytes to standard output. A reader that went away (`roster export
+/// | head -1`) ends the command quietly with status 141, as a Unix tool
+/// killed by SIGPIPE would (`main` ignores the signal so that the write
+/// fails with EPIPE instead), not with a crash and a backtrace.
+func writeStandardOutput(_ data: Data) {
+    fflush(nil) // what print() buffered goes first
+    data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
+        var offset = 0
+        while offset < bytes.count {
+            let n = Glibc.write(STDOUT_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
+            if n > 0 { offset += n; continue }
+            if n < 0 && errno == EINTR { continue }
+            Foundation.exit(errno == EPIPE ? ExitStatus.brokenPipe : ExitStatus.failure)
+        }
+    }
 }
 
 /// Flushes standard output, so that lines reach a pipe (a test, `tee`) as they are printed.

@@ -202,7 +202,10 @@ enum ServiceFactory {
         do {
             try await server.start()
         } catch {
-            throw CLIError("cannot start the \(what) on \(server.configuration.host):\(server.configuration.port): \(error)")
+            let text = "\(error)"
+            let reason = text.contains("errno: 98") || text.contains("Address already in use")
+                ? "the port is in use (another process listens there: choose another port)" : text
+            throw CLIError("cannot start the \(what) on \(server.configuration.host):\(server.configuration.port): \(reason)")
         }
         let address = server.localAddress
         return Endpoint(host: server.configuration.host, port: address?.port ?? server.configuration.port)

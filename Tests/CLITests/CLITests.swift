@@ -53,8 +53,11 @@ final class CLITests: ServicesTestCase {
         try Data((emails(290..<310).map { MemberHash(email: $0).hex }.joined(separator: "\n")).utf8).write(to: hashes)
         let many = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--file", hashes.path])
         XCTAssertEqual(many.status, 3, many.stderr)
-        XCTAssertTrue(many.stdout.contains("10 of 20 are members of acme"), many.stdout)
+        // The summary goes to standard error: standard output is TSV alone.
+        XCTAssertEqual(many.stderr, "10 of 20 are members of acme\n")
         let answers = many.stdout.split(separator: "\n")
+        XCTAssertEqual(answers.count, 20, many.stdout)
+        XCTAssertTrue(answers.allSatisfy { $0.split(separator: "\t").count == 2 }, many.stdout)
         XCTAssertEqual(answers.first.map(String.init), MemberHash(email: emails(290..<291)[0]).hex + "\tmember", "in the file's order")
         XCTAssertEqual(answers[19], MemberHash(email: emails(309..<310)[0]).hex + "\tnot a member")
         // The lake's own file, header line and all, by ingest's rules.
@@ -63,6 +66,19 @@ final class CLITests: ServicesTestCase {
         XCTAssertEqual(all.status, 0, all.stderr)
         XCTAssertEqual(all.stdout.components(separatedBy: "\"matched\": true").count - 1, 300, all.stdout)
         XCTAssertNoThrow(try JSONSerialization.jsonObject(with: Data(all.stdout.utf8)), all.stdout)
+        // A reader that goes away early (`| head -1`) ends the command quietly: 141, as SIGPIPE would, no crash.
+        // 20,000 answers (900 KB) outgrow the pipe's buffer, so roster is
+        // still writing when head has gone; export's 300 lines may fit (0).
+        let big = root.appendingPathComponent("big-ask.txt")
+        try Data((0..<20_000).map { MemberHash(email: "ask\($0)@example.com").hex }.joined(separator: "\n").utf8).write(to: big)
+        let pipedCommands: [([String], [Int32])] = [(["match", "--match", match, "--advertiser", "acme", "--file", big.path], [141]),
+                                                    (["export", "--match", match, "--advertiser", "acme"], [0, 141])]
+        for (args, statuses) in pipedCommands {
+            let piped = try RosterBinary.runPiped(args, into: ["head", "-c", "10"])
+            XCTAssertEqual(piped.stdout.count, 10, piped.stdout)
+            XCTAssertTrue(statuses.contains(piped.status), "roster \(args[0]) | head: \(piped.status) \(piped.stderr)")
+            XCTAssertFalse(piped.stderr.contains("Fatal error") || piped.stderr.contains("Backtrace"), piped.stderr)
+        }
 
         let status = try RosterBinary.run(["status", "--coordinator", coordinator])
         XCTAssertEqual(status.status, 0, status.stderr)
@@ -545,9 +561,18 @@ final class CLITests: ServicesTestCase {
             (["coordinator", "--data", root.path, "--no-auth", "--plaintext", "--block-size", "10"], "--block-size must be at least 1024 bytes"),
             (["coordinator", "--data", root.path, "--listen", "127.0.0.1:0", "--plaintext"], "set ROSTER_OPERATOR_TOKENS and ROSTER_WORKER_TOKENS"),
             (["dev", "--workers", "1000"], "--workers must be between 0 and 64"),
+            // Checked before anything starts, whatever the lake and store are.
+            (["dev", "--data", root.path, "--s3-addressing", "weird"], "--s3-addressing must be path or virtual-host, not 'weird'"),
+            (["dev", "--data", root.path, "--s3-access-key", "k"], "--s3-access-key and --s3-secret-key go together"),
+            (["dev", "--data", root.path, "--log-level", "loud"], "The value 'loud' is invalid for '--log-level <log-level>'"),
             (["frobnicate"], "Unexpected argument 'frobnicate'"),
             (["match", "--match", "nohost", "--advertiser", "a", "--email", "x"], "The value 'nohost' is invalid for '--match"),
         ]
+        let loud = try RosterBinary.run(["dev", "--data", root.path, "--log-level", "loud"])
+        XCTAssertTrue(loud.stderr.contains("trace, debug, info, notice, warning, error, critical"), "the levels are named: \(loud.stderr)")
+        let badLevel = try RosterBinary.run(["dev", "--data", root.path], environment: ["ROSTER_LOG_LEVEL": "loud"])
+        XCTAssertEqual(badLevel.status, 64, badLevel.stderr)
+        XCTAssertTrue(badLevel.stderr.hasPrefix("Error: ROSTER_LOG_LEVEL='loud' is not a log level: use one of trace, debug"), badLevel.stderr)
         let badEnvironment = try RosterBinary.run(["match", "--advertiser", "a", "--email", "a@b.c"], environment: ["ROSTER_MATCH": "nohost"])
         XCTAssertTrue(badEnvironment.stderr.hasPrefix("Error: ROSTER_MATCH='nohost' is not host:port; fix it or pass --match"), badEnvironment.stderr)
         // The one token for every audience is gone: said so at start, never quietly ignored.
@@ -628,6 +653,10 @@ final class CLITests: ServicesTestCase {
             XCTAssertEqual(errors, ["Error: cannot serve metrics on 127.0.0.1:\(port): the port is in use (choose another with --metrics)"],
                            "\(args[0]): \(result.stderr)")
         }
+        // The same for the RPC port, said in words rather than as a bind errno.
+        let busyRPC = try RosterBinary.run(["coordinator", "--no-auth", "--plaintext", "--data", data, "--listen", "127.0.0.1:\(port)"], timeout: 20)
+        XCTAssertEqual(busyRPC.status, 1, busyRPC.stderr)
+        XCTAssertTrue(busyRPC.stderr.contains("cannot start the coordinator on 127.0.0.1:\(port): the port is in use"), busyRPC.stderr)
         let metricsPort = try freePort()
         let server = try RosterService(["match-server", "--no-auth", "--plaintext", "--data", data, "--listen", "127.0.0.1:0",
                                         "--metrics", "127.0.0.1:\(metricsPort)"])
@@ -707,7 +736,7 @@ final class CLITests: ServicesTestCase {
         try Data(members.map { MemberHash(email: $0).hex }.joined(separator: "\n").utf8).write(to: hashes)
         let all = try RosterBinary.run(["match", "--match", match, "--advertiser", "big", "--file", hashes.path])
         XCTAssertEqual(all.status, 0, all.stderr)
-        XCTAssertTrue(all.stdout.contains("6000 of 6000 are members of big"), String(all.stdout.suffix(200)))
+        XCTAssertTrue(all.stderr.contains("6000 of 6000 are members of big"), all.stderr)
         let files = try RosterBinary.run(["call", "--coordinator", coordinator, "--operator-token", "cli-secret",
                                           "IngestAdmin.ListFiles", "{}"])
         let file = try JSONValue(parsing: files.stdout)["files"]

@@ -54,7 +54,7 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
         let hashes = root.appendingPathComponent("hashes.txt")
         try Data(members.map { MemberHash(email: $0).hex }.joined(separator: "\n").utf8).write(to: hashes)
         let all = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--file", hashes.path])
-        XCTAssertTrue(all.stdout.contains("6000 of 6000 are members of acme"), all.stdout.suffix(300) + all.stderr)
+        XCTAssertTrue(all.stderr.contains("6000 of 6000 are members of acme"), all.stderr)
 
         // A new list replaces it; the old version's runs leave the bucket, and
         // its segments stay for a rollback (--keep-versions, default 1).
@@ -141,7 +141,7 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
         let hashes = root.appendingPathComponent("hashes.txt")
         try Data(members.map { MemberHash(email: $0).hex }.joined(separator: "\n").utf8).write(to: hashes)
         let all = try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--file", hashes.path])
-        XCTAssertTrue(all.stdout.contains("3000 of 3000 are members of acme"), all.stdout.suffix(300) + all.stderr)
+        XCTAssertTrue(all.stderr.contains("3000 of 3000 are members of acme"), all.stderr)
         XCTAssertGreaterThan(proxy.injected.filter { $0 != .none }.count, 10)
     }
 

@@ -55,6 +55,34 @@ enum RosterBinary {
                                  "ROSTER_CLIENT_TOKENS", "ROSTER_ADMIN_TOKENS", "ROSTER_OPERATOR_TOKENS", "ROSTER_VIEWER_TOKENS",
                                  "ROSTER_WORKER_TOKENS", "ROSTER_NODE_TOKENS", "ROSTER_COORDINATOR_TOKENS"]
 
+    /// Runs `roster args... | reader...` (a reader that may stop early, as
+    /// `head` does): roster's status and standard error, the reader's output.
+    static func runPiped(_ args: [String], into reader: [String], timeout: TimeInterval = 30) throws -> Result {
+        let process = Process(), consumer = Process()
+        prepare(process, args, as: nil)
+        var environment = ProcessInfo.processInfo.environment
+        for key in tokenVariables { environment[key] = nil }
+        process.environment = environment
+        consumer.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        consumer.arguments = reader
+        let pipe = Pipe(), out = Pipe(), err = Pipe()
+        process.standardOutput = pipe
+        process.standardError = err
+        consumer.standardInput = pipe
+        consumer.standardOutput = out
+        try consumer.run()
+        try process.run()
+        // Only the reader holds the pipe's read end now: when it exits, roster's writes fail.
+        try? pipe.fileHandleForReading.close()
+        let deadline = Date().addingTimeInterval(timeout)
+        while (process.isRunning || consumer.isRunning) && Date() < deadline { usleep(10_000) }
+        if process.isRunning { process.terminate(); XCTFail("roster \(args.joined(separator: " ")) ran past \(timeout) s") }
+        process.waitUntilExit()
+        consumer.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self),
+                      stderr: String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+    }
+
     /// Runs `roster args...` to completion (killed after `timeout`).
     static func run(_ args: [String], stdin: String? = nil, timeout: TimeInterval = 30, as user: UInt32? = nil,
                     environment extra: [String: String] = [:], netns: String? = nil) throws -> Result {

@@ -77,7 +77,8 @@ final class S3ClientTests: XCTestCase {
         // pages of ListObjectsV2 (1,000 keys each) for both.
         var keys = (0..<1_500).map { String(format: "big/%05d.txt", $0) }
         keys += (0..<2_000).map { String(format: "adv%05d/list.txt", $0) }
-        keys += ["top.txt", "deep/er/file.txt", "big/.partial"]
+        // Not lists: a file at the top, one too deep, hidden files and a hidden folder (as the folder lake ignores them).
+        keys += ["top.txt", "deep/er/file.txt", "big/.partial", ".dotadv/list.txt"]
         try await withThrowingTaskGroup(of: Void.self) { group in
             let width = keys.count / 32 + 1
             for chunk in stride(from: 0, to: keys.count, by: width) {
@@ -99,7 +100,13 @@ final class S3ClientTests: XCTestCase {
         } while after != nil
         XCTAssertEqual(all.count, 3_500)
         XCTAssertEqual(Set(all.map(\.path)).count, 3_500)
-        XCTAssertFalse(all.contains { $0.path == "top.txt" || $0.path.hasPrefix("deep/") || $0.path.hasSuffix(".partial") })
+        XCTAssertFalse(all.contains { $0.path == "top.txt" || $0.path.hasPrefix("deep/") || $0.path.hasSuffix(".partial") || $0.path.hasPrefix(".") })
+        do {
+            _ = try await lake.head(".dotadv/list.txt")
+            XCTFail("a hidden folder's file was taken for a list")
+        } catch {
+            XCTAssertEqual(error, .invalidPath(".dotadv/list.txt"))
+        }
     }
 
     func testLakeReadsDetectAReplacedList() async throws {
