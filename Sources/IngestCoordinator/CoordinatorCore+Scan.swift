@@ -12,13 +12,14 @@ extension CoordinatorCore {
         var queued = 0
     }
 
-    /// Scans the lake, or joins the scan already running; answers within
-    /// `within` with the queued files, or with the progress so far while the
-    /// scan goes on in the background (a lake of very many folders).
-    func scanNow(within: Duration) async throws -> ScanResponse {
-        let scan = runningScan.withLock { running -> Task<[FileStatus], any Error> in
+    /// The scan running now, or a new one: a `Scan` call and the periodic
+    /// scan never walk the lake twice at once; whoever comes second joins.
+    /// `report`: describe the files it queues (what a `Scan` call answers
+    /// with); a call that joins the periodic scan gets its counts only.
+    func sharedScan(report: Bool) -> Task<[FileStatus], any Error> {
+        runningScan.withLock { running -> Task<[FileStatus], any Error> in
             if let running { return running }
-            let task = Task { try await self.scanLake(report: true) }
+            let task = Task { try await self.scanLake(report: report) }
             running = task
             Task {
                 _ = try? await task.value
@@ -26,6 +27,13 @@ extension CoordinatorCore {
             }
             return task
         }
+    }
+
+    /// Scans the lake, or joins the scan already running; answers within
+    /// `within` with the queued files, or with the progress so far while the
+    /// scan goes on in the background (a lake of very many folders).
+    func scanNow(within: Duration) async throws -> ScanResponse {
+        let scan = sharedScan(report: true)
         // Whichever comes first; awaiting the scan's task cannot be
         // cancelled, so the two waits race outside a task group.
         let finished = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in

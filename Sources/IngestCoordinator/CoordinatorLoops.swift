@@ -63,7 +63,7 @@ public struct ScanLoop: Service {
         while !Task.isCancelled {
             let started = ContinuousClock.now
             if core.isLeader {
-                do { _ = try await core.scanLake(report: false) } catch {
+                do { _ = try await core.sharedScan(report: false).value } catch {
                     core.logger.warning("scan failed", metadata: ["error": "\(error)"])
                 }
             }

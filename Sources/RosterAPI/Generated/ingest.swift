@@ -497,8 +497,9 @@ public struct ScanRequest: ProtoMessage {
 }
 
 public struct ScanResponse: ProtoMessage {
-    /// Files queued by this scan (when it finished within the call; the
-    /// first 1,000, files_queued says how many in all).
+    /// Files queued by this scan (when it finished within the call and the
+    /// call started it, not joined the periodic one; the first 1,000,
+    /// files_queued says how many in all).
     public var queued: [FileStatus] = []
     /// True when the scan was still running as the call answered (a lake of
     /// very many folders): it goes on in the background, and a later Scan
@@ -1604,7 +1605,7 @@ extension ScanRequest: ProtoJSONMessage {
 
 extension ScanResponse: ProtoJSONMessage {
     public static let protoName = "roster.v1.ScanResponse"
-    public static let schemaDefinition = "message ScanResponse {\n  /// Files queued by this scan (when it finished within the call; the\n  /// first 1,000, files_queued says how many in all).\n  repeated FileStatus queued = 1;\n  /// True when the scan was still running as the call answered (a lake of\n  /// very many folders): it goes on in the background, and a later Scan\n  /// joins it. The counts below are its progress so far.\n  bool in_progress = 2;\n  /// Files the scan has listed so far.\n  uint64 files_listed = 3;\n  /// Files it has queued so far.\n  uint64 files_queued = 4;\n}"
+    public static let schemaDefinition = "message ScanResponse {\n  /// Files queued by this scan (when it finished within the call and the\n  /// call started it, not joined the periodic one; the first 1,000,\n  /// files_queued says how many in all).\n  repeated FileStatus queued = 1;\n  /// True when the scan was still running as the call answered (a lake of\n  /// very many folders): it goes on in the background, and a later Scan\n  /// joins it. The counts below are its progress so far.\n  bool in_progress = 2;\n  /// Files the scan has listed so far.\n  uint64 files_listed = 3;\n  /// Files it has queued so far.\n  uint64 files_queued = 4;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
