@@ -184,12 +184,12 @@ public final class CoordinatorCore: Sendable {
                 return response
             }
             lastStatus.withLock { $0 = (response, now) }
-            response.problems = problemLines()
+            response.problems = problemLines() + response.problems
         } catch IngestError.unavailable(let reason) {
             let last = lastStatus.withLock { $0 }
             response = last?.status ?? StatusResponse()
             let age = last.map { String(format: "; figures below as read %.0f s ago", max(0, now - $0.at)) } ?? ""
-            response.problems = ["\(reason)\(age)"] + problemLines().filter { $0 != catalog.writeProblem }
+            response.problems = ["\(reason)\(age)"] + problemLines().filter { $0 != catalog.writeProblem } + response.problems
         }
         return response
     }

@@ -8,7 +8,8 @@ import RosterAPI
 ///  queued ─started─▶ parsing ─parsed─▶ merging ─merged─▶ publishing ─published─▶ live ─retired─▶ retired
 ///                      ▲  └─────────merged (a one-block file)──────▶            │  ▲──restored──┘ (a rollback; its segments kept)
 ///                      └──runsLost── merging                                      └─damaged─▶ failed (rebuilt as a new version)
-///  queued, parsing, merging, publishing ─superseded / failed─▶ superseded / failed
+///  parsing, merging ─shrank─▶ held ─approved─▶ publishing   (the shrink guard: far fewer keys than the live version)
+///  queued, parsing, merging, publishing ─superseded / failed─▶ superseded / failed   (held: superseded only)
 ///  parsing, merging ─rejected─▶ rejected (too many invalid lines)
 /// ```
 ///
@@ -38,6 +39,11 @@ public enum FileLifecycle {
         case rejected
         /// The match server found it damaged while live; it is rebuilt as a new version.
         case damaged
+        /// Merged with no keys, or far fewer than the live version: held
+        /// for an operator's approval instead of published (the shrink guard).
+        case shrank
+        /// An operator approved a held version: it is published.
+        case approved
         /// A rollback made it live again (its segments were kept).
         case restored
     }
@@ -48,7 +54,8 @@ public enum FileLifecycle {
         case .started: .parsing
         case .parsed: .merging
         case .runsLost: .parsing
-        case .merged: .publishing
+        case .merged, .approved: .publishing
+        case .shrank: .held
         case .published, .restored: .live
         case .retired: .retired
         case .superseded: .superseded
@@ -66,7 +73,10 @@ public enum FileLifecycle {
         case .merged: [.parsing, .merging]
         case .published: [.publishing]
         case .retired: [.live]
-        case .superseded, .failed: [.queued, .parsing, .merging, .publishing]
+        case .superseded: [.queued, .parsing, .merging, .held, .publishing]
+        case .failed: [.queued, .parsing, .merging, .publishing]
+        case .shrank: [.parsing, .merging]
+        case .approved: [.held]
         case .rejected: [.parsing, .merging]
         case .damaged: [.live]
         case .restored: [.retired]

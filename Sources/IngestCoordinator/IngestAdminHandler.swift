@@ -113,6 +113,32 @@ public struct IngestAdminHandler: IngestAdmin.Handler {
         }
     }
 
+    /// Publishes a version the shrink guard held: the catalog moves it to
+    /// publishing and the publish loop makes it live, as any other.
+    public func approve(_ request: ApproveRequest, context: RPCContext) async throws -> ApproveResponse {
+        try await core.asLeader {
+            guard !request.advertiserID.isEmpty else { throw IngestError.invalidArgument("advertiser_id is empty") }
+            let approval = try await core.db { try $0.approve(advertiser: request.advertiserID, version: request.version) }
+            core.logger.notice("approved a held version", metadata: [
+                "advertiser": "\(request.advertiserID)", "version": "\(approval.version)", "keys": "\(approval.keys)", "live_keys": "\(approval.liveKeys)",
+            ])
+            core.wake.yield()
+            return ApproveResponse(version: approval.version, keys: approval.keys, liveKeys: approval.liveKeys)
+        }
+    }
+
+    public func setMaxShrink(_ request: SetMaxShrinkRequest, context: RPCContext) async throws -> SetMaxShrinkResponse {
+        try await core.asLeader {
+            guard !request.advertiserID.isEmpty else { throw IngestError.invalidArgument("advertiser_id is empty") }
+            let value: Double? = request.useDefault ? nil : request.maxShrink
+            try await core.db { try $0.setMaxShrink(advertiser: request.advertiserID, maxShrink: value) }
+            core.logger.notice("set an advertiser's shrink guard", metadata: [
+                "advertiser": "\(request.advertiserID)", "max_shrink": "\(value.map { "\($0)" } ?? "default")",
+            ])
+            return SetMaxShrinkResponse()
+        }
+    }
+
     /// Deletes an advertiser: the catalog first (so nothing republishes it
     /// and garbage collection removes its data), then the match servers
     /// stop serving it. One that cannot be told now is told later (the

@@ -246,7 +246,15 @@ extension IngestCatalog {
             for (id, token) in tasks {
                 let renewed = try db.run("UPDATE tasks SET lease_expires = ? WHERE id = ? AND state = \(TaskState.leased.sql) AND lease_token = ?",
                                          now + policy.leaseDuration, id, token)
-                if renewed == 0 { lost.append(id) }
+                guard renewed == 0 else { continue }
+                // A heartbeat sent just before the worker's own report
+                // arrives after it: the task is done, by this worker,
+                // nothing is lost (saying so made a healthy ingest log
+                // "lease lost"). Done by another worker, or cancelled: lost.
+                let finishedHere = try db.rows("SELECT state, worker FROM tasks WHERE id = ?", id) {
+                    $0.taskState("state") == .done && $0.string("worker") == worker
+                }.first ?? false
+                if !finishedHere { lost.append(id) }
             }
             return lost
         }

@@ -38,7 +38,7 @@ extension IngestCatalog {
                    (SELECT COUNT(*) FROM files g WHERE g.advertiser_id = f.advertiser_id AND g.id > f.id
                       AND g.state = \(FileState.retired.sql)) AS newer_retired,
                    (SELECT COUNT(*) FROM files g WHERE g.advertiser_id = f.advertiser_id AND g.id > f.id
-                      AND g.state IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing))) AS newer_in_flight
+                      AND g.state IN \(FileState.sqlList(FileState.unfinished))) AS newer_in_flight
             FROM files f WHERE \(condition) ORDER BY f.id
             """, value) { row in
             (UInt64(row.int("id")), row.string("advertiser_id"), row.string("path"), row.string("etag"),
@@ -211,13 +211,63 @@ extension IngestCatalog {
                 throw IngestError.notFound("no advertiser '\(advertiser)'")
             }
             let live = try db.rows("SELECT live_file_id FROM advertisers WHERE id = ? AND live_file_id IS NOT NULL", advertiser) { UInt64($0.int(0)) }.first
-            let inFlight = try db.rows("SELECT id FROM files WHERE advertiser_id = ? AND state IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing))",
+            let inFlight = try db.rows("SELECT id FROM files WHERE advertiser_id = ? AND state IN \(FileState.sqlList(FileState.unfinished))",
                                        advertiser) { UInt64($0.int(0)) }
             for id in inFlight { try abandon(db, file: id, on: .superseded, error: "its advertiser was deleted", now: now) }
             try retireLive(db, advertiser: advertiser, retiring: .all, now: now)
             try db.run("UPDATE advertisers SET live_file_id = NULL, deleted_at = ? WHERE id = ?", now, advertiser)
             let versions = try db.rows("SELECT COUNT(*) FROM files WHERE advertiser_id = ?", advertiser) { Int($0.int(0)) }.first ?? 0
             return (live, versions)
+        }
+    }
+
+    /// What `approve` published: the version, its keys, and the live version's.
+    public struct Approval: Sendable, Equatable {
+        public var version: UInt64
+        public var keys: UInt64
+        public var liveKeys: UInt64
+    }
+
+    /// Publishes a version the shrink guard held (`approved`: held → publishing):
+    /// `version`, or when 0 the advertiser's newest held version. The
+    /// publish loop then makes it live as any other.
+    public func approve(advertiser: String, version: UInt64) throws -> Approval {
+        try write { db in
+            guard try db.rows("SELECT id FROM advertisers WHERE id = ?", advertiser, map: { $0.string(0) }).first != nil else {
+                throw IngestError.notFound("no advertiser '\(advertiser)'")
+            }
+            let target: UInt64
+            if version == 0 {
+                guard let newest = try db.rows("SELECT id FROM files WHERE advertiser_id = ? AND state = \(FileState.held.sql) ORDER BY id DESC LIMIT 1",
+                                               advertiser, map: { UInt64($0.int(0)) }).first else {
+                    throw IngestError.failedPrecondition("advertiser '\(advertiser)' has no version held by the shrink guard")
+                }
+                target = newest
+            } else {
+                switch try db.rows("SELECT state FROM files WHERE id = ? AND advertiser_id = ?", version, advertiser, map: { $0.fileState("state") }).first {
+                case nil: throw IngestError.notFound("advertiser '\(advertiser)' has no version \(version)")
+                case .held?: target = version
+                case let other?: throw IngestError.failedPrecondition("version \(version) of '\(advertiser)' is \(other.name), not held: only a held version can be approved")
+                }
+            }
+            let keys = try db.rows("SELECT distinct_keys FROM files WHERE id = ?", target) { UInt64($0.int(0)) }.first ?? 0
+            let liveKeys = try db.rows("SELECT f.distinct_keys FROM advertisers a JOIN files f ON f.id = a.live_file_id WHERE a.id = ?",
+                                       advertiser) { UInt64($0.int(0)) }.first ?? 0
+            guard try move(db, file: target, on: .approved, also: "error = ''") else {
+                throw IngestError.failedPrecondition("version \(target) of '\(advertiser)' is no longer held")
+            }
+            return Approval(version: target, keys: keys, liveKeys: liveKeys)
+        }
+    }
+
+    /// Sets `advertiser`'s own shrink guard (`IngestPolicy.maxShrink`), or
+    /// with nil returns it to the coordinator's.
+    public func setMaxShrink(advertiser: String, maxShrink: Double?) throws {
+        if let maxShrink, let problem = IngestPolicy.problem(withMaxShrink: maxShrink) { throw IngestError.invalidArgument(problem) }
+        try write { db in
+            guard try db.run("UPDATE advertisers SET max_shrink = ? WHERE id = ?", maxShrink, advertiser) > 0 else {
+                throw IngestError.notFound("no advertiser '\(advertiser)'")
+            }
         }
     }
 

@@ -15,6 +15,9 @@ extension IngestCatalog {
         case rejected
         /// All merges are done: the version can be published.
         case readyToPublish
+        /// All merges are done, but the shrink guard held the version: it
+        /// lost too many of the live version's keys (the reason says how many).
+        case held(reason: String)
     }
 
     /// Records a finished task. Ignored (returns nil) unless `token` still
@@ -55,9 +58,24 @@ extension IngestCatalog {
             if kind == .parse { return try finishParsing(db, file: file, now: now) }
             if kind == .whole, try rejectIfInvalid(db, file: file, kind: .whole, now: now) { return .rejected }
             let distinct = try db.rows("SELECT SUM(output_keys) FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole))", file) { $0.int(0) }.first ?? 0
+            if let reason = try shrinkHold(db, file: file, advertiser: advertiser, keys: distinct) {
+                try move(db, file: file, on: .shrank, also: "distinct_keys = ?, error = ?", distinct, reason)
+                return .held(reason: reason)
+            }
             try move(db, file: file, on: .merged, also: "distinct_keys = ?", distinct)
             return .readyToPublish
         }
+    }
+
+    /// Why `file`, merged with `keys` distinct keys, must be held by the
+    /// shrink guard rather than replace its advertiser's live version, under
+    /// the advertiser's own limit or the policy's; nil when it may go live.
+    func shrinkHold(_ db: any SQLDatabase, file: UInt64, advertiser: String, keys: Int64) throws -> String? {
+        guard let (live, liveKeys, own) = try db.rows("""
+            SELECT f.id, f.distinct_keys, a.max_shrink FROM advertisers a JOIN files f ON f.id = a.live_file_id WHERE a.id = ?
+            """, advertiser, map: { ($0.int("id"), $0.int("distinct_keys"), $0.optionalDouble("max_shrink")) }).first
+        else { return nil }
+        return IngestPolicy.shrinkHold(keys: keys, liveKeys: liveKeys, liveVersion: UInt64(live), maxShrink: own ?? policy.maxShrink)
     }
 
     /// Rejects `file` when its parsed tasks of `kind` found more invalid

@@ -20,9 +20,12 @@ extension IngestCatalog {
     /// of any state. Three queries a page, whatever the catalog's size.
     public func advertisers(after: String, limit: Int) throws -> [AdvertiserSummary] {
         try read { db in
-            let ids = try db.rows("SELECT id FROM advertisers WHERE id > ? AND deleted_at IS NULL ORDER BY id LIMIT ?", after, limit) { $0.string("id") }
+            let rows = try db.rows("SELECT id, max_shrink FROM advertisers WHERE id > ? AND deleted_at IS NULL ORDER BY id LIMIT ?", after, limit) {
+                ($0.string("id"), $0.optionalDouble("max_shrink"))
+            }
+            let ids = rows.map(\.0)
             var summaries: [String: AdvertiserSummary] = [:]
-            for id in ids { summaries[id] = AdvertiserSummary(advertiserID: id) }
+            for (id, maxShrink) in rows { summaries[id] = AdvertiserSummary(advertiserID: id, maxShrink: maxShrink) }
             try query(db, """
                 SELECT f.advertiser_id, f.id, f.path, f.size, f.distinct_keys, f.live_at FROM advertisers a JOIN files f ON f.id = a.live_file_id
                 WHERE a.id IN (?)
@@ -141,8 +144,10 @@ extension IngestCatalog {
     }
 
     /// The catalog summarised (files by state, task counts) and at most
-    /// `limit` files in flight, oldest first, then the 20 most recent
-    /// finished ones: its cost and size do not grow with the catalog.
+    /// `limit` files in flight, oldest first, then up to 20 versions held by
+    /// the shrink guard, then the 20 most recent finished ones: its cost and
+    /// size do not grow with the catalog. Each held version is a problem
+    /// line too (the first 10), saying how to approve it.
     public func status(limit: Int = 50, now: Double) throws -> StatusResponse {
         try read { db in
             var response = StatusResponse()
@@ -152,8 +157,12 @@ extension IngestCatalog {
             response.filesInFlight = [FileState.queued, .parsing, .merging, .publishing]
                 .reduce(0) { $0 + (response.filesByState[$1.name] ?? 0) }
             let unfinished = try db.rows("SELECT id FROM files WHERE state IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing)) ORDER BY id LIMIT ?", max(0, limit)) { UInt64($0.int(0)) }
-            let recent = try db.rows("SELECT id FROM files WHERE state NOT IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing)) ORDER BY id DESC LIMIT 20") { UInt64($0.int(0)) }
-            response.files = try (unfinished + recent.reversed()).map { try fileStatus(db, $0, now: now) }
+            let held = try db.rows("SELECT id FROM files WHERE state = \(FileState.held.sql) ORDER BY id LIMIT 20") { UInt64($0.int(0)) }
+            let recent = try db.rows("SELECT id FROM files WHERE state NOT IN \(FileState.sqlList(FileState.unfinished)) ORDER BY id DESC LIMIT 20") { UInt64($0.int(0)) }
+            response.files = try (unfinished + held + recent.reversed()).map { try fileStatus(db, $0, now: now) }
+            let heldCount = Int(response.filesByState[FileState.held.name] ?? 0)
+            response.problems = response.files.filter { $0.state == .held }.prefix(10).map(Self.heldProblem)
+            if heldCount > 10 { response.problems.append("\(heldCount - 10) more versions are held by the shrink guard: roster files --state held") }
             response.advertisersLive = UInt32(try db.rows("SELECT COUNT(*) FROM advertisers WHERE live_file_id IS NOT NULL") { $0.int(0) }.first ?? 0)
             response.workersSeen = UInt32(try db.rows("SELECT COUNT(*) FROM workers WHERE last_seen > ?", now - 3 * policy.leaseDuration) { $0.int(0) }.first ?? 0)
             try db.query("SELECT state, COUNT(*) AS n FROM tasks WHERE state IN \(TaskState.sqlList(.queued, .leased)) GROUP BY state") { row in
@@ -165,6 +174,12 @@ extension IngestCatalog {
             }
             return response
         }
+    }
+
+    /// The problem line of a version the shrink guard holds.
+    static func heldProblem(_ file: FileStatus) -> String {
+        "version \(file.version) of '\(file.advertiserID)' (\(file.path)) is \(file.error); the live list keeps serving. "
+            + "Publish it with: roster approve --advertiser \(file.advertiserID) --version \(file.version)"
     }
 
     func fileStatus(_ db: any SQLDatabase, _ id: UInt64, now: Double) throws -> FileStatus {

@@ -39,7 +39,7 @@ extension IngestCatalog {
             if let (file, reason) = rebuilding {
                 try move(db, file: file, on: .damaged, also: "error = ?, ended_at = ?", reason + "; rebuilt from its file as a new version", now)
             }
-            let active: [FileState] = [.queued, .parsing, .merging, .publishing, .live]
+            let active: [FileState] = FileState.unfinished + [.live]
             let existing = try db.rows(
                 "SELECT id, state FROM files WHERE path = ? AND etag = ? ORDER BY id DESC LIMIT 1", object.path, object.etag
             ) { (UInt64($0.int("id")), $0.fileState("state")) }.first
@@ -49,9 +49,11 @@ extension IngestCatalog {
             try db.run("INSERT INTO advertisers(id) VALUES (?) ON CONFLICT(id) DO NOTHING", advertiser)
             // A new file starts a deleted advertiser again.
             try db.run("UPDATE advertisers SET deleted_at = NULL WHERE id = ? AND deleted_at IS NOT NULL", advertiser)
-            // Unfinished older versions are replaced by this one.
+            // Unfinished older versions are replaced by this one (held ones
+            // too: the newer file is the one to judge), but not one being
+            // published: it goes live, then this one replaces it.
             let older = try db.rows(
-                "SELECT id FROM files WHERE advertiser_id = ? AND state IN \(FileState.sqlList(.queued, .parsing, .merging))", advertiser) { UInt64($0.int(0)) }
+                "SELECT id FROM files WHERE advertiser_id = ? AND state IN \(FileState.sqlList(.queued, .parsing, .merging, .held))", advertiser) { UInt64($0.int(0)) }
             for id in older {
                 try abandon(db, file: id, on: .superseded, error: "replaced by a newer file (\(object.path))", now: now)
             }
@@ -119,7 +121,7 @@ extension IngestCatalog {
     public func abandon(file: UInt64, error: String, now: Double) throws {
         try write { db in
             let state = try db.rows("SELECT state FROM files WHERE id = ?", file) { $0.fileState("state") }.first
-            guard let state, [.queued, .parsing, .merging].contains(state) else { return }
+            guard let state, [.queued, .parsing, .merging, .held].contains(state) else { return }
             try abandon(db, file: file, on: .superseded, error: error, now: now)
         }
     }

@@ -13,6 +13,10 @@ enum IngestMetrics {
         Counter(label: "roster_ingest_task_attempts_total", dimensions: [("kind", "\(kind)")])
     }
 
+    /// Versions the shrink guard held instead of publishing (they show as
+    /// `roster_ingest_files{state="held"}` until approved or replaced).
+    static let versionsHeld = Counter(label: "roster_ingest_versions_held_total")
+
     /// From a file's submission to its version going live.
     static let timeToLive = Timer(label: "roster_ingest_time_to_live_seconds", preferredDisplayUnit: .seconds)
 }

@@ -43,8 +43,33 @@ public struct IngestPolicy: Sendable {
     /// `minimumMergeBytes` (see `mergeRangeBits(keys:)`).
     public var minimumMergeTasks: Int64 = 8
     public var minimumMergeBytes: Int64 = 1 << 20
+    /// The shrink guard: a new version that would lose more than this share
+    /// of the live version's distinct keys (an empty file, a header only, a
+    /// truncated export) is held for an operator's approval instead of
+    /// published; the live list keeps serving. 0 holds any shrink; 1 turns
+    /// the guard off. An advertiser may have its own (`SetMaxShrink`).
+    public var maxShrink = 0.5
 
     public init() {}
+
+    /// Why a version of `keys` distinct keys must be held rather than
+    /// replace a live version of `liveKeys` under a guard of `maxShrink`, or
+    /// nil when it may go live. Nothing live (or an empty live list): nothing
+    /// to protect.
+    public static func shrinkHold(keys: Int64, liveKeys: Int64, liveVersion: UInt64, maxShrink: Double) -> String? {
+        guard liveKeys > 0, maxShrink < 1 else { return nil }
+        let kept = Double(keys) / Double(liveKeys)
+        guard kept < 1 - maxShrink else { return nil }
+        let lost = String(format: "%.1f", 100 * (1 - kept))
+        let limit = String(format: "%g", 100 * maxShrink)
+        let what = keys == 0 ? "has no keys" : "has \(keys) keys"
+        return "held by the shrink guard: it \(what) where live version \(liveVersion) has \(liveKeys) (\(lost)% fewer; at most \(limit)% without approval)"
+    }
+
+    /// Why `value` cannot be a shrink guard (a share from 0 to 1), or nil.
+    public static func problem(withMaxShrink value: Double) -> String? {
+        value.isFinite && (0...1).contains(value) ? nil : "max shrink must be a share from 0 (0%) to 1 (100%), not \(value)"
+    }
 
     /// The pause after a background scan that took `took`: the configured
     /// interval, or fifty times the scan's own time if that is longer, so

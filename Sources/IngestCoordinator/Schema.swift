@@ -182,6 +182,22 @@ enum CatalogSchema {
         """
         ALTER TABLE advertisers ADD COLUMN deleted_at REAL;
         """,
+        // 9: the shrink guard: a version held for an operator's approval
+        // ('held', so `files.state` is rebuilt as in 6 to widen its CHECK),
+        // and an advertiser's own limit (NULL: the coordinator's --max-shrink).
+        """
+        DROP INDEX files_to_collect;
+        DROP INDEX files_by_state;
+        ALTER TABLE files ADD COLUMN state_name TEXT NOT NULL DEFAULT 'queued'
+            CHECK (state_name IN ('queued', 'parsing', 'merging', 'held', 'publishing', 'live', 'failed', 'rejected', 'superseded', 'retired'));
+        UPDATE files SET state_name = state;
+        ALTER TABLE files DROP COLUMN state;
+        ALTER TABLE files RENAME COLUMN state_name TO state;
+        CREATE INDEX files_by_state ON files(state);
+        CREATE INDEX files_to_collect ON files(id)
+            WHERE (state = 'live' AND collected = 0) OR (state IN ('failed', 'rejected', 'superseded', 'retired') AND collected < 2);
+        ALTER TABLE advertisers ADD COLUMN max_shrink REAL;
+        """,
     ]
 }
 
@@ -207,6 +223,7 @@ extension FileState {
         case .rejected: "rejected"
         case .superseded: "superseded"
         case .retired: "retired"
+        case .held: "held"
         case .unspecified: "?"
         case .unrecognized(let n): "state \(n)"
         }
@@ -241,7 +258,12 @@ extension SQLLiteral {
 
 extension FileState: SQLLiteral {
     /// Every state a version can be stored in (not `unspecified`).
-    static let stored: [FileState] = [.queued, .parsing, .merging, .publishing, .live, .failed, .rejected, .superseded, .retired]
+    static let stored: [FileState] = [.queued, .parsing, .merging, .held, .publishing, .live, .failed, .rejected, .superseded, .retired]
+
+    /// States of a version not yet live nor ended: being ingested, held by the
+    /// shrink guard, or being published. A new file replaces these (but one
+    /// being published), a deleted advertiser abandons them.
+    public static let unfinished: [FileState] = [.queued, .parsing, .merging, .held, .publishing]
 
     var sql: String { "'\(name)'" }
     public var sqlValue: SQLValue { .text(name) }

@@ -55,6 +55,11 @@ public struct TaskQueueHandler: TaskQueue.Handler {
             if progress == nil {
                 core.logger.info("ignored a report for a lease no longer held", metadata: ["task": "\(request.taskID)", "worker": "\(request.workerID)"])
             }
+            if case .held(let reason)? = progress {
+                IngestMetrics.versionsHeld.increment()
+                core.logger.warning("a new version was held, not published; the live list keeps serving: roster approve publishes it",
+                                    metadata: ["task": "\(request.taskID)", "reason": "\(reason)"])
+            }
             if progress == .readyToPublish || progress == .rejected { core.wake.yield() }
             if progress == .merging { core.work.notify() }
             var response = CompleteTaskResponse()

@@ -60,6 +60,7 @@ struct AdvertisersCommand: AsyncParsableCommand {
         return [pad(a.advertiserID, 21), pad(a.liveVersion == 0 ? "-" : "\(a.liveVersion)", 8), pad("\(a.liveKeys)", 12),
                 pad(StatusFormat.bytes(Double(a.liveBytes)), 11), pad("\(a.latestVersion)", 8), pad(a.latestState.name, 11),
                 pad("\(a.versions)", 9), changed].joined(separator: " ")
+            + (a.maxShrink.map { String(format: "  max-shrink %g%%", $0 * 100) } ?? "")
     }
 }
 
@@ -212,6 +213,87 @@ struct DeleteCommand: AsyncParsableCommand {
             }
             let live = response.removedVersion == 0 ? "no version was live" : "version \(response.removedVersion) is no longer served"
             print("\(advertiser): deleted; \(live); the data of its \(response.versions) version(s) is being removed")
+        }
+    }
+}
+
+/// `roster approve`: publish a version the shrink guard held.
+struct ApproveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "approve",
+        abstract: "Publish a list version the shrink guard held (it had no keys, or far fewer than the live list).",
+        discussion: """
+            Calls IngestAdmin.Approve. A new version that would lose more of the live list's keys
+            than the coordinator's --max-shrink allows (50% by default; an empty file, a header
+            only, a truncated export) is held, not published: the live list keeps serving, and
+            `roster status` names it. Approving it publishes it as any other version; a newer file
+            dropped into the lake replaces it instead.
+
+            Examples:
+              roster approve --advertiser acme               # its newest held version
+              roster approve --advertiser acme --version 42
+            """)
+
+    @OptionGroup var client: CoordinatorClientOptions
+
+    @Option(help: "The advertiser id.")
+    var advertiser: String
+
+    @Option(help: "The held version to publish (default: the advertiser's newest held one).")
+    var version: UInt64 = 0
+
+    func run() async throws {
+        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { transport in
+            let coordinator = IngestAdmin.Client(transport: transport)
+            let response = try await userFacing("cannot approve a version of \(advertiser)") {
+                try await coordinator.approve(ApproveRequest(advertiserID: advertiser, version: version), options: client.operatorOptions())
+            }
+            let live = response.liveKeys == 0 ? "" : " (the live version has \(response.liveKeys))"
+            print("\(advertiser): version \(response.version) approved, \(response.keys) keys\(live); it goes live within a publish round")
+        }
+    }
+}
+
+/// `roster max-shrink`: one advertiser's own shrink guard.
+struct MaxShrinkCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "max-shrink",
+        abstract: "Set how much smaller than its live list an advertiser's new version may be without approval.",
+        discussion: """
+            Calls IngestAdmin.SetMaxShrink. The coordinator's --max-shrink (50% by default) applies
+            to every advertiser without its own. 100% turns the guard off for this advertiser (a
+            list that really may be emptied; to stop serving one, `roster delete`); 0% holds any
+            shrink. `roster advertisers` shows the advertisers' own values.
+
+            Examples:
+              roster max-shrink --advertiser acme 90%
+              roster max-shrink --advertiser acme --default
+            """)
+
+    @OptionGroup var client: CoordinatorClientOptions
+
+    @Option(help: "The advertiser id.")
+    var advertiser: String
+
+    @Argument(help: "The share of the live list's keys a new version may lose: 90%, 0.9 (0%–100%).")
+    var share: ShareArgument?
+
+    @Flag(name: .customLong("default"), help: "Forget the advertiser's own value: the coordinator's --max-shrink applies.")
+    var useDefault = false
+
+    func validate() throws {
+        guard (share != nil) != useDefault else { throw ValidationError("give a share (90%) or --default, not both or neither") }
+    }
+
+    func run() async throws {
+        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { transport in
+            let coordinator = IngestAdmin.Client(transport: transport)
+            let request = SetMaxShrinkRequest(advertiserID: advertiser, maxShrink: share?.share ?? 0, useDefault: useDefault)
+            _ = try await userFacing("cannot set the shrink guard of \(advertiser)") {
+                try await coordinator.setMaxShrink(request, options: client.operatorOptions())
+            }
+            print(useDefault ? "\(advertiser): the coordinator's --max-shrink applies"
+                  : "\(advertiser): a new version may lose up to \(String(format: "%g", (share?.share ?? 0) * 100))% of the live list's keys without approval")
         }
     }
 }

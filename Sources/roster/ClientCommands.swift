@@ -196,7 +196,7 @@ enum StatusFormat {
         if file.bytesPerSecond > 0 { parts.append("\(bytes(file.bytesPerSecond))/s") }
         if file.etaSeconds > 0 { parts.append(String(format: "ETA %.0fs", file.etaSeconds)) }
         if file.state == .merging { parts.append("merges \(file.mergesDone)/\(file.mergesTotal)") }
-        if file.state == .live { parts.append("\(file.distinctKeys) keys") }
+        if file.state == .live || file.state == .held { parts.append("\(file.distinctKeys) keys") }
         if file.invalidLines > 0 {
             let kinds = file.invalidByKind.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             let lines = file.invalidSamples.prefix(5).map { "\($0.line)" }.joined(separator: ",")
@@ -221,7 +221,7 @@ enum StatusFormat {
                     + String(format: "%.1f s ago", Double(node.lastSeenMsAgo) / 1000) + "\n"
             }
         }
-        let shown = status.files.filter { ![FileState.live, .failed, .rejected, .superseded, .retired].contains($0.state) }.count
+        let shown = status.files.filter { !finished.contains($0.state) }.count
         if status.filesInFlight > UInt32(shown) {
             let counts = [FileState.queued, .parsing, .merging, .publishing].compactMap { state in
                 status.filesByState[state.name].map { "\($0) \(state.name)" }
@@ -234,12 +234,16 @@ enum StatusFormat {
         return out
     }
 
-    static let finished: [FileState] = [.live, .failed, .rejected, .superseded, .retired]
+    /// States a watch stops at: ended, or held by the shrink guard (an operator's turn).
+    static let finished: [FileState] = [.live, .held, .failed, .rejected, .superseded, .retired]
 
     /// Redraws progress each second until the watched files finish; returns
     /// the last status of `only`. Watching everything (`only` nil) with
     /// nothing in flight waits up to `waitForWork` for a file to appear: a
     /// file just dropped into the lake is not known before the next scan.
+    /// A version newer than any the first poll saw counts as work even if it
+    /// was never seen in flight: a small file goes from unknown to live
+    /// between two polls.
     static func watch(coordinator: IngestAdmin.Client<FailoverTransport<RPCClient>>, options: CallOptions, only: UInt64?,
                       waitForWork: Duration = .zero) async throws -> FileStatus? {
         let tty = isatty(STDOUT_FILENO) != 0
@@ -247,11 +251,14 @@ enum StatusFormat {
         let giveUp = clock.now + waitForWork
         var drawn = 0
         var sawWork = false
+        var newestAtStart: UInt64?
         while true {
             let status = try await userFacing("cannot get the status") { try await coordinator.status(StatusRequest(), options: options) }
             let files = only.map { id in status.files.filter { $0.version == id } } ?? status.files
             let active = files.filter { !finished.contains($0.state) }
-            sawWork = sawWork || !active.isEmpty
+            let newest = status.files.map(\.version).max() ?? 0
+            sawWork = sawWork || !active.isEmpty || newestAtStart.map { newest > $0 } == true
+            if newestAtStart == nil { newestAtStart = newest }
             let waiting = only == nil && !sawWork && clock.now < giveUp
             var text = waiting ? "waiting for a file to ingest (the lake is scanned every few seconds; Ctrl-C to stop)"
                 : files.isEmpty ? "no files" : files.map(line).joined(separator: "\n")

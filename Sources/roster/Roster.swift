@@ -23,7 +23,7 @@ struct Roster: AsyncParsableCommand {
         version: rosterVersion,
         subcommands: [
             DevCommand.self, CoordinatorCommand.self, WorkerCommand.self, MatchServerCommand.self,
-            SubmitCommand.self, StatusCommand.self, AdvertisersCommand.self, RollbackCommand.self, DeleteCommand.self, MatchCommand.self, ExportCommand.self, CallCommand.self,
+            SubmitCommand.self, StatusCommand.self, AdvertisersCommand.self, RollbackCommand.self, ApproveCommand.self, MaxShrinkCommand.self, DeleteCommand.self, MatchCommand.self, ExportCommand.self, CallCommand.self,
             LoadCommand.self,
         ])
 }
@@ -235,6 +235,28 @@ struct DurationArgument: ExpressibleByArgument, CustomStringConvertible {
             guard let duration = RateSchedule.duration(argument) else { return nil }
             self.duration = duration
         }
+        description = argument
+    }
+
+    var defaultValueDescription: String { description }
+}
+
+/// A share as a flag's value: a percentage (`50%`) or a fraction (`0.5`),
+/// from 0 to 1.
+struct ShareArgument: ExpressibleByArgument, CustomStringConvertible {
+    var share: Double
+    var description: String
+
+    init?(argument: String) {
+        let text = argument.trimmingCharacters(in: .whitespaces)
+        if text.hasSuffix("%") {
+            guard let percent = Double(text.dropLast()) else { return nil }
+            share = percent / 100
+        } else {
+            guard let fraction = Double(text) else { return nil }
+            share = fraction
+        }
+        guard share.isFinite, (0...1).contains(share) else { return nil }
         description = argument
     }
 

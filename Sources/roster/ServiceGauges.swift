@@ -7,7 +7,7 @@ import RosterMetrics
 /// Gauges read from a service's own state at each scrape (docs/OPERATIONS.md):
 /// what the coordinator's catalog holds, and what a match server serves.
 enum ServiceGauges {
-    static let fileStates: [FileState] = [.queued, .parsing, .merging, .publishing, .live, .failed, .rejected, .superseded, .retired]
+    static let fileStates: [FileState] = [.queued, .parsing, .merging, .held, .publishing, .live, .failed, .rejected, .superseded, .retired]
 
     static func coordinator(_ endpoint: MetricsEndpoint, _ service: CoordinatorService) {
         endpoint.beforeScrape {

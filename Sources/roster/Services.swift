@@ -85,6 +85,11 @@ struct IngestOptions: ParsableArguments {
     @Option(help: "Time between comparisons of what the match server serves with the catalog (10s; a list it lost or found damaged is rebuilt, a deleted one unpublished).")
     var reconcileInterval: DurationArgument = DurationArgument(argument: "10s")!
 
+    @Option(help: ArgumentHelp(
+        "How much smaller than the live list a new version may be and still go live without approval (50%, 0.5; 100%: off).",
+        discussion: "A version with fewer keys (an empty or truncated file) is held: the live list keeps serving until `roster approve`. `roster max-shrink` sets one advertiser's own."))
+    var maxShrink: ShareArgument = ShareArgument(argument: "50%")!
+
     func policy() throws -> IngestPolicy {
         guard keepVersions >= 0 else { throw CLIError("--keep-versions must be 0 or more") }
         guard reconcileInterval.duration > .zero else { throw CLIError("--reconcile-interval must be positive") }
@@ -99,6 +104,7 @@ struct IngestOptions: ParsableArguments {
         policy.leaseDuration = lease.duration.seconds
         policy.maxAttempts = maxAttempts
         policy.invalidThreshold = invalidThreshold
+        policy.maxShrink = maxShrink.share
         return policy
     }
 

@@ -62,6 +62,7 @@ enum StatusPage {
   .problems li { color: var(--bad); }
   .state-failed, .state-rejected { color: var(--bad); font-weight: 600; }
   .state-live { color: #1a7f1a; }
+  .state-held { color: var(--warn); font-weight: 600; }
   .empty { color: var(--muted); }
   #stale { color: var(--warn); }
   code { font-size: 12px; }

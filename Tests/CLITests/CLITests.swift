@@ -127,8 +127,10 @@ final class CLITests: ServicesTestCase {
         XCTAssertEqual(nobody.status, 69, "NOT_FOUND: 64 + 5: \(nobody.stderr)")
 
         // The README's tour: --watch started before a file lands waits for
-        // it, follows it, and ends when it is live.
-        let watcher = try RosterService(["status", "--watch", "--coordinator", coordinator])
+        // it, follows it, and ends when it is live — even when the file goes
+        // from unknown to live between two of its polls (a 20-line file does,
+        // here, most times): a version newer than any it first saw is work.
+        let watcher = try RosterService(["status", "--watch", "--wait-for-work", "120", "--coordinator", coordinator])
         services.append(watcher)
         _ = try watcher.waitForLine("waiting for a file to ingest")
         try drop(listFile(emails(500..<520)), advertiser: "zeta", name: "late.txt", lake: root.appendingPathComponent("lake"))
@@ -141,8 +143,9 @@ final class CLITests: ServicesTestCase {
         XCTAssertEqual(again.status, 0, again.stderr)
         XCTAssertTrue(again.stdout.contains("already known"), again.stdout)
 
-        // A replacement goes live through `submit --wait`.
-        try drop(listFile(emails(1000..<1010)), advertiser: "acme", name: "v2.txt", lake: root.appendingPathComponent("lake"))
+        // A replacement goes live through `submit --wait` (200 keys for 300:
+        // within the shrink guard's 50%).
+        try drop(listFile(emails(1000..<1200)), advertiser: "acme", name: "v2.txt", lake: root.appendingPathComponent("lake"))
         let submitted = try RosterBinary.run(["submit", "--coordinator", coordinator, "acme/v2.txt", "--wait"])
         XCTAssertEqual(submitted.status, 0, submitted.stderr)
         XCTAssertTrue(submitted.stdout.contains("live"), submitted.stdout)
@@ -187,6 +190,61 @@ final class CLITests: ServicesTestCase {
         // Ctrl-C stops everything cleanly.
         XCTAssertEqual(dev.stop(SIGINT), 0, dev.stderr)
         XCTAssertTrue(dev.stdout.contains("roster dev stopped."), dev.stdout)
+    }
+
+    /// The shrink guard through the binary: a truncated export (a header
+    /// line only) dropped over a live list is held — the old list keeps
+    /// answering — and said in status, the metrics and the log; `roster
+    /// approve` publishes it; an advertiser's own `max-shrink 100%` lets an
+    /// empty list through with no approval.
+    func testAnEmptiedListIsHeldUntilAnOperatorApprovesIt() throws {
+        let (dev, match, coordinator) = try startDev()
+        let lake = root.appendingPathComponent("lake")
+        let members = emails(0..<200)
+        try drop(listFile(members), advertiser: "acme", name: "1.txt", lake: lake)
+        func ask(_ email: String) throws -> Int32 {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", email]).status
+        }
+        try eventually("the first list to be served") { try ask(members[7]) == 0 }
+
+        try drop("email_md5\n", advertiser: "acme", name: "2.txt", lake: lake)
+        let held = try RosterBinary.run(["submit", "--coordinator", coordinator, "acme/2.txt", "--wait"])
+        XCTAssertEqual(held.status, 1, "submit --wait ends when the version is held: \(held.stdout) \(held.stderr)")
+        XCTAssertTrue(held.stderr.contains("ended held: held by the shrink guard: it has no keys where live version"), held.stderr)
+        XCTAssertEqual(try ask(members[7]), 0, "the live list keeps serving")
+        let status = try RosterBinary.run(["status", "--coordinator", coordinator])
+        XCTAssertEqual(status.status, 0, status.stderr)
+        XCTAssertTrue(status.stdout.contains("PROBLEM: version ") && status.stdout.contains("of 'acme' (acme/2.txt) is held by the shrink guard"), status.stdout)
+        XCTAssertTrue(status.stdout.contains("roster approve --advertiser acme --version"), status.stdout)
+        let pageURL = String(try dev.waitForLine("status page:").split(separator: " ")[0])
+        let metrics = try String(contentsOf: URL(string: pageURL + "metrics")!, encoding: .utf8)
+        XCTAssertTrue(metrics.contains(#"roster_ingest_files{state="held"} 1"#), metrics)
+        XCTAssertTrue(metrics.contains("roster_ingest_versions_held_total 1"), metrics)
+        try eventually("the log to say so") { dev.stderr.contains("a new version was held, not published") }
+
+        let approved = try RosterBinary.run(["approve", "--coordinator", coordinator, "--advertiser", "acme"])
+        XCTAssertEqual(approved.status, 0, approved.stderr)
+        XCTAssertTrue(approved.stdout.contains("approved, 0 keys (the live version has 200)"), approved.stdout)
+        try eventually("the approved empty list to be served") { try ask(members[7]) == 3 }
+        let none = try RosterBinary.run(["approve", "--coordinator", coordinator, "--advertiser", "acme"])
+        XCTAssertEqual(none.status, 73, "FAILED_PRECONDITION: \(none.stderr)")
+        XCTAssertEqual(none.stderr, "Error: cannot approve a version of acme: FAILED_PRECONDITION: advertiser 'acme' has no version held by the shrink guard\n")
+
+        // An advertiser whose list may really empty: its own limit, 100%.
+        try drop(listFile(emails(500..<600)), advertiser: "beta", name: "1.txt", lake: lake)
+        try eventually("beta to be served") {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "beta", "--email", "user550@example.com"]).status == 0
+        }
+        let bad = try RosterBinary.run(["max-shrink", "--coordinator", coordinator, "--advertiser", "beta", "150%"])
+        XCTAssertEqual(bad.status, 64, bad.stderr)
+        let set = try RosterBinary.run(["max-shrink", "--coordinator", coordinator, "--advertiser", "beta", "100%"])
+        XCTAssertEqual(set.status, 0, set.stderr)
+        XCTAssertTrue(try RosterBinary.run(["advertisers", "--coordinator", coordinator]).stdout.contains("max-shrink 100%"))
+        try drop("", advertiser: "beta", name: "2.txt", lake: lake)
+        try eventually("beta's empty list to go live without approval") {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "beta", "--email", "user550@example.com"]).status == 3
+        }
+        XCTAssertEqual(dev.stop(SIGINT), 0, dev.stderr)
     }
 
     /// The coordinator is the source of truth: a list unpublished behind its
@@ -438,6 +496,8 @@ final class CLITests: ServicesTestCase {
             "IngestAdmin.ListFiles": #"{"advertiserId": "acme", "limit": 5}"#,
             "IngestAdmin.Scan": "{}",
             "IngestAdmin.SetWeight": #"{"advertiserId": "acme", "weight": 2.5}"#,
+            "IngestAdmin.Approve": #"{"advertiserId": "acme"}"#,
+            "IngestAdmin.SetMaxShrink": #"{"advertiserId": "acme", "maxShrink": 0.9}"#,
             "TaskQueue.LeaseTasks": #"{"workerId": "cli-test", "max": 0}"#,
             "TaskQueue.Heartbeat": #"{"workerId": "cli-test"}"#,
             "TaskQueue.CompleteTask": #"{"workerId": "cli-test", "taskId": "999999", "leaseToken": "x"}"#,
@@ -459,6 +519,12 @@ final class CLITests: ServicesTestCase {
                 // An advertiser the catalog does not know: NOT_FOUND, as for a delete.
                 XCTAssertEqual(result.status, 69, result.stderr)
                 XCTAssertTrue(result.stderr.contains("NOT_FOUND") && result.stderr.contains("no advertiser 'nobody'"), result.stderr)
+                continue
+            }
+            if method == "IngestAdmin.Approve" {
+                // Nothing of acme's is held: FAILED_PRECONDITION, in words.
+                XCTAssertEqual(result.status, 73, result.stderr)
+                XCTAssertTrue(result.stderr.contains("has no version held by the shrink guard"), result.stderr)
                 continue
             }
             if method == "Tier.RegisterNode" {

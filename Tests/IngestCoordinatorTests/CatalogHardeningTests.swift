@@ -84,6 +84,27 @@ class CatalogHardeningTests: XCTestCase, CatalogEngine {
         XCTAssertTrue(status.error.contains("lease expired 8 times"), status.error)
     }
 
+    /// A heartbeat that names a task its worker has just finished (sent
+    /// before the report, arriving after it) loses nothing; one naming a
+    /// task another worker took over and finished, or one cancelled, does.
+    func testAHeartbeatRacingItsOwnReportIsNotALostLease() throws {
+        _ = try catalog.submit(object("a/f"), now: 0)
+        let mine = try XCTUnwrap(catalog.lease(worker: "w1", max: 1, now: 0).first)
+        var report = CompleteTaskRequest()
+        report.taskID = mine.taskID
+        report.leaseToken = mine.leaseToken
+        report.workerID = "w1"
+        XCTAssertNotNil(try catalog.complete(report, now: 1))
+        XCTAssertEqual(try catalog.heartbeat(worker: "w1", tasks: [(mine.taskID, mine.leaseToken)], now: 1), [])
+        XCTAssertEqual(try catalog.heartbeat(worker: "w2", tasks: [(mine.taskID, "stale")], now: 1), [mine.taskID],
+                       "another worker's old lease of it is lost")
+
+        _ = try catalog.submit(object("b/f"), now: 2)
+        let expired = try XCTUnwrap(catalog.lease(worker: "w1", max: 1, now: 2).first)
+        _ = try catalog.submit(object("b/g"), now: 3) // supersedes b/f: its task is cancelled
+        XCTAssertEqual(try catalog.heartbeat(worker: "w1", tasks: [(expired.taskID, expired.leaseToken)], now: 3), [expired.taskID])
+    }
+
     /// Ranking every file in flight is done once and reused by the leases
     /// that follow: 2,000 queued files are leased one at a time with one
     /// ranking, each exactly once; new work (a submission) is seen at once.

@@ -42,7 +42,7 @@ class CatalogTests: XCTestCase, CatalogEngine {
         let reopened = try IngestCatalog(path: path, policy: policy)
         XCTAssertEqual(try reopened.files(advertiser: "a", states: [], limit: 10, now: 2).first?.blocksTotal, 3)
         let db = try Database(path: path)
-        XCTAssertEqual(try db.schemaVersion, 8)
+        XCTAssertEqual(try db.schemaVersion, 9)
         try db.execute("PRAGMA user_version = 99")
         XCTAssertThrowsError(try IngestCatalog(path: path, policy: policy)) { error in
             XCTAssertTrue("\(error)".contains("schema version 99"), "\(error)")
@@ -73,6 +73,103 @@ class CatalogTests: XCTestCase, CatalogEngine {
         XCTAssertEqual(try catalog.lease(worker: "w", max: 5, now: 2).map(\.version), [3])
         XCTAssertThrowsError(try db.run("UPDATE files SET state = 'bogus' WHERE id = 1"))
         XCTAssertThrowsError(try db.run("UPDATE tasks SET state = '2' WHERE file_id = 3"))
+    }
+
+    /// Migration 9 widens `files.state` for 'held' (a rebuilt column): every
+    /// row keeps its state, garbage collection still finds its files, and a
+    /// state outside the life cycle is still refused.
+    func testMigration9KeepsEveryStateAndAllowsHeld() throws {
+        let db = try makeDatabase()
+        try db.migrate(Array(CatalogSchema.migrations(for: db.engine).prefix(8)))
+        try db.run("INSERT INTO advertisers(id) VALUES ('a')")
+        for (path, state) in [("a/1", "retired"), ("a/2", "live"), ("a/3", "merging")] {
+            try db.run("INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total) VALUES ('a', ?, 10, 'e', ?, 0, 1)",
+                       path, state)
+        }
+        try db.run("UPDATE advertisers SET live_file_id = 2")
+        let catalog = try IngestCatalog(database: db, policy: IngestPolicy())
+        XCTAssertEqual(try db.schemaVersion, CatalogSchema.migrations.count)
+        XCTAssertEqual(try db.rows("SELECT state FROM files ORDER BY id") { $0.string("state") }, ["retired", "live", "merging"])
+        XCTAssertEqual(Set(try catalog.collectable().map(\.file)), [1, 2])
+        try db.run("UPDATE files SET state = 'held' WHERE id = 3")
+        XCTAssertThrowsError(try db.run("UPDATE files SET state = 'bogus' WHERE id = 3"))
+        XCTAssertEqual(try catalog.advertisers(after: "", limit: 10).first?.maxShrink, nil)
+    }
+
+    /// Runs one whole-file version of `path` through the catalog to merged,
+    /// with `keys` distinct keys: what the shrink guard then decides.
+    private func ingest(_ catalog: IngestCatalog, _ path: String, keys: Int64, etag: String, now: Double) throws -> (UInt64, IngestCatalog.Progress?) {
+        let version = try catalog.submit(object(path, size: 10, etag: etag), now: now).version
+        let tasks = try catalog.lease(worker: "w", max: 10, now: now)
+        XCTAssertEqual(tasks.map(\.version), [version])
+        var report = CompleteTaskRequest()
+        report.taskID = tasks[0].taskID
+        report.leaseToken = tasks[0].leaseToken
+        report.lines = UInt64(keys)
+        report.keys = UInt64(keys)
+        report.outputKeys = UInt64(keys)
+        return (version, try catalog.complete(report, now: now))
+    }
+
+    /// The shrink guard: a version that loses more than --max-shrink of the
+    /// live version's keys (an empty file, one line, a 60% shrink) is held,
+    /// not published, with its reason in status; a newer file replaces a held
+    /// one; approval publishes it; a small shrink or the same size goes on;
+    /// an advertiser's own limit overrides the coordinator's.
+    func testTheShrinkGuardHoldsAVersionThatLosesTooManyKeys() throws {
+        let catalog = try makeCatalog()
+        let (v1, first) = try ingest(catalog, "a/1", keys: 1000, etag: "e1", now: 1)
+        XCTAssertEqual(first, .readyToPublish, "nothing live: nothing to protect")
+        try catalog.markLive(files: [v1], now: 1)
+
+        let (v2, empty) = try ingest(catalog, "a/2", keys: 0, etag: "e2", now: 2)
+        guard case .held(let reason)? = empty else { return XCTFail("\(String(describing: empty))") }
+        XCTAssertTrue(reason.contains("has no keys where live version \(v1) has 1000"), reason)
+        XCTAssertEqual(try catalog.pendingPublications().map(\.version), [], "a held version is not published")
+        var status = try catalog.status(now: 2)
+        XCTAssertEqual(status.filesByState["held"], 1)
+        XCTAssertEqual(status.filesInFlight, 0)
+        XCTAssertEqual(status.files.first { $0.version == v2 }?.state, .held)
+        XCTAssertEqual(status.problems.count, 1)
+        XCTAssertTrue(status.problems[0].contains("roster approve --advertiser a --version \(v2)"), status.problems[0])
+        XCTAssertEqual(try catalog.collectable().map(\.file).filter { $0 == v2 }, [], "a held version's segments are kept")
+
+        // One line, then a 60% shrink: each held, each replacing the held one before.
+        let (v3, oneLine) = try ingest(catalog, "a/3", keys: 1, etag: "e3", now: 3)
+        XCTAssertEqual(oneLine, .held(reason: "held by the shrink guard: it has 1 keys where live version \(v1) has 1000 (99.9% fewer; at most 50% without approval)"))
+        let (v4, shrunk) = try ingest(catalog, "a/4", keys: 400, etag: "e4", now: 4)
+        guard case .held? = shrunk else { return XCTFail("\(String(describing: shrunk))") }
+        let states = Dictionary(uniqueKeysWithValues: try catalog.files(advertiser: "a", states: [], limit: 10, now: 4).map { ($0.version, $0.state) })
+        XCTAssertEqual(states, [v1: .live, v2: .superseded, v3: .superseded, v4: .held])
+
+        // Approval publishes it; errors name what is wrong.
+        XCTAssertThrowsError(try catalog.approve(advertiser: "nobody", version: 0)) { XCTAssertTrue("\($0)".contains("no advertiser"), "\($0)") }
+        XCTAssertThrowsError(try catalog.approve(advertiser: "a", version: v1)) { XCTAssertTrue("\($0)".contains("is live, not held"), "\($0)") }
+        XCTAssertEqual(try catalog.approve(advertiser: "a", version: 0), IngestCatalog.Approval(version: v4, keys: 400, liveKeys: 1000))
+        XCTAssertThrowsError(try catalog.approve(advertiser: "a", version: 0)) { XCTAssertTrue("\($0)".contains("has no version held"), "\($0)") }
+        XCTAssertEqual(try catalog.pendingPublications().map(\.version), [v4])
+        try catalog.markLive(files: [v4], now: 5)
+        status = try catalog.status(now: 5)
+        XCTAssertEqual(status.problems, [])
+
+        // The same size, and a shrink within the limit, go on.
+        let (_, same) = try ingest(catalog, "a/5", keys: 400, etag: "e5", now: 6)
+        XCTAssertEqual(same, .readyToPublish)
+        let (v6, smaller) = try ingest(catalog, "a/6", keys: 201, etag: "e6", now: 7)
+        XCTAssertEqual(smaller, .readyToPublish, "v5 is still publishing, v4's 400 keys are live: 201 is within 50%")
+        try catalog.markLive(files: [v6], now: 7)
+
+        // The advertiser's own limit: 100% lets an empty list through; back to the default holds it again.
+        XCTAssertThrowsError(try catalog.setMaxShrink(advertiser: "a", maxShrink: 1.5))
+        XCTAssertThrowsError(try catalog.setMaxShrink(advertiser: "nobody", maxShrink: 1))
+        try catalog.setMaxShrink(advertiser: "a", maxShrink: 1)
+        XCTAssertEqual(try catalog.advertisers(after: "", limit: 10).first?.maxShrink, 1)
+        let (_, allowed) = try ingest(catalog, "a/7", keys: 0, etag: "e7", now: 8)
+        XCTAssertEqual(allowed, .readyToPublish)
+        try catalog.setMaxShrink(advertiser: "a", maxShrink: nil)
+        XCTAssertNil(try catalog.advertisers(after: "", limit: 10).first?.maxShrink)
+        let (_, again) = try ingest(catalog, "a/8", keys: 0, etag: "e8", now: 9)
+        guard case .held? = again else { return XCTFail("\(String(describing: again))") }
     }
 
     /// A superseded version is collected whole (its runs and segments), once.

@@ -37,6 +37,14 @@ class FileLifecycleTests: XCTestCase, CatalogEngine {
             XCTAssertNil(L.next(from: .live, on: event), "\(event) from live")
         }
         XCTAssertNil(L.next(from: .queued, on: .published), "no skipping to live")
+        // The shrink guard: held until approved or replaced; never failed by a task, never live unpublished.
+        XCTAssertEqual(L.next(from: .merging, on: .shrank), .held)
+        XCTAssertEqual(L.next(from: .parsing, on: .shrank), .held, "a one-block file has no merge step")
+        XCTAssertEqual(L.next(from: .held, on: .approved), .publishing)
+        XCTAssertEqual(L.next(from: .held, on: .superseded), .superseded)
+        for event in L.Event.allCases where ![.approved, .superseded].contains(event) {
+            XCTAssertNil(L.next(from: .held, on: event), "\(event) from held")
+        }
         XCTAssertNil(L.next(from: .queued, on: .rejected))
     }
 

@@ -53,7 +53,7 @@ final class CoordinatorAccessTests: XCTestCase {
         let reads: Set<String> = ["IngestAdmin.Status", "IngestAdmin.ListFiles", "IngestAdmin.ListAdvertisers"]
         let admin = Set(coordinatorMethods.map(\.shortName).filter { $0.hasPrefix("IngestAdmin.") })
         let tasks = Set(coordinatorMethods.map(\.shortName).filter { $0.hasPrefix("TaskQueue.") })
-        XCTAssertEqual(admin.count, 8)
+        XCTAssertEqual(admin.count, 10)
         XCTAssertEqual(tasks.count, 4)
         let allowed: [String: Set<String>] = [
             "op": admin,

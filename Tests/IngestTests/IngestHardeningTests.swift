@@ -285,7 +285,9 @@ extension IngestHardeningTests {
         XCTAssertEqual(waiting?.state, .publishing, "refused for a limit, not failed")
         XCTAssertNil(harness.matchCatalog.current("b"))
 
-        // a's new list is small: read into memory, it frees a's map.
+        // a's new list is small: read into memory, it frees a's map. (Much
+        // smaller: a's own shrink guard lets it through without approval.)
+        _ = try await harness.adminClient.setMaxShrink(SetMaxShrinkRequest(advertiserID: "a", maxShrink: 1))
         let small = try await harness.waitForFile(try await harness.submit(
             try harness.drop(lines(ReferenceParser.randomKeys(100, seed: 72)), advertiser: "a", name: "small.txt")).version)
         XCTAssertEqual(small.state, .live)

@@ -198,7 +198,7 @@ final class IngestHarness: @unchecked Sendable {
     func waitForFile(_ id: UInt64, timeout: Duration = .seconds(20)) async throws -> FileStatus {
         let deadline = ContinuousClock.now + timeout
         while true {
-            if let status = try await fileStatus(id), [.live, .failed, .rejected, .superseded, .retired].contains(status.state) {
+            if let status = try await fileStatus(id), [.live, .held, .failed, .rejected, .superseded, .retired].contains(status.state) {
                 return status
             }
             if ContinuousClock.now > deadline {

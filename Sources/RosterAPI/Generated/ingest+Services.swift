@@ -37,7 +37,13 @@ public enum IngestAdmin {
         /// Stops serving an advertiser and removes its data (files in flight are
         /// abandoned); a new file dropped into its folder later starts it again.
         public static let deleteAdvertiser = RPCMethodDescriptor(service: IngestAdmin.name, method: "DeleteAdvertiser", id: 0x0004_0008)
-        public static let all: [RPCMethodDescriptor] = [submitFile, status, listFiles, scan, setWeight, listAdvertisers, rollback, deleteAdvertiser]
+        /// Publishes a version the shrink guard held (FILE_STATE_HELD):
+        /// FAILED_PRECONDITION when the advertiser has no such version.
+        public static let approve = RPCMethodDescriptor(service: IngestAdmin.name, method: "Approve", id: 0x0004_0009)
+        /// Sets how far one advertiser's list may shrink before a new version is
+        /// held for approval, or returns it to the coordinator's --max-shrink.
+        public static let setMaxShrink = RPCMethodDescriptor(service: IngestAdmin.name, method: "SetMaxShrink", id: 0x0004_000A)
+        public static let all: [RPCMethodDescriptor] = [submitFile, status, listFiles, scan, setWeight, listAdvertisers, rollback, deleteAdvertiser, approve, setMaxShrink]
     }
 
     /// Implement this to serve `roster.v1.IngestAdmin` with handlers that may suspend.
@@ -62,6 +68,12 @@ public enum IngestAdmin {
         /// Stops serving an advertiser and removes its data (files in flight are
         /// abandoned); a new file dropped into its folder later starts it again.
         func deleteAdvertiser(_ request: DeleteAdvertiserRequest, context: RPCContext) async throws -> DeleteAdvertiserResponse
+        /// Publishes a version the shrink guard held (FILE_STATE_HELD):
+        /// FAILED_PRECONDITION when the advertiser has no such version.
+        func approve(_ request: ApproveRequest, context: RPCContext) async throws -> ApproveResponse
+        /// Sets how far one advertiser's list may shrink before a new version is
+        /// held for approval, or returns it to the coordinator's --max-shrink.
+        func setMaxShrink(_ request: SetMaxShrinkRequest, context: RPCContext) async throws -> SetMaxShrinkResponse
     }
 
     /// A typed client for `roster.v1.IngestAdmin`.
@@ -113,6 +125,18 @@ public enum IngestAdmin {
         public func deleteAdvertiser(_ request: DeleteAdvertiserRequest, options: CallOptions = .defaults) async throws -> DeleteAdvertiserResponse {
             try await transport.unary(Method.deleteAdvertiser, request: request, options: options)
         }
+
+        /// Publishes a version the shrink guard held (FILE_STATE_HELD):
+        /// FAILED_PRECONDITION when the advertiser has no such version.
+        public func approve(_ request: ApproveRequest, options: CallOptions = .defaults) async throws -> ApproveResponse {
+            try await transport.unary(Method.approve, request: request, options: options)
+        }
+
+        /// Sets how far one advertiser's list may shrink before a new version is
+        /// held for approval, or returns it to the coordinator's --max-shrink.
+        public func setMaxShrink(_ request: SetMaxShrinkRequest, options: CallOptions = .defaults) async throws -> SetMaxShrinkResponse {
+            try await transport.unary(Method.setMaxShrink, request: request, options: options)
+        }
     }
 }
 
@@ -127,6 +151,8 @@ extension IngestAdmin.Handler {
             .async(IngestAdmin.Method.listAdvertisers) { try await self.listAdvertisers($0, context: $1) },
             .async(IngestAdmin.Method.rollback) { try await self.rollback($0, context: $1) },
             .async(IngestAdmin.Method.deleteAdvertiser) { try await self.deleteAdvertiser($0, context: $1) },
+            .async(IngestAdmin.Method.approve) { try await self.approve($0, context: $1) },
+            .async(IngestAdmin.Method.setMaxShrink) { try await self.setMaxShrink($0, context: $1) },
         ]
     }
 }

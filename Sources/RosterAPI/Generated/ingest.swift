@@ -25,6 +25,10 @@ public enum FileState: ProtoEnum {
     case superseded // = 8
     /// Was live; a newer version replaced it.
     case retired // = 9
+    /// Merged, but not published: it has no keys, or far fewer than the live
+    /// version (the shrink guard, --max-shrink). The live list keeps serving
+    /// until an operator approves it (Approve) or a newer file replaces it.
+    case held // = 10
     /// A number this version of the schema does not name; kept so it re-encodes unchanged.
     case unrecognized(Int32)
 
@@ -42,6 +46,7 @@ public enum FileState: ProtoEnum {
         case 7: self = .rejected
         case 8: self = .superseded
         case 9: self = .retired
+        case 10: self = .held
         default: self = .unrecognized(rawValue)
         }
     }
@@ -58,11 +63,12 @@ public enum FileState: ProtoEnum {
         case .rejected: return 7
         case .superseded: return 8
         case .retired: return 9
+        case .held: return 10
         case .unrecognized(let value): return value
         }
     }
 
-    public static let allCases: [FileState] = [.unspecified, .queued, .parsing, .merging, .publishing, .live, .failed, .rejected, .superseded, .retired]
+    public static let allCases: [FileState] = [.unspecified, .queued, .parsing, .merging, .publishing, .live, .failed, .rejected, .superseded, .retired, .held]
 }
 
 public struct SubmitFileRequest: ProtoMessage {
@@ -354,6 +360,9 @@ public struct AdvertiserSummary: ProtoMessage {
     public var versions: UInt32 = 0
     /// The last change: the newest version's submission, or its end.
     public var changedAtMs: Int64 = 0
+    /// The advertiser's own shrink guard (SetMaxShrink), when it has one; absent:
+    /// the coordinator's --max-shrink applies.
+    public var maxShrink: Double? = nil
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -370,7 +379,8 @@ public struct AdvertiserSummary: ProtoMessage {
         latestVersion: UInt64 = 0,
         latestState: FileState = .unspecified,
         versions: UInt32 = 0,
-        changedAtMs: Int64 = 0
+        changedAtMs: Int64 = 0,
+        maxShrink: Double? = nil
     ) {
         self.advertiserID = advertiserID
         self.liveVersion = liveVersion
@@ -382,6 +392,7 @@ public struct AdvertiserSummary: ProtoMessage {
         self.latestState = latestState
         self.versions = versions
         self.changedAtMs = changedAtMs
+        self.maxShrink = maxShrink
     }
 }
 
@@ -483,6 +494,77 @@ public struct SetWeightRequest: ProtoMessage {
 }
 
 public struct SetWeightResponse: ProtoMessage {
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+}
+
+public struct ApproveRequest: ProtoMessage {
+    public var advertiserID: String = ""
+    /// The held version to publish; 0: the advertiser's newest held version.
+    public var version: UInt64 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(advertiserID: String = "", version: UInt64 = 0) {
+        self.advertiserID = advertiserID
+        self.version = version
+    }
+}
+
+public struct ApproveResponse: ProtoMessage {
+    /// The version now being published (live within a publish round).
+    public var version: UInt64 = 0
+    /// Its distinct keys, and those of the version it replaces (0 when none is live).
+    public var keys: UInt64 = 0
+    public var liveKeys: UInt64 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        version: UInt64 = 0,
+        keys: UInt64 = 0,
+        liveKeys: UInt64 = 0
+    ) {
+        self.version = version
+        self.keys = keys
+        self.liveKeys = liveKeys
+    }
+}
+
+public struct SetMaxShrinkRequest: ProtoMessage {
+    public var advertiserID: String = ""
+    /// The share of the live version's keys a new version of this advertiser
+    /// may lose and still be published without approval, from 0 (any shrink
+    /// is held) to 1 (the guard is off: even an empty file is published).
+    public var maxShrink: Double = 0
+    /// Forget the advertiser's own value: the coordinator's --max-shrink applies again.
+    public var useDefault: Bool = false
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        advertiserID: String = "",
+        maxShrink: Double = 0,
+        useDefault: Bool = false
+    ) {
+        self.advertiserID = advertiserID
+        self.maxShrink = maxShrink
+        self.useDefault = useDefault
+    }
+}
+
+public struct SetMaxShrinkResponse: ProtoMessage {
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
@@ -856,6 +938,7 @@ extension AdvertiserSummary {
             case 8: self.latestState = try reader.read(EnumCodec<FileState>.self, tag)
             case 9: self.versions = try reader.read(UInt32Codec.self, tag)
             case 10: self.changedAtMs = try reader.read(Int64Codec.self, tag)
+            case 11: self.maxShrink = try reader.read(DoubleCodec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -873,6 +956,7 @@ extension AdvertiserSummary {
         if self.latestState.rawValue != 0 { size += ProtoSize.field(EnumCodec<FileState>.self, field: 8, self.latestState) }
         if self.versions != 0 { size += ProtoSize.field(UInt32Codec.self, field: 9, self.versions) }
         if self.changedAtMs != 0 { size += ProtoSize.field(Int64Codec.self, field: 10, self.changedAtMs) }
+        if let value = self.maxShrink { size += ProtoSize.field(DoubleCodec.self, field: 11, value) }
         return size
     }
 
@@ -887,6 +971,7 @@ extension AdvertiserSummary {
         if self.latestState.rawValue != 0 { writer.write(EnumCodec<FileState>.self, field: 8, self.latestState) }
         if self.versions != 0 { writer.write(UInt32Codec.self, field: 9, self.versions) }
         if self.changedAtMs != 0 { writer.write(Int64Codec.self, field: 10, self.changedAtMs) }
+        if let value = self.maxShrink { writer.write(DoubleCodec.self, field: 11, value) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -1056,6 +1141,105 @@ extension SetWeightResponse {
     }
 }
 
+extension ApproveRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
+            case 2: self.version = try reader.read(UInt64Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
+        if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.version) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
+        if self.version != 0 { writer.write(UInt64Codec.self, field: 2, self.version) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension ApproveResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.version = try reader.read(UInt64Codec.self, tag)
+            case 2: self.keys = try reader.read(UInt64Codec.self, tag)
+            case 3: self.liveKeys = try reader.read(UInt64Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 1, self.version) }
+        if self.keys != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.keys) }
+        if self.liveKeys != 0 { size += ProtoSize.field(UInt64Codec.self, field: 3, self.liveKeys) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if self.version != 0 { writer.write(UInt64Codec.self, field: 1, self.version) }
+        if self.keys != 0 { writer.write(UInt64Codec.self, field: 2, self.keys) }
+        if self.liveKeys != 0 { writer.write(UInt64Codec.self, field: 3, self.liveKeys) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension SetMaxShrinkRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
+            case 2: self.maxShrink = try reader.read(DoubleCodec.self, tag)
+            case 3: self.useDefault = try reader.read(BoolCodec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
+        if self.maxShrink.bitPattern != 0 { size += ProtoSize.field(DoubleCodec.self, field: 2, self.maxShrink) }
+        if self.useDefault { size += ProtoSize.field(BoolCodec.self, field: 3, self.useDefault) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
+        if self.maxShrink.bitPattern != 0 { writer.write(DoubleCodec.self, field: 2, self.maxShrink) }
+        if self.useDefault { writer.write(BoolCodec.self, field: 3, self.useDefault) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension SetMaxShrinkResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        unknownFields.count
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        writer.writeUnknown(unknownFields)
+    }
+}
+
 extension ScanRequest {
     public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
         while let tag = try reader.nextTag() {
@@ -1108,7 +1292,7 @@ extension ScanResponse {
 // MARK: - JSON mapping
 
 extension FileState: ProtoJSONEnum {
-    public static let schemaDefinition = "/// Where a file version is in its life.\nenum FileState {\n  FILE_STATE_UNSPECIFIED = 0;\n  /// Split into blocks; no block parsed yet.\n  FILE_STATE_QUEUED = 1;\n  /// Workers are parsing its blocks.\n  FILE_STATE_PARSING = 2;\n  /// Its runs are being merged into segments.\n  FILE_STATE_MERGING = 3;\n  /// Merged; being made live on the match server.\n  FILE_STATE_PUBLISHING = 4;\n  /// Served by the match server.\n  FILE_STATE_LIVE = 5;\n  /// A block or merge failed too often, or the file could not be read.\n  FILE_STATE_FAILED = 6;\n  /// Too many invalid lines: the whole version was refused.\n  FILE_STATE_REJECTED = 7;\n  /// A newer file of the same advertiser, or a change to this file, replaced it before it went live.\n  FILE_STATE_SUPERSEDED = 8;\n  /// Was live; a newer version replaced it.\n  FILE_STATE_RETIRED = 9;\n}"
+    public static let schemaDefinition = "/// Where a file version is in its life.\nenum FileState {\n  FILE_STATE_UNSPECIFIED = 0;\n  /// Split into blocks; no block parsed yet.\n  FILE_STATE_QUEUED = 1;\n  /// Workers are parsing its blocks.\n  FILE_STATE_PARSING = 2;\n  /// Its runs are being merged into segments.\n  FILE_STATE_MERGING = 3;\n  /// Merged; being made live on the match server.\n  FILE_STATE_PUBLISHING = 4;\n  /// Served by the match server.\n  FILE_STATE_LIVE = 5;\n  /// A block or merge failed too often, or the file could not be read.\n  FILE_STATE_FAILED = 6;\n  /// Too many invalid lines: the whole version was refused.\n  FILE_STATE_REJECTED = 7;\n  /// A newer file of the same advertiser, or a change to this file, replaced it before it went live.\n  FILE_STATE_SUPERSEDED = 8;\n  /// Was live; a newer version replaced it.\n  FILE_STATE_RETIRED = 9;\n  /// Merged, but not published: it has no keys, or far fewer than the live\n  /// version (the shrink guard, --max-shrink). The live list keeps serving\n  /// until an operator approves it (Approve) or a newer file replaces it.\n  FILE_STATE_HELD = 10;\n}"
 
     public var protoName: String? {
         switch self {
@@ -1122,6 +1306,7 @@ extension FileState: ProtoJSONEnum {
         case .rejected: return "FILE_STATE_REJECTED"
         case .superseded: return "FILE_STATE_SUPERSEDED"
         case .retired: return "FILE_STATE_RETIRED"
+        case .held: return "FILE_STATE_HELD"
         case .unrecognized: return nil
         }
     }
@@ -1138,6 +1323,7 @@ extension FileState: ProtoJSONEnum {
         case "FILE_STATE_REJECTED": self = .rejected
         case "FILE_STATE_SUPERSEDED": self = .superseded
         case "FILE_STATE_RETIRED": self = .retired
+        case "FILE_STATE_HELD": self = .held
         default: return nil
         }
     }
@@ -1401,7 +1587,7 @@ extension ListAdvertisersRequest: ProtoJSONMessage {
 
 extension AdvertiserSummary: ProtoJSONMessage {
     public static let protoName = "roster.v1.AdvertiserSummary"
-    public static let schemaDefinition = "/// One advertiser as the catalog knows it.\nmessage AdvertiserSummary {\n  string advertiser_id = 1;\n  /// The live list version; 0 when none is live.\n  uint64 live_version = 2;\n  /// The live version's file, its size and its distinct keys.\n  string live_path = 3;\n  uint64 live_bytes = 4;\n  uint64 live_keys = 5;\n  /// When the live version went live (Unix ms); 0 when none is.\n  int64 live_at_ms = 6;\n  /// The newest version of any state, and its state: a file in flight, or\n  /// one that failed, shows here.\n  uint64 latest_version = 7;\n  FileState latest_state = 8;\n  /// Versions the catalog holds for this advertiser.\n  uint32 versions = 9;\n  /// The last change: the newest version's submission, or its end.\n  int64 changed_at_ms = 10;\n}"
+    public static let schemaDefinition = "/// One advertiser as the catalog knows it.\nmessage AdvertiserSummary {\n  string advertiser_id = 1;\n  /// The live list version; 0 when none is live.\n  uint64 live_version = 2;\n  /// The live version's file, its size and its distinct keys.\n  string live_path = 3;\n  uint64 live_bytes = 4;\n  uint64 live_keys = 5;\n  /// When the live version went live (Unix ms); 0 when none is.\n  int64 live_at_ms = 6;\n  /// The newest version of any state, and its state: a file in flight, or\n  /// one that failed, shows here.\n  uint64 latest_version = 7;\n  FileState latest_state = 8;\n  /// Versions the catalog holds for this advertiser.\n  uint32 versions = 9;\n  /// The last change: the newest version's submission, or its end.\n  int64 changed_at_ms = 10;\n  /// The advertiser's own shrink guard (SetMaxShrink), when it has one; absent:\n  /// the coordinator's --max-shrink applies.\n  optional double max_shrink = 11;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -1415,6 +1601,7 @@ extension AdvertiserSummary: ProtoJSONMessage {
         object.singular("latestState", EnumCodec<FileState>.self, self.latestState)
         object.singular("versions", UInt32Codec.self, self.versions)
         object.singular("changedAtMs", Int64Codec.self, self.changedAtMs)
+        object.optional("maxShrink", DoubleCodec.self, self.maxShrink)
         return object.value
     }
 
@@ -1431,7 +1618,8 @@ extension AdvertiserSummary: ProtoJSONMessage {
             case "latestState", "latest_state": self.latestState = try JSONReader.singular(EnumCodec<FileState>.self, value, field: "latestState")
             case "versions": self.versions = try JSONReader.singular(UInt32Codec.self, value, field: "versions")
             case "changedAtMs", "changed_at_ms": self.changedAtMs = try JSONReader.singular(Int64Codec.self, value, field: "changedAtMs")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "liveVersion", "livePath", "liveBytes", "liveKeys", "liveAtMs", "latestVersion", "latestState", "versions", "changedAtMs"])
+            case "maxShrink", "max_shrink": self.maxShrink = try JSONReader.optional(DoubleCodec.self, value, field: "maxShrink")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "liveVersion", "livePath", "liveBytes", "liveKeys", "liveAtMs", "latestVersion", "latestState", "versions", "changedAtMs", "maxShrink"])
             }
         }
     }
@@ -1585,6 +1773,94 @@ extension SetWeightResponse: ProtoJSONMessage {
     }
 }
 
+extension ApproveRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.ApproveRequest"
+    public static let schemaDefinition = "message ApproveRequest {\n  string advertiser_id = 1;\n  /// The held version to publish; 0: the advertiser's newest held version.\n  uint64 version = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
+        object.singular("version", UInt64Codec.self, self.version)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "version"])
+            }
+        }
+    }
+}
+
+extension ApproveResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.ApproveResponse"
+    public static let schemaDefinition = "message ApproveResponse {\n  /// The version now being published (live within a publish round).\n  uint64 version = 1;\n  /// Its distinct keys, and those of the version it replaces (0 when none is live).\n  uint64 keys = 2;\n  uint64 live_keys = 3;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("version", UInt64Codec.self, self.version)
+        object.singular("keys", UInt64Codec.self, self.keys)
+        object.singular("liveKeys", UInt64Codec.self, self.liveKeys)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
+            case "keys": self.keys = try JSONReader.singular(UInt64Codec.self, value, field: "keys")
+            case "liveKeys", "live_keys": self.liveKeys = try JSONReader.singular(UInt64Codec.self, value, field: "liveKeys")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["version", "keys", "liveKeys"])
+            }
+        }
+    }
+}
+
+extension SetMaxShrinkRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.SetMaxShrinkRequest"
+    public static let schemaDefinition = "message SetMaxShrinkRequest {\n  string advertiser_id = 1;\n  /// The share of the live version's keys a new version of this advertiser\n  /// may lose and still be published without approval, from 0 (any shrink\n  /// is held) to 1 (the guard is off: even an empty file is published).\n  double max_shrink = 2;\n  /// Forget the advertiser's own value: the coordinator's --max-shrink applies again.\n  bool use_default = 3;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("advertiserId", StringCodec.self, self.advertiserID)
+        object.singular("maxShrink", DoubleCodec.self, self.maxShrink)
+        object.singular("useDefault", BoolCodec.self, self.useDefault)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
+            case "maxShrink", "max_shrink": self.maxShrink = try JSONReader.singular(DoubleCodec.self, value, field: "maxShrink")
+            case "useDefault", "use_default": self.useDefault = try JSONReader.singular(BoolCodec.self, value, field: "useDefault")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "maxShrink", "useDefault"])
+            }
+        }
+    }
+}
+
+extension SetMaxShrinkResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.SetMaxShrinkResponse"
+    public static let schemaDefinition = "message SetMaxShrinkResponse {\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        let object = JSONObjectWriter(includeDefaults: includeDefaults)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, _) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: [])
+            }
+        }
+    }
+}
+
 extension ScanRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.ScanRequest"
     public static let schemaDefinition = "message ScanRequest {\n}"
@@ -1649,6 +1925,10 @@ public enum IngestSchema {
         DeleteAdvertiserResponse.self,
         SetWeightRequest.self,
         SetWeightResponse.self,
+        ApproveRequest.self,
+        ApproveResponse.self,
+        SetMaxShrinkRequest.self,
+        SetMaxShrinkResponse.self,
         ScanRequest.self,
         ScanResponse.self,
     ]
@@ -1666,5 +1946,7 @@ public enum IngestSchema {
         MethodDescription(descriptor: IngestAdmin.Method.listAdvertisers, requestType: ListAdvertisersRequest.self, responseType: ListAdvertisersResponse.self, doc: "Every advertiser with its live version, keys, bytes and last change, in pages. Read-only."),
         MethodDescription(descriptor: IngestAdmin.Method.rollback, requestType: RollbackRequest.self, responseType: RollbackResponse.self, doc: "Serves a previous version again at once, by the match server's atomic\nswap (no re-ingest): FAILED_PRECONDITION when its segments are gone."),
         MethodDescription(descriptor: IngestAdmin.Method.deleteAdvertiser, requestType: DeleteAdvertiserRequest.self, responseType: DeleteAdvertiserResponse.self, doc: "Stops serving an advertiser and removes its data (files in flight are\nabandoned); a new file dropped into its folder later starts it again."),
+        MethodDescription(descriptor: IngestAdmin.Method.approve, requestType: ApproveRequest.self, responseType: ApproveResponse.self, doc: "Publishes a version the shrink guard held (FILE_STATE_HELD):\nFAILED_PRECONDITION when the advertiser has no such version."),
+        MethodDescription(descriptor: IngestAdmin.Method.setMaxShrink, requestType: SetMaxShrinkRequest.self, responseType: SetMaxShrinkResponse.self, doc: "Sets how far one advertiser's list may shrink before a new version is\nheld for approval, or returns it to the coordinator's --max-shrink."),
     ]
 }
