@@ -192,6 +192,9 @@ public struct LoadReport: Sendable {
     /// not send before it ended (the open-loop engine only).
     public var sent: Int = 0
     public var unsent: Int = 0
+    /// Times due calls waited for a place in flight (the in-flight cap,
+    /// `--concurrency`): the server answered too slowly to keep the rate.
+    public var inFlightCapWaits: Int = 0
     /// CPU (user and system) this process used for the run, when measured.
     public var harnessCPU: Duration?
     /// Each second of the run, as the live line showed it.
@@ -226,6 +229,11 @@ public struct LoadReport: Sendable {
     /// The verdict in plain words when the rate was not held.
     public var shortfall: String? {
         guard !heldRate else { return nil }
+        if !harnessHeld && inFlightCapWaits > 0 {
+            return String(format: "could not hold %.0f calls/s: achieved %.0f; the server answered too slowly: calls waited for one of the "
+                          + "in-flight places (--concurrency) %d times, up to %.0f ms (latencies include that wait)",
+                          asked, callsPerSecond, inFlightCapWaits, maxLag.milliseconds)
+        }
         if !harnessHeld {
             var reason = String(format: "the harness fell up to %.0f ms behind its schedule (latencies include that wait)", maxLag.milliseconds)
             if unsent > 0 { reason += "; \(unsent) calls were never sent" }

@@ -211,6 +211,7 @@ public struct OpenLoopEngine: Sendable {
             report.misses += totals.misses
             report.unsent += totals.unsent
             report.sent += totals.sent
+            report.inFlightCapWaits += totals.capWaits
         }
         let cpu = Self.processCPU() - cpuBefore
         report.harnessCPU = cpu
@@ -260,6 +261,9 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
         var sent = 0
         var unsent = 0
         var maxLagNanos: Int64 = 0
+        /// Times a due call waited because --concurrency calls were in flight:
+        /// the lag that follows is the server's slowness, not the sender's.
+        var capWaits = 0
     }
 
     let eventLoop: any EventLoop
@@ -288,6 +292,8 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
     private var sendingDone = false
     private var done = false
     private var lagNanos: Int64 = 0
+    /// The most the sender was behind in the current second (what its tick shows).
+    private var intervalLagNanos: Int64 = 0
     private(set) var totals = Totals()
     private var interval = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .two)
     private var intervalCalls = 0
@@ -346,6 +352,7 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
         let now = NIODeadline.now()
         let elapsed = (now - start).nanoseconds
         var out: ByteBuffer?
+        let wasBlocked = blocked
         blocked = false
         lagNanos = 0
         while sent < calls {
@@ -354,11 +361,13 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
             if due > elapsed { break }
             if sent - answered >= maxInFlight {
                 // Full: the next reply sends it (late, and its latency says so).
+                if !wasBlocked { totals.capWaits += 1 }
                 blocked = true
                 lagNanos = elapsed - due
                 break
             }
             totals.maxLagNanos = max(totals.maxLagNanos, elapsed - due)
+            intervalLagNanos = max(intervalLagNanos, elapsed - due)
             let payload = requests[g % requests.count]
             if out == nil { out = context.channel.allocator.buffer(capacity: 64 * (payload.readableBytes + WireProtocol.headerLength)) }
             out!.writeInteger(UInt32(payload.readableBytes))
@@ -369,6 +378,7 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
             sent += 1
         }
         totals.maxLagNanos = max(totals.maxLagNanos, lagNanos)
+        intervalLagNanos = max(intervalLagNanos, lagNanos)
         if let out { context.writeAndFlush(wrapOutboundOut(out), promise: nil) }
         // The schedule is over: what could not be sent by now is not sent late.
         if sent == calls || elapsed >= schedule.duration.nanoseconds {
@@ -468,8 +478,9 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
             interval.reset()
             intervalCalls = 0
             intervalErrors = 0
+            intervalLagNanos = lagNanos
         }
         return Interval(histogram: interval, calls: intervalCalls, errors: intervalErrors, inFlight: sent - answered,
-                        lag: .nanoseconds(lagNanos))
+                        lag: .nanoseconds(max(lagNanos, intervalLagNanos)))
     }
 }

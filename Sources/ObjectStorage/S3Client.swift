@@ -139,7 +139,7 @@ public final class S3Client: Sendable {
             } catch is CancellationError {
                 throw S3Error(.transport, "cancelled", operation: request.operation, bucket: bucket, key: fullKey)
             } catch {
-                failure = S3Error(.transport, "\(configuration.endpoint.absoluteString): \(error)", operation: request.operation,
+                failure = S3Error(.transport, "\(configuration.endpoint.absoluteString): \(Self.describe(error))", operation: request.operation,
                                   bucket: bucket, key: fullKey)
                 retryable = true
             }
@@ -450,5 +450,19 @@ public final class S3Client: Sendable {
         formatter.timeZone = TimeZone(identifier: "GMT")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
         return formatter.date(from: text)
+    }
+}
+
+extension S3Client {
+    /// A connection failure in words: "connection refused", not NIO's nested
+    /// "connection reset (error set): Connection refused) (errno: 111)".
+    static func describe(_ error: any Error) -> String {
+        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)).lowercased() }
+        let text = "\(error)"
+        if let range = text.range(of: #"errno: (\d+)"#, options: .regularExpression),
+           let code = Int32(text[range].dropFirst("errno: ".count)) {
+            return String(cString: strerror(code)).lowercased()
+        }
+        return text
     }
 }

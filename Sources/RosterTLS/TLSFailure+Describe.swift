@@ -55,7 +55,7 @@ extension TLSFailure {
                 return TLSFailure("refused a TLS connection from \(peer): it sent no client certificate, and this server requires one (--tls-ca)")
             }
             if text.contains("CERTIFICATE_VERIFY_FAILED") {
-                return TLSFailure("refused a TLS connection from \(peer): its client certificate "
+                return TLSFailure("refused a TLS connection from \(peer): its client certificate was refused: "
                     + certificateProblem(peerCertificate, now: now, trust: "the CA in --tls-ca"))
             }
             if let alert = alert(in: text) {

@@ -123,6 +123,7 @@ struct StatusCommand: AsyncParsableCommand {
               roster status
               roster status --watch
               roster status --json
+              roster status --advertiser acme            (acme's versions, newest first: its history)
             """)
 
     @OptionGroup var client: CoordinatorClientOptions
@@ -136,11 +137,34 @@ struct StatusCommand: AsyncParsableCommand {
     @Flag(help: "Print the StatusResponse as JSON.")
     var json = false
 
+    @Option(help: "One advertiser's versions instead, newest first, with their states, keys and errors: its history.")
+    var advertiser: String?
+
+    @Option(help: "With --advertiser: show at most this many versions (1 to 1,000).")
+    var limit: Int = 20
+
+    func validate() throws {
+        guard (1...1_000).contains(limit) else { throw ValidationError("--limit must be between 1 and 1,000") }
+        if advertiser != nil && watch { throw ValidationError("--advertiser shows a history; --watch follows files in flight: one or the other") }
+    }
+
     func run() async throws {
         try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { try await show(IngestAdmin.Client(transport: $0)) }
     }
 
     private func show(_ coordinator: IngestAdmin.Client<FailoverTransport<RPCClient>>) async throws {
+        if let advertiser {
+            let request = ListFilesRequest(advertiserID: advertiser, limit: UInt32(limit))
+            let page = try await userFacing("cannot list the versions of \(advertiser)") {
+                try await coordinator.listFiles(request, options: client.operatorOptions())
+            }
+            if json { return print(page.jsonText(includeDefaults: true)) }
+            guard !page.files.isEmpty else { throw CLIError("no versions of advertiser '\(advertiser)'", status: .notFound) }
+            print("ID      PATH                      STATE       PROGRESS")
+            print(page.files.map(StatusFormat.line).joined(separator: "\n"))
+            if page.nextBeforeVersion != 0 { print("(the newest \(page.files.count); --limit shows more)") }
+            return
+        }
         if watch {
             _ = try await StatusFormat.watch(coordinator: coordinator, options: client.operatorOptions(), only: nil,
                                              waitForWork: .milliseconds(Int64(max(0, waitForWork) * 1000)))
@@ -485,8 +509,7 @@ struct CallCommand: AsyncParsableCommand {
     @Option(help: "Print an RPC's request and response messages (Service.Method), or a message or enum by name, with the messages and enums they use.")
     var describe: String?
 
-    @Option(name: .customShort("H"), help: "Metadata to send, key:value (repeatable), as grpcurl's -H.")
-    var header: [String] = []
+    @OptionGroup var metadata: MetadataOptions
 
     @Argument(help: "Service.Method, e.g. IngestAdmin.Status.")
     var method: String?
@@ -494,11 +517,6 @@ struct CallCommand: AsyncParsableCommand {
     @Argument(help: "The request as JSON (default {}); @file reads it from a file, @- (or -) from standard input.")
     var request: String?
 
-    func validate() throws {
-        for h in header where !h.contains(":") || h.hasPrefix(":") {
-            throw ValidationError("-H '\(h)' is not key:value")
-        }
-    }
 
     /// A message of the schema by name (`FileStatus` or `roster.v1.FileStatus`).
     static func message(named name: String) -> (any ProtoJSONMessage.Type)? {
@@ -536,15 +554,39 @@ struct CallCommand: AsyncParsableCommand {
         if let method = RosterSchema.methods.first(where: { $0.shortName == name || "\($0.descriptor.service).\($0.descriptor.method)" == name }) {
             return method
         }
-        throw CLIError("no RPC named \(name); `roster call --list` shows them all")
+        let names = RosterSchema.methods.map(\.shortName)
+        let suggestion = Suggestion.closest(to: name, among: names)
+            // A method named right under a wrong (or retired) service: Coordinator.ListFiles.
+            ?? Suggestion.closest(to: String(name.split(separator: ".").last ?? ""), among: names, by: { String($0.split(separator: ".").last ?? "") })
+        throw CLIError("no RPC named \(name)" + (suggestion.map { "; did you mean \($0)?" } ?? "") + " (`roster call --list` shows them all)")
+    }
+
+    /// Who calls each service, for `--list`: the services grouped by audience.
+    static let audiences: [(title: String, services: [String])] = [
+        ("Applications (--token)", [MatchService.name]),
+        ("Operators (--operator-token; the match server's MatchAdmin: --admin-token)", [IngestAdmin.name, MatchAdmin.name]),
+        ("The serving tier (match servers register with a node token; applications read placement with --token)", [Tier.name]),
+        ("Internal: block workers only (a worker token); listed to debug a worker", [TaskQueue.name]),
+    ]
+
+    /// A method's description for `--list`: its doc comment's first sentence, whole.
+    static func summary(_ doc: String) -> String {
+        let text = doc.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+        guard let end = text.range(of: ". ") else { return text }
+        return String(text[..<end.lowerBound]) + "."
     }
 
     func run() async throws {
         if list {
-            for m in RosterSchema.methods {
-                let doc = m.doc.split(separator: "\n").first.map { "  — " + $0 } ?? ""
-                print("\(m.shortName)(\(m.requestType.protoName.split(separator: ".").last!)) returns "
-                      + "(\(m.responseType.protoName.split(separator: ".").last!))\(doc)")
+            for (title, services) in Self.audiences {
+                print(title + ":")
+                for service in services {
+                for m in RosterSchema.methods where m.descriptor.service == service {
+                    let doc = m.doc.isEmpty ? "" : "  — " + Self.summary(m.doc)
+                    print("  \(m.shortName)(\(m.requestType.protoName.split(separator: ".").last!)) returns "
+                          + "(\(m.responseType.protoName.split(separator: ".").last!))\(doc)")
+                }
+                }
             }
             return
         }
@@ -584,12 +626,8 @@ struct CallCommand: AsyncParsableCommand {
             throw CLIError("bad request for \(m.shortName): \(error)")
         }
         let service = m.descriptor.service
-        var (endpoints, options) = client.route(service)
-        for h in header {
-            let colon = h.firstIndex(of: ":")!
-            options.metadata[h[..<colon].trimmingCharacters(in: .whitespaces).lowercased()] = h[h.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        }
-        let callOptions = options
+        let (endpoints, routed) = client.route(service)
+        let callOptions = metadata.applied(to: routed)
         do {
             let response = try await withCoordinator(endpoints, tls: try client.clientTLS()) { rpc in
                 try await userFacing("\(m.shortName) failed") { try await m.call(json, on: rpc, options: callOptions) }
@@ -621,5 +659,59 @@ struct CallCommand: AsyncParsableCommand {
         default:
             return nil
         }
+    }
+}
+
+/// `-H key:value`, as grpcurl's: metadata sent with every call (`call`, `load`).
+struct MetadataOptions: ParsableArguments {
+    @Option(name: .customShort("H"), help: "Metadata to send, key:value (repeatable), as grpcurl's -H.")
+    var header: [String] = []
+
+    func validate() throws {
+        for h in header where !h.contains(":") || h.hasPrefix(":") {
+            throw ValidationError("-H '\(h)' is not key:value")
+        }
+    }
+
+    /// `options` with the headers added (keys lowercased, values trimmed).
+    func applied(to options: CallOptions) -> CallOptions {
+        var options = options
+        for h in header {
+            let colon = h.firstIndex(of: ":")!
+            options.metadata[h[..<colon].trimmingCharacters(in: .whitespaces).lowercased()] = h[h.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        return options
+    }
+}
+
+/// "Did you mean …?" for a mistyped name (a flag, a command, an RPC): the
+/// closest candidate by edit distance, case-insensitive, if it is close
+/// enough to be a typo (`within` edits; by default 2, or a third of the name).
+enum Suggestion {
+    static func closest(to name: String, among candidates: [String], within: Int? = nil,
+                        by key: (String) -> String = { $0 }) -> String? {
+        let typed = name.lowercased()
+        guard !typed.isEmpty else { return nil }
+        var best: (name: String, score: Int)?
+        for candidate in candidates.sorted() {
+            let score = distance(typed, key(candidate).lowercased())
+            if best == nil || score < best!.score { best = (candidate, score) }
+        }
+        guard let best, best.score <= (within ?? max(2, typed.count / 3)) else { return nil }
+        return best.name
+    }
+
+    /// Levenshtein distance.
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var previous = Array(0...b.count)
+        for (i, x) in a.enumerated() {
+            var current = [i + 1] + Array(repeating: 0, count: b.count)
+            for (j, y) in b.enumerated() {
+                current[j + 1] = min(previous[j + 1] + 1, current[j] + 1, previous[j] + (x == y ? 0 : 1))
+            }
+            previous = current
+        }
+        return previous[b.count]
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import LoadHarness
 import RosterAPI
 import RosterClient
+import Synchronization
 
 struct LoadCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,7 +17,12 @@ struct LoadCommand: AsyncParsableCommand {
             --rate takes one rate (held for --duration) or a staircase FROM:TO:step=BY/HOLD, which holds
             each rate for HOLD: 1000:20000:step=1000/5s runs 1,000 calls/s for 5 s, 2,000 for 5 s, ...
             up to 20,000. Sending stops when the schedule ends; replies are awaited at most --grace,
-            and calls still unanswered then count as DEADLINE_EXCEEDED.
+            and calls still unanswered then count as DEADLINE_EXCEEDED. --warmup sends at the first
+            rate for a while before the run, and counts none of it. A staircase ends with a table of
+            its steps.
+
+            Exit status: 0 after a run, whether it held the rate or not (the report says which);
+            1 when an answer was wrong (--verify), or on another error.
 
             Examples:
               roster load --advertiser acme --rate 10000 --duration 30s
@@ -28,9 +34,13 @@ struct LoadCommand: AsyncParsableCommand {
               roster load --advertiser @advertisers.txt --rate 10000     # calls spread over every advertiser in the file
               roster load --call IngestAdmin.ListFiles --data '{"limit": 10}' --rate 500
               roster load --call MatchService.Match --data-file requests.jsonl --rate 20000
+              roster load --call IngestAdmin.Status --data '{}' --rate 50 -H x-request-id:load-1
+              roster load --advertiser acme --rate 20000 --warmup 5s --duration 30s
             """)
 
     @OptionGroup var client: ClientOptions
+
+    @OptionGroup var metadata: MetadataOptions
 
     @Option(help: "The advertiser to query; several, comma-separated, or @FILE (one per line): calls go to each in turn.")
     var advertiser: String?
@@ -53,6 +63,9 @@ struct LoadCommand: AsyncParsableCommand {
 
     @Option(help: "Send this many calls in all (at a constant --rate), instead of running for --duration.")
     var total: Int?
+
+    @Option(help: "Send at the first rate for this long before the run (5s); none of it is counted (0: no warm-up).")
+    var warmup: DurationArgument = DurationArgument(argument: "0")!
 
     @Option(help: "How long to wait for replies once sending has stopped (calls unanswered then are DEADLINE_EXCEEDED).")
     var grace: DurationArgument = DurationArgument(argument: "2s")!
@@ -185,7 +198,7 @@ struct LoadCommand: AsyncParsableCommand {
             let tls = try client.clientTLS()
             try await withRPCClient(client.match, tls: tls, connections: 1) { rpc in
                 let stub = MatchService.Client(transport: rpc)
-                let options = client.matchOptions()
+                let options = metadata.applied(to: client.matchOptions())
                 // Fail fast, with one line, if the server is not there or an advertiser is unknown.
                 for advertiser in advertisers {
                     do {
@@ -201,7 +214,20 @@ struct LoadCommand: AsyncParsableCommand {
             }
             report = try await runOpenLoop(schedule: schedule, advertisers: advertisers, keyPool: keyPool, memberSet: memberSet, tls: tls)
         }
-        try finish(report, title: "roster load: \(advertiser ?? "") at \(client.match), \(schedule)" + (batch > 1 ? ", MatchMany ×\(batch)" : ", Match"))
+        try finish(report, title: "roster load: \(advertiser ?? "") at \(client.match), \(schedule)" + (batch > 1 ? ", MatchMany ×\(batch)" : ", Match"),
+                   keys: true, steps: schedule.steps.count > 1)
+    }
+
+    /// The schedule of the warm-up: the first step's rate for --warmup; nil without one.
+    func warmupSchedule(_ schedule: RateSchedule) -> RateSchedule? {
+        guard warmup.duration > .zero, let first = schedule.steps.first else { return nil }
+        return RateSchedule(steps: [RateSchedule.Step(rate: first.rate, duration: warmup.duration)])
+    }
+
+    func announceWarmup(_ schedule: RateSchedule) {
+        guard !json else { return }
+        print(String(format: "warm-up: %.0f calls/s for %.1f s, not counted", schedule.meanRate, schedule.duration.seconds))
+        flushOutput()
     }
 
     /// `--tier`: a task per call through the tier's router, every answer
@@ -226,24 +252,38 @@ struct LoadCommand: AsyncParsableCommand {
             MatchManyRequest(advertiserID: advertisers[0], hashes: keyPool.batch(n * batchSize, count: batchSize))
         }
         let onTick = liveLine
+        let tally = KeyTally()
+        let warmupSchedule = self.warmupSchedule(schedule)
         return try await withTierClient(client, hedgeAfter: hedge?.duration) { router in
             for advertiser in advertisers {
                 _ = try await userFacing("cannot reach the tier through \(client.coordinator) for advertiser \(advertiser)") {
                     try await router.match(advertiser: advertiser, hash: keyPool.hash(0))
                 }
             }
-            let generator = LoadGenerator(configuration: .init(rate: schedule.steps[0].rate, duration: schedule.duration,
-                                                               concurrency: concurrency, keysPerCall: batchSize))
-            return await generator.run(onTick: onTick) { i in
+            @Sendable func call(_ i: Int, counted: Bool) async throws {
                 let advertiserID = advertisers[i % advertisers.count]
                 if batchSize == 1 {
                     let hash = keyPool.hash(i)
-                    try check(hash, try await router.match(advertiser: advertiserID, hash: hash).matched)
+                    let matched = try await router.match(advertiser: advertiserID, hash: hash).matched
+                    if counted { tally.add(hits: matched ? 1 : 0, of: 1) }
+                    try check(hash, matched)
                 } else {
                     let request = requests[i & 255]
-                    try checkMany(request, try await router.matchMany(advertiser: advertiserID, hashes: request.hashes))
+                    let response = try await router.matchMany(advertiser: advertiserID, hashes: request.hashes)
+                    if counted { tally.add(hits: Int(response.matchedCount), of: Int(response.count)) }
+                    try checkMany(request, response)
                 }
             }
+            if let warmupSchedule {
+                announceWarmup(warmupSchedule)
+                _ = await LoadGenerator(configuration: .init(rate: warmupSchedule.steps[0].rate, duration: warmupSchedule.duration,
+                                                             concurrency: concurrency, keysPerCall: batchSize)).run { try await call($0, counted: false) }
+            }
+            let generator = LoadGenerator(configuration: .init(rate: schedule.steps[0].rate, duration: schedule.duration,
+                                                               concurrency: concurrency, keysPerCall: batchSize))
+            var report = await generator.run(onTick: onTick) { try await call($0, counted: true) }
+            (report.hits, report.misses) = tally.counts
+            return report
         }
     }
 
@@ -260,7 +300,8 @@ struct LoadCommand: AsyncParsableCommand {
             texts = text.split(whereSeparator: \.isNewline).map(String.init).filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
             guard !texts.isEmpty else { throw CLIError("\(path) holds no request") }
         }
-        let (endpoints, options) = client.route(method.descriptor.service)
+        let (endpoints, routed) = client.route(method.descriptor.service)
+        let options = metadata.applied(to: routed)
         let endpoint = endpoints.all[0]
         var requests: [OpenLoopEngine.Request] = []
         var first: JSONValue?
@@ -283,13 +324,19 @@ struct LoadCommand: AsyncParsableCommand {
             }
         }
         let schedule = try self.schedule()
-        let engine = OpenLoopEngine(configuration: .init(
-            host: endpoint.host, port: endpoint.port, tls: tls, schedule: schedule, connections: connections, maxInFlight: concurrency,
-            grace: grace.duration))
-        let report = try await userFacing("cannot load \(endpoint)") {
-            try await engine.run(requests: requests, onTick: liveLine)
+        func engine(_ schedule: RateSchedule) -> OpenLoopEngine {
+            OpenLoopEngine(configuration: .init(
+                host: endpoint.host, port: endpoint.port, tls: tls, schedule: schedule, connections: connections, maxInFlight: concurrency,
+                grace: grace.duration))
         }
-        try finish(report, title: "roster load: \(method.shortName) at \(endpoint), \(schedule)")
+        if let warmupSchedule = self.warmupSchedule(schedule) {
+            announceWarmup(warmupSchedule)
+            _ = try await userFacing("cannot load \(endpoint)") { try await engine(warmupSchedule).run(requests: requests) }
+        }
+        let report = try await userFacing("cannot load \(endpoint)") {
+            try await engine(schedule).run(requests: requests, onTick: liveLine)
+        }
+        try finish(report, title: "roster load: \(method.shortName) at \(endpoint), \(schedule)", keys: false, steps: schedule.steps.count > 1)
     }
 
     /// The live line, once a second (not with --json).
@@ -304,20 +351,48 @@ struct LoadCommand: AsyncParsableCommand {
         }
     }
 
-    /// The report: the files asked for, then the summary (or JSON).
-    func finish(_ report: LoadReport, title: String) throws {
+    /// The report: the files asked for, then the summary (or JSON), then
+    /// the verdict: a wrong answer fails the run (exit 1). `keys`: the calls
+    /// were Match or MatchMany (keys per second, hits, wrong answers mean
+    /// something); `steps`: a staircase, whose steps get a table.
+    func finish(_ report: LoadReport, title: String, keys: Bool, steps: Bool) throws {
         try write(report.hgrm, to: hgrm)
         try write(report.csv, to: csv)
         try write(report.html(title: title), to: html)
-        print(json ? Self.json(report, batch: batch) : Self.text(report, batch: batch))
+        print(json ? Self.json(report, batch: batch, keys: keys, steps: steps) : Self.text(report, batch: batch, keys: keys, steps: steps))
         if let shortfall = report.shortfall, !json { print("NOTE: \(shortfall)") }
+        if report.wrongAnswers > 0 {
+            throw CLIError("\(report.wrongAnswers) of \(report.ok) answers were wrong: the served lists differ from --hashes")
+        }
+    }
+
+    /// A staircase's steps from the run's seconds: per asked rate, the
+    /// calls/s achieved, the worst second's p99, errors, and the sender's
+    /// worst lag.
+    static func stepRows(_ r: LoadReport) -> [(asked: Double, achieved: Double, p99: Duration, errors: Int, lag: Duration)] {
+        var rows: [(asked: Double, achieved: Double, p99: Duration, errors: Int, lag: Duration)] = []
+        var seconds: [Int] = []
+        for tick in r.timeline {
+            if let last = rows.last, abs(last.asked - tick.asked) < 0.5 {
+                rows[rows.count - 1].p99 = max(last.p99, tick.p99)
+                rows[rows.count - 1].errors += tick.errors
+                rows[rows.count - 1].lag = max(last.lag, tick.lag)
+                rows[rows.count - 1].achieved += Double(tick.calls)
+                seconds[seconds.count - 1] += 1
+            } else {
+                rows.append((tick.asked, Double(tick.calls), tick.p99, tick.errors, tick.lag))
+                seconds.append(1)
+            }
+        }
+        for i in rows.indices { rows[i].achieved /= Double(seconds[i]) }
+        return rows
     }
 
     /// The run itself, on the open-loop engine: every request encoded once,
     /// each reply read for its keys' answers (and checked with --verify).
     func runOpenLoop(schedule: RateSchedule, advertisers: [String], keyPool: KeyPool, memberSet: Set<Data>,
                      tls: ClientTLS?) async throws -> LoadReport {
-        let options = client.matchOptions()
+        let options = metadata.applied(to: client.matchOptions())
         let count = max(4096, advertisers.count)
         var payloads: [OpenLoopEngine.Request] = []
         var expected: [[Bool]] = []
@@ -356,18 +431,26 @@ struct LoadCommand: AsyncParsableCommand {
             }
             return .init(hits: hits, misses: n - hits, wrong: wrong)
         }
-        let engine = OpenLoopEngine(configuration: .init(
-            host: client.match.host, port: client.match.port, tls: tls, schedule: schedule, connections: connections,
-            maxInFlight: concurrency, grace: grace.duration, keysPerCall: batch))
+        func engine(_ schedule: RateSchedule) -> OpenLoopEngine {
+            OpenLoopEngine(configuration: .init(
+                host: client.match.host, port: client.match.port, tls: tls, schedule: schedule, connections: connections,
+                maxInFlight: concurrency, grace: grace.duration, keysPerCall: batch))
+        }
+        if let warmupSchedule = self.warmupSchedule(schedule) {
+            announceWarmup(warmupSchedule)
+            _ = try await userFacing("cannot load the match server at \(client.match)") {
+                try await engine(warmupSchedule).run(requests: payloads, inspect: inspect)
+            }
+        }
         return try await userFacing("cannot load the match server at \(client.match)") {
-            try await engine.run(requests: payloads, inspect: inspect, onTick: liveLine)
+            try await engine(schedule).run(requests: payloads, inspect: inspect, onTick: liveLine)
         }
     }
 
-    static func text(_ r: LoadReport, batch: Int) -> String {
+    static func text(_ r: LoadReport, batch: Int, keys: Bool = true, steps: Bool = false) -> String {
         var lines = [
-            String(format: "asked %.0f calls/s for %.1f s; achieved %.0f calls/s (%.0f keys/s), %d calls in %.1f s",
-                   r.asked, r.duration.seconds, r.callsPerSecond, r.keysPerSecond, r.calls, r.elapsed.seconds),
+            String(format: "asked %.0f calls/s for %.1f s; achieved %.0f calls/s%@, %d calls in %.1f s",
+                   r.asked, r.duration.seconds, r.callsPerSecond, keys ? String(format: " (%.0f keys/s)", r.keysPerSecond) : "", r.calls, r.elapsed.seconds),
             String(format: "latency from intended send time: p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms",
                    r.percentile(50).ms, r.percentile(90).ms, r.percentile(99).ms, r.percentile(99.9).ms, r.max.ms),
         ]
@@ -386,12 +469,26 @@ struct LoadCommand: AsyncParsableCommand {
         if let cpu = r.harnessMicrosecondsPerCall, let total = r.harnessCPU {
             lines.append(String(format: "harness CPU: %.2f µs per call, %.0f%% of one core", cpu, 100 * total.seconds / max(0.001, r.elapsed.seconds)))
         }
-        lines.append("wrong answers: \(r.wrongAnswers)")
+        if keys { lines.append("wrong answers: \(r.wrongAnswers)") }
+        if steps {
+            lines.append("STEP  ASKED/s    ACHIEVED/s  WORST p99 ms  ERRORS  SENDER LAG ms")
+            for (i, row) in stepRows(r).enumerated() {
+                lines.append(String(format: "%-5d %-10.0f %-11.0f %-13.3f %-7d %.1f", i + 1, row.asked, row.achieved, row.p99.ms, row.errors, row.lag.ms))
+            }
+        }
         return lines.joined(separator: "\n")
     }
 
-    static func json(_ r: LoadReport, batch: Int) -> String {
-        let value = JSONValue.object([
+    static func json(_ r: LoadReport, batch: Int, keys: Bool = true, steps: Bool = false) -> String {
+        let keyFields: Set<String> = ["keysPerSecond", "wrongAnswers", "hits", "misses", "batch"]
+        let stepsValue = JSONValue.array(stepRows(r).map { row in
+            .object([("askedCallsPerSecond", .number(String(format: "%.1f", row.asked))),
+                     ("callsPerSecond", .number(String(format: "%.1f", row.achieved))),
+                     ("worstP99Ms", .number(String(format: "%.3f", row.p99.ms))),
+                     ("errors", .number(String(row.errors))),
+                     ("maxSenderLagMs", .number(String(format: "%.3f", row.lag.ms)))])
+        })
+        let fields: [(String, JSONValue)] = [
             ("askedCallsPerSecond", .number(String(format: "%.1f", r.asked))),
             ("durationSeconds", .number(String(format: "%.3f", r.elapsed.seconds))),
             ("calls", .number(String(r.calls))),
@@ -411,9 +508,19 @@ struct LoadCommand: AsyncParsableCommand {
             ("unsent", .number(String(r.unsent))),
             ("harnessCpuMicrosPerCall", r.harnessMicrosecondsPerCall.map { .number(String(format: "%.3f", $0)) } ?? .null),
             ("errorWindowMs", r.errorWindow.map { .number(String(format: "%.3f", ($0.last - $0.first).ms)) } ?? .null),
-        ])
+            ("inFlightCapWaits", .number(String(r.inFlightCapWaits))),
+        ]
+        let value = JSONValue.object(fields.filter { keys || !keyFields.contains($0.0) } + (steps ? [("steps", stepsValue)] : []))
         return value.serialized(pretty: true)
     }
+}
+
+/// Keys matched and not, counted by the calls of a `--tier` run.
+final class KeyTally: Sendable {
+    private let state = Mutex((hits: 0, misses: 0))
+
+    func add(hits: Int, of keys: Int) { state.withLock { $0.hits += hits; $0.misses += keys - hits } }
+    var counts: (Int, Int) { state.withLock { ($0.hits, $0.misses) } }
 }
 
 /// Precomputed keys to query: a mix of known members and random hashes.

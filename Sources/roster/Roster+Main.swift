@@ -69,6 +69,7 @@ extension Roster {
             guard code == .validationFailure else {
                 return (firstLine(message(for: error)), code.rawValue)
             }
+            if let unknown = unknownCommand(in: arguments) { return (unknown, ExitStatus.usage) }
             let command = commandPath(in: arguments)
             // ArgumentParser reports a missing or invalid option before an
             // unknown one, so a misspelled flag would read as a missing flag.
@@ -113,27 +114,19 @@ extension Roster {
             guard argument.hasPrefix("--") else { continue }
             let name = String(argument.prefix { $0 != "=" })
             if known.contains(name) { continue }
-            let nearest = known.min { distance($0, name) < distance($1, name) }
-            let hint = nearest.flatMap { distance($0, name) <= 2 ? " (did you mean '\($0)'?)" : nil } ?? ""
+            let hint = Suggestion.closest(to: name, among: Array(known), within: 2).map { " (did you mean '\($0)'?)" } ?? ""
             return "unknown option '\(name)'\(hint) (see '\(command.path) --help')"
         }
         return nil
     }
 
-    /// Levenshtein distance, for suggesting a flag.
-    static func distance(_ a: String, _ b: String) -> Int {
-        let a = Array(a), b = Array(b)
-        guard !a.isEmpty else { return b.count }
-        var row = Array(0...b.count)
-        for i in 1...a.count {
-            var previous = row[0]
-            row[0] = i
-            for j in stride(from: 1, through: b.count, by: 1) {
-                let current = row[j]
-                row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
-                previous = current
-            }
-        }
-        return row[b.count]
+    /// "unknown command 'stauts' (did you mean 'status'?)" when the first
+    /// word is not a subcommand; nil when it is one (or is a flag).
+    static func unknownCommand(in arguments: [String]) -> String? {
+        guard let first = arguments.first, !first.hasPrefix("-") else { return nil }
+        let names = configuration.subcommands.map { $0._commandName } + ["help"]
+        guard !names.contains(first) else { return nil }
+        let hint = Suggestion.closest(to: first, among: names).map { " (did you mean '\($0)'?)" } ?? ""
+        return "unknown command '\(first)'\(hint) (see 'roster --help')"
     }
 }

@@ -144,7 +144,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         discussion: "Coordinators on one PostgreSQL catalog elect a leader; standbys name it to callers."))
     var advertise: Endpoint?
 
-    @Option(help: "How long a leader's lease lasts on a PostgreSQL catalog (10s): a standby takes over within it and a third after the leader stops.")
+    @Option(help: "How long a leader's lease lasts on a PostgreSQL catalog (10s): a standby takes over at most a lease and a third after the leader stops.")
     var leaderLease: DurationArgument = DurationArgument(argument: "10s")!
 
     @OptionGroup var metricsOptions: MetricsOptions

@@ -222,6 +222,13 @@ final class CLITests: ServicesTestCase {
         XCTAssertTrue(metrics.contains("roster_ingest_versions_held_total 1"), metrics)
         try eventually("the log to say so") { dev.stderr.contains("a new version was held, not published") }
 
+        let history = try RosterBinary.run(["status", "--coordinator", coordinator, "--advertiser", "acme"])
+        XCTAssertEqual(history.status, 0, history.stderr)
+        let rows = history.stdout.split(separator: "\n").dropFirst().map(String.init)
+        XCTAssertEqual(rows.count, 2, history.stdout)
+        XCTAssertTrue(rows[0].contains("acme/2.txt") && rows[0].contains("held"), "newest first: \(history.stdout)")
+        XCTAssertTrue(rows[1].contains("acme/1.txt") && rows[1].contains("live") && rows[1].contains("200 keys"), history.stdout)
+        XCTAssertEqual(try RosterBinary.run(["status", "--coordinator", coordinator, "--advertiser", "nobody"]).status, 69)
         let approved = try RosterBinary.run(["approve", "--coordinator", coordinator, "--advertiser", "acme"])
         XCTAssertEqual(approved.status, 0, approved.stderr)
         XCTAssertTrue(approved.stdout.contains("approved, 0 keys (the live version has 200)"), approved.stdout)
@@ -336,6 +343,24 @@ final class CLITests: ServicesTestCase {
         XCTAssertGreaterThan(h, 50, "about half the keys are members")
         XCTAssertGreaterThan(m, 50)
         try checkReportsRender(match: match, members: members)
+        // A control run whose "members" are not in the list: every hit is a
+        // wrong answer, and a wrong answer fails the run.
+        let strangers = root.appendingPathComponent("strangers.txt")
+        try Data(emails(5_000..<5_020).map { MemberHash(email: $0).hex + "\n" }.joined().utf8).write(to: strangers)
+        let wrong = try RosterBinary.run(["load", "--match", match, "--advertiser", "one", "--rate", "100", "--duration", "500ms",
+                                          "--hashes", strangers.path, "--hit-ratio", "1", "--verify"])
+        XCTAssertEqual(wrong.status, 1, "wrong answers fail the run: \(wrong.stdout)")
+        XCTAssertTrue(wrong.stdout.contains("wrong answers: 50"), wrong.stdout)
+        XCTAssertEqual(wrong.stderr, "Error: 50 of 50 answers were wrong: the served lists differ from --hashes\n")
+        // A warm-up, not counted; metadata sent with every call; a staircase's steps in a table.
+        let warmed = try RosterBinary.run(["load", "--match", match, "--advertiser", "one", "--rate", "100:200:step=100/1s", "--warmup", "500ms",
+                                           "-H", "x-request-id:load-test"])
+        XCTAssertEqual(warmed.status, 0, warmed.stderr)
+        XCTAssertTrue(warmed.stdout.hasPrefix("warm-up: 100 calls/s for 0.5 s, not counted"), warmed.stdout)
+        XCTAssertTrue(warmed.stdout.contains(", 300 calls in"), "the warm-up's 50 calls are not counted: \(warmed.stdout)")
+        let steps = warmed.stdout.split(separator: "\n").drop { !$0.hasPrefix("STEP") }
+        XCTAssertEqual(steps.count, 3, "a header and a row per step: \(warmed.stdout)")
+        XCTAssertTrue(steps.dropFirst().first?.hasPrefix("1     100 ") == true && steps.dropFirst(2).first?.hasPrefix("2     200 ") == true, warmed.stdout)
         let total = try RosterBinary.run(["load", "--match", match, "--advertiser", "two", "--rate", "500", "--total", "150", "--json"])
         XCTAssertEqual(try JSONValue(parsing: total.stdout)["sent"], .number("150"), total.stdout + total.stderr)
 
@@ -355,8 +380,14 @@ final class CLITests: ServicesTestCase {
                                                      "--rate", "100", "--duration", "500ms", "--json"])
         XCTAssertEqual(try JSONValue(parsing: coordinatorCalls.stdout)["sent"], .number("50"), coordinatorCalls.stdout + coordinatorCalls.stderr)
         XCTAssertTrue(coordinatorCalls.stdout.contains(#""errors": {}"#), coordinatorCalls.stdout)
+        XCTAssertNil(try JSONValue(parsing: coordinatorCalls.stdout)["wrongAnswers"], "a call with no keys has no key figures")
+        let asText = try RosterBinary.run(["load", "--coordinator", coordinator, "--call", "IngestAdmin.Status", "--data", "{}",
+                                           "--rate", "50", "--duration", "200ms", "-H", "x-request-id:7"])
+        XCTAssertEqual(asText.status, 0, asText.stderr)
+        XCTAssertFalse(asText.stdout.contains("keys/s") || asText.stdout.contains("wrong answers"), asText.stdout)
         for (args, expected) in [
-            (["--call", "Nope.Nope", "--data", "{}"], "Error: no RPC named Nope.Nope; `roster call --list` shows them all"),
+            (["--call", "Nope.Nope", "--data", "{}"], "Error: no RPC named Nope.Nope (`roster call --list` shows them all)"),
+            (["--call", "Coordinator.ListFile", "--data", "{}"], "Error: no RPC named Coordinator.ListFile; did you mean IngestAdmin.ListFiles?"),
             (["--call", "MatchService.Match", "--data", #"{"hash": 5}"#], "Error: bad request for MatchService.Match: "),
             (["--call", "MatchService.Match", "--data", #"{"advertiserId": "nobody", "hash": "\#(hash)"}"#],
              "Error: MatchService.Match fails at \(match) before the run: NOT_FOUND"),
@@ -550,7 +581,12 @@ final class CLITests: ServicesTestCase {
         XCTAssertEqual(stdinCall.status, 0, stdinCall.stderr)
 
         let list = try RosterBinary.run(["call", "--list"])
-        XCTAssertEqual(list.stdout.split(separator: "\n").count, RosterSchema.methods.count)
+        let listed = list.stdout.split(separator: "\n").filter { $0.hasPrefix("  ") }
+        XCTAssertEqual(listed.count, RosterSchema.methods.count, list.stdout)
+        XCTAssertTrue(listed.allSatisfy { $0.hasSuffix(".") || $0.hasSuffix(")") }, "each description whole, to its sentence's end: \(list.stdout)")
+        XCTAssertTrue(list.stdout.contains("Internal: block workers only"), "workers' RPCs apart from the operators': \(list.stdout)")
+        let taskQueue = try XCTUnwrap(list.stdout.range(of: "  TaskQueue.LeaseTasks"))
+        XCTAssertTrue(list.stdout[..<taskQueue.lowerBound].contains("Internal:"), list.stdout)
         let describe = try RosterBinary.run(["call", "--describe", "IngestAdmin.SubmitFile"])
         XCTAssertTrue(describe.stdout.contains("message SubmitFileRequest {"), describe.stdout)
         XCTAssertTrue(describe.stdout.contains("string path = 1;"), describe.stdout)
@@ -682,6 +718,12 @@ final class CLITests: ServicesTestCase {
         let missing = try RosterBinary.run(["match", "--hash", String(repeating: "0", count: 32)])
         XCTAssertEqual(missing.status, 64)
         XCTAssertEqual(missing.stderr, "Error: Missing expected argument '--advertiser <advertiser>' (see 'roster match --help')\n")
+        let typo = try RosterBinary.run(["stauts"])
+        XCTAssertEqual(typo.status, 64)
+        XCTAssertEqual(typo.stderr, "Error: unknown command 'stauts' (did you mean 'status'?) (see 'roster --help')\n")
+        let rpcTypo = try RosterBinary.run(["call", "IngestAdmin.ListFile"])
+        XCTAssertEqual(rpcTypo.status, 1)
+        XCTAssertTrue(rpcTypo.stderr.hasPrefix("Error: no RPC named IngestAdmin.ListFile; did you mean IngestAdmin.ListFiles?"), rpcTypo.stderr)
         let refused = try RosterBinary.run(["status", "--coordinator", "127.0.0.1:1"])
         XCTAssertEqual(refused.status, 78, "UNAVAILABLE: 64 + 14: \(refused.stderr)")
         let version = try RosterBinary.run(["--version"])

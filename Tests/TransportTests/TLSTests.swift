@@ -146,7 +146,7 @@ final class TLSTests: XCTestCase {
         let (server, port, log) = try await start(tls: try serverFiles(mutual: true).source(alpn: [WireProtocol.alpn]))
         let client = RPCClient(host: "127.0.0.1", port: port, configuration: .init(tls: try clientTLS(identity: "other-client")))
         await assertRefused(client, "refused this client's certificate")
-        try await eventually { log.contains("its client certificate it is not signed by a trusted CA (the CA in --tls-ca); it was issued to CN=stranger") }
+        try await eventually { log.contains("its client certificate was refused: it is not signed by a trusted CA (the CA in --tls-ca); it was issued to CN=stranger") }
         await stop(server, client)
     }
 
