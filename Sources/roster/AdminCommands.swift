@@ -34,8 +34,7 @@ struct AdvertisersCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { transport in
-            let coordinator = IngestAdmin.Client(transport: transport)
+        try await client.withAdmin { coordinator in
             var request = ListAdvertisersRequest(afterAdvertiserID: after, limit: 1_000)
             var listed = 0
             if !json { print("ADVERTISER            LIVE     KEYS         BYTES       NEWEST   STATE       VERSIONS  CHANGED") }
@@ -168,13 +167,10 @@ struct RollbackCommand: AsyncParsableCommand {
     var to: UInt64 = 0
 
     func run() async throws {
-        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { transport in
-            let coordinator = IngestAdmin.Client(transport: transport)
-            let response = try await userFacing("cannot roll back \(advertiser)") {
-                try await coordinator.rollback(RollbackRequest(advertiserID: advertiser, version: to), options: client.operatorOptions())
-            }
-            print("\(advertiser): version \(response.version) is live again (it replaced version \(response.previousVersion))")
+        let response = try await client.admin("cannot roll back \(advertiser)") {
+            try await $0.rollback(RollbackRequest(advertiserID: advertiser, version: to), options: $1)
         }
+        print("\(advertiser): version \(response.version) is live again (it replaced version \(response.previousVersion))")
     }
 }
 
@@ -206,14 +202,11 @@ struct DeleteCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { transport in
-            let coordinator = IngestAdmin.Client(transport: transport)
-            let response = try await userFacing("cannot delete \(advertiser)") {
-                try await coordinator.deleteAdvertiser(DeleteAdvertiserRequest(advertiserID: advertiser), options: client.operatorOptions())
-            }
-            let live = response.removedVersion == 0 ? "no version was live" : "version \(response.removedVersion) is no longer served"
-            print("\(advertiser): deleted; \(live); the data of its \(response.versions) version(s) is being removed")
+        let response = try await client.admin("cannot delete \(advertiser)") {
+            try await $0.deleteAdvertiser(DeleteAdvertiserRequest(advertiserID: advertiser), options: $1)
         }
+        let live = response.removedVersion == 0 ? "no version was live" : "version \(response.removedVersion) is no longer served"
+        print("\(advertiser): deleted; \(live); the data of its \(response.versions) version(s) is being removed")
     }
 }
 
@@ -243,14 +236,11 @@ struct ApproveCommand: AsyncParsableCommand {
     var version: UInt64 = 0
 
     func run() async throws {
-        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { transport in
-            let coordinator = IngestAdmin.Client(transport: transport)
-            let response = try await userFacing("cannot approve a version of \(advertiser)") {
-                try await coordinator.approve(ApproveRequest(advertiserID: advertiser, version: version), options: client.operatorOptions())
-            }
-            let live = response.liveKeys == 0 ? "" : " (the live version has \(response.liveKeys))"
-            print("\(advertiser): version \(response.version) approved, \(response.keys) keys\(live); it goes live within a publish round")
+        let response = try await client.admin("cannot approve a version of \(advertiser)") {
+            try await $0.approve(ApproveRequest(advertiserID: advertiser, version: version), options: $1)
         }
+        let live = response.liveKeys == 0 ? "" : " (the live version has \(response.liveKeys))"
+        print("\(advertiser): version \(response.version) approved, \(response.keys) keys\(live); it goes live within a publish round")
     }
 }
 
@@ -286,14 +276,9 @@ struct MaxShrinkCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { transport in
-            let coordinator = IngestAdmin.Client(transport: transport)
-            let request = SetMaxShrinkRequest(advertiserID: advertiser, maxShrink: share?.share ?? 0, useDefault: useDefault)
-            _ = try await userFacing("cannot set the shrink guard of \(advertiser)") {
-                try await coordinator.setMaxShrink(request, options: client.operatorOptions())
-            }
-            print(useDefault ? "\(advertiser): the coordinator's --max-shrink applies"
-                  : "\(advertiser): a new version may lose up to \(String(format: "%g", (share?.share ?? 0) * 100))% of the live list's keys without approval")
-        }
+        let request = SetMaxShrinkRequest(advertiserID: advertiser, maxShrink: share?.share ?? 0, useDefault: useDefault)
+        _ = try await client.admin("cannot set the shrink guard of \(advertiser)") { try await $0.setMaxShrink(request, options: $1) }
+        print(useDefault ? "\(advertiser): the coordinator's --max-shrink applies"
+              : "\(advertiser): a new version may lose up to \(String(format: "%g", (share?.share ?? 0) * 100))% of the live list's keys without approval")
     }
 }

@@ -94,7 +94,7 @@ struct SubmitCommand: AsyncParsableCommand {
     var wait = false
 
     func run() async throws {
-        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { try await submit(IngestAdmin.Client(transport: $0)) }
+        try await client.withAdmin(submit)
     }
 
     private func submit(_ coordinator: IngestAdmin.Client<FailoverTransport<RPCClient>>) async throws {
@@ -149,7 +149,7 @@ struct StatusCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await withCoordinator(client.coordinator, tls: try client.clientTLS()) { try await show(IngestAdmin.Client(transport: $0)) }
+        try await client.withAdmin(show)
     }
 
     private func show(_ coordinator: IngestAdmin.Client<FailoverTransport<RPCClient>>) async throws {

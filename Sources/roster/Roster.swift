@@ -154,6 +154,18 @@ struct CoordinatorClientOptions: ParsableArguments {
     var coordinator: Endpoints { access.coordinator }
     func operatorOptions() -> CallOptions { settings.callOptions.bearer(access.operatorToken) }
     func clientTLS() throws -> ClientTLS? { try settings.clientTLS() }
+
+    /// Runs `body` with an `IngestAdmin` client of the coordinators (the leader's, by failover).
+    func withAdmin<T>(_ body: (IngestAdmin.Client<FailoverTransport<RPCClient>>) async throws -> T) async throws -> T {
+        try await withCoordinator(coordinator, tls: try clientTLS()) { try await body(IngestAdmin.Client(transport: $0)) }
+    }
+
+    /// One `IngestAdmin` call with the operator's token; a failure is one
+    /// line, "`what`: …".
+    func admin<T>(_ what: String, _ call: (IngestAdmin.Client<FailoverTransport<RPCClient>>, CallOptions) async throws -> T) async throws -> T {
+        let options = operatorOptions()
+        return try await withAdmin { coordinator in try await userFacing(what) { try await call(coordinator, options) } }
+    }
 }
 
 /// For commands that make MatchAdmin calls only (export).
