@@ -74,7 +74,7 @@ extension IngestCatalog {
             let merging = row.fileState("state") == .merging
             let remaining = merging ? row.int("size") : row.int("unparsed")
             let score = Priority.score(weight: row.double("weight"), waited: now - row.double("submitted_at"), remainingBytes: remaining,
-                                       blockSize: policy.blockSize, merging: merging, agingSeconds: policy.agingSeconds)
+                                       blockSize: policy.blockSize, merging: merging, agingSeconds: policy.aging.seconds)
             return Ranked(file: UInt64(row.int("id")), score: score)
         }.sorted { $0.before($1) }
     }
@@ -84,7 +84,7 @@ extension IngestCatalog {
                        worker, now)
             if leaseGraceDue {
                 try db.run("UPDATE tasks SET lease_expires = ? WHERE state = \(TaskState.leased.sql) AND lease_expires < ?",
-                           now + policy.leaseDuration, now + policy.leaseDuration)
+                           now + policy.leaseSeconds, now + policy.leaseSeconds)
                 leaseGraceDue = false
             }
             try expireLeases(db, now: now)
@@ -95,7 +95,7 @@ extension IngestCatalog {
             let started = ContinuousClock.now
             let ranked = try candidates(db, now: now)
             let took = ContinuousClock.now - started
-            lastRankingSeconds = Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18
+            lastRankingSeconds = took.seconds
             // A task whose backoff ends sooner becomes leasable without an event: the ranking lasts until then.
             let nextReady = try db.rows("SELECT MIN(not_before) FROM tasks WHERE state = \(TaskState.queued.sql) AND not_before > ?", now) {
                 $0.isNull(0) ? nil : $0.double(0)
@@ -136,7 +136,7 @@ extension IngestCatalog {
         let token = Self.newToken()
         try db.run("""
             UPDATE tasks SET state = \(TaskState.leased.sql), attempts = attempts + 1, lease_token = ?, worker = ?, lease_expires = ? WHERE id = ?
-            """, token, worker, now + policy.leaseDuration, id)
+            """, token, worker, now + policy.leaseSeconds, id)
         var task = IngestTask()
         var version: UInt64 = 0
         try db.query("""
@@ -245,7 +245,7 @@ extension IngestCatalog {
             var lost: [UInt64] = []
             for (id, token) in tasks {
                 let renewed = try db.run("UPDATE tasks SET lease_expires = ? WHERE id = ? AND state = \(TaskState.leased.sql) AND lease_token = ?",
-                                         now + policy.leaseDuration, id, token)
+                                         now + policy.leaseSeconds, id, token)
                 guard renewed == 0 else { continue }
                 // A heartbeat sent just before the worker's own report
                 // arrives after it: the task is done, by this worker,

@@ -98,7 +98,7 @@ extension IngestCatalog {
             out.workers = try db.rows("""
                 SELECT w.id, w.last_seen, (SELECT COUNT(*) FROM tasks t WHERE t.worker = w.id AND t.state = \(TaskState.leased.sql)) AS leases
                 FROM workers w WHERE w.last_seen > ? ORDER BY w.id LIMIT ?
-                """, now - 3 * policy.leaseDuration, limit) { row in
+                """, now - 3 * policy.leaseSeconds, limit) { row in
                 Operations.Worker(id: row.string("id"), lastSeenAgo: now - row.double("last_seen"), leases: Int(row.int("leases")))
             }
             return out
@@ -164,7 +164,7 @@ extension IngestCatalog {
             response.problems = response.files.filter { $0.state == .held }.prefix(10).map(Self.heldProblem)
             if heldCount > 10 { response.problems.append("\(heldCount - 10) more versions are held by the shrink guard: roster files --state held") }
             response.advertisersLive = UInt32(try db.rows("SELECT COUNT(*) FROM advertisers WHERE live_file_id IS NOT NULL") { $0.int(0) }.first ?? 0)
-            response.workersSeen = UInt32(try db.rows("SELECT COUNT(*) FROM workers WHERE last_seen > ?", now - 3 * policy.leaseDuration) { $0.int(0) }.first ?? 0)
+            response.workersSeen = UInt32(try db.rows("SELECT COUNT(*) FROM workers WHERE last_seen > ?", now - 3 * policy.leaseSeconds) { $0.int(0) }.first ?? 0)
             try db.query("SELECT state, COUNT(*) AS n FROM tasks WHERE state IN \(TaskState.sqlList(.queued, .leased)) GROUP BY state") { row in
                 if row.taskState("state") == .queued {
                     response.tasksQueued = UInt32(row.int("n"))

@@ -12,7 +12,7 @@ public struct IngestPolicy: Sendable {
     public var minimumBlocks: Int64 = 8
     public var minimumBlockSize: Int64 = 4 << 20
     /// How long a lease lasts without a heartbeat.
-    public var leaseDuration: Double = 30
+    public var lease: Duration = .seconds(30)
     /// Reported failures of one task before its file version fails.
     public var maxAttempts = 4
     /// Expired leases of one task (its worker died or stalled) before its
@@ -20,11 +20,11 @@ public struct IngestPolicy: Sendable {
     /// not the file's fault, but bounded, since a file that kills every
     /// worker that reads it must not loop for ever.
     public var maxLeaseExpiries = 8
-    /// Seconds before a failed task is handed out again, doubling with each
+    /// The wait before a failed task is handed out again, doubling with each
     /// failure up to `maxRetryBackoff`, ±20% jitter: a missing file or a
     /// full disk does not burn every attempt within a second.
-    public var retryBackoff: Double = 1
-    public var maxRetryBackoff: Double = 60
+    public var retryBackoff: Duration = .seconds(1)
+    public var maxRetryBackoff: Duration = .seconds(60)
     /// A file of one block is parsed, sorted and written as its segment in
     /// one task (no run, no merge): half the leases and reports for small
     /// files. Off only to test the two-phase path on small inputs.
@@ -32,7 +32,7 @@ public struct IngestPolicy: Sendable {
     /// A version whose invalid lines exceed this fraction of its lines is rejected.
     public var invalidThreshold = 0.001
     /// The waiting time that doubles a file's priority (see `Priority`).
-    public var agingSeconds: Double = 120
+    public var aging: Duration = .seconds(120)
     /// Distinct-key bytes per merge task: a version's runs are merged in
     /// key ranges of about this many bytes, in parallel.
     public var mergeTargetBytes: Int64 = 32 << 20
@@ -51,6 +51,9 @@ public struct IngestPolicy: Sendable {
     public var maxShrink = 0.5
 
     public init() {}
+
+    /// The lease in seconds: the catalog's clock is seconds.
+    var leaseSeconds: Double { lease.seconds }
 
     /// Why a version of `keys` distinct keys must be held rather than
     /// replace a live version of `liveKeys` under a guard of `maxShrink`, or
@@ -85,10 +88,11 @@ public struct IngestPolicy: Sendable {
     /// The longest pause between background scans.
     public static let maxScanPause: Duration = .seconds(60)
 
-    /// The wait before the next attempt after `failures` reported failures.
+    /// The wait before the next attempt after `failures` reported failures,
+    /// in seconds (the catalog's clock).
     public func backoff(failures: Int, jitter: Double = Double.random(in: 0.8...1.2)) -> Double {
-        let base = retryBackoff * Double(1 << min(max(failures - 1, 0), 20))
-        return min(base, maxRetryBackoff) * jitter
+        let base = retryBackoff.seconds * Double(1 << min(max(failures - 1, 0), 20))
+        return min(base, maxRetryBackoff.seconds) * jitter
     }
 
     /// Why an advertiser id cannot be served, or nil if it can: segments

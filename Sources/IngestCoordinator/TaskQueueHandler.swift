@@ -12,7 +12,7 @@ public struct TaskQueueHandler: TaskQueue.Handler {
 
     public var interceptors: [any RPCInterceptor] { core.configuration.access.taskQueueChecks }
 
-    private var leaseMs: UInt32 { UInt32(core.catalog.policy.leaseDuration * 1000) }
+    private var leaseMs: UInt32 { UInt32(clamping: core.catalog.policy.lease.wholeMilliseconds) }
 
     public func leaseTasks(_ request: LeaseTasksRequest, context: RPCContext) async throws -> LeaseTasksResponse {
         try await core.asLeader {

@@ -405,7 +405,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         try await store.commit(task.outputPath)
         logger.debug("parsed block", metadata: [
             "task": "\(task.taskID)", "bytes": "\(task.end - task.start)", "keys": "\(stats.keys)",
-            "parse_ms": "\((parsed - started).milliseconds)", "write_ms": "\((clock.now - parsed).milliseconds)",
+            "parse_ms": "\((parsed - started).wholeMilliseconds)", "write_ms": "\((clock.now - parsed).wholeMilliseconds)",
         ])
 
         var report = Self.report(stats, task: task)
@@ -491,7 +491,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             throw error
         }
         logger.debug("merged", metadata: ["task": "\(task.taskID)", "runs": "\(paths.count)", "keys": "\(written)",
-                                          "ms": "\((clock.now - started).milliseconds)"])
+                                          "ms": "\((clock.now - started).wholeMilliseconds)"])
         var report = CompleteTaskRequest()
         report.outputKeys = UInt64(written)
         if let slice = segment.slice {
@@ -526,9 +526,6 @@ final class SlotMemory: @unchecked Sendable {
     }
 }
 
-extension Duration {
-    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
-}
 
 /// `roster_worker_*` (docs/OPERATIONS.md): tasks by kind and outcome, and what parsing read.
 enum WorkerMetrics {

@@ -141,7 +141,7 @@ public struct LoadGenerator: Sendable {
         var lastError: Duration?
 
         mutating func record(_ latency: Duration, error: RPCStatusCode?, wrong isWrong: Bool = false, at offset: Duration = .zero) {
-            let micros = UInt64(max(1, latency.microseconds))
+            let micros = UInt64(max(1, latency.wholeMicroseconds))
             _ = histogram.record(micros)
             _ = interval.record(micros)
             calls += 1
@@ -202,7 +202,7 @@ public struct LoadReport: Sendable {
 
     /// The harness's own CPU per call, in microseconds.
     public var harnessMicrosecondsPerCall: Double? {
-        harnessCPU.map { Double($0.microseconds) / Double(Swift.max(1, calls)) }
+        harnessCPU.map { Double($0.wholeMicroseconds) / Double(Swift.max(1, calls)) }
     }
 
     public var callsPerSecond: Double { Double(calls) / elapsed.seconds }
@@ -232,10 +232,10 @@ public struct LoadReport: Sendable {
         if !harnessHeld && inFlightCapWaits > 0 {
             return String(format: "could not hold %.0f calls/s: achieved %.0f; the server answered too slowly: calls waited for one of the "
                           + "in-flight places (--concurrency) %d times, up to %.0f ms (latencies include that wait)",
-                          asked, callsPerSecond, inFlightCapWaits, maxLag.milliseconds)
+                          asked, callsPerSecond, inFlightCapWaits, maxLag.ms)
         }
         if !harnessHeld {
-            var reason = String(format: "the harness fell up to %.0f ms behind its schedule (latencies include that wait)", maxLag.milliseconds)
+            var reason = String(format: "the harness fell up to %.0f ms behind its schedule (latencies include that wait)", maxLag.ms)
             if unsent > 0 { reason += "; \(unsent) calls were never sent" }
             if let total = harnessCPU, total.seconds >= 0.9 * elapsed.seconds {
                 reason += String(format: "; it used %.0f%% of a core: the harness ran out of CPU", 100 * total.seconds / elapsed.seconds)
@@ -244,7 +244,7 @@ public struct LoadReport: Sendable {
         }
         if !serverAnswered {
             return String(format: "could not hold %.0f calls/s: the server answered %d of %d calls before the run ended "
-                          + "(p99 %.1f ms): the server ran out", asked, calls, sent, percentile(99).milliseconds)
+                          + "(p99 %.1f ms): the server ran out", asked, calls, sent, percentile(99).ms)
         }
         return String(format: "could not hold %.0f calls/s: the run took %.1f s for %.1f s of schedule", asked, elapsed.seconds, duration.seconds)
     }
@@ -257,11 +257,6 @@ public struct LoadReport: Sendable {
     }
 }
 
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-    var milliseconds: Double { seconds * 1000 }
-    var microseconds: Int64 { components.seconds * 1_000_000 + components.attoseconds / 1_000_000_000_000 }
-}
 
 /// A counting semaphore for tasks: waiting suspends, never blocks a thread.
 final class AsyncSemaphore: Sendable {

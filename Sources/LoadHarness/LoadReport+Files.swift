@@ -10,7 +10,7 @@ extension LoadReport {
         var out = "second,asked_calls_per_second,calls_per_second,errors,p50_ms,p99_ms,in_flight,sender_lag_ms\n"
         for t in timeline {
             out += String(format: "%d,%.0f,%d,%d,%.3f,%.3f,%d,%.3f\n", t.second, t.asked, t.calls, t.errors,
-                          t.p50.milliseconds, t.p99.milliseconds, t.inFlight, t.lag.milliseconds)
+                          t.p50.ms, t.p99.ms, t.inFlight, t.lag.ms)
         }
         return out
     }
@@ -23,14 +23,14 @@ extension LoadReport {
         var rows: [(String, String)] = [
             ("asked", String(format: "%.0f calls/s (mean) for %.1f s", asked, duration.seconds)),
             ("achieved", String(format: "%.0f calls/s, %d calls in %.1f s", callsPerSecond, calls, elapsed.seconds)),
-            ("latency from intended send time", [50, 90, 99, 99.9, 99.99].map { String(format: "p%g %.3f ms", $0, percentile($0).milliseconds) }
-                .joined(separator: " · ") + String(format: " · max %.3f ms", max.milliseconds)),
+            ("latency from intended send time", [50, 90, 99, 99.9, 99.99].map { String(format: "p%g %.3f ms", $0, percentile($0).ms) }
+                .joined(separator: " · ") + String(format: " · max %.3f ms", max.ms)),
             ("statuses", (["OK \(ok)"] + errors.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }).joined(separator: ", ")),
             ("wrong answers", "\(wrongAnswers)"),
         ]
         if hits + misses > 0 { rows.append(("keys matched / not", "\(hits) / \(misses)")) }
         if unsent > 0 { rows.append(("unsent", "\(unsent) calls the harness could not send before the schedule ended")) }
-        rows.append(("sender lag (most)", String(format: "%.1f ms", maxLag.milliseconds)))
+        rows.append(("sender lag (most)", String(format: "%.1f ms", maxLag.ms)))
         if let micros = harnessMicrosecondsPerCall, let cpu = harnessCPU {
             rows.append(("harness CPU", String(format: "%.2f µs per call, %.0f%% of one core", micros, 100 * cpu.seconds / Swift.max(0.001, elapsed.seconds))))
         }
@@ -101,7 +101,7 @@ extension LoadReport {
         let (w, h, l, r, t, b) = (Self.width, Self.height, Self.left, Self.right, Self.top, Self.bottom)
         let seconds = Double(Swift.max(1, timeline.map(\.second).max() ?? 1))
         let rateTop = Self.niceCeiling(Swift.max(1, timeline.map { Swift.max(Double($0.calls), $0.asked) }.max() ?? 1))
-        let latencyTop = Self.niceCeiling(Swift.max(0.001, timeline.map(\.p99.milliseconds).max() ?? 1))
+        let latencyTop = Self.niceCeiling(Swift.max(0.001, timeline.map(\.p99.ms).max() ?? 1))
         func x(_ s: Double) -> Double { l + (w - l - r) * s / seconds }
         func yRate(_ v: Double) -> Double { h - b - (h - t - b) * v / rateTop }
         func yLatency(_ v: Double) -> Double { h - b - (h - t - b) * v / latencyTop }
@@ -126,7 +126,7 @@ extension LoadReport {
         svg += text(l, t - 4 + 12, "calls/s", anchor: "start") + text(w - r, t - 4 + 12, "p99", anchor: "end")
         svg += polyline(timeline.map { (x(Double($0.second)), yRate($0.asked)) }, "asked")
         svg += polyline(timeline.map { (x(Double($0.second)), yRate(Double($0.calls))) }, "calls")
-        svg += polyline(timeline.map { (x(Double($0.second)), yLatency($0.p99.milliseconds)) }, "p99")
+        svg += polyline(timeline.map { (x(Double($0.second)), yLatency($0.p99.ms)) }, "p99")
         return svg + "</svg>"
     }
 

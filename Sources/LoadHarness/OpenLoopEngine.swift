@@ -308,8 +308,8 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
         self.requests = requests
         self.inspect = inspect
         self.maxInFlight = maxInFlight
-        self.grace = .nanoseconds(grace.nanoseconds)
-        self.pacing = .nanoseconds(max(pacing.nanoseconds, 10_000))
+        self.grace = .nanoseconds(grace.wholeNanoseconds)
+        self.pacing = .nanoseconds(max(pacing.wholeNanoseconds, 10_000))
         self.eventLoop = eventLoop
         self.finished = eventLoop.makePromise()
         self.calls = schedule.totalCalls > index ? (schedule.totalCalls - index + stride - 1) / stride : 0
@@ -337,7 +337,7 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
     /// at the schedule's end, to stop on time.
     private func arm(now: NIODeadline) {
         wake?.cancel()
-        let end = start + .nanoseconds(schedule.duration.nanoseconds)
+        let end = start + .nanoseconds(schedule.duration.wholeNanoseconds)
         var at = end
         if sent < calls, !blocked {
             let next = start + .nanoseconds(schedule.offset(ofCall: index + sent * stride, hint: &sendHint))
@@ -381,7 +381,7 @@ final class OpenLoopConnection: ChannelInboundHandler, @unchecked Sendable {
         intervalLagNanos = max(intervalLagNanos, lagNanos)
         if let out { context.writeAndFlush(wrapOutboundOut(out), promise: nil) }
         // The schedule is over: what could not be sent by now is not sent late.
-        if sent == calls || elapsed >= schedule.duration.nanoseconds {
+        if sent == calls || elapsed >= schedule.duration.wholeNanoseconds {
             endSending()
         } else {
             arm(now: now)

@@ -37,7 +37,7 @@ public struct RateSchedule: Sendable, Equatable, CustomStringConvertible {
             callsBefore.append(calls)
             startNanos.append(start)
             calls += Int((step.rate * step.duration.seconds).rounded())
-            start += step.duration.nanoseconds
+            start += step.duration.wholeNanoseconds
         }
         totalCalls = calls
     }
@@ -95,7 +95,7 @@ public struct RateSchedule: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The schedule's length.
-    public var duration: Duration { .nanoseconds(startNanos.last.map { $0 + (steps.last?.duration.nanoseconds ?? 0) } ?? 0) }
+    public var duration: Duration { .nanoseconds(startNanos.last.map { $0 + (steps.last?.duration.wholeNanoseconds ?? 0) } ?? 0) }
 
     /// When call `g` is intended, in nanoseconds after the start. `hint` is
     /// the step the previous lookup found (calls are asked for in order).
@@ -110,7 +110,7 @@ public struct RateSchedule: Sendable, Equatable, CustomStringConvertible {
     /// The rate asked for at `offset` nanoseconds after the start (0 after the end).
     public func rate(at offset: Int64) -> Double {
         for (i, step) in steps.enumerated().reversed() where offset >= startNanos[i] {
-            return offset < startNanos[i] + step.duration.nanoseconds ? step.rate : 0
+            return offset < startNanos[i] + step.duration.wholeNanoseconds ? step.rate : 0
         }
         return 0
     }
@@ -131,6 +131,3 @@ public struct ScheduleError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
-extension Duration {
-    var nanoseconds: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
-}

@@ -25,10 +25,3 @@ extension RPCError {
     }
 }
 
-extension Duration {
-    /// Whole milliseconds, for messages and logs.
-    package var wholeMilliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
-
-    /// Whole nanoseconds, for metrics.
-    package var wholeNanoseconds: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
-}

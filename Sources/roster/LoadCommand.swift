@@ -546,6 +546,3 @@ struct KeyPool: Sendable {
     }
 }
 
-extension Duration {
-    var ms: Double { seconds * 1000 }
-}

@@ -275,11 +275,6 @@ struct ShareArgument: ExpressibleByArgument, CustomStringConvertible {
     var defaultValueDescription: String { description }
 }
 
-extension Duration {
-    /// The one conversion to seconds as a number, for what keeps time in
-    /// seconds (the catalog's clock, figures printed).
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}
 
 /// Runs `body`, turning transport and RPC failures into one-line errors.
 func userFacing<T>(_ what: String, _ body: () async throws -> T) async throws -> T {

@@ -101,7 +101,7 @@ struct IngestOptions: ParsableArguments {
         var policy = IngestPolicy()
         policy.blockSize = blockSize
         policy.mergeTargetBytes = mergeBytes
-        policy.leaseDuration = lease.duration.seconds
+        policy.lease = lease.duration
         policy.maxAttempts = maxAttempts
         policy.invalidThreshold = invalidThreshold
         policy.maxShrink = maxShrink.share

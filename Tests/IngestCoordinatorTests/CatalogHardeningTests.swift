@@ -15,7 +15,7 @@ class CatalogHardeningTests: XCTestCase, CatalogEngine {
 
     override func setUpWithError() throws {
         var policy = IngestPolicy()
-        policy.leaseDuration = 10
+        policy.lease = .seconds(10)
         catalog = try makeCatalog(policy: policy)
     }
 

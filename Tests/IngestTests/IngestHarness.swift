@@ -81,7 +81,7 @@ final class IngestHarness: @unchecked Sendable {
     static func testPolicy(blockSize: Int64 = 4096, lease: Double = 5) -> IngestPolicy {
         var policy = IngestPolicy()
         policy.blockSize = blockSize
-        policy.leaseDuration = lease
+        policy.lease = .milliseconds(Int64(lease * 1000))
         policy.mergeTargetBytes = 2048
         policy.maxMergeTasks = 4
         return policy
