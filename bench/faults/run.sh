@@ -27,7 +27,7 @@ mkdir -p "$WORK"
 if [ -z "${ROSTER_BIN:-}" ]; then swift build -c release --product roster >/dev/null; fi
 BIN=${ROSTER_BIN:-"$ROOT/.build/release/roster"}
 ADMIN=IngestAdmin
-"$BIN" call --list 2>/dev/null | grep -q "^IngestAdmin\." || ADMIN=Coordinator
+"$BIN" call --list 2>/dev/null | grep -q "^ *IngestAdmin\." || ADMIN=Coordinator
 FAULTS=${FAULTS:-"drop kill pause pg"}
 N=${N:-20000}
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; kill -CONT $(jobs -p) 2>/dev/null || true' EXIT

@@ -30,7 +30,7 @@ BIN=${ROSTER_BIN:-"$ROOT/.build/release/roster"}
 # The operators' service: IngestAdmin, or Coordinator in a build from before
 # the coordinator was split by audience (to compare one side by side).
 ADMIN=IngestAdmin
-"$BIN" call --list 2>/dev/null | grep -q "^IngestAdmin\." || ADMIN=Coordinator
+"$BIN" call --list 2>/dev/null | grep -q "^ *IngestAdmin\." || ADMIN=Coordinator
 
 size_bytes() {
   case "$1" in

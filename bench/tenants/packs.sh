@@ -21,7 +21,7 @@ BIN=${ROSTER_BIN:-"$ROOT/.build/release/roster"}
 # The operators' service: IngestAdmin, or Coordinator in a build from before
 # the coordinator was split by audience (to compare one side by side).
 ADMIN=IngestAdmin
-"$BIN" call --list 2>/dev/null | grep -q "^IngestAdmin\." || ADMIN=Coordinator
+"$BIN" call --list 2>/dev/null | grep -q "^ *IngestAdmin\." || ADMIN=Coordinator
 trap 'kill -9 $(jobs -p) 2>/dev/null || true' EXIT
 
 maps() { wc -l < "/proc/$1/maps" 2>/dev/null || echo 0; }

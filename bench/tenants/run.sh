@@ -22,7 +22,7 @@ BIN=${ROSTER_BIN:-"$ROOT/.build/release/roster"}
 # The operators' service: IngestAdmin, or Coordinator in a build from before
 # the coordinator was split by audience (to compare one side by side).
 ADMIN=IngestAdmin
-"$BIN" call --list 2>/dev/null | grep -q "^IngestAdmin\." || ADMIN=Coordinator
+"$BIN" call --list 2>/dev/null | grep -q "^ *IngestAdmin\." || ADMIN=Coordinator
 IDLE=${IDLE:-10}
 SCAN=${SCAN:-2}
 
