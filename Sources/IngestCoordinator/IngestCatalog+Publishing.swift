@@ -35,9 +35,9 @@ extension IngestCatalog {
     func publications(_ db: any SQLDatabase, where condition: String, _ value: SQLBindable) throws -> [Publication] {
         let files = try db.rows("""
             SELECT f.id, f.advertiser_id, f.path, f.etag, f.state,
-                   (SELECT COUNT(*) FROM files g WHERE g.advertiser_id = f.advertiser_id AND g.id > f.id
+                   (SELECT COUNT(*) FROM \(db.advertiserFiles(as: "g")) WHERE g.advertiser_id = f.advertiser_id AND g.id > f.id
                       AND g.state = \(FileState.retired.sql)) AS newer_retired,
-                   (SELECT COUNT(*) FROM files g WHERE g.advertiser_id = f.advertiser_id AND g.id > f.id
+                   (SELECT COUNT(*) FROM \(db.advertiserFiles(as: "g")) WHERE g.advertiser_id = f.advertiser_id AND g.id > f.id
                       AND g.state IN \(FileState.sqlList(FileState.unfinished))) AS newer_in_flight
             FROM files f WHERE \(condition) ORDER BY f.id
             """, value) { row in
@@ -110,7 +110,7 @@ extension IngestCatalog {
             // may not); PostgreSQL has no such hint and picks the partial index on its own.
             try db.rows("""
                 SELECT f.id, f.advertiser_id, f.state, f.collected,
-                       (SELECT COUNT(*) FROM files g WHERE g.advertiser_id = f.advertiser_id AND g.state = \(FileState.retired.sql) AND g.id > f.id) AS newer_retired,
+                       (SELECT COUNT(*) FROM \(db.advertiserFiles(as: "g")) WHERE g.advertiser_id = f.advertiser_id AND g.state = \(FileState.retired.sql) AND g.id > f.id) AS newer_retired,
                        (SELECT COUNT(*) FROM advertisers a WHERE a.id = f.advertiser_id AND a.deleted_at IS NOT NULL) AS deleted
                 FROM files AS f \(db.engine == .sqlite ? "INDEXED BY files_to_collect" : "")
                 WHERE (f.state = \(FileState.live.sql) AND f.collected = 0) OR (f.state IN \(FileState.sqlList(.failed, .rejected, .superseded, .retired)) AND f.collected < 2)
@@ -158,7 +158,7 @@ extension IngestCatalog {
             }
             let live = try db.rows("SELECT live_file_id FROM advertisers WHERE id = ? AND live_file_id IS NOT NULL", advertiser) { UInt64($0.int(0)) }.first
             let kept = try db.rows("""
-                SELECT id FROM files WHERE advertiser_id = ? AND state = \(FileState.retired.sql) AND collected < 2 ORDER BY id DESC LIMIT ?
+                SELECT id FROM \(db.advertiserFiles()) WHERE advertiser_id = ? AND state = \(FileState.retired.sql) AND collected < 2 ORDER BY id DESC LIMIT ?
                 """, advertiser, max(0, keepRetired)) { UInt64($0.int(0)) }
             let target: UInt64
             if version == 0 {
@@ -211,7 +211,7 @@ extension IngestCatalog {
                 throw IngestError.notFound("no advertiser '\(advertiser)'")
             }
             let live = try db.rows("SELECT live_file_id FROM advertisers WHERE id = ? AND live_file_id IS NOT NULL", advertiser) { UInt64($0.int(0)) }.first
-            let inFlight = try db.rows("SELECT id FROM files WHERE advertiser_id = ? AND state IN \(FileState.sqlList(FileState.unfinished))",
+            let inFlight = try db.rows("SELECT id FROM \(db.advertiserFiles()) WHERE advertiser_id = ? AND state IN \(FileState.sqlList(FileState.unfinished))",
                                        advertiser) { UInt64($0.int(0)) }
             for id in inFlight { try abandon(db, file: id, on: .superseded, error: "its advertiser was deleted", now: now) }
             try retireLive(db, advertiser: advertiser, retiring: .all, now: now)
@@ -238,7 +238,7 @@ extension IngestCatalog {
             }
             let target: UInt64
             if version == 0 {
-                guard let newest = try db.rows("SELECT id FROM files WHERE advertiser_id = ? AND state = \(FileState.held.sql) ORDER BY id DESC LIMIT 1",
+                guard let newest = try db.rows("SELECT id FROM \(db.advertiserFiles()) WHERE advertiser_id = ? AND state = \(FileState.held.sql) ORDER BY id DESC LIMIT 1",
                                                advertiser, map: { UInt64($0.int(0)) }).first else {
                     throw IngestError.failedPrecondition("advertiser '\(advertiser)' has no version held by the shrink guard")
                 }
@@ -285,7 +285,7 @@ extension IngestCatalog {
     /// Whether a version of `advertiser` is being published (a tier may hold it already).
     public func hasVersionPublishing(advertiser: String) throws -> Bool {
         try read { db in
-            try db.rows("SELECT COUNT(*) FROM files WHERE advertiser_id = ? AND state = ?", advertiser, FileState.publishing) { $0.int(0) }.first ?? 0 > 0
+            try db.rows("SELECT COUNT(*) FROM \(db.advertiserFiles()) WHERE advertiser_id = ? AND state = ?", advertiser, FileState.publishing) { $0.int(0) }.first ?? 0 > 0
         }
     }
 
@@ -302,7 +302,7 @@ extension IngestCatalog {
     /// Retires an advertiser's live versions (the `retired` event), inside a write.
     func retireLive(_ db: any SQLDatabase, advertiser: String, retiring: Retiring, now: Double) throws {
         let sql = """
-            UPDATE files SET state = \(FileLifecycle.target(of: .retired).sql), ended_at = ?
+            UPDATE \(db.advertiserFiles()) SET state = \(FileLifecycle.target(of: .retired).sql), ended_at = ?
             WHERE advertiser_id = ? AND state IN \(FileState.sqlList(FileLifecycle.sources(of: .retired)))
             """
         switch retiring {

@@ -53,7 +53,7 @@ extension IngestCatalog {
             // too: the newer file is the one to judge), but not one being
             // published: it goes live, then this one replaces it.
             let older = try db.rows(
-                "SELECT id FROM files WHERE advertiser_id = ? AND state IN \(FileState.sqlList(.queued, .parsing, .merging, .held))", advertiser) { UInt64($0.int(0)) }
+                "SELECT id FROM \(db.advertiserFiles()) WHERE advertiser_id = ? AND state IN \(FileState.sqlList(.queued, .parsing, .merging, .held))", advertiser) { UInt64($0.int(0)) }
             for id in older {
                 try abandon(db, file: id, on: .superseded, error: "replaced by a newer file (\(object.path))", now: now)
             }

@@ -230,6 +230,25 @@ extension FileState {
     }
 }
 
+// MARK: One advertiser's versions
+
+extension SQLDatabase {
+    /// `files` (as `alias`) in a statement about one advertiser's versions,
+    /// read through `files_by_advertiser`.
+    ///
+    /// Why: with no statistics (the catalog never runs ANALYZE), SQLite
+    /// picks `files_by_state` for `advertiser_id = ? AND state = 'live'`,
+    /// and each such statement then reads every live version: marking
+    /// versions live during a bulk drop of 100,000 lists became quadratic
+    /// (73% of the coordinator's CPU, measured with perf). An advertiser has
+    /// a handful of versions; the state is never the better index here.
+    /// PostgreSQL plans from its own statistics and takes no hint.
+    func advertiserFiles(as alias: String? = nil) -> String {
+        let name = alias.map { "files AS \($0)" } ?? "files"
+        return engine == .sqlite ? name + " INDEXED BY files_by_advertiser" : name
+    }
+}
+
 // MARK: States and kinds in SQL
 
 /// How states and kinds appear in the catalog's SQL: by name in the Swift

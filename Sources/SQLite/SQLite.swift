@@ -133,7 +133,7 @@ public final class Database: SQLDatabase {
     /// Runs a statement, calling `row` for each result row.
     public func query(_ sql: String, arguments: [SQLBindable], row: (any SQLRow) throws -> Void) throws {
         let statement = try prepared(sql, arguments)
-        defer { sqlite3_reset(statement) }
+        defer { count(statement); sqlite3_reset(statement) }
         while true {
             let rc = sqlite3_step(statement)
             if rc == SQLITE_DONE { return }
@@ -146,13 +146,22 @@ public final class Database: SQLDatabase {
     @discardableResult
     public func run(_ sql: String, arguments: [SQLBindable]) throws(SQLiteError) -> Int {
         let statement = try prepared(sql, arguments)
-        defer { sqlite3_reset(statement) }
+        defer { count(statement); sqlite3_reset(statement) }
         let rc = sqlite3_step(statement)
         guard rc == SQLITE_DONE || rc == SQLITE_ROW else { throw error(rc, sql) }
         return Int(sqlite3_changes(handle))
     }
 
     public var lastInsertRowID: Int64 { sqlite3_last_insert_rowid(handle) }
+
+    /// Virtual-machine steps of every statement run on this connection: the
+    /// work SQLite did, counted exactly (not timed), so a test can tell a
+    /// statement that reads a handful of rows from one that reads them all.
+    public private(set) var steps: Int64 = 0
+
+    private func count(_ statement: OpaquePointer) {
+        steps += Int64(sqlite3_stmt_status(statement, SQLITE_STMTSTATUS_VM_STEP, 1))
+    }
 
     /// Runs `body` in one `BEGIN IMMEDIATE` transaction: all of it commits or none of it.
     public func transaction<T>(_ body: () throws -> T) throws -> T {
