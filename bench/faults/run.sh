@@ -22,6 +22,11 @@
 #   for OUTAGE seconds (default 60), then continued. Reported: seconds from
 #   the outage's end to live, whether the version ever failed, and the
 #   attempts spent (an outage must spend none).
+# - emptyhost: the same S3 set-up with HOSTS advertisers (default 1000) live;
+#   the match server is killed and started again on the same port with an
+#   empty folder. Reported: seconds until it serves every live version again
+#   (from the store: no version is re-ingested), and the catalog's versions
+#   (HOSTS: none new).
 #
 # ROSTER_BIN=path runs another build (to compare two side by side: a build
 # from before the coordinator was split speaks `Coordinator`, not
@@ -35,7 +40,7 @@ if [ -z "${ROSTER_BIN:-}" ]; then swift build -c release --product roster >/dev/
 BIN=${ROSTER_BIN:-"$ROOT/.build/release/roster"}
 ADMIN=IngestAdmin
 "$BIN" call --list 2>/dev/null | grep -q "^ *IngestAdmin\." || ADMIN=Coordinator
-FAULTS=${FAULTS:-"drop kill pause pg s3"}
+FAULTS=${FAULTS:-"drop kill pause pg s3 emptyhost"}
 N=${N:-20000}
 trap 'kill -9 $(jobs -p) 2>/dev/null || true; kill -CONT $(jobs -p) 2>/dev/null || true' EXIT
 
@@ -140,9 +145,12 @@ if [[ " $FAULTS " == *" kill "* || " $FAULTS " == *" pause "* || " $FAULTS " == 
   done
 fi
 
-if [[ " $FAULTS " == *" s3 "* ]]; then
+if [[ " $FAULTS " == *" s3 "* || " $FAULTS " == *" emptyhost "* ]]; then
   if [ -z "${ROSTER_TEST_S3_ENDPOINT:-}" ]; then eval "$(bash scripts/s3-test-server.sh start)"; STARTED_S3=1; fi
   export AWS_ACCESS_KEY_ID=$ROSTER_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$ROSTER_TEST_S3_SECRET_KEY AWS_ENDPOINT_URL=$ROSTER_TEST_S3_ENDPOINT AWS_REGION=us-east-1
+fi
+
+if [[ " $FAULTS " == *" s3 "* ]]; then
   [ -x "$WORK/genlist" ] || gcc -O2 -o "$WORK/genlist" bench/ingest/genlist.c
   OUTAGE=${OUTAGE:-60}
   DATA="$WORK/s3"; rm -rf "$DATA"; mkdir -p "$DATA"
@@ -182,5 +190,43 @@ if [[ " $FAULTS " == *" s3 "* ]]; then
   printf "%-8s %-44s %10s %10s %s\n" s3 "object store frozen ${OUTAGE} s mid-ingest" "$SECS" "-" \
     "$STATE after it; failed during it: $FAILED; attempts beyond the first: $ATTEMPTS"
   kill -9 "$(pid match)" "$(pid coord)" $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
-  if [ -n "${STARTED_S3:-}" ]; then bash scripts/s3-test-server.sh stop; fi
 fi
+
+if [[ " $FAULTS " == *" emptyhost "* ]]; then
+  HOSTS=${HOSTS:-1000}
+  DATA="$WORK/emptyhost"; rm -rf "$DATA"; mkdir -p "$DATA/lists"
+  BASE="s3://$ROSTER_TEST_S3_BUCKET/emptyhost-$$"
+  python3 - "$DATA/lists" "$HOSTS" <<'PY'
+import os, sys, random
+folder, n = sys.argv[1], int(sys.argv[2])
+rng = random.Random(9)
+for i in range(n):
+    with open(os.path.join(folder, f"adv{i:05d}.txt"), "w") as f:
+        f.write("".join("%032x\n" % rng.getrandbits(128) for _ in range(300)))
+PY
+  # Into the bucket, a few uploads at a time.
+  ls "$DATA/lists" | xargs -P 8 -I{} sh -c 'curl -s --fail --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" --aws-sigv4 "aws:amz:us-east-1:s3" \
+    -T "$0/{}" "$ROSTER_TEST_S3_ENDPOINT/$ROSTER_TEST_S3_BUCKET/emptyhost-$1/lake/$(basename {} .txt)/list.txt" >/dev/null' "$DATA/lists" "$$"
+  PORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+  MATCH=$(start match match-server --no-auth --plaintext --data "$DATA/match" --store "$BASE/store" --listen "127.0.0.1:$PORT" --log-level warning)
+  COORD=$(start coord coordinator --no-auth --plaintext --data "$DATA/coord" --lake "$BASE/lake" --store "$BASE/store" --listen 127.0.0.1:0 \
+    --match "$MATCH" --log-level warning)
+  for w in 1 2; do
+    "$BIN" worker --data "$DATA/w$w" --lake "$BASE/lake" --store "$BASE/store" --coordinator "$COORD" --id "w$w" --log-level error > "$WORK/w$w.out" 2>&1 &
+  done
+  until [ "$(live_count "$COORD")" -ge "$HOSTS" ]; do sleep 1; done
+  served() { "$BIN" call --match "$MATCH" MatchAdmin.ListServed '{}' 2>/dev/null | python3 -c "import json,sys; print(len(json.load(sys.stdin).get('lists', [])))" 2>/dev/null || echo 0; }
+  kill -9 "$(pid match)"; rm -rf "$DATA/match"
+  T0=$(now)
+  MATCH=$(start match match-server --no-auth --plaintext --data "$DATA/match" --store "$BASE/store" --listen "127.0.0.1:$PORT" --log-level warning)
+  until [ "$(served)" -ge "$HOSTS" ]; do
+    sleep 0.5
+    if python3 -c "import sys; sys.exit(0 if $(now) - $T0 > 300 else 1)"; then break; fi
+  done
+  SECS=$(since "$T0")
+  VERSIONS=$(sqlite3 "$DATA/coord/catalog.sqlite" "SELECT COUNT(*) FROM files" 2>/dev/null || echo "?")
+  printf "%-8s %-44s %10s %10s %s\n" emptyhost "match server on an empty host, $HOSTS lists" "$SECS" "-" \
+    "$(served) of $HOSTS served again; $VERSIONS versions in the catalog (no re-ingest: $HOSTS)"
+  kill -9 "$(pid match)" "$(pid coord)" $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true
+fi
+if [ -n "${STARTED_S3:-}" ]; then bash scripts/s3-test-server.sh stop; fi
