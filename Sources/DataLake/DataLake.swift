@@ -29,6 +29,29 @@ public struct LakeObject: Sendable, Hashable {
     }
 }
 
+/// The lake's naming rules, in one place for every lake (a folder, a
+/// bucket) and the scan: a list lives at `<advertiser>/<file>`; a name
+/// starting with `.` is hidden (a copier's temporary file or folder), and
+/// the usual partial-download names are not lists yet: write under such a
+/// name, then rename into place.
+public enum LakePath {
+    /// A file or folder name the lake does not show.
+    public static func isHidden(_ name: some StringProtocol) -> Bool { name.hasPrefix(".") }
+
+    /// `<advertiser>/<file>`, both named and neither hidden.
+    public static func isListPath(_ path: some StringProtocol) -> Bool {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        return parts.count == 2 && !parts[0].isEmpty && !parts[1].isEmpty && !isHidden(parts[0]) && !isHidden(parts[1])
+    }
+
+    /// Whether the file at `path` is a list the scan takes: not hidden, and
+    /// not named as a download in progress.
+    public static func isListFile(_ path: String) -> Bool {
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        return !isHidden(name) && ![".tmp", ".part", ".partial", ".crdownload"].contains { name.hasSuffix($0) }
+    }
+}
+
 /// Folder listings by path, with the folder status they were read under.
 final class FolderCache: @unchecked Sendable {
     private let lock = NSLock()
@@ -174,7 +197,7 @@ public struct LocalFolderLake: DataLake {
         let signature = [Int64(st.st_ino), Int64(st.st_mtim.tv_sec), Int64(st.st_mtim.tv_nsec), Int64(st.st_ctim.tv_sec), Int64(st.st_ctim.tv_nsec)]
         if let cached = folders.entries(path, signature: signature) { return cached }
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return nil }
-        let visible = names.filter { !$0.hasPrefix(".") }.map { $0 + suffix }.sorted()
+        let visible = names.filter { !LakePath.isHidden($0) }.map { $0 + suffix }.sorted()
         // File system clocks are coarse (milliseconds): a change in the same
         // tick as the one just read would keep the folder's times. As git
         // does with its index, a listing is kept only once the folder has

@@ -147,10 +147,6 @@ extension CoordinatorCore {
         return queued
     }
 
-    /// Hidden files and the usual partial-download names are not lists:
-    /// write under such a name, then rename into place.
-    static func isListFile(_ path: String) -> Bool {
-        let name = path.split(separator: "/").last.map(String.init) ?? path
-        return !name.hasPrefix(".") && ![".tmp", ".part", ".partial", ".crdownload"].contains { name.hasSuffix($0) }
-    }
+    /// Hidden files and the usual partial-download names are not lists (`LakePath`).
+    static func isListFile(_ path: String) -> Bool { LakePath.isListFile(path) }
 }

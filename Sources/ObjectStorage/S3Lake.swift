@@ -16,12 +16,8 @@ public struct S3Lake: DataLake {
         self.client = client
     }
 
-    /// `<advertiser>/<file>`, neither named with a leading `.` (hidden, as
-    /// in the folder lake: a copier's temporary file or folder).
-    static func isListPath(_ key: String) -> Bool {
-        let parts = key.split(separator: "/", omittingEmptySubsequences: false)
-        return parts.count == 2 && !parts[0].isEmpty && !parts[1].isEmpty && !parts[0].hasPrefix(".") && !parts[1].hasPrefix(".")
-    }
+    /// `<advertiser>/<file>`, neither hidden: the folder lake's rule (`LakePath`).
+    static func isListPath(_ key: String) -> Bool { LakePath.isListPath(key) }
 
     static func lakeError(_ error: S3Error, path: String) -> LakeError {
         error.isNotFound ? .notFound(path) : error.isTransient ? .unavailable(path: path, reason: error.description)
