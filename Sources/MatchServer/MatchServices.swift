@@ -33,18 +33,17 @@ public struct AccessPolicy: Sendable {
         if disabled { logger.warning("token checks are OFF: any client may query and publish (local development only)") }
     }
 
+    private var roles: [String: Set<String>] { ["client": clientTokens, "admin": adminTokens] }
+
     /// The check on match calls: a client or an admin token.
     public var clientChecks: [any RPCInterceptor] {
-        disabled ? [] : [BearerTokenCheck(allowed: clientTokens.union(adminTokens), role: "client")]
+        disabled ? [] : [RoleCheck(tokens: roles, otherwise: ["client", "admin"])]
     }
 
     /// The check on admin calls: an admin token; a client token is refused
-    /// as not permitted rather than unknown.
+    /// as not permitted (naming the token it needs) rather than unknown.
     public var adminChecks: [any RPCInterceptor] {
-        disabled ? [] : [BearerTokenCheck(
-            allowed: adminTokens,
-            refused: Dictionary(clientTokens.subtracting(adminTokens).map { ($0, "a client token cannot make admin calls") }, uniquingKeysWith: { a, _ in a }),
-            role: "admin")]
+        disabled ? [] : [RoleCheck(tokens: roles, otherwise: ["admin"])]
     }
 }
 

@@ -51,7 +51,7 @@ final class InProcessTransportTests: XCTestCase {
         struct Guarded: RPCService {
             let inner: InlineEchoService
             var methods: [RPCServerMethod] { inner.methods }
-            var interceptors: [any RPCInterceptor] { [BearerTokenCheck(allowed: ["t"], role: "test")] }
+            var interceptors: [any RPCInterceptor] { [RoleCheck(tokens: ["test": ["t"]], otherwise: ["test"])] }
         }
         let inline = InlineEchoService()
         let transport = try InProcessTransport(services: [Guarded(inner: inline)], logger: quietLogger)

@@ -163,7 +163,7 @@ final class CallTests: XCTestCase {
         struct Guarded: RPCService {
             let inner: InlineEchoService
             var methods: [RPCServerMethod] { inner.methods }
-            var interceptors: [any RPCInterceptor] { [BearerTokenCheck(allowed: ["t"], refused: ["c": "clients may not"], role: "test")] }
+            var interceptors: [any RPCInterceptor] { [RoleCheck(tokens: ["test": ["t"], "client": ["c"]], otherwise: ["test"])] }
         }
         let inline = InlineEchoService()
         let (server, port) = try await startServer([Guarded(inner: inline), EchoService()])
@@ -172,7 +172,7 @@ final class CallTests: XCTestCase {
         let missing = await assertStatus(.unauthenticated) {
             let _: EchoResponse = try await client.unary(InlineEcho.Method.echo, request: garbage, options: .defaults)
         }
-        XCTAssertTrue(missing?.message.contains("a valid test token is required") == true, missing?.message ?? "")
+        XCTAssertTrue(missing?.message.contains("needs a test token") == true, missing?.message ?? "")
         await assertStatus(.unauthenticated) {
             let _: EchoResponse = try await client.unary(InlineEcho.Method.echo, request: garbage, options: CallOptions().bearer("x"))
         }

@@ -176,32 +176,6 @@ public protocol RPCInterceptor: Sendable {
     func intercept(_ context: RPCContext) throws(RPCError)
 }
 
-/// Requires a bearer token from a set (`authorization: Bearer <token>`).
-public struct BearerTokenCheck: RPCInterceptor {
-    /// Tokens that may call.
-    public var allowed: Set<String>
-    /// Tokens that are known but may not call these methods, with why
-    /// (PERMISSION_DENIED rather than UNAUTHENTICATED).
-    public var refused: [String: String]
-    /// What the token is called in errors: "client", "admin", "coordinator".
-    public var role: String
-
-    public init(allowed: Set<String>, refused: [String: String] = [:], role: String) {
-        self.allowed = allowed
-        self.refused = refused
-        self.role = role
-    }
-
-    public func intercept(_ context: RPCContext) throws(RPCError) {
-        guard let token = context.bearerToken else {
-            throw RPCError(.unauthenticated, "a valid \(role) token is required (authorization: Bearer <token>)")
-        }
-        if allowed.contains(token) { return }
-        if let why = refused[token] { throw RPCError(.permissionDenied, why) }
-        throw RPCError(.unauthenticated, "unknown token; a valid \(role) token is required")
-    }
-}
-
 /// What a generated client calls: something that can carry one unary call.
 public protocol RPCClientTransport: Sendable {
     func unary<Request: ProtoMessage, Response: ProtoMessage>(
