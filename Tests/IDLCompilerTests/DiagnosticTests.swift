@@ -30,6 +30,29 @@ final class DiagnosticTests: XCTestCase {
                      ["3:15: unexpected 'fast'; expected 'inline' or '{' after the id of service 'S'"])
     }
 
+    /// Files that use each other's types would emit `.proto` files that
+    /// import each other, which protoc refuses: the compiler refuses them
+    /// first, once per cycle, at the use that closes it (`file:line:col`).
+    func testFilesThatImportEachOtherAreRefused() {
+        func check(_ files: [(String, String)]) -> [String] {
+            switch IDLCompiler.check(files.map { (path: $0.0, text: "package t.v1;\n" + $0.1) }) {
+            case .success: return []
+            case .failure(let failure): return failure.diagnostics.map(\.description)
+            }
+        }
+        XCTAssertEqual(check([("a.rdl", "message A { B b = 1; }"), ("b.rdl", "message B {\n  A a = 1;\n}")]), [
+            "a.rdl:2:13: error: schema files import each other in a cycle (a.rdl → b.rdl → a.rdl): protoc refuses a .proto that imports itself; "
+                + "move the messages both use into one file (a common.rdl both import)",
+        ])
+        // Through a third file, and through a method's types.
+        XCTAssertEqual(check([("a.rdl", "message A {}\nservice S = 1 { rpc M(A) returns (C) = 1; }"),
+                              ("b.rdl", "message B { A a = 1; }"), ("c.rdl", "message C { B b = 1; }")]).count, 1)
+        XCTAssertEqual(check([("a.rdl", "message A {}\nservice S = 1 { rpc M(A) returns (C) = 1; }"),
+                              ("b.rdl", "message B { A a = 1; }"), ("c.rdl", "message C { B b = 1; }")]).first?.hasPrefix("a.rdl:3:35: error: schema files import each other in a cycle (a.rdl → c.rdl → b.rdl → a.rdl)"), true)
+        // One way only: fine.
+        XCTAssertEqual(check([("a.rdl", "message A { B b = 1; }"), ("b.rdl", "message B {}")]), [])
+    }
+
     func testUnknownType() {
         assertErrors("message A {\n  Missing m = 1;\n}", ["3:3: unknown type 'Missing'; expected a scalar type, a message or an enum"])
         assertErrors("message A { map<string, Nope> m = 1; }", ["2:25: unknown type 'Nope'; expected a scalar type, a message or an enum"])

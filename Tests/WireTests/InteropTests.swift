@@ -53,6 +53,40 @@ final class InteropTests: XCTestCase {
         }
     }
 
+    /// Every `.proto` emitted from `schema/` compiles on its own, one file
+    /// at a time as any protobuf user compiles them (no joining): with
+    /// protoc (`--python_out`, `--descriptor_set_out`) as written, and with
+    /// protoc-c from the `--legacy-optional` output. A schema whose files
+    /// import each other fails here (protoc: "File recursively imports
+    /// itself") before any user meets it.
+    func testEveryEmittedProtoCompilesOnItsOwnWithProtocAndProtobufC() throws {
+        for tool in ["protoc", "protoc-c"] where which(tool) == nil {
+            throw missingDependency("\(tool) not found; install protobuf-compiler and protobuf-c-compiler", requireVariable: "ROSTER_REQUIRE_INTEROP")
+        }
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: repositoryRoot.appendingPathComponent("codegen/manifest.json"))) as? [String: Any]
+        let jobs = manifest?["jobs"] as? [[String: Any]] ?? []
+        let inputs = try XCTUnwrap(jobs.first { ($0["protoOut"] as? String) == "schema/generated" }?["inputs"] as? [String])
+        XCTAssertGreaterThanOrEqual(inputs.count, 5)
+        let sources = try inputs.map { ($0, try String(contentsOf: repositoryRoot.appendingPathComponent($0), encoding: .utf8)) }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("roster-protos-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        let modern = dir.appendingPathComponent("proto3"), legacy = dir.appendingPathComponent("legacy"), out = dir.appendingPathComponent("out")
+        for folder in [modern, legacy, out] { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) }
+        try IDLCompiler.write(try IDLCompiler.compile(sources, options: CompileOptions(protoOut: modern.path)).get(), root: dir)
+        try IDLCompiler.write(try IDLCompiler.compile(sources, options: CompileOptions(protoOut: legacy.path, legacyOptional: true)).get(), root: dir)
+        for input in inputs {
+            let name = ((input as NSString).lastPathComponent as NSString).deletingPathExtension + ".proto"
+            let protoc = try run(URL(fileURLWithPath: which("protoc")!), [
+                "--proto_path=\(modern.path)", "--python_out=\(out.path)", "--descriptor_set_out=\(out.appendingPathComponent(name + ".pb").path)",
+                modern.appendingPathComponent(name).path,
+            ])
+            XCTAssertEqual(protoc.status, 0, "protoc rejected \(name) on its own:\n\(protoc.output)")
+            let protocC = try run(URL(fileURLWithPath: which("protoc-c")!),
+                                  ["--proto_path=\(legacy.path)", "--c_out=\(out.path)", legacy.appendingPathComponent(name).path])
+            XCTAssertEqual(protocC.status, 0, "protoc-c rejected \(name) (--legacy-optional) on its own:\n\(protocC.output)")
+        }
+    }
+
     // MARK: Helpers
 
     private func assertGolden(_ bytes: [UInt8], name: String, file: StaticString = #filePath, line: UInt = #line) throws {

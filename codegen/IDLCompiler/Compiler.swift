@@ -37,6 +37,7 @@ public enum IDLCompiler {
         }
         let (schema, errors) = Checker.check(files)
         diagnostics += errors
+        if diagnostics.isEmpty { diagnostics += ImportGraph.cycles(in: schema) }
         if !diagnostics.isEmpty {
             return .failure(CompileFailure(diagnostics: diagnostics.sorted { $0.location < $1.location }))
         }
@@ -70,26 +71,7 @@ public enum IDLCompiler {
 
     /// The other files of the schema whose types `file` uses.
     static func protoImports(_ file: SchemaFile, in schema: CheckedSchema) -> [String] {
-        var used = Set<String>()
-        func visit(_ m: MessageDecl) {
-            for f in m.fields {
-                switch f.resolved {
-                case .message(let t): used.insert(t.file)
-                case .enum(let t): used.insert(t.file)
-                case nil: break
-                }
-            }
-            m.messages.forEach(visit)
-        }
-        file.messages.forEach(visit)
-        for s in file.services {
-            for m in s.methods {
-                if let t = m.resolvedInput { used.insert(t.file) }
-                if let t = m.resolvedOutput { used.insert(t.file) }
-            }
-        }
-        used.remove(file.path)
-        return used.sorted().map { baseName($0) + ".proto" }
+        ImportGraph.uses(of: file).keys.sorted().map { baseName($0) + ".proto" }
     }
 
     static func baseName(_ path: String) -> String {
