@@ -69,9 +69,10 @@ struct ExportCommand: AsyncParsableCommand {
         commandName: "export",
         abstract: "Write an advertiser's live list as sorted hex lines, one distinct hash per line.",
         discussion: """
-            Reads MatchAdmin.Export from the match server in pages of 65,536 keys, all from one
-            version: if a new version goes live meanwhile, the export stops with an error (run it
-            again). Needs the match server's admin token (--admin-token or $ROSTER_ADMIN_TOKEN).
+            Reads MatchAdmin.Export from the match server in pages of 65,536 keys, all
+            from one version: if a new version goes live meanwhile, the export stops with
+            an error (run it again). Needs the match server's admin token (--admin-token
+            or $ROSTER_ADMIN_TOKEN).
 
             Examples:
               roster export --advertiser acme > acme.txt
@@ -147,15 +148,17 @@ struct RollbackCommand: AsyncParsableCommand {
         commandName: "rollback",
         abstract: "Serve an advertiser's previous list version again, at once (no re-ingest).",
         discussion: """
-            Calls IngestAdmin.Rollback: the match server swaps the earlier version in atomically
-            (a query sees the old list or the new, never a mix), then the catalog records it live
-            and the version it replaced retired. Only versions whose segments the coordinator
-            keeps can come back (coordinator --keep-versions, default 1: the one before the live
-            one). A later file dropped into the lake replaces the list as usual.
+            Calls IngestAdmin.Rollback: the match server swaps the earlier version in
+            atomically (a query sees the old list or the new, never a mix), then the
+            catalog records it live and the version it replaced retired. Only versions
+            whose segments the coordinator keeps can come back (coordinator
+            --keep-versions, default 1: the one before the live one). A later file dropped
+            into the lake replaces the list as usual.
 
             Examples:
-              roster rollback --advertiser acme              # the version before the live one
-              roster rollback --advertiser acme --to 41      # a given version (roster advertisers, roster call IngestAdmin.ListFiles)
+              roster rollback --advertiser acme          # the version before the live one
+              roster rollback --advertiser acme --to 41  # a given one (roster status
+                                                         #   --advertiser acme lists them)
             """)
 
     @OptionGroup var client: CoordinatorClientOptions
@@ -180,10 +183,11 @@ struct DeleteCommand: AsyncParsableCommand {
         commandName: "delete",
         abstract: "Stop serving an advertiser and remove its data; a file dropped into its folder later starts it again.",
         discussion: """
-            Calls IngestAdmin.DeleteAdvertiser: the catalog marks it deleted (files in flight are
-            abandoned, no version is kept for a rollback, garbage collection removes every segment
-            and run), then the match server stops serving it. The files in the lake are left as
-            they are: only a new file (newer than every earlier one) starts the advertiser again.
+            Calls IngestAdmin.DeleteAdvertiser: the catalog marks it deleted (files in
+            flight are abandoned, no version is kept for a rollback, garbage collection
+            removes every segment and run), then the match server stops serving it. The
+            files in the lake are left as they are: only a new file (newer than every
+            earlier one) starts the advertiser again.
 
             Examples:
               roster delete --advertiser acme --yes
@@ -216,11 +220,12 @@ struct ApproveCommand: AsyncParsableCommand {
         commandName: "approve",
         abstract: "Publish a list version the shrink guard held (it had no keys, or far fewer than the live list).",
         discussion: """
-            Calls IngestAdmin.Approve. A new version that would lose more of the live list's keys
-            than the coordinator's --max-shrink allows (50% by default; an empty file, a header
-            only, a truncated export) is held, not published: the live list keeps serving, and
-            `roster status` names it. Approving it publishes it as any other version; a newer file
-            dropped into the lake replaces it instead.
+            Calls IngestAdmin.Approve. A new version that would lose more of the live
+            list's keys than the coordinator's --max-shrink allows (50% by default; an
+            empty file, a header only, a truncated export) is held, not published: the
+            live list keeps serving, and `roster status` names it. Approving it publishes
+            it as any other version; a newer file dropped into the lake replaces it
+            instead.
 
             Examples:
               roster approve --advertiser acme               # its newest held version
@@ -250,10 +255,11 @@ struct MaxShrinkCommand: AsyncParsableCommand {
         commandName: "max-shrink",
         abstract: "Set how much smaller than its live list an advertiser's new version may be without approval.",
         discussion: """
-            Calls IngestAdmin.SetMaxShrink. The coordinator's --max-shrink (50% by default) applies
-            to every advertiser without its own. 100% turns the guard off for this advertiser (a
-            list that really may be emptied; to stop serving one, `roster delete`); 0% holds any
-            shrink. `roster advertisers` shows the advertisers' own values.
+            Calls IngestAdmin.SetMaxShrink. The coordinator's --max-shrink (50% by
+            default) applies to every advertiser without its own. 100% turns the guard off
+            for this advertiser (a list that really may be emptied; to stop serving one,
+            `roster delete`); 0% holds any shrink. `roster advertisers` shows the
+            advertisers' own values.
 
             Examples:
               roster max-shrink --advertiser acme 90%

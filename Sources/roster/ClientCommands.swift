@@ -123,7 +123,7 @@ struct StatusCommand: AsyncParsableCommand {
               roster status
               roster status --watch
               roster status --json
-              roster status --advertiser acme            (acme's versions, newest first: its history)
+              roster status --advertiser acme   (acme's versions, newest first)
             """)
 
     @OptionGroup var client: CoordinatorClientOptions
@@ -323,9 +323,12 @@ struct MatchCommand: AsyncParsableCommand {
         discussion: """
             Examples:
               roster match --advertiser acme --hash 0cc175b9c0f1b6a831c399e269772661
-              roster match --advertiser acme --email " Ann@Example.com "     (trimmed, lowercased, MD5)
-              roster match --advertiser acme --file hashes.txt               (one MatchMany call per 10,000)
-            Exit status: 0 when every key asked about is a member, 3 when some are not, 1 on error.
+              roster match --advertiser acme --email " Ann@Example.com "
+                  (trimmed, lowercased, MD5)
+              roster match --advertiser acme --file hashes.txt
+                  (one MatchMany call per 10,000)
+            Exit status: 0 when every key asked about is a member, 3 when some are not, 1
+            on error.
             """)
 
     @OptionGroup var client: ClientOptions
@@ -486,18 +489,20 @@ struct CallCommand: AsyncParsableCommand {
         commandName: "call",
         abstract: "Call any RPC with a JSON request; prints the JSON response (defaults shown).",
         discussion: """
-            JSON follows the protobuf mapping: lowerCamelCase field names (schema names work too),
-            64-bit integers as strings, bytes as base64, enums by name.
-            MatchService calls go to --match with --token; MatchAdmin to --match with --admin-token;
-            Coordinator calls to --coordinator with --coordinator-token.
+            JSON follows the protobuf mapping: lowerCamelCase field names (schema names
+            work too), 64-bit integers as strings, bytes as base64, enums by name.
+            MatchService calls go to --match with --token; MatchAdmin to --match with
+            --admin-token; IngestAdmin to --coordinator with --operator-token; Tier and
+            TaskQueue to --coordinator with --token.
 
             Examples:
               roster call --list
-              roster call --describe IngestAdmin.SubmitFile      (its messages, nested ones expanded)
+              roster call --describe IngestAdmin.SubmitFile   (its messages, expanded)
               roster call --describe FileStatus                  (a message by name)
               roster call IngestAdmin.SubmitFile '{"path": "acme/members.txt"}'
-              roster call MatchService.Match '{"advertiserId": "acme", "hash": "DMF1ucDxtqgxw5niaXcmYQ=="}'
-              roster call IngestAdmin.ListFiles @request.json    (@file, or @- for standard input)
+              roster call MatchService.Match \\
+                '{"advertiserId": "acme", "hash": "DMF1ucDxtqgxw5niaXcmYQ=="}'
+              roster call IngestAdmin.ListFiles @request.json   (@-: standard input)
               roster call -H x-request-id:42 IngestAdmin.Status  (metadata, repeatable)
             """)
 

@@ -10,31 +10,36 @@ struct LoadCommand: AsyncParsableCommand {
         commandName: "load",
         abstract: "Open-loop load on the match server at a fixed rate, with latency percentiles.",
         discussion: """
-            Calls are sent on a fixed schedule (--rate per second) whatever the server does, and each
-            latency is measured from the call's intended send time, so queueing is never hidden
-            (no coordinated omission). A line of stats is printed every second, then a report.
+            Calls are sent on a fixed schedule (--rate per second) whatever the server
+            does, and each latency is measured from the call's intended send time, so
+            queueing is never hidden (no coordinated omission). A line of stats is printed
+            every second, then a report.
 
-            --rate takes one rate (held for --duration) or a staircase FROM:TO:step=BY/HOLD, which holds
-            each rate for HOLD: 1000:20000:step=1000/5s runs 1,000 calls/s for 5 s, 2,000 for 5 s, ...
-            up to 20,000. Sending stops when the schedule ends; replies are awaited at most --grace,
-            and calls still unanswered then count as DEADLINE_EXCEEDED. --warmup sends at the first
-            rate for a while before the run, and counts none of it. A staircase ends with a table of
-            its steps.
+            --rate takes one rate (held for --duration) or a staircase
+            FROM:TO:step=BY/HOLD, which holds each rate for HOLD: 1000:20000:step=1000/5s
+            runs 1,000 calls/s for 5 s, 2,000 for 5 s, ... up to 20,000. Sending stops
+            when the schedule ends; replies are awaited at most --grace, and calls still
+            unanswered then count as DEADLINE_EXCEEDED. --warmup sends at the first rate
+            for a while before the run, and counts none of it. A staircase ends with a
+            table of its steps.
 
-            Exit status: 0 after a run, whether it held the rate or not (the report says which);
-            1 when an answer was wrong (--verify), or on another error.
+            Exit status: 0 after a run, whether it held the rate or not (the report says
+            which); 1 when an answer was wrong (--verify), or on another error.
 
             Examples:
               roster load --advertiser acme --rate 10000 --duration 30s
               roster load --advertiser acme --rate 10000:100000:step=10000/5s
               roster load --advertiser acme --rate 50000 --total 1000000
-              roster load --advertiser acme --rate 2000 --batch 100 --hashes members.txt --hit-ratio 0.3
-              roster load --advertiser acme --rate 10000 --duration 30s --json --hgrm latency.hgrm
-              roster load --advertiser acme --rate 10000:100000:step=10000/5s --html report.html --csv seconds.csv
-              roster load --advertiser @advertisers.txt --rate 10000     # calls spread over every advertiser in the file
+              roster load --advertiser acme --rate 2000 --batch 100 \\
+                --hashes members.txt --hit-ratio 0.3
+              roster load --advertiser acme --rate 10000 --json --hgrm latency.hgrm
+              roster load --advertiser acme --rate 10000:100000:step=10000/5s \\
+                --html report.html --csv seconds.csv
+              roster load --advertiser @advertisers.txt --rate 10000
+                (calls spread over every advertiser in the file)
               roster load --call IngestAdmin.ListFiles --data '{"limit": 10}' --rate 500
-              roster load --call MatchService.Match --data-file requests.jsonl --rate 20000
-              roster load --call IngestAdmin.Status --data '{}' --rate 50 -H x-request-id:load-1
+              roster load --call MatchService.Match --data-file reqs.jsonl --rate 20000
+              roster load --call IngestAdmin.Status --data '{}' --rate 50 -H x-id:load1
               roster load --advertiser acme --rate 20000 --warmup 5s --duration 30s
             """)
 

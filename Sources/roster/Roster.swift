@@ -10,15 +10,18 @@ struct Roster: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Membership lists from a data lake, served over the network.",
         discussion: """
-            Run everything on this machine:   roster dev
-            Drop a list into the lake:        mv members.txt roster-data/lake/acme/
-                                              (write it elsewhere first: a file is taken as it appears)
-            Ask about one email:              roster match --advertiser acme --email ann@example.com
-            Watch files ingest:               roster status --watch
+            Run everything on this machine:  roster dev
+            Drop a list into the lake:       mv members.txt roster-data/lake/acme/
+                                             (written elsewhere first: a file is taken
+                                             as it appears)
+            Ask about one email:             roster match --advertiser acme \\
+                                               --email ann@example.com
+            Watch files ingest:              roster status --watch
 
-            Exit status (every command): 0 success; 1 an error on this side (a file, a check);
-            3 not a member (roster match); 64 a bad command line; 65-80 a call failed with
-            status code 1-16 (64 + code: 68 DEADLINE_EXCEEDED, 78 UNAVAILABLE, 80 UNAUTHENTICATED).
+            Exit status (every command): 0 success; 1 an error on this side (a file, a
+            check); 3 not a member (roster match); 64 a bad command line; 65-80 a call
+            failed with status code 1-16 (64 + code: 68 DEADLINE_EXCEEDED,
+            78 UNAVAILABLE, 80 UNAUTHENTICATED).
             """,
         version: rosterVersion,
         subcommands: [

@@ -15,16 +15,17 @@ struct DevCommand: AsyncParsableCommand {
         commandName: "dev",
         abstract: "Run the whole system on this machine: coordinator, workers and match server on a local data folder.",
         discussion: """
-            Files dropped into <data>/lake/<advertiser-id>/ are ingested (the folder is scanned every
-            --scan-interval seconds) and served. Ctrl-C shuts everything down cleanly.
+            Files dropped into <data>/lake/<advertiser-id>/ are ingested (the folder is
+            scanned every --scan-interval) and served. Ctrl-C shuts everything down
+            cleanly.
 
-            Tokens are off unless ROSTER_CLIENT_TOKENS / ROSTER_ADMIN_TOKENS (match server) or the
-            coordinator's (ROSTER_OPERATOR_TOKENS, ROSTER_VIEWER_TOKENS, ROSTER_WORKER_TOKENS) are set;
-            dev's own workers use the first worker token.
+            Tokens are off unless ROSTER_CLIENT_TOKENS / ROSTER_ADMIN_TOKENS (match
+            server) or the coordinator's (ROSTER_OPERATOR_TOKENS, ROSTER_VIEWER_TOKENS,
+            ROSTER_WORKER_TOKENS) are set; dev's own workers use the first worker token.
 
             Examples:
               roster dev
-              roster dev --data /tmp/roster --workers 4 --match-port 0 --coordinator-port 0
+              roster dev --data /tmp/roster --workers 4 --match-port 0
             """)
 
     @OptionGroup var data: DataOptions
@@ -110,17 +111,19 @@ struct CoordinatorCommand: AsyncParsableCommand {
         commandName: "coordinator",
         abstract: "Run the ingest coordinator: catalog, scheduling, leases, publishing.",
         discussion: """
-            Each audience presents its own token (comma-separated lists; docs/OPERATIONS.md):
+            Each audience presents its own tokens (comma-separated; docs/OPERATIONS.md):
               ROSTER_OPERATOR_TOKENS  operators: every IngestAdmin call (required)
-              ROSTER_VIEWER_TOKENS    dashboards: IngestAdmin's reads (Status, ListFiles, ListAdvertisers)
+              ROSTER_VIEWER_TOKENS    dashboards: IngestAdmin's reads only
               ROSTER_WORKER_TOKENS    block workers: TaskQueue only (required)
-              ROSTER_NODE_TOKENS      match servers of a tier: Tier.RegisterNode (required with --replicas)
-              ROSTER_CLIENT_TOKENS    applications: Tier.Placement (required with --replicas)
-            --no-auth turns every check off (local development only).
+              ROSTER_NODE_TOKENS      a tier's match servers: Tier.RegisterNode
+              ROSTER_CLIENT_TOKENS    applications: Tier.Placement
+            (node and client tokens are required with --replicas). --no-auth turns
+            every check off (local development only).
 
             Examples:
-              ROSTER_OPERATOR_TOKENS=o1 ROSTER_WORKER_TOKENS=w1 roster coordinator --data /srv/roster --match 10.0.0.5:7401
-              roster coordinator --no-auth --listen 127.0.0.1:7400 --block-size 134217728 --lease 1m
+              ROSTER_OPERATOR_TOKENS=o1 ROSTER_WORKER_TOKENS=w1 \\
+                roster coordinator --data /srv/roster --match 10.0.0.5:7401
+              roster coordinator --no-auth --listen 127.0.0.1:7400 --lease 1m
             """)
 
     @OptionGroup var data: DataOptions
@@ -205,7 +208,8 @@ struct WorkerCommand: AsyncParsableCommand {
         abstract: "Run a stateless block worker that pulls tasks from a coordinator.",
         discussion: """
             Examples:
-              ROSTER_WORKER_TOKEN=w1 roster worker --coordinator 10.0.0.4:7400 --lake /mnt/lake --store /mnt/store
+              ROSTER_WORKER_TOKEN=w1 roster worker --coordinator 10.0.0.4:7400 \\
+                --lake /mnt/lake --store /mnt/store
               roster worker --slots 2
             """)
 
@@ -252,8 +256,8 @@ struct MatchServerCommand: AsyncParsableCommand {
         commandName: "match-server",
         abstract: "Run a match server over a segment store.",
         discussion: """
-            Tokens come from ROSTER_CLIENT_TOKENS and ROSTER_ADMIN_TOKENS (comma-separated);
-            both are required unless --no-auth is given.
+            Tokens come from ROSTER_CLIENT_TOKENS and ROSTER_ADMIN_TOKENS
+            (comma-separated); both are required unless --no-auth is given.
 
             Examples:
               roster match-server --store /mnt/store --listen 0.0.0.0:7401

@@ -779,11 +779,27 @@ final class CLITests: ServicesTestCase {
         XCTAssertTrue(metrics.contains("# HELP process_resident_memory_bytes"), metrics)
     }
 
-    func testEveryCommandHasHelpWithExamples() throws {
-        for command in ["dev", "coordinator", "worker", "match-server", "submit", "status", "advertisers", "rollback", "delete", "match", "export", "call", "load"] {
+    /// Every command's help has examples, and its discussion is written to
+    /// fit an 80-column terminal: ArgumentParser breaks a longer line
+    /// wherever the width runs out ("(trimmed,\nlowercased, MD5)"), so the
+    /// text before USAGE must read the same at 80 columns as at 500.
+    func testEveryCommandHasHelpWithExamplesThatFitsEightyColumns() throws {
+        func discussion(_ command: [String], columns: Int) throws -> String {
+            let text = try RosterBinary.run(command + ["--help"], environment: ["COLUMNS": "\(columns)"]).stdout
+            // What comes before USAGE, less the OVERVIEW paragraph (ArgumentParser wraps that one itself).
+            let head = text.components(separatedBy: "\nUSAGE:").first ?? text
+            return head.components(separatedBy: "\n\n").filter { !$0.hasPrefix("OVERVIEW:") }.joined(separator: "\n\n")
+        }
+        for command in ["dev", "coordinator", "worker", "match-server", "submit", "status", "advertisers", "rollback", "approve", "max-shrink",
+                        "delete", "match", "export", "call", "load"] {
             let result = try RosterBinary.run([command, "--help"])
             XCTAssertEqual(result.status, 0, command)
             XCTAssertTrue(result.stdout.contains("Example"), "\(command) --help has examples: \(result.stdout)")
+        }
+        for command in [[], ["dev"], ["coordinator"], ["worker"], ["match-server"], ["submit"], ["status"], ["advertisers"], ["rollback"],
+                        ["approve"], ["max-shrink"], ["delete"], ["match"], ["export"], ["call"], ["load"]] {
+            XCTAssertEqual(try discussion(command, columns: 80), try discussion(command, columns: 500),
+                           "roster \(command.joined()) --help: a line of its discussion is wider than 80 columns")
         }
     }
 
