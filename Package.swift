@@ -177,7 +177,9 @@ let package = Package(
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ]),
+        ], plugins: ["BuildInfo"]),
+        // The commit and dates `roster --version` prints, written before each build.
+        .plugin(name: "BuildInfo", capability: .buildTool()),
 
         // Helpers shared by the test targets (seeded random numbers, status assertions).
         .target(name: "TestSupport", dependencies: ["RosterRPC"], path: "Tests/TestSupport"),

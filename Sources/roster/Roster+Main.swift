@@ -3,7 +3,7 @@ import Foundation
 import RosterRPC
 
 /// The version `roster --version` prints.
-let rosterVersion = "0.21.0"
+let rosterVersion = "0.21.0 (commit \(BuildInfo.commit) of \(BuildInfo.commitDate); built \(BuildInfo.buildDate))"
 
 /// Exit statuses, the same for every command, and documented in `roster --help`
 /// and the README. A failed call exits 64 + its status code, as grpcurl does,

@@ -729,6 +729,20 @@ final class CLITests: ServicesTestCase {
         let version = try RosterBinary.run(["--version"])
         XCTAssertEqual(version.status, 0)
         XCTAssertTrue(version.stdout.first?.isNumber == true, version.stdout)
+        // The commit it was built from, and when (Plugins/BuildInfo).
+        let head = Process()
+        head.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        head.arguments = ["-C", root.path, "rev-parse", "--short=12", "HEAD"]
+        let pipe = Pipe()
+        head.standardOutput = pipe
+        head.standardError = FileHandle.nullDevice
+        if (try? head.run()) != nil {
+            head.waitUntilExit()
+            let commit = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            if head.terminationStatus == 0 { XCTAssertTrue(version.stdout.contains("(commit \(commit)"), "\(commit) in \(version.stdout)") }
+        }
+        XCTAssertNotNil(version.stdout.range(of: #"built \d{4}-\d{2}-\d{2}\)"#, options: .regularExpression), version.stdout)
         let help = try RosterBinary.run(["--help"])
         XCTAssertEqual(help.status, 0)
         XCTAssertTrue(help.stdout.contains("78 UNAVAILABLE"), "the statuses are documented: \(help.stdout)")
