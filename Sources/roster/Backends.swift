@@ -18,10 +18,10 @@ struct S3Options: ParsableArguments {
             help: "path (http://endpoint/bucket/key; the default with --s3-endpoint) or virtual-host (https://bucket.endpoint/key; the default on AWS).")
     var addressing: String?
 
-    @Option(name: .customLong("s3-access-key"), help: "Access key id (default: $AWS_ACCESS_KEY_ID; prefer the environment).")
+    @Option(name: .customLong("s3-access-key"), help: "Access key id, with --s3-secret-key (both or neither; default: $AWS_ACCESS_KEY_ID; prefer the environment).")
     var accessKey: String?
 
-    @Option(name: .customLong("s3-secret-key"), help: "Secret access key (default: $AWS_SECRET_ACCESS_KEY; prefer the environment: flags show in `ps`).")
+    @Option(name: .customLong("s3-secret-key"), help: "Secret access key, with --s3-access-key (default: $AWS_SECRET_ACCESS_KEY; prefer the environment: flags show in `ps`).")
     var secretKey: String?
 
     /// Checked before anything starts, whether or not an `s3://` location
