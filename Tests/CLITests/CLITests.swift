@@ -667,7 +667,7 @@ final class CLITests: ServicesTestCase {
             (["dev", "--data", root.path, "--s3-addressing", "weird"], "--s3-addressing must be path or virtual-host, not 'weird'"),
             (["dev", "--data", root.path, "--s3-access-key", "k"], "--s3-access-key and --s3-secret-key go together"),
             (["dev", "--data", root.path, "--log-level", "loud"], "The value 'loud' is invalid for '--log-level <log-level>'"),
-            (["frobnicate"], "Unexpected argument 'frobnicate'"),
+            (["frobnicate"], "Error: unknown command 'frobnicate' (see 'roster --help')"),
             (["match", "--match", "nohost", "--advertiser", "a", "--email", "x"], "The value 'nohost' is invalid for '--match"),
         ]
         let loud = try RosterBinary.run(["dev", "--data", root.path, "--log-level", "loud"])
