@@ -16,7 +16,8 @@ extension IngestCatalog {
         public var etag: String
         /// Live again by a rollback, with a newer version retired and none in
         /// flight: a node still serving the newer one must take this one
-        /// anyway (`PublishRequest.rollback`).
+        /// anyway (`PublishRequest.rollback`). A newer version held by the
+        /// shrink guard is not in flight: it may never be published.
         public var restored = false
     }
 
@@ -38,7 +39,7 @@ extension IngestCatalog {
                    (SELECT COUNT(*) FROM \(db.advertiserFiles(as: "g")) WHERE g.advertiser_id = f.advertiser_id AND g.id > f.id
                       AND g.state = \(FileState.retired.sql)) AS newer_retired,
                    (SELECT COUNT(*) FROM \(db.advertiserFiles(as: "g")) WHERE g.advertiser_id = f.advertiser_id AND g.id > f.id
-                      AND g.state IN \(FileState.sqlList(FileState.unfinished))) AS newer_in_flight
+                      AND g.state IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing))) AS newer_in_flight
             FROM files f WHERE \(condition) ORDER BY f.id
             """, value) { row in
             (UInt64(row.int("id")), row.string("advertiser_id"), row.string("path"), row.string("etag"),

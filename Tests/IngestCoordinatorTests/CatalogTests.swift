@@ -172,6 +172,23 @@ class CatalogTests: XCTestCase, CatalogEngine {
         guard case .held? = again else { return XCTFail("\(String(describing: again))") }
     }
 
+    /// A version rolled back to, with a newer one held by the shrink guard,
+    /// is still published as a rollback (a node serving the newer version
+    /// must take it): a held version is not in flight, it may never go live.
+    func testARollbackPastAHeldVersionIsStillPublishedAsARollback() throws {
+        let catalog = try makeCatalog()
+        let (v1, _) = try ingest(catalog, "a/1", keys: 1000, etag: "e1", now: 1)
+        try catalog.markLive(files: [v1], now: 1)
+        let (v2, _) = try ingest(catalog, "a/2", keys: 1000, etag: "e2", now: 2)
+        try catalog.markLive(files: [v2], now: 2)
+        let (_, held) = try ingest(catalog, "a/3", keys: 0, etag: "e3", now: 3)
+        guard case .held? = held else { return XCTFail("\(String(describing: held))") }
+        try catalog.markRolledBack(advertiser: "a", to: v1, now: 4)
+        let live = try XCTUnwrap(try catalog.publications(in: .live).first)
+        XCTAssertEqual(live.version, v1)
+        XCTAssertTrue(live.restored, "published as a rollback although a newer version is held")
+    }
+
     /// Marking a version live reads the advertiser's own versions, not every
     /// live one: with no statistics SQLite read all live versions per
     /// version marked (its plan took `files_by_state`), which made a bulk
