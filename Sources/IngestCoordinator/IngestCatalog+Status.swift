@@ -162,7 +162,10 @@ extension IngestCatalog {
             response.files = try (unfinished + held + recent.reversed()).map { try fileStatus(db, $0, now: now) }
             let heldCount = Int(response.filesByState[FileState.held.name] ?? 0)
             response.problems = response.files.filter { $0.state == .held }.prefix(10).map(Self.heldProblem)
-            if heldCount > 10 { response.problems.append("\(heldCount - 10) more versions are held by the shrink guard: roster files --state held") }
+            if heldCount > 10 {
+                response.problems.append("\(heldCount - 10) more versions are held by the shrink guard; "
+                    + #"roster call IngestAdmin.ListFiles '{"states": ["FILE_STATE_HELD"]}' lists them all"#)
+            }
             response.advertisersLive = UInt32(try db.rows("SELECT COUNT(*) FROM advertisers WHERE live_file_id IS NOT NULL") { $0.int(0) }.first ?? 0)
             response.workersSeen = UInt32(try db.rows("SELECT COUNT(*) FROM workers WHERE last_seen > ?", now - 3 * policy.leaseSeconds) { $0.int(0) }.first ?? 0)
             try db.query("SELECT state, COUNT(*) AS n FROM tasks WHERE state IN \(TaskState.sqlList(.queued, .leased)) GROUP BY state") { row in
