@@ -172,6 +172,22 @@ class CatalogTests: XCTestCase, CatalogEngine {
         guard case .held? = again else { return XCTFail("\(String(describing: again))") }
     }
 
+    /// Status names the first ten held versions, one problem line each, and
+    /// says how to list the rest: its size does not grow with the catalog.
+    func testStatusNamesTenHeldVersionsAndCountsTheRest() throws {
+        let catalog = try makeCatalog()
+        for i in 0..<12 {
+            let (live, _) = try ingest(catalog, "adv\(i)/1", keys: 100, etag: "e1", now: 1)
+            try catalog.markLive(files: [live], now: 1)
+            let (_, held) = try ingest(catalog, "adv\(i)/2", keys: 0, etag: "e2", now: 2)
+            guard case .held? = held else { return XCTFail("adv\(i): \(String(describing: held))") }
+        }
+        let problems = try catalog.status(now: 3).problems
+        XCTAssertEqual(problems.count, 11, "\(problems)")
+        XCTAssertEqual(problems.filter { $0.contains("roster approve --advertiser adv") }.count, 10)
+        XCTAssertEqual(problems.last, #"2 more versions are held by the shrink guard; roster call IngestAdmin.ListFiles '{"states": ["FILE_STATE_HELD"]}' lists them all"#)
+    }
+
     /// A version rolled back to, with a newer one held by the shrink guard,
     /// is still published as a rollback (a node serving the newer version
     /// must take it): a held version is not in flight, it may never go live.

@@ -16,6 +16,7 @@ final class PostgresCatalogTests: CatalogTests {
     override func testEndedVersionsAreCollectedOnce() throws { try super.testEndedVersionsAreCollectedOnce() }
     override func testMigration9KeepsEveryStateAndAllowsHeld() throws { try super.testMigration9KeepsEveryStateAndAllowsHeld() }
     override func testTheShrinkGuardHoldsAVersionThatLosesTooManyKeys() throws { try super.testTheShrinkGuardHoldsAVersionThatLosesTooManyKeys() }
+    override func testStatusNamesTenHeldVersionsAndCountsTheRest() throws { try super.testStatusNamesTenHeldVersionsAndCountsTheRest() }
     override func testARollbackPastAHeldVersionIsStillPublishedAsARollback() throws { try super.testARollbackPastAHeldVersionIsStillPublishedAsARollback() }
     override func testPathOutsideAnAdvertiserFolderIsRefused() throws { try super.testPathOutsideAnAdvertiserFolderIsRefused() }
     override func testANewFileSupersedesAnUnfinishedOlderOne() throws { try super.testANewFileSupersedesAnUnfinishedOlderOne() }
