@@ -20,12 +20,15 @@ public struct TaskQueueHandler: TaskQueue.Handler {
             var response = LeaseTasksResponse()
             let most = Int(min(max(request.max, 1), 64))
             let lease = { @Sendable (now: Double) in try await core.db { try $0.lease(worker: request.workerID, max: most, now: now) } }
+            var seen = core.work.generation
             response.tasks = try await lease(core.clock())
             // Long poll: wait for work to appear rather than have idle workers poll.
             let deadline = ContinuousClock.now + .milliseconds(Int(min(request.waitMs, 10_000)))
             while response.tasks.isEmpty && ContinuousClock.now < deadline && !Task.isCancelled {
-                // Re-check at least once a second: leases expire without a signal.
-                await core.work.wait(timeout: min(.seconds(1), deadline - ContinuousClock.now))
+                // Re-check at least once a second: leases expire without a
+                // signal. Work that appeared while this call looked is not missed.
+                await core.work.wait(timeout: min(.seconds(1), deadline - ContinuousClock.now), since: seen)
+                seen = core.work.generation
                 response.tasks = try await lease(core.clock())
             }
             response.leaseMs = leaseMs

@@ -4,8 +4,14 @@ import Synchronization
 ///
 /// Waiters are woken all at once and then race for the work through the
 /// catalog, so a spurious wake-up only costs one empty lease.
+///
+/// A notification between a caller's look at the catalog and its `wait`
+/// is not lost: the caller reads `generation` before looking, and `wait`
+/// returns at once if a notification came since.
 final class WorkSignal: Sendable {
     private struct State {
+        /// Notifications so far.
+        var generation = 0
         var next = 0
         var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
         /// Waits resumed before their continuation was registered.
@@ -13,12 +19,17 @@ final class WorkSignal: Sendable {
     }
     private let state = Mutex(State())
 
-    /// Returns when `notify` is called or `timeout` passes, whichever is first.
-    func wait(timeout: Duration) async {
-        let id = state.withLock { s -> Int in
+    /// Notifications so far: read before looking for work, passed to `wait`.
+    var generation: Int { state.withLock { $0.generation } }
+
+    /// Returns when `notify` is called or `timeout` passes, whichever is
+    /// first; at once if `notify` was called since `generation` was `seen`.
+    func wait(timeout: Duration, since seen: Int? = nil) async {
+        guard let id = state.withLock({ s -> Int? in
+            if let seen, s.generation != seen { return nil }
             s.next += 1
             return s.next
-        }
+        }) else { return }
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 try? await Task.sleep(for: timeout)
@@ -55,6 +66,7 @@ final class WorkSignal: Sendable {
 
     func notify() {
         let waiters = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.generation &+= 1
             defer { s.waiters.removeAll() }
             return Array(s.waiters.values)
         }
