@@ -9,9 +9,18 @@ extension IngestCatalog {
 
     /// Leases up to `max` tasks to `worker`, highest priority first (see
     /// `Priority`); expired leases go back to the queue first.
-    public func lease(worker: String, max: Int, now: Double) throws -> [IngestTask] {
+    ///
+    /// `request` (the caller's `request_id`) makes the call idempotent: the
+    /// tasks it leased before (a leader that died before answering, a
+    /// timed-out call sent again) are returned again, their leases renewed,
+    /// instead of new ones. Their tokens are `<request>:<n>`, so they are
+    /// found without a column of their own.
+    public func lease(worker: String, max: Int, now: Double, request: String = "") throws -> [IngestTask] {
         do {
-            return try write { db in try lease(db, worker: worker, max: max, now: now) }
+            return try write { db in
+                if !request.isEmpty, let again = try redeliver(db, worker: worker, request: request, now: now) { return again }
+                return try lease(db, worker: worker, max: max, now: now, request: request)
+            }
         } catch {
             // The transaction rolled back; the kept order may have lost candidates.
             lock.withLock { ranking = nil }
@@ -79,7 +88,22 @@ extension IngestCatalog {
         }.sorted { $0.before($1) }
     }
 
-    func lease(_ db: any SQLDatabase, worker: String, max: Int, now: Double) throws -> [IngestTask] {
+    /// The tasks `worker` leased under `request` and still holds, their
+    /// leases renewed; nil if there are none.
+    func redeliver(_ db: any SQLDatabase, worker: String, request: String, now: Double) throws -> [IngestTask]? {
+        let held = try db.rows("""
+            SELECT id, lease_token FROM tasks WHERE state = \(TaskState.leased.sql) AND worker = ? AND lease_token LIKE ? ORDER BY id
+            """, worker, request.replacingOccurrences(of: "%", with: "").replacingOccurrences(of: "_", with: "") + ":%") {
+            (UInt64($0.int("id")), $0.string("lease_token"))
+        }.filter { $0.1.hasPrefix(request + ":") }
+        guard !held.isEmpty else { return nil }
+        return try held.map { id, token in
+            try db.run("UPDATE tasks SET lease_expires = ? WHERE id = ?", now + policy.leaseSeconds, id)
+            return try describe(db, task: id, token: token)
+        }
+    }
+
+    func lease(_ db: any SQLDatabase, worker: String, max: Int, now: Double, request: String = "") throws -> [IngestTask] {
             try db.run("INSERT INTO workers(id, last_seen) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen",
                        worker, now)
             if leaseGraceDue {
@@ -89,7 +113,7 @@ extension IngestCatalog {
             }
             try expireLeases(db, now: now)
             if let cached = ranking, now >= cached.at, now < cached.until {
-                return try lease(db, from: cached.files, worker: worker, max: max, now: now)
+                return try lease(db, from: cached.files, worker: worker, max: max, now: now, request: request)
             }
             rankings += 1
             let started = ContinuousClock.now
@@ -101,12 +125,12 @@ extension IngestCatalog {
                 $0.isNull(0) ? nil : $0.double(0)
             }.first ?? nil
             let until = min(now + Swift.max(Self.rankingLifetime, 20 * lastRankingSeconds), nextReady ?? .infinity)
-            return try lease(db, from: ArraySlice(ranked), worker: worker, max: max, now: now, ranked: (now, until))
+            return try lease(db, from: ArraySlice(ranked), worker: worker, max: max, now: now, request: request, ranked: (now, until))
     }
 
     /// Leases up to `max` tasks from the ranked `files`, best first, and
     /// keeps what is left of the ranking.
-    func lease(_ db: any SQLDatabase, from files: ArraySlice<Ranked>, worker: String, max: Int, now: Double,
+    func lease(_ db: any SQLDatabase, from files: ArraySlice<Ranked>, worker: String, max: Int, now: Double, request: String = "",
                        ranked: (at: Double, until: Double)? = nil) throws -> [IngestTask] {
         var files = files
         var leased: [IngestTask] = []
@@ -119,7 +143,8 @@ extension IngestCatalog {
                 ORDER BY kind, seq LIMIT ?
                 """, file, now, TaskKind.parse, file, TaskKind.parse, want) { UInt64($0.int(0)) }
             for id in ids {
-                leased.append(try leaseTask(db, id: id, worker: worker, now: now))
+                let token = request.isEmpty ? Self.newToken() : "\(request):\(leased.count)"
+                leased.append(try leaseTask(db, id: id, worker: worker, token: token, now: now))
             }
             if !ids.isEmpty {
                 try move(db, file: file, on: .started, also: "started_at = COALESCE(started_at, ?)", now)
@@ -132,11 +157,25 @@ extension IngestCatalog {
         return leased
     }
 
-    func leaseTask(_ db: any SQLDatabase, id: UInt64, worker: String, now: Double) throws -> IngestTask {
-        let token = Self.newToken()
+    func leaseTask(_ db: any SQLDatabase, id: UInt64, worker: String, token: String, now: Double) throws -> IngestTask {
         try db.run("""
             UPDATE tasks SET state = \(TaskState.leased.sql), attempts = attempts + 1, lease_token = ?, worker = ?, lease_expires = ? WHERE id = ?
             """, token, worker, now + policy.leaseSeconds, id)
+        let task = try describe(db, task: id, token: token)
+        try db.run("UPDATE tasks SET output = ? WHERE id = ?", task.outputPath, id)
+        try db.run("""
+            INSERT INTO attempts(task_id, attempt, worker, leased_at) VALUES (?, ?, ?, ?)
+            ON CONFLICT(task_id, attempt) DO UPDATE SET worker = excluded.worker, leased_at = excluded.leased_at,
+                ended_at = NULL, outcome = 'leased', error = ''
+            """, id, task.attempt, worker, now)
+        IngestMetrics.attempts(task.kind).increment()
+        return task
+    }
+
+    /// Task `id` as a worker receives it under lease `token`: its input, and
+    /// where its output goes (named after the attempt and the token, so the
+    /// same lease always names the same output).
+    func describe(_ db: any SQLDatabase, task id: UInt64, token: String) throws -> IngestTask {
         var task = IngestTask()
         var version: UInt64 = 0
         try db.query("""
@@ -173,13 +212,6 @@ extension IngestCatalog {
         if task.kind == .merge {
             task.runs = try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind = \(TaskKind.parse.sql) ORDER BY seq", version) { $0.string(0) }
         }
-        try db.run("UPDATE tasks SET output = ? WHERE id = ?", task.outputPath, id)
-        try db.run("""
-            INSERT INTO attempts(task_id, attempt, worker, leased_at) VALUES (?, ?, ?, ?)
-            ON CONFLICT(task_id, attempt) DO UPDATE SET worker = excluded.worker, leased_at = excluded.leased_at,
-                ended_at = NULL, outcome = 'leased', error = ''
-            """, id, task.attempt, worker, now)
-        IngestMetrics.attempts(task.kind).increment()
         return task
     }
 

@@ -19,7 +19,9 @@ public struct TaskQueueHandler: TaskQueue.Handler {
             guard !request.workerID.isEmpty else { throw IngestError.invalidArgument("worker_id is empty") }
             var response = LeaseTasksResponse()
             let most = Int(min(max(request.max, 1), 64))
-            let lease = { @Sendable (now: Double) in try await core.db { try $0.lease(worker: request.workerID, max: most, now: now) } }
+            let lease = { @Sendable (now: Double) in
+                try await core.db { try $0.lease(worker: request.workerID, max: most, now: now, request: request.requestID) }
+            }
             var seen = core.work.generation
             response.tasks = try await lease(core.clock())
             // Long poll: wait for work to appear rather than have idle workers poll.

@@ -130,6 +130,10 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         var syncing: Task<Void, Never>?
         var idle = configuration.idlePoll
         var unreachable = false
+        // One id per lease until a coordinator answers it: sent again after a
+        // failure, it brings back what a leader leased to this call and died
+        // before saying (rather than leaving it to expire unworked).
+        var requestID: String?
         while !stopping {
             let tasks: [IngestTask]
             do {
@@ -137,10 +141,13 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
                 request.workerID = configuration.id
                 request.max = 1
                 request.waitMs = configuration.longPollMilliseconds
+                if requestID == nil { requestID = Self.newRequestID() }
+                request.requestID = requestID!
                 let leasedAt = ContinuousClock.now
                 var leaseOptions = options
                 leaseOptions.timeout = .milliseconds(Int64(configuration.longPollMilliseconds)) + configuration.callTimeout
                 let response = try await coordinator.leaseTasks(request, options: leaseOptions)
+                requestID = nil
                 if response.leaseMs > 0 { leaseMilliseconds.store(response.leaseMs, ordering: .relaxed) }
                 tasks = response.tasks
                 let expires = leasedAt + .milliseconds(Int64(leaseMilliseconds.load(ordering: .relaxed)))
@@ -178,6 +185,12 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             }
         }
         await syncing?.value
+    }
+
+    /// A lease call's id: random, 16 hex digits.
+    static func newRequestID() -> String {
+        var g = SystemRandomNumberGenerator()
+        return String(format: "%016llx", g.next() as UInt64)
     }
 
     private func heartbeatLoop() async {

@@ -84,6 +84,28 @@ class CatalogHardeningTests: XCTestCase, CatalogEngine {
         XCTAssertTrue(status.error.contains("lease expired 8 times"), status.error)
     }
 
+    /// A lease call sent again with the same request id (its first answer
+    /// was lost: the leader died after committing it) gets the same tasks
+    /// back, same tokens and attempts, leases renewed, not new ones; so no
+    /// lease is left to expire unworked. A new id leases new work.
+    func testALeaseCallSentAgainGetsBackWhatItWasLeased() throws {
+        for i in 0..<3 { _ = try catalog.submit(object("a\(i)/f"), now: 0) }
+        let first = try catalog.lease(worker: "w", max: 2, now: 1, request: "r1")
+        XCTAssertEqual(first.count, 2)
+        let again = try catalog.lease(worker: "w", max: 2, now: 5, request: "r1")
+        XCTAssertEqual(again.map(\.taskID), first.map(\.taskID))
+        XCTAssertEqual(again.map(\.leaseToken), first.map(\.leaseToken))
+        XCTAssertEqual(again.map(\.attempt), first.map(\.attempt), "the same attempt, not a new one")
+        XCTAssertEqual(again.map(\.outputPath), first.map(\.outputPath))
+        XCTAssertEqual(try catalog.lease(worker: "other", max: 2, now: 5, request: "r1").map(\.taskID).filter { first.map(\.taskID).contains($0) }, [],
+                       "another worker's call never takes them")
+        let next = try catalog.lease(worker: "w", max: 2, now: 5, request: "r2")
+        XCTAssertTrue(Set(next.map(\.taskID)).isDisjoint(with: first.map(\.taskID)))
+        // Renewed by the second delivery: still held past the first lease's end.
+        XCTAssertEqual(try catalog.heartbeat(worker: "w", tasks: first.map { ($0.taskID, $0.leaseToken) }, now: 14), [])
+        XCTAssertEqual(try catalog.expiredAttempts(), 0)
+    }
+
     /// A heartbeat that names a task its worker has just finished (sent
     /// before the report, arriving after it) loses nothing; one naming a
     /// task another worker took over and finished, or one cancelled, does.

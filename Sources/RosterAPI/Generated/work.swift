@@ -122,6 +122,13 @@ public struct LeaseTasksRequest: ProtoMessage {
     /// When there is no work, wait up to this long for some (long poll) rather
     /// than answer at once; capped at 10 seconds.
     public var waitMs: UInt32 = 0
+    /// Names this lease call, and is sent again with the same value when the
+    /// call is retried (to the same coordinator or the next leader) until one
+    /// answers: tasks already leased under it go back to the caller, with their
+    /// leases, instead of new ones. A lease granted by a leader that died
+    /// before it could answer is thus not lost (it would expire unworked).
+    /// Empty: no such retry.
+    public var requestID: String = ""
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -131,11 +138,13 @@ public struct LeaseTasksRequest: ProtoMessage {
     public init(
         workerID: String = "",
         max: UInt32 = 0,
-        waitMs: UInt32 = 0
+        waitMs: UInt32 = 0,
+        requestID: String = ""
     ) {
         self.workerID = workerID
         self.max = max
         self.waitMs = waitMs
+        self.requestID = requestID
     }
 }
 
@@ -385,6 +394,7 @@ extension LeaseTasksRequest {
             case 1: self.workerID = try reader.read(StringCodec.self, tag)
             case 2: self.max = try reader.read(UInt32Codec.self, tag)
             case 3: self.waitMs = try reader.read(UInt32Codec.self, tag)
+            case 4: self.requestID = try reader.read(StringCodec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -395,6 +405,7 @@ extension LeaseTasksRequest {
         if !self.workerID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.workerID) }
         if self.max != 0 { size += ProtoSize.field(UInt32Codec.self, field: 2, self.max) }
         if self.waitMs != 0 { size += ProtoSize.field(UInt32Codec.self, field: 3, self.waitMs) }
+        if !self.requestID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 4, self.requestID) }
         return size
     }
 
@@ -402,6 +413,7 @@ extension LeaseTasksRequest {
         if !self.workerID.isEmpty { writer.write(StringCodec.self, field: 1, self.workerID) }
         if self.max != 0 { writer.write(UInt32Codec.self, field: 2, self.max) }
         if self.waitMs != 0 { writer.write(UInt32Codec.self, field: 3, self.waitMs) }
+        if !self.requestID.isEmpty { writer.write(StringCodec.self, field: 4, self.requestID) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -701,13 +713,14 @@ extension IngestTask: ProtoJSONMessage {
 
 extension LeaseTasksRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.LeaseTasksRequest"
-    public static let schemaDefinition = "message LeaseTasksRequest {\n  string worker_id = 1;\n  /// At most this many tasks (default 1).\n  uint32 max = 2;\n  /// When there is no work, wait up to this long for some (long poll) rather\n  /// than answer at once; capped at 10 seconds.\n  uint32 wait_ms = 3;\n}"
+    public static let schemaDefinition = "message LeaseTasksRequest {\n  string worker_id = 1;\n  /// At most this many tasks (default 1).\n  uint32 max = 2;\n  /// When there is no work, wait up to this long for some (long poll) rather\n  /// than answer at once; capped at 10 seconds.\n  uint32 wait_ms = 3;\n  /// Names this lease call, and is sent again with the same value when the\n  /// call is retried (to the same coordinator or the next leader) until one\n  /// answers: tasks already leased under it go back to the caller, with their\n  /// leases, instead of new ones. A lease granted by a leader that died\n  /// before it could answer is thus not lost (it would expire unworked).\n  /// Empty: no such retry.\n  string request_id = 4;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.singular("workerId", StringCodec.self, self.workerID)
         object.singular("max", UInt32Codec.self, self.max)
         object.singular("waitMs", UInt32Codec.self, self.waitMs)
+        object.singular("requestId", StringCodec.self, self.requestID)
         return object.value
     }
 
@@ -717,7 +730,8 @@ extension LeaseTasksRequest: ProtoJSONMessage {
             case "workerId", "worker_id": self.workerID = try JSONReader.singular(StringCodec.self, value, field: "workerId")
             case "max": self.max = try JSONReader.singular(UInt32Codec.self, value, field: "max")
             case "waitMs", "wait_ms": self.waitMs = try JSONReader.singular(UInt32Codec.self, value, field: "waitMs")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "max", "waitMs"])
+            case "requestId", "request_id": self.requestID = try JSONReader.singular(StringCodec.self, value, field: "requestId")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "max", "waitMs", "requestId"])
             }
         }
     }
