@@ -58,6 +58,15 @@ start() { # name, args...: starts a roster process, waits for its listening line
   sed -n 's/.*listening on \([^;]*\);.*/\1/p' "$WORK/$name.out"
 }
 pid() { cat "$WORK/$1.pid"; }
+# coordinators, name: waits (at most 60 s) until the first file has 5 blocks done, mid-ingest.
+wait_blocks() {
+  local w0; w0=$(now)
+  until "$BIN" call --coordinator "$1" "$ADMIN".ListFiles '{}' 2>/dev/null \
+      | python3 -c "import json,sys; f=json.load(sys.stdin)['files'][0]; sys.exit(0 if int(f.get('blocksDone', 0)) >= 5 else 1)" 2>/dev/null; do
+    sleep 0.05
+    if python3 -c "import sys; sys.exit(0 if $(now) - $w0 > 60 else 1)"; then echo "$2: the ingest did not start"; break; fi
+  done
+}
 
 printf "%-8s %-44s %10s %10s %s\n" fault what seconds files/s notes
 
@@ -115,12 +124,7 @@ if [[ " $FAULTS " == *" kill "* || " $FAULTS " == *" pause "* || " $FAULTS " == 
     BOTH="${COORDS[0]},${COORDS[1]}"
     for w in 1 2; do "$BIN" worker --data "$DATA" --coordinator "$BOTH" --id "w$w" --log-level error > "$WORK/w$w.out" 2>&1 & done
     ID=$("$BIN" call --coordinator "$BOTH" "$ADMIN".SubmitFile '{"path": "big/list.txt"}' | python3 -c "import json,sys; print(json.load(sys.stdin)['version'])")
-    W0=$(now)
-    until "$BIN" call --coordinator "$BOTH" "$ADMIN".ListFiles '{}' 2>/dev/null \
-        | python3 -c "import json,sys; f=json.load(sys.stdin)['files'][0]; sys.exit(0 if int(f.get('blocksDone', 0)) >= 5 else 1)" 2>/dev/null; do
-      sleep 0.05
-      if python3 -c "import sys; sys.exit(0 if $(now) - $W0 > 60 else 1)"; then echo "$FAULT: the ingest did not start"; break; fi
-    done
+    wait_blocks "$BOTH" "$FAULT"
     T0=$(now)
     case $FAULT in
       kill) kill -9 "$(pid coord-a)" ;;
@@ -165,12 +169,7 @@ if [[ " $FAULTS " == *" s3 "* ]]; then
     "$BIN" worker --data "$DATA/w$w" --lake "$BASE/lake" --store "$BASE/store" --coordinator "$COORD" --id "w$w" --log-level error > "$WORK/w$w.out" 2>&1 &
   done
   "$BIN" call --coordinator "$COORD" "$ADMIN".SubmitFile '{"path": "big/list.txt"}' >/dev/null
-  W0=$(now)
-  until "$BIN" call --coordinator "$COORD" "$ADMIN".ListFiles '{}' 2>/dev/null \
-      | python3 -c "import json,sys; f=json.load(sys.stdin)['files'][0]; sys.exit(0 if int(f.get('blocksDone', 0)) >= 5 else 1)" 2>/dev/null; do
-    sleep 0.05
-    if python3 -c "import sys; sys.exit(0 if $(now) - $W0 > 60 else 1)"; then echo "s3: the ingest did not start"; break; fi
-  done
+  wait_blocks "$COORD" s3
   WEED=$(pgrep -f "weed mini -dir=${ROSTER_S3_DIR:-/tmp/roster-s3-test}/data" | head -1)
   kill -STOP "$WEED"
   FAILED=no
