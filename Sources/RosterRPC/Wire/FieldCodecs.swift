@@ -243,7 +243,13 @@ public enum StringCodec: MapKeyCodec {
     @inlinable public static func read(from reader: inout ProtoReader) throws(ProtoDecodingError) -> String {
         let length = try reader.readLength()
         return try reader.withBytes(count: length) { (bytes) throws(ProtoDecodingError) -> String in
-            guard let s = String(validating: bytes.bindMemory(to: UInt8.self), as: UTF8.self) else {
+            let utf8 = bytes.bindMemory(to: UInt8.self)
+            // ASCII (ids, names: nearly every string on this wire) is valid
+            // UTF-8 as it stands: checked with one pass and copied without the
+            // generic validator, which looked up type metadata on every call
+            // and was a measurable share of a single Match.
+            if ProtoWire.isASCII(utf8) { return String(decoding: utf8, as: UTF8.self) }
+            guard let s = String(validating: utf8, as: UTF8.self) else {
                 throw .invalidUTF8(field: nil)
             }
             return s

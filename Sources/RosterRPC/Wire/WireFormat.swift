@@ -36,6 +36,25 @@ public struct FieldTag: Sendable, Hashable {
 
 /// Limits and sizes of the wire format.
 public enum ProtoWire {
+    /// Whether every byte is below 0x80: ASCII, so valid UTF-8 as it stands.
+    /// Eight bytes at a time; the strings on this wire are short.
+    @inlinable
+    public static func isASCII(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let base = bytes.baseAddress else { return true }
+        let raw = UnsafeRawPointer(base)
+        var i = 0
+        var high: UInt64 = 0
+        while i &+ 8 <= bytes.count {
+            high |= raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            i &+= 8
+        }
+        while i < bytes.count {
+            high |= UInt64(bytes[i])
+            i &+= 1
+        }
+        return high & 0x8080_8080_8080_8080 == 0
+    }
+
     /// The largest legal field number, 2^29 - 1.
     public static let maxFieldNumber = (1 << 29) - 1
 

@@ -48,17 +48,25 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
             sawPreface = true
             return .preface(version: version)
         }
-        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
-        guard Int(length) <= maxFrameSize else {
-            throw ProtocolViolation(.resourceExhausted, "frame of \(length) bytes exceeds the limit of \(maxFrameSize)")
+        // The header is read in one look at the buffer's bytes: each of
+        // ByteBuffer's accessors checks exclusive access to its storage at
+        // run time, and four of them per frame were a measurable share of a
+        // single Match.
+        let maxFrameSize = self.maxFrameSize
+        let header = buffer.withUnsafeReadableBytes { raw -> (length: Int, type: UInt8, flags: UInt8, callID: UInt32)? in
+            guard raw.count >= 4 else { return nil }
+            let length = Int(UInt32(bigEndian: raw.loadUnaligned(as: UInt32.self)))
+            guard length <= maxFrameSize, raw.count >= WireProtocol.headerLength + length else { return (length, 0, 0, 0) }
+            return (length, raw[4], raw[5], UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: 6, as: UInt32.self)))
         }
-        guard buffer.readableBytes >= WireProtocol.headerLength + Int(length) else { return nil }
-        buffer.moveReaderIndex(forwardBy: 4)
-        let type = buffer.readInteger(as: UInt8.self)!
-        let flags = buffer.readInteger(as: UInt8.self)!
-        let callID = buffer.readInteger(as: UInt32.self)!
-        let payload = buffer.readSlice(length: Int(length))!
-        return .frame(Frame(rawType: type, flags: flags, callID: callID, payload: payload))
+        guard let header else { return nil }
+        guard header.length <= maxFrameSize else {
+            throw ProtocolViolation(.resourceExhausted, "frame of \(header.length) bytes exceeds the limit of \(maxFrameSize)")
+        }
+        guard buffer.readableBytes >= WireProtocol.headerLength + header.length else { return nil }
+        let payload = buffer.getSlice(at: buffer.readerIndex + WireProtocol.headerLength, length: header.length)!
+        buffer.moveReaderIndex(forwardBy: WireProtocol.headerLength + header.length)
+        return .frame(Frame(rawType: header.type, flags: header.flags, callID: header.callID, payload: payload))
     }
 
     public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> InboundFrame? {

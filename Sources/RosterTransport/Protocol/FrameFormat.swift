@@ -92,6 +92,18 @@ public struct RequestHead: Sendable {
     /// Reads the head from the front of a REQUEST payload and leaves the
     /// reader index on the first byte of the encoded request.
     package static func read(from payload: inout ByteBuffer) throws(ProtocolViolation) -> RequestHead {
+        // The fixed head in one look at the bytes (see FrameDecoder.decode);
+        // most calls carry no metadata and stop here.
+        let fixed = payload.withUnsafeReadableBytes { raw -> (UInt32, UInt32, UInt16)? in
+            guard raw.count >= WireProtocol.requestFixedLength else { return nil }
+            return (UInt32(bigEndian: raw.loadUnaligned(as: UInt32.self)),
+                    UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self)),
+                    UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt16.self)))
+        }
+        if let (methodID, timeout, count) = fixed, count == 0 {
+            payload.moveReaderIndex(forwardBy: WireProtocol.requestFixedLength)
+            return RequestHead(methodID: methodID, timeoutMilliseconds: timeout, metadata: Metadata())
+        }
         guard let methodID = payload.readInteger(as: UInt32.self),
               let timeout = payload.readInteger(as: UInt32.self),
               let count = payload.readInteger(as: UInt16.self)
@@ -182,11 +194,19 @@ public enum FrameWriter {
     public static func appendOKResponse(
         callID: UInt32, size: Int, to buffer: inout ByteBuffer, encode: (UnsafeMutableRawBufferPointer) -> Void
     ) {
-        // Header and status in one write: length, type, flags, call id, status.
-        buffer.writeMultipleIntegers(UInt32(1 + size), FrameType.response.rawValue, UInt8(0), callID, RPCStatusCode.ok.rawValue)
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { bytes in
-            encode(UnsafeMutableRawBufferPointer(rebasing: bytes[..<size]))
-            return size
+        // Header, status and body in one write (length, type, flags, call
+        // id, status, body): each ByteBuffer write checks exclusive access
+        // to its storage at run time, and a single Match is short enough
+        // for two of them to show.
+        let total = WireProtocol.headerLength + 1 + size
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { bytes in
+            bytes.storeBytes(of: UInt32(1 + size).bigEndian, toByteOffset: 0, as: UInt32.self)
+            bytes[4] = FrameType.response.rawValue
+            bytes[5] = 0
+            bytes.storeBytes(of: callID.bigEndian, toByteOffset: 6, as: UInt32.self)
+            bytes[10] = RPCStatusCode.ok.rawValue
+            encode(UnsafeMutableRawBufferPointer(rebasing: bytes[11..<total]))
+            return total
         }
     }
 
