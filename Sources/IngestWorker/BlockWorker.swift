@@ -485,7 +485,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         // Unique to this attempt: the segment's own file, or where a large
         // range's scratch files go when the segment goes into a pack slot.
         let local = try store.prepareWrite(task.outputPath)
-        let capacity = SegmentFormat.fileSize(keys: covered, bits: SegmentFormat.indexBits(forKeys: covered))
+        let capacity = SegmentFormat.fileSize(forKeys: covered)
         let writer: SegmentWriter
         if !task.packPath.isEmpty, let slot = try store.reserveSlot(in: task.packPath, capacity: capacity) {
             writer = try SegmentWriter(slot: slot, advertiserID: task.advertiserID, version: task.version, estimatedKeys: covered)

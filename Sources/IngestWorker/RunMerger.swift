@@ -70,7 +70,9 @@ public enum RunMerger {
         func spill() throws {
             let path = "\(scratch).spill-\(spills.count)"
             spills.append(path)
-            _ = try SegmentWriter.create(sorted(), at: path, advertiserID: "", version: 0, durable: false)
+            // Format 1: whole 16-byte keys, which the merge reads straight
+            // from the map (`Segment.wholeKeys`).
+            _ = try SegmentWriter.create(sorted(), at: path, advertiserID: "", version: 0, durable: false, formatVersion: 1)
             keys.removeAll(keepingCapacity: true)
         }
         /// A spill's own failure, told apart from the run's as it crosses `forEachKey`.
@@ -108,8 +110,9 @@ public enum RunMerger {
         return try mergeSorted(sortedSpills, low: low, high: high, into: writer, isCancelled: isCancelled)
     }
 
-    /// Merges the key range of sorted segments through a heap, in constant
-    /// memory (the segments are mapped); returns the number of distinct keys written.
+    /// Merges the key range of sorted segments of whole keys (format 1, as
+    /// spills are written) through a heap, in constant memory (the segments
+    /// are mapped); returns the number of distinct keys written.
     public static func mergeSorted(_ runs: [Segment], low: UInt64, high: UInt64, into writer: SegmentWriter,
                                    isCancelled: () -> Bool = { false }) throws -> Int {
         /// A run's next key, and where the rest of its range is.
@@ -123,7 +126,9 @@ public enum RunMerger {
             let start = run.lowerBound(Key16(hi: low, lo: 0))
             let end = high == 0 ? run.count : run.lowerBound(Key16(hi: high, lo: 0))
             guard start < end else { continue }
-            let base = run.keyBytes
+            guard let base = run.wholeKeys else {
+                throw SegmentError(run.info.path, "a merge reads whole keys; this segment drops \(run.layout.dropped) bytes of each")
+            }
             heap.append(Cursor(key: Key16(base + start * 16), next: base + (start + 1) * 16, end: base + end * 16))
         }
         var written = 0

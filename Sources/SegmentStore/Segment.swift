@@ -18,12 +18,19 @@ public final class Segment: @unchecked Sendable {
     public let mapping: FileMapping
     /// Where in the mapped file the segment lies; nil: all of it.
     public let slice: SegmentLocation.Slice?
+    /// How the bytes are laid out (format version, index bits, bytes dropped).
+    public let layout: SegmentLayout
     private let base: UnsafeRawPointer
     private let size: Int
-    private let index: UnsafePointer<UInt64>
+    private let index: UnsafeRawPointer
     private let keys: UnsafeRawPointer
     private let shift: UInt64
     private let bits: Int
+    /// `layout.stride`, `layout.dropped * 8` and whether index entries are
+    /// 8 bytes, kept unpacked for the lookups.
+    private let stride: Int
+    private let droppedBits: UInt64
+    private let wideIndex: Bool
 
     /// How much of a segment to check when opening it.
     public enum Checks: Sendable {
@@ -61,16 +68,24 @@ public final class Segment: @unchecked Sendable {
             throw SegmentError(name, "truncated: \(size) bytes, smaller than the \(SegmentFormat.headerSize)-byte header")
         }
         let base = mapping.base + offset
-        let info = try Segment.check(base: base, size: size, path: name, checks: checks)
+        var (info, layout) = try Segment.check(base: base, size: size, path: name, checks: checks)
+        if info.keyCount > 0 {
+            info.firstKey = Self.key(at: 0, keys: base + layout.keysOffset, index: base + SegmentFormat.headerSize, layout: layout)
+            info.lastKey = Self.key(at: info.keyCount - 1, keys: base + layout.keysOffset, index: base + SegmentFormat.headerSize, layout: layout)
+        }
         self.info = info
+        self.layout = layout
         self.mapping = mapping
         self.slice = slice
         self.base = base
         self.size = size
-        self.bits = info.indexBits
-        self.shift = UInt64(64 - info.indexBits)
-        self.index = (base + SegmentFormat.headerSize).assumingMemoryBound(to: UInt64.self)
-        self.keys = base + SegmentFormat.headerSize + SegmentFormat.indexBytes(bits: info.indexBits)
+        self.bits = layout.bits
+        self.shift = UInt64(64 - layout.bits)
+        self.index = base + SegmentFormat.headerSize
+        self.keys = base + layout.keysOffset
+        self.stride = layout.stride
+        self.droppedBits = UInt64(layout.dropped * 8)
+        self.wideIndex = layout.indexEntryBytes == 8
     }
 
     public var count: Int { info.keyCount }
@@ -91,21 +106,30 @@ public final class Segment: @unchecked Sendable {
         _ = try Segment.check(base: UnsafeRawPointer(disk), size: size, path: info.path, checks: .everything)
     }
 
-    private static func check(base: UnsafeRawPointer, size: Int, path: String, checks: Checks) throws(SegmentError) -> SegmentInfo {
+    private static func check(base: UnsafeRawPointer, size: Int, path: String, checks: Checks) throws(SegmentError) -> (SegmentInfo, SegmentLayout) {
         func u64(_ offset: Int) -> UInt64 { UInt64(littleEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) }
         guard UInt32(littleEndian: base.loadUnaligned(as: UInt32.self)) == SegmentFormat.magic else {
             throw SegmentError(path, "not a segment file (bad magic)")
         }
         let version = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: SegmentFormat.versionOffset, as: UInt16.self))
-        guard version == SegmentFormat.version else { throw SegmentError(path, "unsupported format version \(version)") }
+        guard version == 1 || version == 2 else {
+            throw SegmentError(path, "unsupported format version \(version) (this build reads 1 and 2)")
+        }
         let headerHash = XXH64.hash(UnsafeRawBufferPointer(start: base, count: SegmentFormat.headerChecksumOffset))
         guard headerHash == u64(SegmentFormat.headerChecksumOffset) else { throw SegmentError(path, "header checksum mismatch") }
         let bits = Int(base.load(fromByteOffset: SegmentFormat.indexBitsOffset, as: UInt8.self))
         guard bits <= SegmentFormat.maxIndexBits else { throw SegmentError(path, "index bits \(bits) exceed \(SegmentFormat.maxIndexBits)") }
+        let dropped = Int(base.load(fromByteOffset: SegmentFormat.droppedBytesOffset, as: UInt8.self))
+        guard dropped * 8 <= bits, version == 2 || dropped == 0 else {
+            throw SegmentError(path, "\(dropped) dropped key bytes with \(bits) index bits (at most \(version == 1 ? 0 : bits / 8))")
+        }
+        let layout = SegmentLayout(version: version, bits: bits, dropped: dropped)
         let count = u64(SegmentFormat.keyCountOffset)
-        guard count <= UInt64(Int.max / 32) else { throw SegmentError(path, "implausible key count \(count)") }
+        guard count <= UInt64(Int.max / 32), version == 1 || count <= UInt64(UInt32.max) else {
+            throw SegmentError(path, "implausible key count \(count)")
+        }
         let n = Int(count)
-        let expected = SegmentFormat.fileSize(keys: n, bits: bits)
+        let expected = layout.fileSize(keys: n)
         guard size == expected else {
             throw SegmentError(path, size < expected
                 ? "truncated: \(size) bytes, \(expected) expected for \(n) keys"
@@ -116,68 +140,175 @@ public final class Segment: @unchecked Sendable {
         let advertiser = String(decoding: UnsafeRawBufferPointer(start: base + SegmentFormat.advertiserOffset, count: idLength), as: UTF8.self)
 
         let indexStart = SegmentFormat.headerSize
-        let indexBytes = SegmentFormat.indexBytes(bits: bits)
-        guard u64(indexStart + (1 << bits) * 8) == count else { throw SegmentError(path, "index does not end at the key count") }
+        let lastEntry = base + indexStart + (1 << bits) * layout.indexEntryBytes
+        let end = version == 1 ? UInt64(littleEndian: lastEntry.loadUnaligned(as: UInt64.self))
+                               : UInt64(UInt32(littleEndian: lastEntry.loadUnaligned(as: UInt32.self)))
+        guard end == count else { throw SegmentError(path, "index does not end at the key count") }
         if checks != .header {
-            let indexHash = XXH64.hash(UnsafeRawBufferPointer(start: base + indexStart, count: indexBytes))
+            let indexHash = XXH64.hash(UnsafeRawBufferPointer(start: base + indexStart, count: layout.indexBytes))
             guard indexHash == u64(SegmentFormat.indexChecksumOffset) else { throw SegmentError(path, "index checksum mismatch") }
         }
         if checks == .everything {
-            let keysHash = XXH64.hash(UnsafeRawBufferPointer(start: base + indexStart + indexBytes, count: 16 * n))
+            let keysHash = XXH64.hash(UnsafeRawBufferPointer(start: base + layout.keysOffset, count: layout.stride * n))
             guard keysHash == u64(SegmentFormat.keysChecksumOffset) else { throw SegmentError(path, "key checksum mismatch") }
         }
-        let keys = base + indexStart + indexBytes
-        return SegmentInfo(
+        let info = SegmentInfo(
             path: path, advertiserID: advertiser, version: u64(SegmentFormat.listVersionOffset), keyCount: n, indexBits: bits,
-            firstKey: n > 0 ? Key16(keys) : nil, lastKey: n > 0 ? Key16(keys + 16 * (n - 1)) : nil)
+            firstKey: nil, lastKey: nil)
+        return (info, layout)
     }
 
     // MARK: Lookups
+    //
+    // A stored key is `stride` bytes: the key less its `dropped` leading
+    // bytes, which its bucket implies. It is compared as two big-endian
+    // words read at its first byte and at its last eight bytes; the words
+    // overlap when stride < 16, and since the overlap holds the same bytes
+    // on both sides, comparing the pairs in order compares the keys. A
+    // query is turned into the same two words once (`probe`).
 
     @inline(__always)
-    private func bucketBounds(_ hi: UInt64) -> (Int, Int) {
-        let b = bits == 0 ? 0 : Int(truncatingIfNeeded: hi >> shift)
-        return (Int(truncatingIfNeeded: UInt64(littleEndian: index[b])), Int(truncatingIfNeeded: UInt64(littleEndian: index[b + 1])))
+    private func entry(_ i: Int) -> Int {
+        wideIndex ? Int(truncatingIfNeeded: UInt64(littleEndian: index.loadUnaligned(fromByteOffset: i << 3, as: UInt64.self)))
+                  : Int(truncatingIfNeeded: UInt32(littleEndian: index.loadUnaligned(fromByteOffset: i << 2, as: UInt32.self)))
     }
 
     @inline(__always)
+    private func bucket(_ hi: UInt64) -> Int {
+        bits == 0 ? 0 : Int(truncatingIfNeeded: hi >> shift)
+    }
+
+    @inline(__always)
+    private func bucketBounds(_ hi: UInt64) -> (Int, Int) {
+        let b = bucket(hi)
+        return (entry(b), entry(b + 1))
+    }
+
+    /// The query's two words, as stored keys are read (`stored`).
+    @inline(__always)
+    private func probe(_ hi: UInt64, _ lo: UInt64) -> (UInt64, UInt64) {
+        droppedBits == 0 ? (hi, lo) : (hi << droppedBits | lo >> (64 - droppedBits), lo)
+    }
+
+    @inline(__always)
+    private func stored(_ i: Int) -> (UInt64, UInt64) {
+        let p = keys + i &* stride
+        return (UInt64(bigEndian: p.loadUnaligned(as: UInt64.self)),
+                UInt64(bigEndian: p.loadUnaligned(fromByteOffset: stride &- 8, as: UInt64.self)))
+    }
+
+    @inline(__always)
+    private static func less(_ a: (UInt64, UInt64), _ b: (UInt64, UInt64)) -> Bool {
+        a.0 < b.0 || (a.0 == b.0 && a.1 < b.1)
+    }
+
+    /// Whether the key (`hi`, `lo`) is among keys[low ..< high], its bucket.
+    ///
+    /// MD5s are uniform, so the bits after the bucket's say about where in
+    /// the bucket the key would be: the search starts there and walks, and
+    /// after a few steps (keys that are not uniform) falls back to bisection.
+    @inline(__always)
     private func search(_ hi: UInt64, _ lo: UInt64, _ low: Int, _ high: Int) -> Bool {
+        guard high > low else { return false }
+        let i = guess(hi, low, high)
+        return search(probe(hi, lo), from: i, stored(i), low, high)
+    }
+
+    /// Where in keys[low ..< high] (not empty) the key whose first word is
+    /// `hi` would be if the bucket's keys were evenly spread.
+    @inline(__always)
+    private func guess(_ hi: UInt64, _ low: Int, _ high: Int) -> Int {
+        let fraction = bits == 0 ? hi : hi << UInt64(bits)
+        return low &+ Int(truncatingIfNeeded: UInt64(truncatingIfNeeded: high &- low).multipliedFullWidth(by: fraction).high)
+    }
+
+    /// The search for `q` from position `start`, whose stored key `first` is.
+    @inline(__always)
+    private func search(_ q: (UInt64, UInt64), from start: Int, _ first: (UInt64, UInt64), _ low: Int, _ high: Int) -> Bool {
+        var i = start
+        var k = first
+        if k == q { return true }
+        if Self.less(k, q) {
+            var steps = 0
+            while true {
+                i &+= 1
+                if i >= high { return false }
+                k = stored(i)
+                if k == q { return true }
+                if Self.less(q, k) { return false }
+                steps &+= 1
+                if steps == 4 { return bisect(q, i &+ 1, high) }
+            }
+        } else {
+            var steps = 0
+            while true {
+                i &-= 1
+                if i < low { return false }
+                k = stored(i)
+                if k == q { return true }
+                if Self.less(k, q) { return false }
+                steps &+= 1
+                if steps == 4 { return bisect(q, low, i) }
+            }
+        }
+    }
+
+    private func bisect(_ q: (UInt64, UInt64), _ low: Int, _ high: Int) -> Bool {
         var l = low
         var r = high
         while l < r {
-            let m = (l + r) >> 1
-            let p = keys + m << 4
-            let kh = UInt64(bigEndian: p.loadUnaligned(as: UInt64.self))
-            if kh < hi {
-                l = m + 1
-            } else if kh > hi {
-                r = m
-            } else {
-                let kl = UInt64(bigEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
-                if kl == lo { return true }
-                if kl < lo { l = m + 1 } else { r = m }
-            }
+            let m = (l &+ r) >> 1
+            let k = stored(m)
+            if k == q { return true }
+            if Self.less(k, q) { l = m &+ 1 } else { r = m }
         }
         return false
     }
 
-    /// The keys as stored: `count` × 16 bytes, big-endian, ascending. Valid
-    /// while the segment is alive (for sequential readers such as merges).
-    public var keyBytes: UnsafeRawPointer { keys }
+    /// The keys as stored, `count` × 16 bytes, big-endian, ascending, when
+    /// they are stored whole (format 1, and format 2 below 256 keys); nil
+    /// when the layout drops leading bytes. Valid while the segment is
+    /// alive, for sequential readers such as merges of spills.
+    public var wholeKeys: UnsafeRawPointer? { stride == 16 ? keys : nil }
 
     /// The key at `i` (0 ..< count), in order.
     public func key(at i: Int) -> Key16 {
         precondition(i >= 0 && i < info.keyCount)
-        return Key16(keys + i << 4)
+        return Self.key(at: i, keys: keys, index: index, layout: layout)
+    }
+
+    /// The key at `i`, whole again: its dropped leading bytes are its
+    /// bucket's, the bucket found by bisecting the index.
+    private static func key(at i: Int, keys: UnsafeRawPointer, index: UnsafeRawPointer, layout: SegmentLayout) -> Key16 {
+        let p = keys + i * layout.stride
+        let a = UInt64(bigEndian: p.loadUnaligned(as: UInt64.self))
+        let lo = UInt64(bigEndian: p.loadUnaligned(fromByteOffset: layout.stride - 8, as: UInt64.self))
+        guard layout.dropped > 0 else { return Key16(hi: a, lo: lo) }
+        func entry(_ b: Int) -> Int {
+            layout.indexEntryBytes == 8 ? Int(UInt64(littleEndian: index.loadUnaligned(fromByteOffset: b << 3, as: UInt64.self)))
+                                        : Int(UInt32(littleEndian: index.loadUnaligned(fromByteOffset: b << 2, as: UInt32.self)))
+        }
+        // The bucket holding position i: the last whose first key is at or before it.
+        var l = 0
+        var r = 1 << layout.bits
+        while r - l > 1 {
+            let m = (l + r) >> 1
+            if entry(m) <= i { l = m } else { r = m }
+        }
+        let droppedBits = UInt64(layout.dropped * 8)
+        let prefix = UInt64(l) << UInt64(64 - layout.bits)
+        let mask = ~UInt64(0) << (64 - droppedBits)
+        return Key16(hi: prefix & mask | a >> droppedBits, lo: lo)
     }
 
     /// The index of the first key not less than `key` (count if none):
-    /// where a key range starts, for merging runs by range.
+    /// where a key range starts, for paging through a list.
     public func lowerBound(_ key: Key16) -> Int {
         var (l, r) = bucketBounds(key.hi)
+        let q = probe(key.hi, key.lo)
         while l < r {
             let m = (l + r) >> 1
-            if Key16(keys + m << 4) < key { l = m + 1 } else { r = m }
+            if Self.less(stored(m), q) { l = m + 1 } else { r = m }
         }
         return l
     }
@@ -190,28 +321,39 @@ public final class Segment: @unchecked Sendable {
     /// Looks up `count` keys stored back to back at `keys` (16 bytes each)
     /// and sets bit i of `bitmap` (LSB first) for each key found.
     ///
-    /// The batch is done in two passes: first every key's bucket bounds (the
-    /// index loads are independent, so the CPU overlaps their cache misses),
-    /// then the searches within the buckets.
+    /// The batch is done in three passes over chunks of keys, each pass's
+    /// loads independent of one another so the CPU overlaps their cache
+    /// misses: every key's bucket bounds from the index, then the stored key
+    /// where each would be, then the rest of each search (most end there).
     public func lookup(_ keysToFind: UnsafeRawPointer, count: Int, into bitmap: UnsafeMutablePointer<UInt8>) {
         let chunk = 64
-        var bounds = [(Int, Int)](repeating: (0, 0), count: min(chunk, count))
-        var start = 0
-        while start < count {
-            let n = min(chunk, count - start)
-            for i in 0..<n {
-                let hi = UInt64(bigEndian: keysToFind.loadUnaligned(fromByteOffset: (start + i) << 4, as: UInt64.self))
-                bounds[i] = bucketBounds(hi)
-            }
-            for i in 0..<n {
-                let p = keysToFind + ((start + i) << 4)
-                let hi = UInt64(bigEndian: p.loadUnaligned(as: UInt64.self))
-                let lo = UInt64(bigEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
-                if search(hi, lo, bounds[i].0, bounds[i].1) {
-                    bitmap[(start + i) >> 3] |= UInt8(1) << UInt8((start + i) & 7)
+        typealias Pending = (low: Int, high: Int, at: Int, key: (UInt64, UInt64))
+        withUnsafeTemporaryAllocation(of: Pending.self, capacity: chunk) { pending in
+            var start = 0
+            while start < count {
+                let n = min(chunk, count - start)
+                for i in 0..<n {
+                    let hi = UInt64(bigEndian: keysToFind.loadUnaligned(fromByteOffset: (start + i) << 4, as: UInt64.self))
+                    let (low, high) = bucketBounds(hi)
+                    pending[i] = (low, high, 0, (0, 0))
                 }
+                for i in 0..<n where pending[i].high > pending[i].low {
+                    let hi = UInt64(bigEndian: keysToFind.loadUnaligned(fromByteOffset: (start + i) << 4, as: UInt64.self))
+                    let at = guess(hi, pending[i].low, pending[i].high)
+                    pending[i].at = at
+                    pending[i].key = stored(at)
+                }
+                for i in 0..<n where pending[i].high > pending[i].low {
+                    let p = keysToFind + ((start + i) << 4)
+                    let hi = UInt64(bigEndian: p.loadUnaligned(as: UInt64.self))
+                    let lo = UInt64(bigEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                    let entry = pending[i]
+                    if search(probe(hi, lo), from: entry.at, entry.key, entry.low, entry.high) {
+                        bitmap[(start + i) >> 3] |= UInt8(1) << UInt8((start + i) & 7)
+                    }
+                }
+                start += n
             }
-            start += n
         }
     }
 }

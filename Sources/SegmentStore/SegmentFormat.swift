@@ -58,7 +58,8 @@ public struct Key16: Hashable, Comparable, Sendable, CustomStringConvertible {
 /// The layout of a segment file (docs/STORAGE.md). All integers little-endian.
 public enum SegmentFormat {
     public static let magic: UInt32 = 0x4745_5352 // "RSEG" as bytes
-    public static let version: UInt16 = 1
+    /// The version writers write. Readers take 1 and 2.
+    public static let version: UInt16 = 2
     public static let headerSize = 128
     public static let maxAdvertiserIDLength = 64
     public static let maxIndexBits = 24
@@ -67,6 +68,7 @@ public enum SegmentFormat {
     static let magicOffset = 0
     static let versionOffset = 4
     static let indexBitsOffset = 6
+    static let droppedBytesOffset = 7
     static let keyCountOffset = 8
     static let listVersionOffset = 16
     static let indexChecksumOffset = 24
@@ -75,16 +77,57 @@ public enum SegmentFormat {
     static let advertiserOffset = 42
     static let headerChecksumOffset = 120
 
-    /// Index bits for `n` keys: about 8 keys a bucket, so that a lookup reads
-    /// one index entry and then one or two cache lines of keys.
-    public static func indexBits(forKeys n: Int) -> Int {
-        guard n >= 16 else { return 0 }
-        return min(maxIndexBits, max(0, Int.bitWidth - 1 - (n / 8).leadingZeroBitCount))
+    /// Index bits writers use for `n` keys (`SegmentLayout.forKeys`).
+    public static func indexBits(forKeys n: Int) -> Int { SegmentLayout.forKeys(n).bits }
+
+    /// The most bytes a segment of at most `n` keys takes, as writers lay
+    /// it out: what a pack slot for it must hold.
+    public static func fileSize(forKeys n: Int) -> Int { SegmentLayout.forKeys(n).fileSize(keys: n) }
+}
+
+/// How one segment's bytes are laid out: the format version, the index bits
+/// `b`, and how many leading key bytes the bucket implies (`dropped`).
+///
+/// Version 1 stores whole 16-byte keys behind 8-byte index entries, about
+/// eight keys a bucket: 17 bytes a key. Version 2 drops the leading
+/// `floor(b / 8)` bytes of every key (its bucket says what they are), keeps
+/// 4-byte index entries and about sixteen keys a bucket: at 10^7 keys,
+/// 14 bytes of key and 0.2 of index. A lookup still reads one index entry
+/// and then, guessing the key's place from its bits (MD5 is uniform), one
+/// or two cache lines.
+public struct SegmentLayout: Sendable, Equatable {
+    public let version: UInt16
+    /// Index bits: 2^b buckets by the keys' top b bits.
+    public let bits: Int
+    /// Leading key bytes not stored (all keys of a bucket share them).
+    public let dropped: Int
+
+    package init(version: UInt16, bits: Int, dropped: Int) {
+        self.version = version
+        self.bits = bits
+        self.dropped = dropped
     }
 
-    static func indexBytes(bits: Int) -> Int { ((1 << bits) + 1) * 8 }
+    /// Bytes stored per key.
+    public var stride: Int { 16 - dropped }
+    /// Bytes per index entry.
+    public var indexEntryBytes: Int { version == 1 ? 8 : 4 }
+    public var indexBytes: Int { ((1 << bits) + 1) * indexEntryBytes }
+    /// Where the keys start, from the start of the segment.
+    public var keysOffset: Int { SegmentFormat.headerSize + indexBytes }
+    public func fileSize(keys n: Int) -> Int { keysOffset + stride * n }
 
-    public static func fileSize(keys n: Int, bits: Int) -> Int { headerSize + indexBytes(bits: bits) + 16 * n }
+    /// The layout writers use for at most `n` keys: version 2, sixteen keys
+    /// a bucket on average. (Version 1, whose 8-byte index entries count
+    /// past 2^32 keys, for a segment that large.)
+    public static func forKeys(_ n: Int, version: UInt16 = SegmentFormat.version) -> SegmentLayout {
+        if version == 1 || n > Int(UInt32.max) {
+            let bits = n >= 16 ? min(SegmentFormat.maxIndexBits, Int.bitWidth - 1 - (n / 8).leadingZeroBitCount) : 0
+            return SegmentLayout(version: 1, bits: bits, dropped: 0)
+        }
+        let bits = n >= 32 ? min(SegmentFormat.maxIndexBits, Int.bitWidth - 1 - (n / 16).leadingZeroBitCount) : 0
+        return SegmentLayout(version: 2, bits: bits, dropped: bits / 8)
+    }
 }
 
 /// Why a segment file was refused.

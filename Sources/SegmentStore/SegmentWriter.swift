@@ -21,7 +21,11 @@ public final class SegmentWriter {
     private let capacity: Int?
     private let advertiserID: String
     private let version: UInt64
+    private let layout: SegmentLayout
     private let bits: Int
+    /// `layout.stride` and `layout.dropped * 8`, for the append loops.
+    private let stride: Int
+    private let droppedBits: UInt64
     private var fd: Int32
     /// Keys waiting to be written, already in file byte order.
     private let buffer: UnsafeMutableRawPointer
@@ -38,12 +42,15 @@ public final class SegmentWriter {
     ///     index (a lower real count only makes buckets smaller).
     ///   - durable: sync the file and its folder before the rename; off only
     ///     for scratch files that a crash may lose.
+    ///   - formatVersion: the segment format to write (docs/STORAGE.md):
+    ///     the current one unless a reader of the old one must read it.
     public convenience init(path: String, advertiserID: String, version: UInt64, estimatedKeys: Int,
-                            durable: Bool = true) throws(SegmentError) {
+                            durable: Bool = true, formatVersion: UInt16 = SegmentFormat.version) throws(SegmentError) {
         try Self.check(advertiserID: advertiserID, path: path)
         let (file, fd) = try TemporaryFile.create(for: path, durable: durable)
         try self.init(path: path, advertiserID: advertiserID, version: version,
-                      bits: SegmentFormat.indexBits(forKeys: estimatedKeys), output: .file(file), fd: fd, start: 0, capacity: nil)
+                      layout: SegmentLayout.forKeys(estimatedKeys, version: formatVersion), output: .file(file), fd: fd,
+                      start: 0, capacity: nil)
     }
 
     /// Writes the segment into `slot` of a pack file (`PackFile.reserve`),
@@ -51,23 +58,26 @@ public final class SegmentWriter {
     /// than written over the next slot.
     public convenience init(slot: PackSlot, advertiserID: String, version: UInt64, estimatedKeys: Int) throws(SegmentError) {
         try Self.check(advertiserID: advertiserID, path: slot.path)
-        let bits = SegmentFormat.indexBits(forKeys: estimatedKeys)
-        guard SegmentFormat.fileSize(keys: estimatedKeys, bits: bits) <= slot.capacity else {
+        let layout = SegmentLayout.forKeys(estimatedKeys)
+        guard layout.fileSize(keys: estimatedKeys) <= slot.capacity else {
             throw SegmentError(slot.path, "a slot of \(slot.capacity) bytes cannot hold \(estimatedKeys) keys")
         }
         let fd = open(slot.path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SegmentError(slot.path, "cannot open the pack: \(String(cString: strerror(errno)))") }
         try self.init(path: slot.path, advertiserID: advertiserID, version: version,
-                      bits: bits, output: .slot(slot), fd: fd, start: slot.offset, capacity: slot.capacity)
+                      layout: layout, output: .slot(slot), fd: fd, start: slot.offset, capacity: slot.capacity)
     }
 
-    private init(path: String, advertiserID: String, version: UInt64, bits: Int, output: SegmentOutput, fd: Int32,
+    private init(path: String, advertiserID: String, version: UInt64, layout: SegmentLayout, output: SegmentOutput, fd: Int32,
                  start: Int, capacity: Int?) throws(SegmentError) {
         self.path = path
         self.advertiserID = advertiserID
         self.version = version
-        self.bits = bits
-        self.bucketCounts = [UInt64](repeating: 0, count: 1 << bits)
+        self.layout = layout
+        self.bits = layout.bits
+        self.stride = layout.stride
+        self.droppedBits = UInt64(layout.dropped * 8)
+        self.bucketCounts = [UInt64](repeating: 0, count: 1 << layout.bits)
         self.output = output
         self.fd = fd
         self.start = start
@@ -83,7 +93,7 @@ public final class SegmentWriter {
     }
 
     private func seekToKeys() throws(SegmentError) {
-        let keysStart = off_t(start + SegmentFormat.headerSize + SegmentFormat.indexBytes(bits: bits))
+        let keysStart = off_t(start + layout.keysOffset)
         guard lseek(fd, keysStart, SEEK_SET) == keysStart else {
             let reason = String(cString: strerror(errno))
             discard()
@@ -103,9 +113,19 @@ public final class SegmentWriter {
         last = key
         count += 1
         bucketCounts[bits == 0 ? 0 : Int(key.hi >> UInt64(64 - bits))] += 1
-        key.store(to: buffer + buffered)
-        buffered += 16
-        if buffered == Self.bufferSize { try flush() }
+        store(key, at: buffer + buffered)
+        buffered += stride
+        if Self.bufferSize - buffered < stride { try flush() }
+    }
+
+    /// Writes the key less its dropped leading bytes: `stride` bytes, as
+    /// two big-endian words that overlap when stride < 16 (the overlap is
+    /// the same bytes both times).
+    @inline(__always)
+    private func store(_ key: Key16, at p: UnsafeMutableRawPointer) {
+        let a = droppedBits == 0 ? key.hi : key.hi << droppedBits | key.lo >> (64 - droppedBits)
+        p.storeBytes(of: a.bigEndian, as: UInt64.self)
+        p.storeBytes(of: key.lo.bigEndian, toByteOffset: stride - 8, as: UInt64.self)
     }
 
     /// Adds keys in increasing order: the bulk form of `append(_:)`. One
@@ -117,7 +137,7 @@ public final class SegmentWriter {
         var i = 0
         let shift = UInt64(64 - bits)
         while i < keys.count {
-            let n = min(keys.count - i, (Self.bufferSize - buffered) / 16)
+            let n = min(keys.count - i, (Self.bufferSize - buffered) / stride)
             let out = buffer + buffered
             var outOfOrder: Int?
             bucketCounts.withUnsafeMutableBufferPointer { buckets in
@@ -129,8 +149,7 @@ public final class SegmentWriter {
                     }
                     previous = key
                     buckets[bits == 0 ? 0 : Int(key.hi >> shift)] += 1
-                    (out + j << 4).storeBytes(of: key.hi.bigEndian, as: UInt64.self)
-                    (out + j << 4).storeBytes(of: key.lo.bigEndian, toByteOffset: 8, as: UInt64.self)
+                    store(key, at: out + j &* stride)
                 }
             }
             if let bad = outOfOrder {
@@ -140,15 +159,15 @@ public final class SegmentWriter {
             if first == nil { first = keys[0] }
             last = previous
             count += n
-            buffered += n * 16
+            buffered += n * stride
             i += n
-            if buffered == Self.bufferSize { try flush() }
+            if Self.bufferSize - buffered < stride { try flush() }
         }
     }
 
     private func flush() throws(SegmentError) {
         guard buffered > 0 else { return }
-        if let capacity, SegmentFormat.fileSize(keys: count, bits: bits) > capacity {
+        if let capacity, layout.fileSize(keys: count) > capacity {
             throw SegmentError(path, "\(count) keys overflow the \(capacity)-byte slot at \(start)")
         }
         let bytes = UnsafeRawBufferPointer(start: buffer, count: buffered)
@@ -183,14 +202,18 @@ public final class SegmentWriter {
         do throws(SegmentError) {
             try flush()
             // Index entry i: the number of keys in buckets before i; entry 2^bits = n.
-            var index = [UInt8](repeating: 0, count: SegmentFormat.indexBytes(bits: bits))
+            var index = [UInt8](repeating: 0, count: layout.indexBytes)
             var running: UInt64 = 0
+            let wide = layout.indexEntryBytes == 8
             index.withUnsafeMutableBytes { out in
-                for i in 0..<bucketCounts.count {
-                    out.storeBytes(of: running.littleEndian, toByteOffset: i * 8, as: UInt64.self)
-                    running += bucketCounts[i]
+                for i in 0...bucketCounts.count {
+                    if wide {
+                        out.storeBytes(of: running.littleEndian, toByteOffset: i * 8, as: UInt64.self)
+                    } else {
+                        out.storeBytes(of: UInt32(truncatingIfNeeded: running).littleEndian, toByteOffset: i * 4, as: UInt32.self)
+                    }
+                    if i < bucketCounts.count { running += bucketCounts[i] }
                 }
-                out.storeBytes(of: running.littleEndian, toByteOffset: bucketCounts.count * 8, as: UInt64.self)
             }
             try writeAll(index, at: SegmentFormat.headerSize)
 
@@ -199,8 +222,9 @@ public final class SegmentWriter {
             let keysHashValue = keysHash.finalize()
             header.withUnsafeMutableBytes { h in
                 h.storeBytes(of: SegmentFormat.magic.littleEndian, toByteOffset: SegmentFormat.magicOffset, as: UInt32.self)
-                h.storeBytes(of: SegmentFormat.version.littleEndian, toByteOffset: SegmentFormat.versionOffset, as: UInt16.self)
+                h.storeBytes(of: layout.version.littleEndian, toByteOffset: SegmentFormat.versionOffset, as: UInt16.self)
                 h.storeBytes(of: UInt8(bits), toByteOffset: SegmentFormat.indexBitsOffset, as: UInt8.self)
+                h.storeBytes(of: UInt8(layout.dropped), toByteOffset: SegmentFormat.droppedBytesOffset, as: UInt8.self)
                 h.storeBytes(of: UInt64(count).littleEndian, toByteOffset: SegmentFormat.keyCountOffset, as: UInt64.self)
                 h.storeBytes(of: version.littleEndian, toByteOffset: SegmentFormat.listVersionOffset, as: UInt64.self)
                 h.storeBytes(of: indexHash.littleEndian, toByteOffset: SegmentFormat.indexChecksumOffset, as: UInt64.self)
@@ -216,7 +240,7 @@ public final class SegmentWriter {
             fd = -1
             let info = SegmentInfo(path: path, advertiserID: advertiserID, version: version, keyCount: count,
                                    indexBits: bits, firstKey: first, lastKey: last)
-            let slice = capacity == nil ? nil : SegmentLocation.Slice(offset: start, length: SegmentFormat.fileSize(keys: count, bits: bits))
+            let slice = capacity == nil ? nil : SegmentLocation.Slice(offset: start, length: layout.fileSize(keys: count))
             return UncommittedSegment(info: info, slice: slice, output: output)
         } catch {
             discard()
@@ -295,17 +319,19 @@ public struct UncommittedSegment: Sendable {
 extension SegmentWriter {
     /// Writes `keys` (sorted, unique) as one segment.
     public static func create(_ keys: some Sequence<Key16>, count: Int, at path: String, advertiserID: String,
-                             version: UInt64) throws(SegmentError) -> SegmentInfo {
-        let writer = try SegmentWriter(path: path, advertiserID: advertiserID, version: version, estimatedKeys: count)
+                             version: UInt64, formatVersion: UInt16 = SegmentFormat.version) throws(SegmentError) -> SegmentInfo {
+        let writer = try SegmentWriter(path: path, advertiserID: advertiserID, version: version, estimatedKeys: count,
+                                       formatVersion: formatVersion)
         for key in keys { try writer.append(key) }
         return try writer.finish()
     }
 
     /// Writes sorted, unique `keys` as one segment, in bulk.
     public static func create(_ keys: UnsafeBufferPointer<Key16>, at path: String, advertiserID: String,
-                             version: UInt64, durable: Bool = true) throws(SegmentError) -> SegmentInfo {
+                             version: UInt64, durable: Bool = true,
+                             formatVersion: UInt16 = SegmentFormat.version) throws(SegmentError) -> SegmentInfo {
         let writer = try SegmentWriter(path: path, advertiserID: advertiserID, version: version, estimatedKeys: keys.count,
-                                       durable: durable)
+                                       durable: durable, formatVersion: formatVersion)
         do {
             try writer.append(contentsOf: keys)
         } catch {

@@ -176,6 +176,80 @@ final class MatchServerTests: XCTestCase {
         XCTAssertEqual(many.matched.count, (probes.count + 7) / 8)
     }
 
+    /// Match reads the canonical encoding of its request in place and writes
+    /// its answer without a message (`MatchHandler+FastPath`); every other
+    /// encoding of the same request (fields reordered, an unknown field, a
+    /// non-ASCII id) gets byte for byte the same answer, and a bad request
+    /// the same error.
+    func testMatchAnswersEveryEncodingOfARequestAlike() async throws {
+        let members = randomKeys(1_000, seed: 5)
+        _ = try await publish(members, advertiser: "acme", version: 300)
+        _ = try await publish(members, advertiser: "ácme", version: 1)
+        let handler = MatchHandler(catalog: catalog, access: .open, logger: logger)
+        guard case .inline(let body) = handler.methods.first(where: { $0.descriptor.id == MatchService.Method.match.id })?.body else {
+            return XCTFail("Match is not answered inline")
+        }
+        let context = RPCContext(method: MatchService.Method.match, metadata: Metadata(), deadline: nil, peer: "test")
+        func answer(_ request: [UInt8]) throws -> [UInt8] {
+            var response: [UInt8]?
+            try request.withUnsafeBytes { bytes in
+                try body(bytes, context) { size, encode in
+                    var out = [UInt8](repeating: 0xEE, count: size)
+                    out.withUnsafeMutableBytes(encode)
+                    response = out
+                }
+            }
+            return try XCTUnwrap(response)
+        }
+        func field(_ number: UInt8, _ bytes: [UInt8]) -> [UInt8] { [number << 3 | 2, UInt8(bytes.count)] + bytes }
+        for (advertiser, version) in [("acme", UInt64(300)), ("ácme", UInt64(1))] {
+            let id = Array(advertiser.utf8)
+            for key in [members[0], members[999], randomKeys(1, seed: 6)[0]] {
+                let expected = MatchResponse(matched: members.contains(key), version: version).serializedBytes()
+                let canonical = MatchRequest(advertiserID: advertiser, hash: Data(key.bytes)).serializedBytes()
+                XCTAssertEqual(canonical, field(1, id) + field(2, key.bytes))
+                XCTAssertEqual(try answer(canonical), expected)
+                XCTAssertEqual(try answer(field(2, key.bytes) + field(1, id)), expected, "fields reordered")
+                XCTAssertEqual(try answer(canonical + [0x18, 0x07]), expected, "an unknown field")
+                XCTAssertEqual(try answer(field(1, Array("other".utf8)) + canonical), expected, "the last id wins")
+            }
+        }
+        XCTAssertThrowsError(try answer(field(1, Array("acme".utf8)) + field(2, Array(repeating: 1, count: 15)))) { error in
+            XCTAssertEqual((error as? RPCError)?.code, .invalidArgument)
+            XCTAssertEqual((error as? RPCError)?.message, "hash must be 16 bytes (an MD5), got 15")
+        }
+        XCTAssertThrowsError(try answer(field(1, Array("ghost".utf8)) + field(2, members[0].bytes))) { error in
+            XCTAssertEqual((error as? RPCError)?.code, .notFound)
+        }
+        XCTAssertThrowsError(try answer([0x0A, 0x05, 0x61])) { error in
+            XCTAssertFalse(error is RPCError, "a truncated request is a decoding error: \(error)")
+        }
+    }
+
+    /// Segments written in format 1, before format 2 dropped the bytes a
+    /// bucket implies, keep serving, beside format 2 segments of the same list.
+    func testSegmentsOfTheFirstFormatStillServe() async throws {
+        let members = Array(Set(randomKeys(2_000, seed: 9))).sorted()
+        let dir = "segments/old/1"
+        try FileManager.default.createDirectory(at: root.appendingPathComponent(dir), withIntermediateDirectories: true)
+        for (part, formatVersion) in [(0, UInt16(1)), (1, 2)] {
+            let keys = members[(part * 1_000)..<(part * 1_000 + 1_000)]
+            let path = root.appendingPathComponent("\(dir)/\(part).seg").path
+            _ = try SegmentWriter.create(keys, count: keys.count, at: path, advertiserID: "old", version: 1, formatVersion: formatVersion)
+            XCTAssertEqual(try Segment(path: path).layout.version, formatVersion)
+        }
+        _ = try await admin.publish(PublishRequest(advertiserID: "old", version: 1, segments: [
+            SegmentRef(path: "\(dir)/0.seg", keyCount: 1_000), SegmentRef(path: "\(dir)/1.seg", keyCount: 1_000),
+        ]), options: asAdmin)
+        let probes = members + randomKeys(2_000, seed: 10)
+        let many = try await match.matchMany(MatchManyRequest(advertiserID: "old", hashes: data(probes)), options: asClient)
+        for (i, key) in probes.enumerated() { XCTAssertEqual(many.isMatched(i), i < members.count, "probe \(i): \(key)") }
+        for key in [members[0], members[999], members[1_000], members[1_999]] {
+            let reply = try await match.match(MatchRequest(advertiserID: "old", hash: Data(key.bytes)), options: asClient)
+            XCTAssertTrue(reply.matched)
+        }
+    }
+
     func testSingleKeyAndEmptyAdvertisers() async throws {
         _ = try await publish([Key16(hi: 1, lo: 2)], advertiser: "one", version: 1)
         _ = try await publish([], advertiser: "none", version: 1)
@@ -523,7 +597,7 @@ final class MatchServerTests: XCTestCase {
         return try (0..<parts).map { part in
             let range = Array(sorted[min(sorted.count, part * chunk)..<min(sorted.count, (part + 1) * chunk)])
             let slot = try PackFile.reserve(at: root.appendingPathComponent(path).path,
-                                            capacity: SegmentFormat.fileSize(keys: range.count, bits: SegmentFormat.indexBits(forKeys: range.count)))
+                                            capacity: SegmentFormat.fileSize(forKeys: range.count))
             let writer = try SegmentWriter(slot: slot, advertiserID: advertiser, version: version, estimatedKeys: range.count)
             try range.withUnsafeBufferPointer { try writer.append(contentsOf: $0) }
             let sealed = try writer.seal()

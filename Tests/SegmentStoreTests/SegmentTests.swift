@@ -201,10 +201,109 @@ final class SegmentTests: XCTestCase {
 
     func testIndexBits() {
         XCTAssertEqual(SegmentFormat.indexBits(forKeys: 0), 0)
-        XCTAssertEqual(SegmentFormat.indexBits(forKeys: 15), 0)
-        XCTAssertEqual(SegmentFormat.indexBits(forKeys: 16), 1)
-        XCTAssertEqual(SegmentFormat.indexBits(forKeys: 10_000_000), 20)
-        XCTAssertEqual(SegmentFormat.indexBits(forKeys: 6_000_000_000), 24)
+        XCTAssertEqual(SegmentFormat.indexBits(forKeys: 31), 0)
+        XCTAssertEqual(SegmentFormat.indexBits(forKeys: 32), 1)
+        XCTAssertEqual(SegmentFormat.indexBits(forKeys: 10_000_000), 19)
+        XCTAssertEqual(SegmentLayout.forKeys(10_000_000), SegmentLayout(version: 2, bits: 19, dropped: 2))
+        XCTAssertEqual(SegmentLayout.forKeys(10_000_000, version: 1), SegmentLayout(version: 1, bits: 20, dropped: 0))
+        // Past 2^32 keys a 4-byte index entry cannot count them: version 1.
+        XCTAssertEqual(SegmentLayout.forKeys(6_000_000_000), SegmentLayout(version: 1, bits: 24, dropped: 0))
+        // 10^7 keys: 14 bytes a key and 2 MiB of index, about 14.2 bytes a key.
+        XCTAssertEqual(Double(SegmentFormat.fileSize(forKeys: 10_000_000)) / 1e7, 14.21, accuracy: 0.01)
+    }
+
+    /// Sorted, distinct keys spread evenly over the key space with random
+    /// low bits: what a sorted list of MD5s looks like, made without a sort.
+    private func spreadKeys(_ n: Int, seed: UInt64) -> [Key16] {
+        var rng = SplitMix64(seed: seed)
+        let step = n == 0 ? 0 : UInt64.max / UInt64(n)
+        return (0..<n).map { Key16(hi: UInt64($0) &* step &+ rng.next() % max(1, step), lo: rng.next()) }
+    }
+
+    /// Both formats at every size class (no index, 1 and 2 dropped bytes):
+    /// what is written is what is read, members are found, neighbours are
+    /// not, the batch path and paging agree, and the size is the layout's.
+    func testEveryFormatAndSizeClassRoundTrips() throws {
+        for formatVersion in [UInt16(1), 2] {
+            for n in [0, 1, 2, 31, 32, 33, 500, 4_096, 70_000, 1_100_000] {
+                let keys = spreadKeys(n, seed: UInt64(n))
+                let path = dir.appendingPathComponent("v\(formatVersion)-\(n).seg").path
+                let writer = try SegmentWriter(path: path, advertiserID: "acme", version: 3, estimatedKeys: n, formatVersion: formatVersion)
+                // Half one by one, half in bulk: both ways of appending.
+                for key in keys.prefix(n / 2) { try writer.append(key) }
+                try keys[(n / 2)...].withUnsafeBufferPointer { try writer.append(contentsOf: $0) }
+                _ = try writer.finish()
+                let segment = try Segment(path: path)
+                let layout = SegmentLayout.forKeys(n, version: formatVersion)
+                let context = "format \(formatVersion), \(n) keys"
+                XCTAssertEqual(segment.layout, layout, context)
+                XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int, layout.fileSize(keys: n), context)
+                XCTAssertEqual(segment.count, n, context)
+                XCTAssertEqual(segment.info.firstKey, keys.first, context)
+                XCTAssertEqual(segment.info.lastKey, keys.last, context)
+                let sample = n <= 5_000 ? Array(keys.indices) : (0..<2_000).map { $0 * (n / 2_000) } + [n - 1]
+                var probes: [Key16] = []
+                for i in sample {
+                    let key = keys[i]
+                    XCTAssertTrue(segment.contains(key), "\(context): key \(i)")
+                    XCTAssertEqual(segment.key(at: i), key, "\(context): key at \(i)")
+                    XCTAssertEqual(segment.lowerBound(key), i, "\(context): lower bound of key \(i)")
+                    let after = Key16(hi: key.hi, lo: key.lo &+ 1)
+                    XCTAssertEqual(segment.contains(after), i + 1 < n && keys[i + 1] == after, "\(context): after key \(i)")
+                    XCTAssertEqual(segment.lowerBound(after), i + 1, "\(context): lower bound after key \(i)")
+                    probes += [key, after, Key16(hi: key.hi ^ 1, lo: key.lo)]
+                }
+                XCTAssertFalse(segment.contains(Key16(hi: 0, lo: 0)) && keys.first != Key16(hi: 0, lo: 0), context)
+                XCTAssertFalse(segment.contains(Key16(hi: .max, lo: .max)), context)
+                var bytes = [UInt8]()
+                for key in probes { bytes += key.bytes }
+                var bitmap = [UInt8](repeating: 0, count: (probes.count + 7) / 8)
+                if !probes.isEmpty {
+                    bytes.withUnsafeBytes { b in bitmap.withUnsafeMutableBufferPointer { segment.lookup(b.baseAddress!, count: probes.count, into: $0.baseAddress!) } }
+                }
+                for (i, key) in probes.enumerated() {
+                    XCTAssertEqual(bitmap[i / 8] >> (i % 8) & 1 == 1, segment.contains(key), "\(context): batch index \(i)")
+                }
+            }
+        }
+    }
+
+    /// Keys that are not uniform (all in one bucket, sequential low bits)
+    /// defeat the guess of where a key lies; the search still finds them.
+    func testLookupsFindSkewedKeys() throws {
+        let keys = (0..<3_000).map { Key16(hi: 0x00AB_0000_0000_0000 | UInt64($0 / 7), lo: UInt64($0 % 7) << 60) }
+        let path = try write(keys + spreadKeys(600_000, seed: 8))
+        let segment = try Segment(path: path)
+        XCTAssertEqual(segment.layout.dropped, 1)
+        for key in keys {
+            XCTAssertTrue(segment.contains(key))
+            XCTAssertFalse(segment.contains(Key16(hi: key.hi, lo: key.lo | 1)))
+        }
+    }
+
+    /// A header that passes its checksum but describes a layout this build
+    /// does not read is refused, naming what is wrong.
+    func testAnUnknownVersionOrLayoutIsRefused() throws {
+        let path = try write(randomKeys(1_000, seed: 4))
+        let good = try Data(contentsOf: URL(fileURLWithPath: path))
+        func refusal(_ edit: (inout Data) -> Void) -> String? {
+            var bytes = good
+            edit(&bytes)
+            let hash = bytes.withUnsafeBytes { XXH64.hash(UnsafeRawBufferPointer(rebasing: $0[..<120])) }
+            withUnsafeBytes(of: hash.littleEndian) { bytes.replaceSubrange(120..<128, with: $0) }
+            let p = dir.appendingPathComponent("edited-\(UUID().uuidString).seg").path
+            FileManager.default.createFile(atPath: p, contents: bytes)
+            do {
+                _ = try Segment(path: p)
+                return nil
+            } catch {
+                return error.reason
+            }
+        }
+        XCTAssertNil(refusal { _ in }, "the header checksum is recomputed right")
+        XCTAssertEqual(refusal { $0[4] = 3 }, "unsupported format version 3 (this build reads 1 and 2)")
+        XCTAssertEqual(refusal { $0[7] = 2 }, "2 dropped key bytes with 5 index bits (at most 0)")
+        XCTAssertEqual(refusal { $0[4] = 1 }, "truncated: \(good.count) bytes, \(SegmentLayout(version: 1, bits: 5, dropped: 0).fileSize(keys: 1_000)) expected for 1000 keys")
     }
 }
 
@@ -229,7 +328,7 @@ final class PackFileTests: XCTestCase {
     /// Writes `keys` into a new slot of `pack`; returns where it went.
     private func writeSlot(_ keys: [Key16], pack: String, estimate: Int? = nil) throws -> SegmentLocation.Slice {
         let estimated = estimate ?? keys.count
-        let slot = try PackFile.reserve(at: pack, capacity: SegmentFormat.fileSize(keys: estimated, bits: SegmentFormat.indexBits(forKeys: estimated)))
+        let slot = try PackFile.reserve(at: pack, capacity: SegmentFormat.fileSize(forKeys: estimated))
         let writer = try SegmentWriter(slot: slot, advertiserID: "acme", version: 9, estimatedKeys: estimated)
         do {
             try keys.withUnsafeBufferPointer { try writer.append(contentsOf: $0) }
@@ -265,7 +364,7 @@ final class PackFileTests: XCTestCase {
     /// than write over the next slot, whose segment stays intact.
     func testAWriterCannotOverflowItsSlot() throws {
         let pack = dir.appendingPathComponent("merged.pack").path
-        let slot = try PackFile.reserve(at: pack, capacity: SegmentFormat.fileSize(keys: 10, bits: SegmentFormat.indexBits(forKeys: 10)))
+        let slot = try PackFile.reserve(at: pack, capacity: SegmentFormat.fileSize(forKeys: 10))
         let nextKeys = sortedKeys(500, seed: 5)
         let next = try writeSlot(nextKeys, pack: pack)
         let writer = try SegmentWriter(slot: slot, advertiserID: "acme", version: 9, estimatedKeys: 10)
