@@ -65,7 +65,7 @@ public struct MatchHandler: MatchService.InlineHandler {
 
     public var interceptors: [any RPCInterceptor] { access.clientChecks }
 
-    private func list(_ advertiser: String) throws(RPCError) -> ListVersion {
+    func list(_ advertiser: String) throws(RPCError) -> ListVersion {
         guard let list = catalog.current(advertiser) else {
             if let damage = catalog.damage(advertiser) {
                 throw RPCError(.unavailable, "advertiser '\(advertiser)': list version \(damage.version) was found damaged and is being rebuilt")
