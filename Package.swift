@@ -104,7 +104,9 @@ let package = Package(
         ]),
 
         // Immutable sorted segments of 16-byte keys (docs/STORAGE.md): writer and mmap reader.
-        .target(name: "SegmentStore"),
+        // One static inline C function: the CPU's prefetch, for batch lookups.
+        .target(name: "CPrefetch"),
+        .target(name: "SegmentStore", dependencies: ["CPrefetch"]),
         // The match server: MatchService and MatchAdmin over segments, with atomic version swaps.
         .target(name: "MatchServer", dependencies: [
             "RosterAPI", "RosterRPC", "SegmentStore",

@@ -1,0 +1,2 @@
+// The module is its header (static inline functions); SwiftPM wants a source file.
+#include "CPrefetch.h"
