@@ -242,18 +242,24 @@ public final class MatchCatalog: Sendable {
     }
 
     /// Re-verifies the checksums of every live segment from disk, at most
-    /// `bytesPerSecond` on average (it pauses after each segment), so a
+    /// `bytesPerSecond` on average (it pauses after each MiB it reads, so it
+    /// never holds a core for long: `Segment.verify(inPiecesOf:)`), so a
     /// bit that rots on disk after a version went live is found without a
     /// restart. A version that fails is taken out of service and recorded
     /// as damaged: wrong answers are worse than UNAVAILABLE. Returns the
     /// advertisers found damaged.
+    /// Bytes the scrub hashes between two pauses.
+    static let scrubPiece = 1 << 20
+
     public func scrub(bytesPerSecond: Int, pause: (Duration) async -> Void = { try? await Task.sleep(for: $0) }) async -> [String] {
         let lists = live.withLock { Array($0.values) }.sorted { $0.advertiserID < $1.advertiserID }
         var found: [String] = []
         for list in lists {
             for segment in list.segments {
                 do {
-                    try segment.verify()
+                    try await segment.verify(inPiecesOf: Self.scrubPiece) { bytes in
+                        if bytesPerSecond > 0 { await pause(.nanoseconds(Int64(Double(bytes) / Double(bytesPerSecond) * 1e9))) }
+                    }
                 } catch where error.isResourceLimit {
                     // Out of descriptors for a moment: nothing is known of the file.
                     logger.warning("cannot scrub a segment now", metadata: ["segment": "\(segment.info.path)", "error": "\(error)"])
@@ -263,8 +269,6 @@ public final class MatchCatalog: Sendable {
                     found.append(list.advertiserID)
                     break
                 }
-                let bytes = 16 * segment.count
-                if bytesPerSecond > 0 { await pause(.nanoseconds(Int64(Double(bytes) / Double(bytesPerSecond) * 1e9))) }
             }
         }
         return found

@@ -268,6 +268,32 @@ final class SegmentTests: XCTestCase {
         }
     }
 
+    /// The scrub's verification reads the keys a piece at a time, pausing
+    /// after each, and still finds a key that rotted on disk.
+    func testVerifyInPiecesPausesAfterEachAndFindsDamage() async throws {
+        let path = try write(spreadKeys(100_000, seed: 11))
+        let segment = try Segment(path: path)
+        var pieces: [Int] = []
+        try await segment.verify(inPiecesOf: 65_536) { pieces.append($0) }
+        let total = segment.layout.stride * 100_000
+        XCTAssertEqual(pieces.count, (total + 65_535) / 65_536)
+        XCTAssertEqual(pieces.reduce(0, +), total)
+        XCTAssertTrue(pieces.dropLast().allSatisfy { $0 == 65_536 })
+        // Rot one byte of the file under the live map (the map shares its pages).
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        try handle.seek(toOffset: UInt64(segment.layout.keysOffset + total / 2))
+        let byte = try XCTUnwrap(handle.readData(ofLength: 1).first)
+        try handle.seek(toOffset: UInt64(segment.layout.keysOffset + total / 2))
+        handle.write(Data([byte ^ 0x10]))
+        try handle.close()
+        do {
+            try await segment.verify(inPiecesOf: 1 << 20) { _ in }
+            XCTFail("the damage was not found")
+        } catch {
+            XCTAssertEqual(error.reason, "key checksum mismatch")
+        }
+    }
+
     /// Keys that are not uniform (all in one bucket, sequential low bits)
     /// defeat the guess of where a key lies; the search still finds them.
     func testLookupsFindSkewedKeys() throws {
