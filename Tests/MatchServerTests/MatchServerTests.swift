@@ -250,6 +250,35 @@ final class MatchServerTests: XCTestCase {
         }
     }
 
+    /// A batch over a version of several segments is sorted by segment and
+    /// each segment answers its share at once; segments whose ranges overlap
+    /// each answer the whole batch. Both agree with a set, key by key.
+    func testMatchManyOverManySegmentsDisjointOrOverlappingAgreesWithASet() async throws {
+        let members = randomKeys(20_000, seed: 31)
+        _ = try await publish(members, advertiser: "split", version: 1, parts: 7)
+        let dir = "segments/overlap/1"
+        try FileManager.default.createDirectory(at: root.appendingPathComponent(dir), withIntermediateDirectories: true)
+        var refs: [SegmentRef] = []
+        for part in 0..<3 {
+            let keys = Array(Set(members.enumerated().filter { $0.offset % 3 == part }.map(\.element))).sorted()
+            let path = "\(dir)/\(part).seg"
+            _ = try SegmentWriter.create(keys, count: keys.count, at: root.appendingPathComponent(path).path, advertiserID: "overlap", version: 1)
+            refs.append(SegmentRef(path: path, keyCount: UInt64(keys.count)))
+        }
+        _ = try await admin.publish(PublishRequest(advertiserID: "overlap", version: 1, segments: refs), options: asAdmin)
+        let reference = Set(members)
+        let probes = Array(members.prefix(3_000)) + randomKeys(3_000, seed: 32) + [Key16(hi: 0, lo: 0), Key16(hi: .max, lo: .max)]
+        for advertiser in ["split", "overlap"] {
+            for batch in [probes, Array(probes.prefix(5)), [probes[2_999]]] {
+                let many = try await match.matchMany(MatchManyRequest(advertiserID: advertiser, hashes: data(batch)), options: asClient)
+                for (i, key) in batch.enumerated() {
+                    XCTAssertEqual(many.isMatched(i), reference.contains(key), "\(advertiser), \(batch.count) keys: index \(i)")
+                }
+                XCTAssertEqual(Int(many.matchedCount), batch.filter(reference.contains).count)
+            }
+        }
+    }
+
     func testSingleKeyAndEmptyAdvertisers() async throws {
         _ = try await publish([Key16(hi: 1, lo: 2)], advertiser: "one", version: 1)
         _ = try await publish([], advertiser: "none", version: 1)
