@@ -1,0 +1,63 @@
+"""What the match calls answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, List
+
+from ._protocol import decode_fields
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """One hash's answer: whether it is a member, and the list version asked."""
+
+    matched: bool
+    #: The advertiser's list version that answered.
+    version: int
+
+    def __bool__(self) -> bool:
+        return self.matched
+
+    @classmethod
+    def decode(cls, body: bytes) -> "MatchResult":
+        # The common shapes first: no field (a miss from version 0), or
+        # `08 01` and/or `10 <varint>`; anything else the general way.
+        fields = decode_fields(body)
+        return cls(bool(fields.get(1, 0)), fields.get(2, 0))
+
+
+@dataclass(frozen=True)
+class MatchManyResult:
+    """A batch's answers: bit i of ``bitmap`` (LSB first) for hash i.
+
+    Indexable and iterable as booleans: ``result[3]``, ``list(result)``.
+    """
+
+    bitmap: bytes
+    count: int
+    matched_count: int
+    version: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> bool:
+        if i < 0:
+            i += self.count
+        if not 0 <= i < self.count:
+            raise IndexError(f"hash {i} of a batch of {self.count}")
+        return bool(self.bitmap[i >> 3] >> (i & 7) & 1)
+
+    def __iter__(self) -> Iterator[bool]:
+        bitmap = self.bitmap
+        for i in range(self.count):
+            yield bool(bitmap[i >> 3] >> (i & 7) & 1)
+
+    def to_list(self) -> List[bool]:
+        return list(self)
+
+    @classmethod
+    def decode(cls, body: bytes) -> "MatchManyResult":
+        fields = decode_fields(body)
+        return cls(bytes(fields.get(1, b"")), fields.get(2, 0), fields.get(3, 0), fields.get(4, 0))
