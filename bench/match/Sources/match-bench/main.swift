@@ -5,6 +5,9 @@
 //                       [--server PATH|self] [--redis PATH]
 //                        the match server and redis-server over loopback, same
 //                        hashes, same connections, same pipelining depth
+//                        (MATCH_BENCH_ONLY_MATCH=1 runs one row only: Match, or
+//                        MatchMany of MATCH_BENCH_BATCH keys, on
+//                        MATCH_BENCH_CONNECTIONS x MATCH_BENCH_DEPTH)
 //
 // The network driver speaks both protocols from raw sockets with the same
 // loop (write a window of requests, read the replies, repeat), so neither
@@ -554,7 +557,10 @@ func networkBench(keys n: Int, seconds: Double, roundCount: Int, openSeconds: Do
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     let only = ProcessInfo.processInfo.environment["MATCH_BENCH_ONLY_MATCH"] != nil
     let openOnly = ProcessInfo.processInfo.environment["MATCH_BENCH_ONLY_OPEN_LOOP"] != nil
-    for (name, batch, connections, depth) in (only ? [("Match / SISMEMBER", 1, 1, Int(ProcessInfo.processInfo.environment["MATCH_BENCH_DEPTH"] ?? "64") ?? 64)] : openOnly ? [] : [("Match / SISMEMBER", 1, 1, 64), ("Match / SISMEMBER", 1, 4, 64),
+    for (name, batch, connections, depth) in (only ? [(ProcessInfo.processInfo.environment["MATCH_BENCH_BATCH"].map { "MatchMany \($0)" } ?? "Match / SISMEMBER",
+                                  Int(ProcessInfo.processInfo.environment["MATCH_BENCH_BATCH"] ?? "1") ?? 1,
+                                  Int(ProcessInfo.processInfo.environment["MATCH_BENCH_CONNECTIONS"] ?? "1") ?? 1,
+                                  Int(ProcessInfo.processInfo.environment["MATCH_BENCH_DEPTH"] ?? "64") ?? 64)] : openOnly ? [] : [("Match / SISMEMBER", 1, 1, 64), ("Match / SISMEMBER", 1, 4, 64),
                                               ("MatchMany 100 / SMISMEMBER 100", 100, 1, 8), ("MatchMany 100 / SMISMEMBER 100", 100, 4, 8),
                                               ("MatchMany 1000 / SMISMEMBER 1000", 1000, 1, 4), ("MatchMany 1000 / SMISMEMBER 1000", 1000, 4, 4)]) {
         // Rounds alternate the two systems so a burst of noise on this shared
