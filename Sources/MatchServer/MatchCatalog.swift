@@ -281,6 +281,12 @@ public final class MatchCatalog: Sendable {
         live.withLock { $0[advertiser] }
     }
 
+    /// The live version of each advertiser (nil: none), taken under one
+    /// acquisition of the lock.
+    public func current(_ advertisers: [String]) -> [ListVersion?] {
+        live.withLock { live in advertisers.map { live[$0] } }
+    }
+
     public var advertisers: [String: UInt64] {
         live.withLock { $0.mapValues(\.version) }
     }

@@ -22,6 +22,7 @@ extension MatchHandler {
                 try self.answerMatch(bytes, context: context, sink: sink)
             }),
             .inline(MatchService.Method.matchMany) { try self.matchMany($0, context: $1) },
+            .inline(MatchService.Method.matchAdvertisers) { try self.matchAdvertisers($0, context: $1) },
         ]
     }
 

@@ -54,12 +54,15 @@ public struct MatchHandler: MatchService.InlineHandler {
     public let access: AccessPolicy
     /// The most hashes one MatchMany may carry.
     public let maxBatch: Int
+    /// The most advertisers one MatchAdvertisers may ask about.
+    public let maxAdvertisers: Int
 
-    public init(catalog: MatchCatalog, access: AccessPolicy, maxBatch: Int = 100_000,
+    public init(catalog: MatchCatalog, access: AccessPolicy, maxBatch: Int = 100_000, maxAdvertisers: Int = 10_000,
                 logger: Logger = Logger(label: "roster.match")) {
         self.catalog = catalog
         self.access = access
         self.maxBatch = maxBatch
+        self.maxAdvertisers = maxAdvertisers
         access.warnIfDisabled(logger)
     }
 
@@ -104,6 +107,29 @@ public struct MatchHandler: MatchService.InlineHandler {
         }
         let matched = bitmap.reduce(0) { $0 + $1.nonzeroBitCount }
         return MatchManyResponse(matched: bitmap, count: UInt32(count), matchedCount: UInt32(matched), version: list.version)
+    }
+
+    public func matchAdvertisers(_ request: MatchAdvertisersRequest, context: RPCContext) throws -> MatchAdvertisersResponse {
+        guard request.hash.count == 16 else {
+            throw RPCError(.invalidArgument, "hash must be 16 bytes (an MD5), got \(request.hash.count)")
+        }
+        let count = request.advertiserIDs.count
+        guard count <= maxAdvertisers else {
+            throw RPCError(.invalidArgument, "\(count) advertisers in one call exceed the limit of \(maxAdvertisers)")
+        }
+        let key = request.hash.withUnsafeBytes { Key16($0.baseAddress!) }
+        var matched = [UInt8](repeating: 0, count: (count + 7) / 8)
+        var versions = [UInt64](repeating: 0, count: count)
+        var unknown: UInt32 = 0
+        for (i, list) in catalog.current(request.advertiserIDs).enumerated() {
+            guard let list else {
+                unknown += 1
+                continue
+            }
+            versions[i] = list.version
+            if list.contains(key) { matched[i >> 3] |= UInt8(1) << UInt8(i & 7) }
+        }
+        return MatchAdvertisersResponse(matched: Data(matched), versions: versions, unknownCount: unknown)
     }
 }
 

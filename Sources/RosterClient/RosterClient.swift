@@ -64,6 +64,16 @@ public struct MatchClient: Sendable {
         return (0..<hashes.count).map(response.isMatched)
     }
 
+    /// One hash against many advertisers' lists (one `MatchAdvertisers`
+    /// call, at most 10,000 advertisers): each advertiser's answer in the
+    /// order asked, nil for one the server serves no list of.
+    public func matchAdvertisers(hash: MemberHash, advertisers: [String]) async throws -> [Bool?] {
+        let response = try await stub.matchAdvertisers(MatchAdvertisersRequest(hash: hash.bytes, advertiserIDs: advertisers), options: options)
+        return (0..<advertisers.count).map { i in
+            i < response.versions.count && response.versions[i] != 0 ? response.matched[i >> 3] >> UInt8(i & 7) & 1 == 1 : nil
+        }
+    }
+
     /// Asks about any number of hashes, packed 16 bytes each (`packed.count`
     /// a multiple of 16): `batch` hashes per `MatchMany` call, `inFlight`
     /// calls at once on the client's connections. Bit i of the answer is

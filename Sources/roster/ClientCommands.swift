@@ -327,6 +327,8 @@ struct MatchCommand: AsyncParsableCommand {
                   (trimmed, lowercased, MD5)
               roster match --advertiser acme --file hashes.txt
                   (one MatchMany call per 10,000)
+              roster match --advertisers acme,globex,initech --email ann@example.com
+                  (one hash, many lists: MatchAdvertisers; @file: one id a line)
             Exit status: 0 when every key asked about is a member, 3 when some are not, 1
             on error.
             """)
@@ -334,7 +336,10 @@ struct MatchCommand: AsyncParsableCommand {
     @OptionGroup var client: ClientOptions
 
     @Option(help: "The advertiser id.")
-    var advertiser: String
+    var advertiser: String?
+
+    @Option(help: "Many advertiser ids for one --hash or --email (MatchAdvertisers): comma-separated, or @file with one a line.")
+    var advertisers: String?
 
     @Option(help: "An MD5 hash, 32 hex digits.")
     var hash: String?
@@ -355,6 +360,13 @@ struct MatchCommand: AsyncParsableCommand {
         guard [hash, email, file].compactMap({ $0 }).count == 1 else {
             throw ValidationError("give exactly one of --hash, --email or --file")
         }
+        guard (advertiser == nil) != (advertisers == nil) else {
+            throw ValidationError("give exactly one of --advertiser or --advertisers")
+        }
+        if advertisers != nil {
+            guard file == nil else { throw ValidationError("--advertisers asks about one --hash or --email, not a --file") }
+            guard !tier else { throw ValidationError("--advertisers asks one match server (--match); the tier form is not built yet") }
+        }
         if let hash, MemberHash(hex: hash) == nil {
             if hash.count == 32, let bad = hash.firstIndex(where: { !$0.isHexDigit }) {
                 throw ValidationError("--hash must be 32 hex digits (an MD5): '\(hash[bad])' at position \(hash.distance(from: hash.startIndex, to: bad) + 1) is not one")
@@ -371,7 +383,8 @@ struct MatchCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let advertiser = self.advertiser
+        if let advertisers { return try await askMany(advertisers) }
+        let advertiser = self.advertiser ?? ""
         if tier {
             return try await withTierClient(client) { router in
                 try await ask(one: { try await router.match(advertiser: advertiser, hash: $0.bytes) },
@@ -418,7 +431,44 @@ struct MatchCommand: AsyncParsableCommand {
         writeStandardOutput(Data(out))
     }
 
+    /// One hash against many advertisers: a line each, in the order given.
+    private func askMany(_ list: String) async throws {
+        let ids: [String]
+        if list.hasPrefix("@") {
+            guard let text = FileManager.default.contents(atPath: String(list.dropFirst())) else { throw CLIError("cannot read \(list.dropFirst())") }
+            ids = String(decoding: text, as: UTF8.self).split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        } else {
+            ids = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        guard !ids.isEmpty else { throw CLIError("--advertisers names no advertiser") }
+        let key = hash.flatMap { MemberHash(hex: $0) } ?? MemberHash(email: email ?? "")
+        let roster = MatchClient(host: client.match.host, port: client.match.port, token: client.token,
+                                 timeout: client.timeout, tls: try client.clientTLS())
+        let answers: [Bool?]
+        do {
+            answers = try await userFacing("match failed") { try await roster.matchAdvertisers(hash: key, advertisers: ids) }
+            await roster.close()
+        } catch {
+            await roster.close()
+            throw error
+        }
+        if json {
+            let rows = zip(ids, answers).map { id, answer in
+                "  {\"advertiser\": \(JSONValue.string(id).serialized()), \"matched\": \(answer.map { "\($0)" } ?? "null")}"
+            }
+            print("[\n" + rows.joined(separator: ",\n") + "\n]")
+        } else {
+            for (id, answer) in zip(ids, answers) {
+                print("\(id)\t\(answer.map { $0 ? "member" : "not a member" } ?? "no list")")
+            }
+            let members = answers.filter { $0 == true }.count
+            FileHandle.standardError.write(Data("\(key.hex) is a member of \(members) of \(ids.count) advertisers\n".utf8))
+        }
+        if answers.contains(where: { $0 != true }) { throw ExitCode(3) }
+    }
+
     private func ask(one: (MemberHash) async throws -> MatchResponse, many: (Data) async throws -> Membership) async throws {
+        let advertiser = self.advertiser ?? ""
         if let file {
             let packed = try readHashFile(file)
             let answers = try await userFacing("match failed") { try await many(packed) }

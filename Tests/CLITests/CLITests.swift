@@ -48,6 +48,19 @@ final class CLITests: ServicesTestCase {
         XCTAssertEqual(miss.status, 3, "not a member: exit 3")
         XCTAssertTrue(miss.stdout.contains("is not a member"), miss.stdout)
 
+        // --advertisers asks one hash of many lists (MatchAdvertisers), a line each in order.
+        let across = try RosterBinary.run(["match", "--match", match, "--advertisers", "acme, ghost,acme", "--email", members[3]])
+        XCTAssertEqual(across.status, 3, "ghost has no list: exit 3 (\(across.stderr))")
+        XCTAssertEqual(across.stdout, "acme\tmember\nghost\tno list\nacme\tmember\n")
+        XCTAssertEqual(across.stderr, "\(MemberHash(email: members[3]).hex) is a member of 2 of 3 advertisers\n")
+        let idsFile = root.appendingPathComponent("ids.txt")
+        try Data("acme\n\nacme\n".utf8).write(to: idsFile)
+        let fromFile = try RosterBinary.run(["match", "--match", match, "--advertisers", "@" + idsFile.path, "--email", members[3], "--json"])
+        XCTAssertEqual(fromFile.status, 0, fromFile.stderr)
+        XCTAssertEqual(fromFile.stdout.components(separatedBy: "\"matched\": true").count - 1, 2, fromFile.stdout)
+        let strangerAcross = try RosterBinary.run(["match", "--match", match, "--advertisers", "acme", "--email", "stranger@example.com"])
+        XCTAssertEqual(strangerAcross.stdout, "acme\tnot a member\n")
+
         // --file asks through MatchMany.
         let hashes = root.appendingPathComponent("ask.txt")
         try Data((emails(290..<310).map { MemberHash(email: $0).hex }.joined(separator: "\n")).utf8).write(to: hashes)
@@ -514,6 +527,7 @@ final class CLITests: ServicesTestCase {
         let requests: [String: String] = [
             "MatchService.Match": #"{"advertiserId": "acme", "hash": "\#(hash)"}"#,
             "MatchService.MatchMany": #"{"advertiserId": "acme", "hashes": "\#(hash)"}"#,
+            "MatchService.MatchAdvertisers": #"{"hash": "\#(hash)", "advertiserIds": ["acme", "nobody"]}"#,
             "MatchAdmin.Publish": #"{"advertiserId": "cli-empty", "version": "1"}"#,
             "MatchAdmin.Unpublish": #"{"advertiserId": "cli-empty"}"#,
             "MatchAdmin.ListServed": "{}",
@@ -570,6 +584,7 @@ final class CLITests: ServicesTestCase {
             switch method {
             case "MatchService.Match": XCTAssertEqual(response["matched"], .bool(true))
             case "MatchService.MatchMany": XCTAssertEqual(response["matchedCount"], .number("1"))
+            case "MatchService.MatchAdvertisers": XCTAssertEqual(response["unknownCount"], .number("1"), result.stdout)
             case "IngestAdmin.SubmitFile": XCTAssertEqual(response["queued"], .bool(false), "defaults are shown")
             case "TaskQueue.CompleteTask": XCTAssertEqual(response["accepted"], .bool(false))
             case "TaskQueue.LeaseTasks": XCTAssertEqual(response["tasks"], .array([]))
@@ -628,6 +643,8 @@ final class CLITests: ServicesTestCase {
             (["match", "--advertiser", "a", "--hash", "xyz"], "--hash must be 32 hex digits"),
             (["match", "--advertiser", "a", "--file", emailFile.path], "\(emailFile.path):2: an email, not its MD5 (use --email for one address)"),
             (["match", "--advertiser", "a"], "give exactly one of --hash, --email or --file"),
+            (["match", "--hash", String(repeating: "0", count: 32)], "give exactly one of --advertiser or --advertisers"),
+            (["match", "--advertisers", "a,b", "--file", "x.txt"], "--advertisers asks about one --hash or --email, not a --file"),
             (["match", "--match", unreachable, "--advertiser", "a", "--email", "a@b.c"], "match failed: UNAVAILABLE"),
             (["match", "--advertiser", "a", "--file", "/nonexistent/hashes.txt"], "cannot read /nonexistent/hashes.txt"),
             (["call", "Nope.Nothing"], "no RPC named Nope.Nothing"),

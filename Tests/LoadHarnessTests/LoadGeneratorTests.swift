@@ -36,6 +36,10 @@ private struct SlowMatch: MatchService.Handler {
     func matchMany(_ request: MatchManyRequest, context: RPCContext) async throws -> MatchManyResponse {
         throw RPCError(.unimplemented, "not here")
     }
+
+    func matchAdvertisers(_ request: MatchAdvertisersRequest, context: RPCContext) async throws -> MatchAdvertisersResponse {
+        throw RPCError(.unimplemented, "not here")
+    }
 }
 
 final class LoadGeneratorTests: XCTestCase {

@@ -39,6 +39,10 @@ private struct OddMatch: MatchService.Handler {
         for i in 0..<keys where request.hashes[request.hashes.startIndex + i * 16] & 1 == 1 { bitmap[i / 8] |= 1 << UInt8(i % 8) }
         return MatchManyResponse(matched: bitmap, count: UInt32(keys), version: 1)
     }
+
+    func matchAdvertisers(_ request: MatchAdvertisersRequest, context: RPCContext) async throws -> MatchAdvertisersResponse {
+        throw RPCError(.unimplemented, "not here")
+    }
 }
 
 final class OpenLoopEngineTests: XCTestCase {

@@ -279,6 +279,46 @@ final class MatchServerTests: XCTestCase {
         }
     }
 
+    /// One hash against many advertisers' lists, against an oracle: each
+    /// advertiser answered in its place (repeats too) from its live
+    /// version, advertisers with no list reported as version 0 without
+    /// failing the call, and the limits refused.
+    func testMatchAdvertisersAnswersEachAdvertiserInItsPlace() async throws {
+        let pool = randomKeys(200, seed: 41)
+        var rng = SplitMix64(seed: 42)
+        var lists: [String: Set<Key16>] = [:]
+        for a in 0..<25 {
+            let members = Set(pool.filter { _ in rng.next() % 3 == 0 })
+            lists["adv\(a)"] = members
+            _ = try await publish(Array(members), advertiser: "adv\(a)", version: UInt64(a + 1), parts: a % 3 + 1)
+        }
+        let asked = (0..<25).map { "adv\($0)" } + ["ghost", "adv3", "", "adv24"]
+        for key in pool.prefix(40) + [randomKeys(1, seed: 43)[0]] {
+            let reply = try await match.matchAdvertisers(MatchAdvertisersRequest(hash: Data(key.bytes), advertiserIDs: asked), options: asClient)
+            XCTAssertEqual(reply.matched.count, (asked.count + 7) / 8)
+            XCTAssertEqual(reply.versions.count, asked.count)
+            XCTAssertEqual(reply.unknownCount, 2)
+            for (i, advertiser) in asked.enumerated() {
+                let bit = reply.matched[i >> 3] >> UInt8(i & 7) & 1 == 1
+                XCTAssertEqual(bit, lists[advertiser]?.contains(key) ?? false, "\(advertiser) at \(i)")
+                XCTAssertEqual(reply.versions[i], lists[advertiser] == nil ? 0 : UInt64(Int(advertiser.dropFirst(3))! + 1))
+            }
+        }
+        let none = try await match.matchAdvertisers(MatchAdvertisersRequest(hash: Data(pool[0].bytes), advertiserIDs: []), options: asClient)
+        XCTAssertEqual(none.matched.count, 0)
+        await assertStatus(.invalidArgument) {
+            _ = try await self.match.matchAdvertisers(MatchAdvertisersRequest(hash: Data(count: 15), advertiserIDs: ["adv1"]), options: self.asClient)
+        }
+        let tooMany = await assertStatus(.invalidArgument) {
+            _ = try await self.match.matchAdvertisers(MatchAdvertisersRequest(hash: Data(count: 16), advertiserIDs: Array(repeating: "a", count: 10_001)),
+                                                      options: self.asClient)
+        }
+        XCTAssertEqual(tooMany?.message, "10001 advertisers in one call exceed the limit of 10000")
+        // Every method of the service is hosted (the fast path lists them by hand).
+        let hosted = Set(MatchHandler(catalog: catalog, access: .open, logger: logger).methods.map(\.descriptor.id))
+        XCTAssertEqual(hosted, Set(MatchService.Method.all.map(\.id)))
+    }
+
     func testSingleKeyAndEmptyAdvertisers() async throws {
         _ = try await publish([Key16(hi: 1, lo: 2)], advertiser: "one", version: 1)
         _ = try await publish([], advertiser: "none", version: 1)

@@ -19,7 +19,10 @@ public enum MatchService {
         public static let match = RPCMethodDescriptor(service: MatchService.name, method: "Match", id: 0x0001_0001)
         /// The same question for a batch of hashes, answered from one version.
         public static let matchMany = RPCMethodDescriptor(service: MatchService.name, method: "MatchMany", id: 0x0001_0002)
-        public static let all: [RPCMethodDescriptor] = [match, matchMany]
+        /// One hash against many advertisers' lists, each answered from its
+        /// live version; advertisers with no list are reported, not an error.
+        public static let matchAdvertisers = RPCMethodDescriptor(service: MatchService.name, method: "MatchAdvertisers", id: 0x0001_0003)
+        public static let all: [RPCMethodDescriptor] = [match, matchMany, matchAdvertisers]
     }
 
     /// Implement this to serve `roster.v1.MatchService` with handlers that may suspend.
@@ -30,6 +33,9 @@ public enum MatchService {
         func match(_ request: MatchRequest, context: RPCContext) async throws -> MatchResponse
         /// The same question for a batch of hashes, answered from one version.
         func matchMany(_ request: MatchManyRequest, context: RPCContext) async throws -> MatchManyResponse
+        /// One hash against many advertisers' lists, each answered from its
+        /// live version; advertisers with no list are reported, not an error.
+        func matchAdvertisers(_ request: MatchAdvertisersRequest, context: RPCContext) async throws -> MatchAdvertisersResponse
     }
 
     /// Implement this instead of `Handler` when no handler ever suspends (an in-memory
@@ -42,6 +48,9 @@ public enum MatchService {
         func match(_ request: MatchRequest, context: RPCContext) throws -> MatchResponse
         /// The same question for a batch of hashes, answered from one version.
         func matchMany(_ request: MatchManyRequest, context: RPCContext) throws -> MatchManyResponse
+        /// One hash against many advertisers' lists, each answered from its
+        /// live version; advertisers with no list are reported, not an error.
+        func matchAdvertisers(_ request: MatchAdvertisersRequest, context: RPCContext) throws -> MatchAdvertisersResponse
     }
 
     /// A typed client for `roster.v1.MatchService`.
@@ -61,6 +70,12 @@ public enum MatchService {
         public func matchMany(_ request: MatchManyRequest, options: CallOptions = .defaults) async throws -> MatchManyResponse {
             try await transport.unary(Method.matchMany, request: request, options: options)
         }
+
+        /// One hash against many advertisers' lists, each answered from its
+        /// live version; advertisers with no list are reported, not an error.
+        public func matchAdvertisers(_ request: MatchAdvertisersRequest, options: CallOptions = .defaults) async throws -> MatchAdvertisersResponse {
+            try await transport.unary(Method.matchAdvertisers, request: request, options: options)
+        }
     }
 }
 
@@ -69,6 +84,7 @@ extension MatchService.Handler {
         [
             .async(MatchService.Method.match) { try await self.match($0, context: $1) },
             .async(MatchService.Method.matchMany) { try await self.matchMany($0, context: $1) },
+            .async(MatchService.Method.matchAdvertisers) { try await self.matchAdvertisers($0, context: $1) },
         ]
     }
 }
@@ -78,6 +94,7 @@ extension MatchService.InlineHandler {
         [
             .inline(MatchService.Method.match) { try self.match($0, context: $1) },
             .inline(MatchService.Method.matchMany) { try self.matchMany($0, context: $1) },
+            .inline(MatchService.Method.matchAdvertisers) { try self.matchAdvertisers($0, context: $1) },
         ]
     }
 }

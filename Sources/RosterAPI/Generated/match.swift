@@ -86,6 +86,54 @@ public struct MatchManyResponse: ProtoMessage {
     }
 }
 
+/// One hash asked of many advertisers at once: a recommender holding one
+/// user and candidate offers from many merchants drops the offers of those
+/// whose lists the user is on.
+public struct MatchAdvertisersRequest: ProtoMessage {
+    /// The MD5 of the normalised email: exactly 16 bytes.
+    public var hash: Data = Data()
+    /// The advertisers to ask about: at most 10,000 per call (more is
+    /// INVALID_ARGUMENT). Each is answered in its place, repeats included.
+    public var advertiserIDs: [String] = []
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(hash: Data = Data(), advertiserIDs: [String] = []) {
+        self.hash = hash
+        self.advertiserIDs = advertiserIDs
+    }
+}
+
+public struct MatchAdvertisersResponse: ProtoMessage {
+    /// One bit per advertiser asked, in request order: bit i is
+    /// (matched[i / 8] >> (i % 8)) & 1. Exactly ceil(n / 8) bytes.
+    public var matched: Data = Data()
+    /// The list version that answered each advertiser, in request order; 0
+    /// for one this server serves no list of (none published, or its list
+    /// was found damaged): its bit is 0, and the call still succeeds.
+    public var versions: [UInt64] = []
+    /// How many advertisers asked had no list here (version 0).
+    public var unknownCount: UInt32 = 0
+
+    /// Fields this version of the schema does not know, kept for re-encoding.
+    public var unknownFields = UnknownFields()
+
+    public init() {}
+
+    public init(
+        matched: Data = Data(),
+        versions: [UInt64] = [],
+        unknownCount: UInt32 = 0
+    ) {
+        self.matched = matched
+        self.versions = versions
+        self.unknownCount = unknownCount
+    }
+}
+
 // MARK: - Wire format
 
 extension MatchRequest {
@@ -194,6 +242,59 @@ extension MatchManyResponse {
     }
 }
 
+extension MatchAdvertisersRequest {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.hash = try reader.read(BytesCodec.self, tag)
+            case 2: try reader.readRepeated(StringCodec.self, tag, into: &self.advertiserIDs)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.hash.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 1, self.hash) }
+        size += ProtoSize.repeated(StringCodec.self, field: 2, self.advertiserIDs)
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.hash.isEmpty { writer.write(BytesCodec.self, field: 1, self.hash) }
+        writer.writeRepeated(StringCodec.self, field: 2, self.advertiserIDs)
+        writer.writeUnknown(unknownFields)
+    }
+}
+
+extension MatchAdvertisersResponse {
+    public mutating func merge(from reader: inout ProtoReader) throws(ProtoDecodingError) {
+        while let tag = try reader.nextTag() {
+            switch tag.fieldNumber {
+            case 1: self.matched = try reader.read(BytesCodec.self, tag)
+            case 2: try reader.readPackable(UInt64Codec.self, tag, into: &self.versions)
+            case 3: self.unknownCount = try reader.read(UInt32Codec.self, tag)
+            default: try reader.skip(tag, into: &unknownFields)
+            }
+        }
+    }
+
+    public var serializedSize: Int {
+        var size = unknownFields.count
+        if !self.matched.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 1, self.matched) }
+        size += ProtoSize.packed(UInt64Codec.self, field: 2, self.versions)
+        if self.unknownCount != 0 { size += ProtoSize.field(UInt32Codec.self, field: 3, self.unknownCount) }
+        return size
+    }
+
+    public func encode(to writer: inout ProtoWriter) {
+        if !self.matched.isEmpty { writer.write(BytesCodec.self, field: 1, self.matched) }
+        writer.writePacked(UInt64Codec.self, field: 2, self.versions)
+        if self.unknownCount != 0 { writer.write(UInt32Codec.self, field: 3, self.unknownCount) }
+        writer.writeUnknown(unknownFields)
+    }
+}
+
 // MARK: - JSON mapping
 
 extension MatchRequest: ProtoJSONMessage {
@@ -288,6 +389,52 @@ extension MatchManyResponse: ProtoJSONMessage {
     }
 }
 
+extension MatchAdvertisersRequest: ProtoJSONMessage {
+    public static let protoName = "roster.v1.MatchAdvertisersRequest"
+    public static let schemaDefinition = "/// One hash asked of many advertisers at once: a recommender holding one\n/// user and candidate offers from many merchants drops the offers of those\n/// whose lists the user is on.\nmessage MatchAdvertisersRequest {\n  /// The MD5 of the normalised email: exactly 16 bytes.\n  bytes hash = 1;\n  /// The advertisers to ask about: at most 10,000 per call (more is\n  /// INVALID_ARGUMENT). Each is answered in its place, repeats included.\n  repeated string advertiser_ids = 2;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("hash", BytesCodec.self, self.hash)
+        object.repeated("advertiserIds", StringCodec.self, self.advertiserIDs)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "hash": self.hash = try JSONReader.singular(BytesCodec.self, value, field: "hash")
+            case "advertiserIds", "advertiser_ids": self.advertiserIDs = try JSONReader.repeated(StringCodec.self, value, field: "advertiserIds")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["hash", "advertiserIds"])
+            }
+        }
+    }
+}
+
+extension MatchAdvertisersResponse: ProtoJSONMessage {
+    public static let protoName = "roster.v1.MatchAdvertisersResponse"
+    public static let schemaDefinition = "message MatchAdvertisersResponse {\n  /// One bit per advertiser asked, in request order: bit i is\n  /// (matched[i / 8] >> (i % 8)) & 1. Exactly ceil(n / 8) bytes.\n  bytes matched = 1;\n  /// The list version that answered each advertiser, in request order; 0\n  /// for one this server serves no list of (none published, or its list\n  /// was found damaged): its bit is 0, and the call still succeeds.\n  repeated uint64 versions = 2;\n  /// How many advertisers asked had no list here (version 0).\n  uint32 unknown_count = 3;\n}"
+
+    public func jsonValue(includeDefaults: Bool) -> JSONValue {
+        var object = JSONObjectWriter(includeDefaults: includeDefaults)
+        object.singular("matched", BytesCodec.self, self.matched)
+        object.repeated("versions", UInt64Codec.self, self.versions)
+        object.singular("unknownCount", UInt32Codec.self, self.unknownCount)
+        return object.value
+    }
+
+    public mutating func merge(json: JSONValue) throws(JSONMappingError) {
+        for (key, value) in try JSONReader.members(json, message: Self.protoName) {
+            switch key {
+            case "matched": self.matched = try JSONReader.singular(BytesCodec.self, value, field: "matched")
+            case "versions": self.versions = try JSONReader.repeated(UInt64Codec.self, value, field: "versions")
+            case "unknownCount", "unknown_count": self.unknownCount = try JSONReader.singular(UInt32Codec.self, value, field: "unknownCount")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["matched", "versions", "unknownCount"])
+            }
+        }
+    }
+}
+
 /// Every message, enum and method of match.rdl, for tools that work from JSON.
 public enum MatchSchema {
     public static let messages: [any ProtoJSONMessage.Type] = [
@@ -295,6 +442,8 @@ public enum MatchSchema {
         MatchResponse.self,
         MatchManyRequest.self,
         MatchManyResponse.self,
+        MatchAdvertisersRequest.self,
+        MatchAdvertisersResponse.self,
     ]
 
     public static let enums: [any ProtoJSONEnum.Type] = [
@@ -303,5 +452,6 @@ public enum MatchSchema {
     public static let methods: [MethodDescription] = [
         MethodDescription(descriptor: MatchService.Method.match, requestType: MatchRequest.self, responseType: MatchResponse.self, doc: "Whether one hash is in the advertiser's current list. NOT_FOUND for an\nadvertiser with no published list, INVALID_ARGUMENT for a hash that is\nnot 16 bytes."),
         MethodDescription(descriptor: MatchService.Method.matchMany, requestType: MatchManyRequest.self, responseType: MatchManyResponse.self, doc: "The same question for a batch of hashes, answered from one version."),
+        MethodDescription(descriptor: MatchService.Method.matchAdvertisers, requestType: MatchAdvertisersRequest.self, responseType: MatchAdvertisersResponse.self, doc: "One hash against many advertisers' lists, each answered from its\nlive version; advertisers with no list are reported, not an error."),
     ]
 }

@@ -29,7 +29,7 @@ from .errors import (
     UnavailableError,
     UnimplementedError,
 )
-from .results import MatchManyResult, MatchResult
+from .results import MatchAdvertisersResult, MatchManyResult, MatchResult
 from .sync import Client
 from .tier import AsyncTierClient, Route, TierClient
 
@@ -45,6 +45,7 @@ __all__ = [
     "FailedPreconditionError",
     "InternalError",
     "InvalidArgumentError",
+    "MatchAdvertisersResult",
     "MatchManyResult",
     "MatchResult",
     "NotFoundError",

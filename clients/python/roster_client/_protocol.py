@@ -29,6 +29,7 @@ DEFAULT_MAX_FRAME = 4 * 1024 * 1024
 # Method ids: service id << 16 | method number (schema/*.rdl).
 MATCH = 0x0001_0001
 MATCH_MANY = 0x0001_0002
+MATCH_ADVERTISERS = 0x0001_0003
 TIER_PLACEMENT = 0x0006_0002
 
 Metadata = Sequence[Tuple[str, str]]
@@ -228,6 +229,13 @@ def encode_string_bytes(field: int, value: bytes) -> bytes:
 def match_request(advertiser: bytes, key: bytes) -> bytes:
     """``MatchRequest{advertiser_id, hash}`` as protoc's encoders write it."""
     return encode_string_bytes(1, advertiser) + encode_string_bytes(2, key)
+
+
+def match_advertisers_request(key: bytes, advertisers: Sequence[str]) -> bytes:
+    """``MatchAdvertisersRequest{hash, advertiser_ids}``, by protoc's classes."""
+    from ._proto import match_pb2
+
+    return match_pb2.MatchAdvertisersRequest(hash=key, advertiser_ids=list(advertisers)).SerializeToString()
 
 
 def decode_fields(data: bytes) -> dict:

@@ -27,7 +27,7 @@ from .errors import (
     UnavailableError,
     error_for,
 )
-from .results import MatchManyResult, MatchResult
+from .results import MatchAdvertisersResult, MatchManyResult, MatchResult
 from .sync import DEFAULT_ADDRESS, HashLike, client_metadata, prepare_ssl, split_address
 
 
@@ -295,6 +295,16 @@ class AsyncClient:
         packed = wire.pack_hashes(hashes)
         message = wire.encode_string_bytes(1, advertiser.encode()) + wire.encode_string_bytes(2, packed)
         return MatchManyResult.decode(await self.call(wire.MATCH_MANY, message, timeout=timeout, idempotent=True))
+
+    async def match_advertisers(self, hash: HashLike, advertisers: Sequence[str], *,
+                          timeout: Optional[float] = None) -> MatchAdvertisersResult:
+        """One hash against many advertisers' lists (one ``MatchAdvertisers``,
+        at most 10,000): each answered in order, None for an advertiser the
+        server serves no list of."""
+        advertisers = list(advertisers)
+        body = await self.call(wire.MATCH_ADVERTISERS, wire.match_advertisers_request(wire.as_hash(hash), advertisers),
+                              timeout=timeout, idempotent=True)
+        return MatchAdvertisersResult.decode(advertisers, body)
 
     async def membership(self, advertiser: str, hashes: Iterable[HashLike], *, batch_size: int = 1000,
                          in_flight: int = 4, timeout: Optional[float] = None) -> AsyncIterator[bool]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List
+from typing import Dict, Iterator, List, Optional, Sequence
 
 from ._protocol import decode_fields
 
@@ -61,3 +61,52 @@ class MatchManyResult:
     def decode(cls, body: bytes) -> "MatchManyResult":
         fields = decode_fields(body)
         return cls(bytes(fields.get(1, b"")), fields.get(2, 0), fields.get(3, 0), fields.get(4, 0))
+
+
+@dataclass(frozen=True)
+class MatchAdvertisersResult:
+    """One hash's answer from many advertisers' lists, in the order asked.
+
+    ``result[i]`` is True or False, or None for an advertiser the server
+    serves no list of; ``as_dict()`` maps each advertiser to the same.
+    """
+
+    advertisers: Sequence[str]
+    bitmap: bytes
+    #: The version that answered each advertiser; 0: no list.
+    versions: Sequence[int]
+
+    def __len__(self) -> int:
+        return len(self.advertisers)
+
+    def __getitem__(self, i: int) -> Optional[bool]:
+        if self.versions[i] == 0:
+            return None
+        if i < 0:
+            i += len(self.advertisers)
+        return bool(self.bitmap[i >> 3] >> (i & 7) & 1)
+
+    def __iter__(self) -> Iterator[Optional[bool]]:
+        for i in range(len(self.advertisers)):
+            yield self[i]
+
+    def as_dict(self) -> Dict[str, Optional[bool]]:
+        return dict(zip(self.advertisers, self))
+
+    @property
+    def members(self) -> List[str]:
+        """The advertisers whose lists hold the hash."""
+        return [a for a, answer in zip(self.advertisers, self) if answer]
+
+    @property
+    def unknown(self) -> List[str]:
+        """The advertisers asked that have no list on the server."""
+        return [a for a, v in zip(self.advertisers, self.versions) if v == 0]
+
+    @classmethod
+    def decode(cls, advertisers: Sequence[str], body: bytes) -> "MatchAdvertisersResult":
+        from ._proto import match_pb2
+
+        response = match_pb2.MatchAdvertisersResponse.FromString(body)
+        versions = list(response.versions) + [0] * (len(advertisers) - len(response.versions))
+        return cls(list(advertisers), bytes(response.matched), versions)

@@ -25,7 +25,7 @@ from .errors import (
     UnavailableError,
     error_for,
 )
-from .results import MatchManyResult, MatchResult
+from .results import MatchAdvertisersResult, MatchManyResult, MatchResult
 
 HashLike = Union[bytes, bytearray, memoryview, str]
 DEFAULT_ADDRESS = "127.0.0.1:7401"
@@ -256,6 +256,16 @@ class Client:
         packed = wire.pack_hashes(hashes)
         message = wire.encode_string_bytes(1, advertiser.encode()) + wire.encode_string_bytes(2, packed)
         return MatchManyResult.decode(self.call(wire.MATCH_MANY, message, timeout=timeout, idempotent=True))
+
+    def match_advertisers(self, hash: HashLike, advertisers: Sequence[str], *,
+                          timeout: Optional[float] = None) -> MatchAdvertisersResult:
+        """One hash against many advertisers' lists (one ``MatchAdvertisers``,
+        at most 10,000): each answered in order, None for an advertiser the
+        server serves no list of."""
+        advertisers = list(advertisers)
+        body = self.call(wire.MATCH_ADVERTISERS, wire.match_advertisers_request(wire.as_hash(hash), advertisers),
+                              timeout=timeout, idempotent=True)
+        return MatchAdvertisersResult.decode(advertisers, body)
 
     def match_each(self, advertiser: str, hashes: Iterable[HashLike], *, window: int = 256,
                    timeout: Optional[float] = None) -> List[bool]:

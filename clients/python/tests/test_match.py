@@ -62,6 +62,24 @@ def test_membership_streams_any_number_in_batches(dev):
     assert answers == [True] * 1_500 + [False] * 500
 
 
+def test_match_advertisers_answers_each_in_order(dev):
+    with Client(dev.address) as roster:
+        result = roster.match_advertisers(md5(MEMBERS[5]), ["acme", "ghost", "acme"])
+        assert list(result) == [True, None, True]
+        assert result.as_dict() == {"acme": True, "ghost": None}
+        assert result.members == ["acme", "acme"] and result.unknown == ["ghost"]
+        assert result.versions[0] >= 1 and result.versions[1] == 0
+        assert list(roster.match_advertisers(md5(STRANGERS[0]), ["acme"])) == [False]
+        with pytest.raises(InvalidArgumentError, match="exceed the limit"):
+            roster.match_advertisers(md5(MEMBERS[5]), ["acme"] * 10_001)
+
+    async def run():
+        async with AsyncClient(dev.address) as roster:
+            result = await roster.match_advertisers(md5(MEMBERS[5]).hex(), ["ghost", "acme"])
+            assert list(result) == [None, True]
+    asyncio.run(run())
+
+
 def test_errors_carry_their_status(dev):
     with Client(dev.address) as roster:
         with pytest.raises(NotFoundError) as missing:
