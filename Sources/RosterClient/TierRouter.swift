@@ -110,6 +110,135 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         }
     }
 
+    /// One hash against many advertisers' lists across the tier: the
+    /// advertisers are grouped by the server each is routed to, the groups
+    /// asked in parallel (one `MatchAdvertisers` each), and an advertiser
+    /// whose server fails, or no longer holds its list, goes to its next
+    /// holder, all within the one deadline. Answers in the order asked; nil
+    /// for an advertiser with no published list.
+    public func matchAdvertisers(hash: Data, advertisers: [String]) async throws -> [Bool?] {
+        let deadline = ContinuousClock.now + configuration.timeout
+        let distinct = Array(Set(advertisers))
+        var routes = try await self.routes(distinct)
+        var answers: [String: Bool?] = [:]
+        /// How many of its route's servers each advertiser has tried.
+        var tried: [String: Int] = [:]
+        var refreshed = false
+        var last: RPCError?
+        var pending = distinct
+        while !pending.isEmpty {
+            var groups: [String: [String]] = [:]
+            var exhausted: [String] = []
+            for advertiser in pending {
+                let route = ordered(routes[advertiser]!)
+                if route.version == 0 {
+                    answers[advertiser] = .some(nil)
+                    continue
+                }
+                let next = tried[advertiser, default: 0]
+                if next < route.addresses.count {
+                    groups[route.addresses[next], default: []].append(advertiser)
+                } else {
+                    exhausted.append(advertiser)
+                }
+            }
+            if groups.isEmpty {
+                guard !exhausted.isEmpty else { break }
+                guard !refreshed, ContinuousClock.now < deadline else {
+                    throw last ?? RPCError(.unavailable, "no match server holds the lists of \(exhausted.prefix(5).joined(separator: ", "))")
+                }
+                // Every listed server failed for these: ask where they are once more.
+                refreshed = true
+                for (advertiser, route) in try await self.routes(exhausted, refresh: true) {
+                    routes[advertiser] = route
+                    tried[advertiser] = 0
+                }
+                pending = exhausted
+                continue
+            }
+            let remaining = deadline - ContinuousClock.now
+            guard remaining > .zero else {
+                throw RPCError(.deadlineExceeded, "no match server answered for \(pending.count) advertisers in \(configuration.timeout)")
+            }
+            // Each group gets an even share of what is left for its most-tried member.
+            let token = configuration.token
+            let results = await withTaskGroup(of: (String, [String], Result<MatchAdvertisersResponse, RPCError>).self) { group in
+                for (address, members) in groups {
+                    let left = members.map { routes[$0]!.addresses.count - tried[$0, default: 0] }.max() ?? 1
+                    let client = self.client(address)
+                    group.addTask {
+                        do {
+                            let response = try await client.matchAdvertisers(MatchAdvertisersRequest(hash: hash, advertiserIDs: members),
+                                                                             options: CallOptions(timeout: remaining / max(1, left)).bearer(token))
+                            return (address, members, .success(response))
+                        } catch let error as RPCError {
+                            return (address, members, .failure(error))
+                        } catch {
+                            return (address, members, .failure(RPCError(.unavailable, "\(error)")))
+                        }
+                    }
+                }
+                var all: [(String, [String], Result<MatchAdvertisersResponse, RPCError>)] = []
+                for await result in group { all.append(result) }
+                return all
+            }
+            for (address, members, result) in results {
+                switch result {
+                case .success(let response):
+                    for (i, advertiser) in members.enumerated() {
+                        let version = i < response.versions.count ? response.versions[i] : 0
+                        if version == 0 || version < routes[advertiser]!.version {
+                            // It no longer holds the list, or holds an older one: the next holder.
+                            tried[advertiser, default: 0] += 1
+                            last = RPCError(.unavailable, "\(address) does not serve version \(routes[advertiser]!.version) of \(advertiser)")
+                            continue
+                        }
+                        if version > routes[advertiser]!.version { self.routes.withLock { _ = $0.removeValue(forKey: advertiser) } }
+                        answers[advertiser] = .some(response.matched[i >> 3] >> UInt8(i & 7) & 1 == 1)
+                    }
+                case .failure(let error):
+                    guard Self.tryNext(error.code) else { throw error }
+                    if error.code != .notFound { suspect([address]) }
+                    for advertiser in members { tried[advertiser, default: 0] += 1 }
+                    last = error
+                }
+            }
+            pending = pending.filter { answers[$0] == nil }
+        }
+        return advertisers.map { answers[$0] ?? nil }
+    }
+
+    /// The routes of many advertisers: from the cache, the others from the
+    /// coordinator in Placement calls of up to 1,000.
+    public func routes(_ advertisers: [String], refresh: Bool = false) async throws -> [String: Route] {
+        var out: [String: Route] = [:]
+        var missing: [String] = []
+        let now = ContinuousClock.now
+        routes.withLock { cache in
+            for advertiser in advertisers {
+                if !refresh, let cached = cache[advertiser], now < cached.until { out[advertiser] = cached.route } else { missing.append(advertiser) }
+            }
+        }
+        var start = 0
+        while start < missing.count {
+            let chunk = Array(missing[start..<min(missing.count, start + 1_000)])
+            start += chunk.count
+            placementCalls.add(1, ordering: .relaxed)
+            let response = try await coordinator.placement(PlacementRequest(advertiserIDs: chunk),
+                                                           options: CallOptions(timeout: configuration.timeout).bearer(configuration.token))
+            let until = ContinuousClock.now + configuration.placementLifetime
+            for placed in response.advertisers {
+                let route = Route(version: placed.version, addresses: placed.nodes.compactMap { index in
+                    Int(index) < response.nodes.count ? response.nodes[Int(index)].address : nil
+                })
+                out[placed.advertiserID] = route
+                routes.withLock { $0[placed.advertiserID] = (route, until) }
+            }
+        }
+        for advertiser in advertisers where out[advertiser] == nil { out[advertiser] = Route(version: 0, addresses: []) }
+        return out
+    }
+
     /// The servers for `advertiser`, from the cache or the coordinator.
     public func route(_ advertiser: String, refresh: Bool = false) async throws -> Route {
         if !refresh, let cached = routes.withLock({ $0[advertiser] }), ContinuousClock.now < cached.until { return cached.route }

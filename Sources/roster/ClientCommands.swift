@@ -365,7 +365,6 @@ struct MatchCommand: AsyncParsableCommand {
         }
         if advertisers != nil {
             guard file == nil else { throw ValidationError("--advertisers asks about one --hash or --email, not a --file") }
-            guard !tier else { throw ValidationError("--advertisers asks one match server (--match); the tier form is not built yet") }
         }
         if let hash, MemberHash(hex: hash) == nil {
             if hash.count == 32, let bad = hash.firstIndex(where: { !$0.isHexDigit }) {
@@ -442,15 +441,22 @@ struct MatchCommand: AsyncParsableCommand {
         }
         guard !ids.isEmpty else { throw CLIError("--advertisers names no advertiser") }
         let key = hash.flatMap { MemberHash(hex: $0) } ?? MemberHash(email: email ?? "")
-        let roster = MatchClient(host: client.match.host, port: client.match.port, token: client.token,
-                                 timeout: client.timeout, tls: try client.clientTLS())
         let answers: [Bool?]
-        do {
-            answers = try await userFacing("match failed") { try await roster.matchAdvertisers(hash: key, advertisers: ids) }
-            await roster.close()
-        } catch {
-            await roster.close()
-            throw error
+        if tier {
+            // Split by placement, the groups asked in parallel, failing over per advertiser.
+            answers = try await withTierClient(client) { router in
+                try await userFacing("match failed") { try await router.matchAdvertisers(hash: key.bytes, advertisers: ids) }
+            }
+        } else {
+            let roster = MatchClient(host: client.match.host, port: client.match.port, token: client.token,
+                                     timeout: client.timeout, tls: try client.clientTLS())
+            do {
+                answers = try await userFacing("match failed") { try await roster.matchAdvertisers(hash: key, advertisers: ids) }
+                await roster.close()
+            } catch {
+                await roster.close()
+                throw error
+            }
         }
         if json {
             let rows = zip(ids, answers).map { id, answer in

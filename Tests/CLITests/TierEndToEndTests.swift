@@ -40,6 +40,10 @@ final class TierEndToEndTests: ServicesTestCase {
         }
         try eventually(timeout: 60, "the list to be served by the tier") { try ask(members[499]) == 0 }
         XCTAssertEqual(try ask("stranger@example.com"), 3)
+        func askAcross(_ email: String) throws -> String {
+            try RosterBinary.run(["match", "--tier", "--coordinator", address, "--advertisers", "acme,ghost", "--email", email, "--timeout", "3"]).stdout
+        }
+        XCTAssertEqual(try askAcross(members[7]), "acme\tmember\nghost\tno list\n")
 
         // Which two nodes hold it, from the placement; kill the first.
         let placement = try RosterBinary.run(["call", "--coordinator", address, "Tier.Placement", #"{"advertiserIds": ["acme"]}"#])
@@ -53,6 +57,7 @@ final class TierEndToEndTests: ServicesTestCase {
         guard case .string(let victim)? = listed[firstIndex]["nodeId"] else { return XCTFail(placement.stdout) }
         XCTAssertEqual(nodes[victim]!.stop(SIGKILL), SIGKILL)
         // At once, before the coordinator notices: the other holder answers.
+        XCTAssertEqual(try askAcross(members[0]), "acme\tmember\nghost\tno list\n")
         XCTAssertEqual(try ask(members[0]), 0)
         XCTAssertEqual(try ask("stranger@example.com"), 3)
         // The coordinator sees it down and places the list on the third node.

@@ -95,6 +95,15 @@ final class TierTests: XCTestCase {
     /// through the router: no wrong answer, whatever the tier is doing.
     private func assertEveryAnswerIsRight(file: StaticString = #filePath, line: UInt = #line) async throws {
         let stranger = ReferenceParser.randomKeys(1, seed: 9_999)[0]
+        // First (so that a server that just died is met here, not already
+        // suspected by the calls below): one hash against every advertiser
+        // at once, split by placement.
+        let asked = advertisers + ["ghost", advertisers[0]]
+        for key in [stranger] + advertisers.prefix(4).map({ members[$0]![0] }) {
+            let answers = try await router.matchAdvertisers(hash: Data(key.bytes), advertisers: asked)
+            let expected = asked.map { advertiser -> Bool? in members[advertiser].map { $0.contains(key) } }
+            XCTAssertEqual(answers, expected, file: file, line: line)
+        }
         for advertiser in advertisers {
             for key in members[advertiser]!.prefix(5) {
                 let answer = try await router.match(advertiser: advertiser, hash: Data(key.bytes))
