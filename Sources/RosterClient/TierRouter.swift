@@ -121,8 +121,9 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         let distinct = Array(Set(advertisers))
         var routes = try await self.routes(distinct)
         var answers: [String: Bool?] = [:]
-        /// How many of its route's servers each advertiser has tried.
-        var tried: [String: Int] = [:]
+        /// The servers each advertiser has been asked of (and failed at):
+        /// a set, not a count, since suspicion reorders the route between rounds.
+        var tried: [String: Set<String>] = [:]
         var refreshed = false
         var last: RPCError?
         var pending = distinct
@@ -135,9 +136,8 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
                     answers[advertiser] = .some(nil)
                     continue
                 }
-                let next = tried[advertiser, default: 0]
-                if next < route.addresses.count {
-                    groups[route.addresses[next], default: []].append(advertiser)
+                if let next = route.addresses.first(where: { !(tried[advertiser]?.contains($0) ?? false) }) {
+                    groups[next, default: []].append(advertiser)
                 } else {
                     exhausted.append(advertiser)
                 }
@@ -151,7 +151,7 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
                 refreshed = true
                 for (advertiser, route) in try await self.routes(exhausted, refresh: true) {
                     routes[advertiser] = route
-                    tried[advertiser] = 0
+                    tried[advertiser] = []
                 }
                 pending = exhausted
                 continue
@@ -164,7 +164,7 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
             let token = configuration.token
             let results = await withTaskGroup(of: (String, [String], Result<MatchAdvertisersResponse, RPCError>).self) { group in
                 for (address, members) in groups {
-                    let left = members.map { routes[$0]!.addresses.count - tried[$0, default: 0] }.max() ?? 1
+                    let left = members.map { routes[$0]!.addresses.count - (tried[$0]?.count ?? 0) }.max() ?? 1
                     let client = self.client(address)
                     group.addTask {
                         do {
@@ -189,7 +189,7 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
                         let version = i < response.versions.count ? response.versions[i] : 0
                         if version == 0 || version < routes[advertiser]!.version {
                             // It no longer holds the list, or holds an older one: the next holder.
-                            tried[advertiser, default: 0] += 1
+                            tried[advertiser, default: []].insert(address)
                             last = RPCError(.unavailable, "\(address) does not serve version \(routes[advertiser]!.version) of \(advertiser)")
                             continue
                         }
@@ -199,7 +199,7 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
                 case .failure(let error):
                     guard Self.tryNext(error.code) else { throw error }
                     if error.code != .notFound { suspect([address]) }
-                    for advertiser in members { tried[advertiser, default: 0] += 1 }
+                    for advertiser in members { tried[advertiser, default: []].insert(address) }
                     last = error
                 }
             }
