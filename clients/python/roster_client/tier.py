@@ -31,7 +31,7 @@ from .errors import (
     StatusCode,
     UnavailableError,
 )
-from .results import MatchManyResult, MatchResult
+from .results import MatchAdvertisersResult, MatchManyResult, MatchResult
 from .sync import Client, HashLike
 
 T = TypeVar("T")
@@ -70,23 +70,79 @@ class _Router:
         route = self.routes.get(advertiser)
         return route if route is not None and route.expires > now else None
 
-    def learn(self, advertiser: str, answer: bytes, now: float) -> Route:
+    def learn_many(self, answer: bytes, now: float) -> Dict[str, Route]:
+        """Every advertiser of a Placement answer (version 0: no list), cached."""
         self.placement_calls += 1
         placement = tier_pb2.PlacementResponse.FromString(answer)
-        if not placement.advertisers:
+        out: Dict[str, Route] = {}
+        for entry in placement.advertisers:
+            holders = [placement.nodes[i] for i in entry.nodes if i < len(placement.nodes)]
+            # Holders the coordinator has not heard from lately go last.
+            healthy = [n.address for n in holders if n.healthy]
+            addresses = healthy + [n.address for n in holders if not n.healthy]
+            route = Route(entry.advertiser_id, entry.version, addresses, now + self.placement_lifetime, healthy)
+            self.routes[entry.advertiser_id] = route
+            out[entry.advertiser_id] = route
+        return out
+
+    def learn(self, advertiser: str, answer: bytes, now: float) -> Route:
+        route = self.learn_many(answer, now).get(advertiser)
+        if route is None:
             raise UnavailableError(f"the coordinator placed no advertiser (asked about '{advertiser}')")
-        entry = placement.advertisers[0]
-        holders = [placement.nodes[i] for i in entry.nodes if i < len(placement.nodes)]
-        if entry.version == 0:
+        if route.version == 0:
+            self.routes.pop(advertiser, None)
             raise NotFoundError(f"advertiser '{advertiser}' has no published list")
-        if not holders:
-            raise UnavailableError(f"no server of the tier holds version {entry.version} of '{advertiser}' now")
-        # Holders the coordinator has not heard from lately go last.
-        healthy = [n.address for n in holders if n.healthy]
-        addresses = healthy + [n.address for n in holders if not n.healthy]
-        route = Route(advertiser, entry.version, addresses, now + self.placement_lifetime, healthy)
-        self.routes[advertiser] = route
+        if not route.addresses:
+            raise UnavailableError(f"no server of the tier holds version {route.version} of '{advertiser}' now")
         return route
+
+    @staticmethod
+    def placement_many(advertisers: Sequence[str]) -> bytes:
+        return tier_pb2.PlacementRequest(advertiser_ids=list(advertisers)).SerializeToString()
+
+    def plan(self, pending: Sequence[str], routes: Dict[str, Route], tried: Dict[str, set], now: float,
+             answers: Dict[str, Optional[bool]]) -> Tuple[Dict[str, List[str]], List[str]]:
+        """The next round of a MatchAdvertisers across the tier: each pending
+        advertiser's next untried holder (groups by server), and those with
+        none left. Advertisers with no list are answered None here."""
+        groups: Dict[str, List[str]] = {}
+        exhausted: List[str] = []
+        for advertiser in pending:
+            route = routes[advertiser]
+            if route.version == 0:
+                answers[advertiser] = None
+                continue
+            asked = tried.setdefault(advertiser, set())
+            following = next((a for a in self.ordered(route, now) if a not in asked), None)
+            if following is None:
+                exhausted.append(advertiser)
+            else:
+                groups.setdefault(following, []).append(advertiser)
+        return groups, exhausted
+
+    def settle(self, address: str, members: List[str], result: "Union[MatchAdvertisersResult, RosterError]",
+               routes: Dict[str, Route], tried: Dict[str, set], answers: Dict[str, Optional[bool]], now: float) -> Optional[RosterError]:
+        """Takes one group's answer: each advertiser answered, or sent on to
+        its next holder. Returns the error to report if none answers."""
+        if isinstance(result, RosterError):
+            if result.code not in TRY_NEXT:
+                raise result
+            if result.code != StatusCode.NOT_FOUND:
+                self.failed(address, now)
+            for advertiser in members:
+                tried[advertiser].add(address)
+            return result
+        last: Optional[RosterError] = None
+        for i, advertiser in enumerate(members):
+            version = result.versions[i]
+            if version == 0 or version < routes[advertiser].version:
+                tried[advertiser].add(address)  # it no longer holds the list (or an older one)
+                last = UnavailableError(f"{address} does not serve version {routes[advertiser].version} of {advertiser}")
+                continue
+            if version > routes[advertiser].version:
+                self.routes.pop(advertiser, None)
+            answers[advertiser] = result[i]
+        return last
 
     def ordered(self, route: Route, now: float) -> List[str]:
         """Servers that failed lately go last, in their order."""
@@ -203,6 +259,87 @@ class TierClient:
         packed = wire.pack_hashes(hashes)
         return self._call(advertiser, timeout, lambda c, t: c.match_many(advertiser, packed, timeout=t), lambda r: r.version)
 
+    def routes(self, advertisers: Sequence[str], *, refresh: bool = False, timeout: Optional[float] = None) -> Dict[str, Route]:
+        """The routes of many advertisers: cached ones, the rest asked of the
+        coordinator up to 1,000 at a time (version 0: no list)."""
+        now = time.monotonic()
+        out: Dict[str, Route] = {}
+        missing = []
+        for advertiser in advertisers:
+            cached = None if refresh else self._router.cached(advertiser, now)
+            if cached is None:
+                missing.append(advertiser)
+            else:
+                out[advertiser] = cached
+        seconds = self.timeout if timeout is None else timeout
+        for start in range(0, len(missing), 1_000):
+            chunk = missing[start:start + 1_000]
+            last: Optional[RosterError] = None
+            for coordinator in self._coordinators:
+                try:
+                    answer = coordinator.call(wire.TIER_PLACEMENT, _Router.placement_many(chunk), timeout=seconds)
+                    out.update(self._router.learn_many(answer, time.monotonic()))
+                    break
+                except (UnavailableError, DeadlineExceededError) as error:
+                    last = error
+            else:
+                assert last is not None
+                raise last
+        for advertiser in advertisers:
+            out.setdefault(advertiser, Route(advertiser, 0, [], 0.0, []))
+        return out
+
+    def match_advertisers(self, hash: HashLike, advertisers: Sequence[str], *,
+                          timeout: Optional[float] = None) -> MatchAdvertisersResult:
+        """One hash against many advertisers across the tier: grouped by the
+        server each is placed on, one ``MatchAdvertisers`` per group, and an
+        advertiser whose server fails or lacks its list asked of its next
+        holder, within the one deadline. The groups are asked one after the
+        other here; ``AsyncTierClient`` asks them in parallel."""
+        key = wire.as_hash(hash)
+        advertisers = list(advertisers)
+        seconds = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + seconds
+        distinct = list(dict.fromkeys(advertisers))
+        routes = self.routes(distinct, timeout=seconds)
+        answers: Dict[str, Optional[bool]] = {}
+        tried: Dict[str, set] = {}
+        refreshed = False
+        last: Optional[RosterError] = None
+        pending = distinct
+        while pending:
+            groups, exhausted = self._router.plan(pending, routes, tried, time.monotonic(), answers)
+            if not groups:
+                if not exhausted:
+                    break
+                if refreshed or time.monotonic() >= deadline:
+                    raise last or UnavailableError(f"no server holds the lists of {', '.join(exhausted[:5])}")
+                refreshed = True
+                routes.update(self.routes(exhausted, refresh=True, timeout=max(0.001, deadline - time.monotonic())))
+                for advertiser in exhausted:
+                    tried[advertiser] = set()
+                pending = exhausted
+                continue
+            for address, members in groups.items():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DeadlineExceededError(f"no server answered for {len(pending)} advertisers within {seconds:g} s")
+                try:
+                    result: Union[MatchAdvertisersResult, RosterError] = self._server(address).match_advertisers(
+                        key, members, timeout=remaining / max(1, len(groups)))
+                except RosterError as error:
+                    result = error
+                last = self._router.settle(address, members, result, routes, tried, answers, time.monotonic()) or last
+            pending = [a for a in pending if a not in answers]
+        bits = bytearray((len(advertisers) + 7) // 8)
+        versions = []
+        for i, advertiser in enumerate(advertisers):
+            answer = answers.get(advertiser)
+            if answer:
+                bits[i >> 3] |= 1 << (i & 7)
+            versions.append(routes[advertiser].version if answer is not None else 0)
+        return MatchAdvertisersResult(advertisers, bytes(bits), versions)
+
 
 class AsyncTierClient:
     """The asyncio form of :class:`TierClient`, with the same options."""
@@ -287,3 +424,84 @@ class AsyncTierClient:
         packed = wire.pack_hashes(hashes)
         return await self._call(advertiser, timeout, lambda c, t: c.match_many(advertiser, packed, timeout=t),
                                 lambda r: r.version)
+
+    async def routes(self, advertisers: Sequence[str], *, refresh: bool = False,
+                     timeout: Optional[float] = None) -> Dict[str, Route]:
+        """As :meth:`TierClient.routes`."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        out: Dict[str, Route] = {}
+        missing = []
+        for advertiser in advertisers:
+            cached = None if refresh else self._router.cached(advertiser, now)
+            if cached is None:
+                missing.append(advertiser)
+            else:
+                out[advertiser] = cached
+        seconds = self.timeout if timeout is None else timeout
+        for start in range(0, len(missing), 1_000):
+            chunk = missing[start:start + 1_000]
+            last: Optional[RosterError] = None
+            for coordinator in self._coordinators:
+                try:
+                    answer = await coordinator.call(wire.TIER_PLACEMENT, _Router.placement_many(chunk), timeout=seconds)
+                    out.update(self._router.learn_many(answer, loop.time()))
+                    break
+                except (UnavailableError, DeadlineExceededError) as error:
+                    last = error
+            else:
+                assert last is not None
+                raise last
+        for advertiser in advertisers:
+            out.setdefault(advertiser, Route(advertiser, 0, [], 0.0, []))
+        return out
+
+    async def match_advertisers(self, hash: HashLike, advertisers: Sequence[str], *,
+                                timeout: Optional[float] = None) -> MatchAdvertisersResult:
+        """As :meth:`TierClient.match_advertisers`, the groups asked in parallel."""
+        loop = asyncio.get_running_loop()
+        key = wire.as_hash(hash)
+        advertisers = list(advertisers)
+        seconds = self.timeout if timeout is None else timeout
+        deadline = loop.time() + seconds
+        distinct = list(dict.fromkeys(advertisers))
+        routes = await self.routes(distinct, timeout=seconds)
+        answers: Dict[str, Optional[bool]] = {}
+        tried: Dict[str, set] = {}
+        refreshed = False
+        last: Optional[RosterError] = None
+        pending = distinct
+        while pending:
+            groups, exhausted = self._router.plan(pending, routes, tried, loop.time(), answers)
+            if not groups:
+                if not exhausted:
+                    break
+                if refreshed or loop.time() >= deadline:
+                    raise last or UnavailableError(f"no server holds the lists of {', '.join(exhausted[:5])}")
+                refreshed = True
+                routes.update(await self.routes(exhausted, refresh=True, timeout=max(0.001, deadline - loop.time())))
+                for advertiser in exhausted:
+                    tried[advertiser] = set()
+                pending = exhausted
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise DeadlineExceededError(f"no server answered for {len(pending)} advertisers within {seconds:g} s")
+
+            async def ask(address: str, members: List[str]):
+                try:
+                    return await self._server(address).match_advertisers(key, members, timeout=remaining)
+                except RosterError as error:
+                    return error
+            results = await asyncio.gather(*(ask(a, m) for a, m in groups.items()))
+            for (address, members), result in zip(groups.items(), results):
+                last = self._router.settle(address, members, result, routes, tried, answers, loop.time()) or last
+            pending = [a for a in pending if a not in answers]
+        bits = bytearray((len(advertisers) + 7) // 8)
+        versions = []
+        for i, advertiser in enumerate(advertisers):
+            answer = answers.get(advertiser)
+            if answer:
+                bits[i >> 3] |= 1 << (i & 7)
+            versions.append(routes[advertiser].version if answer is not None else 0)
+        return MatchAdvertisersResult(advertisers, bytes(bits), versions)

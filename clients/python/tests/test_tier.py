@@ -69,6 +69,9 @@ def test_a_tier_serves_through_a_drain_and_a_death(tier):
         assert many.to_list() == [True] * 10 + [False] * 10
         with pytest.raises(NotFoundError):
             sync_client.match("ghost", md5("a@example.com"))
+        across = sync_client.match_advertisers(md5(MEMBERS[3]), ["acme", "ghost", "acme"])
+        assert list(across) == [True, None, True]
+        assert list(sync_client.match_advertisers(md5("nobody@example.com"), ["acme"])) == [False]
         calls_before = sync_client.placement_calls
         for e in MEMBERS[:20]:
             assert sync_client.match("acme", md5(e)).matched
@@ -105,6 +108,16 @@ def test_a_tier_serves_through_a_drain_and_a_death(tier):
             running = asyncio.ensure_future(load(client, 2.5))
             await asyncio.sleep(0.5)
             nodes[holders[0]].process.send_signal(signal.SIGKILL)
+            # At once, a new client (whose placement still lists the dead
+            # holder first): one hash across advertisers fails over too.
+            fresh = AsyncTierClient(address, timeout=3)
+            try:
+                assert (await fresh.route("acme")).addresses[0] == holders[0]
+                across = await fresh.match_advertisers(md5(MEMBERS[9]), ["ghost", "acme"])
+                assert list(across) == [None, True]
+                assert list(await fresh.match_advertisers(md5("nobody@example.com"), ["acme"])) == [False]
+            finally:
+                await fresh.close()
             killed = await running
             assert killed["wrong"] == 0 and killed["calls"] > 500, killed
 
