@@ -28,7 +28,7 @@ from .errors import (
     error_for,
 )
 from .results import MatchAdvertisersResult, MatchManyResult, MatchResult
-from .sync import DEFAULT_ADDRESS, HashLike, client_metadata, prepare_ssl, split_address
+from .sync import DEFAULT_ADDRESS, ClientOptions, HashLike, split_address
 
 
 class _AsyncConnection:
@@ -195,7 +195,7 @@ class _AsyncConnection:
         self._close(None)
 
 
-class AsyncClient:
+class AsyncClient(ClientOptions):
     """An asyncio client of a match server's ``MatchService``.
 
     The same options as :class:`roster_client.Client`; many calls may be
@@ -205,17 +205,8 @@ class AsyncClient:
             answers = await asyncio.gather(*(roster.match("acme", h) for h in hashes))
     """
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, token: Optional[str] = None,
-                 ssl_context: Optional[_ssl.SSLContext] = None, server_hostname: Optional[str] = None,
-                 timeout: float = 5.0, connect_timeout: float = 5.0, max_attempts: int = 3,
-                 metadata: Sequence[Tuple[str, str]] = ()) -> None:
-        self.address = address
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.max_attempts = max(1, max_attempts)
-        self._ssl = prepare_ssl(ssl_context)
-        self._server_hostname = server_hostname
-        self._metadata = client_metadata(token, metadata)
+    def __init__(self, address: str = DEFAULT_ADDRESS, **options) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(address, **options)
         self._connection: Optional[_AsyncConnection] = None
         self._opening: Optional["asyncio.Future[_AsyncConnection]"] = None
 

@@ -159,18 +159,8 @@ class _Connection:
         return response
 
 
-class Client:
-    """A synchronous client of a match server's ``MatchService``.
-
-    ``address`` is ``host:port``. ``token`` is sent as ``authorization:
-    Bearer <token>``. ``ssl_context`` turns on TLS (with a client certificate
-    loaded into it: mutual TLS); ``server_hostname`` names the host to check
-    the certificate against when it is not the one connected to. ``timeout``
-    is each call's deadline in seconds: sent to the server and kept here. A
-    call refused unprocessed by a draining server is sent again on a new
-    connection, and so (being read-only) is a match call whose connection
-    dropped, within its deadline.
-    """
+class ClientOptions:
+    """What both clients are configured with (see :class:`Client`)."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, *, token: Optional[str] = None,
                  ssl_context: Optional[_ssl.SSLContext] = None, server_hostname: Optional[str] = None,
@@ -183,6 +173,23 @@ class Client:
         self._ssl = prepare_ssl(ssl_context)
         self._server_hostname = server_hostname
         self._metadata = client_metadata(token, metadata)
+
+
+class Client(ClientOptions):
+    """A synchronous client of a match server's ``MatchService``.
+
+    ``address`` is ``host:port``. ``token`` is sent as ``authorization:
+    Bearer <token>``. ``ssl_context`` turns on TLS (with a client certificate
+    loaded into it: mutual TLS); ``server_hostname`` names the host to check
+    the certificate against when it is not the one connected to. ``timeout``
+    is each call's deadline in seconds: sent to the server and kept here. A
+    call refused unprocessed by a draining server is sent again on a new
+    connection, and so (being read-only) is a match call whose connection
+    dropped, within its deadline.
+    """
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, **options) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(address, **options)
         self._connection: Optional[_Connection] = None
 
     # MARK: lifecycle

@@ -96,6 +96,36 @@ class _Router:
             raise UnavailableError(f"no server of the tier holds version {route.version} of '{advertiser}' now")
         return route
 
+    def split_cached(self, advertisers: Sequence[str], refresh: bool, now: float) -> Tuple[Dict[str, Route], List[str]]:
+        """The cached routes of ``advertisers``, and the ones to ask for."""
+        out: Dict[str, Route] = {}
+        missing: List[str] = []
+        for advertiser in advertisers:
+            cached = None if refresh else self.cached(advertiser, now)
+            if cached is None:
+                missing.append(advertiser)
+            else:
+                out[advertiser] = cached
+        return out, missing
+
+    @staticmethod
+    def no_list(advertisers: Sequence[str], out: Dict[str, Route]) -> Dict[str, Route]:
+        for advertiser in advertisers:
+            out.setdefault(advertiser, Route(advertiser, 0, [], 0.0, []))
+        return out
+
+    @staticmethod
+    def result(advertisers: List[str], answers: Dict[str, Optional[bool]], routes: Dict[str, Route]) -> MatchAdvertisersResult:
+        """The answers, in the order asked (repeats included)."""
+        bits = bytearray((len(advertisers) + 7) // 8)
+        versions = []
+        for i, advertiser in enumerate(advertisers):
+            answer = answers.get(advertiser)
+            if answer:
+                bits[i >> 3] |= 1 << (i & 7)
+            versions.append(routes[advertiser].version if answer is not None else 0)
+        return MatchAdvertisersResult(advertisers, bytes(bits), versions)
+
     @staticmethod
     def placement_many(advertisers: Sequence[str]) -> bytes:
         return tier_pb2.PlacementRequest(advertiser_ids=list(advertisers)).SerializeToString()
@@ -262,15 +292,7 @@ class TierClient:
     def routes(self, advertisers: Sequence[str], *, refresh: bool = False, timeout: Optional[float] = None) -> Dict[str, Route]:
         """The routes of many advertisers: cached ones, the rest asked of the
         coordinator up to 1,000 at a time (version 0: no list)."""
-        now = time.monotonic()
-        out: Dict[str, Route] = {}
-        missing = []
-        for advertiser in advertisers:
-            cached = None if refresh else self._router.cached(advertiser, now)
-            if cached is None:
-                missing.append(advertiser)
-            else:
-                out[advertiser] = cached
+        out, missing = self._router.split_cached(advertisers, refresh, time.monotonic())
         seconds = self.timeout if timeout is None else timeout
         for start in range(0, len(missing), 1_000):
             chunk = missing[start:start + 1_000]
@@ -285,9 +307,7 @@ class TierClient:
             else:
                 assert last is not None
                 raise last
-        for advertiser in advertisers:
-            out.setdefault(advertiser, Route(advertiser, 0, [], 0.0, []))
-        return out
+        return self._router.no_list(advertisers, out)
 
     def match_advertisers(self, hash: HashLike, advertisers: Sequence[str], *,
                           timeout: Optional[float] = None) -> MatchAdvertisersResult:
@@ -331,14 +351,7 @@ class TierClient:
                     result = error
                 last = self._router.settle(address, members, result, routes, tried, answers, time.monotonic()) or last
             pending = [a for a in pending if a not in answers]
-        bits = bytearray((len(advertisers) + 7) // 8)
-        versions = []
-        for i, advertiser in enumerate(advertisers):
-            answer = answers.get(advertiser)
-            if answer:
-                bits[i >> 3] |= 1 << (i & 7)
-            versions.append(routes[advertiser].version if answer is not None else 0)
-        return MatchAdvertisersResult(advertisers, bytes(bits), versions)
+        return self._router.result(advertisers, answers, routes)
 
 
 class AsyncTierClient:
@@ -429,15 +442,7 @@ class AsyncTierClient:
                      timeout: Optional[float] = None) -> Dict[str, Route]:
         """As :meth:`TierClient.routes`."""
         loop = asyncio.get_running_loop()
-        now = loop.time()
-        out: Dict[str, Route] = {}
-        missing = []
-        for advertiser in advertisers:
-            cached = None if refresh else self._router.cached(advertiser, now)
-            if cached is None:
-                missing.append(advertiser)
-            else:
-                out[advertiser] = cached
+        out, missing = self._router.split_cached(advertisers, refresh, loop.time())
         seconds = self.timeout if timeout is None else timeout
         for start in range(0, len(missing), 1_000):
             chunk = missing[start:start + 1_000]
@@ -452,9 +457,7 @@ class AsyncTierClient:
             else:
                 assert last is not None
                 raise last
-        for advertiser in advertisers:
-            out.setdefault(advertiser, Route(advertiser, 0, [], 0.0, []))
-        return out
+        return self._router.no_list(advertisers, out)
 
     async def match_advertisers(self, hash: HashLike, advertisers: Sequence[str], *,
                                 timeout: Optional[float] = None) -> MatchAdvertisersResult:
@@ -497,11 +500,4 @@ class AsyncTierClient:
             for (address, members), result in zip(groups.items(), results):
                 last = self._router.settle(address, members, result, routes, tried, answers, loop.time()) or last
             pending = [a for a in pending if a not in answers]
-        bits = bytearray((len(advertisers) + 7) // 8)
-        versions = []
-        for i, advertiser in enumerate(advertisers):
-            answer = answers.get(advertiser)
-            if answer:
-                bits[i >> 3] |= 1 << (i & 7)
-            versions.append(routes[advertiser].version if answer is not None else 0)
-        return MatchAdvertisersResult(advertisers, bytes(bits), versions)
+        return self._router.result(advertisers, answers, routes)
