@@ -24,7 +24,7 @@ RULES=(
   "RosterInProcess:Sources/RosterInProcess:RosterRPC RosterServerCore Logging"
   "RosterServer:Sources/RosterServer:RosterRPC RosterServerCore RosterTransport RosterTLS NIOSSL NIOCore NIOPosix Logging CoreMetrics Metrics ServiceLifecycle"
   "RosterMetrics:Sources/RosterMetrics:RosterTLS NIOSSL CoreMetrics Prometheus NIOCore NIOPosix NIOHTTP1 ServiceLifecycle"
-  "SegmentStore:Sources/SegmentStore:"
+  "SegmentStore:Sources/SegmentStore:CPrefetch"
   "DataLake:Sources/DataLake:"
   "HexDigits:Sources/HexDigits:"
   "Placement:Sources/Placement:"
