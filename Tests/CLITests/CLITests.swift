@@ -734,7 +734,7 @@ final class CLITests: ServicesTestCase {
         XCTAssertTrue(extra.stderr.hasPrefix("Error: unknown option '--hsh' (did you mean '--hash'?)"), extra.stderr)
         let missing = try RosterBinary.run(["match", "--hash", String(repeating: "0", count: 32)])
         XCTAssertEqual(missing.status, 64)
-        XCTAssertEqual(missing.stderr, "Error: Missing expected argument '--advertiser <advertiser>' (see 'roster match --help')\n")
+        XCTAssertEqual(missing.stderr, "Error: give exactly one of --advertiser or --advertisers (see 'roster match --help')\n")
         let typo = try RosterBinary.run(["stauts"])
         XCTAssertEqual(typo.status, 64)
         XCTAssertEqual(typo.stderr, "Error: unknown command 'stauts' (did you mean 'status'?) (see 'roster --help')\n")
