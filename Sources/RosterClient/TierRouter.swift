@@ -226,14 +226,7 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
             placementCalls.add(1, ordering: .relaxed)
             let response = try await coordinator.placement(PlacementRequest(advertiserIDs: chunk),
                                                            options: CallOptions(timeout: configuration.timeout).bearer(configuration.token))
-            let until = ContinuousClock.now + configuration.placementLifetime
-            for placed in response.advertisers {
-                let route = Route(version: placed.version, addresses: placed.nodes.compactMap { index in
-                    Int(index) < response.nodes.count ? response.nodes[Int(index)].address : nil
-                })
-                out[placed.advertiserID] = route
-                routes.withLock { $0[placed.advertiserID] = (route, until) }
-            }
+            for (advertiser, route) in learn(response) { out[advertiser] = route }
         }
         for advertiser in advertisers where out[advertiser] == nil { out[advertiser] = Route(version: 0, addresses: []) }
         return out
@@ -245,12 +238,20 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         placementCalls.add(1, ordering: .relaxed)
         let response = try await coordinator.placement(PlacementRequest(advertiserIDs: [advertiser]),
                                                        options: CallOptions(timeout: configuration.timeout).bearer(configuration.token))
-        guard let placed = response.advertisers.first else { throw RPCError(.internal, "the coordinator placed no advertiser") }
-        let route = Route(version: placed.version, addresses: placed.nodes.compactMap { index in
-            Int(index) < response.nodes.count ? response.nodes[Int(index)].address : nil
-        })
-        routes.withLock { $0[advertiser] = (route, ContinuousClock.now + configuration.placementLifetime) }
+        guard let route = learn(response).first?.route else { throw RPCError(.internal, "the coordinator placed no advertiser") }
         return route
+    }
+
+    /// The routes a Placement answer gives, in its order, cached.
+    private func learn(_ response: PlacementResponse) -> [(advertiser: String, route: Route)] {
+        let until = ContinuousClock.now + configuration.placementLifetime
+        let learned = response.advertisers.map { placed in
+            (placed.advertiserID, Route(version: placed.version, addresses: placed.nodes.compactMap { index in
+                Int(index) < response.nodes.count ? response.nodes[Int(index)].address : nil
+            }))
+        }
+        routes.withLock { cache in for (advertiser, route) in learned { cache[advertiser] = (route, until) } }
+        return learned
     }
 
     private func client(_ address: String) -> MatchService.Client<NodeTransport> {

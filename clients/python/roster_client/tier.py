@@ -203,10 +203,11 @@ def _addresses(value: Union[str, Sequence[str]]) -> List[str]:
     return out
 
 
-class TierClient:
-    """A synchronous client of a tier. ``coordinators``: ``"a:7400,b:7400"``
-    (the leader among them answers placement); ``token``: the application's
-    client token, used for both the coordinator and the match servers."""
+class _TierOptions:
+    """What both tier clients are configured with: the coordinators, each
+    match server's client (made on first use), and the routing state."""
+
+    client_type: type = Client
 
     def __init__(self, coordinators: Union[str, Sequence[str]], *, token: Optional[str] = None,
                  ssl_context: Optional[_ssl.SSLContext] = None, server_hostname: Optional[str] = None,
@@ -215,13 +216,25 @@ class TierClient:
         self.timeout = timeout
         self._options = dict(token=token, ssl_context=ssl_context, server_hostname=server_hostname,
                              connect_timeout=connect_timeout, max_attempts=1)
-        self._coordinators = [Client(a, **self._options) for a in _addresses(coordinators)]
-        self._servers: Dict[str, Client] = {}
+        self._coordinators = [self.client_type(a, **self._options) for a in _addresses(coordinators)]
+        self._servers: Dict[str, "Client | AsyncClient"] = {}
         self._router = _Router(placement_lifetime, suspicion)
 
     @property
     def placement_calls(self) -> int:
         return self._router.placement_calls
+
+    def _server(self, address: str):  # type: ignore[no-untyped-def]
+        client = self._servers.get(address)
+        if client is None:
+            client = self._servers[address] = self.client_type(address, **self._options)
+        return client
+
+
+class TierClient(_TierOptions):
+    """A synchronous client of a tier. ``coordinators``: ``"a:7400,b:7400"``
+    (the leader among them answers placement); ``token``: the application's
+    client token, used for both the coordinator and the match servers."""
 
     def __enter__(self) -> "TierClient":
         return self
@@ -249,12 +262,6 @@ class TierClient:
                 last = error  # not the leader, or down: the next one
         assert last is not None
         raise last
-
-    def _server(self, address: str) -> Client:
-        client = self._servers.get(address)
-        if client is None:
-            client = self._servers[address] = Client(address, **self._options)
-        return client
 
     def _call(self, advertiser: str, timeout: Optional[float], run: Callable[[Client, float], T],
               version: Callable[[T], int]) -> T:
@@ -354,23 +361,10 @@ class TierClient:
         return self._router.result(advertisers, answers, routes)
 
 
-class AsyncTierClient:
+class AsyncTierClient(_TierOptions):
     """The asyncio form of :class:`TierClient`, with the same options."""
 
-    def __init__(self, coordinators: Union[str, Sequence[str]], *, token: Optional[str] = None,
-                 ssl_context: Optional[_ssl.SSLContext] = None, server_hostname: Optional[str] = None,
-                 timeout: float = 5.0, connect_timeout: float = 2.0, placement_lifetime: float = 30.0,
-                 suspicion: float = 5.0) -> None:
-        self.timeout = timeout
-        self._options = dict(token=token, ssl_context=ssl_context, server_hostname=server_hostname,
-                             connect_timeout=connect_timeout, max_attempts=1)
-        self._coordinators = [AsyncClient(a, **self._options) for a in _addresses(coordinators)]
-        self._servers: Dict[str, AsyncClient] = {}
-        self._router = _Router(placement_lifetime, suspicion)
-
-    @property
-    def placement_calls(self) -> int:
-        return self._router.placement_calls
+    client_type = AsyncClient
 
     async def __aenter__(self) -> "AsyncTierClient":
         return self
@@ -397,12 +391,6 @@ class AsyncTierClient:
                 last = error
         assert last is not None
         raise last
-
-    def _server(self, address: str) -> AsyncClient:
-        client = self._servers.get(address)
-        if client is None:
-            client = self._servers[address] = AsyncClient(address, **self._options)
-        return client
 
     async def _call(self, advertiser: str, timeout: Optional[float], run, version):  # type: ignore[no-untyped-def]
         loop = asyncio.get_running_loop()
