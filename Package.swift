@@ -162,8 +162,12 @@ let package = Package(
         ]),
 
         // The client library: generated stubs, the transport, and a small
-        // membership client with email hashing.
-        .target(name: "RosterClient", dependencies: ["HexDigits", "RosterAPI", "RosterRPC", "RosterTransport", "RosterTLS"]),
+        // membership client with email hashing (SHA-256 from swift-crypto,
+        // whose BoringSSL the TLS transport builds anyway).
+        .target(name: "RosterClient", dependencies: [
+            "HexDigits", "RosterAPI", "RosterRPC", "RosterTransport", "RosterTLS",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // Open-loop load generation with HdrHistogram latencies (no coordinated omission).
         .target(name: "LoadHarness", dependencies: [
             "RosterRPC", "RosterTransport",

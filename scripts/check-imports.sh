@@ -37,7 +37,7 @@ RULES=(
   "IngestCoordinator:Sources/IngestCoordinator:RosterAPI RosterRPC DataLake HashParsing SegmentStore SQLDatabase SQLite Placement Logging Metrics ServiceLifecycle"
   "IngestWorker:Sources/IngestWorker:RosterAPI RosterRPC DataLake HashParsing SegmentStore Logging Metrics ServiceLifecycle"
   "LoadHarness:Sources/LoadHarness:RosterRPC RosterTransport NIOCore NIOPosix Histogram"
-  "RosterClient:Sources/RosterClient:HexDigits RosterAPI RosterRPC RosterTLS RosterTransport"
+  "RosterClient:Sources/RosterClient:HexDigits RosterAPI RosterRPC RosterTLS RosterTransport Crypto"
   "roster:Sources/roster:ArgumentParser DataLake HashParsing HexDigits IngestCoordinator ObjectStorage PostgresSQL IngestWorker LoadHarness Logging MatchServer RosterAPI RosterClient RosterMetrics RosterRPC RosterServer RosterTLS RosterTransport SegmentStore ServiceLifecycle UnixSignals"
 )
 

@@ -75,10 +75,13 @@ public struct BlockParser: Sendable {
     /// digits (optionally followed by CR) is decoded inline; anything else
     /// goes through `LineParser`, which knows the rules for whitespace,
     /// headers and invalid lines.
+    ///
+    /// `hashKind` is the file's (`HashSniffer`): lines holding a hash of
+    /// the other type are invalid (`wrongHashType`).
     public func parse(
-        _ lake: some DataLake, object: LakeObject, block: BlockRange, into keys: inout [Key16]
+        _ lake: some DataLake, object: LakeObject, block: BlockRange, hashKind: HashKind = .md5, into keys: inout [Key16]
     ) async throws -> BlockStats {
-        var state = LineState(maxLineLength: maxLineLength, maxSamples: maxSamples, lineStart: block.start)
+        var state = LineState(maxLineLength: maxLineLength, maxSamples: maxSamples, lineStart: block.start, hashKind: hashKind)
         var position = max(0, block.start - 1)
         // Before the first owned line: skip to just after the first '\n' at or after start-1.
         var seekingLineStart = block.start > 0
@@ -106,10 +109,12 @@ public struct BlockParser: Sendable {
                     if state.lineStart >= block.end { return true }
                 }
                 while i < count {
-                    // The common case first: a 32-hex-digit line ending in '\n',
-                    // wholly in this chunk, not the file's first line.
+                    // The common case first: a line of 32 (or 64) hex digits
+                    // ending in '\n', wholly in this chunk, not the file's first line.
                     if !state.hasPending && state.lineStart != 0 {
-                        let (parsed, next) = HexKey.run(base, from: i, count: count, position: position, end: block.end, into: &keys)
+                        let (parsed, next) = hashKind == .md5
+                            ? HexKey.run(base, from: i, count: count, position: position, end: block.end, hashKind: .md5, into: &keys)
+                            : HexKey.run(base, from: i, count: count, position: position, end: block.end, hashKind: .sha256, into: &keys)
                         if parsed > 0 {
                             state.stats.keys += parsed
                             state.stats.lines += parsed
@@ -147,6 +152,7 @@ public struct BlockParser: Sendable {
 struct LineState {
     let maxLineLength: Int
     let maxSamples: Int
+    let hashKind: HashKind
     /// File offset where the current line starts.
     var lineStart: Int64
     var stats = BlockStats()
@@ -154,9 +160,10 @@ struct LineState {
     private var overlong = false
     private var overlongHasAt = false
 
-    init(maxLineLength: Int, maxSamples: Int, lineStart: Int64) {
+    init(maxLineLength: Int, maxSamples: Int, lineStart: Int64, hashKind: HashKind) {
         self.maxLineLength = maxLineLength
         self.maxSamples = maxSamples
+        self.hashKind = hashKind
         self.lineStart = lineStart
         pending.reserveCapacity(maxLineLength)
     }
@@ -193,8 +200,8 @@ struct LineState {
     /// One whole line (without its '\n').
     @inline(__always)
     mutating func line(_ bytes: UnsafeRawBufferPointer, into keys: inout [Key16]) {
-        let n = bytes.count
-        if lineStart != 0, n == 32 || (n == 33 && bytes[32] == 0x0D), let key = HexKey.decode(bytes.baseAddress!) {
+        let n = bytes.count, digits = hashKind.hexDigits
+        if lineStart != 0, n == digits || (n == digits + 1 && bytes[digits] == 0x0D), let key = HexKey.decode(bytes.baseAddress!, hashKind) {
             keys.append(key)
             stats.keys += 1
             stats.lines += 1
@@ -204,7 +211,7 @@ struct LineState {
             record(.invalid(memchr(bytes.baseAddress!, Int32(UInt8(ascii: "@")), n) != nil ? .unhashedEmail : .malformed), into: &keys)
             return
         }
-        record(LineParser.parse(bytes, isFirstLineOfFile: lineStart == 0), into: &keys)
+        record(LineParser.parse(bytes, isFirstLineOfFile: lineStart == 0, hashKind: hashKind), into: &keys)
     }
 
     private mutating func record(_ result: ParsedLine, into keys: inout [Key16]) {
@@ -224,28 +231,34 @@ struct LineState {
     }
 }
 
-/// Decodes 32 hex digits without branches per digit.
+/// Decodes a line's hex digits into its key without branches per digit.
 enum HexKey {
-    /// Decodes consecutive 33-byte lines (32 hex digits and '\n') starting
-    /// at `i`, until a line is not one or the block ends; returns how many
-    /// and where the next line starts.
+    /// Decodes consecutive lines of exactly one hash and '\n' (33 or 65
+    /// bytes) starting at `i`, until a line is not one or the block ends;
+    /// returns how many and where the next line starts. Called with a
+    /// constant `hashKind`, so each type gets its own loop.
     @inline(__always)
     static func run(_ base: UnsafeRawPointer, from start: Int, count: Int, position: Int64, end: Int64,
-                    into keys: inout [Key16]) -> (Int, Int) {
+                    hashKind: HashKind, into keys: inout [Key16]) -> (Int, Int) {
+        let length = hashKind.hexDigits + 1
         var i = start
         var n = 0
-        while i + 33 <= count, base.load(fromByteOffset: i + 32, as: UInt8.self) == 0x0A, position + Int64(i) < end,
-              let key = decode(base + i) {
+        while i + length <= count, base.load(fromByteOffset: i + length - 1, as: UInt8.self) == 0x0A, position + Int64(i) < end,
+              let key = decode(base + i, hashKind) {
             keys.append(key)
             n += 1
-            i += 33
+            i += length
         }
         return (n, i)
     }
 
-    /// Decodes 32 hex digits; nil if any is not a hex digit.
+    /// The key of the hash whose `hashKind.hexDigits` hex digits are at
+    /// `p`: an MD5 whole, a SHA-256's first 16 bytes (`HashKind`), its other
+    /// 32 digits checked; nil if any digit is not a hex digit.
     @inline(__always)
-    static func decode(_ p: UnsafeRawPointer) -> Key16? {
-        HexDigits.decode32(p).map { Key16(hi: $0.hi, lo: $0.lo) }
+    static func decode(_ p: UnsafeRawPointer, _ hashKind: HashKind) -> Key16? {
+        guard let key = HexDigits.decode32(p) else { return nil }
+        if hashKind == .sha256, HexDigits.decode32(p + 32) == nil { return nil }
+        return Key16(hi: key.hi, lo: key.lo)
     }
 }

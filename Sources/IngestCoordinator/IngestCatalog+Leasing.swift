@@ -179,7 +179,7 @@ extension IngestCatalog {
         var task = IngestTask()
         var version: UInt64 = 0
         try db.query("""
-            SELECT t.kind, t.seq, t.range_start, t.range_end, t.attempts, t.file_id, f.advertiser_id, f.path, f.etag, f.size
+            SELECT t.kind, t.seq, t.range_start, t.range_end, t.attempts, t.file_id, f.advertiser_id, f.path, f.etag, f.size, f.hash_type
             FROM tasks t JOIN files f ON f.id = t.file_id WHERE t.id = ?
             """, id) { row in
             task.taskID = id
@@ -207,6 +207,7 @@ extension IngestCatalog {
                 task.keyHigh = UInt64(bitPattern: row.int("range_end"))
                 task.outputPath = StorePaths.segment(advertiser: task.advertiserID, file: version, task: seq, attempt: suffix)
                 task.packPath = Self.packPath(advertiser: task.advertiserID, file: version)
+                task.hashType = HashType(rawValue: (row.hashKind("hash_type") ?? .md5).wireValue)
             }
         }
         if task.kind == .merge {

@@ -2,6 +2,7 @@ import DataLake
 import Foundation
 import HashParsing
 import RosterAPI
+import SegmentStore
 import SQLDatabase
 
 /// `IngestCatalog`: What workers report: finished and failed tasks, and what follows from them.
@@ -51,6 +52,11 @@ extension IngestCatalog {
                 UPDATE tasks SET state = \(TaskState.done.sql), lease_token = NULL, lines = ?, keys = ?, skipped = ?, output_keys = ?, bytes = ?,
                     invalid = ?, samples = ?, done_at = ? WHERE id = ?
                 """, report.lines, report.keys, report.skipped, report.outputKeys, report.bytes, invalid, samples, now, report.taskID)
+            if kind != .merge {
+                // Every block of a file finds the same type (HashSniffer);
+                // a worker that predates hash types reports none: MD5.
+                try db.run("UPDATE files SET hash_type = ? WHERE id = ?", HashKind(wireValue: report.hashType.rawValue) ?? .md5, file)
+            }
             try db.run("UPDATE attempts SET outcome = 'done', ended_at = ? WHERE task_id = ? AND attempt = ?", now, report.taskID, attempt)
             let open = try db.rows("SELECT COUNT(*) FROM tasks WHERE file_id = ? AND kind = ? AND state != \(TaskState.done.sql)",
                                    file, kind) { $0.int(0) }.first ?? 0

@@ -27,7 +27,7 @@ extension IngestCatalog {
             var summaries: [String: AdvertiserSummary] = [:]
             for (id, maxShrink) in rows { summaries[id] = AdvertiserSummary(advertiserID: id, maxShrink: maxShrink) }
             try query(db, """
-                SELECT f.advertiser_id, f.id, f.path, f.size, f.distinct_keys, f.live_at FROM advertisers a JOIN files f ON f.id = a.live_file_id
+                SELECT f.advertiser_id, f.id, f.path, f.size, f.distinct_keys, f.live_at, f.hash_type FROM advertisers a JOIN files f ON f.id = a.live_file_id
                 WHERE a.id IN (?)
                 """, in: ids) { row in
                 let id = row.string("advertiser_id")
@@ -36,6 +36,7 @@ extension IngestCatalog {
                 summaries[id]?.liveBytes = UInt64(row.int("size"))
                 summaries[id]?.liveKeys = UInt64(row.int("distinct_keys"))
                 summaries[id]?.liveAtMs = row.optionalDouble("live_at").map { Int64($0 * 1000) } ?? 0
+                summaries[id]?.liveHashType = HashType(rawValue: row.hashKind("hash_type")?.wireValue ?? 0)
             }
             try query(db, """
                 SELECT f.advertiser_id, f.id, f.state, f.submitted_at, f.ended_at, f.live_at, g.versions FROM files f
@@ -191,7 +192,7 @@ extension IngestCatalog {
         var endedAt: Double?
         try db.query("""
             SELECT advertiser_id, path, size, etag, state, blocks_total, merges_total, distinct_keys, error,
-                   submitted_at, started_at, live_at, ended_at FROM files WHERE id = ?
+                   submitted_at, started_at, live_at, ended_at, hash_type FROM files WHERE id = ?
             """, id) { row in
             status.version = id
             status.advertiserID = row.string("advertiser_id")
@@ -207,6 +208,7 @@ extension IngestCatalog {
             startedAt = row.optionalDouble("started_at")
             status.liveAtMs = row.optionalDouble("live_at").map { Int64($0 * 1000) } ?? 0
             endedAt = row.optionalDouble("ended_at")
+            status.hashType = HashType(rawValue: row.hashKind("hash_type")?.wireValue ?? 0)
         }
         var invalid: [String: UInt64] = [:]
         var lineOffset: UInt64 = 0

@@ -1,5 +1,6 @@
 import Foundation
 import RosterAPI
+import SegmentStore
 import SQLDatabase
 
 /// The coordinator's catalog schema, one migration per version (SQLite's
@@ -198,6 +199,13 @@ enum CatalogSchema {
             WHERE (state = 'live' AND collected = 0) OR (state IN ('failed', 'rejected', 'superseded', 'retired') AND collected < 2);
         ALTER TABLE advertisers ADD COLUMN max_shrink REAL;
         """,
+        // 10: the type of a version's hashes ('md5', 'sha256'), as its parse
+        // tasks found it: NULL until one reports. Every file before this
+        // migration was parsed as MD5.
+        """
+        ALTER TABLE files ADD COLUMN hash_type TEXT CHECK (hash_type IN ('md5', 'sha256'));
+        UPDATE files SET hash_type = 'md5';
+        """,
     ]
 }
 
@@ -304,7 +312,14 @@ extension TaskKind: SQLLiteral {
     public var sqlValue: SQLValue { .integer(Int64(rawValue)) }
 }
 
+extension HashKind: SQLBindable {
+    /// Stored by name, as the catalog's other enums: 'md5', 'sha256'.
+    public var sqlValue: SQLValue { .text(name) }
+}
+
 extension SQLRow {
+    /// The hash type stored in `column`; nil for NULL (no block reported yet).
+    func hashKind(_ column: String) -> HashKind? { isNull(column) ? nil : HashKind(name: string(column)) }
     func fileState(_ column: String) -> FileState { FileState(storedName: string(column)) }
     func taskState(_ column: String) -> TaskState? { TaskState(rawValue: string(column)) }
     func taskKind(_ column: String) -> TaskKind { TaskKind(rawValue: Int32(int(column))) }

@@ -368,26 +368,29 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         }
     }
 
-    /// Reads the task's block into `memory.keys`.
-    private func parseKeys(_ task: IngestTask, memory: SlotMemory) async throws -> BlockStats {
+    /// Reads the task's block into `memory.keys`, after finding the file's
+    /// hash type from its head (as every block of the file does).
+    private func parseKeys(_ task: IngestTask, memory: SlotMemory) async throws -> (BlockStats, HashKind) {
         let object = LakeObject(path: task.lakePath, size: Int64(task.end), etag: task.etag, modified: Date(timeIntervalSince1970: 0))
+        let kind = try await HashSniffer.detect(lake, object: object)
         memory.keys.removeAll(keepingCapacity: true)
-        memory.keys.reserveCapacity(Int(task.end - task.start) / 33 + 16)
+        memory.keys.reserveCapacity(Int(task.end - task.start) / (kind.hexDigits + 1) + 16)
         let stats = try await configuration.parser.parse(
-            lake, object: object, block: BlockRange(start: Int64(task.start), end: Int64(task.end)), into: &memory.keys)
+            lake, object: object, block: BlockRange(start: Int64(task.start), end: Int64(task.end)), hashKind: kind, into: &memory.keys)
         try Task.checkCancellation()
-        return stats
+        return (stats, kind)
     }
 
     /// A file of one block: parsed, sorted and written as its one segment,
     /// with no run and no merge task (a 10 KB list costs one lease, not two).
     private func whole(_ task: IngestTask, memory: SlotMemory) async throws -> (CompleteTaskRequest, UncommittedSegment) {
-        let stats = try await parseKeys(task, memory: memory)
+        let (stats, kind) = try await parseKeys(task, memory: memory)
         let sorted = memory.keys.withUnsafeBufferPointer {
             KeySorter.sortAndDeduplicate($0, low: 0, significantBits: 64, in: memory.scratch)
         }
         let local = try store.prepareWrite(task.outputPath)
-        let writer = try SegmentWriter(path: local, advertiserID: task.advertiserID, version: task.version, estimatedKeys: sorted.count)
+        let writer = try SegmentWriter(path: local, advertiserID: task.advertiserID, version: task.version, estimatedKeys: sorted.count,
+                                       hashKind: kind)
         let segment: UncommittedSegment
         do {
             try writer.append(contentsOf: sorted)
@@ -396,7 +399,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             writer.discard()
             throw error
         }
-        var report = Self.report(stats, task: task)
+        var report = Self.report(stats, kind: kind, task: task)
         report.outputKeys = UInt64(sorted.count)
         return (report, segment)
     }
@@ -404,7 +407,7 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     private func parse(_ task: IngestTask, memory: SlotMemory) async throws -> CompleteTaskRequest {
         let clock = ContinuousClock()
         let started = clock.now
-        let stats = try await parseKeys(task, memory: memory)
+        let (stats, kind) = try await parseKeys(task, memory: memory)
         let parsed = clock.now
         let local = try store.prepareWrite(task.outputPath)
         // Not synced: a run lives only until its version is merged, and one
@@ -421,14 +424,15 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
             "parse_ms": "\((parsed - started).wholeMilliseconds)", "write_ms": "\((clock.now - parsed).wholeMilliseconds)",
         ])
 
-        var report = Self.report(stats, task: task)
+        var report = Self.report(stats, kind: kind, task: task)
         report.outputKeys = UInt64(keyCount)
         return report
     }
 
     /// A parsed block's counts, as the coordinator records them.
-    private static func report(_ stats: BlockStats, task: IngestTask) -> CompleteTaskRequest {
+    private static func report(_ stats: BlockStats, kind: HashKind, task: IngestTask) -> CompleteTaskRequest {
         var report = CompleteTaskRequest()
+        report.hashType = HashType(rawValue: kind.wireValue)
         report.lines = UInt64(stats.lines)
         report.keys = UInt64(stats.keys)
         report.skipped = UInt64(stats.skipped)
@@ -486,11 +490,15 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         // range's scratch files go when the segment goes into a pack slot.
         let local = try store.prepareWrite(task.outputPath)
         let capacity = SegmentFormat.fileSize(forKeys: covered)
+        // A coordinator that predates hash types sends none: its files are MD5.
+        let kind = HashKind(wireValue: task.hashType.rawValue) ?? .md5
         let writer: SegmentWriter
         if !task.packPath.isEmpty, let slot = try store.reserveSlot(in: task.packPath, capacity: capacity) {
-            writer = try SegmentWriter(slot: slot, advertiserID: task.advertiserID, version: task.version, estimatedKeys: covered)
+            writer = try SegmentWriter(slot: slot, advertiserID: task.advertiserID, version: task.version, estimatedKeys: covered,
+                                       hashKind: kind)
         } else {
-            writer = try SegmentWriter(path: local, advertiserID: task.advertiserID, version: task.version, estimatedKeys: covered)
+            writer = try SegmentWriter(path: local, advertiserID: task.advertiserID, version: task.version, estimatedKeys: covered,
+                                       hashKind: kind)
         }
         let written: Int
         let segment: UncommittedSegment

@@ -12,6 +12,9 @@ public final class ListVersion: Sendable {
     public let advertiserID: String
     public let version: UInt64
     public let segments: [Segment]
+    /// What the list's keys are hashes of (every segment of a version says
+    /// the same; `MatchCatalog` refuses a publication whose segments differ).
+    public let hashKind: HashKind
     /// Every file the version was published with, empty segments included
     /// (they answer nothing and are not kept open): what a store that
     /// copied them here removes when the version is retired.
@@ -25,6 +28,7 @@ public final class ListVersion: Sendable {
     public init(advertiserID: String, version: UInt64, segments: [Segment]) {
         self.advertiserID = advertiserID
         self.version = version
+        self.hashKind = segments.first?.info.hashKind ?? .md5
         self.files = Array(Set(segments.map(\.info.path))).sorted()
         let nonEmpty = segments.filter { $0.count > 0 }.sorted { $0.info.firstKey! < $1.info.firstKey! }
         self.segments = nonEmpty
@@ -458,6 +462,9 @@ public final class MatchCatalog: Sendable {
         for (location, segment) in zip(publication.segments, segments) {
             guard segment.info.advertiserID == advertiser, segment.info.version == version else {
                 throw .mismatch("segment \(location) belongs to advertiser '\(segment.info.advertiserID)' version \(segment.info.version), not '\(advertiser)' version \(version)")
+            }
+            guard segment.info.hashKind == segments[0].info.hashKind else {
+                throw .mismatch("segment \(location) holds \(segment.info.hashKind) keys, \(publication.segments[0]) \(segments[0].info.hashKind): one version holds one hash type")
             }
         }
         return ListVersion(advertiserID: advertiser, version: version, segments: segments)

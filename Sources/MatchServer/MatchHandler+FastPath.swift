@@ -12,8 +12,8 @@ import SegmentStore
 /// through its message type. Every client (ours, the Python one, protoc's)
 /// encodes the request the same way: field 1, then field 2, nothing else.
 /// That shape is read here; anything else (fields reordered or repeated,
-/// unknown fields, a non-ASCII or 128-byte-plus id, a hash that is not 16
-/// bytes) takes the general decoder, so every valid encoding still gets the
+/// unknown fields, a non-ASCII or 128-byte-plus id, a hash that is neither
+/// 16 nor 32 bytes) takes the general decoder, so every valid encoding still gets the
 /// same answer and every invalid one the same error.
 extension MatchHandler {
     public var methods: [RPCServerMethod] {
@@ -34,23 +34,30 @@ extension MatchHandler {
             return
         }
         let list = try list(String(decoding: request.advertiser, as: UTF8.self))
+        try Self.check(width: request.width, of: list)
         MatchResponseWriter.write(matched: list.contains(request.key), version: list.version, to: sink)
     }
 }
 
 /// A `MatchRequest` in its canonical encoding, seen in the request's bytes:
-/// `0A len id… 12 10 hash×16`, with `len` 1…127 and the id ASCII.
+/// `0A len id… 12 width hash×width`, with `len` 1…127, the id ASCII and
+/// `width` 16 (MD5) or 32 (SHA-256).
 struct MatchRequestView {
     /// The advertiser id's bytes (ASCII), valid while the request's are.
     let advertiser: UnsafeBufferPointer<UInt8>
+    /// The hash's first 16 bytes: its key (`HashKind`).
     let key: Key16
+    /// The hash's width in bytes.
+    let width: Int
 
     @inline(__always)
     init?(_ bytes: UnsafeRawBufferPointer) {
         guard bytes.count >= 21, let base = bytes.baseAddress, bytes[0] == 0x0A else { return nil }
         let length = Int(bytes[1])
-        guard length > 0, length < 0x80, bytes.count == 2 + length + 18,
-              bytes[2 + length] == 0x12, bytes[3 + length] == 0x10 else { return nil }
+        guard length > 0, length < 0x80, bytes.count >= 4 + length, bytes[2 + length] == 0x12 else { return nil }
+        let width = Int(bytes[3 + length])
+        guard width == 16 || width == 32, bytes.count == 4 + length + width else { return nil }
+        self.width = width
         let id = UnsafeBufferPointer(start: (base + 2).assumingMemoryBound(to: UInt8.self), count: length)
         guard ProtoWire.isASCII(id) else { return nil }
         advertiser = id

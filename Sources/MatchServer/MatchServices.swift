@@ -79,30 +79,46 @@ public struct MatchHandler: MatchService.InlineHandler {
     }
 
     public func match(_ request: MatchRequest, context: RPCContext) throws -> MatchResponse {
-        guard request.hash.count == 16 else {
-            throw RPCError(.invalidArgument, "hash must be 16 bytes (an MD5), got \(request.hash.count)")
-        }
+        guard HashKind(byteCount: request.hash.count) != nil else { throw Self.badWidth(request.hash.count) }
         let list = try list(request.advertiserID)
+        try Self.check(width: request.hash.count, of: list)
         let key = request.hash.withUnsafeBytes { Key16($0.baseAddress!) }
         return MatchResponse(matched: list.contains(key), version: list.version)
     }
 
     public func matchMany(_ request: MatchManyRequest, context: RPCContext) throws -> MatchManyResponse {
-        let bytes = request.hashes.count
-        guard bytes % 16 == 0 else {
-            throw RPCError(.invalidArgument, "hashes must be 16 bytes each; hash \(bytes / 16) has only \(bytes % 16) bytes")
+        let sent: HashKind?
+        switch request.hashType {
+        case .unspecified: sent = nil
+        case let type: guard let kind = HashKind(wireValue: type.rawValue) else {
+            throw RPCError(.invalidArgument, "unknown hash type \(type.rawValue)")
         }
-        let count = bytes / 16
+        sent = kind
+        }
+        let list = try list(request.advertiserID)
+        let kind = list.hashKind
+        if let sent, sent != kind {
+            throw RPCError(.invalidArgument, "advertiser '\(list.advertiserID)' holds \(kind) hashes (\(kind.byteCount) bytes each), not \(sent)")
+        }
+        let bytes = request.hashes.count, width = kind.byteCount
+        guard bytes % width == 0 else {
+            throw RPCError(.invalidArgument, "advertiser '\(list.advertiserID)' holds \(kind) hashes: \(width) bytes each; hash \(bytes / width) has only \(bytes % width) bytes")
+        }
+        let count = bytes / width
         guard count <= maxBatch else {
             throw RPCError(.invalidArgument, "batch of \(count) hashes exceeds the limit of \(maxBatch)")
         }
-        let list = try list(request.advertiserID)
         var bitmap = Data(count: (count + 7) / 8)
-        request.hashes.withUnsafeBytes { keys in
+        request.hashes.withUnsafeBytes { hashes in
             bitmap.withUnsafeMutableBytes { out in
-                if count > 0 {
-                    list.lookup(keys.baseAddress!, count: count, into: out.baseAddress!.assumingMemoryBound(to: UInt8.self))
-                }
+                guard count > 0 else { return }
+                let bitmap = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                guard width != 16 else { return list.lookup(hashes.baseAddress!, count: count, into: bitmap) }
+                // A key is a hash's first 16 bytes (`HashKind`): packed first.
+                let keys = UnsafeMutableRawPointer.allocate(byteCount: count * 16, alignment: 16)
+                defer { keys.deallocate() }
+                for i in 0..<count { (keys + i * 16).copyMemory(from: hashes.baseAddress! + i * width, byteCount: 16) }
+                list.lookup(keys, count: count, into: bitmap)
             }
         }
         let matched = bitmap.reduce(0) { $0 + $1.nonzeroBitCount }
@@ -110,26 +126,53 @@ public struct MatchHandler: MatchService.InlineHandler {
     }
 
     public func matchAdvertisers(_ request: MatchAdvertisersRequest, context: RPCContext) throws -> MatchAdvertisersResponse {
-        guard request.hash.count == 16 else {
-            throw RPCError(.invalidArgument, "hash must be 16 bytes (an MD5), got \(request.hash.count)")
+        guard let kind = HashKind(byteCount: request.hash.count) else { throw Self.badWidth(request.hash.count) }
+        var keys: [Key16?] = Array(repeating: nil, count: HashKind.allCases.count)
+        keys[Int(kind.rawValue)] = request.hash.withUnsafeBytes { Key16($0.baseAddress!) }
+        if !request.otherHash.isEmpty {
+            guard let other = HashKind(byteCount: request.otherHash.count), other != kind else {
+                throw RPCError(.invalidArgument, "other_hash must be the same email's hash of the other type than hash's \(kind) (\(request.hash.count) bytes), got \(request.otherHash.count) bytes")
+            }
+            keys[Int(other.rawValue)] = request.otherHash.withUnsafeBytes { Key16($0.baseAddress!) }
         }
         let count = request.advertiserIDs.count
         guard count <= maxAdvertisers else {
             throw RPCError(.invalidArgument, "\(count) advertisers in one call exceed the limit of \(maxAdvertisers)")
         }
-        let key = request.hash.withUnsafeBytes { Key16($0.baseAddress!) }
         var matched = [UInt8](repeating: 0, count: (count + 7) / 8)
+        var wrongType: [UInt8] = []
         var versions = [UInt64](repeating: 0, count: count)
-        var unknown: UInt32 = 0
+        var unknown: UInt32 = 0, wrongTypes: UInt32 = 0
         for (i, list) in catalog.current(request.advertiserIDs).enumerated() {
             guard let list else {
                 unknown += 1
                 continue
             }
             versions[i] = list.version
+            guard let key = keys[Int(list.hashKind.rawValue)] else {
+                if wrongType.isEmpty { wrongType = [UInt8](repeating: 0, count: (count + 7) / 8) }
+                wrongType[i >> 3] |= UInt8(1) << UInt8(i & 7)
+                wrongTypes += 1
+                continue
+            }
             if list.contains(key) { matched[i >> 3] |= UInt8(1) << UInt8(i & 7) }
         }
-        return MatchAdvertisersResponse(matched: Data(matched), versions: versions, unknownCount: unknown)
+        return MatchAdvertisersResponse(matched: Data(matched), versions: versions, unknownCount: unknown,
+                                        wrongType: Data(wrongType), wrongTypeCount: wrongTypes)
+    }
+
+    /// A hash of no type's width.
+    static func badWidth(_ count: Int) -> RPCError {
+        RPCError(.invalidArgument, "hash must be 16 bytes (an MD5) or 32 (a SHA-256), got \(count)")
+    }
+
+    /// INVALID_ARGUMENT, naming the list's type, unless a hash of `width`
+    /// bytes is of the type `list` holds.
+    @inline(__always)
+    static func check(width: Int, of list: ListVersion) throws(RPCError) {
+        guard width != list.hashKind.byteCount else { return }
+        let sent = HashKind(byteCount: width).map { " (an \($0))" } ?? ""
+        throw RPCError(.invalidArgument, "advertiser '\(list.advertiserID)' holds \(list.hashKind) hashes: \(list.hashKind.byteCount) bytes, got \(width)\(sent)")
     }
 }
 

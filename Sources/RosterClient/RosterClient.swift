@@ -4,6 +4,9 @@ import Foundation
 // workers' services (IngestAdmin, TaskQueue, MatchAdmin) are in RosterAPI,
 // for tools that import it themselves.
 @_exported import enum RosterAPI.MatchService
+@_exported import enum RosterAPI.HashType
+@_exported import struct RosterAPI.MatchAdvertisersRequest
+@_exported import struct RosterAPI.MatchAdvertisersResponse
 @_exported import struct RosterAPI.MatchRequest
 @_exported import struct RosterAPI.MatchResponse
 @_exported import struct RosterAPI.MatchManyRequest
@@ -56,37 +59,59 @@ public struct MatchClient: Sendable {
         try await stub.match(MatchRequest(advertiserID: advertiser, hash: hash.bytes), options: options).matched
     }
 
-    /// One `MatchMany` call; the answers are in the order of `hashes`.
+    /// One `MatchMany` call; the answers are in the order of `hashes`,
+    /// which must all be of one type, the list's.
     public func areMembers(advertiser: String, hashes: [MemberHash]) async throws -> [Bool] {
-        var packed = Data(capacity: hashes.count * 16)
+        guard let type = hashes.first?.type else { return [] }
+        guard hashes.allSatisfy({ $0.type == type }) else { throw RPCError(.invalidArgument, "hashes of one call must be of one type") }
+        var packed = Data(capacity: hashes.count * type.byteCount)
         for hash in hashes { packed.append(hash.bytes) }
-        let response = try await stub.matchMany(MatchManyRequest(advertiserID: advertiser, hashes: packed), options: options)
+        let request = MatchManyRequest(advertiserID: advertiser, hashes: packed, hashType: type)
+        let response = try await stub.matchMany(request, options: options)
         return (0..<hashes.count).map(response.isMatched)
     }
 
     /// One hash against many advertisers' lists (one `MatchAdvertisers`
     /// call, at most 10,000 advertisers): each advertiser's answer in the
-    /// order asked, nil for one the server serves no list of.
-    public func matchAdvertisers(hash: MemberHash, advertisers: [String]) async throws -> [Bool?] {
-        let response = try await stub.matchAdvertisers(MatchAdvertisersRequest(hash: hash.bytes, advertiserIDs: advertisers), options: options)
-        return (0..<advertisers.count).map { i in
-            i < response.versions.count && response.versions[i] != 0 ? response.matched[i >> 3] >> UInt8(i & 7) & 1 == 1 : nil
-        }
+    /// order asked; nil for one the server serves no list of, or whose list
+    /// holds hashes of a type not given. With `otherHash` (the same email's
+    /// hash of the other type) each list is asked with its own type.
+    public func matchAdvertisers(hash: MemberHash, otherHash: MemberHash? = nil, advertisers: [String]) async throws -> [Bool?] {
+        let request = MatchAdvertisersRequest(hash: hash.bytes, advertiserIDs: advertisers, otherHash: otherHash?.bytes ?? Data())
+        return try await stub.matchAdvertisers(request, options: options).answers(count: advertisers.count)
     }
 
-    /// Asks about any number of hashes, packed 16 bytes each (`packed.count`
-    /// a multiple of 16): `batch` hashes per `MatchMany` call, `inFlight`
-    /// calls at once on the client's connections. Bit i of the answer is
-    /// hash i's. All calls ask the same list version only if no new version
-    /// goes live meanwhile; `versions` says which ones answered.
-    public func membership(advertiser: String, packed: Data, batch: Int = 10_000, inFlight: Int = 4) async throws -> Membership {
+    /// Asks about any number of hashes of one type, packed (`packed.count`
+    /// a multiple of the type's width): `batch` hashes per `MatchMany` call,
+    /// `inFlight` calls at once on the client's connections. Bit i of the
+    /// answer is hash i's. All calls ask the same list version only if no
+    /// new version goes live meanwhile; `versions` says which ones answered.
+    public func membership(advertiser: String, packed: Data, type: HashType = .md5, batch: Int = 10_000,
+                           inFlight: Int = 4) async throws -> Membership {
         let (stub, options) = (self.stub, self.options)
-        return try await Membership.ask(packed: packed, batch: batch, inFlight: inFlight) { hashes in
-            try await stub.matchMany(MatchManyRequest(advertiserID: advertiser, hashes: hashes), options: options)
+        return try await Membership.ask(packed: packed, width: type.byteCount, batch: batch, inFlight: inFlight) { hashes in
+            try await stub.matchMany(MatchManyRequest(advertiserID: advertiser, hashes: hashes, hashType: type), options: options)
         }
     }
 
     public func close() async { await rpc.close() }
+}
+
+extension MatchAdvertisersResponse {
+    /// Each advertiser's answer in the order asked: nil for one with no list
+    /// on the server (version 0) or whose list holds the other hash type.
+    public func answers(count: Int) -> [Bool?] {
+        (0..<count).map { i in
+            let bit = UInt8(1) << UInt8(i & 7)
+            guard i < versions.count, versions[i] != 0, (i >> 3) >= wrongType.count || wrongType[i >> 3] & bit == 0 else { return nil }
+            return (i >> 3) < matched.count && matched[i >> 3] & bit != 0
+        }
+    }
+}
+
+extension HashType {
+    /// The bytes of one hash of this type: 16 (MD5), 32 (SHA-256); 16 when unspecified.
+    public var byteCount: Int { self == .sha256 ? 32 : 16 }
 }
 
 /// The answers of `MatchClient.membership`: one bit per hash asked, in order.
@@ -103,12 +128,14 @@ public struct Membership: Sendable {
     }
 
     /// Asks `call` (one `MatchMany`, to a server or a tier) about hashes
-    /// packed 16 bytes each, `batch` at a time with `inFlight` calls at once.
+    /// packed `width` bytes each (16 for MD5, 32 for SHA-256), `batch` at a
+    /// time with `inFlight` calls at once.
     public static func ask(
-        packed: Data, batch: Int = 10_000, inFlight: Int = 4, _ call: @escaping @Sendable (Data) async throws -> MatchManyResponse
+        packed: Data, width: Int = 16, batch: Int = 10_000, inFlight: Int = 4,
+        _ call: @escaping @Sendable (Data) async throws -> MatchManyResponse
     ) async throws -> Membership {
-        precondition(packed.count % 16 == 0, "packed hashes are 16 bytes each")
-        let count = packed.count / 16
+        precondition(width > 0 && packed.count % width == 0, "packed hashes are \(width) bytes each")
+        let count = packed.count / width
         // Whole bytes of the answer per call: its bitmap is copied, not re-packed.
         let perCall = max(8, batch - batch % 8)
         var answer = Membership(count: count)
@@ -119,7 +146,7 @@ public struct Membership: Sendable {
                 let index = next
                 next += 1
                 let range = (index * perCall)..<min(count, (index + 1) * perCall)
-                let slice = packed.subdata(in: (packed.startIndex + range.lowerBound * 16)..<(packed.startIndex + range.upperBound * 16))
+                let slice = packed.subdata(in: (packed.startIndex + range.lowerBound * width)..<(packed.startIndex + range.upperBound * width))
                 group.addTask { (index, try await call(slice)) }
             }
             while next < min(calls, max(1, inFlight)) { submit() }

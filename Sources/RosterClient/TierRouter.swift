@@ -102,10 +102,11 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
         }
     }
 
-    /// One MatchMany call for `advertiser` (hashes packed, 16 bytes each).
-    public func matchMany(advertiser: String, hashes: Data) async throws -> MatchManyResponse {
+    /// One MatchMany call for `advertiser` (hashes packed, 16 bytes each
+    /// for MD5, 32 for SHA-256; `type` unspecified: the list's).
+    public func matchMany(advertiser: String, hashes: Data, type: HashType = .unspecified) async throws -> MatchManyResponse {
         try await call(advertiser) { client, options in
-            let response = try await client.matchMany(MatchManyRequest(advertiserID: advertiser, hashes: hashes), options: options)
+            let response = try await client.matchMany(MatchManyRequest(advertiserID: advertiser, hashes: hashes, hashType: type), options: options)
             return (response, response.version)
         }
     }
@@ -115,8 +116,10 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
     /// asked in parallel (one `MatchAdvertisers` each), and an advertiser
     /// whose server fails, or no longer holds its list, goes to its next
     /// holder, all within the one deadline. Answers in the order asked; nil
-    /// for an advertiser with no published list.
-    public func matchAdvertisers(hash: Data, advertisers: [String]) async throws -> [Bool?] {
+    /// for an advertiser with no published list, or whose list holds hashes
+    /// of a type not given (`otherHash`: the same email's hash of the other
+    /// type, so that each list is asked with its own).
+    public func matchAdvertisers(hash: Data, otherHash: Data = Data(), advertisers: [String]) async throws -> [Bool?] {
         let deadline = ContinuousClock.now + configuration.timeout
         let distinct = Array(Set(advertisers))
         var routes = try await self.routes(distinct)
@@ -168,7 +171,8 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
                     let client = self.client(address)
                     group.addTask {
                         do {
-                            let response = try await client.matchAdvertisers(MatchAdvertisersRequest(hash: hash, advertiserIDs: members),
+                            let request = MatchAdvertisersRequest(hash: hash, advertiserIDs: members, otherHash: otherHash)
+                            let response = try await client.matchAdvertisers(request,
                                                                              options: CallOptions(timeout: remaining / max(1, left)).bearer(token))
                             return (address, members, .success(response))
                         } catch let error as RPCError {
@@ -185,6 +189,7 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
             for (address, members, result) in results {
                 switch result {
                 case .success(let response):
+                    let answered = response.answers(count: members.count)
                     for (i, advertiser) in members.enumerated() {
                         let version = i < response.versions.count ? response.versions[i] : 0
                         if version == 0 || version < routes[advertiser]!.version {
@@ -194,7 +199,7 @@ public final class TierRouter<NodeTransport: RPCClientTransport, CoordinatorTran
                             continue
                         }
                         if version > routes[advertiser]!.version { self.routes.withLock { _ = $0.removeValue(forKey: advertiser) } }
-                        answers[advertiser] = .some(response.matched[i >> 3] >> UInt8(i & 7) & 1 == 1)
+                        answers[advertiser] = .some(answered[i])
                     }
                 case .failure(let error):
                     guard Self.tryNext(error.code) else { throw error }

@@ -142,15 +142,15 @@ public final class Segment: @unchecked Sendable {
             throw SegmentError(path, "not a segment file (bad magic)")
         }
         let version = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: SegmentFormat.versionOffset, as: UInt16.self))
-        guard version == 1 || version == 2 else {
-            throw SegmentError(path, "unsupported format version \(version) (this build reads 1 and 2)")
+        guard (1...SegmentFormat.hashKinddVersion).contains(version) else {
+            throw SegmentError(path, "unsupported format version \(version) (this build reads 1 to \(SegmentFormat.hashKinddVersion))")
         }
         let headerHash = XXH64.hash(UnsafeRawBufferPointer(start: base, count: SegmentFormat.headerChecksumOffset))
         guard headerHash == u64(SegmentFormat.headerChecksumOffset) else { throw SegmentError(path, "header checksum mismatch") }
         let bits = Int(base.load(fromByteOffset: SegmentFormat.indexBitsOffset, as: UInt8.self))
         guard bits <= SegmentFormat.maxIndexBits else { throw SegmentError(path, "index bits \(bits) exceed \(SegmentFormat.maxIndexBits)") }
         let dropped = Int(base.load(fromByteOffset: SegmentFormat.droppedBytesOffset, as: UInt8.self))
-        guard dropped * 8 <= bits, version == 2 || dropped == 0 else {
+        guard dropped * 8 <= bits, version >= 2 || dropped == 0 else {
             throw SegmentError(path, "\(dropped) dropped key bytes with \(bits) index bits (at most \(version == 1 ? 0 : bits / 8))")
         }
         let layout = SegmentLayout(version: version, bits: bits, dropped: dropped)
@@ -168,6 +168,11 @@ public final class Segment: @unchecked Sendable {
         let idLength = Int(UInt16(littleEndian: base.loadUnaligned(fromByteOffset: SegmentFormat.advertiserLengthOffset, as: UInt16.self)))
         guard idLength <= SegmentFormat.maxAdvertiserIDLength else { throw SegmentError(path, "advertiser id too long") }
         let advertiser = String(decoding: UnsafeRawBufferPointer(start: base + SegmentFormat.advertiserOffset, count: idLength), as: UTF8.self)
+        let typeByte = base.load(fromByteOffset: SegmentFormat.hashKindOffset, as: UInt8.self)
+        guard let hashKind = HashKind(rawValue: typeByte) else { throw SegmentError(path, "unknown hash type \(typeByte)") }
+        guard version == SegmentFormat.hashKinddVersion || hashKind == .md5 else {
+            throw SegmentError(path, "a \(hashKind) segment in format version \(version), which holds only MD5")
+        }
 
         let indexStart = SegmentFormat.headerSize
         let lastEntry = base + indexStart + (1 << bits) * layout.indexEntryBytes
@@ -184,7 +189,7 @@ public final class Segment: @unchecked Sendable {
         }
         let info = SegmentInfo(
             path: path, advertiserID: advertiser, version: u64(SegmentFormat.listVersionOffset), keyCount: n, indexBits: bits,
-            firstKey: nil, lastKey: nil)
+            firstKey: nil, lastKey: nil, hashKind: hashKind)
         return (info, layout)
     }
 

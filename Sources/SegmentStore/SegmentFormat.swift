@@ -55,11 +55,60 @@ public struct Key16: Hashable, Comparable, Sendable, CustomStringConvertible {
     }
 }
 
+/// What a list's lines hold: the hash of a normalised email, of one kind
+/// per list (docs/INGEST.md). The wire's `HashType`, in storage's words.
+///
+/// Keys are 16 bytes whatever the kind: an MD5 whole, a SHA-256 its first
+/// 16 bytes. Why a prefix is enough: two different members of one list
+/// share a 128-bit SHA-256 prefix with probability below n²/2^129 (under
+/// 10^-20 at three billion keys), and a query that agrees with a member on
+/// 16 bytes but not on 32 can only be built by someone who already knows
+/// that member's hash. A SHA-256 key then costs what an MD5 does (about
+/// 14 bytes), not twice as much.
+public enum HashKind: UInt8, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    case md5 = 0
+    case sha256 = 1
+
+    /// Hex digits in a line of a list file.
+    public var hexDigits: Int { self == .md5 ? 32 : 64 }
+    /// Bytes of a hash as callers send it.
+    public var byteCount: Int { self == .md5 ? 16 : 32 }
+    /// As the catalog, the CLI and metrics spell it: "md5", "sha256".
+    public var name: String { self == .md5 ? "md5" : "sha256" }
+    /// As people write it: "MD5", "SHA-256".
+    public var description: String { self == .md5 ? "MD5" : "SHA-256" }
+
+    public init?(name: String) {
+        guard let type = Self.allCases.first(where: { $0.name == name }) else { return nil }
+        self = type
+    }
+
+    /// The kind's number in the wire's `HashType` (1 MD5, 2 SHA-256; 0 unspecified).
+    public var wireValue: Int32 { Int32(rawValue) + 1 }
+
+    /// The kind numbered `wireValue` in the wire's `HashType`; nil for 0 and unknown numbers.
+    public init?(wireValue: Int32) {
+        guard wireValue > 0, wireValue <= 255, let kind = HashKind(rawValue: UInt8(wireValue - 1)) else { return nil }
+        self = kind
+    }
+
+    /// The hash type whose hashes are `byteCount` bytes.
+    public init?(byteCount: Int) {
+        guard let type = Self.allCases.first(where: { $0.byteCount == byteCount }) else { return nil }
+        self = type
+    }
+}
+
 /// The layout of a segment file (docs/STORAGE.md). All integers little-endian.
 public enum SegmentFormat {
     public static let magic: UInt32 = 0x4745_5352 // "RSEG" as bytes
-    /// The version writers write. Readers take 1 and 2.
+    /// The version writers write for MD5 lists. Readers take 1 to 3.
     public static let version: UInt16 = 2
+    /// Version 3: the layout of version 2, for lists of another hash type
+    /// than MD5 (`hashKindOffset`). Only such segments are written as 3,
+    /// so a build that predates hash types refuses them instead of
+    /// serving them as MD5, and still reads every MD5 segment.
+    public static let hashKinddVersion: UInt16 = 3
     public static let headerSize = 128
     public static let maxAdvertiserIDLength = 64
     public static let maxIndexBits = 24
@@ -75,6 +124,9 @@ public enum SegmentFormat {
     static let keysChecksumOffset = 32
     static let advertiserLengthOffset = 40
     static let advertiserOffset = 42
+    /// `HashKind.rawValue`; 0 (MD5) in every segment written before there
+    /// were hash types, whose header bytes past the advertiser id were 0.
+    static let hashKindOffset = 106
     static let headerChecksumOffset = 120
 
     /// Index bits writers use for `n` keys (`SegmentLayout.forKeys`).
@@ -171,4 +223,6 @@ public struct SegmentInfo: Sendable, Equatable {
     public var indexBits: Int
     public var firstKey: Key16?
     public var lastKey: Key16?
+    /// What the list's keys are hashes of.
+    public var hashKind: HashKind = .md5
 }

@@ -21,6 +21,7 @@ public final class SegmentWriter {
     private let capacity: Int?
     private let advertiserID: String
     private let version: UInt64
+    private let hashKind: HashKind
     private let layout: SegmentLayout
     private let bits: Int
     /// `layout.stride` and `layout.dropped * 8`, for the append loops.
@@ -44,35 +45,39 @@ public final class SegmentWriter {
     ///     for scratch files that a crash may lose.
     ///   - formatVersion: the segment format to write (docs/STORAGE.md):
     ///     the current one unless a reader of the old one must read it.
+    ///   - hashKind: what the keys are hashes of, kept in the header.
     public convenience init(path: String, advertiserID: String, version: UInt64, estimatedKeys: Int,
-                            durable: Bool = true, formatVersion: UInt16 = SegmentFormat.version) throws(SegmentError) {
+                            durable: Bool = true, formatVersion: UInt16 = SegmentFormat.version,
+                            hashKind: HashKind = .md5) throws(SegmentError) {
         try Self.check(advertiserID: advertiserID, path: path)
+        let layout = try Self.layout(forKeys: estimatedKeys, version: formatVersion, hashKind: hashKind, path: path)
         let (file, fd) = try TemporaryFile.create(for: path, durable: durable)
-        try self.init(path: path, advertiserID: advertiserID, version: version,
-                      layout: SegmentLayout.forKeys(estimatedKeys, version: formatVersion), output: .file(file), fd: fd,
-                      start: 0, capacity: nil)
+        try self.init(path: path, advertiserID: advertiserID, version: version, hashKind: hashKind,
+                      layout: layout, output: .file(file), fd: fd, start: 0, capacity: nil)
     }
 
     /// Writes the segment into `slot` of a pack file (`PackFile.reserve`),
     /// sized for `estimatedKeys`: more keys than that are refused rather
     /// than written over the next slot.
-    public convenience init(slot: PackSlot, advertiserID: String, version: UInt64, estimatedKeys: Int) throws(SegmentError) {
+    public convenience init(slot: PackSlot, advertiserID: String, version: UInt64, estimatedKeys: Int,
+                            hashKind: HashKind = .md5) throws(SegmentError) {
         try Self.check(advertiserID: advertiserID, path: slot.path)
-        let layout = SegmentLayout.forKeys(estimatedKeys)
+        let layout = try Self.layout(forKeys: estimatedKeys, version: SegmentFormat.version, hashKind: hashKind, path: slot.path)
         guard layout.fileSize(keys: estimatedKeys) <= slot.capacity else {
             throw SegmentError(slot.path, "a slot of \(slot.capacity) bytes cannot hold \(estimatedKeys) keys")
         }
         let fd = open(slot.path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SegmentError(slot.path, "cannot open the pack: \(String(cString: strerror(errno)))") }
-        try self.init(path: slot.path, advertiserID: advertiserID, version: version,
+        try self.init(path: slot.path, advertiserID: advertiserID, version: version, hashKind: hashKind,
                       layout: layout, output: .slot(slot), fd: fd, start: slot.offset, capacity: slot.capacity)
     }
 
-    private init(path: String, advertiserID: String, version: UInt64, layout: SegmentLayout, output: SegmentOutput, fd: Int32,
-                 start: Int, capacity: Int?) throws(SegmentError) {
+    private init(path: String, advertiserID: String, version: UInt64, hashKind: HashKind, layout: SegmentLayout,
+                 output: SegmentOutput, fd: Int32, start: Int, capacity: Int?) throws(SegmentError) {
         self.path = path
         self.advertiserID = advertiserID
         self.version = version
+        self.hashKind = hashKind
         self.layout = layout
         self.bits = layout.bits
         self.stride = layout.stride
@@ -84,6 +89,17 @@ public final class SegmentWriter {
         self.capacity = capacity
         buffer = UnsafeMutableRawPointer.allocate(byteCount: Self.bufferSize, alignment: 16)
         try seekToKeys()
+    }
+
+    /// The layout for `n` keys in format `version`; a list of another hash
+    /// type than MD5 takes version 3 (the layout of 2, `SegmentFormat.hashKinddVersion`).
+    private static func layout(forKeys n: Int, version: UInt16, hashKind: HashKind, path: String) throws(SegmentError) -> SegmentLayout {
+        let layout = SegmentLayout.forKeys(n, version: version == SegmentFormat.hashKinddVersion ? SegmentFormat.version : version)
+        guard hashKind != .md5 else { return layout }
+        guard layout.version == 2 else {
+            throw SegmentError(path, "a \(hashKind) segment needs format version \(SegmentFormat.hashKinddVersion), which holds at most \(UInt32.max) keys")
+        }
+        return SegmentLayout(version: SegmentFormat.hashKinddVersion, bits: layout.bits, dropped: layout.dropped)
     }
 
     private static func check(advertiserID: String, path: String) throws(SegmentError) {
@@ -232,6 +248,7 @@ public final class SegmentWriter {
                 let id = Array(advertiserID.utf8)
                 h.storeBytes(of: UInt16(id.count).littleEndian, toByteOffset: SegmentFormat.advertiserLengthOffset, as: UInt16.self)
                 for (i, byte) in id.enumerated() { h[SegmentFormat.advertiserOffset + i] = byte }
+                h[SegmentFormat.hashKindOffset] = hashKind.rawValue
                 let headerHash = XXH64.hash(UnsafeRawBufferPointer(rebasing: h[..<SegmentFormat.headerChecksumOffset]))
                 h.storeBytes(of: headerHash.littleEndian, toByteOffset: SegmentFormat.headerChecksumOffset, as: UInt64.self)
             }
@@ -239,7 +256,7 @@ public final class SegmentWriter {
             close(fd)
             fd = -1
             let info = SegmentInfo(path: path, advertiserID: advertiserID, version: version, keyCount: count,
-                                   indexBits: bits, firstKey: first, lastKey: last)
+                                   indexBits: bits, firstKey: first, lastKey: last, hashKind: hashKind)
             let slice = capacity == nil ? nil : SegmentLocation.Slice(offset: start, length: layout.fileSize(keys: count))
             return UncommittedSegment(info: info, slice: slice, output: output)
         } catch {
@@ -319,9 +336,10 @@ public struct UncommittedSegment: Sendable {
 extension SegmentWriter {
     /// Writes `keys` (sorted, unique) as one segment.
     public static func create(_ keys: some Sequence<Key16>, count: Int, at path: String, advertiserID: String,
-                             version: UInt64, formatVersion: UInt16 = SegmentFormat.version) throws(SegmentError) -> SegmentInfo {
+                             version: UInt64, formatVersion: UInt16 = SegmentFormat.version,
+                             hashKind: HashKind = .md5) throws(SegmentError) -> SegmentInfo {
         let writer = try SegmentWriter(path: path, advertiserID: advertiserID, version: version, estimatedKeys: count,
-                                       formatVersion: formatVersion)
+                                       formatVersion: formatVersion, hashKind: hashKind)
         for key in keys { try writer.append(key) }
         return try writer.finish()
     }
@@ -329,9 +347,10 @@ extension SegmentWriter {
     /// Writes sorted, unique `keys` as one segment, in bulk.
     public static func create(_ keys: UnsafeBufferPointer<Key16>, at path: String, advertiserID: String,
                              version: UInt64, durable: Bool = true,
-                             formatVersion: UInt16 = SegmentFormat.version) throws(SegmentError) -> SegmentInfo {
+                             formatVersion: UInt16 = SegmentFormat.version,
+                             hashKind: HashKind = .md5) throws(SegmentError) -> SegmentInfo {
         let writer = try SegmentWriter(path: path, advertiserID: advertiserID, version: version, estimatedKeys: keys.count,
-                                       durable: durable, formatVersion: formatVersion)
+                                       durable: durable, formatVersion: formatVersion, hashKind: hashKind)
         do {
             try writer.append(contentsOf: keys)
         } catch {

@@ -37,7 +37,7 @@ struct AdvertisersCommand: AsyncParsableCommand {
         try await client.withAdmin { coordinator in
             var request = ListAdvertisersRequest(afterAdvertiserID: after, limit: 1_000)
             var listed = 0
-            if !json { print("ADVERTISER            LIVE     KEYS         BYTES       NEWEST   STATE       VERSIONS  CHANGED") }
+            if !json { print("ADVERTISER            LIVE     TYPE    KEYS         BYTES       NEWEST   STATE       VERSIONS  CHANGED") }
             repeat {
                 if limit > 0 { request.limit = UInt32(min(1_000, limit - listed)) }
                 let page = try await userFacing("cannot list advertisers") {
@@ -56,7 +56,8 @@ struct AdvertisersCommand: AsyncParsableCommand {
     static func line(_ a: AdvertiserSummary) -> String {
         func pad(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
         let changed = a.changedAtMs == 0 ? "-" : ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(a.changedAtMs) / 1000))
-        return [pad(a.advertiserID, 21), pad(a.liveVersion == 0 ? "-" : "\(a.liveVersion)", 8), pad("\(a.liveKeys)", 12),
+        let type = switch a.liveHashType { case .md5: "md5"; case .sha256: "sha256"; default: "-" }
+        return [pad(a.advertiserID, 21), pad(a.liveVersion == 0 ? "-" : "\(a.liveVersion)", 8), pad(type, 7), pad("\(a.liveKeys)", 12),
                 pad(StatusFormat.bytes(Double(a.liveBytes)), 11), pad("\(a.latestVersion)", 8), pad(a.latestState.name, 11),
                 pad("\(a.versions)", 9), changed].joined(separator: " ")
             + (a.maxShrink.map { String(format: "  max-shrink %g%%", $0 * 100) } ?? "")

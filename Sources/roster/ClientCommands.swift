@@ -324,7 +324,7 @@ struct MatchCommand: AsyncParsableCommand {
             Examples:
               roster match --advertiser acme --hash 0cc175b9c0f1b6a831c399e269772661
               roster match --advertiser acme --email " Ann@Example.com "
-                  (trimmed, lowercased, MD5)
+                  (trimmed, lowercased, hashed with the list's type: MD5, or SHA-256)
               roster match --advertiser acme --file hashes.txt
                   (one MatchMany call per 10,000)
               roster match --advertisers acme,globex,initech --email ann@example.com
@@ -341,13 +341,13 @@ struct MatchCommand: AsyncParsableCommand {
     @Option(help: "Many advertiser ids for one --hash or --email (MatchAdvertisers): comma-separated, or @file with one a line.")
     var advertisers: String?
 
-    @Option(help: "An MD5 hash, 32 hex digits.")
+    @Option(help: "A hash of the list's type: an MD5 (32 hex digits) or a SHA-256 (64).")
     var hash: String?
 
-    @Option(help: "An email address; hashed here as MD5 of the trimmed, lowercased address.")
+    @Option(help: "An email address; trimmed, lowercased and hashed here with the list's type (MD5 or SHA-256).")
     var email: String?
 
-    @Option(help: "A file of hashes, one per line, asked with MatchMany.")
+    @Option(help: "A file of hashes (MD5 or SHA-256, one type), one per line, asked with MatchMany.")
     var file: String?
 
     @Flag(help: "Print JSON.")
@@ -367,10 +367,10 @@ struct MatchCommand: AsyncParsableCommand {
             guard file == nil else { throw ValidationError("--advertisers asks about one --hash or --email, not a --file") }
         }
         if let hash, MemberHash(hex: hash) == nil {
-            if hash.count == 32, let bad = hash.firstIndex(where: { !$0.isHexDigit }) {
-                throw ValidationError("--hash must be 32 hex digits (an MD5): '\(hash[bad])' at position \(hash.distance(from: hash.startIndex, to: bad) + 1) is not one")
+            if hash.count == 32 || hash.count == 64, let bad = hash.firstIndex(where: { !$0.isHexDigit }) {
+                throw ValidationError("--hash must be hex digits: '\(hash[bad])' at position \(hash.distance(from: hash.startIndex, to: bad) + 1) is not one")
             }
-            throw ValidationError("--hash must be 32 hex digits (an MD5), got \(hash.count) characters")
+            throw ValidationError("--hash must be 32 hex digits (an MD5) or 64 (a SHA-256), got \(hash.count) characters")
         }
         if let email {
             let trimmed = email.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -387,7 +387,11 @@ struct MatchCommand: AsyncParsableCommand {
         if tier {
             return try await withTierClient(client) { router in
                 try await ask(one: { try await router.match(advertiser: advertiser, hash: $0.bytes) },
-                              many: { packed in try await Membership.ask(packed: packed) { try await router.matchMany(advertiser: advertiser, hashes: $0) } })
+                              many: { packed, type in
+                                  try await Membership.ask(packed: packed, width: type.byteCount) {
+                                      try await router.matchMany(advertiser: advertiser, hashes: $0, type: type)
+                                  }
+                              })
             }
         }
         // The library users get: its streaming `membership` for a file.
@@ -395,7 +399,7 @@ struct MatchCommand: AsyncParsableCommand {
                                  timeout: client.timeout, tls: try client.clientTLS())
         do {
             try await ask(one: { try await roster.stub.match(MatchRequest(advertiserID: advertiser, hash: $0.bytes), options: roster.options) },
-                          many: { try await roster.membership(advertiser: advertiser, packed: $0) })
+                          many: { try await roster.membership(advertiser: advertiser, packed: $0, type: $1) })
             await roster.close()
         } catch {
             await roster.close()
@@ -405,7 +409,7 @@ struct MatchCommand: AsyncParsableCommand {
 
     /// One line per hash (or a JSON array), written as bytes in large chunks:
     /// a million answers print in well under a second.
-    static func write(packed: Data, answers: Membership, json: Bool) throws {
+    static func write(packed: Data, width: Int, answers: Membership, json: Bool) throws {
         var out: [UInt8] = []
         out.reserveCapacity(1 << 20)
         let member = Array("\tmember\n".utf8), notMember = Array("\tnot a member\n".utf8)
@@ -414,7 +418,7 @@ struct MatchCommand: AsyncParsableCommand {
         packed.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
             for i in 0..<answers.count {
                 if json { out.append(contentsOf: i == 0 ? "  {\"hash\": \"".utf8 : ",\n  {\"hash\": \"".utf8) }
-                HexDigits.appendLowercase(UnsafeRawBufferPointer(rebasing: bytes[(i * 16)..<(i * 16 + 16)]), to: &out)
+                HexDigits.appendLowercase(UnsafeRawBufferPointer(rebasing: bytes[(i * width)..<(i * width + width)]), to: &out)
                 if json {
                     out.append(contentsOf: answers[i] ? jsonTrue : jsonFalse)
                 } else {
@@ -441,17 +445,21 @@ struct MatchCommand: AsyncParsableCommand {
         }
         guard !ids.isEmpty else { throw CLIError("--advertisers names no advertiser") }
         let key = hash.flatMap { MemberHash(hex: $0) } ?? MemberHash(email: email ?? "")
+        // An email is sent hashed both ways: each list is asked with its own type.
+        let other = email.map { MemberHash(email: $0, type: .sha256) }
         let answers: [Bool?]
         if tier {
             // Split by placement, the groups asked in parallel, failing over per advertiser.
             answers = try await withTierClient(client) { router in
-                try await userFacing("match failed") { try await router.matchAdvertisers(hash: key.bytes, advertisers: ids) }
+                try await userFacing("match failed") {
+                    try await router.matchAdvertisers(hash: key.bytes, otherHash: other?.bytes ?? Data(), advertisers: ids)
+                }
             }
         } else {
             let roster = MatchClient(host: client.match.host, port: client.match.port, token: client.token,
                                      timeout: client.timeout, tls: try client.clientTLS())
             do {
-                answers = try await userFacing("match failed") { try await roster.matchAdvertisers(hash: key, advertisers: ids) }
+                answers = try await userFacing("match failed") { try await roster.matchAdvertisers(hash: key, otherHash: other, advertisers: ids) }
                 await roster.close()
             } catch {
                 await roster.close()
@@ -465,7 +473,7 @@ struct MatchCommand: AsyncParsableCommand {
             print("[\n" + rows.joined(separator: ",\n") + "\n]")
         } else {
             for (id, answer) in zip(ids, answers) {
-                print("\(id)\t\(answer.map { $0 ? "member" : "not a member" } ?? "no list")")
+                print("\(id)\t\(answer.map { $0 ? "member" : "not a member" } ?? (hash != nil ? "no list of this hash type" : "no list"))")
             }
             let members = answers.filter { $0 == true }.count
             FileHandle.standardError.write(Data("\(key.hex) is a member of \(members) of \(ids.count) advertisers\n".utf8))
@@ -473,19 +481,34 @@ struct MatchCommand: AsyncParsableCommand {
         if answers.contains(where: { $0 != true }) { throw ExitCode(3) }
     }
 
-    private func ask(one: (MemberHash) async throws -> MatchResponse, many: (Data) async throws -> Membership) async throws {
+    private func ask(one: (MemberHash) async throws -> MatchResponse, many: (Data, HashType) async throws -> Membership) async throws {
         let advertiser = self.advertiser ?? ""
         if let file {
-            let packed = try readHashFile(file)
-            let answers = try await userFacing("match failed") { try await many(packed) }
-            try Self.write(packed: packed, answers: answers, json: json)
+            let (packed, type) = try readHashFile(file)
+            let answers = try await userFacing("match failed") { try await many(packed, type) }
+            try Self.write(packed: packed, width: type.byteCount, answers: answers, json: json)
             // On standard error: standard output holds the answers alone (TSV or JSON).
             if !json { FileHandle.standardError.write(Data("\(answers.members) of \(answers.count) are members of \(advertiser)\n".utf8)) }
             if answers.members < answers.count { throw ExitCode(3) }
             return
         }
-        let key = hash.flatMap { MemberHash(hex: $0) } ?? MemberHash(email: email ?? "")
-        let response = try await userFacing("match failed") { try await one(key) }
+        var key = hash.flatMap { MemberHash(hex: $0) } ?? MemberHash(email: email ?? "")
+        let response: MatchResponse
+        if let email {
+            // The list's type is the server's to know: MD5 first; a list of
+            // SHA-256 answers INVALID_ARGUMENT (the only error a 16-byte hash
+            // of a served list can get), and the same address is asked as SHA-256.
+            do {
+                response = try await one(key)
+            } catch let error as RPCError where error.code == .invalidArgument {
+                key = MemberHash(email: email, type: .sha256)
+                response = try await userFacing("match failed") { try await one(key) }
+            } catch {
+                response = try await userFacing("match failed") { throw error }
+            }
+        } else {
+            response = try await userFacing("match failed") { try await one(key) }
+        }
         if json {
             print("{\"hash\": \"\(key.hex)\", \"matched\": \(response.matched), \"version\": \"\(response.version)\"}")
         } else {
@@ -496,14 +519,17 @@ struct MatchCommand: AsyncParsableCommand {
 }
 
 /// Reads a file of hashes, one per line, by ingest's rules (`LineParser`):
-/// blank lines are skipped, and so is a first line that is a header
-/// (`email_md5`), so a list file from the lake can be asked about as it is.
-/// Any other line that is not 32 hex digits is an error naming it, or, with
-/// `skipInvalid`, is left out. At most `limit` hashes are read. The hashes
-/// come packed, 16 bytes each: no allocation per hash.
-func readHashFile(_ path: String, skipInvalid: Bool = false, limit: Int = .max) throws -> Data {
+/// one type per file, MD5 or SHA-256, found as ingest finds it
+/// (`HashSniffer`); blank lines are skipped, and so is a first line that is
+/// a header (`email_md5`), so a list file from the lake can be asked about
+/// as it is. Any other line is an error naming it, or, with `skipInvalid`,
+/// is left out. At most `limit` hashes are read. The hashes come packed,
+/// whole (16 or 32 bytes each): no allocation per hash.
+func readHashFile(_ path: String, skipInvalid: Bool = false, limit: Int = .max) throws -> (Data, HashType) {
     guard let data = FileManager.default.contents(atPath: path) else { throw CLIError("cannot read \(path)") }
-    var out = Data(capacity: min(limit, data.count / 32 + 1) * 16)
+    let kind = data.withUnsafeBytes { HashSniffer.detect(head: UnsafeRawBufferPointer(rebasing: $0.prefix(HashSniffer.headBytes)),
+                                                         isWholeFile: $0.count <= HashSniffer.headBytes) }
+    var out = Data(capacity: min(limit, data.count / kind.hexDigits + 1) * kind.byteCount)
     var count = 0
     var bad: (line: Int, kind: InvalidLineKind)?
     data.withUnsafeBytes { (file: UnsafeRawBufferPointer) in
@@ -514,9 +540,12 @@ func readHashFile(_ path: String, skipInvalid: Bool = false, limit: Int = .max) 
             let length = rest.firstIndex(of: UInt8(ascii: "\n")) ?? rest.count
             let line = UnsafeRawBufferPointer(rebasing: rest[..<length])
             lineStart += length + 1
-            switch LineParser.parse(line, isFirstLineOfFile: lineNumber == 1) {
-            case .key(let key):
-                withUnsafeBytes(of: (key.hi.bigEndian, key.lo.bigEndian)) { out.append(contentsOf: $0) }
+            switch LineParser.parse(line, isFirstLineOfFile: lineNumber == 1, hashKind: kind) {
+            case .key:
+                // Whole, as callers send it (a key is only the first 16 bytes).
+                let bom = lineNumber == 1 && line.starts(with: [0xEF, 0xBB, 0xBF])
+                guard let hash = MemberHash(hexUTF8: bom ? UnsafeRawBufferPointer(rebasing: line[3...]) : line) else { continue }
+                out.append(hash.bytes)
                 count += 1
             case .skipped:
                 continue
@@ -530,14 +559,14 @@ func readHashFile(_ path: String, skipInvalid: Bool = false, limit: Int = .max) 
     }
     if let bad {
         let what = switch bad.kind {
-        case .wrongHashType: "a SHA hash, not an MD5"
-        case .unhashedEmail: "an email, not its MD5 (use --email for one address)"
-        case .malformed: "not a 32-hex-digit hash"
+        case .wrongHashType: "not a hash of the file's type, \(kind) (one type per file)"
+        case .unhashedEmail: "an email, not its hash (use --email for one address)"
+        case .malformed: "not a \(kind.hexDigits)-hex-digit hash"
         }
         throw CLIError("\(path):\(bad.line): \(what)")
     }
-    guard count > 0 else { throw CLIError("\(path) holds no 32-hex-digit hashes") }
-    return out
+    guard count > 0 else { throw CLIError("\(path) holds no MD5 or SHA-256 hashes") }
+    return (out, HashType(rawValue: kind.wireValue))
 }
 
 struct CallCommand: AsyncParsableCommand {

@@ -189,8 +189,11 @@ struct LoadCommand: AsyncParsableCommand {
         if let call { return try await runCall(call) }
         let advertisers = try self.advertisers()
         let members: [Data] = try hashes.map { path -> [Data] in
-            let packed = try readHashFile(path, skipInvalid: true, limit: 1_000_000)
-            return stride(from: 0, to: packed.count, by: 16).map { Data(packed[(packed.startIndex + $0)..<(packed.startIndex + $0 + 16)]) }
+            let (packed, type) = try readHashFile(path, skipInvalid: true, limit: 1_000_000)
+            // Misses are drawn as random 16-byte keys, and batches packed 16 bytes a hash.
+            guard type == .md5 else { throw CLIError("\(path) holds SHA-256 hashes; roster load asks MD5 lists only") }
+            let width = type.byteCount
+            return stride(from: 0, to: packed.count, by: width).map { Data(packed[(packed.startIndex + $0)..<(packed.startIndex + $0 + width)]) }
         } ?? []
         let keyPool = KeyPool(members: members, hitRatio: members.isEmpty ? 0 : hitRatio ?? 0.5, size: 65_536)
         let memberSet = verify ? Set(members.map { Data($0) }) : []

@@ -25,11 +25,12 @@ final class BlockParserTests: XCTestCase {
     }
 
     /// Parses every block of `object` and returns the keys in file order plus the summed stats.
-    private func parseAll(_ object: LakeObject, blockSize: Int64, chunkSize: Int = 7) async throws -> ([Key16], BlockStats) {
+    private func parseAll(_ object: LakeObject, blockSize: Int64, chunkSize: Int = 7,
+                          hashKind: HashKind = .md5) async throws -> ([Key16], BlockStats) {
         var keys: [Key16] = []
         var total = BlockStats()
         for block in BlockRange.split(size: object.size, blockSize: blockSize) {
-            let stats = try await BlockParser(chunkSize: chunkSize).parse(lake, object: object, block: block, into: &keys)
+            let stats = try await BlockParser(chunkSize: chunkSize).parse(lake, object: object, block: block, hashKind: hashKind, into: &keys)
             total.lines += stats.lines
             total.keys += stats.keys
             total.skipped += stats.skipped
@@ -87,6 +88,50 @@ final class BlockParserTests: XCTestCase {
         XCTAssertEqual(stats.invalid, [.wrongHashType: 1, .unhashedEmail: 1, .malformed: 2])
         XCTAssertEqual(stats.skipped, 1, "the blank line")
         XCTAssertEqual(stats.lines, 7)
+    }
+
+    /// A SHA-256 file: 64-digit lines are keys (their first 16 bytes),
+    /// every block boundary and read size agreeing with a reference; MD5
+    /// lines in it are the wrong type, and the file's type is found as
+    /// every worker finds it.
+    func testSHA256LinesWhateverTheOffsets() async throws {
+        var rng = SplitMix64(seed: 23)
+        var text = Array("email_sha256\n".utf8)
+        var expected: [Key16] = []
+        for i in 0..<40 {
+            let hex = String((0..<64).map { _ in Array("0123456789abcdefABCDEF")[Int(rng.next() % 22)] })
+            expected.append(Key16(hi: UInt64(hex.prefix(16), radix: 16)!, lo: UInt64(hex.dropFirst(16).prefix(16), radix: 16)!))
+            text += Array(hex.utf8) + (i % 5 == 0 ? Array(" \r\n".utf8) : [10])
+        }
+        text += Array("d41d8cd98f00b204e9800998ecf8427e\n".utf8) // an MD5: the wrong type here
+        text += Array(String(repeating: "ab", count: 31).utf8) + Array("zz\n".utf8) // 64 characters, not all hex
+        let object = try await put(text)
+        let kind = try await HashSniffer.detect(lake, object: object)
+        XCTAssertEqual(kind, .sha256)
+        for blockSize in Array(Int64(1)...80) + [500, Int64(text.count)] {
+            let (keys, stats) = try await parseAll(object, blockSize: blockSize, chunkSize: blockSize % 2 == 0 ? 7 : 100, hashKind: .sha256)
+            XCTAssertEqual(keys, expected, "block size \(blockSize)")
+            XCTAssertEqual(stats.invalid, [.wrongHashType: 1, .malformed: 1], "block size \(blockSize)")
+        }
+        // Read as MD5 (a wrong guess), every SHA-256 line is of the wrong type.
+        let (md5Keys, md5Stats) = try await parseAll(object, blockSize: 64, hashKind: .md5)
+        XCTAssertEqual(md5Keys, [Key16(hi: 0xd41d_8cd9_8f00_b204, lo: 0xe980_0998_ecf8_427e)])
+        XCTAssertEqual(md5Stats.invalid[.wrongHashType], 40)
+    }
+
+    func testTheSnifferTakesTheMajorityOfTheHead() {
+        func detect(_ text: String, whole: Bool = true) -> HashKind {
+            Array(text.utf8).withUnsafeBytes { HashSniffer.detect(head: $0, isWholeFile: whole) }
+        }
+        let md5 = "d41d8cd98f00b204e9800998ecf8427e", sha = String(repeating: "e3b0c442", count: 8)
+        XCTAssertEqual(detect("email_md5\n\(md5)\n\(md5)"), .md5)
+        XCTAssertEqual(detect("email\r\n \(sha)\t\r\n\(sha)"), .sha256)
+        XCTAssertEqual(detect("\(md5)\n\(sha)\n\(sha)\n"), .sha256, "one stray line at the top does not decide")
+        XCTAssertEqual(detect("\(md5)\n\(sha)\n"), .md5, "a tie is MD5")
+        XCTAssertEqual(detect(""), .md5)
+        XCTAssertEqual(detect("someone@example.com\nnot a hash\n"), .md5)
+        XCTAssertEqual(detect("\(md5)\n\(sha)", whole: false), .md5, "a cut last line is not looked at")
+        XCTAssertEqual(detect("\(sha)\n" + String(sha.prefix(32)), whole: false), .sha256, "nor counted as an MD5")
     }
 
     func testHeaderIsSkippedOnlyOnTheFirstLine() {
@@ -152,15 +197,24 @@ final class HexDecodingTests: XCTestCase {
         let hex = Array("0123456789abcdefABCDEF".utf8)
         for _ in 0..<2000 {
             var line = (0..<32).map { _ in hex[Int(rng.next() % UInt64(hex.count))] }
-            line.withUnsafeBytes { XCTAssertEqual(HexKey.decode($0.baseAddress!), reference($0)) }
-            XCTAssertNotNil(line.withUnsafeBytes { HexKey.decode($0.baseAddress!) })
+            line.withUnsafeBytes { XCTAssertEqual(HexKey.decode($0.baseAddress!, .md5), reference($0)) }
+            XCTAssertNotNil(line.withUnsafeBytes { HexKey.decode($0.baseAddress!, .md5) })
             let position = Int(rng.next() % 32)
             for byte in 0...255 {
                 line[position] = UInt8(byte)
-                line.withUnsafeBytes { XCTAssertEqual(HexKey.decode($0.baseAddress!), reference($0), "byte \(byte) at \(position)") }
+                line.withUnsafeBytes { XCTAssertEqual(HexKey.decode($0.baseAddress!, .md5), reference($0), "byte \(byte) at \(position)") }
             }
         }
         let known = Array("00112233445566778899AaBbCcDdEeFf".utf8)
-        XCTAssertEqual(known.withUnsafeBytes { HexKey.decode($0.baseAddress!) }, Key16(hi: 0x0011_2233_4455_6677, lo: 0x8899_AABB_CCDD_EEFF))
+        XCTAssertEqual(known.withUnsafeBytes { HexKey.decode($0.baseAddress!, .md5) }, Key16(hi: 0x0011_2233_4455_6677, lo: 0x8899_AABB_CCDD_EEFF))
+        // A SHA-256: the first 16 bytes are the key, the other 32 digits must be hex too.
+        var sha = known + Array("0123456789abcdef0123456789ABCDEF".utf8)
+        XCTAssertEqual(sha.withUnsafeBytes { HexKey.decode($0.baseAddress!, .sha256) }, Key16(hi: 0x0011_2233_4455_6677, lo: 0x8899_AABB_CCDD_EEFF))
+        for position in 32..<64 {
+            let saved = sha[position]
+            sha[position] = UInt8(ascii: "g")
+            XCTAssertNil(sha.withUnsafeBytes { HexKey.decode($0.baseAddress!, .sha256) }, "a non-hex digit at \(position)")
+            sha[position] = saved
+        }
     }
 }

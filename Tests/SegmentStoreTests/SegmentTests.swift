@@ -224,19 +224,23 @@ final class SegmentTests: XCTestCase {
     /// what is written is what is read, members are found, neighbours are
     /// not, the batch path and paging agree, and the size is the layout's.
     func testEveryFormatAndSizeClassRoundTrips() throws {
-        for formatVersion in [UInt16(1), 2] {
+        for (formatVersion, kind) in [(UInt16(1), HashKind.md5), (2, .md5), (2, .sha256)] {
             for n in [0, 1, 2, 31, 32, 33, 500, 4_096, 70_000, 1_100_000] {
                 let keys = spreadKeys(n, seed: UInt64(n))
-                let path = dir.appendingPathComponent("v\(formatVersion)-\(n).seg").path
-                let writer = try SegmentWriter(path: path, advertiserID: "acme", version: 3, estimatedKeys: n, formatVersion: formatVersion)
+                let path = dir.appendingPathComponent("v\(formatVersion)-\(kind.name)-\(n).seg").path
+                let writer = try SegmentWriter(path: path, advertiserID: "acme", version: 3, estimatedKeys: n, formatVersion: formatVersion,
+                                               hashKind: kind)
                 // Half one by one, half in bulk: both ways of appending.
                 for key in keys.prefix(n / 2) { try writer.append(key) }
                 try keys[(n / 2)...].withUnsafeBufferPointer { try writer.append(contentsOf: $0) }
                 _ = try writer.finish()
                 let segment = try Segment(path: path)
-                let layout = SegmentLayout.forKeys(n, version: formatVersion)
-                let context = "format \(formatVersion), \(n) keys"
+                let v2 = SegmentLayout.forKeys(n, version: formatVersion)
+                // A SHA-256 list's segment is version 3: version 2's layout, its hash type in the header.
+                let layout = kind == .md5 ? v2 : SegmentLayout(version: 3, bits: v2.bits, dropped: v2.dropped)
+                let context = "format \(formatVersion), \(kind), \(n) keys"
                 XCTAssertEqual(segment.layout, layout, context)
+                XCTAssertEqual(segment.info.hashKind, kind, context)
                 XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int, layout.fileSize(keys: n), context)
                 XCTAssertEqual(segment.count, n, context)
                 XCTAssertEqual(segment.info.firstKey, keys.first, context)
@@ -327,7 +331,10 @@ final class SegmentTests: XCTestCase {
             }
         }
         XCTAssertNil(refusal { _ in }, "the header checksum is recomputed right")
-        XCTAssertEqual(refusal { $0[4] = 3 }, "unsupported format version 3 (this build reads 1 and 2)")
+        XCTAssertEqual(refusal { $0[4] = 4 }, "unsupported format version 4 (this build reads 1 to 3)")
+        XCTAssertEqual(refusal { $0[106] = 1 }, "a SHA-256 segment in format version 2, which holds only MD5")
+        XCTAssertEqual(refusal { $0[106] = 7 }, "unknown hash type 7")
+        XCTAssertNil(refusal { $0[4] = 3; $0[106] = 1 }, "version 3 holds a SHA-256 list")
         XCTAssertEqual(refusal { $0[7] = 2 }, "2 dropped key bytes with 5 index bits (at most 0)")
         XCTAssertEqual(refusal { $0[4] = 1 }, "truncated: \(good.count) bytes, \(SegmentLayout(version: 1, bits: 5, dropped: 0).fileSize(keys: 1_000)) expected for 1000 keys")
     }

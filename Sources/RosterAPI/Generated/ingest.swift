@@ -160,6 +160,8 @@ public struct FileStatus: ProtoMessage {
     /// Unix time in milliseconds.
     public var submittedAtMs: Int64 = 0
     public var liveAtMs: Int64 = 0
+    /// The type of the file's hashes, once a block was parsed.
+    public var hashType: HashType = .unspecified
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -188,7 +190,8 @@ public struct FileStatus: ProtoMessage {
         invalidSamples: [InvalidLine] = [],
         error: String = "",
         submittedAtMs: Int64 = 0,
-        liveAtMs: Int64 = 0
+        liveAtMs: Int64 = 0,
+        hashType: HashType = .unspecified
     ) {
         self.version = version
         self.advertiserID = advertiserID
@@ -212,6 +215,7 @@ public struct FileStatus: ProtoMessage {
         self.error = error
         self.submittedAtMs = submittedAtMs
         self.liveAtMs = liveAtMs
+        self.hashType = hashType
     }
 }
 
@@ -363,6 +367,8 @@ public struct AdvertiserSummary: ProtoMessage {
     /// The advertiser's own shrink guard (SetMaxShrink), when it has one; absent:
     /// the coordinator's --max-shrink applies.
     public var maxShrink: Double? = nil
+    /// The type of the live version's hashes (UNSPECIFIED when none is live).
+    public var liveHashType: HashType = .unspecified
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -380,7 +386,8 @@ public struct AdvertiserSummary: ProtoMessage {
         latestState: FileState = .unspecified,
         versions: UInt32 = 0,
         changedAtMs: Int64 = 0,
-        maxShrink: Double? = nil
+        maxShrink: Double? = nil,
+        liveHashType: HashType = .unspecified
     ) {
         self.advertiserID = advertiserID
         self.liveVersion = liveVersion
@@ -393,6 +400,7 @@ public struct AdvertiserSummary: ProtoMessage {
         self.versions = versions
         self.changedAtMs = changedAtMs
         self.maxShrink = maxShrink
+        self.liveHashType = liveHashType
     }
 }
 
@@ -716,6 +724,7 @@ extension FileStatus {
             case 20: self.error = try reader.read(StringCodec.self, tag)
             case 21: self.submittedAtMs = try reader.read(Int64Codec.self, tag)
             case 22: self.liveAtMs = try reader.read(Int64Codec.self, tag)
+            case 23: self.hashType = try reader.read(EnumCodec<HashType>.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -745,6 +754,7 @@ extension FileStatus {
         if !self.error.isEmpty { size += ProtoSize.field(StringCodec.self, field: 20, self.error) }
         if self.submittedAtMs != 0 { size += ProtoSize.field(Int64Codec.self, field: 21, self.submittedAtMs) }
         if self.liveAtMs != 0 { size += ProtoSize.field(Int64Codec.self, field: 22, self.liveAtMs) }
+        if self.hashType.rawValue != 0 { size += ProtoSize.field(EnumCodec<HashType>.self, field: 23, self.hashType) }
         return size
     }
 
@@ -771,6 +781,7 @@ extension FileStatus {
         if !self.error.isEmpty { writer.write(StringCodec.self, field: 20, self.error) }
         if self.submittedAtMs != 0 { writer.write(Int64Codec.self, field: 21, self.submittedAtMs) }
         if self.liveAtMs != 0 { writer.write(Int64Codec.self, field: 22, self.liveAtMs) }
+        if self.hashType.rawValue != 0 { writer.write(EnumCodec<HashType>.self, field: 23, self.hashType) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -939,6 +950,7 @@ extension AdvertiserSummary {
             case 9: self.versions = try reader.read(UInt32Codec.self, tag)
             case 10: self.changedAtMs = try reader.read(Int64Codec.self, tag)
             case 11: self.maxShrink = try reader.read(DoubleCodec.self, tag)
+            case 12: self.liveHashType = try reader.read(EnumCodec<HashType>.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -957,6 +969,7 @@ extension AdvertiserSummary {
         if self.versions != 0 { size += ProtoSize.field(UInt32Codec.self, field: 9, self.versions) }
         if self.changedAtMs != 0 { size += ProtoSize.field(Int64Codec.self, field: 10, self.changedAtMs) }
         if let value = self.maxShrink { size += ProtoSize.field(DoubleCodec.self, field: 11, value) }
+        if self.liveHashType.rawValue != 0 { size += ProtoSize.field(EnumCodec<HashType>.self, field: 12, self.liveHashType) }
         return size
     }
 
@@ -972,6 +985,7 @@ extension AdvertiserSummary {
         if self.versions != 0 { writer.write(UInt32Codec.self, field: 9, self.versions) }
         if self.changedAtMs != 0 { writer.write(Int64Codec.self, field: 10, self.changedAtMs) }
         if let value = self.maxShrink { writer.write(DoubleCodec.self, field: 11, value) }
+        if self.liveHashType.rawValue != 0 { writer.write(EnumCodec<HashType>.self, field: 12, self.liveHashType) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -1399,7 +1413,7 @@ extension InvalidLine: ProtoJSONMessage {
 
 extension FileStatus: ProtoJSONMessage {
     public static let protoName = "roster.v1.FileStatus"
-    public static let schemaDefinition = "message FileStatus {\n  /// The list version (the file's catalog id), as Match reports it.\n  uint64 version = 1;\n  string advertiser_id = 2;\n  string path = 3;\n  uint64 size = 4;\n  string etag = 5;\n  FileState state = 6;\n  uint32 blocks_total = 7;\n  uint32 blocks_done = 8;\n  uint64 bytes_done = 9;\n  uint32 merges_total = 10;\n  uint32 merges_done = 11;\n  /// Parsed bytes per second since the first block was leased.\n  double bytes_per_second = 12;\n  /// Seconds until live at the current rate; 0 when unknown or finished.\n  double eta_seconds = 13;\n  uint64 lines = 14;\n  /// Valid keys read (duplicates included).\n  uint64 keys = 15;\n  /// Distinct keys served, once merged.\n  uint64 distinct_keys = 16;\n  uint64 invalid_lines = 17;\n  map<string, uint64> invalid_by_kind = 18;\n  repeated InvalidLine invalid_samples = 19;\n  /// Why the file failed, was rejected or superseded.\n  string error = 20;\n  /// Unix time in milliseconds.\n  int64 submitted_at_ms = 21;\n  int64 live_at_ms = 22;\n}"
+    public static let schemaDefinition = "message FileStatus {\n  /// The list version (the file's catalog id), as Match reports it.\n  uint64 version = 1;\n  string advertiser_id = 2;\n  string path = 3;\n  uint64 size = 4;\n  string etag = 5;\n  FileState state = 6;\n  uint32 blocks_total = 7;\n  uint32 blocks_done = 8;\n  uint64 bytes_done = 9;\n  uint32 merges_total = 10;\n  uint32 merges_done = 11;\n  /// Parsed bytes per second since the first block was leased.\n  double bytes_per_second = 12;\n  /// Seconds until live at the current rate; 0 when unknown or finished.\n  double eta_seconds = 13;\n  uint64 lines = 14;\n  /// Valid keys read (duplicates included).\n  uint64 keys = 15;\n  /// Distinct keys served, once merged.\n  uint64 distinct_keys = 16;\n  uint64 invalid_lines = 17;\n  map<string, uint64> invalid_by_kind = 18;\n  repeated InvalidLine invalid_samples = 19;\n  /// Why the file failed, was rejected or superseded.\n  string error = 20;\n  /// Unix time in milliseconds.\n  int64 submitted_at_ms = 21;\n  int64 live_at_ms = 22;\n  /// The type of the file's hashes, once a block was parsed.\n  HashType hash_type = 23;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -1425,6 +1439,7 @@ extension FileStatus: ProtoJSONMessage {
         object.singular("error", StringCodec.self, self.error)
         object.singular("submittedAtMs", Int64Codec.self, self.submittedAtMs)
         object.singular("liveAtMs", Int64Codec.self, self.liveAtMs)
+        object.singular("hashType", EnumCodec<HashType>.self, self.hashType)
         return object.value
     }
 
@@ -1453,7 +1468,8 @@ extension FileStatus: ProtoJSONMessage {
             case "error": self.error = try JSONReader.singular(StringCodec.self, value, field: "error")
             case "submittedAtMs", "submitted_at_ms": self.submittedAtMs = try JSONReader.singular(Int64Codec.self, value, field: "submittedAtMs")
             case "liveAtMs", "live_at_ms": self.liveAtMs = try JSONReader.singular(Int64Codec.self, value, field: "liveAtMs")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["version", "advertiserId", "path", "size", "etag", "state", "blocksTotal", "blocksDone", "bytesDone", "mergesTotal", "mergesDone", "bytesPerSecond", "etaSeconds", "lines", "keys", "distinctKeys", "invalidLines", "invalidByKind", "invalidSamples", "error", "submittedAtMs", "liveAtMs"])
+            case "hashType", "hash_type": self.hashType = try JSONReader.singular(EnumCodec<HashType>.self, value, field: "hashType")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["version", "advertiserId", "path", "size", "etag", "state", "blocksTotal", "blocksDone", "bytesDone", "mergesTotal", "mergesDone", "bytesPerSecond", "etaSeconds", "lines", "keys", "distinctKeys", "invalidLines", "invalidByKind", "invalidSamples", "error", "submittedAtMs", "liveAtMs", "hashType"])
             }
         }
     }
@@ -1587,7 +1603,7 @@ extension ListAdvertisersRequest: ProtoJSONMessage {
 
 extension AdvertiserSummary: ProtoJSONMessage {
     public static let protoName = "roster.v1.AdvertiserSummary"
-    public static let schemaDefinition = "/// One advertiser as the catalog knows it.\nmessage AdvertiserSummary {\n  string advertiser_id = 1;\n  /// The live list version; 0 when none is live.\n  uint64 live_version = 2;\n  /// The live version's file, its size and its distinct keys.\n  string live_path = 3;\n  uint64 live_bytes = 4;\n  uint64 live_keys = 5;\n  /// When the live version went live (Unix ms); 0 when none is.\n  int64 live_at_ms = 6;\n  /// The newest version of any state, and its state: a file in flight, or\n  /// one that failed, shows here.\n  uint64 latest_version = 7;\n  FileState latest_state = 8;\n  /// Versions the catalog holds for this advertiser.\n  uint32 versions = 9;\n  /// The last change: the newest version's submission, or its end.\n  int64 changed_at_ms = 10;\n  /// The advertiser's own shrink guard (SetMaxShrink), when it has one; absent:\n  /// the coordinator's --max-shrink applies.\n  optional double max_shrink = 11;\n}"
+    public static let schemaDefinition = "/// One advertiser as the catalog knows it.\nmessage AdvertiserSummary {\n  string advertiser_id = 1;\n  /// The live list version; 0 when none is live.\n  uint64 live_version = 2;\n  /// The live version's file, its size and its distinct keys.\n  string live_path = 3;\n  uint64 live_bytes = 4;\n  uint64 live_keys = 5;\n  /// When the live version went live (Unix ms); 0 when none is.\n  int64 live_at_ms = 6;\n  /// The newest version of any state, and its state: a file in flight, or\n  /// one that failed, shows here.\n  uint64 latest_version = 7;\n  FileState latest_state = 8;\n  /// Versions the catalog holds for this advertiser.\n  uint32 versions = 9;\n  /// The last change: the newest version's submission, or its end.\n  int64 changed_at_ms = 10;\n  /// The advertiser's own shrink guard (SetMaxShrink), when it has one; absent:\n  /// the coordinator's --max-shrink applies.\n  optional double max_shrink = 11;\n  /// The type of the live version's hashes (UNSPECIFIED when none is live).\n  HashType live_hash_type = 12;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -1602,6 +1618,7 @@ extension AdvertiserSummary: ProtoJSONMessage {
         object.singular("versions", UInt32Codec.self, self.versions)
         object.singular("changedAtMs", Int64Codec.self, self.changedAtMs)
         object.optional("maxShrink", DoubleCodec.self, self.maxShrink)
+        object.singular("liveHashType", EnumCodec<HashType>.self, self.liveHashType)
         return object.value
     }
 
@@ -1619,7 +1636,8 @@ extension AdvertiserSummary: ProtoJSONMessage {
             case "versions": self.versions = try JSONReader.singular(UInt32Codec.self, value, field: "versions")
             case "changedAtMs", "changed_at_ms": self.changedAtMs = try JSONReader.singular(Int64Codec.self, value, field: "changedAtMs")
             case "maxShrink", "max_shrink": self.maxShrink = try JSONReader.optional(DoubleCodec.self, value, field: "maxShrink")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "liveVersion", "livePath", "liveBytes", "liveKeys", "liveAtMs", "latestVersion", "latestState", "versions", "changedAtMs", "maxShrink"])
+            case "liveHashType", "live_hash_type": self.liveHashType = try JSONReader.singular(EnumCodec<HashType>.self, value, field: "liveHashType")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "liveVersion", "livePath", "liveBytes", "liveKeys", "liveAtMs", "latestVersion", "latestState", "versions", "changedAtMs", "maxShrink", "liveHashType"])
             }
         }
     }

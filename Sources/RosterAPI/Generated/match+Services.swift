@@ -15,7 +15,7 @@ public enum MatchService {
     public enum Method {
         /// Whether one hash is in the advertiser's current list. NOT_FOUND for an
         /// advertiser with no published list, INVALID_ARGUMENT for a hash that is
-        /// not 16 bytes.
+        /// not of the list's type (16 bytes for MD5, 32 for SHA-256).
         public static let match = RPCMethodDescriptor(service: MatchService.name, method: "Match", id: 0x0001_0001)
         /// The same question for a batch of hashes, answered from one version.
         public static let matchMany = RPCMethodDescriptor(service: MatchService.name, method: "MatchMany", id: 0x0001_0002)
@@ -29,7 +29,7 @@ public enum MatchService {
     public protocol Handler: RPCService {
         /// Whether one hash is in the advertiser's current list. NOT_FOUND for an
         /// advertiser with no published list, INVALID_ARGUMENT for a hash that is
-        /// not 16 bytes.
+        /// not of the list's type (16 bytes for MD5, 32 for SHA-256).
         func match(_ request: MatchRequest, context: RPCContext) async throws -> MatchResponse
         /// The same question for a batch of hashes, answered from one version.
         func matchMany(_ request: MatchManyRequest, context: RPCContext) async throws -> MatchManyResponse
@@ -44,7 +44,7 @@ public enum MatchService {
     public protocol InlineHandler: RPCService {
         /// Whether one hash is in the advertiser's current list. NOT_FOUND for an
         /// advertiser with no published list, INVALID_ARGUMENT for a hash that is
-        /// not 16 bytes.
+        /// not of the list's type (16 bytes for MD5, 32 for SHA-256).
         func match(_ request: MatchRequest, context: RPCContext) throws -> MatchResponse
         /// The same question for a batch of hashes, answered from one version.
         func matchMany(_ request: MatchManyRequest, context: RPCContext) throws -> MatchManyResponse
@@ -61,7 +61,7 @@ public enum MatchService {
 
         /// Whether one hash is in the advertiser's current list. NOT_FOUND for an
         /// advertiser with no published list, INVALID_ARGUMENT for a hash that is
-        /// not 16 bytes.
+        /// not of the list's type (16 bytes for MD5, 32 for SHA-256).
         public func match(_ request: MatchRequest, options: CallOptions = .defaults) async throws -> MatchResponse {
             try await transport.unary(Method.match, request: request, options: options)
         }

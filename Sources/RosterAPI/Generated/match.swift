@@ -4,11 +4,47 @@
 import Foundation
 import RosterRPC
 
+/// What a list's members are hashes of: one type per list, found in its
+/// file (docs/INGEST.md), and the width every hash asked of it must have.
+public enum HashType: ProtoEnum {
+    case unspecified // = 0
+    /// The MD5 of the normalised email: 16 bytes (32 hex digits in a file).
+    case md5 // = 1
+    /// The SHA-256 of the normalised email: 32 bytes (64 hex digits).
+    case sha256 // = 2
+    /// A number this version of the schema does not name; kept so it re-encodes unchanged.
+    case unrecognized(Int32)
+
+    public init() { self = .unspecified }
+
+    public init(rawValue: Int32) {
+        switch rawValue {
+        case 0: self = .unspecified
+        case 1: self = .md5
+        case 2: self = .sha256
+        default: self = .unrecognized(rawValue)
+        }
+    }
+
+    public var rawValue: Int32 {
+        switch self {
+        case .unspecified: return 0
+        case .md5: return 1
+        case .sha256: return 2
+        case .unrecognized(let value): return value
+        }
+    }
+
+    public static let allCases: [HashType] = [.unspecified, .md5, .sha256]
+}
+
 /// Is one email hash a member of one advertiser's list?
 public struct MatchRequest: ProtoMessage {
     /// The advertiser whose list is asked about (its folder name in the lake).
     public var advertiserID: String = ""
-    /// The MD5 of the normalised email: exactly 16 bytes.
+    /// The hash of the normalised email, of the list's type: 16 bytes for a
+    /// list of MD5s, 32 for SHA-256. Another width is INVALID_ARGUMENT,
+    /// naming the list's type.
     public var hash: Data = Data()
 
     /// Fields this version of the schema does not know, kept for re-encoding.
@@ -41,20 +77,30 @@ public struct MatchResponse: ProtoMessage {
 /// Many hashes of one advertiser at once.
 public struct MatchManyRequest: ProtoMessage {
     public var advertiserID: String = ""
-    /// N hashes of 16 bytes each, back to back (N × 16 bytes): one packed field
-    /// costs about a microsecond per thousand keys to encode, a repeated field
-    /// of strings about seventy. At most 100,000 hashes (1.6 MB) per call by
-    /// default; more is INVALID_ARGUMENT.
+    /// N hashes of the list's type back to back: N × 16 bytes for MD5, N × 32
+    /// for SHA-256. One packed field costs about a microsecond per thousand
+    /// keys to encode, a repeated field of strings about seventy. At most
+    /// 100,000 hashes per call by default; more is INVALID_ARGUMENT, as is a
+    /// length that is not a whole number of hashes.
     public var hashes: Data = Data()
+    /// The type of the hashes sent. Unset: the list's (so an MD5 client needs
+    /// nothing new). Set and not the list's: INVALID_ARGUMENT naming the
+    /// list's type, rather than 32-byte hashes read as two 16-byte ones.
+    public var hashType: HashType = .unspecified
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
     public init() {}
 
-    public init(advertiserID: String = "", hashes: Data = Data()) {
+    public init(
+        advertiserID: String = "",
+        hashes: Data = Data(),
+        hashType: HashType = .unspecified
+    ) {
         self.advertiserID = advertiserID
         self.hashes = hashes
+        self.hashType = hashType
     }
 }
 
@@ -90,20 +136,29 @@ public struct MatchManyResponse: ProtoMessage {
 /// user and candidate offers from many merchants drops the offers of those
 /// whose lists the user is on.
 public struct MatchAdvertisersRequest: ProtoMessage {
-    /// The MD5 of the normalised email: exactly 16 bytes.
+    /// The hash of the normalised email: its MD5 (16 bytes) or its SHA-256 (32).
     public var hash: Data = Data()
     /// The advertisers to ask about: at most 10,000 per call (more is
     /// INVALID_ARGUMENT). Each is answered in its place, repeats included.
     public var advertiserIDs: [String] = []
+    /// Optionally the same email's hash of the other type (32 bytes when
+    /// `hash` is 16, and the reverse): each list is then asked with the hash
+    /// of its own type. Of the same width as `hash`: INVALID_ARGUMENT.
+    public var otherHash: Data = Data()
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
 
     public init() {}
 
-    public init(hash: Data = Data(), advertiserIDs: [String] = []) {
+    public init(
+        hash: Data = Data(),
+        advertiserIDs: [String] = [],
+        otherHash: Data = Data()
+    ) {
         self.hash = hash
         self.advertiserIDs = advertiserIDs
+        self.otherHash = otherHash
     }
 }
 
@@ -117,6 +172,12 @@ public struct MatchAdvertisersResponse: ProtoMessage {
     public var versions: [UInt64] = []
     /// How many advertisers asked had no list here (version 0).
     public var unknownCount: UInt32 = 0
+    /// One bit per advertiser asked, as `matched`: set for one whose list
+    /// holds hashes of a type the request gave none of (its `matched` bit is
+    /// 0; its version is reported). Empty when there is none.
+    public var wrongType: Data = Data()
+    /// How many bits of `wrong_type` are set.
+    public var wrongTypeCount: UInt32 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -126,11 +187,15 @@ public struct MatchAdvertisersResponse: ProtoMessage {
     public init(
         matched: Data = Data(),
         versions: [UInt64] = [],
-        unknownCount: UInt32 = 0
+        unknownCount: UInt32 = 0,
+        wrongType: Data = Data(),
+        wrongTypeCount: UInt32 = 0
     ) {
         self.matched = matched
         self.versions = versions
         self.unknownCount = unknownCount
+        self.wrongType = wrongType
+        self.wrongTypeCount = wrongTypeCount
     }
 }
 
@@ -192,6 +257,7 @@ extension MatchManyRequest {
             switch tag.fieldNumber {
             case 1: self.advertiserID = try reader.read(StringCodec.self, tag)
             case 2: self.hashes = try reader.read(BytesCodec.self, tag)
+            case 3: self.hashType = try reader.read(EnumCodec<HashType>.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -201,12 +267,14 @@ extension MatchManyRequest {
         var size = unknownFields.count
         if !self.advertiserID.isEmpty { size += ProtoSize.field(StringCodec.self, field: 1, self.advertiserID) }
         if !self.hashes.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 2, self.hashes) }
+        if self.hashType.rawValue != 0 { size += ProtoSize.field(EnumCodec<HashType>.self, field: 3, self.hashType) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
         if !self.advertiserID.isEmpty { writer.write(StringCodec.self, field: 1, self.advertiserID) }
         if !self.hashes.isEmpty { writer.write(BytesCodec.self, field: 2, self.hashes) }
+        if self.hashType.rawValue != 0 { writer.write(EnumCodec<HashType>.self, field: 3, self.hashType) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -248,6 +316,7 @@ extension MatchAdvertisersRequest {
             switch tag.fieldNumber {
             case 1: self.hash = try reader.read(BytesCodec.self, tag)
             case 2: try reader.readRepeated(StringCodec.self, tag, into: &self.advertiserIDs)
+            case 3: self.otherHash = try reader.read(BytesCodec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -257,12 +326,14 @@ extension MatchAdvertisersRequest {
         var size = unknownFields.count
         if !self.hash.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 1, self.hash) }
         size += ProtoSize.repeated(StringCodec.self, field: 2, self.advertiserIDs)
+        if !self.otherHash.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 3, self.otherHash) }
         return size
     }
 
     public func encode(to writer: inout ProtoWriter) {
         if !self.hash.isEmpty { writer.write(BytesCodec.self, field: 1, self.hash) }
         writer.writeRepeated(StringCodec.self, field: 2, self.advertiserIDs)
+        if !self.otherHash.isEmpty { writer.write(BytesCodec.self, field: 3, self.otherHash) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -274,6 +345,8 @@ extension MatchAdvertisersResponse {
             case 1: self.matched = try reader.read(BytesCodec.self, tag)
             case 2: try reader.readPackable(UInt64Codec.self, tag, into: &self.versions)
             case 3: self.unknownCount = try reader.read(UInt32Codec.self, tag)
+            case 4: self.wrongType = try reader.read(BytesCodec.self, tag)
+            case 5: self.wrongTypeCount = try reader.read(UInt32Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -284,6 +357,8 @@ extension MatchAdvertisersResponse {
         if !self.matched.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 1, self.matched) }
         size += ProtoSize.packed(UInt64Codec.self, field: 2, self.versions)
         if self.unknownCount != 0 { size += ProtoSize.field(UInt32Codec.self, field: 3, self.unknownCount) }
+        if !self.wrongType.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 4, self.wrongType) }
+        if self.wrongTypeCount != 0 { size += ProtoSize.field(UInt32Codec.self, field: 5, self.wrongTypeCount) }
         return size
     }
 
@@ -291,15 +366,39 @@ extension MatchAdvertisersResponse {
         if !self.matched.isEmpty { writer.write(BytesCodec.self, field: 1, self.matched) }
         writer.writePacked(UInt64Codec.self, field: 2, self.versions)
         if self.unknownCount != 0 { writer.write(UInt32Codec.self, field: 3, self.unknownCount) }
+        if !self.wrongType.isEmpty { writer.write(BytesCodec.self, field: 4, self.wrongType) }
+        if self.wrongTypeCount != 0 { writer.write(UInt32Codec.self, field: 5, self.wrongTypeCount) }
         writer.writeUnknown(unknownFields)
     }
 }
 
 // MARK: - JSON mapping
 
+extension HashType: ProtoJSONEnum {
+    public static let schemaDefinition = "/// What a list's members are hashes of: one type per list, found in its\n/// file (docs/INGEST.md), and the width every hash asked of it must have.\nenum HashType {\n  HASH_TYPE_UNSPECIFIED = 0;\n  /// The MD5 of the normalised email: 16 bytes (32 hex digits in a file).\n  HASH_TYPE_MD5 = 1;\n  /// The SHA-256 of the normalised email: 32 bytes (64 hex digits).\n  HASH_TYPE_SHA256 = 2;\n}"
+
+    public var protoName: String? {
+        switch self {
+        case .unspecified: return "HASH_TYPE_UNSPECIFIED"
+        case .md5: return "HASH_TYPE_MD5"
+        case .sha256: return "HASH_TYPE_SHA256"
+        case .unrecognized: return nil
+        }
+    }
+
+    public init?(protoName: String) {
+        switch protoName {
+        case "HASH_TYPE_UNSPECIFIED": self = .unspecified
+        case "HASH_TYPE_MD5": self = .md5
+        case "HASH_TYPE_SHA256": self = .sha256
+        default: return nil
+        }
+    }
+}
+
 extension MatchRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.MatchRequest"
-    public static let schemaDefinition = "/// Is one email hash a member of one advertiser's list?\nmessage MatchRequest {\n  /// The advertiser whose list is asked about (its folder name in the lake).\n  string advertiser_id = 1;\n  /// The MD5 of the normalised email: exactly 16 bytes.\n  bytes hash = 2;\n}"
+    public static let schemaDefinition = "/// Is one email hash a member of one advertiser's list?\nmessage MatchRequest {\n  /// The advertiser whose list is asked about (its folder name in the lake).\n  string advertiser_id = 1;\n  /// The hash of the normalised email, of the list's type: 16 bytes for a\n  /// list of MD5s, 32 for SHA-256. Another width is INVALID_ARGUMENT,\n  /// naming the list's type.\n  bytes hash = 2;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -343,12 +442,13 @@ extension MatchResponse: ProtoJSONMessage {
 
 extension MatchManyRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.MatchManyRequest"
-    public static let schemaDefinition = "/// Many hashes of one advertiser at once.\nmessage MatchManyRequest {\n  string advertiser_id = 1;\n  /// N hashes of 16 bytes each, back to back (N × 16 bytes): one packed field\n  /// costs about a microsecond per thousand keys to encode, a repeated field\n  /// of strings about seventy. At most 100,000 hashes (1.6 MB) per call by\n  /// default; more is INVALID_ARGUMENT.\n  bytes hashes = 2;\n}"
+    public static let schemaDefinition = "/// Many hashes of one advertiser at once.\nmessage MatchManyRequest {\n  string advertiser_id = 1;\n  /// N hashes of the list's type back to back: N × 16 bytes for MD5, N × 32\n  /// for SHA-256. One packed field costs about a microsecond per thousand\n  /// keys to encode, a repeated field of strings about seventy. At most\n  /// 100,000 hashes per call by default; more is INVALID_ARGUMENT, as is a\n  /// length that is not a whole number of hashes.\n  bytes hashes = 2;\n  /// The type of the hashes sent. Unset: the list's (so an MD5 client needs\n  /// nothing new). Set and not the list's: INVALID_ARGUMENT naming the\n  /// list's type, rather than 32-byte hashes read as two 16-byte ones.\n  HashType hash_type = 3;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.singular("advertiserId", StringCodec.self, self.advertiserID)
         object.singular("hashes", BytesCodec.self, self.hashes)
+        object.singular("hashType", EnumCodec<HashType>.self, self.hashType)
         return object.value
     }
 
@@ -357,7 +457,8 @@ extension MatchManyRequest: ProtoJSONMessage {
             switch key {
             case "advertiserId", "advertiser_id": self.advertiserID = try JSONReader.singular(StringCodec.self, value, field: "advertiserId")
             case "hashes": self.hashes = try JSONReader.singular(BytesCodec.self, value, field: "hashes")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "hashes"])
+            case "hashType", "hash_type": self.hashType = try JSONReader.singular(EnumCodec<HashType>.self, value, field: "hashType")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "hashes", "hashType"])
             }
         }
     }
@@ -391,12 +492,13 @@ extension MatchManyResponse: ProtoJSONMessage {
 
 extension MatchAdvertisersRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.MatchAdvertisersRequest"
-    public static let schemaDefinition = "/// One hash asked of many advertisers at once: a recommender holding one\n/// user and candidate offers from many merchants drops the offers of those\n/// whose lists the user is on.\nmessage MatchAdvertisersRequest {\n  /// The MD5 of the normalised email: exactly 16 bytes.\n  bytes hash = 1;\n  /// The advertisers to ask about: at most 10,000 per call (more is\n  /// INVALID_ARGUMENT). Each is answered in its place, repeats included.\n  repeated string advertiser_ids = 2;\n}"
+    public static let schemaDefinition = "/// One hash asked of many advertisers at once: a recommender holding one\n/// user and candidate offers from many merchants drops the offers of those\n/// whose lists the user is on.\nmessage MatchAdvertisersRequest {\n  /// The hash of the normalised email: its MD5 (16 bytes) or its SHA-256 (32).\n  bytes hash = 1;\n  /// The advertisers to ask about: at most 10,000 per call (more is\n  /// INVALID_ARGUMENT). Each is answered in its place, repeats included.\n  repeated string advertiser_ids = 2;\n  /// Optionally the same email's hash of the other type (32 bytes when\n  /// `hash` is 16, and the reverse): each list is then asked with the hash\n  /// of its own type. Of the same width as `hash`: INVALID_ARGUMENT.\n  bytes other_hash = 3;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.singular("hash", BytesCodec.self, self.hash)
         object.repeated("advertiserIds", StringCodec.self, self.advertiserIDs)
+        object.singular("otherHash", BytesCodec.self, self.otherHash)
         return object.value
     }
 
@@ -405,7 +507,8 @@ extension MatchAdvertisersRequest: ProtoJSONMessage {
             switch key {
             case "hash": self.hash = try JSONReader.singular(BytesCodec.self, value, field: "hash")
             case "advertiserIds", "advertiser_ids": self.advertiserIDs = try JSONReader.repeated(StringCodec.self, value, field: "advertiserIds")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["hash", "advertiserIds"])
+            case "otherHash", "other_hash": self.otherHash = try JSONReader.singular(BytesCodec.self, value, field: "otherHash")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["hash", "advertiserIds", "otherHash"])
             }
         }
     }
@@ -413,13 +516,15 @@ extension MatchAdvertisersRequest: ProtoJSONMessage {
 
 extension MatchAdvertisersResponse: ProtoJSONMessage {
     public static let protoName = "roster.v1.MatchAdvertisersResponse"
-    public static let schemaDefinition = "message MatchAdvertisersResponse {\n  /// One bit per advertiser asked, in request order: bit i is\n  /// (matched[i / 8] >> (i % 8)) & 1. Exactly ceil(n / 8) bytes.\n  bytes matched = 1;\n  /// The list version that answered each advertiser, in request order; 0\n  /// for one this server serves no list of (none published, or its list\n  /// was found damaged): its bit is 0, and the call still succeeds.\n  repeated uint64 versions = 2;\n  /// How many advertisers asked had no list here (version 0).\n  uint32 unknown_count = 3;\n}"
+    public static let schemaDefinition = "message MatchAdvertisersResponse {\n  /// One bit per advertiser asked, in request order: bit i is\n  /// (matched[i / 8] >> (i % 8)) & 1. Exactly ceil(n / 8) bytes.\n  bytes matched = 1;\n  /// The list version that answered each advertiser, in request order; 0\n  /// for one this server serves no list of (none published, or its list\n  /// was found damaged): its bit is 0, and the call still succeeds.\n  repeated uint64 versions = 2;\n  /// How many advertisers asked had no list here (version 0).\n  uint32 unknown_count = 3;\n  /// One bit per advertiser asked, as `matched`: set for one whose list\n  /// holds hashes of a type the request gave none of (its `matched` bit is\n  /// 0; its version is reported). Empty when there is none.\n  bytes wrong_type = 4;\n  /// How many bits of `wrong_type` are set.\n  uint32 wrong_type_count = 5;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.singular("matched", BytesCodec.self, self.matched)
         object.repeated("versions", UInt64Codec.self, self.versions)
         object.singular("unknownCount", UInt32Codec.self, self.unknownCount)
+        object.singular("wrongType", BytesCodec.self, self.wrongType)
+        object.singular("wrongTypeCount", UInt32Codec.self, self.wrongTypeCount)
         return object.value
     }
 
@@ -429,7 +534,9 @@ extension MatchAdvertisersResponse: ProtoJSONMessage {
             case "matched": self.matched = try JSONReader.singular(BytesCodec.self, value, field: "matched")
             case "versions": self.versions = try JSONReader.repeated(UInt64Codec.self, value, field: "versions")
             case "unknownCount", "unknown_count": self.unknownCount = try JSONReader.singular(UInt32Codec.self, value, field: "unknownCount")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["matched", "versions", "unknownCount"])
+            case "wrongType", "wrong_type": self.wrongType = try JSONReader.singular(BytesCodec.self, value, field: "wrongType")
+            case "wrongTypeCount", "wrong_type_count": self.wrongTypeCount = try JSONReader.singular(UInt32Codec.self, value, field: "wrongTypeCount")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["matched", "versions", "unknownCount", "wrongType", "wrongTypeCount"])
             }
         }
     }
@@ -447,10 +554,11 @@ public enum MatchSchema {
     ]
 
     public static let enums: [any ProtoJSONEnum.Type] = [
+        HashType.self,
     ]
 
     public static let methods: [MethodDescription] = [
-        MethodDescription(descriptor: MatchService.Method.match, requestType: MatchRequest.self, responseType: MatchResponse.self, doc: "Whether one hash is in the advertiser's current list. NOT_FOUND for an\nadvertiser with no published list, INVALID_ARGUMENT for a hash that is\nnot 16 bytes."),
+        MethodDescription(descriptor: MatchService.Method.match, requestType: MatchRequest.self, responseType: MatchResponse.self, doc: "Whether one hash is in the advertiser's current list. NOT_FOUND for an\nadvertiser with no published list, INVALID_ARGUMENT for a hash that is\nnot of the list's type (16 bytes for MD5, 32 for SHA-256)."),
         MethodDescription(descriptor: MatchService.Method.matchMany, requestType: MatchManyRequest.self, responseType: MatchManyResponse.self, doc: "The same question for a batch of hashes, answered from one version."),
         MethodDescription(descriptor: MatchService.Method.matchAdvertisers, requestType: MatchAdvertisersRequest.self, responseType: MatchAdvertisersResponse.self, doc: "One hash against many advertisers' lists, each answered from its\nlive version; advertisers with no list are reported, not an error."),
     ]

@@ -72,6 +72,9 @@ public struct IngestTask: ProtoMessage {
     /// output_path. One pack is one memory map in a match server, however
     /// many merges the version has.
     public var packPath: String = ""
+    /// Merge: the type of the version's hashes, as its parse tasks found it,
+    /// for the segment's header. (Parse and whole tasks find it themselves.)
+    public var hashType: HashType = .unspecified
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -94,7 +97,8 @@ public struct IngestTask: ProtoMessage {
         keyLow: UInt64 = 0,
         keyHigh: UInt64 = 0,
         partitionBits: UInt32 = 0,
-        packPath: String = ""
+        packPath: String = "",
+        hashType: HashType = .unspecified
     ) {
         self.taskID = taskID
         self.kind = kind
@@ -112,6 +116,7 @@ public struct IngestTask: ProtoMessage {
         self.keyHigh = keyHigh
         self.partitionBits = partitionBits
         self.packPath = packPath
+        self.hashType = hashType
     }
 }
 
@@ -220,6 +225,9 @@ public struct CompleteTaskRequest: ProtoMessage {
     public var outputPath: String = ""
     public var outputOffset: UInt64 = 0
     public var outputLength: UInt64 = 0
+    /// Parse and whole: the type of the file's hashes, found from its head
+    /// (every block of a file finds the same).
+    public var hashType: HashType = .unspecified
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -239,7 +247,8 @@ public struct CompleteTaskRequest: ProtoMessage {
         bytes: UInt64 = 0,
         outputPath: String = "",
         outputOffset: UInt64 = 0,
-        outputLength: UInt64 = 0
+        outputLength: UInt64 = 0,
+        hashType: HashType = .unspecified
     ) {
         self.workerID = workerID
         self.taskID = taskID
@@ -254,6 +263,7 @@ public struct CompleteTaskRequest: ProtoMessage {
         self.outputPath = outputPath
         self.outputOffset = outputOffset
         self.outputLength = outputLength
+        self.hashType = hashType
     }
 }
 
@@ -340,6 +350,7 @@ extension IngestTask {
             case 14: self.keyHigh = try reader.read(UInt64Codec.self, tag)
             case 15: self.partitionBits = try reader.read(UInt32Codec.self, tag)
             case 16: self.packPath = try reader.read(StringCodec.self, tag)
+            case 17: self.hashType = try reader.read(EnumCodec<HashType>.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -363,6 +374,7 @@ extension IngestTask {
         if self.keyHigh != 0 { size += ProtoSize.field(UInt64Codec.self, field: 14, self.keyHigh) }
         if self.partitionBits != 0 { size += ProtoSize.field(UInt32Codec.self, field: 15, self.partitionBits) }
         if !self.packPath.isEmpty { size += ProtoSize.field(StringCodec.self, field: 16, self.packPath) }
+        if self.hashType.rawValue != 0 { size += ProtoSize.field(EnumCodec<HashType>.self, field: 17, self.hashType) }
         return size
     }
 
@@ -383,6 +395,7 @@ extension IngestTask {
         if self.keyHigh != 0 { writer.write(UInt64Codec.self, field: 14, self.keyHigh) }
         if self.partitionBits != 0 { writer.write(UInt32Codec.self, field: 15, self.partitionBits) }
         if !self.packPath.isEmpty { writer.write(StringCodec.self, field: 16, self.packPath) }
+        if self.hashType.rawValue != 0 { writer.write(EnumCodec<HashType>.self, field: 17, self.hashType) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -513,6 +526,7 @@ extension CompleteTaskRequest {
             case 11: self.outputPath = try reader.read(StringCodec.self, tag)
             case 12: self.outputOffset = try reader.read(UInt64Codec.self, tag)
             case 13: self.outputLength = try reader.read(UInt64Codec.self, tag)
+            case 14: self.hashType = try reader.read(EnumCodec<HashType>.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -533,6 +547,7 @@ extension CompleteTaskRequest {
         if !self.outputPath.isEmpty { size += ProtoSize.field(StringCodec.self, field: 11, self.outputPath) }
         if self.outputOffset != 0 { size += ProtoSize.field(UInt64Codec.self, field: 12, self.outputOffset) }
         if self.outputLength != 0 { size += ProtoSize.field(UInt64Codec.self, field: 13, self.outputLength) }
+        if self.hashType.rawValue != 0 { size += ProtoSize.field(EnumCodec<HashType>.self, field: 14, self.hashType) }
         return size
     }
 
@@ -550,6 +565,7 @@ extension CompleteTaskRequest {
         if !self.outputPath.isEmpty { writer.write(StringCodec.self, field: 11, self.outputPath) }
         if self.outputOffset != 0 { writer.write(UInt64Codec.self, field: 12, self.outputOffset) }
         if self.outputLength != 0 { writer.write(UInt64Codec.self, field: 13, self.outputLength) }
+        if self.hashType.rawValue != 0 { writer.write(EnumCodec<HashType>.self, field: 14, self.hashType) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -663,7 +679,7 @@ extension TaskKind: ProtoJSONEnum {
 
 extension IngestTask: ProtoJSONMessage {
     public static let protoName = "roster.v1.IngestTask"
-    public static let schemaDefinition = "/// One leased piece of work. Everything a stateless worker needs is here.\nmessage IngestTask {\n  uint64 task_id = 1;\n  TaskKind kind = 2;\n  /// Proof of the lease: reports carrying another token are ignored.\n  string lease_token = 3;\n  uint32 attempt = 4;\n  string advertiser_id = 5;\n  /// The list version being built (the file id).\n  uint64 version = 6;\n  /// Parse: the lake object and the byte range [start, end) whose lines to parse.\n  string lake_path = 7;\n  string etag = 8;\n  uint64 start = 9;\n  uint64 end = 10;\n  /// Where in the segment store to write the output (unique to this attempt).\n  string output_path = 11;\n  /// Merge: the runs to merge, and the key range [key_low, key_high) by the\n  /// first 8 bytes of each key read big-endian (key_high 0 means the end).\n  repeated string runs = 12;\n  uint64 key_low = 13;\n  uint64 key_high = 14;\n  /// Parse: group the run's keys by their top `partition_bits` bits, so that\n  /// every merge range of the version is a whole number of groups.\n  uint32 partition_bits = 15;\n  /// Merge: the version's pack file. A worker whose segment store can\n  /// reserve slots in it writes the segment into one (and reports\n  /// output_path, output_offset and output_length); otherwise it writes\n  /// output_path. One pack is one memory map in a match server, however\n  /// many merges the version has.\n  string pack_path = 16;\n}"
+    public static let schemaDefinition = "/// One leased piece of work. Everything a stateless worker needs is here.\nmessage IngestTask {\n  uint64 task_id = 1;\n  TaskKind kind = 2;\n  /// Proof of the lease: reports carrying another token are ignored.\n  string lease_token = 3;\n  uint32 attempt = 4;\n  string advertiser_id = 5;\n  /// The list version being built (the file id).\n  uint64 version = 6;\n  /// Parse: the lake object and the byte range [start, end) whose lines to parse.\n  string lake_path = 7;\n  string etag = 8;\n  uint64 start = 9;\n  uint64 end = 10;\n  /// Where in the segment store to write the output (unique to this attempt).\n  string output_path = 11;\n  /// Merge: the runs to merge, and the key range [key_low, key_high) by the\n  /// first 8 bytes of each key read big-endian (key_high 0 means the end).\n  repeated string runs = 12;\n  uint64 key_low = 13;\n  uint64 key_high = 14;\n  /// Parse: group the run's keys by their top `partition_bits` bits, so that\n  /// every merge range of the version is a whole number of groups.\n  uint32 partition_bits = 15;\n  /// Merge: the version's pack file. A worker whose segment store can\n  /// reserve slots in it writes the segment into one (and reports\n  /// output_path, output_offset and output_length); otherwise it writes\n  /// output_path. One pack is one memory map in a match server, however\n  /// many merges the version has.\n  string pack_path = 16;\n  /// Merge: the type of the version's hashes, as its parse tasks found it,\n  /// for the segment's header. (Parse and whole tasks find it themselves.)\n  HashType hash_type = 17;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -683,6 +699,7 @@ extension IngestTask: ProtoJSONMessage {
         object.singular("keyHigh", UInt64Codec.self, self.keyHigh)
         object.singular("partitionBits", UInt32Codec.self, self.partitionBits)
         object.singular("packPath", StringCodec.self, self.packPath)
+        object.singular("hashType", EnumCodec<HashType>.self, self.hashType)
         return object.value
     }
 
@@ -705,7 +722,8 @@ extension IngestTask: ProtoJSONMessage {
             case "keyHigh", "key_high": self.keyHigh = try JSONReader.singular(UInt64Codec.self, value, field: "keyHigh")
             case "partitionBits", "partition_bits": self.partitionBits = try JSONReader.singular(UInt32Codec.self, value, field: "partitionBits")
             case "packPath", "pack_path": self.packPath = try JSONReader.singular(StringCodec.self, value, field: "packPath")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["taskId", "kind", "leaseToken", "attempt", "advertiserId", "version", "lakePath", "etag", "start", "end", "outputPath", "runs", "keyLow", "keyHigh", "partitionBits", "packPath"])
+            case "hashType", "hash_type": self.hashType = try JSONReader.singular(EnumCodec<HashType>.self, value, field: "hashType")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["taskId", "kind", "leaseToken", "attempt", "advertiserId", "version", "lakePath", "etag", "start", "end", "outputPath", "runs", "keyLow", "keyHigh", "partitionBits", "packPath", "hashType"])
             }
         }
     }
@@ -807,7 +825,7 @@ extension HeartbeatResponse: ProtoJSONMessage {
 
 extension CompleteTaskRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.CompleteTaskRequest"
-    public static let schemaDefinition = "message CompleteTaskRequest {\n  string worker_id = 1;\n  uint64 task_id = 2;\n  string lease_token = 3;\n  /// Parse results.\n  uint64 lines = 4;\n  uint64 keys = 5;\n  uint64 skipped = 6;\n  map<string, uint64> invalid_by_kind = 7;\n  repeated InvalidLine invalid_samples = 8;\n  /// Distinct keys in the output (run or segment).\n  uint64 output_keys = 9;\n  /// Bytes parsed (the block's size) for rates.\n  uint64 bytes = 10;\n  /// Merge: where the segment was written, when in a slot of the task's\n  /// pack_path rather than at its output_path.\n  string output_path = 11;\n  uint64 output_offset = 12;\n  uint64 output_length = 13;\n}"
+    public static let schemaDefinition = "message CompleteTaskRequest {\n  string worker_id = 1;\n  uint64 task_id = 2;\n  string lease_token = 3;\n  /// Parse results.\n  uint64 lines = 4;\n  uint64 keys = 5;\n  uint64 skipped = 6;\n  map<string, uint64> invalid_by_kind = 7;\n  repeated InvalidLine invalid_samples = 8;\n  /// Distinct keys in the output (run or segment).\n  uint64 output_keys = 9;\n  /// Bytes parsed (the block's size) for rates.\n  uint64 bytes = 10;\n  /// Merge: where the segment was written, when in a slot of the task's\n  /// pack_path rather than at its output_path.\n  string output_path = 11;\n  uint64 output_offset = 12;\n  uint64 output_length = 13;\n  /// Parse and whole: the type of the file's hashes, found from its head\n  /// (every block of a file finds the same).\n  HashType hash_type = 14;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -824,6 +842,7 @@ extension CompleteTaskRequest: ProtoJSONMessage {
         object.singular("outputPath", StringCodec.self, self.outputPath)
         object.singular("outputOffset", UInt64Codec.self, self.outputOffset)
         object.singular("outputLength", UInt64Codec.self, self.outputLength)
+        object.singular("hashType", EnumCodec<HashType>.self, self.hashType)
         return object.value
     }
 
@@ -843,7 +862,8 @@ extension CompleteTaskRequest: ProtoJSONMessage {
             case "outputPath", "output_path": self.outputPath = try JSONReader.singular(StringCodec.self, value, field: "outputPath")
             case "outputOffset", "output_offset": self.outputOffset = try JSONReader.singular(UInt64Codec.self, value, field: "outputOffset")
             case "outputLength", "output_length": self.outputLength = try JSONReader.singular(UInt64Codec.self, value, field: "outputLength")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "taskId", "leaseToken", "lines", "keys", "skipped", "invalidByKind", "invalidSamples", "outputKeys", "bytes", "outputPath", "outputOffset", "outputLength"])
+            case "hashType", "hash_type": self.hashType = try JSONReader.singular(EnumCodec<HashType>.self, value, field: "hashType")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["workerId", "taskId", "leaseToken", "lines", "keys", "skipped", "invalidByKind", "invalidSamples", "outputKeys", "bytes", "outputPath", "outputOffset", "outputLength", "hashType"])
             }
         }
     }
