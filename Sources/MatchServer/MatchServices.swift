@@ -171,7 +171,7 @@ public struct MatchHandler: MatchService.InlineHandler {
     @inline(__always)
     static func check(width: Int, of list: ListVersion) throws(RPCError) {
         guard width != list.hashKind.byteCount else { return }
-        let sent = HashKind(byteCount: width).map { " (an \($0))" } ?? ""
+        let sent = HashKind(byteCount: width).map { $0 == .md5 ? " (an MD5)" : " (a \($0))" } ?? ""
         throw RPCError(.invalidArgument, "advertiser '\(list.advertiserID)' holds \(list.hashKind) hashes: \(list.hashKind.byteCount) bytes, got \(width)\(sent)")
     }
 }

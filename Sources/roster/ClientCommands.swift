@@ -220,7 +220,10 @@ enum StatusFormat {
         if file.bytesPerSecond > 0 { parts.append("\(bytes(file.bytesPerSecond))/s") }
         if file.etaSeconds > 0 { parts.append(String(format: "ETA %.0fs", file.etaSeconds)) }
         if file.state == .merging { parts.append("merges \(file.mergesDone)/\(file.mergesTotal)") }
-        if file.state == .live || file.state == .held { parts.append("\(file.distinctKeys) keys") }
+        if file.state == .live || file.state == .held {
+            // The type only when it is not the common one: most lists are MD5.
+            parts.append("\(file.distinctKeys)\(file.hashType == .sha256 ? " SHA-256" : "") keys")
+        }
         if file.invalidLines > 0 {
             let kinds = file.invalidByKind.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             let lines = file.invalidSamples.prefix(5).map { "\($0.line)" }.joined(separator: ",")

@@ -210,6 +210,54 @@ final class CLITests: ServicesTestCase {
     /// answering — and said in status, the metrics and the log; `roster
     /// approve` publishes it; an advertiser's own `max-shrink 100%` lets an
     /// empty list through with no approval.
+    /// A list of SHA-256s beside one of MD5s: an email is hashed with each
+    /// list's type, a hash of the other type is refused naming the list's,
+    /// and `roster advertisers` says which type each list holds.
+    func testASHA256ListIsAskedByEmailAndListedWithItsType() throws {
+        let (_, match, coordinator) = try startDev()
+        let members = emails(0..<200)
+        let lake = root.appendingPathComponent("lake")
+        try drop(listFile(members), advertiser: "acme", name: "members.txt", lake: lake)
+        try drop("email_sha256\n" + members.map { MemberHash(email: $0, type: .sha256).hex + "\n" }.joined(),
+                 advertiser: "shop", name: "members.txt", lake: lake)
+        try eventually("both lists to be served") {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "shop", "--email", " User7@Example.COM "]).status == 0
+                && RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", "user7@example.com"]).status == 0
+        }
+        let hit = try RosterBinary.run(["match", "--match", match, "--advertiser", "shop", "--email", members[42]])
+        XCTAssertEqual(hit.stdout.prefix(64), Substring(MemberHash(email: members[42], type: .sha256).hex), "asked as SHA-256: \(hit.stdout)")
+        XCTAssertTrue(hit.stdout.contains("is a member of shop"), hit.stdout)
+        let miss = try RosterBinary.run(["match", "--match", match, "--advertiser", "shop", "--email", "stranger@example.com"])
+        XCTAssertEqual(miss.status, 3, miss.stderr)
+        let sha = try RosterBinary.run(["match", "--match", match, "--advertiser", "shop", "--hash", MemberHash(email: members[1], type: .sha256).hex])
+        XCTAssertEqual(sha.status, 0, sha.stderr)
+        let wrongWidth = try RosterBinary.run(["match", "--match", match, "--advertiser", "shop", "--hash", MemberHash(email: members[1]).hex])
+        XCTAssertEqual(wrongWidth.status, 67, "a failed call: 64 + INVALID_ARGUMENT's 3")
+        XCTAssertEqual(wrongWidth.stderr, "Error: match failed: INVALID_ARGUMENT: advertiser 'shop' holds SHA-256 hashes: 32 bytes, got 16 (an MD5)\n")
+
+        // One email across both types, and one MD5 across both.
+        let across = try RosterBinary.run(["match", "--match", match, "--advertisers", "acme,shop,ghost", "--email", members[3]])
+        XCTAssertEqual(across.stdout, "acme\tmember\nshop\tmember\nghost\tno list\n", across.stderr)
+        let md5Across = try RosterBinary.run(["match", "--match", match, "--advertisers", "acme,shop", "--hash", MemberHash(email: members[3]).hex])
+        XCTAssertEqual(md5Across.stdout, "acme\tmember\nshop\tno list of this hash type\n", md5Across.stderr)
+
+        // A file of SHA-256 lines asks with MatchMany, answers in its order, hashes whole.
+        let ask = root.appendingPathComponent("ask-sha.txt")
+        try Data((emails(190..<210).map { MemberHash(email: $0, type: .sha256).hex }.joined(separator: "\n")).utf8).write(to: ask)
+        let many = try RosterBinary.run(["match", "--match", match, "--advertiser", "shop", "--file", ask.path])
+        XCTAssertEqual(many.status, 3, many.stderr)
+        XCTAssertEqual(many.stderr, "10 of 20 are members of shop\n")
+        XCTAssertEqual(many.stdout.split(separator: "\n").first.map(String.init), MemberHash(email: members[190], type: .sha256).hex + "\tmember")
+
+        let advertisers = try RosterBinary.run(["advertisers", "--coordinator", coordinator]).stdout
+        let line = { (id: String) in advertisers.split(separator: "\n").first { $0.hasPrefix(id + " ") }.map(String.init) ?? "" }
+        XCTAssertTrue(line("shop").contains(" sha256 ") && line("shop").contains(" 200 "), advertisers)
+        XCTAssertTrue(line("acme").contains(" md5 "), advertisers)
+        let status = try RosterBinary.run(["status", "--coordinator", coordinator]).stdout
+        XCTAssertTrue(status.contains("200 SHA-256 keys"), status)
+        XCTAssertTrue(status.contains("200 keys"), "MD5, the common type, is not named: \(status)")
+    }
+
     func testAnEmptiedListIsHeldUntilAnOperatorApprovesIt() throws {
         let (dev, match, coordinator) = try startDev()
         let lake = root.appendingPathComponent("lake")
@@ -641,7 +689,7 @@ final class CLITests: ServicesTestCase {
         let cases: [([String], String)] = [
             (["match", "--advertiser", "a", "--file", badFile.path], "\(badFile.path):4: not a 32-hex-digit hash"),
             (["match", "--advertiser", "a", "--hash", "xyz"], "--hash must be 32 hex digits"),
-            (["match", "--advertiser", "a", "--file", emailFile.path], "\(emailFile.path):2: an email, not its MD5 (use --email for one address)"),
+            (["match", "--advertiser", "a", "--file", emailFile.path], "\(emailFile.path):2: an email, not its hash (use --email for one address)"),
             (["match", "--advertiser", "a"], "give exactly one of --hash, --email or --file"),
             (["match", "--hash", String(repeating: "0", count: 32)], "give exactly one of --advertiser or --advertisers"),
             (["match", "--advertisers", "a,b", "--file", "x.txt"], "--advertisers asks about one --hash or --email, not a --file"),
@@ -660,8 +708,8 @@ final class CLITests: ServicesTestCase {
             (["load", "--advertiser", "a", "--rate", "1:9:step=1/1s", "--total", "5"], "--total goes with one --rate, not a staircase"),
             (["load", "--advertiser", "a", "--duration", "soon"], "The value 'soon' is invalid for '--duration"),
             (["load", "--advertiser", "a", "--hit-ratio", "0.3"], "--hit-ratio needs --hashes: the members to draw hits from"),
-            (["match", "--advertiser", "a", "--hash", String(repeating: "0", count: 31) + "z"], "--hash must be 32 hex digits (an MD5): 'z' at position 32 is not one"),
-            (["match", "--advertiser", "a", "--hash", "abc"], "--hash must be 32 hex digits (an MD5), got 3 characters"),
+            (["match", "--advertiser", "a", "--hash", String(repeating: "0", count: 31) + "z"], "--hash must be hex digits: 'z' at position 32 is not one"),
+            (["match", "--advertiser", "a", "--hash", "abc"], "--hash must be 32 hex digits (an MD5) or 64 (a SHA-256), got 3 characters"),
             (["match", "--advertiser", "a", "--email", "  "], "--email is empty"),
             (["match", "--advertiser", "a", "--email", "ann smith@example.com"], "--email 'ann smith@example.com' has a space inside it"),
             (["match", "--advertiser", "a", "--email", "a@b.c", "--timeout=-1"], "The value '-1' is invalid for '--timeout"),

@@ -216,7 +216,12 @@ final class MatchServerTests: XCTestCase {
         }
         XCTAssertThrowsError(try answer(field(1, Array("acme".utf8)) + field(2, Array(repeating: 1, count: 15)))) { error in
             XCTAssertEqual((error as? RPCError)?.code, .invalidArgument)
-            XCTAssertEqual((error as? RPCError)?.message, "hash must be 16 bytes (an MD5), got 15")
+            XCTAssertEqual((error as? RPCError)?.message, "hash must be 16 bytes (an MD5) or 32 (a SHA-256), got 15")
+        }
+        // 32 bytes is a SHA-256: read in place too, and refused naming the list's type.
+        XCTAssertThrowsError(try answer(field(1, Array("acme".utf8)) + field(2, Array(repeating: 1, count: 32)))) { error in
+            XCTAssertEqual((error as? RPCError)?.code, .invalidArgument)
+            XCTAssertEqual((error as? RPCError)?.message, "advertiser 'acme' holds MD5 hashes: 16 bytes, got 32 (a SHA-256)")
         }
         XCTAssertThrowsError(try answer(field(1, Array("ghost".utf8)) + field(2, members[0].bytes))) { error in
             XCTAssertEqual((error as? RPCError)?.code, .notFound)
@@ -336,11 +341,11 @@ final class MatchServerTests: XCTestCase {
         let short = await assertStatus(.invalidArgument) {
             _ = try await self.match.match(MatchRequest(advertiserID: "acme", hash: Data(count: 15)), options: self.asClient)
         }
-        XCTAssertEqual(short?.message, "hash must be 16 bytes (an MD5), got 15")
+        XCTAssertEqual(short?.message, "hash must be 16 bytes (an MD5) or 32 (a SHA-256), got 15")
         let ragged = await assertStatus(.invalidArgument) {
             _ = try await self.match.matchMany(MatchManyRequest(advertiserID: "acme", hashes: Data(count: 16 * 7 + 5)), options: self.asClient)
         }
-        XCTAssertEqual(ragged?.message, "hashes must be 16 bytes each; hash 7 has only 5 bytes")
+        XCTAssertEqual(ragged?.message, "advertiser 'acme' holds MD5 hashes: 16 bytes each; hash 7 has only 5 bytes")
     }
 
     func testTokens() async throws {

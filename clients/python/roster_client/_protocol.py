@@ -231,11 +231,27 @@ def match_request(advertiser: bytes, key: bytes) -> bytes:
     return encode_string_bytes(1, advertiser) + encode_string_bytes(2, key)
 
 
-def match_advertisers_request(key: bytes, advertisers: Sequence[str]) -> bytes:
-    """``MatchAdvertisersRequest{hash, advertiser_ids}``, by protoc's classes."""
+def match_advertisers_request(key: bytes, advertisers: Sequence[str], other: bytes = b"") -> bytes:
+    """``MatchAdvertisersRequest{hash, advertiser_ids, other_hash}``, by protoc's classes."""
     from ._proto import match_pb2
 
-    return match_pb2.MatchAdvertisersRequest(hash=key, advertiser_ids=list(advertisers)).SerializeToString()
+    return match_pb2.MatchAdvertisersRequest(hash=key, advertiser_ids=list(advertisers), other_hash=other).SerializeToString()
+
+
+#: ``HashType`` numbers (schema/match.rdl) by name, and widths by name.
+HASH_TYPES = {"md5": 1, "sha256": 2}
+HASH_WIDTHS = {"md5": 16, "sha256": 32}
+
+
+def match_many_request(advertiser: bytes, packed: bytes, hash_type: Optional[str]) -> bytes:
+    """``MatchManyRequest{advertiser_id, hashes, hash_type}``: the type
+    left out when None (the server takes the list's)."""
+    message = encode_string_bytes(1, advertiser) + encode_string_bytes(2, packed)
+    if hash_type is not None:
+        if hash_type not in HASH_TYPES:
+            raise ValueError(f"hash_type is 'md5' or 'sha256', not {hash_type!r}")
+        message += bytes([3 << 3]) + _varint(HASH_TYPES[hash_type])
+    return message
 
 
 def decode_fields(data: bytes) -> dict:
@@ -265,24 +281,40 @@ def decode_fields(data: bytes) -> dict:
 
 
 def as_hash(value: Union[bytes, bytearray, memoryview, str]) -> bytes:
-    """A 16-byte MD5 from bytes or 32 hex digits."""
+    """A hash from bytes or hex digits: an MD5 (16 bytes, 32 digits) or a
+    SHA-256 (32 bytes, 64 digits)."""
     if isinstance(value, str):
         try:
             value = bytes.fromhex(value)
         except ValueError:
-            raise ValueError(f"not 32 hex digits: {value!r}") from None
+            raise ValueError(f"not 32 or 64 hex digits: {value!r}") from None
     value = bytes(value)
-    if len(value) != 16:
-        raise ValueError(f"a hash is 16 bytes (an MD5), not {len(value)}")
+    if len(value) not in (16, 32):
+        raise ValueError(f"a hash is 16 bytes (an MD5) or 32 (a SHA-256), not {len(value)}")
     return value
 
 
-def pack_hashes(hashes: Union[bytes, bytearray, memoryview, Iterable]) -> bytes:
-    """Hashes packed back to back: bytes (a multiple of 16) as they are, or
-    any iterable of 16-byte values or hex strings."""
+def hash_type_of(key: bytes) -> str:
+    """'md5' or 'sha256', by width."""
+    return "sha256" if len(key) == 32 else "md5"
+
+
+def pack_hashes(hashes: Union[bytes, bytearray, memoryview, Iterable],
+                hash_type: Optional[str] = None) -> Tuple[bytes, Optional[str]]:
+    """Hashes packed back to back, and their type: bytes as they are (a
+    multiple of the type's width; of 16 when no type is said, and the type
+    then left to the server, the list's), or any iterable of hashes, all
+    of one type."""
+    if hash_type is not None and hash_type not in HASH_WIDTHS:
+        raise ValueError(f"hash_type is 'md5' or 'sha256', not {hash_type!r}")
     if isinstance(hashes, (bytes, bytearray, memoryview)):
         packed = bytes(hashes)
-        if len(packed) % 16:
-            raise ValueError(f"packed hashes must be a multiple of 16 bytes, not {len(packed)}")
-        return packed
-    return b"".join(as_hash(h) for h in hashes)
+        width = HASH_WIDTHS[hash_type] if hash_type else 16
+        if len(packed) % width:
+            raise ValueError(f"packed hashes must be a multiple of {width} bytes, not {len(packed)}")
+        return packed, hash_type
+    keys = [as_hash(h) for h in hashes]
+    types = {hash_type_of(k) for k in keys} | ({hash_type} if hash_type else set())
+    if len(types) > 1:
+        raise ValueError("the hashes of one call must be of one type (MD5 or SHA-256)")
+    return b"".join(keys), (types.pop() if types else hash_type)

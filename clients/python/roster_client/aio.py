@@ -281,19 +281,23 @@ class AsyncClient(ClientOptions):
         return MatchResult.decode(body)
 
     async def match_many(self, advertiser: str, hashes: Union[bytes, Iterable[HashLike]], *,
-                         timeout: Optional[float] = None) -> MatchManyResult:
-        """One ``MatchMany`` (at most 100,000 hashes)."""
-        packed = wire.pack_hashes(hashes)
-        message = wire.encode_string_bytes(1, advertiser.encode()) + wire.encode_string_bytes(2, packed)
+                         hash_type: Optional[str] = None, timeout: Optional[float] = None) -> MatchManyResult:
+        """One ``MatchMany`` (at most 100,000 hashes of one type; as
+        :meth:`Client.match_many`)."""
+        packed, hash_type = wire.pack_hashes(hashes, hash_type)
+        message = wire.match_many_request(advertiser.encode(), packed, hash_type)
         return MatchManyResult.decode(await self.call(wire.MATCH_MANY, message, timeout=timeout, idempotent=True))
 
-    async def match_advertisers(self, hash: HashLike, advertisers: Sequence[str], *,
+    async def match_advertisers(self, hash: HashLike, advertisers: Sequence[str], *, other_hash: Optional[HashLike] = None,
                           timeout: Optional[float] = None) -> MatchAdvertisersResult:
         """One hash against many advertisers' lists (one ``MatchAdvertisers``,
         at most 10,000): each answered in order, None for an advertiser the
-        server serves no list of."""
+        server serves no list of, or whose list holds the other hash type.
+        ``other_hash``: the same email's hash of the other type (an MD5 and
+        a SHA-256), so that every list is asked with its own."""
         advertisers = list(advertisers)
-        body = await self.call(wire.MATCH_ADVERTISERS, wire.match_advertisers_request(wire.as_hash(hash), advertisers),
+        other = wire.as_hash(other_hash) if other_hash is not None else b""
+        body = await self.call(wire.MATCH_ADVERTISERS, wire.match_advertisers_request(wire.as_hash(hash), advertisers, other),
                               timeout=timeout, idempotent=True)
         return MatchAdvertisersResult.decode(advertisers, body)
 
@@ -307,7 +311,8 @@ class AsyncClient(ClientOptions):
 
         def launch() -> None:
             packed = b"".join(batch)
-            queue.append(asyncio.ensure_future(self.match_many(advertiser, packed, timeout=timeout)))
+            queue.append(asyncio.ensure_future(self.match_many(advertiser, packed, hash_type=wire.hash_type_of(batch[0]),
+                                                               timeout=timeout)))
             batch.clear()
 
         try:

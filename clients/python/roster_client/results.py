@@ -68,23 +68,30 @@ class MatchAdvertisersResult:
     """One hash's answer from many advertisers' lists, in the order asked.
 
     ``result[i]`` is True or False, or None for an advertiser the server
-    serves no list of; ``as_dict()`` maps each advertiser to the same.
+    serves no list of or whose list holds the other hash type than the one
+    asked with; ``as_dict()`` maps each advertiser to the same.
     """
 
     advertisers: Sequence[str]
     bitmap: bytes
     #: The version that answered each advertiser; 0: no list.
     versions: Sequence[int]
+    #: One bit per advertiser asked: its list holds a hash type not given.
+    wrong_type_bitmap: bytes = b""
 
     def __len__(self) -> int:
         return len(self.advertisers)
 
     def __getitem__(self, i: int) -> Optional[bool]:
-        if self.versions[i] == 0:
-            return None
         if i < 0:
             i += len(self.advertisers)
+        if self.versions[i] == 0 or self.is_wrong_type(i):
+            return None
         return bool(self.bitmap[i >> 3] >> (i & 7) & 1)
+
+    def is_wrong_type(self, i: int) -> bool:
+        """Whether advertiser ``i``'s list holds a hash type not given."""
+        return (i >> 3) < len(self.wrong_type_bitmap) and bool(self.wrong_type_bitmap[i >> 3] >> (i & 7) & 1)
 
     def __iter__(self) -> Iterator[Optional[bool]]:
         for i in range(len(self.advertisers)):
@@ -103,10 +110,16 @@ class MatchAdvertisersResult:
         """The advertisers asked that have no list on the server."""
         return [a for a, v in zip(self.advertisers, self.versions) if v == 0]
 
+    @property
+    def wrong_type(self) -> List[str]:
+        """The advertisers whose lists hold a hash type the call gave none of
+        (ask again with ``other_hash``)."""
+        return [a for i, a in enumerate(self.advertisers) if self.is_wrong_type(i)]
+
     @classmethod
     def decode(cls, advertisers: Sequence[str], body: bytes) -> "MatchAdvertisersResult":
         from ._proto import match_pb2
 
         response = match_pb2.MatchAdvertisersResponse.FromString(body)
         versions = list(response.versions) + [0] * (len(advertisers) - len(response.versions))
-        return cls(list(advertisers), bytes(response.matched), versions)
+        return cls(list(advertisers), bytes(response.matched), versions, bytes(response.wrong_type))

@@ -250,27 +250,35 @@ class Client(ClientOptions):
         raise last
 
     def match(self, advertiser: str, hash: HashLike, *, timeout: Optional[float] = None) -> MatchResult:
-        """Whether ``hash`` (16 bytes or 32 hex digits: an MD5) is in
-        ``advertiser``'s live list. NotFoundError if it has none."""
+        """Whether ``hash`` is in ``advertiser``'s live list: of the list's
+        type, an MD5 (16 bytes or 32 hex digits) or a SHA-256 (32 bytes or
+        64 digits). NotFoundError if it has none; InvalidArgumentError,
+        naming the list's type, for a hash of the other."""
         body = self.call(wire.MATCH, wire.match_request(advertiser.encode(), wire.as_hash(hash)),
                          timeout=timeout, idempotent=True)
         return MatchResult.decode(body)
 
     def match_many(self, advertiser: str, hashes: Union[bytes, Iterable[HashLike]], *,
-                   timeout: Optional[float] = None) -> MatchManyResult:
-        """One ``MatchMany``: ``hashes`` packed (a multiple of 16 bytes) or any
-        iterable of hashes; at most 100,000 per call."""
-        packed = wire.pack_hashes(hashes)
-        message = wire.encode_string_bytes(1, advertiser.encode()) + wire.encode_string_bytes(2, packed)
+                   hash_type: Optional[str] = None, timeout: Optional[float] = None) -> MatchManyResult:
+        """One ``MatchMany``: ``hashes`` packed or any iterable of hashes, of
+        one type, the list's: MD5 (16 bytes) or SHA-256 (32); at most 100,000
+        per call. ``hash_type`` ('md5', 'sha256') says which packed bytes
+        hold; unsaid, an iterable's own and packed bytes' the list's. A type
+        that is not the list's is InvalidArgumentError, naming the list's."""
+        packed, hash_type = wire.pack_hashes(hashes, hash_type)
+        message = wire.match_many_request(advertiser.encode(), packed, hash_type)
         return MatchManyResult.decode(self.call(wire.MATCH_MANY, message, timeout=timeout, idempotent=True))
 
-    def match_advertisers(self, hash: HashLike, advertisers: Sequence[str], *,
+    def match_advertisers(self, hash: HashLike, advertisers: Sequence[str], *, other_hash: Optional[HashLike] = None,
                           timeout: Optional[float] = None) -> MatchAdvertisersResult:
         """One hash against many advertisers' lists (one ``MatchAdvertisers``,
         at most 10,000): each answered in order, None for an advertiser the
-        server serves no list of."""
+        server serves no list of, or whose list holds the other hash type.
+        ``other_hash``: the same email's hash of the other type (an MD5 and
+        a SHA-256), so that every list is asked with its own."""
         advertisers = list(advertisers)
-        body = self.call(wire.MATCH_ADVERTISERS, wire.match_advertisers_request(wire.as_hash(hash), advertisers),
+        other = wire.as_hash(other_hash) if other_hash is not None else b""
+        body = self.call(wire.MATCH_ADVERTISERS, wire.match_advertisers_request(wire.as_hash(hash), advertisers, other),
                               timeout=timeout, idempotent=True)
         return MatchAdvertisersResult.decode(advertisers, body)
 
@@ -294,7 +302,7 @@ class Client(ClientOptions):
             ids = []
             frames = []
             for key in batch:
-                call_id, frame = protocol.request(wire.MATCH, prefix + b"\x12\x10" + key, self._metadata, timeout_ms)
+                call_id, frame = protocol.request(wire.MATCH, prefix + wire.encode_string_bytes(2, key), self._metadata, timeout_ms)
                 connection.pending[call_id] = None
                 ids.append(call_id)
                 frames.append(frame)
@@ -322,22 +330,21 @@ class Client(ClientOptions):
         server is never idle waiting for the next batch."""
         seconds = self.timeout if timeout is None else timeout
         timeout_ms = max(1, int(seconds * 1000))
-        prefix = wire.encode_string_bytes(1, advertiser.encode())
-        sent: List[Tuple[Optional[_Connection], int, bytes]] = []  # connection, call id, packed batch
+        sent: List[Tuple[Optional[_Connection], int, bytes, Optional[str]]] = []  # connection, call id, packed batch, type
 
-        def send(packed: bytes) -> None:
-            message = prefix + wire.encode_string_bytes(2, packed)
+        def send(packed: bytes, hash_type: Optional[str]) -> None:
+            message = wire.match_many_request(advertiser.encode(), packed, hash_type)
             try:
                 connection = self._connect(time.monotonic() + seconds)
                 call_id, frame = connection.protocol.request(wire.MATCH_MANY, message, self._metadata, timeout_ms)
                 connection.pending[call_id] = None
                 connection.send(frame)
-                sent.append((connection, call_id, packed))
+                sent.append((connection, call_id, packed, hash_type))
             except ConnectionFailedError:
-                sent.append((None, 0, packed))  # asked again, with retries, when its turn comes
+                sent.append((None, 0, packed, hash_type))  # asked again, with retries, when its turn comes
 
         def answer() -> MatchManyResult:
-            connection, call_id, packed = sent.pop(0)
+            connection, call_id, packed, hash_type = sent.pop(0)
             if connection is not None:
                 try:
                     response = connection.wait(call_id, time.monotonic() + seconds)
@@ -346,10 +353,10 @@ class Client(ClientOptions):
                 except ConnectionFailedError:
                     connection.pending.pop(call_id, None)
             # Refused unprocessed or cut off: the one call, with its retries.
-            return self.match_many(advertiser, packed, timeout=timeout)
+            return self.match_many(advertiser, packed, hash_type=hash_type, timeout=timeout)
 
         for batch in batches:
-            send(wire.pack_hashes(batch))
+            send(*wire.pack_hashes(batch))
             if len(sent) > max(0, in_flight - 1):
                 yield answer()
         while sent:
@@ -361,15 +368,15 @@ class Client(ClientOptions):
         per ``MatchMany``, ``in_flight`` batches at a time
         (``match_many_stream``), so memory stays a few batches whatever the
         input's size."""
-        def batches() -> Iterator[bytes]:
+        def batches() -> Iterator[List[bytes]]:
             batch: List[bytes] = []
             for h in hashes:
                 batch.append(wire.as_hash(h))
                 if len(batch) == batch_size:
-                    yield b"".join(batch)
+                    yield batch
                     batch = []
             if batch:
-                yield b"".join(batch)
+                yield batch
 
         for result in self.match_many_stream(advertiser, batches(), in_flight=in_flight, timeout=timeout):
             yield from result

@@ -18,7 +18,7 @@ import asyncio
 import ssl as _ssl
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _protocol as wire
 from ._proto import tier_pb2
@@ -53,6 +53,11 @@ class Route:
     #: The holders the coordinator has heard from lately (in order): tried
     #: before the others.
     healthy: List[str]
+
+
+#: An advertiser's answer in a tier-wide MatchAdvertisers when its list
+#: holds a hash type the call gave none of.
+WRONG_TYPE: Any = object()
 
 
 class _Router:
@@ -118,13 +123,16 @@ class _Router:
     def result(advertisers: List[str], answers: Dict[str, Optional[bool]], routes: Dict[str, Route]) -> MatchAdvertisersResult:
         """The answers, in the order asked (repeats included)."""
         bits = bytearray((len(advertisers) + 7) // 8)
+        wrong = bytearray((len(advertisers) + 7) // 8)
         versions = []
         for i, advertiser in enumerate(advertisers):
             answer = answers.get(advertiser)
-            if answer:
+            if answer is WRONG_TYPE:
+                wrong[i >> 3] |= 1 << (i & 7)
+            elif answer:
                 bits[i >> 3] |= 1 << (i & 7)
             versions.append(routes[advertiser].version if answer is not None else 0)
-        return MatchAdvertisersResult(advertisers, bytes(bits), versions)
+        return MatchAdvertisersResult(advertisers, bytes(bits), versions, bytes(wrong) if any(wrong) else b"")
 
     @staticmethod
     def placement_many(advertisers: Sequence[str]) -> bytes:
@@ -171,7 +179,7 @@ class _Router:
                 continue
             if version > routes[advertiser].version:
                 self.routes.pop(advertiser, None)
-            answers[advertiser] = result[i]
+            answers[advertiser] = WRONG_TYPE if result.is_wrong_type(i) else result[i]
         return last
 
     def ordered(self, route: Route, now: float) -> List[str]:
@@ -292,9 +300,10 @@ class TierClient(_TierOptions):
         return self._call(advertiser, timeout, lambda c, t: c.match(advertiser, hash, timeout=t), lambda r: r.version)
 
     def match_many(self, advertiser: str, hashes: Union[bytes, Iterable[HashLike]], *,
-                   timeout: Optional[float] = None) -> MatchManyResult:
-        packed = wire.pack_hashes(hashes)
-        return self._call(advertiser, timeout, lambda c, t: c.match_many(advertiser, packed, timeout=t), lambda r: r.version)
+                   hash_type: Optional[str] = None, timeout: Optional[float] = None) -> MatchManyResult:
+        packed, hash_type = wire.pack_hashes(hashes, hash_type)
+        return self._call(advertiser, timeout, lambda c, t: c.match_many(advertiser, packed, hash_type=hash_type, timeout=t),
+                          lambda r: r.version)
 
     def routes(self, advertisers: Sequence[str], *, refresh: bool = False, timeout: Optional[float] = None) -> Dict[str, Route]:
         """The routes of many advertisers: cached ones, the rest asked of the
@@ -316,7 +325,7 @@ class TierClient(_TierOptions):
                 raise last
         return self._router.no_list(advertisers, out)
 
-    def match_advertisers(self, hash: HashLike, advertisers: Sequence[str], *,
+    def match_advertisers(self, hash: HashLike, advertisers: Sequence[str], *, other_hash: Optional[HashLike] = None,
                           timeout: Optional[float] = None) -> MatchAdvertisersResult:
         """One hash against many advertisers across the tier: grouped by the
         server each is placed on, one ``MatchAdvertisers`` per group, and an
@@ -324,6 +333,7 @@ class TierClient(_TierOptions):
         holder, within the one deadline. The groups are asked one after the
         other here; ``AsyncTierClient`` asks them in parallel."""
         key = wire.as_hash(hash)
+        other = wire.as_hash(other_hash) if other_hash is not None else None
         advertisers = list(advertisers)
         seconds = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + seconds
@@ -353,7 +363,7 @@ class TierClient(_TierOptions):
                     raise DeadlineExceededError(f"no server answered for {len(pending)} advertisers within {seconds:g} s")
                 try:
                     result: Union[MatchAdvertisersResult, RosterError] = self._server(address).match_advertisers(
-                        key, members, timeout=remaining / max(1, len(groups)))
+                        key, members, other_hash=other, timeout=remaining / max(1, len(groups)))
                 except RosterError as error:
                     result = error
                 last = self._router.settle(address, members, result, routes, tried, answers, time.monotonic()) or last
@@ -421,9 +431,9 @@ class AsyncTierClient(_TierOptions):
         return await self._call(advertiser, timeout, lambda c, t: c.match(advertiser, hash, timeout=t), lambda r: r.version)
 
     async def match_many(self, advertiser: str, hashes: Union[bytes, Iterable[HashLike]], *,
-                         timeout: Optional[float] = None) -> MatchManyResult:
-        packed = wire.pack_hashes(hashes)
-        return await self._call(advertiser, timeout, lambda c, t: c.match_many(advertiser, packed, timeout=t),
+                         hash_type: Optional[str] = None, timeout: Optional[float] = None) -> MatchManyResult:
+        packed, hash_type = wire.pack_hashes(hashes, hash_type)
+        return await self._call(advertiser, timeout, lambda c, t: c.match_many(advertiser, packed, hash_type=hash_type, timeout=t),
                                 lambda r: r.version)
 
     async def routes(self, advertisers: Sequence[str], *, refresh: bool = False,
@@ -447,11 +457,12 @@ class AsyncTierClient(_TierOptions):
                 raise last
         return self._router.no_list(advertisers, out)
 
-    async def match_advertisers(self, hash: HashLike, advertisers: Sequence[str], *,
+    async def match_advertisers(self, hash: HashLike, advertisers: Sequence[str], *, other_hash: Optional[HashLike] = None,
                                 timeout: Optional[float] = None) -> MatchAdvertisersResult:
         """As :meth:`TierClient.match_advertisers`, the groups asked in parallel."""
         loop = asyncio.get_running_loop()
         key = wire.as_hash(hash)
+        other = wire.as_hash(other_hash) if other_hash is not None else None
         advertisers = list(advertisers)
         seconds = self.timeout if timeout is None else timeout
         deadline = loop.time() + seconds
@@ -481,7 +492,7 @@ class AsyncTierClient(_TierOptions):
 
             async def ask(address: str, members: List[str]):
                 try:
-                    return await self._server(address).match_advertisers(key, members, timeout=remaining)
+                    return await self._server(address).match_advertisers(key, members, other_hash=other, timeout=remaining)
                 except RosterError as error:
                     return error
             results = await asyncio.gather(*(ask(a, m) for a, m in groups.items()))

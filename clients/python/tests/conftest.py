@@ -90,12 +90,16 @@ def eventually(what: str, check: Callable[[], bool], timeout: float = 60, every:
     raise AssertionError(f"timed out waiting for {what}" + (f" (last error: {last})" if last else ""))
 
 
-def write_list(root: pathlib.Path, advertiser: str, emails: List[str]) -> None:
+def sha256(email: str) -> bytes:
+    return hashlib.sha256(email.strip().lower().encode()).digest()
+
+
+def write_list(root: pathlib.Path, advertiser: str, emails: List[str], hash: Callable[[str], bytes] = md5) -> None:
     """Drops a list into the lake the way users do: written aside, then moved in."""
     folder = root / "lake" / advertiser
     folder.mkdir(parents=True, exist_ok=True)
     temporary = folder / ".members.tmp"
-    temporary.write_text("".join(md5(e).hex() + "\n" for e in emails))
+    temporary.write_text("".join(hash(e).hex() + "\n" for e in emails))
     temporary.rename(folder / "members.txt")
 
 
@@ -106,6 +110,7 @@ class DevServer:
     """`roster dev` on a temporary folder with one list, acme, live."""
 
     def __init__(self, root: pathlib.Path, env: Optional[Dict[str, str]] = None, token: Optional[str] = None) -> None:
+        self.root = root
         write_list(root, "acme", MEMBERS)
         self.process = RosterProcess(["dev", "--data", str(root), "--match-port", "0", "--coordinator-port", "0",
                                       "--scan-interval", "0.2", "--workers", "1", "--metrics", "127.0.0.1:0",

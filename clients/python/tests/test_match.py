@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import MEMBERS, md5
+from conftest import MEMBERS, eventually, md5, sha256, write_list
 from roster_client import (
     AsyncClient,
     Client,
@@ -148,3 +148,46 @@ def test_a_refused_connection_is_a_typed_error():
         with pytest.raises(ConnectionFailedError) as refused:
             nobody.match("acme", os.urandom(16))
         assert isinstance(refused.value, UnavailableError) and refused.value.code == StatusCode.UNAVAILABLE
+
+
+def test_sha256_lists_are_asked_with_their_own_width(dev):
+    """A list of SHA-256s beside acme's MD5s: every method takes 32-byte
+    hashes, a hash of the other width is refused naming the list's type,
+    and MatchAdvertisers with both of an email's hashes asks each list
+    with its own."""
+    members = MEMBERS[:300]
+    write_list(dev.root, "shop", members, hash=sha256)
+    with Client(dev.address, timeout=2) as roster:
+        eventually("shop to go live", lambda: roster.match("shop", sha256(members[0])).matched)
+        assert roster.match("shop", sha256(members[5]).hex()).matched
+        assert not roster.match("shop", sha256(STRANGERS[0])).matched
+        with pytest.raises(InvalidArgumentError, match="holds SHA-256 hashes"):
+            roster.match("shop", md5(members[5]))
+
+        asked = [sha256(e) for e in members[:40] + STRANGERS[:10]]
+        many = roster.match_many("shop", asked)
+        assert list(many) == [True] * 40 + [False] * 10
+        assert roster.match_many("shop", b"".join(asked), hash_type="sha256").matched_count == 40
+        with pytest.raises(InvalidArgumentError, match="not MD5"):
+            roster.match_many("shop", b"".join(asked), hash_type="md5")
+        with pytest.raises(ValueError, match="one type"):
+            roster.match_many("shop", [sha256(members[0]), md5(members[0])])
+        assert roster.match_each("shop", asked[:3] + asked[-2:]) == [True, True, True, False, False]
+        assert list(roster.membership("shop", asked, batch_size=7)) == [True] * 40 + [False] * 10
+
+        one = roster.match_advertisers(md5(members[1]), ["acme", "shop", "nobody"])
+        assert list(one) == [True, None, None]
+        assert one.wrong_type == ["shop"] and one.unknown == ["nobody"]
+        both = roster.match_advertisers(md5(members[1]), ["acme", "shop", "nobody"], other_hash=sha256(members[1]))
+        assert list(both) == [True, True, None] and both.wrong_type == []
+        with pytest.raises(InvalidArgumentError, match="other type"):
+            roster.match_advertisers(md5(members[1]), ["acme"], other_hash=md5(members[2]))
+
+    async def main() -> None:
+        async with AsyncClient(dev.address) as roster:
+            assert (await roster.match("shop", sha256(members[9]))).matched
+            assert list(await roster.match_many("shop", [sha256(members[9]), sha256(STRANGERS[1])])) == [True, False]
+            both = await roster.match_advertisers(sha256(members[2]), ["shop", "acme"], other_hash=md5(members[2]))
+            assert list(both) == [True, True]
+
+    asyncio.run(main())

@@ -8,6 +8,10 @@
 //                        (MATCH_BENCH_ONLY_MATCH=1 runs one row only: Match, or
 //                        MatchMany of MATCH_BENCH_BATCH keys, on
 //                        MATCH_BENCH_CONNECTIONS x MATCH_BENCH_DEPTH)
+//   match-bench advertisers [--advertisers 200] [--keys-per-list 50000] [--seconds 2]
+//                       [--rounds 3] [--rate 10000] [--open-seconds 5] [--server PATH] [--redis PATH]
+//                        one user asked of many lists: MatchAdvertisers, N Match
+//                        calls, and N Redis SISMEMBERs (Advertisers.swift)
 //
 // The network driver speaks both protocols from raw sockets with the same
 // loop (write a window of requests, read the replies, repeat), so neither
@@ -638,7 +642,16 @@ case "network":
                            openSeconds: max(1, Double(option("--open-seconds") ?? "10") ?? 10),
                            serverPath: option("--server") ?? "../../.build/release/roster",
                            redisPath: option("--redis") ?? "/usr/bin/redis-server")
+case "advertisers":
+    try await advertisersBench(advertiserCount: Int(option("--advertisers") ?? "200") ?? 200,
+                               keysPerList: Int(option("--keys-per-list") ?? "50000") ?? 50_000,
+                               seconds: Double(option("--seconds") ?? "2") ?? 2,
+                               roundCount: Int(option("--rounds") ?? "3") ?? 3,
+                               rate: Int(option("--rate") ?? "10000") ?? 10_000,
+                               openSeconds: max(1, Double(option("--open-seconds") ?? "5") ?? 5),
+                               serverPath: option("--server") ?? "../../.build/release/roster",
+                               redisPath: option("--redis") ?? "/usr/bin/redis-server")
 default:
-    FileHandle.standardError.write(Data("usage: match-bench lookup [--keys N,M] | network [--keys N] [--seconds S] [--rounds R] [--open-seconds S] [--server PATH|self] [--redis PATH]\n".utf8))
+    FileHandle.standardError.write(Data("usage: match-bench lookup [--keys N,M] | network [--keys N] [--seconds S] [--rounds R] [--open-seconds S] [--server PATH|self] [--redis PATH] | advertisers [--advertisers N] [--keys-per-list K] [--rate R]\n".utf8))
     exit(2)
 }

@@ -13,25 +13,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0bmatch.proto\x12\troster.v1\"3\n\x0cMatchRequest\x12\x15\n\radvertiser_id\x18\x01 \x01(\t\x12\x0c\n\x04hash\x18\x02 \x01(\x0c\"1\n\rMatchResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\x04\"9\n\x10MatchManyRequest\x12\x15\n\radvertiser_id\x18\x01 \x01(\t\x12\x0e\n\x06hashes\x18\x02 \x01(\x0c\"[\n\x11MatchManyResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x15\n\rmatched_count\x18\x03 \x01(\r\x12\x0f\n\x07version\x18\x04 \x01(\x04\"?\n\x17MatchAdvertisersRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x16\n\x0e\x61\x64vertiser_ids\x18\x02 \x03(\t\"T\n\x18MatchAdvertisersResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x0c\x12\x10\n\x08versions\x18\x02 \x03(\x04\x12\x15\n\runknown_count\x18\x03 \x01(\r2\xef\x01\n\x0cMatchService\x12:\n\x05Match\x12\x17.roster.v1.MatchRequest\x1a\x18.roster.v1.MatchResponse\x12\x46\n\tMatchMany\x12\x1b.roster.v1.MatchManyRequest\x1a\x1c.roster.v1.MatchManyResponse\x12[\n\x10MatchAdvertisers\x12\".roster.v1.MatchAdvertisersRequest\x1a#.roster.v1.MatchAdvertisersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0bmatch.proto\x12\troster.v1\"3\n\x0cMatchRequest\x12\x15\n\radvertiser_id\x18\x01 \x01(\t\x12\x0c\n\x04hash\x18\x02 \x01(\x0c\"1\n\rMatchResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\x04\"a\n\x10MatchManyRequest\x12\x15\n\radvertiser_id\x18\x01 \x01(\t\x12\x0e\n\x06hashes\x18\x02 \x01(\x0c\x12&\n\thash_type\x18\x03 \x01(\x0e\x32\x13.roster.v1.HashType\"[\n\x11MatchManyResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x15\n\rmatched_count\x18\x03 \x01(\r\x12\x0f\n\x07version\x18\x04 \x01(\x04\"S\n\x17MatchAdvertisersRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x16\n\x0e\x61\x64vertiser_ids\x18\x02 \x03(\t\x12\x12\n\nother_hash\x18\x03 \x01(\x0c\"\x82\x01\n\x18MatchAdvertisersResponse\x12\x0f\n\x07matched\x18\x01 \x01(\x0c\x12\x10\n\x08versions\x18\x02 \x03(\x04\x12\x15\n\runknown_count\x18\x03 \x01(\r\x12\x12\n\nwrong_type\x18\x04 \x01(\x0c\x12\x18\n\x10wrong_type_count\x18\x05 \x01(\r*N\n\x08HashType\x12\x19\n\x15HASH_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rHASH_TYPE_MD5\x10\x01\x12\x14\n\x10HASH_TYPE_SHA256\x10\x02\x32\xef\x01\n\x0cMatchService\x12:\n\x05Match\x12\x17.roster.v1.MatchRequest\x1a\x18.roster.v1.MatchResponse\x12\x46\n\tMatchMany\x12\x1b.roster.v1.MatchManyRequest\x1a\x1c.roster.v1.MatchManyResponse\x12[\n\x10MatchAdvertisers\x12\".roster.v1.MatchAdvertisersRequest\x1a#.roster.v1.MatchAdvertisersResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'match_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
+  _HASHTYPE._serialized_start=540
+  _HASHTYPE._serialized_end=618
   _MATCHREQUEST._serialized_start=26
   _MATCHREQUEST._serialized_end=77
   _MATCHRESPONSE._serialized_start=79
   _MATCHRESPONSE._serialized_end=128
   _MATCHMANYREQUEST._serialized_start=130
-  _MATCHMANYREQUEST._serialized_end=187
-  _MATCHMANYRESPONSE._serialized_start=189
-  _MATCHMANYRESPONSE._serialized_end=280
-  _MATCHADVERTISERSREQUEST._serialized_start=282
-  _MATCHADVERTISERSREQUEST._serialized_end=345
-  _MATCHADVERTISERSRESPONSE._serialized_start=347
-  _MATCHADVERTISERSRESPONSE._serialized_end=431
-  _MATCHSERVICE._serialized_start=434
-  _MATCHSERVICE._serialized_end=673
+  _MATCHMANYREQUEST._serialized_end=227
+  _MATCHMANYRESPONSE._serialized_start=229
+  _MATCHMANYRESPONSE._serialized_end=320
+  _MATCHADVERTISERSREQUEST._serialized_start=322
+  _MATCHADVERTISERSREQUEST._serialized_end=405
+  _MATCHADVERTISERSRESPONSE._serialized_start=408
+  _MATCHADVERTISERSRESPONSE._serialized_end=538
+  _MATCHSERVICE._serialized_start=621
+  _MATCHSERVICE._serialized_end=860
 # @@protoc_insertion_point(module_scope)
