@@ -90,6 +90,20 @@ public final class ListVersion: Sendable {
         return l - 1
     }
 
+    /// The one segment to ask about `key`: the only one, or the one whose
+    /// range holds it; nil when none may hold it or the segments overlap
+    /// (`mayHoldInOne` false: ask `contains`).
+    @inline(__always)
+    public func segment(for key: Key16) -> Segment? {
+        if segments.count == 1 { return segments[0] }
+        guard disjoint else { return nil }
+        let s = segmentIndex(key)
+        return s >= 0 ? segments[s] : nil
+    }
+
+    /// Whether at most one segment may hold any key (`segment(for:)` answers).
+    public var mayHoldInOne: Bool { segments.count <= 1 || disjoint }
+
     public func contains(_ key: Key16) -> Bool {
         if segments.count == 1 { return segments[0].contains(key) }
         if disjoint {

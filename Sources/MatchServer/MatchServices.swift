@@ -143,22 +143,61 @@ public struct MatchHandler: MatchService.InlineHandler {
         var wrongType: [UInt8] = []
         var versions = [UInt64](repeating: 0, count: count)
         var unknown: UInt32 = 0, wrongTypes: UInt32 = 0
-        for (i, list) in catalog.current(request.advertiserIDs).enumerated() {
+        let lists = catalog.current(request.advertiserIDs)
+        for (i, list) in lists.enumerated() {
             guard let list else {
                 unknown += 1
                 continue
             }
             versions[i] = list.version
-            guard let key = keys[Int(list.hashKind.rawValue)] else {
+            if keys[Int(list.hashKind.rawValue)] == nil {
                 if wrongType.isEmpty { wrongType = [UInt8](repeating: 0, count: (count + 7) / 8) }
                 wrongType[i >> 3] |= UInt8(1) << UInt8(i & 7)
                 wrongTypes += 1
-                continue
             }
-            if list.contains(key) { matched[i >> 3] |= UInt8(1) << UInt8(i & 7) }
         }
+        Self.lookUp(keys, in: lists, into: &matched)
         return MatchAdvertisersResponse(matched: Data(matched), versions: versions, unknownCount: unknown,
                                         wrongType: Data(wrongType), wrongTypeCount: wrongTypes)
+    }
+
+    /// Sets bit i of `matched` when list i (of the type's key in `keys`)
+    /// holds its key. Each list's answer is a lookup in a different segment,
+    /// so each is a cache miss or two: they are taken 16 lists at a time in
+    /// three passes (prefetch every index entry; read the bounds and
+    /// prefetch every key's line; search), so that a chunk's misses are in
+    /// flight together rather than one after another (measured with
+    /// `match-bench advertisers`: 51 µs of server CPU per call of 200
+    /// advertisers one after another, 37 in chunks).
+    static func lookUp(_ keys: [Key16?], in lists: [ListVersion?], into matched: inout [UInt8]) {
+        let chunk = 16
+        withUnsafeTemporaryAllocation(of: Segment.Probe?.self, capacity: chunk) { probes in
+            var start = 0
+            while start < lists.count {
+                let end = min(lists.count, start + chunk)
+                for i in start..<end {
+                    guard let list = lists[i], let key = keys[Int(list.hashKind.rawValue)] else { continue }
+                    list.segment(for: key)?.prefetchEntry(key)
+                }
+                for i in start..<end {
+                    probes[i - start] = nil
+                    guard let list = lists[i], let key = keys[Int(list.hashKind.rawValue)], let segment = list.segment(for: key) else { continue }
+                    probes[i - start] = segment.probe(key)
+                }
+                for i in start..<end {
+                    guard let list = lists[i], let key = keys[Int(list.hashKind.rawValue)] else { continue }
+                    let found: Bool
+                    if let probe = probes[i - start], let segment = list.segment(for: key) {
+                        found = segment.finish(key, probe)
+                    } else {
+                        // No one segment: none may hold it, or they overlap.
+                        found = !list.mayHoldInOne && list.contains(key)
+                    }
+                    if found { matched[i >> 3] |= UInt8(1) << UInt8(i & 7) }
+                }
+                start = end
+            }
+        }
     }
 
     /// A hash of no type's width.

@@ -353,6 +353,39 @@ public final class Segment: @unchecked Sendable {
         return search(key.hi, key.lo, l, r)
     }
 
+    /// One key's lookup in stages (`prefetchEntry`, `probe`, `finish`), so
+    /// that lookups of one key in many segments (one user asked of many
+    /// advertisers' lists) have their cache misses in flight together, as
+    /// a batch's have in `lookup`.
+    public struct Probe: Sendable {
+        let low: Int
+        let high: Int
+        let at: Int
+    }
+
+    /// Stage 1: starts fetching the key's index entry.
+    @inline(__always)
+    public func prefetchEntry(_ key: Key16) {
+        roster_prefetch(index + (bucket(key.hi) << (wideIndex ? 3 : 2)))
+    }
+
+    /// Stage 2: reads the key's bucket bounds and starts fetching the line
+    /// where the key would be.
+    @inline(__always)
+    public func probe(_ key: Key16) -> Probe {
+        let (low, high) = bucketBounds(key.hi)
+        let at = high > low ? guess(key.hi, low, high) : low
+        roster_prefetch(keys + at &* stride)
+        return Probe(low: low, high: high, at: at)
+    }
+
+    /// Stage 3: whether the segment holds `key`, from its `probe`.
+    @inline(__always)
+    public func finish(_ key: Key16, _ probe: Probe) -> Bool {
+        guard probe.high > probe.low else { return false }
+        return search(self.probe(key.hi, key.lo), from: probe.at, stored(probe.at), probe.low, probe.high)
+    }
+
     /// Looks up `count` keys stored back to back at `keys` (16 bytes each)
     /// and sets bit i of `bitmap` (LSB first) for each key found.
     ///

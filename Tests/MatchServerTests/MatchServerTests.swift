@@ -295,7 +295,21 @@ final class MatchServerTests: XCTestCase {
         for a in 0..<25 {
             let members = Set(pool.filter { _ in rng.next() % 3 == 0 })
             lists["adv\(a)"] = members
-            _ = try await publish(Array(members), advertiser: "adv\(a)", version: UInt64(a + 1), parts: a % 3 + 1)
+            guard a % 5 == 4 else {
+                _ = try await publish(Array(members), advertiser: "adv\(a)", version: UInt64(a + 1), parts: a % 3 + 1)
+                continue
+            }
+            // Two segments that overlap (the even keys and the odd ones, each
+            // spanning the list): every segment is asked, not one by range.
+            let sorted = members.sorted(), dir = "segments/adv\(a)/\(a + 1)"
+            try FileManager.default.createDirectory(at: root.appendingPathComponent(dir), withIntermediateDirectories: true)
+            let refs = try [0, 1].map { part -> SegmentRef in
+                let slice = sorted.enumerated().filter { $0.offset % 2 == part }.map(\.element)
+                _ = try SegmentWriter.create(slice, count: slice.count, at: root.appendingPathComponent("\(dir)/\(part).seg").path,
+                                             advertiserID: "adv\(a)", version: UInt64(a + 1))
+                return SegmentRef(path: "\(dir)/\(part).seg", keyCount: UInt64(slice.count))
+            }
+            _ = try await admin.publish(PublishRequest(advertiserID: "adv\(a)", version: UInt64(a + 1), segments: refs), options: asAdmin)
         }
         let asked = (0..<25).map { "adv\($0)" } + ["ghost", "adv3", "", "adv24"]
         for key in pool.prefix(40) + [randomKeys(1, seed: 43)[0]] {

@@ -13,7 +13,7 @@ from typing import Dict, List
 
 import pytest
 
-from conftest import MEMBERS, RosterProcess, eventually, md5, write_list
+from conftest import MEMBERS, RosterProcess, eventually, md5, sha256, write_list
 from roster_client import AsyncTierClient, NotFoundError, TierClient
 
 STRANGERS = [f"stranger{i}@example.com" for i in range(1_000)]
@@ -37,6 +37,7 @@ def tier(tmp_path):
         nodes[listening] = node
     processes.append(RosterProcess(["worker", "--data", data, "--coordinator", address, "--log-level", "error"]))
     write_list(tmp_path, "acme", MEMBERS)
+    write_list(tmp_path, "shop", MEMBERS[:500], hash=sha256)
     yield address, nodes
     for process in reversed(processes):
         process.stop(signal.SIGKILL)
@@ -72,6 +73,12 @@ def test_a_tier_serves_through_a_drain_and_a_death(tier):
         across = sync_client.match_advertisers(md5(MEMBERS[3]), ["acme", "ghost", "acme"])
         assert list(across) == [True, None, True]
         assert list(sync_client.match_advertisers(md5("nobody@example.com"), ["acme"])) == [False]
+        # A list of SHA-256s beside acme's MD5s: asked with each list's own type.
+        eventually("shop to be served by the tier", lambda: sync_client.match("shop", sha256(MEMBERS[0])).matched, timeout=90)
+        both = sync_client.match_advertisers(md5(MEMBERS[3]), ["acme", "shop", "ghost"], other_hash=sha256(MEMBERS[3]))
+        assert list(both) == [True, True, None] and both.wrong_type == []
+        md5_only = sync_client.match_advertisers(md5(MEMBERS[3]), ["shop", "acme"])
+        assert list(md5_only) == [None, True] and md5_only.wrong_type == ["shop"] and md5_only.unknown == []
         calls_before = sync_client.placement_calls
         for e in MEMBERS[:20]:
             assert sync_client.match("acme", md5(e)).matched
