@@ -112,35 +112,16 @@ func advertisersBench(advertiserCount: Int, keysPerList: Int, seconds: Double, r
     }
 
     progress("starting the match server")
-    guard FileManager.default.isExecutableFile(atPath: serverPath) else {
-        fatalError("no roster binary at \(serverPath): run `swift build -c release --product roster` in the project root, or pass --server PATH")
-    }
-    let (roster, rosterPipe) = try spawn(serverPath, ["match-server", "--no-auth", "--plaintext", "--data", root.path, "--store", root.path,
-                                                      "--listen", "127.0.0.1:0", "--log-level", "error"])
+    let (roster, rosterPort) = try startRoster(serverPath, root: root)
     defer { kill(roster.processIdentifier, SIGKILL); roster.waitUntilExit() }
-    var line = Data()
-    while !line.contains(10) {
-        let chunk = rosterPipe.fileHandleForReading.availableData
-        if chunk.isEmpty { fatalError("the match server exited before it was ready") }
-        line.append(chunk)
-    }
-    let rosterPort = Int(String(decoding: line, as: UTF8.self).split(separator: ";")[0].split(separator: ":").last!
-        .trimmingCharacters(in: .whitespacesAndNewlines))!
     let client = RPCClient(host: "127.0.0.1", port: rosterPort)
     let publications = advertisers.map { PublishRequest(advertiserID: $0, version: 1, segments: [SegmentRef(path: "segments/\($0).seg")]) }
     _ = try await MatchAdmin.Client(transport: client).publishMany(PublishManyRequest(publications: publications))
     await client.close()
 
     progress("starting redis-server and loading \(advertiserCount) sets")
-    let redisPort = freePort()
-    let (redis, _) = try spawn(redisPath, ["--port", "\(redisPort)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    let (redis, redisPort, admin) = try startRedis(redisPath)
     defer { kill(redis.processIdentifier, SIGKILL); redis.waitUntilExit() }
-    var redisSocket: Socket?
-    for _ in 0..<100 where redisSocket == nil {
-        redisSocket = try? Socket(port: redisPort)
-        if redisSocket == nil { usleep(50_000) }
-    }
-    guard let admin = redisSocket else { fatalError("redis-server did not start") }
     for (advertiser, keys) in zip(advertisers, lists) {
         var i = 0
         while i < keys.count {

@@ -450,6 +450,49 @@ func serve(root: String, port: Int) async throws {
     await server.waitUntilClosed()
 }
 
+/// Starts the match server measured: the shipped binary, `roster
+/// match-server`, built by the root package with its own compiler settings
+/// (`serverPath`), or "self": the same library in this process's own binary.
+/// Returns it and its port once it listens.
+func startRoster(_ serverPath: String, root: URL) throws -> (Process, Int) {
+    let (roster, rosterPipe): (Process, Pipe)
+    if serverPath == "self" {
+        (roster, rosterPipe) = try spawn(CommandLine.arguments[0], ["serve", root.path, "0"])
+    } else {
+        guard FileManager.default.isExecutableFile(atPath: serverPath) else {
+            fatalError("no roster binary at \(serverPath): run `swift build -c release --product roster` in the project root, or pass --server PATH")
+        }
+        (roster, rosterPipe) = try spawn(serverPath, ["match-server", "--no-auth", "--plaintext", "--data", root.path, "--store", root.path,
+                                                      "--listen", "127.0.0.1:0", "--log-level", "error"])
+    }
+    var line = Data()
+    while !line.contains(10) {
+        let chunk = rosterPipe.fileHandleForReading.availableData
+        if chunk.isEmpty { fatalError("the match server exited before it was ready") }
+        line.append(chunk)
+    }
+    // "ready <port>" from `serve`, "match server listening on 127.0.0.1:<port>; ..." from roster.
+    let text = String(decoding: line, as: UTF8.self)
+    let portText = serverPath == "self"
+        ? text.split(separator: " ")[1]
+        : text.split(separator: ";")[0].split(separator: ":").last!
+    return (roster, Int(portText.trimmingCharacters(in: .whitespacesAndNewlines))!)
+}
+
+/// Starts redis-server on a free port with nothing persisted; returns it,
+/// its port and a connection for loading (the caller kills it: SIGKILL).
+func startRedis(_ path: String) throws -> (Process, Int, Socket) {
+    let port = freePort()
+    let (redis, _) = try spawn(path, ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    var socket: Socket?
+    for _ in 0..<100 where socket == nil {
+        socket = try? Socket(port: port)
+        if socket == nil { usleep(50_000) }
+    }
+    guard let socket else { fatalError("redis-server did not start") }
+    return (redis, port, socket)
+}
+
 /// Sends one RESP command and waits for its reply (for loading and INFO).
 func redisCommand(_ socket: Socket, _ parts: [[UInt8]]) -> [UInt8] {
     var out = Array("*\(parts.count)\r\n".utf8)
@@ -496,29 +539,8 @@ func networkBench(keys n: Int, seconds: Double, roundCount: Int, openSeconds: Do
     // The server measured is the shipped binary, `roster match-server`, built
     // by the root package with its own compiler settings (`--server PATH`;
     // `--server self` runs the same library in this process's own binary).
-    let (roster, rosterPipe): (Process, Pipe)
-    if serverPath == "self" {
-        (roster, rosterPipe) = try spawn(CommandLine.arguments[0], ["serve", root.path, "0"])
-    } else {
-        guard FileManager.default.isExecutableFile(atPath: serverPath) else {
-            fatalError("no roster binary at \(serverPath): run `swift build -c release --product roster` in the project root, or pass --server PATH")
-        }
-        (roster, rosterPipe) = try spawn(serverPath, ["match-server", "--no-auth", "--plaintext", "--data", root.path, "--store", root.path,
-                                                      "--listen", "127.0.0.1:0", "--log-level", "error"])
-    }
+    let (roster, rosterPort) = try startRoster(serverPath, root: root)
     defer { kill(roster.processIdentifier, SIGKILL); roster.waitUntilExit() }
-    var line = Data()
-    while !line.contains(10) {
-        let chunk = rosterPipe.fileHandleForReading.availableData
-        if chunk.isEmpty { fatalError("the match server exited before it was ready") }
-        line.append(chunk)
-    }
-    // "ready <port>" from `serve`, "match server listening on 127.0.0.1:<port>; ..." from roster.
-    let text = String(decoding: line, as: UTF8.self)
-    let portText = serverPath == "self"
-        ? text.split(separator: " ")[1]
-        : text.split(separator: ";")[0].split(separator: ":").last!
-    let rosterPort = Int(portText.trimmingCharacters(in: .whitespacesAndNewlines))!
     let rssBefore = rss(pid: roster.processIdentifier)
     let client = RPCClient(host: "127.0.0.1", port: rosterPort)
     _ = try await MatchAdmin.Client(transport: client).publish(PublishRequest(advertiserID: "bench", version: 1, segments: [SegmentRef(path: "segments/0.seg")]))
@@ -526,18 +548,11 @@ func networkBench(keys n: Int, seconds: Double, roundCount: Int, openSeconds: Do
 
     progress("published; starting redis-server")
     // Redis.
-    let redisPort = freePort()
-    let (redis, _) = try spawn(redisPath, ["--port", "\(redisPort)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    let (redis, redisPort, admin) = try startRedis(redisPath)
     // SIGKILL, not SIGTERM: the child inherits a signal mask with SIGTERM
     // blocked from the spawning thread, and a left-over redis-server would
     // take CPU from every later run.
     defer { kill(redis.processIdentifier, SIGKILL); redis.waitUntilExit() }
-    var redisSocket: Socket?
-    for _ in 0..<100 where redisSocket == nil {
-        redisSocket = try? Socket(port: redisPort)
-        if redisSocket == nil { usleep(50_000) }
-    }
-    guard let admin = redisSocket else { fatalError("redis-server did not start") }
     let memoryBefore = redisUsedMemory(admin)
     progress("loading redis")
     var i = 0
