@@ -89,6 +89,11 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     private let held = Mutex<[UInt64: Held]>([:])
     private let leaseMilliseconds = Atomic<UInt32>(10_000)
     private let completed = Atomic<Int>(0)
+    /// The hash type of files this worker has parsed blocks of, by path and
+    /// etag: a worker given several blocks of one file reads its head once
+    /// (an object store's GET per block saved). Bounded: cleared when full.
+    private let hashKinds = Mutex<[String: HashKind]>([:])
+    private static var hashKindCacheLimit: Int { 1_024 }
 
     public init(configuration: Configuration, coordinator: TaskQueue.Client<Transport>, lake: any DataLake,
                 store: any SegmentStorage, logger: Logger = Logger(label: "roster.worker")) {
@@ -372,13 +377,25 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
     /// hash type from its head (as every block of the file does).
     private func parseKeys(_ task: IngestTask, memory: SlotMemory) async throws -> (BlockStats, HashKind) {
         let object = LakeObject(path: task.lakePath, size: Int64(task.end), etag: task.etag, modified: Date(timeIntervalSince1970: 0))
-        let kind = try await HashSniffer.detect(lake, object: object)
+        let kind = try await hashKind(of: object)
         memory.keys.removeAll(keepingCapacity: true)
         memory.keys.reserveCapacity(Int(task.end - task.start) / (kind.hexDigits + 1) + 16)
         let stats = try await configuration.parser.parse(
             lake, object: object, block: BlockRange(start: Int64(task.start), end: Int64(task.end)), hashKind: kind, into: &memory.keys)
         try Task.checkCancellation()
         return (stats, kind)
+    }
+
+    /// The type of `object`'s hashes (`HashSniffer`), read once per file version.
+    private func hashKind(of object: LakeObject) async throws -> HashKind {
+        let name = object.path + "\u{0}" + object.etag
+        if let known = hashKinds.withLock({ $0[name] }) { return known }
+        let kind = try await HashSniffer.detect(lake, object: object)
+        hashKinds.withLock {
+            if $0.count >= Self.hashKindCacheLimit { $0.removeAll(keepingCapacity: true) }
+            $0[name] = kind
+        }
+        return kind
     }
 
     /// A file of one block: parsed, sorted and written as its one segment,

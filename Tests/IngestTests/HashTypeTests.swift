@@ -5,6 +5,7 @@ import IngestCoordinator
 import RosterAPI
 import RosterRPC
 import SegmentStore
+import Synchronization
 import TestSupport
 import XCTest
 
@@ -57,7 +58,7 @@ final class HashTypeTests: XCTestCase {
         return Array(text.utf8)
     }
 
-    private func ingest(_ contents: [UInt8], advertiser: String, name: String = "members.txt") async throws -> FileStatus {
+    func ingest(_ contents: [UInt8], advertiser: String, name: String = "members.txt") async throws -> FileStatus {
         let path = try harness.drop(contents, advertiser: advertiser, name: name)
         let submitted = try await harness.submit(path)
         return try await harness.waitForFile(submitted.version)
@@ -196,6 +197,45 @@ final class HashTypeTests: XCTestCase {
             _ = try await self.harness.matchClient.matchAdvertisers(
                 MatchAdvertisersRequest(hash: users[0].md5, advertiserIDs: asked, otherHash: users[1].md5))
         }
+    }
+}
+
+/// A lake that counts the reads of a file's head as `HashSniffer` makes them.
+final class HeadCountingLake: DataLake {
+    let inner: LocalFolderLake
+    let heads = Atomic<Int>(0)
+
+    init(inner: LocalFolderLake) { self.inner = inner }
+
+    func list(prefix: String, after: String?, limit: Int) async throws(LakeError) -> [LakeObject] {
+        try await inner.list(prefix: prefix, after: after, limit: limit)
+    }
+    func head(_ path: String) async throws(LakeError) -> LakeObject { try await inner.head(path) }
+    func read(_ path: String, offset: Int64, length: Int, ifMatch etag: String?) async throws(LakeError) -> [UInt8] {
+        try await inner.read(path, offset: offset, length: length, ifMatch: etag)
+    }
+    func read(_ path: String, offset: Int64, into buffer: UnsafeMutableRawBufferPointer, ifMatch etag: String?) async throws(LakeError) -> Int {
+        if offset == 0, buffer.count == HashSniffer.headBytes { heads.add(1, ordering: .relaxed) }
+        return try await inner.read(path, offset: offset, into: buffer, ifMatch: etag)
+    }
+}
+
+extension HashTypeTests {
+    /// A worker given many blocks of one file reads its head once, not once
+    /// a block (an object store's GET each), and once again for a new version.
+    func testAWorkerReadsAFilesHeadOncePerVersion() async throws {
+        harness = try IngestHarness(policy: IngestHarness.testPolicy())
+        try await harness.startMatchServer()
+        try await harness.startCoordinator()
+        let lake = HeadCountingLake(inner: LocalFolderLake(root: harness.lakeRoot))
+        harness.startWorker(id: "only", transport: harness.coordinatorLink, lake: lake)
+        let first = try await ingest(Self.file(Self.randomHashes(800, width: 32, seed: 11)), advertiser: "acme")
+        XCTAssertEqual(first.state, .live, first.error)
+        XCTAssertGreaterThan(first.blocksTotal, 10)
+        XCTAssertEqual(lake.heads.load(ordering: .relaxed), 1, "\(first.blocksTotal) blocks, one head")
+        let second = try await ingest(Self.file(Self.randomHashes(800, width: 32, seed: 12)), advertiser: "acme", name: "members-v2.txt")
+        XCTAssertEqual(second.state, .live, second.error)
+        XCTAssertEqual(lake.heads.load(ordering: .relaxed), 2)
     }
 }
 
