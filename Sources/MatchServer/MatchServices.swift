@@ -358,6 +358,7 @@ public struct AdminHandler: MatchAdmin.Handler {
         var response = ExportResponse()
         response.hashes = packed
         response.version = list.version
+        response.hashType = HashType(rawValue: list.hashKind.wireValue)
         if more { response.nextAfter = packed.suffix(16) }
         return response
     }

@@ -126,6 +126,9 @@ struct ExportCommand: AsyncParsableCommand {
             var text: [UInt8] = []
             repeat {
                 let page = try await userFacing("cannot export \(advertiser)") { try await admin.export(request, options: client.adminOptions()) }
+                if request.version == 0, page.hashType == .sha256 {
+                    FileHandle.standardError.write(Data("note: \(advertiser) holds SHA-256 hashes; each line is a hash's first 16 bytes (32 hex digits), the key served, not the hash\n".utf8))
+                }
                 request.version = page.version
                 request.after = page.nextAfter
                 text.removeAll(keepingCapacity: true)

@@ -249,6 +249,15 @@ final class CLITests: ServicesTestCase {
         XCTAssertEqual(many.stderr, "10 of 20 are members of shop\n")
         XCTAssertEqual(many.stdout.split(separator: "\n").first.map(String.init), MemberHash(email: members[190], type: .sha256).hex + "\tmember")
 
+        // Export writes the keys served, and says so for a SHA-256 list.
+        let exported = try RosterBinary.run(["export", "--match", match, "--advertiser", "shop"])
+        XCTAssertEqual(exported.status, 0, exported.stderr)
+        XCTAssertTrue(exported.stderr.hasPrefix("note: shop holds SHA-256 hashes; each line is a hash's first 16 bytes"), exported.stderr)
+        let keys = exported.stdout.split(separator: "\n")
+        XCTAssertEqual(keys.count, 200)
+        XCTAssertTrue(keys.contains(Substring(MemberHash(email: members[9], type: .sha256).hex.prefix(32))))
+        XCTAssertEqual(try RosterBinary.run(["export", "--match", match, "--advertiser", "acme"]).stderr, "", "nothing to say of MD5")
+
         let advertisers = try RosterBinary.run(["advertisers", "--coordinator", coordinator]).stdout
         let line = { (id: String) in advertisers.split(separator: "\n").first { $0.hasPrefix(id + " ") }.map(String.init) ?? "" }
         XCTAssertTrue(line("shop").contains(" sha256 ") && line("shop").contains(" 200 "), advertisers)

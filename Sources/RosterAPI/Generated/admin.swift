@@ -256,6 +256,9 @@ public struct ExportResponse: ProtoMessage {
     public var version: UInt64 = 0
     /// Pass as `after` for the next page; empty when this was the last.
     public var nextAfter: Data = Data()
+    /// The list's hash type. For SHA-256 a key is each hash's first 16 bytes
+    /// (docs/STORAGE.md): the export is the keys served, not the hashes.
+    public var hashType: HashType = .unspecified
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -265,11 +268,13 @@ public struct ExportResponse: ProtoMessage {
     public init(
         hashes: Data = Data(),
         version: UInt64 = 0,
-        nextAfter: Data = Data()
+        nextAfter: Data = Data(),
+        hashType: HashType = .unspecified
     ) {
         self.hashes = hashes
         self.version = version
         self.nextAfter = nextAfter
+        self.hashType = hashType
     }
 }
 
@@ -597,6 +602,7 @@ extension ExportResponse {
             case 1: self.hashes = try reader.read(BytesCodec.self, tag)
             case 2: self.version = try reader.read(UInt64Codec.self, tag)
             case 3: self.nextAfter = try reader.read(BytesCodec.self, tag)
+            case 4: self.hashType = try reader.read(EnumCodec<HashType>.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -607,6 +613,7 @@ extension ExportResponse {
         if !self.hashes.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 1, self.hashes) }
         if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.version) }
         if !self.nextAfter.isEmpty { size += ProtoSize.field(BytesCodec.self, field: 3, self.nextAfter) }
+        if self.hashType.rawValue != 0 { size += ProtoSize.field(EnumCodec<HashType>.self, field: 4, self.hashType) }
         return size
     }
 
@@ -614,6 +621,7 @@ extension ExportResponse {
         if !self.hashes.isEmpty { writer.write(BytesCodec.self, field: 1, self.hashes) }
         if self.version != 0 { writer.write(UInt64Codec.self, field: 2, self.version) }
         if !self.nextAfter.isEmpty { writer.write(BytesCodec.self, field: 3, self.nextAfter) }
+        if self.hashType.rawValue != 0 { writer.write(EnumCodec<HashType>.self, field: 4, self.hashType) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -896,13 +904,14 @@ extension ExportRequest: ProtoJSONMessage {
 
 extension ExportResponse: ProtoJSONMessage {
     public static let protoName = "roster.v1.ExportResponse"
-    public static let schemaDefinition = "message ExportResponse {\n  /// Distinct keys of the version, ascending, 16 bytes each.\n  bytes hashes = 1;\n  /// The version they come from.\n  uint64 version = 2;\n  /// Pass as `after` for the next page; empty when this was the last.\n  bytes next_after = 3;\n}"
+    public static let schemaDefinition = "message ExportResponse {\n  /// Distinct keys of the version, ascending, 16 bytes each.\n  bytes hashes = 1;\n  /// The version they come from.\n  uint64 version = 2;\n  /// Pass as `after` for the next page; empty when this was the last.\n  bytes next_after = 3;\n  /// The list's hash type. For SHA-256 a key is each hash's first 16 bytes\n  /// (docs/STORAGE.md): the export is the keys served, not the hashes.\n  HashType hash_type = 4;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
         object.singular("hashes", BytesCodec.self, self.hashes)
         object.singular("version", UInt64Codec.self, self.version)
         object.singular("nextAfter", BytesCodec.self, self.nextAfter)
+        object.singular("hashType", EnumCodec<HashType>.self, self.hashType)
         return object.value
     }
 
@@ -912,7 +921,8 @@ extension ExportResponse: ProtoJSONMessage {
             case "hashes": self.hashes = try JSONReader.singular(BytesCodec.self, value, field: "hashes")
             case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
             case "nextAfter", "next_after": self.nextAfter = try JSONReader.singular(BytesCodec.self, value, field: "nextAfter")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["hashes", "version", "nextAfter"])
+            case "hashType", "hash_type": self.hashType = try JSONReader.singular(EnumCodec<HashType>.self, value, field: "hashType")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["hashes", "version", "nextAfter", "hashType"])
             }
         }
     }
