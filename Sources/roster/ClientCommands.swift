@@ -544,11 +544,15 @@ func readHashFile(_ path: String, skipInvalid: Bool = false, limit: Int = .max) 
             let line = UnsafeRawBufferPointer(rebasing: rest[..<length])
             lineStart += length + 1
             switch LineParser.parse(line, isFirstLineOfFile: lineNumber == 1, hashKind: kind) {
-            case .key:
-                // Whole, as callers send it (a key is only the first 16 bytes).
-                let bom = lineNumber == 1 && line.starts(with: [0xEF, 0xBB, 0xBF])
-                guard let hash = MemberHash(hexUTF8: bom ? UnsafeRawBufferPointer(rebasing: line[3...]) : line) else { continue }
-                out.append(hash.bytes)
+            case .key(let key):
+                if kind == .md5 {
+                    withUnsafeBytes(of: (key.hi.bigEndian, key.lo.bigEndian)) { out.append(contentsOf: $0) }
+                } else {
+                    // Whole, as callers send it: a key is a SHA-256's first 16 bytes only.
+                    let bom = lineNumber == 1 && line.starts(with: [0xEF, 0xBB, 0xBF])
+                    guard let hash = MemberHash(hexUTF8: bom ? UnsafeRawBufferPointer(rebasing: line[3...]) : line) else { continue }
+                    out.append(hash.bytes)
+                }
                 count += 1
             case .skipped:
                 continue
