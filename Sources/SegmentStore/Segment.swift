@@ -142,8 +142,8 @@ public final class Segment: @unchecked Sendable {
             throw SegmentError(path, "not a segment file (bad magic)")
         }
         let version = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: SegmentFormat.versionOffset, as: UInt16.self))
-        guard (1...SegmentFormat.hashKinddVersion).contains(version) else {
-            throw SegmentError(path, "unsupported format version \(version) (this build reads 1 to \(SegmentFormat.hashKinddVersion))")
+        guard (1...SegmentFormat.newestVersion).contains(version) else {
+            throw SegmentError(path, "unsupported format version \(version) (this build reads 1 to \(SegmentFormat.newestVersion))")
         }
         let headerHash = XXH64.hash(UnsafeRawBufferPointer(start: base, count: SegmentFormat.headerChecksumOffset))
         guard headerHash == u64(SegmentFormat.headerChecksumOffset) else { throw SegmentError(path, "header checksum mismatch") }
@@ -170,8 +170,13 @@ public final class Segment: @unchecked Sendable {
         let advertiser = String(decoding: UnsafeRawBufferPointer(start: base + SegmentFormat.advertiserOffset, count: idLength), as: UTF8.self)
         let typeByte = base.load(fromByteOffset: SegmentFormat.hashKindOffset, as: UInt8.self)
         guard let hashKind = HashKind(rawValue: typeByte) else { throw SegmentError(path, "unknown hash type \(typeByte)") }
-        guard version == SegmentFormat.hashKinddVersion || hashKind == .md5 else {
+        guard version >= SegmentFormat.hashKinddVersion || hashKind == .md5 else {
             throw SegmentError(path, "a \(hashKind) segment in format version \(version), which holds only MD5")
+        }
+        let roleByte = base.load(fromByteOffset: SegmentFormat.roleOffset, as: UInt8.self)
+        guard let role = SegmentRole(rawValue: roleByte) else { throw SegmentError(path, "unknown segment role \(roleByte)") }
+        guard version == SegmentFormat.roleVersion || role == .members else {
+            throw SegmentError(path, "a delta's \(role) segment in format version \(version), which holds only members")
         }
 
         let indexStart = SegmentFormat.headerSize
@@ -189,7 +194,7 @@ public final class Segment: @unchecked Sendable {
         }
         let info = SegmentInfo(
             path: path, advertiserID: advertiser, version: u64(SegmentFormat.listVersionOffset), keyCount: n, indexBits: bits,
-            firstKey: nil, lastKey: nil, hashKind: hashKind)
+            firstKey: nil, lastKey: nil, hashKind: hashKind, role: role)
         return (info, layout)
     }
 

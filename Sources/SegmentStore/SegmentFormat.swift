@@ -109,6 +109,13 @@ public enum SegmentFormat {
     /// so a build that predates hash types refuses them instead of
     /// serving them as MD5, and still reads every MD5 segment.
     public static let hashKinddVersion: UInt16 = 3
+    /// Version 4: the layout of version 2, for a delta's overlay segments
+    /// (`roleOffset`: the keys a delta adds, or removes). Only those are
+    /// written as 4, so a build that predates deltas refuses them instead of
+    /// serving a delta's removals as members.
+    public static let roleVersion: UInt16 = 4
+    /// The newest version readers take.
+    public static let newestVersion: UInt16 = roleVersion
     public static let headerSize = 128
     public static let maxAdvertiserIDLength = 64
     public static let maxIndexBits = 24
@@ -127,6 +134,8 @@ public enum SegmentFormat {
     /// `HashKind.rawValue`; 0 (MD5) in every segment written before there
     /// were hash types, whose header bytes past the advertiser id were 0.
     static let hashKindOffset = 106
+    /// `SegmentRole.rawValue`; 0 (members) in every segment before version 4.
+    static let roleOffset = 107
     static let headerChecksumOffset = 120
 
     /// Index bits writers use for `n` keys (`SegmentLayout.forKeys`).
@@ -225,4 +234,27 @@ public struct SegmentInfo: Sendable, Equatable {
     public var lastKey: Key16?
     /// What the list's keys are hashes of.
     public var hashKind: HashKind = .md5
+    /// Members of a list, or keys a delta adds or removes.
+    public var role: SegmentRole = .members
+}
+
+/// What a segment's keys are to its list (docs/STORAGE.md).
+///
+/// A list version is a base of `members` segments and, for a version made
+/// by deltas, overlays on top of it: each delta's `adds` and `removes`
+/// segments, which carry the delta's own version number. A key is in the
+/// list when the newest overlay that names it adds it, or, when none names
+/// it, when the base holds it.
+public enum SegmentRole: UInt8, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    case members = 0
+    case adds = 1
+    case removes = 2
+
+    public var description: String {
+        switch self {
+        case .members: "members"
+        case .adds: "adds"
+        case .removes: "removes"
+        }
+    }
 }

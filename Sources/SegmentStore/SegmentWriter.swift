@@ -22,6 +22,7 @@ public final class SegmentWriter {
     private let advertiserID: String
     private let version: UInt64
     private let hashKind: HashKind
+    private let role: SegmentRole
     private let layout: SegmentLayout
     private let bits: Int
     /// `layout.stride` and `layout.dropped * 8`, for the append loops.
@@ -46,13 +47,15 @@ public final class SegmentWriter {
     ///   - formatVersion: the segment format to write (docs/STORAGE.md):
     ///     the current one unless a reader of the old one must read it.
     ///   - hashKind: what the keys are hashes of, kept in the header.
+    ///   - role: members of a list, or a delta's adds or removes (written
+    ///     as format version 4, `SegmentFormat.roleVersion`).
     public convenience init(path: String, advertiserID: String, version: UInt64, estimatedKeys: Int,
                             durable: Bool = true, formatVersion: UInt16 = SegmentFormat.version,
-                            hashKind: HashKind = .md5) throws(SegmentError) {
+                            hashKind: HashKind = .md5, role: SegmentRole = .members) throws(SegmentError) {
         try Self.check(advertiserID: advertiserID, path: path)
-        let layout = try Self.layout(forKeys: estimatedKeys, version: formatVersion, hashKind: hashKind, path: path)
+        let layout = try Self.layout(forKeys: estimatedKeys, version: formatVersion, hashKind: hashKind, role: role, path: path)
         let (file, fd) = try TemporaryFile.create(for: path, durable: durable)
-        try self.init(path: path, advertiserID: advertiserID, version: version, hashKind: hashKind,
+        try self.init(path: path, advertiserID: advertiserID, version: version, hashKind: hashKind, role: role,
                       layout: layout, output: .file(file), fd: fd, start: 0, capacity: nil)
     }
 
@@ -62,22 +65,23 @@ public final class SegmentWriter {
     public convenience init(slot: PackSlot, advertiserID: String, version: UInt64, estimatedKeys: Int,
                             hashKind: HashKind = .md5) throws(SegmentError) {
         try Self.check(advertiserID: advertiserID, path: slot.path)
-        let layout = try Self.layout(forKeys: estimatedKeys, version: SegmentFormat.version, hashKind: hashKind, path: slot.path)
+        let layout = try Self.layout(forKeys: estimatedKeys, version: SegmentFormat.version, hashKind: hashKind, role: .members, path: slot.path)
         guard layout.fileSize(keys: estimatedKeys) <= slot.capacity else {
             throw SegmentError(slot.path, "a slot of \(slot.capacity) bytes cannot hold \(estimatedKeys) keys")
         }
         let fd = open(slot.path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SegmentError(slot.path, "cannot open the pack: \(String(cString: strerror(errno)))") }
-        try self.init(path: slot.path, advertiserID: advertiserID, version: version, hashKind: hashKind,
+        try self.init(path: slot.path, advertiserID: advertiserID, version: version, hashKind: hashKind, role: .members,
                       layout: layout, output: .slot(slot), fd: fd, start: slot.offset, capacity: slot.capacity)
     }
 
-    private init(path: String, advertiserID: String, version: UInt64, hashKind: HashKind, layout: SegmentLayout,
+    private init(path: String, advertiserID: String, version: UInt64, hashKind: HashKind, role: SegmentRole, layout: SegmentLayout,
                  output: SegmentOutput, fd: Int32, start: Int, capacity: Int?) throws(SegmentError) {
         self.path = path
         self.advertiserID = advertiserID
         self.version = version
         self.hashKind = hashKind
+        self.role = role
         self.layout = layout
         self.bits = layout.bits
         self.stride = layout.stride
@@ -92,14 +96,16 @@ public final class SegmentWriter {
     }
 
     /// The layout for `n` keys in format `version`; a list of another hash
-    /// type than MD5 takes version 3 (the layout of 2, `SegmentFormat.hashKinddVersion`).
-    private static func layout(forKeys n: Int, version: UInt16, hashKind: HashKind, path: String) throws(SegmentError) -> SegmentLayout {
-        let layout = SegmentLayout.forKeys(n, version: version == SegmentFormat.hashKinddVersion ? SegmentFormat.version : version)
-        guard hashKind != .md5 else { return layout }
+    /// type than MD5 takes version 3 (the layout of 2, `SegmentFormat.hashKinddVersion`),
+    /// a delta's overlay version 4 (the same layout, `SegmentFormat.roleVersion`).
+    private static func layout(forKeys n: Int, version: UInt16, hashKind: HashKind, role: SegmentRole, path: String) throws(SegmentError) -> SegmentLayout {
+        let layout = SegmentLayout.forKeys(n, version: version >= SegmentFormat.hashKinddVersion ? SegmentFormat.version : version)
+        let needed = role != .members ? SegmentFormat.roleVersion : hashKind != .md5 ? SegmentFormat.hashKinddVersion : layout.version
+        guard needed != layout.version else { return layout }
         guard layout.version == 2 else {
-            throw SegmentError(path, "a \(hashKind) segment needs format version \(SegmentFormat.hashKinddVersion), which holds at most \(UInt32.max) keys")
+            throw SegmentError(path, "a \(hashKind) \(role) segment needs format version \(needed), which holds at most \(UInt32.max) keys")
         }
-        return SegmentLayout(version: SegmentFormat.hashKinddVersion, bits: layout.bits, dropped: layout.dropped)
+        return SegmentLayout(version: needed, bits: layout.bits, dropped: layout.dropped)
     }
 
     private static func check(advertiserID: String, path: String) throws(SegmentError) {
@@ -249,6 +255,7 @@ public final class SegmentWriter {
                 h.storeBytes(of: UInt16(id.count).littleEndian, toByteOffset: SegmentFormat.advertiserLengthOffset, as: UInt16.self)
                 for (i, byte) in id.enumerated() { h[SegmentFormat.advertiserOffset + i] = byte }
                 h[SegmentFormat.hashKindOffset] = hashKind.rawValue
+                h[SegmentFormat.roleOffset] = role.rawValue
                 let headerHash = XXH64.hash(UnsafeRawBufferPointer(rebasing: h[..<SegmentFormat.headerChecksumOffset]))
                 h.storeBytes(of: headerHash.littleEndian, toByteOffset: SegmentFormat.headerChecksumOffset, as: UInt64.self)
             }
@@ -256,7 +263,7 @@ public final class SegmentWriter {
             close(fd)
             fd = -1
             let info = SegmentInfo(path: path, advertiserID: advertiserID, version: version, keyCount: count,
-                                   indexBits: bits, firstKey: first, lastKey: last, hashKind: hashKind)
+                                   indexBits: bits, firstKey: first, lastKey: last, hashKind: hashKind, role: role)
             let slice = capacity == nil ? nil : SegmentLocation.Slice(offset: start, length: layout.fileSize(keys: count))
             return UncommittedSegment(info: info, slice: slice, output: output)
         } catch {
@@ -337,9 +344,9 @@ extension SegmentWriter {
     /// Writes `keys` (sorted, unique) as one segment.
     public static func create(_ keys: some Sequence<Key16>, count: Int, at path: String, advertiserID: String,
                              version: UInt64, formatVersion: UInt16 = SegmentFormat.version,
-                             hashKind: HashKind = .md5) throws(SegmentError) -> SegmentInfo {
+                             hashKind: HashKind = .md5, role: SegmentRole = .members) throws(SegmentError) -> SegmentInfo {
         let writer = try SegmentWriter(path: path, advertiserID: advertiserID, version: version, estimatedKeys: count,
-                                       formatVersion: formatVersion, hashKind: hashKind)
+                                       formatVersion: formatVersion, hashKind: hashKind, role: role)
         for key in keys { try writer.append(key) }
         return try writer.finish()
     }
@@ -348,9 +355,9 @@ extension SegmentWriter {
     public static func create(_ keys: UnsafeBufferPointer<Key16>, at path: String, advertiserID: String,
                              version: UInt64, durable: Bool = true,
                              formatVersion: UInt16 = SegmentFormat.version,
-                             hashKind: HashKind = .md5) throws(SegmentError) -> SegmentInfo {
+                             hashKind: HashKind = .md5, role: SegmentRole = .members) throws(SegmentError) -> SegmentInfo {
         let writer = try SegmentWriter(path: path, advertiserID: advertiserID, version: version, estimatedKeys: keys.count,
-                                       durable: durable, formatVersion: formatVersion, hashKind: hashKind)
+                                       durable: durable, formatVersion: formatVersion, hashKind: hashKind, role: role)
         do {
             try writer.append(contentsOf: keys)
         } catch {

@@ -224,23 +224,28 @@ final class SegmentTests: XCTestCase {
     /// what is written is what is read, members are found, neighbours are
     /// not, the batch path and paging agree, and the size is the layout's.
     func testEveryFormatAndSizeClassRoundTrips() throws {
-        for (formatVersion, kind) in [(UInt16(1), HashKind.md5), (2, .md5), (2, .sha256)] {
+        let cases: [(UInt16, HashKind, SegmentRole)] = [(1, .md5, .members), (2, .md5, .members), (2, .sha256, .members),
+                                                        (2, .md5, .removes), (2, .sha256, .adds)]
+        for (formatVersion, kind, role) in cases {
             for n in [0, 1, 2, 31, 32, 33, 500, 4_096, 70_000, 1_100_000] {
                 let keys = spreadKeys(n, seed: UInt64(n))
-                let path = dir.appendingPathComponent("v\(formatVersion)-\(kind.name)-\(n).seg").path
+                let path = dir.appendingPathComponent("v\(formatVersion)-\(kind.name)-\(role)-\(n).seg").path
                 let writer = try SegmentWriter(path: path, advertiserID: "acme", version: 3, estimatedKeys: n, formatVersion: formatVersion,
-                                               hashKind: kind)
+                                               hashKind: kind, role: role)
                 // Half one by one, half in bulk: both ways of appending.
                 for key in keys.prefix(n / 2) { try writer.append(key) }
                 try keys[(n / 2)...].withUnsafeBufferPointer { try writer.append(contentsOf: $0) }
                 _ = try writer.finish()
                 let segment = try Segment(path: path)
                 let v2 = SegmentLayout.forKeys(n, version: formatVersion)
-                // A SHA-256 list's segment is version 3: version 2's layout, its hash type in the header.
-                let layout = kind == .md5 ? v2 : SegmentLayout(version: 3, bits: v2.bits, dropped: v2.dropped)
-                let context = "format \(formatVersion), \(kind), \(n) keys"
+                // A SHA-256 list's segment is version 3, a delta's overlay 4:
+                // version 2's layout, its hash type and role in the header.
+                let version: UInt16 = role != .members ? 4 : kind != .md5 ? 3 : v2.version
+                let layout = SegmentLayout(version: version, bits: v2.bits, dropped: v2.dropped)
+                let context = "format \(formatVersion), \(kind), \(role), \(n) keys"
                 XCTAssertEqual(segment.layout, layout, context)
                 XCTAssertEqual(segment.info.hashKind, kind, context)
+                XCTAssertEqual(segment.info.role, role, context)
                 XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int, layout.fileSize(keys: n), context)
                 XCTAssertEqual(segment.count, n, context)
                 XCTAssertEqual(segment.info.firstKey, keys.first, context)
@@ -331,7 +336,11 @@ final class SegmentTests: XCTestCase {
             }
         }
         XCTAssertNil(refusal { _ in }, "the header checksum is recomputed right")
-        XCTAssertEqual(refusal { $0[4] = 4 }, "unsupported format version 4 (this build reads 1 to 3)")
+        XCTAssertEqual(refusal { $0[4] = 5 }, "unsupported format version 5 (this build reads 1 to 4)")
+        XCTAssertEqual(refusal { $0[107] = 2 }, "a delta's removes segment in format version 2, which holds only members")
+        XCTAssertEqual(refusal { $0[4] = 4; $0[107] = 3 }, "unknown segment role 3")
+        XCTAssertNil(refusal { $0[4] = 4; $0[107] = 2 }, "version 4 holds a delta's removes")
+        XCTAssertNil(refusal { $0[4] = 4; $0[106] = 1; $0[107] = 1 }, "and a SHA-256 delta's adds")
         XCTAssertEqual(refusal { $0[106] = 1 }, "a SHA-256 segment in format version 2, which holds only MD5")
         XCTAssertEqual(refusal { $0[106] = 7 }, "unknown hash type 7")
         XCTAssertNil(refusal { $0[4] = 3; $0[106] = 1 }, "version 3 holds a SHA-256 list")
