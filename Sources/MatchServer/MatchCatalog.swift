@@ -11,7 +11,10 @@ import Synchronization
 public final class ListVersion: Sendable {
     public let advertiserID: String
     public let version: UInt64
-    public let segments: [Segment]
+    /// The base and the overlays of deltas on it (`LayeredList`).
+    public let layers: LayeredList
+    /// Every non-empty segment, base and overlays: what a scrub verifies.
+    public var segments: [Segment] { layers.segments.filter { $0.count > 0 } }
     /// What the list's keys are hashes of (every segment of a version says
     /// the same; `MatchCatalog` refuses a publication whose segments differ).
     public let hashKind: HashKind
@@ -19,155 +22,58 @@ public final class ListVersion: Sendable {
     /// (they answer nothing and are not kept open): what a store that
     /// copied them here removes when the version is retired.
     public let files: [String]
-    /// Segments ordered by first key with disjoint ranges: a key is looked
-    /// up in the one segment whose range holds it. Otherwise, in all.
-    private let disjoint: Bool
-    /// Each segment's first key, in order: what a key's segment is found by.
-    private let firstKeys: [Key16]
 
     public init(advertiserID: String, version: UInt64, segments: [Segment]) {
         self.advertiserID = advertiserID
         self.version = version
         self.hashKind = segments.first?.info.hashKind ?? .md5
         self.files = Array(Set(segments.map(\.info.path))).sorted()
-        let nonEmpty = segments.filter { $0.count > 0 }.sorted { $0.info.firstKey! < $1.info.firstKey! }
-        self.segments = nonEmpty
-        var disjoint = true
-        for (a, b) in zip(nonEmpty, nonEmpty.dropFirst()) where !(a.info.lastKey! < b.info.firstKey!) { disjoint = false }
-        self.disjoint = disjoint
-        self.firstKeys = nonEmpty.map { $0.info.firstKey! }
-        self.memoryMaps = Set(nonEmpty.filter { !$0.mapping.isCopy }.map { ObjectIdentifier($0.mapping) }).count
+        self.layers = LayeredList(segments)
+        self.memoryMaps = Set(segments.filter { $0.count > 0 && !$0.mapping.isCopy }.map { ObjectIdentifier($0.mapping) }).count
     }
 
-    public var keyCount: Int { segments.reduce(0) { $0 + $1.count } }
+    /// Distinct keys; with overlays, as `LayeredList.keyCount` estimates them.
+    public var keyCount: Int { layers.keyCount }
 
     /// Up to `limit` distinct keys greater than `after` (from the first when
     /// nil), ascending, packed 16 bytes each, and whether more follow. Keys
-    /// are merged across the segments (which may overlap) and de-duplicated,
-    /// so the pages of an export are the list exactly.
+    /// are merged across the segments (which may overlap), de-duplicated and
+    /// read through the overlays, so the pages of an export are the list exactly.
     public func keys(after: Key16?, limit: Int) -> (packed: Data, more: Bool) {
-        var cursors = segments.map { segment -> Int in
-            guard let after else { return 0 }
-            let i = segment.lowerBound(after)
-            return i < segment.count && segment.key(at: i) == after ? i + 1 : i
-        }
-        var out = Data(capacity: min(limit, keyCount) * 16)
+        var out = Data(capacity: min(limit, max(0, keyCount)) * 16)
         var written = 0
-        var previous: Key16?
-        while true {
-            var smallest: Key16?
-            for (s, segment) in segments.enumerated() where cursors[s] < segment.count {
-                let key = segment.key(at: cursors[s])
-                if smallest == nil || key < smallest! { smallest = key }
+        var more = false
+        layers.forEachKey(after: after) { key in
+            if written == limit {
+                more = true
+                return false
             }
-            guard let key = smallest else { return (out, false) }
-            if written == limit { return (out, true) }
-            for (s, segment) in segments.enumerated() where cursors[s] < segment.count && segment.key(at: cursors[s]) == key {
-                cursors[s] += 1
-            }
-            if key != previous {
-                withUnsafeBytes(of: (key.hi.bigEndian, key.lo.bigEndian)) { out.append(contentsOf: $0) }
-                written += 1
-                previous = key
-            }
+            withUnsafeBytes(of: (key.hi.bigEndian, key.lo.bigEndian)) { out.append(contentsOf: $0) }
+            written += 1
+            return true
         }
+        return (out, more)
     }
 
     /// Memory maps this version holds: one per mapped file (a pack is one),
     /// none for files read into memory.
     public let memoryMaps: Int
 
-    /// The segment whose range may hold `key` (disjoint segments): the last
-    /// whose first key is at or before it; -1 if none.
-    @inline(__always)
-    private func segmentIndex(_ key: Key16) -> Int {
-        var l = 0
-        var r = firstKeys.count
-        while l < r {
-            let m = (l + r) / 2
-            if firstKeys[m] <= key { l = m + 1 } else { r = m }
-        }
-        return l - 1
-    }
-
     /// The one segment to ask about `key`: the only one, or the one whose
-    /// range holds it; nil when none may hold it or the segments overlap
-    /// (`mayHoldInOne` false: ask `contains`).
+    /// range holds it; nil when none may hold it, the segments overlap or
+    /// deltas lie on top (`mayHoldInOne` false: ask `contains`).
     @inline(__always)
-    public func segment(for key: Key16) -> Segment? {
-        if segments.count == 1 { return segments[0] }
-        guard disjoint else { return nil }
-        let s = segmentIndex(key)
-        return s >= 0 ? segments[s] : nil
-    }
+    public func segment(for key: Key16) -> Segment? { layers.segment(for: key) }
 
     /// Whether at most one segment may hold any key (`segment(for:)` answers).
-    public var mayHoldInOne: Bool { segments.count <= 1 || disjoint }
+    public var mayHoldInOne: Bool { layers.mayHoldInOne }
 
-    public func contains(_ key: Key16) -> Bool {
-        if segments.count == 1 { return segments[0].contains(key) }
-        if disjoint {
-            let s = segmentIndex(key)
-            return s >= 0 && segments[s].contains(key)
-        }
-        return segments.contains { $0.contains(key) }
-    }
+    @inline(__always)
+    public func contains(_ key: Key16) -> Bool { layers.contains(key) }
 
     /// Sets bit i of `bitmap` for each of the `count` 16-byte keys at `keys` in the list.
-    ///
-    /// Each segment answers its keys as one batch (`Segment.lookup`, whose
-    /// prefetching overlaps cache misses): a version of several segments, as
-    /// every list of more than one block is, first sorts the batch's keys by
-    /// segment. Looked up one at a time instead, a batch of 1,000 keys cost
-    /// three times as much (the match server spent 81% of its time there).
     public func lookup(_ keys: UnsafeRawPointer, count: Int, into bitmap: UnsafeMutablePointer<UInt8>) {
-        if segments.count == 1 {
-            segments[0].lookup(keys, count: count, into: bitmap)
-            return
-        }
-        guard disjoint else {
-            // Overlapping segments: a key is in the list if any has it.
-            for segment in segments { segment.lookup(keys, count: count, into: bitmap) }
-            return
-        }
-        guard count > 0 else { return }
-        // A counting sort by segment: where each segment's keys start in
-        // `gathered`, and each gathered key's place in the request.
-        let n = segments.count
-        var owner = [Int32](repeating: -1, count: count)
-        var starts = [Int](repeating: 0, count: n + 1)
-        for i in 0..<count {
-            let s = segmentIndex(Key16(keys + i &* 16))
-            owner[i] = Int32(truncatingIfNeeded: s)
-            if s >= 0 { starts[s + 1] += 1 }
-        }
-        for s in 0..<n { starts[s + 1] += starts[s] }
-        let gathered = UnsafeMutableRawPointer.allocate(byteCount: max(1, starts[n]) * 16, alignment: 16)
-        defer { gathered.deallocate() }
-        var places = [Int32](repeating: 0, count: starts[n])
-        var fill = starts
-        for i in 0..<count where owner[i] >= 0 {
-            let s = Int(owner[i])
-            (gathered + fill[s] &* 16).copyMemory(from: keys + i &* 16, byteCount: 16)
-            places[fill[s]] = Int32(truncatingIfNeeded: i)
-            fill[s] += 1
-        }
-        var found = [UInt8](repeating: 0, count: (starts[n] + 7) / 8 + 1)
-        for s in 0..<n where starts[s + 1] > starts[s] {
-            let first = starts[s]
-            let run = starts[s + 1] - first
-            // Each run's bits start at bit 0 of its own stretch of `found`.
-            let stretch = (run + 7) / 8
-            found.withUnsafeMutableBufferPointer { bits in
-                let out = bits.baseAddress!
-                for b in 0..<stretch { out[b] = 0 }
-                segments[s].lookup(gathered + first &* 16, count: run, into: out)
-                for j in 0..<run where out[j >> 3] >> UInt8(j & 7) & 1 == 1 {
-                    let i = Int(places[first + j])
-                    bitmap[i >> 3] |= UInt8(1) << UInt8(i & 7)
-                }
-            }
-        }
+        layers.lookup(keys, count: count, into: bitmap)
     }
 }
 
@@ -473,13 +379,31 @@ public final class MatchCatalog: Sendable {
             if live.version > version && !publication.rollback { throw .staleVersion(requested: version, live: live.version) }
         }
         let segments = try Self.open(publication.segments, in: root, checks: .everything)
+        // A version made by deltas holds its base's segments (of the base's
+        // version) and each delta's overlay (of that delta's version), the
+        // newest being this version's own: every other segment belongs to
+        // this version.
+        let layered = segments.contains { $0.info.role != .members }
+        let baseVersion = segments.first { $0.info.role == .members }?.info.version
+        let newestOverlay = segments.filter { $0.info.role != .members }.map(\.info.version).max()
         for (location, segment) in zip(publication.segments, segments) {
-            guard segment.info.advertiserID == advertiser, segment.info.version == version else {
-                throw .mismatch("segment \(location) belongs to advertiser '\(segment.info.advertiserID)' version \(segment.info.version), not '\(advertiser)' version \(version)")
+            let info = segment.info
+            let fits = !layered ? info.version == version
+                : info.role == .members ? info.version == baseVersion && info.version < version
+                : info.version <= version && info.version > (baseVersion ?? 0)
+            guard info.advertiserID == advertiser, fits else {
+                throw .mismatch("segment \(location) (\(info.role)) belongs to advertiser '\(info.advertiserID)' version \(info.version), not '\(advertiser)' version \(version)"
+                    + (layered ? " or a version it is built on" : ""))
+            }
+            if layered, let base = segments.first(where: { $0.info.role == .members }), info.hashKind != base.info.hashKind {
+                throw .mismatch("a delta of \(info.hashKind) hashes (version \(info.version)) cannot change a list of \(base.info.hashKind) hashes (version \(base.info.version))")
             }
             guard segment.info.hashKind == segments[0].info.hashKind else {
                 throw .mismatch("segment \(location) holds \(segment.info.hashKind) keys, \(publication.segments[0]) \(segments[0].info.hashKind): one version holds one hash type")
             }
+        }
+        if layered, newestOverlay != version {
+            throw .mismatch("version \(version) of '\(advertiser)' is made by deltas but has no overlay of its own (the newest is version \(newestOverlay ?? 0))")
         }
         return ListVersion(advertiserID: advertiser, version: version, segments: segments)
     }
