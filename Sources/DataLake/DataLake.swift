@@ -44,6 +44,13 @@ public enum LakePath {
         return parts.count == 2 && !parts[0].isEmpty && !parts[1].isEmpty && !isHidden(parts[0]) && !isHidden(parts[1])
     }
 
+    /// Whether the file at `path` is a delta (`<advertiser>/<name>.delta`):
+    /// members added and removed on top of the live list, not a whole list
+    /// (docs/INGEST.md).
+    public static func isDelta(_ path: String) -> Bool {
+        path.hasSuffix(".delta")
+    }
+
     /// Whether the file at `path` is a list the scan takes: not hidden, and
     /// not named as a download in progress.
     public static func isListFile(_ path: String) -> Bool {

@@ -71,6 +71,45 @@ public enum FileState: ProtoEnum {
     public static let allCases: [FileState] = [.unspecified, .queued, .parsing, .merging, .publishing, .live, .failed, .rejected, .superseded, .retired, .held]
 }
 
+/// What made a list version.
+public enum VersionKind: ProtoEnum {
+    case unspecified // = 0
+    /// A list file: the whole list, replacing the one before.
+    case list // = 1
+    /// A delta file (`<advertiser>/<name>.delta`, docs/INGEST.md): members
+    /// added and removed on top of the version live when it was published.
+    case delta // = 2
+    /// The coordinator's compaction of a version made by deltas into one
+    /// new base: the same members, looked up without overlays.
+    case compaction // = 3
+    /// A number this version of the schema does not name; kept so it re-encodes unchanged.
+    case unrecognized(Int32)
+
+    public init() { self = .unspecified }
+
+    public init(rawValue: Int32) {
+        switch rawValue {
+        case 0: self = .unspecified
+        case 1: self = .list
+        case 2: self = .delta
+        case 3: self = .compaction
+        default: self = .unrecognized(rawValue)
+        }
+    }
+
+    public var rawValue: Int32 {
+        switch self {
+        case .unspecified: return 0
+        case .list: return 1
+        case .delta: return 2
+        case .compaction: return 3
+        case .unrecognized(let value): return value
+        }
+    }
+
+    public static let allCases: [VersionKind] = [.unspecified, .list, .delta, .compaction]
+}
+
 public struct SubmitFileRequest: ProtoMessage {
     /// The file's path in the lake: `<advertiser-id>/<file>`.
     public var path: String = ""
@@ -162,6 +201,10 @@ public struct FileStatus: ProtoMessage {
     public var liveAtMs: Int64 = 0
     /// The type of the file's hashes, once a block was parsed.
     public var hashType: HashType = .unspecified
+    public var kind: VersionKind = .unspecified
+    /// A delta's or a compaction's base: the version it was applied on top
+    /// of (0 until it is published, or when it was applied to no list).
+    public var baseVersion: UInt64 = 0
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -191,7 +234,9 @@ public struct FileStatus: ProtoMessage {
         error: String = "",
         submittedAtMs: Int64 = 0,
         liveAtMs: Int64 = 0,
-        hashType: HashType = .unspecified
+        hashType: HashType = .unspecified,
+        kind: VersionKind = .unspecified,
+        baseVersion: UInt64 = 0
     ) {
         self.version = version
         self.advertiserID = advertiserID
@@ -216,6 +261,8 @@ public struct FileStatus: ProtoMessage {
         self.submittedAtMs = submittedAtMs
         self.liveAtMs = liveAtMs
         self.hashType = hashType
+        self.kind = kind
+        self.baseVersion = baseVersion
     }
 }
 
@@ -725,6 +772,8 @@ extension FileStatus {
             case 21: self.submittedAtMs = try reader.read(Int64Codec.self, tag)
             case 22: self.liveAtMs = try reader.read(Int64Codec.self, tag)
             case 23: self.hashType = try reader.read(EnumCodec<HashType>.self, tag)
+            case 24: self.kind = try reader.read(EnumCodec<VersionKind>.self, tag)
+            case 25: self.baseVersion = try reader.read(UInt64Codec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -755,6 +804,8 @@ extension FileStatus {
         if self.submittedAtMs != 0 { size += ProtoSize.field(Int64Codec.self, field: 21, self.submittedAtMs) }
         if self.liveAtMs != 0 { size += ProtoSize.field(Int64Codec.self, field: 22, self.liveAtMs) }
         if self.hashType.rawValue != 0 { size += ProtoSize.field(EnumCodec<HashType>.self, field: 23, self.hashType) }
+        if self.kind.rawValue != 0 { size += ProtoSize.field(EnumCodec<VersionKind>.self, field: 24, self.kind) }
+        if self.baseVersion != 0 { size += ProtoSize.field(UInt64Codec.self, field: 25, self.baseVersion) }
         return size
     }
 
@@ -782,6 +833,8 @@ extension FileStatus {
         if self.submittedAtMs != 0 { writer.write(Int64Codec.self, field: 21, self.submittedAtMs) }
         if self.liveAtMs != 0 { writer.write(Int64Codec.self, field: 22, self.liveAtMs) }
         if self.hashType.rawValue != 0 { writer.write(EnumCodec<HashType>.self, field: 23, self.hashType) }
+        if self.kind.rawValue != 0 { writer.write(EnumCodec<VersionKind>.self, field: 24, self.kind) }
+        if self.baseVersion != 0 { writer.write(UInt64Codec.self, field: 25, self.baseVersion) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -1343,6 +1396,30 @@ extension FileState: ProtoJSONEnum {
     }
 }
 
+extension VersionKind: ProtoJSONEnum {
+    public static let schemaDefinition = "/// What made a list version.\nenum VersionKind {\n  VERSION_KIND_UNSPECIFIED = 0;\n  /// A list file: the whole list, replacing the one before.\n  VERSION_KIND_LIST = 1;\n  /// A delta file (`<advertiser>/<name>.delta`, docs/INGEST.md): members\n  /// added and removed on top of the version live when it was published.\n  VERSION_KIND_DELTA = 2;\n  /// The coordinator's compaction of a version made by deltas into one\n  /// new base: the same members, looked up without overlays.\n  VERSION_KIND_COMPACTION = 3;\n}"
+
+    public var protoName: String? {
+        switch self {
+        case .unspecified: return "VERSION_KIND_UNSPECIFIED"
+        case .list: return "VERSION_KIND_LIST"
+        case .delta: return "VERSION_KIND_DELTA"
+        case .compaction: return "VERSION_KIND_COMPACTION"
+        case .unrecognized: return nil
+        }
+    }
+
+    public init?(protoName: String) {
+        switch protoName {
+        case "VERSION_KIND_UNSPECIFIED": self = .unspecified
+        case "VERSION_KIND_LIST": self = .list
+        case "VERSION_KIND_DELTA": self = .delta
+        case "VERSION_KIND_COMPACTION": self = .compaction
+        default: return nil
+        }
+    }
+}
+
 extension SubmitFileRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.SubmitFileRequest"
     public static let schemaDefinition = "message SubmitFileRequest {\n  /// The file's path in the lake: `<advertiser-id>/<file>`.\n  string path = 1;\n}"
@@ -1413,7 +1490,7 @@ extension InvalidLine: ProtoJSONMessage {
 
 extension FileStatus: ProtoJSONMessage {
     public static let protoName = "roster.v1.FileStatus"
-    public static let schemaDefinition = "message FileStatus {\n  /// The list version (the file's catalog id), as Match reports it.\n  uint64 version = 1;\n  string advertiser_id = 2;\n  string path = 3;\n  uint64 size = 4;\n  string etag = 5;\n  FileState state = 6;\n  uint32 blocks_total = 7;\n  uint32 blocks_done = 8;\n  uint64 bytes_done = 9;\n  uint32 merges_total = 10;\n  uint32 merges_done = 11;\n  /// Parsed bytes per second since the first block was leased.\n  double bytes_per_second = 12;\n  /// Seconds until live at the current rate; 0 when unknown or finished.\n  double eta_seconds = 13;\n  uint64 lines = 14;\n  /// Valid keys read (duplicates included).\n  uint64 keys = 15;\n  /// Distinct keys served, once merged.\n  uint64 distinct_keys = 16;\n  uint64 invalid_lines = 17;\n  map<string, uint64> invalid_by_kind = 18;\n  repeated InvalidLine invalid_samples = 19;\n  /// Why the file failed, was rejected or superseded.\n  string error = 20;\n  /// Unix time in milliseconds.\n  int64 submitted_at_ms = 21;\n  int64 live_at_ms = 22;\n  /// The type of the file's hashes, once a block was parsed.\n  HashType hash_type = 23;\n}"
+    public static let schemaDefinition = "message FileStatus {\n  /// The list version (the file's catalog id), as Match reports it.\n  uint64 version = 1;\n  string advertiser_id = 2;\n  string path = 3;\n  uint64 size = 4;\n  string etag = 5;\n  FileState state = 6;\n  uint32 blocks_total = 7;\n  uint32 blocks_done = 8;\n  uint64 bytes_done = 9;\n  uint32 merges_total = 10;\n  uint32 merges_done = 11;\n  /// Parsed bytes per second since the first block was leased.\n  double bytes_per_second = 12;\n  /// Seconds until live at the current rate; 0 when unknown or finished.\n  double eta_seconds = 13;\n  uint64 lines = 14;\n  /// Valid keys read (duplicates included).\n  uint64 keys = 15;\n  /// Distinct keys served, once merged.\n  uint64 distinct_keys = 16;\n  uint64 invalid_lines = 17;\n  map<string, uint64> invalid_by_kind = 18;\n  repeated InvalidLine invalid_samples = 19;\n  /// Why the file failed, was rejected or superseded.\n  string error = 20;\n  /// Unix time in milliseconds.\n  int64 submitted_at_ms = 21;\n  int64 live_at_ms = 22;\n  /// The type of the file's hashes, once a block was parsed.\n  HashType hash_type = 23;\n  VersionKind kind = 24;\n  /// A delta's or a compaction's base: the version it was applied on top\n  /// of (0 until it is published, or when it was applied to no list).\n  uint64 base_version = 25;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -1440,6 +1517,8 @@ extension FileStatus: ProtoJSONMessage {
         object.singular("submittedAtMs", Int64Codec.self, self.submittedAtMs)
         object.singular("liveAtMs", Int64Codec.self, self.liveAtMs)
         object.singular("hashType", EnumCodec<HashType>.self, self.hashType)
+        object.singular("kind", EnumCodec<VersionKind>.self, self.kind)
+        object.singular("baseVersion", UInt64Codec.self, self.baseVersion)
         return object.value
     }
 
@@ -1469,7 +1548,9 @@ extension FileStatus: ProtoJSONMessage {
             case "submittedAtMs", "submitted_at_ms": self.submittedAtMs = try JSONReader.singular(Int64Codec.self, value, field: "submittedAtMs")
             case "liveAtMs", "live_at_ms": self.liveAtMs = try JSONReader.singular(Int64Codec.self, value, field: "liveAtMs")
             case "hashType", "hash_type": self.hashType = try JSONReader.singular(EnumCodec<HashType>.self, value, field: "hashType")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["version", "advertiserId", "path", "size", "etag", "state", "blocksTotal", "blocksDone", "bytesDone", "mergesTotal", "mergesDone", "bytesPerSecond", "etaSeconds", "lines", "keys", "distinctKeys", "invalidLines", "invalidByKind", "invalidSamples", "error", "submittedAtMs", "liveAtMs", "hashType"])
+            case "kind": self.kind = try JSONReader.singular(EnumCodec<VersionKind>.self, value, field: "kind")
+            case "baseVersion", "base_version": self.baseVersion = try JSONReader.singular(UInt64Codec.self, value, field: "baseVersion")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["version", "advertiserId", "path", "size", "etag", "state", "blocksTotal", "blocksDone", "bytesDone", "mergesTotal", "mergesDone", "bytesPerSecond", "etaSeconds", "lines", "keys", "distinctKeys", "invalidLines", "invalidByKind", "invalidSamples", "error", "submittedAtMs", "liveAtMs", "hashType", "kind", "baseVersion"])
             }
         }
     }
@@ -1953,6 +2034,7 @@ public enum IngestSchema {
 
     public static let enums: [any ProtoJSONEnum.Type] = [
         FileState.self,
+        VersionKind.self,
     ]
 
     public static let methods: [MethodDescription] = [

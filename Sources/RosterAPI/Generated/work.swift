@@ -13,6 +13,15 @@ public enum TaskKind: ProtoEnum {
     /// A file of one block, from bytes to its one segment in one task: parse
     /// [start, end), sort, write the segment at output_path. No run, no merge.
     case whole // = 3
+    /// A delta file (docs/INGEST.md), read whole: its `+`/`-` lines, the last
+    /// about a key winning, written as one overlay segment at output_path:
+    /// the keys it adds, or (`removes`) those it removes. A delta is two such
+    /// tasks, one per role; its base is never read.
+    case delta // = 4
+    /// A compaction: the list that `segments` make (a base and the overlays
+    /// of deltas on it) written out as one new base segment at output_path.
+    /// No lake file is read.
+    case compact // = 5
     /// A number this version of the schema does not name; kept so it re-encodes unchanged.
     case unrecognized(Int32)
 
@@ -24,6 +33,8 @@ public enum TaskKind: ProtoEnum {
         case 1: self = .parse
         case 2: self = .merge
         case 3: self = .whole
+        case 4: self = .delta
+        case 5: self = .compact
         default: self = .unrecognized(rawValue)
         }
     }
@@ -34,11 +45,13 @@ public enum TaskKind: ProtoEnum {
         case .parse: return 1
         case .merge: return 2
         case .whole: return 3
+        case .delta: return 4
+        case .compact: return 5
         case .unrecognized(let value): return value
         }
     }
 
-    public static let allCases: [TaskKind] = [.unspecified, .parse, .merge, .whole]
+    public static let allCases: [TaskKind] = [.unspecified, .parse, .merge, .whole, .delta, .compact]
 }
 
 /// One leased piece of work. Everything a stateless worker needs is here.
@@ -75,6 +88,11 @@ public struct IngestTask: ProtoMessage {
     /// Merge: the type of the version's hashes, as its parse tasks found it,
     /// for the segment's header. (Parse and whole tasks find it themselves.)
     public var hashType: HashType = .unspecified
+    /// Delta: write the keys the delta removes (else those it adds).
+    public var removes: Bool = false
+    /// Compact: the segments of the version to compact, base and overlays
+    /// (each segment's header says its role and version).
+    public var segments: [SegmentRef] = []
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -98,7 +116,9 @@ public struct IngestTask: ProtoMessage {
         keyHigh: UInt64 = 0,
         partitionBits: UInt32 = 0,
         packPath: String = "",
-        hashType: HashType = .unspecified
+        hashType: HashType = .unspecified,
+        removes: Bool = false,
+        segments: [SegmentRef] = []
     ) {
         self.taskID = taskID
         self.kind = kind
@@ -117,6 +137,8 @@ public struct IngestTask: ProtoMessage {
         self.partitionBits = partitionBits
         self.packPath = packPath
         self.hashType = hashType
+        self.removes = removes
+        self.segments = segments
     }
 }
 
@@ -351,6 +373,8 @@ extension IngestTask {
             case 15: self.partitionBits = try reader.read(UInt32Codec.self, tag)
             case 16: self.packPath = try reader.read(StringCodec.self, tag)
             case 17: self.hashType = try reader.read(EnumCodec<HashType>.self, tag)
+            case 18: self.removes = try reader.read(BoolCodec.self, tag)
+            case 19: try reader.readRepeated(MessageCodec<SegmentRef>.self, tag, into: &self.segments)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -375,6 +399,8 @@ extension IngestTask {
         if self.partitionBits != 0 { size += ProtoSize.field(UInt32Codec.self, field: 15, self.partitionBits) }
         if !self.packPath.isEmpty { size += ProtoSize.field(StringCodec.self, field: 16, self.packPath) }
         if self.hashType.rawValue != 0 { size += ProtoSize.field(EnumCodec<HashType>.self, field: 17, self.hashType) }
+        if self.removes { size += ProtoSize.field(BoolCodec.self, field: 18, self.removes) }
+        size += ProtoSize.repeated(MessageCodec<SegmentRef>.self, field: 19, self.segments)
         return size
     }
 
@@ -396,6 +422,8 @@ extension IngestTask {
         if self.partitionBits != 0 { writer.write(UInt32Codec.self, field: 15, self.partitionBits) }
         if !self.packPath.isEmpty { writer.write(StringCodec.self, field: 16, self.packPath) }
         if self.hashType.rawValue != 0 { writer.write(EnumCodec<HashType>.self, field: 17, self.hashType) }
+        if self.removes { writer.write(BoolCodec.self, field: 18, self.removes) }
+        writer.writeRepeated(MessageCodec<SegmentRef>.self, field: 19, self.segments)
         writer.writeUnknown(unknownFields)
     }
 }
@@ -654,7 +682,7 @@ extension FailTaskResponse {
 // MARK: - JSON mapping
 
 extension TaskKind: ProtoJSONEnum {
-    public static let schemaDefinition = "enum TaskKind {\n  TASK_KIND_UNSPECIFIED = 0;\n  /// Parse one block of a file into a run (its keys grouped by key range).\n  TASK_KIND_PARSE = 1;\n  /// Merge one key range of all of a version's runs into one segment.\n  TASK_KIND_MERGE = 2;\n  /// A file of one block, from bytes to its one segment in one task: parse\n  /// [start, end), sort, write the segment at output_path. No run, no merge.\n  TASK_KIND_WHOLE = 3;\n}"
+    public static let schemaDefinition = "enum TaskKind {\n  TASK_KIND_UNSPECIFIED = 0;\n  /// Parse one block of a file into a run (its keys grouped by key range).\n  TASK_KIND_PARSE = 1;\n  /// Merge one key range of all of a version's runs into one segment.\n  TASK_KIND_MERGE = 2;\n  /// A file of one block, from bytes to its one segment in one task: parse\n  /// [start, end), sort, write the segment at output_path. No run, no merge.\n  TASK_KIND_WHOLE = 3;\n  /// A delta file (docs/INGEST.md), read whole: its `+`/`-` lines, the last\n  /// about a key winning, written as one overlay segment at output_path:\n  /// the keys it adds, or (`removes`) those it removes. A delta is two such\n  /// tasks, one per role; its base is never read.\n  TASK_KIND_DELTA = 4;\n  /// A compaction: the list that `segments` make (a base and the overlays\n  /// of deltas on it) written out as one new base segment at output_path.\n  /// No lake file is read.\n  TASK_KIND_COMPACT = 5;\n}"
 
     public var protoName: String? {
         switch self {
@@ -662,6 +690,8 @@ extension TaskKind: ProtoJSONEnum {
         case .parse: return "TASK_KIND_PARSE"
         case .merge: return "TASK_KIND_MERGE"
         case .whole: return "TASK_KIND_WHOLE"
+        case .delta: return "TASK_KIND_DELTA"
+        case .compact: return "TASK_KIND_COMPACT"
         case .unrecognized: return nil
         }
     }
@@ -672,6 +702,8 @@ extension TaskKind: ProtoJSONEnum {
         case "TASK_KIND_PARSE": self = .parse
         case "TASK_KIND_MERGE": self = .merge
         case "TASK_KIND_WHOLE": self = .whole
+        case "TASK_KIND_DELTA": self = .delta
+        case "TASK_KIND_COMPACT": self = .compact
         default: return nil
         }
     }
@@ -679,7 +711,7 @@ extension TaskKind: ProtoJSONEnum {
 
 extension IngestTask: ProtoJSONMessage {
     public static let protoName = "roster.v1.IngestTask"
-    public static let schemaDefinition = "/// One leased piece of work. Everything a stateless worker needs is here.\nmessage IngestTask {\n  uint64 task_id = 1;\n  TaskKind kind = 2;\n  /// Proof of the lease: reports carrying another token are ignored.\n  string lease_token = 3;\n  uint32 attempt = 4;\n  string advertiser_id = 5;\n  /// The list version being built (the file id).\n  uint64 version = 6;\n  /// Parse: the lake object and the byte range [start, end) whose lines to parse.\n  string lake_path = 7;\n  string etag = 8;\n  uint64 start = 9;\n  uint64 end = 10;\n  /// Where in the segment store to write the output (unique to this attempt).\n  string output_path = 11;\n  /// Merge: the runs to merge, and the key range [key_low, key_high) by the\n  /// first 8 bytes of each key read big-endian (key_high 0 means the end).\n  repeated string runs = 12;\n  uint64 key_low = 13;\n  uint64 key_high = 14;\n  /// Parse: group the run's keys by their top `partition_bits` bits, so that\n  /// every merge range of the version is a whole number of groups.\n  uint32 partition_bits = 15;\n  /// Merge: the version's pack file. A worker whose segment store can\n  /// reserve slots in it writes the segment into one (and reports\n  /// output_path, output_offset and output_length); otherwise it writes\n  /// output_path. One pack is one memory map in a match server, however\n  /// many merges the version has.\n  string pack_path = 16;\n  /// Merge: the type of the version's hashes, as its parse tasks found it,\n  /// for the segment's header. (Parse and whole tasks find it themselves.)\n  HashType hash_type = 17;\n}"
+    public static let schemaDefinition = "/// One leased piece of work. Everything a stateless worker needs is here.\nmessage IngestTask {\n  uint64 task_id = 1;\n  TaskKind kind = 2;\n  /// Proof of the lease: reports carrying another token are ignored.\n  string lease_token = 3;\n  uint32 attempt = 4;\n  string advertiser_id = 5;\n  /// The list version being built (the file id).\n  uint64 version = 6;\n  /// Parse: the lake object and the byte range [start, end) whose lines to parse.\n  string lake_path = 7;\n  string etag = 8;\n  uint64 start = 9;\n  uint64 end = 10;\n  /// Where in the segment store to write the output (unique to this attempt).\n  string output_path = 11;\n  /// Merge: the runs to merge, and the key range [key_low, key_high) by the\n  /// first 8 bytes of each key read big-endian (key_high 0 means the end).\n  repeated string runs = 12;\n  uint64 key_low = 13;\n  uint64 key_high = 14;\n  /// Parse: group the run's keys by their top `partition_bits` bits, so that\n  /// every merge range of the version is a whole number of groups.\n  uint32 partition_bits = 15;\n  /// Merge: the version's pack file. A worker whose segment store can\n  /// reserve slots in it writes the segment into one (and reports\n  /// output_path, output_offset and output_length); otherwise it writes\n  /// output_path. One pack is one memory map in a match server, however\n  /// many merges the version has.\n  string pack_path = 16;\n  /// Merge: the type of the version's hashes, as its parse tasks found it,\n  /// for the segment's header. (Parse and whole tasks find it themselves.)\n  HashType hash_type = 17;\n  /// Delta: write the keys the delta removes (else those it adds).\n  bool removes = 18;\n  /// Compact: the segments of the version to compact, base and overlays\n  /// (each segment's header says its role and version).\n  repeated SegmentRef segments = 19;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -700,6 +732,8 @@ extension IngestTask: ProtoJSONMessage {
         object.singular("partitionBits", UInt32Codec.self, self.partitionBits)
         object.singular("packPath", StringCodec.self, self.packPath)
         object.singular("hashType", EnumCodec<HashType>.self, self.hashType)
+        object.singular("removes", BoolCodec.self, self.removes)
+        object.repeatedMessages("segments", self.segments)
         return object.value
     }
 
@@ -723,7 +757,9 @@ extension IngestTask: ProtoJSONMessage {
             case "partitionBits", "partition_bits": self.partitionBits = try JSONReader.singular(UInt32Codec.self, value, field: "partitionBits")
             case "packPath", "pack_path": self.packPath = try JSONReader.singular(StringCodec.self, value, field: "packPath")
             case "hashType", "hash_type": self.hashType = try JSONReader.singular(EnumCodec<HashType>.self, value, field: "hashType")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["taskId", "kind", "leaseToken", "attempt", "advertiserId", "version", "lakePath", "etag", "start", "end", "outputPath", "runs", "keyLow", "keyHigh", "partitionBits", "packPath", "hashType"])
+            case "removes": self.removes = try JSONReader.singular(BoolCodec.self, value, field: "removes")
+            case "segments": self.segments = try JSONReader.repeated(MessageCodec<SegmentRef>.self, value, field: "segments")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["taskId", "kind", "leaseToken", "attempt", "advertiserId", "version", "lakePath", "etag", "start", "end", "outputPath", "runs", "keyLow", "keyHigh", "partitionBits", "packPath", "hashType", "removes", "segments"])
             }
         }
     }
