@@ -66,6 +66,11 @@ extension CoordinatorCore {
             start += chunk.count
             var ready: [IngestCatalog.Publication] = []
             for publication in chunk {
+                // A compaction was read from segments, not from the lake.
+                if publication.kind == .compaction {
+                    ready.append(publication)
+                    continue
+                }
                 // Only the object every block was read from goes live: a file
                 // rewritten after its last block was read is not published.
                 let now = clock()
@@ -104,7 +109,8 @@ extension CoordinatorCore {
         guard !live.isEmpty else { return true }
         let now = clock()
         do {
-            try await db { try $0.markLive(files: live.map(\.version), now: now) }
+            let bases = Dictionary(live.compactMap { publication in publication.base.map { (publication.version, $0) } }) { a, _ in a }
+            try await db { try $0.markLive(files: live.map(\.version), bases: bases, now: now) }
         } catch {
             logger.error("cannot record versions live", metadata: ["error": "\(error)"])
             return false

@@ -73,6 +73,11 @@ extension CoordinatorCore {
         scanProgress.withLock { $0 = ScanProgress() }
         let settle = configuration.scanSettleTime / .seconds(1)
         var newest: [String: LakeObject] = [:]
+        // Each folder's newest list file, and its deltas: every delta newer
+        // than that list is queued, oldest first (a delta is a change, so
+        // none may be skipped as an older list file is).
+        var newestList: [String: LakeObject] = [:]
+        var deltas: [String: [LakeObject]] = [:]
         var listed: [String: String] = [:]
         var after: String?
         while true {
@@ -82,6 +87,11 @@ extension CoordinatorCore {
                 listed[object.path] = object.etag
                 guard let advertiser = object.advertiserID, Self.isListFile(object.path),
                       now - object.modified.timeIntervalSince1970 >= settle else { continue }
+                if LakePath.isDelta(object.path) {
+                    deltas[advertiser, default: []].append(object)
+                } else if newestList[advertiser].map({ ($0.modified, $0.path) < (object.modified, object.path) }) ?? true {
+                    newestList[advertiser] = object
+                }
                 if let current = newest[advertiser], (current.modified, current.path) >= (object.modified, object.path) { continue }
                 newest[advertiser] = object
             }
@@ -107,6 +117,12 @@ extension CoordinatorCore {
         // costs no catalog query: an idle lake is listed, not looked up.
         let decided = lastScan.withLock { $0 }
         let candidates = newest.values.sorted { $0.path < $1.path }.filter { decided[$0.advertiserID ?? ""] != $0.path + "\u{0}" + $0.etag }
+            .flatMap { newest -> [LakeObject] in
+                let advertiser = newest.advertiserID ?? ""
+                let list = newestList[advertiser]
+                let later = (deltas[advertiser] ?? []).filter { delta in list.map { ($0.modified, $0.path) < (delta.modified, delta.path) } ?? true }
+                return ((list.map { [$0] } ?? []) + later).sorted { ($0.modified, $0.path) < ($1.modified, $1.path) }
+            }
         scanLookups.add(candidates.count, ordering: .relaxed)
         guard !candidates.isEmpty else { return [] }
         let now = clock()
@@ -141,7 +157,8 @@ extension CoordinatorCore {
             logger.info("queued", metadata: ["path": "\(object.path)", "version": "\(submission.version)", "bytes": "\(object.size)"])
             // The first thousand are described: a page that always fits in a frame.
             if report && queued.count < 1_000 {
-                queued += try await db { try $0.files(advertiser: submission.advertiserID, states: [], limit: 1, now: now) }
+                // This version itself (an advertiser may have several queued: deltas).
+                queued += try await db { try $0.files(advertiser: submission.advertiserID, states: [], limit: 1, before: submission.version + 1, now: now) }
             }
         }
         return queued

@@ -198,10 +198,14 @@ extension IngestCatalog {
                 task.end = UInt64(row.int("range_end"))
                 task.outputPath = StorePaths.run(advertiser: task.advertiserID, file: version, block: seq, attempt: suffix)
                 task.partitionBits = UInt32(policy.runPartitionBits(fileSize: row.int("size")))
-            } else if task.kind == .whole {
+            } else if task.kind == .whole || task.kind == .delta {
                 task.start = UInt64(row.int("range_start"))
                 task.end = UInt64(row.int("range_end"))
                 task.outputPath = StorePaths.segment(advertiser: task.advertiserID, file: version, task: seq, attempt: suffix)
+                task.removes = task.kind == .delta && seq == 1
+            } else if task.kind == .compact {
+                task.outputPath = StorePaths.segment(advertiser: task.advertiserID, file: version, task: seq, attempt: suffix)
+                task.hashType = HashType(rawValue: (row.hashKind("hash_type") ?? .md5).wireValue)
             } else {
                 task.keyLow = UInt64(bitPattern: row.int("range_start"))
                 task.keyHigh = UInt64(bitPattern: row.int("range_end"))
@@ -212,6 +216,9 @@ extension IngestCatalog {
         }
         if task.kind == .merge {
             task.runs = try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind = \(TaskKind.parse.sql) ORDER BY seq", version) { $0.string(0) }
+        }
+        if task.kind == .compact, let base = try db.rows("SELECT base_file_id FROM files WHERE id = ?", version, map: { $0.fileID("base_file_id") }).first ?? nil {
+            task.segments = try chainSegments(db, file: base)
         }
         return task
     }

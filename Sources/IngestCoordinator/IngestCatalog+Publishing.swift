@@ -10,6 +10,8 @@ extension IngestCatalog {
     public struct Publication: Sendable, Equatable {
         public var version: UInt64
         public var advertiserID: String
+        /// For a delta, its base's segments (its own base's, and so on)
+        /// and then its own overlay: the whole list the version makes.
         public var segments: [SegmentRef]
         /// The lake object every block was read from.
         public var path: String
@@ -19,11 +21,17 @@ extension IngestCatalog {
         /// anyway (`PublishRequest.rollback`). A newer version held by the
         /// shrink guard is not in flight: it may never be published.
         public var restored = false
+        public var kind: VersionKind = .list
+        /// A delta's base: the version it goes on top of (for one being
+        /// published, the one live now); nil when it goes on no list.
+        public var base: UInt64?
     }
 
-    /// Versions whose merges are all done, waiting to be made live.
+    /// Versions whose merges are all done, waiting to be made live. A delta
+    /// waits until no older version of its advertiser is in flight: it
+    /// applies on top of whatever the versions that arrived before it leave live.
     public func pendingPublications() throws -> [Publication] {
-        try publications(in: .publishing)
+        try read { db in try publications(db, where: "f.state = ?", FileState.publishing, waiting: true) }
     }
 
     /// Every version in `state` (publishing, or live: what a tier's nodes
@@ -32,50 +40,141 @@ extension IngestCatalog {
         try read { db in try publications(db, where: "f.state = ?", state) }
     }
 
-    /// The versions `condition` selects, with their segments, oldest first.
-    func publications(_ db: any SQLDatabase, where condition: String, _ value: SQLBindable) throws -> [Publication] {
+    /// The versions `condition` selects, with their segments, oldest first;
+    /// `waiting`: without deltas that must wait for an older version.
+    func publications(_ db: any SQLDatabase, where condition: String, _ value: SQLBindable, waiting: Bool = false) throws -> [Publication] {
         let files = try db.rows("""
-            SELECT f.id, f.advertiser_id, f.path, f.etag, f.state,
+            SELECT f.id, f.advertiser_id, f.path, f.etag, f.state, f.kind, f.base_file_id, a.live_file_id,
                    (SELECT COUNT(*) FROM \(db.advertiserFiles(as: "g")) WHERE g.advertiser_id = f.advertiser_id AND g.id > f.id
                       AND g.state = \(FileState.retired.sql)) AS newer_retired,
                    (SELECT COUNT(*) FROM \(db.advertiserFiles(as: "g")) WHERE g.advertiser_id = f.advertiser_id AND g.id > f.id
-                      AND g.state IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing))) AS newer_in_flight
-            FROM files f WHERE \(condition) ORDER BY f.id
-            """, value) { row in
-            (UInt64(row.int("id")), row.string("advertiser_id"), row.string("path"), row.string("etag"),
-             row.fileState("state") == .live && row.int("newer_retired") > 0 && row.int("newer_in_flight") == 0)
-        }
-        return try files.map { id, advertiser, path, etag, restored in
-            let segments = try db.rows("""
-                SELECT output, output_keys, output_offset, output_length FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole)) ORDER BY seq
-                """, id) { row in
-                var ref = SegmentRef()
-                ref.path = row.string("output")
-                ref.keyCount = UInt64(row.int("output_keys"))
-                ref.offset = UInt64(row.int("output_offset"))
-                ref.length = UInt64(row.int("output_length"))
-                return ref
-            }
-            return Publication(version: id, advertiserID: advertiser, segments: segments, path: path, etag: etag, restored: restored)
+                      AND g.state IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing))) AS newer_in_flight,
+                   (SELECT COUNT(*) FROM \(db.advertiserFiles(as: "g")) WHERE g.advertiser_id = f.advertiser_id AND g.id < f.id
+                      AND g.state IN \(FileState.sqlList(FileState.unfinished))) AS older_in_flight
+            FROM files f JOIN advertisers a ON a.id = f.advertiser_id WHERE \(condition) ORDER BY f.id
+            """, value) { row -> Publication? in
+            let state = row.fileState("state"), kind = row.versionKind("kind")
+            if waiting, kind == .delta, row.int("older_in_flight") > 0 { return nil }
+            // A delta being published goes on the version live now.
+            let base = kind != .delta ? nil : state == .publishing ? row.fileID("live_file_id") : row.fileID("base_file_id")
+            return Publication(version: UInt64(row.int("id")), advertiserID: row.string("advertiser_id"), segments: [],
+                               path: row.string("path"), etag: row.string("etag"),
+                               restored: state == .live && row.int("newer_retired") > 0 && row.int("newer_in_flight") == 0,
+                               kind: kind, base: base)
+        }.compactMap { $0 }
+        return try files.map { publication in
+            var publication = publication
+            publication.segments = try (publication.base.map { try chainSegments(db, file: $0) } ?? []) + ownSegments(db, file: publication.version)
+            return publication
         }
     }
 
+    /// The segments a version's own tasks wrote, in task order.
+    func ownSegments(_ db: any SQLDatabase, file: UInt64) throws -> [SegmentRef] {
+        try db.rows("""
+            SELECT output, output_keys, output_offset, output_length FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(TaskKind.segmentKinds)) ORDER BY kind, seq
+            """, file) { row in
+            var ref = SegmentRef()
+            ref.path = row.string("output")
+            ref.keyCount = UInt64(row.int("output_keys"))
+            ref.offset = UInt64(row.int("output_offset"))
+            ref.length = UInt64(row.int("output_length"))
+            return ref
+        }
+    }
+
+    /// Every segment of a published version: its own, after its base's for
+    /// a delta (and its base's base's, down to a list or a compaction).
+    func chainSegments(_ db: any SQLDatabase, file: UInt64) throws -> [SegmentRef] {
+        var chain: [UInt64] = []
+        var next: UInt64? = file
+        while let id = next, chain.count <= 4 * policy.maxOverlays + 64 {
+            chain.append(id)
+            next = try db.rows("SELECT kind, base_file_id FROM files WHERE id = ?", id) { row in
+                row.versionKind("kind") == .delta ? row.fileID("base_file_id") : nil
+            }.first ?? nil
+        }
+        return try chain.reversed().flatMap { try ownSegments(db, file: $0) }
+    }
+
     /// Records that `files` are live, in one transaction; each advertiser's
-    /// previous live version is retired.
-    public func markLive(files: [UInt64], now: Double) throws {
+    /// previous live version is retired. `bases`: the base each delta among
+    /// them was published on (`Publication.base`). A delta that brings its
+    /// overlays past the policy's limits queues a compaction.
+    public func markLive(files: [UInt64], bases: [UInt64: UInt64] = [:], now: Double) throws {
         guard !files.isEmpty else { return }
         try write { db in
             for file in files {
-                guard let (advertiser, submitted) = try db.rows("SELECT advertiser_id, submitted_at FROM files WHERE id = ?", file,
-                                                                map: { ($0.string("advertiser_id"), $0.double("submitted_at")) }).first,
+                guard let (advertiser, submitted, kind) = try db.rows("SELECT advertiser_id, submitted_at, kind FROM files WHERE id = ?", file,
+                                                                      map: { ($0.string("advertiser_id"), $0.double("submitted_at"), $0.versionKind("kind")) }).first,
                       try move(db, file: file, on: .published, also: "live_at = ?, ended_at = ?", now, now)
                 else { continue }
                 IngestMetrics.timeToLive.recordSeconds(max(0, now - submitted))
+                if kind == .delta { try recordBase(db, delta: file, base: bases[file]) }
                 // The advertiser's older live version (one, by the rule above) is retired.
                 try retireLive(db, advertiser: advertiser, retiring: .olderThan(file), now: now)
                 try db.run("UPDATE advertisers SET live_file_id = ? WHERE id = ?", file, advertiser)
+                if kind == .delta { try compactIfDue(db, delta: file, advertiser: advertiser, now: now) }
             }
         }
+    }
+
+    /// Records the base a delta went live on, and its keys as counted on it:
+    /// the base's, plus what it adds, less what it removes (an estimate: a
+    /// delta may add a member already there or remove one that is not).
+    func recordBase(_ db: any SQLDatabase, delta: UInt64, base: UInt64?) throws {
+        let baseKeys = try base.map { try db.rows("SELECT distinct_keys FROM files WHERE id = ?", $0) { $0.int(0) }.first ?? 0 } ?? 0
+        let (adds, removes) = try overlayKeys(db, delta: delta)
+        try db.run("UPDATE files SET base_file_id = ?, distinct_keys = ? WHERE id = ?", base, max(0, baseKeys + adds - removes), delta)
+    }
+
+    /// The keys a delta's overlay adds and removes.
+    func overlayKeys(_ db: any SQLDatabase, delta: UInt64) throws -> (adds: Int64, removes: Int64) {
+        var counts: (Int64, Int64) = (0, 0)
+        try db.query("SELECT seq, output_keys FROM tasks WHERE file_id = ? AND kind = ?", delta, TaskKind.delta) { row in
+            if row.int("seq") == 0 { counts.0 += row.int("output_keys") } else { counts.1 += row.int("output_keys") }
+        }
+        return counts
+    }
+
+    /// Queues a compaction of the live `delta`'s layers into one new base
+    /// when they are more than `IngestPolicy.maxOverlays` deltas, or name
+    /// more than `IngestPolicy.compactionShare` of the base's keys (a delta
+    /// on no list is compacted at once). The compaction is a version of its
+    /// own, built from the segments alone (never the lake), behind every
+    /// file already queued; a newer file or delta simply comes after it.
+    func compactIfDue(_ db: any SQLDatabase, delta: UInt64, advertiser: String, now: Double) throws {
+        var layers = 0, named: Int64 = 0
+        var next: UInt64? = delta
+        var base: (id: UInt64, keys: Int64)?
+        while let id = next {
+            guard let (kind, below, keys) = try db.rows("SELECT kind, base_file_id, distinct_keys FROM files WHERE id = ?", id, map: {
+                ($0.versionKind("kind"), $0.fileID("base_file_id"), $0.int("distinct_keys"))
+            }).first else { break }
+            guard kind == .delta else {
+                base = (id, keys)
+                break
+            }
+            layers += 1
+            let (adds, removes) = try overlayKeys(db, delta: id)
+            named += adds + removes
+            next = below
+        }
+        let due = base == nil || layers > policy.maxOverlays || Double(named) > policy.compactionShare * Double(base!.keys)
+        guard due else { return }
+        let row = try db.rows("SELECT path, etag, modified, hash_type, distinct_keys FROM files WHERE id = ?", delta) { row in
+            (row.string("path"), row.string("etag"), row.double("modified"), row.hashKind("hash_type") ?? .md5, row.int("distinct_keys"))
+        }.first
+        guard let (path, etag, modified, hashKind, keys) = row else { return }
+        // In merging from the start: its one task is a merge of segments,
+        // ranked as a file of the list's size (behind small files).
+        let id = try db.rows("""
+            INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total, merges_total, modified, kind, base_file_id, hash_type)
+            VALUES (?, ?, ?, ?, ?, ?, 0, 1, ?, ?, ?, ?) RETURNING id
+            """, advertiser, path, max(1, keys) * 16, etag, FileState.merging, now, modified, VersionKind.compaction, delta, hashKind) { UInt64($0.int(0)) }[0]
+        try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end) VALUES (?, ?, 0, 0, 0)", id, TaskKind.compact)
+        try place(db, file: id, now: now)
+        IngestMetrics.compactions.increment()
     }
 
     /// Records that `file` will not go live (`.superseded`: a newer version
@@ -112,7 +211,9 @@ extension IngestCatalog {
             try db.rows("""
                 SELECT f.id, f.advertiser_id, f.state, f.collected,
                        (SELECT COUNT(*) FROM \(db.advertiserFiles(as: "g")) WHERE g.advertiser_id = f.advertiser_id AND g.state = \(FileState.retired.sql) AND g.id > f.id) AS newer_retired,
-                       (SELECT COUNT(*) FROM advertisers a WHERE a.id = f.advertiser_id AND a.deleted_at IS NOT NULL) AS deleted
+                       (SELECT COUNT(*) FROM advertisers a WHERE a.id = f.advertiser_id AND a.deleted_at IS NOT NULL) AS deleted,
+                       (SELECT COUNT(*) FROM files d WHERE d.base_file_id = f.id AND d.kind = \(VersionKind.delta.sql) AND d.collected < 2
+                          AND d.state IN \(FileState.sqlList(.live, .retired))) AS dependents
                 FROM files AS f \(db.engine == .sqlite ? "INDEXED BY files_to_collect" : "")
                 WHERE (f.state = \(FileState.live.sql) AND f.collected = 0) OR (f.state IN \(FileState.sqlList(.failed, .rejected, .superseded, .retired)) AND f.collected < 2)
                 """) { row -> Collectable? in
@@ -121,8 +222,9 @@ extension IngestCatalog {
                 switch row.fileState("state") {
                 case .live:
                     return Collectable(file: id, prefixes: [runs], segmentFolder: segments, served: [], level: 1)
-                case .retired where row.int("newer_retired") < Int64(keepRetired) && row.int("deleted") == 0:
-                    // Kept for a rollback: its runs only, once.
+                case .retired where (row.int("newer_retired") < Int64(keepRetired) || row.int("dependents") > 0) && row.int("deleted") == 0:
+                    // Kept for a rollback, or as the base of a delta that
+                    // serves or is kept: its runs only, once.
                     return row.int("collected") == 0 ? Collectable(file: id, prefixes: [runs], segmentFolder: nil, served: [], level: 1) : nil
                 default:
                     return Collectable(file: id, prefixes: [runs, segments], segmentFolder: nil, served: [], level: 2)
@@ -130,7 +232,7 @@ extension IngestCatalog {
             }.compactMap { $0 }.map { item in
                 guard item.segmentFolder != nil else { return item }
                 var item = item
-                item.served = Set(try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole)) AND state = ?",
+                item.served = Set(try db.rows("SELECT output FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(TaskKind.segmentKinds)) AND state = ?",
                                               item.file, TaskState.done) { $0.string(0) })
                 return item
             }

@@ -52,7 +52,7 @@ extension IngestCatalog {
                 UPDATE tasks SET state = \(TaskState.done.sql), lease_token = NULL, lines = ?, keys = ?, skipped = ?, output_keys = ?, bytes = ?,
                     invalid = ?, samples = ?, done_at = ? WHERE id = ?
                 """, report.lines, report.keys, report.skipped, report.outputKeys, report.bytes, invalid, samples, now, report.taskID)
-            if kind != .merge {
+            if kind != .merge && kind != .compact {
                 // Every block of a file finds the same type (HashSniffer);
                 // a worker that predates hash types reports none: MD5.
                 try db.run("UPDATE files SET hash_type = ? WHERE id = ?", HashKind(wireValue: report.hashType.rawValue) ?? .md5, file)
@@ -62,8 +62,15 @@ extension IngestCatalog {
                                    file, kind) { $0.int(0) }.first ?? 0
             guard open == 0 else { return Progress.none }
             if kind == .parse { return try finishParsing(db, file: file, now: now) }
-            if kind == .whole, try rejectIfInvalid(db, file: file, kind: .whole, now: now) { return .rejected }
-            let distinct = try db.rows("SELECT SUM(output_keys) FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(.merge, .whole))", file) { $0.int(0) }.first ?? 0
+            if kind == .whole || kind == .delta, try rejectIfInvalid(db, file: file, kind: kind, now: now) { return .rejected }
+            let distinct = try db.rows("SELECT SUM(output_keys) FROM tasks WHERE file_id = ? AND kind IN \(TaskKind.sqlList(TaskKind.segmentKinds))", file) { $0.int(0) }.first ?? 0
+            // A delta says what it removes, and a compaction keeps every
+            // member: the shrink guard judges whole lists only. (A delta's
+            // keys are counted when it goes live, on its base.)
+            if kind == .delta || kind == .compact {
+                try move(db, file: file, on: .merged, also: "distinct_keys = ?", distinct)
+                return .readyToPublish
+            }
             if let reason = try shrinkHold(db, file: file, advertiser: advertiser, keys: distinct) {
                 try move(db, file: file, on: .shrank, also: "distinct_keys = ?, error = ?", distinct, reason)
                 return .held(reason: reason)

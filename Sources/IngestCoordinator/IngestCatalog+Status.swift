@@ -109,7 +109,8 @@ extension IngestCatalog {
     /// Active files (their path and etag), for change detection.
     public func activeFiles() throws -> [(id: UInt64, path: String, etag: String)] {
         try read { db in
-            try db.rows("SELECT id, path, etag FROM files WHERE state IN \(FileState.sqlList(.queued, .parsing, .merging))") { (UInt64($0.int("id")), $0.string("path"), $0.string("etag")) }
+            // A compaction reads no lake file (it names the delta it compacts).
+            try db.rows("SELECT id, path, etag FROM files WHERE state IN \(FileState.sqlList(.queued, .parsing, .merging)) AND kind <> \(VersionKind.compaction.sql)") { (UInt64($0.int("id")), $0.string("path"), $0.string("etag")) }
         }
     }
 
@@ -192,7 +193,7 @@ extension IngestCatalog {
         var endedAt: Double?
         try db.query("""
             SELECT advertiser_id, path, size, etag, state, blocks_total, merges_total, distinct_keys, error,
-                   submitted_at, started_at, live_at, ended_at, hash_type FROM files WHERE id = ?
+                   submitted_at, started_at, live_at, ended_at, hash_type, kind, base_file_id FROM files WHERE id = ?
             """, id) { row in
             status.version = id
             status.advertiserID = row.string("advertiser_id")
@@ -209,6 +210,8 @@ extension IngestCatalog {
             status.liveAtMs = row.optionalDouble("live_at").map { Int64($0 * 1000) } ?? 0
             endedAt = row.optionalDouble("ended_at")
             status.hashType = HashType(rawValue: row.hashKind("hash_type")?.wireValue ?? 0)
+            status.kind = row.versionKind("kind")
+            status.baseVersion = row.fileID("base_file_id") ?? 0
         }
         var invalid: [String: UInt64] = [:]
         var lineOffset: UInt64 = 0

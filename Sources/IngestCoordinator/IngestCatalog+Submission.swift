@@ -47,37 +47,59 @@ extension IngestCatalog {
                 return Submission(version: existing.0, advertiserID: advertiser, queued: false, state: existing.1)
             }
             try db.run("INSERT INTO advertisers(id) VALUES (?) ON CONFLICT(id) DO NOTHING", advertiser)
+            let isDelta = LakePath.isDelta(object.path)
+            if isDelta, object.size > policy.maxDeltaBytes {
+                // Recorded as the advertiser's newest file (a later scan
+                // does not try it again), rejected with the advice.
+                let id = try db.rows("""
+                    INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total, error, ended_at, modified, collected, kind)
+                    VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, 2, ?) RETURNING id
+                    """, advertiser, object.path, object.size, object.etag, FileState.rejected, now,
+                    "a delta of \(object.size) bytes is over the limit of \(policy.maxDeltaBytes) bytes for deltas: drop the whole list as a new file instead",
+                    now, object.modified.timeIntervalSince1970, VersionKind.delta) { $0.int(0) }[0]
+                try noteNewest(db, object, advertiser: advertiser)
+                return Submission(version: UInt64(id), advertiserID: advertiser, queued: false, state: .rejected)
+            }
             // A new file starts a deleted advertiser again.
             try db.run("UPDATE advertisers SET deleted_at = NULL WHERE id = ? AND deleted_at IS NOT NULL", advertiser)
             // Unfinished older versions are replaced by this one (held ones
             // too: the newer file is the one to judge), but not one being
-            // published: it goes live, then this one replaces it.
-            let older = try db.rows(
+            // published: it goes live, then this one replaces it. A delta
+            // replaces nothing: it goes live after them, on top of the newest.
+            let older = isDelta ? [] : try db.rows(
                 "SELECT id FROM \(db.advertiserFiles()) WHERE advertiser_id = ? AND state IN \(FileState.sqlList(.queued, .parsing, .merging, .held))", advertiser) { UInt64($0.int(0)) }
             for id in older {
                 try abandon(db, file: id, on: .superseded, error: "replaced by a newer file (\(object.path))", now: now)
             }
-            let blocks = BlockRange.split(size: object.size, blockSize: policy.blockSize(forFileSize: object.size))
+            // A delta is read whole, twice: once for what it adds, once for
+            // what it removes (`TaskKind.delta`).
+            let blocks = isDelta ? [BlockRange(start: 0, end: object.size), BlockRange(start: 0, end: object.size)]
+                : BlockRange.split(size: object.size, blockSize: policy.blockSize(forFileSize: object.size))
             let id = try db.rows("""
-                INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total, modified)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
+                INSERT INTO files(advertiser_id, path, size, etag, state, submitted_at, blocks_total, modified, kind)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id
                 """, advertiser, object.path, object.size, object.etag, FileState.queued, now, blocks.count,
-                object.modified.timeIntervalSince1970) { $0.int(0) }[0]
-            try db.run("""
-                UPDATE advertisers SET newest_modified = ?, newest_path = ?
-                WHERE id = ? AND (newest_modified IS NULL OR newest_modified < ? OR (newest_modified = ? AND newest_path < ?))
-                """, object.modified.timeIntervalSince1970, object.path, advertiser,
-                object.modified.timeIntervalSince1970, object.modified.timeIntervalSince1970, object.path)
+                object.modified.timeIntervalSince1970, isDelta ? VersionKind.delta : .list) { $0.int(0) }[0]
+            try noteNewest(db, object, advertiser: advertiser)
             // A file of one block is one task, from bytes to segment.
-            let kind: TaskKind = blocks.count == 1 && policy.wholeFileTasks ? .whole : .parse
+            let kind: TaskKind = isDelta ? .delta : blocks.count == 1 && policy.wholeFileTasks ? .whole : .parse
             for (seq, block) in blocks.enumerated() {
                 try db.run("INSERT INTO tasks(file_id, kind, seq, range_start, range_end) VALUES (?, ?, ?, ?, ?)",
                            id, kind, seq, block.start, block.end)
             }
-            if kind == .whole { try db.run("UPDATE files SET merges_total = 1 WHERE id = ?", id) }
+            if kind == .whole || kind == .delta { try db.run("UPDATE files SET merges_total = ? WHERE id = ?", blocks.count, id) }
             try place(db, file: UInt64(id), now: now)
             return Submission(version: UInt64(id), advertiserID: advertiser, queued: true, state: .queued)
         }
+    }
+
+    /// Remembers `object` as the newest file `advertiser` was given, if it is.
+    func noteNewest(_ db: any SQLDatabase, _ object: LakeObject, advertiser: String) throws {
+        try db.run("""
+            UPDATE advertisers SET newest_modified = ?, newest_path = ?
+            WHERE id = ? AND (newest_modified IS NULL OR newest_modified < ? OR (newest_modified = ? AND newest_path < ?))
+            """, object.modified.timeIntervalSince1970, object.path, advertiser,
+            object.modified.timeIntervalSince1970, object.modified.timeIntervalSince1970, object.path)
     }
 
     /// Records `object` as refused without ingesting it (an advertiser id

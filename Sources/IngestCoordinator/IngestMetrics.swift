@@ -17,6 +17,9 @@ enum IngestMetrics {
     /// `roster_ingest_files{state="held"}` until approved or replaced).
     static let versionsHeld = Counter(label: "roster_ingest_versions_held_total")
 
+    /// Compactions queued: a version made by deltas rewritten as one base.
+    static let compactions = Counter(label: "roster_ingest_compactions_total")
+
     /// From a file's submission to its version going live.
     static let timeToLive = Timer(label: "roster_ingest_time_to_live_seconds", preferredDisplayUnit: .seconds)
 }

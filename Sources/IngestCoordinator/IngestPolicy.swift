@@ -49,6 +49,16 @@ public struct IngestPolicy: Sendable {
     /// published; the live list keeps serving. 0 holds any shrink; 1 turns
     /// the guard off. An advertiser may have its own (`SetMaxShrink`).
     public var maxShrink = 0.5
+    /// The largest delta file taken (docs/INGEST.md): a delta is read whole
+    /// by one worker, so it must be small beside the list. A larger change
+    /// is a new list file; a larger delta is refused with that advice.
+    public var maxDeltaBytes: Int64 = 256 << 20
+    /// Deltas on one base before the coordinator compacts them into a new
+    /// base: each overlay costs every lookup of the list a search more.
+    public var maxOverlays = 8
+    /// Keys named by the overlays (added or removed), as a share of the
+    /// base's, past which they are compacted into a new base.
+    public var compactionShare = 0.1
 
     public init() {}
 

@@ -206,6 +206,15 @@ enum CatalogSchema {
         ALTER TABLE files ADD COLUMN hash_type TEXT CHECK (hash_type IN ('md5', 'sha256'));
         UPDATE files SET hash_type = 'md5';
         """,
+        // 11: deltas and compactions (docs/INGEST.md): what made a version
+        // ('list', 'delta', 'compaction'), and for a delta the version it
+        // was published on top of (a compaction: the one it compacted).
+        // Every file before this migration was a list.
+        """
+        ALTER TABLE files ADD COLUMN kind TEXT NOT NULL DEFAULT 'list' CHECK (kind IN ('list', 'delta', 'compaction'));
+        ALTER TABLE files ADD COLUMN base_file_id INTEGER;
+        CREATE INDEX files_by_base ON files(base_file_id) WHERE base_file_id IS NOT NULL;
+        """,
     ]
 }
 
@@ -308,8 +317,29 @@ extension TaskState: SQLLiteral {
 }
 
 extension TaskKind: SQLLiteral {
+    /// The kinds whose output is a segment a version is published with.
+    static let segmentKinds: [TaskKind] = [.merge, .whole, .delta, .compact]
+
     var sql: String { String(rawValue) }
     public var sqlValue: SQLValue { .integer(Int64(rawValue)) }
+}
+
+extension VersionKind: SQLLiteral {
+    /// As the catalog stores it: 'list', 'delta', 'compaction'.
+    public var name: String {
+        switch self {
+        case .delta: "delta"
+        case .compaction: "compaction"
+        default: "list"
+        }
+    }
+
+    init(storedName name: String) {
+        self = [VersionKind.delta, .compaction].first { $0.name == name } ?? .list
+    }
+
+    var sql: String { "'\(name)'" }
+    public var sqlValue: SQLValue { .text(name) }
 }
 
 extension HashKind: SQLBindable {
@@ -323,4 +353,7 @@ extension SQLRow {
     func fileState(_ column: String) -> FileState { FileState(storedName: string(column)) }
     func taskState(_ column: String) -> TaskState? { TaskState(rawValue: string(column)) }
     func taskKind(_ column: String) -> TaskKind { TaskKind(rawValue: Int32(int(column))) }
+    func versionKind(_ column: String) -> VersionKind { VersionKind(storedName: string(column)) }
+    /// A file id in `column`; nil for NULL.
+    func fileID(_ column: String) -> UInt64? { isNull(column) ? nil : UInt64(int(column)) }
 }

@@ -369,6 +369,8 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         case .parse: return (try await parse(task, memory: memory), nil)
         case .merge: return try await merge(task, memory: memory)
         case .whole: return try await whole(task, memory: memory)
+        case .delta: return try await delta(task)
+        case .compact: return try await compact(task)
         default: throw RPCError(.invalidArgument, "unknown task kind \(task.kind.rawValue)")
         }
     }
@@ -418,6 +420,84 @@ public final class BlockWorker<Transport: RPCClientTransport>: Service, Sendable
         }
         var report = Self.report(stats, kind: kind, task: task)
         report.outputKeys = UInt64(sorted.count)
+        return (report, segment)
+    }
+
+    /// A delta file, read whole (the coordinator refuses one too large for
+    /// that), written as one overlay segment: the keys it adds, or those it
+    /// removes (`task.removes`). The adds task reports the lines; the
+    /// removes task reads the same lines and reports none, so the file's
+    /// counts are not doubled.
+    private func delta(_ task: IngestTask) async throws -> (CompleteTaskRequest, UncommittedSegment) {
+        let size = Int(task.end - task.start)
+        let bytes = try await lake.read(task.lakePath, offset: Int64(task.start), length: size, ifMatch: task.etag)
+        guard bytes.count == size else { throw LakeError.io(path: task.lakePath, reason: "read \(bytes.count) of \(size) bytes: the file is shorter than when it was listed") }
+        let parsed = bytes.withUnsafeBytes { DeltaParser.parse($0) }
+        try Task.checkCancellation()
+        let keys = task.removes ? parsed.removes : parsed.adds
+        let local = try store.prepareWrite(task.outputPath)
+        let writer = try SegmentWriter(path: local, advertiserID: task.advertiserID, version: task.version, estimatedKeys: keys.count,
+                                       hashKind: parsed.hashKind, role: task.removes ? .removes : .adds)
+        let segment: UncommittedSegment
+        do {
+            try keys.withUnsafeBufferPointer { try writer.append(contentsOf: $0) }
+            segment = try writer.seal()
+        } catch {
+            writer.discard()
+            throw error
+        }
+        var report = task.removes ? CompleteTaskRequest() : Self.report(parsed.stats, kind: parsed.hashKind, task: task)
+        report.hashType = HashType(rawValue: parsed.hashKind.wireValue)
+        report.outputKeys = UInt64(keys.count)
+        return (report, segment)
+    }
+
+    /// A compaction: the list the task's segments make (a base and the
+    /// overlays of deltas on it, `LayeredList`) written as one new base
+    /// segment. Reads segments only, streaming; never the lake.
+    private func compact(_ task: IngestTask) async throws -> (CompleteTaskRequest, UncommittedSegment) {
+        var segments: [Segment] = []
+        var fetched: [String: String] = [:]
+        defer { let store = store, local = Array(fetched.values); Task { for path in local { await store.discardLocal(path) } } }
+        var mappings: [String: FileMapping] = [:]
+        for ref in task.segments {
+            let local: String
+            if let known = fetched[ref.path] { local = known } else {
+                local = try await store.localFile(ref.path)
+                fetched[ref.path] = local
+            }
+            let mapping = try mappings[local] ?? FileMapping(path: local)
+            mappings[local] = mapping
+            let slice = ref.length == 0 ? nil : SegmentLocation.Slice(offset: Int(clamping: ref.offset), length: Int(clamping: ref.length))
+            let segment = try Segment(in: mapping, slice: slice, checks: .everything)
+            guard segment.info.advertiserID == task.advertiserID else {
+                throw SegmentError(ref.path, "belongs to advertiser '\(segment.info.advertiserID)', not '\(task.advertiserID)'")
+            }
+            segments.append(segment)
+        }
+        let list = LayeredList(segments)
+        let kind = HashKind(wireValue: task.hashType.rawValue) ?? .md5
+        let local = try store.prepareWrite(task.outputPath)
+        let writer = try SegmentWriter(path: local, advertiserID: task.advertiserID, version: task.version,
+                                       estimatedKeys: max(list.base.keyCount, 0) + list.overlays.reduce(0) { $0 + $1.adds.keyCount },
+                                       hashKind: kind)
+        var written = 0
+        let segment: UncommittedSegment
+        do {
+            try list.forEachKey(after: nil) { key in
+                try writer.append(key)
+                written += 1
+                if written & 0xFFFFF == 0, Task.isCancelled { throw CancellationError() }
+                return true
+            }
+            segment = try writer.seal()
+        } catch {
+            writer.discard()
+            throw error
+        }
+        logger.debug("compacted", metadata: ["task": "\(task.taskID)", "overlays": "\(list.overlays.count)", "keys": "\(written)"])
+        var report = CompleteTaskRequest()
+        report.outputKeys = UInt64(written)
         return (report, segment)
     }
 

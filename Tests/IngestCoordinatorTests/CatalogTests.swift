@@ -42,7 +42,7 @@ class CatalogTests: XCTestCase, CatalogEngine {
         let reopened = try IngestCatalog(path: path, policy: policy)
         XCTAssertEqual(try reopened.files(advertiser: "a", states: [], limit: 10, now: 2).first?.blocksTotal, 3)
         let db = try Database(path: path)
-        XCTAssertEqual(try db.schemaVersion, 10)
+        XCTAssertEqual(try db.schemaVersion, 11)
         try db.execute("PRAGMA user_version = 99")
         XCTAssertThrowsError(try IngestCatalog(path: path, policy: policy)) { error in
             XCTAssertTrue("\(error)".contains("schema version 99"), "\(error)")

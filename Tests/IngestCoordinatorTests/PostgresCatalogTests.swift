@@ -38,7 +38,7 @@ final class PostgresCatalogTests: CatalogTests {
         }
         let reopened = try IngestCatalog(database: database, policy: policy)
         XCTAssertEqual(try reopened.files(advertiser: "a", states: [], limit: 10, now: 2).first?.blocksTotal, 3)
-        XCTAssertEqual(try database.schemaVersion, 10)
+        XCTAssertEqual(try database.schemaVersion, 11)
         try database.run("INSERT INTO roster_schema(version) VALUES (99)")
         XCTAssertThrowsError(try IngestCatalog(database: database, policy: policy)) { error in
             XCTAssertTrue("\(error)".contains("schema version 99"), "\(error)")
