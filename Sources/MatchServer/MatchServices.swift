@@ -269,11 +269,16 @@ public struct AdminHandler: MatchAdmin.Handler {
         for (index, result) in zip(attempted, published) {
             results[index] = result
             let request = requests[index]
-            if result.code == 0, let old = before[index], old.version != request.version,
-               catalog.current(request.advertiserID)?.version == request.version {
-                for file in old.files { await store.discardLocal(file) }
-            } else if result.code != 0, catalog.current(request.advertiserID)?.version != request.version {
-                for segment in request.segments { await store.discardLocal(catalog.root.appendingPathComponent(segment.path).path) }
+            // A version made by deltas shares its base's files with the
+            // version it replaces (or, refused, with the one serving): those stay.
+            let current = catalog.current(request.advertiserID)
+            if result.code == 0, let old = before[index], old.version != request.version, let current, current.version == request.version {
+                for file in old.files where !current.files.contains(file) { await store.discardLocal(file) }
+            } else if result.code != 0, current?.version != request.version {
+                for segment in request.segments {
+                    let file = catalog.root.appendingPathComponent(segment.path).path
+                    if current?.files.contains(file) != true { await store.discardLocal(file) }
+                }
             }
         }
         return results

@@ -218,6 +218,44 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
     /// segments on its disk): the coordinator publishes every live version
     /// to it again, and it fetches their segments from the bucket — the
     /// same versions, nothing re-ingested, nothing deleted that they need.
+    /// A delta dropped into the bucket goes on top of the list as an
+    /// overlay: the match server keeps the base's files it still serves
+    /// from (they are the new version's too), and a restart of the match
+    /// server serves base and overlay again from its own folder.
+    func testADeltaInABucketGoesOnTopOfTheListAndSurvivesARestart() async throws {
+        let server = try S3TestServer.endpoint()
+        let configuration = try S3TestServer.configuration("delta")
+        let s3 = S3Client(configuration)
+        client = s3
+        let base = "s3://\(configuration.bucket)/\(configuration.prefix)"
+        let environment = ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret, "AWS_REGION": "us-east-1",
+                           "AWS_ENDPOINT_URL": server.endpoint]
+        let (match, _) = try startServices(endpoint: server.endpoint, base: base, environment: environment)
+        let members = (0..<2_000).map { "user\($0)@example.com" }
+        try await s3.put("lake/acme/members.txt", body: ByteBuffer(string: listFile(members)))
+        func isMember(_ email: String) throws -> Bool {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", email]).status == 0
+        }
+        try eventually(timeout: 60, "the list to be served") { try isMember(members[1_999]) }
+        let delta = "+" + MemberHash(email: "new@example.com").hex + "\n-" + MemberHash(email: members[7]).hex + "\n"
+        try await s3.put("lake/acme/2026-12-06.delta", body: ByteBuffer(string: delta))
+        try eventually(timeout: 60, "the delta to be served") { try isMember("new@example.com") }
+        XCTAssertFalse(try isMember(members[7]), "removed by the delta")
+        XCTAssertTrue(try isMember(members[8]), "the base serves on beneath the overlay")
+
+        let old = try XCTUnwrap(services.first { $0.process.arguments?.contains("match-server") == true })
+        XCTAssertEqual(old.stop(SIGKILL), SIGKILL)
+        let restarted = try RosterService(["match-server", "--no-auth", "--plaintext", "--listen", match, "--store", base + "store"]
+                                          + data("match"), environment: environment)
+        services.append(restarted)
+        _ = try restarted.waitForLine("match server listening on")
+        // At once, from its own folder: a reload that lost a file would
+        // answer UNAVAILABLE until the coordinator rebuilt the version.
+        XCTAssertTrue(try isMember("new@example.com"))
+        XCTAssertFalse(try isMember(members[7]))
+        XCTAssertTrue(try isMember(members[1_000]))
+    }
+
     func testAMatchServerOnAnEmptyHostServesEveryLiveVersionFromTheStore() async throws {
         let server = try S3TestServer.endpoint()
         let configuration = try S3TestServer.configuration("empty-host")
