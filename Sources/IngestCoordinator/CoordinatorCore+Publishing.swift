@@ -68,7 +68,12 @@ extension CoordinatorCore {
             for publication in chunk {
                 // A compaction was read from segments, not from the lake.
                 if publication.kind == .compaction {
-                    ready.append(publication)
+                    if let reason = publication.obsolete {
+                        let now = clock()
+                        _ = try? await db { try $0.markPublishFailed(file: publication.file, as: .superseded, error: reason, now: now) }
+                    } else {
+                        ready.append(publication)
+                    }
                     continue
                 }
                 // Only the object every block was read from goes live: a file
@@ -104,13 +109,18 @@ extension CoordinatorCore {
         }
     }
 
-    /// Marks `live` live in the catalog; false if it cannot be written.
+    /// Marks `live` live in the catalog (a compaction: applied beneath the
+    /// live version); false if it cannot be written.
     func recordLive(_ live: [IngestCatalog.Publication]) async -> Bool {
         guard !live.isEmpty else { return true }
         let now = clock()
         do {
-            let bases = Dictionary(live.compactMap { publication in publication.base.map { (publication.version, $0) } }) { a, _ in a }
-            try await db { try $0.markLive(files: live.map(\.version), bases: bases, now: now) }
+            let versions = live.filter { $0.compaction == nil }, compactions = live.filter { $0.compaction != nil }
+            let bases = Dictionary(versions.compactMap { publication in publication.base.map { (publication.version, $0) } }) { a, _ in a }
+            try await db { catalog in
+                try catalog.markLive(files: versions.map(\.version), bases: bases, now: now)
+                for compaction in compactions { try catalog.markCompacted(compaction, now: now) }
+            }
         } catch {
             logger.error("cannot record versions live", metadata: ["error": "\(error)"])
             return false

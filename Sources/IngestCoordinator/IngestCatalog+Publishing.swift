@@ -25,13 +25,66 @@ extension IngestCatalog {
         /// A delta's base: the version it goes on top of (for one being
         /// published, the one live now); nil when it goes on no list.
         public var base: UInt64?
+        /// A compaction applied to the version live now (`version`, made by
+        /// deltas that arrived while it ran): its segments replace the
+        /// layers it compacted beneath the newer overlays, under the live
+        /// version's number (`PublishRequest.compacted`).
+        public var compaction: UInt64?
+        /// The lowest of those newer deltas: its base becomes the compaction.
+        public var rebase: UInt64?
+        /// Why a compaction can no longer be applied (a list file or a
+        /// rollback replaced the layers it compacted): it is superseded.
+        public var obsolete: String?
+
+        /// The catalog row this publication makes live: the compaction, or the version.
+        public var file: UInt64 { compaction ?? version }
     }
 
     /// Versions whose merges are all done, waiting to be made live. A delta
-    /// waits until no older version of its advertiser is in flight: it
-    /// applies on top of whatever the versions that arrived before it leave live.
+    /// waits until no older version of its advertiser is in flight (a
+    /// compaction aside): it applies on top of whatever the versions that
+    /// arrived before it leave live. A compaction whose delta is no longer
+    /// the live one applies beneath the deltas that came since.
     public func pendingPublications() throws -> [Publication] {
-        try read { db in try publications(db, where: "f.state = ?", FileState.publishing, waiting: true) }
+        try read { db in
+            try publications(db, where: "f.state = ?", FileState.publishing, waiting: true).map { publication in
+                guard publication.kind == .compaction else { return publication }
+                return try applying(db, compaction: publication)
+            }
+        }
+    }
+
+    /// How compaction `publication` goes live: as itself when the delta it
+    /// compacted is still the live version; else applied to the live version
+    /// whose chain of deltas passes through that delta; else obsolete.
+    func applying(_ db: any SQLDatabase, compaction publication: Publication) throws -> Publication {
+        guard let (compacted, live) = try db.rows("""
+            SELECT f.base_file_id, a.live_file_id FROM files f JOIN advertisers a ON a.id = f.advertiser_id WHERE f.id = ?
+            """, publication.version, map: { ($0.fileID("base_file_id"), $0.fileID("live_file_id")) }).first,
+              let compacted, let live else {
+            var obsolete = publication
+            obsolete.obsolete = "its advertiser has no live version"
+            return obsolete
+        }
+        if live == compacted { return publication }
+        var above: [UInt64] = []
+        var next: UInt64? = live
+        while let id = next, id != compacted, above.count <= 4 * policy.maxOverlays + 64 {
+            next = try db.rows("SELECT kind, base_file_id FROM files WHERE id = ?", id) { row in
+                row.versionKind("kind") == .delta ? row.fileID("base_file_id") : nil
+            }.first ?? nil
+            above.append(id)
+        }
+        var applied = publication
+        guard next == compacted, let lowest = above.last else {
+            applied.obsolete = "the layers it compacted are no longer live (a list file or a rollback replaced them)"
+            return applied
+        }
+        applied.compaction = publication.version
+        applied.version = live
+        applied.rebase = lowest
+        applied.segments = try ownSegments(db, file: publication.version) + above.reversed().flatMap { try ownSegments(db, file: $0) }
+        return applied
     }
 
     /// Every version in `state` (publishing, or live: what a tier's nodes
@@ -50,7 +103,7 @@ extension IngestCatalog {
                    (SELECT COUNT(*) FROM \(db.advertiserFiles(as: "g")) WHERE g.advertiser_id = f.advertiser_id AND g.id > f.id
                       AND g.state IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing))) AS newer_in_flight,
                    (SELECT COUNT(*) FROM \(db.advertiserFiles(as: "g")) WHERE g.advertiser_id = f.advertiser_id AND g.id < f.id
-                      AND g.state IN \(FileState.sqlList(FileState.unfinished))) AS older_in_flight
+                      AND g.state IN \(FileState.sqlList(FileState.unfinished)) AND g.kind <> \(VersionKind.compaction.sql)) AS older_in_flight
             FROM files f JOIN advertisers a ON a.id = f.advertiser_id WHERE \(condition) ORDER BY f.id
             """, value) { row -> Publication? in
             let state = row.fileState("state"), kind = row.versionKind("kind")
@@ -119,6 +172,21 @@ extension IngestCatalog {
         }
     }
 
+    /// Records that compaction `publication` (`Publication.compaction`) was
+    /// applied beneath the live version: it is the base of the lowest delta
+    /// above the layers it compacted (which garbage collection then frees),
+    /// and, serving only as such a base, ends retired.
+    public func markCompacted(_ publication: Publication, now: Double) throws {
+        guard let compaction = publication.compaction, let rebase = publication.rebase else { return }
+        try write { db in
+            guard try move(db, file: compaction, on: .published, also: "live_at = ?, ended_at = ?", now, now) else { return }
+            _ = try move(db, file: compaction, on: .retired)
+            try db.run("UPDATE files SET base_file_id = ? WHERE id = ? AND kind = ?", compaction, rebase, VersionKind.delta)
+            // The deltas above it may be past the limits on their own.
+            try compactIfDue(db, delta: publication.version, advertiser: publication.advertiserID, now: now)
+        }
+    }
+
     /// Records the base a delta went live on, and its keys as counted on it:
     /// the base's, plus what it adds, less what it removes (an estimate: a
     /// delta may add a member already there or remove one that is not).
@@ -144,6 +212,13 @@ extension IngestCatalog {
     /// own, built from the segments alone (never the lake), behind every
     /// file already queued; a newer file or delta simply comes after it.
     func compactIfDue(_ db: any SQLDatabase, delta: UInt64, advertiser: String, now: Double) throws {
+        // One at a time: the one running is applied beneath the deltas
+        // that arrive meanwhile, and what is left is judged then.
+        let running = try db.rows("""
+            SELECT COUNT(*) FROM \(db.advertiserFiles()) WHERE advertiser_id = ? AND kind = \(VersionKind.compaction.sql)
+              AND state IN \(FileState.sqlList(FileState.unfinished))
+            """, advertiser) { $0.int(0) }.first ?? 0
+        guard running == 0 else { return }
         var layers = 0, named: Int64 = 0
         var next: UInt64? = delta
         var base: (id: UInt64, keys: Int64)?

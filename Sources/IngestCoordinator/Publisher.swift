@@ -43,7 +43,7 @@ public struct MatchServerPublisher<Transport: RPCClientTransport>: Publisher {
 
     public func publish(_ batch: [IngestCatalog.Publication], core: CoordinatorCore) async -> Bool {
         guard !batch.isEmpty else { return true }
-        let requests = batch.map { PublishRequest(advertiserID: $0.advertiserID, version: $0.version, segments: $0.segments) }
+        let requests = batch.map { PublishRequest(advertiserID: $0.advertiserID, version: $0.version, segments: $0.segments, compacted: $0.compaction != nil) }
         let results: [PublishResult]
         do {
             results = try await admin.publishMany(PublishManyRequest(publications: requests), options: options(.seconds(60))).results
@@ -61,9 +61,9 @@ public struct MatchServerPublisher<Transport: RPCClientTransport>: Publisher {
             case .published:
                 live.append(publication)
             case .refused, .stale:
-                core.logger.error("match server refused a version", metadata: ["version": "\(publication.version)", "error": "\(result.message)"])
+                core.logger.error("match server refused a version", metadata: ["version": "\(publication.file)", "error": "\(result.message)"])
                 let now = core.clock()
-                _ = try? await core.db { try $0.markPublishFailed(file: publication.version, as: result.stale ? .superseded : .failed,
+                _ = try? await core.db { try $0.markPublishFailed(file: publication.file, as: result.stale ? .superseded : .failed,
                                                                   error: "match server refused it: \(result.message)", now: now) }
             case .later:
                 // Nothing wrong with the version: the server could not record

@@ -14,10 +14,10 @@ extension TierPublisher {
     func place(_ versions: [IngestCatalog.Publication], owners: [UInt64: [IngestCatalog.Node]], nodes: [IngestCatalog.Node],
                core: CoordinatorCore) async -> Bool {
         let holders: [UInt64: Set<String>]
-        do { holders = try await core.db { try $0.holders(of: versions.map(\.version)) } } catch { return false }
+        do { holders = try await core.db { try $0.holders(of: versions.map(\.file)) } } catch { return false }
         var perNode: [String: [IngestCatalog.Publication]] = [:]
         for publication in versions {
-            for owner in owners[publication.version] ?? [] where holders[publication.version]?.contains(owner.id) != true {
+            for owner in owners[publication.file] ?? [] where holders[publication.file]?.contains(owner.id) != true {
                 perNode[owner.id, default: []].append(publication)
             }
         }
@@ -45,6 +45,7 @@ extension TierPublisher {
                 var request = PublishRequest(advertiserID: publication.advertiserID, version: publication.version, segments: publication.segments)
                 // Live again by a rollback: it replaces the newer version the node may still serve.
                 request.rollback = publication.restored
+                request.compacted = publication.compaction != nil
                 return request
             }
             do {
@@ -53,7 +54,7 @@ extension TierPublisher {
                 for (publication, result) in zip(chunk, results) {
                     switch result.outcome {
                     case .published:
-                        took.append(publication.version)
+                        took.append(publication.file)
                     case .stale:
                         // The node has a newer version of this advertiser (from
                         // an earlier placement): this one is not needed there.

@@ -88,14 +88,16 @@ public struct TierPublisher<Transport: RPCClientTransport>: Publisher {
             core.problem("match", "no healthy match server has registered: nothing can go live")
             return false
         }
-        let owners = Dictionary(batch.map { ($0.version, Rendezvous.rank(nodes, for: $0.advertiserID, replicas: settings.replicas)) }) { a, _ in a }
+        // By catalog row: a compaction applied to a live version is held
+        // apart from that version (its owners hold the version already).
+        let owners = Dictionary(batch.map { ($0.file, Rendezvous.rank(nodes, for: $0.advertiserID, replicas: settings.replicas)) }) { a, _ in a }
         var allDone = await place(batch, owners: owners, nodes: nodes, core: core)
         let holders: [UInt64: Set<String>]
-        do { holders = try await core.db { try $0.holders(of: batch.map(\.version)) } } catch { return false }
+        do { holders = try await core.db { try $0.holders(of: batch.map(\.file)) } } catch { return false }
         var live: [IngestCatalog.Publication] = []
         for publication in batch {
-            let owned = owners[publication.version] ?? []
-            let copies = owned.filter { holders[publication.version]?.contains($0.id) == true }.count
+            let owned = owners[publication.file] ?? []
+            let copies = owned.filter { holders[publication.file]?.contains($0.id) == true }.count
             if copies >= settings.quorum(owners: owned.count) && copies > 0 { live.append(publication) } else { allDone = false }
         }
         core.problem("match", allDone ? nil : "some versions do not yet have a quorum of copies in the tier")

@@ -296,12 +296,16 @@ public final class MatchCatalog: Sendable {
         public var segments: [SegmentLocation]
         /// An older version may replace the live one (a rollback).
         public var rollback: Bool
+        /// The live version's layers compacted: it may replace the live
+        /// version of the same number (`PublishRequest.compacted`).
+        public var compacted: Bool
 
-        public init(advertiser: String, version: UInt64, segments: [SegmentLocation], rollback: Bool = false) {
+        public init(advertiser: String, version: UInt64, segments: [SegmentLocation], rollback: Bool = false, compacted: Bool = false) {
             self.advertiser = advertiser
             self.version = version
             self.segments = segments
             self.rollback = rollback
+            self.compacted = compacted
         }
 
         public init(advertiser: String, version: UInt64, paths: [String]) {
@@ -337,7 +341,8 @@ public final class MatchCatalog: Sendable {
             for (index, list) in opened {
                 let replaced = newest[list.advertiserID] ?? live.withLock { $0[list.advertiserID] }
                 let previous = replaced?.version ?? 0
-                if previous >= list.version && previous != 0 && !(batch[index].rollback && previous != list.version) {
+                let recompacted = batch[index].compacted && previous == list.version
+                if previous >= list.version && previous != 0 && !(batch[index].rollback && previous != list.version) && !recompacted {
                     results[index] = previous == list.version ? .success(.alreadyLive)
                         : .failure(.staleVersion(requested: list.version, live: previous))
                     continue
@@ -375,7 +380,7 @@ public final class MatchCatalog: Sendable {
     private func open(_ publication: Publication) throws(PublishError) -> ListVersion? {
         let (advertiser, version) = (publication.advertiser, publication.version)
         if let live = current(advertiser) {
-            if live.version == version { return nil }
+            if live.version == version && (!publication.compacted || live.files == Self.files(publication.segments, in: root)) { return nil }
             if live.version > version && !publication.rollback { throw .staleVersion(requested: version, live: live.version) }
         }
         let segments = try Self.open(publication.segments, in: root, checks: .everything)
@@ -406,6 +411,11 @@ public final class MatchCatalog: Sendable {
             throw .mismatch("version \(version) of '\(advertiser)' is made by deltas but has no overlay of its own (the newest is version \(newestOverlay ?? 0))")
         }
         return ListVersion(advertiserID: advertiser, version: version, segments: segments)
+    }
+
+    /// The files `locations` name, as `ListVersion.files` lists them.
+    private static func files(_ locations: [SegmentLocation], in root: URL) -> [String] {
+        Array(Set(locations.map { root.appendingPathComponent($0.path).path })).sorted()
     }
 
     /// Stops serving `advertiser`; returns the version removed, 0 if none.

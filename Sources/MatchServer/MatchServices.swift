@@ -252,7 +252,7 @@ public struct AdminHandler: MatchAdmin.Handler {
     private func publish(_ requests: [PublishRequest]) async throws(RPCError) -> [PublishResult] {
         guard let store else { return try Self.publish(requests, in: catalog) }
         var unfetched: [Int: PublishResult] = [:]
-        for (index, request) in requests.enumerated() where catalog.current(request.advertiserID)?.version != request.version {
+        for (index, request) in requests.enumerated() where catalog.current(request.advertiserID)?.version != request.version || request.compacted {
             do {
                 for segment in request.segments { _ = try await store.localFile(segment.path) }
             } catch {
@@ -272,7 +272,7 @@ public struct AdminHandler: MatchAdmin.Handler {
             // A version made by deltas shares its base's files with the
             // version it replaces (or, refused, with the one serving): those stay.
             let current = catalog.current(request.advertiserID)
-            if result.code == 0, let old = before[index], old.version != request.version, let current, current.version == request.version {
+            if result.code == 0, let old = before[index], let current, old !== current, current.version == request.version {
                 for file in old.files where !current.files.contains(file) { await store.discardLocal(file) }
             } else if result.code != 0, current?.version != request.version {
                 for segment in request.segments {
@@ -294,7 +294,7 @@ public struct AdminHandler: MatchAdmin.Handler {
             MatchCatalog.Publication(advertiser: $0.advertiserID, version: $0.version, segments: $0.segments.map { ref in
                 SegmentLocation(path: ref.path, slice: ref.length == 0 ? nil
                     : SegmentLocation.Slice(offset: Int(clamping: ref.offset), length: Int(clamping: ref.length)))
-            }, rollback: $0.rollback)
+            }, rollback: $0.rollback, compacted: $0.compacted)
         })
         return zip(requests, outcomes).map { request, outcome in
             var result = PublishResult()

@@ -205,30 +205,87 @@ public struct LayeredList: Sendable {
     }
 
     /// Calls `body` with each key of the list greater than `after` (from the
-    /// first when nil), ascending, once each, until it returns false. Keys
-    /// are merged across the base and the overlays' adds (which may overlap)
-    /// and, with overlays, kept only when `contains` says so: what an export
-    /// pages through and a compaction writes out.
+    /// first when nil), ascending, once each, until it returns false: what
+    /// an export pages through and a compaction writes out.
+    ///
+    /// One pass over every segment, in key order: the base's keys stream
+    /// out with one comparison each against the smallest key any overlay
+    /// names next; only at a key an overlay names are the overlays asked
+    /// (the newest one naming it decides). So a compaction costs a read of
+    /// the base plus the overlays, not a search of every overlay per key.
     public func forEachKey(after: Key16?, _ body: (Key16) throws -> Bool) rethrows {
-        let sources = base.segments + overlays.flatMap(\.adds.segments)
-        var cursors = sources.map { segment -> Int in
-            guard let after else { return 0 }
-            let i = segment.lowerBound(after)
-            return i < segment.count && segment.key(at: i) == after ? i + 1 : i
+        // Disjoint base segments (a version's merges) are read one after
+        // the other, as one sequence; overlapping ones side by side.
+        var base = self.base.mayHoldInOne ? [Cursor(self.base.segments, after: after)] : self.base.segments.map { Cursor([$0], after: after) }
+        // Each overlay segment, with its overlay's age (newest highest) and role.
+        var named: [Cursor] = []
+        var age: [(layer: Int, adds: Bool)] = []
+        for (layer, overlay) in overlays.enumerated() {
+            for segment in overlay.adds.segments { named.append(Cursor([segment], after: after)); age.append((layer, true)) }
+            for segment in overlay.removes.segments { named.append(Cursor([segment], after: after)); age.append((layer, false)) }
         }
-        let filter = !overlays.isEmpty
+        func smallest(_ cursors: [Cursor]) -> Key16? {
+            var low: Key16?
+            for cursor in cursors { if let key = cursor.key, low == nil || key < low! { low = key } }
+            return low
+        }
+        var nextNamed = smallest(named)
         while true {
-            var smallest: Key16?
-            for (s, segment) in sources.enumerated() where cursors[s] < segment.count {
-                let key = segment.key(at: cursors[s])
-                if smallest == nil || key < smallest! { smallest = key }
+            let nextBase = smallest(base)
+            if let key = nextBase, nextNamed == nil || key < nextNamed! {
+                // No overlay names it: the base decides.
+                for i in base.indices where base[i].key == key { base[i].advance() }
+                guard try body(key) else { return }
+                continue
             }
-            guard let key = smallest else { return }
-            for (s, segment) in sources.enumerated() where cursors[s] < segment.count && segment.key(at: cursors[s]) == key {
-                cursors[s] += 1
+            guard let key = nextNamed else { return }
+            // The newest overlay naming the key decides: adds or removes.
+            var member = false
+            var newest = -1
+            for i in named.indices where named[i].key == key {
+                if age[i].layer > newest { (newest, member) = (age[i].layer, age[i].adds) }
+                named[i].advance()
             }
-            if filter && !contains(key) { continue }
-            guard try body(key) else { return }
+            nextNamed = smallest(named)
+            if nextBase == key {
+                for i in base.indices where base[i].key == key { base[i].advance() }
+            }
+            if member { guard try body(key) else { return } }
+        }
+    }
+
+    /// A position in a sequence of segments ordered by key, not overlapping.
+    private struct Cursor {
+        private let segments: [Segment]
+        private var segment = 0
+        private var index = 0
+        /// The key at the position; nil past the end.
+        private(set) var key: Key16?
+
+        init(_ segments: [Segment], after: Key16?) {
+            self.segments = segments
+            if let after {
+                // The first segment with a key past `after`, and that key.
+                while segment < segments.count, let last = segments[segment].info.lastKey, !(after < last) { segment += 1 }
+                if segment < segments.count {
+                    let s = segments[segment], i = s.lowerBound(after)
+                    index = i < s.count && s.key(at: i) == after ? i + 1 : i
+                }
+            }
+            load()
+        }
+
+        mutating func advance() {
+            index += 1
+            load()
+        }
+
+        private mutating func load() {
+            while segment < segments.count, index >= segments[segment].count {
+                segment += 1
+                index = 0
+            }
+            key = segment < segments.count ? segments[segment].key(at: index) : nil
         }
     }
 }

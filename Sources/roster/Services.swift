@@ -79,6 +79,11 @@ struct IngestOptions: ParsableArguments {
     @Option(help: "Time between lake scans (2s, 1m; 0: scan only on submit or Scan).")
     var scanInterval: DurationArgument = DurationArgument(argument: "2s")!
 
+    @Option(help: ArgumentHelp(
+        "How long a lake file must go unmodified before a scan takes it (1s; 0: at once).",
+        discussion: "A file still being written in place must not be read half-written. A lake whose files appear whole (renamed into place, as the lake's rules ask, or put into an object store) can take them at once: a delta then serves within a scan interval of its drop."))
+    var settleTime: DurationArgument = DurationArgument(argument: "1s")!
+
     @Option(help: "Earlier versions of each advertiser whose segments are kept besides the live one's, which `roster rollback` can serve again at once (0: none).")
     var keepVersions: Int = 1
 
@@ -184,6 +189,7 @@ enum ServiceFactory {
                                                      access: access)
         configuration.election = election
         configuration.keepRetiredVersions = ingest.keepVersions
+        configuration.scanSettleTime = ingest.settleTime.duration
         let service = CoordinatorService(catalog: catalog, lake: backends.lake, store: backends.store, publisher: publisher,
                                          configuration: configuration, logger: logger)
         let server = try RPCServer(configuration: .init(host: endpoint.host, port: endpoint.port, tls: tls), services: service.services, logger: logger)

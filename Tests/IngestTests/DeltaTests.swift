@@ -200,9 +200,8 @@ final class DeltaTests: XCTestCase {
 
         // The compacted layers are collected (--keep-versions 0); the new
         // base serves on, and a delta goes on top of it.
-        await harness.coordinator.collectGarbage()
-        await harness.coordinator.collectGarbage()
-        await harness.coordinator.collectGarbage()
+        // Each pass frees one layer (a base is kept while a delta on it is).
+        for _ in 0..<5 { await harness.coordinator.collectGarbage() }
         for version in [list.version] + deltas.map(\.version) {
             let folder = harness.storeRoot.appendingPathComponent("segments/acme/\(version)")
             XCTAssertEqual((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [], [], "version \(version)'s segments are collected")
@@ -308,4 +307,92 @@ final class DeltaTests: XCTestCase {
         XCTAssertTrue(wrongType.error.contains("a delta of SHA-256 hashes (version \(wrongType.version)) cannot change a list of MD5 hashes"), wrongType.error)
         try await assertServes(Set(keys), asking: keys, version: live)
     }
+
+    /// A compaction never holds a delta back: a delta dropped while one
+    /// runs goes live at once on the live version, and the compaction, once
+    /// done, is applied beneath it (the same version number, one overlay
+    /// instead of three), after which the compacted layers are collected.
+    func testADeltaDuringACompactionGoesLiveAtOnceAndTheCompactionGoesBeneathIt() async throws {
+        harness = try IngestHarness(policy: Self.policy(maxOverlays: 1))
+        try await harness.startMatchServer()
+        try await harness.startCoordinator()
+        let gated = GatedStore(LocalSegmentStorage(root: harness.storeRoot))
+        for i in 0..<2 { harness.startWorker(id: "w\(i)", store: gated) }
+        let base = ReferenceParser.randomKeys(600, seed: 51), fresh = ReferenceParser.randomKeys(200, seed: 52)
+        let asked = base + fresh
+        _ = try await ingest(Self.list(base), name: "members.txt")
+        var oracle = Set(base)
+        var deltas: [FileStatus] = []
+        for i in 0..<2 {
+            let changes: [(Key16, Bool)] = fresh[(i * 40)..<(i * 40 + 40)].map { ($0, true) } + base[(i * 20)..<(i * 20 + 20)].map { ($0, false) }
+            oracle = Self.apply(changes, to: oracle)
+            deltas.append(try await ingest(Self.delta(changes), name: "d\(i).delta"))
+        }
+        // Two overlays, one more than allowed: a compaction started, and is
+        // held at its first read of a segment.
+        try await eventually { gated.waiting }
+        let changes: [(Key16, Bool)] = fresh.suffix(30).map { ($0, true) } + base.suffix(30).map { ($0, false) }
+        oracle = Self.apply(changes, to: oracle)
+        let third = try await ingest(Self.delta(changes), name: "d2.delta")
+        XCTAssertEqual(third.state, .live, third.error)
+        XCTAssertEqual(third.baseVersion, deltas[1].version, "on the live delta, not after the compaction")
+        XCTAssertEqual(harness.matchCatalog.current("acme")?.layers.overlays.count, 3)
+        try await assertServes(oracle, asking: asked, version: third.version)
+
+        gated.open()
+        try await eventually { try await self.harness.fileStatus(third.version)?.baseVersion != deltas[1].version }
+        let compaction = try await harness.adminClient.listFiles(ListFilesRequest(advertiserID: "acme")).files.first { $0.kind == .compaction }
+        XCTAssertEqual(compaction?.state, .retired, "it serves as the base beneath the live delta")
+        XCTAssertEqual(compaction?.baseVersion, deltas[1].version, "it compacted the layers up to the second delta")
+        let rebased = try await harness.fileStatus(third.version)
+        XCTAssertEqual(rebased?.baseVersion, compaction?.version)
+        XCTAssertEqual(harness.matchCatalog.current("acme")?.layers.overlays.map(\.version), [third.version], "one overlay left")
+        try await assertServes(oracle, asking: asked, version: third.version)
+
+        for _ in 0..<5 { await harness.coordinator.collectGarbage() }
+        for version in deltas.map(\.version) {
+            let folder = harness.storeRoot.appendingPathComponent("segments/acme/\(version)")
+            XCTAssertEqual((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [], [], "version \(version)'s segments are collected")
+        }
+        try await harness.startMatchServer()
+        try await assertServes(oracle, asking: asked, version: third.version)
+    }
+
+    private func eventually(_ condition: @escaping () async throws -> Bool) async throws {
+        for _ in 0..<2_000 {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        XCTFail("timed out")
+    }
+}
+
+/// A store whose whole-file reads (`localFile`: a compaction's segments;
+/// runs are read by `localRun`) wait until the test opens it.
+final class GatedStore: SegmentStorage, @unchecked Sendable {
+    private let inner: LocalSegmentStorage
+    private let lock = NSLock()
+    private var isOpen = false
+    private var entered = false
+
+    init(_ inner: LocalSegmentStorage) { self.inner = inner }
+
+    /// Whether a read is waiting at the gate.
+    var waiting: Bool { lock.withLock { entered && !isOpen } }
+    func open() { lock.withLock { isOpen = true } }
+
+    func localFile(_ path: String) async throws -> String {
+        lock.withLock { entered = true }
+        while !lock.withLock({ isOpen }) { try await Task.sleep(for: .milliseconds(5)) }
+        return try await inner.localFile(path)
+    }
+
+    func prepareWrite(_ path: String) throws -> String { try inner.prepareWrite(path) }
+    func commit(_ path: String) async throws { try await inner.commit(path) }
+    func removeAll(under prefix: String) async throws { try await inner.removeAll(under: prefix) }
+    func list(under prefix: String) async throws -> [String] { try await inner.list(under: prefix) }
+    func remove(_ path: String) async throws { try await inner.remove(path) }
+    func reserveSlot(in path: String, capacity: Int) throws -> PackSlot? { try inner.reserveSlot(in: path, capacity: capacity) }
+    func makeDurable(_ path: String) async throws { try await inner.makeDurable(path) }
+    func localRun(_ path: String, low: UInt64, high: UInt64) async throws -> String { try await inner.localRun(path, low: low, high: high) }
 }

@@ -40,6 +40,11 @@ public struct PublishRequest: ProtoMessage {
     /// A rollback the coordinator ordered: an older version may replace the
     /// one being served (its segments are checked as for any publish).
     public var rollback: Bool = false
+    /// The version being served, its layers compacted: a version made by
+    /// deltas whose base and older overlays are replaced by one compacted
+    /// base (docs/STORAGE.md). It may replace the live version of the same
+    /// number: the same members, fewer segments to search.
+    public var compacted: Bool = false
 
     /// Fields this version of the schema does not know, kept for re-encoding.
     public var unknownFields = UnknownFields()
@@ -50,12 +55,14 @@ public struct PublishRequest: ProtoMessage {
         advertiserID: String = "",
         version: UInt64 = 0,
         segments: [SegmentRef] = [],
-        rollback: Bool = false
+        rollback: Bool = false,
+        compacted: Bool = false
     ) {
         self.advertiserID = advertiserID
         self.version = version
         self.segments = segments
         self.rollback = rollback
+        self.compacted = compacted
     }
 }
 
@@ -319,6 +326,7 @@ extension PublishRequest {
             case 2: self.version = try reader.read(UInt64Codec.self, tag)
             case 3: try reader.readRepeated(MessageCodec<SegmentRef>.self, tag, into: &self.segments)
             case 4: self.rollback = try reader.read(BoolCodec.self, tag)
+            case 5: self.compacted = try reader.read(BoolCodec.self, tag)
             default: try reader.skip(tag, into: &unknownFields)
             }
         }
@@ -330,6 +338,7 @@ extension PublishRequest {
         if self.version != 0 { size += ProtoSize.field(UInt64Codec.self, field: 2, self.version) }
         size += ProtoSize.repeated(MessageCodec<SegmentRef>.self, field: 3, self.segments)
         if self.rollback { size += ProtoSize.field(BoolCodec.self, field: 4, self.rollback) }
+        if self.compacted { size += ProtoSize.field(BoolCodec.self, field: 5, self.compacted) }
         return size
     }
 
@@ -338,6 +347,7 @@ extension PublishRequest {
         if self.version != 0 { writer.write(UInt64Codec.self, field: 2, self.version) }
         writer.writeRepeated(MessageCodec<SegmentRef>.self, field: 3, self.segments)
         if self.rollback { writer.write(BoolCodec.self, field: 4, self.rollback) }
+        if self.compacted { writer.write(BoolCodec.self, field: 5, self.compacted) }
         writer.writeUnknown(unknownFields)
     }
 }
@@ -656,7 +666,7 @@ extension SegmentRef: ProtoJSONMessage {
 
 extension PublishRequest: ProtoJSONMessage {
     public static let protoName = "roster.v1.PublishRequest"
-    public static let schemaDefinition = "message PublishRequest {\n  string advertiser_id = 1;\n  /// Must be greater than the version being served, unless `rollback`.\n  uint64 version = 2;\n  repeated SegmentRef segments = 3;\n  /// A rollback the coordinator ordered: an older version may replace the\n  /// one being served (its segments are checked as for any publish).\n  bool rollback = 4;\n}"
+    public static let schemaDefinition = "message PublishRequest {\n  string advertiser_id = 1;\n  /// Must be greater than the version being served, unless `rollback`.\n  uint64 version = 2;\n  repeated SegmentRef segments = 3;\n  /// A rollback the coordinator ordered: an older version may replace the\n  /// one being served (its segments are checked as for any publish).\n  bool rollback = 4;\n  /// The version being served, its layers compacted: a version made by\n  /// deltas whose base and older overlays are replaced by one compacted\n  /// base (docs/STORAGE.md). It may replace the live version of the same\n  /// number: the same members, fewer segments to search.\n  bool compacted = 5;\n}"
 
     public func jsonValue(includeDefaults: Bool) -> JSONValue {
         var object = JSONObjectWriter(includeDefaults: includeDefaults)
@@ -664,6 +674,7 @@ extension PublishRequest: ProtoJSONMessage {
         object.singular("version", UInt64Codec.self, self.version)
         object.repeatedMessages("segments", self.segments)
         object.singular("rollback", BoolCodec.self, self.rollback)
+        object.singular("compacted", BoolCodec.self, self.compacted)
         return object.value
     }
 
@@ -674,7 +685,8 @@ extension PublishRequest: ProtoJSONMessage {
             case "version": self.version = try JSONReader.singular(UInt64Codec.self, value, field: "version")
             case "segments": self.segments = try JSONReader.repeated(MessageCodec<SegmentRef>.self, value, field: "segments")
             case "rollback": self.rollback = try JSONReader.singular(BoolCodec.self, value, field: "rollback")
-            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "version", "segments", "rollback"])
+            case "compacted": self.compacted = try JSONReader.singular(BoolCodec.self, value, field: "compacted")
+            default: throw JSONReader.unknownField(key, message: Self.protoName, known: ["advertiserId", "version", "segments", "rollback", "compacted"])
             }
         }
     }
