@@ -197,6 +197,56 @@ final class TierTests: XCTestCase {
         XCTAssertTrue(placement.advertisers.allSatisfy { $0.version == 0 || $0.nodes.isEmpty }, "\(placement)")
     }
 
+    /// Deltas in a tier: each goes live on its list's owners as an overlay
+    /// (their chains published whole), is compacted, and a node that was
+    /// down meanwhile serves the newest version when it returns.
+    func testDeltasAndTheirCompactionsReachTheOwnersOfEachList() async throws {
+        for id in ["d1", "d2", "d3"] { try start(id) }
+        try await waitUntilAsync { try await self.status().filter(\.healthy).count == 3 }
+        harness.startWorker(id: "w1")
+        try await ingest()
+        try await waitForPlacement(on: ["d1", "d2", "d3"])
+        // Three deltas for each of four advertisers: one member out, one in;
+        // each names 2 of 40 keys (5%), so every second one is compacted.
+        let down = nodes["d3"]!
+        for round in 0..<3 {
+            if round == 1 { stop(down) }
+            var versions: [String: UInt64] = [:]
+            for (index, advertiser) in advertisers.prefix(4).enumerated() {
+                let added = ReferenceParser.randomKeys(1, seed: UInt64(5_000 + round * 100 + index))[0]
+                let removed = members[advertiser]![round]
+                let text = "+\(ReferenceParser.hex(added))\n-\(ReferenceParser.hex(removed))\n"
+                let path = try harness.drop(Array(text.utf8), advertiser: advertiser, name: "r\(round).delta")
+                versions[advertiser] = try await harness.submit(path).version
+                members[advertiser] = members[advertiser]!.filter { $0 != removed } + [added]
+            }
+            for (advertiser, version) in versions {
+                let status = try await harness.waitForFile(version)
+                XCTAssertTrue([.live, .retired].contains(status.state), "\(advertiser): \(status.state) \(status.error)")
+            }
+            // Members now number 40 again, the removed one last of its round.
+            try await waitUntilAsync(timeout: .seconds(30)) {
+                for advertiser in self.advertisers.prefix(4) {
+                    let last = self.members[advertiser]!.last!
+                    guard try await self.router.match(advertiser: advertiser, hash: Data(last.bytes)).matched else { return false }
+                }
+                return true
+            }
+            try await assertEveryAnswerIsRight()
+        }
+        let compactions = try await harness.adminClient.listFiles(ListFilesRequest(limit: 1_000)).files.filter { $0.kind == .compaction }
+        XCTAssertFalse(compactions.isEmpty, "deltas past 10% of a list's keys were compacted")
+        try start("d3")
+        try await waitForPlacement(on: ["d1", "d2", "d3"])
+        try await assertEveryAnswerIsRight()
+        for advertiser in advertisers.prefix(4) {
+            let live = try await harness.adminClient.listAdvertisers(ListAdvertisersRequest()).advertisers.first { $0.advertiserID == advertiser }!.liveVersion
+            for node in nodes.values where node.catalog.current(advertiser) != nil {
+                XCTAssertEqual(node.catalog.current(advertiser)?.version, live, "\(node.id) serves \(advertiser)'s live version")
+            }
+        }
+    }
+
     func testListsArePlacedOnTwoNodesAndClientsFollowThemThroughDeathsReturnsAndJoins() async throws {
         for id in ["n1", "n2", "n3"] { try start(id) }
         try await waitUntilAsync { try await self.status().filter(\.healthy).count == 3 }

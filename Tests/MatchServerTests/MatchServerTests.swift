@@ -70,6 +70,19 @@ final class MatchServerTests: XCTestCase {
         }
     }
 
+    /// A delta's overlay for (advertiser, version): its adds and removes segments.
+    private func writeOverlay(adds: [Key16], removes: [Key16], advertiser: String, version: UInt64) throws -> [SegmentRef] {
+        let dir = "segments/\(advertiser)/\(version)"
+        try FileManager.default.createDirectory(at: root.appendingPathComponent(dir), withIntermediateDirectories: true)
+        return try [(SegmentRole.adds, adds), (.removes, removes)].map { role, keys in
+            let sorted = Array(Set(keys)).sorted()
+            let path = "\(dir)/\(role).seg"
+            _ = try SegmentWriter.create(sorted, count: sorted.count, at: root.appendingPathComponent(path).path,
+                                         advertiserID: advertiser, version: version, role: role)
+            return SegmentRef(path: path, keyCount: UInt64(sorted.count))
+        }
+    }
+
     private func publish(_ keys: [Key16], advertiser: String, version: UInt64, parts: Int = 1) async throws -> PublishResponse {
         let segments = try writeSegments(keys, advertiser: advertiser, version: version, parts: parts)
         return try await admin.publish(PublishRequest(advertiserID: advertiser, version: version, segments: segments), options: asAdmin)
@@ -409,6 +422,61 @@ final class MatchServerTests: XCTestCase {
         XCTAssertGreaterThan(seen.count, 1, "queries ran across swaps")
         let last = try await match.match(MatchRequest(advertiserID: "acme", hash: Data(keys[0].bytes)), options: asClient)
         XCTAssertEqual(last.version, 6)
+    }
+
+    /// A version made by deltas: its base's segments and each overlay, the
+    /// newest its own. What does not fit is refused with the reason; a
+    /// compacted publish replaces the live version of the same number; a
+    /// restart serves the layers again.
+    func testALayeredVersionIsCheckedServedCompactedAndReloaded() async throws {
+        let base = randomKeys(300, seed: 1), added = randomKeys(50, seed: 2)
+        let members = Set(base).subtracting(base.prefix(40)).union(added)
+        let asked = base + added + randomKeys(50, seed: 3)
+        let baseRefs = try writeSegments(base, advertiser: "acme", version: 3, parts: 3)
+        let first = try writeOverlay(adds: Array(added.prefix(30)), removes: Array(base.prefix(40)), advertiser: "acme", version: 5)
+        let second = try writeOverlay(adds: Array(added.suffix(20)), removes: [], advertiser: "acme", version: 8)
+        func refusal(_ version: UInt64, _ segments: [SegmentRef]) async -> String? {
+            await assertStatus(.invalidArgument) {
+                _ = try await self.admin.publish(PublishRequest(advertiserID: "acme", version: version, segments: segments), options: self.asAdmin)
+            }?.message
+        }
+        let missingOwn = await refusal(9, baseRefs + first + second)
+        XCTAssertTrue(missingOwn?.contains("is made by deltas but has no overlay of its own") == true, missingOwn ?? "")
+        let overlayBelowBase = try writeOverlay(adds: [], removes: [], advertiser: "acme", version: 2)
+        let below = await refusal(8, baseRefs + overlayBelowBase + second)
+        XCTAssertTrue(below?.contains("(adds) belongs to advertiser 'acme' version 2, not 'acme' version 8 or a version it is built on") == true, below ?? "")
+        let otherBase = try writeSegments(base, advertiser: "acme", version: 4)
+        let twoBases = await refusal(8, baseRefs + otherBase + first + second)
+        XCTAssertTrue(twoBases?.contains("(members) belongs to advertiser 'acme' version 4") == true, twoBases ?? "")
+
+        _ = try await admin.publish(PublishRequest(advertiserID: "acme", version: 8, segments: baseRefs + first + second), options: asAdmin)
+        func assertServes(_ overlays: Int, line: UInt = #line) async throws {
+            XCTAssertEqual(catalog.current("acme")?.layers.overlays.count, overlays, line: line)
+            let many = try await match.matchMany(MatchManyRequest(advertiserID: "acme", hashes: data(asked)), options: asClient)
+            XCTAssertEqual((0..<asked.count).map(many.isMatched), asked.map(members.contains), line: line)
+            for key in asked.prefix(60) {
+                let one = try await match.match(MatchRequest(advertiserID: "acme", hash: Data(key.bytes)), options: asClient)
+                XCTAssertEqual(one.matched, members.contains(key), line: line)
+                XCTAssertEqual(one.version, 8, line: line)
+                let across = try await match.matchAdvertisers(MatchAdvertisersRequest(hash: Data(key.bytes), advertiserIDs: ["acme", "acme"]), options: asClient)
+                XCTAssertEqual(across.matched, Data([members.contains(key) ? 3 : 0]), line: line)
+            }
+            let exported = try await admin.export(ExportRequest(advertiserID: "acme"), options: asAdmin)
+            XCTAssertEqual(exported.hashes, data(members.sorted()), line: line)
+        }
+        try await assertServes(2)
+
+        // The same version, its base and first overlay compacted into one base.
+        let compacted = try writeSegments(Array(Set(base).subtracting(base.prefix(40)).union(added.prefix(30))), advertiser: "acme", version: 6)
+        let plain = try await admin.publish(PublishRequest(advertiserID: "acme", version: 8, segments: compacted + second), options: asAdmin)
+        XCTAssertEqual(plain.previousVersion, 8)
+        try await assertServes(2)
+        _ = try await admin.publish(PublishRequest(advertiserID: "acme", version: 8, segments: compacted + second, compacted: true), options: asAdmin)
+        try await assertServes(1)
+
+        stopServer()
+        try await startServer()
+        try await assertServes(1)
     }
 
     func testStaleAndRepeatedPublishes() async throws {
