@@ -222,7 +222,14 @@ enum StatusFormat {
         if file.state == .merging { parts.append("merges \(file.mergesDone)/\(file.mergesTotal)") }
         if file.state == .live || file.state == .held {
             // The type only when it is not the common one: most lists are MD5.
-            parts.append("\(file.distinctKeys)\(file.hashType == .sha256 ? " SHA-256" : "") keys")
+            // A delta's count is estimated on its base (docs/INGEST.md).
+            parts.append("\(file.kind == .delta ? "~" : "")\(file.distinctKeys)\(file.hashType == .sha256 ? " SHA-256" : "") keys")
+        }
+        // What a version is when it is not a whole list, and what it went on.
+        switch file.kind {
+        case .delta: parts.append(file.baseVersion > 0 ? "delta on \(file.baseVersion)" : file.state == .live || file.state == .retired ? "delta on no list" : "delta")
+        case .compaction: parts.append("compaction of \(file.baseVersion)")
+        default: break
         }
         if file.invalidLines > 0 {
             let kinds = file.invalidByKind.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")

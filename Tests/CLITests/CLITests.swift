@@ -267,6 +267,29 @@ final class CLITests: ServicesTestCase {
         XCTAssertTrue(status.contains("200 keys"), "MD5, the common type, is not named: \(status)")
     }
 
+    /// `roster dev`: a delta dropped beside a list changes it in place,
+    /// and `roster status --advertiser` tells a delta from a list.
+    func testADeltaDroppedBesideAListChangesItAndStatusSaysSo() throws {
+        let (_, match, coordinator) = try startDev()
+        let lake = root.appendingPathComponent("lake")
+        let members = emails(0..<200)
+        try drop(listFile(members), advertiser: "acme", name: "members.txt", lake: lake)
+        func ask(_ email: String) throws -> Int32 {
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", email]).status
+        }
+        try eventually("the list to be served") { try ask(members[199]) == 0 }
+        let delta = "+" + MemberHash(email: "new@example.com").hex + "\n-" + MemberHash(email: members[5]).hex + "\n"
+        try drop(delta, advertiser: "acme", name: "2026-12-06.delta", lake: lake)
+        try eventually("the delta to be served") { try ask("new@example.com") == 0 }
+        XCTAssertEqual(try ask(members[5]), 3, "removed")
+        XCTAssertEqual(try ask(members[6]), 0, "the rest of the list serves on")
+        let history = try RosterBinary.run(["status", "--coordinator", coordinator, "--advertiser", "acme"])
+        let lines = history.stdout.split(separator: "\n")
+        XCTAssertTrue(lines.count >= 3 && lines[1].contains("acme/2026-12-06.delta") && lines[1].contains("live")
+                      && lines[1].contains("~200 keys") && lines[1].contains("delta on 1"), history.stdout)
+        XCTAssertTrue(lines[2].contains("acme/members.txt") && lines[2].contains("retired"), history.stdout)
+    }
+
     func testAnEmptiedListIsHeldUntilAnOperatorApprovesIt() throws {
         let (dev, match, coordinator) = try startDev()
         let lake = root.appendingPathComponent("lake")
