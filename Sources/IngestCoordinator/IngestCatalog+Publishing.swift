@@ -42,7 +42,7 @@ extension IngestCatalog {
 
     /// Versions whose merges are all done, waiting to be made live. A delta
     /// waits until no older version of its advertiser is in flight (a
-    /// compaction aside): it applies on top of whatever the versions that
+    /// compaction, or a version the shrink guard holds, aside): it applies on top of whatever the versions that
     /// arrived before it leave live. A compaction whose delta is no longer
     /// the live one applies beneath the deltas that came since.
     public func pendingPublications() throws -> [Publication] {
@@ -103,7 +103,7 @@ extension IngestCatalog {
                    (SELECT COUNT(*) FROM \(db.advertiserFiles(as: "g")) WHERE g.advertiser_id = f.advertiser_id AND g.id > f.id
                       AND g.state IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing))) AS newer_in_flight,
                    (SELECT COUNT(*) FROM \(db.advertiserFiles(as: "g")) WHERE g.advertiser_id = f.advertiser_id AND g.id < f.id
-                      AND g.state IN \(FileState.sqlList(FileState.unfinished)) AND g.kind <> \(VersionKind.compaction.sql)) AS older_in_flight
+                      AND g.state IN \(FileState.sqlList(.queued, .parsing, .merging, .publishing)) AND g.kind <> \(VersionKind.compaction.sql)) AS older_in_flight
             FROM files f JOIN advertisers a ON a.id = f.advertiser_id WHERE \(condition) ORDER BY f.id
             """, value) { row -> Publication? in
             let state = row.fileState("state"), kind = row.versionKind("kind")

@@ -65,9 +65,12 @@ extension IngestCatalog {
             // Unfinished older versions are replaced by this one (held ones
             // too: the newer file is the one to judge), but not one being
             // published: it goes live, then this one replaces it. A delta
-            // replaces nothing: it goes live after them, on top of the newest.
-            let older = isDelta ? [] : try db.rows(
-                "SELECT id FROM \(db.advertiserFiles()) WHERE advertiser_id = ? AND state IN \(FileState.sqlList(.queued, .parsing, .merging, .held))", advertiser) { UInt64($0.int(0)) }
+            // replaces only held ones (never served, and the delta is a
+            // change to the list that is): it goes live after the others,
+            // on top of the newest.
+            let replaced: [FileState] = isDelta ? [.held] : [.queued, .parsing, .merging, .held]
+            let older = try db.rows(
+                "SELECT id FROM \(db.advertiserFiles()) WHERE advertiser_id = ? AND state IN \(FileState.sqlList(replaced))", advertiser) { UInt64($0.int(0)) }
             for id in older {
                 try abandon(db, file: id, on: .superseded, error: "replaced by a newer file (\(object.path))", now: now)
             }

@@ -269,6 +269,24 @@ final class DeltaTests: XCTestCase {
         try await assertServes(onA, asking: asked, version: delta.version)
     }
 
+    /// A list held by the shrink guard never holds a delta back: a newer
+    /// delta supersedes it, as any newer file would, and goes on the list
+    /// that serves.
+    func testADeltaSupersedesAHeldList() async throws {
+        try await start()
+        let keys = ReferenceParser.randomKeys(500, seed: 61)
+        let list = try await ingest(Self.list(keys), name: "a.txt")
+        let held = try await ingest(Self.list(keys.prefix(10)), name: "b.txt")
+        XCTAssertEqual(held.state, .held)
+        let changes: [(Key16, Bool)] = [(keys[0], false)] + ReferenceParser.randomKeys(3, seed: 62).map { ($0, true) }
+        let delta = try await ingest(Self.delta(changes), name: "c.delta")
+        XCTAssertEqual(delta.state, .live, delta.error)
+        XCTAssertEqual(delta.baseVersion, list.version)
+        let superseded = try await harness.fileStatus(held.version)
+        XCTAssertEqual(superseded?.state, .superseded)
+        try await assertServes(Self.apply(changes, to: Set(keys)), asking: keys + changes.map(\.0), version: delta.version)
+    }
+
     /// A delta with no list under it makes one (compacted at once into a
     /// plain list); a delta with too many bad lines is rejected, one too
     /// large refused with advice, one of another hash type fails: the live
