@@ -267,17 +267,24 @@ final class CLITests: ServicesTestCase {
         XCTAssertTrue(status.contains("200 keys"), "MD5, the common type, is not named: \(status)")
     }
 
+    /// Drops `members` as acme's list file `name` and waits until the last
+    /// is served; returns how `roster match --email` exits for an email.
+    private func serve(_ members: [String], as name: String, match: String, lake: URL) throws -> (String) throws -> Int32 {
+        try drop(listFile(members), advertiser: "acme", name: name, lake: lake)
+        let ask = { (email: String) throws -> Int32 in
+            try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", email]).status
+        }
+        try eventually("the list to be served") { try ask(members.last!) == 0 }
+        return ask
+    }
+
     /// `roster dev`: a delta dropped beside a list changes it in place,
     /// and `roster status --advertiser` tells a delta from a list.
     func testADeltaDroppedBesideAListChangesItAndStatusSaysSo() throws {
         let (_, match, coordinator) = try startDev()
         let lake = root.appendingPathComponent("lake")
         let members = emails(0..<200)
-        try drop(listFile(members), advertiser: "acme", name: "members.txt", lake: lake)
-        func ask(_ email: String) throws -> Int32 {
-            try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", email]).status
-        }
-        try eventually("the list to be served") { try ask(members[199]) == 0 }
+        let ask = try serve(members, as: "members.txt", match: match, lake: lake)
         let delta = "+" + MemberHash(email: "new@example.com").hex + "\n-" + MemberHash(email: members[5]).hex + "\n"
         try drop(delta, advertiser: "acme", name: "2026-12-06.delta", lake: lake)
         try eventually("the delta to be served") { try ask("new@example.com") == 0 }
@@ -294,11 +301,7 @@ final class CLITests: ServicesTestCase {
         let (dev, match, coordinator) = try startDev()
         let lake = root.appendingPathComponent("lake")
         let members = emails(0..<200)
-        try drop(listFile(members), advertiser: "acme", name: "1.txt", lake: lake)
-        func ask(_ email: String) throws -> Int32 {
-            try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", email]).status
-        }
-        try eventually("the first list to be served") { try ask(members[7]) == 0 }
+        let ask = try serve(members, as: "1.txt", match: match, lake: lake)
 
         try drop("email_md5\n", advertiser: "acme", name: "2.txt", lake: lake)
         let held = try RosterBinary.run(["submit", "--coordinator", coordinator, "acme/2.txt", "--wait"])

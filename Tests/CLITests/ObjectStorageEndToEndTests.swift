@@ -23,13 +23,7 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
     }
 
     func testListsInABucketAreIngestedAndServedByProcessesSharingNoFolder() async throws {
-        let server = try S3TestServer.endpoint()
-        let configuration = try S3TestServer.configuration("e2e")
-        let s3 = S3Client(configuration)
-        client = s3
-        let base = "s3://\(configuration.bucket)/\(configuration.prefix)"
-        let environment = ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret,
-                           "AWS_ENDPOINT_URL": server.endpoint, "AWS_REGION": "us-east-1"]
+        let (server, s3, base, environment) = try bucket("e2e")
         let (match, coordinator) = try startServices(endpoint: server.endpoint, base: base, environment: environment, workers: false)
         let firstWorker = try startWorker("worker-1", coordinator: coordinator, base: base, environment: environment)
 
@@ -91,6 +85,32 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
         XCTAssertEqual(try RosterBinary.run(["match", "--match", match, "--advertiser", "acme", "--email", replacement[0]]).status, 3)
     }
 
+    /// A prefix of the test bucket for test `name`: the server, a client
+    /// of it (closed after the test), the prefix as services name it, and
+    /// the credentials they read from their environment.
+    private func bucket(_ name: String) throws -> (server: (endpoint: String, key: String, secret: String, bucket: String), s3: S3Client,
+                                                  base: String, environment: [String: String]) {
+        let server = try S3TestServer.endpoint()
+        let configuration = try S3TestServer.configuration(name)
+        let s3 = S3Client(configuration)
+        client = s3
+        return (server, s3, "s3://\(configuration.bucket)/\(configuration.prefix)",
+                ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret, "AWS_REGION": "us-east-1",
+                 "AWS_ENDPOINT_URL": server.endpoint])
+    }
+
+    /// Kills the match server (SIGKILL: a crash) and starts one at its
+    /// address with the data folder `folder` (its own, kept; or a new one:
+    /// an empty host), waiting until it listens.
+    private func replaceMatchServer(at match: String, base: String, environment: [String: String], folder: String) throws {
+        let old = try XCTUnwrap(services.first { $0.process.arguments?.contains("match-server") == true && $0.process.isRunning })
+        XCTAssertEqual(old.stop(SIGKILL), SIGKILL)
+        let replacement = try RosterService(["match-server", "--no-auth", "--plaintext", "--listen", match, "--store", base + "store"]
+                                            + data(folder), environment: environment)
+        services.append(replacement)
+        _ = try replacement.waitForLine("match server listening on")
+    }
+
     private func buckets(_ base: String) -> [String] { ["--lake", base + "lake", "--store", base + "store"] }
     private func data(_ name: String) -> [String] { ["--data", root.appendingPathComponent(name).path] }
 
@@ -123,10 +143,7 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
     }
 
     func testIngestCompletesThroughAFlakyObjectStore() async throws {
-        let server = try S3TestServer.endpoint()
-        let configuration = try S3TestServer.configuration("flaky")
-        let s3 = S3Client(configuration)
-        client = s3
+        let (server, s3, base, environment) = try bucket("flaky")
         // Every 4th request 503 SlowDown, every 9th a 500, every 11th
         // dropped, every 13th with its body cut off, every 7th slow.
         let proxy = try FaultProxy(upstream: server.endpoint) { index, _, _ in
@@ -135,8 +152,7 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
         }
         defer { Task { try? await proxy.shutdown() } }
         let (match, _) = try startServices(
-            endpoint: proxy.endpoint, base: "s3://\(configuration.bucket)/\(configuration.prefix)",
-            environment: ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret, "AWS_REGION": "us-east-1"])
+            endpoint: proxy.endpoint, base: base, environment: environment)
         let members = (0..<3_000).map { "user\($0)@example.com" }
         try await s3.put("lake/acme/members.txt", body: ByteBuffer(string: listFile(members)))
         try eventually(timeout: 60, "the list to be served through the faults") {
@@ -153,18 +169,14 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
     /// is a failed attempt, said in words; the version fails once they are
     /// spent. (A 503 or a refused connection is an outage instead: below.)
     func testAnUnreadableListFailsItsVersionWithAClearErrorAndNothingIsServed() async throws {
-        let server = try S3TestServer.endpoint()
-        let configuration = try S3TestServer.configuration("unreadable")
-        let s3 = S3Client(configuration)
-        client = s3
+        let (server, s3, base, environment) = try bucket("unreadable")
         // Reads of the lake's objects always answer 403; everything else works.
         let proxy = try FaultProxy(upstream: server.endpoint) { _, method, uri in
             method == .GET && uri.contains("/lake/") && !uri.contains("list-type") ? .status(403, code: "AccessDenied") : .none
         }
         defer { Task { try? await proxy.shutdown() } }
         let (match, coordinator) = try startServices(
-            endpoint: proxy.endpoint, base: "s3://\(configuration.bucket)/\(configuration.prefix)",
-            environment: ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret, "AWS_REGION": "us-east-1"],
+            endpoint: proxy.endpoint, base: base, environment: environment,
             maxAttempts: 2)
         try await s3.put("lake/acme/members.txt", body: ByteBuffer(string: listFile(["a@example.com"])))
         var error = ""
@@ -185,16 +197,12 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
     /// the workers wait it out holding their leases, and the list goes live
     /// by itself once the store is back.
     func testAnOutageOfTheObjectStoreFailsNothingAndIngestResumesByItself() async throws {
-        let server = try S3TestServer.endpoint()
-        let configuration = try S3TestServer.configuration("outage")
-        let s3 = S3Client(configuration)
-        client = s3
+        let (server, s3, base, environment) = try bucket("outage")
         let down = Mutex(false)
         let proxy = try FaultProxy(upstream: server.endpoint) { _, _, _ in down.withLock { $0 } ? .drop : .none }
         defer { Task { try? await proxy.shutdown() } }
         let (match, coordinator) = try startServices(
-            endpoint: proxy.endpoint, base: "s3://\(configuration.bucket)/\(configuration.prefix)",
-            environment: ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret, "AWS_REGION": "us-east-1"],
+            endpoint: proxy.endpoint, base: base, environment: environment,
             maxAttempts: 1)
         let members = (0..<3_000).map { "user\($0)@example.com" }
         try await s3.put("lake/acme/members.txt", body: ByteBuffer(string: listFile(members)))
@@ -223,13 +231,7 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
     /// from (they are the new version's too), and a restart of the match
     /// server serves base and overlay again from its own folder.
     func testADeltaInABucketGoesOnTopOfTheListAndSurvivesARestart() async throws {
-        let server = try S3TestServer.endpoint()
-        let configuration = try S3TestServer.configuration("delta")
-        let s3 = S3Client(configuration)
-        client = s3
-        let base = "s3://\(configuration.bucket)/\(configuration.prefix)"
-        let environment = ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret, "AWS_REGION": "us-east-1",
-                           "AWS_ENDPOINT_URL": server.endpoint]
+        let (server, s3, base, environment) = try bucket("delta")
         let (match, _) = try startServices(endpoint: server.endpoint, base: base, environment: environment)
         let members = (0..<2_000).map { "user\($0)@example.com" }
         try await s3.put("lake/acme/members.txt", body: ByteBuffer(string: listFile(members)))
@@ -243,12 +245,7 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
         XCTAssertFalse(try isMember(members[7]), "removed by the delta")
         XCTAssertTrue(try isMember(members[8]), "the base serves on beneath the overlay")
 
-        let old = try XCTUnwrap(services.first { $0.process.arguments?.contains("match-server") == true })
-        XCTAssertEqual(old.stop(SIGKILL), SIGKILL)
-        let restarted = try RosterService(["match-server", "--no-auth", "--plaintext", "--listen", match, "--store", base + "store"]
-                                          + data("match"), environment: environment)
-        services.append(restarted)
-        _ = try restarted.waitForLine("match server listening on")
+        try replaceMatchServer(at: match, base: base, environment: environment, folder: "match")
         // At once, from its own folder: a reload that lost a file would
         // answer UNAVAILABLE until the coordinator rebuilt the version.
         XCTAssertTrue(try isMember("new@example.com"))
@@ -257,13 +254,7 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
     }
 
     func testAMatchServerOnAnEmptyHostServesEveryLiveVersionFromTheStore() async throws {
-        let server = try S3TestServer.endpoint()
-        let configuration = try S3TestServer.configuration("empty-host")
-        let s3 = S3Client(configuration)
-        client = s3
-        let base = "s3://\(configuration.bucket)/\(configuration.prefix)"
-        let environment = ["AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret, "AWS_REGION": "us-east-1",
-                           "AWS_ENDPOINT_URL": server.endpoint]
+        let (server, s3, base, environment) = try bucket("empty-host")
         let (match, coordinator) = try startServices(endpoint: server.endpoint, base: base, environment: environment,
                                                      coordinatorFlags: ["--reconcile-interval", "0.5s"])
         let advertisers = ["a1", "a2", "a3"]
@@ -279,12 +270,7 @@ final class ObjectStorageEndToEndTests: ServicesTestCase {
         let before = try RosterBinary.run(["advertisers", "--coordinator", coordinator, "--json"]).stdout
 
         // The host dies; a new one with an empty disk takes its address.
-        let old = try XCTUnwrap(services.first { $0.process.arguments?.contains("match-server") == true })
-        XCTAssertEqual(old.stop(SIGKILL), SIGKILL)
-        let replacement = try RosterService(["match-server", "--no-auth", "--plaintext", "--listen", match, "--store", base + "store"]
-                                            + data("empty-host"), environment: environment)
-        services.append(replacement)
-        _ = try replacement.waitForLine("match server listening on")
+        try replaceMatchServer(at: match, base: base, environment: environment, folder: "empty-host")
         try eventually(timeout: 60, "every list to be served by the new host") { try advertisers.allSatisfy(served) }
         let after = try RosterBinary.run(["advertisers", "--coordinator", coordinator, "--json"]).stdout
         XCTAssertEqual(after, before, "the same live versions, none rebuilt")

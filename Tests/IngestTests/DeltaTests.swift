@@ -334,7 +334,9 @@ final class DeltaTests: XCTestCase {
         harness = try IngestHarness(policy: Self.policy(maxOverlays: 1))
         try await harness.startMatchServer()
         try await harness.startCoordinator()
-        let gated = GatedStore(LocalSegmentStorage(root: harness.storeRoot))
+        // A compaction's segment reads (`localFile`) wait at the gate.
+        let gate = Gate()
+        let gated = InterceptingStore(inner: LocalSegmentStorage(root: harness.storeRoot), beforeLocalFile: { _ in try await gate.pass() })
         for i in 0..<2 { harness.startWorker(id: "w\(i)", store: gated) }
         let base = ReferenceParser.randomKeys(600, seed: 51), fresh = ReferenceParser.randomKeys(200, seed: 52)
         let asked = base + fresh
@@ -348,7 +350,7 @@ final class DeltaTests: XCTestCase {
         }
         // Two overlays, one more than allowed: a compaction started, and is
         // held at its first read of a segment.
-        try await eventually { gated.waiting }
+        try await eventually { gate.waiting }
         let changes: [(Key16, Bool)] = fresh.suffix(30).map { ($0, true) } + base.suffix(30).map { ($0, false) }
         oracle = Self.apply(changes, to: oracle)
         let third = try await ingest(Self.delta(changes), name: "d2.delta")
@@ -357,7 +359,7 @@ final class DeltaTests: XCTestCase {
         XCTAssertEqual(harness.matchCatalog.current("acme")?.layers.overlays.count, 3)
         try await assertServes(oracle, asking: asked, version: third.version)
 
-        gated.open()
+        gate.open()
         try await eventually { try await self.harness.fileStatus(third.version)?.baseVersion != deltas[1].version }
         let compaction = try await harness.adminClient.listFiles(ListFilesRequest(advertiserID: "acme")).files.first { $0.kind == .compaction }
         XCTAssertEqual(compaction?.state, .retired, "it serves as the base beneath the live delta")
@@ -385,32 +387,18 @@ final class DeltaTests: XCTestCase {
     }
 }
 
-/// A store whose whole-file reads (`localFile`: a compaction's segments;
-/// runs are read by `localRun`) wait until the test opens it.
-final class GatedStore: SegmentStorage, @unchecked Sendable {
-    private let inner: LocalSegmentStorage
+/// A gate a test opens: calls wait at it until then.
+final class Gate: @unchecked Sendable {
     private let lock = NSLock()
     private var isOpen = false
     private var entered = false
 
-    init(_ inner: LocalSegmentStorage) { self.inner = inner }
-
-    /// Whether a read is waiting at the gate.
+    /// Whether a call is waiting at the gate.
     var waiting: Bool { lock.withLock { entered && !isOpen } }
     func open() { lock.withLock { isOpen = true } }
 
-    func localFile(_ path: String) async throws -> String {
+    func pass() async throws {
         lock.withLock { entered = true }
         while !lock.withLock({ isOpen }) { try await Task.sleep(for: .milliseconds(5)) }
-        return try await inner.localFile(path)
     }
-
-    func prepareWrite(_ path: String) throws -> String { try inner.prepareWrite(path) }
-    func commit(_ path: String) async throws { try await inner.commit(path) }
-    func removeAll(under prefix: String) async throws { try await inner.removeAll(under: prefix) }
-    func list(under prefix: String) async throws -> [String] { try await inner.list(under: prefix) }
-    func remove(_ path: String) async throws { try await inner.remove(path) }
-    func reserveSlot(in path: String, capacity: Int) throws -> PackSlot? { try inner.reserveSlot(in: path, capacity: capacity) }
-    func makeDurable(_ path: String) async throws { try await inner.makeDurable(path) }
-    func localRun(_ path: String, low: UInt64, high: UInt64) async throws -> String { try await inner.localRun(path, low: low, high: high) }
 }

@@ -259,3 +259,30 @@ enum ReferenceParser {
         return (0..<n).map { _ in Key16(hi: rng.next(), lo: rng.next()) }
     }
 }
+
+/// The local store with a hook before the calls a test interferes with:
+/// `commit` (an upload) and `localFile` (a whole-file read, as a
+/// compaction's; runs are read by `localRun`). A hook that throws fails the
+/// call; one that waits holds it.
+struct InterceptingStore: SegmentStorage {
+    let inner: LocalSegmentStorage
+    var beforeCommit: @Sendable (String) async throws -> Void = { _ in }
+    var beforeLocalFile: @Sendable (String) async throws -> Void = { _ in }
+
+    func prepareWrite(_ path: String) throws -> String { try inner.prepareWrite(path) }
+    func commit(_ path: String) async throws {
+        try await beforeCommit(path)
+        try await inner.commit(path)
+    }
+    func localFile(_ path: String) async throws -> String {
+        try await beforeLocalFile(path)
+        return try await inner.localFile(path)
+    }
+    func removeAll(under prefix: String) async throws { try await inner.removeAll(under: prefix) }
+    func list(under prefix: String) async throws -> [String] { try await inner.list(under: prefix) }
+    func remove(_ path: String) async throws { try await inner.remove(path) }
+    func reserveSlot(in path: String, capacity: Int) throws -> PackSlot? { try inner.reserveSlot(in: path, capacity: capacity) }
+    func makeDurable(_ path: String) async throws { try await inner.makeDurable(path) }
+    func localRun(_ path: String, low: UInt64, high: UInt64) async throws -> String { try await inner.localRun(path, low: low, high: high) }
+    func discardLocal(_ localPath: String) async { await inner.discardLocal(localPath) }
+}

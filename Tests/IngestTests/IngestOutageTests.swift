@@ -104,28 +104,6 @@ final class IngestOutageTests: XCTestCase {
         }
     }
 
-    struct OutageStore: SegmentStorage {
-        let inner: LocalSegmentStorage
-        let outage: Outage
-
-        func prepareWrite(_ path: String) throws -> String { try inner.prepareWrite(path) }
-        func commit(_ path: String) async throws {
-            if outage.storeDown.withLock({ $0 }) {
-                outage.storeRefusals.add(1, ordering: .relaxed)
-                throw StoreDown()
-            }
-            try await inner.commit(path)
-        }
-        func localFile(_ path: String) async throws -> String { try await inner.localFile(path) }
-        func removeAll(under prefix: String) async throws { try await inner.removeAll(under: prefix) }
-        func list(under prefix: String) async throws -> [String] { try await inner.list(under: prefix) }
-        func remove(_ path: String) async throws { try await inner.remove(path) }
-        func reserveSlot(in path: String, capacity: Int) throws -> PackSlot? { try inner.reserveSlot(in: path, capacity: capacity) }
-        func makeDurable(_ path: String) async throws { try await inner.makeDurable(path) }
-        func localRun(_ path: String, low: UInt64, high: UInt64) async throws -> String { try await inner.localRun(path, low: low, high: high) }
-        func discardLocal(_ localPath: String) async { await inner.discardLocal(localPath) }
-    }
-
     /// With one attempt allowed per task, a lake and store that cannot be
     /// reached for a while fail nothing: the worker waits the outage out
     /// holding its leases, and the version goes live when they return.
@@ -138,7 +116,12 @@ final class IngestOutageTests: XCTestCase {
         let outage = Outage()
         harness.startWorker(id: "w", transport: harness.coordinatorLink,
                             lake: OutageLake(inner: LocalFolderLake(root: harness.lakeRoot), outage: outage),
-                            store: OutageStore(inner: LocalSegmentStorage(root: harness.storeRoot), outage: outage))
+                            store: InterceptingStore(inner: LocalSegmentStorage(root: harness.storeRoot), beforeCommit: { _ in
+                                if outage.storeDown.withLock({ $0 }) {
+                                    outage.storeRefusals.add(1, ordering: .relaxed)
+                                    throw StoreDown()
+                                }
+                            }))
         let keys = ReferenceParser.randomKeys(300, seed: 2902)
         let submitted = try await harness.submit(try harness.drop(lines(keys), advertiser: "acme", name: "list.txt"))
         // First the lake cannot be read...
