@@ -73,6 +73,9 @@ struct Backends {
     var remoteStore: (any SegmentStorage)?
     var clients: [S3Client] = []
     var description: (lake: String, store: String)
+    /// Whether the lake's files appear whole (an object store's objects),
+    /// so that the scan need not wait for them to settle.
+    var lakeFilesAppearWhole: Bool { lake is S3Lake }
 
     static func open(_ data: DataOptions, logger: Logger) throws -> Backends {
         var clients: [S3Client] = []

@@ -80,9 +80,9 @@ struct IngestOptions: ParsableArguments {
     var scanInterval: DurationArgument = DurationArgument(argument: "2s")!
 
     @Option(help: ArgumentHelp(
-        "How long a lake file must go unmodified before a scan takes it (1s; 0: at once).",
-        discussion: "A file still being written in place must not be read half-written. A lake whose files appear whole (renamed into place, as the lake's rules ask, or put into an object store) can take them at once: a delta then serves within a scan interval of its drop."))
-    var settleTime: DurationArgument = DurationArgument(argument: "1s")!
+        "How long a lake file must go unmodified before a scan takes it (default: 1s for a folder, 0 for an object store).",
+        discussion: "A file still being written in place must not be read half-written. A lake whose files appear whole (an object store's, or a folder's when every file is renamed into place, as the lake's rules ask) can take them at once: a delta then serves within a scan interval of its drop."))
+    var settleTime: DurationArgument?
 
     @Option(help: "Earlier versions of each advertiser whose segments are kept besides the live one's, which `roster rollback` can serve again at once (0: none).")
     var keepVersions: Int = 1
@@ -189,7 +189,8 @@ enum ServiceFactory {
                                                      access: access)
         configuration.election = election
         configuration.keepRetiredVersions = ingest.keepVersions
-        configuration.scanSettleTime = ingest.settleTime.duration
+        // An object store's objects appear whole: nothing to wait for.
+        configuration.scanSettleTime = ingest.settleTime?.duration ?? (backends.lakeFilesAppearWhole ? .zero : .seconds(1))
         let service = CoordinatorService(catalog: catalog, lake: backends.lake, store: backends.store, publisher: publisher,
                                          configuration: configuration, logger: logger)
         let server = try RPCServer(configuration: .init(host: endpoint.host, port: endpoint.port, tls: tls), services: service.services, logger: logger)
