@@ -21,7 +21,9 @@ extension MatchHandler {
             RPCServerMethod(MatchService.Method.match, body: .inline { bytes, context, sink in
                 try self.answerMatch(bytes, context: context, sink: sink)
             }),
-            .inline(MatchService.Method.matchMany) { try self.matchMany($0, context: $1) },
+            RPCServerMethod(MatchService.Method.matchMany, body: .inline { bytes, context, sink in
+                try self.answerMatchMany(bytes, context: context, sink: sink)
+            }),
             .inline(MatchService.Method.matchAdvertisers) { try self.matchAdvertisers($0, context: $1) },
         ]
     }
@@ -36,6 +38,121 @@ extension MatchHandler {
         let list = try list(String(decoding: request.advertiser, as: UTF8.self))
         try Self.check(width: request.width, of: list)
         MatchResponseWriter.write(matched: list.contains(request.key), version: list.version, to: sink)
+    }
+}
+
+extension MatchHandler {
+    /// `MatchMany` without messages: the hashes looked up where they lie in
+    /// the request, the bitmap built on the stack (up to 16 KiB; the heap
+    /// past that) and the response written straight into the send buffer.
+    /// A batch of 100 is a few microseconds of lookups, and the general
+    /// path added a copy of the hashes, a bitmap `Data` and a message to
+    /// encode to each. Any other encoding takes the general decoder.
+    func answerMatchMany(_ bytes: UnsafeRawBufferPointer, context: RPCContext, sink: RPCServerMethod.ResponseSink) throws {
+        guard let request = MatchManyRequestView(bytes) else {
+            let response = try matchMany(try MatchManyRequest(decoding: bytes), context: context)
+            response.matched.withUnsafeBytes { bitmap in
+                MatchManyResponseWriter.write(bitmap: bitmap, count: Int(response.count), matched: Int(response.matchedCount),
+                                              version: response.version, to: sink)
+            }
+            return
+        }
+        let (list, width, count) = try matchManyTarget(advertiser: String(decoding: request.advertiser, as: UTF8.self),
+                                                       bytes: request.hashes.count, hashType: request.hashType)
+        let bytes = (count + 7) / 8
+        func answer(_ bitmap: UnsafeMutableBufferPointer<UInt8>) {
+            bitmap.initialize(repeating: 0)
+            if count > 0 { Self.lookUp(request.hashes.baseAddress!, width: width, count: count, in: list, into: bitmap.baseAddress!) }
+            let matched = bitmap.reduce(0) { $0 + $1.nonzeroBitCount }
+            MatchManyResponseWriter.write(bitmap: UnsafeRawBufferPointer(bitmap), count: count, matched: matched, version: list.version, to: sink)
+        }
+        if bytes <= 16 << 10 {
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, bytes)) { answer(UnsafeMutableBufferPointer(rebasing: $0[..<bytes])) }
+        } else {
+            let bitmap = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: bytes)
+            defer { bitmap.deallocate() }
+            answer(bitmap)
+        }
+    }
+}
+
+/// A `MatchManyRequest` in its canonical encoding, seen in the request's
+/// bytes: `0A len id… 12 varint(n) hashes…`, then optionally `18 type`
+/// (1 or 2), with `len` 1…127 and the id ASCII. Nothing else may follow.
+struct MatchManyRequestView {
+    let advertiser: UnsafeBufferPointer<UInt8>
+    let hashes: UnsafeRawBufferPointer
+    let hashType: HashType
+
+    @inline(__always)
+    init?(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count >= 4, let base = bytes.baseAddress, bytes[0] == 0x0A else { return nil }
+        let length = Int(bytes[1])
+        guard length > 0, length < 0x80, bytes.count >= 3 + length, bytes[2 + length] == 0x12 else { return nil }
+        let id = UnsafeBufferPointer(start: (base + 2).assumingMemoryBound(to: UInt8.self), count: length)
+        guard ProtoWire.isASCII(id) else { return nil }
+        // The hashes' length: a varint of at most 4 bytes (under 2^28).
+        var i = 3 + length
+        var n = 0
+        var shift = 0
+        while true {
+            guard i < bytes.count, shift < 28 else { return nil }
+            let byte = bytes[i]
+            n |= Int(byte & 0x7F) << shift
+            i += 1
+            if byte < 0x80 { break }
+            shift += 7
+        }
+        guard n > 0, bytes.count - i >= n else { return nil }
+        hashes = UnsafeRawBufferPointer(start: base + i, count: n)
+        i += n
+        if i == bytes.count {
+            hashType = .unspecified
+        } else {
+            guard bytes.count == i + 2, bytes[i] == 0x18, bytes[i + 1] == 1 || bytes[i + 1] == 2 else { return nil }
+            hashType = HashType(rawValue: Int32(bytes[i + 1]))
+        }
+        advertiser = id
+    }
+}
+
+/// Writes a `MatchManyResponse` as its generated encoder would (proto3:
+/// empty and zero fields left out), without building one.
+enum MatchManyResponseWriter {
+    @inline(__always)
+    static func write(bitmap: UnsafeRawBufferPointer, count: Int, matched: Int, version: UInt64, to sink: RPCServerMethod.ResponseSink) {
+        func field(_ value: UInt64) -> Int { value == 0 ? 0 : 1 + ProtoWire.varintSize(value) }
+        let size = (bitmap.isEmpty ? 0 : 1 + ProtoWire.varintSize(UInt64(bitmap.count)) + bitmap.count)
+            + field(UInt64(count)) + field(UInt64(matched)) + field(version)
+        sink(size) { out in
+            var i = 0
+            func varint(_ value: UInt64) {
+                var v = value
+                while v >= 0x80 {
+                    out[i] = UInt8(truncatingIfNeeded: v) | 0x80
+                    v >>= 7
+                    i += 1
+                }
+                out[i] = UInt8(v)
+                i += 1
+            }
+            if !bitmap.isEmpty {
+                out[i] = 0x0A // field 1, bytes
+                i += 1
+                varint(UInt64(bitmap.count))
+                UnsafeMutableRawBufferPointer(rebasing: out[i..<(i + bitmap.count)]).copyMemory(from: bitmap)
+                i += bitmap.count
+            }
+            func field(_ tag: UInt8, _ value: UInt64) {
+                guard value != 0 else { return }
+                out[i] = tag
+                i += 1
+                varint(value)
+            }
+            field(0x10, UInt64(count)) // field 2, varint
+            field(0x18, UInt64(matched)) // field 3
+            field(0x20, version) // field 4
+        }
     }
 }
 

@@ -87,20 +87,35 @@ public struct MatchHandler: MatchService.InlineHandler {
     }
 
     public func matchMany(_ request: MatchManyRequest, context: RPCContext) throws -> MatchManyResponse {
+        let (list, width, count) = try matchManyTarget(advertiser: request.advertiserID, bytes: request.hashes.count, hashType: request.hashType)
+        var bitmap = Data(count: (count + 7) / 8)
+        request.hashes.withUnsafeBytes { hashes in
+            bitmap.withUnsafeMutableBytes { out in
+                guard count > 0 else { return }
+                Self.lookUp(hashes.baseAddress!, width: width, count: count, in: list, into: out.baseAddress!.assumingMemoryBound(to: UInt8.self))
+            }
+        }
+        let matched = bitmap.reduce(0) { $0 + $1.nonzeroBitCount }
+        return MatchManyResponse(matched: bitmap, count: UInt32(count), matchedCount: UInt32(matched), version: list.version)
+    }
+
+    /// Every check of `MatchMany` before the lookup: the list to answer
+    /// from, the width of a hash, and how many hashes `bytes` bytes hold.
+    func matchManyTarget(advertiser: String, bytes: Int, hashType: HashType) throws(RPCError) -> (list: ListVersion, width: Int, count: Int) {
         let sent: HashKind?
-        switch request.hashType {
+        switch hashType {
         case .unspecified: sent = nil
         case let type: guard let kind = HashKind(wireValue: type.rawValue) else {
             throw RPCError(.invalidArgument, "unknown hash type \(type.rawValue)")
         }
         sent = kind
         }
-        let list = try list(request.advertiserID)
+        let list = try list(advertiser)
         let kind = list.hashKind
         if let sent, sent != kind {
             throw RPCError(.invalidArgument, "advertiser '\(list.advertiserID)' holds \(kind) hashes (\(kind.byteCount) bytes each), not \(sent)")
         }
-        let bytes = request.hashes.count, width = kind.byteCount
+        let width = kind.byteCount
         guard bytes % width == 0 else {
             throw RPCError(.invalidArgument, "advertiser '\(list.advertiserID)' holds \(kind) hashes: \(width) bytes each; hash \(bytes / width) has only \(bytes % width) bytes")
         }
@@ -108,21 +123,18 @@ public struct MatchHandler: MatchService.InlineHandler {
         guard count <= maxBatch else {
             throw RPCError(.invalidArgument, "batch of \(count) hashes exceeds the limit of \(maxBatch)")
         }
-        var bitmap = Data(count: (count + 7) / 8)
-        request.hashes.withUnsafeBytes { hashes in
-            bitmap.withUnsafeMutableBytes { out in
-                guard count > 0 else { return }
-                let bitmap = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                guard width != 16 else { return list.lookup(hashes.baseAddress!, count: count, into: bitmap) }
-                // A key is a hash's first 16 bytes (`HashKind`): packed first.
-                let keys = UnsafeMutableRawPointer.allocate(byteCount: count * 16, alignment: 16)
-                defer { keys.deallocate() }
-                for i in 0..<count { (keys + i * 16).copyMemory(from: hashes.baseAddress! + i * width, byteCount: 16) }
-                list.lookup(keys, count: count, into: bitmap)
-            }
-        }
-        let matched = bitmap.reduce(0) { $0 + $1.nonzeroBitCount }
-        return MatchManyResponse(matched: bitmap, count: UInt32(count), matchedCount: UInt32(matched), version: list.version)
+        return (list, width, count)
+    }
+
+    /// Sets bit i of `bitmap` (zeroed, `(count + 7) / 8` bytes) for each of
+    /// the `count` hashes of `width` bytes at `hashes` in `list`.
+    static func lookUp(_ hashes: UnsafeRawPointer, width: Int, count: Int, in list: ListVersion, into bitmap: UnsafeMutablePointer<UInt8>) {
+        guard width != 16 else { return list.lookup(hashes, count: count, into: bitmap) }
+        // A key is a hash's first 16 bytes (`HashKind`): packed first.
+        let keys = UnsafeMutableRawPointer.allocate(byteCount: count * 16, alignment: 16)
+        defer { keys.deallocate() }
+        for i in 0..<count { (keys + i * 16).copyMemory(from: hashes + i * width, byteCount: 16) }
+        list.lookup(keys, count: count, into: bitmap)
     }
 
     public func matchAdvertisers(_ request: MatchAdvertisersRequest, context: RPCContext) throws -> MatchAdvertisersResponse {

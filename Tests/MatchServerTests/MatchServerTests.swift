@@ -244,6 +244,69 @@ final class MatchServerTests: XCTestCase {
         }
     }
 
+    /// `MatchMany` is answered in place too: every encoding of a request gets
+    /// the bytes the generated encoder writes for the general path's
+    /// answer, and every bad one the same error.
+    func testMatchManyAnswersEveryEncodingOfARequestAlike() async throws {
+        let members = randomKeys(1_000, seed: 7)
+        _ = try await publish(members, advertiser: "acme", version: 300)
+        _ = try await publish(members, advertiser: "ácme", version: 1)
+        let handler = MatchHandler(catalog: catalog, access: .open, maxBatch: 200_000, logger: logger)
+        guard case .inline(let body) = handler.methods.first(where: { $0.descriptor.id == MatchService.Method.matchMany.id })?.body else {
+            return XCTFail("MatchMany is not answered inline")
+        }
+        let context = RPCContext(method: MatchService.Method.matchMany, metadata: Metadata(), deadline: nil, peer: "test")
+        func answer(_ request: [UInt8]) throws -> [UInt8] {
+            var response: [UInt8]?
+            try request.withUnsafeBytes { bytes in
+                try body(bytes, context) { size, encode in
+                    var out = [UInt8](repeating: 0xEE, count: size)
+                    out.withUnsafeMutableBytes(encode)
+                    response = out
+                }
+            }
+            return try XCTUnwrap(response)
+        }
+        func general(_ request: [UInt8]) throws -> [UInt8] {
+            try request.withUnsafeBytes { try handler.matchMany(try MatchManyRequest(decoding: $0), context: context).serializedBytes() }
+        }
+        let strangers = randomKeys(700, seed: 8)
+        for (advertiser, version) in [("acme", UInt64(300)), ("ácme", UInt64(1))] {
+            for n in [1, 7, 8, 100, 1_000, 1_300] {
+                let asked = Array((members.prefix(n / 2) + strangers.prefix(n - n / 2)).shuffled())
+                let request = MatchManyRequest(advertiserID: advertiser, hashes: data(asked))
+                let response = try answer(request.serializedBytes()).withUnsafeBytes { try MatchManyResponse(decoding: $0) }
+                XCTAssertEqual((0..<n).map(response.isMatched), asked.map(Set(members).contains), "\(advertiser), \(n)")
+                XCTAssertEqual(response.version, version)
+                XCTAssertEqual(Int(response.matchedCount), n / 2)
+                for encoding in [request.serializedBytes(),
+                                 MatchManyRequest(advertiserID: advertiser, hashes: data(asked), hashType: .md5).serializedBytes(),
+                                 request.serializedBytes() + [0x28, 0x07],
+                                 [0x12, 0x00] + request.serializedBytes()] {
+                    XCTAssertEqual(try answer(encoding), try general(encoding), "\(advertiser), \(n), \(encoding.prefix(8))")
+                }
+            }
+        }
+        // 140,000 hashes: a bitmap of 17,500 bytes, past what goes on the stack.
+        let big = MatchManyRequest(advertiserID: "acme", hashes: data(randomKeys(139_000, seed: 9) + members)).serializedBytes()
+        XCTAssertEqual(try answer(big), try general(big))
+        XCTAssertEqual(try answer(big).count, 1 + 3 + 17_500 + 4 + 3 + 3, "the bitmap, count, matched count and version")
+        let errors: [([UInt8], String)] = [
+            (MatchManyRequest(advertiserID: "acme", hashes: Data(count: 24)).serializedBytes(),
+             "advertiser 'acme' holds MD5 hashes: 16 bytes each; hash 1 has only 8 bytes"),
+            (MatchManyRequest(advertiserID: "acme", hashes: Data(count: 32), hashType: .sha256).serializedBytes(),
+             "advertiser 'acme' holds MD5 hashes (16 bytes each), not SHA-256"),
+            (MatchManyRequest(advertiserID: "ghost", hashes: Data(count: 16)).serializedBytes(), "advertiser 'ghost' has no published list"),
+        ]
+        for (request, message) in errors {
+            XCTAssertThrowsError(try answer(request)) { XCTAssertEqual(($0 as? RPCError)?.message, message) }
+            XCTAssertThrowsError(try general(request)) { XCTAssertEqual(($0 as? RPCError)?.message, message) }
+        }
+        XCTAssertThrowsError(try answer([0x0A, 0x05, 0x61])) { error in
+            XCTAssertFalse(error is RPCError, "a truncated request is a decoding error: \(error)")
+        }
+    }
+
     /// Segments written in format 1, before format 2 dropped the bytes a
     /// bucket implies, keep serving, beside format 2 segments of the same list.
     func testSegmentsOfTheFirstFormatStillServe() async throws {
