@@ -22,10 +22,31 @@ public struct LakeObject: Sendable, Hashable {
         self.modified = modified
     }
 
+    /// The order files arrive in, as the scan and the catalog compare
+    /// them: by modification time; at the same time (an object store's
+    /// are whole seconds), a list file before a delta (a delta in the same
+    /// second as a list most likely changes it); then by path.
+    public var arrival: LakeArrival { LakeArrival(modified: modified.timeIntervalSince1970, path: path) }
+
     /// The advertiser a path belongs to: its first component.
     public var advertiserID: String? {
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)
         return parts.count == 2 && !parts[0].isEmpty && !parts[1].isEmpty ? String(parts[0]) : nil
+    }
+}
+
+/// Where a file stands in the order of arrival (`LakeObject.arrival`).
+public struct LakeArrival: Comparable, Sendable {
+    public var modified: Double
+    public var path: String
+
+    public init(modified: Double, path: String) {
+        self.modified = modified
+        self.path = path
+    }
+
+    public static func < (a: LakeArrival, b: LakeArrival) -> Bool {
+        (a.modified, LakePath.isDelta(a.path) ? 1 : 0, a.path) < (b.modified, LakePath.isDelta(b.path) ? 1 : 0, b.path)
     }
 }
 

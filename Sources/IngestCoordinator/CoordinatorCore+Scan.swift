@@ -89,10 +89,10 @@ extension CoordinatorCore {
                       now - object.modified.timeIntervalSince1970 >= settle else { continue }
                 if LakePath.isDelta(object.path) {
                     deltas[advertiser, default: []].append(object)
-                } else if newestList[advertiser].map({ ($0.modified, $0.path) < (object.modified, object.path) }) ?? true {
+                } else if newestList[advertiser].map({ $0.arrival < object.arrival }) ?? true {
                     newestList[advertiser] = object
                 }
-                if let current = newest[advertiser], (current.modified, current.path) >= (object.modified, object.path) { continue }
+                if let current = newest[advertiser], !(current.arrival < object.arrival) { continue }
                 newest[advertiser] = object
             }
             scanProgress.withLock { $0.listed += page.count }
@@ -120,8 +120,8 @@ extension CoordinatorCore {
             .flatMap { newest -> [LakeObject] in
                 let advertiser = newest.advertiserID ?? ""
                 let list = newestList[advertiser]
-                let later = (deltas[advertiser] ?? []).filter { delta in list.map { ($0.modified, $0.path) < (delta.modified, delta.path) } ?? true }
-                return ((list.map { [$0] } ?? []) + later).sorted { ($0.modified, $0.path) < ($1.modified, $1.path) }
+                let later = (deltas[advertiser] ?? []).filter { delta in list.map { $0.arrival < delta.arrival } ?? true }
+                return ((list.map { [$0] } ?? []) + later).sorted { $0.arrival < $1.arrival }
             }
         scanLookups.add(candidates.count, ordering: .relaxed)
         guard !candidates.isEmpty else { return [] }

@@ -98,11 +98,16 @@ extension IngestCatalog {
 
     /// Remembers `object` as the newest file `advertiser` was given, if it is.
     func noteNewest(_ db: any SQLDatabase, _ object: LakeObject, advertiser: String) throws {
-        try db.run("""
-            UPDATE advertisers SET newest_modified = ?, newest_path = ?
-            WHERE id = ? AND (newest_modified IS NULL OR newest_modified < ? OR (newest_modified = ? AND newest_path < ?))
-            """, object.modified.timeIntervalSince1970, object.path, advertiser,
-            object.modified.timeIntervalSince1970, object.modified.timeIntervalSince1970, object.path)
+        if let newest = try newest(db, advertiser: advertiser), !(newest < object.arrival) { return }
+        try db.run("UPDATE advertisers SET newest_modified = ?, newest_path = ? WHERE id = ?",
+                   object.modified.timeIntervalSince1970, object.path, advertiser)
+    }
+
+    /// The newest file `advertiser` was given, in the order of arrival.
+    func newest(_ db: any SQLDatabase, advertiser: String) throws -> LakeArrival? {
+        try db.rows("SELECT newest_modified, newest_path FROM advertisers WHERE id = ? AND newest_modified IS NOT NULL", advertiser) {
+            LakeArrival(modified: $0.double("newest_modified"), path: $0.string("newest_path"))
+        }.first
     }
 
     /// Records `object` as refused without ingesting it (an advertiser id
@@ -125,12 +130,9 @@ extension IngestCatalog {
     /// such files: deleting the newest file never brings back an older one.
     public func isNewest(_ object: LakeObject) throws -> Bool {
         guard let advertiser = object.advertiserID else { return false }
-        let modified = object.modified.timeIntervalSince1970
         return try read { db in
-            guard let (newest, path) = try db.rows(
-                "SELECT newest_modified, newest_path FROM advertisers WHERE id = ? AND newest_modified IS NOT NULL", advertiser,
-                map: { ($0.double("newest_modified"), $0.string("newest_path")) }).first else { return true }
-            return (modified, object.path) > (newest, path)
+            guard let newest = try newest(db, advertiser: advertiser) else { return true }
+            return newest < object.arrival
         }
     }
 

@@ -217,4 +217,16 @@ final class HexDecodingTests: XCTestCase {
             sha[position] = saved
         }
     }
+
+    /// Files arrive in order of modification time; at the same time (an
+    /// object store's are whole seconds), a list before a delta, then by path.
+    func testTheOrderOfArrival() {
+        func object(_ path: String, _ seconds: Double) -> LakeObject {
+            LakeObject(path: path, size: 1, etag: "e", modified: Date(timeIntervalSince1970: seconds))
+        }
+        let ordered = [object("a/z.delta", 9), object("a/b.txt", 10), object("a/z.txt", 10), object("a/a.delta", 10),
+                       object("a/b.delta", 10), object("a/a.txt", 10.5)]
+        XCTAssertEqual(ordered.shuffled().sorted { $0.arrival < $1.arrival }.map(\.path), ordered.map(\.path))
+        XCTAssertFalse(object("a/b.delta", 10).arrival < object("a/b.delta", 10).arrival)
+    }
 }
