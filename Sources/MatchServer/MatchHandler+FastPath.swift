@@ -86,13 +86,9 @@ struct MatchManyRequestView {
 
     @inline(__always)
     init?(_ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count >= 4, let base = bytes.baseAddress, bytes[0] == 0x0A else { return nil }
-        let length = Int(bytes[1])
-        guard length > 0, length < 0x80, bytes.count >= 3 + length, bytes[2 + length] == 0x12 else { return nil }
-        let id = UnsafeBufferPointer(start: (base + 2).assumingMemoryBound(to: UInt8.self), count: length)
-        guard ProtoWire.isASCII(id) else { return nil }
+        guard let (id, next) = CanonicalWire.advertiser(bytes), let base = bytes.baseAddress else { return nil }
         // The hashes' length: a varint of at most 4 bytes (under 2^28).
-        var i = 3 + length
+        var i = next
         var n = 0
         var shift = 0
         while true {
@@ -126,20 +122,10 @@ enum MatchManyResponseWriter {
             + field(UInt64(count)) + field(UInt64(matched)) + field(version)
         sink(size) { out in
             var i = 0
-            func varint(_ value: UInt64) {
-                var v = value
-                while v >= 0x80 {
-                    out[i] = UInt8(truncatingIfNeeded: v) | 0x80
-                    v >>= 7
-                    i += 1
-                }
-                out[i] = UInt8(v)
-                i += 1
-            }
             if !bitmap.isEmpty {
                 out[i] = 0x0A // field 1, bytes
                 i += 1
-                varint(UInt64(bitmap.count))
+                CanonicalWire.writeVarint(UInt64(bitmap.count), to: out, at: &i)
                 UnsafeMutableRawBufferPointer(rebasing: out[i..<(i + bitmap.count)]).copyMemory(from: bitmap)
                 i += bitmap.count
             }
@@ -147,7 +133,7 @@ enum MatchManyResponseWriter {
                 guard value != 0 else { return }
                 out[i] = tag
                 i += 1
-                varint(value)
+                CanonicalWire.writeVarint(value, to: out, at: &i)
             }
             field(0x10, UInt64(count)) // field 2, varint
             field(0x18, UInt64(matched)) // field 3
@@ -169,16 +155,41 @@ struct MatchRequestView {
 
     @inline(__always)
     init?(_ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count >= 21, let base = bytes.baseAddress, bytes[0] == 0x0A else { return nil }
-        let length = Int(bytes[1])
-        guard length > 0, length < 0x80, bytes.count >= 4 + length, bytes[2 + length] == 0x12 else { return nil }
-        let width = Int(bytes[3 + length])
-        guard width == 16 || width == 32, bytes.count == 4 + length + width else { return nil }
+        guard let (id, next) = CanonicalWire.advertiser(bytes), let base = bytes.baseAddress, next < bytes.count else { return nil }
+        let width = Int(bytes[next])
+        guard width == 16 || width == 32, bytes.count == next + 1 + width else { return nil }
         self.width = width
+        advertiser = id
+        key = Key16(base + next + 1)
+    }
+}
+
+/// What the in-place readers and writers share: the canonical start of a
+/// `MatchRequest` or `MatchManyRequest`, and varints written into a reply.
+enum CanonicalWire {
+    /// The leading `0A len id…` (`len` 1…127, the id ASCII) and the `12`
+    /// key of field 2 after it: the id, and where field 2's length starts.
+    @inline(__always)
+    static func advertiser(_ bytes: UnsafeRawBufferPointer) -> (id: UnsafeBufferPointer<UInt8>, next: Int)? {
+        guard bytes.count >= 4, let base = bytes.baseAddress, bytes[0] == 0x0A else { return nil }
+        let length = Int(bytes[1])
+        guard length > 0, length < 0x80, bytes.count >= 3 + length, bytes[2 + length] == 0x12 else { return nil }
         let id = UnsafeBufferPointer(start: (base + 2).assumingMemoryBound(to: UInt8.self), count: length)
         guard ProtoWire.isASCII(id) else { return nil }
-        advertiser = id
-        key = Key16(base + 4 + length)
+        return (id, 3 + length)
+    }
+
+    /// Writes `value` as a varint at `out[i...]`, moving `i` past it.
+    @inline(__always)
+    static func writeVarint(_ value: UInt64, to out: UnsafeMutableRawBufferPointer, at i: inout Int) {
+        var v = value
+        while v >= 0x80 {
+            out[i] = UInt8(truncatingIfNeeded: v) | 0x80
+            v >>= 7
+            i += 1
+        }
+        out[i] = UInt8(v)
+        i += 1
     }
 }
 
@@ -202,13 +213,7 @@ enum MatchResponseWriter {
             guard version != 0 else { return }
             out[i] = 0x10 // field 2, varint
             i += 1
-            var v = version
-            while v >= 0x80 {
-                out[i] = UInt8(truncatingIfNeeded: v) | 0x80
-                v >>= 7
-                i += 1
-            }
-            out[i] = UInt8(v)
+            CanonicalWire.writeVarint(version, to: out, at: &i)
         }
     }
 }

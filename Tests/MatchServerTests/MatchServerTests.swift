@@ -199,21 +199,7 @@ final class MatchServerTests: XCTestCase {
         _ = try await publish(members, advertiser: "acme", version: 300)
         _ = try await publish(members, advertiser: "ácme", version: 1)
         let handler = MatchHandler(catalog: catalog, access: .open, logger: logger)
-        guard case .inline(let body) = handler.methods.first(where: { $0.descriptor.id == MatchService.Method.match.id })?.body else {
-            return XCTFail("Match is not answered inline")
-        }
-        let context = RPCContext(method: MatchService.Method.match, metadata: Metadata(), deadline: nil, peer: "test")
-        func answer(_ request: [UInt8]) throws -> [UInt8] {
-            var response: [UInt8]?
-            try request.withUnsafeBytes { bytes in
-                try body(bytes, context) { size, encode in
-                    var out = [UInt8](repeating: 0xEE, count: size)
-                    out.withUnsafeMutableBytes(encode)
-                    response = out
-                }
-            }
-            return try XCTUnwrap(response)
-        }
+        let answer = try inline(MatchService.Method.match, of: handler)
         func field(_ number: UInt8, _ bytes: [UInt8]) -> [UInt8] { [number << 3 | 2, UInt8(bytes.count)] + bytes }
         for (advertiser, version) in [("acme", UInt64(300)), ("ácme", UInt64(1))] {
             let id = Array(advertiser.utf8)
@@ -244,19 +230,14 @@ final class MatchServerTests: XCTestCase {
         }
     }
 
-    /// `MatchMany` is answered in place too: every encoding of a request gets
-    /// the bytes the generated encoder writes for the general path's
-    /// answer, and every bad one the same error.
-    func testMatchManyAnswersEveryEncodingOfARequestAlike() async throws {
-        let members = randomKeys(1_000, seed: 7)
-        _ = try await publish(members, advertiser: "acme", version: 300)
-        _ = try await publish(members, advertiser: "ácme", version: 1)
-        let handler = MatchHandler(catalog: catalog, access: .open, maxBatch: 200_000, logger: logger)
-        guard case .inline(let body) = handler.methods.first(where: { $0.descriptor.id == MatchService.Method.matchMany.id })?.body else {
-            return XCTFail("MatchMany is not answered inline")
+    /// `method` of `handler` as its inline body answers a request's bytes:
+    /// the reply's bytes, or the error it throws.
+    private func inline(_ method: RPCMethodDescriptor, of handler: MatchHandler) throws -> ([UInt8]) throws -> [UInt8] {
+        guard case .inline(let body)? = handler.methods.first(where: { $0.descriptor.id == method.id })?.body else {
+            throw RPCError(.unimplemented, "\(method) is not answered inline")
         }
-        let context = RPCContext(method: MatchService.Method.matchMany, metadata: Metadata(), deadline: nil, peer: "test")
-        func answer(_ request: [UInt8]) throws -> [UInt8] {
+        let context = RPCContext(method: method, metadata: Metadata(), deadline: nil, peer: "test")
+        return { request in
             var response: [UInt8]?
             try request.withUnsafeBytes { bytes in
                 try body(bytes, context) { size, encode in
@@ -267,6 +248,18 @@ final class MatchServerTests: XCTestCase {
             }
             return try XCTUnwrap(response)
         }
+    }
+
+    /// `MatchMany` is answered in place too: every encoding of a request gets
+    /// the bytes the generated encoder writes for the general path's
+    /// answer, and every bad one the same error.
+    func testMatchManyAnswersEveryEncodingOfARequestAlike() async throws {
+        let members = randomKeys(1_000, seed: 7)
+        _ = try await publish(members, advertiser: "acme", version: 300)
+        _ = try await publish(members, advertiser: "ácme", version: 1)
+        let handler = MatchHandler(catalog: catalog, access: .open, maxBatch: 200_000, logger: logger)
+        let answer = try inline(MatchService.Method.matchMany, of: handler)
+        let context = RPCContext(method: MatchService.Method.matchMany, metadata: Metadata(), deadline: nil, peer: "test")
         func general(_ request: [UInt8]) throws -> [UInt8] {
             try request.withUnsafeBytes { try handler.matchMany(try MatchManyRequest(decoding: $0), context: context).serializedBytes() }
         }
