@@ -138,6 +138,7 @@ final class DeltaTests: XCTestCase {
         harness.advanceClock(by: 60)
         let scan = try await harness.adminClient.scan(ScanRequest())
         XCTAssertEqual(scan.queued.map(\.path), ["acme/2026-12-07.delta", "acme/2026-12-08.delta"])
+        guard scan.queued.count == 2 else { return }
         let secondStatus = try await harness.waitForFile(scan.queued[0].version)
         let thirdStatus = try await harness.waitForFile(scan.queued[1].version)
         XCTAssertEqual(thirdStatus.state, .live, thirdStatus.error)
