@@ -67,19 +67,15 @@ extension IngestCatalog {
             return obsolete
         }
         if live == compacted { return publication }
-        var above: [UInt64] = []
-        var next: UInt64? = live
-        while let id = next, id != compacted, above.count <= 4 * policy.maxOverlays + 64 {
-            next = try db.rows("SELECT kind, base_file_id FROM files WHERE id = ?", id) { row in
-                row.versionKind("kind") == .delta ? row.fileID("base_file_id") : nil
-            }.first ?? nil
-            above.append(id)
-        }
+        // The deltas above the compacted one in the live chain, newest first.
+        let deltas = try deltaChain(db, from: live).deltas
         var applied = publication
-        guard next == compacted, let lowest = above.last else {
+        guard let at = deltas.firstIndex(of: compacted), at > 0 else {
             applied.obsolete = "the layers it compacted are no longer live (a list file or a rollback replaced them)"
             return applied
         }
+        let above = deltas[..<at]
+        let lowest = above.last!
         applied.compaction = publication.version
         applied.version = live
         applied.rebase = lowest
@@ -139,15 +135,26 @@ extension IngestCatalog {
     /// Every segment of a published version: its own, after its base's for
     /// a delta (and its base's base's, down to a list or a compaction).
     func chainSegments(_ db: any SQLDatabase, file: UInt64) throws -> [SegmentRef] {
-        var chain: [UInt64] = []
+        let (deltas, base) = try deltaChain(db, from: file)
+        return try ((base.map { [$0] } ?? []) + deltas.reversed()).flatMap { try ownSegments(db, file: $0) }
+    }
+
+    /// The deltas `file` is made of, itself first when it is one, down
+    /// through their bases (newest first), and the list or compaction at
+    /// the bottom (nil: the deltas went on no list). Bounded: compaction
+    /// keeps chains short, and a chain is never followed past a few dozen.
+    func deltaChain(_ db: any SQLDatabase, from file: UInt64) throws -> (deltas: [UInt64], base: UInt64?) {
+        var deltas: [UInt64] = []
         var next: UInt64? = file
-        while let id = next, chain.count <= 4 * policy.maxOverlays + 64 {
-            chain.append(id)
-            next = try db.rows("SELECT kind, base_file_id FROM files WHERE id = ?", id) { row in
-                row.versionKind("kind") == .delta ? row.fileID("base_file_id") : nil
-            }.first ?? nil
+        while let id = next, deltas.count <= 4 * policy.maxOverlays + 64 {
+            guard let (kind, below) = try db.rows("SELECT kind, base_file_id FROM files WHERE id = ?", id, map: {
+                ($0.versionKind("kind"), $0.fileID("base_file_id"))
+            }).first else { return (deltas, nil) }
+            guard kind == .delta else { return (deltas, id) }
+            deltas.append(id)
+            next = below
         }
-        return try chain.reversed().flatMap { try ownSegments(db, file: $0) }
+        return (deltas, nil)
     }
 
     /// Records that `files` are live, in one transaction; each advertiser's
@@ -219,22 +226,13 @@ extension IngestCatalog {
               AND state IN \(FileState.sqlList(FileState.unfinished))
             """, advertiser) { $0.int(0) }.first ?? 0
         guard running == 0 else { return }
-        var layers = 0, named: Int64 = 0
-        var next: UInt64? = delta
-        var base: (id: UInt64, keys: Int64)?
-        while let id = next {
-            guard let (kind, below, keys) = try db.rows("SELECT kind, base_file_id, distinct_keys FROM files WHERE id = ?", id, map: {
-                ($0.versionKind("kind"), $0.fileID("base_file_id"), $0.int("distinct_keys"))
-            }).first else { break }
-            guard kind == .delta else {
-                base = (id, keys)
-                break
-            }
-            layers += 1
+        let (deltas, bottom) = try deltaChain(db, from: delta)
+        let layers = deltas.count
+        let named = try deltas.reduce(Int64(0)) { sum, id in
             let (adds, removes) = try overlayKeys(db, delta: id)
-            named += adds + removes
-            next = below
+            return sum + adds + removes
         }
+        let base = try bottom.map { id in (id: id, keys: try db.rows("SELECT distinct_keys FROM files WHERE id = ?", id) { $0.int(0) }.first ?? 0) }
         let due = base == nil || layers > policy.maxOverlays || Double(named) > policy.compactionShare * Double(base!.keys)
         guard due else { return }
         let row = try db.rows("SELECT path, etag, modified, hash_type, distinct_keys FROM files WHERE id = ?", delta) { row in
