@@ -83,6 +83,29 @@ final class SegmentTests: XCTestCase {
         }
     }
 
+    /// The batch lookup is a pipeline a few keys deep: batches shorter than
+    /// it, as long as it, and a little past it (where its slots are reused)
+    /// all answer like single lookups, and it writes no bit past the batch.
+    func testBatchesOfEveryShortLengthAgreeWithSingleLookups() throws {
+        let keys = randomKeys(20_000, seed: 5)
+        let segment = try Segment(path: try write(keys))
+        let misses = randomKeys(64, seed: 6)
+        for count in 0...64 {
+            // Members and strangers mixed, in an order that differs by length.
+            let batch = (0..<count).map { i in (i + count) % 3 == 0 ? misses[i] : keys[(i * 7919 + count) % keys.count] }
+            var bytes = [UInt8]()
+            for key in batch { bytes += key.bytes }
+            bytes += [UInt8](repeating: 0, count: 16) // one key's room, so a read past the batch would not fault
+            var bitmap = [UInt8](repeating: 0, count: (count + 7) / 8 + 1)
+            bytes.withUnsafeBytes { b in bitmap.withUnsafeMutableBufferPointer { segment.lookup(b.baseAddress!, count: count, into: $0.baseAddress!) } }
+            for (i, key) in batch.enumerated() {
+                XCTAssertEqual(bitmap[i / 8] >> (i % 8) & 1 == 1, segment.contains(key), "batch of \(count), index \(i)")
+            }
+            XCTAssertEqual(bitmap[(count + 7) / 8], 0, "batch of \(count): a bit past the batch")
+            if count % 8 != 0 { XCTAssertEqual(bitmap[count / 8] >> (count % 8), 0, "batch of \(count): a bit past the batch") }
+        }
+    }
+
     func testSingleKeyAndEmptySegments() throws {
         let one = try Segment(path: write([Key16(hi: 7, lo: 9)], name: "one.seg"))
         XCTAssertEqual(one.count, 1)

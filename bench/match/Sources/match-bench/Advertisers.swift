@@ -164,13 +164,11 @@ func advertisersBench(advertiserCount: Int, keysPerList: Int, seconds: Double, r
                      median(cpu.map(\.user)), median(cpu.map(\.system)), ratio))
     }
     print()
-    print("| open loop, one user's question at \(rate) users/s for \(Int(openSeconds)) s | p50 µs | p99 µs | p99.9 µs | max µs | p99 of 1-s windows: median / worst µs |")
+    print("| open loop, one user's question at \(rate) users/s for \(Int(openSeconds)) s, in alternating rounds | p50 µs | p99 µs | p99.9 µs | max µs | p99 of 1-s windows: median / worst µs |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    let cores = Array(0..<ProcessInfo.processInfo.activeProcessorCount)
-    for (name, wire, port, pid, _) in shapes where name.hasPrefix("MatchAdvertisers") || name.hasPrefix("Redis") {
-        pin(process: pid, to: [1])
-        let r = openLoop(wire: wire, port: port, rate: rate, probes: probes, seconds: openSeconds)
-        pin(process: pid, to: cores)
+    let open = shapes.filter { $0.0.hasPrefix("MatchAdvertisers") || $0.0.hasPrefix("Redis") }
+    let results = alternatingOpenLoops(open.map { ($0.1, $0.2, $0.3) }, rate: rate, probes: probes, seconds: openSeconds)
+    for ((name, _, _, _, _), r) in zip(open, results) {
         let w = r.windowP99
         print(String(format: "| %@ | %.0f | %.0f | %.0f | %.0f | %.0f / %.0f |", name, r.p(0.5), r.p(0.99), r.p(0.999),
                      Double(r.latencies.last ?? 0) / 1000, w.isEmpty ? .nan : w[w.count / 2], w.last ?? .nan))
