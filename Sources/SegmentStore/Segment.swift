@@ -370,18 +370,37 @@ public final class Segment: @unchecked Sendable {
 
     /// Stage 1: starts fetching the key's index entry.
     @inline(__always)
-    public func prefetchEntry(_ key: Key16) {
-        roster_prefetch(index + (bucket(key.hi) << (wideIndex ? 3 : 2)))
-    }
+    public func prefetchEntry(_ key: Key16) { prefetchEntry(key.hi) }
 
     /// Stage 2: reads the key's bucket bounds and starts fetching the line
     /// where the key would be.
     @inline(__always)
-    public func probe(_ key: Key16) -> Probe {
-        let (low, high) = bucketBounds(key.hi)
-        let at = high > low ? guess(key.hi, low, high) : low
+    public func probe(_ key: Key16) -> Probe { probe(key.hi) }
+
+    /// Stage 3: whether the segment holds `key`, from its `probe`.
+    @inline(__always)
+    public func finish(_ key: Key16, _ probe: Probe) -> Bool { finish(key.hi, key.lo, probe) }
+
+    // The stages on the key's two words, shared by the staged lookups of
+    // one key and by the batch pipeline (`lookup`).
+
+    @inline(__always)
+    private func prefetchEntry(_ hi: UInt64) {
+        roster_prefetch(index + (bucket(hi) << (wideIndex ? 3 : 2)))
+    }
+
+    @inline(__always)
+    private func probe(_ hi: UInt64) -> Probe {
+        let (low, high) = bucketBounds(hi)
+        let at = high > low ? guess(hi, low, high) : low
         prefetchKeys(around: at, low, high)
         return Probe(low: low, high: high, at: at)
+    }
+
+    @inline(__always)
+    private func finish(_ hi: UInt64, _ lo: UInt64, _ probe: Probe) -> Bool {
+        guard probe.high > probe.low else { return false }
+        return search(self.probe(hi, lo), from: probe.at, stored(probe.at), probe.low, probe.high)
     }
 
     /// Starts fetching the line where the search for a key in bucket
@@ -397,13 +416,6 @@ public final class Segment: @unchecked Sendable {
         roster_prefetch(keys + (Swift.min(high, at &+ 2) &* stride &- 1))
     }
 
-    /// Stage 3: whether the segment holds `key`, from its `probe`.
-    @inline(__always)
-    public func finish(_ key: Key16, _ probe: Probe) -> Bool {
-        guard probe.high > probe.low else { return false }
-        return search(self.probe(key.hi, key.lo), from: probe.at, stored(probe.at), probe.low, probe.high)
-    }
-
     /// Looks up `count` keys stored back to back at `keys` (16 bytes each)
     /// and sets bit i of `bitmap` (LSB first) for each key found.
     ///
@@ -417,36 +429,28 @@ public final class Segment: @unchecked Sendable {
     /// fill and drain, the pipeline stays full from one key to the next.
     public func lookup(_ keysToFind: UnsafeRawPointer, count: Int, into bitmap: UnsafeMutablePointer<UInt8>) {
         let d = Self.lookupDistance
-        let entryShift = wideIndex ? 3 : 2
+        assert(Self.pendingSlots > d && Self.pendingSlots & (Self.pendingSlots - 1) == 0)
         @inline(__always) func hi(_ i: Int) -> UInt64 {
             UInt64(bigEndian: keysToFind.loadUnaligned(fromByteOffset: i << 4, as: UInt64.self))
         }
-        typealias Pending = (low: Int, high: Int, at: Int)
         // Keys between their second stage and their search: d of them at a time.
-        withUnsafeTemporaryAllocation(of: Pending.self, capacity: Self.pendingSlots) { pending in
+        withUnsafeTemporaryAllocation(of: Probe.self, capacity: Self.pendingSlots) { pending in
             let mask = Self.pendingSlots - 1
             var t = 0
             let end = count &+ 2 &* d
             while t < end {
                 if t < count {
-                    roster_prefetch(index + (bucket(hi(t)) << entryShift))
+                    prefetchEntry(hi(t))
                 }
                 let j = t &- d
                 if j >= 0 && j < count {
-                    let h = hi(j)
-                    let (low, high) = bucketBounds(h)
-                    let at = high > low ? guess(h, low, high) : low
-                    pending[j & mask] = (low, high, at)
-                    prefetchKeys(around: at, low, high)
+                    pending[j & mask] = probe(hi(j))
                 }
                 let k = t &- 2 &* d
                 if k >= 0 {
-                    let entry = pending[k & mask]
-                    if entry.high > entry.low {
-                        let lo = UInt64(bigEndian: keysToFind.loadUnaligned(fromByteOffset: (k << 4) | 8, as: UInt64.self))
-                        if search(probe(hi(k), lo), from: entry.at, stored(entry.at), entry.low, entry.high) {
-                            bitmap[k >> 3] |= UInt8(1) << UInt8(k & 7)
-                        }
+                    let lo = UInt64(bigEndian: keysToFind.loadUnaligned(fromByteOffset: (k << 4) | 8, as: UInt64.self))
+                    if finish(hi(k), lo, pending[k & mask]) {
+                        bitmap[k >> 3] |= UInt8(1) << UInt8(k & 7)
                     }
                 }
                 t &+= 1
