@@ -98,53 +98,39 @@ func lookupBench(sizes: [Int]) throws {
 
         // Batches of 100 (a typical MatchMany) and of 1000: the pipeline of
         // prefetches fills and drains once a batch, which costs more in a short one.
-        func batchedLookups(_ batch: Int) -> Double {
-            var bitmap = [UInt8](repeating: 0, count: (batch + 7) / 8)
-            let t0 = now()
-            var batchFound = 0
-            probes.withUnsafeBytes { p in
-                var i = 0
-                while i < probeCount {
-                    for j in 0..<bitmap.count { bitmap[j] = 0 }
-                    bitmap.withUnsafeMutableBufferPointer { segment.lookup(p.baseAddress! + i * 16, count: batch, into: $0.baseAddress!) }
-                    batchFound += bitmap.reduce(0) { $0 + $1.nonzeroBitCount }
-                    i += batch
-                }
-            }
-            precondition(found == hits && batchFound == found, "lookups disagree")
-            return Double(now() - t0) / Double(probeCount)
-        }
-        let batched100 = batchedLookups(100)
-        let batched = batchedLookups(1000)
-
-        // Batches of 100 with 4 MiB written between them (more than this
-        // core's L2), timed without the writes: in a match server a batch
-        // follows a trip through the kernel's network stack and the event
-        // loop, so the index is not warm in L2 as it is back to back.
-        func churnedLookups(_ batch: Int) -> Double {
-            let churn = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 64)
+        //
+        // With `churn`, that many bytes are written between batches (untimed;
+        // 4 MiB is more than this core's L2), over the first quarter of the
+        // probes: in a match server a batch follows a trip through the
+        // kernel's network stack and the event loop, so the index and page
+        // tables are not warm as they are back to back.
+        func batchedLookups(_ batch: Int, churn churnBytes: Int = 0) -> Double {
+            let churn = UnsafeMutableRawBufferPointer.allocate(byteCount: max(churnBytes, 1), alignment: 64)
             defer { churn.deallocate() }
+            let count = churnBytes > 0 ? probeCount / 4 / batch * batch : probeCount
             var bitmap = [UInt8](repeating: 0, count: (batch + 7) / 8)
             var spent: UInt64 = 0
             var batchFound = 0
-            var done = 0
+            var expected = 0
             probes.withUnsafeBytes { p in
                 var i = 0
-                while i < probeCount / 4 {
-                    churn.initializeMemory(as: UInt8.self, repeating: UInt8(truncatingIfNeeded: i))
+                while i < count {
+                    if churnBytes > 0 { churn.initializeMemory(as: UInt8.self, repeating: UInt8(truncatingIfNeeded: i)) }
                     for j in 0..<bitmap.count { bitmap[j] = 0 }
                     let t0 = now()
                     bitmap.withUnsafeMutableBufferPointer { segment.lookup(p.baseAddress! + i * 16, count: batch, into: $0.baseAddress!) }
                     spent += now() - t0
                     batchFound += bitmap.reduce(0) { $0 + $1.nonzeroBitCount }
                     i += batch
-                    done += batch
                 }
+                for i in 0..<count where segment.contains(Key16(p.baseAddress! + i * 16)) { expected += 1 }
             }
-            precondition(batchFound > 0 || hits == 0, "no lookup found anything")
-            return Double(spent) / Double(done)
+            precondition(found == hits && batchFound == expected, "lookups disagree")
+            return Double(spent) / Double(count)
         }
-        let churned = churnedLookups(100)
+        let batched100 = batchedLookups(100)
+        let batched = batchedLookups(1000)
+        let churned = batchedLookups(100, churn: 4 << 20)
         print(String(format: "| %d | %.0f | %.0f | %.0f | %.0f | %.2f |", n, single, batched100, batched, churned, Double(fileBytes) / Double(n)))
     }
 }
