@@ -461,8 +461,8 @@ public final class Segment: @unchecked Sendable {
     /// Steps between a key's stages in a batch lookup: enough misses in
     /// flight to cover memory latency, few enough that the lines fetched
     /// first are still in cache when their key's turn comes. (At 10^7 keys,
-    /// `match-bench lookup`: 6 to 10 measured alike and best, 43 ns a key
-    /// against 51 for the chunks of 16 it replaced; 12 and 16 slower.)
+    /// `match-bench lookup`: 6 to 12 measured alike and best, 38-46 ns a
+    /// key against 51 for the chunks of 16 it replaced; 4, 16 and 24 slower.)
     static let lookupDistance = 8
     /// A power of two above `lookupDistance`: a key's slot is free again
     /// before a later key reuses it.
