@@ -129,6 +129,7 @@ func advertisersBench(advertiserCount: Int, keysPerList: Int, seconds: Double, r
             _ = redisCommand(admin, [Array("SADD".utf8), Array(advertiser.utf8)] + keys[i..<end].map(\.bytes))
             i = end
         }
+        settleRedis(admin, key: Array(advertiser.utf8), members: keys)
     }
     lists = []
 

@@ -7,7 +7,10 @@
 //                        hashes, same connections, same pipelining depth
 //                        (MATCH_BENCH_ONLY_MATCH=1 runs one row only: Match, or
 //                        MatchMany of MATCH_BENCH_BATCH keys, on
-//                        MATCH_BENCH_CONNECTIONS x MATCH_BENCH_DEPTH)
+//                        MATCH_BENCH_CONNECTIONS x MATCH_BENCH_DEPTH;
+//                        MATCH_BENCH_ROWS=3,1,3 runs those rows of the table,
+//                        in that order; MATCH_BENCH_ONLY_OPEN_LOOP=1 only the
+//                        open loop)
 //   match-bench advertisers [--advertisers 200] [--keys-per-list 50000] [--seconds 2]
 //                       [--rounds 3] [--rate 10000] [--open-seconds 5] [--server PATH] [--redis PATH]
 //                        one user asked of many lists: MatchAdvertisers, N Match
@@ -547,7 +550,10 @@ func startRoster(_ serverPath: String, root: URL) throws -> (Process, Int) {
 /// its port and a connection for loading (the caller kills it: SIGKILL).
 func startRedis(_ path: String) throws -> (Process, Int, Socket) {
     let port = freePort()
-    let (redis, _) = try spawn(path, ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+    // DEBUG (Redis 7+, from loopback only) lets `settleRedis` see when its
+    // set's table has finished growing.
+    let (redis, _) = try spawn(path, ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                      "--enable-debug-command", "local"])
     var socket: Socket?
     for _ in 0..<100 where socket == nil {
         socket = try? Socket(port: port)
@@ -571,6 +577,45 @@ func redisCommand(_ socket: Socket, _ parts: [[UInt8]]) -> [UInt8] {
         } else if buffer.last == 10 {
             return buffer
         }
+    }
+}
+
+/// Brings the set's hash table to the state a long-running Redis serves it in.
+///
+/// Redis grows a set's table by rehashing it incrementally: one bucket moves
+/// per operation on that set (the server's timer rehashes only the
+/// keyspace's own tables). Loading 10^7 keys leaves the set mid-rehash with
+/// millions of buckets to go, and until they have moved every lookup probes
+/// both tables and moves a bucket itself: about twice the CPU per
+/// SISMEMBER. Unsettled, the rows timed first would measure that transient
+/// (as this bench once did: its first row gave roster a ratio of 1.44x that
+/// was about 1.1x in steady state), and `used_memory` would count both tables.
+/// So every loaded key is asked once, each ask a rehash step, and more
+/// until DEBUG HTSTATS-KEY shows no rehashing table.
+func settleRedis(_ socket: Socket, key: [UInt8], members: [Key16]) {
+    let wire = RedisWire()
+    func ask(_ start: Int, _ count: Int) {
+        var command = Array("*\(2 + count)\r\n$10\r\nSMISMEMBER\r\n$\(key.count)\r\n".utf8) + key + [13, 10]
+        for member in members[start..<(start + count)] { command += Array("$16\r\n".utf8) + member.bytes + [13, 10] }
+        socket.sendAll(command)
+        var buffer = [UInt8]()
+        while wire.reply(buffer, at: 0) == nil { socket.receive(into: &buffer) }
+    }
+    func rehashing() -> Bool {
+        let stats = String(decoding: redisCommand(socket, [Array("DEBUG".utf8), Array("HTSTATS-KEY".utf8), key]), as: UTF8.self)
+        precondition(stats.contains("Hash table 0"), "DEBUG HTSTATS-KEY failed: \(stats.prefix(200))")
+        return stats.contains("rehashing")
+    }
+    var start = 0
+    var batches = 0
+    while true {
+        let count = min(1000, members.count - start)
+        ask(start, count)
+        start = (start + count) % members.count
+        batches += 1
+        // A table's stats walk all of it: checked after the first pass, then every 100 batches.
+        if batches * 1000 >= members.count && batches % 100 == 0 && !rehashing() { break }
+        precondition(batches * 1000 <= 4 * members.count, "redis never finished rehashing its set")
     }
 }
 
@@ -625,6 +670,8 @@ func networkBench(keys n: Int, seconds: Double, roundCount: Int, openSeconds: Do
         _ = redisCommand(admin, [Array("SADD".utf8), Array("s".utf8)] + unique[i..<end].map(\.bytes))
         i = end
     }
+    progress("letting redis finish growing its set")
+    settleRedis(admin, key: Array("s".utf8), members: unique)
     let memoryAfter = redisUsedMemory(admin)
 
     progress("loaded; running")
@@ -638,14 +685,26 @@ func networkBench(keys n: Int, seconds: Double, roundCount: Int, openSeconds: Do
     print()
     print("| call | connections x depth | system | calls/s | keys/s | p50 µs | p99 µs | server CPU µs/call user + sys | keys/s ratio |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    let only = ProcessInfo.processInfo.environment["MATCH_BENCH_ONLY_MATCH"] != nil
-    let openOnly = ProcessInfo.processInfo.environment["MATCH_BENCH_ONLY_OPEN_LOOP"] != nil
-    for (name, batch, connections, depth) in (only ? [(ProcessInfo.processInfo.environment["MATCH_BENCH_BATCH"].map { "MatchMany \($0)" } ?? "Match / SISMEMBER",
-                                  Int(ProcessInfo.processInfo.environment["MATCH_BENCH_BATCH"] ?? "1") ?? 1,
-                                  Int(ProcessInfo.processInfo.environment["MATCH_BENCH_CONNECTIONS"] ?? "1") ?? 1,
-                                  Int(ProcessInfo.processInfo.environment["MATCH_BENCH_DEPTH"] ?? "64") ?? 64)] : openOnly ? [] : [("Match / SISMEMBER", 1, 1, 64), ("Match / SISMEMBER", 1, 4, 64),
-                                              ("MatchMany 100 / SMISMEMBER 100", 100, 1, 8), ("MatchMany 100 / SMISMEMBER 100", 100, 4, 8),
-                                              ("MatchMany 1000 / SMISMEMBER 1000", 1000, 1, 4), ("MatchMany 1000 / SMISMEMBER 1000", 1000, 4, 4)]) {
+    let environment = ProcessInfo.processInfo.environment
+    let only = environment["MATCH_BENCH_ONLY_MATCH"] != nil
+    let openOnly = environment["MATCH_BENCH_ONLY_OPEN_LOOP"] != nil
+    let standardRows = [("Match / SISMEMBER", 1, 1, 64), ("Match / SISMEMBER", 1, 4, 64),
+                        ("MatchMany 100 / SMISMEMBER 100", 100, 1, 8), ("MatchMany 100 / SMISMEMBER 100", 100, 4, 8),
+                        ("MatchMany 1000 / SMISMEMBER 1000", 1000, 1, 4), ("MatchMany 1000 / SMISMEMBER 1000", 1000, 4, 4)]
+    let rows: [(String, Int, Int, Int)]
+    if only {
+        rows = [(environment["MATCH_BENCH_BATCH"].map { "MatchMany \($0)" } ?? "Match / SISMEMBER",
+                 Int(environment["MATCH_BENCH_BATCH"] ?? "1") ?? 1,
+                 Int(environment["MATCH_BENCH_CONNECTIONS"] ?? "1") ?? 1,
+                 Int(environment["MATCH_BENCH_DEPTH"] ?? "64") ?? 64)]
+    } else if let list = environment["MATCH_BENCH_ROWS"] {
+        // Rows of the standard table by number (1-6), in the order given, repeats
+        // allowed: e.g. "3,1,3" shows whether a row moves when another runs first.
+        rows = list.split(separator: ",").compactMap { Int($0) }.filter { (1...standardRows.count).contains($0) }.map { standardRows[$0 - 1] }
+    } else {
+        rows = openOnly ? [] : standardRows
+    }
+    for (name, batch, connections, depth) in rows {
         // Rounds alternate the two systems so a burst of noise on this shared
         // machine hits both; the ratio is the median of the per-round ratios.
         // Server CPU per call counts the 0.5 s warm-up's calls' share for both.
@@ -671,7 +730,7 @@ func networkBench(keys n: Int, seconds: Double, roundCount: Int, openSeconds: Do
                          system == "roster" ? String(format: "%.2fx", ratio) : ""))
         }
     }
-    if only { return }
+    if only || environment["MATCH_BENCH_ROWS"] != nil { return }
     print()
     // One-second windows as well as the whole run: on this shared machine a
     // single stall of the host decides the whole run's p99 for both systems.
