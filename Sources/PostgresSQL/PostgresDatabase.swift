@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import PostgresNIO
 import SQLDatabase
+import Synchronization
 
 /// The catalog's database on PostgreSQL, through postgres-nio: one
 /// connection, used by one caller at a time (the catalog serialises), with
@@ -36,6 +37,9 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     private let configuration: PostgresConnection.Configuration
     private let logger: Logger
     private var connection: PostgresConnection?
+    /// The answer the open connection owes, failed by the connection's
+    /// closing (`Pending`).
+    private var pending = Pending()
     private var inTransaction = false
     private let idleInTransaction: Duration
     /// How long one statement may take, its lock wait (up to 30 s) included,
@@ -79,6 +83,12 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
             let opened = try PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.next(), configuration: configuration,
                                                         id: 1, logger: logger).wait()
             connection = opened
+            // One callback for the connection's life, not one a statement:
+            // whatever statement is waiting when the connection closes fails then.
+            let pending = Pending()
+            self.pending = pending
+            let lost = SQLError(engine: .postgres, code: "08006", message: "the connection to \(location) closed before answering")
+            opened.closeFuture.whenComplete { _ in pending.fail(lost) }
             let idle = max(1, Int64(idleInTransaction / .milliseconds(1)))
             _ = try opened.query(PostgresQuery(unsafeSQL: "SET idle_in_transaction_session_timeout = \(idle)"), logger: logger).wait()
             _ = try opened.query(PostgresQuery(unsafeSQL: "SET lock_timeout = 30000"), logger: logger).wait()
@@ -144,11 +154,21 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
             let _: EventLoopFuture<Void> = connection.close()
         }
         defer { deadline.cancel() }
+        // And the connection's closing fails it at once: a session the
+        // server ends (a shutdown, an administrator) as a statement is sent
+        // may leave that statement unanswered by postgres-nio, and waiting
+        // out the timeout would hold the catalog, and with it the leader's
+        // renewals, far past the lead's lease.
+        pending.owe(answer, closed: connection.isClosed)
+        defer { pending.answered() }
         connection.query(query, logger: logger).cascade(to: answer)
         do {
             return try answer.futureResult.wait()
         } catch let error as SQLError where error.code == timeout.code && error.message == timeout.message {
             // Taken for lost: the next statement outside a transaction reconnects.
+            self.connection = nil
+            throw error
+        } catch let error as SQLError where error.code == "08006" {
             self.connection = nil
             throw error
         } catch {
@@ -267,5 +287,37 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
             default: return (try? cell.decode(String.self)) ?? ""
             }
         }
+    }
+}
+
+/// The statement a connection has in flight, if any, so that the
+/// connection's closing can fail it. Set and cleared by the caller's thread
+/// around each statement; the close callback runs on the connection's event
+/// loop, hence the lock.
+private final class Pending: Sendable {
+    private let state = Mutex<(answer: EventLoopPromise<PostgresQueryResult>?, lost: SQLError?)>((nil, nil))
+
+    /// `answer` is owed now; if the connection has closed already (`closed`,
+    /// or its callback ran), it fails at once.
+    func owe(_ answer: EventLoopPromise<PostgresQueryResult>, closed: Bool) {
+        let lost: SQLError? = state.withLock {
+            $0.answer = answer
+            return $0.lost ?? (closed ? SQLError(engine: .postgres, code: "08006", message: "the connection closed before the statement was sent") : nil)
+        }
+        if let lost { answer.fail(lost) }
+    }
+
+    func answered() { state.withLock { $0.answer = nil } }
+
+    /// The connection closed: the statement in flight fails (a no-op if it
+    /// was answered first), and so does any sent later.
+    func fail(_ error: SQLError) {
+        let answer = state.withLock { state in
+            state.lost = error
+            let answer = state.answer
+            state.answer = nil
+            return answer
+        }
+        answer?.fail(error)
     }
 }
