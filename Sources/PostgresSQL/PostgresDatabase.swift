@@ -37,9 +37,8 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
     private let configuration: PostgresConnection.Configuration
     private let logger: Logger
     private var connection: PostgresConnection?
-    /// The answer the open connection owes, failed by the connection's
-    /// closing (`Pending`).
-    private var pending = Pending()
+    /// The open connection's statement in flight, failed by its closing.
+    private var pending: Pending?
     private var inTransaction = false
     private let idleInTransaction: Duration
     /// How long one statement may take, its lock wait (up to 30 s) included,
@@ -85,10 +84,10 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
             connection = opened
             // One callback for the connection's life, not one a statement:
             // whatever statement is waiting when the connection closes fails then.
-            let pending = Pending()
+            let pending = Pending(lost: SQLError(engine: .postgres, code: Pending.lostCode,
+                                                 message: "the connection to \(location) closed before answering"))
             self.pending = pending
-            let lost = SQLError(engine: .postgres, code: "08006", message: "the connection to \(location) closed before answering")
-            opened.closeFuture.whenComplete { _ in pending.fail(lost) }
+            opened.closeFuture.whenComplete { _ in pending.connectionClosed() }
             let idle = max(1, Int64(idleInTransaction / .milliseconds(1)))
             _ = try opened.query(PostgresQuery(unsafeSQL: "SET idle_in_transaction_session_timeout = \(idle)"), logger: logger).wait()
             _ = try opened.query(PostgresQuery(unsafeSQL: "SET lock_timeout = 30000"), logger: logger).wait()
@@ -159,16 +158,13 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
         // may leave that statement unanswered by postgres-nio, and waiting
         // out the timeout would hold the catalog, and with it the leader's
         // renewals, far past the lead's lease.
-        pending.owe(answer, closed: connection.isClosed)
-        defer { pending.answered() }
+        pending?.owe(answer, closed: connection.isClosed)
+        defer { pending?.answered() }
         connection.query(query, logger: logger).cascade(to: answer)
         do {
             return try answer.futureResult.wait()
-        } catch let error as SQLError where error.code == timeout.code && error.message == timeout.message {
-            // Taken for lost: the next statement outside a transaction reconnects.
-            self.connection = nil
-            throw error
-        } catch let error as SQLError where error.code == "08006" {
+        } catch let error as SQLError where error.code == Pending.lostCode || (error.code == timeout.code && error.message == timeout.message) {
+            // Closed or taken for lost: the next statement outside a transaction reconnects.
             self.connection = nil
             throw error
         } catch {
@@ -295,29 +291,35 @@ public final class PostgresDatabase: SQLDatabase, @unchecked Sendable {
 /// around each statement; the close callback runs on the connection's event
 /// loop, hence the lock.
 private final class Pending: Sendable {
-    private let state = Mutex<(answer: EventLoopPromise<PostgresQueryResult>?, lost: SQLError?)>((nil, nil))
+    /// SQLSTATE connection_failure.
+    static let lostCode = "08006"
+    /// What a statement the connection cannot answer fails with.
+    private let lost: SQLError
+    private let state = Mutex<(answer: EventLoopPromise<PostgresQueryResult>?, closed: Bool)>((nil, false))
+
+    init(lost: SQLError) { self.lost = lost }
 
     /// `answer` is owed now; if the connection has closed already (`closed`,
     /// or its callback ran), it fails at once.
     func owe(_ answer: EventLoopPromise<PostgresQueryResult>, closed: Bool) {
-        let lost: SQLError? = state.withLock {
+        let failNow = state.withLock {
             $0.answer = answer
-            return $0.lost ?? (closed ? SQLError(engine: .postgres, code: "08006", message: "the connection closed before the statement was sent") : nil)
+            return $0.closed || closed
         }
-        if let lost { answer.fail(lost) }
+        if failNow { answer.fail(lost) }
     }
 
     func answered() { state.withLock { $0.answer = nil } }
 
     /// The connection closed: the statement in flight fails (a no-op if it
     /// was answered first), and so does any sent later.
-    func fail(_ error: SQLError) {
+    func connectionClosed() {
         let answer = state.withLock { state in
-            state.lost = error
+            state.closed = true
             let answer = state.answer
             state.answer = nil
             return answer
         }
-        answer?.fail(error)
+        answer?.fail(lost)
     }
 }
