@@ -20,6 +20,8 @@ extension MatchHandler {
         [
             RPCServerMethod(MatchService.Method.match, body: .inline { bytes, context, sink in
                 try self.answerMatch(bytes, context: context, sink: sink)
+            }, run: { requests, context, answer, fail in
+                self.answerMatchRun(requests, context: context, answer: answer, fail: fail)
             }),
             RPCServerMethod(MatchService.Method.matchMany, body: .inline { bytes, context, sink in
                 try self.answerMatchMany(bytes, context: context, sink: sink)
@@ -38,6 +40,61 @@ extension MatchHandler {
         let list = try list(String(decoding: request.advertiser, as: UTF8.self))
         try Self.check(width: request.width, of: list)
         MatchResponseWriter.write(matched: list.contains(request.key), version: list.version, to: sink)
+    }
+}
+
+extension MatchHandler {
+    /// A run of `Match` calls that came together (`RPCServerMethod.InlineRunBody`).
+    ///
+    /// A client pipelining single lookups sends one advertiser's requests in
+    /// a row, each in the canonical encoding and the same shape. Such a run
+    /// is answered as a `MatchMany` would be: the list resolved once, the
+    /// keys looked up by the batch pipeline (their cache misses overlapped
+    /// rather than paid one after another), the answers written as each
+    /// call's own. Any other run (mixed advertisers or widths, an encoding
+    /// read by the general decoder, a list that is missing or of the other
+    /// hash type) is answered call by call by `answerMatch`, so every call
+    /// gets the answer or the error it would get alone.
+    func answerMatchRun(_ requests: UnsafeBufferPointer<UnsafeRawBufferPointer>, context: RPCContext,
+                        answer: RPCServerMethod.ResponseSink, fail: (any Error) -> Void) {
+        let count = requests.count
+        guard count > 1, let (list, keyOffset) = sharedList(requests) else {
+            for request in requests {
+                do { try answerMatch(request, context: context, sink: answer) } catch { fail(error) }
+            }
+            return
+        }
+        let bitmapBytes = (count + 7) / 8
+        withUnsafeTemporaryAllocation(byteCount: count * 16 + bitmapBytes, alignment: 16) { space in
+            let keys = space.baseAddress!
+            for (i, request) in requests.enumerated() {
+                (keys + i * 16).copyMemory(from: request.baseAddress! + keyOffset, byteCount: 16)
+            }
+            let bitmap = (keys + count * 16).bindMemory(to: UInt8.self, capacity: bitmapBytes)
+            bitmap.initialize(repeating: 0, count: bitmapBytes)
+            list.lookup(keys, count: count, into: bitmap)
+            for i in 0..<count {
+                MatchResponseWriter.write(matched: bitmap[i >> 3] & (1 << (i & 7)) != 0, version: list.version, to: answer)
+            }
+        }
+    }
+
+    /// The list every request of the run names, and where each request's
+    /// key starts, if all are canonical with the same advertiser and hash
+    /// width and that advertiser's list is served with that width; nil
+    /// otherwise. A request with the first's bytes up to its hash and the
+    /// first's length is canonical as the first is: its prefix says so.
+    private func sharedList(_ requests: UnsafeBufferPointer<UnsafeRawBufferPointer>) -> (ListVersion, Int)? {
+        guard let first = MatchRequestView(requests[0]) else { return nil }
+        let keyOffset = 4 + first.advertiser.count // 0A len id… 12 width
+        let prefix = UnsafeRawBufferPointer(rebasing: requests[0][..<keyOffset])
+        let size = requests[0].count
+        for request in requests.dropFirst() {
+            guard request.count == size, UnsafeRawBufferPointer(rebasing: request[..<keyOffset]).elementsEqual(prefix) else { return nil }
+        }
+        guard let list = try? list(String(decoding: first.advertiser, as: UTF8.self)),
+              (try? Self.check(width: first.width, of: list)) != nil else { return nil }
+        return (list, keyOffset)
     }
 }
 

@@ -85,6 +85,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         drainTimer?.cancel()
         drainTimer = nil
         reader.reset()
+        pendingRun = PendingRun()
         outgoing = nil
         self.context = nil
     }
@@ -140,7 +141,9 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         readStarted = context.eventLoop.now
         do {
             try reader.read(unwrapInboundIn(data), isOpen: { !isClosed }) { process($0) }
+            flushRun()
         } catch {
+            flushRun()
             connectionError(error)
         }
     }
@@ -150,11 +153,14 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
     private func process(_ inbound: InboundFrame) {
         switch inbound {
         case .preface:
+            flushRun()
             var buffer = context.channel.allocator.buffer(capacity: WireProtocol.prefaceLength)
             FrameWriter.writePreface(into: &buffer)
             writeFrame(buffer)
             machine.receivedPreface()
         case .frame(let frame):
+            if frame.type == .request, joinRun(frame) { return }
+            flushRun()
             do {
                 try handle(frame)
             } catch {
@@ -218,23 +224,11 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
             respond(callID, error: ServerRPCExecutor.unknownMethod(head.methodID))
             return
         }
-        let timeout = head.timeoutMilliseconds > 0
-            ? TimeAmount.milliseconds(Int64(head.timeoutMilliseconds)) : configuration.defaultTimeout.map(TimeAmount.init)
-        // The deadline counts from when the read that brought the request
-        // began: calls queued behind slow ones in the same read have waited.
-        // A call whose deadline passed before it could run is not run.
-        let deadline = timeout.map { readStarted + $0 }
-        var contextDeadline: ContinuousClock.Instant?
-        if let deadline {
-            let now = context.eventLoop.now
-            contextDeadline = ContinuousClock.now + .nanoseconds((deadline - now).nanoseconds)
-            if now >= deadline {
-                let waited = (now - readStarted).nanoseconds / 1_000_000
-                executor.ended(route, code: .deadlineExceeded, nanoseconds: nil)
-                respond(callID, error: RPCError(.deadlineExceeded,
-                    "deadline of \(timeout!.nanoseconds / 1_000_000) ms passed before the call ran (queued \(waited) ms behind earlier calls)"))
-                return
-            }
+        let (deadline, contextDeadline, expired) = deadline(of: head)
+        if let expired {
+            executor.ended(route, code: .deadlineExceeded, nanoseconds: nil)
+            respond(callID, error: expired)
+            return
         }
         let callContext = RPCContext(
             method: route.descriptor, metadata: head.metadata,
@@ -288,6 +282,169 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
             }
             machine.callStarted(callID, call)
         }
+    }
+
+    /// A call's deadline from its head, on the loop's clock (for its timer)
+    /// and on the continuous clock (for its handler), and the error it
+    /// answers if that passed before it could run.
+    ///
+    /// The deadline counts from when the read that brought the request
+    /// began: calls queued behind slow ones in the same read have waited.
+    /// A call whose deadline passed before it could run is not run.
+    private func deadline(of head: RequestHead) -> (loop: NIODeadline?, context: ContinuousClock.Instant?, expired: RPCError?) {
+        let timeout = head.timeoutMilliseconds > 0
+            ? TimeAmount.milliseconds(Int64(head.timeoutMilliseconds)) : configuration.defaultTimeout.map(TimeAmount.init)
+        guard let timeout else { return (nil, nil, nil) }
+        let deadline = readStarted + timeout
+        let now = context.eventLoop.now
+        let contextDeadline = ContinuousClock.now + .nanoseconds((deadline - now).nanoseconds)
+        guard now >= deadline else { return (deadline, contextDeadline, nil) }
+        let waited = (now - readStarted).nanoseconds / 1_000_000
+        return (deadline, contextDeadline, RPCError(.deadlineExceeded,
+            "deadline of \(timeout.nanoseconds / 1_000_000) ms passed before the call ran (queued \(waited) ms behind earlier calls)"))
+    }
+
+    // MARK: Runs of inline calls
+    //
+    // A client that pipelines single calls sends dozens in one packet. The
+    // requests of one read that follow each other with the same head (so
+    // the same method, deadline and metadata), for a method that answers
+    // runs (`RPCServerMethod.run`), are held and answered together when
+    // the run ends: at a frame that does not join it, or at the end of the
+    // read. The run is admitted once and its handler called once, so the
+    // head, route, context, token check and metrics are paid once a run,
+    // and the handler may overlap the calls' work. Each call is still
+    // checked by the state machine as it arrives, and answered under its
+    // own call id, in order, as if alone.
+
+    /// The requests held for the run being gathered.
+    private struct PendingRun {
+        /// The run's method; nil when no run is being gathered.
+        var route: Route?
+        /// The first request's payload, whose head the run shares.
+        var first: ByteBuffer?
+        var headLength = 0
+        var callIDs: [UInt32] = []
+        /// The requests' messages back to back, and where each ends.
+        var bytes: [UInt8] = []
+        var ends: [Int] = []
+
+        /// Ready for the next run, keeping the arrays' storage.
+        mutating func reset() {
+            route = nil
+            first = nil
+            callIDs.removeAll(keepingCapacity: true)
+            bytes.removeAll(keepingCapacity: true)
+            ends.removeAll(keepingCapacity: true)
+        }
+    }
+
+    private var pendingRun = PendingRun()
+    /// The most calls in one run: what the handler is handed at once.
+    private static let maxRunLength = 1024
+
+    /// Holds the request `frame` in the run being gathered, or starts a run
+    /// with it if its method answers runs. False: it is served alone (after
+    /// the run is answered), as is any request whose head is malformed or
+    /// that the state machine does not let run.
+    private func joinRun(_ frame: Frame) -> Bool {
+        var payload = frame.payload
+        guard let headLength = payload.withUnsafeReadableBytes({ RequestHead.length(in: $0) }) else { return false }
+        if let first = pendingRun.first {
+            let same = headLength == pendingRun.headLength && pendingRun.callIDs.count < Self.maxRunLength
+                && payload.withUnsafeReadableBytes { next in
+                    first.withUnsafeReadableBytes { $0[..<headLength].elementsEqual(next[..<headLength]) }
+                }
+            if !same { flushRun() }
+        }
+        if pendingRun.first == nil {
+            guard let methodID = payload.getInteger(at: payload.readerIndex, as: UInt32.self),
+                  let route = executor.routes.route(methodID), route.method.run != nil else { return false }
+            pendingRun.route = route
+            pendingRun.first = payload
+            pendingRun.headLength = headLength
+        }
+        // Refused or a violation: answered (or the connection closed) by
+        // the one-call path, once the run before it is answered.
+        guard case .run = machine.receivedRequest(callID: frame.callID) else { return false }
+        payload.moveReaderIndex(forwardBy: headLength)
+        pendingRun.callIDs.append(frame.callID)
+        payload.withUnsafeReadableBytes { pendingRun.bytes.append(contentsOf: $0) }
+        pendingRun.ends.append(pendingRun.bytes.count)
+        return true
+    }
+
+    /// Answers the run gathered so far, if any: admitted once (its calls
+    /// share a head, so one check answers for all), then its handler called
+    /// once with every request.
+    private func flushRun() {
+        guard let route = pendingRun.route, let run = route.method.run, var head = pendingRun.first else { return }
+        let callIDs = pendingRun.callIDs, ends = pendingRun.ends
+        defer { pendingRun.reset() }
+        let count = callIDs.count
+        guard count > 0, let (callContext, refusal) = runContext(route, head: &head) else { return }
+        if let refusal {
+            for callID in callIDs { fail(callID, route: route, started: nil, error: refusal) }
+            return
+        }
+        // Timed as often as its calls would be one by one (one in 16).
+        let before = inlineCalls
+        inlineCalls &+= UInt32(truncatingIfNeeded: count)
+        let samples = Int((inlineCalls >> 4) &- (before >> 4))
+        let started: NIODeadline? = samples > 0 ? .now() : nil
+        var answered = 0
+        var succeeded = 0
+        pendingRun.bytes.withUnsafeBytes { bytes in
+            withUnsafeTemporaryAllocation(of: UnsafeRawBufferPointer.self, capacity: count) { requests in
+                var start = 0
+                for i in 0..<count {
+                    requests.initializeElement(at: i, to: UnsafeRawBufferPointer(rebasing: bytes[start..<ends[i]]))
+                    start = ends[i]
+                }
+                run(UnsafeBufferPointer(requests), callContext, { size, encode in
+                    guard answered < count else { return } // a handler's extra answer has no call to go to
+                    FrameWriter.appendOKResponse(callID: callIDs[answered], size: size, to: &outgoing, encode: encode)
+                    answered += 1
+                    succeeded += 1
+                }, { error in
+                    guard answered < count else { return }
+                    fail(callIDs[answered], route: route, started: nil, error: error)
+                    answered += 1
+                })
+            }
+        }
+        while answered < count {
+            fail(callIDs[answered], route: route, started: nil,
+                 error: RPCError(.internal, "the handler answered \(answered) of a run of \(count) calls"))
+            answered += 1
+        }
+        executor.succeeded(route, count: succeeded, meanNanoseconds: started.map { (NIODeadline.now() - $0).nanoseconds / Int64(count) },
+                           samples: samples)
+    }
+
+    /// The context a run's calls share, read from its first request's head,
+    /// and why they are refused if they are: their deadline passed before
+    /// they could run, or the route's interceptors refuse them. Nil if the
+    /// head cannot be read (the connection is closed as for a lone call).
+    private func runContext(_ route: Route, head payload: inout ByteBuffer) -> (RPCContext, RPCError?)? {
+        let head: RequestHead
+        do {
+            head = try RequestHead.read(from: &payload)
+        } catch {
+            connectionError(error)
+            return nil
+        }
+        let (_, deadline, expired) = deadline(of: head)
+        let callContext = RPCContext(method: route.descriptor, metadata: head.metadata, deadline: deadline, peer: peer)
+        if let expired {
+            return (callContext, expired)
+        }
+        do {
+            try executor.admit(route, callContext)
+        } catch {
+            return (callContext, error)
+        }
+        return (callContext, nil)
     }
 
     private func asyncCallFinished(_ callID: UInt32, result: Result<any ProtoMessage, any Error>) {

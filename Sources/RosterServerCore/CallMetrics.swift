@@ -50,4 +50,15 @@ package final class MethodMetrics: Sendable {
         calls[Int(code.rawValue)].increment()
         if let nanoseconds { duration.recordNanoseconds(nanoseconds) }
     }
+
+    /// Counts the `count` calls of a run (`RPCServerMethod.run`) that
+    /// succeeded, and records the run's mean time per call `samples` times:
+    /// once for each call in 16 the run holds, so a run is timed as often
+    /// as its calls would have been one by one.
+    @inlinable
+    package func succeeded(count: Int, meanNanoseconds: Int64?, samples: Int) {
+        if count > 0 { calls[Int(RPCStatusCode.ok.rawValue)].increment(by: Int64(count)) }
+        guard let meanNanoseconds else { return }
+        for _ in 0..<samples { duration.recordNanoseconds(meanNanoseconds) }
+    }
 }

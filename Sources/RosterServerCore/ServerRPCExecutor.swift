@@ -65,6 +65,12 @@ package struct ServerRPCExecutor: Sendable {
         route.metrics.finished(code: .ok, nanoseconds: nanoseconds)
     }
 
+    /// Records the calls of a run that succeeded (`MethodMetrics.succeeded`).
+    @inlinable
+    package func succeeded(_ route: Route, count: Int, meanNanoseconds: Int64?, samples: Int) {
+        route.metrics.succeeded(count: count, meanNanoseconds: meanNanoseconds, samples: samples)
+    }
+
     /// The status a call that failed with `error` answers (the one mapping,
     /// `RPCError.answering`), recorded in the route's metrics.
     package func failed(_ route: Route, error: any Error, peer: String, nanoseconds: Int64?) -> RPCError {

@@ -230,6 +230,80 @@ final class MatchServerTests: XCTestCase {
         }
     }
 
+    /// A run of Match calls (what a client pipelining them sends in one
+    /// packet) gets, call by call, the bytes or the error each call gets
+    /// alone: one advertiser's canonical requests (looked up together),
+    /// over one segment, seven, and overlapping ones; mixed advertisers;
+    /// an encoding the general decoder reads; a missing list; the other
+    /// hash width; a bad request in the middle.
+    func testARunOfMatchCallsAnswersEachAsAlone() async throws {
+        let members = randomKeys(5_000, seed: 41)
+        _ = try await publish(members, advertiser: "one", version: 7)
+        _ = try await publish(members, advertiser: "split", version: 8, parts: 7)
+        let dir = "segments/overlap/1"
+        try FileManager.default.createDirectory(at: root.appendingPathComponent(dir), withIntermediateDirectories: true)
+        var refs: [SegmentRef] = []
+        for part in 0..<3 {
+            let keys = Array(Set(members.enumerated().filter { $0.offset % 3 != part }.map(\.element))).sorted()
+            let path = "\(dir)/\(part).seg"
+            _ = try SegmentWriter.create(keys, count: keys.count, at: root.appendingPathComponent(path).path, advertiserID: "overlap", version: 1)
+            refs.append(SegmentRef(path: path, keyCount: UInt64(keys.count)))
+        }
+        _ = try await admin.publish(PublishRequest(advertiserID: "overlap", version: 1, segments: refs), options: asAdmin)
+        let handler = MatchHandler(catalog: catalog, access: .open, logger: logger)
+        let alone = try inline(MatchService.Method.match, of: handler)
+        guard let run = handler.methods.first(where: { $0.descriptor.id == MatchService.Method.match.id })?.run else {
+            return XCTFail("Match answers no runs")
+        }
+        let context = RPCContext(method: MatchService.Method.match, metadata: Metadata(), deadline: nil, peer: "test")
+        /// Each request's answer from the run: its bytes, or its error's description.
+        func answers(_ requests: [[UInt8]]) -> [String] {
+            var out: [String] = []
+            let copies = requests.map { bytes in
+                let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+                copy.copyBytes(from: bytes)
+                return UnsafeRawBufferPointer(copy)
+            }
+            defer { copies.forEach { $0.deallocate() } }
+            copies.withUnsafeBufferPointer { views in
+                run(views, context, { size, encode in
+                    var bytes = [UInt8](repeating: 0xEE, count: size)
+                    bytes.withUnsafeMutableBytes(encode)
+                    out.append("\(bytes)")
+                }, { out.append("\($0)") })
+            }
+            return out
+        }
+        func aloneAnswers(_ requests: [[UInt8]]) -> [String] {
+            requests.map { request in
+                do { return "\(try alone(request))" } catch { return "\(error)" }
+            }
+        }
+        func request(_ advertiser: String, _ key: [UInt8]) -> [UInt8] {
+            MatchRequest(advertiserID: advertiser, hash: Data(key)).serializedBytes()
+        }
+        let probes = Array(members.prefix(40)) + randomKeys(40, seed: 42) + [Key16(hi: 0, lo: 0), Key16(hi: .max, lo: .max)]
+        var runs: [[[UInt8]]] = []
+        for advertiser in ["one", "split", "overlap", "ghost"] {
+            runs.append(probes.map { request(advertiser, $0.bytes) })
+        }
+        runs.append(probes.enumerated().map { request(["one", "split", "overlap"][$0.offset % 3], $0.element.bytes) })
+        runs.append(probes.prefix(5).map { request("one", $0.bytes) } + [[0x12, 16] + members[9].bytes + [0x0A, 3] + Array("one".utf8)])
+        runs.append(probes.prefix(5).map { request("one", Array($0.bytes) + Array($0.bytes)) }) // SHA-256 width for an MD5 list
+        runs.append(probes.prefix(3).map { request("one", $0.bytes) } + [request("one", Array(repeating: 1, count: 15))]
+                    + probes.prefix(3).map { request("one", $0.bytes) })
+        runs.append([request("one", members[0].bytes)])
+        for (n, requests) in runs.enumerated() {
+            let expected = aloneAnswers(requests)
+            XCTAssertEqual(answers(requests), expected, "run \(n)")
+        }
+        // The run really answered: members matched, others not, with the version.
+        let matched = MatchResponse(matched: true, version: 7).serializedBytes()
+        XCTAssertEqual(answers(runs[0]).prefix(40), ArraySlice(repeating: "\(matched)", count: 40))
+        XCTAssertFalse(answers(runs[0]).suffix(42).contains("\(matched)"))
+        XCTAssertTrue(answers(runs[3]).allSatisfy { $0.contains("no published list") }, "\(answers(runs[3]).first ?? "")")
+    }
+
     /// `method` of `handler` as its inline body answers a request's bytes:
     /// the reply's bytes, or the error it throws.
     private func inline(_ method: RPCMethodDescriptor, of handler: MatchHandler) throws -> ([UInt8]) throws -> [UInt8] {

@@ -4,6 +4,7 @@ import RosterRPC
 import RosterServer
 import RosterServerCore
 import RosterTransport
+import Synchronization
 import TestServices
 import XCTest
 
@@ -127,5 +128,148 @@ final class ServerConnectionHandlerTests: XCTestCase {
         guard case .frame(let goAway)? = answered.last, goAway.type == .goAway else { return XCTFail("\(answered)") }
         XCTAssertEqual(goAway.payload.getInteger(at: goAway.payload.readerIndex, as: UInt8.self), RPCStatusCode.invalidArgument.rawValue)
         XCTAssertFalse(channel.isActive)
+    }
+
+    // MARK: Runs of inline calls
+
+    /// The requests of one read that share a head are answered as one run,
+    /// each under its own call id, in order; a frame of another kind, a
+    /// request with another head, and the end of a read each end a run.
+    func testRequestsOfOneReadWithOneHeadAreAnsweredAsOneRun() async throws {
+        let service = RunEchoService()
+        try await start([service], configuration: .init(idleTimeout: nil))
+        var buffer = channel.allocator.buffer(capacity: 4096)
+        for index in 1...5 { append(index, to: &buffer) }
+        append(6, timeout: 500, to: &buffer) // another head: a run of its own
+        append(7, timeout: 500, to: &buffer)
+        buffer.writeImmutableBuffer(FrameWriter.ping(42, ack: false, allocator: channel.allocator))
+        append(8, to: &buffer)
+        try await channel.writeInbound(buffer)
+        var second = channel.allocator.buffer(capacity: 256)
+        append(9, to: &second)
+        append(10, to: &second)
+        try await channel.writeInbound(second)
+
+        let answered = try await frames()
+        XCTAssertEqual(types(answered), Array(repeating: .response, count: 7) + [.ping] + Array(repeating: .response, count: 3))
+        XCTAssertEqual(service.runs.lengths, [5, 2, 1, 2])
+        let responses = try answered.compactMap(Self.echo)
+        XCTAssertEqual(responses.map(\.callID), Array(1...10))
+        XCTAssertEqual(responses.map(\.index), Array(1...10), "each call has its own answer")
+        XCTAssertEqual(responses.map(\.status), Array(repeating: .ok, count: 10))
+    }
+
+    /// A call of a run that fails gets its own error; the calls around it
+    /// are answered; a handler that answers fewer calls than it was given
+    /// leaves none hanging.
+    func testEachCallOfARunGetsItsOwnOutcome() async throws {
+        let service = RunEchoService(answerAtMost: 3)
+        try await start([service], configuration: .init(idleTimeout: nil))
+        var buffer = channel.allocator.buffer(capacity: 4096)
+        for index in 1...5 { append(index, failWith: index == 2 ? RPCStatusCode.notFound.rawValue : 0, to: &buffer) }
+        try await channel.writeInbound(buffer)
+        let responses = try await frames().compactMap(Self.echo)
+        XCTAssertEqual(service.runs.lengths, [5])
+        XCTAssertEqual(responses.map(\.callID), Array(1...5))
+        XCTAssertEqual(responses.map(\.status), [.ok, .notFound, .ok, .internal, .internal])
+        XCTAssertEqual(responses[3].text, "the handler answered 3 of a run of 5 calls")
+        XCTAssertEqual(responses.map(\.index), [1, nil, 3, nil, nil])
+    }
+
+    /// A run is admitted once, for all its calls: a refusal answers each of
+    /// them, and the handler never sees them. A run with the right token in
+    /// the same read is served.
+    func testARefusedRunAnswersEveryCallAndRunsNone() async throws {
+        let service = RunEchoService(interceptors: [NeedsKey()])
+        try await start([service], configuration: .init(idleTimeout: nil))
+        var buffer = channel.allocator.buffer(capacity: 4096)
+        for index in 1...3 { append(index, to: &buffer) }
+        for index in 4...5 { append(index, metadata: ["key": "yes"], to: &buffer) }
+        try await channel.writeInbound(buffer)
+        let responses = try await frames().compactMap(Self.echo)
+        XCTAssertEqual(service.runs.lengths, [2])
+        XCTAssertEqual(responses.map(\.callID), Array(1...5))
+        XCTAssertEqual(responses.map(\.status), [.unauthenticated, .unauthenticated, .unauthenticated, .ok, .ok])
+    }
+
+    /// A call id of 0 inside a run is a protocol error: the calls before it
+    /// are answered first, then GOAWAY names the last one, and the
+    /// connection closes.
+    func testAViolationInsideARunAnswersTheCallsBeforeIt() async throws {
+        let service = RunEchoService()
+        try await start([service], configuration: .init(idleTimeout: nil))
+        var buffer = channel.allocator.buffer(capacity: 4096)
+        for callID in [1, 2, 0, 3] { append(callID, to: &buffer) }
+        try await channel.writeInbound(buffer)
+        await loop.run()
+        let answered = try await frames()
+        XCTAssertEqual(types(answered), [.response, .response, .goAway])
+        XCTAssertEqual(service.runs.lengths, [2])
+        guard case .frame(let goAway)? = answered.last else { return XCTFail("\(answered)") }
+        XCTAssertEqual(goAway.payload.getInteger(at: goAway.payload.readerIndex, as: UInt8.self), RPCStatusCode.invalidArgument.rawValue)
+        XCTAssertEqual(goAway.payload.getInteger(at: goAway.payload.readerIndex + 1, as: UInt32.self), 2, "the last call id taken")
+        XCTAssertFalse(channel.isActive)
+    }
+
+    /// Appends an echo request with call id and index `index`.
+    private func append(_ index: Int, timeout: UInt32 = 0, metadata: Metadata = [:], failWith: UInt8 = 0, to buffer: inout ByteBuffer) {
+        let message = EchoRequest(index: UInt32(index), failWith: UInt32(failWith))
+        FrameWriter.appendRequest(callID: UInt32(index), head: RequestHead(methodID: InlineEcho.Method.echo.id, timeoutMilliseconds: timeout, metadata: metadata),
+                                  message: message, size: message.serializedSize, to: &buffer)
+    }
+
+    /// A response frame's call id, status, echoed index (if OK) and error text.
+    private static func echo(_ inbound: InboundFrame) throws -> (callID: Int, status: RPCStatusCode?, index: Int?, text: String)? {
+        guard case .frame(let frame) = inbound, frame.type == .response else { return nil }
+        var payload = frame.payload
+        let status = payload.readInteger(as: UInt8.self).flatMap(RPCStatusCode.init(rawValue:))
+        let body = payload.readBytes(length: payload.readableBytes) ?? []
+        let index = status == .ok ? Int(try EchoResponse(serializedBytes: body).index) : nil
+        return (Int(frame.callID), status, index, String(decoding: body, as: UTF8.self))
+    }
+}
+
+/// Echo answered inline and in runs (`RPCServerMethod.run`): it records the
+/// length of each run; a request with `failWith` fails with that code; a
+/// run answers at most `answerAtMost` of its calls.
+private struct RunEchoService: RPCService {
+    final class Runs: Sendable {
+        private let log = Mutex<[Int]>([])
+        var lengths: [Int] { log.withLock { $0 } }
+        func append(_ length: Int) { log.withLock { $0.append(length) } }
+    }
+
+    let runs = Runs()
+    var answerAtMost = Int.max
+    var interceptors: [any RPCInterceptor] = []
+
+    var methods: [RPCServerMethod] {
+        let answerAtMost = answerAtMost, runs = runs
+        @Sendable func echo(_ bytes: UnsafeRawBufferPointer) throws -> EchoResponse {
+            let request = try EchoRequest(decoding: bytes)
+            if request.failWith != 0 { throw RPCError(RPCStatusCode(rawValue: UInt8(request.failWith)) ?? .unknown, "failed as asked") }
+            return EchoResponse(index: request.index)
+        }
+        return [RPCServerMethod(InlineEcho.Method.echo, body: .inline { bytes, _, sink in
+            let response = try echo(bytes)
+            sink(response.serializedSize) { _ = response.encode(into: $0) }
+        }, run: { requests, _, answer, fail in
+            runs.append(requests.count)
+            for request in requests.prefix(answerAtMost) {
+                do {
+                    let response = try echo(request)
+                    answer(response.serializedSize) { _ = response.encode(into: $0) }
+                } catch {
+                    fail(error)
+                }
+            }
+        })]
+    }
+}
+
+/// Refuses a call whose metadata has no `key`.
+private struct NeedsKey: RPCInterceptor {
+    func intercept(_ context: RPCContext) throws(RPCError) {
+        guard context.metadata["key"] != nil else { throw RPCError(.unauthenticated, "no key") }
     }
 }

@@ -16,7 +16,7 @@ public enum WireProtocol {
     public static let headerLength = 10
     public static let defaultMaxFrameSize = 4 * 1024 * 1024
     /// Bytes a REQUEST payload has before its metadata entries.
-    static let requestFixedLength = 4 + 4 + 2
+    @usableFromInline static let requestFixedLength = 4 + 4 + 2
 }
 
 /// What a frame is, from its type byte.
@@ -118,6 +118,23 @@ public struct RequestHead: Sendable {
             metadata.append(value, forKey: key)
         }
         return RequestHead(methodID: methodID, timeoutMilliseconds: timeout, metadata: metadata)
+    }
+
+    /// How many bytes the head at the front of a REQUEST payload takes
+    /// (its fixed part and its metadata), read without building it; nil
+    /// if it runs past the end. Two requests whose heads are the same bytes
+    /// name the same method with the same timeout and metadata.
+    @inlinable
+    package static func length(in payload: UnsafeRawBufferPointer) -> Int? {
+        guard payload.count >= WireProtocol.requestFixedLength else { return nil }
+        let count = Int(UInt16(bigEndian: payload.loadUnaligned(fromByteOffset: 8, as: UInt16.self)))
+        var at = WireProtocol.requestFixedLength
+        for _ in 0..<(count * 2) { // a key, then its value: each a length and its bytes
+            guard payload.count - at >= 2 else { return nil }
+            at += 2 + Int(UInt16(bigEndian: payload.loadUnaligned(fromByteOffset: at, as: UInt16.self)))
+            guard at <= payload.count else { return nil }
+        }
+        return at
     }
 
     var encodedLength: Int {
