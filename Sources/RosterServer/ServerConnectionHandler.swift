@@ -319,11 +319,14 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
 
     /// The requests held for the run being gathered.
     private struct PendingRun {
-        /// The run's method; nil when no run is being gathered.
+        /// The run's method and the head its requests share; nil when no
+        /// run is being gathered.
         var route: Route?
-        /// The first request's payload, whose head the run shares.
-        var first: ByteBuffer?
-        var headLength = 0
+        var head: RequestHead?
+        /// The head's bytes, which a request must repeat to join. (Copied:
+        /// a slice of the receive buffer held past the read would make the
+        /// frame reader copy the bytes it keeps for the next read.)
+        var headBytes: [UInt8] = []
         var callIDs: [UInt32] = []
         /// The requests' messages back to back, and where each ends.
         var bytes: [UInt8] = []
@@ -332,7 +335,8 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         /// Ready for the next run, keeping the arrays' storage.
         mutating func reset() {
             route = nil
-            first = nil
+            head = nil
+            headBytes.removeAll(keepingCapacity: true)
             callIDs.removeAll(keepingCapacity: true)
             bytes.removeAll(keepingCapacity: true)
             ends.removeAll(keepingCapacity: true)
@@ -350,19 +354,19 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
     private func joinRun(_ frame: Frame) -> Bool {
         var payload = frame.payload
         guard let headLength = payload.withUnsafeReadableBytes({ RequestHead.length(in: $0) }) else { return false }
-        if let first = pendingRun.first {
-            let same = headLength == pendingRun.headLength && pendingRun.callIDs.count < Self.maxRunLength
-                && payload.withUnsafeReadableBytes { next in
-                    first.withUnsafeReadableBytes { $0[..<headLength].elementsEqual(next[..<headLength]) }
-                }
+        if pendingRun.head != nil {
+            let same = headLength == pendingRun.headBytes.count && pendingRun.callIDs.count < Self.maxRunLength
+                && payload.withUnsafeReadableBytes { $0[..<headLength].elementsEqual(pendingRun.headBytes) }
             if !same { flushRun() }
         }
-        if pendingRun.first == nil {
+        if pendingRun.head == nil {
+            var read = payload
             guard let methodID = payload.getInteger(at: payload.readerIndex, as: UInt32.self),
-                  let route = executor.routes.route(methodID), route.method.run != nil else { return false }
+                  let route = executor.routes.route(methodID), route.method.run != nil,
+                  let head = try? RequestHead.read(from: &read) else { return false }
             pendingRun.route = route
-            pendingRun.first = payload
-            pendingRun.headLength = headLength
+            pendingRun.head = head
+            payload.withUnsafeReadableBytes { pendingRun.headBytes.append(contentsOf: $0[..<headLength]) }
         }
         // Refused or a violation: answered (or the connection closed) by
         // the one-call path, once the run before it is answered.
@@ -378,11 +382,12 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
     /// share a head, so one check answers for all), then its handler called
     /// once with every request.
     private func flushRun() {
-        guard let route = pendingRun.route, let run = route.method.run, var head = pendingRun.first else { return }
+        guard let route = pendingRun.route, let run = route.method.run, let head = pendingRun.head else { return }
         let callIDs = pendingRun.callIDs, ends = pendingRun.ends
         defer { pendingRun.reset() }
         let count = callIDs.count
-        guard count > 0, let (callContext, refusal) = runContext(route, head: &head) else { return }
+        guard count > 0 else { return }
+        let (callContext, refusal) = runContext(route, head: head)
         if let refusal {
             for callID in callIDs { fail(callID, route: route, started: nil, error: refusal) }
             return
@@ -422,18 +427,10 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
                            samples: samples)
     }
 
-    /// The context a run's calls share, read from its first request's head,
-    /// and why they are refused if they are: their deadline passed before
-    /// they could run, or the route's interceptors refuse them. Nil if the
-    /// head cannot be read (the connection is closed as for a lone call).
-    private func runContext(_ route: Route, head payload: inout ByteBuffer) -> (RPCContext, RPCError?)? {
-        let head: RequestHead
-        do {
-            head = try RequestHead.read(from: &payload)
-        } catch {
-            connectionError(error)
-            return nil
-        }
+    /// The context a run's calls share, from their head, and why they are
+    /// refused if they are: their deadline passed before they could run, or
+    /// the route's interceptors refuse them.
+    private func runContext(_ route: Route, head: RequestHead) -> (RPCContext, RPCError?) {
         let (_, deadline, expired) = deadline(of: head)
         let callContext = RPCContext(method: route.descriptor, metadata: head.metadata, deadline: deadline, peer: peer)
         if let expired {
