@@ -87,10 +87,10 @@ extension MatchHandler {
     private func sharedList(_ requests: UnsafeBufferPointer<UnsafeRawBufferPointer>) -> (ListVersion, Int)? {
         guard let first = MatchRequestView(requests[0]) else { return nil }
         let keyOffset = 4 + first.advertiser.count // 0A len id… 12 width
-        let prefix = UnsafeRawBufferPointer(rebasing: requests[0][..<keyOffset])
+        let prefix = requests[0].baseAddress!
         let size = requests[0].count
         for request in requests.dropFirst() {
-            guard request.count == size, UnsafeRawBufferPointer(rebasing: request[..<keyOffset]).elementsEqual(prefix) else { return nil }
+            guard request.count == size, ProtoWire.sameBytes(request.baseAddress!, prefix, count: keyOffset) else { return nil }
         }
         guard let list = try? list(String(decoding: first.advertiser, as: UTF8.self)),
               (try? Self.check(width: first.width, of: list)) != nil else { return nil }

@@ -356,7 +356,9 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         guard let headLength = payload.withUnsafeReadableBytes({ RequestHead.length(in: $0) }) else { return false }
         if pendingRun.head != nil {
             let same = headLength == pendingRun.headBytes.count && pendingRun.callIDs.count < Self.maxRunLength
-                && payload.withUnsafeReadableBytes { $0[..<headLength].elementsEqual(pendingRun.headBytes) }
+                && payload.withUnsafeReadableBytes { next in
+                    pendingRun.headBytes.withUnsafeBytes { ProtoWire.sameBytes($0.baseAddress!, next.baseAddress!, count: headLength) }
+                }
             if !same { flushRun() }
         }
         if pendingRun.head == nil {

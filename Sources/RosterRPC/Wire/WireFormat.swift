@@ -55,6 +55,23 @@ public enum ProtoWire {
         return high & 0x8080_8080_8080_8080 == 0
     }
 
+    /// Whether the first `count` bytes at `a` and at `b` are the same, eight
+    /// at a time. (A generic `elementsEqual` goes byte by byte: for the
+    /// head a run of calls shares, token and all, it showed in profiles.)
+    @inlinable
+    public static func sameBytes(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, count: Int) -> Bool {
+        var i = 0
+        while i &+ 8 <= count {
+            guard a.loadUnaligned(fromByteOffset: i, as: UInt64.self) == b.loadUnaligned(fromByteOffset: i, as: UInt64.self) else { return false }
+            i &+= 8
+        }
+        while i < count {
+            guard a.load(fromByteOffset: i, as: UInt8.self) == b.load(fromByteOffset: i, as: UInt8.self) else { return false }
+            i &+= 1
+        }
+        return true
+    }
+
     /// The largest legal field number, 2^29 - 1.
     public static let maxFieldNumber = (1 << 29) - 1
 

@@ -111,6 +111,7 @@ func advertisersBench(advertiserCount: Int, keysPerList: Int, seconds: Double, r
         probes += i % 2 == 0 ? users[Int(rng.next() % UInt64(users.count))].bytes : Key16(hi: rng.next(), lo: rng.next()).bytes
     }
 
+    precondition(benchTokens == nil, "MATCH_BENCH_TOKENS is for `match-bench network` only")
     progress("starting the match server")
     let (roster, rosterPort) = try startRoster(serverPath, root: root)
     defer { kill(roster.processIdentifier, SIGKILL); roster.waitUntilExit() }

@@ -10,7 +10,9 @@
 //                        MATCH_BENCH_CONNECTIONS x MATCH_BENCH_DEPTH;
 //                        MATCH_BENCH_ROWS=3,1,3 runs those rows of the table,
 //                        in that order; MATCH_BENCH_ONLY_OPEN_LOOP=1 only the
-//                        open loop)
+//                        open loop; MATCH_BENCH_TOKENS=1 starts the match
+//                        server checking tokens, as in production, and every
+//                        call carries one)
 //   match-bench advertisers [--advertisers 200] [--keys-per-list 50000] [--seconds 2]
 //                       [--rounds 3] [--rate 10000] [--open-seconds 5] [--server PATH] [--redis PATH]
 //                        one user asked of many lists: MatchAdvertisers, N Match
@@ -205,6 +207,9 @@ protocol Wire {
 
 struct RosterWire: Wire {
     let advertiser: String
+    /// Sent as `authorization: Bearer <token>` on every call, as a client of
+    /// a server that checks tokens does (`MATCH_BENCH_TOKENS`).
+    var token: String? = benchTokens?.client
     func preface() -> [UInt8] { [0x52, 0x4F, 0x53, 0x54, 0, 1, 0, 0] }
     func request(_ probes: UnsafeRawPointer, batch: Int, id: UInt32) -> [UInt8] {
         let message: [UInt8]
@@ -216,11 +221,16 @@ struct RosterWire: Wire {
             message = MatchManyRequest(advertiserID: advertiser, hashes: Data(bytes: probes, count: 16 * batch)).serializedBytes()
             method = MatchService.Method.matchMany.id
         }
+        var metadata: [UInt8] = [0, 0]
+        if let token {
+            func string(_ text: String) -> [UInt8] { withUnsafeBytes(of: UInt16(text.utf8.count).bigEndian, Array.init) + Array(text.utf8) }
+            metadata = [0, 1] + string("authorization") + string("Bearer \(token)")
+        }
         var out = [UInt8]()
-        out.reserveCapacity(20 + message.count)
-        let length = UInt32(10 + message.count)
+        out.reserveCapacity(20 + metadata.count + message.count)
+        let length = UInt32(8 + metadata.count + message.count)
         out += withUnsafeBytes(of: length.bigEndian, Array.init) + [0x01, 0] + withUnsafeBytes(of: id.bigEndian, Array.init)
-        out += withUnsafeBytes(of: method.bigEndian, Array.init) + [0, 0, 0, 0, 0, 0]
+        out += withUnsafeBytes(of: method.bigEndian, Array.init) + [0, 0, 0, 0] + metadata
         return out + message
     }
     func reply(_ b: [UInt8], at o: Int) -> (length: Int, hits: Int)? {
@@ -487,10 +497,11 @@ func rss(pid: Int32) -> Int {
     return (Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) * 1024
 }
 
-func spawn(_ path: String, _ arguments: [String]) throws -> (Process, Pipe) {
+func spawn(_ path: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (Process, Pipe) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
+    if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = FileHandle.nullDevice
@@ -523,6 +534,16 @@ func serve(root: String, port: Int) async throws {
 /// match-server`, built by the root package with its own compiler settings
 /// (`serverPath`), or "self": the same library in this process's own binary.
 /// Returns it and its port once it listens.
+/// The tokens a server started with `MATCH_BENCH_TOKENS` set checks, as a
+/// production one does: every call then carries `authorization: Bearer`.
+let benchTokens = ProcessInfo.processInfo.environment["MATCH_BENCH_TOKENS"] != nil
+    ? (client: "bench-client-token", admin: "bench-admin-token") : nil
+
+/// The options of an admin call to the bench's server: its admin token, if it checks tokens.
+var benchAdminOptions: CallOptions {
+    CallOptions(metadata: benchTokens.map { ["authorization": "Bearer \($0.admin)"] } ?? [:])
+}
+
 func startRoster(_ serverPath: String, root: URL) throws -> (Process, Int) {
     let (roster, rosterPipe): (Process, Pipe)
     if serverPath == "self" {
@@ -531,8 +552,10 @@ func startRoster(_ serverPath: String, root: URL) throws -> (Process, Int) {
         guard FileManager.default.isExecutableFile(atPath: serverPath) else {
             fatalError("no roster binary at \(serverPath): run `swift build -c release --product roster` in the project root, or pass --server PATH")
         }
-        (roster, rosterPipe) = try spawn(serverPath, ["match-server", "--no-auth", "--plaintext", "--data", root.path, "--store", root.path,
-                                                      "--listen", "127.0.0.1:0", "--log-level", "error"])
+        let auth = benchTokens.map { ["ROSTER_CLIENT_TOKENS": $0.client, "ROSTER_ADMIN_TOKENS": $0.admin] }
+        (roster, rosterPipe) = try spawn(serverPath, (auth == nil ? ["match-server", "--no-auth"] : ["match-server"])
+                                         + ["--plaintext", "--data", root.path, "--store", root.path, "--listen", "127.0.0.1:0", "--log-level", "error"],
+                                         environment: auth ?? [:])
     }
     var line = Data()
     while !line.contains(10) {
@@ -653,7 +676,7 @@ func networkBench(keys n: Int, seconds: Double, roundCount: Int, openSeconds: Do
     defer { kill(roster.processIdentifier, SIGKILL); roster.waitUntilExit() }
     let rssBefore = rss(pid: roster.processIdentifier)
     let client = RPCClient(host: "127.0.0.1", port: rosterPort)
-    _ = try await MatchAdmin.Client(transport: client).publish(PublishRequest(advertiserID: "bench", version: 1, segments: [SegmentRef(path: "segments/0.seg")]))
+    _ = try await MatchAdmin.Client(transport: client).publish(PublishRequest(advertiserID: "bench", version: 1, segments: [SegmentRef(path: "segments/0.seg")]), options: benchAdminOptions)
     await client.close()
 
     progress("published; starting redis-server")
