@@ -93,6 +93,32 @@ final class RobustnessTests: XCTestCase {
         hammer(UnpublishResponse.self, seed: 18, seeds: samples { UnpublishResponse(removedVersion: $0.integer()).serializedBytes() })
         hammer(SegmentRef.self, seed: 19, seeds: samples { SegmentRef(path: $0.string(), keyCount: $0.integer()).serializedBytes() })
     }
+
+    /// `ProtoWire.sameBytes`, which decides whether a call joins a run (its
+    /// head, token and all) and whether a run of Match calls shares one
+    /// advertiser: a difference in any byte, in a whole word or in the
+    /// tail, at every length up to three words, is seen.
+    func testSameBytesSeesADifferenceAnywhere() {
+        for count in 0...24 {
+            let a = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+            a.withUnsafeBytes { x in
+                let copy = a
+                copy.withUnsafeBytes { y in
+                    XCTAssertTrue(ProtoWire.sameBytes(x.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, y.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, count: count))
+                }
+            }
+            for at in 0..<count {
+                var b = a
+                b[at] ^= 0x40
+                a.withUnsafeBytes { x in
+                    b.withUnsafeBytes { y in
+                        XCTAssertFalse(ProtoWire.sameBytes(x.baseAddress!, y.baseAddress!, count: count), "\(count) bytes, differing at \(at)")
+                        XCTAssertTrue(ProtoWire.sameBytes(x.baseAddress!, y.baseAddress!, count: at), "the first \(at) agree")
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Makes hostile inputs: random bytes, and valid encodings with bytes
