@@ -58,11 +58,14 @@ extension MatchHandler {
     func answerMatchRun(_ requests: UnsafeBufferPointer<UnsafeRawBufferPointer>, context: RPCContext,
                         answer: RPCServerMethod.ResponseSink, fail: (any Error) -> Void) {
         let count = requests.count
-        guard count > 1, let (list, keyOffset) = sharedList(requests) else {
+        guard count > 1 else {
             for request in requests {
                 do { try answerMatch(request, context: context, sink: answer) } catch { fail(error) }
             }
             return
+        }
+        guard let (list, keyOffset) = sharedList(requests) else {
+            return answerMixedRun(requests, context: context, answer: answer, fail: fail)
         }
         let bitmapBytes = (count + 7) / 8
         withUnsafeTemporaryAllocation(byteCount: count * 16 + bitmapBytes, alignment: 16) { space in
@@ -74,6 +77,44 @@ extension MatchHandler {
             bitmap.initialize(repeating: 0, count: bitmapBytes)
             list.lookup(keys, count: count, into: bitmap)
             for i in 0..<count {
+                MatchResponseWriter.write(matched: bitmap[i >> 3] & (1 << (i & 7)) != 0, version: list.version, to: answer)
+            }
+        }
+    }
+
+    /// A run that names several advertisers (one user asked of many lists,
+    /// say): each call's list resolved (the previous call's again when it
+    /// names the same advertiser) and the lookups taken as
+    /// `MatchAdvertisers` takes them, 16 at a time with their cache misses
+    /// overlapped. A call read by the general decoder, or whose list is
+    /// missing or of the other hash type, is answered alone in its place.
+    private func answerMixedRun(_ requests: UnsafeBufferPointer<UnsafeRawBufferPointer>, context: RPCContext,
+                                answer: RPCServerMethod.ResponseSink, fail: (any Error) -> Void) {
+        var pairs = [(ListVersion, Key16)?](repeating: nil, count: requests.count)
+        var previous: (id: UnsafeBufferPointer<UInt8>, list: ListVersion)?
+        for (i, request) in requests.enumerated() {
+            guard let view = MatchRequestView(request) else { continue }
+            let list: ListVersion
+            if let previous, previous.id.count == view.advertiser.count,
+               ProtoWire.sameBytes(previous.id.baseAddress!, view.advertiser.baseAddress!, count: view.advertiser.count) {
+                list = previous.list
+            } else {
+                guard let found = try? self.list(String(decoding: view.advertiser, as: UTF8.self)) else { continue }
+                list = found
+                previous = (view.advertiser, found)
+            }
+            guard view.width == list.hashKind.byteCount else { continue }
+            pairs[i] = (list, view.key)
+        }
+        let bitmapBytes = (requests.count + 7) / 8
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: bitmapBytes) { bitmap in
+            bitmap.initialize(repeating: 0)
+            Self.lookUp(requests.count, into: bitmap.baseAddress!) { pairs[$0] }
+            for (i, pair) in pairs.enumerated() {
+                guard let (list, _) = pair else {
+                    do { try answerMatch(requests[i], context: context, sink: answer) } catch { fail(error) }
+                    continue
+                }
                 MatchResponseWriter.write(matched: bitmap[i >> 3] & (1 << (i & 7)) != 0, version: list.version, to: answer)
             }
         }

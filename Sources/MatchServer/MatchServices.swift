@@ -174,30 +174,42 @@ public struct MatchHandler: MatchService.InlineHandler {
     }
 
     /// Sets bit i of `matched` when list i (of the type's key in `keys`)
-    /// holds its key. Each list's answer is a lookup in a different segment,
-    /// so each is a cache miss or two: they are taken 16 lists at a time in
-    /// three passes (prefetch every index entry; read the bounds and
-    /// prefetch every key's line; search), so that a chunk's misses are in
-    /// flight together rather than one after another (measured with
-    /// `match-bench advertisers`: 51 µs of server CPU per call of 200
-    /// advertisers one after another, 37 in chunks).
+    /// holds its key (`lookUp(_:into:_:)`).
     static func lookUp(_ keys: [Key16?], in lists: [ListVersion?], into matched: inout [UInt8]) {
+        matched.withUnsafeMutableBufferPointer { matched in
+            lookUp(lists.count, into: matched.baseAddress!) { i in
+                guard let list = lists[i], let key = keys[Int(list.hashKind.rawValue)] else { return nil }
+                return (list, key)
+            }
+        }
+    }
+
+    /// Sets bit i of `matched` (zeroed, `(count + 7) / 8` bytes) when the
+    /// list of `pair(i)` holds its key; a nil pair is skipped. Each pair is
+    /// a lookup in a different segment, so each is a cache miss or two:
+    /// they are taken 16 at a time in three passes (prefetch every index
+    /// entry; read the bounds and prefetch every key's line; search), so
+    /// that a chunk's misses are in flight together rather than one after
+    /// another (measured with `match-bench advertisers`: 51 µs of server
+    /// CPU per call of 200 advertisers one after another, 37 in chunks).
+    @inline(__always)
+    static func lookUp(_ count: Int, into matched: UnsafeMutablePointer<UInt8>, _ pair: (Int) -> (ListVersion, Key16)?) {
         let chunk = 16
         withUnsafeTemporaryAllocation(of: Segment.Probe?.self, capacity: chunk) { probes in
             var start = 0
-            while start < lists.count {
-                let end = min(lists.count, start + chunk)
+            while start < count {
+                let end = min(count, start + chunk)
                 for i in start..<end {
-                    guard let list = lists[i], let key = keys[Int(list.hashKind.rawValue)] else { continue }
+                    guard let (list, key) = pair(i) else { continue }
                     list.segment(for: key)?.prefetchEntry(key)
                 }
                 for i in start..<end {
                     probes[i - start] = nil
-                    guard let list = lists[i], let key = keys[Int(list.hashKind.rawValue)], let segment = list.segment(for: key) else { continue }
+                    guard let (list, key) = pair(i), let segment = list.segment(for: key) else { continue }
                     probes[i - start] = segment.probe(key)
                 }
                 for i in start..<end {
-                    guard let list = lists[i], let key = keys[Int(list.hashKind.rawValue)] else { continue }
+                    guard let (list, key) = pair(i) else { continue }
                     let found: Bool
                     if let probe = probes[i - start], let segment = list.segment(for: key) {
                         found = segment.finish(key, probe)

@@ -293,6 +293,16 @@ final class MatchServerTests: XCTestCase {
         runs.append(probes.prefix(3).map { request("one", $0.bytes) } + [request("one", Array(repeating: 1, count: 15))]
                     + probes.prefix(3).map { request("one", $0.bytes) })
         runs.append([request("one", members[0].bytes)])
+        // Mixed, with a missing list, the other width and the general decoder in between.
+        runs.append(probes.enumerated().map { i, key in
+            switch i % 6 {
+            case 0, 1: request("one", key.bytes)
+            case 2: request("ghost", key.bytes)
+            case 3: request("split", Array(key.bytes) + Array(key.bytes))
+            case 4: [0x12, 16] + key.bytes + [0x0A, 7] + Array("overlap".utf8)
+            default: request("overlap", key.bytes)
+            }
+        })
         for (n, requests) in runs.enumerated() {
             let expected = aloneAnswers(requests)
             XCTAssertEqual(answers(requests), expected, "run \(n)")
