@@ -194,7 +194,9 @@ extension RPCService {
 /// never runs.
 ///
 /// Interceptors run on the connection's event loop for every call: they
-/// must not block.
+/// must not block. Their answer must depend on the context alone (the
+/// method, metadata, deadline and peer): a run of calls that share all of
+/// those (`RPCServerMethod.InlineRunBody`) is admitted once for all.
 public protocol RPCInterceptor: Sendable {
     func intercept(_ context: RPCContext) throws(RPCError)
 }
