@@ -134,7 +134,7 @@ extension MatchHandler {
             guard request.count == size, ProtoWire.sameBytes(request.baseAddress!, prefix, count: keyOffset) else { return nil }
         }
         guard let list = try? list(String(decoding: first.advertiser, as: UTF8.self)),
-              (try? Self.check(width: first.width, of: list)) != nil else { return nil }
+              first.width == list.hashKind.byteCount else { return nil }
         return (list, keyOffset)
     }
 }

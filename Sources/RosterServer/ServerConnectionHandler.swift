@@ -332,18 +332,28 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         var bytes: [UInt8] = []
         var ends: [Int] = []
 
-        /// Ready for the next run, keeping the arrays' storage.
+        /// Bytes of heads and requests kept allocated between runs. A run
+        /// of small calls reuses its storage; one that held a large head or
+        /// request (up to the frame limit) lets it go, or every connection
+        /// that ever received one would keep that much for its life.
+        static let keptBytes = 64 << 10
+
+        /// Ready for the next run, keeping the arrays' storage (of bytes,
+        /// only up to `keptBytes`).
         mutating func reset() {
             route = nil
             head = nil
-            headBytes.removeAll(keepingCapacity: true)
+            headBytes.removeAll(keepingCapacity: headBytes.capacity <= Self.keptBytes)
             callIDs.removeAll(keepingCapacity: true)
-            bytes.removeAll(keepingCapacity: true)
+            bytes.removeAll(keepingCapacity: bytes.capacity <= Self.keptBytes)
             ends.removeAll(keepingCapacity: true)
         }
     }
 
     private var pendingRun = PendingRun()
+    /// Bytes the run's buffers hold allocated between runs (for a test of
+    /// `PendingRun.keptBytes`).
+    package var runBytesKept: Int { pendingRun.bytes.capacity + pendingRun.headBytes.capacity }
     /// The most calls in one run: what the handler is handed at once.
     private static let maxRunLength = 1024
 

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOEmbedded
 import RosterRPC
@@ -15,13 +16,15 @@ final class ServerConnectionHandlerTests: XCTestCase {
     private var loop: NIOAsyncTestingEventLoop!
     private var channel: NIOAsyncTestingChannel!
     private var decoder = FrameDecoder()
+    private var handler: ServerConnectionHandler!
 
     private func start(_ services: [any RPCService] = [], configuration: RPCServer.Configuration) async throws {
         loop = NIOAsyncTestingEventLoop()
         let routes = try RouteTable(services: services)
+        nonisolated(unsafe) let handler = ServerConnectionHandler(routes: routes, configuration: configuration, metrics: ServerMetrics(), logger: quietLogger)
+        self.handler = handler
         channel = try await NIOAsyncTestingChannel(loop: loop) { channel in
-            try channel.pipeline.syncOperations.addHandler(
-                ServerConnectionHandler(routes: routes, configuration: configuration, metrics: ServerMetrics(), logger: quietLogger))
+            try channel.pipeline.syncOperations.addHandler(handler)
         }
         try await channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 7401))
         var preface = channel.allocator.buffer(capacity: WireProtocol.prefaceLength)
@@ -211,9 +214,38 @@ final class ServerConnectionHandlerTests: XCTestCase {
         XCTAssertFalse(channel.isActive)
     }
 
+    /// A run that held a large request (or head) lets its storage go; a
+    /// run of small calls keeps what it used for the next.
+    func testARunKeepsLittleMemoryBetweenReads() async throws {
+        try await start([RunEchoService()], configuration: .init(idleTimeout: nil))
+        var buffer = channel.allocator.buffer(capacity: 1 << 20)
+        append(1, metadata: ["a": String(repeating: "n", count: 40_000), "b": String(repeating: "n", count: 40_000)], payload: 512 << 10, to: &buffer)
+        append(2, metadata: ["a": String(repeating: "n", count: 40_000), "b": String(repeating: "n", count: 40_000)], payload: 512 << 10, to: &buffer)
+        try await channel.writeInbound(buffer)
+        let large = try await frames().compactMap(Self.echo)
+        XCTAssertEqual(large.map(\.status), [.ok, .ok])
+        let afterLarge = try await runBytesKept()
+        XCTAssertEqual(afterLarge, 0, "over a megabyte held, none kept")
+        var small = channel.allocator.buffer(capacity: 4096)
+        for index in 3...40 { append(index, to: &small) }
+        try await channel.writeInbound(small)
+        let answered = try await frames().compactMap(Self.echo)
+        XCTAssertEqual(answered.count, 38)
+        let afterSmall = try await runBytesKept()
+        XCTAssertGreaterThan(afterSmall, 0, "kept for the next run")
+        XCTAssertLessThanOrEqual(afterSmall, 2 * (64 << 10))
+    }
+
+    /// What the handler keeps allocated for runs, read on its loop.
+    private func runBytesKept() async throws -> Int {
+        nonisolated(unsafe) let handler = self.handler!
+        return try await loop.submit { handler.runBytesKept }.get()
+    }
+
     /// Appends an echo request with call id and index `index`.
-    private func append(_ index: Int, timeout: UInt32 = 0, metadata: Metadata = [:], failWith: UInt8 = 0, to buffer: inout ByteBuffer) {
-        let message = EchoRequest(index: UInt32(index), failWith: UInt32(failWith))
+    private func append(_ index: Int, timeout: UInt32 = 0, metadata: Metadata = [:], failWith: UInt8 = 0, payload: Int = 0,
+                        to buffer: inout ByteBuffer) {
+        let message = EchoRequest(payload: Data(repeating: 7, count: payload), index: UInt32(index), failWith: UInt32(failWith))
         FrameWriter.appendRequest(callID: UInt32(index), head: RequestHead(methodID: InlineEcho.Method.echo.id, timeoutMilliseconds: timeout, metadata: metadata),
                                   message: message, size: message.serializedSize, to: &buffer)
     }
