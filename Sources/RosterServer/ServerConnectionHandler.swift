@@ -224,19 +224,9 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
             respond(callID, error: ServerRPCExecutor.unknownMethod(head.methodID))
             return
         }
-        let (deadline, contextDeadline, expired) = deadline(of: head)
-        if let expired {
-            executor.ended(route, code: .deadlineExceeded, nanoseconds: nil)
-            respond(callID, error: expired)
-            return
-        }
-        let callContext = RPCContext(
-            method: route.descriptor, metadata: head.metadata,
-            deadline: contextDeadline, peer: peer)
-        do {
-            try executor.admit(route, callContext)
-        } catch {
-            fail(callID, route: route, started: nil, error: error)
+        let (callContext, deadline, refusal) = admit(route, head: head)
+        if let refusal {
+            fail(callID, route: route, started: nil, error: refusal)
             return
         }
 
@@ -284,24 +274,39 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    /// A call's deadline from its head, on the loop's clock (for its timer)
-    /// and on the continuous clock (for its handler), and the error it
-    /// answers if that passed before it could run.
+    /// The context of a call (or of a run's calls, which share a head),
+    /// its deadline on the loop's clock (for an async call's timer), and
+    /// why it is refused if it is: its deadline passed before it could run,
+    /// or the route's interceptors refuse it.
     ///
     /// The deadline counts from when the read that brought the request
     /// began: calls queued behind slow ones in the same read have waited.
     /// A call whose deadline passed before it could run is not run.
-    private func deadline(of head: RequestHead) -> (loop: NIODeadline?, context: ContinuousClock.Instant?, expired: RPCError?) {
+    private func admit(_ route: Route, head: RequestHead) -> (context: RPCContext, deadline: NIODeadline?, refusal: RPCError?) {
         let timeout = head.timeoutMilliseconds > 0
             ? TimeAmount.milliseconds(Int64(head.timeoutMilliseconds)) : configuration.defaultTimeout.map(TimeAmount.init)
-        guard let timeout else { return (nil, nil, nil) }
-        let deadline = readStarted + timeout
-        let now = context.eventLoop.now
-        let contextDeadline = ContinuousClock.now + .nanoseconds((deadline - now).nanoseconds)
-        guard now >= deadline else { return (deadline, contextDeadline, nil) }
-        let waited = (now - readStarted).nanoseconds / 1_000_000
-        return (deadline, contextDeadline, RPCError(.deadlineExceeded,
-            "deadline of \(timeout.nanoseconds / 1_000_000) ms passed before the call ran (queued \(waited) ms behind earlier calls)"))
+        var deadline: NIODeadline?
+        var contextDeadline: ContinuousClock.Instant?
+        var expired: RPCError?
+        if let timeout {
+            let loopDeadline = readStarted + timeout
+            let now = context.eventLoop.now
+            deadline = loopDeadline
+            contextDeadline = ContinuousClock.now + .nanoseconds((loopDeadline - now).nanoseconds)
+            if now >= loopDeadline {
+                let waited = (now - readStarted).nanoseconds / 1_000_000
+                expired = RPCError(.deadlineExceeded,
+                    "deadline of \(timeout.nanoseconds / 1_000_000) ms passed before the call ran (queued \(waited) ms behind earlier calls)")
+            }
+        }
+        let callContext = RPCContext(method: route.descriptor, metadata: head.metadata, deadline: contextDeadline, peer: peer)
+        if let expired { return (callContext, deadline, expired) }
+        do {
+            try executor.admit(route, callContext)
+        } catch {
+            return (callContext, deadline, error)
+        }
+        return (callContext, deadline, nil)
     }
 
     // MARK: Runs of inline calls
@@ -321,8 +326,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
     private struct PendingRun {
         /// The run's method and the head its requests share; nil when no
         /// run is being gathered.
-        var route: Route?
-        var head: RequestHead?
+        var target: (route: Route, head: RequestHead)?
         /// The head's bytes, which a request must repeat to join. (Copied:
         /// a slice of the receive buffer held past the read would make the
         /// frame reader copy the bytes it keeps for the next read.)
@@ -341,8 +345,7 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         /// Ready for the next run, keeping the arrays' storage (of bytes,
         /// only up to `keptBytes`).
         mutating func reset() {
-            route = nil
-            head = nil
+            target = nil
             headBytes.removeAll(keepingCapacity: headBytes.capacity <= Self.keptBytes)
             callIDs.removeAll(keepingCapacity: true)
             bytes.removeAll(keepingCapacity: bytes.capacity <= Self.keptBytes)
@@ -364,20 +367,19 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
     private func joinRun(_ frame: Frame) -> Bool {
         var payload = frame.payload
         guard let headLength = payload.withUnsafeReadableBytes({ RequestHead.length(in: $0) }) else { return false }
-        if pendingRun.head != nil {
+        if pendingRun.target != nil {
             let same = headLength == pendingRun.headBytes.count && pendingRun.callIDs.count < Self.maxRunLength
                 && payload.withUnsafeReadableBytes { next in
                     pendingRun.headBytes.withUnsafeBytes { ProtoWire.sameBytes($0.baseAddress!, next.baseAddress!, count: headLength) }
                 }
             if !same { flushRun() }
         }
-        if pendingRun.head == nil {
+        if pendingRun.target == nil {
             var read = payload
             guard let methodID = payload.getInteger(at: payload.readerIndex, as: UInt32.self),
                   let route = executor.routes.route(methodID), route.method.run != nil,
                   let head = try? RequestHead.read(from: &read) else { return false }
-            pendingRun.route = route
-            pendingRun.head = head
+            pendingRun.target = (route, head)
             payload.withUnsafeReadableBytes { pendingRun.headBytes.append(contentsOf: $0[..<headLength]) }
         }
         // Refused or a violation: answered (or the connection closed) by
@@ -394,12 +396,12 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
     /// share a head, so one check answers for all), then its handler called
     /// once with every request.
     private func flushRun() {
-        guard let route = pendingRun.route, let run = route.method.run, let head = pendingRun.head else { return }
+        guard let (route, head) = pendingRun.target, let run = route.method.run else { return }
         let callIDs = pendingRun.callIDs, ends = pendingRun.ends
         defer { pendingRun.reset() }
         let count = callIDs.count
         guard count > 0 else { return }
-        let (callContext, refusal) = runContext(route, head: head)
+        let (callContext, _, refusal) = admit(route, head: head)
         if let refusal {
             for callID in callIDs { fail(callID, route: route, started: nil, error: refusal) }
             return
@@ -437,23 +439,6 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
         }
         executor.succeeded(route, count: succeeded, meanNanoseconds: started.map { (NIODeadline.now() - $0).nanoseconds / Int64(count) },
                            samples: samples)
-    }
-
-    /// The context a run's calls share, from their head, and why they are
-    /// refused if they are: their deadline passed before they could run, or
-    /// the route's interceptors refuse them.
-    private func runContext(_ route: Route, head: RequestHead) -> (RPCContext, RPCError?) {
-        let (_, deadline, expired) = deadline(of: head)
-        let callContext = RPCContext(method: route.descriptor, metadata: head.metadata, deadline: deadline, peer: peer)
-        if let expired {
-            return (callContext, expired)
-        }
-        do {
-            try executor.admit(route, callContext)
-        } catch {
-            return (callContext, error)
-        }
-        return (callContext, nil)
     }
 
     private func asyncCallFinished(_ callID: UInt32, result: Result<any ProtoMessage, any Error>) {
