@@ -59,10 +59,7 @@ extension MatchHandler {
                         answer: RPCServerMethod.ResponseSink, fail: (any Error) -> Void) {
         let count = requests.count
         guard count > 1 else {
-            for request in requests {
-                do { try answerMatch(request, context: context, sink: answer) } catch { fail(error) }
-            }
-            return
+            return answerMatchAlone(requests[0], context: context, answer: answer, fail: fail)
         }
         guard let (list, keyOffset) = sharedList(requests) else {
             return answerMixedRun(requests, context: context, answer: answer, fail: fail)
@@ -112,12 +109,18 @@ extension MatchHandler {
             Self.lookUp(requests.count, into: bitmap.baseAddress!) { pairs[$0] }
             for (i, pair) in pairs.enumerated() {
                 guard let (list, _) = pair else {
-                    do { try answerMatch(requests[i], context: context, sink: answer) } catch { fail(error) }
+                    answerMatchAlone(requests[i], context: context, answer: answer, fail: fail)
                     continue
                 }
                 MatchResponseWriter.write(matched: bitmap[i >> 3] & (1 << (i & 7)) != 0, version: list.version, to: answer)
             }
         }
+    }
+
+    /// One call of a run answered as if it came alone (`answerMatch`).
+    private func answerMatchAlone(_ request: UnsafeRawBufferPointer, context: RPCContext,
+                                  answer: RPCServerMethod.ResponseSink, fail: (any Error) -> Void) {
+        do { try answerMatch(request, context: context, sink: answer) } catch { fail(error) }
     }
 
     /// The list every request of the run names, and where each request's
