@@ -227,6 +227,9 @@ public final class MatchCatalog: Sendable {
         return Set(versions.keys).union(damage.keys).sorted().map { ($0, versions[$0] ?? 0, damage[$0]) }
     }
 
+    /// Bytes the scrub hashes between two pauses.
+    public static let scrubPiece = 1 << 20
+
     /// Re-verifies the checksums of every live segment from disk, at most
     /// `bytesPerSecond` on average (it pauses after each MiB it reads, so it
     /// never holds a core for long: `Segment.verify(inPiecesOf:)`), so a
@@ -234,9 +237,6 @@ public final class MatchCatalog: Sendable {
     /// restart. A version that fails is taken out of service and recorded
     /// as damaged: wrong answers are worse than UNAVAILABLE. Returns the
     /// advertisers found damaged.
-    /// Bytes the scrub hashes between two pauses.
-    static let scrubPiece = 1 << 20
-
     public func scrub(bytesPerSecond: Int, pause: (Duration) async -> Void = { try? await Task.sleep(for: $0) }) async -> [String] {
         let lists = live.withLock { Array($0.values) }.sorted { $0.advertiserID < $1.advertiserID }
         var found: [String] = []

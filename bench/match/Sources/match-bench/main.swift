@@ -74,9 +74,9 @@ func now() -> UInt64 {
 
 // MARK: - In-process lookups
 
-func lookupBench(sizes: [Int]) throws {
-    print("| keys | single lookup ns | batched (100) ns/key | batched (1000) ns/key | batched (100), caches churned, ns/key | file bytes/key |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+func lookupBench(sizes: [Int]) async throws {
+    print("| keys | single lookup ns | batched (100) ns/key | batched (1000) ns/key | batched (100), caches churned, ns/key | file bytes/key | scrub piece µs, median / max |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n in sizes {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("match-bench-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -137,7 +137,20 @@ func lookupBench(sizes: [Int]) throws {
         let batched100 = batchedLookups(100)
         let batched = batchedLookups(1000)
         let churned = batchedLookups(100, churn: 4 << 20)
-        print(String(format: "| %d | %.0f | %.0f | %.0f | %.0f | %.2f |", n, single, batched100, batched, churned, Double(fileBytes) / Double(n)))
+        // How long the background scrub holds a core at a time: one piece
+        // of `Segment.verify(inPiecesOf:)` at the match server's piece size.
+        var pieces: [UInt64] = []
+        var pieceStart = now()
+        do {
+            try await segment.verify(inPiecesOf: MatchCatalog.scrubPiece) { _ in
+                let t = now()
+                pieces.append(t - pieceStart)
+                pieceStart = now()
+            }
+        }
+        pieces.sort()
+        print(String(format: "| %d | %.0f | %.0f | %.0f | %.0f | %.2f | %.0f / %.0f |", n, single, batched100, batched, churned, Double(fileBytes) / Double(n),
+                     Double(pieces[pieces.count / 2]) / 1000, Double(pieces.last!) / 1000))
     }
 }
 
@@ -553,9 +566,11 @@ func startRoster(_ serverPath: String, root: URL) throws -> (Process, Int) {
             fatalError("no roster binary at \(serverPath): run `swift build -c release --product roster` in the project root, or pass --server PATH")
         }
         let auth = benchTokens.map { ["ROSTER_CLIENT_TOKENS": $0.client, "ROSTER_ADMIN_TOKENS": $0.admin] }
-        (roster, rosterPipe) = try spawn(serverPath, (auth == nil ? ["match-server", "--no-auth"] : ["match-server"])
-                                         + ["--plaintext", "--data", root.path, "--store", root.path, "--listen", "127.0.0.1:0", "--log-level", "error"],
-                                         environment: auth ?? [:])
+        var arguments = auth == nil ? ["match-server", "--no-auth"] : ["match-server"]
+        arguments += ["--plaintext", "--data", root.path, "--store", root.path, "--listen", "127.0.0.1:0", "--log-level", "error"]
+        // MATCH_BENCH_SERVER_ARGS: more options for the server, e.g. "--scrub-rate 0".
+        arguments += ProcessInfo.processInfo.environment["MATCH_BENCH_SERVER_ARGS"].map { $0.split(separator: " ").map(String.init) } ?? []
+        (roster, rosterPipe) = try spawn(serverPath, arguments, environment: auth ?? [:])
     }
     var line = Data()
     while !line.contains(10) {
@@ -794,7 +809,7 @@ case "serve":
     try await serve(root: args[1], port: Int(args[2]) ?? 0)
 case "lookup":
     let sizes = (option("--keys") ?? "1000000,10000000").split(separator: ",").compactMap { Int($0) }
-    try lookupBench(sizes: sizes)
+    try await lookupBench(sizes: sizes)
 case "network":
     try await networkBench(keys: Int(option("--keys") ?? "10000000") ?? 10_000_000,
                            seconds: Double(option("--seconds") ?? "2") ?? 2,
