@@ -141,12 +141,10 @@ func lookupBench(sizes: [Int]) async throws {
         // of `Segment.verify(inPiecesOf:)` at the match server's piece size.
         var pieces: [UInt64] = []
         var pieceStart = now()
-        do {
-            try await segment.verify(inPiecesOf: MatchCatalog.scrubPiece) { _ in
-                let t = now()
-                pieces.append(t - pieceStart)
-                pieceStart = now()
-            }
+        try await segment.verify(inPiecesOf: MatchCatalog.scrubPiece) { _ in
+            let t = now()
+            pieces.append(t - pieceStart)
+            pieceStart = now()
         }
         pieces.sort()
         print(String(format: "| %d | %.0f | %.0f | %.0f | %.0f | %.2f | %.0f / %.0f |", n, single, batched100, batched, churned, Double(fileBytes) / Double(n),
