@@ -383,7 +383,10 @@ package final class ServerConnectionHandler: ChannelDuplexHandler {
             payload.withUnsafeReadableBytes { pendingRun.headBytes.append(contentsOf: $0[..<headLength]) }
         }
         // Refused or a violation: answered (or the connection closed) by
-        // the one-call path, once the run before it is answered.
+        // the one-call path, once the run before it is answered. That path
+        // asks the state machine again and gets the same answer: for a call
+        // it does not run, `receivedRequest` changes nothing but the
+        // highest call id seen, which it has already recorded.
         guard case .run = machine.receivedRequest(callID: frame.callID) else { return false }
         payload.moveReaderIndex(forwardBy: headLength)
         pendingRun.callIDs.append(frame.callID)
